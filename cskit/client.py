@@ -1,0 +1,67 @@
+"""The loaded client: its tables in canonical form, and the count of every row read, used or excluded."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cskit.catalogue import KPI
+
+
+@dataclass
+class Quality:
+    """Rows read, used and excluded per table and reason, plus warnings (``results/quality.json``).
+
+    Invariant, per table: ``read == used + sum(excluded.values())``.
+    """
+
+    tables: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def read(self, table: str, n: int) -> None:
+        self.tables[table] = {"read": int(n), "used": int(n), "excluded": {}}
+
+    def exclude(self, table: str, reason: str, n: int) -> None:
+        if n <= 0:
+            return
+        t = self.tables[table]
+        t["excluded"][reason] = t["excluded"].get(reason, 0) + int(n)
+        t["used"] -= int(n)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def is_consistent(self) -> bool:
+        return all(t["read"] == t["used"] + sum(t["excluded"].values()) for t in self.tables.values())
+
+    def to_dict(self) -> dict:
+        return {"tables": self.tables, "warnings": self.warnings}
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@dataclass
+class ClientData:
+    """A client's tables after loading and validation (see docs/architecture.md for the exact columns).
+
+    - ``accounts``: account_id (str), contract_start, churn_date (datetime64, NaT = active), segment,
+      plan, contract_type ("monthly"|"annual"), referred_by (str or NA), health_score (float or NA),
+      plus numeric static KPI columns (those listed in ``static_kpis``).
+    - ``revenue``: account_id, month (datetime64, first day of month), mrr (float >= 0), product (str).
+    - ``kpis``: account_id, month, one float column per KPI (NaN = not measured).
+    - ``nps``: account_id, date, score (int 0-10), role (str or NA); or None.
+    - ``events``: account_id, user_id, ts, event, value; or None.
+    """
+
+    accounts: pd.DataFrame
+    revenue: pd.DataFrame
+    kpis: pd.DataFrame
+    nps: pd.DataFrame | None
+    events: pd.DataFrame | None
+    as_of: pd.Timestamp  # first day of the analysis month
+    catalogue: dict[str, KPI]
+    static_kpis: list[str]
+    quality: Quality = field(default_factory=Quality)
