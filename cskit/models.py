@@ -1,0 +1,277 @@
+"""Shared modelling on the account × month panel: KPI transforms, design matrices, binomial GLMs.
+
+Choices (also in docs/methods.md):
+- KPIs enter at month t − lag (``contract_months`` at t: it is the tenure adjustment itself).
+- A non-negative KPI whose skewness exceeds 2 is modelled as log1p(KPI) (heavy-tailed counts);
+  ``contract_months`` always as log1p (hazards fall roughly with log-tenure). Every KPI is then
+  standardised by the mean and SD of its (transformed) values over all non-missing panel rows, so a
+  coefficient is an effect per +1 SD.
+- A missing KPI value is set to the KPI's mean (z = 0); KPIs missing in more than half of the rows,
+  or constant, are dropped with a warning.
+- Collinearity: a KPI whose |Pearson r| with an already kept KPI exceeds 0.9 on the model rows is
+  dropped, and the warning names the KPI it travels with (its effect is carried by that one).
+- Binomial GLMs (cloglog: exp(β) is a hazard ratio for discrete-time hazards; logit: odds ratio) are
+  fitted by IRLS in numpy: the panel can hold millions of rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cskit.panel import add_lags
+
+SKEW_LIMIT = 2.0
+COLLINEAR_R = 0.9
+MAX_MISSING = 0.5
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How a KPI enters a model: ``z = (f(x) − mean) / sd`` with f = identity or log1p."""
+
+    kind: str  # "identity" | "log1p"
+    mean: float
+    sd: float
+
+    def forward(self, x):
+        x = np.asarray(x, dtype="float64")
+        fx = np.log1p(np.maximum(x, 0.0)) if self.kind == "log1p" else x
+        return (fx - self.mean) / self.sd
+
+
+def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]:
+    """Transform of each KPI, fitted on all non-missing panel rows (constant KPIs are left out)."""
+    out = {}
+    for k in kpis:
+        x = panel[k].to_numpy(dtype="float64")
+        x = x[np.isfinite(x)]
+        if len(x) < 2:
+            continue
+        kind = "identity"
+        if k == "contract_months" or (x.min() >= 0 and _skewness(x) > SKEW_LIMIT):
+            kind = "log1p"
+        fx = np.log1p(x) if kind == "log1p" else x
+        sd = float(fx.std())
+        if sd > 1e-12:
+            out[k] = Transform(kind, float(fx.mean()), sd)
+    return out
+
+
+def _skewness(x: np.ndarray) -> float:
+    sd = x.std()
+    return float(((x - x.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
+
+
+def lagged_kpis(panel: pd.DataFrame, kpis: list[str], lag: int) -> pd.DataFrame:
+    """Raw KPI values explaining month t: KPIs at t − lag; ``contract_months`` at t."""
+    lagged = [k for k in kpis if k != "contract_months"]
+    out = add_lags(panel, lagged, lag)
+    if "contract_months" in kpis:
+        out["contract_months"] = panel["contract_months"].to_numpy(dtype="float64")
+    return out[kpis]
+
+
+@dataclass
+class Design:
+    """A model matrix: intercept, standardised KPIs, adjustments; and what was dropped and why."""
+
+    X: np.ndarray
+    names: list[str]
+    kpis: list[str]
+    transforms: dict[str, Transform]
+    adjust_levels: dict[str, list[str]]
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def kpi_slice(self) -> slice:
+        return slice(1, 1 + len(self.kpis))
+
+
+def design_matrix(
+    panel: pd.DataFrame,
+    rows: np.ndarray,
+    kpis: list[str],
+    lag: int,
+    transforms: dict[str, Transform] | None = None,
+    adjust: tuple[str, ...] = ("segment", "contract_type"),
+    prune: bool = True,
+) -> Design:
+    """Design for the panel rows selected by boolean ``rows``: [1, z(KPIs), dummies of ``adjust``].
+
+    KPIs are lagged (``lagged_kpis``), transformed and standardised (``kpi_transforms`` fitted on the
+    whole panel unless given), missing → 0. Categorical adjustments are treatment-coded against their
+    most frequent level. With ``prune``, constant, mostly-missing and collinear KPIs are dropped.
+    """
+    transforms = transforms if transforms is not None else kpi_transforms(panel, kpis)
+    dropped: dict[str, str] = {}
+    for k in kpis:
+        if k not in transforms:
+            dropped[k] = "constant (no variation): nothing to estimate"
+    use = [k for k in kpis if k in transforms]
+    raw = lagged_kpis(panel, use, lag).to_numpy()[rows]
+    if prune:
+        missing = np.isnan(raw).mean(axis=0) if len(raw) else np.zeros(len(use))
+        for j, k in enumerate(use):
+            if missing[j] > MAX_MISSING:
+                dropped[k] = f"missing in {missing[j]:.0%} of the model rows"
+    Z = np.column_stack([transforms[k].forward(raw[:, j]) for j, k in enumerate(use)]) if use else raw
+    Z = np.where(np.isfinite(Z), Z, 0.0)
+    keep = [j for j, k in enumerate(use) if k not in dropped]
+    if prune:
+        keep = _prune_collinear(Z, keep, use, dropped)
+    kept = [use[j] for j in keep]
+    cols = [np.ones(len(Z)), *(Z[:, j] for j in keep)]
+    names = ["intercept", *kept]
+    levels: dict[str, list[str]] = {}
+    sub = panel.loc[rows] if rows.dtype == bool else panel.iloc[rows]
+    for a in adjust:
+        if a not in sub:
+            continue
+        values = sub[a].astype(str).to_numpy()
+        counts = pd.Series(values).value_counts()
+        if counts.empty:
+            continue
+        reference, others = counts.index[0], sorted(counts.index[1:])
+        levels[a] = [reference, *others]
+        for v in others:
+            cols.append((values == v).astype("float64"))
+            names.append(f"{a}={v}")
+    X = np.column_stack(cols)
+    return Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped)
+
+
+def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:
+    if len(keep) < 2:
+        return keep
+    r = np.corrcoef(Z[:, keep], rowvar=False)
+    r = np.nan_to_num(r)
+    kept: list[int] = []
+    for a, j in enumerate(keep):
+        partner = next((b for b in kept if abs(r[a, keep.index(b)]) > COLLINEAR_R), None)
+        if partner is None:
+            kept.append(j)
+        else:
+            dropped[names[j]] = (
+                f"collinear with {names[partner]} (r = {r[a, keep.index(partner)]:.2f}): "
+                f"its effect is reported under {names[partner]}"
+            )
+    return kept
+
+
+@dataclass
+class GLMResult:
+    """A fitted binomial GLM: coefficients, their covariance, and the data summary."""
+
+    coef: np.ndarray
+    cov: np.ndarray
+    names: list[str]
+    link: str
+    n: int
+    events: int
+    converged: bool
+    iterations: int
+    loglik: float
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+    def predict(self, X: np.ndarray, coef: np.ndarray | None = None) -> np.ndarray:
+        eta = X @ (self.coef if coef is None else coef)
+        return inverse_link(eta, self.link)
+
+    def summary(self) -> pd.DataFrame:
+        from scipy.stats import norm
+
+        z = self.coef / self.se
+        return pd.DataFrame(
+            {"coef": self.coef, "se": self.se, "z": z, "p_value": 2 * norm.sf(np.abs(z))}, index=self.names
+        )
+
+
+def inverse_link(eta: np.ndarray, link: str) -> np.ndarray:
+    if link == "cloglog":
+        return -np.expm1(-np.exp(np.clip(eta, -40, 5)))
+    return 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
+
+
+def _mu_and_derivative(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
+    if link == "cloglog":
+        eta = np.clip(eta, -40, 5)
+        e = np.exp(eta)
+        return -np.expm1(-e), np.exp(eta - e)
+    mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
+    return mu, mu * (1 - mu)
+
+
+def fit_binomial(
+    y: np.ndarray,
+    X: np.ndarray,
+    link: str = "cloglog",
+    names: list[str] | None = None,
+    max_iter: int = 50,
+    tol: float = 1e-10,
+) -> GLMResult:
+    """Maximum-likelihood binomial GLM (link "cloglog" or "logit") by iteratively reweighted least squares.
+
+    The covariance is the inverse Fisher information at the estimate. Under (quasi-)separation the
+    iterations stop at ``max_iter`` with ``converged=False`` and the huge SEs say so.
+    """
+    y = np.asarray(y, dtype="float64")
+    n, p = X.shape
+    ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    beta = np.zeros(p)
+    beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
+    loglik_old = -np.inf
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        eta = X @ beta
+        mu, d = _mu_and_derivative(eta, link)
+        mu = np.clip(mu, 1e-12, 1 - 1e-12)
+        w = d * d / (mu * (1 - mu))
+        z = eta + (y - mu) / np.where(d > 1e-300, d, 1e-300)
+        XtW = X.T * w
+        info = XtW @ X
+        beta_new = _solve(info, XtW @ z)
+        loglik = _loglik(y, X @ beta_new, link)
+        step = 1.0
+        while loglik < loglik_old - 1e-9 and step > 1e-4:
+            step /= 2
+            beta_try = beta + step * (beta_new - beta)
+            loglik = _loglik(y, X @ beta_try, link)
+            if loglik >= loglik_old - 1e-9:
+                beta_new = beta_try
+        beta = beta_new
+        done = abs(loglik - loglik_old) < tol * (abs(loglik) + 1)
+        loglik_old = loglik
+        if done:
+            converged = True
+            break
+    mu, d = _mu_and_derivative(X @ beta, link)
+    mu = np.clip(mu, 1e-12, 1 - 1e-12)
+    w = d * d / (mu * (1 - mu))
+    cov = _inverse((X.T * w) @ X)
+    return GLMResult(
+        beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, float(loglik_old)
+    )
+
+
+def _loglik(y: np.ndarray, eta: np.ndarray, link: str) -> float:
+    mu = np.clip(inverse_link(eta, link), 1e-15, 1 - 1e-15)
+    return float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _inverse(a: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(a)

@@ -1,0 +1,209 @@
+"""The account × month panel: the base of every metric and model (docs/architecture.md, "The panel").
+
+One row per account and month, from the contract's start month to its churn month (inclusive) or to
+``as_of``. Months are contiguous per account, so within an account the row position equals ``tenure``;
+``add_lags`` relies on that.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cskit.client import ClientData
+
+_EPOCH = np.datetime64("1970-01", "M")
+
+
+def month_index(dates: pd.Series) -> np.ndarray:
+    """Whole months since 1970-01 of each date (NaT → -1)."""
+    d = pd.to_datetime(dates)
+    out = ((d.dt.year - 1970) * 12 + d.dt.month - 1).to_numpy(dtype="float64")
+    return np.where(np.isnan(out), -1, out).astype(np.int64)
+
+
+def month_start(index: np.ndarray) -> np.ndarray:
+    """First day of month for month indices since 1970-01 (inverse of ``month_index``)."""
+    return (_EPOCH + np.asarray(index, dtype="int64").astype("timedelta64[M]")).astype("datetime64[ns]")
+
+
+def kpi_columns(data: ClientData) -> list[str]:
+    """The KPI columns of the panel, in a fixed order: contract_months, static, panel KPIs, nps."""
+    cols = ["contract_months", *data.static_kpis]
+    cols += [c for c in data.kpis.columns if c not in ("account_id", "month")]
+    if data.nps is not None and len(data.nps):
+        cols.append("nps")
+    return list(dict.fromkeys(cols))
+
+
+def build_panel(data: ClientData) -> pd.DataFrame:
+    """Build the account × month panel of ``data`` (columns: docs/architecture.md)."""
+    acc = data.accounts.sort_values("account_id", kind="stable").reset_index(drop=True)
+    as_of = int(month_index(pd.Series([data.as_of]))[0])
+    start = month_index(acc["contract_start"])
+    churn_m = month_index(acc["churn_date"])
+    churned = (churn_m >= 0) & (churn_m <= as_of)
+    end = np.where(churned, churn_m, as_of)
+    keep = (start <= as_of) & (end >= start)
+    acc, start, end, churned = acc[keep].reset_index(drop=True), start[keep], end[keep], churned[keep]
+
+    n = (end - start + 1).astype(np.int64)
+    row_acc = np.repeat(np.arange(len(acc)), n)
+    first_row = np.repeat(np.cumsum(n) - n, n)
+    tenure = np.arange(n.sum()) - first_row
+    mi = start[row_acc] + tenure
+
+    panel = pd.DataFrame(
+        {
+            "account_id": acc["account_id"].to_numpy()[row_acc],
+            "month": month_start(mi),
+            "tenure": tenure,
+            "segment": acc["segment"].to_numpy()[row_acc],
+            "plan": acc["plan"].to_numpy()[row_acc],
+            "contract_type": acc["contract_type"].to_numpy()[row_acc],
+        }
+    )
+    is_last = tenure == (n - 1)[row_acc]
+    panel["churn"] = (is_last & churned[row_acc]).astype(np.int8)
+    annual = panel["contract_type"].to_numpy() == "annual"
+    anniversary = (tenure % 12 == 0) & (tenure > 0)
+    panel["at_risk"] = ~annual | anniversary | (panel["churn"].to_numpy() == 1)
+
+    _add_revenue(panel, data, mi)
+    _add_referrals(panel, acc, data, mi)
+    panel["contract_months"] = tenure.astype("float64")
+    for col in data.static_kpis:
+        panel[col] = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")[row_acc]
+    _add_kpis(panel, data, mi)
+    if data.nps is not None and len(data.nps):
+        panel["nps"] = _trailing_nps(panel, data.nps, mi)
+    return panel
+
+
+def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
+    return account_codes.astype(np.int64) * 100_000 + mi
+
+
+def _codes(panel: pd.DataFrame, account_ids: pd.Series) -> np.ndarray:
+    """Position of each id among the panel's (sorted, unique) account ids; -1 if absent."""
+    uniq = pd.Index(pd.unique(panel["account_id"]))
+    return uniq.get_indexer(account_ids)
+
+
+def _lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.0) -> np.ndarray:
+    s = pd.Series(values, index=keys)
+    return s.reindex(panel_keys).fillna(fill).to_numpy()
+
+
+def _add_revenue(panel: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
+    rev = data.revenue
+    codes = _codes(panel, rev["account_id"])
+    rmi = month_index(rev["month"])
+    ok = codes >= 0
+    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
+    by_month = pd.Series(rev["mrr"].to_numpy(dtype="float64")[ok]).groupby(_keys(codes[ok], rmi[ok])).sum()
+    mrr = _lookup(pkeys, by_month.index.to_numpy(), by_month.to_numpy())
+    first = panel["tenure"].to_numpy() == 0
+    prev = np.r_[0.0, mrr[:-1]]
+    prev[first] = 0.0
+    panel["mrr"] = mrr
+    panel["mrr_prev"] = prev
+    up = (mrr > prev) & (prev > 0)
+    down = (mrr < prev) & (mrr > 0)
+    panel["expansion"] = up.astype(np.int8)
+    panel["expansion_mrr"] = np.where(up, mrr - prev, 0.0)
+    panel["contraction"] = down.astype(np.int8)
+    panel["contraction_mrr"] = np.where(down, prev - mrr, 0.0)
+
+    product = rev["product"] if "product" in rev else pd.Series("(main)", index=rev.index)
+    firsts = (
+        pd.DataFrame({"code": codes[ok], "product": product.to_numpy()[ok], "mi": rmi[ok]})
+        .groupby(["code", "product"], sort=False)["mi"]
+        .min()
+        .reset_index()
+    )
+    account_first = firsts.groupby("code")["mi"].transform("min")
+    new_lines = firsts[firsts["mi"] > account_first]
+    cross_keys = np.unique(_keys(new_lines["code"].to_numpy(), new_lines["mi"].to_numpy()))
+    panel["cross_sell"] = (np.isin(pkeys, cross_keys) & (panel["tenure"].to_numpy() > 0)).astype(np.int8)
+
+
+def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
+    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
+    panel["referrals"] = 0
+    panel["referral_mrr"] = 0.0
+    if "referred_by" not in acc:
+        return
+    ref = acc[acc["referred_by"].notna() & (acc["referred_by"].astype(str) != "")]
+    if ref.empty:
+        return
+    codes = _codes(panel, ref["referred_by"].astype(str))
+    start = month_index(ref["contract_start"])
+    first_mrr = _first_mrr(data.revenue)
+    mrr = ref["account_id"].map(first_mrr).fillna(0.0).to_numpy(dtype="float64")
+    ok = codes >= 0
+    g = pd.DataFrame({"key": _keys(codes[ok], start[ok]), "n": 1, "mrr": mrr[ok]}).groupby("key").sum()
+    panel["referrals"] = _lookup(pkeys, g.index.to_numpy(), g["n"].to_numpy()).astype(np.int64)
+    panel["referral_mrr"] = _lookup(pkeys, g.index.to_numpy(), g["mrr"].to_numpy())
+
+
+def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
+    """Each account's MRR in its first month with revenue."""
+    by = revenue.groupby(["account_id", "month"], sort=True)["mrr"].sum().reset_index()
+    return by.groupby("account_id")["mrr"].first()
+
+
+def _add_kpis(panel: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
+    kp = data.kpis
+    cols = [c for c in kp.columns if c not in ("account_id", "month")]
+    if not cols:
+        return
+    codes = _codes(panel, kp["account_id"])
+    ok = codes >= 0
+    keys = _keys(codes[ok], month_index(kp["month"])[ok])
+    values = kp.loc[ok, cols].astype("float64")
+    values.index = keys
+    if not values.index.is_unique:
+        values = values.groupby(level=0).mean()
+    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
+    aligned = values.reindex(pkeys)
+    for c in cols:
+        panel[c] = aligned[c].to_numpy()
+
+
+def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, mi: np.ndarray, window: int = 12) -> np.ndarray:
+    """Mean 0–10 score of the answers given in the trailing ``window`` months (NaN if none)."""
+    codes = _codes(panel, nps["account_id"])
+    ok = codes >= 0
+    g = (
+        pd.DataFrame(
+            {"key": _keys(codes[ok], month_index(nps["date"])[ok]), "s": nps["score"].to_numpy(float)[ok], "n": 1.0}
+        )
+        .groupby("key")
+        .sum()
+    )
+    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
+    s = _lookup(pkeys, g.index.to_numpy(), g["s"].to_numpy())
+    n = _lookup(pkeys, g.index.to_numpy(), g["n"].to_numpy())
+    tenure = panel["tenure"].to_numpy()
+    cs, cn = _within_account_window_sum(s, tenure, window), _within_account_window_sum(n, tenure, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cn > 0, cs / cn, np.nan)
+
+
+def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -> np.ndarray:
+    """Sum of x over the current and previous window−1 months of the same account."""
+    cs = np.concatenate([[0.0], np.cumsum(x)])
+    i = np.arange(len(x))
+    k = np.minimum(tenure, window - 1)
+    return cs[i + 1] - cs[i - k]
+
+
+def add_lags(panel: pd.DataFrame, columns: list[str], lag: int) -> pd.DataFrame:
+    """Values of ``columns`` at month t − ``lag`` of the same account (NaN where before its start)."""
+    values = panel[columns].to_numpy(dtype="float64")
+    if lag == 0:
+        return pd.DataFrame(values, index=panel.index, columns=columns)
+    shifted = np.full_like(values, np.nan)
+    shifted[lag:] = values[:-lag]
+    shifted[panel["tenure"].to_numpy() < lag] = np.nan
+    return pd.DataFrame(shifted, index=panel.index, columns=columns)
