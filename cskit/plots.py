@@ -1,0 +1,346 @@
+"""Charts for the diagnosis notebook, seaborn style: a tidy DataFrame and column names in, an Axes out.
+
+Every function takes ``ax`` (a new figure when None) and ``language`` ("ja" | "en") for its axis
+labels; titles and data labels come from the caller's DataFrame (e.g. the KPI ``label`` column), so
+a chart never types a number or a name itself. :func:`set_style` must run once before drawing:
+``import matplotlib_fontja`` registers IPAexGothic and ``sns.set_theme(..., font="IPAexGothic")``
+keeps it (calling ``sns.set_theme()`` without the font resets it to one with no Japanese glyphs).
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import matplotlib_fontja  # noqa: F401  (registers the IPAexGothic font)
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+
+FONT = "IPAexGothic"
+
+TEXT = {
+    "month": {"ja": "月", "en": "Month"},
+    "mrr": {"ja": "MRR", "en": "MRR"},
+    "mrr_end": {"ja": "月末MRR", "en": "MRR at month end"},
+    "new": {"ja": "新規", "en": "New"},
+    "expansion": {"ja": "拡大", "en": "Expansion"},
+    "reactivation": {"ja": "再開", "en": "Reactivation"},
+    "contraction": {"ja": "縮小", "en": "Contraction"},
+    "churn": {"ja": "解約", "en": "Churn"},
+    "rate": {"ja": "率", "en": "Rate"},
+    "cohort": {"ja": "開始コホート", "en": "Start cohort"},
+    "months_since_start": {"ja": "開始からの月数", "en": "Months since start"},
+    "retention": {"ja": "継続率", "en": "Retention"},
+    "survival": {"ja": "生存率 (継続確率)", "en": "Survival (probability still a customer)"},
+    "tenure": {"ja": "契約月数", "en": "Months since contract start"},
+    "effect": {"ja": "効果 (1SDあたり, 95%区間)", "en": "Effect per +1 SD (95% interval)"},
+    "flagged": {"ja": "トリガー (q < α)", "en": "Trigger (q < alpha)"},
+    "not_flagged": {"ja": "有意でない", "en": "Not significant"},
+    "d_ltv": {"ja": "LTV増分", "en": "LTV gain"},
+    "points": {"ja": "配点 (合計100)", "en": "Points (sum to 100)"},
+    "tier": {"ja": "ティア", "en": "Tier"},
+    "churn_rate": {"ja": "解約率", "en": "Churn rate"},
+    "predicted": {"ja": "予測解約確率", "en": "Predicted churn probability"},
+    "observed": {"ja": "実際の解約率", "en": "Observed churn rate"},
+    "perfect": {"ja": "完全な較正", "en": "Perfect calibration"},
+}
+
+BRIDGE_PARTS = ("new", "expansion", "reactivation", "contraction", "churn")
+BRIDGE_COLOURS = {
+    "new": "#4C72B0",
+    "expansion": "#55A868",
+    "reactivation": "#8172B3",
+    "contraction": "#DD8452",
+    "churn": "#C44E52",
+}
+BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.22), "ncol": 6, "fontsize": "small", "frameon": False}
+RATIO_TICKS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+TIER_COLOURS = {"red": "#C44E52", "yellow": "#E5C04B", "green": "#55A868"}
+
+
+def t(key: str, language: str) -> str:
+    """The ja/en label of a chart word (the key itself when unknown)."""
+    return TEXT.get(key, {}).get(language, key)
+
+
+def set_style() -> None:
+    """Seaborn's whitegrid theme with the Japanese font (IPAexGothic has every glyph the charts use)."""
+    sns.set_theme(style="whitegrid", font=FONT)
+
+
+def _ax(ax: Axes | None, size: tuple[float, float] = (8, 4.5)) -> Axes:
+    if ax is not None:
+        return ax
+    _, ax = plt.subplots(figsize=size)
+    return ax
+
+
+def _thousands(ax: Axes, axis: str = "y") -> None:
+    fmt = mticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+
+
+def _month_labels(months: pd.Series) -> list[str]:
+    return [pd.Timestamp(m).strftime("%Y-%m") for m in months]
+
+
+def mrr_bridge(
+    data: pd.DataFrame,
+    month: str = "month",
+    parts: tuple[str, ...] = BRIDGE_PARTS,
+    total: str = "mrr_end",
+    currency: str = "JPY",
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Monthly MRR bridge: gains stacked above zero, losses (contraction, churn) below, end MRR as a line.
+
+    Losses are drawn negative whatever their sign in ``data`` (the bridge table stores them as
+    positive amounts); the line uses a second axis because end MRR is an order of magnitude larger.
+    """
+    ax = _ax(ax, (10, 4.5))
+    x = np.arange(len(data))
+    up = np.zeros(len(data))
+    down = np.zeros(len(data))
+    for part in parts:
+        values = data[part].to_numpy(dtype=float)
+        if part in ("contraction", "churn"):
+            values = -np.abs(values)
+            ax.bar(x, values, bottom=down, color=BRIDGE_COLOURS.get(part), label=t(part, language))
+            down += values
+        else:
+            ax.bar(x, values, bottom=up, color=BRIDGE_COLOURS.get(part), label=t(part, language))
+            up += values
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel(f"{t('mrr', language)} ({currency})")
+    _thousands(ax)
+    labels = _month_labels(data[month])
+    step = max(1, len(labels) // 12)
+    ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right")
+    if total and total in data:
+        ax2 = ax.twinx()
+        ax2.plot(x, data[total].to_numpy(dtype=float), color="black", marker="o", markersize=3,
+                 label=t(total, language))
+        ax2.set_ylabel(f"{t(total, language)} ({currency})")
+        ax2.grid(False)
+        _thousands(ax2)
+        handles, names = ax.get_legend_handles_labels()
+        h2, n2 = ax2.get_legend_handles_labels()
+        ax.legend(handles + h2, names + n2, **BELOW)
+    else:
+        ax.legend(**BELOW)
+    return ax
+
+
+def rate_lines(
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str,
+    language: str = "ja",
+    ylabel: str | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Rates over months, one line per ``hue`` value (e.g. customer vs revenue churn), y as a percentage."""
+    ax = _ax(ax)
+    sns.lineplot(data=data, x=x, y=y, hue=hue, marker="o", ax=ax)
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_xlabel(t(x, language))
+    ax.set_ylabel(ylabel or t("rate", language))
+    ax.legend(title=None, fontsize="small")
+    ax.tick_params(axis="x", rotation=45)
+    return ax
+
+
+def cohort_heatmap(
+    data: pd.DataFrame,
+    cohort: str = "cohort",
+    age: str = "months_since_start",
+    value: str = "retention",
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Retention by start cohort (rows) and months since start (columns), 0-100% colour scale."""
+    grid = data.pivot_table(index=cohort, columns=age, values=value, aggfunc="mean", sort=True)
+    grid.index = [pd.Timestamp(c).strftime("%Y-%m") if not isinstance(c, str) else c for c in grid.index]
+    ax = _ax(ax, (10, max(3.0, 0.25 * len(grid) + 1.5)))
+    sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", ax=ax,
+                cbar_kws={"label": t(value, language), "format": mticker.PercentFormatter(1.0)})
+    ax.set_xlabel(t(age, language))
+    ax.set_ylabel(t(cohort, language))
+    return ax
+
+
+def survival_curves(
+    data: pd.DataFrame,
+    time: str = "time",
+    survival: str = "survival",
+    group: str | None = "group",
+    low: str | None = "ci_low",
+    high: str | None = "ci_high",
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Kaplan-Meier step curves with their pointwise confidence band, one per ``group``."""
+    ax = _ax(ax)
+    groups = [(None, data)] if group is None or group not in data else list(data.groupby(group, sort=True))
+    palette = sns.color_palette(n_colors=max(1, len(groups)))
+    for (name, g), colour in zip(groups, palette):
+        g = g.sort_values(time)
+        ax.step(g[time], g[survival], where="post", color=colour, label=None if name is None else str(name))
+        if low and high and low in g and high in g:
+            ax.fill_between(g[time], g[low], g[high], step="post", color=colour, alpha=0.15, linewidth=0)
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_xlabel(t("tenure", language))
+    ax.set_ylabel(t("survival", language))
+    if len(groups) > 1 or groups[0][0] is not None:
+        ax.legend(title=None, fontsize="small")
+    return ax
+
+
+def forest(
+    data: pd.DataFrame,
+    label: str = "label",
+    effect: str = "effect",
+    low: str = "ci_low",
+    high: str = "ci_high",
+    flagged: str | None = "flagged",
+    xlabel: str | None = None,
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Ratio effects (HR or OR per +1 SD) with 95% intervals on a log axis; reference line at 1.
+
+    Rows are drawn in the order given (top to bottom); flagged rows (FDR q < alpha) are filled,
+    the rest hollow, so significance is visible without colour.
+    """
+    d = data.dropna(subset=[effect, low, high]).reset_index(drop=True)
+    ax = _ax(ax, (8, max(2.5, 0.35 * len(d) + 1.2)))
+    y = np.arange(len(d))[::-1]
+    is_flagged = d[flagged].astype(bool).to_numpy() if flagged and flagged in d else np.zeros(len(d), bool)
+    ax.hlines(y, d[low], d[high], color="0.35", linewidth=1.5)
+    for mask, face, name in ((is_flagged, "#C44E52", "flagged"), (~is_flagged, "white", "not_flagged")):
+        if mask.any():
+            ax.scatter(d[effect][mask], y[mask], s=40, zorder=3, facecolors=face, edgecolors="#C44E52",
+                       label=t(name, language))
+    ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    if len(d):
+        span = (min(float(d[low].min()), 1.0) / 1.1, max(float(d[high].max()), 1.0) * 1.1)
+        ax.set_xlim(*span)
+        ax.set_xticks([v for v in RATIO_TICKS if span[0] <= v <= span[1]])
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+    ax.set_yticks(y, d[label].astype(str).tolist())
+    ax.set_ylim(-0.7, len(d) - 0.3)
+    ax.set_xlabel(xlabel or t("effect", language))
+    if len(d):
+        ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def interval_bars(
+    data: pd.DataFrame,
+    label: str = "label",
+    value: str = "d_ltv",
+    low: str | None = "d_ltv_lo",
+    high: str | None = "d_ltv_hi",
+    currency: str = "JPY",
+    xlabel: str | None = None,
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Horizontal bars of an amount per KPI (e.g. the LTV gain of +10%), with its 95% interval as a whisker.
+
+    Rows keep the caller's order (sort first for a ranking); missing values are left out, not drawn as 0.
+    """
+    d = data.dropna(subset=[value]).reset_index(drop=True)
+    ax = _ax(ax, (8, max(2.5, 0.35 * len(d) + 1.2)))
+    y = np.arange(len(d))[::-1]
+    v = d[value].to_numpy(dtype=float)
+    colours = np.where(v >= 0, "#4C72B0", "#C44E52")
+    ax.barh(y, v, color=colours)
+    if low and high and low in d and high in d:
+        lo = d[low].to_numpy(dtype=float)
+        hi = d[high].to_numpy(dtype=float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+        ax.errorbar(v[ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=3, linewidth=1)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, d[label].astype(str).tolist())
+    ax.set_ylim(-0.7, len(d) - 0.3)
+    ax.set_xlabel(f"{xlabel or t(value, language)} ({currency})")
+    _thousands(ax, "x")
+    return ax
+
+
+def points_bars(
+    data: pd.DataFrame,
+    label: str = "label",
+    points: str = "points",
+    direction: str | None = "direction",
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Health-score weights as points summing to 100; the bar text says the point value."""
+    d = data.reset_index(drop=True)
+    ax = _ax(ax, (8, max(2.5, 0.35 * len(d) + 1.2)))
+    y = np.arange(len(d))[::-1]
+    ax.barh(y, d[points].to_numpy(dtype=float), color="#4C72B0")
+    for yi, p, name in zip(y, d[points], d[direction] if direction and direction in d else [""] * len(d)):
+        ax.text(float(p), yi, f" {float(p):.1f} {name}".rstrip(), va="center", fontsize="small")
+    ax.set_yticks(y, d[label].astype(str).tolist())
+    ax.set_ylim(-0.7, len(d) - 0.3)
+    ax.set_xlabel(t("points", language))
+    ax.set_xlim(0, max(1.0, float(d[points].max()) * 1.25) if len(d) else 1.0)
+    return ax
+
+
+def tier_bars(
+    data: pd.DataFrame,
+    tier: str = "tier",
+    rate: str = "churn_rate",
+    low: str | None = None,
+    high: str | None = None,
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """A rate per tier (red / yellow / green, in the caller's order) with optional 95% whiskers."""
+    d = data.reset_index(drop=True)
+    ax = _ax(ax, (6, 4))
+    x = np.arange(len(d))
+    v = d[rate].to_numpy(dtype=float)
+    ax.bar(x, v, color=[TIER_COLOURS.get(str(k), "#4C72B0") for k in d[tier]])
+    if low and high and low in d and high in d:
+        err = np.vstack([v - d[low].to_numpy(dtype=float), d[high].to_numpy(dtype=float) - v])
+        ax.errorbar(x, v, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=4)
+    ax.set_xticks(x, d[tier].astype(str).tolist())
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_xlabel(t(tier, language))
+    ax.set_ylabel(t(rate, language))
+    return ax
+
+
+def calibration(
+    data: pd.DataFrame,
+    predicted: str = "predicted",
+    observed: str = "observed",
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Observed vs predicted churn per risk group (e.g. decile), with the diagonal of perfect calibration."""
+    ax = _ax(ax, (5, 5))
+    p = data[predicted].to_numpy(dtype=float)
+    o = data[observed].to_numpy(dtype=float)
+    top = float(np.nanmax(np.concatenate([p, o, [0.05]]))) * 1.05
+    ax.plot([0, top], [0, top], color="0.5", linestyle="--", label=t("perfect", language))
+    ax.plot(p, o, marker="o", color="#4C72B0")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.xaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_xlabel(t(predicted, language))
+    ax.set_ylabel(t(observed, language))
+    ax.legend(fontsize="small", loc="upper left")
+    return ax

@@ -1,0 +1,169 @@
+"""Each chart renders with Japanese labels and no font warning (a "Glyph missing" warning is an error here).
+
+The PNGs go to pytest's tmp dir; set CSKIT_PLOTS_DIR to keep them for a look.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
+
+from cskit import plots  # noqa: E402
+
+MONTHS = pd.date_range("2025-01-01", periods=8, freq="MS")
+
+
+@pytest.fixture
+def outdir(tmp_path: Path) -> Path:
+    keep = os.environ.get("CSKIT_PLOTS_DIR")
+    d = Path(keep) if keep else tmp_path
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _bridge() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    n = len(MONTHS)
+    d = pd.DataFrame({
+        "month": MONTHS,
+        "new": rng.integers(50, 100, n) * 1000.0,
+        "expansion": rng.integers(10, 40, n) * 1000.0,
+        "reactivation": rng.integers(0, 5, n) * 1000.0,
+        "contraction": rng.integers(5, 20, n) * 1000.0,
+        "churn": rng.integers(20, 60, n) * 1000.0,
+    })
+    start = 1_000_000 + np.concatenate([[0], np.cumsum(
+        (d.new + d.expansion + d.reactivation - d.contraction - d.churn).to_numpy())[:-1]])
+    d["mrr_start"] = start
+    d["mrr_end"] = start + d.new + d.expansion + d.reactivation - d.contraction - d.churn
+    return d
+
+
+def _drivers() -> pd.DataFrame:
+    return pd.DataFrame({
+        "label": ["ログイン日数", "顧客満足度", "問い合わせ回数", "NPS (推奨度スコア)"],
+        "effect": [0.55, 0.8, 1.4, 1.02],
+        "ci_low": [0.45, 0.66, 1.1, 0.9],
+        "ci_high": [0.67, 0.97, 1.78, 1.15],
+        "flagged": [True, True, True, False],
+    })
+
+
+def _render(draw, path: Path, language: str = "ja") -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.set_style()
+        ax = draw(language)
+        ax.set_title("テスト図 — " + path.stem)
+        ax.figure.savefig(path, bbox_inches="tight")
+        plt.close(ax.figure)
+    assert path.stat().st_size > 5000
+    return path
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_mrr_bridge(outdir, language):
+    d = _bridge()
+    _render(lambda lang: plots.mrr_bridge(d, language=lang), outdir / f"bridge_{language}.png", language)
+
+
+def test_mrr_bridge_draws_losses_below_zero():
+    d = _bridge()
+    plots.set_style()
+    ax = plots.mrr_bridge(d)
+    bars = [p for p in ax.patches]
+    heights = np.array([b.get_height() for b in bars]).reshape(5, len(d))
+    np.testing.assert_allclose(heights[0], d.new)
+    np.testing.assert_allclose(heights[3], -d.contraction)
+    np.testing.assert_allclose(heights[4], -d.churn)
+    churn_bottoms = np.array([b.get_y() for b in bars]).reshape(5, len(d))[4]
+    np.testing.assert_allclose(churn_bottoms, -d.contraction)
+    plt.close(ax.figure)
+
+
+def test_rate_lines(outdir):
+    d = pd.DataFrame({
+        "month": list(MONTHS) * 2,
+        "rate": np.r_[np.linspace(0.02, 0.04, 8), np.linspace(0.03, 0.05, 8)],
+        "kind": ["顧客解約率"] * 8 + ["収益解約率"] * 8,
+    })
+    _render(lambda lang: plots.rate_lines(d, "month", "rate", "kind", language=lang), outdir / "rates.png")
+
+
+def test_cohort_heatmap(outdir):
+    rows = [{"cohort": c, "months_since_start": a, "retention": 0.97 ** a}
+            for i, c in enumerate(MONTHS) for a in range(len(MONTHS) - i)]
+    d = pd.DataFrame(rows)
+    _render(lambda lang: plots.cohort_heatmap(d, language=lang), outdir / "cohorts.png")
+
+
+def test_survival_curves(outdir):
+    time = np.arange(0, 24)
+    d = pd.concat([
+        pd.DataFrame({"time": time, "survival": 0.98 ** time, "ci_low": 0.96 ** time,
+                      "ci_high": np.minimum(1, 0.99 ** time), "group": "オンボード完了"}),
+        pd.DataFrame({"time": time, "survival": 0.95 ** time, "ci_low": 0.93 ** time,
+                      "ci_high": 0.97 ** time, "group": "未完了"}),
+    ])
+    _render(lambda lang: plots.survival_curves(d, language=lang), outdir / "km.png")
+
+
+def test_forest(outdir):
+    d = _drivers()
+    _render(lambda lang: plots.forest(d, xlabel="ハザード比 (1SDあたり)", language=lang), outdir / "forest.png")
+
+
+def test_forest_uses_log_axis_and_marks_flagged():
+    plots.set_style()
+    ax = plots.forest(_drivers())
+    assert ax.get_xscale() == "log"
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [len(c.get_offsets()) for c in points] == [3, 1]
+    filled, hollow = (c.get_facecolors()[0] for c in points)
+    assert filled[3] == 1.0 and tuple(hollow[:3]) == (1.0, 1.0, 1.0)
+    at = dict(zip(ax.get_yticks(), (tl.get_text() for tl in ax.get_yticklabels())))
+    assert at[max(at)] == "ログイン日数"  # first row on top
+    plt.close(ax.figure)
+
+
+def test_interval_bars(outdir):
+    d = pd.DataFrame({
+        "label": ["ログイン日数", "顧客満足度", "問い合わせ回数"],
+        "d_ltv": [3_200_000.0, 1_100_000.0, -200_000.0],
+        "d_ltv_lo": [2_000_000.0, 100_000.0, -900_000.0],
+        "d_ltv_hi": [4_500_000.0, 2_000_000.0, 400_000.0],
+    })
+    _render(lambda lang: plots.interval_bars(d, language=lang), outdir / "potential.png")
+
+
+def test_interval_bars_skips_missing_values():
+    d = pd.DataFrame({"label": ["a", "b"], "d_ltv": [1.0, np.nan], "d_ltv_lo": [0.5, np.nan],
+                      "d_ltv_hi": [2.0, np.nan]})
+    plots.set_style()
+    ax = plots.interval_bars(d)
+    assert len(ax.patches) == 1
+    plt.close(ax.figure)
+
+
+def test_points_bars(outdir):
+    d = pd.DataFrame({"label": ["ログイン日数", "顧客満足度", "問い合わせ回数"],
+                      "points": [55.0, 30.0, 15.0], "direction": ["+", "+", "-"]})
+    _render(lambda lang: plots.points_bars(d, language=lang), outdir / "points.png")
+
+
+def test_tier_bars_and_calibration(outdir):
+    tiers = pd.DataFrame({"tier": ["red", "yellow", "green"], "churn_rate": [0.3, 0.12, 0.04],
+                          "lo": [0.25, 0.09, 0.02], "hi": [0.35, 0.15, 0.06]})
+    _render(lambda lang: plots.tier_bars(tiers, low="lo", high="hi", language=lang), outdir / "tiers.png")
+    cal = pd.DataFrame({"predicted": np.linspace(0.02, 0.4, 10), "observed": np.linspace(0.03, 0.38, 10)})
+    _render(lambda lang: plots.calibration(cal, language=lang), outdir / "calibration.png")
