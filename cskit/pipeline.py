@@ -1,0 +1,123 @@
+"""The whole diagnosis in one call: ``analyse(params) -> Diagnosis``; ``Diagnosis.write(out_dir)``.
+
+This is what a data scientist calls in JupyterLab and what ``notebooks/diagnosis.ipynb`` calls. The
+stages run in the order of docs/architecture.md: load → panel → metrics / survival → drivers →
+potential → health. Nothing here computes a figure; it only passes each stage what it needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cskit.client import ClientData
+from cskit.errors import CskitError
+from cskit.params import Params, load_params, resolve_data_path, validate_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Diagnosis:
+    """Every stage's result for one client (attribute names match the stage modules)."""
+
+    params: Params
+    data: ClientData
+    panel: pd.DataFrame
+    kpis: list[str]
+    metrics: Any
+    survival: Any
+    triggers: Any
+    potential: Any
+    health: Any
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write results/ (DESIGN §6) under ``out_dir``; return the results folder."""
+        results = Path(out_dir) / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        self.data.quality.write(results / "quality.json")
+        for stage in (self.metrics, self.survival, self.triggers, self.potential, self.health):
+            stage.write(results)
+        return results
+
+
+def as_params(params: Params | dict | str | Path) -> Params:
+    """Accept a Params, a dict of params, or the path of a params YAML."""
+    if isinstance(params, Params):
+        return params
+    if isinstance(params, dict):
+        return validate_params(params)
+    return load_params(params)
+
+
+def absolute_data(params: Params, base: str | Path | None = None) -> Params:
+    """``params`` with ``data`` made absolute.
+
+    A relative ``data`` is resolved against ``base`` (default: the current directory). When ``base``
+    is not given and the path does not exist there but does under the cskit repository root, the
+    root is used: a notebook kernel started in ``notebooks/`` (JupyterLab, nbval) still finds
+    ``data/demo``. The current directory is never changed.
+    """
+    resolved = resolve_data_path(params.data, Path(base) if base is not None else None)
+    if base is None and isinstance(resolved, Path) and not resolved.exists():
+        fallback = resolve_data_path(params.data, REPO_ROOT)
+        if isinstance(fallback, Path) and fallback.exists():
+            resolved = fallback
+    return params.model_copy(update={"data": str(resolved)})
+
+
+def load(params: Params | dict | str | Path, base: str | Path | None = None) -> ClientData:
+    """Validate the params and load the client's data (raises CskitError on bad params or data)."""
+    from cskit.load import load_client
+
+    return load_client(absolute_data(as_params(params), base))
+
+
+def analyse(params: Params | dict | str | Path, base: str | Path | None = None) -> Diagnosis:
+    """Run every stage for one client and return the :class:`Diagnosis`.
+
+    ``params`` is a :class:`Params`, a dict, or the path of a params YAML; ``base`` is the folder a
+    relative ``data`` path is resolved against (see :func:`absolute_data`). The survival-based LTV
+    of the potential stage (mean and total over the accounts active at ``as_of``) is added to
+    ``metrics.summary`` as ``ltv_survival`` so the headline KPIs carry both LTV definitions.
+    """
+    from cskit.drivers import find_triggers
+    from cskit.health import design_health_score
+    from cskit.load import load_client
+    from cskit.metrics import compute_metrics
+    from cskit.panel import build_panel, kpi_columns
+    from cskit.potential import improvement_potential
+    from cskit.survival import compute_survival
+
+    p = absolute_data(as_params(params), base)
+    data = load_client(p)
+    panel = build_panel(data)
+    if panel.empty:
+        raise CskitError(
+            "No account-month left to analyse: every account starts after as_of or was excluded. "
+            "Check as_of in the params and results/quality.json for the excluded rows."
+        )
+    kpis = kpi_columns(data)
+    metrics = compute_metrics(panel, data, p)
+    survival = compute_survival(panel, data, p)
+    triggers = find_triggers(panel, p, kpis)
+    potential = improvement_potential(panel, data, p, kpis)
+    metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, p)
+    health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
+    return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health)
+
+
+def ltv_headline(accounts: pd.DataFrame, params: Params) -> dict:
+    """Mean and total survival-based LTV over the accounts active at as_of (potential.accounts)."""
+    ltv = pd.to_numeric(accounts["ltv"], errors="coerce").dropna()
+    return {
+        "value": round(float(ltv.mean()), 2) if len(ltv) else None,
+        "total": round(float(ltv.sum()), 2) if len(ltv) else None,
+        "accounts": int(len(ltv)),
+        "definition": (
+            f"mean over accounts active at as_of of gross_margin × expected MRR × survival probability, "
+            f"summed over the next {params.ltv_months} months (churn model: discrete-time hazard)"
+        ),
+    }
