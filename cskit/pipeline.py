@@ -80,8 +80,8 @@ def analyse(params: Params | dict | str | Path, base: str | Path | None = None) 
 
     ``params`` is a :class:`Params`, a dict, or the path of a params YAML; ``base`` is the folder a
     relative ``data`` path is resolved against (see :func:`absolute_data`). The survival-based LTV
-    of the potential stage (mean and total over the accounts active at ``as_of``) is added to
-    ``metrics.summary`` as ``ltv_survival`` so the headline KPIs carry both LTV definitions.
+    of the potential stage (mean and total over the accounts active at ``as_of``) fills
+    ``metrics.summary["ltv_survival"]`` so the headline KPIs carry both LTV definitions.
     """
     from cskit.drivers import find_triggers
     from cskit.health import design_health_score
@@ -104,20 +104,19 @@ def analyse(params: Params | dict | str | Path, base: str | Path | None = None) 
     survival = compute_survival(panel, data, p)
     triggers = find_triggers(panel, p, kpis)
     potential = improvement_potential(panel, data, p, kpis)
-    metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, p)
+    metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
     health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health)
 
 
-def ltv_headline(accounts: pd.DataFrame, params: Params) -> dict:
-    """Mean and total survival-based LTV over the accounts active at as_of (potential.accounts)."""
+def ltv_headline(accounts: pd.DataFrame, entry: dict | None = None) -> dict:
+    """The ``ltv_survival`` entry of kpi_summary: mean (``value``) and ``total`` survival-based LTV.
+
+    Over the accounts of ``potential.accounts`` (those active at as_of); keeps the definition key and
+    period of the placeholder ``entry`` that compute_metrics leaves, and drops its note.
+    """
     ltv = pd.to_numeric(accounts["ltv"], errors="coerce").dropna()
-    return {
-        "value": round(float(ltv.mean()), 2) if len(ltv) else None,
-        "total": round(float(ltv.sum()), 2) if len(ltv) else None,
-        "accounts": int(len(ltv)),
-        "definition": (
-            f"mean over accounts active at as_of of gross_margin × expected MRR × survival probability, "
-            f"summed over the next {params.ltv_months} months (churn model: discrete-time hazard)"
-        ),
-    }
+    out = {k: v for k, v in (entry or {"definition": "ltv_survival"}).items() if k != "note"}
+    if ltv.empty:
+        return out | {"value": None, "total": None, "accounts": 0, "note": "no account active at as_of"}
+    return out | {"value": round(float(ltv.mean()), 6), "total": round(float(ltv.sum()), 6), "accounts": int(len(ltv))}
