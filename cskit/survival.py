@@ -1,0 +1,156 @@
+"""Account lifetimes: Kaplan–Meier curves, median lifetimes and log-rank tests (lifelines).
+
+Choices (docs/methods/metrics.md, "Survival"):
+- Lifetime T = whole months from the contract's start month to its churn month (the panel's tenure
+  in its last row); an account still active at ``as_of`` is censored at its tenure at ``as_of``. So
+  S(k) = P(T > k) = share whose contract had not ended by the end of month k — the same event as the
+  logo retention of the cohort table.
+- Curves: lifelines' product-limit estimate with its default pointwise 95% interval (Greenwood
+  variance on the log(−log S) scale, R's ``conf.type = "log-log"``).
+- Median lifetime: the first month where S ≤ 0.5; its 95% interval is where the interval's bounds
+  cross 0.5 (Brookmeyer & Crowley's inversion as in R ``survfit``). A median that the curve never
+  reaches is reported as null ("not reached"), as are bounds that are not reached.
+- Log-rank test (``multivariate_logrank_test``) for each grouping with ≥ 2 groups: segment, plan,
+  contract_type and onboarding status (onboarding_completed > 0) when the panel has them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from lifelines import KaplanMeierFitter
+from lifelines.statistics import multivariate_logrank_test
+from lifelines.utils import median_survival_times
+
+from cskit.client import ClientData
+from cskit.params import Params
+
+GROUPINGS = ["segment", "plan", "contract_type", "onboarding"]
+CURVE_COLUMNS = ["group_by", "group", "timeline", "survival", "ci_low", "ci_high"]
+MEDIAN_COLUMNS = ["group_by", "group", "accounts", "churned", "median", "median_ci_low", "median_ci_high"]
+LOGRANK_COLUMNS = ["group_by", "groups", "test_statistic", "degrees_of_freedom", "p_value"]
+
+
+@dataclass
+class Survival:
+    """KM curves (tidy, for plotting), median lifetimes and log-rank tests; ``sections`` holds extra
+    JSON sections other stages add (e.g. Cox summaries), each under its own key."""
+
+    lifetimes: pd.DataFrame
+    curves: pd.DataFrame
+    medians: pd.DataFrame
+    logrank: pd.DataFrame
+    sections: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """survival.json as a dict of sections: ``kaplan_meier``, ``logrank`` and any added ones."""
+        km: dict = {}
+        for r in self.medians.itertuples(index=False):
+            km.setdefault(r.group_by, {})[str(r.group)] = {
+                "accounts": int(r.accounts),
+                "churned": int(r.churned),
+                "median_months": _num(r.median),
+                "median_ci_low": _num(r.median_ci_low),
+                "median_ci_high": _num(r.median_ci_high),
+            }
+        tests = {
+            r.group_by: {
+                "groups": list(r.groups),
+                "test_statistic": _num(r.test_statistic, 6),
+                "degrees_of_freedom": int(r.degrees_of_freedom),
+                "p_value": _num(r.p_value, 10),
+            }
+            for r in self.logrank.itertuples(index=False)
+        }
+        return {"kaplan_meier": km, "logrank": tests} | self.sections
+
+    def write(self, results_dir: Path) -> None:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
+        (results_dir / "survival.json").write_text(text + "\n", encoding="utf-8")
+
+
+def _num(x, digits: int = 4):
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+
+
+def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
+    """One row per account: account_id, duration (months), churned (0/1) and its group labels."""
+    last = panel.groupby("account_id", sort=True).tail(1).set_index("account_id")
+    out = pd.DataFrame({"duration": last["tenure"].astype(np.int64), "churned": last["churn"].astype(np.int64)})
+    for col in ("segment", "plan", "contract_type"):
+        if col in last:
+            out[col] = last[col].fillna("(none)").astype(str)
+    if "onboarding_completed" in last:
+        first = panel.groupby("account_id", sort=True)["onboarding_completed"].max()
+        out["onboarding"] = np.where(first.isna(), "(unknown)", np.where(first > 0, "completed", "not completed"))
+    return out.reset_index()
+
+
+def compute_survival(panel: pd.DataFrame, data: ClientData, params: Params) -> Survival:
+    """Kaplan–Meier overall and by each grouping present (≥ 2 groups), with medians and log-rank tests."""
+    life = lifetimes(panel)
+    parts = [("all", "all", life)]
+    tests = []
+    for by in GROUPINGS:
+        if by not in life or life[by].nunique() < 2:
+            continue
+        parts += [(by, g, sub) for g, sub in life.groupby(by, sort=True)]
+        tests.append(logrank(life, by))
+    fits = [(by, g, km_fit(sub)) for by, g, sub in parts]
+    curves = pd.concat([_curve(by, g, kmf) for by, g, kmf in fits], ignore_index=True)[CURVE_COLUMNS]
+    medians = pd.DataFrame([_median_row(by, g, kmf) for by, g, kmf in fits], columns=MEDIAN_COLUMNS)
+    return Survival(
+        lifetimes=life,
+        curves=curves,
+        medians=medians,
+        logrank=pd.DataFrame(tests, columns=LOGRANK_COLUMNS),
+    )
+
+
+def km_fit(life: pd.DataFrame) -> KaplanMeierFitter:
+    """lifelines' Kaplan–Meier fit on ``duration`` / ``churned`` with a 95% interval."""
+    return KaplanMeierFitter(alpha=0.05).fit(life["duration"], event_observed=life["churned"])
+
+
+def _curve(group_by: str, group, kmf: KaplanMeierFitter) -> pd.DataFrame:
+    ci = kmf.confidence_interval_survival_function_
+    return pd.DataFrame(
+        {
+            "group_by": group_by,
+            "group": str(group),
+            "timeline": kmf.survival_function_.index.to_numpy(dtype="float64"),
+            "survival": kmf.survival_function_.iloc[:, 0].to_numpy(),
+            "ci_low": ci.iloc[:, 0].to_numpy(),
+            "ci_high": ci.iloc[:, 1].to_numpy(),
+        }
+    )
+
+
+def _median_row(group_by: str, group, kmf: KaplanMeierFitter) -> dict:
+    ci = median_survival_times(kmf.confidence_interval_survival_function_)
+    return {
+        "group_by": group_by,
+        "group": str(group),
+        "accounts": int(kmf.event_observed.size),
+        "churned": int(kmf.event_observed.sum()),
+        "median": float(kmf.median_survival_time_),
+        "median_ci_low": float(ci.iloc[0, 0]),
+        "median_ci_high": float(ci.iloc[0, 1]),
+    }
+
+
+def logrank(life: pd.DataFrame, by: str) -> dict:
+    """Log-rank test of equal survival across the groups of column ``by``."""
+    res = multivariate_logrank_test(life["duration"], life[by], life["churned"])
+    return {
+        "group_by": by,
+        "groups": sorted(life[by].astype(str).unique()),
+        "test_statistic": float(res.test_statistic),
+        "degrees_of_freedom": int(res.degrees_of_freedom),
+        "p_value": float(res.p_value),
+    }
