@@ -1,0 +1,660 @@
+"""Data-driven health score: model, points, tiers, out-of-time validation, playbook, onboarding check,
+touch model (DESIGN §5 "Health score" … "Onboarding check"; methods in docs/methods/health.md).
+
+The score is built from a discrete-time churn hazard (binomial GLM with the cloglog link on the
+at-risk account-months, KPIs at t − lag, contract type adjusted; ``cskit.models``). Each KPI's part
+of the linear predictor is turned into points: a KPI earns 0 points at the unhealthy end of its range
+(5th or 95th percentile of its panel values) and its full points at the healthy end, linearly on the
+model's scale in between, and the full points of all KPIs sum to 100. The score is thus the model's
+KPI linear predictor rescaled to 0–100 (higher = healthier), and a client can type it into a CS platform.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from lifelines.utils import concordance_index
+from scipy import stats
+
+from cskit.client import ClientData
+from cskit.errors import CskitError
+from cskit.models import Design, GLMResult, design_matrix, fit_binomial, inverse_link, kpi_transforms
+from cskit.params import Params
+
+RECENT_MONTHS = 3
+RANGE_QUANTILES = (0.05, 0.95)
+RED_RISK = 2.0
+GREEN_RISK = 1.0
+ADJUST = ("contract_type",)
+TIERS = ("red", "yellow", "green")
+LEFT_OUT_MIN_POINTS = 5
+LEFT_OUT_MAX_RHO = 0.2
+EQUIVALENCE_MARGIN = 0.05
+ONBOARDING_SCORE_TENURE = 12
+TOUCH_SHARES = (0.10, 0.30)
+TOUCH_TIERS = ("high", "low", "tech")
+MIN_EVENTS = 10
+
+
+# ---------------------------------------------------------------- small statistics (tested vs references)
+
+
+def wilson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion k/n (Wilson 1927; Newcombe 1998, method 3)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = stats.norm.ppf(0.5 + level / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> tuple[float, float, float]:
+    """p1 − p2 with Newcombe's hybrid score interval from the two Wilson intervals (Newcombe 1998, method 10)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, level)
+    l2, u2 = wilson(k2, n2, level)
+    d = p1 - p2
+    return (d, d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
+def risk_ratio(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> tuple[float, float, float]:
+    """p1 / p2 with the Katz log interval (0.5 added to every cell when a count is 0)."""
+    if min(k1, k2, n1 - k1, n2 - k2) == 0:
+        k1, k2, n1, n2 = k1 + 0.5, k2 + 0.5, n1 + 1, n2 + 1
+    rr = (k1 / n1) / (k2 / n2)
+    se = np.sqrt(1 / k1 - 1 / n1 + 1 / k2 - 1 / n2)
+    z = stats.norm.ppf(0.5 + level / 2)
+    return (float(rr), float(rr * np.exp(-z * se)), float(rr * np.exp(z * se)))
+
+
+def delong(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of one or more risk scores (rows of ``scores``; higher = more likely y = 1) and their
+    covariance by DeLong, DeLong & Clarke-Pearson (1988), with midranks (Sun & Xu 2014)."""
+    y = np.asarray(y).astype(bool)
+    s = np.atleast_2d(np.asarray(scores, dtype="float64"))
+    pos, neg = s[:, y], s[:, ~y]
+    m, n = pos.shape[1], neg.shape[1]
+    aucs, v10, v01 = [], [], []
+    for r in range(len(s)):
+        tz = stats.rankdata(np.concatenate([pos[r], neg[r]]))
+        tx, ty = stats.rankdata(pos[r]), stats.rankdata(neg[r])
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1 - (tz[m:] - ty) / m)
+    cov = np.atleast_2d(np.cov(np.array(v10), ddof=1)) / m + np.atleast_2d(np.cov(np.array(v01), ddof=1)) / n
+    return np.array(aucs), cov
+
+
+def auc_with_ci(y: np.ndarray, risk: np.ndarray, level: float = 0.95) -> dict:
+    """AUC of ``risk`` for the binary ``y`` with its DeLong interval (clipped to [0, 1])."""
+    auc, cov = delong(y, risk)
+    z = stats.norm.ppf(0.5 + level / 2)
+    se = float(np.sqrt(cov[0, 0]))
+    return {"auc": float(auc[0]), "ci_low": max(0.0, float(auc[0]) - z * se), "ci_high": min(1.0, float(auc[0]) + z * se)}
+
+
+def largest_remainder(weights: np.ndarray, total: int = 100) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum to ``total`` exactly (Hamilton's method; ties by order)."""
+    w = np.asarray(weights, dtype="float64")
+    quota = w / w.sum() * total
+    base = np.floor(quota).astype(int)
+    order = np.argsort(-(quota - base), kind="stable")
+    base[order[: total - base.sum()]] += 1
+    return base
+
+
+# ---------------------------------------------------------------- account features at a month
+
+
+def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS) -> pd.DataFrame:
+    """For each selected panel row: each KPI's mean over the account's last ``n`` non-missing values up to
+    and including that row (NaN if none); ``contract_months`` is the tenure of the row itself.
+
+    The panel must be sorted by account and month with contiguous months (``build_panel`` guarantees it).
+    """
+    pos = np.flatnonzero(rows)
+    tenure = panel["tenure"].to_numpy()
+    first = np.arange(len(panel)) - tenure
+    out = {"account_id": panel["account_id"].to_numpy()[pos]}
+    for k in kpis:
+        x = panel[k].to_numpy(dtype="float64")
+        if k == "contract_months":
+            out[k] = x[pos]
+            continue
+        seen = np.isfinite(x)
+        count = np.cumsum(seen)
+        total = np.concatenate([[0.0], np.cumsum(x[seen])])
+        before = count[first] - seen[first]
+        own = count[pos] - before[pos]
+        take = np.minimum(own, n)
+        g = count[pos]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(take > 0, (total[g] - total[g - take]) / np.maximum(take, 1), np.nan)
+    return pd.DataFrame(out)
+
+
+def active_rows(panel: pd.DataFrame, month: pd.Timestamp) -> np.ndarray:
+    """Rows of accounts active at ``month``: a panel row in that month, not churned then, MRR > 0."""
+    return ((panel["month"] == month) & (panel["churn"] == 0) & (panel["mrr"] > 0)).to_numpy()
+
+
+# ---------------------------------------------------------------- the model and its points
+
+
+@dataclass
+class ScoreModel:
+    """A fitted health model: the GLM, its design, the points table and the tier cut-points."""
+
+    fit: GLMResult
+    design: Design
+    weights: pd.DataFrame
+    lag: int
+    red_below: float = float("nan")
+    green_from: float = float("nan")
+    base_rate: float = float("nan")
+
+    def kpi_names(self) -> list[str]:
+        return list(self.weights["kpi"])
+
+
+def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int) -> ScoreModel:
+    """Fit the churn hazard on the at-risk rows of ``panel`` and turn its KPI coefficients into points."""
+    rows = panel["at_risk"].to_numpy(dtype=bool)
+    transforms = kpi_transforms(panel, kpis)
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
+    y = panel["churn"].to_numpy()[rows]
+    if y.sum() < MIN_EVENTS:
+        raise CskitError(
+            f"Health score: table 'accounts' has only {int(y.sum())} churned accounts in the months used "
+            f"(at least {MIN_EVENTS} are needed to learn what predicts churn). Provide a longer history "
+            "(more months of revenue and KPIs) or more accounts."
+        )
+    if not design.kpis:
+        raise CskitError(
+            "Health score: no usable KPI (all constant, mostly missing or collinear): "
+            f"{design.dropped}. Check the 'kpis' table."
+        )
+    fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
+    return ScoreModel(fit, design, _points(panel, design, fit), lag)
+
+
+def _points(panel: pd.DataFrame, design: Design, fit: GLMResult) -> pd.DataFrame:
+    """Points per KPI: |β| × the KPI's 5–95% spread on the model scale, scaled to sum to 100."""
+    recs = []
+    for j, k in enumerate(design.kpis, start=1):
+        tr = design.transforms[k]
+        z = tr.forward(panel[k].to_numpy(dtype="float64"))
+        z = z[np.isfinite(z)]
+        lo, hi = np.quantile(z, RANGE_QUANTILES)
+        if hi <= lo:
+            lo, hi = z.min(), z.max()
+        beta = float(fit.coef[j])
+        recs.append({"kpi": k, "coefficient": beta, "z_lo": lo, "z_hi": hi, "raw": abs(beta) * (hi - lo)})
+    w = pd.DataFrame(recs)
+    w["points"] = largest_remainder(w["raw"].to_numpy())
+    w["direction"] = np.where(w["coefficient"] < 0, "+", "-")
+    healthy_hi = w["coefficient"] < 0
+    lo_x = [_inverse(design.transforms[k], z) for k, z in zip(w["kpi"], w["z_lo"])]
+    hi_x = [_inverse(design.transforms[k], z) for k, z in zip(w["kpi"], w["z_hi"])]
+    w["value_at_0_points"] = np.where(healthy_hi, lo_x, hi_x)
+    w["value_at_full_points"] = np.where(healthy_hi, hi_x, lo_x)
+    w["scale"] = [design.transforms[k].kind for k in w["kpi"]]
+    w = w.sort_values(["points", "kpi"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    return w[["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points", "value_at_full_points", "z_lo", "z_hi"]]
+
+
+def _inverse(tr, z: float) -> float:
+    fx = z * tr.sd + tr.mean
+    return float(np.expm1(fx) if tr.kind == "log1p" else fx)
+
+
+def kpi_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
+    """Points each account earns on each KPI (a missing KPI counts as the panel mean, z = 0)."""
+    out = {}
+    for _, w in model.weights.iterrows():
+        z = model.design.transforms[w["kpi"]].forward(features[w["kpi"]].to_numpy(dtype="float64"))
+        z = np.where(np.isfinite(z), z, 0.0)
+        u = np.clip((z - w["z_lo"]) / (w["z_hi"] - w["z_lo"]), 0.0, 1.0)
+        out[w["kpi"]] = w["points"] * (u if w["direction"] == "+" else 1.0 - u)
+    return pd.DataFrame(out, index=features.index)
+
+
+def score(model: ScoreModel, features: pd.DataFrame) -> np.ndarray:
+    """Health score 0–100 (higher = healthier): the sum of the KPI points."""
+    return kpi_points(model, features).sum(axis=1).to_numpy()
+
+
+def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFrame, months: int) -> np.ndarray:
+    """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type) and KPI ``features``
+    held at their recent means; tenure moves; annual accounts can churn only at anniversaries."""
+    d = model.design
+    tenure = base["tenure"].to_numpy(dtype="float64")
+    annual = base["contract_type"].astype(str).to_numpy() == "annual"
+
+    def column(name: str, h: int) -> np.ndarray:
+        if name == "intercept":
+            return np.ones(len(base))
+        if name == "contract_months":
+            return d.transforms[name].forward(tenure + h)
+        if name in d.transforms:
+            return d.transforms[name].forward(features[name].to_numpy(dtype="float64"))
+        a, v = name.split("=", 1)
+        return (base[a].astype(str).to_numpy() == v).astype("float64")
+
+    S = np.ones(len(base))
+    out = np.empty((len(base), months))
+    for h in range(1, months + 1):
+        X = np.column_stack([column(n, h) for n in d.names])
+        X = np.where(np.isfinite(X), X, 0.0)
+        p = inverse_link(X @ model.fit.coef, "cloglog")
+        p = np.where(annual & ((tenure + h) % 12 != 0), 0.0, p)
+        S = S * (1 - p)
+        out[:, h - 1] = S
+    return out
+
+
+def set_tiers(model: ScoreModel, scores: np.ndarray, churn_prob: np.ndarray) -> None:
+    """Cut-points on the score: green from the score at which a typical account's churn probability
+    equals the base rate (mean probability), red below the score at which it is twice the base rate.
+
+    "Typical" is the least-squares line of cloglog(probability) on score over the scored accounts: with
+    the cloglog hazard, cloglog P(churn within H) is linear in the KPI linear predictor, hence in the score.
+    """
+    base = float(np.mean(churn_prob))
+    model.base_rate = base
+    c = np.log(-np.log1p(-np.clip(churn_prob, 1e-9, 1 - 1e-9)))
+    if np.ptp(scores) <= 0:
+        model.red_below, model.green_from = 0.0, 0.0
+        return
+    slope, icept = np.polyfit(scores, c, 1)
+    at = lambda p: (np.log(-np.log1p(-min(p, 1 - 1e-9))) - icept) / slope  # noqa: E731
+    red = float(np.clip(np.round(at(RED_RISK * base)), 0, 100)) if slope < 0 else 0.0
+    green = float(np.clip(np.round(at(GREEN_RISK * base)), 0, 100)) if slope < 0 else 0.0
+    model.red_below, model.green_from = red, max(green, red)
+
+
+def tiers(model: ScoreModel, scores: np.ndarray) -> np.ndarray:
+    return np.where(scores < model.red_below, "red", np.where(scores >= model.green_from, "green", "yellow"))
+
+
+# ---------------------------------------------------------------- scoring the accounts active at a month
+
+
+@dataclass
+class Scored:
+    frame: pd.DataFrame  # account_id, tenure, contract_type, segment, KPI features, score, tier, churn_prob
+    model: ScoreModel
+
+
+def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int) -> Scored:
+    """Fit on the panel rows up to ``month`` and score the accounts active at ``month``."""
+    past = panel[panel["month"] <= month].reset_index(drop=True)
+    model = fit_score_model(past, kpis, lag)
+    rows = active_rows(past, month)
+    used = model.kpi_names()
+    feats = recent_means(past, used, rows)
+    base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
+    frame = pd.concat([feats, base], axis=1)
+    frame["score"] = score(model, frame)
+    frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon)[:, -1]
+    set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
+    frame["tier"] = tiers(model, frame["score"].to_numpy())
+    return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def outcome_after(panel: pd.DataFrame, accounts: pd.Series, month: pd.Timestamp, horizon: int) -> pd.DataFrame:
+    """For each account: churned within ``horizon`` months after ``month`` (event) and months to churn
+    (censored at the horizon), from the panel's churn rows."""
+    ch = panel.loc[panel["churn"] == 1, ["account_id", "month"]]
+    gap = (ch["month"].dt.year - month.year) * 12 + ch["month"].dt.month - month.month
+    when = pd.Series(gap.to_numpy(), index=ch["account_id"].to_numpy())
+    t = accounts.map(when).to_numpy(dtype="float64")
+    event = (t >= 1) & (t <= horizon)
+    return pd.DataFrame({"event": event.astype(int), "time": np.where(event, t, horizon)})
+
+
+def rate_table(group: pd.Series, event: np.ndarray, order: list, name: str) -> pd.DataFrame:
+    """Churn rate with Wilson 95% interval per group."""
+    recs = []
+    for g in order:
+        m = (group == g).to_numpy()
+        k, n = int(event[m].sum()), int(m.sum())
+        lo, hi = wilson(k, n)
+        recs.append({name: g, "n": n, "churned": k, "churn_rate": k / n if n else np.nan, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(recs)
+
+
+def deciles(values: np.ndarray) -> np.ndarray:
+    """Decile 1..10 of ``values`` (1 = lowest); ties broken by position for a deterministic split."""
+    ranks = stats.rankdata(values, method="ordinal")
+    return np.minimum(10, (ranks - 1) * 10 // len(values) + 1).astype(int)
+
+
+def validate(frame: pd.DataFrame, out: pd.DataFrame, client_score: pd.Series | None) -> dict:
+    """AUC (DeLong CI), concordance, churn by tier and decile, calibration, and the client's score beside."""
+    y, t = out["event"].to_numpy(), out["time"].to_numpy()
+    s, p = frame["score"].to_numpy(), frame["churn_prob"].to_numpy()
+    res = {
+        "n_accounts": int(len(y)),
+        "n_churned": int(y.sum()),
+        "observed_rate": float(y.mean()) if len(y) else None,
+        "predicted_rate": float(p.mean()) if len(p) else None,
+    }
+    if y.sum() == 0 or y.sum() == len(y):
+        res["status"] = "not_estimable"
+        res["reason"] = "no churn (or only churn) in the validation window: AUC is undefined"
+        return res
+    res["status"] = "ok"
+    res["score"] = {
+        **auc_with_ci(y, -s),
+        "concordance": float(concordance_index(t, s, y)),
+    }
+    res["churn_prob_auc"] = auc_with_ci(y, p)
+    res["by_tier"] = rate_table(frame["tier"], y, list(TIERS), "tier").to_dict("records")
+    dec = pd.Series(deciles(s))
+    res["by_decile"] = rate_table(dec, y, list(range(1, 11)), "decile").to_dict("records")
+    pdec = pd.Series(deciles(p))
+    cal = rate_table(pdec, y, list(range(1, 11)), "decile")
+    cal.insert(2, "predicted", [float(p[(pdec == d).to_numpy()].mean()) for d in range(1, 11)])
+    res["calibration"] = cal.rename(columns={"churn_rate": "observed"}).to_dict("records")
+    if client_score is not None:
+        c = client_score.to_numpy(dtype="float64")
+        ok = np.isfinite(c)
+        res["client_score"] = _client_validation(y[ok], t[ok], s[ok], c[ok])
+    return res
+
+
+def _client_validation(y: np.ndarray, t: np.ndarray, s: np.ndarray, c: np.ndarray) -> dict:
+    out = {"n_accounts": int(len(y)), "n_churned": int(y.sum())}
+    if y.sum() == 0 or y.sum() == len(y):
+        out["status"] = "not_estimable"
+        return out
+    out["status"] = "ok"
+    out.update(auc_with_ci(y, -c))
+    out["concordance"] = float(concordance_index(t, c, y))
+    dec = pd.Series(deciles(c))
+    out["by_decile"] = rate_table(dec, y, list(range(1, 11)), "decile").to_dict("records")
+    aucs, cov = delong(y, np.vstack([-s, -c]))
+    diff = float(aucs[0] - aucs[1])
+    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
+    out["auc_difference"] = {
+        "ours_minus_client": diff,
+        "ci_low": diff - 1.959963984540054 * se,
+        "ci_high": diff + 1.959963984540054 * se,
+        "p_value": float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else None,
+    }
+    return out
+
+
+def left_out_kpis(frame: pd.DataFrame, weights: pd.DataFrame, client_score: pd.Series) -> list[dict]:
+    """KPIs with ≥ LEFT_OUT_MIN_POINTS points whose |Spearman ρ| with the client's score is below
+    LEFT_OUT_MAX_RHO: they matter for churn but the client's score barely moves with them."""
+    c = client_score.to_numpy(dtype="float64")
+    recs = []
+    for _, w in weights.iterrows():
+        x = frame[w["kpi"]].to_numpy(dtype="float64")
+        ok = np.isfinite(x) & np.isfinite(c)
+        rho = float(stats.spearmanr(x[ok], c[ok])[0]) if ok.sum() > 2 and np.ptp(x[ok]) > 0 else float("nan")
+        recs.append({"kpi": w["kpi"], "points": int(w["points"]), "spearman_with_client_score": rho,
+                     "left_out": bool(w["points"] >= LEFT_OUT_MIN_POINTS and not abs(rho) >= LEFT_OUT_MAX_RHO)})
+    return recs
+
+
+# ---------------------------------------------------------------- playbook
+
+
+def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """Red-tier accounts with the two KPIs whose points fall furthest below those of the green-tier
+    median value (gap in score points; a KPI is named only when its gap is positive)."""
+    green = frame[frame["tier"] == "green"]
+    if green.empty:
+        green = frame[frame["score"] >= frame["score"].quantile(0.75)]
+    ref = green[model.kpi_names()].median().to_frame().T
+    ref_pts = kpi_points(model, ref).iloc[0]
+    red = frame[frame["tier"] == "red"].reset_index(drop=True)
+    cols = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
+    if red.empty:
+        return pd.DataFrame(columns=cols)
+    gaps = ref_pts - kpi_points(model, red)
+    names = np.array(gaps.columns)
+    order = np.argsort(-gaps.to_numpy(), axis=1, kind="stable")
+    out = red[["account_id", "score", "tier"]].copy()
+    for i in (0, 1):
+        g = np.take_along_axis(gaps.to_numpy(), order[:, i : i + 1], axis=1)[:, 0] if gaps.shape[1] > i else np.zeros(len(red))
+        k = names[order[:, i]] if gaps.shape[1] > i else np.full(len(red), "")
+        out[f"kpi_{i + 1}"] = np.where(g > 0, k, "")
+        out[f"gap_{i + 1}"] = np.where(g > 0, g, np.nan)
+    return out.sort_values(["score", "account_id"], kind="stable").reset_index(drop=True)[cols]
+
+
+# ---------------------------------------------------------------- onboarding check
+
+
+def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int) -> dict:
+    """Churn within the horizon (out-of-time cohort) and the health score 12 months after start,
+    onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods/health.md)."""
+    done = cohort["onboarding_completed"].to_numpy(dtype="float64")
+    ok = np.isfinite(done)
+    on, y = done[ok] > 0, out["event"].to_numpy()[ok]
+    k1, n1, k0, n0 = int(y[on].sum()), int(on.sum()), int(y[~on].sum()), int((~on).sum())
+    res: dict = {"horizon_months": horizon}
+    if min(n1, n0) == 0:
+        res["verdict"] = "inconclusive"
+        res["reason"] = "every account of the cohort is in one group: nothing to compare"
+        return res
+    d, dlo, dhi = newcombe_difference(k1, n1, k0, n0)
+    rr, rlo, rhi = risk_ratio(k1, n1, k0, n0)
+    res["churn"] = {
+        "onboarded": {"n": n1, "churned": k1, "rate": k1 / n1, "ci": list(wilson(k1, n1))},
+        "not_onboarded": {"n": n0, "churned": k0, "rate": k0 / n0, "ci": list(wilson(k0, n0))},
+        "difference": {"estimate": d, "ci_low": dlo, "ci_high": dhi},
+        "ratio": {"estimate": rr, "ci_low": rlo, "ci_high": rhi},
+    }
+    res["score_after_12_months"] = _score_after_start(panel, model)
+    if dhi < 0:
+        res["verdict"] = "driver"
+    elif dlo > -EQUIVALENCE_MARGIN and dhi < EQUIVALENCE_MARGIN:
+        res["verdict"] = "urban_legend"
+    else:
+        res["verdict"] = "inconclusive"
+    return res
+
+
+def _score_after_start(panel: pd.DataFrame, model: ScoreModel) -> dict:
+    """Health score at tenure 12 (onboarding's own points taken out and the rest rescaled to 0–100)."""
+    rows = (panel["tenure"] == ONBOARDING_SCORE_TENURE).to_numpy()
+    feats = recent_means(panel, list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"])), rows)
+    pts = kpi_points(model, feats)
+    own = model.weights.set_index("kpi")["points"].get("onboarding_completed", 0)
+    rest = pts.drop(columns=["onboarding_completed"], errors="ignore").sum(axis=1).to_numpy()
+    s = rest * 100.0 / (100 - own) if own < 100 else rest
+    done = feats["onboarding_completed"].to_numpy()
+    ok = np.isfinite(done)
+    a, b = s[ok & (done > 0)], s[ok & ~(done > 0)]
+    res = {"tenure_months": ONBOARDING_SCORE_TENURE, "excludes_onboarding_points": int(own),
+           "onboarded": _mean_ci(a), "not_onboarded": _mean_ci(b)}
+    if len(a) > 1 and len(b) > 1:
+        diff = a.mean() - b.mean()
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else np.inf
+        q = stats.t.ppf(0.975, dof)
+        res["difference"] = {"estimate": float(diff), "ci_low": float(diff - q * np.sqrt(va + vb)), "ci_high": float(diff + q * np.sqrt(va + vb))}
+        if a.mean() > 0 and b.mean() > 0:
+            lr = np.log(b.mean() / a.mean())
+            se = np.sqrt(vb / b.mean() ** 2 + va / a.mean() ** 2)
+            res["ratio_not_to_onboarded"] = {"estimate": float(np.exp(lr)), "ci_low": float(np.exp(lr - 1.96 * se)), "ci_high": float(np.exp(lr + 1.96 * se))}
+        ga, gb = 100 - a.mean(), 100 - b.mean()
+        if ga > 0:
+            res["shortfall_ratio_not_to_onboarded"] = float(gb / ga)
+    return res
+
+
+def _mean_ci(x: np.ndarray) -> dict:
+    if len(x) < 2:
+        return {"n": int(len(x)), "mean": float(x.mean()) if len(x) else None}
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return {"n": int(len(x)), "mean": float(x.mean()), "ci_low": float(x.mean() - half), "ci_high": float(x.mean() + half)}
+
+
+# ---------------------------------------------------------------- touch model
+
+
+def touch_model(frame: pd.DataFrame, kpis: list[str], ltv: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """High / low / tech touch by LTV (top 10% / next 30% / rest) and each tier's medians and counts."""
+    v = ltv.to_numpy(dtype="float64")
+    order = np.lexsort((frame["account_id"].to_numpy(), -np.nan_to_num(v, nan=-np.inf)))
+    rank = np.empty(len(v), dtype=int)
+    rank[order] = np.arange(len(v))
+    share = rank / max(len(v), 1)
+    hi, lo = TOUCH_SHARES
+    touch = np.where(share < hi, "high", np.where(share < hi + lo, "low", "tech"))
+    accounts = pd.DataFrame({"account_id": frame["account_id"], "ltv": v, "touch": touch})
+    recs = []
+    for t in TOUCH_TIERS:
+        m = touch == t
+        rec = {"touch": t, "n": int(m.sum()), "ltv_total": float(np.nansum(v[m])), "ltv_median": _median(v[m]),
+               "score_median": _median(frame["score"].to_numpy()[m])}
+        rec.update({k: _median(frame[k].to_numpy(dtype="float64")[m]) for k in kpis})
+        recs.append(rec)
+    return pd.DataFrame(recs), accounts
+
+
+def _median(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else float("nan")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class Health:
+    """Everything the health stage produces (DESIGN §6 files via ``write``)."""
+
+    weights: pd.DataFrame  # kpi, points, coefficient, direction, scale, value_at_0_points, value_at_full_points
+    scores: pd.DataFrame  # account_id, score, tier, churn_prob
+    cutpoints: dict
+    validation: dict
+    playbook: pd.DataFrame
+    onboarding: dict | None
+    touch: pd.DataFrame
+    touch_accounts: pd.DataFrame
+    features: pd.DataFrame
+    dropped: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def validation_json(self) -> dict:
+        return {
+            "cutpoints": self.cutpoints,
+            "validation": self.validation,
+            "onboarding": self.onboarding,
+            "touch_model": self.touch.to_dict("records"),
+            "dropped_kpis": self.dropped,
+            "warnings": self.warnings,
+        }
+
+    def write(self, results_dir: Path) -> None:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        w = self.weights[["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points", "value_at_full_points"]]
+        _csv(w, results_dir / "health_weights.csv")
+        _csv(self.scores, results_dir / "health_scores.csv")
+        _csv(self.playbook, results_dir / "playbook.csv")
+        text = json.dumps(_clean(self.validation_json()), ensure_ascii=False, indent=2, sort_keys=True)
+        (results_dir / "health_validation.json").write_text(text + "\n", encoding="utf-8")
+
+
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    df.to_csv(path, index=False, float_format="%.6g", lineterminator="\n", encoding="utf-8")
+
+
+def _clean(x):
+    """JSON-safe, reproducible: numpy → Python, floats to 6 significant digits, NaN → null."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return None if not np.isfinite(x) else float(f"{float(x):.6g}")
+    if isinstance(x, pd.Timestamp):
+        return x.strftime("%Y-%m")
+    return x
+
+
+def design_health_score(
+    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], ltv: pd.DataFrame | None = None
+) -> Health:
+    """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
+    validation, playbook, onboarding check and touch model (docs/methods/health.md)."""
+    H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
+    warnings: list[str] = []
+    now = score_at(panel, kpis, lag, as_of, H)
+    model = now.model
+    frame = now.frame
+    scores = frame[["account_id", "score", "tier", "churn_prob"]].copy()
+    scores["score"] = scores["score"].round(1)
+
+    accounts = data.accounts.set_index("account_id")
+    client = "health_score" in accounts and accounts["health_score"].notna().any()
+    cut = as_of - pd.DateOffset(months=H)
+    validation: dict = {"cut": cut, "horizon_months": H, "fitted_on": f"at-risk months up to {cut:%Y-%m}"}
+    onboarding = None
+    try:
+        then = score_at(panel, kpis, lag, cut, H)
+    except CskitError as e:
+        then = None
+        validation.update(status="not_estimable", reason=str(e))
+        warnings.append(f"The health score could not be validated out of time (fit before {cut:%Y-%m}): {e}")
+    if then is not None:
+        out = outcome_after(panel, then.frame["account_id"], cut, H)
+        cs = then.frame["account_id"].map(accounts["health_score"]) if client else None
+        validation.update(validate(then.frame, out, cs))
+        validation["cutpoints_at_cut"] = {"red_below": then.model.red_below, "green_from": then.model.green_from}
+        if "onboarding_completed" in panel:
+            done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
+            cohort = then.frame[["account_id"]].join(done, on="account_id")
+            onboarding = onboarding_check(panel, model, cohort, out, H)
+    if client:
+        cs_now = frame["account_id"].map(accounts["health_score"])
+        validation["left_out_kpis"] = left_out_kpis(frame, model.weights, cs_now)
+
+    if ltv is not None:
+        v = frame["account_id"].map(ltv.set_index("account_id")["ltv"])
+        ltv_source = "potential stage (survival-weighted margin × MRR over ltv_months)"
+    else:
+        base = frame[["tenure", "contract_type", "segment"]]
+        life = survival_curves(model, base, frame, params.ltv_months).sum(axis=1)
+        mrr = frame["account_id"].map(panel.loc[active_rows(panel, as_of)].set_index("account_id")["mrr"])
+        v = mrr * life * params.gross_margin
+        ltv_source = "margin × MRR at as_of × expected months alive over ltv_months (health model)"
+    touch, touch_accounts = touch_model(frame, model.kpi_names(), v)
+
+    cutpoints = {"red_below": model.red_below, "green_from": model.green_from, "base_rate": model.base_rate,
+                 "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate",
+                 "ltv_source": ltv_source}
+    return Health(
+        weights=model.weights.drop(columns=["z_lo", "z_hi"]),
+        scores=scores,
+        cutpoints=cutpoints,
+        validation=validation,
+        playbook=playbook(model, frame),
+        onboarding=onboarding,
+        touch=touch,
+        touch_accounts=touch_accounts,
+        features=frame,
+        dropped=dict(model.design.dropped),
+        warnings=warnings,
+    )
