@@ -167,3 +167,243 @@ def metrics(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
             f"gives {money(surv, currency)}. The improvement potential uses the latter."
         )
     return text
+
+
+def _interval(value: Any, lo: Any, hi: Any, fmt) -> str:
+    if not _finite(value):
+        return "—"
+    if _finite(lo) and _finite(hi):
+        return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+    return fmt(value)
+
+
+def potential(
+    table: pd.DataFrame,
+    caveat: str,
+    notes: dict[str, str] | None = None,
+    improvement_pct: float = 10,
+    horizon_months: int = 12,
+    ltv_months: int = 36,
+    accounts: int | None = None,
+    currency: str = "JPY",
+    language: str = "ja",
+    top: int = 3,
+) -> str:
+    """What +x% of each KPI is worth: the scenario in words, the KPIs whose LTV gain has an interval
+    above zero (largest first), how many intervals include zero, why any cell is empty, the caveat."""
+    m = lambda v: money(v, currency)  # noqa: E731
+    d = table.dropna(subset=["d_ltv"])
+    sure = d[d["d_ltv_lo"] > 0].sort_values("d_ltv", ascending=False, kind="stable")
+    unsure = d[~(d["d_ltv_lo"] > 0) & ~(d["d_ltv_hi"] < 0)]
+    who = f"{accounts:,}" if accounts is not None else ""
+    if language == "ja":
+        text = [
+            f"各KPIについて、{as_of_text('ja', who)}全アカウントの値を平均の{improvement_pct:g}%だけ改善した場合"
+            f"（他の指標は一定）を、今後{horizon_months}か月（LTVは{ltv_months}か月）にわたって投影し、"
+            "現状のままの場合との差を示します。[ ] 内は95%区間です。",
+            "",
+        ]
+        if len(sure):
+            items = "、".join(f"**{r.label}**（LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)}）"
+                              for r in sure.head(top).itertuples())
+            text.append(f"LTVの増分が区間ごとプラスになったのは{len(sure)}指標で、大きい順に {items} です。")
+        else:
+            text.append("どのKPIについても、LTV増分の95%区間がゼロを含みます。このデータからは、改善の価値を確かに言えるKPIはありません。")
+        if len(unsure):
+            text.append(f"{len(unsure)}指標は区間がゼロをまたぐため、改善に価値があるかどうかはこのデータでは判断できません。")
+    else:
+        text = [
+            f"For each KPI, {as_of_text('en', who)}every active account's value is improved by {improvement_pct:g}% "
+            f"of its mean (all other KPIs unchanged) and projected over the next {horizon_months} months "
+            f"({ltv_months} months for LTV); the table shows scenario minus baseline. Brackets are 95% intervals.",
+            "",
+        ]
+        if len(sure):
+            items = ", ".join(f"**{r.label}** (LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)})"
+                              for r in sure.head(top).itertuples())
+            text.append(f"{len(sure)} KPIs have an LTV gain whose interval is above zero; the largest: {items}.")
+        else:
+            text.append("For every KPI the 95% interval of the LTV gain includes zero: the data cannot say that "
+                        "improving any one of them is worth something.")
+        if len(unsure):
+            text.append(f"For {len(unsure)} KPIs the interval crosses zero: the data cannot tell whether improving "
+                        "them is worth anything.")
+    if notes:
+        text += [""] + [f"- {k}: {v}" for k, v in sorted(notes.items())]
+    text += ["", f"> {caveat}"]
+    return "\n".join(text)
+
+
+def as_of_text(language: str, accounts: str) -> str:
+    if not accounts:
+        return ""
+    return f"現在契約中の{accounts}件の" if language == "ja" else f"for the {accounts} accounts active now, "
+
+
+POTENTIAL_HEAD = {
+    "ja": ["KPI", "カテゴリ", "平均", "改善幅", "LTV増分", "拡大MRR増分", "紹介新規MRR増分", "ダウングレード損失の変化", "解約損失の変化"],
+    "en": ["KPI", "Category", "Mean", "Improvement", "LTV gain", "Expansion MRR gain", "Referral new MRR gain",
+           "Change in downgrade loss", "Change in churn loss"],
+}
+
+
+def potential_table(table: pd.DataFrame, currency: str = "JPY", language: str = "ja") -> str:
+    """The improvement-potential table as Markdown, each amount with its [95% interval]."""
+    m = lambda v: money(v, currency)  # noqa: E731
+    rows = []
+    for r in table.itertuples(index=False):
+        cells = [r.label, r.category, _num(r.mean), _num(r.improvement)]
+        for col in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
+            cells.append(_interval(getattr(r, col), getattr(r, f"{col}_lo"), getattr(r, f"{col}_hi"), m))
+        rows.append(cells)
+    return _table(POTENTIAL_HEAD[language], rows)
+
+
+def _num(value: Any) -> str:
+    if not _finite(value):
+        return "—"
+    v = float(value)
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def health(
+    weights: pd.DataFrame,
+    scores: pd.DataFrame,
+    cutpoints: dict,
+    validation: dict,
+    labels: dict[str, str],
+    language: str = "ja",
+    top: int = 3,
+) -> str:
+    """The score's make-up (points), its tiers now, and how well it ranked churn out of time."""
+    ja = language == "ja"
+    w = weights.sort_values("points", ascending=False, kind="stable")
+    w = w[w["points"] > 0]
+    parts = ("、" if ja else ", ").join(f"{labels.get(r.kpi, r.kpi)} {r.points:g}" for r in w.head(top).itertuples())
+    tiers = scores["tier"].value_counts()
+    n = {t: int(tiers.get(t, 0)) for t in ("red", "yellow", "green")}
+    red, green = cutpoints.get("red_below"), cutpoints.get("green_from")
+    if ja:
+        text = [
+            f"ヘルススコア（0〜100、高いほど健全）は解約モデルから作り、{len(w)}個のKPIに合計100点を配分しました。"
+            f"配点の大きいKPI: {parts}。",
+            f"現在契約中のアカウントは 赤 {n['red']:,}件（{_num(red)}点未満）、黄 {n['yellow']:,}件、"
+            f"緑 {n['green']:,}件（{_num(green)}点以上）です。",
+        ]
+    else:
+        text = [
+            f"The health score (0-100, higher = healthier) comes from the churn model; {len(w)} KPIs share its "
+            f"100 points. Largest: {parts}.",
+            f"Accounts active now: red {n['red']:,} (below {_num(red)}), yellow {n['yellow']:,}, "
+            f"green {n['green']:,} ({_num(green)} and above).",
+        ]
+    text += ["", validation_text(validation, language)]
+    return "\n".join(text)
+
+
+def validation_text(v: dict, language: str = "ja") -> str:
+    """Out-of-time validation in words: AUC and concordance with intervals, churn by tier, the client's score."""
+    ja = language == "ja"
+    h = v.get("horizon_months")
+    cut = v.get("cut")
+    if v.get("status") != "ok":
+        reason = v.get("reason", "")
+        return (f"時点外検証はできませんでした（{reason}）。スコアは参考値として扱ってください。" if ja else
+                f"The score could not be validated out of time ({reason}); treat it as indicative only.")
+    s = v["score"]
+    auc = _interval(s["auc"], s["ci_low"], s["ci_high"], lambda x: f"{float(x):.2f}")
+    by_tier = {r["tier"]: r for r in v.get("by_tier", [])}
+    tier_rates = ("、" if ja else ", ").join(
+        f"{_tier(t, language)} {pct(r['churn_rate'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
+        for t, r in by_tier.items() if r.get("n")
+    )
+    if ja:
+        text = (f"**時点外検証**: {cut}時点までのデータでモデルを作り、その時点のアカウント{v['n_accounts']:,}件を採点して、"
+                f"その後{h}か月の解約（{v['n_churned']:,}件）を予測できたかを確かめました。"
+                f"AUC {auc}、C統計量 {v['score']['concordance']:.2f}。ティア別の解約率: {tier_rates}。")
+    else:
+        text = (f"**Out-of-time validation**: the model was fitted on data up to {cut}, the {v['n_accounts']:,} accounts "
+                f"active then were scored, and their churn over the next {h} months ({v['n_churned']:,} churned) "
+                f"was compared: AUC {auc}, concordance {v['score']['concordance']:.2f}. Churn by tier: {tier_rates}.")
+    c = v.get("client_score")
+    if c and c.get("status") == "ok":
+        cauc = _interval(c["auc"], c["ci_low"], c["ci_high"], lambda x: f"{float(x):.2f}")
+        dd = c["auc_difference"]
+        diff = _interval(dd["ours_minus_client"], dd["ci_low"], dd["ci_high"], lambda x: f"{float(x):+.2f}")
+        better = dd["ci_low"] > 0
+        worse = dd["ci_high"] < 0
+        if ja:
+            verdict = ("データに基づくスコアの方が解約をよく予測します" if better else
+                       "貴社のスコアの方が解約をよく予測します" if worse else "両者の差はこのデータでは判断できません")
+            text += f"\n\n貴社の現行ヘルススコアのAUCは {cauc}、差（当スコア − 現行）は {diff} で、{verdict}。"
+        else:
+            verdict = ("the data-driven score predicts churn better" if better else
+                       "the client's score predicts churn better" if worse else "the data cannot tell them apart")
+            text += (f"\n\nThe client's current health score has AUC {cauc}; the difference (ours − client's) is "
+                     f"{diff}: {verdict}.")
+    left = [r for r in v.get("left_out_kpis", []) if r.get("left_out")]
+    if left:
+        names = ", ".join(r["kpi"] for r in left)
+        text += (f"\n\n現行スコアがほとんど反映していない（順位相関 |ρ| < 0.2）が、解約と関連して配点の大きいKPI: {names}。"
+                 if ja else
+                 f"\n\nKPIs that carry points for churn but that the client's score barely moves with (|rho| < 0.2): {names}.")
+    return text
+
+
+def _tier(tier: str, language: str) -> str:
+    names = {"red": ("赤", "red"), "yellow": ("黄", "yellow"), "green": ("緑", "green")}
+    ja, en = names.get(tier, (tier, tier))
+    return ja if language == "ja" else en
+
+
+VERDICT = {
+    "driver": ("オンボード完了は解約の少なさと関連しています（解約ドライバー）。",
+               "Completing onboarding goes with less churn here: it is a churn driver."),
+    "urban_legend": ("オンボード完了の有無で解約率に意味のある差はありません（「都市伝説」）。",
+                     "Churn hardly differs with onboarding: here its importance is an \"urban legend\"."),
+    "inconclusive": ("このデータでは、オンボードが解約に効くかどうかは判断できません。",
+                     "The data cannot tell whether onboarding matters for churn here."),
+}
+
+
+def onboarding(check: dict | None, language: str = "ja") -> str:
+    """The onboarding check: churn of onboarded vs not, with intervals, and the verdict."""
+    ja = language == "ja"
+    if not check:
+        return ("オンボード完了のデータがないため、オンボードの検証は行っていません。" if ja else
+                "There is no onboarding_completed data, so onboarding was not checked.")
+    verdict = VERDICT.get(check.get("verdict", "inconclusive"), VERDICT["inconclusive"])[0 if ja else 1]
+    c = check.get("churn")
+    if not c:
+        return f"{verdict} ({check.get('reason', '')})"
+    on, off, d = c["onboarded"], c["not_onboarded"], c["difference"]
+    h = check.get("horizon_months")
+    diff = _interval(d["estimate"], d["ci_low"], d["ci_high"], lambda x: f"{100 * float(x):+.1f}pt")
+    if ja:
+        text = (f"{h}か月以内の解約率: オンボード完了 {pct(on['rate'])} [{pct(on['ci'][0])}, {pct(on['ci'][1])}]"
+                f"（{on['n']:,}件）、未完了 {pct(off['rate'])} [{pct(off['ci'][0])}, {pct(off['ci'][1])}]（{off['n']:,}件）、"
+                f"差 {diff}。{verdict}")
+    else:
+        text = (f"Churn within {h} months: onboarded {pct(on['rate'])} [{pct(on['ci'][0])}, {pct(on['ci'][1])}] "
+                f"(n = {on['n']:,}), not onboarded {pct(off['rate'])} [{pct(off['ci'][0])}, {pct(off['ci'][1])}] "
+                f"(n = {off['n']:,}); difference {diff}. {verdict}")
+    s = check.get("score_after_12_months", {})
+    if s.get("difference"):
+        sd = s["difference"]
+        sdiff = _interval(sd["estimate"], sd["ci_low"], sd["ci_high"], lambda x: f"{float(x):+.1f}")
+        text += (f" 契約12か月時点のヘルススコア（オンボード分の配点を除く）の差（完了 − 未完了）: {sdiff}点。" if ja else
+                 f" Health score at month 12 (onboarding's own points left out), onboarded − not: {sdiff} points.")
+    return text
+
+
+def touch(table: pd.DataFrame, currency: str = "JPY", language: str = "ja") -> str:
+    """The touch model: accounts and LTV per high / low / tech touch tier."""
+    names = {"high": ("ハイタッチ", "High touch"), "low": ("ロータッチ", "Low touch"), "tech": ("テックタッチ", "Tech touch")}
+    head = (["区分", "アカウント数", "LTV合計", "LTV中央値", "スコア中央値"] if language == "ja" else
+            ["Tier", "Accounts", "Total LTV", "Median LTV", "Median score"])
+    rows = [[names.get(r.touch, (r.touch, r.touch))[0 if language == "ja" else 1], f"{r.n:,}",
+             money(r.ltv_total, currency), money(r.ltv_median, currency), _num(r.score_median)]
+            for r in table.itertuples(index=False)]
+    intro = ("LTVの上位10%をハイタッチ、次の30%をロータッチ、残りをテックタッチとしました。" if language == "ja" else
+             "High touch = top 10% of accounts by LTV, low touch = the next 30%, tech touch = the rest.")
+    return intro + "\n\n" + _table(head, rows)
