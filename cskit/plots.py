@@ -40,6 +40,11 @@ TEXT = {
     "points": {"ja": "配点 (合計100)", "en": "Points (sum to 100)"},
     "tier": {"ja": "ティア", "en": "Tier"},
     "churn_rate": {"ja": "解約率", "en": "Churn rate"},
+    "customer_churn_rate": {"ja": "顧客解約率", "en": "Customer churn rate"},
+    "revenue_churn_rate_start_base": {"ja": "収益解約率（月初MRR基準）", "en": "Revenue churn rate (start-of-month MRR)"},
+    "revenue_churn_rate_remaining_base": {"ja": "収益解約率（残存MRR基準）", "en": "Revenue churn rate (remaining MRR)"},
+    "gross_revenue_churn": {"ja": "グロス収益解約率", "en": "Gross revenue churn"},
+    "net_revenue_churn": {"ja": "ネット収益解約率", "en": "Net revenue churn"},
     "predicted": {"ja": "予測解約確率", "en": "Predicted churn probability"},
     "observed": {"ja": "実際の解約率", "en": "Observed churn rate"},
     "perfect": {"ja": "完全な較正", "en": "Perfect calibration"},
@@ -150,6 +155,19 @@ def rate_lines(
     ax.legend(title=None, fontsize="small")
     ax.tick_params(axis="x", rotation=45)
     return ax
+
+
+def churn_rates(
+    data: pd.DataFrame,
+    month: str = "month",
+    series: tuple[str, ...] = ("customer_churn_rate", "revenue_churn_rate_start_base", "gross_revenue_churn"),
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Monthly churn rates (columns ``series`` of the metrics' rates table) as labelled lines."""
+    long = data.melt(id_vars=[month], value_vars=list(series), var_name="series", value_name="rate")
+    long["series"] = [t(s, language) for s in long["series"]]
+    return rate_lines(long.dropna(subset=["rate"]), month, "rate", "series", language=language, ax=ax)
 
 
 def cohort_heatmap(

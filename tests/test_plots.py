@@ -100,6 +100,19 @@ def test_rate_lines(outdir):
     _render(lambda lang: plots.rate_lines(d, "month", "rate", "kind", language=lang), outdir / "rates.png")
 
 
+def test_churn_rates_wide_table(outdir):
+    d = pd.DataFrame({"month": MONTHS, "customer_churn_rate": np.linspace(0.02, 0.04, 8),
+                      "revenue_churn_rate_start_base": np.linspace(0.03, 0.05, 8),
+                      "gross_revenue_churn": np.linspace(0.04, 0.06, 8)})
+    d.loc[0, ["customer_churn_rate", "revenue_churn_rate_start_base", "gross_revenue_churn"]] = np.nan
+    _render(lambda lang: plots.churn_rates(d, language=lang), outdir / "churn_rates.png")
+    plots.set_style()
+    ax = plots.churn_rates(d)
+    assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["顧客解約率", "収益解約率（月初MRR基準）", "グロス収益解約率"]
+    assert all(len(line.get_xdata()) == 7 for line in ax.get_lines()[:3])
+    plt.close(ax.figure)
+
+
 def test_cohort_heatmap(outdir):
     rows = [{"cohort": c, "months_since_start": a, "retention": 0.97 ** a}
             for i, c in enumerate(MONTHS) for a in range(len(MONTHS) - i)]
