@@ -9,7 +9,8 @@ Choices (docs/methods/metrics.md, "Survival"):
   variance on the log(−log S) scale, R's ``conf.type = "log-log"``).
 - Median lifetime: the first month where S ≤ 0.5; its 95% interval is where the interval's bounds
   cross 0.5 (Brookmeyer & Crowley's inversion as in R ``survfit``). A median that the curve never
-  reaches is reported as null ("not reached"), as are bounds that are not reached.
+  reaches is reported as null ("not reached"), as are bounds that are not reached. Where S = 0 the
+  interval is undefined (NaN in ``curves``) and not used for the median's interval.
 - Log-rank test (``multivariate_logrank_test``) for each grouping with ≥ 2 groups: segment, plan,
   contract_type and onboarding status (onboarding_completed > 0) when the panel has them.
 """
@@ -117,8 +118,16 @@ def km_fit(life: pd.DataFrame) -> KaplanMeierFitter:
     return KaplanMeierFitter(alpha=0.05).fit(life["duration"], event_observed=life["churned"])
 
 
+def _interval(kmf: KaplanMeierFitter) -> pd.DataFrame:
+    """lifelines' pointwise 95% interval, NaN where S = 0: there Greenwood's variance is infinite and
+    the log(−log) interval is undefined (R ``survfit`` gives NA); lifelines reports [0, 0]."""
+    ci = kmf.confidence_interval_survival_function_.copy()
+    ci[kmf.survival_function_.iloc[:, 0].to_numpy() <= 0] = np.nan
+    return ci
+
+
 def _curve(group_by: str, group, kmf: KaplanMeierFitter) -> pd.DataFrame:
-    ci = kmf.confidence_interval_survival_function_
+    ci = _interval(kmf)
     return pd.DataFrame(
         {
             "group_by": group_by,
@@ -132,7 +141,7 @@ def _curve(group_by: str, group, kmf: KaplanMeierFitter) -> pd.DataFrame:
 
 
 def _median_row(group_by: str, group, kmf: KaplanMeierFitter) -> dict:
-    ci = median_survival_times(kmf.confidence_interval_survival_function_)
+    ci = median_survival_times(_interval(kmf).dropna())
     return {
         "group_by": group_by,
         "group": str(group),
