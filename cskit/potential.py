@@ -1,0 +1,704 @@
+"""The improvement potential (seed 000's centrepiece table) and each active account's survival-based LTV.
+
+For every KPI k, the scenario moves every account active at ``as_of`` by δ_k = direction ×
+improvement_pct% × mean(k) (clipped to the KPI's bounds, never the wrong way) in every future month,
+all else unchanged, and projects churn, expansion, downgrade and referrals over the horizon with the
+four discrete-time hazard models (binomial GLMs with the cloglog link on account-months, KPIs at
+t − lag, tenure and segment adjusted). Each column is scenario − baseline of the sums defined in
+docs/architecture.md, "Projection used by the improvement potential". ``contract_months`` is the
+tenure itself: its scenario adds δ to the tenure of every future month (the account is treated as δ
+months older), while annual renewals stay on the contract's real anniversaries.
+
+Intervals: ``params.bootstrap`` draws of every model's coefficients from a multivariate normal with
+the estimated covariance, plus normal draws of the mean relative sizes (g_e, g_d) and of the mean MRR
+of a referral; each draw is projected exactly for every active account (float32, account chunks of
+``CHUNK``); the 2.5% and 97.5% quantiles of scenario − baseline are the 95% interval. Details and
+references: docs/methods/potential.md.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cskit.catalogue import CATEGORIES, KPI, PHASES
+from cskit.client import ClientData
+from cskit.errors import CskitError
+from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms
+from cskit.params import Params
+
+OUTCOMES = ("churn", "expansion", "downgrade", "referral")
+COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
+MIN_EVENTS = 20
+LAST_OBSERVED = 3
+CHUNK = 512
+FIXED_CREATED = dt.datetime(2000, 1, 1)
+
+CAVEAT = {
+    "ja": (
+        "この表の金額は、各指標と解約・アップセル/クロスセル・ダウングレード・紹介との関連を、ほかの指標を"
+        "一定としたまま将来に投影した試算です。指標を改善すればこの金額が得られるという因果効果を証明するもの"
+        "ではありません。括弧内・区間はモデル推定の不確かさ(95%)を示します。"
+    ),
+    "en": (
+        "These amounts project forward the associations of each KPI with churn, up/cross-sell, downgrade "
+        "and referrals, all other KPIs held constant. They are not proven causes: improving a KPI is not "
+        "guaranteed to deliver them. Intervals show the models' estimation uncertainty (95%)."
+    ),
+}
+
+
+@dataclass
+class OutcomeModel:
+    """One hazard model of the projection; ``fit`` is None when the outcome is not estimable."""
+
+    outcome: str
+    rows: int
+    events: int
+    rate: float
+    design: Design | None = None
+    fit: GLMResult | None = None
+    reason: str = ""
+
+
+@dataclass
+class Potential:
+    """The improvement-potential table, the per-account baseline projection, and how they were made.
+
+    ``table``: potential.csv (DESIGN §6). ``accounts``: account_id, mrr, churn_prob (within the
+    horizon), ltv (margin × expected revenue over ltv_months) for every account active at as_of.
+    ``notes``: why a row or column is empty. ``outcomes``: per model, rows, events, status.
+    """
+
+    table: pd.DataFrame
+    accounts: pd.DataFrame
+    caveat: str
+    notes: dict[str, str]
+    outcomes: pd.DataFrame
+    sizes: dict[str, float]
+    language: str = "ja"
+    currency: str = "JPY"
+    improvement_pct: float = 10.0
+    models: dict[str, OutcomeModel] = field(default_factory=dict, repr=False)
+    phases: list[str] = field(default_factory=list)
+
+    def write(self, results_dir: str | Path) -> None:
+        """Write potential.csv and potential.xlsx (byte-reproducible) into ``results_dir``."""
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(results_dir / "potential.csv", index=False, float_format="%.10g", lineterminator="\n")
+        write_xlsx(self, results_dir / "potential.xlsx")
+
+
+# ---------------------------------------------------------------- models
+
+
+def outcome_rows(panel: pd.DataFrame, outcome: str) -> tuple[np.ndarray, np.ndarray]:
+    """Model rows (boolean mask) and 0/1 outcome of ``outcome`` (docs/architecture.md, outcome rows)."""
+    if outcome == "churn":
+        return panel["at_risk"].to_numpy(bool), panel["churn"].to_numpy()
+    if outcome == "referral":
+        return np.ones(len(panel), bool), (panel["referrals"].to_numpy() > 0).astype(np.int8)
+    rows = (panel["tenure"].to_numpy() > 0) & (panel["mrr_prev"].to_numpy() > 0) & (panel["churn"].to_numpy() == 0)
+    if outcome == "expansion":
+        y = (panel["expansion"].to_numpy() == 1) | (panel["cross_sell"].to_numpy() == 1)
+    else:
+        y = panel["contraction"].to_numpy() == 1
+    return rows, y.astype(np.int8)
+
+
+def has_referrals(data: ClientData) -> bool:
+    """True when accounts.referred_by names at least one account."""
+    acc = data.accounts
+    if "referred_by" not in acc:
+        return False
+    ref = acc["referred_by"]
+    return bool((ref.notna() & (ref.astype(str).str.strip() != "")).any())
+
+
+def fit_outcome(
+    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int
+) -> OutcomeModel:
+    """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS."""
+    rows, y = outcome_rows(panel, outcome)
+    yr = y[rows]
+    events = int(yr.sum())
+    rate = float(yr.mean()) if len(yr) else 0.0
+    model = OutcomeModel(outcome, int(rows.sum()), events, rate)
+    if events < MIN_EVENTS:
+        model.reason = (
+            f"{outcome}: only {events} events in {model.rows} account-months (< {MIN_EVENTS}): "
+            "KPI effects not estimable; its column is left empty and the projection uses the observed rate."
+        )
+        return model
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms)
+    model.design = design
+    model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
+    if not model.fit.converged:
+        model.reason = f"{outcome}: the model did not converge (separation?); its intervals are very wide."
+    return model
+
+
+def relative_sizes(panel: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Mean and standard error of g_e, g_d (relative size of an expansion / contraction event, over
+    the events of the expansion and downgrade models) and of the MRR of a month's referrals."""
+    out = {}
+    for name, outcome, amount in (("g_e", "expansion", "expansion_mrr"), ("g_d", "downgrade", "contraction_mrr")):
+        rows, y = outcome_rows(panel, outcome)
+        ev = rows & (y == 1)
+        ratio = panel[amount].to_numpy()[ev] / panel["mrr_prev"].to_numpy()[ev]
+        out[name] = _mean_se(ratio)
+    ref = panel["referrals"].to_numpy() > 0
+    out["referral_mrr"] = _mean_se(panel["referral_mrr"].to_numpy()[ref])
+    return out
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    if len(x) == 0:
+        return 0.0, 0.0
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    return float(x.mean()), se
+
+
+# ---------------------------------------------------------------- accounts and scenarios
+
+
+def active_accounts(panel: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Panel rows at as_of of accounts still active there (churn == 0, mrr > 0)."""
+    now = panel[(panel["month"] == pd.Timestamp(as_of)) & (panel["churn"] == 0) & (panel["mrr"] > 0)]
+    return now.reset_index(drop=True)
+
+
+def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> pd.DataFrame:
+    """Each active account's future value of each KPI: the mean of its last 3 observed monthly values
+    up to as_of (NaN if never observed); ``contract_months`` = tenure at as_of."""
+    hist = panel[(panel["month"] <= pd.Timestamp(as_of)) & panel["account_id"].isin(active["account_id"])]
+    cols = [k for k in kpis if k != "contract_months"]
+    out = pd.DataFrame(index=pd.Index(active["account_id"], name="account_id"))
+    for k in cols:
+        obs = hist.loc[hist[k].notna(), ["account_id", k]]
+        last = obs.groupby("account_id", sort=False).tail(LAST_OBSERVED)
+        out[k] = last.groupby("account_id")[k].mean().reindex(out.index).to_numpy()
+    out["contract_months"] = active["tenure"].to_numpy(dtype="float64")
+    return out[kpis].reset_index(drop=True)
+
+
+def neutral_value(t: Transform) -> float:
+    """The raw value whose standardised value is 0: what the models assume for a missing KPI."""
+    return float(np.expm1(t.mean)) if t.kind == "log1p" else t.mean
+
+
+@dataclass
+class Scenario:
+    """KPI k's scenario: δ, and per active account the change dz of its standardised value."""
+
+    kpi: str
+    mean: float
+    delta: float
+    dz: np.ndarray
+    reason: str = ""
+
+
+def scenarios(
+    future: pd.DataFrame, kpis: list[str], catalogue: dict[str, KPI], pct: float, transforms: dict[str, Transform]
+) -> list[Scenario]:
+    """δ_k = direction × pct/100 × mean of the future values over the active accounts (non-missing),
+    added to every account, clipped to the KPI's bounds and never moving a value the wrong way.
+
+    An account that never reported the KPI is taken at the value the models assume for a missing
+    KPI (z = 0) and moved by δ too. ``contract_months`` gets dz = 0: its δ moves the tenure instead.
+    """
+    out = []
+    for k in kpis:
+        x = future[k].to_numpy(dtype="float64")
+        kpi = catalogue.get(k) or KPI(k, k, k, "other")
+        mean = float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
+        delta = kpi.direction * pct / 100 * mean
+        dz = np.zeros(len(x))
+        reason = ""
+        if not np.isfinite(mean):
+            reason = f"{k}: never measured for the accounts active at as_of"
+        elif delta == 0:
+            reason = f"{k}: its mean over the active accounts is 0, so {pct:g}% of it changes nothing"
+        elif k in transforms and k != "contract_months":
+            t = transforms[k]
+            x = np.where(np.isfinite(x), x, neutral_value(t))
+            changed = np.clip(x + delta, kpi.lower, kpi.upper)
+            changed = np.maximum(changed, x) if delta > 0 else np.minimum(changed, x)
+            dz = t.forward(changed) - t.forward(x)
+        out.append(Scenario(k, mean, delta, dz, reason))
+    return out
+
+
+# ---------------------------------------------------------------- the projection
+
+
+@dataclass
+class Hazard:
+    """One outcome's log-hazard for the active accounts at coefficient rows ``coef`` (B draws):
+
+    log λ(b, i, h) = (X_i · coef_b) + coef_b[k] · dz_ik (scenario k) + cm_b · z_cm(tenure_i + h),
+    with X_i's contract_months entry set to 0 (``cm`` is its coefficient; 0 when not in the model).
+    """
+
+    X: np.ndarray  # (N, p)
+    coef: np.ndarray  # (B, p)
+    cm: np.ndarray  # (B,)
+    kpi_cols: dict[str, int]
+    cm_transform: Transform | None
+
+
+def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -> np.ndarray:
+    """Design rows of the active accounts' future months: [1, z(KPIs), dummies], missing KPIs at
+    z = 0 as in the fit, z(contract_months) = 0 (the tenure factor carries it)."""
+    cols = [np.ones(len(active))]
+    for k in design.kpis:
+        z = design.transforms[k].forward(future[k].to_numpy(dtype="float64"))
+        cols.append(np.zeros(len(active)) if k == "contract_months" else np.where(np.isfinite(z), z, 0.0))
+    for a, levels in design.adjust_levels.items():
+        values = active[a].astype(str).to_numpy()
+        cols.extend((values == v).astype("float64") for v in levels[1:])
+    return np.column_stack(cols)
+
+
+def make_hazard(model: OutcomeModel | None, coef: np.ndarray, future: pd.DataFrame, active: pd.DataFrame) -> Hazard:
+    """Hazard of ``model`` at coefficient rows ``coef`` (B, p). Not estimable: the observed rate as a
+    constant (``coef`` is then (B, 1), the cloglog of the rate); no model: hazard 0."""
+    n = len(active)
+    if model is None or model.fit is None:
+        return Hazard(np.ones((n, 1)), coef, np.zeros(coef.shape[0]), {}, None)
+    design = model.design
+    kpi_cols = {k: 1 + j for j, k in enumerate(design.kpis)}
+    j_cm = kpi_cols.get("contract_months")
+    cm = coef[:, j_cm] if j_cm is not None else np.zeros(coef.shape[0])
+    return Hazard(account_matrix(design, future, active), coef, cm, kpi_cols, design.transforms.get("contract_months"))
+
+
+def rate_coef(model: OutcomeModel | None) -> float:
+    """cloglog of the observed rate of a not-estimable outcome (−inf: no events, or no model)."""
+    if model is None or model.rate <= 0:
+        return -math.inf
+    return float(np.log(-np.log1p(-min(model.rate, 1 - 1e-12))))
+
+
+def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dtype) -> np.ndarray:
+    """exp(cm_b · z_cm(tenure_i + h + delta)) for h = 1..months: shape (months, B, n)."""
+    if hz.cm_transform is None:
+        return np.ones((months, hz.coef.shape[0], len(tenure)), dtype)
+    h = np.arange(1, months + 1)
+    z = hz.cm_transform.forward(tenure[None, :] + h[:, None] + delta)
+    return np.exp(np.clip(hz.cm[None, :, None] * z[:, None, :], -60.0, 30.0)).astype(dtype)
+
+
+def project_chunk(
+    neg_a: dict[str, np.ndarray], factor: dict[str, np.ndarray], g_e: np.ndarray, g_d: np.ndarray, horizon: int, ltv_months: int
+) -> dict[str, np.ndarray]:
+    """The architecture's projection for a chunk of accounts, per draw (rows) and account, m(0) = 1.
+
+    ``neg_a[o]`` = −exp(log-hazard without the tenure part), (B, n); ``factor[o]`` the tenure
+    factor (months, B, n), for churn zero outside annual accounts' anniversaries; g_e, g_d (B, 1).
+    The monthly probability is p = 1 − exp(−λ) (cloglog). Returns (B, n) arrays: churn (MRR lost to
+    churn), expansion, downgrade (MRR lost), referrals (expected count), ltv (Σ_{h ≤ ltv_months}
+    S(h) m(h), before margin) and surv (S at the horizon).
+    """
+    shape, dtype = neg_a["churn"].shape, neg_a["churn"].dtype
+    out = {k: np.zeros(shape, dtype) for k in ("churn", "expansion", "downgrade", "referrals", "ltv")}
+    out["surv"] = np.ones(shape, dtype)
+    neg_cum = np.zeros(shape, dtype)
+    s_old, s_new, m = np.ones(shape, dtype), np.empty(shape, dtype), np.ones(shape, dtype)
+    pe, pd_, pr, sm, tmp = (np.empty(shape, dtype) for _ in range(5))
+    for h in range(max(horizon, ltv_months)):
+        np.multiply(neg_a["churn"], factor["churn"][h], out=tmp)
+        neg_cum += tmp
+        np.exp(neg_cum, out=s_new)
+        np.multiply(neg_a["expansion"], factor["expansion"][h], out=pe)
+        np.expm1(pe, out=pe)
+        pe *= g_e  # −p_e g_e
+        np.multiply(neg_a["downgrade"], factor["downgrade"][h], out=pd_)
+        np.expm1(pd_, out=pd_)
+        pd_ *= g_d  # −p_d g_d
+        if h < horizon:
+            np.subtract(s_old, s_new, out=tmp)
+            tmp *= m
+            out["churn"] += tmp
+            np.multiply(s_new, m, out=sm)
+            np.multiply(sm, pe, out=tmp)
+            out["expansion"] -= tmp
+            np.multiply(sm, pd_, out=tmp)
+            out["downgrade"] -= tmp
+            np.multiply(neg_a["referral"], factor["referral"][h], out=pr)
+            np.expm1(pr, out=pr)
+            pr *= s_new
+            out["referrals"] -= pr
+            if h == horizon - 1:
+                out["surv"][:] = s_new
+        np.subtract(pd_, pe, out=tmp)
+        tmp += 1
+        m *= tmp
+        if h < ltv_months:
+            np.multiply(s_new, m, out=tmp)
+            out["ltv"] += tmp
+        s_old, s_new = s_new, s_old
+    return out
+
+
+@dataclass
+class Projection:
+    """Totals over the active accounts per scenario (0 = baseline, then one per KPI) and draw:
+    each (S + 1, B), plus the baseline per-account churn_prob and ltv_units (B, N)."""
+
+    totals: dict[str, np.ndarray]
+    churn_prob: np.ndarray
+    ltv_units: np.ndarray
+
+
+def project(
+    hazards: dict[str, Hazard],
+    scen: list[Scenario],
+    active: pd.DataFrame,
+    g_e: np.ndarray,
+    g_d: np.ndarray,
+    referral_mrr: np.ndarray,
+    horizon: int,
+    ltv_months: int,
+    dtype=np.float64,
+    chunk: int = CHUNK,
+) -> Projection:
+    """Project baseline and every scenario for all active accounts, chunk by chunk.
+
+    Churn, expansion and downgrade sums are in currency (m(0) = each account's MRR at as_of); new
+    revenue = expected referrals × ``referral_mrr``. All totals and per-account values per draw b.
+    """
+    tenure = active["tenure"].to_numpy(dtype="float64")
+    annual = active["contract_type"].astype(str).to_numpy() == "annual"
+    mrr = active["mrr"].to_numpy(dtype="float64")
+    n, months = len(active), max(horizon, ltv_months)
+    b = next(iter(hazards.values())).coef.shape[0]
+    cols = ("churn", "expansion", "downgrade", "referrals", "ltv")
+    totals = {c: np.zeros((len(scen) + 1, b)) for c in cols}
+    churn_prob, ltv_units = np.empty((b, n)), np.empty((b, n))
+    ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(lo + chunk, n))
+        risk = ~annual[None, sl] | ((tenure[None, sl] + np.arange(1, months + 1)[:, None]) % 12 == 0)
+        log_a = {o: hz.coef @ hz.X[sl].T for o, hz in hazards.items()}
+        base_factor = {o: tenure_factor(hz, tenure[sl], months, 0.0, dtype) for o, hz in hazards.items()}
+        base_factor["churn"] *= risk[:, None, :].astype(dtype)
+        base = project_chunk(_neg_exp(log_a, dtype), base_factor, ge, gd, horizon, ltv_months)
+        _add_totals(totals, 0, base, mrr[sl], referral_mrr)
+        churn_prob[:, sl] = 1.0 - base["surv"]
+        ltv_units[:, sl] = base["ltv"] * mrr[None, sl]
+        for s, sc in enumerate(scen, start=1):
+            if sc.reason:
+                continue
+            if sc.kpi == "contract_months":
+                factor = {o: tenure_factor(hz, tenure[sl], months, sc.delta, dtype) for o, hz in hazards.items()}
+                factor["churn"] *= risk[:, None, :].astype(dtype)
+                res = project_chunk(_neg_exp(log_a, dtype), factor, ge, gd, horizon, ltv_months)
+            else:
+                shifted = {
+                    o: log_a[o] + hz.coef[:, [hz.kpi_cols[sc.kpi]]] * sc.dz[None, sl] if sc.kpi in hz.kpi_cols else log_a[o]
+                    for o, hz in hazards.items()
+                }
+                if all(sc.kpi not in hz.kpi_cols for hz in hazards.values()):
+                    res = base
+                else:
+                    res = project_chunk(_neg_exp(shifted, dtype), base_factor, ge, gd, horizon, ltv_months)
+            _add_totals(totals, s, res, mrr[sl], referral_mrr)
+    return Projection(totals, churn_prob, ltv_units)
+
+
+def _neg_exp(log_a: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
+    return {o: -np.exp(np.clip(v, -60.0, 30.0)).astype(dtype) for o, v in log_a.items()}
+
+
+def _add_totals(totals: dict[str, np.ndarray], s: int, res: dict[str, np.ndarray], mrr: np.ndarray, referral_mrr: np.ndarray) -> None:
+    for c in ("churn", "expansion", "downgrade", "ltv"):
+        totals[c][s] += res[c].astype("float64") @ mrr
+    totals["referrals"][s] += res["referrals"].astype("float64").sum(axis=1) * referral_mrr
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def improvement_potential(panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str]) -> Potential:
+    """Improvement potential of every KPI in ``kpis`` (DESIGN §5) with 95% intervals, and the
+    baseline churn probability and survival-based LTV of every account active at as_of."""
+    active = active_accounts(panel, data.as_of)
+    if active.empty:
+        raise CskitError(
+            f"potential: no account is active at as_of ({pd.Timestamp(data.as_of):%Y-%m}) with MRR > 0, so "
+            "there is nothing to project. Check as_of in the params and the revenue table's last month."
+        )
+    kpis = list(dict.fromkeys(kpis))
+    model_kpis = list(dict.fromkeys(["contract_months", *kpis]))
+    transforms = kpi_transforms(panel, model_kpis)
+    notes: dict[str, str] = {}
+    models: dict[str, OutcomeModel | None] = {}
+    for o in OUTCOMES:
+        if o == "referral" and not has_referrals(data):
+            models[o] = None
+            notes["d_new"] = _text(params.language, "no_referrals")
+            continue
+        models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months)
+        if models[o].reason:
+            notes[_column(o)] = models[o].reason
+    sizes = relative_sizes(panel)
+    future = future_values(panel, active, model_kpis, data.as_of)
+    scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms)
+
+    point_coef = {o: _point_coef(m) for o, m in models.items()}
+    point = project(
+        {o: make_hazard(models[o], c, future, active) for o, c in point_coef.items()},
+        scen, active, np.array([sizes["g_e"][0]]), np.array([sizes["g_d"][0]]),
+        np.array([sizes["referral_mrr"][0]]), params.horizon_months, params.ltv_months,
+    )
+    draws = None
+    if params.bootstrap > 0:
+        rng = np.random.default_rng(params.seed)
+        b = params.bootstrap
+        draw_coef = {o: _draw_coef(m, point_coef[o], b, rng) for o, m in models.items()}
+        g = {k: np.clip(rng.normal(sizes[k][0], sizes[k][1], b), 0.0, None) for k in ("g_e", "g_d", "referral_mrr")}
+        draws = project(
+            {o: make_hazard(models[o], c, future, active) for o, c in draw_coef.items()},
+            scen, active, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
+            dtype=np.float32,
+        )
+    table, phases = _table(scen, models, point, draws, data.catalogue, params, notes)
+    accounts = pd.DataFrame(
+        {
+            "account_id": active["account_id"].to_numpy(),
+            "mrr": active["mrr"].to_numpy(dtype="float64"),
+            "churn_prob": point.churn_prob[0],
+            "ltv": params.gross_margin * point.ltv_units[0],
+        }
+    )
+    outcomes = pd.DataFrame(
+        [
+            {
+                "outcome": o,
+                "rows": m.rows if m else 0,
+                "events": m.events if m else 0,
+                "estimable": bool(m and m.fit is not None),
+                "kpis": len(m.design.kpis) if m and m.design else 0,
+                "note": m.reason if m else notes.get("d_new", ""),
+            }
+            for o, m in models.items()
+        ]
+    )
+    return Potential(
+        table, accounts, CAVEAT[params.language], notes, outcomes,
+        {k: v[0] for k, v in sizes.items()}, params.language, params.currency, params.improvement_pct,
+        {o: m for o, m in models.items() if m is not None}, phases,
+    )
+
+
+def _column(outcome: str) -> str:
+    return {"churn": "d_churn", "expansion": "d_expansion", "downgrade": "d_downgrade", "referral": "d_new"}[outcome]
+
+
+def _point_coef(model: OutcomeModel | None) -> np.ndarray:
+    if model is not None and model.fit is not None:
+        return model.fit.coef[None, :].copy()
+    return np.array([[rate_coef(model)]])
+
+
+def _draw_coef(model: OutcomeModel | None, point: np.ndarray, b: int, rng: np.random.Generator) -> np.ndarray:
+    """``b`` draws from N(coef, cov) of a fitted model; the fixed rate otherwise."""
+    if model is None or model.fit is None:
+        return np.repeat(point, b, axis=0)
+    cov = (model.fit.cov + model.fit.cov.T) / 2
+    return rng.multivariate_normal(model.fit.coef, cov, size=b, method="eigh")
+
+
+_MEASURES = {
+    "d_ltv": lambda t, margin: margin * t["ltv"],
+    "d_expansion": lambda t, margin: t["expansion"],
+    "d_new": lambda t, margin: t["referrals"],
+    "d_downgrade": lambda t, margin: t["downgrade"],
+    "d_churn": lambda t, margin: t["churn"],
+}
+
+
+def _table(
+    scen: list[Scenario],
+    models: dict[str, OutcomeModel | None],
+    point: Projection,
+    draws: Projection | None,
+    catalogue: dict[str, KPI],
+    params: Params,
+    notes: dict[str, str],
+) -> tuple[pd.DataFrame, list[str]]:
+    """potential.csv: one row per KPI, grouped by category (in order of first appearance)."""
+    estimable = {o: bool(m and m.fit is not None) for o, m in models.items()}
+    empty_col = {
+        "d_churn": not estimable["churn"],
+        "d_expansion": not estimable["expansion"],
+        "d_downgrade": not estimable["downgrade"],
+        "d_new": not estimable["referral"],
+        "d_ltv": not (estimable["churn"] or estimable["expansion"] or estimable["downgrade"]),
+    }
+    in_models = {k for m in models.values() if m and m.design for k in m.design.kpis}
+    rows = []
+    for s, sc in enumerate(scen, start=1):
+        kpi = catalogue.get(sc.kpi) or KPI(sc.kpi, sc.kpi, sc.kpi, "other")
+        row = {
+            "kpi": sc.kpi,
+            "label": kpi.label(params.language),
+            "category": CATEGORIES.get(kpi.category, CATEGORIES["other"])[params.language],
+            "mean": sc.mean,
+            "improvement": sc.delta,
+        }
+        blank_row = bool(sc.reason) or sc.kpi not in in_models
+        if sc.reason:
+            notes[sc.kpi] = sc.reason
+        elif sc.kpi not in in_models:
+            notes[sc.kpi] = _dropped_reason(sc.kpi, models)
+        for col, f in _MEASURES.items():
+            blank = blank_row or empty_col[col]
+            row[col] = math.nan if blank else float(f(point.totals, params.gross_margin)[s, 0] - f(point.totals, params.gross_margin)[0, 0])
+            lo = hi = math.nan
+            if draws is not None and not blank:
+                d = f(draws.totals, params.gross_margin)
+                lo, hi = np.quantile(d[s] - d[0], [0.025, 0.975])
+            row[f"{col}_lo"], row[f"{col}_hi"] = float(lo), float(hi)
+        row["_phase"] = PHASES.get(kpi.phase, PHASES["after_start"])[params.language]
+        row["_cat"] = kpi.category
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    order = {c: i for i, c in enumerate(dict.fromkeys(table["_cat"]))}
+    table = table.assign(_o=table["_cat"].map(order)).sort_values("_o", kind="stable")
+    phase = table["_phase"].to_numpy()
+    table = table.drop(columns=["_o", "_cat", "_phase"]).reset_index(drop=True)
+    cols = ["kpi", "label", "category", "mean", "improvement"]
+    for c in COLUMNS:
+        cols += [c, f"{c}_lo", f"{c}_hi"]
+    return table[cols], list(phase)
+
+
+def _dropped_reason(kpi: str, models: dict[str, OutcomeModel | None]) -> str:
+    reasons = sorted({m.design.dropped[kpi] for m in models.values() if m and m.design and kpi in m.design.dropped})
+    return f"{kpi}: not in the models ({'; '.join(reasons) or 'no estimable model'})"
+
+
+_TEXT = {
+    "no_referrals": {
+        "ja": "accounts.referred_by(紹介元)のデータがないため、New Revenue(紹介による新規MRR)は算出できません。",
+        "en": "New revenue (new MRR from referred accounts) is left empty: accounts.referred_by has no data.",
+    },
+}
+
+
+def _text(language: str, key: str) -> str:
+    return _TEXT[key][language]
+
+
+# ---------------------------------------------------------------- potential.xlsx
+
+_HEADERS = {
+    "ja": ["取引フェーズ", "指標カテゴリ", "指標", "平均値", "{pct}%改善値", "LTV", "Expansion Revenue",
+           "New Revenue", "Downgrade Revenue", "Churn Revenue"],
+    "en": ["Phase", "KPI category", "KPI", "Mean", "{pct}% improvement", "LTV", "Expansion revenue",
+           "New revenue", "Downgrade revenue", "Churn revenue"],
+}
+_INTERVAL_SHEET = {"ja": "95%区間", "en": "95% intervals"}
+_SYMBOLS = {"JPY": "¥", "USD": "$", "EUR": "€", "GBP": "£", "CNY": "¥", "KRW": "₩", "INR": "₹"}
+
+
+def currency_format(currency: str) -> str:
+    """Excel number format for whole amounts of ``currency``: "¥"#,##0 for JPY, "$"#,##0 for USD, …,
+    otherwise #,##0 followed by the ISO code; negatives with a leading minus (-¥1,234)."""
+    sym = _SYMBOLS.get(currency)
+    pos = f'"{sym}"#,##0' if sym else f'#,##0" {currency}"'
+    return f"{pos};-{pos}"
+
+
+def display_width(text: str) -> int:
+    """Column units of ``text`` in Excel: 2 per full-width (East Asian wide) character, 1 otherwise."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _amount_text(v: float, currency: str) -> str:
+    return "" if not np.isfinite(v) else f"{_SYMBOLS.get(currency, '')}{v:,.0f}"
+
+
+def write_xlsx(pot: Potential, path: Path) -> None:
+    """potential.xlsx as seed 000 shows it: merged phase and category cells, currency amounts,
+    frozen header, widths that fit Japanese; the caveat and notes under the table; a second sheet
+    with the 95% intervals. The ``created`` property is fixed, so the bytes depend on the data only."""
+    import xlsxwriter
+
+    lang, t = pot.language, pot.table
+    wb = xlsxwriter.Workbook(str(path))
+    wb.set_properties({"created": FIXED_CREATED})
+    head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
+    text = wb.add_format({"border": 1, "valign": "vcenter"})
+    num = wb.add_format({"border": 1, "num_format": "#,##0.00"})
+    money = wb.add_format({"border": 1, "num_format": currency_format(pot.currency)})
+    wrap = wb.add_format({"text_wrap": True, "valign": "top"})
+
+    ws = wb.add_worksheet("改善ポテンシャル" if lang == "ja" else "Improvement potential")
+    headers = [h.format(pct=f"{pot.improvement_pct:g}") for h in _HEADERS[lang]]
+    ws.write_row(0, 0, headers, head)
+    widths = [display_width(h) for h in headers]
+    phases = pot.phases or [""] * len(t)
+    _merged_column(ws, 0, phases, text, widths)
+    _merged_column(ws, 1, t["category"].tolist(), text, widths)
+    for r, row in enumerate(t.itertuples(index=False), start=1):
+        ws.write_string(r, 2, row.label, text)
+        widths[2] = max(widths[2], display_width(row.label))
+        for c, v, fmt in ((3, row.mean, num), (4, row.improvement, num)):
+            _number(ws, r, c, v, fmt)
+            widths[c] = max(widths[c], len(f"{v:,.2f}") if np.isfinite(v) else 0)
+        for c, col in enumerate(COLUMNS, start=5):
+            v = getattr(row, col)
+            _number(ws, r, c, v, money)
+            widths[c] = max(widths[c], len(_amount_text(v, pot.currency)))
+    for c, w in enumerate(widths):
+        ws.set_column(c, c, w + 2)
+    ws.freeze_panes(1, 0)
+    r = len(t) + 2
+    for line in [pot.caveat, *(pot.notes[k] for k in sorted(pot.notes))]:
+        ws.merge_range(r, 0, r, len(headers) - 1, line, wrap)
+        ws.set_row(r, 15 * max(1, math.ceil(display_width(line) / (sum(widths) + 2 * len(widths)))))
+        r += 1
+
+    ws2 = wb.add_worksheet(_INTERVAL_SHEET[lang])
+    cols = list(t.columns)
+    ws2.write_row(0, 0, cols, head)
+    for r, row in enumerate(t.itertuples(index=False), start=1):
+        for c, (name, v) in enumerate(zip(cols, row)):
+            if isinstance(v, str):
+                ws2.write_string(r, c, v, text)
+            else:
+                _number(ws2, r, c, v, money if name.startswith("d_") else num)
+    for c, name in enumerate(cols):
+        cells = t[name].map(lambda v: v if isinstance(v, str) else _amount_text(v, pot.currency))
+        ws2.set_column(c, c, max([display_width(name), *map(display_width, cells)]) + 2)
+    ws2.freeze_panes(1, 1)
+    wb.close()
+
+
+def _number(ws, r: int, c: int, v: float, fmt) -> None:
+    if np.isfinite(v):
+        ws.write_number(r, c, float(v), fmt)
+    else:
+        ws.write_blank(r, c, None, fmt)
+
+
+def _merged_column(ws, col: int, values: list[str], fmt, widths: list[int]) -> None:
+    """Write ``values`` down column ``col`` from row 1, merging runs of equal values."""
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            if i - start > 1:
+                ws.merge_range(start + 1, col, i, col, values[start], fmt)
+            else:
+                ws.write_string(start + 1, col, values[start], fmt)
+            widths[col] = max(widths[col], display_width(values[start]))
+            start = i
