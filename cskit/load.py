@@ -1,0 +1,812 @@
+"""Load a client's tables (CSV folder, .xlsx workbook or .duckdb file) into canonical form.
+
+Every reader hands the core (:func:`client_from_frames`) plain text cells, exactly as the client wrote
+them, so that a bad value can be quoted back in the report. The core maps the client's headers, parses
+every cell itself, and either stops with one :class:`CskitError` listing every fatal problem, or
+excludes unusable rows, counting each under one reason in :class:`Quality` (the first check a row
+fails, in the order documented in ``docs/methods/load.md``), with one warning line per table, column
+and reason.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cskit.catalogue import build_catalogue
+from cskit.client import ClientData, Quality
+from cskit.errors import CskitError
+from cskit.params import TABLES, Params, resolve_data_path
+
+REQUIRED_TABLES = ("accounts", "revenue", "kpis")
+REQUIRED_COLUMNS = {
+    "accounts": ("account_id", "contract_start"),
+    "revenue": ("account_id", "month", "mrr"),
+    "kpis": ("account_id", "month"),
+    "nps": ("account_id", "date", "score"),
+    "events": ("account_id", "user_id", "ts", "event"),
+}
+ACCOUNT_FIELDS = (
+    "account_id", "contract_start", "churn_date", "segment", "plan", "contract_type", "referred_by", "health_score",
+)
+# Cells that mean "no value" in exports (Excel, BI tools, R, pandas). Compared case-insensitively.
+MISSING_MARKERS = ("", "na", "n/a", "#n/a", "nan", "null", "none", "-", "－", "—")
+CONTRACT_TYPES = {
+    "monthly": "monthly", "month": "monthly", "m": "monthly", "月額": "monthly", "月次": "monthly",
+    "月契約": "monthly", "月間": "monthly",
+    "annual": "annual", "annually": "annual", "yearly": "annual", "year": "annual", "y": "annual",
+    "年額": "annual", "年次": "annual", "年契約": "annual", "年間": "annual",
+}
+NONE_LABEL = "(none)"
+MAIN_PRODUCT = "(main)"
+
+_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+_THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+_TIME = r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
+_DATE_PATTERNS = [
+    re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})" + _TIME + "$"),
+    re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日$"),
+    re.compile(r"^(\d{4})(\d{2})(\d{2})$"),
+]
+_MONTH_PATTERNS = [
+    re.compile(r"^(\d{4})[-/.](\d{1,2})$"),
+    re.compile(r"^(\d{4})年(\d{1,2})月$"),
+    re.compile(r"^(\d{4})(\d{2})$"),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Problems and counts
+
+
+@dataclass
+class _Report:
+    """Fatal problems (all listed in one error) and the row/cell counts that go into Quality."""
+
+    quality: Quality = field(default_factory=Quality)
+    fatal: list[str] = field(default_factory=list)
+
+    def stop_if_fatal(self, source: str) -> None:
+        if self.fatal:
+            lines = "\n".join(f"- {p}" for p in self.fatal)
+            extra = ""
+            if self.quality.warnings:
+                extra = "\nRow-level problems found so far:\n" + "\n".join(f"- {w}" for w in self.quality.warnings)
+            raise CskitError(f"Cannot load the client data ({source}): {len(self.fatal)} problem(s).\n{lines}{extra}")
+
+
+def _examples(values: pd.Series | np.ndarray | list, k: int = 3) -> str:
+    seen: list[str] = []
+    for v in values:
+        empty = v is None or (not isinstance(v, str) and pd.isna(v)) or str(v).strip() == ""
+        text = "(empty)" if empty else str(v)
+        if text not in seen:
+            seen.append(text)
+        if len(seen) == k:
+            break
+    return ", ".join(repr(s) if s != "(empty)" else s for s in seen)
+
+
+class _Rows:
+    """The rows of one table still in use; each exclusion is counted under exactly one reason."""
+
+    def __init__(self, table: str, n: int, report: _Report):
+        self.table, self.report = table, report
+        self.keep = np.ones(n, dtype=bool)
+        report.quality.read(table, n)
+
+    def exclude(self, reason: str, mask: np.ndarray, column: str, shown: pd.Series | np.ndarray, what: str, fix: str) -> None:
+        hit = np.asarray(mask, dtype=bool) & self.keep
+        n = int(hit.sum())
+        if n == 0:
+            return
+        self.keep &= ~hit
+        self.report.quality.exclude(self.table, reason, n)
+        examples = _examples(np.asarray(shown, dtype=object)[hit])
+        self.report.quality.warn(
+            f"{self.table}.{column}: {n} row(s) excluded ({reason}): {what} (e.g. {examples}). Fix: {fix}"
+        )
+
+
+def _blank_cells(report: _Report, table: str, column: str, bad: np.ndarray, shown: pd.Series, what: str) -> None:
+    """A bad cell in a column that is not part of the row's key becomes NaN; the row stays used."""
+    n = int(bad.sum())
+    if n == 0:
+        return
+    t = report.quality.tables[table]
+    t.setdefault("blanked_cells", {})
+    t["blanked_cells"][column] = t["blanked_cells"].get(column, 0) + n
+    report.quality.warn(
+        f"{table}.{column}: {n} cell(s) {what} (e.g. {_examples(np.asarray(shown, dtype=object)[bad])}); "
+        "they were treated as not measured (empty) and their rows kept. "
+        "Fix: correct them in the source, or leave the cell empty."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Cell parsing: pandas Series in, numpy arrays out
+
+
+def _cell_text(v: object) -> str | None:
+    """One cell of any type as the text a CSV export would hold (xlsx cells, mixed object columns)."""
+    if v is None or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return "1" if v else "0"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return str(int(v)) if float(v).is_integer() and abs(v) < 2**53 else repr(float(v))
+    if isinstance(v, (dt.datetime, pd.Timestamp)):
+        if (v.hour, v.minute, v.second, v.microsecond) == (0, 0, 0, 0):
+            return v.strftime("%Y-%m-%d")
+        return v.isoformat(sep=" ")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return str(v)
+
+
+def _is_typed(s: pd.Series) -> bool:
+    return (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s)) and not (
+        isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_string(s.dtype.pyarrow_dtype)
+    )
+
+
+def _text(s: pd.Series) -> pa.Array:
+    """Cells as trimmed text; empty cells and missing markers ("NA", "-", ...) become null."""
+    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_string(s.dtype.pyarrow_dtype) or isinstance(s.dtype, pd.StringDtype):
+        arr = pa.array(s.array, type=pa.string())
+    else:
+        try:
+            arr = pa.array(s.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arr = pa.array([_cell_text(v) for v in s.to_numpy(dtype=object)], type=pa.string())
+    arr = pc.utf8_trim_whitespace(arr)
+    marker = pc.is_in(pc.utf8_lower(arr), value_set=pa.array(MISSING_MARKERS))
+    return pc.if_else(marker, pa.scalar(None, pa.string()), arr)
+
+
+def _missing(arr: pa.Array) -> np.ndarray:
+    return pc.is_null(arr).to_numpy(zero_copy_only=False)
+
+
+def _map_distinct(arr: pa.Array, fn, fill):
+    """Apply ``fn`` to each distinct non-null value once (ids, dates and months repeat a lot)."""
+    enc = pc.dictionary_encode(arr)
+    mapped = [fn(v) for v in enc.dictionary.to_pylist()]
+    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+    return mapped, idx
+
+
+def parse_ids(s: pd.Series) -> np.ndarray:
+    """Account ids as str (object array, None where empty). Numbers lose a trailing ".0" (17.0 -> "17")."""
+    if _is_typed(s) and not pd.api.types.is_datetime64_any_dtype(s):
+        return np.array([_cell_text(v) for v in s.to_numpy(dtype=object)], dtype=object)
+    mapped, idx = _map_distinct(_text(s), lambda v: re.sub(r"^(\d+)\.0+$", r"\1", v), None)
+    return np.array(mapped + [None], dtype=object)[idx]
+
+
+def parse_text(s: pd.Series) -> np.ndarray:
+    """Labels (segment, plan, product, role) as trimmed str, None where empty."""
+    if _is_typed(s):
+        return np.array([_cell_text(v) for v in s.to_numpy(dtype=object)], dtype=object)
+    mapped, idx = _map_distinct(_text(s), lambda v: v, None)
+    return np.array(mapped + [None], dtype=object)[idx]
+
+
+def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float values, bad mask). Accepts surrounding spaces, thousands separators ("1,234"),
+    full-width digits and signs ("１２３", "－５"), and a leading ¥/$ or trailing 円. Empty and
+    missing markers give NaN and are not bad; anything else that is not a finite number is bad."""
+    if _is_typed(s) and not pd.api.types.is_datetime64_any_dtype(s):
+        values = s.to_numpy(dtype=float, na_value=np.nan)
+        bad = np.isinf(values)
+        return np.where(bad, np.nan, values), bad
+    arr = _text(s)
+    present = ~_missing(arr)
+    try:
+        values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        norm = pc.utf8_normalize(pc.fill_null(arr, ""), "NFKC")
+        norm = pc.replace_substring(norm, "\u2212", "-")
+        norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"^[¥$]\s*|\s*円$", ""))
+        grouped = pc.match_substring_regex(norm, _THOUSANDS)
+        plain = pc.match_substring_regex(norm, _NUMBER)
+        cleaned = pc.if_else(grouped, pc.replace_substring(norm, ",", ""), norm)
+        ok = pc.or_(grouped, plain)
+        values = pc.cast(pc.if_else(ok, cleaned, pa.scalar(None, pa.string())), pa.float64())
+        values = values.to_numpy(zero_copy_only=False)
+    values = np.asarray(values, dtype=float)
+    bad = present & ~np.isfinite(values)
+    return np.where(bad, np.nan, values), bad
+
+
+def _ymd(text: str, patterns: list[re.Pattern]) -> pd.Timestamp | None:
+    for p in patterns:
+        m = p.match(text)
+        if m:
+            y, mo, d = (int(g) if g else 1 for g in (m.groups() + (None,))[:3])
+            try:
+                return pd.Timestamp(dt.date(y, mo, d))
+            except ValueError:
+                return None
+    return None
+
+
+def _parse_when(s: pd.Series, patterns: list[re.Pattern]) -> tuple[np.ndarray, np.ndarray]:
+    if pd.api.types.is_datetime64_any_dtype(s):
+        values = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
+        values = values.to_numpy(dtype="datetime64[ns]")
+        return values, np.zeros(len(s), dtype=bool)
+    arr = _text(s)
+    present = ~_missing(arr)
+    mapped, idx = _map_distinct(arr, lambda v: _ymd(unicodedata.normalize("NFKC", v), patterns), None)
+    table = np.array([np.datetime64("NaT", "ns") if m is None else m.to_datetime64() for m in mapped]
+                     + [np.datetime64("NaT", "ns")], dtype="datetime64[ns]")
+    values = table[idx]
+    return values, present & np.isnat(values)
+
+
+def parse_dates(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] at midnight, bad mask). Accepts 2024-01-05, 2024/1/5, 2024.01.05, 20240105,
+    2024年1月5日, and a time part (dropped)."""
+    values, bad = _parse_when(s, _DATE_PATTERNS)
+    return values.astype("datetime64[D]").astype("datetime64[ns]"), bad
+
+
+def parse_months(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(first day of the month as datetime64[ns], bad mask). Accepts 2024-01, 2024/1, 202401,
+    2024年1月, and any full date (the day is dropped)."""
+    values, bad = _parse_when(s, _MONTH_PATTERNS + _DATE_PATTERNS)
+    return values.astype("datetime64[M]").astype("datetime64[ns]"), bad
+
+
+def _month_of(values: np.ndarray) -> np.ndarray:
+    return values.astype("datetime64[M]").astype("datetime64[ns]")
+
+
+# --------------------------------------------------------------------------------------------------
+# The core: frames in, ClientData out
+
+
+def _prepare(name: str, df: pd.DataFrame, mapping: dict[str, str], report: _Report) -> pd.DataFrame:
+    """Map the client's headers to canonical names, drop fully blank rows, check required columns."""
+    df = df.rename(columns=lambda c: str(c).strip().lstrip("\ufeff"))
+    for src in mapping:
+        if src not in df.columns and mapping[src] not in df.columns:
+            report.quality.warn(
+                f"{name}: params columns.{name} maps {src!r} -> {mapping[src]!r} but {name} has no column {src!r} "
+                f"(columns: {', '.join(map(str, df.columns[:12]))}). Fix: correct the header in params."
+            )
+    df = df.rename(columns={k.strip(): v for k, v in mapping.items()})
+    dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    for c in dup:
+        report.fatal.append(
+            f"{name}: column {c!r} appears {list(df.columns).count(c)} times (after the params columns mapping). "
+            "Fix: keep one column with that name (rename or drop the others, or change params columns)."
+        )
+    for c in REQUIRED_COLUMNS[name]:
+        if c not in df.columns:
+            hint = ", ".join(map(str, df.columns[:12])) or "none"
+            report.fatal.append(
+                f"{name}: required column {c!r} is missing (columns found: {hint}). Fix: rename the header to "
+                f"{c!r}, or map it in params: columns: {{{name}: {{<your header>: {c}}}}}."
+            )
+    if dup or not len(df.columns):
+        return df
+    blank = np.ones(len(df), dtype=bool)
+    for c in df.columns:
+        col = df[c]
+        blank &= _missing(_text(col)) if not _is_typed(col) else col.isna().to_numpy()
+    return df.loc[~blank].reset_index(drop=True)
+
+
+def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[str], report: _Report):
+    rows = _Rows("accounts", len(df), report)
+    ids = parse_ids(df["account_id"])
+    start, bad_start = parse_dates(df["contract_start"])
+    churn, bad_churn = parse_dates(df["churn_date"]) if "churn_date" in df else (
+        np.full(len(df), np.datetime64("NaT", "ns")), np.zeros(len(df), dtype=bool))
+    raw_id, raw_start = df["account_id"], df["contract_start"]
+
+    rows.exclude("empty_account_id", pd.isna(ids), "account_id", raw_id, "the account id is empty",
+                 "give every account an id, or delete the row")
+    rows.exclude("bad_contract_start", bad_start | np.isnat(start), "contract_start", raw_start,
+                 "contract_start is empty or not a date", "write the first day of the paid contract as YYYY-MM-DD")
+    rows.exclude("bad_churn_date", bad_churn, "churn_date", df.get("churn_date", raw_id),
+                 "churn_date is not a date", "write the day the contract ended as YYYY-MM-DD, or leave it empty if active")
+    rows.exclude("churn_before_start", ~np.isnat(churn) & (churn < start), "churn_date",
+                 _pairs(df.get("churn_date", raw_id), raw_start), "churn_date is before contract_start (shown: churn / start)",
+                 "check both dates")
+    rows.exclude("after_as_of", _month_of(start) > as_of, "contract_start", raw_start,
+                 f"the contract starts after the analysis month as_of={_ym(as_of)}",
+                 "nothing, if as_of is right; otherwise set as_of in params")
+    dup = pd.Series(ids).where(rows.keep).duplicated(keep="first").to_numpy() & rows.keep
+    rows.exclude("duplicate_account_id", dup, "account_id", raw_id,
+                 "the account id appears more than once; the first row was kept",
+                 "keep one row per account (merge the duplicates)")
+
+    later = rows.keep & ~np.isnat(churn) & (_month_of(churn) > as_of)
+    if later.any():
+        report.quality.warn(
+            f"accounts.churn_date: {int(later.sum())} account(s) churn after the analysis month as_of={_ym(as_of)} "
+            f"(e.g. {_examples(np.asarray(df['churn_date'], dtype=object)[later])}); they count as active at as_of. "
+            "Fix: nothing, if as_of is right."
+        )
+        churn = np.where(later, np.datetime64("NaT", "ns"), churn)
+
+    out = pd.DataFrame({"account_id": ids, "contract_start": start, "churn_date": churn})
+    for col in ("segment", "plan"):
+        labels = parse_text(df[col]) if col in df else np.full(len(df), None, dtype=object)
+        out[col] = pd.Series(labels, dtype=object).fillna(NONE_LABEL).to_numpy(dtype=object)
+    out["contract_type"] = _contract_types(df, rows, report)
+    out["referred_by"] = parse_ids(df["referred_by"]) if "referred_by" in df else np.full(len(df), None, dtype=object)
+    out["health_score"] = _numeric_column(df, "health_score", rows, report) if "health_score" in df else np.nan
+    statics = [c for c in df.columns if c in catalogue_names and c not in ACCOUNT_FIELDS and c != "contract_months"]
+    for col in statics:
+        out[col] = _numeric_column(df, col, rows, report)
+    out = out.loc[rows.keep].reset_index(drop=True)
+    empty = [c for c in statics if out[c].isna().all()]
+    for c in empty:
+        report.quality.warn(f"accounts.{c}: no numeric values; this static KPI is not used. Fix: fill it or drop the column.")
+    out = out.drop(columns=empty)
+    out["referred_by"] = _check_referrals(out, report)
+    return out.sort_values("account_id", kind="stable").reset_index(drop=True), [c for c in statics if c not in empty], set(
+        x for x in ids if x is not None)
+
+
+def _pairs(a: pd.Series, b: pd.Series) -> np.ndarray:
+    return np.array([f"{x} / {y}" for x, y in zip(a.to_numpy(dtype=object), b.to_numpy(dtype=object))], dtype=object)
+
+
+def _ym(month: np.datetime64) -> str:
+    return str(np.datetime64(month, "M"))
+
+
+def _contract_types(df: pd.DataFrame, rows: _Rows, report: _Report) -> np.ndarray:
+    """monthly | annual; empty = monthly (the contract's default). Unknown labels are treated as
+    monthly (every month at risk, the conservative choice) with a warning."""
+    if "contract_type" not in df:
+        return np.full(len(df), "monthly", dtype=object)
+    raw = parse_text(df["contract_type"])
+    norm = np.array([None if v is None else CONTRACT_TYPES.get(unicodedata.normalize("NFKC", v).lower()) for v in raw],
+                    dtype=object)
+    unknown = rows.keep & pd.notna(raw) & pd.isna(norm)
+    if unknown.any():
+        report.quality.warn(
+            f"accounts.contract_type: {int(unknown.sum())} row(s) have an unknown contract type "
+            f"(e.g. {_examples(raw[unknown])}); they were treated as monthly. "
+            "Fix: use 'monthly' or 'annual' (月額 / 年額 are understood too)."
+        )
+    return pd.Series(norm, dtype=object).fillna("monthly").to_numpy(dtype=object)
+
+
+def _numeric_column(df: pd.DataFrame, col: str, rows: _Rows, report: _Report) -> np.ndarray:
+    values, bad = parse_numbers(df[col])
+    _blank_cells(report, rows.table, col, bad & rows.keep, df[col], "are not numbers")
+    return values
+
+
+def _check_referrals(accounts: pd.DataFrame, report: _Report) -> pd.Series:
+    ref = accounts["referred_by"]
+    known = set(accounts["account_id"])
+    bad = ref.notna() & (~ref.isin(known) | (ref == accounts["account_id"]))
+    if bad.any():
+        report.quality.warn(
+            f"accounts.referred_by: {int(bad.sum())} referral(s) name an account that is not in accounts (or the "
+            f"account itself) (e.g. {_examples(ref[bad])}); they were ignored. Fix: use an existing account_id."
+        )
+    return ref.where(~bad, None)
+
+
+@dataclass
+class _Contracts:
+    """What the other tables need to know about the accounts: who is listed, and each contract's months."""
+
+    index: pd.Index
+    start_month: np.ndarray
+    churn_month: np.ndarray
+    excluded: pd.Index
+
+    @classmethod
+    def of(cls, accounts: pd.DataFrame, listed: set[str]) -> "_Contracts":
+        index = pd.Index(accounts["account_id"], dtype=object)
+        return cls(index, _month_of(accounts["contract_start"].to_numpy()), _month_of(accounts["churn_date"].to_numpy()),
+                   pd.Index(sorted(listed - set(index)), dtype=object))
+
+    def check(self, rows: _Rows, ids: np.ndarray, when: np.ndarray, raw_id: pd.Series, raw_when: pd.Series,
+              column: str, as_of: np.datetime64, contract: bool = True) -> None:
+        pos = self.index.get_indexer(ids)
+        known = pos >= 0
+        dropped = self.excluded.get_indexer(ids) >= 0
+        rows.exclude("unknown_account", ~known & ~dropped, "account_id", raw_id,
+                     "the account is not in accounts", "add the account to accounts, or correct the id")
+        rows.exclude("account_excluded", ~known & dropped, "account_id", raw_id,
+                     "the account's row in accounts was excluded (see the accounts warnings)",
+                     "fix the account's row in accounts")
+        month = _month_of(when)
+        rows.exclude("after_as_of", month > as_of, column, raw_when,
+                     f"after the analysis month as_of={_ym(as_of)}", "nothing, if as_of is right; otherwise set as_of in params")
+        if not contract:
+            return
+        nat = np.datetime64("NaT", "ns")
+        start = np.where(known, self.start_month[pos], nat)
+        churn = np.where(known, self.churn_month[pos], nat)
+        rows.exclude("before_contract_start", month < start, column, raw_when,
+                     "before the month of the account's contract_start",
+                     "check contract_start in accounts (or remove pre-contract rows, e.g. a free trial)")
+        rows.exclude("after_churn", ~np.isnat(churn) & (month > churn), column, raw_when,
+                     "after the month of the account's churn_date",
+                     "check churn_date in accounts (a returning customer needs its churn_date left empty)")
+
+
+def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, contracts: _Contracts,
+                  as_of: np.datetime64, report: _Report) -> pd.DataFrame:
+    rows = _Rows("revenue", len(df), report)
+    ids = parse_ids(df["account_id"])
+    mrr, bad_mrr = parse_numbers(df["mrr"])
+    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
+                 "fill in the account id, or delete the row")
+    rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"], "month is empty or not a month",
+                 "write months as YYYY-MM")
+    rows.exclude("bad_mrr", bad_mrr | np.isnan(mrr), "mrr", df["mrr"], "mrr is empty or not a number",
+                 "write a number (a month without revenue can be left out: a missing month means 0)")
+    rows.exclude("negative_mrr", mrr < 0, "mrr", df["mrr"], "mrr is negative",
+                 "MRR is billed recurring revenue >= 0; remove credits/refunds or net them into the month")
+    contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
+    product = parse_text(df["product"]) if "product" in df else np.full(len(df), None, dtype=object)
+    out = pd.DataFrame({"account_id": ids, "month": months, "mrr": mrr,
+                        "product": pd.Series(product, dtype=object).fillna(MAIN_PRODUCT)}).loc[rows.keep]
+    key = ["account_id", "month", "product"]
+    dup = out.duplicated(key, keep=False)
+    if dup.any():
+        n = int(dup.sum())
+        shown = out.loc[dup, key].drop_duplicates().head(3)
+        report.quality.warn(
+            f"revenue.mrr: {n} row(s) share an account x month x product with another row; their mrr was summed "
+            f"(e.g. {', '.join(f'{a} {_ym(m)} {p}' for a, m, p in shown.itertuples(index=False))}). "
+            "Fix: nothing if these are separate invoice lines; if they are copies of one line, delete the copies."
+        )
+        out = out.groupby(key, sort=False, as_index=False)["mrr"].sum()
+    return out.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
+              report: _Report) -> tuple[pd.DataFrame, list[str]]:
+    rows = _Rows("kpis", len(df), report)
+    ids = parse_ids(df["account_id"])
+    months, bad_month = parse_months(df["month"])
+    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
+                 "fill in the account id, or delete the row")
+    rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"], "month is empty or not a month",
+                 "write months as YYYY-MM")
+    contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
+    key = pd.DataFrame({"a": ids, "m": months}).loc[rows.keep]
+    dup = np.zeros(len(df), dtype=bool)
+    dup[np.flatnonzero(rows.keep)[key.duplicated(keep="first").to_numpy()]] = True
+    rows.exclude("duplicate_account_month", dup, "month", _pairs(df["account_id"], df["month"]),
+                 "the account x month appears more than once; the first row was kept (shown: account / month)",
+                 "keep one row per account and month")
+    out = pd.DataFrame({"account_id": ids, "month": months})
+    kpis, ignored = [], []
+    for col in df.columns:
+        if col in ("account_id", "month"):
+            continue
+        values, bad = parse_numbers(df[col])
+        bad &= rows.keep
+        n_values = int((~np.isnan(values) & rows.keep).sum())
+        if col not in catalogue_names and n_values <= int(bad.sum()):
+            ignored.append(str(col))
+            continue
+        if n_values == 0:
+            report.quality.warn(f"kpis.{col}: no values in the rows used; this KPI is not used. Fix: fill it or drop the column.")
+            continue
+        _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
+        out[col] = values
+        kpis.append(str(col))
+    if ignored:
+        report.quality.warn(
+            f"kpis: {len(ignored)} column(s) are mostly text, not numbers, and were not used as KPIs: "
+            f"{', '.join(ignored[:10])}. Fix: nothing if they are labels; otherwise correct their values."
+        )
+    out = out.loc[rows.keep]
+    return out.sort_values(["account_id", "month"], kind="stable").reset_index(drop=True), kpis
+
+
+def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
+    rows = _Rows("nps", len(df), report)
+    ids = parse_ids(df["account_id"])
+    dates, bad_date = parse_dates(df["date"])
+    score, bad_score = parse_numbers(df["score"])
+    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
+                 "fill in the account id, or delete the row")
+    rows.exclude("bad_date", bad_date | np.isnat(dates), "date", df["date"], "date is empty or not a date",
+                 "write the survey date as YYYY-MM-DD")
+    rows.exclude("bad_score", bad_score | np.isnan(score), "score", df["score"], "score is empty or not a number",
+                 "write the answer as a whole number 0-10")
+    rows.exclude("score_out_of_range", (score < 0) | (score > 10) | (score != np.round(score)), "score", df["score"],
+                 "score is not a whole number from 0 to 10", "NPS answers are 0-10; correct or delete the row")
+    contracts.check(rows, ids, dates, df["account_id"], df["date"], "date", as_of, contract=False)
+    role = parse_text(df["role"]) if "role" in df else np.full(len(df), None, dtype=object)
+    out = pd.DataFrame({"account_id": ids, "date": dates, "score": np.nan_to_num(score).astype(np.int64), "role": role})
+    out = out.loc[rows.keep]
+    return out.sort_values(["account_id", "date"], kind="stable").reset_index(drop=True)
+
+
+def _event_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
+    rows = _Rows("events", len(df), report)
+    ids = parse_ids(df["account_id"])
+    if pd.api.types.is_datetime64_any_dtype(df["ts"]):
+        ts = df["ts"].to_numpy(dtype="datetime64[ns]")
+        bad_ts = np.zeros(len(df), dtype=bool)
+    else:
+        text = pd.Series(_text(df["ts"]).to_pandas(), dtype=object)
+        ts = pd.to_datetime(text.str.replace("/", "-", regex=False), errors="coerce", format="ISO8601").to_numpy(
+            dtype="datetime64[ns]")
+        bad_ts = text.notna().to_numpy() & np.isnat(ts)
+    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
+                 "fill in the account id, or delete the row")
+    rows.exclude("bad_ts", bad_ts | np.isnat(ts), "ts", df["ts"], "ts is empty or not a timestamp",
+                 "write timestamps as YYYY-MM-DD HH:MM:SS")
+    contracts.check(rows, ids, ts, df["account_id"], df["ts"], "ts", as_of, contract=False)
+    value = parse_numbers(df["value"])[0] if "value" in df else np.full(len(df), np.nan)
+    out = pd.DataFrame({"account_id": ids, "user_id": parse_text(df["user_id"]), "ts": ts,
+                        "event": parse_text(df["event"]), "value": value}).loc[rows.keep]
+    return out.sort_values(["account_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _Report) -> np.datetime64 | None:
+    """params.as_of's month, or the last month present in revenue (rows with an id and a valid month)."""
+    if params.as_of is not None:
+        try:
+            return pd.Timestamp(params.as_of).to_period("M").to_timestamp().to_datetime64()
+        except (ValueError, TypeError):
+            report.fatal.append(f"params as_of: {params.as_of!r} is not a date. Fix: write as_of: YYYY-MM-DD.")
+            return None
+    has_id = ~_missing(_text(revenue["account_id"])) if not _is_typed(revenue["account_id"]) else revenue["account_id"].notna().to_numpy()
+    ok = months[has_id & ~np.isnat(months)]
+    if not len(ok):
+        return None
+    as_of = ok.max()
+    report.quality.warn(f"as_of is not set in params: using {_ym(as_of)}, the last month in revenue. "
+                        "Fix: set as_of: YYYY-MM-DD in params to choose the analysis month.")
+    return as_of
+
+
+def _no_rows(table: str, report: _Report) -> None:
+    t = report.quality.tables[table]
+    if t["used"] == 0:
+        why = ", ".join(f"{r}: {n}" for r, n in sorted(t["excluded"].items())) or "the table is empty"
+        report.fatal.append(f"{table}: no usable rows (read {t['read']}; {why}). Fix: see the row-level problems below.")
+
+
+def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, source: str = "in-memory tables",
+                       _report: _Report | None = None, _unread: frozenset[str] = frozenset()) -> ClientData:
+    """Validate and convert raw tables (any dtypes; text cells are parsed here) into a :class:`ClientData`.
+
+    ``tables`` maps table names (accounts, revenue, kpis, nps, events) to frames with the client's
+    headers; ``params.columns[table]`` maps them to canonical names first. Raises one
+    :class:`CskitError` listing every fatal problem; unusable rows are excluded and counted.
+    """
+    report = _report or _Report()
+    frames: dict[str, pd.DataFrame] = {}
+    for name in TABLES:
+        if name in tables:
+            frames[name] = _prepare(name, tables[name], dict(params.columns.get(name, {})), report)
+        elif name in REQUIRED_TABLES and name not in _unread:
+            report.fatal.append(f"{name}: required table is missing. Fix: provide {name} (see DESIGN §2 for its columns).")
+    other = sorted(set(tables) - set(TABLES))
+    if other:
+        report.quality.warn(f"tables {', '.join(other)} are not part of the input contract and were ignored.")
+    report.stop_if_fatal(source)
+
+    catalogue_names = set(build_catalogue(params.kpis))
+    rev_months, rev_bad_month = parse_months(frames["revenue"]["month"])
+    as_of = _as_of(params, frames["revenue"], rev_months, report)
+    if as_of is None:
+        report.fatal.append("revenue: no row has both an account_id and a valid month, so as_of cannot be set. "
+                            "Fix: write months as YYYY-MM, or set as_of in params.")
+        report.stop_if_fatal(source)
+
+    accounts, static_kpis, listed = _account_rows(frames["accounts"], as_of, catalogue_names, report)
+    contracts = _Contracts.of(accounts, listed)
+    revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, contracts, as_of, report)
+    kpis, kpi_names = _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
+    nps = _nps_rows(frames["nps"], contracts, as_of, report) if "nps" in frames else None
+    events = _event_rows(frames["events"], contracts, as_of, report) if "events" in frames else None
+    for name in REQUIRED_TABLES:
+        _no_rows(name, report)
+    report.stop_if_fatal(source)
+
+    extra = [k for k in kpi_names if k not in catalogue_names]
+    return ClientData(
+        accounts=accounts, revenue=revenue, kpis=kpis, nps=nps, events=events,
+        as_of=pd.Timestamp(as_of), catalogue=build_catalogue(params.kpis, extra),
+        static_kpis=static_kpis, quality=report.quality,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers: every cell as text
+
+
+def _arrow_frame(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
+    table = rel.arrow()
+    table = table.read_all() if isinstance(table, pa.RecordBatchReader) else table
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _read_csv_duckdb(path: Path) -> pd.DataFrame:
+    con = duckdb.connect()
+    try:
+        return _arrow_frame(con.read_csv(str(path), header=True, all_varchar=True, delimiter=",", quotechar='"'))
+    finally:
+        con.close()
+
+
+def _read_csv(path: Path, report: _Report) -> pd.DataFrame | None:
+    """DuckDB reads UTF-8 (with or without BOM). A file that is not UTF-8 is decoded as cp932
+    (Shift_JIS as Excel writes it) and re-read; a file DuckDB cannot parse goes to pandas."""
+    try:
+        return _read_csv_duckdb(path)
+    except duckdb.Error as e:
+        first = str(e).splitlines()[0]
+        if "unicode" not in str(e).lower() and "utf-8" not in str(e).lower():
+            return _read_csv_pandas(path, path.read_bytes().decode("utf-8-sig", errors="replace"), first, report)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("cp932")
+    except UnicodeDecodeError:
+        report.fatal.append(f"{path.name}: unreadable: the file is neither UTF-8 nor Shift_JIS (cp932). "
+                            "Fix: save it from Excel as 'CSV UTF-8'.")
+        return None
+    report.quality.warn(f"{path.name} was read as Shift_JIS (cp932), not UTF-8. "
+                        "Fix: nothing needed; saving as 'CSV UTF-8' avoids any doubt about the encoding.")
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(text, encoding="utf-8")
+        try:
+            return _read_csv_duckdb(copy)
+        except duckdb.Error as e:
+            return _read_csv_pandas(path, text, str(e).splitlines()[0], report)
+
+
+def _read_csv_pandas(path: Path, text: str, why: str, report: _Report) -> pd.DataFrame | None:
+    import io
+
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.ParserError, ValueError) as e:
+        report.fatal.append(f"{path.name}: unreadable as CSV ({why}; pandas: {str(e).splitlines()[0]}). "
+                            "Fix: check the delimiter is a comma and quotes are balanced; re-export from the source.")
+        return None
+    report.quality.warn(f"{path.name}: DuckDB could not parse it ({why}); it was read with pandas instead. "
+                        "Fix: nothing needed if the tables look right.")
+    return df
+
+
+def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    tables, unread = {}, set()
+    for name in TABLES:
+        path = files.get(f"{name}.csv")
+        if path is None:
+            if name in REQUIRED_TABLES:
+                found = ", ".join(sorted(p for p in files if p.endswith(".csv"))) or "no CSV files"
+                report.fatal.append(f"{name}: required table is missing: no {name}.csv in {folder} (found: {found}). "
+                                    f"Fix: add {name}.csv, or point params data to the right folder.")
+                unread.add(name)
+            continue
+        df = _read_csv(path, report)
+        if df is None:
+            unread.add(name)
+        else:
+            tables[name] = df
+    return tables, unread
+
+
+def _read_xlsx(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    import openpyxl
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as e:  # openpyxl raises many types for a broken workbook
+        report.fatal.append(f"{path.name}: unreadable as an .xlsx workbook ({type(e).__name__}: {e}). "
+                            "Fix: open it in Excel and save it again as .xlsx.")
+        return {}, set(TABLES)
+    try:
+        sheets = {ws.title.strip().lower(): ws for ws in wb.worksheets}
+        tables, unread = {}, set()
+        for name in TABLES:
+            ws = sheets.get(name)
+            if ws is None:
+                if name in REQUIRED_TABLES:
+                    report.fatal.append(f"{name}: required table is missing: no sheet named {name!r} in {path.name} "
+                                        f"(sheets: {', '.join(s.title for s in wb.worksheets)}). Fix: rename the sheet.")
+                    unread.add(name)
+                continue
+            rows = [[_cell_text(v) for v in r] for r in ws.iter_rows(values_only=True)]
+            header = rows[0] if rows else []
+            width = max((i + 1 for i, h in enumerate(header) if h is not None), default=0)
+            body = [r[:width] + [None] * (width - len(r)) for r in rows[1:]]
+            tables[name] = pd.DataFrame(body, columns=[h or f"column_{i + 1}" for i, h in enumerate(header[:width])],
+                                        dtype=object)
+        return tables, unread
+    finally:
+        wb.close()
+
+
+def _read_duckdb(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as e:
+        report.fatal.append(f"{path.name}: unreadable as a DuckDB database ({str(e).splitlines()[0]}). "
+                            "Fix: check the file, or export the tables to CSV.")
+        return {}, set(TABLES)
+    try:
+        names = {r[0].lower(): r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'main' order by table_name").fetchall()}
+        tables, unread = {}, set()
+        for name in TABLES:
+            if name not in names:
+                if name in REQUIRED_TABLES:
+                    report.fatal.append(f"{name}: required table is missing: no table {name!r} in {path.name} "
+                                        f"(tables: {', '.join(names.values()) or 'none'}). Fix: create or rename it.")
+                    unread.add(name)
+                continue
+            cols = [r[0] for r in con.execute(f'describe "{names[name]}"').fetchall()]
+            select = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in cols)
+            tables[name] = _arrow_frame(con.sql(f'select {select} from "{names[name]}"'))
+        return tables, unread
+    finally:
+        con.close()
+
+
+def read_tables(source: Path) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
+    """Read the raw tables of a client as text frames: (tables, quality notes, fatal problems, unread)."""
+    report = _Report()
+    tables, unread = _read_source(source, report)
+    return tables, report.quality, report.fatal, unread
+
+
+def _read_source(source: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    if not source.exists():
+        report.fatal.append(f"data: {source} does not exist. Fix: set data in params to the client's folder, "
+                            ".xlsx or .duckdb file (relative paths are taken from where you run cskit).")
+        return {}, set(TABLES)
+    if source.is_dir():
+        return _read_folder(source, report)
+    suffix = source.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        return _read_xlsx(source, report)
+    if suffix in (".duckdb", ".db", ".ddb"):
+        return _read_duckdb(source, report)
+    report.fatal.append(f"data: {source.name} is not a folder of CSVs, an .xlsx workbook or a .duckdb file. "
+                        "Fix: point data to one of those (an .xls or .csv file: save as .xlsx or put the CSVs in a folder).")
+    return {}, set(TABLES)
+
+
+def load_client(params: Params, base: Path | None = None) -> ClientData:
+    """Read ``params.data`` (relative to ``base``, default the current directory) and validate it.
+
+    Raises :class:`CskitError` listing every fatal problem at once; row-level problems are excluded,
+    counted in ``quality`` and described in ``quality.warnings``.
+    """
+    source = resolve_data_path(params.data, base)
+    if isinstance(source, str):
+        raise CskitError(f"data: {source!r} looks like a database URL; reading from a database server is not "
+                         "supported yet. Fix: export the tables to a folder of CSVs, an .xlsx or a .duckdb file.")
+    report = _Report()
+    tables, unread = _read_source(source, report)
+    if set(TABLES) <= unread:
+        report.stop_if_fatal(str(source))
+    return client_from_frames(tables, params, source=str(source), _report=report, _unread=frozenset(unread))
