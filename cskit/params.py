@@ -58,16 +58,25 @@ class Params(BaseModel):
     def _safe_client(cls, v: str) -> str:
         if not SAFE_CLIENT.match(v):
             raise ValueError(
-                "must be 1-64 letters, digits, '-' or '_' (it becomes a folder under output/); "
-                f"got {v!r}"
+                "must be 1-64 letters, digits, '-' or '_' (it becomes a folder under output/)"
             )
+        return v
+
+    @field_validator(
+        "horizon_months", "ltv_months", "gross_margin", "improvement_pct", "kpi_lag_months", "alpha", "bootstrap",
+        "seed", mode="before",
+    )
+    @classmethod
+    def _not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number, not true/false (YAML reads yes/no/on/off as true/false)")
         return v
 
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Z]{3}", v):
-            raise ValueError(f"must be a 3-letter ISO code such as JPY or USD; got {v!r}")
+            raise ValueError("must be a 3-letter ISO code such as JPY or USD")
         return v
 
     @field_validator("as_of", mode="before")
@@ -80,7 +89,7 @@ class Params(BaseModel):
                 return dt.date.fromisoformat(v.strip())
             except ValueError:
                 pass
-        raise ValueError(f"must be a date YYYY-MM-DD (or empty for the last month of revenue); got {v!r}")
+        raise ValueError("must be a date YYYY-MM-DD (or empty for the last month of revenue)")
 
     def papermill_parameters(self, base: Path | None = None) -> dict[str, Any]:
         """The params as papermill injects them: plain JSON types, ``data`` as an absolute path."""
