@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 SYMBOL = {"JPY": "¥", "USD": "$", "EUR": "€", "GBP": "£"}
@@ -407,3 +408,260 @@ def touch(table: pd.DataFrame, currency: str = "JPY", language: str = "ja") -> s
     intro = ("LTVの上位10%をハイタッチ、次の30%をロータッチ、残りをテックタッチとしました。" if language == "ja" else
              "High touch = top 10% of accounts by LTV, low touch = the next 30%, tech touch = the rest.")
     return intro + "\n\n" + _table(head, rows)
+
+
+HEADINGS = {
+    "quality": ("1. データと品質", "1. Data and quality"),
+    "metrics": ("2. SaaS指標", "2. SaaS metrics"),
+    "bridge": ("MRRブリッジ", "MRR bridge"),
+    "rates": ("解約率の推移", "Churn rates by month"),
+    "nps": ("NPS", "NPS"),
+    "cohorts": ("コホート別継続率", "Retention by start cohort"),
+    "survival": ("生存曲線（カプラン・マイヤー）", "Survival curves (Kaplan-Meier)"),
+    "triggers": ("3. トリガー（RT / CRTT / UCT）", "3. Triggers (RT / CRTT / UCT)"),
+    "potential": ("4. 改善ポテンシャル", "4. Improvement potential"),
+    "health": ("5. ヘルススコア", "5. Health score"),
+    "playbook": ("プレイブック（赤ティアのアカウント）", "Playbook (red-tier accounts)"),
+    "onboarding": ("オンボードの検証", "Onboarding check"),
+    "touch": ("タッチモデル", "Touch model"),
+    "methods": ("6. 方法と注意点", "6. Methods and caveats"),
+}
+
+
+def heading(key: str, language: str = "ja", level: int = 2) -> str:
+    """A section heading of the report."""
+    ja, en = HEADINGS[key]
+    return "#" * level + " " + (ja if language == "ja" else en)
+
+
+def title(client: str, as_of: Any, accounts: int, months: int, language: str = "ja") -> str:
+    """The report's title block: client, analysis month, and how much data it rests on."""
+    month = pd.Timestamp(as_of).strftime("%Y-%m")
+    if language == "ja":
+        return (f"# カスタマーサクセス診断: {client}\n\n分析基準月 {month}。"
+                f"{accounts:,}アカウント、のべ{months:,}アカウント月のデータに基づきます。")
+    return (f"# Customer-success diagnosis: {client}\n\nAnalysis month {month}; based on {accounts:,} accounts "
+            f"and {months:,} account-months.")
+
+
+def survival(medians: pd.DataFrame, logrank: pd.DataFrame, language: str = "ja") -> str:
+    """Median lifetimes with intervals (or "not reached") and the log-rank test of each grouping."""
+    ja = language == "ja"
+    months = (lambda v: f"{float(v):.0f}か月") if ja else (lambda v: f"{float(v):.0f} months")
+    nr = "未到達" if ja else "not reached"
+
+    def med(r) -> str:
+        if not _finite(r.median):
+            return nr
+        lo = months(r.median_ci_low) if _finite(r.median_ci_low) else nr
+        hi = months(r.median_ci_high) if _finite(r.median_ci_high) else nr
+        return f"{months(r.median)} [{lo}, {hi}]"
+
+    head = ["区分", "グループ", "アカウント数", "解約数", "生存期間の中央値 [95%区間]"] if ja else \
+        ["Grouping", "Group", "Accounts", "Churned", "Median lifetime [95% interval]"]
+    rows = [[r.group_by, r.group, f"{r.accounts:,}", f"{r.churned:,}", med(r)] for r in medians.itertuples(index=False)]
+    text = _table(head, rows)
+    for r in logrank.itertuples(index=False):
+        text += ("\n\n" + (f"ログランク検定（{r.group_by}）: p = {_p(r.p_value)}。" if ja else
+                           f"Log-rank test ({r.group_by}): p = {_p(r.p_value)}."))
+    return text
+
+
+def _p(p: Any) -> str:
+    if not _finite(p):
+        return "—"
+    return "< 0.001" if float(p) < 0.001 else f"{float(p):.3f}"
+
+
+def nps_table(nps: pd.DataFrame, language: str = "ja") -> str:
+    """NPS overall, by segment and by role, with the answer counts behind each."""
+    if nps.empty:
+        return "NPSの回答データはありません。" if language == "ja" else "There are no NPS answers."
+    head = ["区分", "グループ", "回答数", "推奨者", "中立者", "批判者", "NPS"] if language == "ja" else \
+        ["Grouping", "Group", "Answers", "Promoters", "Passives", "Detractors", "NPS"]
+    rows = [[r.group_by, r.group, f"{r.answers:,}", f"{r.promoters:,}", f"{r.passives:,}", f"{r.detractors:,}",
+             f"{float(r.nps):+.1f}" if _finite(r.nps) else "—"] for r in nps.itertuples(index=False)]
+    return _table(head, rows)
+
+
+def playbook(table: pd.DataFrame, labels: dict[str, str], language: str = "ja", rows: int = 15) -> str:
+    """The first red-tier accounts (lowest score first) and the two KPIs to talk about."""
+    ja = language == "ja"
+    if table.empty:
+        return "赤ティアのアカウントはありません。" if ja else "No account is in the red tier."
+    head = ["アカウント", "スコア", "KPI 1", "不足(点)", "KPI 2", "不足(点)"] if ja else \
+        ["Account", "Score", "KPI 1", "Gap (points)", "KPI 2", "Gap (points)"]
+    body = [[r.account_id, f"{float(r.score):.1f}", labels.get(r.kpi_1, r.kpi_1 or "—"), _num(r.gap_1),
+             labels.get(r.kpi_2, r.kpi_2 or "—"), _num(r.gap_2)] for r in table.head(rows).itertuples(index=False)]
+    intro = (f"赤ティアの{len(table):,}件のうち、スコアの低い{min(rows, len(table))}件を示します（全件は results/playbook.csv）。"
+             "各アカウントについて、緑ティアの中央値と比べてスコアを最も下げているKPIを2つ挙げます。" if ja else
+             f"The {min(rows, len(table))} lowest-scoring of {len(table):,} red-tier accounts (all in results/playbook.csv), "
+             "each with the two KPIs that pull its score down most against the green-tier median.")
+    return intro + "\n\n" + _table(head, body)
+
+
+OUTCOME_NAMES = {
+    "churn": ("RT（リテンショントリガー）: 解約", "RT (Retention Trigger): churn"),
+    "renewal": ("CRTT（継続トリガー）: 契約更新", "CRTT (Continuous Retention Trigger): renewal"),
+    "expansion": ("UCT（アップセル・クロスセルトリガー）: 拡大", "UCT (Up-sell & Cross-sell Trigger): expansion"),
+}
+EFFECT_NAMES = {
+    "churn": ("ハザード比（KPI +1SDあたり, 95%区間）", "Hazard ratio per +1 SD of the KPI (95% interval)"),
+    "renewal": ("更新のオッズ比（KPI +1SDあたり, 95%区間）", "Odds ratio of renewal per +1 SD (95% interval)"),
+    "expansion": ("拡大のオッズ比（KPI +1SDあたり, 95%区間）", "Odds ratio of expansion per +1 SD (95% interval)"),
+}
+
+
+def outcome_title(outcome: str, language: str = "ja") -> str:
+    ja, en = OUTCOME_NAMES.get(outcome, (outcome, outcome))
+    return ja if language == "ja" else en
+
+
+def effect_label(outcome: str, language: str = "ja") -> str:
+    ja, en = EFFECT_NAMES.get(outcome, ("効果（95%区間）", "Effect (95% interval)"))
+    return ja if language == "ja" else en
+
+
+def _label(labels: dict[str, str], kpi: str) -> str:
+    return labels.get(kpi, kpi)
+
+
+def forest_rows(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja"):
+    """(outcome, rows for plots.forest) per outcome with any estimate, rows ordered by effect size."""
+    for outcome in ("churn", "renewal", "expansion"):
+        d = drivers[(drivers["outcome"] == outcome)].dropna(subset=["effect", "ci_low", "ci_high"])
+        if d.empty:
+            continue
+        d = d.assign(
+            label=[_label(labels, k) for k in d["kpi"]],
+            flagged=d["trigger"].fillna("").astype(str) != "",
+            size=np.abs(np.log(d["effect"].astype(float))),
+        ).sort_values(["flagged", "size"], ascending=[False, False], kind="stable")
+        yield outcome, d
+
+
+def triggers(
+    drivers: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    labels: dict[str, str],
+    alpha: float = 0.05,
+    language: str = "ja",
+    fdr: str = "Benjamini–Hochberg",
+    top: int = 5,
+) -> str:
+    """Per outcome: events behind it, power, the flagged triggers with effect [interval] and q, or why
+    none; then the false-discovery control and the association caveat."""
+    ja = language == "ja"
+    info = outcomes.set_index("outcome") if "outcome" in outcomes else pd.DataFrame()
+    text = [
+        (f"各KPIと3つの結果（解約・契約更新・拡大）との関連を、KPIを1標準偏差（SD）上げたときの効果で示します。"
+         f"多数のKPIを同時に調べるため、偽発見率（FDR）を{fdr}法で{alpha:g}に抑え、q値 < {alpha:g} のものだけを"
+         "トリガーとしました。" if ja else
+         f"Each KPI's link with the three outcomes (churn, renewal, expansion) is shown as the effect of +1 standard "
+         f"deviation (SD) of the KPI. Because many KPIs are tested at once, the false-discovery rate is held at "
+         f"{alpha:g} with the {fdr} procedure: only KPIs with q < {alpha:g} are called triggers."),
+    ]
+    for outcome in ("churn", "renewal", "expansion"):
+        body = _outcome_text(outcome, drivers, info, labels, language, top)
+        text += ["", f"**{outcome_title(outcome, language)}**", "", body]
+    text += ["", "> " + (
+        "これらは観察データにおける関連であり、因果関係を示すものではありません。トリガーは「どこを見るべきか」の手がかりです。"
+        if ja else
+        "These are associations in observational data, not proven causes: a trigger says where to look, "
+        "not what will happen if the KPI is changed.")]
+    return "\n".join(text)
+
+
+def _outcome_text(
+    outcome: str, drivers: pd.DataFrame, info: pd.DataFrame, labels: dict[str, str], language: str, top: int
+) -> str:
+    ja = language == "ja"
+    row = info.loc[outcome] if outcome in info.index else pd.Series(dtype=object)
+    events = row.get("events")
+    status = str(row.get("status", "ok"))
+    ev = (f"イベント数 {int(events):,}件。" if ja else f"{int(events):,} events. ") if _finite(events) else ""
+    if status != "ok":
+        reason = row.get("reason", "")
+        return ev + (f"推定できません（{reason}）。関連が「ない」という意味ではありません。" if ja else
+                     f"Not estimable ({reason}). This does not mean there is no link.")
+    mde = row.get("mde")
+    power = ""
+    if _finite(mde):
+        power = (f"80%の検出力で検出できる最小の効果は {ratio(mde)} 倍（1SDあたり）です。" if ja else
+                 f"The smallest effect the data can detect with 80% power is {ratio(mde)} per SD. ")
+    d = drivers[drivers["outcome"] == outcome]
+    flagged = d[d["trigger"].fillna("").astype(str) != ""].copy()
+    flagged["size"] = np.abs(np.log(flagged["effect"].astype(float)))
+    flagged = flagged.sort_values("size", ascending=False, kind="stable")
+    if flagged.empty:
+        return ev + power + ("FDR調整後に有意なKPIはありませんでした。" if ja else "No KPI is significant after FDR control.")
+    items = [
+        f"**{_label(labels, r.kpi)}** {ratio(r.effect)} [{ratio(r.ci_low)}, {ratio(r.ci_high)}], "
+        f"q = {_p(r.q_value)}, ρ = {float(r.spearman):+.2f}" + (
+            f", {'最も強いラグ' if ja else 'strongest at lag'} {int(r.best_lag)}{'か月' if ja else ' months'}"
+            if _finite(r.best_lag) else "")
+        for r in flagged.head(top).itertuples(index=False)
+    ]
+    head = (f"{len(flagged)}個のKPIがトリガーです（効果の大きい順）:" if ja else
+            f"{len(flagged)} KPIs are triggers (largest effect first):")
+    return ev + power + head + "\n\n" + "\n".join(f"- {i}" for i in items)
+
+
+def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja") -> str:
+    """drivers.csv as a readable table: KPI, outcome, effect [interval], q, Spearman, best lag, trigger."""
+    head = ["KPI", "結果", "効果 [95%区間]", "q値", "順位相関ρ", "最強ラグ(月)", "トリガー"] if language == "ja" else \
+        ["KPI", "Outcome", "Effect [95% interval]", "q", "Spearman rho", "Best lag (months)", "Trigger"]
+    rows = [[_label(labels, r.kpi), r.outcome, _interval(r.effect, r.ci_low, r.ci_high, ratio), _p(r.q_value),
+             f"{float(r.spearman):+.2f}" if _finite(r.spearman) else "—",
+             f"{int(r.best_lag)}" if _finite(r.best_lag) else "—", r.trigger if isinstance(r.trigger, str) else ""]
+            for r in drivers.itertuples(index=False)]
+    return _table(head, rows)
+
+
+def validation_charts(validation: dict) -> list[str]:
+    """Which validation charts have data: "by_tier", "calibration"."""
+    return [k for k in ("by_tier", "calibration") if validation.get(k)]
+
+
+def validation_frame(validation: dict, key: str) -> pd.DataFrame:
+    """A list-of-records part of the validation dict as a DataFrame."""
+    return pd.DataFrame(validation.get(key, []))
+
+
+def methods(params: Any, language: str = "ja") -> str:
+    """The methods behind the report and its caveats, with the run's settings filled in."""
+    p = params
+    if language == "ja":
+        lines = [
+            f"- **解約・更新・拡大のモデル**: アカウント×月のパネル上の離散時間ハザードモデル（二項GLM、解約はcloglogリンクで"
+            f"exp(β)がハザード比）。KPIは{p.kpi_lag_months}か月前の値を使い、契約月数（とセグメント）で調整。"
+            "年間契約は更新月のみを対象。",
+            f"- **多重比較**: 偽発見率（FDR）を{p.alpha:g}に制御（Benjamini–Hochberg）。",
+            "- **検出力**: 各結果のイベント数と、80%の検出力で検出できる最小効果を示し、イベントが少ない結果は推定しません。",
+            f"- **改善ポテンシャル**: 現在契約中のアカウントのKPIを平均の{p.improvement_pct:g}%改善し、他を一定として"
+            f"{p.horizon_months}か月（LTVは{p.ltv_months}か月、粗利率{p.gross_margin:g}）投影。区間は推定値の共分散からの"
+            f"{p.bootstrap}回のドローによる95%区間。",
+            "- **ヘルススコア**: 解約モデルの線形予測子を0〜100点に換算。過去時点で作ったモデルでその後の解約を予測して検証（時点外検証）。",
+            f"- **再現性**: 乱数はすべてseed={p.seed}で固定。同じ入力からは同じ結果ファイルが得られます。",
+            "- **注意**: すべて観察データの関連です。KPIを改善すれば同じ効果が得られるとは限りません。"
+            "詳しくは docs/methods.md を参照してください。",
+        ]
+    else:
+        lines = [
+            f"- **Churn, renewal and expansion models**: discrete-time hazard models on the account × month panel "
+            f"(binomial GLMs; for churn the cloglog link, so exp(β) is a hazard ratio). KPIs enter at their value "
+            f"{p.kpi_lag_months} month(s) earlier, adjusted for tenure (and segment); annual contracts count only at "
+            "their anniversaries.",
+            f"- **Multiple testing**: false-discovery rate held at {p.alpha:g} (Benjamini–Hochberg).",
+            "- **Power**: each outcome states its event count and the smallest effect detectable with 80% power; "
+            "outcomes with too few events are not fitted.",
+            f"- **Improvement potential**: each KPI of the accounts active now is improved by {p.improvement_pct:g}% of "
+            f"its mean, all else fixed, and projected over {p.horizon_months} months ({p.ltv_months} for LTV, margin "
+            f"{p.gross_margin:g}); 95% intervals from {p.bootstrap} draws of the estimates.",
+            "- **Health score**: the churn model's linear predictor rescaled to 0-100; validated out of time (fitted on "
+            "earlier months, scored on later churn).",
+            f"- **Reproducibility**: every random step uses seed {p.seed}; the same input gives the same result files.",
+            "- **Caveat**: all links are associations in observational data; improving a KPI is not guaranteed to "
+            "deliver the projected amounts. Details: docs/methods.md.",
+        ]
+    return "\n".join(lines)
