@@ -1,0 +1,185 @@
+"""The report's text says what the numbers it is given say (values worked out by hand below)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cskit import narrative as N
+from cskit.params import Params
+
+
+def test_money_pct_ratio_formats():
+    assert N.money(1234567.4, "JPY") == "¥1,234,567"
+    assert N.money(-2500, "USD") == "-$2,500"
+    assert N.money(10, "CHF") == "10 CHF"
+    assert N.money(float("nan")) == "—" and N.money(None) == "—"
+    assert N.pct(0.153) == "15.3%"
+    assert N.ratio(0.5) == "0.50"
+
+
+def test_quality_reconciles_rows():
+    q = {"tables": {"accounts": {"read": 105, "used": 100, "excluded": {"duplicate_account": 3, "churn_before_start": 2}},
+                    "revenue": {"read": 900, "used": 900, "excluded": {}}},
+         "warnings": ["revenue: 4 rows after as_of were excluded."]}
+    text = N.quality(q, "en")
+    assert "| accounts | 105 | 100 | 5 | churn_before_start: 2, duplicate_account: 3 |" in text
+    assert "| revenue | 900 | 900 | 0 | — |" in text
+    assert "- revenue: 4 rows after as_of were excluded." in text
+    assert "データに関する警告はありません" in N.quality({"tables": {}, "warnings": []}, "ja")
+
+
+def _summary(start_base: float, remaining_base: float) -> dict:
+    e = lambda v, key: {"value": v, "definition": key, "period": "2025-07..2026-06"}  # noqa: E731
+    return {
+        "mrr": e(1_500_000.0, "mrr"),
+        "revenue_churn_rate_start_base": e(start_base, "revenue_churn_rate_start_base"),
+        "revenue_churn_rate_remaining_base": e(remaining_base, "revenue_churn_rate_remaining_base"),
+        "grr": {"value": None, "definition": "grr", "period": "x", "note": "needs revenue in 2025-06"},
+        "ltv_simple": e(3_000_000.0, "ltv_simple"),
+        "ltv_survival": e(2_400_000.0, "ltv_survival"),
+    }
+
+
+def test_metrics_shows_both_revenue_churn_bases_seed001():
+    # seed 001: 10 accounts at 50k, 10 at 100k, 3 of the 100k churn: 300k lost of 1.5M (20%) or of 1.2M (25%).
+    text = N.metrics(_summary(300_000 / 1_500_000, 300_000 / 1_200_000), "JPY", "ja")
+    assert "月初MRR基準で 20.0%" in text and "残存MRR基準で 25.0%" in text
+    assert "| MRR（月次経常収益） | ¥1,500,000 |" in text
+    assert "needs revenue in 2025-06" in text
+    assert "¥3,000,000" in text and "¥2,400,000" in text
+
+
+def test_metrics_says_nothing_about_bases_when_equal():
+    assert "depends on its base" in N.metrics(_summary(0.02, 0.025), "JPY", "en")
+    assert "depends on its base" not in N.metrics(_summary(0.02, 0.02), "JPY", "en")
+
+
+def _potential_table() -> pd.DataFrame:
+    rows = []
+    for kpi, v, lo, hi in [("a", 500.0, 100.0, 900.0), ("b", 900.0, 200.0, 1500.0), ("c", 300.0, -50.0, 700.0),
+                           ("d", -100.0, -300.0, -10.0), ("e", np.nan, np.nan, np.nan)]:
+        r = {"kpi": kpi, "label": kpi.upper(), "category": "cat", "mean": 2.0, "improvement": 0.2}
+        for col in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
+            r |= {col: v, f"{col}_lo": lo, f"{col}_hi": hi}
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_potential_ranks_only_intervals_above_zero():
+    text = N.potential(_potential_table(), "CAVEAT-TEXT", {"d_new": "no referred_by data"}, 10, 12, 36, 40, "JPY", "en")
+    assert "2 KPIs have an LTV gain whose interval is above zero" in text
+    assert text.index("**B** (LTV ¥900 [¥200, ¥1,500])") < text.index("**A** (LTV ¥500 [¥100, ¥900])")
+    assert "**C**" not in text  # interval crosses 0
+    assert "For 1 KPIs the interval crosses zero" in text
+    assert "- d_new: no referred_by data" in text
+    assert text.rstrip().endswith("> CAVEAT-TEXT")
+    assert "the 40 accounts active now" in text
+
+
+def test_potential_table_formats_intervals():
+    text = N.potential_table(_potential_table(), "JPY", "ja")
+    assert "| A | cat | 2 | 0.2 | ¥500 [¥100, ¥900] |" in text
+    assert "| E | cat | 2 | 0.2 | — |" in text
+
+
+def _drivers() -> tuple[pd.DataFrame, pd.DataFrame]:
+    d = pd.DataFrame([
+        {"kpi": "login_days", "outcome": "churn", "effect": 0.5, "ci_low": 0.4, "ci_high": 0.62, "p_value": 1e-6,
+         "q_value": 2e-5, "spearman": -0.21, "best_lag": 2, "trigger": "RT", "direction": "-"},
+        {"kpi": "csat", "outcome": "churn", "effect": 1.5, "ci_low": 1.2, "ci_high": 1.9, "p_value": 0.001,
+         "q_value": 0.004, "spearman": 0.1, "best_lag": 1, "trigger": "RT", "direction": "+"},
+        {"kpi": "faq_views", "outcome": "churn", "effect": 1.05, "ci_low": 0.9, "ci_high": 1.2, "p_value": 0.5,
+         "q_value": 0.6, "spearman": 0.01, "best_lag": 0, "trigger": np.nan, "direction": "+"},
+        {"kpi": "login_days", "outcome": "expansion", "effect": 1.1, "ci_low": 0.95, "ci_high": 1.3, "p_value": 0.2,
+         "q_value": 0.3, "spearman": 0.05, "best_lag": 3, "trigger": "", "direction": "+"},
+    ])
+    o = pd.DataFrame([
+        {"outcome": "churn", "events": 120, "status": "ok", "mde": 1.31, "reason": ""},
+        {"outcome": "renewal", "events": 8, "status": "not_estimable", "mde": np.nan, "reason": "8 events < 20"},
+        {"outcome": "expansion", "events": 60, "status": "ok", "mde": 1.45, "reason": ""},
+    ])
+    return d, o
+
+
+def test_triggers_text_states_events_power_fdr_and_caveat():
+    d, o = _drivers()
+    labels = {"login_days": "Login days", "csat": "Customer satisfaction"}
+    text = N.triggers(d, o, labels, alpha=0.05, language="en")
+    assert "Benjamini–Hochberg" in text and "q < 0.05" in text
+    churn = text.split("**RT (Retention Trigger): churn**")[1].split("**CRTT")[0]
+    assert "120 events" in churn and "1.31 per SD" in churn
+    assert "2 KPIs are triggers" in churn
+    # ordered by |log effect|: 0.5 (|log| 0.69) before 1.5 (0.41)
+    assert churn.index("**Login days** 0.50 [0.40, 0.62]") < churn.index("**Customer satisfaction** 1.50 [1.20, 1.90]")
+    assert "faq_views" not in churn
+    renewal = text.split("**CRTT")[1].split("**UCT")[0]
+    assert "Not estimable (8 events < 20)" in renewal and "does not mean there is no link" in renewal
+    assert "No KPI is significant after FDR control" in text.split("**UCT")[1]
+    assert "not proven causes" in text
+
+
+def test_forest_rows_flag_and_order():
+    d, _ = _drivers()
+    out = dict(N.forest_rows(d, {"login_days": "ログイン日数"}, "ja"))
+    assert list(out) == ["churn", "expansion"]
+    assert out["churn"]["label"].tolist() == ["ログイン日数", "csat", "faq_views"]
+    assert out["churn"]["flagged"].tolist() == [True, True, False]
+    assert out["expansion"]["flagged"].tolist() == [False]
+
+
+def test_onboarding_verdicts():
+    base = {"horizon_months": 12, "churn": {
+        "onboarded": {"n": 200, "churned": 20, "rate": 0.10, "ci": [0.066, 0.149]},
+        "not_onboarded": {"n": 100, "churned": 30, "rate": 0.30, "ci": [0.219, 0.396]},
+        "difference": {"estimate": -0.20, "ci_low": -0.30, "ci_high": -0.10}}}
+    ja = N.onboarding(base | {"verdict": "driver"}, "ja")
+    assert "オンボード完了 10.0% [6.6%, 14.9%]" in ja and "未完了 30.0%" in ja and "差 -20.0pt [-30.0pt, -10.0pt]" in ja
+    assert "解約ドライバー" in ja
+    assert "urban legend" in N.onboarding(base | {"verdict": "urban_legend"}, "en")
+    assert "no onboarding_completed data" in N.onboarding(None, "en")
+
+
+def test_validation_text_compares_client_score():
+    v = {"status": "ok", "cut": "2025-06", "horizon_months": 12, "n_accounts": 400, "n_churned": 60,
+         "score": {"auc": 0.78, "ci_low": 0.72, "ci_high": 0.84, "concordance": 0.75},
+         "by_tier": [{"tier": "red", "n": 50, "churn_rate": 0.4, "ci_low": 0.28, "ci_high": 0.54}],
+         "client_score": {"status": "ok", "auc": 0.6, "ci_low": 0.52, "ci_high": 0.68,
+                          "auc_difference": {"ours_minus_client": 0.18, "ci_low": 0.08, "ci_high": 0.28}},
+         "left_out_kpis": [{"kpi": "login_days", "left_out": True}, {"kpi": "csat", "left_out": False}]}
+    text = N.validation_text(v, "en")
+    assert "AUC 0.78 [0.72, 0.84]" in text and "concordance 0.75" in text and "(60 churned)" in text
+    assert "red 40.0% [28.0%, 54.0%]" in text
+    assert "+0.18 [+0.08, +0.28]: the data-driven score predicts churn better" in text
+    assert "(|rho| < 0.2): login_days." in text
+    assert "could not be validated" in N.validation_text({"status": "not_estimable", "reason": "no churn"}, "en")
+
+
+def test_health_summarises_points_and_tiers():
+    w = pd.DataFrame({"kpi": ["a", "b", "c"], "points": [60, 40, 0]})
+    s = pd.DataFrame({"tier": ["red"] * 2 + ["green"] * 5})
+    text = N.health(w, s, {"red_below": 40.0, "green_from": 70.0}, {"status": "not_estimable", "reason": "r"},
+                    {"a": "A"}, "en")
+    assert "2 KPIs share its 100 points. Largest: A 60, b 40." in text
+    assert "red 2 (below 40), yellow 0, green 5 (70 and above)" in text
+
+
+def test_survival_medians_not_reached():
+    med = pd.DataFrame([{"group_by": "all", "group": "all", "accounts": 100, "churned": 30, "median": 18.0,
+                         "median_ci_low": 14.0, "median_ci_high": np.nan},
+                        {"group_by": "segment", "group": "SMB", "accounts": 50, "churned": 5, "median": np.inf,
+                         "median_ci_low": np.nan, "median_ci_high": np.nan}])
+    lr = pd.DataFrame([{"group_by": "segment", "groups": ["Ent", "SMB"], "test_statistic": 12.0,
+                        "degrees_of_freedom": 1, "p_value": 0.0005}])
+    text = N.survival(med, lr, "en")
+    assert "| all | all | 100 | 30 | 18 months [14 months, not reached] |" in text
+    assert "| segment | SMB | 50 | 5 | not reached |" in text
+    assert "Log-rank test (segment): p = < 0.001." in text
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_methods_fill_in_the_run_settings(language):
+    p = Params(alpha=0.1, improvement_pct=15, bootstrap=321, seed=7)
+    text = N.methods(p, language)
+    for s in ("0.1", "15%", "321", "7"):
+        assert s in text
