@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Customer-success diagnosis for B2B SaaS clients.",
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
 
 NOTEBOOK_ENV = "CSKIT_NOTEBOOK"

@@ -1,0 +1,132 @@
+"""`cskit run` as a consultant meets it: exit codes, messages without tracebacks, the files of DESIGN §6,
+a code-free Japanese HTML, nothing written outside the output folder, byte-identical results."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+CSKIT = [sys.executable, "-c", "import sys; from cskit.cli import main; sys.argv[0] = 'cskit'; main()"]
+RESULT_FILES = [
+    "quality.json", "kpi_summary.json", "mrr_bridge.csv", "cohorts.csv", "survival.json", "drivers.csv",
+    "potential.csv", "potential.xlsx", "health_weights.csv", "health_scores.csv", "health_validation.json",
+    "playbook.csv",
+]
+
+
+def cskit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([*CSKIT, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def write_params(folder: Path, **params) -> Path:
+    path = folder / f"{params.get('client', 'p')}.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_bad_params_exit_2_naming_the_keys(tmp_path):
+    p = write_params(tmp_path, client="acme", data="nowhere", horizon_months=-3, bootstrapp=10)
+    r = cskit("run", str(p), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "horizon_months" in r.stderr and "bootstrapp" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert tree(tmp_path) == {"acme.yaml"}
+
+
+def test_unsafe_client_is_refused_and_nothing_written(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    p = write_params(work, client="../x", data="nowhere")
+    before = tree(tmp_path)
+    r = cskit("run", str(p), "--out", "output", cwd=work)
+    assert r.returncode == 2
+    assert "client" in r.stderr and "../x" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert tree(tmp_path) == before
+
+
+def test_client_folder_refuses_escape(tmp_path):
+    from cskit.cli import client_folder
+    from cskit.errors import CskitError
+
+    assert client_folder(tmp_path / "out", "acme") == (tmp_path / "out" / "acme").resolve()
+    for bad in ("../x", "a/../../b", "/etc", ".."):
+        with pytest.raises(CskitError):
+            client_folder(tmp_path / "out", bad)
+
+
+def test_missing_data_folder_exit_2_without_traceback(tmp_path):
+    p = write_params(tmp_path, client="acme", data="no_such_folder")
+    r = cskit("run", str(p), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "no_such_folder" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "output").exists()
+
+
+def test_missing_params_file_exit_2(tmp_path):
+    r = cskit("run", "params/none.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def small_client(tmp_path_factory) -> Path:
+    from cskit.simulate import simulate_client, write_client
+
+    root = tmp_path_factory.mktemp("cli")
+    write_client(simulate_client(n_accounts=400, n_months=24, seed=11, mc_paths=0), root / "data" / "small")
+    write_params(root, client="small", data="data/small", bootstrap=20, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_runs(small_client: Path):
+    first = cskit("run", "small.yaml", "--out", "out1", cwd=small_client)
+    second = cskit("run", "small.yaml", "--out", "out2", "--no-html", cwd=small_client)
+    return small_client, first, second
+
+
+def test_good_run_writes_every_result_file(two_runs):
+    root, first, _ = two_runs
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = root / "out1" / "small"
+    assert (folder / "diagnosis.ipynb").is_file()
+    for name in RESULT_FILES:
+        assert (folder / "results" / name).is_file(), name
+    outside = {p for p in tree(root) if not p.startswith(("out1", "out2", "data", "small.yaml"))}
+    assert outside == set()
+
+
+def test_html_has_no_code_and_is_japanese(two_runs):
+    root, first, _ = two_runs
+    assert first.returncode == 0, first.stderr[-3000:]
+    html = (root / "out1" / "small" / "diagnosis.html").read_text(encoding="utf-8")
+    assert '<html lang="ja">' in html
+    assert "カスタマーサクセス診断" in html and "改善ポテンシャル" in html
+    assert "cskit.analyse" not in html and "jp-InputArea-editor" not in html
+    assert "data:image/png;base64" in html
+    assert "Traceback" not in html
+
+
+def test_two_runs_give_byte_identical_results(two_runs):
+    root, first, second = two_runs
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    assert not (root / "out2" / "small" / "diagnosis.html").exists()
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    a = digests(root / "out1" / "small" / "results")
+    b = digests(root / "out2" / "small" / "results")
+    assert sorted(a) == sorted(RESULT_FILES)
+    assert a == b
