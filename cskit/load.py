@@ -438,9 +438,9 @@ class _Contracts:
                      f"after the analysis month as_of={_ym(as_of)}", "nothing, if as_of is right; otherwise set as_of in params")
         if not contract:
             return
-        nat = np.datetime64("NaT", "ns")
-        start = np.where(known, self.start_month[pos], nat)
-        churn = np.where(known, self.churn_month[pos], nat)
+        nat = np.array(["NaT"], dtype="datetime64[ns]")
+        start = np.concatenate([self.start_month, nat])[pos]
+        churn = np.concatenate([self.churn_month, nat])[pos]
         rows.exclude("before_contract_start", month < start, column, raw_when,
                      "before the month of the account's contract_start",
                      "check contract_start in accounts (or remove pre-contract rows, e.g. a free trial)")
