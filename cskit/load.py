@@ -354,11 +354,11 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
     statics = [c for c in df.columns if c in catalogue_names and c not in ACCOUNT_FIELDS and c != "contract_months"]
     for col in statics:
         out[col] = _numeric_column(df, col, rows, report)
-    out = out.loc[rows.keep].reset_index(drop=True)
     empty = [c for c in statics if out[c].isna().all()]
     for c in empty:
-        report.quality.warn(f"accounts.{c}: no numeric values; this static KPI is not used. Fix: fill it or drop the column.")
-    out = out.drop(columns=empty)
+        report.quality.warn(f"accounts.{c}: the column has no numeric values; this static KPI is not used. "
+                            "Fix: fill it or drop the column.")
+    out = out.loc[rows.keep].drop(columns=empty).reset_index(drop=True)
     out["referred_by"] = _check_referrals(out, report)
     return out.sort_values("account_id", kind="stable").reset_index(drop=True), [c for c in statics if c not in empty], set(
         x for x in ids if x is not None)
@@ -502,14 +502,14 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
         if col in ("account_id", "month"):
             continue
         values, bad = parse_numbers(df[col])
-        bad &= rows.keep
-        n_values = int((~np.isnan(values) & rows.keep).sum())
-        if col not in catalogue_names and n_values <= int(bad.sum()):
+        n_values, n_bad = int((~np.isnan(values)).sum()), int(bad.sum())
+        if col not in catalogue_names and n_values <= n_bad and n_bad > 0:
             ignored.append(str(col))
             continue
         if n_values == 0:
-            report.quality.warn(f"kpis.{col}: no values in the rows used; this KPI is not used. Fix: fill it or drop the column.")
+            report.quality.warn(f"kpis.{col}: the column has no values; this KPI is not used. Fix: fill it or drop the column.")
             continue
+        bad &= rows.keep
         _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
         out[col] = values
         kpis.append(str(col))
