@@ -618,11 +618,6 @@ def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str =
     return _table(head, rows)
 
 
-def validation_charts(validation: dict) -> list[str]:
-    """Which validation charts have data: "by_tier", "calibration"."""
-    return [k for k in ("by_tier", "calibration") if validation.get(k)]
-
-
 def validation_frame(validation: dict, key: str) -> pd.DataFrame:
     """A list-of-records part of the validation dict as a DataFrame."""
     return pd.DataFrame(validation.get(key, []))
@@ -665,3 +660,17 @@ def methods(params: Any, language: str = "ja") -> str:
             "deliver the projected amounts. Details: docs/methods.md.",
         ]
     return "\n".join(lines)
+
+
+GROUPINGS = {
+    "all": ("全アカウント", "All accounts"),
+    "segment": ("セグメント別", "By segment"),
+    "plan": ("プラン別", "By plan"),
+    "contract_type": ("契約形態別", "By contract type"),
+    "onboarding": ("オンボード完了別", "By onboarding"),
+}
+
+
+def grouping_titles(language: str = "ja") -> dict[str, str]:
+    """Chart titles of the survival groupings."""
+    return {k: v[0 if language == "ja" else 1] for k, v in GROUPINGS.items()}

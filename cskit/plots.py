@@ -217,6 +217,26 @@ def survival_curves(
     return ax
 
 
+def survival_grid(
+    data: pd.DataFrame,
+    facet: str = "group_by",
+    time: str = "timeline",
+    language: str = "ja",
+    titles: dict[str, str] | None = None,
+) -> np.ndarray:
+    """One Kaplan-Meier panel per value of ``facet`` (e.g. all / segment / plan / onboarding), two per row."""
+    keys = list(dict.fromkeys(data[facet]))
+    rows = max(1, (len(keys) + 1) // 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        survival_curves(data[data[facet] == key], time=time, language=language, ax=ax)
+        ax.set_title((titles or {}).get(key, key))
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return axes
+
+
 def forest(
     data: pd.DataFrame,
     label: str = "label",

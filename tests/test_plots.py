@@ -131,6 +131,24 @@ def test_survival_curves(outdir):
     _render(lambda lang: plots.survival_curves(d, language=lang), outdir / "km.png")
 
 
+def test_survival_grid(outdir):
+    time = np.arange(0, 12)
+    parts = [("all", "all", 0.97), ("segment", "SMB", 0.95), ("segment", "Enterprise", 0.99),
+             ("onboarding", "completed", 0.98)]
+    d = pd.concat([pd.DataFrame({"group_by": by, "group": g, "timeline": time, "survival": r ** time,
+                                 "ci_low": (r - 0.01) ** time, "ci_high": np.minimum(1, (r + 0.01) ** time)})
+                   for by, g, r in parts])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.set_style()
+        axes = plots.survival_grid(d, titles={"segment": "セグメント別"})
+        axes.flat[0].figure.savefig(outdir / "km_grid.png")
+    assert axes.shape == (2, 2)
+    assert [ax.get_title() for ax in axes.flat[:3]] == ["all", "セグメント別", "onboarding"]
+    assert len(axes.flat[1].get_lines()) == 2 and not axes.flat[3].get_visible()
+    plt.close(axes.flat[0].figure)
+
+
 def test_forest(outdir):
     d = _drivers()
     _render(lambda lang: plots.forest(d, xlabel="ハザード比 (1SDあたり)", language=lang), outdir / "forest.png")

@@ -1,0 +1,71 @@
+"""The diagnosis notebook: committed without outputs, a complete `parameters` cell, and it executes
+through papermill (the production path) on a small simulated client."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cskit.params import Params
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "diagnosis.ipynb"
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return nbformat.read(str(NOTEBOOK), as_version=4)
+
+
+def test_committed_without_outputs(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def _parameters(nb) -> dict:
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    tree = ast.parse(tagged[0].source)
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)}
+
+
+def test_parameters_cell_has_every_params_key_at_its_default(nb):
+    values = _parameters(nb)
+    defaults = Params().model_dump(mode="json")
+    assert set(values) == set(defaults) | {"output_dir"}
+    for key, value in defaults.items():
+        assert values[key] == value, key
+
+
+def test_no_analysis_logic_in_cells(nb):
+    """Cells call cskit and display; no pandas arithmetic or model fitting lives in the notebook."""
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for banned in ("import pandas", "import numpy", "statsmodels", "lifelines", ".groupby(", ".merge(", ".fit("):
+        assert banned not in source, banned
+
+
+def test_executes_with_papermill_on_a_small_client(tmp_path):
+    import papermill as pm
+
+    from cskit.simulate import simulate_client, write_client
+
+    data = tmp_path / "data"
+    write_client(simulate_client(n_accounts=300, n_months=24, seed=5, mc_paths=0), data)
+    out = tmp_path / "out"
+    executed = out / "nbtest" / "diagnosis.ipynb"
+    executed.parent.mkdir(parents=True)
+    params = Params(client="nbtest", language="en", data=str(data), bootstrap=10).papermill_parameters()
+    pm.execute_notebook(str(NOTEBOOK), str(executed), parameters=params | {"output_dir": str(out)},
+                        kernel_name="python3", progress_bar=False)
+    run = nbformat.read(str(executed), as_version=4)
+    outputs = [o for c in run.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    for heading in ("# Customer-success diagnosis: nbtest", "## 1. Data and quality", "## 2. SaaS metrics",
+                    "## 3. Triggers", "## 4. Improvement potential", "## 5. Health score", "## 6. Methods"):
+        assert heading in text, heading
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6
+    assert (out / "nbtest" / "results" / "drivers.csv").is_file()
