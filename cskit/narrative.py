@@ -298,15 +298,15 @@ def health(
             f"Accounts active now: red {n['red']:,} (below {_num(red)}), yellow {n['yellow']:,}, "
             f"green {n['green']:,} ({_num(green)} and above).",
         ]
-    text += ["", validation_text(validation, language)]
+    text += ["", validation_text(validation, language, labels)]
     return "\n".join(text)
 
 
-def validation_text(v: dict, language: str = "ja") -> str:
+def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None = None) -> str:
     """Out-of-time validation in words: AUC and concordance with intervals, churn by tier, the client's score."""
     ja = language == "ja"
     h = v.get("horizon_months")
-    cut = v.get("cut")
+    cut = pd.Timestamp(v["cut"]).strftime("%Y-%m") if v.get("cut") is not None else "—"
     if v.get("status") != "ok":
         reason = v.get("reason", "")
         return (f"時点外検証はできませんでした（{reason}）。スコアは参考値として扱ってください。" if ja else
@@ -344,7 +344,7 @@ def validation_text(v: dict, language: str = "ja") -> str:
                      f"{diff}: {verdict}.")
     left = [r for r in v.get("left_out_kpis", []) if r.get("left_out")]
     if left:
-        names = ", ".join(r["kpi"] for r in left)
+        names = ("、" if ja else ", ").join(_label(labels or {}, r["kpi"]) for r in left)
         text += (f"\n\n現行スコアがほとんど反映していない（順位相関 |ρ| < 0.2）が、解約と関連して配点の大きいKPI: {names}。"
                  if ja else
                  f"\n\nKPIs that carry points for churn but that the client's score barely moves with (|rho| < 0.2): {names}.")
@@ -397,15 +397,26 @@ def onboarding(check: dict | None, language: str = "ja") -> str:
     return text
 
 
-def touch(table: pd.DataFrame, currency: str = "JPY", language: str = "ja") -> str:
-    """The touch model: accounts and LTV per high / low / tech touch tier."""
+def touch(
+    table: pd.DataFrame,
+    currency: str = "JPY",
+    language: str = "ja",
+    kpis: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """The touch model: accounts, LTV and score per high / low / tech touch tier, plus the median of
+    each KPI in ``kpis`` (e.g. the health score's heaviest) so a tier's profile is visible."""
+    ja = language == "ja"
     names = {"high": ("ハイタッチ", "High touch"), "low": ("ロータッチ", "Low touch"), "tech": ("テックタッチ", "Tech touch")}
-    head = (["区分", "アカウント数", "LTV合計", "LTV中央値", "スコア中央値"] if language == "ja" else
+    kpis = [k for k in (kpis or []) if k in table]
+    head = (["区分", "アカウント数", "LTV合計", "LTV中央値", "スコア中央値"] if ja else
             ["Tier", "Accounts", "Total LTV", "Median LTV", "Median score"])
-    rows = [[names.get(r.touch, (r.touch, r.touch))[0 if language == "ja" else 1], f"{r.n:,}",
-             money(r.ltv_total, currency), money(r.ltv_median, currency), _num(r.score_median)]
-            for r in table.itertuples(index=False)]
-    intro = ("LTVの上位10%をハイタッチ、次の30%をロータッチ、残りをテックタッチとしました。" if language == "ja" else
+    head += [f"{_label(labels or {}, k)}{'（中央値）' if ja else ' (median)'}" for k in kpis]
+    rows = [[names.get(r["touch"], (r["touch"], r["touch"]))[0 if ja else 1], f"{int(r['n']):,}",
+             money(r["ltv_total"], currency), money(r["ltv_median"], currency), _num(r["score_median"])]
+            + [_num(r[k]) for k in kpis]
+            for _, r in table.iterrows()]
+    intro = ("LTVの上位10%をハイタッチ、次の30%をロータッチ、残りをテックタッチとしました。" if ja else
              "High touch = top 10% of accounts by LTV, low touch = the next 30%, tech touch = the rest.")
     return intro + "\n\n" + _table(head, rows)
 
@@ -462,15 +473,21 @@ def survival(medians: pd.DataFrame, logrank: pd.DataFrame, language: str = "ja")
     rows = [[r.group_by, r.group, f"{r.accounts:,}", f"{r.churned:,}", med(r)] for r in medians.itertuples(index=False)]
     text = _table(head, rows)
     for r in logrank.itertuples(index=False):
-        text += ("\n\n" + (f"ログランク検定（{r.group_by}）: p = {_p(r.p_value)}。" if ja else
-                           f"Log-rank test ({r.group_by}): p = {_p(r.p_value)}."))
+        text += ("\n\n" + (f"ログランク検定（{r.group_by}）: {_p('p', r.p_value)}。" if ja else
+                           f"Log-rank test ({r.group_by}): {_p('p', r.p_value)}."))
     return text
 
 
-def _p(p: Any) -> str:
+def _p(name: str, p: Any) -> str:
+    """``p = 0.043`` or ``p < 0.001`` (``name`` is p or q)."""
     if not _finite(p):
-        return "—"
-    return "< 0.001" if float(p) < 0.001 else f"{float(p):.3f}"
+        return f"{name} = —"
+    return f"{name} < 0.001" if float(p) < 0.001 else f"{name} = {float(p):.3f}"
+
+
+def _pv(p: Any) -> str:
+    """A p or q value alone, for a table cell."""
+    return _p("", p).lstrip(" =")
 
 
 def nps_table(nps: pd.DataFrame, language: str = "ja") -> str:
@@ -512,6 +529,12 @@ EFFECT_NAMES = {
 }
 
 
+def outcome_short(outcome: str, language: str = "ja") -> str:
+    names = {"churn": ("解約", "churn"), "renewal": ("更新", "renewal"), "expansion": ("拡大", "expansion")}
+    ja, en = names.get(outcome, (outcome, outcome))
+    return ja if language == "ja" else en
+
+
 def outcome_title(outcome: str, language: str = "ja") -> str:
     ja, en = OUTCOME_NAMES.get(outcome, (outcome, outcome))
     return ja if language == "ja" else en
@@ -548,6 +571,7 @@ def triggers(
     language: str = "ja",
     fdr: str = "Benjamini–Hochberg",
     top: int = 5,
+    warnings: list[str] | None = None,
 ) -> str:
     """Per outcome: events behind it, power, the flagged triggers with effect [interval] and q, or why
     none; then the false-discovery control and the association caveat."""
@@ -564,6 +588,8 @@ def triggers(
     for outcome in ("churn", "renewal", "expansion"):
         body = _outcome_text(outcome, drivers, info, labels, language, top)
         text += ["", f"**{outcome_title(outcome, language)}**", "", body]
+    if warnings:
+        text += ["", "**" + ("モデルに関する注意" if ja else "Model notes") + "**", ""] + [f"- {w}" for w in warnings]
     text += ["", "> " + (
         "これらは観察データにおける関連であり、因果関係を示すものではありません。トリガーは「どこを見るべきか」の手がかりです。"
         if ja else
@@ -578,40 +604,44 @@ def _outcome_text(
     ja = language == "ja"
     row = info.loc[outcome] if outcome in info.index else pd.Series(dtype=object)
     events = row.get("events")
-    status = str(row.get("status", "ok"))
     ev = (f"イベント数 {int(events):,}件。" if ja else f"{int(events):,} events. ") if _finite(events) else ""
-    if status != "ok":
+    if str(row.get("status", "fitted")) not in ("fitted", "ok"):
         reason = row.get("reason", "")
         return ev + (f"推定できません（{reason}）。関連が「ない」という意味ではありません。" if ja else
                      f"Not estimable ({reason}). This does not mean there is no link.")
-    mde = row.get("mde")
+    model = f"{'モデル' if ja else 'Model'}: {row.get('model')}. " if isinstance(row.get("model"), str) else ""
+    mde = row.get("mde_per_sd", row.get("mde"))
     power = ""
     if _finite(mde):
-        power = (f"80%の検出力で検出できる最小の効果は {ratio(mde)} 倍（1SDあたり）です。" if ja else
-                 f"The smallest effect the data can detect with 80% power is {ratio(mde)} per SD. ")
+        power = (f"80%の検出力で検出できる最小の効果は1SDあたり {ratio(mde)} 倍（または {ratio(1 / float(mde))} 倍）です。"
+                 if ja else
+                 f"The smallest effect the data can detect with 80% power is {ratio(mde)} "
+                 f"(or {ratio(1 / float(mde))}) per SD. ")
     d = drivers[drivers["outcome"] == outcome]
     flagged = d[d["trigger"].fillna("").astype(str) != ""].copy()
     flagged["size"] = np.abs(np.log(flagged["effect"].astype(float)))
     flagged = flagged.sort_values("size", ascending=False, kind="stable")
     if flagged.empty:
-        return ev + power + ("FDR調整後に有意なKPIはありませんでした。" if ja else "No KPI is significant after FDR control.")
+        return ev + model + power + (
+            "FDR調整後に有意なKPIはありませんでした。" if ja else "No KPI is significant after FDR control.")
     items = [
         f"**{_label(labels, r.kpi)}** {ratio(r.effect)} [{ratio(r.ci_low)}, {ratio(r.ci_high)}], "
-        f"q = {_p(r.q_value)}, ρ = {float(r.spearman):+.2f}" + (
+        f"{_p('q', r.q_value)}, ρ = {float(r.spearman):+.2f}" + (
             f", {'最も強いラグ' if ja else 'strongest at lag'} {int(r.best_lag)}{'か月' if ja else ' months'}"
             if _finite(r.best_lag) else "")
         for r in flagged.head(top).itertuples(index=False)
     ]
     head = (f"{len(flagged)}個のKPIがトリガーです（効果の大きい順）:" if ja else
             f"{len(flagged)} KPIs are triggers (largest effect first):")
-    return ev + power + head + "\n\n" + "\n".join(f"- {i}" for i in items)
+    return ev + model + power + head + "\n\n" + "\n".join(f"- {i}" for i in items)
 
 
 def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja") -> str:
     """drivers.csv as a readable table: KPI, outcome, effect [interval], q, Spearman, best lag, trigger."""
     head = ["KPI", "結果", "効果 [95%区間]", "q値", "順位相関ρ", "最強ラグ(月)", "トリガー"] if language == "ja" else \
         ["KPI", "Outcome", "Effect [95% interval]", "q", "Spearman rho", "Best lag (months)", "Trigger"]
-    rows = [[_label(labels, r.kpi), r.outcome, _interval(r.effect, r.ci_low, r.ci_high, ratio), _p(r.q_value),
+    rows = [[_label(labels, r.kpi), outcome_short(r.outcome, language),
+             _interval(r.effect, r.ci_low, r.ci_high, ratio), _pv(r.q_value),
              f"{float(r.spearman):+.2f}" if _finite(r.spearman) else "—",
              f"{int(r.best_lag)}" if _finite(r.best_lag) else "—", r.trigger if isinstance(r.trigger, str) else ""]
             for r in drivers.itertuples(index=False)]
@@ -674,3 +704,38 @@ GROUPINGS = {
 def grouping_titles(language: str = "ja") -> dict[str, str]:
     """Chart titles of the survival groupings."""
     return {k: v[0 if language == "ja" else 1] for k, v in GROUPINGS.items()}
+
+
+def notes(messages: list[str] | None, language: str = "ja") -> str:
+    """A stage's warnings as a bullet list under a "Notes" label (empty text when there are none)."""
+    if not messages:
+        return ""
+    return "**" + ("注意" if language == "ja" else "Notes") + "**\n\n" + "\n".join(f"- {m}" for m in messages)
+
+
+
+def kpi_labels(catalogue: dict, language: str = "ja") -> dict[str, str]:
+    """KPI name → label for the report; a label shared by several KPIs (e.g. "サイト訪問数" on the
+    public site, CS site and community) gets its category appended so every row is distinguishable."""
+    from cskit.catalogue import CATEGORIES
+
+    base = {name: k.label(language) for name, k in catalogue.items()}
+    counts = pd.Series(list(base.values())).value_counts()
+    out = {}
+    for name, k in catalogue.items():
+        label = base[name]
+        if counts[label] > 1:
+            category = CATEGORIES.get(k.category, {}).get(language, k.category)
+            label = f"{label}（{category}）" if language == "ja" else f"{label} ({category})"
+        out[name] = label
+    return out
+
+
+def with_labels(table: pd.DataFrame, labels: dict[str, str], by: str = "kpi") -> pd.DataFrame:
+    """``table`` with a ``label`` column from the report's KPI labels (the KPI name where unknown)."""
+    return table.assign(label=[labels.get(k, k) for k in table[by]])
+
+
+def top_kpis(weights: pd.DataFrame, n: int = 3) -> list[str]:
+    """The ``n`` KPIs with the most health-score points (ties in table order)."""
+    return weights.sort_values("points", ascending=False, kind="stable")["kpi"].head(n).tolist()

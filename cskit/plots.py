@@ -45,6 +45,9 @@ TEXT = {
     "revenue_churn_rate_remaining_base": {"ja": "収益解約率（残存MRR基準）", "en": "Revenue churn rate (remaining MRR)"},
     "gross_revenue_churn": {"ja": "グロス収益解約率", "en": "Gross revenue churn"},
     "net_revenue_churn": {"ja": "ネット収益解約率", "en": "Net revenue churn"},
+    "red": {"ja": "赤", "en": "Red"},
+    "yellow": {"ja": "黄", "en": "Yellow"},
+    "green": {"ja": "緑", "en": "Green"},
     "predicted": {"ja": "予測解約確率", "en": "Predicted churn probability"},
     "observed": {"ja": "実際の解約率", "en": "Observed churn rate"},
     "perfect": {"ja": "完全な較正", "en": "Perfect calibration"},
@@ -80,9 +83,20 @@ def _ax(ax: Axes | None, size: tuple[float, float] = (8, 4.5)) -> Axes:
     return ax
 
 
-def _thousands(ax: Axes, axis: str = "y") -> None:
-    fmt = mticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
+def _thousands(ax: Axes, axis: str = "y", language: str = "ja") -> None:
+    fmt = mticker.FuncFormatter(lambda v, _: compact(v, language))
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+
+
+def compact(value: float, language: str = "ja") -> str:
+    """Short tick label of an amount: 1.2億 / 3,400万 in Japanese, 120M / 34K in English."""
+    v = float(value)
+    units = ((1e8, "億"), (1e4, "万")) if language == "ja" else ((1e9, "B"), (1e6, "M"), (1e3, "K"))
+    for size, unit in units:
+        if abs(v) >= size:
+            x = v / size
+            return f"{x:,.0f}{unit}" if abs(x) >= 100 else f"{x:.3g}{unit}"
+    return f"{v:,.0f}"
 
 
 def _month_labels(months: pd.Series) -> list[str]:
@@ -118,7 +132,7 @@ def mrr_bridge(
             up += values
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(f"{t('mrr', language)} ({currency})")
-    _thousands(ax)
+    _thousands(ax, "y", language)
     labels = _month_labels(data[month])
     step = max(1, len(labels) // 12)
     ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right")
@@ -128,7 +142,7 @@ def mrr_bridge(
                  label=t(total, language))
         ax2.set_ylabel(f"{t(total, language)} ({currency})")
         ax2.grid(False)
-        _thousands(ax2)
+        _thousands(ax2, "y", language)
         handles, names = ax.get_legend_handles_labels()
         h2, n2 = ax2.get_legend_handles_labels()
         ax.legend(handles + h2, names + n2, **BELOW)
@@ -274,7 +288,7 @@ def forest(
     ax.set_ylim(-0.7, len(d) - 0.3)
     ax.set_xlabel(xlabel or t("effect", language))
     if len(d):
-        ax.legend(fontsize="small", loc="lower right")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 
@@ -309,7 +323,7 @@ def interval_bars(
     ax.set_yticks(y, d[label].astype(str).tolist())
     ax.set_ylim(-0.7, len(d) - 0.3)
     ax.set_xlabel(f"{xlabel or t(value, language)} ({currency})")
-    _thousands(ax, "x")
+    _thousands(ax, "x", language)
     return ax
 
 
@@ -353,7 +367,7 @@ def tier_bars(
     if low and high and low in d and high in d:
         err = np.vstack([v - d[low].to_numpy(dtype=float), d[high].to_numpy(dtype=float) - v])
         ax.errorbar(x, v, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=4)
-    ax.set_xticks(x, d[tier].astype(str).tolist())
+    ax.set_xticks(x, [t(str(k), language) for k in d[tier]])
     ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
     ax.set_xlabel(t(tier, language))
     ax.set_ylabel(t(rate, language))

@@ -95,9 +95,12 @@ def _drivers() -> tuple[pd.DataFrame, pd.DataFrame]:
          "q_value": 0.3, "spearman": 0.05, "best_lag": 3, "trigger": "", "direction": "+"},
     ])
     o = pd.DataFrame([
-        {"outcome": "churn", "events": 120, "status": "ok", "mde": 1.31, "reason": ""},
-        {"outcome": "renewal", "events": 8, "status": "not_estimable", "mde": np.nan, "reason": "8 events < 20"},
-        {"outcome": "expansion", "events": 60, "status": "ok", "mde": 1.45, "reason": ""},
+        {"outcome": "churn", "model": "cloglog GLM", "events": 120, "status": "fitted", "mde_per_sd": 1.25,
+         "reason": ""},
+        {"outcome": "renewal", "model": "GEE", "events": 8, "status": "not estimable", "mde_per_sd": np.nan,
+         "reason": "8 events < 20"},
+        {"outcome": "expansion", "model": "logit GLM", "events": 60, "status": "fitted", "mde_per_sd": 1.45,
+         "reason": ""},
     ])
     return d, o
 
@@ -105,18 +108,21 @@ def _drivers() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_triggers_text_states_events_power_fdr_and_caveat():
     d, o = _drivers()
     labels = {"login_days": "Login days", "csat": "Customer satisfaction"}
-    text = N.triggers(d, o, labels, alpha=0.05, language="en")
+    text = N.triggers(d, o, labels, alpha=0.05, language="en", warnings=["KPI x was never measured."])
     assert "Benjamini–Hochberg" in text and "q < 0.05" in text
     churn = text.split("**RT (Retention Trigger): churn**")[1].split("**CRTT")[0]
-    assert "120 events" in churn and "1.31 per SD" in churn
+    assert "120 events" in churn and "Model: cloglog GLM" in churn
+    assert "1.25 (or 0.80) per SD" in churn
     assert "2 KPIs are triggers" in churn
     # ordered by |log effect|: 0.5 (|log| 0.69) before 1.5 (0.41)
-    assert churn.index("**Login days** 0.50 [0.40, 0.62]") < churn.index("**Customer satisfaction** 1.50 [1.20, 1.90]")
+    assert churn.index("**Login days** 0.50 [0.40, 0.62], q < 0.001, ρ = -0.21, strongest at lag 2 months") < \
+        churn.index("**Customer satisfaction** 1.50 [1.20, 1.90], q = 0.004")
     assert "faq_views" not in churn
     renewal = text.split("**CRTT")[1].split("**UCT")[0]
     assert "Not estimable (8 events < 20)" in renewal and "does not mean there is no link" in renewal
     assert "No KPI is significant after FDR control" in text.split("**UCT")[1]
     assert "not proven causes" in text
+    assert "- KPI x was never measured." in text
 
 
 def test_forest_rows_flag_and_order():
@@ -148,10 +154,12 @@ def test_validation_text_compares_client_score():
                           "auc_difference": {"ours_minus_client": 0.18, "ci_low": 0.08, "ci_high": 0.28}},
          "left_out_kpis": [{"kpi": "login_days", "left_out": True}, {"kpi": "csat", "left_out": False}]}
     text = N.validation_text(v, "en")
+    assert "fitted on data up to 2025-06, the 400 accounts" in text
     assert "AUC 0.78 [0.72, 0.84]" in text and "concordance 0.75" in text and "(60 churned)" in text
     assert "red 40.0% [28.0%, 54.0%]" in text
     assert "+0.18 [+0.08, +0.28]: the data-driven score predicts churn better" in text
     assert "(|rho| < 0.2): login_days." in text
+    assert "(|rho| < 0.2): Login days." in N.validation_text(v, "en", {"login_days": "Login days"})
     assert "could not be validated" in N.validation_text({"status": "not_estimable", "reason": "no churn"}, "en")
 
 
@@ -174,7 +182,7 @@ def test_survival_medians_not_reached():
     text = N.survival(med, lr, "en")
     assert "| all | all | 100 | 30 | 18 months [14 months, not reached] |" in text
     assert "| segment | SMB | 50 | 5 | not reached |" in text
-    assert "Log-rank test (segment): p = < 0.001." in text
+    assert "Log-rank test (segment): p < 0.001." in text
 
 
 @pytest.mark.parametrize("language", ["ja", "en"])
@@ -183,3 +191,32 @@ def test_methods_fill_in_the_run_settings(language):
     text = N.methods(p, language)
     for s in ("0.1", "15%", "321", "7"):
         assert s in text
+
+
+def test_drivers_table_localises_outcomes_and_q():
+    d, _ = _drivers()
+    text = N.drivers_table(d, {"login_days": "ログイン日数"}, "ja")
+    assert "| ログイン日数 | 解約 | 0.50 [0.40, 0.62] | < 0.001 | -0.21 | 2 | RT |" in text
+    assert "| faq_views | 解約 | 1.05 [0.90, 1.20] | 0.600 | +0.01 | 0 |  |" in text
+
+
+def test_kpi_labels_are_unique():
+    from cskit.catalogue import DEFAULT_CATALOGUE
+
+    for language in ("ja", "en"):
+        labels = N.kpi_labels(DEFAULT_CATALOGUE, language)
+        assert len(set(labels.values())) == len(labels)
+    assert N.kpi_labels(DEFAULT_CATALOGUE, "ja")["cs_site_visits"] == "サイト訪問数（CSサイト訪問）"
+    assert N.kpi_labels(DEFAULT_CATALOGUE, "ja")["login_days"] == "ログイン日数"
+
+
+def test_touch_table_with_tier_kpis():
+    t = pd.DataFrame([{"touch": "high", "n": 10, "ltv_total": 5e6, "ltv_median": 4.5e5, "score_median": 71.0,
+                       "login_days": 20.0},
+                      {"touch": "tech", "n": 60, "ltv_total": 1e6, "ltv_median": 1.5e4, "score_median": 50.5,
+                       "login_days": 8.5}])
+    w = pd.DataFrame({"kpi": ["csat", "login_days"], "points": [20, 80]})
+    text = N.touch(t, "JPY", "en", kpis=N.top_kpis(w, 1), labels={"login_days": "Login days"})
+    assert "| Tier | Accounts | Total LTV | Median LTV | Median score | Login days (median) |" in text
+    assert "| High touch | 10 | ¥5,000,000 | ¥450,000 | 71 | 20 |" in text
+    assert "| Tech touch | 60 | ¥1,000,000 | ¥15,000 | 50.5 | 8.5 |" in text

@@ -91,6 +91,14 @@ def test_mrr_bridge_draws_losses_below_zero():
     plt.close(ax.figure)
 
 
+def test_compact_amounts():
+    assert plots.compact(123_000_000, "ja") == "1.23億"
+    assert plots.compact(34_000_000, "ja") == "3,400万"
+    assert plots.compact(-2_500_000, "en") == "-2.5M"
+    assert plots.compact(999, "en") == "999"
+    assert plots.compact(0, "ja") == "0"
+
+
 def test_rate_lines(outdir):
     d = pd.DataFrame({
         "month": list(MONTHS) * 2,
