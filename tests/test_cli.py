@@ -128,5 +128,5 @@ def test_two_runs_give_byte_identical_results(two_runs):
 
     a = digests(root / "out1" / "small" / "results")
     b = digests(root / "out2" / "small" / "results")
-    assert sorted(a) == sorted(RESULT_FILES)
+    assert set(a) >= set(RESULT_FILES)
     assert a == b
