@@ -1,0 +1,594 @@
+"""Triggers: which KPIs go with churn (RT), contract continuation (CRTT) and expansion (UCT).
+
+One multivariable model per outcome on the account × month panel, every KPI at month t − lag
+(``contract_months`` at t: it is the tenure adjustment), adjusted for segment and contract type
+(design and GLM from :mod:`cskit.models`):
+
+- churn (RT): discrete-time hazard, binomial GLM with the cloglog link on at-risk account-months;
+  exp(β) is a hazard ratio per +1 SD.
+- renewal (CRTT): 1 − churn on the same decisions (every month for monthly contracts, anniversaries
+  for annual ones), a logit GEE clustered by account with an exchangeable working correlation
+  (:func:`fit_gee`), falling back to the independence structure when it does not converge; exp(β) is
+  the odds ratio of renewing per +1 SD, with cluster-robust (sandwich) intervals.
+- expansion (UCT): expansion or cross-sell in month t, binomial GLM with the logit link on paying,
+  non-churning account-months after the first; exp(β) is an odds ratio per +1 SD.
+
+Per KPI × outcome: effect, 95% interval, Wald p, Benjamini–Hochberg q within the outcome, Spearman
+correlation on the model rows, best lead–lag (0–6 months: the lag with the largest |score z|), the
+trigger flag (q < alpha) and the direction. Each outcome states its events and the smallest effect
+per SD it could detect at 80% power; below :data:`MIN_EVENTS` it is not fitted. The choices, in plain
+words with references, are in ``docs/methods/drivers.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.stats import norm, rankdata
+from statsmodels.stats.multitest import multipletests
+
+from cskit.errors import CskitError
+from cskit.models import (
+    MAX_MISSING,
+    Design,
+    GLMResult,
+    Transform,
+    design_matrix,
+    kpi_transforms,
+    lagged_kpis,
+)
+from cskit.panel import add_lags
+from cskit.params import Params
+
+OUTCOMES = ("churn", "renewal", "expansion")
+TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
+LINK = {"churn": "cloglog", "renewal": "logit", "expansion": "logit"}
+MODEL = {
+    "churn": "discrete-time hazard: binomial GLM, cloglog link (hazard ratio)",
+    "renewal": "GEE, logit link, clustered by account (odds ratio of renewal)",
+    "expansion": "binomial GLM, logit link (odds ratio)",
+}
+MIN_EVENTS = 20
+MAX_LEAD_LAG = 6
+MAX_R2 = 0.9
+POWER = 0.8
+GEE_SE_RATIO = 10.0
+TENURE = "contract_months"
+TABLE_COLUMNS = [
+    "kpi", "outcome", "effect", "ci_low", "ci_high", "p_value", "q_value", "spearman", "best_lag", "trigger",
+    "direction",
+]
+OUTCOME_COLUMNS = ["outcome", "model", "events", "rows", "accounts", "mde_per_sd", "status", "reason"]
+
+
+@dataclass
+class Triggers:
+    """The triggers of one client.
+
+    - ``table``: drivers.csv, one row per KPI × outcome (columns :data:`TABLE_COLUMNS`).
+    - ``outcomes``: one row per outcome (columns :data:`OUTCOME_COLUMNS`); ``mde_per_sd`` is the
+      ratio (HR/OR, > 1) the model could detect at 80% power; its inverse is the protective one.
+    - ``details``: the table plus ``coef`` (log effect), ``se``, ``z``, ``mde_per_sd``, ``rows`` (model
+      rows with the KPI measured), ``transform`` (identity | log1p) and ``note`` (why an effect is empty).
+    - ``lead_lag``: kpi, outcome, lag, z: the score z of the KPI at t − lag (0–6) in the model of the
+      outcome on tenure, segment and contract type (the 連動性 chart).
+    - ``transforms``: kpi, transform, mean, sd (of the transformed value: "per SD" means per this SD).
+    - ``warnings``: what happened and what to do, one sentence each.
+    """
+
+    table: pd.DataFrame
+    outcomes: pd.DataFrame
+    details: pd.DataFrame
+    lead_lag: pd.DataFrame
+    transforms: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    def flagged(self, outcome: str | None = None) -> pd.DataFrame:
+        """The flagged rows (trigger set), optionally for one outcome, strongest first."""
+        t = self.table[self.table["trigger"] != ""]
+        if outcome is not None:
+            t = t[t["outcome"] == outcome]
+        return t.assign(_s=np.abs(np.log(t["effect"]))).sort_values(
+            ["outcome", "_s"], ascending=[True, False], kind="stable"
+        ).drop(columns="_s")
+
+    def write(self, results_dir: str | Path) -> None:
+        """Write ``drivers.csv`` and ``drivers_outcomes.csv`` (fixed float format, no timestamps)."""
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(results_dir / "drivers.csv", index=False, float_format="%.6g", lineterminator="\n")
+        self.outcomes.to_csv(
+            results_dir / "drivers_outcomes.csv", index=False, float_format="%.6g", lineterminator="\n"
+        )
+
+
+def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Triggers:
+    """RT / CRTT / UCT triggers of ``kpis`` on ``panel`` (see the module docstring for the models)."""
+    _check_columns(panel, kpis)
+    lag = params.kpi_lag_months
+    kpis = list(dict.fromkeys(kpis))
+    model_kpis = [TENURE, *[k for k in kpis if k != TENURE]]
+    transforms = kpi_transforms(panel, model_kpis)
+    warnings: list[str] = []
+    never = [k for k in kpis if not panel[k].notna().any()]
+    rows_out, outcomes_out, lead_lag, dropped = [], [], [], {}
+    for outcome in OUTCOMES:
+        rows, y = outcome_rows(panel, outcome, lag)
+        result = _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings)
+        rows_out.append(result["rows"])
+        outcomes_out.append(result["outcome"])
+        lead_lag.append(result["lead_lag"])
+        for k, reason in result["dropped"].items():
+            dropped.setdefault((k, "never measured" if k in never else reason), []).append(outcome)
+    warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis)
+    details = pd.concat(rows_out, ignore_index=True)
+    details = _add_q_and_flags(details, params.alpha)
+    table = details[TABLE_COLUMNS].reset_index(drop=True)
+    return Triggers(
+        table=table,
+        outcomes=pd.DataFrame(outcomes_out, columns=OUTCOME_COLUMNS),
+        details=details,
+        lead_lag=pd.concat(lead_lag, ignore_index=True),
+        transforms=_transform_frame(transforms, kpis),
+        warnings=warnings,
+    )
+
+
+def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model rows (boolean mask over the panel) and the 0/1 outcome on them.
+
+    Rows need month t − lag inside the contract (tenure ≥ lag): an event is explained only by KPIs
+    measured before it. churn / renewal: at-risk rows (every month of a monthly contract, the
+    anniversaries of an annual one, the churn month); expansion: months after the first with MRR
+    the month before and no churn, outcome expansion or cross-sell.
+    """
+    tenure = panel["tenure"].to_numpy()
+    history = tenure >= lag
+    churn = panel["churn"].to_numpy().astype(bool)
+    if outcome in ("churn", "renewal"):
+        rows = panel["at_risk"].to_numpy().astype(bool) & history
+        y = churn if outcome == "churn" else ~churn
+    elif outcome == "expansion":
+        rows = (tenure > 0) & (panel["mrr_prev"].to_numpy() > 0) & ~churn & history
+        y = (panel["expansion"].to_numpy() > 0) | (panel["cross_sell"].to_numpy() > 0)
+    else:
+        raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+    return rows, y[rows].astype("float64")
+
+
+def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
+    need = ["account_id", "tenure", "churn", "at_risk", "mrr_prev", "expansion", "cross_sell", TENURE]
+    missing = [c for c in [*need, *kpis] if c not in panel.columns]
+    if missing:
+        raise CskitError(
+            f"The panel lacks the column(s) {', '.join(missing)} needed for the triggers. "
+            "Build it with cskit.panel.build_panel and pass KPI names from cskit.panel.kpi_columns."
+        )
+
+
+def _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings) -> dict:
+    """Fit one outcome's model; return its KPI rows, its outcome row, lead–lag z and dropped KPIs."""
+    lag, link = params.kpi_lag_months, LINK[outcome]
+    events = int(min(y.sum(), len(y) - y.sum()))
+    accounts = int(panel.loc[rows, "account_id"].nunique())
+    info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
+            "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
+    raw = lagged_kpis(panel, kpis, lag).to_numpy()[rows]
+    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(raw).sum(axis=0)})
+    base["spearman"] = spearman_columns(raw, y)
+    base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
+    lead_lag = pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
+    if events < MIN_EVENTS:
+        what = "non-renewals" if outcome == "renewal" else f"{outcome} events"
+        info.update(status="not estimable", reason=(
+            f"only {events} {what} on {info['rows']} rows (< {MIN_EVENTS}): too few to estimate effects; "
+            "a missing trigger here says nothing"))
+        warnings.append(
+            f"Outcome {outcome} ({TRIGGER[outcome]}): only {events} {what} (< {MIN_EVENTS}), so no model "
+            "was fitted and no trigger can be flagged. Add more months or accounts before reading this outcome."
+        )
+        base["best_lag"] = np.nan
+        return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
+
+    lead_lag = lead_lag_scores(panel, outcome, kpis, transforms, params)
+    base["best_lag"] = _best_lag(lead_lag, kpis)
+    z_now = score_z(panel, rows, y, link, [k for k in model_kpis if k != TENURE and k in transforms],
+                    lag, transforms)
+    order = [TENURE, *sorted(z_now, key=lambda k: -abs(z_now[k]))]
+    design = design_matrix(panel, rows, order + [k for k in model_kpis if k not in order], lag, transforms)
+    design = prune_dependent(design)
+    fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
+    coef, se = fit["coef"], fit["se"]
+    est = pd.DataFrame({"kpi": design.kpis, "coef": coef[design.kpi_slice()], "se": se[design.kpi_slice()]})
+    crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
+    kept_se = est.loc[est["kpi"].isin(kpis), "se"]
+    info["mde_per_sd"] = float(np.exp(crit * kept_se.median())) if len(kept_se) else np.nan
+    info["model"] = fit["model"]
+    out = base.merge(est, on="kpi", how="left")
+    out["note"] = [design.dropped.get(k, "") for k in kpis]
+    out["z"] = out["coef"] / out["se"]
+    out["p_value"] = 2 * norm.sf(np.abs(out["z"]))
+    out["effect"] = np.exp(out["coef"])
+    out["ci_low"] = np.exp(out["coef"] - norm.ppf(0.975) * out["se"])
+    out["ci_high"] = np.exp(out["coef"] + norm.ppf(0.975) * out["se"])
+    out["mde_per_sd"] = np.exp(crit * out["se"])
+    dropped = {k: r for k, r in design.dropped.items() if k in kpis}
+    return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped}
+
+
+def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
+    """Drop KPIs that are (near-)linear combinations of KPIs kept before them.
+
+    :func:`cskit.models.design_matrix` drops a KPI that travels with *one* other (|r| > 0.9); a KPI
+    can also be the sum or mix of several (licenses = licenses_basic + licenses_pro). In the design's
+    KPI order, each KPI is regressed on the intercept, the adjustments and the KPIs kept so far; it is
+    dropped when R² > ``max_r2`` (variance inflation > 10), naming the kept KPIs that carry it.
+    """
+    X, names = design.X, design.names
+    n_kpi = len(design.kpis)
+    kpi_cols = list(range(1, 1 + n_kpi))
+    kept = [0, *range(1 + n_kpi, X.shape[1])]
+    G = X.T @ X
+    mean = X.mean(axis=0)
+    dropped = dict(design.dropped)
+    for j in kpi_cols:
+        if names[j] == TENURE:
+            kept.append(j)
+            continue
+        b = np.linalg.lstsq(G[np.ix_(kept, kept)], G[kept, j], rcond=None)[0]
+        tss = G[j, j] - len(X) * mean[j] ** 2
+        r2 = 1 - (G[j, j] - G[kept, j] @ b) / tss if tss > 0 else 1.0
+        if r2 <= max_r2:
+            kept.append(j)
+            continue
+        partners = sorted(
+            ((abs(c), names[s]) for c, s in zip(b, kept) if 1 <= s <= n_kpi), reverse=True
+        )[:3]
+        dropped[names[j]] = (
+            f"a near-linear combination of {', '.join(p for _, p in partners)} (R² = {r2:.2f}): "
+            "its effect cannot be separated from theirs"
+        )
+    keep = sorted(kept)
+    kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
+    return Design(X[:, keep], [names[j] for j in keep], kpis, {k: design.transforms[k] for k in kpis},
+                  design.adjust_levels, dropped)
+
+
+def _empty_effects(base: pd.DataFrame, note: str) -> pd.DataFrame:
+    out = base.copy()
+    for c in ("coef", "se", "z", "p_value", "effect", "ci_low", "ci_high", "mde_per_sd"):
+        out[c] = np.nan
+    out["note"] = note
+    return out
+
+
+def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnings: list[str]) -> dict:
+    """Fit the outcome's model on ``design``; warn on non-convergence (GEE: fall back to independence)."""
+    if outcome != "renewal":
+        fit = fit_glm(y, design.X, link=LINK[outcome], names=design.names)
+        if not fit.converged:
+            warnings.append(
+                f"The {outcome} model did not converge in {fit.iterations} iterations (a KPI may separate "
+                "the outcome perfectly); its effects and intervals are unreliable. Look for a KPI that is "
+                "only recorded for accounts with the event and drop it from the kpis table."
+            )
+        return {"coef": fit.coef, "se": fit.se, "model": MODEL[outcome]}
+    exch = fit_gee(y, design.X, groups, "exchangeable")
+    indep = fit_gee(y, design.X, groups, "independence")
+    problem = _gee_problem(exch, indep)
+    if problem is None:
+        return {"coef": exch.coef, "se": exch.se, "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}"}
+    warnings.append(
+        f"The renewal (CRTT) GEE with an exchangeable working correlation {problem}; it was refitted with "
+        "the independence working correlation (still clustered by account, robust intervals). The effects "
+        "stay valid; they may be a little less precise."
+    )
+    return {"coef": indep.coef, "se": indep.se, "model": MODEL[outcome] + "; independence (fallback)"}
+
+
+def _gee_problem(exch: "GEEResult", indep: "GEEResult") -> str | None:
+    if not exch.converged:
+        return f"did not converge in {exch.iterations} iterations"
+    if not np.all(np.isfinite(exch.se)) or not np.isfinite(exch.rho):
+        return "gave non-finite standard errors"
+    if not -1 / max(exch.max_cluster - 1, 1) < exch.rho < 1:
+        return f"gave an impossible correlation (rho = {exch.rho:.3f})"
+    ratio = np.max(exch.se[1:] / indep.se[1:]) if len(exch.se) > 1 else 1.0
+    if ratio > GEE_SE_RATIO:
+        return f"gave standard errors up to {ratio:.0f} times those of the independence fit"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binomial GLM (cloglog / logit) by Newton–Raphson with step halving
+# ---------------------------------------------------------------------------------------------------
+
+
+def fit_glm(
+    y: np.ndarray, X: np.ndarray, link: str = "cloglog", names: list[str] | None = None,
+    max_iter: int = 100, tol: float = 1e-10,
+) -> GLMResult:
+    """Maximum-likelihood binomial GLM; returns :class:`cskit.models.GLMResult` (covariance = inverse
+    expected information).
+
+    Fisher scoring from the intercept-only fit; a step that lowers the log-likelihood is halved until
+    it does not (a full cloglog step from the null can overshoot into the flat region where it never
+    comes back). Stops when the log-likelihood changes by less than ``tol`` (relative).
+    """
+    y = np.asarray(y, dtype="float64")
+    n, p = X.shape
+    ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    beta = np.zeros(p)
+    beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
+    ll = _loglik(y, X @ beta, link)
+    converged, it = False, 0
+    for it in range(1, max_iter + 1):
+        mu, d = _mean_and_slope(X @ beta, link)
+        v = mu * (1 - mu)
+        step = _solve((X.T * (d * d / v)) @ X, X.T @ ((y - mu) * d / v))
+        t, ll_new = 1.0, -np.inf
+        while t > 1e-8:
+            ll_new = _loglik(y, X @ (beta + t * step), link)
+            if ll_new >= ll - 1e-12 * abs(ll):
+                break
+            t /= 2
+        if ll_new < ll - 1e-12 * abs(ll):
+            break
+        beta = beta + t * step
+        done = abs(ll_new - ll) < tol * (abs(ll) + 1)
+        ll = ll_new
+        if done:
+            converged = True
+            break
+    mu, d = _mean_and_slope(X @ beta, link)
+    cov = _inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
+    return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)
+
+
+def _mean_and_slope(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean μ (clipped inside (0, 1)) and dμ/dη for the cloglog or logit link."""
+    if link == "cloglog":
+        eta = np.clip(eta, -40, 3.5)
+        e = np.exp(eta)
+        mu, d = -np.expm1(-e), np.exp(eta - e)
+    else:
+        mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
+        d = mu * (1 - mu)
+    return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
+
+
+def _loglik(y: np.ndarray, eta: np.ndarray, link: str) -> float:
+    mu, _ = _mean_and_slope(eta, link)
+    return float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# GEE (logit link) for repeated binary decisions per account
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GEEResult:
+    """A logit GEE fit: coefficients, robust (sandwich) and naive covariances, working correlation."""
+
+    coef: np.ndarray
+    cov: np.ndarray
+    cov_naive: np.ndarray
+    rho: float
+    structure: str
+    converged: bool
+    iterations: int
+    max_cluster: int
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+
+def fit_gee(
+    y: np.ndarray, X: np.ndarray, groups: np.ndarray, structure: str = "exchangeable",
+    max_iter: int = 100, tol: float = 1e-7,
+) -> GEEResult:
+    """Binomial GEE with the logit link, clustered by ``groups`` (Liang & Zeger 1986).
+
+    The same estimator as statsmodels' ``GEE(..., Binomial(), Exchangeable())`` (scale fixed at 1 for
+    the binomial, ρ by the moment estimator with ddof = number of columns, robust sandwich covariance
+    without small-sample correction), written with cluster sums so it runs on millions of rows: for an
+    exchangeable R, R⁻¹ = (I − c 11ᵀ)/(1 − ρ) with c = ρ/(1 − ρ + nρ). ``structure="independence"``
+    fixes ρ = 0: the logistic GLM with cluster-robust standard errors.
+    """
+    y = np.asarray(y, dtype="float64")
+    codes, sizes = _cluster_codes(groups)
+    S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
+    n, p = X.shape
+    pairs = float((sizes * (sizes - 1) / 2).sum())
+    beta = fit_glm(y, X, link="logit").coef
+    rho, converged, it = 0.0, False, 0
+    for it in range(1, max_iter + 1):
+        r, G = _pearson(y, X, beta)
+        if structure == "exchangeable" and pairs > p:
+            phi = float(r @ r) / (n - p)
+            rs = S @ r
+            rho = float(((rs * rs).sum() - r @ r) / 2 / phi / (pairs - p))
+        c = rho / (1 - rho + sizes * rho)
+        Gs = S @ G
+        score = (G.T @ r - Gs.T @ (c * (S @ r))) / (1 - rho)
+        info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+        step = _solve(info, score)
+        beta = beta + step
+        if not np.all(np.isfinite(beta)):
+            break
+        if np.max(np.abs(step) / (1 + np.abs(beta))) < tol:
+            converged = True
+            break
+    r, G = _pearson(y, X, beta)
+    c = rho / (1 - rho + sizes * rho)
+    Gs = S @ G
+    info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+    u = (S @ (G * r[:, None]) - Gs * (c * (S @ r))[:, None]) / (1 - rho)
+    bread = _inverse(info)
+    cov = bread @ (u.T @ u) @ bread
+    return GEEResult(beta, cov, bread, rho, structure, converged, it, int(sizes.max()))
+
+
+def _cluster_codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    return codes, np.bincount(codes).astype("float64")
+
+
+def _pearson(y: np.ndarray, X: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson residuals and the standardised derivative rows A^{-1/2} D for the logit link."""
+    mu = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -40, 40)))
+    sd = np.sqrt(np.clip(mu * (1 - mu), 1e-15, None))
+    return (y - mu) / sd, X * sd[:, None]
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _inverse(a: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Score tests: lead–lag and the order of collinearity pruning
+# ---------------------------------------------------------------------------------------------------
+
+
+def score_z(
+    panel: pd.DataFrame, rows: np.ndarray, y: np.ndarray, link: str, kpis: list[str], lag: int,
+    transforms: dict[str, Transform], base_fit: tuple | None = None,
+) -> dict[str, float]:
+    """Rao score z of each KPI at t − ``lag``, added alone to the model of ``y`` on tenure, segment and
+    contract type (fitted once on ``rows``). Missing KPI values are set to the mean (z = 0), as in the
+    main model. The sign is the direction of the association; z² is the score chi-square.
+    """
+    X0, mu, d = base_fit if base_fit is not None else _base_fit(panel, rows, y, link, transforms)
+    raw = add_lags(panel, kpis, lag).to_numpy()[rows]
+    Z = np.column_stack([transforms[k].forward(raw[:, j]) for j, k in enumerate(kpis)]) if kpis else raw
+    Z = np.where(np.isfinite(Z), Z, 0.0)
+    v = np.clip(mu * (1 - mu), 1e-15, None)
+    w = d * d / v
+    U = Z.T @ ((y - mu) * d / v)
+    A = (X0.T * w) @ Z
+    info0 = (X0.T * w) @ X0
+    var = (Z * Z * w[:, None]).sum(axis=0) - (A * _solve(info0, A)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(var > 1e-12 * len(y), U / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
+    return dict(zip(kpis, z.tolist()))
+
+
+def _base_fit(panel, rows, y, link, transforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X0 = design_matrix(panel, rows, [TENURE], 0, transforms, prune=False).X
+    fit = fit_glm(y, X0, link=link)
+    mu, d = _mean_and_slope(X0 @ fit.coef, link)
+    return X0, mu, d
+
+
+def lead_lag_scores(
+    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], params: Params
+) -> pd.DataFrame:
+    """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
+    every lag is observed and the |z| are comparable). ``contract_months`` has no lead–lag (it is the
+    tenure itself): it is left out.
+    """
+    rows, y = outcome_rows(panel, outcome, MAX_LEAD_LAG)
+    use = [k for k in kpis if k != TENURE and k in transforms]
+    frame = pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
+    if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
+        return frame
+    base = _base_fit(panel, rows, y, LINK[outcome], transforms)
+    parts = []
+    for lag in range(MAX_LEAD_LAG + 1):
+        z = score_z(panel, rows, y, LINK[outcome], use, lag, transforms, base_fit=base)
+        parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": list(z.values())}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _best_lag(lead_lag: pd.DataFrame, kpis: list[str]) -> list[float]:
+    """Lag (0–6) with the largest |z|; NaN when there is none or |z| does not depend on the lag
+    (a static KPI), ties to the shortest lag."""
+    out = []
+    for k in kpis:
+        z = lead_lag.loc[lead_lag["kpi"] == k, "z"].to_numpy(dtype="float64")
+        if len(z) == 0 or not np.isfinite(z).any() or np.ptp(np.abs(z[np.isfinite(z)])) < 1e-9:
+            out.append(np.nan)
+        else:
+            out.append(float(np.nanargmax(np.abs(z))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Spearman, multiple testing, warnings
+# ---------------------------------------------------------------------------------------------------
+
+
+def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each column of ``X`` with ``y`` over the rows where the column is
+    measured (average ranks for ties, i.e. Pearson on ranks; NaN when either side is constant)."""
+    out = np.full(X.shape[1], np.nan)
+    for j in range(X.shape[1]):
+        ok = np.isfinite(X[:, j])
+        if ok.sum() < 3:
+            continue
+        a, b = rankdata(X[ok, j]), rankdata(y[ok])
+        a, b = a - a.mean(), b - b.mean()
+        denom = np.sqrt((a @ a) * (b @ b))
+        out[j] = (a @ b) / denom if denom > 0 else np.nan
+    return out
+
+
+def _add_q_and_flags(details: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Benjamini–Hochberg q within each outcome over the KPIs with a p-value (NaN p stays NaN q)."""
+    d = details.copy()
+    d["q_value"] = np.nan
+    for outcome in OUTCOMES:
+        ok = (d["outcome"] == outcome) & d["p_value"].notna()
+        if ok.any():
+            d.loc[ok, "q_value"] = multipletests(d.loc[ok, "p_value"].to_numpy(), method="fdr_bh")[1]
+    flagged = d["q_value"] < alpha
+    d["trigger"] = np.where(flagged, d["outcome"].map(TRIGGER), "")
+    d["direction"] = np.where(d["coef"] > 0, "+", np.where(d["coef"] < 0, "-", ""))
+    d["best_lag"] = d["best_lag"].astype("Float64").astype("Int64")
+    return d
+
+
+def _dropped_warnings(dropped: dict[tuple[str, str], list[str]]) -> list[str]:
+    out = []
+    for (k, reason), outcomes in dropped.items():
+        where = ", ".join(outcomes)
+        if reason.startswith("collinear"):
+            fix = "To tell them apart, keep only one of the two in the kpis table or combine them."
+        elif reason.startswith("missing"):
+            fix = (f"KPIs missing in more than {MAX_MISSING:.0%} of the rows are left out; fill the column "
+                   "in the kpis table or leave it out.")
+        else:
+            fix = "Check the column in the kpis table."
+        out.append(f"KPI '{k}' was left out of the {where} model(s): {reason}. {fix}")
+    return out
+
+
+def _transform_warnings(transforms: dict[str, Transform], kpis: list[str]) -> list[str]:
+    logged = [k for k in kpis if k in transforms and transforms[k].kind == "log1p" and k != TENURE]
+    if not logged:
+        return []
+    return [
+        f"{len(logged)} KPI(s) are heavily skewed (skewness > 2): {', '.join(logged)}. They are modelled as "
+        "log(1 + value), so their effects are per SD of log(1 + value); read +1 SD as roughly 'multiplied "
+        "by a constant factor'. No action needed."
+    ]
+
+
+def _transform_frame(transforms: dict[str, Transform], kpis: list[str]) -> pd.DataFrame:
+    rows = [{"kpi": k, "transform": t.kind, "mean": t.mean, "sd": t.sd} for k, t in transforms.items() if k in kpis]
+    return pd.DataFrame(rows, columns=["kpi", "transform", "mean", "sd"])
