@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from lifelines.utils import concordance_index
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
@@ -37,6 +38,7 @@ ONBOARDING_SCORE_TENURE = 12
 TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 MIN_EVENTS = 10
+MAX_COEF = 20.0
 
 
 # ---------------------------------------------------------------- small statistics (tested vs references)
@@ -163,8 +165,24 @@ class ScoreModel:
         return list(self.weights["kpi"])
 
 
-def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int) -> ScoreModel:
-    """Fit the churn hazard on the at-risk rows of ``panel`` and turn its KPI coefficients into points."""
+def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05) -> ScoreModel:
+    """Fit the churn hazard on all ``kpis``, keep those linked to churn (Benjamini–Hochberg q < alpha),
+    refit on them and turn their coefficients into points. If none passes, all are kept."""
+    full = _fit_model(panel, kpis, lag)
+    s = full.fit.summary().loc[full.design.kpis]
+    q = multipletests(s["p_value"].fillna(1.0).to_numpy(), method="fdr_bh")[1]
+    keep = [k for k, qk in zip(full.design.kpis, q) if qk < alpha]
+    if not keep or len(keep) == len(full.design.kpis):
+        return full
+    model = _fit_model(panel, keep, lag)
+    model.design.dropped.update(full.design.dropped)
+    for k, qk in zip(full.design.kpis, q):
+        if k not in keep:
+            model.design.dropped[k] = f"not linked to churn given the other KPIs (q = {qk:.2g} ≥ {alpha:g})"
+    return model
+
+
+def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int) -> ScoreModel:
     rows = panel["at_risk"].to_numpy(dtype=bool)
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
@@ -180,8 +198,25 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int) -> ScoreMode
             "Health score: no usable KPI (all constant, mostly missing or collinear): "
             f"{design.dropped}. Check the 'kpis' table."
         )
-    fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
+    fit = fit_cloglog(y, design.X, design.names)
     return ScoreModel(fit, design, _points(panel, design, fit), lag)
+
+
+def fit_cloglog(y: np.ndarray, X: np.ndarray, names: list[str]) -> GLMResult:
+    """``models.fit_binomial`` (cloglog), refitted with statsmodels' GLM when its IRLS ran away (a
+    coefficient beyond ±MAX_COEF or a log-likelihood below the intercept-only model's): its first,
+    unguarded step can overshoot on a strong binary covariate such as contract_type=annual."""
+    fit = fit_binomial(y, X, link="cloglog", names=names)
+    ybar = float(np.mean(y))
+    null = len(y) * (ybar * np.log(ybar) + (1 - ybar) * np.log1p(-ybar)) if 0 < ybar < 1 else 0.0
+    if np.all(np.isfinite(fit.coef)) and np.abs(fit.coef).max() < MAX_COEF and fit.loglik >= null - 1e-6:
+        return fit
+    import statsmodels.api as sm
+
+    family = sm.families.Binomial(link=sm.families.links.CLogLog())
+    ref = sm.GLM(y, X, family=family).fit()
+    return GLMResult(np.asarray(ref.params), np.asarray(ref.cov_params()), names, "cloglog", len(y),
+                     int(np.sum(y)), bool(ref.converged), int(ref.fit_history["iteration"]), float(ref.llf))
 
 
 def _points(panel: pd.DataFrame, design: Design, fit: GLMResult) -> pd.DataFrame:
@@ -292,16 +327,17 @@ class Scored:
     model: ScoreModel
 
 
-def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int) -> Scored:
+def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,
+             alpha: float = 0.05) -> Scored:
     """Fit on the panel rows up to ``month`` and score the accounts active at ``month``."""
     past = panel[panel["month"] <= month].reset_index(drop=True)
-    model = fit_score_model(past, kpis, lag)
+    model = fit_score_model(past, kpis, lag, alpha)
     rows = active_rows(past, month)
     used = model.kpi_names()
     feats = recent_means(past, used, rows)
     base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
-    frame["score"] = score(model, frame)
+    frame["score"] = np.round(score(model, frame), 1)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon)[:, -1]
     set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
     frame["tier"] = tiers(model, frame["score"].to_numpy())
@@ -377,6 +413,12 @@ def _client_validation(y: np.ndarray, t: np.ndarray, s: np.ndarray, c: np.ndarra
     out = {"n_accounts": int(len(y)), "n_churned": int(y.sum())}
     if y.sum() == 0 or y.sum() == len(y):
         out["status"] = "not_estimable"
+        out["reason"] = (
+            "accounts.health_score is missing for every account that churned in the validation window "
+            "(it looks like a snapshot of the active accounts only): it cannot be validated out of time. "
+            "Provide the score as it was at the start of the window to compare."
+            if y.sum() == 0 else "every scored account churned: AUC is undefined"
+        )
         return out
     out["status"] = "ok"
     out.update(auc_with_ci(y, -c))
@@ -460,13 +502,20 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
         "ratio": {"estimate": rr, "ci_low": rlo, "ci_high": rhi},
     }
     res["score_after_12_months"] = _score_after_start(panel, model)
-    if dhi < 0:
-        res["verdict"] = "driver"
-    elif dlo > -EQUIVALENCE_MARGIN and dhi < EQUIVALENCE_MARGIN:
-        res["verdict"] = "urban_legend"
-    else:
-        res["verdict"] = "inconclusive"
+    res["verdict"] = onboarding_verdict(dlo, dhi)
+    res["equivalence_margin"] = EQUIVALENCE_MARGIN
     return res
+
+
+def onboarding_verdict(ci_low: float, ci_high: float, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """From the 95% interval of churn(onboarded) − churn(not): "urban_legend" when it lies inside
+    ±margin (any difference is too small to matter, significant or not); "driver" when it lies below 0
+    and reaches beyond −margin; "inconclusive" otherwise (too wide to tell, or onboarded churn more)."""
+    if ci_low > -margin and ci_high < margin:
+        return "urban_legend"
+    if ci_high < 0:
+        return "driver"
+    return "inconclusive"
 
 
 def _score_after_start(panel: pd.DataFrame, model: ScoreModel) -> dict:
@@ -601,11 +650,10 @@ def design_health_score(
     validation, playbook, onboarding check and touch model (docs/methods/health.md)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     warnings: list[str] = []
-    now = score_at(panel, kpis, lag, as_of, H)
+    now = score_at(panel, kpis, lag, as_of, H, params.alpha)
     model = now.model
     frame = now.frame
     scores = frame[["account_id", "score", "tier", "churn_prob"]].copy()
-    scores["score"] = scores["score"].round(1)
 
     accounts = data.accounts.set_index("account_id")
     client = "health_score" in accounts and accounts["health_score"].notna().any()
@@ -613,7 +661,7 @@ def design_health_score(
     validation: dict = {"cut": cut, "horizon_months": H, "fitted_on": f"at-risk months up to {cut:%Y-%m}"}
     onboarding = None
     try:
-        then = score_at(panel, kpis, lag, cut, H)
+        then = score_at(panel, kpis, lag, cut, H, params.alpha)
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
