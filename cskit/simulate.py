@@ -1,0 +1,804 @@
+"""A synthetic B2B SaaS client with a planted, exactly known generating process.
+
+Every statistical test of the kit asserts that it recovers this truth, so the process is written to be
+read: latent account factors drive the 27 catalogue KPIs; discrete-time hazards with the cloglog link,
+P(event) = 1 - exp(-exp(eta)), turn the KPIs of month t - lag (raw units, standardised with fixed design
+constants) into churn, expansion (incl. cross-sell), downgrade and referral in month t. Everything comes
+from one ``np.random.default_rng(seed)``: same arguments, same tables, byte for byte.
+
+The full process and the truth table are described in ``docs/methods/simulate.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cskit.catalogue import CATALOGUE_NAMES, DEFAULT_CATALOGUE
+
+FACTORS = ("usage", "satisfaction", "learning", "community")
+FACTOR_STATIC_SHARE = 0.5  # share of each factor's variance that is a fixed account trait
+FACTOR_RHO = 0.85  # AR(1) coefficient of the monthly part of the factors
+NOISE_RHO = 0.6  # AR(1) coefficient of each KPI's own noise
+
+# Factor loadings (usage, satisfaction, learning, community) of each KPI's latent value; the rest of its
+# unit variance is the KPI's own AR(1) noise.
+LOADINGS: dict[str, tuple[float, float, float, float]] = {
+    "login_days": (0.6, 0.0, 0.0, 0.0),
+    "active_user_rate": (0.5, 0.0, 0.0, 0.0),
+    "newsletter_open_rate": (0.0, 0.3, 0.2, 0.0),
+    "newsletter_click_rate": (0.0, 0.2, 0.3, 0.0),
+    "site_visits": (0.2, 0.0, 0.3, 0.0),
+    "case_study_views": (0.0, 0.0, 0.3, 0.0),
+    "faq_views": (0.0, -0.2, 0.3, 0.0),
+    "cs_site_visits": (0.0, 0.0, 0.65, 0.0),
+    "cs_site_registrations": (0.0, 0.0, 0.4, 0.0),
+    "video_views": (0.0, 0.0, 0.4, 0.0),
+    "training_views": (0.0, 0.0, 0.45, 0.0),
+    "community_visits": (0.0, 0.0, 0.0, 0.55),
+    "community_registrations": (0.0, 0.0, 0.0, 0.35),
+    "community_posts": (0.0, 0.0, 0.0, 0.65),
+    "community_event_attendance": (0.0, 0.0, 0.2, 0.4),
+    "csat": (0.0, 0.85, 0.0, 0.0),
+    "support_inquiries": (0.0, -0.35, -0.3, 0.0),
+}
+# Proxies: latent = r * latent(driver) + sqrt(1 - r^2) * own noise; no effect of their own.
+PROXIES: dict[str, tuple[str, float]] = {
+    "session_seconds": ("login_days", 0.8),
+    "manual_views": ("cs_site_visits", 0.92),
+}
+LATENT = list(LOADINGS) + list(PROXIES)
+
+# Raw scales: counts are Poisson(exp(a + b z)); rates/days/ratings are squashed; session time lognormal.
+POISSON = {
+    "site_visits": (1.6, 0.5),
+    "case_study_views": (0.2, 0.5),
+    "faq_views": (0.6, 0.5),
+    "cs_site_visits": (1.5, 0.65),
+    "cs_site_registrations": (-0.8, 0.5),
+    "manual_views": (1.2, 0.7),
+    "video_views": (0.6, 0.5),
+    "training_views": (0.1, 0.5),
+    "community_visits": (1.1, 0.6),
+    "community_registrations": (-1.3, 0.5),
+    "community_posts": (0.2, 0.6),
+    "community_event_attendance": (-1.1, 0.5),
+    "support_inquiries": (0.6, 0.5),
+}
+
+MONTHLY_KPIS = [
+    "licenses", "licenses_free", "licenses_basic", "licenses_pro", "active_users", "active_user_rate",
+    "login_days", "session_seconds", "newsletter_open_rate", "newsletter_click_rate", "site_visits",
+    "case_study_views", "faq_views", "cs_site_visits", "cs_site_registrations", "manual_views",
+    "video_views", "training_views", "community_visits", "community_registrations", "community_posts",
+    "community_event_attendance", "csat", "support_inquiries",
+]
+STATIC_KPIS = ["onboarding_completed", "welcome_webinar_attendance"]
+FLOAT_KPIS = {"active_user_rate": 3, "newsletter_open_rate": 3, "newsletter_click_rate": 3, "csat": 1}
+OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
+
+# The planted hazards: effects per design SD (the scale constants below), link cloglog.
+BETA_SD: dict[str, dict[str, float]] = {
+    "churn": {"login_days": -0.5, "csat": -0.35, "support_inquiries": 0.35, "onboarding_completed": -0.3},
+    "expansion": {"active_users": 0.45, "cs_site_visits": 0.35, "community_posts": 0.3},
+    "downgrade": {"support_inquiries": 0.4, "active_user_rate": -0.4},
+    "referral": {"community_posts": 0.4, "csat": 0.3},
+}
+CHURN_KPIS = [k for k in BETA_SD["churn"] if k not in STATIC_KPIS]
+# Fixed standardisation constants (about the population mean and SD of each driver's raw values).
+CENTRE = {"login_days": 16.3, "csat": 3.8, "support_inquiries": 2.0, "onboarding_completed": 0.7,
+          "active_users": 14.0, "cs_site_visits": 5.55, "community_posts": 1.45, "active_user_rate": 0.63}
+SCALE = {"login_days": 6.9, "csat": 0.78, "support_inquiries": 1.8, "onboarding_completed": 0.46,
+         "active_users": 8.9, "cs_site_visits": 4.7, "community_posts": 1.55, "active_user_rate": 0.235}
+INTERCEPT = {"churn_monthly": -3.6, "churn_annual": -1.2, "expansion": -3.6, "downgrade": -4.2,
+             "referral": -4.9}
+TENURE = {"churn": -0.3, "expansion": -0.1, "downgrade": 0.0, "referral": -0.1}  # per log1p(tenure)
+SEGMENTS = ("SMB", "Mid", "Enterprise")
+SEGMENT_SHARE = (0.6, 0.3, 0.1)
+SEGMENT_EFFECT = {"churn": (0.0, -0.15, -0.35), "expansion": (0.0, 0.1, 0.2), "downgrade": (0.0, 0.0, 0.0),
+                  "referral": (0.0, 0.0, 0.0)}
+# Roles of non-driver KPIs: the designed proxies, and licenses, which carries active_users' size.
+PROXY_OF = {"session_seconds": "login_days", "manual_views": "cs_site_visits", "nps": "csat",
+            "licenses": "active_users"}
+
+PLANS = ("Basic", "Pro")
+PRO_SHARE_BY_SEGMENT = (0.3, 0.5, 0.8)
+SEATS_BY_SEGMENT = ((8, 25), (15, 40), (25, 60))  # uniform integers, inclusive
+SEAT_PRICE = {("SMB", "Basic"): 3000, ("SMB", "Pro"): 9000, ("Mid", "Basic"): 3000, ("Mid", "Pro"): 9000,
+              ("Enterprise", "Basic"): 5000, ("Enterprise", "Pro"): 14000}
+OPTIONS = ("Option-A", "Option-B", "Option-C")
+EXPANSION_SIZE = (0.1, 0.5)  # relative to MRR, uniform
+DOWNGRADE_SIZE = (0.1, 0.4)
+CROSS_SELL_SHARE = 0.3
+NAN_SHARE = 0.01
+FIRST_MONTH_SHARE = 0.35
+NPS_ROLE_EFFECT = {"decision_maker": -0.6, "admin": 0.0, "end_user": 0.3}
+NPS_ROLE_SHARE = (0.4, 0.3, 0.3)
+
+
+def expected_first_mrr() -> float:
+    """E[first MRR] of a new (organic or referred) account: seats are uniform, price fixed per cell."""
+    total = 0.0
+    for s, (seg, share) in enumerate(zip(SEGMENTS, SEGMENT_SHARE)):
+        seats = sum(SEATS_BY_SEGMENT[s]) / 2
+        pro = PRO_SHARE_BY_SEGMENT[s]
+        total += share * seats * ((1 - pro) * SEAT_PRICE[(seg, "Basic")] + pro * SEAT_PRICE[(seg, "Pro")])
+    return total
+
+
+def design() -> dict:
+    """Every constant of the planted process, for tests and for the kit's own recovery checks."""
+    return {
+        "beta_sd": BETA_SD, "centre": CENTRE, "scale": SCALE, "intercept": INTERCEPT, "tenure": TENURE,
+        "segment_effect": {k: dict(zip(SEGMENTS, v)) for k, v in SEGMENT_EFFECT.items()},
+        "tenure_term": "log1p(tenure)", "link": "cloglog",
+        "g_expansion": sum(EXPANSION_SIZE) / 2, "g_downgrade": sum(DOWNGRADE_SIZE) / 2,
+        "cross_sell_share": CROSS_SELL_SHARE, "first_mrr": expected_first_mrr(),
+    }
+
+
+def cloglog_inv(eta: np.ndarray) -> np.ndarray:
+    return -np.expm1(-np.exp(eta))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def eta(outcome: str, x: dict[str, np.ndarray], tenure: np.ndarray, seg: np.ndarray,
+        annual: np.ndarray | None = None) -> np.ndarray:
+    """Linear predictor of a planted hazard; ``x`` holds the drivers' raw values (KPIs at t - lag).
+
+    ``outcome`` is churn, expansion, downgrade or referral; churn needs ``annual`` (the anniversary
+    decision of an annual contract has its own intercept).
+    """
+    return eta_account(outcome, tenure, seg, annual) + eta_kpis(outcome, x)
+
+
+def eta_account(outcome: str, tenure: np.ndarray, seg: np.ndarray, annual: np.ndarray | None = None) -> np.ndarray:
+    """The KPI-free part of eta: intercept (by contract type for churn), log1p(tenure), segment."""
+    if outcome == "churn":
+        out = np.where(annual, INTERCEPT["churn_annual"], INTERCEPT["churn_monthly"])
+    else:
+        out = np.full(np.shape(tenure), INTERCEPT[outcome])
+    return out + TENURE[outcome] * np.log1p(tenure) + np.asarray(SEGMENT_EFFECT[outcome])[seg]
+
+
+def eta_kpis(outcome: str, x: dict[str, np.ndarray], names: list[str] | None = None) -> np.ndarray:
+    """Sum of beta_sd * (x - centre) / scale over the outcome's drivers (or the given subset)."""
+    terms = BETA_SD[outcome] if names is None else {k: BETA_SD[outcome][k] for k in names}
+    return sum(b * (x[k] - CENTRE[k]) / SCALE[k] for k, b in terms.items())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Accounts and the monthly KPI step
+# ---------------------------------------------------------------------------------------------------
+
+def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndarray, annual_share: float) -> dict:
+    """Static traits and initial latent states of new accounts starting in the given months."""
+    n = len(start)
+    seg = rng.choice(3, size=n, p=SEGMENT_SHARE)
+    pro = rng.random(n) < np.asarray(PRO_SHARE_BY_SEGMENT)[seg]
+    lo = np.array([s[0] for s in SEATS_BY_SEGMENT])[seg]
+    hi = np.array([s[1] for s in SEATS_BY_SEGMENT])[seg]
+    seats = rng.integers(lo, hi + 1)
+    price = np.array([[SEAT_PRICE[(s, p)] for p in PLANS] for s in SEGMENTS])[seg, pro.astype(int)]
+    static = rng.standard_normal((n, 4))
+    lines = np.zeros((n, 1 + len(OPTIONS)))
+    lines[:, 0] = seats * price
+    return {
+        "start": start.astype(np.int64), "day": rng.integers(1, 29, n), "seg": seg, "pro": pro,
+        "annual": rng.random(n) < annual_share, "seats": seats.astype(np.int64), "price": price, "lines": lines,
+        "team": np.maximum(1, np.round(seats * rng.uniform(0.9, 1.2, n))).astype(np.int64),
+        "pro_share": np.where(pro, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.15, n)),
+        "free_share": rng.uniform(0.0, 0.4, n),
+        "onboarding": (rng.random(n) < _sigmoid(1.0 + 0.6 * static[:, 2])).astype(np.int64),
+        "webinar": rng.binomial(3, _sigmoid(-0.3 + 0.5 * static[:, 2])),
+        "static": static, "ar": rng.standard_normal((n, 4)), "noise": rng.standard_normal((n, len(LATENT))),
+        "survey_phase": rng.integers(0, 6, n), "referrer": referrer.astype(np.int64),
+        "churn_month": np.full(n, np.iinfo(np.int64).max),
+    }
+
+
+def _append(acc: dict, new: dict) -> dict:
+    return {k: np.concatenate([acc[k], new[k]]) for k in acc}
+
+
+def _factors(static: np.ndarray, ar: np.ndarray) -> np.ndarray:
+    return math.sqrt(FACTOR_STATIC_SHARE) * static + math.sqrt(1 - FACTOR_STATIC_SHARE) * ar
+
+
+def _latents(factors: np.ndarray, noise: np.ndarray, names: list[str], columns: list[str] = LATENT) -> dict[str, np.ndarray]:
+    """Standard-normal latent value of each named KPI (loadings on the factors + own noise).
+
+    ``noise`` has one column per name of ``columns`` (only the named ones are read).
+    """
+    z = {}
+    for name in names:
+        j = columns.index(name)
+        if name in PROXIES:
+            driver, r = PROXIES[name]
+            base = z[driver] if driver in z else _latents(factors, noise, [driver], columns)[driver]
+            z[name] = r * base + math.sqrt(1 - r * r) * noise[:, j]
+        else:
+            w = np.asarray(LOADINGS[name])
+            z[name] = factors @ w + math.sqrt(1 - w @ w) * noise[:, j]
+    return z
+
+
+def _raw(name: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Raw value of a latent KPI on its realistic scale and bounds."""
+    if name in POISSON:
+        a, b = POISSON[name]
+        return rng.poisson(np.exp(a + b * z)).astype(float)
+    if name == "login_days":
+        return np.round(31 * _sigmoid(0.1 + 1.1 * z))
+    if name == "session_seconds":
+        return np.round(np.exp(7.0 + 0.55 * z))
+    if name == "newsletter_open_rate":
+        return np.round(_sigmoid(-0.5 + 0.7 * z), 3)
+    if name == "csat":
+        return np.round(1 + 4 * _sigmoid(1.0 + 1.1 * z), 1)
+    raise KeyError(name)
+
+
+def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Raw values of the 24 monthly KPIs for the accounts ``idx`` in the current month.
+
+    Active users are drawn from the account's fixed team (not from its seats), so an upsell raises
+    licenses and lowers the active-user rate instead of feeding back into the expansion hazard.
+    """
+    z = _latents(_factors(acc["static"][idx], acc["ar"][idx]), acc["noise"][idx], LATENT)
+    seats = acc["seats"][idx]
+    out: dict[str, np.ndarray] = {}
+    out["licenses"] = seats.astype(float)
+    out["licenses_pro"] = np.round(seats * acc["pro_share"][idx])
+    out["licenses_basic"] = seats - out["licenses_pro"]
+    out["licenses_free"] = rng.poisson(seats * acc["free_share"][idx]).astype(float)
+    users = rng.binomial(acc["team"][idx], _sigmoid(0.5 + 0.9 * z["active_user_rate"]))
+    out["active_users"] = np.minimum(users, seats).astype(float)
+    out["active_user_rate"] = np.round(out["active_users"] / seats, 3)
+    for name in ("login_days", "session_seconds", "newsletter_open_rate", "csat"):
+        out[name] = _raw(name, z[name], rng)
+    out["newsletter_click_rate"] = np.round(out["newsletter_open_rate"] * _sigmoid(-1.5 + 0.6 * z["newsletter_click_rate"]), 3)
+    for name in POISSON:
+        out[name] = _raw(name, z[name], rng)
+    return {k: out[k] for k in MONTHLY_KPIS}
+
+
+def _advance(acc: dict, rng: np.random.Generator) -> None:
+    """One month of the AR(1) parts (stationary, unit variance) of every account."""
+    acc["ar"] = FACTOR_RHO * acc["ar"] + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal(acc["ar"].shape)
+    acc["noise"] = NOISE_RHO * acc["noise"] + math.sqrt(1 - NOISE_RHO**2) * rng.standard_normal(acc["noise"].shape)
+
+
+def _round_k(x: np.ndarray) -> np.ndarray:
+    return np.round(x / 1000.0) * 1000.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Result objects
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Truth:
+    """The planted truth.
+
+    - ``effects``: kpi, outcome, beta_unit (link scale per raw unit), beta_sd (per SD of the KPI over
+      all non-missing account-months up to as_of), sd (that SD), link, role.
+    - ``future``: account_id, mrr, churned, churn_prob for every account active at as_of.
+    - ``snapshot``: per active account the inputs of the projection (tenure, segment, contract type,
+      mrr at as_of, and each KPI's mean over its last 3 observed months; static KPIs as they are).
+    - ``design``: every constant of the process (see :func:`design`).
+    """
+
+    effects: pd.DataFrame
+    future: pd.DataFrame
+    snapshot: pd.DataFrame
+    design: dict = field(default_factory=design)
+
+    def potential(self, improvement_pct: float = 10, horizon_months: int = 12, ltv_months: int = 36,
+                  gross_margin: float = 1.0) -> pd.DataFrame:
+        """The true improvement potential: the projection of docs/architecture.md on the planted model.
+
+        One row per KPI (contract_months, the other catalogue KPIs, nps): kpi, mean, improvement (the
+        shift delta), d_ltv, d_expansion, d_new, d_downgrade, d_churn (scenario - baseline, currency).
+        """
+        return true_potential(self.snapshot, improvement_pct, horizon_months, ltv_months, gross_margin)
+
+
+@dataclass
+class SimulatedClient:
+    tables: dict[str, pd.DataFrame]
+    as_of: str
+    truth: Truth
+
+    def write(self, folder: str | Path) -> None:
+        """Write the tables as UTF-8 CSVs (accounts.csv, revenue.csv, kpis.csv, nps.csv)."""
+        write_client(self, folder)
+
+
+def write_client(sim: SimulatedClient, folder: str | Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, df in sim.tables.items():
+        df.to_csv(folder / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The simulation
+# ---------------------------------------------------------------------------------------------------
+
+def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, start: str = "2024-07",
+                    horizon_months: int = 12, lag: int = 1, annual_share: float = 0.3, with_nps: bool = True,
+                    with_referrals: bool = True, mc_paths: int = 200) -> SimulatedClient:
+    """Simulate a client: ``n_accounts`` organic accounts (35% in the first month, the rest spread
+    evenly over the window) plus the accounts they refer, over ``n_months`` months from ``start``.
+
+    The process runs ``horizon_months`` past as_of (the last month) to give the realised churn of
+    ``truth.future``; ``churn_prob`` is the true probability given the state at as_of, by Monte Carlo
+    over ``mc_paths`` future KPI paths (0 skips it: NaN).
+    """
+    if n_accounts < 1 or n_months < 2 or lag < 1 or horizon_months < 1:
+        raise ValueError("need n_accounts >= 1, n_months >= 2, lag >= 1, horizon_months >= 1")
+    rng = np.random.default_rng(seed)
+    asof_t = n_months - 1
+    n0 = max(1, round(FIRST_MONTH_SHARE * n_accounts))
+    starts = np.concatenate([np.zeros(n0, np.int64), np.sort(rng.integers(1, n_months, n_accounts - n0))])
+    acc = _new_accounts(rng, starts, np.full(n_accounts, -1), annual_share)
+    drivers = sorted({k for b in BETA_SD.values() for k in b} - set(STATIC_KPIS))
+    first = max(1, lag)
+    history: dict[int, np.ndarray] = {}
+    kpi_blocks, rev_blocks, nps_blocks = [], [], []
+    snapshot_state = None
+
+    for t in range(n_months + horizon_months):
+        n = len(acc["start"])
+        tenure = t - acc["start"]
+        present = (acc["start"] <= t) & (acc["churn_month"] >= t)
+        elig = np.flatnonzero(present & (tenure >= first))
+        if len(elig):
+            past = history[t - lag]
+            x = {k: past[elig, j] for j, k in enumerate(drivers)}
+            x["onboarding_completed"] = acc["onboarding"][elig].astype(float)
+            ten, seg, annual = tenure[elig], acc["seg"][elig], acc["annual"][elig]
+            decision = ~annual | (ten % 12 == 0)
+            p_c = np.where(decision, cloglog_inv(eta("churn", x, ten, seg, annual)), 0.0)
+            churned = rng.random(len(elig)) < p_c
+            acc["churn_month"][elig[churned]] = t
+            stay = ~churned
+            p_e = cloglog_inv(eta("expansion", x, ten, seg))
+            p_d = cloglog_inv(eta("downgrade", x, ten, seg))
+            p_r = cloglog_inv(eta("referral", x, ten, seg))
+            u = rng.random(len(elig))
+            expand = stay & (u < p_e)
+            down = stay & (u >= p_e) & (u < p_e + p_d)
+            refer = stay & (rng.random(len(elig)) < p_r)
+            _expand(acc, elig[expand], rng)
+            _downgrade(acc, elig[down], rng)
+            if with_referrals and t < n_months and refer.any():
+                ref = elig[refer]
+                acc = _append(acc, _new_accounts(rng, np.full(len(ref), t), ref, annual_share))
+        n = len(acc["start"])
+        present = (acc["start"] <= t) & (acc["churn_month"] >= t)
+        idx = np.flatnonzero(present)
+        values = _monthly_kpis(acc, idx, rng)
+        dense = np.full((n, len(drivers)), np.nan)
+        dense[idx] = np.column_stack([values[k] for k in drivers])
+        history[t] = dense
+        history.pop(t - lag - 1, None)
+        if t < n_months:
+            kpi_blocks.append((t, idx, values))
+            paying = idx[acc["churn_month"][idx] > t]
+            rev_blocks.append((t, paying, acc["lines"][paying].copy()))
+            if with_nps:
+                nps_blocks.append(_surveys(acc, idx, t, rng))
+        if t == asof_t:
+            snapshot_state = _snapshot_state(acc, idx, history, lag, drivers, t)
+        _advance(acc, rng)
+
+    tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
+    as_of = str(pd.Period(start, "M") + asof_t) + "-01"
+    sd, snapshot = _observed_stats(tables, acc, ids, asof_t, start)
+    future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng)
+    return SimulatedClient(tables, as_of, Truth(_effects(sd), future, snapshot))
+
+
+def _expand(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> None:
+    """Add MRR x U(0.1, 0.5) (rounded to 1,000): a new option line (cross-sell, 30%) or more seats."""
+    if not len(idx):
+        return
+    mrr = acc["lines"][idx].sum(axis=1)
+    amount = np.maximum(1000.0, _round_k(mrr * rng.uniform(*EXPANSION_SIZE, len(idx))))
+    cross = rng.random(len(idx)) < CROSS_SELL_SHARE
+    free_slot = (acc["lines"][idx, 1:] == 0).argmax(axis=1) + 1
+    has_slot = (acc["lines"][idx, 1:] == 0).any(axis=1)
+    cross &= has_slot
+    acc["lines"][idx[cross], free_slot[cross]] = amount[cross]
+    up = idx[~cross]
+    acc["lines"][up, 0] += amount[~cross]
+    acc["seats"][up] += np.maximum(1, np.round(amount[~cross] / acc["price"][up])).astype(np.int64)
+
+
+def _downgrade(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> None:
+    """Remove MRR x U(0.1, 0.4) (rounded to 1,000) from the main line, which keeps at least 1,000."""
+    if not len(idx):
+        return
+    mrr = acc["lines"][idx].sum(axis=1)
+    amount = np.maximum(1000.0, _round_k(mrr * rng.uniform(*DOWNGRADE_SIZE, len(idx))))
+    amount = np.minimum(amount, acc["lines"][idx, 0] - 1000.0)
+    ok = amount > 0
+    idx, amount = idx[ok], amount[ok]
+    acc["lines"][idx, 0] -= amount
+    acc["seats"][idx] = np.maximum(1, acc["seats"][idx] - np.round(amount / acc["price"][idx]).astype(np.int64))
+
+
+def _surveys(acc: dict, idx: np.ndarray, t: int, rng: np.random.Generator) -> tuple:
+    """NPS surveys every 6 months of tenure (from a random phase) to 1-3 users of each account."""
+    tenure = t - acc["start"][idx]
+    due = idx[(tenure >= 1) & ((tenure - acc["survey_phase"][idx]) % 6 == 0)]
+    k = rng.integers(1, 4, len(due))
+    who = np.repeat(due, k)
+    z = _latents(_factors(acc["static"][who], acc["ar"][who]), acc["noise"][who], ["csat"])["csat"]
+    role = rng.choice(3, size=len(who), p=NPS_ROLE_SHARE)
+    effect = np.asarray(list(NPS_ROLE_EFFECT.values()))[role]
+    score = np.clip(np.round(7.0 + 1.8 * z + effect + rng.normal(0, 0.9, len(who))), 0, 10).astype(np.int64)
+    return np.full(len(who), t), who, rng.integers(1, 29, len(who)), score, role
+
+
+def _snapshot_state(acc: dict, idx: np.ndarray, history: dict, lag: int, drivers: list[str], t: int) -> dict:
+    """Everything known at as_of about the accounts still active then (for the Monte Carlo)."""
+    active = idx[acc["churn_month"][idx] > t]
+    return {
+        "idx": active, "tenure": t - acc["start"][active], "seg": acc["seg"][active],
+        "annual": acc["annual"][active], "onboarding": acc["onboarding"][active].astype(float),
+        "static": acc["static"][active].copy(), "ar": acc["ar"][active].copy(),
+        "noise": acc["noise"][active][:, [LATENT.index(k) for k in CHURN_KPIS]], "mrr": acc["lines"][active].sum(axis=1),
+        "known": {m: history[m][active].copy() for m in range(t - lag + 1, t + 1)}, "drivers": drivers,
+    }
+
+
+def _future(acc: dict, ids: np.ndarray, state: dict, t: int, horizon: int, lag: int, mc_paths: int,
+            rng: np.random.Generator) -> pd.DataFrame:
+    """Realised churn within the horizon, and its true probability given the state at as_of."""
+    idx = state["idx"]
+    cm = acc["churn_month"][idx]
+    prob = np.full(len(idx), np.nan)
+    chunk = max(1, 200_000 // max(mc_paths, 1))
+    for lo in range(0, len(idx) if mc_paths > 0 else 0, chunk):
+        sl = slice(lo, lo + chunk)
+        prob[sl] = _churn_prob_mc({k: _slice_state(v, sl) for k, v in state.items()}, horizon, lag, mc_paths, rng)
+    out = pd.DataFrame({"account_id": ids[idx], "mrr": state["mrr"].astype(np.int64),
+                        "churned": ((cm > t) & (cm <= t + horizon)).astype(np.int64), "churn_prob": prob})
+    return out.sort_values("account_id", ignore_index=True)
+
+
+def _slice_state(v, sl):
+    if isinstance(v, dict):
+        return {m: a[sl] for m, a in v.items()}
+    if isinstance(v, list):
+        return v
+    return v[sl]
+
+
+def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.random.Generator) -> np.ndarray:
+    """P(churn within the horizon | state at as_of) = 1 - E[prod_h (1 - p_churn(h))] over KPI paths.
+
+    The expectation runs over ``paths`` simulated futures of the latent factors and of the churn
+    drivers' own noise (the only parts of the process the churn hazard depends on); within a path the
+    survival product is exact, so no churn draws are needed. Draws are float32 (speed); the hazard's
+    account-level part (intercept, tenure, segment, onboarding) is computed once per account.
+    """
+    n = len(state["idx"])
+    rep = lambda a: np.repeat(a, paths, axis=0)  # noqa: E731
+    static, ar, noise = (rep(state[k]).astype(np.float32) for k in ("static", "ar", "noise"))
+    cols = [state["drivers"].index(k) for k in CHURN_KPIS]
+    known = {m - max(state["known"]): rep(a[:, cols]) for m, a in state["known"].items()}
+    onboarding = {"onboarding_completed": state["onboarding"]}
+    simulated: dict[int, np.ndarray] = {}
+    survival = np.ones(n * paths)
+    for h in range(1, horizon + 1):
+        ten = state["tenure"] + h
+        base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis("churn", onboarding, list(onboarding))
+        base = np.where(~state["annual"] | (ten % 12 == 0), base, -np.inf)
+        past = known[h - lag] if h <= lag else simulated[h - lag]
+        kpi_part = eta_kpis("churn", {k: past[:, j] for j, k in enumerate(CHURN_KPIS)}, CHURN_KPIS)
+        survival *= np.exp(-np.exp(rep(base) + kpi_part))
+        if h <= horizon - lag:
+            ar = FACTOR_RHO * ar + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal(ar.shape, dtype=np.float32)
+            noise = NOISE_RHO * noise + math.sqrt(1 - NOISE_RHO**2) * rng.standard_normal(noise.shape, dtype=np.float32)
+            z = _latents(_factors(static, ar), noise, CHURN_KPIS, CHURN_KPIS)
+            simulated[h] = np.column_stack([_raw(k, z[k], rng) for k in CHURN_KPIS])
+    return 1.0 - survival.reshape(n, paths).mean(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables as a client would send them
+# ---------------------------------------------------------------------------------------------------
+
+_NAME_STEMS = ["山田", "佐藤", "鈴木", "高橋", "田中", "中村", "小林", "東京", "大阪", "名古屋", "横浜", "福岡",
+               "札幌", "さくら", "みらい", "あおば", "ひかり", "日本", "中央", "北斗", "青葉", "富士", "瑞穂",
+               "テクノ", "ネクスト", "グローバル", "アーク", "ソレイユ", "ブライト", "エコー", "サン", "ユニオン"]
+_NAME_SUFFIXES = ["商事", "製作所", "システムズ", "ソリューションズ", "工業", "物産", "ホールディングス",
+                  "テック", "ラボ", "デザイン", "精機", "電機", "建設", "運輸", "食品", "不動産", "企画",
+                  "コンサルティング", "ネットワークス", "メディカル"]
+
+
+def _company_names(rng: np.random.Generator, n: int) -> np.ndarray:
+    stem = np.asarray(_NAME_STEMS)[rng.integers(0, len(_NAME_STEMS), n)]
+    suffix = np.asarray(_NAME_SUFFIXES)[rng.integers(0, len(_NAME_SUFFIXES), n)]
+    form = rng.choice(3, size=n, p=(0.6, 0.35, 0.05))
+    pre = np.where(form == 0, "株式会社", np.where(form == 2, "有限会社", ""))
+    post = np.where(form == 1, "株式会社", "")
+    return np.char.add(np.char.add(np.char.add(pre, stem), suffix), post)
+
+
+def _tables(acc: dict, kpi_blocks: list, rev_blocks: list, nps_blocks: list, start: str, n_months: int,
+            rng: np.random.Generator, with_nps: bool) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
+    n = len(acc["start"])
+    order = np.argsort(acc["start"], kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    width = max(5, len(str(n)))
+    ids = np.array([f"A{r + 1:0{width}d}" for r in rank])
+    months = np.array([str(p) for p in pd.period_range(start, periods=n_months, freq="M")])
+    asof_t = n_months - 1
+
+    kpis = _kpi_table(kpi_blocks, ids, rank, months, rng)
+    last_t, last_idx, last_values = kpi_blocks[-1]
+    alive = last_idx[acc["churn_month"][last_idx] > last_t]
+    accounts = _accounts_table(acc, ids, rank, months, asof_t, alive, last_idx, last_values, rng)
+    revenue = _revenue_table(rev_blocks, acc, ids, rank, months)
+    tables = {"accounts": accounts, "revenue": revenue, "kpis": kpis}
+    if with_nps:
+        tables["nps"] = _nps_table(nps_blocks, ids, rank, months)
+    return tables, ids
+
+
+def _accounts_table(acc, ids, rank, months, asof_t, alive, last_idx, last_values, rng) -> pd.DataFrame:
+    n = len(ids)
+    day = acc["day"]
+    start_month = months[acc["start"]]
+    churned = acc["churn_month"] <= asof_t
+    churn_day = np.where(acc["annual"], day, rng.integers(1, 29, n))
+    cm = np.where(churned, acc["churn_month"], 0)
+    churn_date = np.where(churned, np.char.add(np.char.add(months[cm], "-"), np.char.zfill(churn_day.astype(str), 2)), None)
+    referred_by = np.where(acc["referrer"] >= 0, ids[np.maximum(acc["referrer"], 0)], None)
+    pos = np.searchsorted(last_idx, alive)
+    z = [(v - v.mean()) / v.std() for v in (last_values[k][pos] for k in ("login_days", "newsletter_open_rate", "session_seconds"))]
+    mix = (z[0] + z[1] + z[2]) / 3 + rng.normal(0, 0.8, len(alive))
+    health = pd.array(np.full(n, pd.NA), dtype="Int64")
+    health[alive] = np.round(100 * _sigmoid(1.5 * mix + 0.4)).astype(np.int64)
+    df = pd.DataFrame({
+        "account_id": ids,
+        "company_name": _company_names(rng, n),
+        "contract_start": np.char.add(np.char.add(start_month, "-"), np.char.zfill(day.astype(str), 2)),
+        "churn_date": churn_date,
+        "segment": np.asarray(SEGMENTS)[acc["seg"]],
+        "plan": np.asarray(PLANS)[acc["pro"].astype(int)],
+        "contract_type": np.where(acc["annual"], "annual", "monthly"),
+        "referred_by": referred_by,
+        "health_score": health,
+        "onboarding_completed": acc["onboarding"],
+        "welcome_webinar_attendance": acc["webinar"],
+    })
+    return df.iloc[np.argsort(rank)].reset_index(drop=True)
+
+
+def _kpi_table(blocks, ids, rank, months, rng) -> pd.DataFrame:
+    t = np.concatenate([np.full(len(b[1]), b[0]) for b in blocks])
+    idx = np.concatenate([b[1] for b in blocks])
+    order = np.lexsort((t, rank[idx]))
+    t, idx = t[order], idx[order]
+    missing = rng.random((len(idx), len(MONTHLY_KPIS))) < NAN_SHARE
+    cols: dict[str, object] = {"account_id": ids[idx], "month": months[t]}
+    for j, k in enumerate(MONTHLY_KPIS):
+        v = np.concatenate([b[2][k] for b in blocks])[order]
+        if k in FLOAT_KPIS:
+            cols[k] = np.where(missing[:, j], np.nan, np.round(v, FLOAT_KPIS[k]))
+        else:
+            cols[k] = pd.arrays.IntegerArray(v.astype(np.int64), missing[:, j])
+    return pd.DataFrame(cols)
+
+
+def _revenue_table(blocks, acc, ids, rank, months) -> pd.DataFrame:
+    products = np.array([list(PLANS), list(OPTIONS)], dtype=object)
+    parts = []
+    for t, idx, lines in blocks:
+        a, j = np.nonzero(lines > 0)
+        parts.append((np.full(len(a), t), idx[a], j, lines[a, j]))
+    t, idx, j, mrr = (np.concatenate(p) for p in zip(*parts))
+    order = np.lexsort((j, t, rank[idx]))
+    t, idx, j, mrr = t[order], idx[order], j[order], mrr[order]
+    plan = np.asarray(PLANS)[acc["pro"][idx].astype(int)]
+    option = np.asarray(("",) + OPTIONS)[j]
+    return pd.DataFrame({"account_id": ids[idx], "month": months[t], "mrr": mrr.astype(np.int64),
+                         "product": np.where(j == 0, plan, option)})
+
+
+def _nps_table(blocks, ids, rank, months) -> pd.DataFrame:
+    t, who, day, score, role = (np.concatenate(p) for p in zip(*blocks))
+    order = np.lexsort((day, t, rank[who]))
+    t, who, day, score, role = t[order], who[order], day[order], score[order], role[order]
+    return pd.DataFrame({
+        "account_id": ids[who],
+        "date": np.char.add(np.char.add(months[t], "-"), np.char.zfill(day.astype(str), 2)),
+        "score": score,
+        "role": np.asarray(list(NPS_ROLE_EFFECT))[role],
+    })
+
+
+# ---------------------------------------------------------------------------------------------------
+# Truth computed from the observed tables
+# ---------------------------------------------------------------------------------------------------
+
+def _month_number(text: pd.Series | np.ndarray) -> np.ndarray:
+    """Months since year 0 of "YYYY-MM..." strings (parsed once per distinct month)."""
+    uniq, inv = np.unique(np.asarray(text, dtype=str).astype("U7"), return_inverse=True)
+    return np.array([int(u[:4]) * 12 + int(u[5:7]) - 1 for u in uniq], dtype=np.int64)[inv]
+
+
+def nps_kpi(kpis: pd.DataFrame, nps: pd.DataFrame) -> pd.Series:
+    """The kit's ``nps`` KPI on the rows of ``kpis``: mean score answered in the trailing 12 months."""
+    key = kpis["account_id"].to_numpy()
+    months = _month_number(kpis["month"])
+    accounts, a = np.unique(key, return_inverse=True)
+    m = months - months.min()
+    width = m.max() + 1
+    s = np.zeros((len(accounts), width))
+    c = np.zeros((len(accounts), width))
+    na = np.searchsorted(accounts, nps["account_id"].to_numpy())
+    nm = _month_number(nps["date"]) - months.min()
+    ok = (na < len(accounts)) & (nm >= 0) & (nm < width)
+    ok[ok] &= accounts[na[ok]] == nps["account_id"].to_numpy()[ok]
+    np.add.at(s, (na[ok], nm[ok]), nps["score"].to_numpy()[ok])
+    np.add.at(c, (na[ok], nm[ok]), 1)
+    cs = np.concatenate([np.zeros((len(accounts), 1)), s.cumsum(axis=1)], axis=1)
+    cc = np.concatenate([np.zeros((len(accounts), 1)), c.cumsum(axis=1)], axis=1)
+    lo = np.maximum(m - 11, 0)
+    total, count = cs[a, m + 1] - cs[a, lo], cc[a, m + 1] - cc[a, lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.Series(np.where(count > 0, total / count, np.nan), index=kpis.index, name="nps")
+
+
+def _last3_mean(df: pd.DataFrame, col: str) -> pd.Series:
+    d = df[["account_id", col]].dropna()
+    return d.groupby("account_id", sort=True).tail(3).groupby("account_id")[col].mean()
+
+
+def _observed_stats(tables: dict, acc: dict, ids: np.ndarray, asof_t: int, start: str) -> tuple[dict, pd.DataFrame]:
+    """Per-KPI SD over the account-months up to as_of, and the projection inputs of active accounts."""
+    kpis = tables["kpis"].copy()
+    accounts = tables["accounts"].set_index("account_id")
+    for k in STATIC_KPIS:
+        kpis[k] = accounts[k].reindex(kpis["account_id"]).to_numpy()
+    if "nps" in tables:
+        kpis["nps"] = nps_kpi(kpis, tables["nps"])
+    names = MONTHLY_KPIS + STATIC_KPIS + (["nps"] if "nps" in tables else [])
+    sd = {k: float(pd.to_numeric(kpis[k]).std()) for k in names}
+    last = pd.Period(start, "M") + asof_t
+    active = accounts[accounts["churn_date"].isna()]
+    snap = pd.DataFrame(index=active.index)
+    snap["tenure"] = _month_number([str(last)] * len(active)) - _month_number(active["contract_start"])
+    snap["segment"] = active["segment"]
+    snap["contract_type"] = active["contract_type"]
+    mrr = tables["revenue"].query("month == @last.strftime('%Y-%m')").groupby("account_id")["mrr"].sum()
+    snap["mrr"] = mrr.reindex(snap.index).to_numpy().astype(float)
+    for k in MONTHLY_KPIS + (["nps"] if "nps" in tables else []):
+        x = _last3_mean(kpis, k).reindex(snap.index).astype(float)
+        snap[k] = x.fillna(x.mean())
+    for k in STATIC_KPIS:
+        snap[k] = active[k].astype(float)
+    return sd, snap.rename_axis("account_id").reset_index()
+
+
+def _effects(sd: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for outcome in OUTCOMES:
+        src = "churn" if outcome == "renewal" else outcome
+        sign = -1.0 if outcome == "renewal" else 1.0
+        drivers = BETA_SD[src]
+        for k in sd:
+            beta_unit = sign * drivers[k] / SCALE[k] if k in drivers else 0.0
+            role = "driver" if k in drivers else "proxy" if PROXY_OF.get(k) in drivers else "noise"
+            rows.append({"kpi": k, "outcome": outcome, "beta_unit": beta_unit, "beta_sd": beta_unit * sd[k],
+                         "sd": sd[k], "link": "cloglog", "role": role})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The true improvement potential
+# ---------------------------------------------------------------------------------------------------
+
+def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon: int, ltv_months: int,
+             margin: float) -> dict[str, float]:
+    """Sums of the projection in docs/architecture.md for the KPI values ``x`` (constant in time)."""
+    months = np.arange(1, max(horizon, ltv_months) + 1)
+    tenure = snap["tenure"].to_numpy()[:, None] + months[None, :]
+    seg = np.array([SEGMENTS.index(s) for s in snap["segment"]])[:, None]
+    annual = (snap["contract_type"].to_numpy() == "annual")[:, None]
+    xx = {k: v[:, None] for k, v in x.items()}
+    eff = tenure + shift
+    p_c = cloglog_inv(eta("churn", xx, eff, seg, annual))
+    p_c = np.where(~annual | (tenure % 12 == 0), p_c, 0.0)
+    p_e = cloglog_inv(eta("expansion", xx, eff, seg))
+    p_d = cloglog_inv(eta("downgrade", xx, eff, seg))
+    p_r = cloglog_inv(eta("referral", xx, eff, seg))
+    g_e, g_d = sum(EXPANSION_SIZE) / 2, sum(DOWNGRADE_SIZE) / 2
+    surv = np.cumprod(1.0 - p_c, axis=1)
+    surv_prev = np.concatenate([np.ones((len(surv), 1)), surv[:, :-1]], axis=1)
+    growth = 1.0 + p_e * g_e - p_d * g_d
+    m = snap["mrr"].to_numpy()[:, None] * np.cumprod(growth, axis=1)
+    m_prev = m / growth
+    h = months[None, :] <= horizon
+    return {
+        "ltv": margin * float((surv * m)[:, :ltv_months].sum()),
+        "expansion": float((surv * p_e * g_e * m_prev * h).sum()),
+        "new": float((surv * p_r * expected_first_mrr() * h).sum()),
+        "downgrade": float((surv * p_d * g_d * m_prev * h).sum()),
+        "churn": float(((surv_prev - surv) * m_prev * h).sum()),
+    }
+
+
+def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_months: int = 12,
+                   ltv_months: int = 36, gross_margin: float = 1.0) -> pd.DataFrame:
+    """Scenario - baseline of the projection for each KPI shifted by improvement_pct% of its mean."""
+    kpis = [k for k in CATALOGUE_NAMES + ["nps"] if k == "contract_months" or k in snapshot]
+    x0 = {k: snapshot[k].to_numpy(dtype=float) for k in CENTRE}
+    base = _project(snapshot, x0, 0.0, horizon_months, ltv_months, gross_margin)
+    rows = []
+    for k in kpis:
+        spec = DEFAULT_CATALOGUE[k]
+        x, shift = dict(x0), 0.0
+        if k == "contract_months":
+            mean = float(snapshot["tenure"].mean())
+            shift = improvement_pct / 100 * mean
+            delta = shift
+        else:
+            mean = float(snapshot[k].mean())
+            delta = spec.direction * improvement_pct / 100 * mean
+            if k in x:
+                x[k] = np.clip(x[k] + delta, spec.lower, spec.upper)
+        scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin)
+        rows.append({"kpi": k, "mean": mean, "improvement": delta,
+                     **{f"d_{c}": scen[c] - base[c] for c in ("ltv", "expansion", "new", "downgrade", "churn")}})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None, **options) -> int:
+    """``python -m cskit.simulate --accounts 1200 --months 30 --seed 7 --out data/demo``.
+
+    Options may also be given as keywords (``main(accounts=1200, months=30, seed=7, out="data/demo")``).
+    """
+    if options:
+        argv = list(argv or []) + [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    ap = argparse.ArgumentParser(prog="python -m cskit.simulate", description=__doc__.splitlines()[0])
+    ap.add_argument("--accounts", type=int, default=2000, help="organic accounts (referred ones come on top)")
+    ap.add_argument("--months", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--start", default="2024-07", help="first month, YYYY-MM")
+    ap.add_argument("--annual-share", type=float, default=0.3)
+    ap.add_argument("--lag", type=int, default=1)
+    ap.add_argument("--no-nps", action="store_true")
+    ap.add_argument("--no-referrals", action="store_true")
+    ap.add_argument("--mc-paths", type=int, default=0, help="Monte Carlo paths for the true churn_prob (0: skip)")
+    ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
+    a = ap.parse_args(argv)
+    sim = simulate_client(a.accounts, a.months, a.seed, a.start, lag=a.lag, annual_share=a.annual_share,
+                          with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths)
+    sim.write(a.out)
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in sim.tables.items())
+    print(f"wrote {a.out}: {sizes} rows; as_of {sim.as_of}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
