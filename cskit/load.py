@@ -38,8 +38,9 @@ REQUIRED_COLUMNS = {
 ACCOUNT_FIELDS = (
     "account_id", "contract_start", "churn_date", "segment", "plan", "contract_type", "referred_by", "health_score",
 )
-# Cells that mean "no value" in exports (Excel, BI tools, R, pandas). Compared case-insensitively.
-MISSING_MARKERS = ("", "na", "n/a", "#n/a", "nan", "null", "none", "-", "－", "—")
+# Cells that mean "no value" in exports (Excel, BI tools, R, pandas), in their common spellings.
+_MARKERS = ("na", "n/a", "#n/a", "nan", "null", "none")
+MISSING_MARKERS = tuple(sorted({"", "-", "－", "—", "NaN", "#N/A"} | {f(m) for m in _MARKERS for f in (str.lower, str.upper, str.title)}))
 CONTRACT_TYPES = {
     "monthly": "monthly", "month": "monthly", "m": "monthly", "月額": "monthly", "月次": "monthly",
     "月契約": "monthly", "月間": "monthly",
@@ -104,14 +105,16 @@ class _Rows:
         self.keep = np.ones(n, dtype=bool)
         report.quality.read(table, n)
 
-    def exclude(self, reason: str, mask: np.ndarray, column: str, shown: pd.Series | np.ndarray, what: str, fix: str) -> None:
+    def exclude(self, reason: str, mask: np.ndarray, column: str, shown, what: str, fix: str) -> None:
+        """Exclude the rows of ``mask`` still in use; ``shown`` (values, or a function giving them) gives
+        the examples quoted in the warning."""
         hit = np.asarray(mask, dtype=bool) & self.keep
         n = int(hit.sum())
         if n == 0:
             return
         self.keep &= ~hit
         self.report.quality.exclude(self.table, reason, n)
-        examples = _examples(np.asarray(shown, dtype=object)[hit])
+        examples = _examples(np.asarray(shown() if callable(shown) else shown, dtype=object)[hit])
         self.report.quality.warn(
             f"{self.table}.{column}: {n} row(s) excluded ({reason}): {what} (e.g. {examples}). Fix: {fix}"
         )
@@ -161,17 +164,23 @@ def _is_typed(s: pd.Series) -> bool:
     )
 
 
-def _text(s: pd.Series) -> pa.Array:
-    """Cells as trimmed text; empty cells and missing markers ("NA", "-", ...) become null."""
+def _arrow(s: pd.Series) -> pa.Array:
+    """Cells as an Arrow string array, untouched (non-text cells as a CSV export would write them)."""
     if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_string(s.dtype.pyarrow_dtype) or isinstance(s.dtype, pd.StringDtype):
         arr = pa.array(s.array, type=pa.string())
-    else:
-        try:
-            arr = pa.array(s.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arr = pa.array([_cell_text(v) for v in s.to_numpy(dtype=object)], type=pa.string())
-    arr = pc.utf8_trim_whitespace(arr)
-    marker = pc.is_in(pc.utf8_lower(arr), value_set=pa.array(MISSING_MARKERS))
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        return pa.array(s.to_numpy(), from_pandas=True).cast(pa.string())
+    try:
+        return pa.array(s.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([_cell_text(v) for v in s.to_numpy(dtype=object)], type=pa.string())
+
+
+def _text(s: pd.Series) -> pa.Array:
+    """Cells as trimmed text; empty cells and missing markers ("NA", "-", ...) become null."""
+    arr = pc.utf8_trim_whitespace(_arrow(s))
+    marker = pc.is_in(arr, value_set=pa.array(MISSING_MARKERS))
     return pc.if_else(marker, pa.scalar(None, pa.string()), arr)
 
 
@@ -179,28 +188,28 @@ def _missing(arr: pa.Array) -> np.ndarray:
     return pc.is_null(arr).to_numpy(zero_copy_only=False)
 
 
-def _map_distinct(arr: pa.Array, fn, fill):
-    """Apply ``fn`` to each distinct non-null value once (ids, dates and months repeat a lot)."""
+def _distinct(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(distinct non-null values, index of each cell's value; -1 where null): ids, dates and months
+    repeat a lot, so each distinct value is parsed once."""
     enc = pc.dictionary_encode(arr)
-    mapped = [fn(v) for v in enc.dictionary.to_pylist()]
-    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
-    return mapped, idx
+    return enc.dictionary, pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+
+
+def _labels(s: pd.Series, pattern: str | None = None, replacement: str = "") -> np.ndarray:
+    values, idx = _distinct(_text(s))
+    if pattern:
+        values = pc.replace_substring_regex(values, pattern, replacement)
+    return np.append(values.to_numpy(zero_copy_only=False).astype(object), None)[idx]
 
 
 def parse_ids(s: pd.Series) -> np.ndarray:
     """Account ids as str (object array, None where empty). Numbers lose a trailing ".0" (17.0 -> "17")."""
-    if _is_typed(s) and not pd.api.types.is_datetime64_any_dtype(s):
-        return np.array([_cell_text(v) for v in s.to_numpy(dtype=object)], dtype=object)
-    mapped, idx = _map_distinct(_text(s), lambda v: re.sub(r"^(\d+)\.0+$", r"\1", v), None)
-    return np.array(mapped + [None], dtype=object)[idx]
+    return _labels(s, r"^(\d+)\.0+$", r"\1")
 
 
 def parse_text(s: pd.Series) -> np.ndarray:
     """Labels (segment, plan, product, role) as trimmed str, None where empty."""
-    if _is_typed(s):
-        return np.array([_cell_text(v) for v in s.to_numpy(dtype=object)], dtype=object)
-    mapped, idx = _map_distinct(_text(s), lambda v: v, None)
-    return np.array(mapped + [None], dtype=object)[idx]
+    return _labels(s)
 
 
 def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -211,20 +220,23 @@ def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         values = s.to_numpy(dtype=float, na_value=np.nan)
         bad = np.isinf(values)
         return np.where(bad, np.nan, values), bad
+    try:
+        values = pc.cast(_arrow(s), pa.float64()).to_numpy(zero_copy_only=False)
+        bad = np.isinf(values)
+        return np.where(bad, np.nan, values), bad
+    except pa.ArrowInvalid:
+        pass
     arr = _text(s)
     present = ~_missing(arr)
-    try:
-        values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid:
-        norm = pc.utf8_normalize(pc.fill_null(arr, ""), "NFKC")
-        norm = pc.replace_substring(norm, "\u2212", "-")
-        norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"^[¥$]\s*|\s*円$", ""))
-        grouped = pc.match_substring_regex(norm, _THOUSANDS)
-        plain = pc.match_substring_regex(norm, _NUMBER)
-        cleaned = pc.if_else(grouped, pc.replace_substring(norm, ",", ""), norm)
-        ok = pc.or_(grouped, plain)
-        values = pc.cast(pc.if_else(ok, cleaned, pa.scalar(None, pa.string())), pa.float64())
-        values = values.to_numpy(zero_copy_only=False)
+    norm = pc.utf8_normalize(pc.fill_null(arr, ""), "NFKC")
+    norm = pc.replace_substring(norm, "\u2212", "-")
+    norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"^[¥$]\s*|\s*円$", ""))
+    grouped = pc.match_substring_regex(norm, _THOUSANDS)
+    plain = pc.match_substring_regex(norm, _NUMBER)
+    cleaned = pc.if_else(grouped, pc.replace_substring(norm, ",", ""), norm)
+    ok = pc.or_(grouped, plain)
+    values = pc.cast(pc.if_else(ok, cleaned, pa.scalar(None, pa.string())), pa.float64())
+    values = values.to_numpy(zero_copy_only=False)
     values = np.asarray(values, dtype=float)
     bad = present & ~np.isfinite(values)
     return np.where(bad, np.nan, values), bad
@@ -249,8 +261,9 @@ def _parse_when(s: pd.Series, patterns: list[re.Pattern]) -> tuple[np.ndarray, n
         return values, np.zeros(len(s), dtype=bool)
     arr = _text(s)
     present = ~_missing(arr)
-    mapped, idx = _map_distinct(arr, lambda v: _ymd(unicodedata.normalize("NFKC", v), patterns), None)
-    table = np.array([np.datetime64("NaT", "ns") if m is None else m.to_datetime64() for m in mapped]
+    distinct, idx = _distinct(arr)
+    parsed = [_ymd(unicodedata.normalize("NFKC", v), patterns) for v in distinct.to_pylist()]
+    table = np.array([np.datetime64("NaT", "ns") if m is None else m.to_datetime64() for m in parsed]
                      + [np.datetime64("NaT", "ns")], dtype="datetime64[ns]")
     values = table[idx]
     return values, present & np.isnat(values)
@@ -303,11 +316,17 @@ def _prepare(name: str, df: pd.DataFrame, mapping: dict[str, str], report: _Repo
             )
     if dup or not len(df.columns):
         return df
-    blank = np.ones(len(df), dtype=bool)
-    for c in df.columns:
-        col = df[c]
-        blank &= _missing(_text(col)) if not _is_typed(col) else col.isna().to_numpy()
+    blank = _empty(df[df.columns[0]])
+    if not blank.any():
+        return df
+    candidates = df.loc[blank]
+    for c in df.columns[1:]:
+        blank[blank] = _empty(candidates[c])
     return df.loc[~blank].reset_index(drop=True)
+
+
+def _empty(col: pd.Series) -> np.ndarray:
+    return col.isna().to_numpy() if _is_typed(col) else _missing(_text(col))
 
 
 def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[str], report: _Report):
@@ -325,7 +344,7 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
     rows.exclude("bad_churn_date", bad_churn, "churn_date", df.get("churn_date", raw_id),
                  "churn_date is not a date", "write the day the contract ended as YYYY-MM-DD, or leave it empty if active")
     rows.exclude("churn_before_start", ~np.isnat(churn) & (churn < start), "churn_date",
-                 _pairs(df.get("churn_date", raw_id), raw_start), "churn_date is before contract_start (shown: churn / start)",
+                 lambda: _pairs(df.get("churn_date", raw_id), raw_start), "churn_date is before contract_start (shown: churn / start)",
                  "check both dates")
     rows.exclude("after_as_of", _month_of(start) > as_of, "contract_start", raw_start,
                  f"the contract starts after the analysis month as_of={_ym(as_of)}",
@@ -365,7 +384,8 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
 
 
 def _pairs(a: pd.Series, b: pd.Series) -> np.ndarray:
-    return np.array([f"{x} / {y}" for x, y in zip(a.to_numpy(dtype=object), b.to_numpy(dtype=object))], dtype=object)
+    a, b = (pc.fill_null(_arrow(x), "") for x in (a, b))
+    return pc.binary_join_element_wise(a, b, " / ").to_numpy(zero_copy_only=False)
 
 
 def _ym(month: np.datetime64) -> str:
@@ -464,10 +484,12 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
                  "MRR is billed recurring revenue >= 0; remove credits/refunds or net them into the month")
     contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
     product = parse_text(df["product"]) if "product" in df else np.full(len(df), None, dtype=object)
-    out = pd.DataFrame({"account_id": ids, "month": months, "mrr": mrr,
-                        "product": pd.Series(product, dtype=object).fillna(MAIN_PRODUCT)}).loc[rows.keep]
+    product = np.where(pd.isna(product), MAIN_PRODUCT, product)
+    order, _ = _sorted(rows.keep, ids, months, product)
+    out = pd.DataFrame({"account_id": ids[order], "month": months[order], "mrr": mrr[order], "product": product[order]})
     key = ["account_id", "month", "product"]
-    dup = out.duplicated(key, keep=False)
+    same = _same_as_previous(out[key])
+    dup = same | np.append(same[1:], False)
     if dup.any():
         n = int(dup.sum())
         shown = out.loc[dup, key].drop_duplicates().head(3)
@@ -477,7 +499,7 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
             "Fix: nothing if these are separate invoice lines; if they are copies of one line, delete the copies."
         )
         out = out.groupby(key, sort=False, as_index=False)["mrr"].sum()
-    return out.sort_values(key, kind="stable").reset_index(drop=True)
+    return out
 
 
 def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
@@ -490,13 +512,14 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
     rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"], "month is empty or not a month",
                  "write months as YYYY-MM")
     contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
-    key = pd.DataFrame({"a": ids, "m": months}).loc[rows.keep]
+    order, same = _sorted(rows.keep, ids, months)
     dup = np.zeros(len(df), dtype=bool)
-    dup[np.flatnonzero(rows.keep)[key.duplicated(keep="first").to_numpy()]] = True
-    rows.exclude("duplicate_account_month", dup, "month", _pairs(df["account_id"], df["month"]),
+    dup[order[same]] = True
+    order = order[~same]
+    rows.exclude("duplicate_account_month", dup, "month", lambda: _pairs(df["account_id"], df["month"]),
                  "the account x month appears more than once; the first row was kept (shown: account / month)",
                  "keep one row per account and month")
-    out = pd.DataFrame({"account_id": ids, "month": months})
+    out = {"account_id": ids[order], "month": months[order]}
     kpis, ignored = [], []
     for col in df.columns:
         if col in ("account_id", "month"):
@@ -511,15 +534,33 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             continue
         bad &= rows.keep
         _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
-        out[col] = values
+        out[str(col)] = values[order]
         kpis.append(str(col))
     if ignored:
         report.quality.warn(
             f"kpis: {len(ignored)} column(s) are mostly text, not numbers, and were not used as KPIs: "
             f"{', '.join(ignored[:10])}. Fix: nothing if they are labels; otherwise correct their values."
         )
-    out = out.loc[rows.keep]
-    return out.sort_values(["account_id", "month"], kind="stable").reset_index(drop=True), kpis
+    return pd.DataFrame(out), kpis
+
+
+def _sorted(keep: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the kept rows in key order (stable: equal keys stay in file order), and whether
+    each sorted row's key equals the previous row's."""
+    idx = np.flatnonzero(keep)
+    frame = pd.DataFrame({i: k[idx] for i, k in enumerate(keys)})
+    order = idx[frame.sort_values(list(frame.columns), kind="stable").index.to_numpy()]
+    return order, _same_as_previous(pd.DataFrame({i: k[order] for i, k in enumerate(keys)}))
+
+
+def _same_as_previous(frame: pd.DataFrame) -> np.ndarray:
+    """True where a row's values all equal the previous row's (False for the first row)."""
+    same = np.ones(len(frame), dtype=bool)
+    same[:1] = False
+    for c in frame.columns:
+        v = frame[c].to_numpy()
+        same[1:] &= v[1:] == v[:-1]
+    return same
 
 
 def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
