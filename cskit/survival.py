@@ -11,6 +11,8 @@ Choices (docs/methods/metrics.md, "Survival"):
   cross 0.5 (Brookmeyer & Crowley's inversion as in R ``survfit``). A median that the curve never
   reaches is reported as null ("not reached"), as are bounds that are not reached. Where S = 0 the
   interval is undefined (NaN in ``curves``) and not used for the median's interval.
+- S(12), the share still customers 12 months after start, with its interval: a figure that exists
+  even when the median is not reached (low-churn clients).
 - Log-rank test (``multivariate_logrank_test``) for each grouping with ≥ 2 groups: segment, plan,
   contract_type and onboarding status (onboarding_completed > 0) when the panel has them.
 """
@@ -31,7 +33,10 @@ from cskit.params import Params
 
 GROUPINGS = ["segment", "plan", "contract_type", "onboarding"]
 CURVE_COLUMNS = ["group_by", "group", "timeline", "survival", "ci_low", "ci_high"]
-MEDIAN_COLUMNS = ["group_by", "group", "accounts", "churned", "median", "median_ci_low", "median_ci_high"]
+MEDIAN_COLUMNS = [
+    "group_by", "group", "accounts", "churned", "median", "median_ci_low", "median_ci_high",
+    "survival_12m", "survival_12m_ci_low", "survival_12m_ci_high",
+]  # fmt: skip
 LOGRANK_COLUMNS = ["group_by", "groups", "test_statistic", "degrees_of_freedom", "p_value"]
 
 
@@ -56,6 +61,9 @@ class Survival:
                 "median_months": _num(r.median),
                 "median_ci_low": _num(r.median_ci_low),
                 "median_ci_high": _num(r.median_ci_high),
+                "survival_12m": _num(r.survival_12m),
+                "survival_12m_ci_low": _num(r.survival_12m_ci_low),
+                "survival_12m_ci_high": _num(r.survival_12m_ci_high),
             }
         tests = {
             r.group_by: {
@@ -93,7 +101,11 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
 
 
 def compute_survival(panel: pd.DataFrame, data: ClientData, params: Params) -> Survival:
-    """Kaplan–Meier overall and by each grouping present (≥ 2 groups), with medians and log-rank tests."""
+    """Kaplan–Meier overall and by each grouping present (≥ 2 groups), with medians and log-rank tests.
+
+    Everything comes from the panel (lifetimes, groups, onboarding status); ``data`` and ``params``
+    are taken for the common stage signature.
+    """
     life = lifetimes(panel)
     parts = [("all", "all", life)]
     tests = []
@@ -142,6 +154,7 @@ def _curve(group_by: str, group, kmf: KaplanMeierFitter) -> pd.DataFrame:
 
 def _median_row(group_by: str, group, kmf: KaplanMeierFitter) -> dict:
     ci = median_survival_times(_interval(kmf).dropna())
+    s12 = survival_at(kmf, 12)
     return {
         "group_by": group_by,
         "group": str(group),
@@ -150,7 +163,20 @@ def _median_row(group_by: str, group, kmf: KaplanMeierFitter) -> dict:
         "median": float(kmf.median_survival_time_),
         "median_ci_low": float(ci.iloc[0, 0]),
         "median_ci_high": float(ci.iloc[0, 1]),
+        "survival_12m": s12[0],
+        "survival_12m_ci_low": s12[1],
+        "survival_12m_ci_high": s12[2],
     }
+
+
+def survival_at(kmf: KaplanMeierFitter, k: int) -> tuple[float, float, float]:
+    """S(k) = P(T > k) with its 95% interval; NaN when no account was followed to month k."""
+    if kmf.durations.max() < k:
+        return (np.nan, np.nan, np.nan)
+    sf = kmf.survival_function_.iloc[:, 0]
+    at = sf.index[sf.index <= k].max()
+    ci = _interval(kmf).loc[at]
+    return (float(sf.loc[at]), float(ci.iloc[0]), float(ci.iloc[1]))
 
 
 def logrank(life: pd.DataFrame, by: str) -> dict:

@@ -89,6 +89,9 @@ def test_gehan_medians_and_logrank_match_published_r_output():
     s = compute_survival(panel_from(d, e, segment=g), None, Params())
     med = s.medians.set_index(["group_by", "group"])["median"]
     assert med[("segment", "6-MP")] == 23 and med[("segment", "placebo")] == 8
+    s12 = s.medians.set_index(["group_by", "group"])["survival_12m"]
+    assert s12[("segment", "placebo")] == pytest.approx(4 / 21)  # 15, 17, 22, 23 still in remission
+    assert s12[("segment", "6-MP")] == pytest.approx(18 / 21 * 16 / 17 * 14 / 15)  # events at 6, 7, 10
     lr = s.logrank.set_index("group_by").loc["segment"]
     assert lr["test_statistic"] == pytest.approx(16.79294, abs=1e-5)
     assert lr["p_value"] == pytest.approx(4.168809e-05, rel=1e-6)
