@@ -379,8 +379,9 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
                             "Fix: fill it or drop the column.")
     out = out.loc[rows.keep].drop(columns=empty).reset_index(drop=True)
     out["referred_by"] = _check_referrals(out, report)
-    return out.sort_values("account_id", kind="stable").reset_index(drop=True), [c for c in statics if c not in empty], set(
-        x for x in ids if x is not None)
+    listed = {x for x in ids if x is not None}
+    out = out.sort_values("account_id", kind="stable").reset_index(drop=True)
+    return out, [c for c in statics if c not in empty], listed
 
 
 def _pairs(a: pd.Series, b: pd.Series) -> np.ndarray:
@@ -523,6 +524,10 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
     kpis, ignored = [], []
     for col in df.columns:
         if col in ("account_id", "month"):
+            continue
+        if col == "contract_months":
+            report.quality.warn("kpis.contract_months: ignored; cskit derives contract months from contract_start. "
+                                "Fix: nothing (or drop the column).")
             continue
         values, bad = parse_numbers(df[col])
         n_values, n_bad = int((~np.isnan(values)).sum()), int(bad.sum())

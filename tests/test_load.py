@@ -430,3 +430,25 @@ def test_peer_client_loads():
     assert data.kpis.shape[1] == 2 + 29 and (data.kpis.dtypes.iloc[2:] == float).all()
     assert data.as_of == pd.Timestamp("2022-12-01")
     assert data.catalogue["win_opportunity_value"].category == "other"
+
+
+def test_simulated_client_in_memory_equals_its_csvs(tmp_path):
+    """The simulator's typed frames and the CSVs it writes load to the same canonical tables."""
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(n_accounts=150, n_months=10, seed=3, mc_paths=0)
+    params = validate_params({"as_of": sim.as_of, "data": str(tmp_path / "sim")})
+    sim.write(tmp_path / "sim")
+    in_memory, from_csv = load(sim.tables, params), load_client(params)
+    assert_same(in_memory, from_csv)
+    assert all(q["excluded"] == {} for q in in_memory.quality.tables.values())
+    assert len(in_memory.accounts) == len(sim.tables["accounts"])
+    assert in_memory.static_kpis == ["onboarding_completed", "welcome_webinar_attendance"]
+
+
+def test_contract_months_column_in_kpis_ignored():
+    tables = raw_tables()
+    tables["kpis"]["contract_months"] = "3"
+    data = load(tables)
+    assert "contract_months" not in data.kpis.columns
+    assert any(w.startswith("kpis.contract_months: ignored") for w in data.quality.warnings)
