@@ -280,7 +280,6 @@ def nps_table(nps: pd.DataFrame | None, accounts: pd.DataFrame, as_of, window: i
             .to_numpy(),
         }
     )
-    frame["all"] = "all"
     rows = [_nps_row("all", "all", frame["score"])]
     for by in ("segment", "role"):
         for group, scores in frame.groupby(by, sort=True)["score"]:
