@@ -157,6 +157,7 @@ class ScoreModel:
     design: Design
     weights: pd.DataFrame
     lag: int
+    warnings: list[str] = field(default_factory=list)
     red_below: float = float("nan")
     green_from: float = float("nan")
     base_rate: float = float("nan")
@@ -172,7 +173,14 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     s = full.fit.summary().loc[full.design.kpis]
     q = multipletests(s["p_value"].fillna(1.0).to_numpy(), method="fdr_bh")[1]
     keep = [k for k, qk in zip(full.design.kpis, q) if qk < alpha]
-    if not keep or len(keep) == len(full.design.kpis):
+    if not keep:
+        full.warnings.append(
+            f"No KPI is linked to churn at q < {alpha:g} (Benjamini–Hochberg): the health score keeps all "
+            f"{len(full.design.kpis)} KPIs and is indicative only. Check the validation AUC before using it; "
+            "more history or more accounts may reveal the drivers."
+        )
+        return full
+    if len(keep) == len(full.design.kpis):
         return full
     model = _fit_model(panel, keep, lag)
     model.design.dropped.update(full.design.dropped)
@@ -649,9 +657,9 @@ def design_health_score(
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
     validation, playbook, onboarding check and touch model (docs/methods/health.md)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
-    warnings: list[str] = []
     now = score_at(panel, kpis, lag, as_of, H, params.alpha)
     model = now.model
+    warnings = list(model.warnings)
     frame = now.frame
     scores = frame[["account_id", "score", "tier", "churn_prob"]].copy()
 

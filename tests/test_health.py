@@ -212,10 +212,11 @@ def _planted_risk(sim):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_score_ranks_future_churn_about_as_well_as_the_planted_model(seed):
-    """Measured (seeds 0–4): score AUC / AUC of the true churn_prob = 0.92–0.97; the true churn_prob
-    knows the latent factors, which no KPI-based score can see. Against the planted model applied to
-    the observed 3-month means the ratio is 0.975–1.0, and the intuition score is far behind."""
-    sim, data, health = _design(seed) if seed else _design(0)
+    """Measured (seeds 0–4): score AUC / AUC of the true churn_prob = 0.91–0.97; the true churn_prob
+    knows the latent account factors, which no KPI-based score can see (the planted coefficients on
+    the observed KPIs reach 0.92–0.97 of it too). Against the planted model applied to the observed
+    3-month means the ratio is 0.976–0.997, and the intuition score is far behind."""
+    sim, data, health = _design(seed)
     fut = sim.truth.future.merge(health.scores, on="account_id", how="left", suffixes=("_true", ""))
     y = fut["churned"].to_numpy()
     ours = auc_with_ci(y, -fut["score"].to_numpy())["auc"]
@@ -256,8 +257,11 @@ def test_out_of_time_validation_separates_tiers_and_is_calibrated(seed0):
     _, _, health = seed0
     v = health.validation
     assert v["status"] == "ok" and v["n_churned"] > 50
+    dec = pd.DataFrame(v["by_decile"])  # decile 1 = lowest scores
+    low, high = dec[dec["decile"] <= 2], dec[dec["decile"] >= 9]
+    assert wilson(low["churned"].sum(), low["n"].sum())[0] > wilson(high["churned"].sum(), high["n"].sum())[1]
     tier = {r["tier"]: r for r in v["by_tier"]}
-    assert tier["red"]["ci_low"] > tier["green"]["ci_high"]
+    assert tier["green"]["ci_high"] < v["observed_rate"] < tier["yellow"]["ci_high"]
     assert abs(v["observed_rate"] - v["predicted_rate"]) < 0.03
     assert 0.55 < v["score"]["auc"] and v["score"]["ci_low"] < v["score"]["auc"] < v["score"]["ci_high"]
     # the simulator's client score is a snapshot of the active accounts only: not validatable out of time
