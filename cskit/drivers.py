@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from scipy.stats import norm, rankdata
 from statsmodels.stats.multitest import multipletests
 
+from cskit.catalogue import build_catalogue
 from cskit.errors import CskitError
 from cskit.models import (
     MAX_MISSING,
@@ -72,7 +73,8 @@ class Triggers:
     - ``outcomes``: one row per outcome (columns :data:`OUTCOME_COLUMNS`); ``mde_per_sd`` is the
       ratio (HR/OR, > 1) the model could detect at 80% power; its inverse is the protective one.
     - ``details``: the table plus ``coef`` (log effect), ``se``, ``z``, ``mde_per_sd``, ``rows`` (model
-      rows with the KPI measured), ``transform`` (identity | log1p) and ``note`` (why an effect is empty).
+      rows with the KPI measured), ``transform`` (identity | log1p), ``note`` (why an effect is empty),
+      ``label`` (in params.language) and ``category`` from the KPI catalogue.
     - ``lead_lag``: kpi, outcome, lag, z: the score z of the KPI at t − lag (0–6) in the model of the
       outcome on tenure, segment and contract type (the 連動性 chart).
     - ``transforms``: kpi, transform, mean, sd (of the transformed value: "per SD" means per this SD).
@@ -126,6 +128,9 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis)
     details = pd.concat(rows_out, ignore_index=True)
     details = _add_q_and_flags(details, params.alpha)
+    catalogue = build_catalogue(params.kpis, kpis)
+    details["label"] = [catalogue[k].label(params.language) for k in details["kpi"]]
+    details["category"] = [catalogue[k].category for k in details["kpi"]]
     table = details[TABLE_COLUMNS].reset_index(drop=True)
     return Triggers(
         table=table,
@@ -193,7 +198,7 @@ def _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, 
         base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
-    lead_lag = lead_lag_scores(panel, outcome, kpis, transforms, params)
+    lead_lag = lead_lag_scores(panel, outcome, kpis, transforms)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     z_now = score_z(panel, rows, y, link, [k for k in model_kpis if k != TENURE and k in transforms],
                     lag, transforms)
@@ -201,22 +206,27 @@ def _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, 
     design = design_matrix(panel, rows, order + [k for k in model_kpis if k not in order], lag, transforms)
     design = prune_dependent(design)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
-    coef, se = fit["coef"], fit["se"]
-    est = pd.DataFrame({"kpi": design.kpis, "coef": coef[design.kpi_slice()], "se": se[design.kpi_slice()]})
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
-    kept_se = est.loc[est["kpi"].isin(kpis), "se"]
-    info["mde_per_sd"] = float(np.exp(crit * kept_se.median())) if len(kept_se) else np.nan
+    out = _effects(base, design, fit["coef"], fit["se"], crit)
+    reported = out["se"].dropna()
+    info["mde_per_sd"] = float(np.exp(crit * reported.median())) if len(reported) else np.nan
     info["model"] = fit["model"]
+    dropped = {k: r for k, r in design.dropped.items() if k in kpis}
+    return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped}
+
+
+def _effects(base: pd.DataFrame, design: Design, coef: np.ndarray, se: np.ndarray, crit: float) -> pd.DataFrame:
+    """Per KPI: log effect, SE, Wald z and p, exp(effect) with its 95% interval, MDE at 80% power."""
+    est = pd.DataFrame({"kpi": design.kpis, "coef": coef[design.kpi_slice()], "se": se[design.kpi_slice()]})
     out = base.merge(est, on="kpi", how="left")
-    out["note"] = [design.dropped.get(k, "") for k in kpis]
+    out["note"] = [design.dropped.get(k, "") for k in out["kpi"]]
     out["z"] = out["coef"] / out["se"]
     out["p_value"] = 2 * norm.sf(np.abs(out["z"]))
     out["effect"] = np.exp(out["coef"])
     out["ci_low"] = np.exp(out["coef"] - norm.ppf(0.975) * out["se"])
     out["ci_high"] = np.exp(out["coef"] + norm.ppf(0.975) * out["se"])
     out["mde_per_sd"] = np.exp(crit * out["se"])
-    dropped = {k: r for k, r in design.dropped.items() if k in kpis}
-    return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped}
+    return out
 
 
 def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
@@ -247,9 +257,9 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
         partners = sorted(
             ((abs(c), names[s]) for c, s in zip(b, kept) if 1 <= s <= n_kpi), reverse=True
         )[:3]
+        carriers = ", ".join(p for _, p in partners) or "segment / contract type"
         dropped[names[j]] = (
-            f"a near-linear combination of {', '.join(p for _, p in partners)} (R² = {r2:.2f}): "
-            "its effect cannot be separated from theirs"
+            f"a near-linear combination of {carriers} (R² = {r2:.2f}): its effect cannot be separated from theirs"
         )
     keep = sorted(kept)
     kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
@@ -496,7 +506,7 @@ def _base_fit(panel, rows, y, link, transforms) -> tuple[np.ndarray, np.ndarray,
 
 
 def lead_lag_scores(
-    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], params: Params
+    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform]
 ) -> pd.DataFrame:
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
     every lag is observed and the |z| are comparable). ``contract_months`` has no lead–lag (it is the
@@ -567,8 +577,9 @@ def _dropped_warnings(dropped: dict[tuple[str, str], list[str]]) -> list[str]:
     out = []
     for (k, reason), outcomes in dropped.items():
         where = ", ".join(outcomes)
-        if reason.startswith("collinear"):
-            fix = "To tell them apart, keep only one of the two in the kpis table or combine them."
+        if reason.startswith(("collinear", "a near-linear")):
+            fix = ("Its effect is carried by the KPI(s) named; to tell them apart, keep only one of them "
+                   "in the kpis table or combine them.")
         elif reason.startswith("missing"):
             fix = (f"KPIs missing in more than {MAX_MISSING:.0%} of the rows are left out; fill the column "
                    "in the kpis table or leave it out.")
