@@ -286,3 +286,27 @@ def test_bridge_on_simulated_clients(seed, tmp_path):
     # every account's first paid month is a "new" movement: Σ new = Σ first-month MRR
     first = rev.sort_values("month").groupby(["account_id", "month"])["mrr"].sum().groupby(level=0).first()
     assert m.mrr_bridge["new"].sum() == pytest.approx(first.sum())
+
+
+def test_bridge_and_rates_on_the_demo_client():
+    from pathlib import Path
+
+    from cskit.pipeline import load
+
+    root = Path(__file__).resolve().parents[1]
+    data = load(root / "params" / "demo.yaml", base=root)
+    m = compute_metrics(build_panel(data), data, Params())
+    b = m.mrr_bridge
+    cents = (b[BRIDGE_COLUMNS[1:]] * 100).round().astype(np.int64)
+    lhs = cents["mrr_start"] + cents["new"] + cents["expansion"] + cents["reactivation"]
+    assert (lhs - cents["contraction"] - cents["churn"] == cents["mrr_end"]).all()
+    raw = pd.read_csv(root / "data" / "demo" / "revenue.csv", dtype={"account_id": str})
+    totals = raw.groupby(raw["month"].str[:7])["mrr"].sum()
+    assert dict(zip(b["month"].dt.strftime("%Y-%m"), cents["mrr_end"])) == {k: round(v * 100) for k, v in totals.items()}
+    # Σ churned = paid runs (consecutive paid months of an account) that end before the last month
+    paid = raw[raw["mrr"] > 0].assign(m=lambda d: pd.PeriodIndex(d["month"].str[:7], freq="M"))
+    last = paid["m"].max()
+    ends = sum(
+        1 for _, ms in paid.groupby("account_id")["m"] for x in set(ms) if x + 1 not in set(ms) and x < last
+    )
+    assert m.rates["churned"].sum() == ends
