@@ -452,3 +452,31 @@ def test_contract_months_column_in_kpis_ignored():
     data = load(tables)
     assert "contract_months" not in data.kpis.columns
     assert any(w.startswith("kpis.contract_months: ignored") for w in data.quality.warnings)
+
+
+def test_events_validated():
+    tables = raw_tables()
+    tables["events"] = pd.DataFrame([
+        ["A1", "u1", "2024-03-05 10:00:00", "login", "30"],
+        ["A1", "u2", "2024/03/06 11:30", "login", ""],
+        ["A1", "u1", "yesterday", "login", "5"],
+        ["Z9", "u9", "2024-03-05 10:00:00", "login", "5"],
+        ["A3", "u3", "2024-07-01 09:00:00", "export", "1"],
+    ], columns=["account_id", "user_id", "ts", "event", "value"])
+    data = load(tables)
+    assert data.quality.tables["events"]["excluded"] == {"bad_ts": 1, "unknown_account": 1, "after_as_of": 1}
+    e = data.events
+    assert e["ts"].tolist() == [pd.Timestamp("2024-03-05 10:00"), pd.Timestamp("2024-03-06 11:30")]
+    assert e["value"].tolist()[0] == 30.0 and np.isnan(e["value"][1])
+
+
+def test_xlsx_missing_sheet_named(tmp_path):
+    path = tmp_path / "client.xlsx"
+    with pd.ExcelWriter(path, engine="openpyxl") as xl:
+        raw_tables()["accounts"].to_excel(xl, sheet_name="accounts", index=False)
+        raw_tables()["revenue"].to_excel(xl, sheet_name="Sheet2", index=False)
+    with pytest.raises(CskitError) as e:
+        load_client(validate_params({"data": str(path)}))
+    msg = str(e.value)
+    assert "revenue: required table is missing: no sheet named 'revenue' in client.xlsx (sheets: accounts, Sheet2)" in msg
+    assert "kpis: required table is missing" in msg
