@@ -35,6 +35,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
 
 NOTEBOOK_ENV = "CSKIT_NOTEBOOK"
+# BLAS / OpenMP sum in a thread-count-dependent order, which changes the last digits of model fits;
+# one thread per kernel makes results byte-identical across machines (batch runs clients in parallel).
+SINGLE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -249,7 +252,9 @@ def simulate(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point (``cskit``)."""
+    """Console-script entry point (``cskit``). Pins BLAS to one thread unless the caller set it."""
+    for var in SINGLE_THREAD:
+        os.environ.setdefault(var, "1")
     try:
         app(args=argv, standalone_mode=True)
     except CskitError as e:
