@@ -91,7 +91,7 @@ def test_template_documents_every_key_with_its_default():
 
 def test_demo_params_valid():
     p = load_params(ROOT / "params/demo.yaml")
-    assert (p.client, p.data, p.language) == ("demo", "data/demo", "ja")
+    assert (p.client, p.data, p.language, str(p.as_of)) == ("demo", "data/demo", "ja", "2026-06-30")
 
 
 def test_missing_params_file(tmp_path):
