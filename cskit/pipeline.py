@@ -6,6 +6,8 @@ potential → health. Nothing here computes a figure; it only passes each stage 
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,13 +77,16 @@ def load(params: Params | dict | str | Path, base: str | Path | None = None) -> 
     return load_client(absolute_data(as_params(params), base))
 
 
-def analyse(params: Params | dict | str | Path, base: str | Path | None = None) -> Diagnosis:
+def analyse(
+    params: Params | dict | str | Path, base: str | Path | None = None, timings: dict | None = None
+) -> Diagnosis:
     """Run every stage for one client and return the :class:`Diagnosis`.
 
     ``params`` is a :class:`Params`, a dict, or the path of a params YAML; ``base`` is the folder a
     relative ``data`` path is resolved against (see :func:`absolute_data`). The survival-based LTV
     of the potential stage (mean and total over the accounts active at ``as_of``) fills
-    ``metrics.summary["ltv_survival"]`` so the headline KPIs carry both LTV definitions.
+    ``metrics.summary["ltv_survival"]`` so the headline KPIs carry both LTV definitions. When
+    ``timings`` is a dict, each stage's wall-clock seconds are stored in it (for bench/run.py).
     """
     from cskit.drivers import find_triggers
     from cskit.health import design_health_score
@@ -91,22 +96,45 @@ def analyse(params: Params | dict | str | Path, base: str | Path | None = None) 
     from cskit.potential import improvement_potential
     from cskit.survival import compute_survival
 
+    clock = _Clock(timings)
     p = absolute_data(as_params(params), base)
-    data = load_client(p)
-    panel = build_panel(data)
+    with clock("load"):
+        data = load_client(p)
+    with clock("panel"):
+        panel = build_panel(data)
+        kpis = kpi_columns(data)
     if panel.empty:
         raise CskitError(
             "No account-month left to analyse: every account starts after as_of or was excluded. "
             "Check as_of in the params and results/quality.json for the excluded rows."
         )
-    kpis = kpi_columns(data)
-    metrics = compute_metrics(panel, data, p)
-    survival = compute_survival(panel, data, p)
-    triggers = find_triggers(panel, p, kpis)
-    potential = improvement_potential(panel, data, p, kpis)
-    metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
-    health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
+    with clock("metrics"):
+        metrics = compute_metrics(panel, data, p)
+        survival = compute_survival(panel, data, p)
+    with clock("drivers"):
+        triggers = find_triggers(panel, p, kpis)
+    with clock("potential"):
+        potential = improvement_potential(panel, data, p, kpis)
+        metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
+    with clock("health"):
+        health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health)
+
+
+class _Clock:
+    """``with clock("stage"):`` adds the block's wall-clock seconds to ``timings["stage"]`` (if a dict)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timings is not None:
+                self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def ltv_headline(accounts: pd.DataFrame, entry: dict | None = None) -> dict:
