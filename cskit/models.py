@@ -223,7 +223,7 @@ def fit_binomial(
     ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
     beta = np.zeros(p)
     beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
-    loglik_old = -np.inf
+    loglik_old = _loglik(y, X @ beta, link)
     converged = False
     it = 0
     for it in range(1, max_iter + 1):

@@ -85,3 +85,14 @@ def test_skewed_counts_are_log_transformed_and_standardised():
     z = tr["counts"].forward(panel["counts"])
     assert z.mean() == pytest.approx(0, abs=1e-9) and z.std() == pytest.approx(1, abs=1e-9)
     assert Transform("identity", 10, 2).forward(14) == pytest.approx(2)
+
+
+def test_rare_events_in_a_small_group_do_not_run_away():
+    # 13,382 rows at ~1% events and 271 at ~11%: an unguarded first IRLS step overshoots
+    x = np.r_[np.zeros(13382), np.ones(271)]
+    y = np.r_[np.ones(134), np.zeros(13382 - 134), np.ones(30), np.zeros(241)]
+    fit = fit_binomial(y, np.column_stack([np.ones_like(x), x]), link="cloglog")
+    b0 = np.log(-np.log(1 - 134 / 13382))
+    b1 = np.log(-np.log(1 - 30 / 271)) - b0
+    assert fit.converged
+    assert fit.coef == pytest.approx([b0, b1], abs=1e-6)
