@@ -91,8 +91,10 @@ def small_client(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def two_runs(small_client: Path):
+    """`cskit run` into out1; then `cskit batch` of the same client and a broken one into out2."""
     first = cskit("run", "small.yaml", "--out", "out1", cwd=small_client)
-    second = cskit("run", "small.yaml", "--out", "out2", "--no-html", cwd=small_client)
+    write_params(small_client, client="broken", data="data/missing")
+    second = cskit("batch", "small.yaml", "broken.yaml", "--jobs", "2", "--out", "out2", "--no-html", cwd=small_client)
     return small_client, first, second
 
 
@@ -103,7 +105,7 @@ def test_good_run_writes_every_result_file(two_runs):
     assert (folder / "diagnosis.ipynb").is_file()
     for name in RESULT_FILES:
         assert (folder / "results" / name).is_file(), name
-    outside = {p for p in tree(root) if not p.startswith(("out1", "out2", "data", "small.yaml"))}
+    outside = {p for p in tree(root) if not p.startswith(("out1", "out2", "data", "small.yaml", "broken.yaml"))}
     assert outside == set()
 
 
@@ -118,10 +120,20 @@ def test_html_has_no_code_and_is_japanese(two_runs):
     assert "Traceback" not in html
 
 
-def test_two_runs_give_byte_identical_results(two_runs):
-    root, first, second = two_runs
-    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+def test_batch_goes_on_after_a_failure(two_runs):
+    root, _, second = two_runs
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert "broken.yaml" in second.stdout and "bad input" in second.stdout and "data/missing" in second.stdout
+    assert "small.yaml" in second.stdout and "ok" in second.stdout
+    assert "Traceback" not in second.stdout + second.stderr
+    assert (root / "out2" / "small" / "diagnosis.ipynb").is_file()
     assert not (root / "out2" / "small" / "diagnosis.html").exists()
+    assert not (root / "out2" / "broken").exists()
+
+
+def test_two_runs_give_byte_identical_results(two_runs):
+    root, first, _ = two_runs
+    assert first.returncode == 0, first.stderr[-3000:]
 
     def digests(folder: Path) -> dict[str, str]:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
