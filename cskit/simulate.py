@@ -215,7 +215,8 @@ def _factors(static: np.ndarray, ar: np.ndarray) -> np.ndarray:
 def _latents(factors: np.ndarray, noise: np.ndarray, names: list[str], columns: list[str] = LATENT) -> dict[str, np.ndarray]:
     """Standard-normal latent value of each named KPI (loadings on the factors + own noise).
 
-    ``noise`` has one column per name of ``columns`` (only the named ones are read).
+    ``noise`` has one column per name of ``columns`` (only the named ones are read). The loadings are
+    summed explicitly rather than by a matrix product: multithreaded BLAS is slow on shared cores.
     """
     z = {}
     for name in names:
@@ -225,8 +226,9 @@ def _latents(factors: np.ndarray, noise: np.ndarray, names: list[str], columns: 
             base = z[driver] if driver in z else _latents(factors, noise, [driver], columns)[driver]
             z[name] = r * base + math.sqrt(1 - r * r) * noise[:, j]
         else:
-            w = np.asarray(LOADINGS[name])
-            z[name] = factors @ w + math.sqrt(1 - w @ w) * noise[:, j]
+            w = LOADINGS[name]
+            shared = sum(wf * factors[:, f] for f, wf in enumerate(w) if wf)
+            z[name] = shared + math.sqrt(1 - sum(wf * wf for wf in w)) * noise[:, j]
     return z
 
 

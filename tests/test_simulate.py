@@ -6,6 +6,7 @@ cskit.panel, so a recovery check exercises the tables a client would send, not t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -253,9 +254,40 @@ def test_beta_sd_is_beta_unit_times_the_empirical_sd(sim, panel):
 # The planted hazards are what a correctly specified model recovers from the tables
 # ---------------------------------------------------------------------------------------------------
 
-def fit_cloglog(panel: pd.DataFrame, rows: pd.Series, y: pd.Series, kpis: list[str], annual: bool = False):
-    """Binomial GLM, cloglog link, on lagged KPIs standardised by their SD on the fitted rows,
-    log1p(tenure), segment dummies (and contract type for churn): the planted model's own form."""
+@dataclass
+class Fit:
+    params: pd.Series
+    bse: pd.Series
+
+
+def newton_cloglog(X: pd.DataFrame, y: pd.Series) -> Fit:
+    """Binomial GLM with the cloglog link by IRLS; SEs from the expected information, as
+    statsmodels' GLM reports them (checked against it below). X'WX is formed with einsum: threaded
+    BLAS on a shared 2-core machine made statsmodels' own fit 20x slower."""
+    x, yv = X.to_numpy(float), y.to_numpy(float)
+    eta = np.log(-np.log1p(-(yv + 0.5) / 2))  # the usual GLM start, mu = (y + 1/2) / 2
+    beta = np.zeros(x.shape[1])
+    for _ in range(100):
+        mu = np.clip(-np.expm1(-np.exp(eta)), 1e-12, 1 - 1e-12)
+        dmu = np.exp(eta - np.exp(eta))
+        w = dmu**2 / (mu * (1 - mu))
+        info = np.einsum("ij,ik->jk", x * w[:, None], x)
+        new = np.linalg.solve(info, np.einsum("ij,i->j", x, w * (eta + (yv - mu) / dmu)))
+        eta = np.einsum("ij,j->i", x, new)
+        done = np.max(np.abs(new - beta)) < 1e-10
+        beta = new
+        if done:
+            break
+    mu = np.clip(-np.expm1(-np.exp(eta)), 1e-12, 1 - 1e-12)
+    w = np.exp(eta - np.exp(eta)) ** 2 / (mu * (1 - mu))
+    info = np.einsum("ij,ik->jk", x * w[:, None], x)
+    se = np.sqrt(np.diag(np.linalg.inv(info)))
+    return Fit(pd.Series(beta, index=X.columns), pd.Series(se, index=X.columns))
+
+
+def fit_cloglog(panel: pd.DataFrame, rows: pd.Series, y: pd.Series, kpis: list[str], annual: bool = False) -> Fit:
+    """Cloglog GLM on lagged KPIs standardised by their SD on the fitted rows, log1p(tenure), segment
+    dummies (and contract type for churn): the planted model's own form."""
     x = lagged(panel, [k for k in kpis if k not in S.STATIC_KPIS])
     for k in S.STATIC_KPIS:
         if k in kpis:
@@ -268,9 +300,26 @@ def fit_cloglog(panel: pd.DataFrame, rows: pd.Series, y: pd.Series, kpis: list[s
     if annual:
         x["annual"] = (panel.loc[rows, "contract_type"] == "annual").astype(float)
     ok = x.notna().all(axis=1)
-    model = sm.GLM(y[rows][ok].astype(float), sm.add_constant(x[ok]),
-                   family=sm.families.Binomial(sm.families.links.CLogLog()))
-    return model.fit()
+    return newton_cloglog(sm.add_constant(x[ok]), y[rows][ok])
+
+
+def test_the_fitting_instrument_agrees_with_statsmodels(panel):
+    rows = at_risk(panel) & (panel["account_id"] < "A00600")
+    kpis = ["login_days", "csat", "support_inquiries", "onboarding_completed", "faq_views"]
+    ours = fit_cloglog(panel, rows, panel["churn"], kpis, annual=True)
+    x = lagged(panel, kpis[:3] + ["faq_views"])
+    x["onboarding_completed"] = panel["onboarding_completed"].astype(float)
+    x = x[rows][kpis]
+    x = (x - x.mean()) / x.std()
+    x["log1p_tenure"] = np.log1p(panel.loc[rows, "tenure"])
+    x["mid"] = (panel.loc[rows, "segment"] == "Mid").astype(float)
+    x["enterprise"] = (panel.loc[rows, "segment"] == "Enterprise").astype(float)
+    x["annual"] = (panel.loc[rows, "contract_type"] == "annual").astype(float)
+    ok = x.notna().all(axis=1)
+    ref = sm.GLM(panel.loc[rows, "churn"][ok].astype(float), sm.add_constant(x[ok]),
+                 family=sm.families.Binomial(sm.families.links.CLogLog())).fit(tol=1e-12)
+    np.testing.assert_allclose(ours.params, ref.params[ours.params.index], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours.bse, ref.bse[ours.params.index], rtol=1e-5)
 
 
 OUTCOME_ROWS = {
