@@ -146,7 +146,7 @@ def failure_message(exc: BaseException, notebook: Path) -> tuple[int, str]:
         if exc.ename == "CskitError":
             return 2, str(exc.evalue)
         return 1, (
-            f"The diagnosis notebook failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}). "
+            f"The diagnosis notebook failed in cell [{exc.exec_count}] ({exc.ename}: {exc.evalue}). "
             f"The executed notebook, with the error in place, is {notebook}."
         )
     if isinstance(exc, CskitError):

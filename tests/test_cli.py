@@ -142,3 +142,49 @@ def test_two_runs_give_byte_identical_results(two_runs):
     b = digests(root / "out2" / "small" / "results")
     assert set(a) >= set(RESULT_FILES)
     assert a == b
+
+
+def test_notebook_errors_become_one_message():
+    from papermill.exceptions import PapermillExecutionError
+
+    from cskit.cli import failure_message
+
+    nb = Path("/x/out/acme/diagnosis.ipynb")
+    planted = PapermillExecutionError(3, 4, "src", "CskitError", "No churn at all: add months.", [])
+    assert failure_message(planted, nb) == (2, "No churn at all: add months.")
+    code, message = failure_message(PapermillExecutionError(3, 4, "src", "ValueError", "bad shape", []), nb)
+    assert code == 1 and "cell [4]" in message and "ValueError: bad shape" in message and str(nb) in message
+
+
+def _failing_notebook(path: Path) -> Path:
+    import nbformat
+
+    params = nbformat.v4.new_code_cell('client = "x"\noutput_dir = "output"')
+    params.metadata["tags"] = ["parameters"]
+    fail = nbformat.v4.new_code_cell(
+        "from cskit.errors import CskitError\n"
+        "if client == 'planted':\n"
+        "    raise CskitError('planted problem: fix the kpis table')\n"
+        "1 / 0"
+    )
+    nb = nbformat.v4.new_notebook(cells=[params, fail])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.mark.parametrize("client, code, words", [
+    ("planted", 2, ["planted problem: fix the kpis table"]),
+    ("crash", 1, ["cell [3]", "ZeroDivisionError", "diagnosis.ipynb"]),  # [1] parameters, [2] injected
+])
+def test_notebook_failure_exit_codes_without_traceback(small_client, tmp_path, client, code, words):
+    notebook = _failing_notebook(tmp_path / "fail.ipynb")
+    write_params(small_client, client=client, data="data/small")
+    env = dict(os.environ, CSKIT_NOTEBOOK=str(notebook), COLUMNS="200")
+    r = subprocess.run([*CSKIT, "run", f"{client}.yaml", "--out", "outfail", "--no-html"], cwd=small_client,
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == code, r.stderr[-2000:]
+    for w in words:
+        assert w in r.stderr
+    assert "Traceback" not in r.stderr and "---->" not in r.stderr
+    assert (small_client / "outfail" / client / "diagnosis.ipynb").is_file()
