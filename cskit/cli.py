@@ -100,7 +100,11 @@ def prepare(params_path: str | Path, out_dir: str | Path):
 
 
 def execute(params, folder: Path, html: bool = True, progress_bar: bool = False) -> Path:
-    """Execute the notebook with papermill into ``folder`` and (optionally) render the HTML copy."""
+    """Execute the notebook with papermill into ``folder`` and (optionally) render the HTML copy.
+
+    The kernel logs at ERROR level only: its "running over TCP without encryption" warning (a local
+    kernel on this machine) is noise on a consultant's screen.
+    """
     import papermill as pm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,6 +119,7 @@ def execute(params, folder: Path, html: bool = True, progress_bar: bool = False)
         progress_bar=progress_bar,
         log_output=False,
         language="python",
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
     if html:
         render_html(target, folder / "diagnosis.html", params.language)
