@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cskit.errors import CskitError
+from cskit.params import Params, load_params
 
 app = typer.Typer(
     add_completion=False,
@@ -88,10 +89,9 @@ def client_folder(out_dir: Path, client: str) -> Path:
     return folder
 
 
-def prepare(params_path: str | Path, out_dir: str | Path):
+def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]:
     """Validate params, resolve paths, and load the data once to fail fast. Returns (params, folder)."""
     from cskit.pipeline import absolute_data, load
-    from cskit.params import load_params
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
@@ -99,7 +99,7 @@ def prepare(params_path: str | Path, out_dir: str | Path):
     return params, folder
 
 
-def execute(params, folder: Path, html: bool = True, progress_bar: bool = False) -> Path:
+def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool = False) -> Path:
     """Execute the notebook with papermill into ``folder`` and (optionally) render the HTML copy.
 
     The kernel logs at ERROR level only: its "running over TCP without encryption" warning (a local
