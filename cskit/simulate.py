@@ -95,7 +95,7 @@ CENTRE = {"login_days": 16.3, "csat": 3.8, "support_inquiries": 2.0, "onboarding
 SCALE = {"login_days": 6.9, "csat": 0.78, "support_inquiries": 1.8, "onboarding_completed": 0.46,
          "active_users": 8.9, "cs_site_visits": 4.7, "community_posts": 1.55, "active_user_rate": 0.235}
 INTERCEPT = {"churn_monthly": -3.6, "churn_annual": -1.2, "expansion": -3.6, "downgrade": -4.2,
-             "referral": -4.9}
+             "referral": -4.55}
 TENURE = {"churn": -0.3, "expansion": -0.1, "downgrade": 0.0, "referral": -0.1}  # per log1p(tenure)
 SEGMENTS = ("SMB", "Mid", "Enterprise")
 SEGMENT_SHARE = (0.6, 0.3, 0.1)
@@ -272,10 +272,15 @@ def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> dict[
     return {k: out[k] for k in MONTHLY_KPIS}
 
 
-def _advance(acc: dict, rng: np.random.Generator) -> None:
-    """One month of the AR(1) parts (stationary, unit variance) of every account."""
-    acc["ar"] = FACTOR_RHO * acc["ar"] + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal(acc["ar"].shape)
-    acc["noise"] = NOISE_RHO * acc["noise"] + math.sqrt(1 - NOISE_RHO**2) * rng.standard_normal(acc["noise"].shape)
+def _advance(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> None:
+    """One month of the AR(1) parts (stationary, unit variance) of the accounts ``idx``.
+
+    Only accounts still customers next month move; an account not yet started keeps its initial
+    draw, which is already from the stationary distribution.
+    """
+    acc["ar"][idx] = FACTOR_RHO * acc["ar"][idx] + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal((len(idx), 4))
+    acc["noise"][idx] = NOISE_RHO * acc["noise"][idx] + math.sqrt(1 - NOISE_RHO**2) * rng.standard_normal(
+        (len(idx), len(LATENT)))
 
 
 def _round_k(x: np.ndarray) -> np.ndarray:
@@ -401,7 +406,7 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
                 nps_blocks.append(_surveys(acc, idx, t, rng))
         if t == asof_t:
             snapshot_state = _snapshot_state(acc, idx, history, lag, drivers, t)
-        _advance(acc, rng)
+        _advance(acc, idx[acc["churn_month"][idx] > t], rng)
 
     tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
     as_of = str(pd.Period(start, "M") + asof_t) + "-01"
@@ -638,25 +643,23 @@ def _nps_table(blocks, ids, rank, months) -> pd.DataFrame:
 # Truth computed from the observed tables
 # ---------------------------------------------------------------------------------------------------
 
-def _month_number(text: pd.Series | np.ndarray) -> np.ndarray:
-    """Months since year 0 of "YYYY-MM..." strings (parsed once per distinct month)."""
-    uniq, inv = np.unique(np.asarray(text, dtype=str).astype("U7"), return_inverse=True)
-    return np.array([int(u[:4]) * 12 + int(u[5:7]) - 1 for u in uniq], dtype=np.int64)[inv]
+def _month_number(text: pd.Series | np.ndarray | list) -> np.ndarray:
+    """Months since year 0 of "YYYY-MM..." strings (each distinct string parsed once)."""
+    codes, uniq = pd.factorize(np.asarray(text, dtype=object))
+    return np.array([int(u[:4]) * 12 + int(u[5:7]) - 1 for u in uniq], dtype=np.int64)[codes]
 
 
 def nps_kpi(kpis: pd.DataFrame, nps: pd.DataFrame) -> pd.Series:
     """The kit's ``nps`` KPI on the rows of ``kpis``: mean score answered in the trailing 12 months."""
-    key = kpis["account_id"].to_numpy()
     months = _month_number(kpis["month"])
-    accounts, a = np.unique(key, return_inverse=True)
+    a, accounts = pd.factorize(kpis["account_id"])
     m = months - months.min()
     width = m.max() + 1
     s = np.zeros((len(accounts), width))
     c = np.zeros((len(accounts), width))
-    na = np.searchsorted(accounts, nps["account_id"].to_numpy())
+    na = pd.Index(accounts).get_indexer(nps["account_id"])
     nm = _month_number(nps["date"]) - months.min()
-    ok = (na < len(accounts)) & (nm >= 0) & (nm < width)
-    ok[ok] &= accounts[na[ok]] == nps["account_id"].to_numpy()[ok]
+    ok = (na >= 0) & (nm >= 0) & (nm < width)
     np.add.at(s, (na[ok], nm[ok]), nps["score"].to_numpy()[ok])
     np.add.at(c, (na[ok], nm[ok]), 1)
     cs = np.concatenate([np.zeros((len(accounts), 1)), s.cumsum(axis=1)], axis=1)
@@ -667,9 +670,16 @@ def nps_kpi(kpis: pd.DataFrame, nps: pd.DataFrame) -> pd.Series:
         return pd.Series(np.where(count > 0, total / count, np.nan), index=kpis.index, name="nps")
 
 
-def _last3_mean(df: pd.DataFrame, col: str) -> pd.Series:
-    d = df[["account_id", col]].dropna()
-    return d.groupby("account_id", sort=True).tail(3).groupby("account_id")[col].mean()
+def _last3_mean(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """Per group, the mean of its last 3 non-missing values (rows sorted by group code, then month)."""
+    ok = ~np.isnan(values)
+    c, v = codes[ok], values[ok]
+    end = np.cumsum(np.bincount(c, minlength=n_groups))
+    keep = end[c] - np.arange(len(c)) <= 3
+    total = np.bincount(c[keep], weights=v[keep], minlength=n_groups)
+    count = np.bincount(c[keep], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
 
 
 def _observed_stats(tables: dict, acc: dict, ids: np.ndarray, asof_t: int, start: str) -> tuple[dict, pd.DataFrame]:
@@ -688,11 +698,14 @@ def _observed_stats(tables: dict, acc: dict, ids: np.ndarray, asof_t: int, start
     snap["tenure"] = _month_number([str(last)] * len(active)) - _month_number(active["contract_start"])
     snap["segment"] = active["segment"]
     snap["contract_type"] = active["contract_type"]
-    mrr = tables["revenue"].query("month == @last.strftime('%Y-%m')").groupby("account_id")["mrr"].sum()
+    rev = tables["revenue"]
+    mrr = rev[rev["month"] == str(last)].groupby("account_id")["mrr"].sum()
     snap["mrr"] = mrr.reindex(snap.index).to_numpy().astype(float)
+    codes, groups = pd.factorize(kpis["account_id"])
+    pick = pd.Index(groups).get_indexer(snap.index)
     for k in MONTHLY_KPIS + (["nps"] if "nps" in tables else []):
-        x = _last3_mean(kpis, k).reindex(snap.index).astype(float)
-        snap[k] = x.fillna(x.mean())
+        x = _last3_mean(codes, len(groups), pd.to_numeric(kpis[k]).to_numpy(float, na_value=np.nan))[pick]
+        snap[k] = np.where(np.isnan(x), np.nanmean(x), x)
     for k in STATIC_KPIS:
         snap[k] = active[k].astype(float)
     return sd, snap.rename_axis("account_id").reset_index()

