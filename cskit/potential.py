@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,8 @@ OUTCOMES = ("churn", "expansion", "downgrade", "referral")
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
 MIN_EVENTS = 20
 LAST_OBSERVED = 3
-CHUNK = 512
+CHUNK_ELEMENTS = 100_000
+DRAW_ACCOUNTS = 5_000
 FIXED_CREATED = dt.datetime(2000, 1, 1)
 
 CAVEAT = {
@@ -124,8 +125,14 @@ def has_referrals(data: ClientData) -> bool:
 def fit_outcome(
     panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int
 ) -> OutcomeModel:
-    """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS."""
+    """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
+
+    Rows of an account's first ``lag`` months are left out: no KPI of month t − lag exists there, so
+    they carry no information on the KPIs' effects, and as all-missing (z = 0) rows they would bend
+    the tenure term (e.g. the simulator's accounts cannot churn in their start month).
+    """
     rows, y = outcome_rows(panel, outcome)
+    rows = rows & (panel["tenure"].to_numpy() >= lag)
     yr = y[rows]
     events = int(yr.sum())
     rate = float(yr.mean()) if len(yr) else 0.0
@@ -349,8 +356,8 @@ def project_chunk(
 
 @dataclass
 class Projection:
-    """Totals over the active accounts per scenario (0 = baseline, then one per KPI) and draw:
-    each (S + 1, B), plus the baseline per-account churn_prob and ltv_units (B, N)."""
+    """Totals per scenario (row 0 = baseline, then one per KPI) and draw (column): each (S + 1, B),
+    plus the baseline per-account churn_prob and ltv_units (margin not applied), each (B, N)."""
 
     totals: dict[str, np.ndarray]
     churn_prob: np.ndarray
@@ -367,68 +374,88 @@ def project(
     horizon: int,
     ltv_months: int,
     dtype=np.float64,
-    chunk: int = CHUNK,
+    w_money: np.ndarray | None = None,
+    w_count: np.ndarray | None = None,
 ) -> Projection:
-    """Project baseline and every scenario for all active accounts, chunk by chunk.
+    """Project baseline and every scenario for the accounts of ``active``, chunk by chunk.
 
-    Churn, expansion and downgrade sums are in currency (m(0) = each account's MRR at as_of); new
-    revenue = expected referrals × ``referral_mrr``. All totals and per-account values per draw b.
+    Totals are Σ_i w_money_i · (amount per unit of starting MRR) for churn, expansion, downgrade and
+    ltv, and Σ_i w_count_i · (expected referrals) × ``referral_mrr`` for new revenue. By default
+    w_money = each account's MRR at as_of and w_count = 1: plain sums over the accounts; a sample
+    passes its estimator's weights instead.
     """
     tenure = active["tenure"].to_numpy(dtype="float64")
     annual = active["contract_type"].astype(str).to_numpy() == "annual"
     mrr = active["mrr"].to_numpy(dtype="float64")
+    w_money = mrr if w_money is None else w_money
+    w_count = np.ones(len(active)) if w_count is None else w_count
     n, months = len(active), max(horizon, ltv_months)
     b = next(iter(hazards.values())).coef.shape[0]
-    cols = ("churn", "expansion", "downgrade", "referrals", "ltv")
-    totals = {c: np.zeros((len(scen) + 1, b)) for c in cols}
+    chunk = max(64, CHUNK_ELEMENTS // b)
+    totals = {c: np.zeros((len(scen) + 1, b)) for c in ("churn", "expansion", "downgrade", "referrals", "ltv")}
     churn_prob, ltv_units = np.empty((b, n)), np.empty((b, n))
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
     for lo in range(0, n, chunk):
         sl = slice(lo, min(lo + chunk, n))
         risk = ~annual[None, sl] | ((tenure[None, sl] + np.arange(1, months + 1)[:, None]) % 12 == 0)
         log_a = {o: hz.coef @ hz.X[sl].T for o, hz in hazards.items()}
-        base_factor = {o: tenure_factor(hz, tenure[sl], months, 0.0, dtype) for o, hz in hazards.items()}
-        base_factor["churn"] *= risk[:, None, :].astype(dtype)
-        base = project_chunk(_neg_exp(log_a, dtype), base_factor, ge, gd, horizon, ltv_months)
-        _add_totals(totals, 0, base, mrr[sl], referral_mrr)
+        neg_a = _neg_exp(log_a, dtype)
+        base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype)
+        base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months)
+        weights = (w_money[sl], w_count[sl], referral_mrr)
+        _add_totals(totals, 0, base, *weights)
         churn_prob[:, sl] = 1.0 - base["surv"]
         ltv_units[:, sl] = base["ltv"] * mrr[None, sl]
         for s, sc in enumerate(scen, start=1):
+            moved = [o for o, hz in hazards.items() if sc.kpi in hz.kpi_cols]
             if sc.reason:
                 continue
-            if sc.kpi == "contract_months":
-                factor = {o: tenure_factor(hz, tenure[sl], months, sc.delta, dtype) for o, hz in hazards.items()}
-                factor["churn"] *= risk[:, None, :].astype(dtype)
-                res = project_chunk(_neg_exp(log_a, dtype), factor, ge, gd, horizon, ltv_months)
+            if not moved:
+                res = base
+            elif sc.kpi == "contract_months":
+                factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype)
+                res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months)
             else:
-                shifted = {
-                    o: log_a[o] + hz.coef[:, [hz.kpi_cols[sc.kpi]]] * sc.dz[None, sl] if sc.kpi in hz.kpi_cols else log_a[o]
-                    for o, hz in hazards.items()
-                }
-                if all(sc.kpi not in hz.kpi_cols for hz in hazards.values()):
-                    res = base
-                else:
-                    res = project_chunk(_neg_exp(shifted, dtype), base_factor, ge, gd, horizon, ltv_months)
-            _add_totals(totals, s, res, mrr[sl], referral_mrr)
+                shifted = dict(neg_a)
+                for o in moved:
+                    hz = hazards[o]
+                    shifted |= _neg_exp({o: log_a[o] + hz.coef[:, [hz.kpi_cols[sc.kpi]]] * sc.dz[None, sl]}, dtype)
+                res = project_chunk(shifted, base_factor, ge, gd, horizon, ltv_months)
+            _add_totals(totals, s, res, *weights)
     return Projection(totals, churn_prob, ltv_units)
+
+
+def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta: float, risk: np.ndarray, dtype):
+    factor = {o: tenure_factor(hz, tenure, months, delta, dtype) for o, hz in hazards.items()}
+    factor["churn"] *= risk[:, None, :].astype(dtype)
+    return factor
 
 
 def _neg_exp(log_a: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
     return {o: -np.exp(np.clip(v, -60.0, 30.0)).astype(dtype) for o, v in log_a.items()}
 
 
-def _add_totals(totals: dict[str, np.ndarray], s: int, res: dict[str, np.ndarray], mrr: np.ndarray, referral_mrr: np.ndarray) -> None:
+def _add_totals(
+    totals: dict[str, np.ndarray], s: int, res: dict[str, np.ndarray], w_money: np.ndarray, w_count: np.ndarray,
+    referral_mrr: np.ndarray,
+) -> None:
     for c in ("churn", "expansion", "downgrade", "ltv"):
-        totals[c][s] += res[c].astype("float64") @ mrr
-    totals["referrals"][s] += res["referrals"].astype("float64").sum(axis=1) * referral_mrr
+        totals[c][s] += res[c].astype("float64") @ w_money
+    totals["referrals"][s] += (res["referrals"].astype("float64") @ w_count) * referral_mrr
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def improvement_potential(panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str]) -> Potential:
+def improvement_potential(
+    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, draw_accounts: int = DRAW_ACCOUNTS
+) -> Potential:
     """Improvement potential of every KPI in ``kpis`` (DESIGN §5) with 95% intervals, and the
-    baseline churn probability and survival-based LTV of every account active at as_of."""
+    baseline churn probability and survival-based LTV of every account active at as_of.
+
+    The point estimates are exact sums over all active accounts; the interval draws are projected for
+    all of them too up to ``draw_accounts`` active accounts, and on a sample of that many beyond
+    (see :func:`draw_sample`)."""
     active = active_accounts(panel, data.as_of)
     if active.empty:
         raise CskitError(
@@ -460,15 +487,7 @@ def improvement_potential(panel: pd.DataFrame, data: ClientData, params: Params,
     )
     draws = None
     if params.bootstrap > 0:
-        rng = np.random.default_rng(params.seed)
-        b = params.bootstrap
-        draw_coef = {o: _draw_coef(m, point_coef[o], b, rng) for o, m in models.items()}
-        g = {k: np.clip(rng.normal(sizes[k][0], sizes[k][1], b), 0.0, None) for k in ("g_e", "g_d", "referral_mrr")}
-        draws = project(
-            {o: make_hazard(models[o], c, future, active) for o, c in draw_coef.items()},
-            scen, active, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
-            dtype=np.float32,
-        )
+        draws = project_draws(models, point_coef, sizes, scen, future, active, params, draw_accounts)
     table, phases = _table(scen, models, point, draws, data.catalogue, params, notes)
     accounts = pd.DataFrame(
         {
@@ -496,6 +515,49 @@ def improvement_potential(panel: pd.DataFrame, data: ClientData, params: Params,
         {k: v[0] for k, v in sizes.items()}, params.language, params.currency, params.improvement_pct,
         {o: m for o, m in models.items() if m is not None}, phases,
     )
+
+
+def project_draws(
+    models: dict[str, OutcomeModel | None],
+    point_coef: dict[str, np.ndarray],
+    sizes: dict[str, tuple[float, float]],
+    scen: list[Scenario],
+    future: pd.DataFrame,
+    active: pd.DataFrame,
+    params: Params,
+    draw_accounts: int,
+) -> Projection:
+    """The projection at ``params.bootstrap`` draws of every estimate (float32); column 0 holds the
+    estimates themselves, so that intervals are centred on the exact point estimate."""
+    rng = np.random.default_rng(params.seed)
+    b = params.bootstrap
+    coef = {o: np.vstack([point_coef[o], _draw_coef(m, point_coef[o], b, rng)]) for o, m in models.items()}
+    g = {k: np.r_[mean, np.clip(rng.normal(mean, se, b), 0.0, None)] for k, (mean, se) in sizes.items()}
+    rows, w_money, w_count = draw_sample(active, draw_accounts, rng)
+    sub, fut = active.iloc[rows].reset_index(drop=True), future.iloc[rows].reset_index(drop=True)
+    sub_scen = [replace(sc, dz=sc.dz[rows]) for sc in scen]
+    return project(
+        {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items()},
+        sub_scen, sub, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
+        dtype=np.float32, w_money=w_money, w_count=w_count,
+    )
+
+
+def draw_sample(active: pd.DataFrame, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accounts on which the draws are projected, and their weights (w_money, w_count).
+
+    Up to ``size`` active accounts: all of them, weights MRR and 1 (exact sums). Beyond: ``size``
+    accounts drawn with replacement with probability ∝ MRR, and Hansen–Hurwitz weights, so each draw's
+    totals are unbiased estimates of the all-account totals; MRR-proportional sampling makes the
+    currency amounts' weights equal (Σ MRR / size), which keeps the estimate's error small.
+    """
+    mrr = active["mrr"].to_numpy(dtype="float64")
+    n = len(mrr)
+    if n <= size:
+        return np.arange(n), mrr, np.ones(n)
+    total = mrr.sum()
+    rows = np.sort(rng.choice(n, size=size, replace=True, p=mrr / total))
+    return rows, np.full(size, total / size), total / (size * mrr[rows])
 
 
 def _column(outcome: str) -> str:
@@ -565,7 +627,8 @@ def _table(
             lo = hi = math.nan
             if draws is not None and not blank:
                 d = f(draws.totals, params.gross_margin)
-                lo, hi = np.quantile(d[s] - d[0], [0.025, 0.975])
+                diff = d[s] - d[0]
+                lo, hi = row[col] + np.quantile(diff[1:] - diff[0], [0.025, 0.975])
             row[f"{col}_lo"], row[f"{col}_hi"] = float(lo), float(hi)
         row["_phase"] = PHASES.get(kpi.phase, PHASES["after_start"])[params.language]
         row["_cat"] = kpi.category

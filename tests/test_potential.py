@@ -161,3 +161,212 @@ def test_currency_format_and_japanese_width():
     assert currency_format("CHF") == '#,##0" CHF";-#,##0" CHF"'
     assert display_width("契約月数") == 8
     assert display_width("LTV") == 3
+
+
+# ---------------------------------------------------------------- recovery of the planted truth
+
+from cskit.load import client_from_frames  # noqa: E402
+from cskit.panel import build_panel, kpi_columns  # noqa: E402
+from cskit.params import Params  # noqa: E402
+from cskit.potential import improvement_potential  # noqa: E402
+from cskit.simulate import BETA_SD, simulate_client  # noqa: E402
+
+DRIVEN = {"churn": ["d_churn", "d_ltv"], "expansion": ["d_expansion"], "downgrade": ["d_downgrade"], "referral": ["d_new"]}
+
+
+def run_sim(seed, n=3000, bootstrap=200, **kw):
+    sim = simulate_client(n, 24, seed=seed, mc_paths=0)
+    params = Params(bootstrap=bootstrap, seed=seed, **kw)
+    data = client_from_frames(sim.tables, params)
+    panel = build_panel(data)
+    return sim, data, panel, params, improvement_potential(panel, data, params, kpi_columns(data))
+
+
+def driver_cells():
+    return [(k, col) for outcome, betas in BETA_SD.items() for k in betas for col in DRIVEN[outcome]]
+
+
+def noise_kpis(sim):
+    eff = sim.truth.effects
+    return sorted(set(eff["kpi"]) - set(eff.loc[eff["role"] != "noise", "kpi"]))
+
+
+def study(seeds, n=3000):
+    """Per seed: every planted driver's cell (estimate, interval, truth) and the noise KPIs' cells."""
+    drivers, noise = [], []
+    for seed in seeds:
+        sim, data, panel, params, pot = run_sim(seed, n=n)
+        truth = sim.truth.potential(params.improvement_pct, params.horizon_months, params.ltv_months).set_index("kpi")
+        est = pot.table.set_index("kpi")
+        for k, col in driver_cells():
+            drivers.append({"seed": seed, "kpi": k, "col": col, "truth": truth.at[k, col], "est": est.at[k, col],
+                            "lo": est.at[k, f"{col}_lo"], "hi": est.at[k, f"{col}_hi"]})
+        for outcome, cols in DRIVEN.items():
+            size = np.mean([abs(truth.at[k, cols[0]]) for k in BETA_SD[outcome]])
+            for k in noise_kpis(sim):
+                noise.append({"seed": seed, "kpi": k, "col": cols[0], "driver_size": size, "est": est.at[k, cols[0]],
+                              "lo": est.at[k, f"{cols[0]}_lo"], "hi": est.at[k, f"{cols[0]}_hi"]})
+    d, z = pd.DataFrame(drivers), pd.DataFrame(noise)
+    d["covered"] = (d["lo"] <= d["truth"]) & (d["truth"] <= d["hi"])
+    d["within_half"] = (d["est"] - d["truth"]).abs() <= 0.5 * d["truth"].abs()
+    z["covers_zero"] = (z["lo"] <= 0) & (z["hi"] >= 0)
+    return d, z
+
+
+def describe(d):
+    return "\n".join(f"{r.seed} {r.kpi}/{r.col}: {r.est:,.0f} [{r.lo:,.0f}, {r.hi:,.0f}] truth {r.truth:,.0f}"
+                     for r in d.itertuples())
+
+
+@pytest.fixture(scope="module")
+def two_seeds():
+    return study([1, 2])
+
+
+def test_planted_drivers_have_the_right_sign(two_seeds):
+    d, _ = two_seeds
+    assert len(d) == 30
+    wrong = d[np.sign(d["est"]) != np.sign(d["truth"])]
+    assert wrong.empty, describe(wrong)
+
+
+def test_planted_drivers_intervals_cover_the_truth_and_estimates_within_half(two_seeds):
+    # 15 cells per seed: even exact 95% intervals all cover with probability 0.95^15 = 46%, so the
+    # rates are tested. Under exact 95% coverage, P(fewer than 24 of 30 covered) < 0.3%.
+    d, _ = two_seeds
+    assert d["covered"].sum() >= 24, describe(d[~d["covered"]])
+    assert d["within_half"].sum() >= 27, describe(d[~d["within_half"]])
+
+
+def test_noise_kpis_near_zero(two_seeds):
+    _, z = two_seeds
+    assert z["kpi"].nunique() >= 10
+    for (seed, col), g in z.groupby(["seed", "col"]):
+        assert g["est"].abs().mean() < 0.25 * g["driver_size"].iloc[0], (seed, col)
+    assert z["covers_zero"].mean() >= 0.85
+
+
+@pytest.mark.slow
+def test_recovery_over_four_more_seeds():
+    d, z = study([3, 4, 5, 6])
+    assert (np.sign(d["est"]) == np.sign(d["truth"])).all(), describe(d[np.sign(d["est"]) != np.sign(d["truth"])])
+    assert d["covered"].mean() >= 0.85, describe(d[~d["covered"]])
+    assert d["within_half"].mean() >= 0.9, describe(d[~d["within_half"]])
+    assert z["covers_zero"].mean() >= 0.85
+
+
+# ---------------------------------------------------------------- the projection equals the simulator's
+
+from cskit import simulate as S  # noqa: E402
+from cskit.potential import Scenario  # noqa: E402
+
+
+def planted_hazards(snap, x):
+    """The simulator's planted log-hazards as Hazards: base = η at tenure 0, tenure term log1p."""
+    seg = np.array([S.SEGMENTS.index(s) for s in snap["segment"]])
+    annual = snap["contract_type"].to_numpy() == "annual"
+    out = {}
+    for o in ("churn", "expansion", "downgrade", "referral"):
+        base = S.eta(o, x, np.zeros(len(snap)), seg, annual)
+        out[o] = Hazard(base[:, None], np.ones((1, 1)), np.array([S.TENURE[o]]), {"contract_months": 0},
+                        Transform("log1p", 0.0, 1.0))
+    return out
+
+
+def test_projection_of_planted_model_equals_simulator_truth():
+    sim = simulate_client(600, 24, seed=5, mc_paths=0)
+    snap = sim.truth.snapshot
+    truth = sim.truth.potential(10, 12, 36, 0.8).set_index("kpi")
+    x0 = {k: snap[k].to_numpy(dtype=float) for k in S.CENTRE}
+    g = S.design()
+    args = (np.array([g["g_expansion"]]), np.array([g["g_downgrade"]]), np.array([g["first_mrr"]]), 12, 36)
+    base = project(planted_hazards(snap, x0), [], snap, *args).totals
+    cm = Scenario("contract_months", 0.0, truth.at["contract_months", "improvement"], np.zeros(len(snap)))
+    with_cm = project(planted_hazards(snap, x0), [cm], snap, *args).totals
+    for k in [*S.CENTRE, "contract_months"]:
+        if k == "contract_months":
+            scen = {c: v[1, 0] for c, v in with_cm.items()}
+        else:
+            kpi = DEFAULT_CATALOGUE[k]
+            x1 = dict(x0, **{k: np.clip(x0[k] + truth.at[k, "improvement"], kpi.lower, kpi.upper)})
+            scen = {c: v[0, 0] for c, v in project(planted_hazards(snap, x1), [], snap, *args).totals.items()}
+        ours = {
+            "d_ltv": 0.8 * (scen["ltv"] - base["ltv"][0, 0]),
+            "d_expansion": scen["expansion"] - base["expansion"][0, 0],
+            "d_new": scen["referrals"] - base["referrals"][0, 0],
+            "d_downgrade": scen["downgrade"] - base["downgrade"][0, 0],
+            "d_churn": scen["churn"] - base["churn"][0, 0],
+        }
+        assert ours == pytest.approx(truth.loc[k, list(ours)].astype(float).to_dict(), rel=1e-9, abs=1e-3), k
+
+
+# ---------------------------------------------------------------- result files
+
+from openpyxl import load_workbook  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small():
+    return run_sim(3, n=500, bootstrap=20)
+
+
+def test_write_is_byte_reproducible_and_formatted_like_seed_000(small, tmp_path):
+    sim, data, panel, params, pot = small
+    again = improvement_potential(panel, data, params, kpi_columns(data))
+    pot.write(tmp_path / "a")
+    again.write(tmp_path / "b")
+    for name in ("potential.csv", "potential.xlsx"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    csv = pd.read_csv(tmp_path / "a" / "potential.csv")
+    expected = ["kpi", "label", "category", "mean", "improvement"]
+    for c in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
+        expected += [c, f"{c}_lo", f"{c}_hi"]
+    assert list(csv.columns) == expected
+    ws = load_workbook(tmp_path / "a" / "potential.xlsx")["改善ポテンシャル"]
+    assert [c.value for c in ws[1]] == ["取引フェーズ", "指標カテゴリ", "指標", "平均値", "10%改善値", "LTV",
+                                        "Expansion Revenue", "New Revenue", "Downgrade Revenue", "Churn Revenue"]
+    assert ws.freeze_panes == "A2"
+    n = len(pot.table)
+    merged = {str(r) for r in ws.merged_cells.ranges}
+    assert f"A2:A{n + 1}" in merged  # one phase for every KPI
+    assert "B2:B6" in merged  # 契約状況: contract_months + the four license counts
+    assert ws["B2"].value == "契約状況" and ws["C2"].value == "契約月数"
+    assert ws["F2"].number_format == '"¥"#,##0;-"¥"#,##0'
+    assert ws["F2"].value == pytest.approx(pot.table["d_ltv"].iloc[0])
+    assert ws.column_dimensions["C"].width >= display_width("ウェルカムウェビナー参加数")
+    below = [ws.cell(row=r, column=1).value for r in range(n + 2, ws.max_row + 1)]
+    assert pot.caveat in below and "因果" in pot.caveat
+
+
+def test_english_headers_and_no_interval_without_bootstrap(tmp_path):
+    sim, data, panel, params, pot = run_sim(4, n=400, bootstrap=0, language="en", currency="USD")
+    assert pot.table.filter(regex="_(lo|hi)$").isna().all().all()
+    assert pot.table["d_churn"].notna().sum() >= 20
+    assert "not proven causes" in pot.caveat
+    pot.write(tmp_path)
+    ws = load_workbook(tmp_path / "potential.xlsx")["Improvement potential"]
+    assert ws["A1"].value == "Phase" and ws["F1"].value == "LTV"
+    assert ws["F2"].number_format == '"$"#,##0;-"$"#,##0'
+    assert ws["B2"].value == "Contract"
+
+
+def test_without_referral_data_new_revenue_is_empty_with_a_reason(small):
+    sim, data, panel, params, pot = small
+    data.accounts = data.accounts.assign(referred_by=pd.NA)
+    no_ref = improvement_potential(panel, data, params, ["contract_months", "csat", "login_days"])
+    assert no_ref.table["d_new"].isna().all() and no_ref.table["d_new_lo"].isna().all()
+    assert "referred_by" in no_ref.notes["d_new"]
+    assert no_ref.table["d_churn"].notna().all()
+
+
+def test_accounts_frame_is_the_baseline_projection(small):
+    sim, data, panel, params, pot = small
+    acc = pot.accounts
+    assert list(acc.columns) == ["account_id", "mrr", "churn_prob", "ltv"]
+    as_of = panel[panel["month"] == data.as_of]
+    assert set(acc["account_id"]) == set(as_of.loc[(as_of["churn"] == 0) & (as_of["mrr"] > 0), "account_id"])
+    assert acc["churn_prob"].between(0, 1).all()
+    # accounts more likely to churn keep fewer months of their MRR
+    months_kept = acc["ltv"] / acc["mrr"]
+    assert months_kept.corr(acc["churn_prob"], method="spearman") < -0.5
+    assert (months_kept > 0).all()
