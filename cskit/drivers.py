@@ -39,7 +39,6 @@ from cskit.models import (
     Transform,
     design_matrix,
     kpi_transforms,
-    lagged_kpis,
 )
 from cskit.panel import add_lags
 from cskit.params import Params
@@ -114,12 +113,13 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     kpis = list(dict.fromkeys(kpis))
     model_kpis = [TENURE, *[k for k in kpis if k != TENURE]]
     transforms = kpi_transforms(panel, model_kpis)
+    zpanel = standardised(panel, model_kpis, transforms)
     warnings: list[str] = []
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped = [], [], [], {}
     for outcome in OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
-        result = _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings)
+        result = _one_outcome(panel, zpanel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings)
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
@@ -174,16 +174,16 @@ def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
         )
 
 
-def _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings) -> dict:
+def _one_outcome(panel, zpanel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings) -> dict:
     """Fit one outcome's model; return its KPI rows, its outcome row, lead–lag z and dropped KPIs."""
     lag, link = params.kpi_lag_months, LINK[outcome]
     events = int(min(y.sum(), len(y) - y.sum()))
     accounts = int(panel.loc[rows, "account_id"].nunique())
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
-    raw = lagged_kpis(panel, kpis, lag).to_numpy()[rows]
-    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(raw).sum(axis=0)})
-    base["spearman"] = spearman_columns(raw, y)
+    Z = lagged(zpanel, kpis, lag)[rows]
+    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(Z).sum(axis=0)})
+    base["spearman"] = spearman_columns(Z, y)
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
     if events < MIN_EVENTS:
@@ -198,11 +198,11 @@ def _one_outcome(panel, outcome, rows, y, kpis, model_kpis, transforms, params, 
         base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
-    lead_lag = lead_lag_scores(panel, outcome, kpis, transforms)
+    lead_lag = lead_lag_scores(panel, zpanel, outcome, kpis, transforms)
     base["best_lag"] = _best_lag(lead_lag, kpis)
-    z_now = score_z(panel, rows, y, link, [k for k in model_kpis if k != TENURE and k in transforms],
-                    lag, transforms)
-    order = [TENURE, *sorted(z_now, key=lambda k: -abs(z_now[k]))]
+    candidates = [k for k in model_kpis if k != TENURE and k in transforms]
+    z_now = score_z(y, base_fit(y, _null_design(panel, rows, transforms), link), lagged(zpanel, candidates, lag)[rows])
+    order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     design = design_matrix(panel, rows, order + [k for k in model_kpis if k not in order], lag, transforms)
     design = prune_dependent(design)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
@@ -475,38 +475,52 @@ def _inverse(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 
 
-def score_z(
-    panel: pd.DataFrame, rows: np.ndarray, y: np.ndarray, link: str, kpis: list[str], lag: int,
-    transforms: dict[str, Transform], base_fit: tuple | None = None,
-) -> dict[str, float]:
-    """Rao score z of each KPI at t − ``lag``, added alone to the model of ``y`` on tenure, segment and
-    contract type (fitted once on ``rows``). Missing KPI values are set to the mean (z = 0), as in the
-    main model. The sign is the direction of the association; z² is the score chi-square.
-    """
-    X0, mu, d = base_fit if base_fit is not None else _base_fit(panel, rows, y, link, transforms)
-    raw = add_lags(panel, kpis, lag).to_numpy()[rows]
-    Z = np.column_stack([transforms[k].forward(raw[:, j]) for j, k in enumerate(kpis)]) if kpis else raw
-    Z = np.where(np.isfinite(Z), Z, 0.0)
-    v = np.clip(mu * (1 - mu), 1e-15, None)
-    w = d * d / v
-    U = Z.T @ ((y - mu) * d / v)
-    A = (X0.T * w) @ Z
-    info0 = (X0.T * w) @ X0
-    var = (Z * Z * w[:, None]).sum(axis=0) - (A * _solve(info0, A)).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(var > 1e-12 * len(y), U / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
-    return dict(zip(kpis, z.tolist()))
+def standardised(panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> pd.DataFrame:
+    """The KPIs as the models see them, z = (f(x) − mean) / sd (NaN kept; NaN throughout for a KPI
+    without a transform), plus ``tenure`` so :func:`cskit.panel.add_lags` can lag them. Computed once:
+    every lag and row set below is a shift and a selection of it. Ranks are those of the raw values
+    (f is increasing), so Spearman correlations are computed on it too."""
+    z = {k: transforms[k].forward(panel[k]) if k in transforms else np.full(len(panel), np.nan) for k in kpis}
+    return pd.DataFrame(z, index=panel.index).assign(tenure=panel["tenure"].to_numpy())
 
 
-def _base_fit(panel, rows, y, link, transforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    X0 = design_matrix(panel, rows, [TENURE], 0, transforms, prune=False).X
-    fit = fit_glm(y, X0, link=link)
-    mu, d = _mean_and_slope(X0 @ fit.coef, link)
+def lagged(zpanel: pd.DataFrame, kpis: list[str], lag: int) -> np.ndarray:
+    """Columns of ``zpanel`` at month t − lag (``contract_months`` at t, as in cskit.models.lagged_kpis)."""
+    out = add_lags(zpanel, kpis, lag).to_numpy()
+    if TENURE in kpis:
+        out[:, kpis.index(TENURE)] = zpanel[TENURE].to_numpy()
+    return out
+
+
+def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The null model of the score tests: design ``X0``, fitted means μ and slopes dμ/dη."""
+    mu, d = _mean_and_slope(X0 @ fit_glm(y, X0, link=link).coef, link)
     return X0, mu, d
 
 
+def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
+    """Rao score z of each column of ``Z`` added alone to the fitted null model ``base`` (see
+    :func:`base_fit`); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
+    direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
+    """
+    X0, mu, d = base
+    Z = np.where(np.isfinite(Z), Z, 0.0)
+    v = mu * (1 - mu)
+    w = d * d / v
+    U = Z.T @ ((y - mu) * d / v)
+    A = (X0.T * w) @ Z
+    var = (Z * Z * w[:, None]).sum(axis=0) - (A * _solve((X0.T * w) @ X0, A)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 1e-12 * len(y), U / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
+
+
+def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform]) -> np.ndarray:
+    """[1, z(contract_months), segment and contract-type dummies] on ``rows``: the adjustments alone."""
+    return design_matrix(panel, rows, [TENURE], 0, transforms, prune=False).X
+
+
 def lead_lag_scores(
-    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform]
+    panel: pd.DataFrame, zpanel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform]
 ) -> pd.DataFrame:
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
     every lag is observed and the |z| are comparable). ``contract_months`` has no lead–lag (it is the
@@ -514,14 +528,13 @@ def lead_lag_scores(
     """
     rows, y = outcome_rows(panel, outcome, MAX_LEAD_LAG)
     use = [k for k in kpis if k != TENURE and k in transforms]
-    frame = pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
     if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
-        return frame
-    base = _base_fit(panel, rows, y, LINK[outcome], transforms)
-    parts = []
-    for lag in range(MAX_LEAD_LAG + 1):
-        z = score_z(panel, rows, y, LINK[outcome], use, lag, transforms, base_fit=base)
-        parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": list(z.values())}))
+        return pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
+    base = base_fit(y, _null_design(panel, rows, transforms), LINK[outcome])
+    parts = [
+        pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z(y, base, lagged(zpanel, use, lag)[rows])})
+        for lag in range(MAX_LEAD_LAG + 1)
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -544,14 +557,16 @@ def _best_lag(lead_lag: pd.DataFrame, kpis: list[str]) -> list[float]:
 
 
 def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each column of ``X`` with ``y`` over the rows where the column is
-    measured (average ranks for ties, i.e. Pearson on ranks; NaN when either side is constant)."""
+    """Spearman correlation of each column of ``X`` with the 0/1 ``y`` over the rows where the column
+    is measured (average ranks for ties; NaN when either side is constant). The ranks of a 0/1 variable
+    are an increasing affine function of it, so the Pearson correlation of rank(x) with y itself is
+    Spearman's rho."""
     out = np.full(X.shape[1], np.nan)
     for j in range(X.shape[1]):
         ok = np.isfinite(X[:, j])
         if ok.sum() < 3:
             continue
-        a, b = rankdata(X[ok, j]), rankdata(y[ok])
+        a, b = rankdata(X[ok, j]), y[ok]
         a, b = a - a.mean(), b - b.mean()
         denom = np.sqrt((a @ a) * (b @ b))
         out[j] = (a @ b) / denom if denom > 0 else np.nan
