@@ -465,8 +465,16 @@ def _snapshot_state(acc: dict, idx: np.ndarray, history: dict, lag: int, drivers
         "annual": acc["annual"][active], "onboarding": acc["onboarding"][active].astype(float),
         "static": acc["static"][active].copy(), "ar": acc["ar"][active].copy(),
         "noise": acc["noise"][active][:, [LATENT.index(k) for k in CHURN_KPIS]], "mrr": acc["lines"][active].sum(axis=1),
-        "known": {m: history[m][active].copy() for m in range(t - lag + 1, t + 1)}, "drivers": drivers,
+        "known": {m: _take(history[m], active) for m in range(t - lag + 1, t + 1)}, "drivers": drivers,
     }
+
+
+def _take(dense: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of a month's driver values; NaN for accounts created after that month."""
+    out = np.full((len(idx), dense.shape[1]), np.nan)
+    ok = idx < len(dense)
+    out[ok] = dense[idx[ok]]
+    return out
 
 
 def _future(acc: dict, ids: np.ndarray, state: dict, t: int, horizon: int, lag: int, mc_paths: int,
@@ -511,10 +519,10 @@ def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.rand
     for h in range(1, horizon + 1):
         ten = state["tenure"] + h
         base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis("churn", onboarding, list(onboarding))
-        base = np.where(~state["annual"] | (ten % 12 == 0), base, -np.inf)
+        decides = (ten >= max(1, lag)) & (~state["annual"] | (ten % 12 == 0))
         past = known[h - lag] if h <= lag else simulated[h - lag]
         kpi_part = eta_kpis("churn", {k: past[:, j] for j, k in enumerate(CHURN_KPIS)}, CHURN_KPIS)
-        survival *= np.exp(-np.exp(rep(base) + kpi_part))
+        survival *= np.where(rep(decides), np.exp(-np.exp(rep(base) + kpi_part)), 1.0)
         if h <= horizon - lag:
             ar = FACTOR_RHO * ar + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal(ar.shape, dtype=np.float32)
             noise = NOISE_RHO * noise + math.sqrt(1 - NOISE_RHO**2) * rng.standard_normal(noise.shape, dtype=np.float32)

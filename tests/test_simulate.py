@@ -106,6 +106,11 @@ def test_same_seed_gives_identical_files_and_truth(tmp_path):
     pd.testing.assert_frame_equal(a.truth.future, b.truth.future)
     pd.testing.assert_frame_equal(a.truth.effects, b.truth.effects)
     pd.testing.assert_frame_equal(a.truth.potential(), b.truth.potential())
+    # the Monte Carlo runs after the tables are drawn: mc_paths never changes them
+    d = S.simulate_client(400, 12, seed=3, mc_paths=0)
+    for name in a.tables:
+        pd.testing.assert_frame_equal(a.tables[name], d.tables[name])
+    pd.testing.assert_frame_equal(a.truth.future.drop(columns="churn_prob"), d.truth.future.drop(columns="churn_prob"))
 
 
 def test_tables_have_the_contract_columns_and_string_keys(sim):
@@ -392,26 +397,35 @@ def test_churn_prob_matches_realised_churn_over_seeds(sim):
     assert p[q == 4].mean() > 3 * p[q == 0].mean()
 
 
-def test_one_month_churn_prob_is_the_closed_form_hazard():
-    """With horizon 1 and lag 1 the KPIs that matter are already observed at as_of: no randomness left."""
-    sim = S.simulate_client(600, 18, seed=9, horizon_months=1, mc_paths=5)
+@pytest.mark.parametrize("lag", [1, 2])
+def test_churn_prob_is_the_closed_form_when_the_horizon_is_the_lag(lag):
+    """With horizon = lag the KPIs that drive the horizon's hazards are all observed by as_of: no
+    randomness is left, and churn_prob must equal 1 - prod_h (1 - p_h) computed from the tables."""
+    sim = S.simulate_client(600, 18, seed=9, horizon_months=lag, lag=lag, mc_paths=5)
     d = sim.truth.design
     acc = sim.tables["accounts"].set_index("account_id")
-    last = sim.tables["kpis"].loc[lambda r: r["month"] == sim.as_of[:7]].set_index("account_id")
-    fut = sim.truth.future.set_index("account_id").join(last[["login_days", "csat", "support_inquiries"]].astype(float))
-    fut = fut.dropna()
+    kpis = sim.tables["kpis"].set_index(["account_id", "month"])[["login_days", "csat", "support_inquiries"]].astype(float)
+    fut = sim.truth.future.set_index("account_id")
     a = acc.loc[fut.index]
-    tenure = (pd.Period(sim.as_of[:7], "M") - pd.PeriodIndex(a["contract_start"].str[:7], freq="M")).map(lambda x: x.n).to_numpy() + 1
+    last = pd.Period(sim.as_of[:7], "M")
+    tenure0 = np.array([(last - pd.Period(s[:7], "M")).n for s in a["contract_start"]])
     annual = (a["contract_type"] == "annual").to_numpy()
-    eta = np.where(annual, d["intercept"]["churn_annual"], d["intercept"]["churn_monthly"])
-    eta = eta + d["tenure"]["churn"] * np.log(1 + tenure)
-    eta = eta + a["segment"].map(d["segment_effect"]["churn"]).to_numpy()
-    for k, b in d["beta_sd"]["churn"].items():
-        x = a[k].to_numpy(float) if k == "onboarding_completed" else fut[k].to_numpy()
-        eta = eta + b * (x - d["centre"][k]) / d["scale"][k]
-    p = np.where(~annual | (tenure % 12 == 0), 1 - np.exp(-np.exp(eta)), 0.0)
-    assert len(fut) > 300 and (p > 0).sum() > 300
-    np.testing.assert_allclose(fut["churn_prob"].to_numpy(), p, rtol=1e-9, atol=1e-12)
+    survival = np.ones(len(fut))
+    complete = np.ones(len(fut), bool)
+    for h in range(1, lag + 1):
+        month = str(last + h - lag)
+        x = kpis.reindex(pd.MultiIndex.from_arrays([fut.index, [month] * len(fut)]))
+        tenure = tenure0 + h
+        eta = np.where(annual, d["intercept"]["churn_annual"], d["intercept"]["churn_monthly"])
+        eta = eta + d["tenure"]["churn"] * np.log(1 + tenure) + a["segment"].map(d["segment_effect"]["churn"]).to_numpy()
+        for k, b in d["beta_sd"]["churn"].items():
+            v = a[k].to_numpy(float) if k == "onboarding_completed" else x[k].to_numpy()
+            eta = eta + b * (v - d["centre"][k]) / d["scale"][k]
+        decides = (tenure >= lag) & (~annual | (tenure % 12 == 0))
+        complete &= ~decides | x.notna().all(axis=1).to_numpy()
+        survival *= np.where(decides, np.exp(-np.exp(np.where(decides, eta, 0.0))), 1.0)
+    assert complete.sum() > 300 and (survival[complete] < 1).sum() > 300
+    np.testing.assert_allclose(fut["churn_prob"].to_numpy()[complete], 1 - survival[complete], rtol=1e-9, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------
