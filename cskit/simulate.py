@@ -330,6 +330,7 @@ class SimulatedClient:
 
 
 def write_client(sim: SimulatedClient, folder: str | Path) -> None:
+    """The tables as UTF-8 CSVs with "\n" line ends (byte-identical for the same seed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, df in sim.tables.items():
@@ -348,7 +349,9 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
 
     The process runs ``horizon_months`` past as_of (the last month) to give the realised churn of
     ``truth.future``; ``churn_prob`` is the true probability given the state at as_of, by Monte Carlo
-    over ``mc_paths`` future KPI paths (0 skips it: NaN).
+    over ``mc_paths`` future KPI paths (0 skips it: NaN). ``with_referrals=False`` creates no referred
+    accounts (the referral hazard and its truth rows stay, no data carries them); ``with_nps=False``
+    leaves out the nps table and the nps KPI. ``lag`` >= 1: events of month t use KPIs of t - lag.
     """
     if n_accounts < 1 or n_months < 2 or lag < 1 or horizon_months < 1:
         raise ValueError("need n_accounts >= 1, n_months >= 2, lag >= 1, horizon_months >= 1")
@@ -364,7 +367,6 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     snapshot_state = None
 
     for t in range(n_months + horizon_months):
-        n = len(acc["start"])
         tenure = t - acc["start"]
         present = (acc["start"] <= t) & (acc["churn_month"] >= t)
         elig = np.flatnonzero(present & (tenure >= first))
@@ -410,7 +412,7 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
 
     tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
     as_of = str(pd.Period(start, "M") + asof_t) + "-01"
-    sd, snapshot = _observed_stats(tables, acc, ids, asof_t, start)
+    sd, snapshot = _observed_stats(tables, asof_t, start)
     future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng)
     return SimulatedClient(tables, as_of, Truth(_effects(sd), future, snapshot))
 
@@ -690,7 +692,7 @@ def _last3_mean(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndar
         return np.where(count > 0, total / count, np.nan)
 
 
-def _observed_stats(tables: dict, acc: dict, ids: np.ndarray, asof_t: int, start: str) -> tuple[dict, pd.DataFrame]:
+def _observed_stats(tables: dict, asof_t: int, start: str) -> tuple[dict, pd.DataFrame]:
     """Per-KPI SD over the account-months up to as_of, and the projection inputs of active accounts."""
     kpis = tables["kpis"].copy()
     accounts = tables["accounts"].set_index("account_id")

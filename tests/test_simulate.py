@@ -113,6 +113,14 @@ def test_same_seed_gives_identical_files_and_truth(tmp_path):
     pd.testing.assert_frame_equal(a.truth.future.drop(columns="churn_prob"), d.truth.future.drop(columns="churn_prob"))
 
 
+def test_without_nps_or_referrals():
+    sim = S.simulate_client(300, 12, seed=1, with_nps=False, with_referrals=False, mc_paths=0)
+    assert list(sim.tables) == ["accounts", "revenue", "kpis"]
+    assert sim.tables["accounts"]["referred_by"].isna().all() and len(sim.tables["accounts"]) == 300
+    assert "nps" not in set(sim.truth.effects["kpi"]) and "nps" not in set(sim.truth.potential()["kpi"])
+    assert sim.truth.future["churn_prob"].isna().all()
+
+
 def test_tables_have_the_contract_columns_and_string_keys(sim):
     t = sim.tables
     assert sim.as_of == "2026-06-01"
