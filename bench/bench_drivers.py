@@ -13,10 +13,14 @@ turned into the panel; then, on that same panel, we time
 Figures to quote are the ratios (DESIGN §8); seconds are shown for context only.
 
     python bench/bench_drivers.py --accounts 1000 10000 100000 [--out bench/results_drivers.md]
+
+On a shared machine run it with OPENBLAS_NUM_THREADS=1: multi-threaded BLAS on oversubscribed cores
+spends most of its time waiting (measured here: 4x the CPU time on the same work).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -127,7 +131,8 @@ def main() -> None:
     table = markdown(pd.DataFrame([run(n, args) for n in args.accounts]))
     text = (
         "## Triggers stage (RT / CRTT / UCT) vs the naive ways\n\n"
-        "Simulated client (cskit.simulate, seed 0), N accounts x 24 months; ratios measured in one run.\n"
+        "Simulated client (cskit.simulate, seed 0), N accounts x 24 months; ratios measured in one run "
+        f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, {os.cpu_count()} CPUs).\n"
         "Naive Cox = lifelines CoxTimeVaryingFitter, one KPI at a time, churn only (no adjustment, no "
         "lead-lag, no GEE): it does a fraction of the stage's work.\n\n" + table + "\n"
     )

@@ -61,6 +61,7 @@ TABLE_COLUMNS = [
     "kpi", "outcome", "effect", "ci_low", "ci_high", "p_value", "q_value", "spearman", "best_lag", "trigger",
     "direction",
 ]
+LEAD_LAG_COLUMNS = ["kpi", "outcome", "lag", "z"]
 OUTCOME_COLUMNS = ["outcome", "model", "events", "rows", "accounts", "mde_per_sd", "status", "reason"]
 
 
@@ -136,10 +137,15 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         table=table,
         outcomes=pd.DataFrame(outcomes_out, columns=OUTCOME_COLUMNS),
         details=details,
-        lead_lag=pd.concat(lead_lag, ignore_index=True),
+        lead_lag=_stack(lead_lag, LEAD_LAG_COLUMNS),
         transforms=_transform_frame(transforms, kpis),
         warnings=warnings,
     )
+
+
+def _stack(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +191,7 @@ def _one_outcome(panel, zpanel, outcome, rows, y, kpis, model_kpis, transforms, 
     base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(Z).sum(axis=0)})
     base["spearman"] = spearman_columns(Z, y)
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
-    lead_lag = pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
+    lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
         what = "non-renewals" if outcome == "renewal" else f"{outcome} events"
         info.update(status="not estimable", reason=(
@@ -529,7 +535,7 @@ def lead_lag_scores(
     rows, y = outcome_rows(panel, outcome, MAX_LEAD_LAG)
     use = [k for k in kpis if k != TENURE and k in transforms]
     if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
-        return pd.DataFrame(columns=["kpi", "outcome", "lag", "z"])
+        return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     base = base_fit(y, _null_design(panel, rows, transforms), LINK[outcome])
     parts = [
         pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z(y, base, lagged(zpanel, use, lag)[rows])})
