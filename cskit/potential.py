@@ -11,8 +11,9 @@ months older), while annual renewals stay on the contract's real anniversaries.
 
 Intervals: ``params.bootstrap`` draws of every model's coefficients from a multivariate normal with
 the estimated covariance, plus normal draws of the mean relative sizes (g_e, g_d) and of the mean MRR
-of a referral; each draw is projected exactly for every active account (float32, account chunks of
-``CHUNK``); the 2.5% and 97.5% quantiles of scenario − baseline are the 95% interval. Details and
+of a referral; each draw is projected exactly (float32) for every active account, or, beyond
+``DRAW_ACCOUNTS`` of them, for an MRR-proportional sample; the 2.5% and 97.5% quantiles of the draws'
+scenario − baseline, centred on the exact point estimate, are the 95% interval. Details and
 references: docs/methods/potential.md.
 """
 from __future__ import annotations
@@ -298,8 +299,10 @@ def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dty
     if hz.cm_transform is None:
         return np.ones((months, hz.coef.shape[0], len(tenure)), dtype)
     h = np.arange(1, months + 1)
-    z = hz.cm_transform.forward(tenure[None, :] + h[:, None] + delta)
-    return np.exp(np.clip(hz.cm[None, :, None] * z[:, None, :], -60.0, 30.0)).astype(dtype)
+    z = hz.cm_transform.forward(tenure[None, :] + h[:, None] + delta).astype(dtype)
+    out = hz.cm.astype(dtype)[None, :, None] * z[:, None, :]
+    np.clip(out, -60.0, 30.0, out=out)
+    return np.exp(out, out=out)
 
 
 def project_chunk(
