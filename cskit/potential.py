@@ -45,7 +45,7 @@ CAVEAT = {
     "ja": (
         "この表の金額は、各指標と解約・アップセル/クロスセル・ダウングレード・紹介との関連を、ほかの指標を"
         "一定としたまま将来に投影した試算です。指標を改善すればこの金額が得られるという因果効果を証明するもの"
-        "ではありません。括弧内・区間はモデル推定の不確かさ(95%)を示します。"
+        "ではありません。95%区間はモデル推定の不確かさを示します。"
     ),
     "en": (
         "These amounts project forward the associations of each KPI with churn, up/cross-sell, downgrade "
@@ -124,7 +124,7 @@ def has_referrals(data: ClientData) -> bool:
 
 
 def fit_outcome(
-    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int
+    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int, language: str = "en"
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
@@ -138,17 +138,15 @@ def fit_outcome(
     events = int(yr.sum())
     rate = float(yr.mean()) if len(yr) else 0.0
     model = OutcomeModel(outcome, int(rows.sum()), events, rate)
+    name = _OUTCOME_NAMES[outcome][language]
     if events < MIN_EVENTS:
-        model.reason = (
-            f"{outcome}: only {events} events in {model.rows} account-months (< {MIN_EVENTS}): "
-            "KPI effects not estimable; its column is left empty and the projection uses the observed rate."
-        )
+        model.reason = _text(language, "few_events", outcome=name, events=events, rows=model.rows, min=MIN_EVENTS)
         return model
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms)
-    model.design = design
     model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
+    model.design = replace(design, X=np.empty((0, design.X.shape[1])))
     if not model.fit.converged:
-        model.reason = f"{outcome}: the model did not converge (separation?); its intervals are very wide."
+        model.reason = _text(language, "not_converged", outcome=name)
     return model
 
 
@@ -213,7 +211,12 @@ class Scenario:
 
 
 def scenarios(
-    future: pd.DataFrame, kpis: list[str], catalogue: dict[str, KPI], pct: float, transforms: dict[str, Transform]
+    future: pd.DataFrame,
+    kpis: list[str],
+    catalogue: dict[str, KPI],
+    pct: float,
+    transforms: dict[str, Transform],
+    language: str = "en",
 ) -> list[Scenario]:
     """δ_k = direction × pct/100 × mean of the future values over the active accounts (non-missing),
     added to every account, clipped to the KPI's bounds and never moving a value the wrong way.
@@ -230,9 +233,9 @@ def scenarios(
         dz = np.zeros(len(x))
         reason = ""
         if not np.isfinite(mean):
-            reason = f"{k}: never measured for the accounts active at as_of"
+            reason = _text(language, "never_measured", kpi=kpi.label(language))
         elif delta == 0:
-            reason = f"{k}: its mean over the active accounts is 0, so {pct:g}% of it changes nothing"
+            reason = _text(language, "zero_mean", kpi=kpi.label(language), pct=f"{pct:g}")
         elif k in transforms and k != "contract_months":
             t = transforms[k]
             x = np.where(np.isfinite(x), x, neutral_value(t))
@@ -475,12 +478,12 @@ def improvement_potential(
             models[o] = None
             notes["d_new"] = _text(params.language, "no_referrals")
             continue
-        models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months)
+        models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months, params.language)
         if models[o].reason:
             notes[_column(o)] = models[o].reason
     sizes = relative_sizes(panel)
     future = future_values(panel, active, model_kpis, data.as_of)
-    scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms)
+    scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms, params.language)
 
     point_coef = {o: _point_coef(m) for o, m in models.items()}
     point = project(
@@ -623,7 +626,7 @@ def _table(
         if sc.reason:
             notes[sc.kpi] = sc.reason
         elif sc.kpi not in in_models:
-            notes[sc.kpi] = _dropped_reason(sc.kpi, models)
+            notes[sc.kpi] = _dropped_reason(kpi.label(params.language), sc.kpi, models, params.language)
         for col, f in _MEASURES.items():
             blank = blank_row or empty_col[col]
             row[col] = math.nan if blank else float(f(point.totals, params.gross_margin)[s, 0] - f(point.totals, params.gross_margin)[0, 0])
@@ -647,21 +650,49 @@ def _table(
     return table[cols], list(phase)
 
 
-def _dropped_reason(kpi: str, models: dict[str, OutcomeModel | None]) -> str:
+def _dropped_reason(label: str, kpi: str, models: dict[str, OutcomeModel | None], language: str) -> str:
     reasons = sorted({m.design.dropped[kpi] for m in models.values() if m and m.design and kpi in m.design.dropped})
-    return f"{kpi}: not in the models ({'; '.join(reasons) or 'no estimable model'})"
+    return _text(language, "dropped", kpi=label, reasons="; ".join(reasons) or "-")
 
 
+_OUTCOME_NAMES = {
+    "churn": {"ja": "解約", "en": "churn"},
+    "expansion": {"ja": "アップセル/クロスセル", "en": "expansion"},
+    "downgrade": {"ja": "ダウングレード", "en": "downgrade"},
+    "referral": {"ja": "紹介", "en": "referral"},
+}
 _TEXT = {
     "no_referrals": {
         "ja": "accounts.referred_by(紹介元)のデータがないため、New Revenue(紹介による新規MRR)は算出できません。",
         "en": "New revenue (new MRR from referred accounts) is left empty: accounts.referred_by has no data.",
     },
+    "few_events": {
+        "ja": "{outcome}: 対象{rows}アカウント月に{events}件しかなく({min}件未満)、指標の効果は推定できません。"
+              "この列は空欄とし、投影には観測された発生率を使います。",
+        "en": "{outcome}: only {events} events in {rows} account-months (< {min}): KPI effects are not "
+              "estimable; its column is left empty and the projection uses the observed rate.",
+    },
+    "not_converged": {
+        "ja": "{outcome}: モデルが収束しませんでした(完全分離の可能性)。この列の区間は非常に広くなります。",
+        "en": "{outcome}: the model did not converge (separation?); this column's intervals are very wide.",
+    },
+    "never_measured": {
+        "ja": "{kpi}: 現在契約中のアカウントで一度も計測されていないため、空欄です。",
+        "en": "{kpi}: never measured for the accounts active at as_of, so its row is empty.",
+    },
+    "zero_mean": {
+        "ja": "{kpi}: 現在契約中のアカウントでの平均が0のため、平均の{pct}%の改善では何も変わらず、空欄です。",
+        "en": "{kpi}: its mean over the active accounts is 0, so {pct}% of it changes nothing; its row is empty.",
+    },
+    "dropped": {
+        "ja": "{kpi}: どのモデルにも含まれないため空欄です({reasons})。",
+        "en": "{kpi}: in none of the models, so its row is empty ({reasons}).",
+    },
 }
 
 
-def _text(language: str, key: str) -> str:
-    return _TEXT[key][language]
+def _text(language: str, key: str, **values) -> str:
+    return _TEXT[key][language].format(**values)
 
 
 # ---------------------------------------------------------------- potential.xlsx

@@ -389,3 +389,16 @@ def test_accounts_frame_is_the_baseline_projection(small):
     months_kept = acc["ltv"] / acc["mrr"]
     assert months_kept.corr(acc["churn_prob"], method="spearman") < -0.5
     assert (months_kept > 0).all()
+
+
+def test_outcome_with_too_few_events_and_constant_kpi_are_left_empty_with_reasons(small):
+    sim, data, panel, params, pot = small
+    changed = panel.assign(contraction=0, faq_views=1.0)
+    res = improvement_potential(changed, data, params, ["contract_months", "login_days", "faq_views", "csat"])
+    t = res.table.set_index("kpi")
+    assert t["d_downgrade"].isna().all() and t["d_downgrade_lo"].isna().all()
+    assert "0件" in res.notes["d_downgrade"]
+    assert t.loc["faq_views", ["d_ltv", "d_churn", "d_expansion"]].isna().all()
+    assert "FAQ" in res.notes["faq_views"]
+    assert t.loc["login_days", ["d_ltv", "d_churn", "d_expansion"]].notna().all()
+    assert res.outcomes.set_index("outcome").at["downgrade", "estimable"] == False  # noqa: E712
