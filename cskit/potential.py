@@ -602,7 +602,7 @@ def _table(
     params: Params,
     notes: dict[str, str],
 ) -> tuple[pd.DataFrame, list[str]]:
-    """potential.csv: one row per KPI, grouped by category (in order of first appearance)."""
+    """potential.csv: one row per KPI, in seed 000's order: by category, then catalogue order."""
     estimable = {o: bool(m and m.fit is not None) for o, m in models.items()}
     empty_col = {
         "d_churn": not estimable["churn"],
@@ -640,10 +640,12 @@ def _table(
         row["_cat"] = kpi.category
         rows.append(row)
     table = pd.DataFrame(rows)
-    order = {c: i for i, c in enumerate(dict.fromkeys(table["_cat"]))}
-    table = table.assign(_o=table["_cat"].map(order)).sort_values("_o", kind="stable")
+    cats, names = list(CATEGORIES), list(catalogue)
+    table["_o1"] = table["_cat"].map(lambda c: cats.index(c) if c in cats else len(cats))
+    table["_o2"] = table["kpi"].map(lambda k: names.index(k) if k in names else len(names))
+    table = table.sort_values(["_o1", "_o2"], kind="stable")
     phase = table["_phase"].to_numpy()
-    table = table.drop(columns=["_o", "_cat", "_phase"]).reset_index(drop=True)
+    table = table.drop(columns=["_o1", "_o2", "_cat", "_phase"]).reset_index(drop=True)
     cols = ["kpi", "label", "category", "mean", "improvement"]
     for c in COLUMNS:
         cols += [c, f"{c}_lo", f"{c}_hi"]

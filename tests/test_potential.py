@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cskit.catalogue import DEFAULT_CATALOGUE
+from cskit.catalogue import CATALOGUE_NAMES, DEFAULT_CATALOGUE
 from cskit.models import Transform
 from cskit.potential import (
     Hazard,
@@ -341,6 +341,7 @@ def test_write_is_byte_reproducible_and_formatted_like_seed_000(small, tmp_path)
     for c in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
         expected += [c, f"{c}_lo", f"{c}_hi"]
     assert list(csv.columns) == expected
+    assert csv["kpi"].tolist()[:27] == CATALOGUE_NAMES  # seed 000's row order
     ws = load_workbook(tmp_path / "a" / "potential.xlsx")["改善ポテンシャル"]
     assert [c.value for c in ws[1]] == ["取引フェーズ", "指標カテゴリ", "指標", "平均値", "10%改善値", "LTV",
                                         "Expansion Revenue", "New Revenue", "Downgrade Revenue", "Churn Revenue"]
