@@ -40,7 +40,6 @@ from cskit.models import (
     design_matrix,
     kpi_transforms,
 )
-from cskit.panel import add_lags
 from cskit.params import Params
 
 OUTCOMES = ("churn", "renewal", "expansion")
@@ -57,6 +56,8 @@ MAX_R2 = 0.9
 POWER = 0.8
 GEE_SE_RATIO = 10.0
 TENURE = "contract_months"
+NARROW = ["account_id", "tenure", "segment", "contract_type", "churn", "at_risk", "mrr_prev", "expansion",
+          "cross_sell"]
 TABLE_COLUMNS = [
     "kpi", "outcome", "effect", "ci_low", "ci_high", "p_value", "q_value", "spearman", "best_lag", "trigger",
     "direction",
@@ -114,13 +115,16 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     kpis = list(dict.fromkeys(kpis))
     model_kpis = [TENURE, *[k for k in kpis if k != TENURE]]
     transforms = kpi_transforms(panel, model_kpis)
-    zpanel = standardised(panel, model_kpis, transforms)
+    Z = KPIMatrix.of(panel, model_kpis, transforms)
+    narrow = panel[[c for c in NARROW if c in panel] + model_kpis]
     warnings: list[str] = []
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped = [], [], [], {}
     for outcome in OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
-        result = _one_outcome(panel, zpanel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings)
+        # renewal is 1 − churn on the same rows: its Spearman correlations are exactly minus churn's
+        known = -rows_out[0]["spearman"].to_numpy() if outcome == "renewal" else None
+        result = _one_outcome(narrow, Z, outcome, rows, y, kpis, model_kpis, transforms, params, warnings, known)
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
@@ -180,16 +184,16 @@ def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
         )
 
 
-def _one_outcome(panel, zpanel, outcome, rows, y, kpis, model_kpis, transforms, params, warnings) -> dict:
+def _one_outcome(panel, Z, outcome, rows, y, kpis, model_kpis, transforms, params, warnings, spearman=None) -> dict:
     """Fit one outcome's model; return its KPI rows, its outcome row, lead–lag z and dropped KPIs."""
     lag, link = params.kpi_lag_months, LINK[outcome]
     events = int(min(y.sum(), len(y) - y.sum()))
     accounts = int(panel.loc[rows, "account_id"].nunique())
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
-    Z = lagged(zpanel, kpis, lag)[rows]
-    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(Z).sum(axis=0)})
-    base["spearman"] = spearman_columns(Z, y)
+    now = Z.at(kpis, lag, rows)
+    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(now).sum(axis=0)})
+    base["spearman"] = spearman_columns(now, y) if spearman is None else spearman
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
@@ -204,10 +208,10 @@ def _one_outcome(panel, zpanel, outcome, rows, y, kpis, model_kpis, transforms, 
         base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
-    lead_lag = lead_lag_scores(panel, zpanel, outcome, kpis, transforms)
+    lead_lag = lead_lag_scores(panel, Z, outcome, kpis, transforms)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    z_now = score_z(y, base_fit(y, _null_design(panel, rows, transforms), link), lagged(zpanel, candidates, lag)[rows])
+    z_now = score_z(y, base_fit(y, _null_design(panel, rows, transforms), link), Z.at(candidates, lag, rows))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     design = design_matrix(panel, rows, order + [k for k in model_kpis if k not in order], lag, transforms)
     design = prune_dependent(design)
@@ -481,21 +485,35 @@ def _inverse(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 
 
-def standardised(panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> pd.DataFrame:
-    """The KPIs as the models see them, z = (f(x) − mean) / sd (NaN kept; NaN throughout for a KPI
-    without a transform), plus ``tenure`` so :func:`cskit.panel.add_lags` can lag them. Computed once:
-    every lag and row set below is a shift and a selection of it. Ranks are those of the raw values
-    (f is increasing), so Spearman correlations are computed on it too."""
-    z = {k: transforms[k].forward(panel[k]) if k in transforms else np.full(len(panel), np.nan) for k in kpis}
-    return pd.DataFrame(z, index=panel.index).assign(tenure=panel["tenure"].to_numpy())
+@dataclass(frozen=True)
+class KPIMatrix:
+    """The KPIs as the models see them, z = (f(x) − mean) / sd over every panel row (NaN kept; NaN
+    throughout for a KPI without a transform). Standardised once: each lag and row set is a gather
+    from it. Ranks are those of the raw values (f is increasing), so Spearman is computed on it too."""
 
+    values: np.ndarray
+    names: list[str]
+    tenure: np.ndarray
 
-def lagged(zpanel: pd.DataFrame, kpis: list[str], lag: int) -> np.ndarray:
-    """Columns of ``zpanel`` at month t − lag (``contract_months`` at t, as in cskit.models.lagged_kpis)."""
-    out = add_lags(zpanel, kpis, lag).to_numpy()
-    if TENURE in kpis:
-        out[:, kpis.index(TENURE)] = zpanel[TENURE].to_numpy()
-    return out
+    @classmethod
+    def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> "KPIMatrix":
+        cols = [transforms[k].forward(panel[k]) if k in transforms else np.full(len(panel), np.nan) for k in kpis]
+        values = np.column_stack(cols) if cols else np.empty((len(panel), 0))
+        return cls(values, list(kpis), panel["tenure"].to_numpy())
+
+    def at(self, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
+        """Values of ``kpis`` at month t − lag for the panel rows ``rows`` (boolean mask), NaN where
+        t − lag is before the account's start; ``contract_months`` at t. Same as
+        :func:`cskit.panel.add_lags` / :func:`cskit.models.lagged_kpis` (panel rows are contiguous
+        months per account, so month t − lag of row i is row i − lag), gathering only ``rows``."""
+        idx = np.flatnonzero(rows)
+        early = self.tenure[idx] < lag
+        cols = [self.names.index(k) for k in kpis]
+        out = self.values[np.ix_(np.where(early, idx, idx - lag), cols)]
+        out[early] = np.nan
+        if TENURE in kpis:
+            out[:, kpis.index(TENURE)] = self.values[idx, self.names.index(TENURE)]
+        return out
 
 
 def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -526,7 +544,7 @@ def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Tr
 
 
 def lead_lag_scores(
-    panel: pd.DataFrame, zpanel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform]
+    panel: pd.DataFrame, Z: KPIMatrix, outcome: str, kpis: list[str], transforms: dict[str, Transform]
 ) -> pd.DataFrame:
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
     every lag is observed and the |z| are comparable). ``contract_months`` has no lead–lag (it is the
@@ -538,7 +556,7 @@ def lead_lag_scores(
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     base = base_fit(y, _null_design(panel, rows, transforms), LINK[outcome])
     parts = [
-        pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z(y, base, lagged(zpanel, use, lag)[rows])})
+        pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z(y, base, Z.at(use, lag, rows))})
         for lag in range(MAX_LEAD_LAG + 1)
     ]
     return pd.concat(parts, ignore_index=True)

@@ -12,6 +12,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.drivers import (
     MIN_EVENTS,
+    KPIMatrix,
     base_fit,
     TABLE_COLUMNS,
     find_triggers,
@@ -23,7 +24,7 @@ from cskit.drivers import (
     spearman_columns,
 )
 from cskit.errors import CskitError
-from cskit.models import design_matrix, kpi_transforms
+from cskit.models import design_matrix, kpi_transforms, lagged_kpis
 from cskit.params import Params
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6"
@@ -137,6 +138,20 @@ def test_spearman_matches_scipy_on_measured_rows():
     y = (rng.random(500) < 0.2).astype(float)
     ok = np.isfinite(x)
     assert spearman_columns(x[:, None], y)[0] == pytest.approx(spearmanr(x[ok], y[ok])[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_kpi_matrix_gathers_the_same_lagged_values_as_the_shared_design(lag):
+    panel = toy_panel(n_accounts=80, months=8, seed=4)
+    panel.loc[panel.index[::7], "driver"] = np.nan
+    kpis = ["contract_months", "driver", "noise"]
+    tf = kpi_transforms(panel, kpis)
+    rows = (panel["tenure"].to_numpy() % 2 == 0) | (panel["churn"].to_numpy() == 1)
+    ours = KPIMatrix.of(panel, kpis, tf).at(kpis, lag, rows)
+    raw = lagged_kpis(panel, kpis, lag).to_numpy()[rows]
+    ref = np.column_stack([tf[k].forward(raw[:, j]) for j, k in enumerate(kpis)])
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    np.testing.assert_allclose(ours[~np.isnan(ours)], ref[~np.isnan(ref)], rtol=0, atol=1e-12)
 
 
 def test_prune_dependent_drops_a_sum_of_parts_and_names_them():
