@@ -2,7 +2,8 @@
 
 One multivariable model per outcome on the account × month panel, every KPI at month t − lag
 (``contract_months`` at t: it is the tenure adjustment), adjusted for segment and contract type
-(design and GLM from :mod:`cskit.models`):
+(design, transforms and pairwise collinearity from :mod:`cskit.models`; the GLM is :func:`fit_glm`,
+which halves steps that lower the likelihood):
 
 - churn (RT): discrete-time hazard, binomial GLM with the cloglog link on at-risk account-months;
   exp(β) is a hazard ratio per +1 SD.
