@@ -141,6 +141,111 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
     return pd.DataFrame(out)
 
 
+def ar1_inflation(rho: float, n: np.ndarray) -> np.ndarray:
+    """n · Var(mean of n consecutive values of a stationary AR(1) with unit variance) =
+    1 + 2 Σ_{j<n} (1 − j/n) ρ^j, in closed form (1 for n ≤ 1)."""
+    n = np.maximum(np.asarray(n, dtype="float64"), 1.0)
+    if rho <= 0:
+        return np.ones_like(n)
+    return 1 + 2 * rho / (1 - rho) - 2 * rho * (1 - rho**n) / (n * (1 - rho) ** 2)
+
+
+@dataclass
+class Persistence:
+    """How a KPI moves within an account, on the model scale z: z_it = level_i + AR(1) deviation.
+
+    ``rho`` is the lag-1 autocorrelation of the deviations from the account means, pooled over
+    accounts and corrected for the downward bias of mean-corrected estimates in short series
+    (ρ̂ + (1 + 3ρ̂)/n̄; Marriott & Pope 1954, Kendall 1954). ``var_within`` is the deviations' variance
+    (E Σ(z − z̄_i)² = σ²(n_i − f(ρ, n_i)) with f = ``ar1_inflation``), ``var_between`` that of the
+    account levels by the method of moments (variance of account means − mean σ² f/n_i, floored at 0),
+    ``mean`` the mean of the account means.
+    """
+
+    kpi: str
+    rho: float
+    mean: float
+    var_between: float
+    var_within: float
+
+    def level(self, n: np.ndarray, account_mean: np.ndarray) -> np.ndarray:
+        """Empirical-Bayes account level: the account mean shrunk toward the population mean by its
+        reliability var_between / (var_between + var_within · f(ρ, n) / n); n = 0 → population mean."""
+        n = np.asarray(n, dtype="float64")
+        noise = self.var_within * ar1_inflation(self.rho, n) / np.maximum(n, 1)
+        total = self.var_between + noise
+        rel = np.where((n > 0) & (total > 0), self.var_between / np.where(total > 0, total, 1.0), 0.0)
+        return self.mean + rel * (np.where(n > 0, account_mean, self.mean) - self.mean)
+
+    def weight(self, horizon: int, lag: int) -> float:
+        """Weight of the recent deviation in the mean forecast over the months whose KPIs drive the
+        next ``horizon`` months' hazards (months as_of + h − lag, h = 1..horizon): mean of ρ^max(h − lag, 0)."""
+        steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
+        return float(np.mean(self.rho**steps))
+
+
+def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray) -> Persistence | None:
+    """``Persistence`` of one KPI from its model-scale values ``z`` (NaN = missing) on panel rows sorted by
+    account and month (``account`` = integer codes). None when the KPI never varies within an account
+    (a static KPI: its value is its forecast)."""
+    ok = np.isfinite(z)
+    na = int(account.max()) + 1 if len(account) else 0
+    n = np.bincount(account[ok], minlength=na).astype("float64")
+    mean_i = np.bincount(account[ok], z[ok], minlength=na) / np.maximum(n, 1)
+    d = np.where(ok, z - mean_i[account], 0.0)
+    ss = float(np.sum(d**2))
+    many = n > 1
+    if not many.any() or ss <= 1e-12 * max(ok.sum(), 1):
+        return None
+    pair = np.r_[False, (account[1:] == account[:-1]) & ok[1:] & ok[:-1]]
+    raw = float(np.sum(d[1:] * d[:-1] * pair[1:]) / ss)
+    nbar = float(np.average(n[many], weights=n[many]))
+    rho = float(np.clip(raw + (1 + 3 * raw) / nbar, 0.0, 0.99))
+    f = ar1_inflation(rho, n)
+    var_within = ss / float(np.sum((n - f)[many]))
+    seen = n > 0
+    var_between = max(0.0, float(np.var(mean_i[seen], ddof=1) - np.mean(var_within * f[seen] / n[seen])))
+    return Persistence(kpi, rho, float(np.mean(mean_i[seen])), var_between, var_within)
+
+
+def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
+                  lag: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
+    selected panel rows, and the per-KPI forecast parameters (docs/methods/health.md, "Account features").
+
+    On the model scale z: forecast = m + w · (z_recent − m), m = the account's empirical-Bayes level
+    from its values up to the row, z_recent = its last-3-month mean, w = ``Persistence.weight``.
+    Static KPIs and ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
+    """
+    out = recent_means(panel, kpis, rows)
+    account = pd.factorize(panel["account_id"])[0]
+    pos = np.flatnonzero(rows)
+    first = np.arange(len(panel)) - panel["tenure"].to_numpy()
+    recs = []
+    for k in kpis:
+        tr = transforms.get(k)
+        if k == "contract_months" or tr is None:
+            continue
+        z = tr.forward(panel[k].to_numpy(dtype="float64"))
+        p = estimate_persistence(k, z, account)
+        if p is None:
+            continue
+        ok = np.isfinite(z)
+        count = np.r_[0, np.cumsum(ok)]
+        total = np.r_[0.0, np.cumsum(np.where(ok, z, 0.0))]
+        n = count[pos + 1] - count[first[pos]]
+        own = (total[pos + 1] - total[first[pos]]) / np.maximum(n, 1)
+        m = p.level(n, own)
+        w = p.weight(horizon, lag)
+        zr = tr.forward(out[k].to_numpy(dtype="float64"))
+        zf = m + w * (np.where(np.isfinite(zr), zr, m) - m)
+        out[k] = _inverse_array(tr, zf)
+        recs.append({"kpi": k, "rho": p.rho, "weight_recent": w, "population_mean": _inverse(tr, p.mean),
+                     "var_between": p.var_between, "var_within": p.var_within, "scale": tr.kind})
+    cols = ["kpi", "rho", "weight_recent", "population_mean", "var_between", "var_within", "scale"]
+    return out, pd.DataFrame(recs, columns=cols)
+
+
 def active_rows(panel: pd.DataFrame, month: pd.Timestamp) -> np.ndarray:
     """Rows of accounts active at ``month``: a panel row in that month, not churned then, MRR > 0."""
     return ((panel["month"] == month) & (panel["churn"] == 0) & (panel["mrr"] > 0)).to_numpy()
@@ -161,6 +266,7 @@ class ScoreModel:
     red_below: float = float("nan")
     green_from: float = float("nan")
     base_rate: float = float("nan")
+    forecast: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def kpi_names(self) -> list[str]:
         return list(self.weights["kpi"])
@@ -257,6 +363,11 @@ def _inverse(tr, z: float) -> float:
     return float(np.expm1(fx) if tr.kind == "log1p" else fx)
 
 
+def _inverse_array(tr, z: np.ndarray) -> np.ndarray:
+    fx = np.asarray(z, dtype="float64") * tr.sd + tr.mean
+    return np.expm1(fx) if tr.kind == "log1p" else fx
+
+
 def kpi_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
     """Points each account earns on each KPI (a missing KPI counts as the panel mean, z = 0)."""
     out = {}
@@ -275,7 +386,7 @@ def score(model: ScoreModel, features: pd.DataFrame) -> np.ndarray:
 
 def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFrame, months: int) -> np.ndarray:
     """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type) and KPI ``features``
-    held at their recent means; tenure moves; annual accounts can churn only at anniversaries."""
+    held at their forecast means (``kpi_forecasts``); tenure moves; annual accounts can churn only at anniversaries."""
     d = model.design
     tenure = base["tenure"].to_numpy(dtype="float64")
     annual = base["contract_type"].astype(str).to_numpy() == "annual"
@@ -342,7 +453,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     model = fit_score_model(past, kpis, lag, alpha)
     rows = active_rows(past, month)
     used = model.kpi_names()
-    feats = recent_means(past, used, rows)
+    feats, model.forecast = kpi_forecasts(past, used, rows, model.design.transforms, horizon, lag)
     base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
     frame["score"] = np.round(score(model, frame), 1)
@@ -509,7 +620,7 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
         "difference": {"estimate": d, "ci_low": dlo, "ci_high": dhi},
         "ratio": {"estimate": rr, "ci_low": rlo, "ci_high": rhi},
     }
-    res["score_after_12_months"] = _score_after_start(panel, model)
+    res["score_after_12_months"] = _score_after_start(panel, model, horizon)
     res["verdict"] = onboarding_verdict(dlo, dhi)
     res["equivalence_margin"] = EQUIVALENCE_MARGIN
     return res
@@ -526,10 +637,11 @@ def onboarding_verdict(ci_low: float, ci_high: float, margin: float = EQUIVALENC
     return "inconclusive"
 
 
-def _score_after_start(panel: pd.DataFrame, model: ScoreModel) -> dict:
+def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> dict:
     """Health score at tenure 12 (onboarding's own points taken out and the rest rescaled to 0–100)."""
     rows = (panel["tenure"] == ONBOARDING_SCORE_TENURE).to_numpy()
-    feats = recent_means(panel, list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"])), rows)
+    kpis = list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"]))
+    feats, _ = kpi_forecasts(panel, kpis, rows, model.design.transforms, horizon, model.lag)
     pts = kpi_points(model, feats)
     own = model.weights.set_index("kpi")["points"].get("onboarding_completed", 0)
     rest = pts.drop(columns=["onboarding_completed"], errors="ignore").sum(axis=1).to_numpy()
@@ -608,6 +720,7 @@ class Health:
     features: pd.DataFrame
     dropped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    forecast: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-KPI forecast parameters at as_of
 
     def validation_json(self) -> dict:
         return {
@@ -616,6 +729,7 @@ class Health:
             "onboarding": self.onboarding,
             "touch_model": self.touch.to_dict("records"),
             "dropped_kpis": self.dropped,
+            "kpi_forecast": self.forecast.to_dict("records"),
             "warnings": self.warnings,
         }
 
@@ -713,4 +827,5 @@ def design_health_score(
         features=frame,
         dropped=dict(model.design.dropped),
         warnings=warnings,
+        forecast=model.forecast,
     )

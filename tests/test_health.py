@@ -100,6 +100,75 @@ def test_recent_means_takes_last_three_observed_values_of_the_same_account():
     np.testing.assert_allclose(got["k"], [1.0, 5.0, np.nan, 10.0])
 
 
+def test_ar1_inflation_matches_the_sum():
+    from cskit.health import ar1_inflation
+
+    for rho in (0.0, 0.3, 0.85):
+        n = np.array([1, 2, 5, 24])
+        brute = [1 + 2 * sum((1 - j / m) * rho**j for j in range(1, m)) for m in n]
+        np.testing.assert_allclose(ar1_inflation(rho, n), brute, rtol=1e-12)
+
+
+def test_persistence_level_and_weight_by_hand():
+    from cskit.health import Persistence
+
+    p = Persistence("k", rho=0.0, mean=2.0, var_between=1.0, var_within=1.0)
+    # reliability with n = 4 independent values: 1 / (1 + 1/4) = 0.8; n = 0 → population mean
+    np.testing.assert_allclose(p.level(np.array([4, 0]), np.array([7.0, np.nan])), [2 + 0.8 * 5, 2.0])
+    q = Persistence("k", rho=0.5, mean=0.0, var_between=1.0, var_within=1.0)
+    assert q.weight(3, 1) == pytest.approx((1 + 0.5 + 0.25) / 3)  # steps 0, 1, 2
+    assert q.weight(2, 0) == pytest.approx((0.5 + 0.25) / 2)
+
+
+def _level_ar1_panel(seed, n_acc=3000, rho=0.7, sd_level=0.8, months=(6, 30), horizon=12):
+    """Accounts of random length with z = level + stationary AR(1) (unit variance); the last ``horizon``
+    months of each account are its future (not in the returned panel)."""
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(*months, size=n_acc)
+    level = rng.normal(0, sd_level, n_acc)
+    recs, fut = [], []
+    for i, m in enumerate(lens):
+        u = np.empty(m + horizon)
+        u[0] = rng.normal()
+        for t in range(1, m + horizon):
+            u[t] = rho * u[t - 1] + np.sqrt(1 - rho**2) * rng.normal()
+        recs.append(pd.DataFrame({"account_id": f"a{i:05d}", "tenure": np.arange(m), "k": level[i] + u[:m]}))
+        fut.append(level[i] + u[m:].mean())
+    return pd.concat(recs, ignore_index=True), np.array(fut)
+
+
+def test_persistence_recovers_planted_level_and_ar1():
+    from cskit.health import estimate_persistence
+
+    panel, _ = _level_ar1_panel(1)
+    p = estimate_persistence("k", panel["k"].to_numpy(), pd.factorize(panel["account_id"])[0])
+    assert p.rho == pytest.approx(0.7, abs=0.03)
+    assert p.var_within == pytest.approx(1.0, abs=0.08)
+    assert p.var_between == pytest.approx(0.64, abs=0.08)
+    assert p.mean == pytest.approx(0.0, abs=0.05)
+
+
+def test_forecast_of_the_horizon_mean_matches_the_true_parameters_and_beats_the_recent_mean():
+    """Planted level + AR(1): the same forecast with the true parameters (ρ 0.7, level variance 0.64,
+    deviation variance 1, mean 0) is the reference. The kit's forecast of the next 12 months' mean (lag 0)
+    must come within 2% of its mean squared error, and well below that of the last-3-month mean."""
+    from cskit.health import Persistence, kpi_forecasts
+    from cskit.models import Transform
+
+    panel, future = _level_ar1_panel(2)
+    last = (panel["tenure"].to_numpy() == panel.groupby("account_id")["tenure"].transform("max").to_numpy())
+    got, table = kpi_forecasts(panel, ["k"], last, {"k": Transform("identity", 0.0, 1.0)}, 12, 0)
+    recent = recent_means(panel, ["k"], last)["k"].to_numpy()
+    g = panel.groupby("account_id", sort=True)["k"]
+    true = Persistence("k", rho=0.7, mean=0.0, var_between=0.64, var_within=1.0)
+    m = true.level(g.size().to_numpy(), g.mean().to_numpy())
+    reference = m + true.weight(12, 0) * (recent - m)
+    mse = lambda x: float(np.mean((x - future) ** 2))  # noqa: E731
+    assert mse(got["k"].to_numpy()) < 1.02 * mse(reference)
+    assert mse(got["k"].to_numpy()) < 0.75 * mse(recent)
+    assert table.loc[0, "kpi"] == "k" and table.loc[0, "rho"] == pytest.approx(0.7, abs=0.03)
+
+
 def _toy_model():
     """Two KPIs on identity scales: 'usage' (60 points, more is healthier, full at 10, none at 0) and
     'tickets' (40 points, less is healthier, full at 0, none at 4)."""
@@ -211,11 +280,16 @@ def _planted_risk(sim):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_score_ranks_future_churn_about_as_well_as_the_planted_model(seed):
-    """Measured (seeds 0–4): score AUC / AUC of the true churn_prob = 0.91–0.97; the true churn_prob
-    knows the latent account factors, which no KPI-based score can see (the planted coefficients on
-    the observed KPIs reach 0.92–0.97 of it too). Against the planted model applied to the observed
-    3-month means the ratio is 0.976–0.997, and the intuition score is far behind."""
+def test_score_ranks_future_churn_about_as_well_as_the_truth(seed):
+    """Issue 7: AUC of the score for realised churn within the horizon vs the AUC of the simulator's true
+    churn probability. Measured (seeds 0–4, the command in docs/methods/health.md): 0.947–0.961, mean
+    0.954; the planted churn model's KPI part applied to the kit's own KPI forecasts reaches the same
+    (0.95–0.96): what remains to 1 is what the truth knows beyond the KPIs (segment and tenure terms,
+    the latent factors' current state), which a KPI-only score cannot use. Per seed we assert ≥ 0.945
+    (the strictest bound all five seeds pass), ≥ 0.99 × the planted KPI part on the same forecasts, ≥ 0.97 ×
+    the planted model on the observed 3-month means, and a clear win over the client's intuition score."""
+    from cskit.simulate import eta_kpis
+
     sim, data, health = _design(seed)
     fut = sim.truth.future.merge(health.scores, on="account_id", how="left", suffixes=("_true", ""))
     y = fut["churned"].to_numpy()
@@ -223,11 +297,15 @@ def test_score_ranks_future_churn_about_as_well_as_the_planted_model(seed):
     truth = auc_with_ci(y, fut["churn_prob_true"].to_numpy())["auc"]
     ids, risk = _planted_risk(sim)
     planted = auc_with_ci(y, pd.Series(risk, index=ids).reindex(fut["account_id"]).to_numpy())["auc"]
+    drivers = ["login_days", "csat", "support_inquiries", "onboarding_completed"]
+    f = health.features.set_index("account_id").reindex(fut["account_id"])
+    kpi_part = auc_with_ci(y, eta_kpis("churn", {k: f[k].to_numpy(float) for k in drivers}, drivers))["auc"]
     client = fut["account_id"].map(data.accounts.set_index("account_id")["health_score"]).to_numpy(float)
     aucs, cov = delong(y, np.vstack([-fut["score"].to_numpy(), -client]))
     diff_low = aucs[0] - aucs[1] - 1.96 * np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert ours >= 0.945 * truth
+    assert ours >= 0.99 * kpi_part
     assert ours >= 0.97 * planted
-    assert ours >= 0.90 * truth
     assert diff_low > 0
 
 
