@@ -184,12 +184,20 @@ def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as
     """Each active account's future value of each KPI: the mean of its last 3 observed monthly values
     up to as_of (NaN if never observed); ``contract_months`` = tenure at as_of."""
     hist = panel[(panel["month"] <= pd.Timestamp(as_of)) & panel["account_id"].isin(active["account_id"])]
+    hist = hist.sort_values(["account_id", "month"], kind="stable")
     cols = [k for k in kpis if k != "contract_months"]
-    out = pd.DataFrame(index=pd.Index(active["account_id"], name="account_id"))
-    for k in cols:
-        obs = hist.loc[hist[k].notna(), ["account_id", k]]
-        last = obs.groupby("account_id", sort=False).tail(LAST_OBSERVED)
-        out[k] = last.groupby("account_id")[k].mean().reindex(out.index).to_numpy()
+    ids, starts = np.unique(hist["account_id"].to_numpy(), return_index=True)
+    values = hist[cols].to_numpy(dtype="float64")
+    seen = np.isfinite(values)
+    from_end = np.vstack([np.cumsum(seen[::-1], axis=0)[::-1], np.zeros((1, len(cols)))])
+    ends = np.r_[starts[1:], len(hist)]
+    rank = from_end[:-1] - np.repeat(from_end[ends], np.diff(np.r_[starts, len(hist)]), axis=0)
+    keep = seen & (rank <= LAST_OBSERVED)
+    sums = np.add.reduceat(np.where(keep, values, 0.0), starts, axis=0)
+    counts = np.add.reduceat(keep, starts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = pd.DataFrame(np.where(counts > 0, sums / counts, np.nan), index=ids, columns=cols)
+    out = means.reindex(active["account_id"].to_numpy())
     out["contract_months"] = active["tenure"].to_numpy(dtype="float64")
     return out[kpis].reset_index(drop=True)
 

@@ -13,6 +13,7 @@ from cskit.potential import (
     Hazard,
     currency_format,
     display_width,
+    active_accounts,
     future_values,
     project,
     scenarios,
@@ -403,3 +404,15 @@ def test_outcome_with_too_few_events_and_constant_kpi_are_left_empty_with_reason
     assert "FAQ" in res.notes["faq_views"]
     assert t.loc["login_days", ["d_ltv", "d_churn", "d_expansion"]].notna().all()
     assert res.outcomes.set_index("outcome").at["downgrade", "estimable"] == False  # noqa: E712
+
+
+def test_future_values_equal_the_simulators_snapshot(small):
+    sim, data, panel, params, pot = small
+    active = active_accounts(panel, data.as_of)
+    fv = future_values(panel, active, kpi_columns(data), data.as_of)
+    snap = sim.truth.snapshot.set_index("account_id").reindex(active["account_id"]).reset_index(drop=True)
+    assert fv["contract_months"].tolist() == snap["tenure"].astype(float).tolist()
+    for k in ["login_days", "csat", "support_inquiries", "active_users", "community_posts", "nps"]:
+        seen = fv[k].notna()
+        assert seen.mean() > 0.95
+        np.testing.assert_allclose(fv.loc[seen, k], snap.loc[seen, k], rtol=1e-12)
