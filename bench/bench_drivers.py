@@ -101,7 +101,7 @@ def run(n_accounts: int, args) -> dict:
     return {
         "accounts": n_accounts, "panel rows": len(panel), "KPIs": len(kpis),
         "stage s": t_stage, "naive RT lag 1 s": t_cox_all,
-        "Cox KPIs fitted": f"{len(fitted)}/{len(cox_kpis)}" + ("" if len(fitted) == len(cox_kpis) else " (extrapolated)"),
+        "Cox KPIs fitted": f"{len(fitted)}/{len(cox_kpis)}" + ("" if fitted == cox_kpis else " (extrapolated)"),
         "naive RT lag 1 ÷ stage": t_cox_all / t_stage,
         "naive RT 7 lags ÷ stage": 7 * t_cox_all / t_stage,
         "fit_gee s": t_gee, "statsmodels GEE s": t_sm, "statsmodels GEE ÷ fit_gee": t_sm / t_gee,

@@ -164,7 +164,8 @@ def test_prune_dependent_drops_a_sum_of_parts_and_names_them():
     panel["pro"] = rng.integers(5, 30, n).astype(float)
     panel["total"] = panel["basic"] + panel["pro"]
     panel["other"] = rng.normal(size=n)
-    d = prune_dependent(design_matrix(panel, np.ones(n, bool), ["contract_months", "basic", "pro", "total", "other"], 0))
+    kpis = ["contract_months", "basic", "pro", "total", "other"]
+    d = prune_dependent(design_matrix(panel, np.ones(n, bool), kpis, 0))
     assert d.kpis == ["contract_months", "basic", "pro", "other"]
     assert "basic" in d.dropped["total"] and "pro" in d.dropped["total"]
     assert np.linalg.matrix_rank(d.X) == d.X.shape[1]
