@@ -36,6 +36,7 @@ from cskit.params import Params
 OUTCOMES = ("churn", "expansion", "downgrade", "referral")
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
 MIN_EVENTS = 20
+SEPARATION = 10.0
 LAST_OBSERVED = 3
 CHUNK_ELEMENTS = 100_000
 DRAW_ACCOUNTS = 5_000
@@ -145,9 +146,24 @@ def fit_outcome(
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms)
     model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
     model.design = replace(design, X=np.empty((0, design.X.shape[1])))
-    if not model.fit.converged:
+    separated = separated_terms(model.fit)
+    if separated:
+        model.reason = _text(language, "separated", outcome=name, terms=", ".join(separated))
+    elif not model.fit.converged:
         model.reason = _text(language, "not_converged", outcome=name)
     return model
+
+
+def separated_terms(fit: GLMResult) -> list[str]:
+    """Terms whose estimate is not a real estimate: |β| > SEPARATION (a hazard ratio above e^10 per SD
+    or level) or a non-finite or huge SE: the signature of (quasi-)complete separation, e.g. a group
+    whose every model row has the same outcome. The intercept is not checked (rare events have a
+    very negative one)."""
+    se = fit.se
+    return [
+        n for n, b, s in zip(fit.names[1:], fit.coef[1:], se[1:])
+        if not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATION or s > 100.0
+    ]
 
 
 def relative_sizes(panel: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -585,11 +601,21 @@ def _point_coef(model: OutcomeModel | None) -> np.ndarray:
 
 
 def _draw_coef(model: OutcomeModel | None, point: np.ndarray, b: int, rng: np.random.Generator) -> np.ndarray:
-    """``b`` draws from N(coef, cov) of a fitted model; the fixed rate otherwise."""
+    """``b`` draws from N(coef, cov) of a fitted model; the fixed rate otherwise.
+
+    Separated terms (:func:`separated_terms`) are held at their estimate (zero variance); a covariance
+    that is not positive semi-definite (an almost singular fit) has its negative eigenvalues set to 0.
+    """
     if model is None or model.fit is None:
         return np.repeat(point, b, axis=0)
-    cov = (model.fit.cov + model.fit.cov.T) / 2
-    return rng.multivariate_normal(model.fit.coef, cov, size=b, method="eigh")
+    fit = model.fit
+    cov = (fit.cov + fit.cov.T) / 2
+    held = [fit.names.index(n) for n in separated_terms(fit)]
+    cov[held, :] = 0.0
+    cov[:, held] = 0.0
+    w, v = np.linalg.eigh(cov)
+    z = rng.standard_normal((b, len(w)))
+    return fit.coef[None, :] + (z * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
 _MEASURES = {
@@ -685,6 +711,13 @@ _TEXT = {
     "not_converged": {
         "ja": "{outcome}: モデルが収束しませんでした(完全分離の可能性)。この列の区間は非常に広くなります。",
         "en": "{outcome}: the model did not converge (separation?); this column's intervals are very wide.",
+    },
+    "separated": {
+        "ja": "{outcome}: {terms} の係数は推定できません(そのグループのモデル行がすべて同じ結果: 完全分離)。"
+              "推定値のまま投影し、区間の計算では固定しています。データ(例: 契約形態や更新月の定義)を確認してください。",
+        "en": "{outcome}: the coefficients of {terms} cannot be estimated (every model row of that group has "
+              "the same outcome: complete separation); the projection uses them as estimated and the "
+              "intervals hold them fixed. Check the data (e.g. contract types and renewal months).",
     },
     "never_measured": {
         "ja": "{kpi}: 現在契約中のアカウントで一度も計測されていないため、空欄です。",

@@ -416,3 +416,46 @@ def test_future_values_equal_the_simulators_snapshot(small):
         seen = fv[k].notna()
         assert seen.mean() > 0.8  # nps: accounts not yet surveyed have none
         np.testing.assert_allclose(fv.loc[seen, k], snap.loc[seen, k], rtol=1e-12)
+
+
+# ---------------------------------------------------------------- separation and the external client
+
+from pathlib import Path  # noqa: E402
+
+from cskit.models import GLMResult  # noqa: E402
+from cskit.potential import OutcomeModel, _draw_coef, separated_terms  # noqa: E402
+
+
+def test_separated_terms_are_named_and_held_fixed_in_the_draws():
+    cov = np.diag([0.01, 0.0025, 1e12])
+    fit = GLMResult(np.array([-3.0, 0.2, 40.0]), cov, ["intercept", "csat", "contract_type=annual"], "cloglog",
+                    1000, 50, True, 30, -100.0)
+    assert separated_terms(fit) == ["contract_type=annual"]
+    model = OutcomeModel("churn", 1000, 50, 0.05, None, fit)
+    draws = _draw_coef(model, fit.coef[None, :], 4000, np.random.default_rng(0))
+    assert (draws[:, 2] == 40.0).all()
+    assert draws[:, 1].std() == pytest.approx(0.05, rel=0.05)
+    assert draws[:, 0].mean() == pytest.approx(-3.0, abs=0.01)
+
+
+PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6"
+
+
+def test_external_client_runs_without_warnings_and_points_lie_in_their_intervals():
+    import warnings
+
+    from cskit.pipeline import load
+
+    params = Params(client="crm6", data=str(PEER), bootstrap=100)
+    data = load(params)
+    panel = build_panel(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pot = improvement_potential(panel, data, params, kpi_columns(data))
+    t = pot.table.dropna(subset=["d_ltv"])
+    assert len(t) >= 25
+    for col in ("d_ltv", "d_churn", "d_expansion"):
+        assert ((t[f"{col}_lo"] <= t[col]) & (t[col] <= t[f"{col}_hi"])).all(), col
+    # its 6-month terms are loaded as annual: every at-risk annual row churns, and the note says so
+    assert "contract_type=annual" in pot.notes["d_churn"]
+    assert pot.table["d_new"].isna().all() and "referred_by" in pot.notes["d_new"]
