@@ -493,6 +493,12 @@ def improvement_potential(
             "there is nothing to project. Check as_of in the params and the revenue table's last month."
         )
     kpis = list(dict.fromkeys(kpis))
+    unknown = [k for k in kpis if k not in panel]
+    if unknown:
+        raise CskitError(
+            f"potential: {len(unknown)} KPI(s) asked for are not columns of the panel: {', '.join(unknown[:5])}. "
+            f"Use names from cskit.panel.kpi_columns(data), e.g. {', '.join(k for k in panel.columns[-3:])}."
+        )
     model_kpis = list(dict.fromkeys(["contract_months", *kpis]))
     transforms = kpi_transforms(panel, model_kpis)
     notes: dict[str, str] = {}

@@ -459,3 +459,11 @@ def test_external_client_runs_without_warnings_and_points_lie_in_their_intervals
     # its 6-month terms are loaded as annual: every at-risk annual row churns, and the note says so
     assert "contract_type=annual" in pot.notes["d_churn"]
     assert pot.table["d_new"].isna().all() and "referred_by" in pot.notes["d_new"]
+
+
+def test_unknown_kpi_names_are_a_message_not_a_traceback(small):
+    from cskit.errors import CskitError
+
+    sim, data, panel, params, pot = small
+    with pytest.raises(CskitError, match="login_dayz"):
+        improvement_potential(panel, data, params, ["login_dayz", "csat"])
