@@ -11,6 +11,7 @@ safe with parallel runs). Everything is written under ``<out>/<client>/``.
 from __future__ import annotations
 
 import os
+import threading
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -256,10 +257,17 @@ def simulate(
     sim.main(accounts=accounts, months=months, seed=seed, out=out)
 
 
+def _quiet_thread_error(args: threading.ExceptHookArgs) -> None:
+    """A background thread of the kernel client (e.g. its heartbeat, when a kernel is shut down under
+    load) must not print a traceback on a consultant's screen: one line is enough."""
+    err.print(f"(note: a kernel connection thread stopped: {args.exc_type.__name__})", markup=False)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point (``cskit``). Pins BLAS to one thread unless the caller set it."""
     for var in SINGLE_THREAD:
         os.environ.setdefault(var, "1")
+    threading.excepthook = _quiet_thread_error
     try:
         app(args=argv, standalone_mode=True)
     except CskitError as e:
