@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.drivers import find_triggers, fit_gee, outcome_rows, prune_dependent  # noqa: E402
+from cskit.drivers import find_triggers, fit_gee, outcome_rows  # noqa: E402
 from cskit.load import client_from_frames  # noqa: E402
 from cskit.models import design_matrix, kpi_transforms  # noqa: E402
 from cskit.panel import add_lags, build_panel, kpi_columns  # noqa: E402
@@ -70,7 +70,7 @@ def naive_cox(panel: pd.DataFrame, kpis: list[str], lag: int) -> None:
 
 def renewal_design(panel: pd.DataFrame, kpis: list[str], lag: int):
     rows, y = outcome_rows(panel, "renewal", lag)
-    design = prune_dependent(design_matrix(panel, rows, kpis, lag, kpi_transforms(panel, kpis)))
+    design = design_matrix(panel, rows, kpis, lag, kpi_transforms(panel, kpis))
     return y, design.X, panel["account_id"].to_numpy()[rows]
 
 

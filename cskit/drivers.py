@@ -2,8 +2,8 @@
 
 One multivariable model per outcome on the account × month panel, every KPI at month t − lag
 (``contract_months`` at t: it is the tenure adjustment), adjusted for segment and contract type
-(design, transforms and pairwise collinearity from :mod:`cskit.models`; the GLM is :func:`fit_glm`,
-which halves steps that lower the likelihood):
+(design, transforms and pairwise collinearity from :mod:`cskit.models`; the GLM is
+:func:`cskit.models.fit_binomial`, which halves steps that lower the likelihood):
 
 - churn (RT): discrete-time hazard, binomial GLM with the cloglog link on at-risk account-months;
   exp(β) is a hazard ratio per +1 SD.
@@ -39,7 +39,11 @@ from cskit.models import (
     GLMResult,
     Transform,
     design_matrix,
+    fit_binomial,
+    inverse,
     kpi_transforms,
+    mean_and_slope,
+    solve,
 )
 from cskit.params import Params
 
@@ -53,7 +57,6 @@ MODEL = {
 }
 MIN_EVENTS = 20
 MAX_LEAD_LAG = 6
-MAX_R2 = 0.9
 POWER = 0.8
 GEE_SE_RATIO = 10.0
 TENURE = "contract_months"
@@ -215,7 +218,6 @@ def _one_outcome(panel, Z, outcome, rows, y, kpis, model_kpis, transforms, param
     z_now = score_z(y, base_fit(y, _null_design(panel, rows, transforms), link), Z.at(candidates, lag, rows))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     design = design_matrix(panel, rows, order + [k for k in model_kpis if k not in order], lag, transforms)
-    design = prune_dependent(design)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
     out = _effects(base, design, fit["coef"], fit["se"], crit)
@@ -240,44 +242,6 @@ def _effects(base: pd.DataFrame, design: Design, coef: np.ndarray, se: np.ndarra
     return out
 
 
-def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
-    """Drop KPIs that are (near-)linear combinations of KPIs kept before them.
-
-    :func:`cskit.models.design_matrix` drops a KPI that travels with *one* other (|r| > 0.9); a KPI
-    can also be the sum or mix of several (licenses = licenses_basic + licenses_pro). In the design's
-    KPI order, each KPI is regressed on the intercept, the adjustments and the KPIs kept so far; it is
-    dropped when R² > ``max_r2`` (variance inflation > 10), naming the kept KPIs that carry it.
-    """
-    X, names = design.X, design.names
-    n_kpi = len(design.kpis)
-    kpi_cols = list(range(1, 1 + n_kpi))
-    kept = [0, *range(1 + n_kpi, X.shape[1])]
-    G = X.T @ X
-    mean = X.mean(axis=0)
-    dropped = dict(design.dropped)
-    for j in kpi_cols:
-        if names[j] == TENURE:
-            kept.append(j)
-            continue
-        b = np.linalg.lstsq(G[np.ix_(kept, kept)], G[kept, j], rcond=None)[0]
-        tss = G[j, j] - len(X) * mean[j] ** 2
-        r2 = 1 - (G[j, j] - G[kept, j] @ b) / tss if tss > 0 else 1.0
-        if r2 <= max_r2:
-            kept.append(j)
-            continue
-        partners = sorted(
-            ((abs(c), names[s]) for c, s in zip(b, kept) if 1 <= s <= n_kpi), reverse=True
-        )[:3]
-        carriers = ", ".join(p for _, p in partners) or "segment / contract type"
-        dropped[names[j]] = (
-            f"a near-linear combination of {carriers} (R² = {r2:.2f}): its effect cannot be separated from theirs"
-        )
-    keep = sorted(kept)
-    kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
-    return Design(X[:, keep], [names[j] for j in keep], kpis, {k: design.transforms[k] for k in kpis},
-                  design.adjust_levels, dropped)
-
-
 def _empty_effects(base: pd.DataFrame, note: str) -> pd.DataFrame:
     out = base.copy()
     for c in ("coef", "se", "z", "p_value", "effect", "ci_low", "ci_high", "mde_per_sd"):
@@ -289,7 +253,7 @@ def _empty_effects(base: pd.DataFrame, note: str) -> pd.DataFrame:
 def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnings: list[str]) -> dict:
     """Fit the outcome's model on ``design``; warn on non-convergence (GEE: fall back to independence)."""
     if outcome != "renewal":
-        fit = fit_glm(y, design.X, link=LINK[outcome], names=design.names)
+        fit = fit_binomial(y, design.X, link=LINK[outcome], names=design.names)
         if not fit.converged:
             warnings.append(
                 f"The {outcome} model did not converge in {fit.iterations} iterations (a KPI may separate "
@@ -321,69 +285,6 @@ def _gee_problem(exch: "GEEResult", indep: "GEEResult") -> str | None:
     if ratio > GEE_SE_RATIO:
         return f"gave standard errors up to {ratio:.0f} times those of the independence fit"
     return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Binomial GLM (cloglog / logit) by Newton–Raphson with step halving
-# ---------------------------------------------------------------------------------------------------
-
-
-def fit_glm(
-    y: np.ndarray, X: np.ndarray, link: str = "cloglog", names: list[str] | None = None,
-    max_iter: int = 100, tol: float = 1e-10,
-) -> GLMResult:
-    """Maximum-likelihood binomial GLM; returns :class:`cskit.models.GLMResult` (covariance = inverse
-    expected information).
-
-    Fisher scoring from the intercept-only fit; a step that lowers the log-likelihood is halved until
-    it does not (a full cloglog step from the null can overshoot into the flat region where it never
-    comes back). Stops when the log-likelihood changes by less than ``tol`` (relative).
-    """
-    y = np.asarray(y, dtype="float64")
-    n, p = X.shape
-    ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
-    beta = np.zeros(p)
-    beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
-    ll = _loglik(y, X @ beta, link)
-    converged, it = False, 0
-    for it in range(1, max_iter + 1):
-        mu, d = _mean_and_slope(X @ beta, link)
-        v = mu * (1 - mu)
-        step = _solve((X.T * (d * d / v)) @ X, X.T @ ((y - mu) * d / v))
-        t, ll_new = 1.0, -np.inf
-        while t > 1e-8:
-            ll_new = _loglik(y, X @ (beta + t * step), link)
-            if ll_new >= ll - 1e-12 * abs(ll):
-                break
-            t /= 2
-        if ll_new < ll - 1e-12 * abs(ll):
-            break
-        beta = beta + t * step
-        done = abs(ll_new - ll) < tol * (abs(ll) + 1)
-        ll = ll_new
-        if done:
-            converged = True
-            break
-    mu, d = _mean_and_slope(X @ beta, link)
-    cov = _inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
-    return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)
-
-
-def _mean_and_slope(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean μ (clipped inside (0, 1)) and dμ/dη for the cloglog or logit link."""
-    if link == "cloglog":
-        eta = np.clip(eta, -40, 3.5)
-        e = np.exp(eta)
-        mu, d = -np.expm1(-e), np.exp(eta - e)
-    else:
-        mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
-        d = mu * (1 - mu)
-    return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
-
-
-def _loglik(y: np.ndarray, eta: np.ndarray, link: str) -> float:
-    mu, _ = _mean_and_slope(eta, link)
-    return float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -426,7 +327,7 @@ def fit_gee(
     S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
     n, p = X.shape
     pairs = float((sizes * (sizes - 1) / 2).sum())
-    beta = fit_glm(y, X, link="logit").coef
+    beta = fit_binomial(y, X, link="logit").coef
     rho, converged, it = 0.0, False, 0
     for it in range(1, max_iter + 1):
         r, G = _pearson(y, X, beta)
@@ -438,7 +339,7 @@ def fit_gee(
         Gs = S @ G
         score = (G.T @ r - Gs.T @ (c * (S @ r))) / (1 - rho)
         info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
-        step = _solve(info, score)
+        step = solve(info, score)
         beta = beta + step
         if not np.all(np.isfinite(beta)):
             break
@@ -450,7 +351,7 @@ def fit_gee(
     Gs = S @ G
     info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
     u = (S @ (G * r[:, None]) - Gs * (c * (S @ r))[:, None]) / (1 - rho)
-    bread = _inverse(info)
+    bread = inverse(info)
     cov = bread @ (u.T @ u) @ bread
     return GEEResult(beta, cov, bread, rho, structure, converged, it, int(sizes.max()))
 
@@ -465,20 +366,6 @@ def _pearson(y: np.ndarray, X: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray
     mu = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -40, 40)))
     sd = np.sqrt(np.clip(mu * (1 - mu), 1e-15, None))
     return (y - mu) / sd, X * sd[:, None]
-
-
-def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.solve(a, b)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(a, b, rcond=None)[0]
-
-
-def _inverse(a: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.inv(a)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(a)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -519,7 +406,7 @@ class KPIMatrix:
 
 def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The null model of the score tests: design ``X0``, fitted means μ and slopes dμ/dη."""
-    mu, d = _mean_and_slope(X0 @ fit_glm(y, X0, link=link).coef, link)
+    mu, d = mean_and_slope(X0 @ fit_binomial(y, X0, link=link).coef, link)
     return X0, mu, d
 
 
@@ -534,7 +421,7 @@ def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: n
     w = d * d / v
     U = Z.T @ ((y - mu) * d / v)
     A = (X0.T * w) @ Z
-    var = (Z * Z * w[:, None]).sum(axis=0) - (A * _solve((X0.T * w) @ X0, A)).sum(axis=0)
+    var = (Z * Z * w[:, None]).sum(axis=0) - (A * solve((X0.T * w) @ X0, A)).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(var > 1e-12 * len(y), U / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
 

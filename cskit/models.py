@@ -9,7 +9,9 @@ Choices (also in docs/methods.md):
 - A missing KPI value is set to the KPI's mean (z = 0); KPIs missing in more than half of the rows,
   or constant, are dropped with a warning.
 - Collinearity: a KPI whose |Pearson r| with an already kept KPI exceeds 0.9 on the model rows is
-  dropped, and the warning names the KPI it travels with (its effect is carried by that one).
+  dropped, and the warning names the KPI it travels with (its effect is carried by that one); so is a
+  KPI that is a near-linear combination of several kept ones (R² > 0.9, e.g. licenses =
+  licenses_basic + licenses_pro), naming the KPIs that carry it.
 - Binomial GLMs (cloglog: exp(β) is a hazard ratio for discrete-time hazards; logit: odds ratio) are
   fitted by IRLS in numpy: the panel can hold millions of rows.
 """
@@ -24,6 +26,7 @@ from cskit.panel import add_lags
 
 SKEW_LIMIT = 2.0
 COLLINEAR_R = 0.9
+MAX_R2 = 0.9
 MAX_MISSING = 0.5
 
 
@@ -137,8 +140,46 @@ def design_matrix(
         for v in others:
             cols.append((values == v).astype("float64"))
             names.append(f"{a}={v}")
-    X = np.column_stack(cols)
-    return Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped)
+    design = Design(np.column_stack(cols), names, kept, {k: transforms[k] for k in kept}, levels, dropped)
+    return prune_dependent(design) if prune else design
+
+
+def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
+    """Drop KPIs that are (near-)linear combinations of KPIs kept before them.
+
+    :func:`cskit.models.design_matrix` drops a KPI that travels with *one* other (|r| > 0.9); a KPI
+    can also be the sum or mix of several (licenses = licenses_basic + licenses_pro). In the design's
+    KPI order, each KPI is regressed on the intercept, the adjustments and the KPIs kept so far; it is
+    dropped when R² > ``max_r2`` (variance inflation > 10), naming the kept KPIs that carry it.
+    """
+    X, names = design.X, design.names
+    n_kpi = len(design.kpis)
+    kpi_cols = list(range(1, 1 + n_kpi))
+    kept = [0, *range(1 + n_kpi, X.shape[1])]
+    G = X.T @ X
+    mean = X.mean(axis=0)
+    dropped = dict(design.dropped)
+    for j in kpi_cols:
+        if names[j] == "contract_months":
+            kept.append(j)
+            continue
+        b = np.linalg.lstsq(G[np.ix_(kept, kept)], G[kept, j], rcond=None)[0]
+        tss = G[j, j] - len(X) * mean[j] ** 2
+        r2 = 1 - (G[j, j] - G[kept, j] @ b) / tss if tss > 0 else 1.0
+        if r2 <= max_r2:
+            kept.append(j)
+            continue
+        partners = sorted(
+            ((abs(c), names[s]) for c, s in zip(b, kept) if 1 <= s <= n_kpi), reverse=True
+        )[:3]
+        carriers = ", ".join(p for _, p in partners) or "segment / contract type"
+        dropped[names[j]] = (
+            f"a near-linear combination of {carriers} (R² = {r2:.2f}): its effect cannot be separated from theirs"
+        )
+    keep = sorted(kept)
+    kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
+    return Design(X[:, keep], [names[j] for j in keep], kpis, {k: design.transforms[k] for k in kpis},
+                  design.adjust_levels, dropped)
 
 
 def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:
@@ -191,18 +232,20 @@ class GLMResult:
 
 
 def inverse_link(eta: np.ndarray, link: str) -> np.ndarray:
-    if link == "cloglog":
-        return -np.expm1(-np.exp(np.clip(eta, -40, 5)))
-    return 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
+    """Mean of the binomial GLM for linear predictor ``eta`` (link "cloglog" or "logit")."""
+    return mean_and_slope(eta, link)[0]
 
 
-def _mu_and_derivative(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
+def mean_and_slope(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean μ (clipped inside (0, 1)) and dμ/dη for the cloglog or logit link."""
     if link == "cloglog":
-        eta = np.clip(eta, -40, 5)
+        eta = np.clip(eta, -40, 3.5)
         e = np.exp(eta)
-        return -np.expm1(-e), np.exp(eta - e)
-    mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
-    return mu, mu * (1 - mu)
+        mu, d = -np.expm1(-e), np.exp(eta - e)
+    else:
+        mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
+        d = mu * (1 - mu)
+    return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
 
 
 def fit_binomial(
@@ -210,67 +253,63 @@ def fit_binomial(
     X: np.ndarray,
     link: str = "cloglog",
     names: list[str] | None = None,
-    max_iter: int = 50,
+    max_iter: int = 100,
     tol: float = 1e-10,
 ) -> GLMResult:
-    """Maximum-likelihood binomial GLM (link "cloglog" or "logit") by iteratively reweighted least squares.
+    """Maximum-likelihood binomial GLM (link "cloglog" or "logit"); covariance = inverse expected
+    information.
 
-    The covariance is the inverse Fisher information at the estimate. Under (quasi-)separation the
-    iterations stop at ``max_iter`` with ``converged=False`` and the huge SEs say so.
+    Fisher scoring from the intercept-only fit; a step that lowers the log-likelihood is halved until
+    it does not (a full cloglog step from the null can overshoot into the flat region where it never
+    comes back), and the fit stops, unconverged, when no step helps. Converged when the
+    log-likelihood changes by less than ``tol`` (relative). Under (quasi-)separation the huge SEs and
+    ``converged=False`` say so.
     """
     y = np.asarray(y, dtype="float64")
     n, p = X.shape
     ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
     beta = np.zeros(p)
     beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
-    loglik_old = _loglik(y, X @ beta, link)
-    converged = False
-    it = 0
+    ll = _loglik(y, X @ beta, link)
+    converged, it = False, 0
     for it in range(1, max_iter + 1):
-        eta = X @ beta
-        mu, d = _mu_and_derivative(eta, link)
-        mu = np.clip(mu, 1e-12, 1 - 1e-12)
-        w = d * d / (mu * (1 - mu))
-        z = eta + (y - mu) / np.where(d > 1e-300, d, 1e-300)
-        XtW = X.T * w
-        info = XtW @ X
-        beta_new = _solve(info, XtW @ z)
-        loglik = _loglik(y, X @ beta_new, link)
-        step = 1.0
-        while loglik < loglik_old - 1e-9 and step > 1e-4:
-            step /= 2
-            beta_try = beta + step * (beta_new - beta)
-            loglik = _loglik(y, X @ beta_try, link)
-            if loglik >= loglik_old - 1e-9:
-                beta_new = beta_try
-        beta = beta_new
-        done = abs(loglik - loglik_old) < tol * (abs(loglik) + 1)
-        loglik_old = loglik
+        mu, d = mean_and_slope(X @ beta, link)
+        v = mu * (1 - mu)
+        step = solve(((X.T * (d * d / v)) @ X), X.T @ ((y - mu) * d / v))
+        t, ll_new = 1.0, -np.inf
+        while t > 1e-8:
+            ll_new = _loglik(y, X @ (beta + t * step), link)
+            if ll_new >= ll - 1e-12 * abs(ll):
+                break
+            t /= 2
+        if ll_new < ll - 1e-12 * abs(ll):
+            break
+        beta = beta + t * step
+        done = abs(ll_new - ll) < tol * (abs(ll) + 1)
+        ll = ll_new
         if done:
             converged = True
             break
-    mu, d = _mu_and_derivative(X @ beta, link)
-    mu = np.clip(mu, 1e-12, 1 - 1e-12)
-    w = d * d / (mu * (1 - mu))
-    cov = _inverse((X.T * w) @ X)
-    return GLMResult(
-        beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, float(loglik_old)
-    )
+    mu, d = mean_and_slope(X @ beta, link)
+    cov = inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
+    return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)
 
 
 def _loglik(y: np.ndarray, eta: np.ndarray, link: str) -> float:
-    mu = np.clip(inverse_link(eta, link), 1e-15, 1 - 1e-15)
+    mu, _ = mean_and_slope(eta, link)
     return float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
 
 
-def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a⁻¹ b``; least squares when ``a`` is singular."""
     try:
         return np.linalg.solve(a, b)
     except np.linalg.LinAlgError:
         return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
-def _inverse(a: np.ndarray) -> np.ndarray:
+def inverse(a: np.ndarray) -> np.ndarray:
+    """``a⁻¹``; the pseudo-inverse when ``a`` is singular."""
     try:
         return np.linalg.inv(a)
     except np.linalg.LinAlgError:

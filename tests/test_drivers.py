@@ -17,14 +17,12 @@ from cskit.drivers import (
     TABLE_COLUMNS,
     find_triggers,
     fit_gee,
-    fit_glm,
     outcome_rows,
-    prune_dependent,
     score_z,
     spearman_columns,
 )
 from cskit.errors import CskitError
-from cskit.models import design_matrix, kpi_transforms, lagged_kpis
+from cskit.models import design_matrix, fit_binomial, kpi_transforms, lagged_kpis, prune_dependent
 from cskit.params import Params
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6"
@@ -48,7 +46,7 @@ def test_cloglog_mle_matches_two_by_two_closed_form_with_a_strong_effect():
     # 2% vs 20% (the monthly vs annual-anniversary churn of the simulator): a full Fisher step from
     # the null overshoots; the fit must still land on the closed form
     X, y = _two_by_two(0.02, 0.20)
-    fit = fit_glm(y, X, link="cloglog")
+    fit = fit_binomial(y, X, link="cloglog")
     b0 = np.log(-np.log(1 - 0.02))
     assert fit.converged
     assert fit.coef == pytest.approx([b0, np.log(-np.log(1 - 0.20)) - b0], abs=1e-7)
@@ -59,7 +57,7 @@ def test_cloglog_mle_matches_two_by_two_closed_form_with_a_strong_effect():
 
 def test_logit_mle_matches_two_by_two_closed_form():
     X, y = _two_by_two(0.05, 0.30)
-    fit = fit_glm(y, X, link="logit")
+    fit = fit_binomial(y, X, link="logit")
     assert fit.coef[1] == pytest.approx(np.log((0.30 / 0.70) / (0.05 / 0.95)), abs=1e-8)
     a, b, c, d = 150, 350, 100, 1900  # Woolf: SE of the log odds ratio
     assert fit.se[1] == pytest.approx(np.sqrt(1 / a + 1 / b + 1 / c + 1 / d), rel=1e-6)
