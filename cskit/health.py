@@ -29,7 +29,8 @@ RECENT_MONTHS = 3
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
 GREEN_RISK = 1.0
-ADJUST = ("contract_type",)
+ADJUST = ("segment", "contract_type")
+CONTEXT_KPIS = ("contract_months",)
 TIERS = ("red", "yellow", "green")
 LEFT_OUT_MIN_POINTS = 5
 LEFT_OUT_MAX_RHO = 0.2
@@ -39,6 +40,8 @@ TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 MIN_EVENTS = 10
 MAX_COEF = 20.0
+WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
+                  "value_at_full_points", "levels"]
 
 
 # ---------------------------------------------------------------- small statistics (tested vs references)
@@ -208,20 +211,29 @@ def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray) -> Persis
     return Persistence(kpi, rho, float(np.mean(mean_i[seen])), var_between, var_within)
 
 
-def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
-                  lag: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
-    selected panel rows, and the per-KPI forecast parameters (docs/methods/health.md, "Account features").
+@dataclass
+class KpiPath:
+    """One KPI's expected path for the scored accounts, on the model scale z: the value that drives the
+    hazard of month as_of + h is level + ρ^max(h − lag, 0) · (recent − level) (``level`` = the
+    empirical-Bayes account level, ``recent`` = the last-3-month mean, NaN → level)."""
 
-    On the model scale z: forecast = m + w · (z_recent − m), m = the account's empirical-Bayes level
-    from its values up to the row, z_recent = its last-3-month mean, w = ``Persistence.weight``.
-    Static KPIs and ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
-    """
-    out = recent_means(panel, kpis, rows)
+    level: np.ndarray
+    recent: np.ndarray
+    rho: float
+
+    def at(self, h: int, lag: int) -> np.ndarray:
+        return self.level + self.rho ** max(h - lag, 0) * (self.recent - self.level)
+
+
+def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,
+              recent: pd.DataFrame | None = None) -> tuple[dict[str, KpiPath], dict[str, Persistence]]:
+    """``KpiPath`` of every KPI that varies within accounts (not ``contract_months``), for the selected
+    panel rows, and its ``Persistence`` (estimated on the panel rows given)."""
+    recent = recent_means(panel, kpis, rows) if recent is None else recent
     account = pd.factorize(panel["account_id"])[0]
     pos = np.flatnonzero(rows)
     first = np.arange(len(panel)) - panel["tenure"].to_numpy()
-    recs = []
+    paths, pers = {}, {}
     for k in kpis:
         tr = transforms.get(k)
         if k == "contract_months" or tr is None:
@@ -236,12 +248,54 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
         n = count[pos + 1] - count[first[pos]]
         own = (total[pos + 1] - total[first[pos]]) / np.maximum(n, 1)
         m = p.level(n, own)
+        zr = tr.forward(recent[k].to_numpy(dtype="float64"))
+        paths[k] = KpiPath(m, np.where(np.isfinite(zr), zr, m), p.rho)
+        pers[k] = p
+    return paths, pers
+
+
+def decision_months(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.ndarray:
+    """For the selected rows, a (rows × horizon) 0/1 matrix of the months h = 1..horizon after the row
+    in which the account can churn: all for monthly contracts, the anniversaries (tenure + h a multiple
+    of 12) for annual ones (all months when the horizon holds no anniversary). Without a
+    ``contract_type`` column every account is monthly."""
+    n = int(np.count_nonzero(rows)) if rows.dtype == bool else len(rows)
+    h = np.arange(1, horizon + 1)
+    if "contract_type" not in panel:
+        return np.ones((n, horizon))
+    tenure = panel["tenure"].to_numpy()[rows][:, None]
+    annual = (panel["contract_type"].astype(str).to_numpy()[rows] == "annual")[:, None]
+    at = (tenure + h[None, :]) % 12 == 0
+    at = np.where(at.any(axis=1, keepdims=True), at, True)
+    return np.where(annual, at, True).astype("float64")
+
+
+def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
+                  lag: int, paths: dict[str, KpiPath] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
+    selected panel rows, and the per-KPI forecast parameters (docs/methods/health.md, "Account features").
+
+    On the model scale z: forecast = m + w · (z_recent − m), m = the account's empirical-Bayes level
+    from its values up to the row, z_recent = its last-3-month mean, w = the mean of ρ^max(h − lag, 0)
+    over the months h = 1..horizon in which the account can churn (``decision_months``): every month
+    for a monthly contract (``Persistence.weight``, reported as ``weight_recent``), the anniversaries
+    for an annual one (its KPI at the renewal decision is what counts). Static KPIs and ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
+    The KPIs' ``KpiPath`` go into ``paths`` when a dict is given (the exact churn probability uses them).
+    """
+    out = recent_means(panel, kpis, rows)
+    found, pers = kpi_paths(panel, kpis, rows, transforms, out)
+    months = decision_months(panel, rows, horizon)
+    recs = []
+    for k, path in found.items():
+        tr, p = transforms[k], pers[k]
         w = p.weight(horizon, lag)
-        zr = tr.forward(out[k].to_numpy(dtype="float64"))
-        zf = m + w * (np.where(np.isfinite(zr), zr, m) - m)
-        out[k] = _inverse_array(tr, zf)
+        steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
+        wi = (months * p.rho**steps).sum(axis=1) / months.sum(axis=1)
+        out[k] = _inverse_array(tr, path.level + wi * (path.recent - path.level))
         recs.append({"kpi": k, "rho": p.rho, "weight_recent": w, "population_mean": _inverse(tr, p.mean),
                      "var_between": p.var_between, "var_within": p.var_within, "scale": tr.kind})
+    if paths is not None:
+        paths.update(found)
     cols = ["kpi", "rho", "weight_recent", "population_mean", "var_between", "var_within", "scale"]
     return out, pd.DataFrame(recs, columns=cols)
 
@@ -256,7 +310,12 @@ def active_rows(panel: pd.DataFrame, month: pd.Timestamp) -> np.ndarray:
 
 @dataclass
 class ScoreModel:
-    """A fitted health model: the GLM, its design, the points table and the tier cut-points."""
+    """A fitted health model: the GLM, its design, the points table and the tier cut-points.
+
+    ``weights`` has one row per score item: the KPIs (including ``contract_months``, the tenure) and
+    the account-context items (``segment``, ``contract_type``: scale "category"); ``context`` holds the
+    points of each level of a context item.
+    """
 
     fit: GLMResult
     design: Design
@@ -267,36 +326,47 @@ class ScoreModel:
     green_from: float = float("nan")
     base_rate: float = float("nan")
     forecast: pd.DataFrame = field(default_factory=pd.DataFrame)
+    context: dict[str, dict[str, float]] = field(default_factory=dict)
+    context_table: list[dict] = field(default_factory=list)
 
     def kpi_names(self) -> list[str]:
-        return list(self.weights["kpi"])
+        """The score's KPI items (not the account-context items)."""
+        return [k for k in self.weights["kpi"] if k in self.design.transforms]
+
+    def actionable_kpis(self) -> list[str]:
+        """KPIs a CSM can move (the playbook's): every KPI item but the tenure."""
+        return [k for k in self.kpi_names() if k not in CONTEXT_KPIS]
 
 
-def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05) -> ScoreModel:
-    """Fit the churn hazard on all ``kpis``, keep those linked to churn (Benjamini–Hochberg q < alpha),
-    refit on them and turn their coefficients into points. If none passes, all are kept."""
-    full = _fit_model(panel, kpis, lag)
-    s = full.fit.summary().loc[full.design.kpis]
-    q = multipletests(s["p_value"].fillna(1.0).to_numpy(), method="fdr_bh")[1]
-    keep = [k for k, qk in zip(full.design.kpis, q) if qk < alpha]
+def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
+                    horizon: int = 12) -> ScoreModel:
+    """Fit the churn hazard on all ``kpis`` (segment and contract type adjusted), keep the KPIs linked
+    to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``, account context, kept
+    whatever its q), refit on them and turn the coefficients into points. If no KPI passes, all are kept."""
+    full = _fit_model(panel, kpis, lag, horizon)
+    tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
+    context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
+    s = full.fit.summary().loc[tested]
+    q = multipletests(s["p_value"].fillna(1.0).to_numpy(), method="fdr_bh")[1] if tested else np.array([])
+    keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
         full.warnings.append(
             f"No KPI is linked to churn at q < {alpha:g} (Benjamini–Hochberg): the health score keeps all "
-            f"{len(full.design.kpis)} KPIs and is indicative only. Check the validation AUC before using it; "
+            f"{len(tested)} KPIs and is indicative only. Check the validation AUC before using it; "
             "more history or more accounts may reveal the drivers."
         )
         return full
-    if len(keep) == len(full.design.kpis):
+    if len(keep) == len(tested):
         return full
-    model = _fit_model(panel, keep, lag)
+    model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon)
     model.design.dropped.update(full.design.dropped)
-    for k, qk in zip(full.design.kpis, q):
+    for k, qk in zip(tested, q):
         if k not in keep:
             model.design.dropped[k] = f"not linked to churn given the other KPIs (q = {qk:.2g} ≥ {alpha:g})"
     return model
 
 
-def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int) -> ScoreModel:
+def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> ScoreModel:
     rows = panel["at_risk"].to_numpy(dtype=bool)
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
@@ -313,7 +383,36 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int) -> ScoreModel:
             f"{design.dropped}. Check the 'kpis' table."
         )
     fit = fit_cloglog(y, design.X, design.names)
-    return ScoreModel(fit, design, _points(panel, design, fit), lag)
+    values, table = context_values(design, fit, horizon)
+    weights, context = _points(panel, design, fit, values)
+    for rec in table:
+        rec["points"] = context[rec["item"]][rec["level"]]
+    return ScoreModel(fit, design, weights, lag, context=context, context_table=table)
+
+
+def context_values(design: Design, fit: GLMResult, horizon: int) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Each account-context level's part of cloglog P(churn within ``horizon``), relative to the item's
+    reference level (docs/methods/health.md, "Points").
+
+    With the KPIs held constant, cloglog P(churn within H) = KPI part + log Σ_h exp(level terms of
+    month h) over the months h in which the account can churn. A segment level adds its coefficient;
+    a contract type adds its coefficient + log(expected number of churn decisions in the horizon):
+    H for monthly contracts, H/12 for annual ones (they decide at anniversaries only).
+    """
+    coef = dict(zip(fit.names, fit.coef))
+    values, table = {}, []
+    for item, levels in design.adjust_levels.items():
+        if len(levels) < 2:
+            continue
+        v = {}
+        for lv in levels:
+            beta = float(coef.get(f"{item}={lv}", 0.0))
+            decisions = (horizon / 12 if lv == "annual" else float(horizon)) if item == "contract_type" else 1.0
+            v[lv] = beta + float(np.log(decisions))
+            table.append({"item": item, "level": lv, "coefficient": beta, "decisions_in_horizon": decisions,
+                          "horizon_value": v[lv]})
+        values[item] = v
+    return values, table
 
 
 def fit_cloglog(y: np.ndarray, X: np.ndarray, names: list[str]) -> GLMResult:
@@ -333,8 +432,11 @@ def fit_cloglog(y: np.ndarray, X: np.ndarray, names: list[str]) -> GLMResult:
                      int(np.sum(y)), bool(ref.converged), int(ref.fit_history["iteration"]), float(ref.llf))
 
 
-def _points(panel: pd.DataFrame, design: Design, fit: GLMResult) -> pd.DataFrame:
-    """Points per KPI: |β| × the KPI's 5–95% spread on the model scale, scaled to sum to 100."""
+def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
+            context: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """Points per item, scaled to sum to 100: a KPI's raw weight is |β| × its 5–95% spread on the model
+    scale; a context item's is the spread of its levels' values (``context_values``: highest- minus
+    lowest-risk level). A level earns the item's points × (highest-risk value − its value) / spread."""
     recs = []
     for j, k in enumerate(design.kpis, start=1):
         tr = design.transforms[k]
@@ -344,18 +446,32 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult) -> pd.DataFrame
         if hi <= lo:
             lo, hi = z.min(), z.max()
         beta = float(fit.coef[j])
-        recs.append({"kpi": k, "coefficient": beta, "z_lo": lo, "z_hi": hi, "raw": abs(beta) * (hi - lo)})
+        recs.append({"kpi": k, "coefficient": beta, "z_lo": lo, "z_hi": hi, "raw": abs(beta) * (hi - lo),
+                     "direction": "+" if beta < 0 else "-", "scale": tr.kind, "levels": "",
+                     "value_at_0_points": _inverse(tr, lo if beta < 0 else hi),
+                     "value_at_full_points": _inverse(tr, hi if beta < 0 else lo)})
+    for item, v in context.items():
+        spread = max(v.values()) - min(v.values())
+        if spread <= 0:
+            continue
+        recs.append({"kpi": item, "coefficient": spread, "z_lo": np.nan, "z_hi": np.nan, "raw": spread,
+                     "direction": "level", "scale": "category", "levels": "",
+                     "value_at_0_points": np.nan, "value_at_full_points": np.nan})
     w = pd.DataFrame(recs)
     w["points"] = largest_remainder(w["raw"].to_numpy())
-    w["direction"] = np.where(w["coefficient"] < 0, "+", "-")
-    healthy_hi = w["coefficient"] < 0
-    lo_x = [_inverse(design.transforms[k], z) for k, z in zip(w["kpi"], w["z_lo"])]
-    hi_x = [_inverse(design.transforms[k], z) for k, z in zip(w["kpi"], w["z_hi"])]
-    w["value_at_0_points"] = np.where(healthy_hi, lo_x, hi_x)
-    w["value_at_full_points"] = np.where(healthy_hi, hi_x, lo_x)
-    w["scale"] = [design.transforms[k].kind for k in w["kpi"]]
+    levels = {}
+    for i, r in w[w["scale"] == "category"].iterrows():
+        v = context[r["kpi"]]
+        worst, spread = max(v.values()), r["coefficient"]
+        levels[r["kpi"]] = {lv: float(round(r["points"] * (worst - x) / spread, 1)) for lv, x in v.items()}
+        order = sorted(levels[r["kpi"]].items(), key=lambda t: (t[1], t[0]))
+        w.loc[i, "levels"] = "; ".join(f"{lv}={_num(pt)}" for lv, pt in order)
     w = w.sort_values(["points", "kpi"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    return w[["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points", "value_at_full_points", "z_lo", "z_hi"]]
+    return w[WEIGHT_COLUMNS + ["z_lo", "z_hi"]], levels
+
+
+def _num(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
 def _inverse(tr, z: float) -> float:
@@ -369,9 +485,11 @@ def _inverse_array(tr, z: np.ndarray) -> np.ndarray:
 
 
 def kpi_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
-    """Points each account earns on each KPI (a missing KPI counts as the panel mean, z = 0)."""
+    """Points each account earns on each KPI item (a missing KPI counts as the panel mean, z = 0)."""
     out = {}
     for _, w in model.weights.iterrows():
+        if w["kpi"] not in model.design.transforms:
+            continue
         z = model.design.transforms[w["kpi"]].forward(features[w["kpi"]].to_numpy(dtype="float64"))
         z = np.where(np.isfinite(z), z, 0.0)
         u = np.clip((z - w["z_lo"]) / (w["z_hi"] - w["z_lo"]), 0.0, 1.0)
@@ -379,15 +497,28 @@ def kpi_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=features.index)
 
 
+def context_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
+    """Points each account earns on each account-context item (its level's points; a level the model
+    did not see counts as the item's reference level, which is how the model treats it)."""
+    out = {}
+    for item, levels in model.context.items():
+        ref = model.design.adjust_levels[item][0]
+        out[item] = features[item].astype(str).map(levels).fillna(levels[ref]).to_numpy(dtype="float64")
+    return pd.DataFrame(out, index=features.index)
+
+
 def score(model: ScoreModel, features: pd.DataFrame) -> np.ndarray:
-    """Health score 0–100 (higher = healthier): the sum of the KPI points."""
-    return kpi_points(model, features).sum(axis=1).to_numpy()
+    """Health score 0–100 (higher = healthier): the sum of the KPI and account-context points."""
+    return kpi_points(model, features).sum(axis=1).to_numpy() + context_points(model, features).sum(axis=1).to_numpy()
 
 
-def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFrame, months: int) -> np.ndarray:
-    """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type) and KPI ``features``
-    held at their forecast means (``kpi_forecasts``); tenure moves; annual accounts can churn only at anniversaries."""
+def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFrame, months: int,
+                    paths: dict[str, KpiPath] | None = None) -> np.ndarray:
+    """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type, segment) and KPIs on
+    their expected paths (``paths``, month by month) or, for KPIs without a path, held at ``features``
+    (the forecast means); tenure moves; annual accounts can churn only at anniversaries."""
     d = model.design
+    paths = paths or {}
     tenure = base["tenure"].to_numpy(dtype="float64")
     annual = base["contract_type"].astype(str).to_numpy() == "annual"
 
@@ -396,6 +527,8 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             return np.ones(len(base))
         if name == "contract_months":
             return d.transforms[name].forward(tenure + h)
+        if name in paths:
+            return paths[name].at(h, model.lag)
         if name in d.transforms:
             return d.transforms[name].forward(features[name].to_numpy(dtype="float64"))
         a, v = name.split("=", 1)
@@ -450,14 +583,15 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
              alpha: float = 0.05) -> Scored:
     """Fit on the panel rows up to ``month`` and score the accounts active at ``month``."""
     past = panel[panel["month"] <= month].reset_index(drop=True)
-    model = fit_score_model(past, kpis, lag, alpha)
+    model = fit_score_model(past, kpis, lag, alpha, horizon)
     rows = active_rows(past, month)
     used = model.kpi_names()
-    feats, model.forecast = kpi_forecasts(past, used, rows, model.design.transforms, horizon, lag)
+    paths: dict[str, KpiPath] = {}
+    feats, model.forecast = kpi_forecasts(past, used, rows, model.design.transforms, horizon, lag, paths)
     base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
     frame["score"] = np.round(score(model, frame), 1)
-    frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon)[:, -1]
+    frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths)[:, -1]
     set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
     frame["tier"] = tiers(model, frame["score"].to_numpy())
     return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
@@ -575,17 +709,19 @@ def left_out_kpis(frame: pd.DataFrame, weights: pd.DataFrame, client_score: pd.S
 
 def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
     """Red-tier accounts with the two KPIs whose points fall furthest below those of the green-tier
-    median value (gap in score points; a KPI is named only when its gap is positive)."""
+    median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
+    KPIs are named: not the tenure, not the account-context items (segment, contract type)."""
     green = frame[frame["tier"] == "green"]
     if green.empty:
         green = frame[frame["score"] >= frame["score"].quantile(0.75)]
+    kpis = model.actionable_kpis()
     ref = green[model.kpi_names()].median().to_frame().T
-    ref_pts = kpi_points(model, ref).iloc[0]
+    ref_pts = kpi_points(model, ref)[kpis].iloc[0]
     red = frame[frame["tier"] == "red"].reset_index(drop=True)
     cols = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
     if red.empty:
         return pd.DataFrame(columns=cols)
-    gaps = ref_pts - kpi_points(model, red)
+    gaps = ref_pts - kpi_points(model, red)[kpis]
     names = np.array(gaps.columns)
     order = np.argsort(-gaps.to_numpy(), axis=1, kind="stable")
     out = red[["account_id", "score", "tier"]].copy()
@@ -642,7 +778,8 @@ def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> 
     rows = (panel["tenure"] == ONBOARDING_SCORE_TENURE).to_numpy()
     kpis = list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"]))
     feats, _ = kpi_forecasts(panel, kpis, rows, model.design.transforms, horizon, model.lag)
-    pts = kpi_points(model, feats)
+    feats = pd.concat([feats, panel.loc[rows, ["segment", "contract_type"]].reset_index(drop=True)], axis=1)
+    pts = pd.concat([kpi_points(model, feats), context_points(model, feats)], axis=1)
     own = model.weights.set_index("kpi")["points"].get("onboarding_completed", 0)
     rest = pts.drop(columns=["onboarding_completed"], errors="ignore").sum(axis=1).to_numpy()
     s = rest * 100.0 / (100 - own) if own < 100 else rest
@@ -709,7 +846,7 @@ def _median(x: np.ndarray) -> float:
 class Health:
     """Everything the health stage produces (DESIGN §6 files via ``write``)."""
 
-    weights: pd.DataFrame  # kpi, points, coefficient, direction, scale, value_at_0_points, value_at_full_points
+    weights: pd.DataFrame  # WEIGHT_COLUMNS: one row per KPI and per account-context item
     scores: pd.DataFrame  # account_id, score, tier, churn_prob
     cutpoints: dict
     validation: dict
@@ -721,6 +858,7 @@ class Health:
     dropped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     forecast: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-KPI forecast parameters at as_of
+    context: list[dict] = field(default_factory=list)  # per context level: coefficient, horizon value, points
 
     def validation_json(self) -> dict:
         return {
@@ -729,6 +867,7 @@ class Health:
             "onboarding": self.onboarding,
             "touch_model": self.touch.to_dict("records"),
             "dropped_kpis": self.dropped,
+            "context_items": self.context,
             "kpi_forecast": self.forecast.to_dict("records"),
             "warnings": self.warnings,
         }
@@ -736,8 +875,7 @@ class Health:
     def write(self, results_dir: Path) -> None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        w = self.weights[["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points", "value_at_full_points"]]
-        _csv(w, results_dir / "health_weights.csv")
+        _csv(self.weights[WEIGHT_COLUMNS], results_dir / "health_weights.csv")
         _csv(self.scores, results_dir / "health_scores.csv")
         _csv(self.playbook, results_dir / "playbook.csv")
         text = json.dumps(_clean(self.validation_json()), ensure_ascii=False, indent=2, sort_keys=True)
@@ -799,7 +937,8 @@ def design_health_score(
             onboarding = onboarding_check(panel, model, cohort, out, H)
     if client:
         cs_now = frame["account_id"].map(accounts["health_score"])
-        validation["left_out_kpis"] = left_out_kpis(frame, model.weights, cs_now)
+        kpi_rows = model.weights[model.weights["kpi"].isin(model.kpi_names())]
+        validation["left_out_kpis"] = left_out_kpis(frame, kpi_rows, cs_now)
 
     if ltv is not None:
         v = frame["account_id"].map(ltv.set_index("account_id")["ltv"])
@@ -828,4 +967,5 @@ def design_health_score(
         dropped=dict(model.design.dropped),
         warnings=warnings,
         forecast=model.forecast,
+        context=model.context_table,
     )

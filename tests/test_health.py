@@ -1,5 +1,7 @@
 """Health score: statistics vs textbook values and independent methods; toy cases by hand; recovery on
 the simulator (the score ranks future churn almost as well as the true probability)."""
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,6 +216,102 @@ def test_points_and_playbook_gaps_by_hand():
     assert pb.loc[1, "kpi_2"] == "" and np.isnan(pb.loc[1, "gap_2"])
 
 
+def _context_model(horizon=12):
+    """A fitted-looking model: intercept, 'usage' (identity), segment (reference SMB; Mid −0.2,
+    Enterprise −0.5) and contract type (reference monthly; annual +2.0 per decision)."""
+    from cskit.health import _points, context_values
+    from cskit.models import GLMResult
+
+    names = ["intercept", "usage", "segment=Enterprise", "segment=Mid", "contract_type=annual"]
+    coef = np.array([-3.0, -0.6, -0.5, -0.2, 2.0])
+    fit = GLMResult(coef, np.eye(5), names, "cloglog", 100, 10, True, 1, 0.0)
+    tr = {"usage": Transform("identity", 0.0, 1.0)}
+    levels = {"segment": ["SMB", "Enterprise", "Mid"], "contract_type": ["monthly", "annual"]}
+    design = Design(np.zeros((1, 5)), names, ["usage"], tr, levels)
+    values, table = context_values(design, fit, horizon)
+    panel = pd.DataFrame({"usage": np.linspace(-1.0, 1.0, 101)})
+    weights, points = _points(panel, design, fit, values)
+    return ScoreModel(fit=fit, design=design, weights=weights, lag=1, context=points), values
+
+
+def test_context_items_get_points_from_their_coefficient_spread_by_hand():
+    model, values = _context_model(12)
+    # contract type on the 12-month scale: monthly 0 + log(12 decisions), annual 2.0 + log(1)
+    assert values["contract_type"] == pytest.approx({"monthly": np.log(12), "annual": 2.0})
+    assert values["segment"] == pytest.approx({"SMB": 0.0, "Enterprise": -0.5, "Mid": -0.2})
+    # raw weights: usage 0.6 × (0.9 − (−0.9)) = 1.08; segment 0.5; contract type log(12) − 2 = 0.4849
+    raw = np.array([1.08, 0.5, np.log(12) - 2.0])
+    expect = dict(zip(["usage", "segment", "contract_type"], largest_remainder(raw)))
+    w = model.weights.set_index("kpi")
+    assert {k: w.loc[k, "points"] for k in expect} == expect and w["points"].sum() == 100
+    seg, ct = expect["segment"], expect["contract_type"]
+    assert model.context["segment"] == pytest.approx({"SMB": 0.0, "Mid": round(seg * 0.2 / 0.5, 1), "Enterprise": seg})
+    assert model.context["contract_type"] == pytest.approx({"monthly": 0.0, "annual": ct})  # annual: fewer decisions
+    assert w.loc["segment", "scale"] == "category" and w.loc["segment", "coefficient"] == pytest.approx(0.5)
+    assert w.loc["segment", "levels"] == f"SMB=0; Mid={round(seg * 0.4, 1):g}; Enterprise={seg}"
+    # a 6-month horizon: annual accounts decide 0.5 times on average → annual is now the healthier level
+    _, v6 = _context_model(6)
+    assert v6["contract_type"] == pytest.approx({"monthly": np.log(6), "annual": 2.0 + np.log(0.5)})
+
+
+def test_score_adds_kpi_and_context_points_and_playbook_names_only_kpis():
+    from cskit.health import context_points, score
+
+    model, _ = _context_model(12)
+    w = model.weights.set_index("kpi")["points"]
+    f = pd.DataFrame({"usage": [0.9, -0.9, 0.0], "segment": ["Enterprise", "SMB", "Other"],
+                      "contract_type": ["monthly", "annual", "monthly"]})
+    # an unseen segment level counts as the reference level (SMB), as in the model
+    np.testing.assert_allclose(context_points(model, f)["segment"], [w["segment"], 0.0, 0.0])
+    expect = [w["usage"] + w["segment"], w["contract_type"], w["usage"] / 2]
+    np.testing.assert_allclose(score(model, f), expect)
+    assert model.kpi_names() == ["usage"]
+
+
+def test_decision_months_monthly_and_annual_by_hand():
+    from cskit.health import decision_months
+
+    panel = pd.DataFrame({"tenure": [5, 12, 3, 7], "contract_type": ["monthly", "annual", "annual", "annual"]})
+    m = decision_months(panel, np.array([True, True, True, True]), 6)
+    np.testing.assert_array_equal(m[0], np.ones(6))
+    np.testing.assert_array_equal(m[1], np.ones(6))  # tenure 12: next anniversary at h = 12, none in 6 months
+    np.testing.assert_array_equal(m[2], np.ones(6))  # tenure 3: at h = 9
+    np.testing.assert_array_equal(m[3], [0, 0, 0, 0, 1, 0])  # tenure 7: anniversary at h = 5
+
+
+def test_churn_prob_follows_the_kpi_path_and_anniversaries_by_hand():
+    """P(churn within 3) = 1 − Π_h (1 − p_h), p_h = 1 − exp(−exp(b0 + b1 z_h)), z_h on the KPI's path
+    level + ρ^max(h − lag, 0) (recent − level); an annual account churns only at its anniversary."""
+    from cskit.health import KpiPath, survival_curves
+    from cskit.models import GLMResult
+
+    names = ["intercept", "usage"]
+    fit = GLMResult(np.array([-2.0, -0.5]), np.eye(2), names, "cloglog", 100, 10, True, 1, 0.0)
+    design = Design(np.zeros((1, 2)), names, ["usage"], {"usage": Transform("identity", 0.0, 1.0)}, {})
+    model = ScoreModel(fit=fit, design=design, weights=pd.DataFrame({"kpi": ["usage"]}), lag=1)
+    base = pd.DataFrame({"tenure": [4, 10], "contract_type": ["monthly", "annual"], "segment": ["a", "a"]})
+    paths = {"usage": KpiPath(np.array([1.0, 1.0]), np.array([-1.0, -1.0]), 0.5)}
+    S = survival_curves(model, base, pd.DataFrame({"usage": [0.0, 0.0]}), 3, paths)
+    z = np.array([-1.0, 1 - 0.5 * 2, 1 - 0.25 * 2])  # h = 1, 2, 3 with lag 1
+    p = 1 - np.exp(-np.exp(-2.0 - 0.5 * z))
+    np.testing.assert_allclose(S[0], np.cumprod(1 - p))
+    np.testing.assert_allclose(S[1], [1, 1 - p[1], 1 - p[1]])  # tenure 10: anniversary at h = 2
+
+
+def test_playbook_leaves_out_the_tenure():
+    model = _toy_model()
+    model.design.transforms["contract_months"] = Transform("identity", 0.0, 1.0)
+    model.weights = pd.concat([model.weights, pd.DataFrame(
+        {"kpi": ["contract_months"], "points": [10], "coefficient": [-0.1], "direction": ["+"], "z_lo": [0.0], "z_hi": [20.0]})],
+        ignore_index=True)
+    frame = pd.DataFrame({"account_id": ["g1", "r1"], "usage": [10.0, 2.0], "tickets": [0.0, 1.0],
+                          "contract_months": [20.0, 0.0], "score": [100.0, 42.0], "tier": ["green", "red"]})
+    pb = playbook(model, frame)
+    # r1: usage gap 60 − 12 = 48, tickets 40 − 30 = 10; tenure gap 10 is not actionable
+    assert list(pb[["kpi_1", "kpi_2"]].iloc[0]) == ["usage", "tickets"]
+    np.testing.assert_allclose(pb[["gap_1", "gap_2"]].iloc[0], [48, 10])
+
+
 def test_onboarding_verdict_rule():
     from cskit.health import onboarding_verdict
 
@@ -278,35 +376,61 @@ def _planted_risk(sim):
     return snap["account_id"], eta("churn", x, snap["tenure"].to_numpy() + 1, seg, np.zeros_like(annual))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_score_ranks_future_churn_about_as_well_as_the_truth(seed):
-    """Issue 7: AUC of the score for realised churn within the horizon vs the AUC of the simulator's true
-    churn probability. Measured (seeds 0–4, the command in docs/methods/health.md): 0.947–0.961, mean
-    0.954; the planted churn model's KPI part applied to the kit's own KPI forecasts reaches the same
-    (0.95–0.96): what remains to 1 is what the truth knows beyond the KPIs (segment and tenure terms,
-    the latent factors' current state), which a KPI-only score cannot use. Per seed we assert ≥ 0.945
-    (the strictest bound all five seeds pass), ≥ 0.99 × the planted KPI part on the same forecasts, ≥ 0.97 ×
-    the planted model on the observed 3-month means, and a clear win over the client's intuition score."""
+SEEDS = [0, 1, 2, 3, 4]
+
+
+@functools.lru_cache(maxsize=None)
+def _recovery(seed):
+    """Per seed: AUCs for realised churn within the horizon of the score, the kit's churn_prob, the truth,
+    the planted model on the observed 3-month means, the planted KPI part on the kit's forecasts, and
+    the lower 95% bound of (our AUC − the client's intuition score's AUC)."""
     from cskit.simulate import eta_kpis
 
     sim, data, health = _design(seed)
     fut = sim.truth.future.merge(health.scores, on="account_id", how="left", suffixes=("_true", ""))
     y = fut["churned"].to_numpy()
-    ours = auc_with_ci(y, -fut["score"].to_numpy())["auc"]
-    truth = auc_with_ci(y, fut["churn_prob_true"].to_numpy())["auc"]
+    auc = lambda r: auc_with_ci(y, r)["auc"]  # noqa: E731
     ids, risk = _planted_risk(sim)
-    planted = auc_with_ci(y, pd.Series(risk, index=ids).reindex(fut["account_id"]).to_numpy())["auc"]
     drivers = ["login_days", "csat", "support_inquiries", "onboarding_completed"]
     f = health.features.set_index("account_id").reindex(fut["account_id"])
-    kpi_part = auc_with_ci(y, eta_kpis("churn", {k: f[k].to_numpy(float) for k in drivers}, drivers))["auc"]
     client = fut["account_id"].map(data.accounts.set_index("account_id")["health_score"]).to_numpy(float)
     aucs, cov = delong(y, np.vstack([-fut["score"].to_numpy(), -client]))
-    diff_low = aucs[0] - aucs[1] - 1.96 * np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
-    assert ours >= 0.945 * truth
-    assert ours >= 0.99 * kpi_part
-    assert ours >= 0.97 * planted
-    assert diff_low > 0
+    return {
+        "score": auc(-fut["score"].to_numpy()),
+        "churn_prob": auc(fut["churn_prob"].to_numpy()),
+        "truth": auc(fut["churn_prob_true"].to_numpy()),
+        "planted": auc(pd.Series(risk, index=ids).reindex(fut["account_id"]).to_numpy()),
+        "kpi_part": auc(eta_kpis("churn", {k: f[k].to_numpy(float) for k in drivers}, drivers)),
+        "client_diff_low": aucs[0] - aucs[1] - 1.96 * np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_score_ranks_future_churn_about_as_well_as_the_truth(seed):
+    """Issue 7, per seed: AUC of the score (and of churn_prob) for realised churn within the horizon vs
+    the AUC of the simulator's true churn probability. Measured with the full model (KPI forecasts +
+    tenure + segment + contract type; seeds 0–4, the command in docs/methods/health.md): score
+    0.975 0.954 0.976 0.970 0.971, churn_prob 0.970 0.956 0.972 0.967 0.971. Seed 1 is the weakest,
+    so per seed we assert ≥ 0.95 for both; the mean is asserted in the next test. Also ≥ 0.99 × the planted KPI part on the same
+    forecasts, ≥ 0.97 × the planted model on the observed 3-month means, and a clear win over the
+    client's intuition score."""
+    r = _recovery(seed)
+    assert r["score"] >= 0.95 * r["truth"]
+    assert r["churn_prob"] >= 0.95 * r["truth"]
+    assert r["score"] >= 0.99 * r["kpi_part"]
+    assert r["score"] >= 0.97 * r["planted"]
+    assert r["client_diff_low"] > 0
+
+
+@pytest.mark.slow
+def test_score_and_churn_prob_reach_the_truth_on_average():
+    """Issue 7, averaged over seeds 0–4: measured ratio means 0.9694 (score) and 0.9670 (churn_prob);
+    the planted model's exact P(churn within H) on the kit's KPI forecasts reaches 0.972, so 0.97 is about the ceiling of what the
+    observed data carry here. We assert the mean ≥ 0.965 for both."""
+    ratios = pd.DataFrame([_recovery(s) for s in SEEDS])
+    assert (ratios["score"] / ratios["truth"]).mean() >= 0.965
+    assert (ratios["churn_prob"] / ratios["truth"]).mean() >= 0.965
 
 
 def test_planted_drivers_carry_the_points_and_points_sum_to_100(seed0):
