@@ -679,17 +679,16 @@ def _table(
         row["_phase"] = PHASES.get(kpi.phase, PHASES["after_start"])[params.language]
         row["_cat"] = kpi.category
         rows.append(row)
-    table = pd.DataFrame(rows)
+    cols = ["kpi", "label", "category", "mean", "improvement"]
+    for c in COLUMNS:
+        cols += [c, f"{c}_lo", f"{c}_hi"]
+    table = pd.DataFrame(rows, columns=[*cols, "_phase", "_cat"])
     cats, names = list(CATEGORIES), list(catalogue)
     table["_o1"] = table["_cat"].map(lambda c: cats.index(c) if c in cats else len(cats))
     table["_o2"] = table["kpi"].map(lambda k: names.index(k) if k in names else len(names))
     table = table.sort_values(["_o1", "_o2"], kind="stable")
     phase = table["_phase"].to_numpy()
-    table = table.drop(columns=["_o1", "_o2", "_cat", "_phase"]).reset_index(drop=True)
-    cols = ["kpi", "label", "category", "mean", "improvement"]
-    for c in COLUMNS:
-        cols += [c, f"{c}_lo", f"{c}_hi"]
-    return table[cols], list(phase)
+    return table[cols].reset_index(drop=True), list(phase)
 
 
 def _dropped_reason(label: str, kpi: str, models: dict[str, OutcomeModel | None], language: str) -> str:
