@@ -384,10 +384,34 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> 
         )
     fit = fit_cloglog(y, design.X, design.names)
     values, table = context_values(design, fit, horizon)
+    warnings = []
+    for item in separated_items(design, y):
+        values.pop(item, None)
+        warnings.append(
+            f"Health score: {item} gets no points: one of its levels has only churn (or no churn) in its "
+            f"at-risk months ({', '.join(separated_items(design, y)[item])}), so its effect cannot be estimated. "
+            "The churn probability still adjusts for it; more history (renewals observed) would let it count."
+        )
     weights, context = _points(panel, design, fit, values)
     for rec in table:
-        rec["points"] = context[rec["item"]][rec["level"]]
-    return ScoreModel(fit, design, weights, lag, context=context, context_table=table)
+        rec["points"] = context.get(rec["item"], {}).get(rec["level"])
+    return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table)
+
+
+def separated_items(design: Design, y: np.ndarray) -> dict[str, list[str]]:
+    """Context items with a level whose at-risk months are all churn or all non-churn (complete
+    separation: its coefficient is not estimable, the fit only reports a large number), with those levels."""
+    out: dict[str, list[str]] = {}
+    for item, levels in design.adjust_levels.items():
+        ref = np.ones(len(y), dtype=bool)
+        for lv in levels[1:]:
+            m = design.X[:, design.names.index(f"{item}={lv}")] > 0
+            ref &= ~m
+            if y[m].sum() in (0, m.sum()):
+                out.setdefault(item, []).append(lv)
+        if y[ref].sum() in (0, ref.sum()):
+            out.setdefault(item, []).append(levels[0])
+    return out
 
 
 def context_values(design: Design, fit: GLMResult, horizon: int) -> tuple[dict[str, dict[str, float]], list[dict]]:
