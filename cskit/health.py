@@ -2,11 +2,13 @@
 touch model (DESIGN §5 "Health score" … "Onboarding check"; methods in docs/methods/health.md).
 
 The score is built from a discrete-time churn hazard (binomial GLM with the cloglog link on the
-at-risk account-months, KPIs at t − lag, contract type adjusted; ``cskit.models``). Each KPI's part
-of the linear predictor is turned into points: a KPI earns 0 points at the unhealthy end of its range
-(5th or 95th percentile of its panel values) and its full points at the healthy end, linearly on the
-model's scale in between, and the full points of all KPIs sum to 100. The score is thus the model's
-KPI linear predictor rescaled to 0–100 (higher = healthier), and a client can type it into a CS platform.
+at-risk account-months, KPIs at t − lag, tenure, segment and contract type; ``cskit.models``). Each
+KPI's part of the linear predictor is turned into points: a KPI earns 0 points at the unhealthy end of
+its range (5th or 95th percentile of its panel values) and its full points at the healthy end, linearly
+on the model's scale in between; an account-context item (segment, contract type) earns its level's
+points, from the level's part of cloglog P(churn within the horizon). All points sum to 100, so the
+score is the model's linear predictor rescaled to 0–100 (higher = healthier), and a client can type it
+into a CS platform. ``churn_prob`` is the exact P(churn within the horizon) along the KPIs' expected paths.
 """
 from __future__ import annotations
 
