@@ -281,7 +281,8 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
     from its values up to the row, z_recent = its last-3-month mean, w = the mean of ρ^max(h − lag, 0)
     over the months h = 1..horizon in which the account can churn (``decision_months``): every month
     for a monthly contract (``Persistence.weight``, reported as ``weight_recent``), the anniversaries
-    for an annual one (its KPI at the renewal decision is what counts). Static KPIs and ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
+    for an annual one (its KPI at the renewal decision is what counts). Static KPIs and
+    ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
     The KPIs' ``KpiPath`` go into ``paths`` when a dict is given (the exact churn probability uses them).
     """
     out = recent_means(panel, kpis, rows)

@@ -312,7 +312,8 @@ def test_playbook_leaves_out_the_tenure():
     model = _toy_model()
     model.design.transforms["contract_months"] = Transform("identity", 0.0, 1.0)
     model.weights = pd.concat([model.weights, pd.DataFrame(
-        {"kpi": ["contract_months"], "points": [10], "coefficient": [-0.1], "direction": ["+"], "z_lo": [0.0], "z_hi": [20.0]})],
+        {"kpi": ["contract_months"], "points": [10], "coefficient": [-0.1], "direction": ["+"], "z_lo": [0.0],
+         "z_hi": [20.0]})],
         ignore_index=True)
     frame = pd.DataFrame({"account_id": ["g1", "r1"], "usage": [10.0, 2.0], "tickets": [0.0, 1.0],
                           "contract_months": [20.0, 0.0], "score": [100.0, 42.0], "tier": ["green", "red"]})
