@@ -27,6 +27,7 @@ from cskit.panel import add_lags
 SKEW_LIMIT = 2.0
 COLLINEAR_R = 0.9
 MAX_R2 = 0.9
+SEPARATED_COEF = 15.0
 MAX_MISSING = 0.5
 
 
@@ -262,8 +263,10 @@ def fit_binomial(
     Fisher scoring from the intercept-only fit; a step that lowers the log-likelihood is halved until
     it does not (a full cloglog step from the null can overshoot into the flat region where it never
     comes back), and the fit stops, unconverged, when no step helps. Converged when the
-    log-likelihood changes by less than ``tol`` (relative). Under (quasi-)separation the huge SEs and
-    ``converged=False`` say so.
+    log-likelihood changes by less than ``tol`` (relative). Under (quasi-)separation (an outcome that
+    never or always happens in one group) the likelihood levels off while a coefficient runs away:
+    any slope beyond ±``SEPARATED_COEF`` (per SD, or for a 0/1 dummy: no real effect is that large)
+    makes ``converged=False``, and the huge SEs say so too.
     """
     y = np.asarray(y, dtype="float64")
     n, p = X.shape
@@ -290,6 +293,8 @@ def fit_binomial(
         if done:
             converged = True
             break
+    if np.any(np.abs(beta[1:]) > SEPARATED_COEF):
+        converged = False  # (quasi-)separation: the likelihood levels off while a coefficient runs away
     mu, d = mean_and_slope(X @ beta, link)
     cov = inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
     return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)

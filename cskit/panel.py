@@ -63,10 +63,13 @@ def build_panel(data: ClientData) -> pd.DataFrame:
         }
     )
     is_last = tenure == (n - 1)[row_acc]
-    panel["churn"] = (is_last & churned[row_acc]).astype(np.int8)
+    churn = is_last & churned[row_acc]
+    panel["churn"] = churn.astype(np.int8)
     annual = panel["contract_type"].to_numpy() == "annual"
-    anniversary = (tenure % 12 == 0) & (tenure > 0)
-    panel["at_risk"] = ~annual | anniversary | (panel["churn"].to_numpy() == 1)
+    cycle = renewal_cycle(tenure[churn & annual])
+    panel["renewal_cycle"] = np.where(annual, cycle, 1).astype(np.int64)
+    renewal = (tenure % panel["renewal_cycle"].to_numpy() == 0) & (tenure > 0)
+    panel["at_risk"] = ~annual | renewal | churn
 
     _add_revenue(panel, data, mi)
     _add_referrals(panel, acc, data, mi)
@@ -77,6 +80,23 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     if data.nps is not None and len(data.nps):
         panel["nps"] = _trailing_nps(panel, data.nps, mi)
     return panel
+
+
+def renewal_cycle(churn_tenures: np.ndarray, candidates=(12, 6, 3), share: float = 0.8) -> int:
+    """Renewal cycle (months) of the non-monthly contracts, read from when they actually end.
+
+    Clients label 6-month terms "annual" too; assuming 12 would put a 6-month churn outside every
+    renewal month. The cycle is the longest candidate on a multiple of which at least ``share`` of
+    those contracts' churns fall; 12 when none churned yet; 1 (every month) when no cycle fits.
+    """
+    t = np.asarray(churn_tenures)
+    t = t[t > 0]
+    if len(t) == 0:
+        return candidates[0]
+    for c in candidates:
+        if np.mean(t % c == 0) >= share:
+            return c
+    return 1
 
 
 def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:

@@ -415,7 +415,11 @@ def project(
     passes its estimator's weights instead.
     """
     tenure = active["tenure"].to_numpy(dtype="float64")
-    annual = active["contract_type"].astype(str).to_numpy() == "annual"
+    cycle = (
+        active["renewal_cycle"].to_numpy(dtype="int64")
+        if "renewal_cycle" in active
+        else np.where(active["contract_type"].astype(str).to_numpy() == "annual", 12, 1)
+    )
     mrr = active["mrr"].to_numpy(dtype="float64")
     w_money = mrr if w_money is None else w_money
     w_count = np.ones(len(active)) if w_count is None else w_count
@@ -427,7 +431,7 @@ def project(
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
     for lo in range(0, n, chunk):
         sl = slice(lo, min(lo + chunk, n))
-        risk = ~annual[None, sl] | ((tenure[None, sl] + np.arange(1, months + 1)[:, None]) % 12 == 0)
+        risk = (tenure[None, sl] + np.arange(1, months + 1)[:, None]) % cycle[None, sl] == 0
         log_a = {o: hz.coef @ hz.X[sl].T for o, hz in hazards.items()}
         neg_a = _neg_exp(log_a, dtype)
         base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype)

@@ -96,3 +96,12 @@ def test_rare_events_in_a_small_group_do_not_run_away():
     b1 = np.log(-np.log(1 - 30 / 271)) - b0
     assert fit.converged
     assert fit.coef == pytest.approx([b0, b1], abs=1e-6)
+
+
+def test_separation_is_reported_as_not_converged():
+    # every exposed row has the event: the MLE of the slope is +infinity
+    x = np.r_[np.zeros(500), np.ones(40)]
+    y = np.r_[np.ones(25), np.zeros(475), np.ones(40)]
+    fit = fit_binomial(y, np.column_stack([np.ones_like(x), x]), link="cloglog")
+    assert not fit.converged
+    assert fit.se[1] > 100 or abs(fit.coef[1]) > 15

@@ -130,3 +130,24 @@ def test_add_lags_never_crosses_accounts():
     assert np.isnan(a[0]) and a[1:4] == [1.0, 2.0, 3.0]
     b_first = lag[p.account_id == "b"]["login_days"].iloc[0]
     assert np.isnan(b_first)
+
+
+def test_renewal_cycle_is_read_from_when_contracts_end():
+    from cskit.panel import renewal_cycle
+
+    assert renewal_cycle(np.array([12, 24, 12, 12, 36])) == 12
+    assert renewal_cycle(np.array([6, 12, 18, 6, 6, 12])) == 6  # 6-month terms filed as "annual"
+    assert renewal_cycle(np.array([])) == 12
+    assert renewal_cycle(np.array([5, 7, 11, 13, 2])) == 1
+
+
+def test_six_month_terms_filed_as_annual_are_at_risk_every_six_months():
+    data = _client()
+    acc = data.accounts.copy()
+    acc.loc[acc.account_id == "c", "churn_date"] = pd.Timestamp("2024-08-10")  # tenure 6
+    data.accounts = acc
+    data.as_of = M("2024-09-01")
+    p = build_panel(data)
+    c = p[p.account_id == "c"]
+    assert c["renewal_cycle"].eq(6).all()
+    assert c.loc[c.at_risk, "tenure"].tolist() == [6]

@@ -456,8 +456,11 @@ def test_external_client_runs_without_warnings_and_points_lie_in_their_intervals
     assert len(t) >= 25
     for col in ("d_ltv", "d_churn", "d_expansion"):
         assert ((t[f"{col}_lo"] <= t[col]) & (t[col] <= t[f"{col}_hi"])).all(), col
-    # its 6-month terms are loaded as annual: every at-risk annual row churns, and the note says so
-    assert "contract_type=annual" in pot.notes["d_churn"]
+    # its 6- and 12-month terms are loaded as annual and end at tenure 4, 5, 6 or 9 (mid-term exits):
+    # no renewal cycle fits, so the panel puts them at risk every month and the churn model is not
+    # separated (no term held fixed, no note)
+    assert panel.loc[panel.contract_type == "annual", "renewal_cycle"].eq(1).all()
+    assert "d_churn" not in pot.notes
     assert pot.table["d_new"].isna().all() and "referred_by" in pot.notes["d_new"]
 
 
