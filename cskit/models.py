@@ -155,6 +155,8 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
     """
     X, names = design.X, design.names
     n_kpi = len(design.kpis)
+    if len(X) == 0 or n_kpi == 0:
+        return design
     kpi_cols = list(range(1, 1 + n_kpi))
     kept = [0, *range(1 + n_kpi, X.shape[1])]
     G = X.T @ X
