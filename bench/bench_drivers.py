@@ -33,7 +33,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.drivers import find_triggers, fit_gee, outcome_rows  # noqa: E402
+from cskit.drivers import find_triggers, fit_gee  # noqa: E402
+from cskit.panel import outcome_rows  # noqa: E402
 from cskit.load import client_from_frames  # noqa: E402
 from cskit.models import design_matrix, kpi_transforms  # noqa: E402
 from cskit.panel import add_lags, build_panel, kpi_columns  # noqa: E402

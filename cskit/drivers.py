@@ -45,6 +45,7 @@ from cskit.models import (
     mean_and_slope,
     solve,
 )
+from cskit.panel import outcome_rows
 from cskit.params import Params
 
 OUTCOMES = ("churn", "renewal", "expansion")
@@ -154,28 +155,6 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
 def _stack(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-
-
-def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Model rows (boolean mask over the panel) and the 0/1 outcome on them.
-
-    Rows need month t − lag inside the contract (tenure ≥ lag): an event is explained only by KPIs
-    measured before it. churn / renewal: at-risk rows (every month of a monthly contract, the
-    anniversaries of an annual one, the churn month); expansion: months after the first with MRR
-    the month before and no churn, outcome expansion or cross-sell.
-    """
-    tenure = panel["tenure"].to_numpy()
-    history = tenure >= lag
-    churn = panel["churn"].to_numpy().astype(bool)
-    if outcome in ("churn", "renewal"):
-        rows = panel["at_risk"].to_numpy().astype(bool) & history
-        y = churn if outcome == "churn" else ~churn
-    elif outcome == "expansion":
-        rows = (tenure > 0) & (panel["mrr_prev"].to_numpy() > 0) & ~churn & history
-        y = (panel["expansion"].to_numpy() > 0) | (panel["cross_sell"].to_numpy() > 0)
-    else:
-        raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-    return rows, y[rows].astype("float64")
 
 
 def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:

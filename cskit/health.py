@@ -25,6 +25,7 @@ from statsmodels.stats.multitest import multipletests
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, design_matrix, fit_binomial, inverse_link, kpi_transforms
+from cskit.panel import outcome_rows
 from cskit.params import Params
 
 RECENT_MONTHS = 3
@@ -41,7 +42,6 @@ ONBOARDING_SCORE_TENURE = 12
 TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 MIN_EVENTS = 10
-MAX_COEF = 20.0
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
 
@@ -370,10 +370,9 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
 
 
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> ScoreModel:
-    rows = panel["at_risk"].to_numpy(dtype=bool)
+    rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
-    y = panel["churn"].to_numpy()[rows]
     if y.sum() < MIN_EVENTS:
         raise CskitError(
             f"Health score: table 'accounts' has only {int(y.sum())} churned accounts in the months used "
@@ -385,7 +384,7 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> 
             "Health score: no usable KPI (all constant, mostly missing or collinear): "
             f"{design.dropped}. Check the 'kpis' table."
         )
-    fit = fit_cloglog(y, design.X, design.names)
+    fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
     values, table = context_values(design, fit, horizon)
     warnings = []
     for item in separated_items(design, y):
@@ -440,23 +439,6 @@ def context_values(design: Design, fit: GLMResult, horizon: int) -> tuple[dict[s
                           "horizon_value": v[lv]})
         values[item] = v
     return values, table
-
-
-def fit_cloglog(y: np.ndarray, X: np.ndarray, names: list[str]) -> GLMResult:
-    """``models.fit_binomial`` (cloglog), refitted with statsmodels' GLM when its IRLS ran away (a
-    coefficient beyond ±MAX_COEF or a log-likelihood below the intercept-only model's): its first,
-    unguarded step can overshoot on a strong binary covariate such as contract_type=annual."""
-    fit = fit_binomial(y, X, link="cloglog", names=names)
-    ybar = float(np.mean(y))
-    null = len(y) * (ybar * np.log(ybar) + (1 - ybar) * np.log1p(-ybar)) if 0 < ybar < 1 else 0.0
-    if np.all(np.isfinite(fit.coef)) and np.abs(fit.coef).max() < MAX_COEF and fit.loglik >= null - 1e-6:
-        return fit
-    import statsmodels.api as sm
-
-    family = sm.families.Binomial(link=sm.families.links.CLogLog())
-    ref = sm.GLM(y, X, family=family).fit()
-    return GLMResult(np.asarray(ref.params), np.asarray(ref.cov_params()), names, "cloglog", len(y),
-                     int(np.sum(y)), bool(ref.converged), int(ref.fit_history["iteration"]), float(ref.llf))
 
 
 def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,

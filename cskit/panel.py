@@ -218,6 +218,37 @@ def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -
     return cs[i + 1] - cs[i - k]
 
 
+OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
+
+
+def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model rows (boolean mask over the panel) and the 0/1 outcome on them, for every model of the kit.
+
+    Rows need month t − lag inside the contract (tenure ≥ lag): an event is explained only by KPIs
+    measured before it. churn / renewal: at-risk rows (every month of a monthly contract, the renewal
+    months of an annual one, the churn month), renewal = 1 − churn; expansion (incl. cross-sell),
+    downgrade (contraction) and referral: months after the first, with MRR the month before and no
+    churn (an account that leaves in a month does not grow, shrink or refer in it).
+    """
+    tenure = panel["tenure"].to_numpy()
+    history = tenure >= lag
+    churn = panel["churn"].to_numpy().astype(bool)
+    if outcome in ("churn", "renewal"):
+        rows = panel["at_risk"].to_numpy().astype(bool) & history
+        y = churn if outcome == "churn" else ~churn
+    elif outcome in ("expansion", "downgrade", "referral"):
+        rows = (tenure > 0) & (panel["mrr_prev"].to_numpy() > 0) & ~churn & history
+        if outcome == "expansion":
+            y = (panel["expansion"].to_numpy() > 0) | (panel["cross_sell"].to_numpy() > 0)
+        elif outcome == "downgrade":
+            y = panel["contraction"].to_numpy() > 0
+        else:
+            y = panel["referrals"].to_numpy() > 0
+    else:
+        raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+    return rows, y[rows].astype("float64")
+
+
 def add_lags(panel: pd.DataFrame, columns: list[str], lag: int) -> pd.DataFrame:
     """Values of ``columns`` at month t − ``lag`` of the same account (NaN where before its start)."""
     values = panel[columns].to_numpy(dtype="float64")

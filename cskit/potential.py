@@ -31,6 +31,7 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms
+from cskit.panel import outcome_rows
 from cskit.params import Params
 
 OUTCOMES = ("churn", "expansion", "downgrade", "referral")
@@ -101,20 +102,6 @@ class Potential:
 # ---------------------------------------------------------------- models
 
 
-def outcome_rows(panel: pd.DataFrame, outcome: str) -> tuple[np.ndarray, np.ndarray]:
-    """Model rows (boolean mask) and 0/1 outcome of ``outcome`` (docs/architecture.md, outcome rows)."""
-    if outcome == "churn":
-        return panel["at_risk"].to_numpy(bool), panel["churn"].to_numpy()
-    if outcome == "referral":
-        return np.ones(len(panel), bool), (panel["referrals"].to_numpy() > 0).astype(np.int8)
-    rows = (panel["tenure"].to_numpy() > 0) & (panel["mrr_prev"].to_numpy() > 0) & (panel["churn"].to_numpy() == 0)
-    if outcome == "expansion":
-        y = (panel["expansion"].to_numpy() == 1) | (panel["cross_sell"].to_numpy() == 1)
-    else:
-        y = panel["contraction"].to_numpy() == 1
-    return rows, y.astype(np.int8)
-
-
 def has_referrals(data: ClientData) -> bool:
     """True when accounts.referred_by names at least one account."""
     acc = data.accounts
@@ -129,13 +116,10 @@ def fit_outcome(
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
-    Rows of an account's first ``lag`` months are left out: no KPI of month t − lag exists there, so
-    they carry no information on the KPIs' effects, and as all-missing (z = 0) rows they would bend
-    the tenure term (e.g. the simulator's accounts cannot churn in their start month).
+    Rows are :func:`cskit.panel.outcome_rows`: an account's first ``lag`` months are left out (no KPI
+    of month t − lag exists there; as all-missing rows they would bend the tenure term).
     """
-    rows, y = outcome_rows(panel, outcome)
-    rows = rows & (panel["tenure"].to_numpy() >= lag)
-    yr = y[rows]
+    rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
     rate = float(yr.mean()) if len(yr) else 0.0
     model = OutcomeModel(outcome, int(rows.sum()), events, rate)
@@ -171,8 +155,8 @@ def relative_sizes(panel: pd.DataFrame) -> dict[str, tuple[float, float]]:
     the events of the expansion and downgrade models) and of the MRR of a month's referrals."""
     out = {}
     for name, outcome, amount in (("g_e", "expansion", "expansion_mrr"), ("g_d", "downgrade", "contraction_mrr")):
-        rows, y = outcome_rows(panel, outcome)
-        ev = rows & (y == 1)
+        rows, y = outcome_rows(panel, outcome, 0)
+        ev = np.flatnonzero(rows)[y == 1]
         ratio = panel[amount].to_numpy()[ev] / panel["mrr_prev"].to_numpy()[ev]
         out[name] = _mean_se(ratio)
     ref = panel["referrals"].to_numpy() > 0

@@ -17,11 +17,11 @@ from cskit.drivers import (
     TABLE_COLUMNS,
     find_triggers,
     fit_gee,
-    outcome_rows,
     score_z,
     spearman_columns,
 )
 from cskit.errors import CskitError
+from cskit.panel import outcome_rows
 from cskit.models import design_matrix, fit_binomial, kpi_transforms, lagged_kpis, prune_dependent
 from cskit.params import Params
 

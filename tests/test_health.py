@@ -449,7 +449,12 @@ def test_planted_drivers_carry_the_points_and_points_sum_to_100(seed0):
     w = health.weights.set_index("kpi")
     assert w["points"].sum() == 100 and w["points"].dtype.kind == "i"
     drivers = ["login_days", "csat", "support_inquiries", "onboarding_completed"]
-    assert w.reindex(drivers)["points"].sum() >= 80
+    # Tenure and segment are planted churn terms too (the simulator's log1p(tenure) and segment
+    # effects): with the model rows starting at tenure ≥ lag, tenure is recovered (−0.29 per SD vs
+    # −0.3 planted) and takes its share, so nearly all points go to planted terms, most to the KPIs.
+    planted = drivers + ["contract_months", "segment", "contract_type"]
+    assert w.reindex(planted)["points"].sum() >= 95
+    assert w.reindex(drivers)["points"].sum() >= 65
     assert list(w.loc[drivers, "direction"]) == ["+", "+", "-", "+"]
 
 
