@@ -24,7 +24,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.models import Design, GLMResult, design_matrix, fit_binomial, inverse_link, kpi_transforms
+from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms
 from cskit.panel import outcome_rows
 from cskit.params import Params
 
@@ -42,6 +42,7 @@ ONBOARDING_SCORE_TENURE = 12
 TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 MIN_EVENTS = 10
+GH_NODES = 20
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
 
@@ -213,18 +214,97 @@ def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray) -> Persis
     return Persistence(kpi, rho, float(np.mean(mean_i[seen])), var_between, var_within)
 
 
+def forecast_error_var(p: Persistence, n: np.ndarray, steps: np.ndarray, recent: int = RECENT_MONTHS) -> np.ndarray:
+    """Variance of the error of ``KpiPath.at`` under the ``Persistence`` model, per account (rows: its
+    number of observed months ``n``) and step s = max(h − lag, 0) (columns: ``steps``).
+
+    With z_t = μ + b + u_t (b ~ N(0, σ²_b), u a stationary AR(1) with variance σ²_w and coefficient ρ),
+    the forecast of z at step s after the last observed month t is μ + (1 − ρ^s) r (z̄ − μ) + ρ^s (z̄_3 − μ)
+    (z̄ = mean of the n observed values, z̄_3 = of the last min(3, n), r = the reliability of
+    ``Persistence.level``), so the error is c·b + Σ_j a_j u_j with c = 1 − (1 − ρ^s) r − ρ^s, a = −(1 − ρ^s) r / n
+    on every observed month, −ρ^s / min(3, n) more on the last three, +1 on month t + s. Its variance is
+    c² σ²_b + a' Γ a, Γ_ij = σ²_w ρ^|t_i − t_j| — exact, treating the observed months as consecutive.
+    n = 0 (forecast = μ): σ²_b + σ²_w.
+    """
+    n = np.asarray(n, dtype=int)
+    steps = np.asarray(steps, dtype=int)
+    out = np.empty((len(n), len(steps)))
+    for m in np.unique(n):
+        at = n == m
+        if m <= 0:
+            out[at] = p.var_between + p.var_within
+            continue
+        noise = p.var_within * float(ar1_inflation(p.rho, np.array([m]))[0]) / m
+        total = p.var_between + noise
+        r = p.var_between / total if total > 0 else 0.0
+        k = min(recent, m)
+        row = []
+        for s in steps:
+            g = p.rho**s
+            times = np.r_[np.arange(m), m - 1 + s]
+            a = np.r_[np.full(m, -(1 - g) * r / m), 1.0]
+            a[m - k : m] -= g / k
+            cov = p.var_within * p.rho ** np.abs(times[:, None] - times[None, :])
+            c = 1 - (1 - g) * r - g
+            row.append(c * c * p.var_between + a @ cov @ a)
+        out[at] = np.maximum(np.array(row), 0.0)
+    return out
+
+
 @dataclass
 class KpiPath:
     """One KPI's expected path for the scored accounts, on the model scale z: the value that drives the
     hazard of month as_of + h is level + ρ^max(h − lag, 0) · (recent − level) (``level`` = the
-    empirical-Bayes account level, ``recent`` = the last-3-month mean, NaN → level)."""
+    empirical-Bayes account level, ``recent`` = the last-3-month mean, NaN → level). With ``n`` (each
+    account's number of observed months) and ``persistence``, ``error_var`` gives the variance of the
+    true value around that forecast (``forecast_error_var``); without them the path is taken as known."""
 
     level: np.ndarray
     recent: np.ndarray
     rho: float
+    n: np.ndarray | None = None
+    persistence: Persistence | None = None
 
     def at(self, h: int, lag: int) -> np.ndarray:
         return self.level + self.rho ** max(h - lag, 0) * (self.recent - self.level)
+
+    def error_var(self, h: int, lag: int) -> np.ndarray:
+        if self.n is None or self.persistence is None:
+            return np.zeros(len(self.level))
+        return forecast_error_var(self.persistence, self.n, np.array([max(h - lag, 0)]))[:, 0]
+
+
+def deviation_correlation(panel: pd.DataFrame, kpis: list[str], transforms: dict) -> pd.DataFrame:
+    """Correlation between KPIs of their within-account deviations z − z̄_i on the model scale (pairwise
+    over the rows where both are observed; 0 when undefined). It stands in for the correlation of the
+    KPIs' forecast errors, which are mostly future within-account deviations."""
+    account = pd.factorize(panel["account_id"])[0]
+    dev = {}
+    for k in kpis:
+        z = transforms[k].forward(panel[k].to_numpy(dtype="float64"))
+        ok = np.isfinite(z)
+        n = np.bincount(account[ok], minlength=account.max() + 1)
+        mean = np.bincount(account[ok], z[ok], minlength=account.max() + 1) / np.maximum(n, 1)
+        dev[k] = z - mean[account]
+    out = np.eye(len(kpis))
+    for i, a in enumerate(kpis):
+        for j in range(i):
+            b = kpis[j]
+            ok = np.isfinite(dev[a]) & np.isfinite(dev[b])
+            sa, sb = np.sqrt(np.sum(dev[a][ok] ** 2)), np.sqrt(np.sum(dev[b][ok] ** 2))
+            c = float(np.sum(dev[a][ok] * dev[b][ok]) / (sa * sb)) if sa > 0 and sb > 0 else 0.0
+            out[i, j] = out[j, i] = c
+    return pd.DataFrame(out, index=kpis, columns=kpis)
+
+
+GAUSS_HERMITE = np.polynomial.hermite.hermgauss(GH_NODES)
+
+
+def expected_cloglog(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """E[1 − exp(−exp(η))] for η ~ Normal(mean, var), by Gauss–Hermite quadrature with GH_NODES nodes."""
+    x, w = GAUSS_HERMITE
+    eta = np.asarray(mean)[..., None] + np.sqrt(2 * np.maximum(var, 0.0))[..., None] * x
+    return (-np.expm1(-np.exp(np.minimum(eta, 50.0))) @ w) / np.sqrt(np.pi)
 
 
 def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,
@@ -251,7 +331,7 @@ def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms
         own = (total[pos + 1] - total[first[pos]]) / np.maximum(n, 1)
         m = p.level(n, own)
         zr = tr.forward(recent[k].to_numpy(dtype="float64"))
-        paths[k] = KpiPath(m, np.where(np.isfinite(zr), zr, m), p.rho)
+        paths[k] = KpiPath(m, np.where(np.isfinite(zr), zr, m), p.rho, n.astype(int), p)
         pers[k] = p
     return paths, pers
 
@@ -522,12 +602,23 @@ def score(model: ScoreModel, features: pd.DataFrame) -> np.ndarray:
 
 
 def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFrame, months: int,
-                    paths: dict[str, KpiPath] | None = None) -> np.ndarray:
+                    paths: dict[str, KpiPath] | None = None, corr: pd.DataFrame | None = None) -> np.ndarray:
     """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type, segment) and KPIs on
     their expected paths (``paths``, month by month) or, for KPIs without a path, held at ``features``
-    (the forecast means); tenure moves; annual accounts can churn only at anniversaries."""
+    (the forecast means); tenure moves; annual accounts can churn only at anniversaries.
+
+    The KPIs of a future month are not known, only forecast: month h's hazard is averaged over
+    η_h ~ Normal(x_h'β, Σ_kl β_k β_l c_kl s_k s_l), s_k² = the forecast-error variance of KPI k
+    (``KpiPath.error_var``), c = ``corr`` (identity when None), by Gauss–Hermite quadrature
+    (``expected_cloglog``). S(h) = Π (1 − E p_h), the marginal average per month (docs/methods/health.md).
+    """
     d = model.design
     paths = paths or {}
+    coef = dict(zip(d.names, model.fit.coef))
+    uncertain = [k for k in d.names if k in paths]
+    c = np.eye(len(uncertain)) if corr is None else corr.reindex(index=uncertain, columns=uncertain).fillna(0.0).to_numpy()
+    np.fill_diagonal(c, 1.0)
+    b = np.array([coef[k] for k in uncertain])
     tenure = base["tenure"].to_numpy(dtype="float64")
     annual = base["contract_type"].astype(str).to_numpy() == "annual"
 
@@ -548,7 +639,9 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     for h in range(1, months + 1):
         X = np.column_stack([column(n, h) for n in d.names])
         X = np.where(np.isfinite(X), X, 0.0)
-        p = inverse_link(X @ model.fit.coef, "cloglog")
+        sd = np.column_stack([np.sqrt(paths[k].error_var(h, model.lag)) for k in uncertain]) if uncertain else None
+        var = np.einsum("ik,kl,il->i", sd * b, c, sd * b) if uncertain else np.zeros(len(base))
+        p = expected_cloglog(X @ model.fit.coef, var)
         p = np.where(annual & ((tenure + h) % 12 != 0), 0.0, p)
         S = S * (1 - p)
         out[:, h - 1] = S
@@ -600,7 +693,8 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
     frame["score"] = np.round(score(model, frame), 1)
-    frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths)[:, -1]
+    corr = deviation_correlation(past, list(paths), model.design.transforms)
+    frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
     set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
     frame["tier"] = tiers(model, frame["score"].to_numpy())
     return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
