@@ -8,7 +8,8 @@ its range (5th or 95th percentile of its panel values) and its full points at th
 on the model's scale in between; an account-context item (segment, contract type) earns its level's
 points, from the level's part of cloglog P(churn within the horizon). All points sum to 100, so the
 score is the model's linear predictor rescaled to 0–100 (higher = healthier), and a client can type it
-into a CS platform. ``churn_prob`` is the exact P(churn within the horizon) along the KPIs' expected paths.
+into a CS platform. ``churn_prob`` is P(churn within the horizon) with each future month's hazard averaged
+over the KPIs' forecast errors around their expected paths.
 """
 from __future__ import annotations
 
@@ -616,7 +617,8 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     paths = paths or {}
     coef = dict(zip(d.names, model.fit.coef))
     uncertain = [k for k in d.names if k in paths]
-    c = np.eye(len(uncertain)) if corr is None else corr.reindex(index=uncertain, columns=uncertain).fillna(0.0).to_numpy()
+    c = np.eye(len(uncertain)) if corr is None else (
+        corr.reindex(index=uncertain, columns=uncertain).fillna(0.0).to_numpy())
     np.fill_diagonal(c, 1.0)
     b = np.array([coef[k] for k in uncertain])
     tenure = base["tenure"].to_numpy(dtype="float64")

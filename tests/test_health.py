@@ -191,7 +191,8 @@ def test_forecast_error_variance_matches_monte_carlo_on_a_planted_level_and_ar1(
         obs = z[:, :n]
         path = KpiPath(p.level(np.full(m, n), obs.mean(axis=1)), obs[:, -min(3, n):].mean(axis=1), 0.7)
         err = np.column_stack([z[:, n - 1 + s] - path.at(s + 1, 1) for s in steps])
-        np.testing.assert_allclose(err.var(axis=0), forecast_error_var(p, np.array([n]), steps)[0], rtol=0.03, atol=1e-12)
+        expect = forecast_error_var(p, np.array([n]), steps)[0]
+        np.testing.assert_allclose(err.var(axis=0), expect, rtol=0.03, atol=1e-12)
     assert forecast_error_var(p, np.array([0]), steps)[0] == pytest.approx(np.full(4, 1.64))
     # the further ahead, the less is known
     assert np.all(np.diff(forecast_error_var(p, np.array([5]), np.arange(12))[0]) > 0)
