@@ -9,6 +9,7 @@ link"; and association is never written as causation.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,71 @@ def _fmt(value: Any, kind: str, currency: str) -> str:
     return f"{int(value):,}" if _finite(value) else "—"
 
 
+def amount(value: Any, currency: str = "JPY", language: str = "ja") -> str:
+    """An amount for a table or sentence: in a Japanese report, yen of 10,000 or more in 万 / 億
+    (``¥1.75億``, ``¥9,901万``, ``¥25.9万``, three significant figures at least); otherwise :func:`money`."""
+    if not _finite(value) or language != "ja" or currency != "JPY" or abs(float(value)) < 1e4:
+        return money(value, currency)
+    v = float(value)
+    size, unit = (1e8, "億") if abs(v) >= 1e8 else (1e4, "万")
+    x = abs(v) / size
+    digits = ",.0f" if x >= 100 else ".1f" if x >= 10 else ".2f"
+    return f"{'-' if v < 0 else ''}¥{x:{digits}}{unit}"
+
+
+def _period(period: Any, language: str) -> str:
+    text = "" if period is None else str(period)
+    return text.replace("..", "〜") if language == "ja" else text
+
+
+TABLE_NAMES = {"accounts": "アカウント", "revenue": "売上", "kpis": "KPI", "nps": "NPS", "events": "イベント"}
+REASONS = {
+    "empty_account_id": "アカウントIDが空",
+    "bad_contract_start": "契約開始日が不正",
+    "bad_churn_date": "解約日が不正",
+    "churn_before_start": "解約日が契約開始より前",
+    "after_as_of": "分析基準月より後",
+    "duplicate_account_id": "アカウントIDの重複",
+    "unknown_account": "未登録のアカウント",
+    "account_excluded": "除外したアカウントの行",
+    "before_contract_start": "契約開始より前",
+    "after_churn": "解約より後",
+    "bad_month": "月が不正",
+    "bad_mrr": "MRRが不正",
+    "negative_mrr": "MRRが負",
+    "duplicate_account_month": "アカウント×月の重複",
+    "bad_date": "日付が不正",
+    "bad_score": "スコアが不正",
+    "score_out_of_range": "スコアが0〜10の整数でない",
+    "bad_ts": "日時が不正",
+}
+GROUP_BY = {"all": ("全体", "all"), "segment": ("セグメント", "segment"), "plan": ("プラン", "plan"),
+            "contract_type": ("契約形態", "contract_type"), "onboarding": ("オンボード", "onboarding"),
+            "role": ("役割", "role")}
+GROUP_VALUES = {
+    "all": "全体", "annual": "年間契約", "monthly": "月次契約", "completed": "完了", "not completed": "未完了",
+    "admin": "管理者", "decision_maker": "意思決定者", "end_user": "エンドユーザー", "(none)": "（未記入）",
+}
+
+
+def grouping_name(group_by: str, language: str = "ja") -> str:
+    """A grouping (``segment``, ``contract_type`` …) as the report names it; English keeps the key."""
+    ja, en = GROUP_BY.get(group_by, (group_by, group_by))
+    return ja if language == "ja" else en
+
+
+def group_name(group: Any, language: str = "ja") -> str:
+    """A group value cskit itself writes (``all``, ``annual``, ``completed`` …, and the usual NPS roles)
+    in Japanese; a client's own values (segment or plan names) are shown as they are."""
+    text = str(group)
+    return GROUP_VALUES.get(text, text) if language == "ja" else text
+
+
+def relabel_groups(curves: pd.DataFrame, language: str = "ja") -> pd.DataFrame:
+    """The survival curves with their ``group`` values named for the report (legend labels)."""
+    return curves.assign(group=[group_name(g, language) for g in curves["group"]])
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
@@ -123,16 +189,99 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def quality(q: dict, language: str = "ja") -> str:
     """Rows read / used / excluded per table and reason, then the loader's warnings (quality.json)."""
     w = W[language]
+    ja = language == "ja"
     rows = []
     for name in sorted(q.get("tables", {})):
         t = q["tables"][name]
-        reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(t.get("excluded", {}).items())) or w["none"]
+        reasons = ", ".join(f"{REASONS.get(r, r) if ja else r}: {n:,}"
+                            for r, n in sorted(t.get("excluded", {}).items())) or w["none"]
         excluded = sum(t.get("excluded", {}).values())
-        rows.append([name, f"{t['read']:,}", f"{t['used']:,}", f"{excluded:,}", reasons])
+        shown = TABLE_NAMES.get(name, name) if ja else name
+        rows.append([shown, f"{t['read']:,}", f"{t['used']:,}", f"{excluded:,}", reasons])
     text = [w["quality_intro"], "", _table([w["table"], w["read"], w["used"], w["excluded"], w["reasons"]], rows)]
     warnings = q.get("warnings", [])
-    text += ["", f"**{w['warnings']}**", ""] + [f"- {m}" for m in warnings] if warnings else ["", w["no_warnings"]]
-    return "\n".join(text)
+    if not warnings:
+        return "\n".join(text + ["", w["no_warnings"]])
+    if ja:
+        return "\n".join(text + ["", explain_warnings(warnings, "ja", w["warnings"])])
+    return "\n".join(text + ["", f"**{w['warnings']}**", ""] + [f"- {m}" for m in warnings])
+
+
+# Warnings are written in English by the stage modules. In a Japanese report each kind the pattern
+# recognises (by its fixed wording in load.py, drivers.py, health.py) gets a Japanese title and one
+# line saying what it means; the English message follows as the detail. Anything not recognised is
+# listed as a technical note in English, labelled as such.
+WARNING_KINDS: list[tuple[str, str, str]] = [
+    (r"^\S+\.\S+: [\d,]+ row\(s\) excluded", "行の除外",
+     "条件を満たさない行を除外しました（件数と理由は上の表）。"),
+    (r"^\S+\.\S+: [\d,]+ cell\(s\) ", "不正な値",
+     "数値や日付として読めない値のセルを「未計測（空欄）」として扱い、行は残しました。"),
+    (r"params columns\.", "列名の対応", "パラメータで指定した列名がデータにありません。params の columns を確認してください。"),
+    (r"^accounts\.churn_date: .*churn after the analysis month", "基準月より後の解約",
+     "分析基準月より後に解約したアカウントは、基準月の時点では契約中として扱いました。"),
+    (r"the column has no (numeric )?values", "値のない列", "値が入っていない列は、KPIとして使っていません。"),
+    (r"^accounts\.contract_type: .*unknown contract type", "不明な契約形態",
+     "契約形態が読めない行は月次契約として扱いました。"),
+    (r"^accounts\.referred_by: ", "紹介元の不一致", "存在しないアカウントを紹介元とする紹介は無視しました。"),
+    (r"^revenue\.mrr: .*share an account x month x product", "売上行の重複",
+     "同じアカウント・月・商品の売上行は、MRRを合算しました。"),
+    (r"^kpis\.contract_months: ignored", "契約月数の列",
+     "契約月数は契約開始日から計算するため、入力された列は使っていません。"),
+    (r"^kpis: [\d,]+ column\(s\) are mostly text", "文字列の列", "数値でない列は、KPIとして使っていません。"),
+    (r"^as_of is not set", "分析基準月", "分析基準月が指定されていないため、売上データの最終月を基準月にしました。"),
+    (r"not part of the input contract", "対象外の表", "入力仕様にない表は読み込んでいません。"),
+    (r"was read as Shift_JIS", "文字コード", "ファイルをShift_JISとして読み込みました（結果への影響はありません）。"),
+    (r"DuckDB could not parse it", "読込方法", "ファイルを別の方法（pandas）で読み込みました。"),
+    (r"^[\d,]+ KPI\(s\) are heavily skewed", "分布の偏りが大きいKPI",
+     "値の偏りが大きいKPIは log(1 + 値) に変換してモデル化しました。+1SDは「一定の倍率で増える」と読んでください（対応は不要）。"),
+    (r"^KPI '.+' was left out of the", "モデルから外したKPI",
+     "他のKPIとほぼ同じ動きをする（共線性）か欠測が多いため、一部のモデルから外したKPIがあります。"),
+    (r"^Outcome \w+ \(\w+\): only [\d,]+", "イベント不足",
+     "イベントが少なすぎるため、この結果のモデルは推定していません（トリガーがないことは関連がないことを意味しません）。"),
+    (r"model did not converge", "推定の不収束", "モデルの推定が収束しなかったため、その結果の効果と区間は信頼できません。"),
+    (r"^The renewal \(CRTT\) GEE", "更新モデルの相関構造",
+     "更新モデルを独立作業相関で推定し直しました（効果は有効、区間がやや広くなることがあります）。"),
+    (r"^No KPI is linked to churn at q", "解約に関連するKPIなし",
+     "解約と有意に関連するKPIがないため、ヘルススコアは参考値です。"),
+    (r"^Health score: \S+ gets no points", "配点のない契約状況項目",
+     "ある水準で解約が全く（またはすべて）起きておらず効果を推定できないため、その項目には配点していません。"),
+    (r"could not be validated out of time", "時点外検証できず", "ヘルススコアの時点外検証ができませんでした。"),
+]
+
+
+def warning_kind(message: str) -> tuple[str, str] | None:
+    """(Japanese title, one-line explanation) of a module warning, or None when not recognised."""
+    for pattern, title, explanation in WARNING_KINDS:
+        if re.search(pattern, message):
+            return title, explanation
+    return None
+
+
+def explain_warnings(messages: list[str], language: str = "ja", heading: str | None = None) -> str:
+    """Module warnings for the report. English: the messages as bullets under ``heading``. Japanese:
+    one bullet per recognised kind (title and explanation) with its English messages under it, then
+    the unrecognised ones under "技術的な注記（英語）"."""
+    if not messages:
+        return ""
+    if language != "ja":
+        head = [f"**{heading}**", ""] if heading else []
+        return "\n".join(head + [f"- {m}" for m in messages])
+    kinds: dict[tuple[str, str], list[str]] = {}
+    other = []
+    for m in messages:
+        k = warning_kind(m)
+        if k is None:
+            other.append(m)
+        else:
+            kinds.setdefault(k, []).append(m)
+    lines = [f"**{heading}**", ""] if heading else []
+    for (title, explanation), found in kinds.items():
+        lines.append(f"- **{title}**（{len(found)}件）: {explanation}")
+        lines += [f"    - 詳細（英語）: {m}" for m in found]
+    if other:
+        lines += (["", "**技術的な注記（英語）**", ""] if lines else ["**技術的な注記（英語）**", ""])
+        lines += [f"- {m}" for m in other]
+    return "\n".join(lines)
 
 
 def metrics(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
@@ -144,7 +293,8 @@ def metrics(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
         if not entry:
             continue
         label = ja if language == "ja" else en
-        rows.append([label, _fmt(entry.get("value"), kind, currency), entry.get("period", ""), entry.get("note", "")])
+        rows.append([label, _fmt(entry.get("value"), kind, currency), _period(entry.get("period", ""), language),
+                     entry.get("note", "")])
     text = _table([w["metric"], w["value"], w["period"], w["note"]], rows)
     start = summary.get("revenue_churn_rate_start_base", {}).get("value")
     remaining = summary.get("revenue_churn_rate_remaining_base", {}).get("value")
@@ -192,7 +342,7 @@ def potential(
 ) -> str:
     """What +x% of each KPI is worth: the scenario in words, the KPIs whose LTV gain has an interval
     above zero (largest first), how many intervals include zero, why any cell is empty, the caveat."""
-    m = lambda v: money(v, currency)  # noqa: E731
+    m = lambda v: amount(v, currency, language)  # noqa: E731
     d = table.dropna(subset=["d_ltv"])
     sure = d[d["d_ltv_lo"] > 0].sort_values("d_ltv", ascending=False, kind="stable")
     unsure = d[~(d["d_ltv_lo"] > 0) & ~(d["d_ltv_hi"] < 0)]
@@ -248,16 +398,28 @@ POTENTIAL_HEAD = {
 }
 
 
-def potential_table(table: pd.DataFrame, currency: str = "JPY", language: str = "ja") -> str:
-    """The improvement-potential table as Markdown, each amount with its [95% interval]."""
-    m = lambda v: money(v, currency)  # noqa: E731
+def potential_table(
+    table: pd.DataFrame, currency: str = "JPY", language: str = "ja", rates: Any = ()
+) -> str:
+    """The improvement-potential table as Markdown, each amount with its [95% interval]; the mean and
+    improvement of the KPIs named in ``rates`` (shares, e.g. an open rate) as % and points."""
+    m = lambda v: amount(v, currency, language)  # noqa: E731
+    rates = set(rates or ())
     rows = []
     for r in table.itertuples(index=False):
-        cells = [r.label, r.category, _num(r.mean), _num(r.improvement)]
+        share = r.kpi in rates if hasattr(r, "kpi") else False
+        mean = pct(r.mean) if share else _num(r.mean)
+        step = (f"{100 * float(r.improvement):+.1f}pt" if _finite(r.improvement) else "—") if share else _num(r.improvement)
+        cells = [r.label, r.category, mean, step]
         for col in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
             cells.append(_interval(getattr(r, col), getattr(r, f"{col}_lo"), getattr(r, f"{col}_hi"), m))
         rows.append(cells)
     return _table(POTENTIAL_HEAD[language], rows)
+
+
+def share_kpis(catalogue: dict) -> list[str]:
+    """The KPIs whose values are shares (catalogue bounds 0 to 1), shown as percentages."""
+    return [name for name, k in catalogue.items() if k.lower == 0.0 and k.upper == 1.0]
 
 
 def _num(value: Any) -> str:
@@ -265,6 +427,59 @@ def _num(value: Any) -> str:
         return "—"
     v = float(value)
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+CONTEXT_LABELS = {"segment": ("セグメント", "Segment"), "contract_type": ("契約形態", "Contract type"),
+                  "contract_months": ("契約月数", "Contract months")}
+DIRECTIONS = {"+": ("高いほど健全", "higher is healthier"), "-": ("低いほど健全", "lower is healthier"),
+              "level": ("水準で決まる", "set by level")}
+
+
+def is_context(kpi: str, scale: Any = None) -> bool:
+    """An account-context item of the health score: a category (segment, contract type) or the tenure
+    (cskit.health.CONTEXT_KPIS); the rest are KPIs."""
+    from cskit.health import CONTEXT_KPIS
+
+    return scale == "category" or kpi in CONTEXT_KPIS
+
+
+def health_items(weights: pd.DataFrame, labels: dict[str, str], language: str = "ja") -> pd.DataFrame:
+    """health_weights with the report's ``label``, ``kind`` ("kpi" | "context") and ``direction_text``,
+    most points first (for :func:`cskit.plots.points_bars` and :func:`health_points_table`)."""
+    i = 0 if language == "ja" else 1
+    scale = weights["scale"] if "scale" in weights else pd.Series([None] * len(weights), index=weights.index)
+    kind = ["context" if is_context(k, sc) else "kpi" for k, sc in zip(weights["kpi"], scale)]
+    label = [labels.get(k) or CONTEXT_LABELS.get(k, (k, k))[i] for k in weights["kpi"]]
+    direction = weights["direction"] if "direction" in weights else pd.Series([""] * len(weights), index=weights.index)
+    text = [DIRECTIONS.get(str(d), (str(d), str(d)))[i] for d in direction]
+    out = weights.assign(label=label, kind=kind, direction_text=text)
+    return out.sort_values("points", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _levels(text: Any, language: str) -> list[tuple[str, str]]:
+    """The ``levels`` column of health_weights ("SMB=0; Mid=2.4; Enterprise=8") as (level, points)."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    pairs = [part.rsplit("=", 1) for part in text.split("; ") if "=" in part]
+    return [(group_name(lv.strip(), language), pt.strip()) for lv, pt in pairs]
+
+
+def health_points_table(weights: pd.DataFrame, labels: dict[str, str], language: str = "ja") -> str:
+    """The score's make-up: each item's points, what earns them (the KPI values at 0 and at full
+    points) and, for a context item, the points of each level."""
+    ja = language == "ja"
+    items = health_items(weights, labels, language)
+    head = (["項目", "種類", "配点", "向き", "0点となる値", "満点となる値", "水準別の配点"] if ja else
+            ["Item", "Kind", "Points", "Direction", "Value at 0 points", "Value at full points", "Points by level"])
+    kinds = {"kpi": ("KPI", "KPI"), "context": ("契約状況", "Account context")}
+    rows = []
+    for r in items.itertuples(index=False):
+        lv = _levels(getattr(r, "levels", None), language)
+        levels = " / ".join(f"{name} {pt}{'点' if ja else ''}" for name, pt in lv) if lv else "—"
+        rows.append([r.label, kinds[r.kind][0 if ja else 1], f"{float(r.points):g}", r.direction_text,
+                     "—" if lv else _num(getattr(r, "value_at_0_points", None)),
+                     "—" if lv else _num(getattr(r, "value_at_full_points", None)), levels])
+    return _table(head, rows)
 
 
 def health(
@@ -276,28 +491,47 @@ def health(
     language: str = "ja",
     top: int = 3,
 ) -> str:
-    """The score's make-up (points), its tiers now, and how well it ranked churn out of time."""
+    """The score's make-up (points of the KPIs and of the account-context items), its tiers now, and
+    how well it ranked churn out of time."""
     ja = language == "ja"
-    w = weights.sort_values("points", ascending=False, kind="stable")
-    w = w[w["points"] > 0]
-    parts = ("、" if ja else ", ").join(f"{labels.get(r.kpi, r.kpi)} {r.points:g}" for r in w.head(top).itertuples())
+    sep = "、" if ja else ", "
+    items = health_items(weights, labels, language)
+    w = items[items["points"] > 0]
+    zero = items[~(items["points"] > 0)]
     tiers = scores["tier"].value_counts()
     n = {t: int(tiers.get(t, 0)) for t in ("red", "yellow", "green")}
     red, green = cutpoints.get("red_below"), cutpoints.get("green_from")
+    listed = lambda d: sep.join(f"{r.label} {float(r.points):g}" for r in d.itertuples())  # noqa: E731
+    kpi, ctx = w[w["kind"] == "kpi"], w[w["kind"] == "context"]
     if ja:
-        text = [
-            f"ヘルススコア（0〜100、高いほど健全）は解約モデルから作り、{len(w)}個のKPIに合計100点を配分しました。"
-            f"配点の大きいKPI: {parts}。",
-            f"現在契約中のアカウントは 赤 {n['red']:,}件（{_num(red)}点未満）、黄 {n['yellow']:,}件、"
-            f"緑 {n['green']:,}件（{_num(green)}点以上）です。",
-        ]
+        if (items["kind"] == "context").any():
+            make_up = (f"ヘルススコア（0〜100、高いほど健全）は解約モデルから作り、合計100点を{len(w)}項目に配分しました。"
+                       f"KPI {len(kpi)}個に計{kpi['points'].sum():g}点（{listed(kpi) or '—'}）、"
+                       f"契約状況 {len(ctx)}項目に計{ctx['points'].sum():g}点（{listed(ctx) or '—'}）です。"
+                       "契約状況（セグメント・契約形態・契約月数）はCSの施策では変えられないため、プレイブックでは挙げません。")
+        else:
+            make_up = (f"ヘルススコア（0〜100、高いほど健全）は解約モデルから作り、{len(w)}個のKPIに合計100点を配分しました。"
+                       f"配点の大きいKPI: {listed(w.head(top))}。")
+        if len(zero):
+            make_up += f"{sep.join(zero['label'])}は配点0点です（100点のうち1点に満たない影響のため）。"
+        text = [make_up,
+                f"現在契約中のアカウントは 赤 {n['red']:,}件（{_num(red)}点未満）、黄 {n['yellow']:,}件、"
+                f"緑 {n['green']:,}件（{_num(green)}点以上）です。"]
     else:
-        text = [
-            f"The health score (0-100, higher = healthier) comes from the churn model; {len(w)} KPIs share its "
-            f"100 points. Largest: {parts}.",
-            f"Accounts active now: red {n['red']:,} (below {_num(red)}), yellow {n['yellow']:,}, "
-            f"green {n['green']:,} ({_num(green)} and above).",
-        ]
+        if (items["kind"] == "context").any():
+            make_up = (f"The health score (0-100, higher = healthier) comes from the churn model; {len(w)} items share "
+                       f"its 100 points: {len(kpi)} KPI{'' if len(kpi) == 1 else 's'} hold {kpi['points'].sum():g} "
+                       f"({listed(kpi) or '—'}) and {len(ctx)} account-context item{'' if len(ctx) == 1 else 's'} hold {ctx['points'].sum():g} ({listed(ctx) or '—'}). "
+                       "The account context (segment, contract type, contract months) is not something CS can "
+                       "change, so the playbook does not name it.")
+        else:
+            make_up = (f"The health score (0-100, higher = healthier) comes from the churn model; {len(w)} KPIs share "
+                       f"its 100 points. Largest: {listed(w.head(top))}.")
+        if len(zero):
+            make_up += f" {sep.join(zero['label'])}: 0 points (less than 1 point of the 100)."
+        text = [make_up,
+                f"Accounts active now: red {n['red']:,} (below {_num(red)}), yellow {n['yellow']:,}, "
+                f"green {n['green']:,} ({_num(green)} and above)."]
     text += ["", validation_text(validation, language, labels)]
     return "\n".join(text)
 
@@ -321,12 +555,18 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     if ja:
         text = (f"**時点外検証**: {cut}時点までのデータでモデルを作り、その時点のアカウント{v['n_accounts']:,}件を採点して、"
                 f"その後{h}か月の解約（{v['n_churned']:,}件）を予測できたかを確かめました。"
-                f"AUC {auc}、C統計量 {v['score']['concordance']:.2f}。ティア別の解約率: {tier_rates}。")
+                f"AUC {auc}、C統計量 {v['score']['concordance']:.2f}{_auc_reading(s, language)}。"
+                f"ティア別の解約率: {tier_rates}。")
     else:
         text = (f"**Out-of-time validation**: the model was fitted on data up to {cut}, the {v['n_accounts']:,} accounts "
                 f"active then were scored, and their churn over the next {h} months ({v['n_churned']:,} churned) "
-                f"was compared: AUC {auc}, concordance {v['score']['concordance']:.2f}. Churn by tier: {tier_rates}.")
+                f"was compared: AUC {auc}, concordance {v['score']['concordance']:.2f}{_auc_reading(s, language)}. "
+                f"Churn by tier: {tier_rates}.")
+    text += tier_order_text(v.get("by_tier", []), language) + calibration_text(v, language)
     c = v.get("client_score")
+    if c and c.get("status") not in (None, "ok"):
+        text += (f"\n\n貴社の現行ヘルススコアとは比較できませんでした。理由（英語）: {c.get('reason', '')}" if ja else
+                 f"\n\nThe client's current health score could not be compared: {c.get('reason', '')}")
     if c and c.get("status") == "ok":
         cauc = _interval(c["auc"], c["ci_low"], c["ci_high"], lambda x: f"{float(x):.2f}")
         dd = c["auc_difference"]
@@ -345,10 +585,59 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     left = [r for r in v.get("left_out_kpis", []) if r.get("left_out")]
     if left:
         names = ("、" if ja else ", ").join(_label(labels or {}, r["kpi"]) for r in left)
-        text += (f"\n\n現行スコアがほとんど反映していない（順位相関 |ρ| < 0.2）が、解約と関連して配点の大きいKPI: {names}。"
+        text += (f"\n\n現行スコアがほとんど反映していない（順位相関 |ρ| < 0.2）が、解約と関連して配点の大きい項目: {names}。"
                  if ja else
                  f"\n\nKPIs that carry points for churn but that the client's score barely moves with (|rho| < 0.2): {names}.")
     return text
+
+
+def _auc_reading(s: dict, language: str) -> str:
+    """What the AUC's interval says: above chance (0.5) or not distinguishable from it."""
+    ja = language == "ja"
+    lo = s.get("ci_low")
+    if not _finite(lo):
+        return ""
+    if float(lo) > 0.5:
+        return ("（AUCは0.5が偶然と同じ、1.0が完全な予測。区間は0.5を上回り、偶然よりは解約を順位付けています）" if ja else
+                " (AUC 0.5 is chance, 1.0 perfect; the interval is above 0.5: the score ranks churn better than chance)")
+    return ("（AUCは0.5が偶然と同じ、1.0が完全な予測。区間が0.5を含み、このデータでは偶然と区別できません）" if ja else
+            " (AUC 0.5 is chance, 1.0 perfect; the interval includes 0.5: the data cannot tell the score from chance)")
+
+
+def tier_order_text(by_tier: list[dict], language: str = "ja") -> str:
+    """A warning when, out of time, a riskier tier did not churn more than the next one (red > yellow > green)."""
+    rate = {r["tier"]: r["churn_rate"] for r in by_tier if r.get("n") and _finite(r.get("churn_rate"))}
+    for a, b in (("red", "yellow"), ("yellow", "green")):
+        if a in rate and b in rate and rate[a] <= rate[b]:
+            if language == "ja":
+                return (f"ただし、{_tier(a, language)}ティアの解約率（{pct(rate[a])}）が{_tier(b, language)}ティア"
+                        f"（{pct(rate[b])}）以下で、ティアの順序どおりには解約が起きていません。ティアは目安として使ってください。")
+            return (f" But the {_tier(a, language)} tier churned no more than the {_tier(b, language)} tier "
+                    f"({pct(rate[a])} vs {pct(rate[b])}): the tiers did not order churn; use them as a rough guide.")
+    return ""
+
+
+def calibration_text(v: dict, language: str = "ja") -> str:
+    """Mean predicted vs observed churn in the validation window; "lower/higher" only when the mean
+    prediction lies outside the observed rate's 95% Wilson interval."""
+    pred, obs = v.get("predicted_rate"), v.get("observed_rate")
+    n, k = v.get("n_accounts"), v.get("n_churned")
+    if not (_finite(pred) and _finite(obs)):
+        return ""
+    verdict = ""
+    if _finite(n) and _finite(k) and n > 0:
+        from cskit.health import wilson
+
+        lo, hi = wilson(k, n)
+        if pred < lo:
+            verdict = "予測は実際より低めです" if language == "ja" else "the model under-predicts churn"
+        elif pred > hi:
+            verdict = "予測は実際より高めです" if language == "ja" else "the model over-predicts churn"
+    if language == "ja":
+        return (f"予測した解約確率の平均は {pct(pred)}、実際の解約率は {pct(obs)} でした" +
+                (f"（{verdict}。順位付けには使えますが、確率の値そのものは割り引いて読んでください）。" if verdict else "。"))
+    return (f" Mean predicted churn {pct(pred)}, observed {pct(obs)}" +
+            (f": {verdict} (use the score to rank accounts, not its probabilities at face value)." if verdict else "."))
 
 
 def _tier(tier: str, language: str) -> str:
@@ -392,7 +681,7 @@ def onboarding(check: dict | None, language: str = "ja") -> str:
     if s.get("difference"):
         sd = s["difference"]
         sdiff = _interval(sd["estimate"], sd["ci_low"], sd["ci_high"], lambda x: f"{float(x):+.1f}")
-        text += (f" 契約12か月時点のヘルススコア（オンボード分の配点を除く）の差（完了 − 未完了）: {sdiff}点。" if ja else
+        text += (f"契約12か月時点のヘルススコア（オンボード分の配点を除く）の差（完了 − 未完了）: {sdiff}点。" if ja else
                  f" Health score at month 12 (onboarding's own points left out), onboarded − not: {sdiff} points.")
     return text
 
@@ -413,7 +702,8 @@ def touch(
             ["Tier", "Accounts", "Total LTV", "Median LTV", "Median score"])
     head += [f"{_label(labels or {}, k)}{'（中央値）' if ja else ' (median)'}" for k in kpis]
     rows = [[names.get(r["touch"], (r["touch"], r["touch"]))[0 if ja else 1], f"{int(r['n']):,}",
-             money(r["ltv_total"], currency), money(r["ltv_median"], currency), _num(r["score_median"])]
+             amount(r["ltv_total"], currency, language), amount(r["ltv_median"], currency, language),
+             _num(r["score_median"])]
             + [_num(r[k]) for k in kpis]
             for _, r in table.iterrows()]
     intro = ("LTVの上位10%をハイタッチ、次の30%をロータッチ、残りをテックタッチとしました。" if ja else
@@ -456,7 +746,8 @@ def title(client: str, as_of: Any, accounts: int, months: int, language: str = "
 
 
 def survival(medians: pd.DataFrame, logrank: pd.DataFrame, language: str = "ja") -> str:
-    """Median lifetimes with intervals (or "not reached") and the log-rank test of each grouping."""
+    """Median lifetimes with intervals (or "not reached"), the 12-month survival S(12) with its interval
+    when the survival stage gives it, and the log-rank test of each grouping."""
     ja = language == "ja"
     months = (lambda v: f"{float(v):.0f}か月") if ja else (lambda v: f"{float(v):.0f} months")
     nr = "未到達" if ja else "not reached"
@@ -468,13 +759,39 @@ def survival(medians: pd.DataFrame, logrank: pd.DataFrame, language: str = "ja")
         hi = months(r.median_ci_high) if _finite(r.median_ci_high) else nr
         return f"{months(r.median)} [{lo}, {hi}]"
 
+    s12 = "survival_12m" in medians
     head = ["区分", "グループ", "アカウント数", "解約数", "生存期間の中央値 [95%区間]"] if ja else \
         ["Grouping", "Group", "Accounts", "Churned", "Median lifetime [95% interval]"]
-    rows = [[r.group_by, r.group, f"{r.accounts:,}", f"{r.churned:,}", med(r)] for r in medians.itertuples(index=False)]
+    if s12:
+        head.append("12か月継続率 S(12) [95%区間]" if ja else "12-month survival S(12) [95% interval]")
+    rows = []
+    for r in medians.itertuples(index=False):
+        row = [grouping_name(r.group_by, language), group_name(r.group, language), f"{r.accounts:,}",
+               f"{r.churned:,}", med(r)]
+        if s12:
+            row.append(_interval(r.survival_12m, r.survival_12m_ci_low, r.survival_12m_ci_high, pct))
+        rows.append(row)
     text = _table(head, rows)
+    unreached = [r for r in medians.itertuples(index=False) if not _finite(r.median)]
+    if unreached and s12:
+        every = len(unreached) == len(medians)
+        all_row = medians[medians["group_by"] == "all"]
+        overall = ""
+        if len(all_row) and _finite(all_row["survival_12m"].iloc[0]):
+            a = all_row.iloc[0]
+            overall = _interval(a["survival_12m"], a["survival_12m_ci_low"], a["survival_12m_ci_high"], pct)
+        if ja:
+            text += ("\n\n" + ("どのグループも" if every else f"{len(unreached)}グループで") +
+                     "観察期間中に半数が解約しておらず、生存期間の中央値は「未到達」です。代わりに契約12か月時点の継続率 S(12) を比べてください"
+                     + (f"（全体 {overall}）。" if overall else "。"))
+        else:
+            text += ("\n\n" + ("In every group" if every else f"In {len(unreached)} groups") +
+                     " fewer than half the accounts churned during the data, so the median lifetime is not reached; "
+                     "compare the 12-month survival S(12) instead" + (f" (all accounts: {overall})." if overall else "."))
     for r in logrank.itertuples(index=False):
-        text += ("\n\n" + (f"ログランク検定（{r.group_by}）: {_p('p', r.p_value)}。" if ja else
-                           f"Log-rank test ({r.group_by}): {_p('p', r.p_value)}."))
+        name = grouping_name(r.group_by, language)
+        text += ("\n\n" + (f"ログランク検定（{name}）: {_p('p', r.p_value)}。" if ja else
+                           f"Log-rank test ({name}): {_p('p', r.p_value)}."))
     return text
 
 
@@ -496,7 +813,8 @@ def nps_table(nps: pd.DataFrame, language: str = "ja") -> str:
         return "NPSの回答データはありません。" if language == "ja" else "There are no NPS answers."
     head = ["区分", "グループ", "回答数", "推奨者", "中立者", "批判者", "NPS"] if language == "ja" else \
         ["Grouping", "Group", "Answers", "Promoters", "Passives", "Detractors", "NPS"]
-    rows = [[r.group_by, r.group, f"{r.answers:,}", f"{r.promoters:,}", f"{r.passives:,}", f"{r.detractors:,}",
+    rows = [[grouping_name(r.group_by, language), group_name(r.group, language), f"{r.answers:,}",
+             f"{r.promoters:,}", f"{r.passives:,}", f"{r.detractors:,}",
              f"{float(r.nps):+.1f}" if _finite(r.nps) else "—"] for r in nps.itertuples(index=False)]
     return _table(head, rows)
 
@@ -508,8 +826,9 @@ def playbook(table: pd.DataFrame, labels: dict[str, str], language: str = "ja", 
         return "赤ティアのアカウントはありません。" if ja else "No account is in the red tier."
     head = ["アカウント", "スコア", "KPI 1", "不足(点)", "KPI 2", "不足(点)"] if ja else \
         ["Account", "Score", "KPI 1", "Gap (points)", "KPI 2", "Gap (points)"]
-    body = [[r.account_id, f"{float(r.score):.1f}", labels.get(r.kpi_1, r.kpi_1 or "—"), _num(r.gap_1),
-             labels.get(r.kpi_2, r.kpi_2 or "—"), _num(r.gap_2)] for r in table.head(rows).itertuples(index=False)]
+    gap = lambda v: f"{float(v):.1f}" if _finite(v) else "—"  # noqa: E731
+    body = [[r.account_id, f"{float(r.score):.1f}", labels.get(r.kpi_1, r.kpi_1 or "—"), gap(r.gap_1),
+             labels.get(r.kpi_2, r.kpi_2 or "—"), gap(r.gap_2)] for r in table.head(rows).itertuples(index=False)]
     intro = (f"赤ティアの{len(table):,}件のうち、スコアの低い{min(rows, len(table))}件を示します（全件は results/playbook.csv）。"
              "各アカウントについて、緑ティアの中央値と比べてスコアを最も下げているKPIを2つ挙げます。" if ja else
              f"The {min(rows, len(table))} lowest-scoring of {len(table):,} red-tier accounts (all in results/playbook.csv), "
@@ -589,13 +908,36 @@ def triggers(
         body = _outcome_text(outcome, drivers, info, labels, language, top)
         text += ["", f"**{outcome_title(outcome, language)}**", "", body]
     if warnings:
-        text += ["", "**" + ("モデルに関する注意" if ja else "Model notes") + "**", ""] + [f"- {w}" for w in warnings]
+        text += ["", explain_warnings(warnings, language, "モデルに関する注意" if ja else "Model notes")]
     text += ["", "> " + (
         "これらは観察データにおける関連であり、因果関係を示すものではありません。トリガーは「どこを見るべきか」の手がかりです。"
         if ja else
         "These are associations in observational data, not proven causes: a trigger says where to look, "
         "not what will happen if the KPI is changed.")]
     return "\n".join(text)
+
+
+MODEL_NAMES = [
+    ("discrete-time hazard: binomial GLM, cloglog link", "離散時間ハザードモデル（二項GLM、cloglogリンク、ハザード比）"),
+    ("GEE, logit link, clustered by account", "GEE（ロジットリンク、アカウント単位のクラスタ、更新のオッズ比）"),
+    ("binomial GLM, logit link", "二項GLM（ロジットリンク、オッズ比）"),
+]
+
+
+def model_name(model: str, language: str = "ja") -> str:
+    """The drivers stage's model description; in Japanese for the descriptions cskit.drivers writes
+    (matched by their fixed start; the GEE's working correlation and its ρ are carried over)."""
+    if language != "ja":
+        return model
+    for start, ja in MODEL_NAMES:
+        if model.startswith(start):
+            m = re.search(r"exchangeable, rho = (-?[\d.]+)", model)
+            if m:
+                return f"{ja}、交換可能作業相関 ρ = {m.group(1)}"
+            if "independence (fallback)" in model:
+                return f"{ja}、独立作業相関（代替）"
+            return ja
+    return model
 
 
 def _outcome_text(
@@ -609,7 +951,8 @@ def _outcome_text(
         reason = row.get("reason", "")
         return ev + (f"推定できません（{reason}）。関連が「ない」という意味ではありません。" if ja else
                      f"Not estimable ({reason}). This does not mean there is no link.")
-    model = f"{'モデル' if ja else 'Model'}: {row.get('model')}. " if isinstance(row.get("model"), str) else ""
+    model = f"{'モデル' if ja else 'Model'}: {model_name(row.get('model'), language)}{'。' if ja else '. '}" \
+        if isinstance(row.get("model"), str) else ""
     mde = row.get("mde_per_sd", row.get("mde"))
     power = ""
     if _finite(mde):
@@ -664,9 +1007,10 @@ def methods(params: Any, language: str = "ja") -> str:
             f"- **多重比較**: 偽発見率（FDR）を{p.alpha:g}に制御（Benjamini–Hochberg）。",
             "- **検出力**: 各結果のイベント数と、80%の検出力で検出できる最小効果を示し、イベントが少ない結果は推定しません。",
             f"- **改善ポテンシャル**: 現在契約中のアカウントのKPIを平均の{p.improvement_pct:g}%改善し、他を一定として"
-            f"{p.horizon_months}か月（LTVは{p.ltv_months}か月、粗利率{p.gross_margin:g}）投影。区間は推定値の共分散からの"
+            f"{p.horizon_months}か月（LTVは{p.ltv_months}か月、粗利率{pct(p.gross_margin, 0)}）投影。区間は推定値の共分散からの"
             f"{p.bootstrap}回のドローによる95%区間。",
-            "- **ヘルススコア**: 解約モデルの線形予測子を0〜100点に換算。過去時点で作ったモデルでその後の解約を予測して検証（時点外検証）。",
+            "- **ヘルススコア**: 解約モデル（KPIと契約状況：セグメント・契約形態・契約月数）の線形予測子を0〜100点に換算。"
+            "過去時点で作ったモデルでその後の解約を予測して検証（時点外検証）。",
             f"- **再現性**: 乱数はすべてseed={p.seed}で固定。同じ入力からは同じ結果ファイルが得られます。",
             "- **注意**: すべて観察データの関連です。KPIを改善すれば同じ効果が得られるとは限りません。"
             "詳しくは docs/methods.md を参照してください。",
@@ -681,10 +1025,10 @@ def methods(params: Any, language: str = "ja") -> str:
             "- **Power**: each outcome states its event count and the smallest effect detectable with 80% power; "
             "outcomes with too few events are not fitted.",
             f"- **Improvement potential**: each KPI of the accounts active now is improved by {p.improvement_pct:g}% of "
-            f"its mean, all else fixed, and projected over {p.horizon_months} months ({p.ltv_months} for LTV, margin "
-            f"{p.gross_margin:g}); 95% intervals from {p.bootstrap} draws of the estimates.",
-            "- **Health score**: the churn model's linear predictor rescaled to 0-100; validated out of time (fitted on "
-            "earlier months, scored on later churn).",
+            f"its mean, all else fixed, and projected over {p.horizon_months} months ({p.ltv_months} for LTV, gross "
+            f"margin {pct(p.gross_margin, 0)}); 95% intervals from {p.bootstrap} draws of the estimates.",
+            "- **Health score**: the churn model's linear predictor (KPIs and account context: segment, contract type, "
+            "contract months) rescaled to 0-100; validated out of time (fitted on earlier months, scored on later churn).",
             f"- **Reproducibility**: every random step uses seed {p.seed}; the same input gives the same result files.",
             "- **Caveat**: all links are associations in observational data; improving a KPI is not guaranteed to "
             "deliver the projected amounts. Details: docs/methods.md.",
@@ -707,11 +1051,11 @@ def grouping_titles(language: str = "ja") -> dict[str, str]:
 
 
 def notes(messages: list[str] | None, language: str = "ja") -> str:
-    """A stage's warnings as a bullet list under a "Notes" label (empty text when there are none)."""
+    """A stage's warnings under a "Notes" label (empty text when there are none); in Japanese each
+    recognised kind is explained (:func:`explain_warnings`)."""
     if not messages:
         return ""
-    return "**" + ("注意" if language == "ja" else "Notes") + "**\n\n" + "\n".join(f"- {m}" for m in messages)
-
+    return explain_warnings(messages, language, "注意" if language == "ja" else "Notes")
 
 
 def kpi_labels(catalogue: dict, language: str = "ja") -> dict[str, str]:

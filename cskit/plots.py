@@ -38,6 +38,11 @@ TEXT = {
     "not_flagged": {"ja": "有意でない", "en": "Not significant"},
     "d_ltv": {"ja": "LTV増分", "en": "LTV gain"},
     "points": {"ja": "配点 (合計100)", "en": "Points (sum to 100)"},
+    "item_kpi": {"ja": "KPI", "en": "KPI"},
+    "item_context": {"ja": "契約状況（CSでは変えられない）", "en": "Account context (not changeable by CS)"},
+    "dir_+": {"ja": "高いほど健全", "en": "higher is healthier"},
+    "dir_-": {"ja": "低いほど健全", "en": "lower is healthier"},
+    "dir_level": {"ja": "水準で決まる", "en": "set by level"},
     "tier": {"ja": "ティア", "en": "Tier"},
     "churn_rate": {"ja": "解約率", "en": "Churn rate"},
     "customer_churn_rate": {"ja": "顧客解約率", "en": "Customer churn rate"},
@@ -63,6 +68,7 @@ BRIDGE_COLOURS = {
 }
 BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.22), "ncol": 6, "fontsize": "small", "frameon": False}
 RATIO_TICKS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+POINT_COLOURS = {"kpi": "#4C72B0", "context": "#9A9A9A"}
 TIER_COLOURS = {"red": "#C44E52", "yellow": "#E5C04B", "green": "#55A868"}
 
 
@@ -198,6 +204,7 @@ def cohort_heatmap(
     ax = _ax(ax, (10, max(3.0, 0.25 * len(grid) + 1.5)))
     sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", ax=ax,
                 cbar_kws={"label": t(value, language), "format": mticker.PercentFormatter(1.0)})
+    ax.grid(False)
     ax.set_xlabel(t(age, language))
     ax.set_ylabel(t(cohort, language))
     return ax
@@ -332,20 +339,36 @@ def points_bars(
     label: str = "label",
     points: str = "points",
     direction: str | None = "direction",
+    kind: str | None = "kind",
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """Health-score weights as points summing to 100; the bar text says the point value."""
+    """Health-score points (summing to 100) per item, in the caller's order (top to bottom).
+
+    The bar text gives the points and the direction in words ("+": higher is healthier, "-": lower,
+    "level": set by the account's level). When ``kind`` says "context" (segment, contract type,
+    contract months: account context CS cannot change) those bars are grey, KPIs blue, with a legend.
+    """
     d = data.reset_index(drop=True)
     ax = _ax(ax, (8, max(2.5, 0.35 * len(d) + 1.2)))
     y = np.arange(len(d))[::-1]
-    ax.barh(y, d[points].to_numpy(dtype=float), color="#4C72B0")
-    for yi, p, name in zip(y, d[points], d[direction] if direction and direction in d else [""] * len(d)):
-        ax.text(float(p), yi, f" {float(p):.1f} {name}".rstrip(), va="center", fontsize="small")
+    kinds = d[kind].astype(str).to_numpy() if kind and kind in d else np.full(len(d), "kpi")
+    v = d[points].to_numpy(dtype=float)
+    for k in ("kpi", "context"):
+        m = kinds == k
+        if m.any():
+            ax.barh(y[m], v[m], color=POINT_COLOURS[k], label=t(f"item_{k}", language))
+    names = d[direction].astype(str) if direction and direction in d else pd.Series([""] * len(d))
+    unit = "点" if language == "ja" else ""
+    for yi, p, name in zip(y, v, names):
+        words = t(f"dir_{name}", language) if name else ""
+        ax.text(p, yi, f" {p:g}{unit}" + (f" ({words})" if words else ""), va="center", fontsize="small")
     ax.set_yticks(y, d[label].astype(str).tolist())
     ax.set_ylim(-0.7, len(d) - 0.3)
     ax.set_xlabel(t("points", language))
-    ax.set_xlim(0, max(1.0, float(d[points].max()) * 1.25) if len(d) else 1.0)
+    ax.set_xlim(0, max(1.0, float(v.max()) * 1.45) if len(d) else 1.0)
+    if (kinds == "context").any():
+        ax.legend(fontsize="small", loc="lower right")
     return ax
 
 

@@ -220,3 +220,121 @@ def test_touch_table_with_tier_kpis():
     assert "| Tier | Accounts | Total LTV | Median LTV | Median score | Login days (median) |" in text
     assert "| High touch | 10 | ¥5,000,000 | ¥450,000 | 71 | 20 |" in text
     assert "| Tech touch | 60 | ¥1,000,000 | ¥15,000 | 50.5 | 8.5 |" in text
+
+
+def test_amount_uses_man_and_oku_in_japanese():
+    assert N.amount(174_652_163, "JPY", "ja") == "¥1.75億"
+    assert N.amount(3_201_041_225, "JPY", "ja") == "¥32.0億"
+    assert N.amount(99_009_563, "JPY", "ja") == "¥9,901万"
+    assert N.amount(-258_821, "JPY", "ja") == "-¥25.9万"
+    assert N.amount(-1_469, "JPY", "ja") == "-¥1,469"
+    assert N.amount(174_652_163, "JPY", "en") == "¥174,652,163"
+    assert N.amount(174_652_163, "USD", "ja") == "$174,652,163"
+
+
+def _weights_with_context() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"kpi": "login_days", "points": 60, "direction": "+", "scale": "identity", "value_at_0_points": 5.0,
+         "value_at_full_points": 27.0, "levels": ""},
+        {"kpi": "contract_months", "points": 25, "direction": "+", "scale": "log1p", "value_at_0_points": 0.0,
+         "value_at_full_points": 26.0, "levels": ""},
+        {"kpi": "segment", "points": 15, "direction": "level", "scale": "category", "value_at_0_points": np.nan,
+         "value_at_full_points": np.nan, "levels": "SMB=0; Mid=6; Enterprise=15"},
+        {"kpi": "contract_type", "points": 0, "direction": "level", "scale": "category", "value_at_0_points": np.nan,
+         "value_at_full_points": np.nan, "levels": "annual=0; monthly=0"},
+    ])
+
+
+def test_health_counts_items_and_separates_kpis_from_context():
+    w, s = _weights_with_context(), pd.DataFrame({"tier": ["red", "green", "green"]})
+    labels = {"login_days": "ログイン日数", "contract_months": "契約月数"}
+    ja = N.health(w, s, {"red_below": 40.0, "green_from": 70.0}, {"status": "not_estimable", "reason": "r"}, labels)
+    assert "合計100点を3項目に配分しました。KPI 1個に計60点（ログイン日数 60）、契約状況 2項目に計40点（契約月数 25、セグメント 15）" in ja
+    assert "契約形態は配点0点です" in ja
+    en = N.health(w, s, {"red_below": 40.0, "green_from": 70.0}, {"status": "not_estimable", "reason": "r"},
+                  {"login_days": "Login days"}, "en")
+    assert ("3 items share its 100 points: 1 KPI hold 60 (Login days 60) and 2 account-context items hold 40 "
+            "(Contract months 25, Segment 15)") in en
+    assert "Contract type: 0 points" in en
+
+
+def test_health_items_and_points_table_show_levels():
+    items = N.health_items(_weights_with_context(), {"login_days": "ログイン日数"}, "ja")
+    assert items["label"].tolist() == ["ログイン日数", "契約月数", "セグメント", "契約形態"]
+    assert items["kind"].tolist() == ["kpi", "context", "context", "context"]
+    table = N.health_points_table(_weights_with_context(), {"login_days": "ログイン日数"}, "ja")
+    assert "| 項目 | 種類 | 配点 | 向き | 0点となる値 | 満点となる値 | 水準別の配点 |" in table
+    assert "| ログイン日数 | KPI | 60 | 高いほど健全 | 5 | 27 | — |" in table
+    assert "| 契約月数 | 契約状況 | 25 | 高いほど健全 | 0 | 26 | — |" in table
+    assert "| セグメント | 契約状況 | 15 | 水準で決まる | — | — | SMB 0点 / Mid 6点 / Enterprise 15点 |" in table
+    assert "| 契約形態 | 契約状況 | 0 | 水準で決まる | — | — | 年間契約 0点 / 月次契約 0点 |" in table
+    en = N.health_points_table(_weights_with_context(), {}, "en")
+    assert "| Segment | Account context | 15 | set by level | — | — | SMB 0 / Mid 6 / Enterprise 15 |" in en
+
+
+def test_survival_shows_s12_when_median_not_reached():
+    med = pd.DataFrame([{"group_by": "all", "group": "all", "accounts": 100, "churned": 30, "median": 18.0,
+                         "median_ci_low": 14.0, "median_ci_high": np.nan, "survival_12m": 0.8,
+                         "survival_12m_ci_low": 0.72, "survival_12m_ci_high": 0.86},
+                        {"group_by": "contract_type", "group": "annual", "accounts": 50, "churned": 5,
+                         "median": np.inf, "median_ci_low": np.nan, "median_ci_high": np.nan, "survival_12m": 0.9,
+                         "survival_12m_ci_low": 0.785, "survival_12m_ci_high": 0.96}])
+    lr = pd.DataFrame([{"group_by": "contract_type", "p_value": 0.04}])
+    ja = N.survival(med, lr, "ja")
+    assert "| 全体 | 全体 | 100 | 30 | 18か月 [14か月, 未到達] | 80.0% [72.0%, 86.0%] |" in ja
+    assert "| 契約形態 | 年間契約 | 50 | 5 | 未到達 | 90.0% [78.5%, 96.0%] |" in ja
+    assert "1グループで" in ja and "（全体 80.0% [72.0%, 86.0%]）" in ja
+    assert "ログランク検定（契約形態）: p = 0.040。" in ja
+    en = N.survival(med, lr, "en")
+    assert "| contract_type | annual | 50 | 5 | not reached | 90.0% [78.5%, 96.0%] |" in en
+
+
+def test_japanese_warnings_are_explained_by_kind():
+    msgs = ["accounts.churn_date: 3 row(s) excluded (bad_churn_date): x (e.g. a). Fix: y",
+            "7 KPI(s) are heavily skewed (skewness > 2): a, b. They are modelled as log(1 + value)",
+            "Something new happened."]
+    ja = N.explain_warnings(msgs, "ja", "データに関する警告")
+    assert ja.startswith("**データに関する警告**")
+    assert "- **行の除外**（1件）: 条件を満たさない行を除外しました" in ja
+    assert "    - 詳細（英語）: accounts.churn_date: 3 row(s) excluded" in ja
+    assert "- **分布の偏りが大きいKPI**（1件）" in ja
+    assert ja.index("**技術的な注記（英語）**") < ja.index("- Something new happened.")
+    assert N.explain_warnings(msgs, "en", "Notes") == "**Notes**\n\n" + "\n".join(f"- {m}" for m in msgs)
+    assert N.explain_warnings([], "ja") == ""
+
+
+def test_quality_in_japanese_names_tables_and_reasons():
+    q = {"tables": {"accounts": {"read": 10, "used": 8, "excluded": {"bad_churn_date": 2}}}, "warnings": []}
+    assert "| アカウント | 10 | 8 | 2 | 解約日が不正: 2 |" in N.quality(q, "ja")
+
+
+def test_model_names_in_japanese():
+    gee = "GEE, logit link, clustered by account (odds ratio of renewal); exchangeable, rho = -0.001"
+    assert N.model_name(gee, "ja") == "GEE（ロジットリンク、アカウント単位のクラスタ、更新のオッズ比）、交換可能作業相関 ρ = -0.001"
+    assert N.model_name(gee, "en") == gee
+    assert N.model_name("something else", "ja") == "something else"
+
+
+def test_tier_order_and_calibration_sentences():
+    tiers = [{"tier": "red", "n": 47, "churn_rate": 0.17}, {"tier": "yellow", "n": 240, "churn_rate": 0.20},
+             {"tier": "green", "n": 530, "churn_rate": 0.14}]
+    assert "赤ティアの解約率（17.0%）が黄ティア（20.0%）以下" in N.tier_order_text(tiers, "ja")
+    tiers[0]["churn_rate"] = 0.3
+    assert N.tier_order_text(tiers, "ja") == ""
+    # 130 of 817 churned: Wilson 95% interval [13.6%, 18.6%] (worked by hand), so 10.7% is below it
+    v = {"n_accounts": 817, "n_churned": 130, "predicted_rate": 0.107, "observed_rate": 130 / 817}
+    assert "予測した解約確率の平均は 10.7%、実際の解約率は 15.9% でした（予測は実際より低めです" in N.calibration_text(v, "ja")
+    assert "低め" not in N.calibration_text(v | {"predicted_rate": 0.15}, "ja")
+    assert "over-predicts" in N.calibration_text(v | {"predicted_rate": 0.19}, "en")
+
+
+def test_potential_table_shows_shares_as_percent():
+    t = _potential_table().head(1).assign(mean=0.391, improvement=0.0391)
+    assert "| A | cat | 39.1% | +3.9pt | ¥500 [¥100, ¥900] |" in N.potential_table(t, "JPY", "ja", rates=["a"])
+
+
+def test_group_names():
+    assert N.group_name("not completed", "ja") == "未完了" and N.group_name("SMB", "ja") == "SMB"
+    assert N.group_name("annual", "en") == "annual"
+    curves = pd.DataFrame({"group": ["all", "monthly"], "survival": [1.0, 0.9]})
+    assert N.relabel_groups(curves, "ja")["group"].tolist() == ["全体", "月次契約"]

@@ -206,3 +206,22 @@ def test_tier_bars_and_calibration(outdir):
     _render(lambda lang: plots.tier_bars(tiers, low="lo", high="hi", language=lang), outdir / "tiers.png")
     cal = pd.DataFrame({"predicted": np.linspace(0.02, 0.4, 10), "observed": np.linspace(0.03, 0.38, 10)})
     _render(lambda lang: plots.calibration(cal, language=lang), outdir / "calibration.png")
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_points_bars_with_context_items(outdir, language):
+    d = pd.DataFrame({"label": ["ログイン日数", "契約月数", "セグメント", "契約形態"],
+                      "points": [60.0, 25.0, 15.0, 0.0], "direction": ["+", "+", "level", "level"],
+                      "kind": ["kpi", "context", "context", "context"]})
+    _render(lambda lang: plots.points_bars(d, language=lang), outdir / f"points_context_{language}.png", language)
+    plots.set_style()
+    ax = plots.points_bars(d, language=language)
+    grey = matplotlib.colors.to_rgba(plots.POINT_COLOURS["context"])
+    assert [p.get_facecolor() == grey for p in ax.patches] == [False, True, True, True]
+    texts = [tx.get_text() for tx in ax.texts]
+    if language == "ja":
+        assert texts == [" 60点 (高いほど健全)", " 25点 (高いほど健全)", " 15点 (水準で決まる)", " 0点 (水準で決まる)"]
+        assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["KPI", "契約状況（CSでは変えられない）"]
+    else:
+        assert texts[2] == " 15 (set by level)"
+    plt.close(ax.figure)
