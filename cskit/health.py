@@ -43,6 +43,7 @@ ONBOARDING_SCORE_TENURE = 12
 TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 MIN_EVENTS = 10
+EPV = 10  # churn events per KPI when no KPI passes the FDR control
 GH_NODES = 20
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
@@ -426,7 +427,9 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
                     horizon: int = 12) -> ScoreModel:
     """Fit the churn hazard on all ``kpis`` (segment and contract type adjusted), keep the KPIs linked
     to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``, account context, kept
-    whatever its q), refit on them and turn the coefficients into points. If no KPI passes, all are kept."""
+    whatever its q), refit on them and turn the coefficients into points. If no KPI passes, the ones
+    most associated with churn (largest |z|) are kept, at most one per ``EPV`` churn events (the
+    events-per-variable rule of Peduzzi et al. 1996), so that a small client's score is not overfitted."""
     full = _fit_model(panel, kpis, lag, horizon)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
@@ -434,15 +437,18 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     q = multipletests(s["p_value"].fillna(1.0).to_numpy(), method="fdr_bh")[1] if tested else np.array([])
     keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
+        events = int(full.fit.events)
+        keep = [k for _, k in sorted(zip(-np.abs(s["z"].fillna(0).to_numpy()), tested))][: max(1, events // EPV)]
         full.warnings.append(
-            f"No KPI is linked to churn at q < {alpha:g} (Benjamini–Hochberg): the health score keeps all "
-            f"{len(tested)} KPIs and is indicative only. Check the validation AUC before using it; "
-            "more history or more accounts may reveal the drivers."
+            f"No KPI is linked to churn at q < {alpha:g} (Benjamini–Hochberg) with {events} churn events: the "
+            f"health score uses the {len(keep)} KPI(s) most associated with churn ({', '.join(keep)}; at most one "
+            f"per {EPV} events, so the score is not overfitted) and is indicative only. Check the validation AUC "
+            "before using it; more history or more accounts may reveal the drivers."
         )
-        return full
     if len(keep) == len(tested):
         return full
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon)
+    model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
         if k not in keep:

@@ -635,3 +635,24 @@ def test_same_input_same_files(seed0, tmp_path):
     design_health_score(panel, data, params, kpis).write(tmp_path / "b")
     for name in ("health_weights.csv", "health_scores.csv", "health_validation.json", "playbook.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_few_events_and_no_significant_kpi_keep_one_kpi_per_ten_events():
+    """A 60-account client has ~10 churns: no KPI survives the FDR control, and fitting all 27 KPIs on
+    10 events would be pure overfitting (coefficients in the hundreds). The score keeps at most one KPI
+    per 10 events and says so."""
+    from cskit.health import EPV, fit_score_model
+    from cskit.load import client_from_frames
+    from cskit.panel import build_panel, kpi_columns
+    from cskit.params import Params
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(n_accounts=60, n_months=12, seed=5, mc_paths=0)
+    data = client_from_frames(sim.tables, Params(client="tiny", bootstrap=0))
+    panel = build_panel(data)
+    model = fit_score_model(panel, kpi_columns(data), lag=1)
+    tested = [k for k in model.kpi_names() if k != "contract_months"]
+    assert model.fit.events < 20
+    assert 1 <= len(tested) <= max(1, model.fit.events // EPV)
+    assert any("at most one per 10 events" in w for w in model.warnings)
+    assert np.all(np.abs(model.fit.coef[1:]) < 15)
