@@ -13,7 +13,7 @@ import datetime as dt
 import re
 import tempfile
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -674,11 +674,27 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     report.stop_if_fatal(source)
 
     extra = [k for k in kpi_names if k not in catalogue_names]
+    catalogue = _flag_bounds(build_catalogue(params.kpis, extra), accounts, kpis, static_kpis, kpi_names, params)
     return ClientData(
         accounts=accounts, revenue=revenue, kpis=kpis, nps=nps, events=events,
-        as_of=pd.Timestamp(as_of), catalogue=build_catalogue(params.kpis, extra),
+        as_of=pd.Timestamp(as_of), catalogue=catalogue,
         static_kpis=static_kpis, quality=report.quality,
     )
+
+
+def _flag_bounds(catalogue: dict, accounts: pd.DataFrame, kpis: pd.DataFrame, static_kpis: list[str],
+                 kpi_names: list[str], params: Params) -> dict:
+    """A KPI whose every value is 0 or 1 is a flag (e.g. onboarding_completed 0/1): bound it to [0, 1],
+    so that "+10%" moves the share of accounts with the flag and cannot push one past 1. Bounds set
+    in params.kpis win."""
+    out = dict(catalogue)
+    for name in [*static_kpis, *kpi_names]:
+        if name not in out or (params.kpis.get(name) and params.kpis[name].upper is not None):
+            continue
+        values = (accounts if name in static_kpis else kpis)[name].dropna()
+        if len(values) and values.isin([0, 1]).all() and values.nunique() == 2:
+            out[name] = replace(out[name], lower=0.0, upper=1.0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

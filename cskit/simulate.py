@@ -78,6 +78,9 @@ MONTHLY_KPIS = [
     "community_event_attendance", "csat", "support_inquiries",
 ]
 STATIC_KPIS = ["onboarding_completed", "welcome_webinar_attendance"]
+# 0/1 flags of this process: the kit bounds a KPI whose values are all 0 or 1 to [0, 1], and so does the
+# true scenario (an onboarded account cannot become "1.07 onboarded").
+FLAG_UPPER = {"onboarding_completed": 1.0}
 FLOAT_KPIS = {"active_user_rate": 3, "newsletter_open_rate": 3, "newsletter_click_rate": 3, "csat": 1}
 OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
 
@@ -787,7 +790,8 @@ def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_
             mean = float(snapshot[k].mean())
             delta = spec.direction * improvement_pct / 100 * mean
             if k in x:
-                x[k] = np.clip(x[k] + delta, spec.lower, spec.upper)
+                upper = FLAG_UPPER.get(k, spec.upper)
+                x[k] = np.clip(x[k] + delta, spec.lower, upper)
         scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin)
         rows.append({"kpi": k, "mean": mean, "improvement": delta,
                      **{f"d_{c}": scen[c] - base[c] for c in ("ltv", "expansion", "new", "downgrade", "churn")}})

@@ -480,3 +480,16 @@ def test_xlsx_missing_sheet_named(tmp_path):
     msg = str(e.value)
     assert "revenue: required table is missing: no sheet named 'revenue' in client.xlsx (sheets: accounts, Sheet2)" in msg
     assert "kpis: required table is missing" in msg
+
+
+def test_a_kpi_of_only_zeros_and_ones_is_bounded_to_one():
+    from cskit.simulate import simulate_client
+
+    from cskit.params import Params
+
+    sim = simulate_client(n_accounts=200, n_months=12, seed=3, mc_paths=0)
+    data = client_from_frames(sim.tables, Params(client="flags"))
+    flag = data.catalogue["onboarding_completed"]
+    assert (flag.lower, flag.upper) == (0.0, 1.0)
+    assert data.catalogue["login_days"].upper == 31.0  # the catalogue's own bound is kept
+    assert data.catalogue["licenses"].upper == float("inf")

@@ -308,7 +308,8 @@ def test_projection_of_planted_model_equals_simulator_truth():
             scen = {c: v[1, 0] for c, v in with_cm.items()}
         else:
             kpi = DEFAULT_CATALOGUE[k]
-            x1 = dict(x0, **{k: np.clip(x0[k] + truth.at[k, "improvement"], kpi.lower, kpi.upper)})
+            upper = S.FLAG_UPPER.get(k, kpi.upper)
+            x1 = dict(x0, **{k: np.clip(x0[k] + truth.at[k, "improvement"], kpi.lower, upper)})
             scen = {c: v[0, 0] for c, v in project(planted_hazards(snap, x1), [], snap, *args).totals.items()}
         ours = {
             "d_ltv": 0.8 * (scen["ltv"] - base["ltv"][0, 0]),

@@ -516,7 +516,8 @@ def test_potential_equals_a_plain_loop_over_accounts_and_months():
     for k in ("login_days", "support_inquiries", "active_user_rate", "community_posts", "onboarding_completed"):
         spec = DEFAULT_CATALOGUE[k]
         delta = spec.direction * 0.1 * np.mean([x[a][k] for a in active])
-        xs = {a: dict(x[a], **{k: min(max(x[a][k] + delta, spec.lower), spec.upper)}) for a in active}
+        upper = 1.0 if k == "onboarding_completed" else spec.upper  # a 0/1 flag stays within [0, 1]
+        xs = {a: dict(x[a], **{k: min(max(x[a][k] + delta, spec.lower), upper)}) for a in active}
         scen = totals(xs)
         for c in base:
             assert pot.at[k, f"d_{c}"] == pytest.approx(scen[c] - base[c], rel=1e-7, abs=1e-6), (k, c)
