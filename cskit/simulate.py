@@ -626,7 +626,6 @@ def _kpi_table(blocks, ids, rank, months, rng) -> pd.DataFrame:
 
 
 def _revenue_table(blocks, acc, ids, rank, months) -> pd.DataFrame:
-    products = np.array([list(PLANS), list(OPTIONS)], dtype=object)
     parts = []
     for t, idx, lines in blocks:
         a, j = np.nonzero(lines > 0)

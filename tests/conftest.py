@@ -8,3 +8,24 @@ import os
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+from pathlib import Path
+
+import pytest
+
+_PEER_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6",  # CI: shared/ beside the clone
+    Path("/work/shared/peer-data/churnsim-crm6"),  # a developer's checkout elsewhere on this machine
+)
+
+
+@pytest.fixture(scope="session")
+def peer() -> Path:
+    """The external test client of DESIGN §9 (another project's simulator, with planted truth).
+
+    It is part of the workplace (``../shared/peer-data/``), not of the repo; a test that needs it fails
+    (never skips) when it is missing, so a green run always includes it."""
+    for path in _PEER_CANDIDATES:
+        if (path / "accounts.csv").is_file():
+            return path
+    pytest.fail("peer data not found: put shared/ (with peer-data/churnsim-crm6) beside the repository")

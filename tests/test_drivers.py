@@ -1,7 +1,6 @@
 """Triggers (RT / CRTT / UCT): fitting checked against closed forms and statsmodels, the table's
 conventions on a hand-made panel, planted truth recovered from the simulator, and the peer client."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,9 +24,6 @@ from cskit.panel import outcome_rows
 from cskit.models import design_matrix, fit_binomial, kpi_transforms, lagged_kpis, prune_dependent
 from cskit.params import Params
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6"
-if not PEER.exists():
-    PEER = Path("/work/shared/peer-data/churnsim-crm6")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,12 +311,11 @@ def test_write_is_byte_identical_on_rerun(toy, tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not PEER.exists(), reason="peer data not found at ../shared/peer-data/churnsim-crm6")
-def test_peer_client_flags_win_opportunity_value_as_protective_rt_and_no_top_driver_with_wrong_sign():
+def test_peer_client_flags_win_opportunity_value_as_protective_rt_and_no_top_driver_with_wrong_sign(peer):
     from cskit.load import load_client
     from cskit.panel import build_panel, kpi_columns
 
-    params = Params(client="peer", data=str(PEER))
+    params = Params(client="peer", data=str(peer))
     data = load_client(params)
     tr = find_triggers(build_panel(data), params, kpi_columns(data))
     t = tr.table.set_index(["kpi", "outcome"])
@@ -334,7 +329,7 @@ def test_peer_client_flags_win_opportunity_value_as_protective_rt_and_no_top_dri
         for outcome, sign in (("churn", churn_sign), ("expansion", up_sign)):
             row = t.loc[(kpi, outcome)]
             assert row["trigger"] == "" or row["direction"] == sign, (kpi, outcome, row.to_dict())
-    assert json.loads((PEER / "truth.json").read_text())["behaviours"]["search"]["sign_churn"] == -1
+    assert json.loads((peer / "truth.json").read_text())["behaviours"]["search"]["sign_churn"] == -1
 
 
 # ---------------------------------------------------------------------------------------------------

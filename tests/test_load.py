@@ -11,9 +11,6 @@ from cskit.errors import CskitError
 from cskit.load import client_from_frames, load_client, parse_dates, parse_months, parse_numbers
 from cskit.params import validate_params
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6"
-if not PEER.exists():
-    PEER = Path("/work/shared/peer-data/churnsim-crm6")
 
 ACCOUNTS = [
     # account_id, contract_start, churn_date, segment, plan, contract_type, referred_by, health_score, onboarding_completed, company_name
@@ -419,9 +416,9 @@ def test_missing_data_path(tmp_path):
         load_client(validate_params({"data": "nowhere"}), base=tmp_path)
 
 
-def test_peer_client_loads():
-    data = load_client(validate_params({"client": "peer", "data": str(PEER)}))
-    lines = {name: sum(1 for _ in open(PEER / f"{name}.csv", encoding="utf-8")) - 1 for name in ("accounts", "revenue", "kpis")}
+def test_peer_client_loads(peer):
+    data = load_client(validate_params({"client": "peer", "data": str(peer)}))
+    lines = {name: sum(1 for _ in open(peer / f"{name}.csv", encoding="utf-8")) - 1 for name in ("accounts", "revenue", "kpis")}
     assert {t: q["read"] for t, q in data.quality.tables.items()} == lines
     assert all(q["excluded"] == {} for q in data.quality.tables.values())
     assert data.accounts["account_id"].map(type).eq(str).all() and "0" in set(data.accounts["account_id"])

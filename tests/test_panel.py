@@ -1,7 +1,6 @@
 """The account × month panel, checked row by row on a hand-made client."""
 import numpy as np
 import pandas as pd
-import pytest
 
 from cskit.catalogue import build_catalogue
 from cskit.client import ClientData

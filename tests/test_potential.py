@@ -421,7 +421,6 @@ def test_future_values_equal_the_simulators_snapshot(small):
 
 # ---------------------------------------------------------------- separation and the external client
 
-from pathlib import Path  # noqa: E402
 
 from cskit.models import GLMResult  # noqa: E402
 from cskit.potential import OutcomeModel, _draw_coef, separated_terms  # noqa: E402
@@ -439,15 +438,14 @@ def test_separated_terms_are_named_and_held_fixed_in_the_draws():
     assert draws[:, 0].mean() == pytest.approx(-3.0, abs=0.01)
 
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6"
 
 
-def test_external_client_runs_without_warnings_and_points_lie_in_their_intervals():
+def test_external_client_runs_without_warnings_and_points_lie_in_their_intervals(peer):
     import warnings
 
     from cskit.pipeline import load
 
-    params = Params(client="crm6", data=str(PEER), bootstrap=100)
+    params = Params(client="crm6", data=str(peer), bootstrap=100)
     data = load(params)
     panel = build_panel(data)
     with warnings.catch_warnings():
