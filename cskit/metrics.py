@@ -76,7 +76,9 @@ class Metrics:
 def compute_metrics(panel: pd.DataFrame, data: ClientData, params: Params) -> Metrics:
     """All SaaS metrics of DESIGN §5 except the survival-based LTV (the pipeline adds ``ltv_survival``)."""
     am = account_month_mrr(data.revenue, data.as_of)
-    bridge = mrr_bridge(am, data.as_of)
+    first = int(am["mi"].min()) if len(am) else _mi(data.as_of)
+    opening = data.accounts.loc[month_index(data.accounts["contract_start"]) < first, "account_id"]
+    bridge = mrr_bridge(am, data.as_of, opening=opening)
     rates = monthly_rates(am, bridge)
     grr_nrr = grr_nrr_trailing(am, data.as_of)
     cohorts = cohort_retention(panel, data.as_of)
@@ -127,11 +129,13 @@ def revenue_movements(am: pd.DataFrame, as_of) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def mrr_bridge(am: pd.DataFrame, as_of) -> pd.DataFrame:
+def mrr_bridge(am: pd.DataFrame, as_of, opening=None) -> pd.DataFrame:
     """Monthly MRR bridge from the first month with revenue to ``as_of`` (money as float).
 
     Computed in hundredths, so start + new + expansion + reactivation − contraction − churn == end
-    exactly (in hundredths), and end == the revenue total of the month.
+    exactly (in hundredths), and end == the revenue total of the month. ``opening``: accounts that were
+    customers before the revenue history begins (contract_start earlier); their MRR in the first month
+    is the opening balance (``mrr_start``), not new business.
     """
     last = _mi(as_of)
     months = np.arange(int(am["mi"].min()) if len(am) else last, last + 1)
@@ -140,7 +144,12 @@ def mrr_bridge(am: pd.DataFrame, as_of) -> pd.DataFrame:
     cents = cents.reindex(index=months, columns=MOVEMENTS, fill_value=0).astype(np.int64)
     end = am.groupby("mi")["cents"].sum().reindex(months, fill_value=0).to_numpy(dtype=np.int64)
     cents["mrr_end"] = end
-    cents["mrr_start"] = np.r_[0, end[:-1]]
+    start = np.r_[0, end[:-1]]
+    if opening is not None and len(am):
+        first = am[(am["mi"] == months[0]) & am["account_id"].isin(set(map(str, opening)))]["cents"].sum()
+        start[0] = first
+        cents.loc[months[0], "new"] -= first
+    cents["mrr_start"] = start
     out = cents[BRIDGE_COLUMNS[1:]] / 100.0
     out.columns.name = None
     out.insert(0, "month", month_start(months))

@@ -310,3 +310,18 @@ def test_bridge_and_rates_on_the_demo_client():
         1 for _, ms in paid.groupby("account_id")["m"] for x in set(ms) if x + 1 not in set(ms) and x < last
     )
     assert m.rates["churned"].sum() == ends
+
+
+def test_customers_from_before_the_revenue_history_are_the_opening_balance_not_new():
+    # x started in 2023 (before the data), y in the first data month: only y's 70 is new business
+    rev = pd.DataFrame(
+        {
+            "account_id": ["x", "y", "x", "y"],
+            "month": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-02-01", "2024-02-01"]),
+            "mrr": [100.0, 70.0, 120.0, 70.0],
+        }
+    )
+    as_of = pd.Timestamp("2024-02-01")
+    b = mrr_bridge(account_month_mrr(rev, as_of), as_of, opening=["x"])
+    assert b.loc[0, ["mrr_start", "new", "mrr_end"]].tolist() == [100.0, 70.0, 170.0]
+    assert b.loc[1, ["mrr_start", "expansion", "mrr_end"]].tolist() == [170.0, 20.0, 190.0]
