@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import build_catalogue
@@ -49,6 +49,7 @@ from cskit.panel import outcome_rows
 from cskit.params import Params
 
 OUTCOMES = ("churn", "renewal", "expansion")
+SAME_ROWS = (("churn", "renewal"), ("expansion",))
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
 LINK = {"churn": "cloglog", "renewal": "logit", "expansion": "logit"}
 MODEL = {
@@ -125,11 +126,12 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     warnings: list[str] = []
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped = [], [], [], {}
+    shared = {group: {} for group in SAME_ROWS}
     for outcome in OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
-        # renewal is 1 − churn on the same rows: its Spearman correlations are exactly minus churn's
-        known = -rows_out[0]["spearman"].to_numpy() if outcome == "renewal" else None
-        result = _one_outcome(narrow, Z, outcome, rows, y, kpis, model_kpis, transforms, params, warnings, known)
+        group = next(g for g in SAME_ROWS if outcome in g)
+        result = _one_outcome(narrow, Z, group, outcome, rows, y, kpis, model_kpis, transforms, params, warnings,
+                              shared[group])
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
@@ -167,16 +169,30 @@ def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
         )
 
 
-def _one_outcome(panel, Z, outcome, rows, y, kpis, model_kpis, transforms, params, warnings, spearman=None) -> dict:
-    """Fit one outcome's model; return its KPI rows, its outcome row, lead–lag z and dropped KPIs."""
+def _once(shared: dict, key, make):
+    """``shared[key]``, made by ``make()`` the first time it is asked for."""
+    if key not in shared:
+        shared[key] = make()
+    return shared[key]
+
+
+def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms, params, warnings, shared) -> dict:
+    """Fit one outcome's model; return its KPI rows, its outcome row, lead–lag z and dropped KPIs.
+
+    The outcomes of ``group`` have the same rows (renewal is 1 − churn on the churn rows): what
+    depends on the rows alone (KPI gathers, account count, null design, lead–lag gathers, the design
+    for a given KPI order) is computed once, in ``shared``; Spearman correlations of the others are
+    minus the first outcome's (ranks of 1 − y reverse those of y).
+    """
     lag, link = params.kpi_lag_months, LINK[outcome]
     events = int(min(y.sum(), len(y) - y.sum()))
-    accounts = int(panel.loc[rows, "account_id"].nunique())
+    accounts = _once(shared, "accounts", lambda: int(panel.loc[rows, "account_id"].nunique()))
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
-    now = Z.at(kpis, lag, rows)
+    now = _once(shared, "now", lambda: Z.at(kpis, lag, rows))
     base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(now).sum(axis=0)})
-    base["spearman"] = spearman_columns(now, y) if spearman is None else spearman
+    spearman = _once(shared, "spearman", lambda: spearman_columns(now, y))
+    base["spearman"] = spearman if outcome == group[0] else -spearman
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
@@ -191,12 +207,16 @@ def _one_outcome(panel, Z, outcome, rows, y, kpis, model_kpis, transforms, param
         base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
-    lead_lag = lead_lag_scores(panel, Z, outcome, kpis, transforms)
+    lead_lag = _once(shared, "lead_lag", lambda: lead_lag_scores(panel, Z, group, kpis, transforms))
+    lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    z_now = score_z(y, base_fit(y, _null_design(panel, rows, transforms), link), Z.at(candidates, lag, rows))
+    X0 = _once(shared, "null", lambda: _null_design(panel, rows, transforms))
+    terms = _score_terms(y, base_fit(y, X0, link))
+    z_now = _score_z(terms, _zero_missing(now[:, [kpis.index(k) for k in candidates]]))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
-    design = design_matrix(panel, rows, order + [k for k in model_kpis if k not in order], lag, transforms)
+    order += [k for k in model_kpis if k not in order]
+    design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms))
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
     out = _effects(base, design, fit["coef"], fit["se"], crit)
@@ -240,8 +260,9 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
                 "only recorded for accounts with the event and drop it from the kpis table."
             )
         return {"coef": fit.coef, "se": fit.se, "model": MODEL[outcome]}
-    exch = fit_gee(y, design.X, groups, "exchangeable")
-    indep = fit_gee(y, design.X, groups, "independence")
+    start = fit_binomial(y, design.X, link="logit").coef
+    exch = fit_gee(y, design.X, groups, "exchangeable", start=start)
+    indep = fit_gee(y, design.X, groups, "independence", start=start)
     problem = _gee_problem(exch, indep)
     if problem is None:
         return {"coef": exch.coef, "se": exch.se, "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}"}
@@ -291,7 +312,7 @@ class GEEResult:
 
 def fit_gee(
     y: np.ndarray, X: np.ndarray, groups: np.ndarray, structure: str = "exchangeable",
-    max_iter: int = 100, tol: float = 1e-7,
+    max_iter: int = 100, tol: float = 1e-7, start: np.ndarray | None = None,
 ) -> GEEResult:
     """Binomial GEE with the logit link, clustered by ``groups`` (Liang & Zeger 1986).
 
@@ -299,14 +320,16 @@ def fit_gee(
     the binomial, ρ by the moment estimator with ddof = number of columns, robust sandwich covariance
     without small-sample correction), written with cluster sums so it runs on millions of rows: for an
     exchangeable R, R⁻¹ = (I − c 11ᵀ)/(1 − ρ) with c = ρ/(1 − ρ + nρ). ``structure="independence"``
-    fixes ρ = 0: the logistic GLM with cluster-robust standard errors.
+    fixes ρ = 0: the logistic GLM with cluster-robust standard errors. The iterations start from
+    ``start``, by default the logistic GLM fit (pass it when fitting both structures).
     """
     y = np.asarray(y, dtype="float64")
+    X = np.ascontiguousarray(X, dtype="float64")  # the cluster sums below are sparse × dense row-major products
     codes, sizes = _cluster_codes(groups)
     S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
     n, p = X.shape
     pairs = float((sizes * (sizes - 1) / 2).sum())
-    beta = fit_binomial(y, X, link="logit").coef
+    beta = fit_binomial(y, X, link="logit").coef if start is None else np.asarray(start, dtype="float64")
     rho, converged, it = 0.0, False, 0
     for it in range(1, max_iter + 1):
         r, G = _pearson(y, X, beta)
@@ -336,7 +359,9 @@ def fit_gee(
 
 
 def _cluster_codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    """Cluster of each row, numbered in sorted order of the ids (hashing, not sorting, the rows), and
+    the cluster sizes."""
+    codes, _ = pd.factorize(np.asarray(groups), sort=True)
     return codes, np.bincount(codes).astype("float64")
 
 
@@ -394,38 +419,61 @@ def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: n
     :func:`base_fit`); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
     direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
     """
+    return _score_z(_score_terms(y, base), _zero_missing(np.array(Z, dtype="float64")))
+
+
+def _zero_missing(Z: np.ndarray) -> np.ndarray:
+    """``Z`` with NaN set to 0 (the KPI's mean), in place."""
+    np.copyto(Z, 0.0, where=~np.isfinite(Z))
+    return Z
+
+
+def _score_terms(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple:
+    """What the score tests on one null model share, whatever the tested columns: working residuals
+    r = (y − μ) μ' / V, weights w = μ'² / V, X0ᵀW and the null information X0ᵀW X0."""
     X0, mu, d = base
-    Z = np.where(np.isfinite(Z), Z, 0.0)
     v = mu * (1 - mu)
     w = d * d / v
-    U = Z.T @ ((y - mu) * d / v)
-    A = (X0.T * w) @ Z
-    var = (Z * Z * w[:, None]).sum(axis=0) - (A * solve((X0.T * w) @ X0, A)).sum(axis=0)
+    WX0 = X0.T * w
+    return (y - mu) * d / v, w, WX0, WX0 @ X0
+
+
+def _score_z(terms: tuple, Z: np.ndarray) -> np.ndarray:
+    """:func:`score_z` from :func:`_score_terms` and a ``Z`` without NaN (one pass per term, no n × k
+    temporaries)."""
+    r, w, WX0, info = terms
+    A = WX0 @ Z
+    var = np.einsum("ij,i,ij->j", Z, w, Z) - (A * solve(info, A)).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(var > 1e-12 * len(y), U / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
+        return np.where(var > 1e-12 * len(r), (r @ Z) / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
 
 
 def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform]) -> np.ndarray:
     """[1, z(contract_months), segment and contract-type dummies] on ``rows``: the adjustments alone."""
-    return design_matrix(panel, rows, [TENURE], 0, transforms, prune=False).X
+    slim = panel[[c for c in (TENURE, "segment", "contract_type") if c in panel]]
+    return design_matrix(slim, rows, [TENURE], 0, transforms, prune=False).X
 
 
 def lead_lag_scores(
-    panel: pd.DataFrame, Z: KPIMatrix, outcome: str, kpis: list[str], transforms: dict[str, Transform]
+    panel: pd.DataFrame, Z: KPIMatrix, outcomes: tuple[str, ...], kpis: list[str], transforms: dict[str, Transform]
 ) -> pd.DataFrame:
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
-    every lag is observed and the |z| are comparable). ``contract_months`` has no lead–lag (it is the
-    tenure itself): it is left out.
+    every lag is observed and the |z| are comparable), for each of ``outcomes`` (which share their
+    rows and events count, e.g. churn and renewal: each lag is gathered once for all of them).
+    ``contract_months`` has no lead–lag (it is the tenure itself): it is left out.
     """
-    rows, y = outcome_rows(panel, outcome, MAX_LEAD_LAG)
+    rows, y = outcome_rows(panel, outcomes[0], MAX_LEAD_LAG)
     use = [k for k in kpis if k != TENURE and k in transforms]
     if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
-    base = base_fit(y, _null_design(panel, rows, transforms), LINK[outcome])
-    parts = [
-        pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z(y, base, Z.at(use, lag, rows))})
-        for lag in range(MAX_LEAD_LAG + 1)
-    ]
+    X0 = _null_design(panel, rows, transforms)
+    ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1] for outcome in outcomes]
+    terms = [_score_terms(y, base_fit(y, X0, LINK[outcome])) for outcome, y in zip(outcomes, ys)]
+    parts = []
+    for lag in range(MAX_LEAD_LAG + 1):
+        filled = _zero_missing(Z.at(use, lag, rows))
+        for outcome, t in zip(outcomes, terms):
+            parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": _score_z(t, filled)}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -451,16 +499,30 @@ def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman correlation of each column of ``X`` with the 0/1 ``y`` over the rows where the column
     is measured (average ranks for ties; NaN when either side is constant). The ranks of a 0/1 variable
     are an increasing affine function of it, so the Pearson correlation of rank(x) with y itself is
-    Spearman's rho."""
+    Spearman's rho.
+
+    Only the events' rank sum is needed, so no rank vector is built: the average rank of a value is
+    (number below + number below or equal + 1) / 2, read off the sorted column by binary search; over
+    n values with tie groups of sizes t, Σ(rank − mean)² = (n³ − n − Σ(t³ − t)) / 12 (Kendall 1948).
+    """
     out = np.full(X.shape[1], np.nan)
+    measured = np.isfinite(X).sum(axis=0)
+    ordered = np.sort(np.ascontiguousarray(X.T), axis=1)  # one row per column of X, NaN last
+    events = X[np.asarray(y) > 0.5]
     for j in range(X.shape[1]):
-        ok = np.isfinite(X[:, j])
-        if ok.sum() < 3:
+        n = int(measured[j])
+        if n < 3:
             continue
-        a, b = rankdata(X[ok, j]), y[ok]
-        a, b = a - a.mean(), b - b.mean()
-        denom = np.sqrt((a @ a) * (b @ b))
-        out[j] = (a @ b) / denom if denom > 0 else np.nan
+        xs = ordered[j, :n]
+        ties = np.diff(np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])).astype("float64")
+        x1 = events[np.isfinite(events[:, j]), j]
+        if len(ties) == 1 or len(x1) in (0, n):
+            continue
+        twice_rank_sum = int((np.searchsorted(xs, x1, "left") + np.searchsorted(xs, x1, "right") + 1).sum())
+        ab = (twice_rank_sum - len(x1) * (n + 1)) / 2
+        aa = (n**3 - n - float((ties**3 - ties).sum())) / 12
+        bb = len(x1) * (n - len(x1)) / n
+        out[j] = ab / np.sqrt(aa * bb)
     return out
 
 
