@@ -36,7 +36,6 @@ from cskit.errors import CskitError
 from cskit.models import (
     MAX_MISSING,
     Design,
-    GLMResult,
     Transform,
     design_matrix,
     fit_binomial,
