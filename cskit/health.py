@@ -47,6 +47,19 @@ EPV = 10  # churn events per KPI when no KPI passes the FDR control
 GH_NODES = 20
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
+SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob"]
+PLAYBOOK_COLUMNS = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
+
+
+class NotEstimable(CskitError):
+    """The score's churn model cannot be fitted on these data: ``code`` is "too_few_events" (fewer than
+    MIN_EVENTS churn events in the at-risk months, with their count in ``events``) or "no_usable_kpi".
+    A CskitError, so a caller that does not expect it still gets a message, never a traceback."""
+
+    def __init__(self, message: str, code: str, events: int):
+        super().__init__(message)
+        self.code = code
+        self.events = events
 
 
 # ---------------------------------------------------------------- small statistics (tested vs references)
@@ -461,15 +474,17 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> 
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
     if y.sum() < MIN_EVENTS:
-        raise CskitError(
+        raise NotEstimable(
             f"Health score: table 'accounts' has only {int(y.sum())} churned accounts in the months used "
             f"(at least {MIN_EVENTS} are needed to learn what predicts churn). Provide a longer history "
-            "(more months of revenue and KPIs) or more accounts."
+            "(more months of revenue and KPIs) or more accounts.",
+            "too_few_events", int(y.sum()),
         )
     if not design.kpis:
-        raise CskitError(
+        raise NotEstimable(
             "Health score: no usable KPI (all constant, mostly missing or collinear): "
-            f"{design.dropped}. Check the 'kpis' table."
+            f"{design.dropped}. Check the 'kpis' table.",
+            "no_usable_kpi", int(y.sum()),
         )
     fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
     values, table = context_values(design, fit, horizon)
@@ -829,7 +844,7 @@ def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
     ref = green[model.kpi_names()].median().to_frame().T
     ref_pts = kpi_points(model, ref)[kpis].iloc[0]
     red = frame[frame["tier"] == "red"].reset_index(drop=True)
-    cols = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
+    cols = PLAYBOOK_COLUMNS
     if red.empty:
         return pd.DataFrame(columns=cols)
     gaps = ref_pts - kpi_points(model, red)[kpis]
@@ -970,9 +985,20 @@ class Health:
     warnings: list[str] = field(default_factory=list)
     forecast: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-KPI forecast parameters at as_of
     context: list[dict] = field(default_factory=list)  # per context level: coefficient, horizon value, points
+    status: str = "ok"  # "ok" | "not_estimable" (then every table is empty and ``reason`` says why)
+    reason: str | None = None
+    reason_code: str | None = None  # NotEstimable.code
+    churn_events: int | None = None  # churn events in the at-risk months, when not estimable
+
+    @property
+    def estimable(self) -> bool:
+        return self.status == "ok"
 
     def validation_json(self) -> dict:
-        return {
+        head = {"status": self.status, "reason": self.reason}
+        if not self.estimable:
+            head |= {"reason_code": self.reason_code, "churn_events": self.churn_events, "min_events": MIN_EVENTS}
+        return head | {
             "cutpoints": self.cutpoints,
             "validation": self.validation,
             "onboarding": self.onboarding,
@@ -1014,13 +1040,41 @@ def _clean(x):
     return x
 
 
+def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
+    """The health stage's result when its churn model cannot be fitted: status "not_estimable", the
+    reason, and every table empty with its usual columns (so the result files keep their headers)."""
+    weights = pd.DataFrame(columns=WEIGHT_COLUMNS)
+    return Health(
+        weights=weights,
+        scores=pd.DataFrame(columns=SCORE_COLUMNS),
+        cutpoints={},
+        validation={"status": "not_estimable", "reason": str(problem), "horizon_months": horizon},
+        playbook=pd.DataFrame(columns=PLAYBOOK_COLUMNS),
+        onboarding=None,
+        touch=pd.DataFrame(columns=["touch", "n", "ltv_total", "ltv_median", "score_median"]),
+        touch_accounts=pd.DataFrame(columns=["account_id", "ltv", "touch"]),
+        features=pd.DataFrame(columns=SCORE_COLUMNS),
+        status="not_estimable",
+        reason=str(problem),
+        reason_code=problem.code,
+        churn_events=problem.events,
+    )
+
+
 def design_health_score(
     panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], ltv: pd.DataFrame | None = None
 ) -> Health:
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
-    validation, playbook, onboarding check and touch model (docs/methods/health.md)."""
+    validation, playbook, onboarding check and touch model (docs/methods/health.md).
+
+    When the churn model cannot be fitted on the data up to as_of (fewer than MIN_EVENTS churn events,
+    or no usable KPI) the stage does not stop the diagnosis: it returns a Health with status
+    "not_estimable", the reason, and empty tables (:func:`not_estimable_health`)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
-    now = score_at(panel, kpis, lag, as_of, H, params.alpha)
+    try:
+        now = score_at(panel, kpis, lag, as_of, H, params.alpha)
+    except NotEstimable as e:
+        return not_estimable_health(e, H)
     model = now.model
     warnings = list(model.warnings)
     frame = now.frame

@@ -354,7 +354,11 @@ def potential(
             "現状のままの場合との差を示します。[ ] 内は95%区間です。",
             "",
         ]
-        if len(sure):
+        if d.empty:
+            text.append("どのKPIについても改善ポテンシャルは推定できませんでした。KPIの効果を推定できた結果モデル"
+                        "（解約・アップセル/クロスセル・ダウングレード・紹介）が一つもないためです（理由は下記）。"
+                        "価値がないという意味ではなく、このデータでは判断できないという意味です。")
+        elif len(sure):
             items = "、".join(f"**{r.label}**（LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)}）"
                               for r in sure.head(top).itertuples())
             text.append(f"LTVの増分が区間ごとプラスになったのは{len(sure)}指標で、大きい順に {items} です。")
@@ -369,7 +373,11 @@ def potential(
             f"({ltv_months} months for LTV); the table shows scenario minus baseline. Brackets are 95% intervals.",
             "",
         ]
-        if len(sure):
+        if d.empty:
+            text.append("No KPI's improvement potential could be estimated: none of the outcome models (churn, "
+                        "up/cross-sell, downgrade, referral) could estimate KPI effects (reasons below). This does "
+                        "not mean improving them is worth nothing; these data cannot tell.")
+        elif len(sure):
             items = ", ".join(f"**{r.label}** (LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)})"
                               for r in sure.head(top).itertuples())
             text.append(f"{len(sure)} KPIs have an LTV gain whose interval is above zero; the largest: {items}.")
@@ -379,10 +387,21 @@ def potential(
         if len(unsure):
             text.append(f"For {len(unsure)} KPIs the interval crosses zero: the data cannot tell whether improving "
                         "them is worth anything.")
+    if notes and d.empty:
+        notes = {k: v for k, v in notes.items() if k in OUTCOME_NOTES} or notes
     if notes:
         text += [""] + [f"- {k}: {v}" for k, v in sorted(notes.items())]
     text += ["", f"> {caveat}"]
     return "\n".join(text)
+
+
+OUTCOME_NOTES = ("d_churn", "d_expansion", "d_downgrade", "d_new")
+
+
+def potential_estimable(table: pd.DataFrame) -> bool:
+    """Whether any KPI of the improvement-potential table has an estimated LTV gain (else the
+    notebook shows no chart or table of it, only :func:`potential`'s reasons)."""
+    return bool(len(table)) and bool(pd.to_numeric(table["d_ltv"], errors="coerce").notna().any())
 
 
 def as_of_text(language: str, accounts: str) -> str:
@@ -534,6 +553,36 @@ def health(
                 f"green {n['green']:,} ({_num(green)} and above)."]
     text += ["", validation_text(validation, language, labels)]
     return "\n".join(text)
+
+
+def health_reason(v: dict, language: str = "ja") -> str:
+    """Why the health score was not estimated, from health_validation.json's ``reason_code``,
+    ``churn_events`` and ``min_events`` (the stage's English ``reason`` for any other code)."""
+    ja = language == "ja"
+    code, events, need = v.get("reason_code"), v.get("churn_events"), v.get("min_events")
+    if code == "too_few_events" and _finite(events) and _finite(need):
+        return (f"解約モデルの学習に使える解約が{int(events):,}件しかありません（{int(need):,}件以上必要）。"
+                "より長い期間（売上とKPIの月数）か、より多くのアカウントのデータがあれば作成できます。" if ja else
+                f"only {int(events):,} churned accounts in the months the churn model learns from (at least "
+                f"{int(need):,} are needed). A longer history (more months of revenue and KPIs) or more accounts "
+                "would allow it.")
+    if code == "no_usable_kpi":
+        return ("使えるKPIがありません（すべて一定、ほとんど欠損、または互いにほぼ同じ）。KPI表を確認してください。" if ja else
+                "no usable KPI (all constant, mostly missing or collinear). Check the kpis table.")
+    return str(v.get("reason") or "")
+
+
+def health_not_estimable(v: dict, language: str = "ja") -> str:
+    """The health section when the score could not be built (health_validation.json with status
+    "not_estimable"): what is missing from the report and why."""
+    if language == "ja":
+        return ("**ヘルススコアは作成できませんでした。** " + health_reason(v, "ja") + "\n\n"
+                "そのため、スコアと配点、ティア（赤・黄・緑）、時点外検証、プレイブック、オンボードの検証、タッチモデルは"
+                "この診断にはありません（結果ファイルは見出しのみ、理由は health_validation.json）。")
+    return ("**The health score could not be built:** " + health_reason(v, "en") + "\n\n"
+            "So the score and its points, the tiers (red / yellow / green), the out-of-time validation, the playbook, "
+            "the onboarding check and the touch model are not part of this diagnosis (their result files hold only "
+            "headers; the reason is in health_validation.json).")
 
 
 def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None = None) -> str:
@@ -989,6 +1038,43 @@ def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str =
              f"{int(r.best_lag)}" if _finite(r.best_lag) else "—", r.trigger if isinstance(r.trigger, str) else ""]
             for r in drivers.itertuples(index=False)]
     return _table(head, rows)
+
+
+def estimated_drivers(drivers: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The rows of drivers.csv whose outcome was fitted (a not-estimable outcome's rows hold no effect:
+    :func:`triggers` already says why)."""
+    if "status" not in outcomes or "outcome" not in drivers:
+        return drivers
+    fitted = outcomes.loc[outcomes["status"].astype(str).isin(["fitted", "ok"]), "outcome"]
+    return drivers[drivers["outcome"].isin(set(fitted))]
+
+
+def not_estimated(outcomes: pd.DataFrame, potential_table: pd.DataFrame, health_json: dict,
+                  language: str = "ja") -> str:
+    """One list, near the top of the report, of the parts that could not be estimated and why (empty
+    string when everything was): trigger outcomes below their event floor, an improvement-potential
+    table without any estimate, a health score that could not be built."""
+    ja = language == "ja"
+    items = []
+    if "status" in outcomes:
+        for r in outcomes.itertuples(index=False):
+            if str(r.status) not in ("fitted", "ok"):
+                n = int(r.events) if _finite(r.events) else None
+                items.append((f"{outcome_title(r.outcome, 'ja')} — イベントが{'' if n is None else f'{n:,}件と'}少ないため推定できません"
+                              if ja else f"{outcome_title(r.outcome, 'en')} — not estimable: too few events"
+                              + ("" if n is None else f" ({n:,})")))
+    if len(potential_table) and not potential_estimable(potential_table):
+        items.append("改善ポテンシャル: どの結果モデルもKPIの効果を推定できないため、金額は空欄です" if ja else
+                     "Improvement potential: no outcome model could estimate KPI effects, so no amount is given")
+    if health_json.get("status") == "not_estimable":
+        items.append(("ヘルススコア（検証・プレイブック・オンボードの検証・タッチモデルを含む）: " if ja else
+                      "Health score (with its validation, playbook, onboarding check and touch model): ")
+                     + health_reason(health_json, language))
+    if not items:
+        return ""
+    head = ("**この診断で推定できなかった部分**（データが少ないため。推定できた部分の結果はそのまま使えます）" if ja else
+            "**Parts of this diagnosis that could not be estimated** (too little data; the other results stand)")
+    return head + "\n\n" + "\n".join(f"- {i}" for i in items)
 
 
 def validation_frame(validation: dict, key: str) -> pd.DataFrame:

@@ -108,6 +108,7 @@ def analyse(
             "No account-month left to analyse: every account starts after as_of or was excluded. "
             "Check as_of in the params and results/quality.json for the excluded rows."
         )
+    require_churn(panel, data)
     with clock("metrics"):
         metrics = compute_metrics(panel, data, p)
         survival = compute_survival(panel, data, p)
@@ -119,6 +120,26 @@ def analyse(
     with clock("health"):
         health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health)
+
+
+def require_churn(panel: pd.DataFrame, data: ClientData) -> None:
+    """Stop (CskitError) when no account churns up to as_of: every churn model (retention triggers,
+    improvement potential, health score) needs churn, so the diagnosis would say nothing about it
+    (DESIGN §2: "no churn at all for churn models" stops the run). A few churns are not stopped here:
+    each stage then reports itself as not estimable."""
+    if int(panel["churn"].sum()) > 0:
+        return
+    accounts = panel["account_id"].nunique()
+    dated = int(data.accounts["churn_date"].notna().sum()) if "churn_date" in data.accounts else 0
+    as_of = pd.Timestamp(data.as_of)
+    raise CskitError(
+        f"No churn at all: table 'accounts', column 'churn_date' gives no churn up to as_of={as_of:%Y-%m} "
+        f"among the {accounts} accounts analysed ({dated} have a churn_date), so nothing can be learnt about "
+        "what drives churn (retention triggers, improvement potential, health score). Fix: fill "
+        "accounts.churn_date with the day each former customer's contract ended (YYYY-MM-DD); if the client's "
+        "file names that column differently, map it in the params (columns: {accounts: {<their column>: "
+        "churn_date}}); if the churn dates lie after as_of, set a later as_of."
+    )
 
 
 class _Clock:
