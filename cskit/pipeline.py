@@ -87,6 +87,12 @@ def analyse(
     of the potential stage (mean and total over the accounts active at ``as_of``) fills
     ``metrics.summary["ltv_survival"]`` so the headline KPIs carry both LTV definitions. When
     ``timings`` is a dict, each stage's wall-clock seconds are stored in it (for bench/run.py).
+
+    Thin data do not stop the run: a stage whose own data are too thin reports itself as not
+    estimable (trigger outcomes and potential columns below their event floors, ``health.status ==
+    "not_estimable"`` below the score's) and the other stages go on. Raises CskitError only when the
+    whole analysis is impossible: bad params or data (the loader), no account-month left, or no churn
+    at all (:func:`require_churn`).
     """
     from cskit.drivers import find_triggers
     from cskit.health import design_health_score

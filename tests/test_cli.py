@@ -188,3 +188,38 @@ def test_notebook_failure_exit_codes_without_traceback(small_client, tmp_path, c
         assert w in r.stderr
     assert "Traceback" not in r.stderr and "---->" not in r.stderr
     assert (small_client / "outfail" / client / "diagnosis.ipynb").is_file()
+
+
+def test_thin_client_completes_and_says_what_was_not_estimated(tmp_path):
+    """40 accounts, 12 months: every model is below its event floor, yet the run completes (exit 0),
+    writes every result file, and the HTML says in words what could not be estimated."""
+    import nbformat
+    from test_pipeline import tiny_client
+
+    tiny_client(tmp_path / "data" / "tiny")
+    write_params(tmp_path, client="tiny", data="data/tiny", bootstrap=20, seed=1, language="en")
+    r = cskit("run", "tiny.yaml", "--out", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    folder = tmp_path / "out" / "tiny"
+    for name in RESULT_FILES:
+        assert (folder / "results" / name).is_file(), name
+    html = (folder / "diagnosis.html").read_text(encoding="utf-8")
+    assert "Parts of this diagnosis that could not be estimated" in html
+    assert "The health score could not be built" in html
+    assert "No KPI&#39;s improvement potential could be estimated" in html or \
+        "No KPI's improvement potential could be estimated" in html
+    assert "Traceback" not in html
+    outputs = [o for c in nbformat.read(str(folder / "diagnosis.ipynb"), as_version=4).cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
+
+
+def test_client_without_churn_exit_2_naming_the_column(tmp_path):
+    from test_pipeline import zero_churn_client
+
+    zero_churn_client(tmp_path / "data" / "calm")
+    write_params(tmp_path, client="calm", data="data/calm")
+    r = cskit("run", "calm.yaml", "--out", "out", "--no-html", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "No churn at all" in r.stderr and "'accounts'" in r.stderr and "'churn_date'" in r.stderr
+    assert "Fix:" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout

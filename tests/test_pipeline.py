@@ -1,0 +1,181 @@
+"""The whole diagnosis on thin data: a stage that cannot be estimated says so and the run completes;
+only a client with no churn at all stops (DESIGN §2 "What bad input gets", §5 "Power")."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cskit import narrative as N
+from cskit.errors import CskitError
+from cskit.health import MIN_EVENTS, PLAYBOOK_COLUMNS, SCORE_COLUMNS, WEIGHT_COLUMNS, design_health_score
+from cskit.pipeline import analyse
+
+RESULT_FILES = [
+    "quality.json", "kpi_summary.json", "mrr_bridge.csv", "cohorts.csv", "survival.json", "drivers.csv",
+    "potential.csv", "potential.xlsx", "health_weights.csv", "health_scores.csv", "health_validation.json",
+    "playbook.csv",
+]
+
+
+def tiny_client(folder: Path, seed: int = 0) -> Path:
+    from cskit.simulate import simulate_client
+
+    simulate_client(n_accounts=40, n_months=12, seed=seed, mc_paths=0).write(folder)
+    return folder
+
+
+def zero_churn_client(folder: Path) -> Path:
+    """The tiny client with every churn_date blanked and each churned account's revenue continued at its
+    last MRR to the last month: a company that (by its data) never lost a customer."""
+    from cskit.simulate import simulate_client, write_client
+
+    sim = simulate_client(n_accounts=40, n_months=12, seed=0, mc_paths=0)
+    acc, rev = sim.tables["accounts"].copy(), sim.tables["revenue"].copy()
+    churned = acc.loc[acc["churn_date"].notna(), "account_id"]
+    last = pd.Period(rev["month"].max(), "M")
+    tails = []
+    for a in churned:
+        final = rev[rev["account_id"] == a].sort_values("month").iloc[-1]
+        for m in pd.period_range(pd.Period(final["month"], "M") + 1, last, freq="M"):
+            tails.append(final.to_dict() | {"month": str(m)})
+    sim.tables["revenue"] = pd.concat([rev, pd.DataFrame(tails)], ignore_index=True)
+    acc["churn_date"] = None
+    sim.tables["accounts"] = acc
+    write_client(sim, folder)
+    return folder
+
+
+def params(data: Path) -> dict:
+    return {"client": "tiny", "data": str(data), "bootstrap": 20, "seed": 1}
+
+
+def churn_events_by_hand(data: Path, lag: int = 1) -> int:
+    """Churned accounts whose churn month is at least ``lag`` months after the start month (the churn
+    model needs the KPIs of month t − lag of the same account), counted from the raw CSV."""
+    acc = pd.read_csv(data / "accounts.csv", dtype=str)
+    acc = acc[acc["churn_date"].notna()]
+    start = pd.to_datetime(acc["contract_start"]).dt.to_period("M")
+    end = pd.to_datetime(acc["churn_date"]).dt.to_period("M")
+    tenure = (end.dt.year - start.dt.year) * 12 + end.dt.month - start.dt.month
+    return int((tenure >= lag).sum())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    data = tiny_client(root / "data")
+    dx = analyse(params(data))
+    return data, dx, dx.write(root / "out1")
+
+
+def test_tiny_client_runs_with_health_not_estimable(tiny):
+    data, dx, _ = tiny
+    events = churn_events_by_hand(data)
+    assert 0 < events < MIN_EVENTS
+    h = dx.health
+    assert h.status == "not_estimable" and not h.estimable
+    assert h.reason_code == "too_few_events" and h.churn_events == events
+    assert f"only {events} churned accounts" in h.reason and "'accounts'" in h.reason
+    assert h.scores.empty and h.weights.empty and h.playbook.empty
+
+
+def test_tiny_client_other_stages_still_report(tiny):
+    data, dx, _ = tiny
+    rev = pd.read_csv(data / "revenue.csv", dtype={"month": str})
+    as_of = pd.Timestamp(dx.data.as_of).strftime("%Y-%m")
+    assert dx.metrics.summary["mrr"]["value"] == pytest.approx(rev.loc[rev["month"] == as_of, "mrr"].sum())
+    assert set(dx.triggers.outcomes["status"]) == {"not estimable"}
+    assert len(dx.potential.table) == len(dx.kpis)
+    assert dx.potential.table["d_ltv"].isna().all() and dx.potential.table["mean"].notna().all()
+
+
+def test_tiny_client_writes_every_file_with_status(tiny):
+    _, dx, results = tiny
+    for name in RESULT_FILES:
+        assert (results / name).is_file(), name
+    assert list(pd.read_csv(results / "health_weights.csv").columns) == WEIGHT_COLUMNS
+    for name, columns in (("health_scores.csv", SCORE_COLUMNS), ("playbook.csv", PLAYBOOK_COLUMNS)):
+        table = pd.read_csv(results / name)
+        assert list(table.columns) == columns and table.empty
+    v = json.loads((results / "health_validation.json").read_text(encoding="utf-8"))
+    assert v["status"] == "not_estimable" and v["reason_code"] == "too_few_events"
+    assert v["churn_events"] == dx.health.churn_events and v["min_events"] == MIN_EVENTS
+    assert v["reason"] == dx.health.reason and v["touch_model"] == [] and v["cutpoints"] == {}
+    assert len(pd.read_csv(results / "mrr_bridge.csv")) > 0
+
+
+def test_tiny_client_results_are_byte_identical(tiny, tmp_path):
+    data, _, first = tiny
+    second = analyse(params(data)).write(tmp_path)
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    assert digests(first) == digests(second)
+
+
+def test_design_health_score_returns_not_estimable(tiny):
+    _, dx, _ = tiny
+    h = design_health_score(dx.panel, dx.data, dx.params, dx.kpis)
+    assert h.status == "not_estimable" and h.churn_events == dx.health.churn_events
+
+
+def test_health_stays_ok_on_a_fitted_client_json(tmp_path):
+    """A client with enough churn keeps status "ok" (reason null) in health_validation.json."""
+    from cskit.simulate import simulate_client
+
+    simulate_client(n_accounts=120, n_months=12, seed=1, mc_paths=0).write(tmp_path / "data")
+    dx = analyse(params(tmp_path / "data"))
+    assert dx.health.estimable and len(dx.health.scores) > 0
+    v = dx.health.validation_json()
+    assert v["status"] == "ok" and v["reason"] is None
+
+
+def test_zero_churn_stops_naming_table_column_and_fix(tmp_path):
+    data = zero_churn_client(tmp_path / "data")
+    with pytest.raises(CskitError) as e:
+        analyse(params(data))
+    msg = str(e.value)
+    assert msg.startswith("No churn at all")
+    assert "'accounts'" in msg and "'churn_date'" in msg and "(0 have a churn_date)" in msg
+    assert "Fix:" in msg and "columns:" in msg and "as_of" in msg
+
+
+# ---------------------------------------------------------------- the report's words
+
+
+def test_report_lists_what_could_not_be_estimated(tiny):
+    _, dx, _ = tiny
+    v = dx.health.validation_json()
+    n = dx.health.churn_events
+    for lang in ("ja", "en"):
+        text = N.not_estimated(dx.triggers.outcomes, dx.potential.table, v, lang)
+        assert text.count("\n- ") == 5  # three trigger outcomes, the potential, the health score
+        assert f"{n:,}" in text and str(MIN_EVENTS) in text
+    assert "ヘルススコア" in N.not_estimated(dx.triggers.outcomes, dx.potential.table, v, "ja")
+    en = N.health_not_estimable(v, "en")
+    assert f"only {n} churned accounts" in en and f"at least {MIN_EVENTS}" in en and "playbook" in en
+    ja = N.health_not_estimable(v, "ja")
+    assert f"{n}件しかありません" in ja and f"{MIN_EVENTS}件以上必要" in ja
+    assert N.estimated_drivers(dx.triggers.table, dx.triggers.outcomes).empty
+    assert not N.potential_estimable(dx.potential.table)
+
+
+def test_potential_text_says_not_estimable_instead_of_zero_intervals(tiny):
+    _, dx, _ = tiny
+    p = dx.potential
+    en = N.potential(p.table, p.caveat, p.notes, 10, 12, 36, len(p.accounts), "JPY", "en")
+    assert "No KPI's improvement potential could be estimated" in en
+    assert "includes zero" not in en
+    shown = [line for line in en.splitlines() if line.startswith("- ")]
+    assert shown and all(line.split(":")[0][2:] in N.OUTCOME_NOTES for line in shown)
+
+
+def test_nothing_listed_when_everything_was_estimated():
+    outcomes = pd.DataFrame({"outcome": ["churn"], "events": [50], "status": ["fitted"], "reason": [""]})
+    table = pd.DataFrame({"kpi": ["a"], "d_ltv": [1.0]})
+    assert N.not_estimated(outcomes, table, {"status": "ok", "reason": None}, "en") == ""
