@@ -18,7 +18,7 @@ Per KPI × outcome: effect, 95% interval, Wald p, Benjamini–Hochberg q within 
 correlation on the model rows, best lead–lag (0–6 months: the lag with the largest |score z|), the
 trigger flag (q < alpha) and the direction. Each outcome states its events and the smallest effect
 per SD it could detect at 80% power; below :data:`MIN_EVENTS` it is not fitted. The choices, in plain
-words with references, are in ``docs/methods/drivers.md``.
+words with references, are in ``docs/methods.md``.
 """
 from __future__ import annotations
 

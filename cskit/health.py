@@ -1,5 +1,5 @@
 """Data-driven health score: model, points, tiers, out-of-time validation, playbook, onboarding check,
-touch model (DESIGN §5 "Health score" … "Onboarding check"; methods in docs/methods/health.md).
+touch model (DESIGN §5 "Health score" … "Onboarding check"; methods in docs/methods.md).
 
 The score is built from a discrete-time churn hazard (binomial GLM with the cloglog link on the
 at-risk account-months, KPIs at t − lag, tenure, segment and contract type; ``cskit.models``). Each
@@ -370,7 +370,7 @@ def decision_months(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.n
 def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
                   lag: int, paths: dict[str, KpiPath] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
-    selected panel rows, and the per-KPI forecast parameters (docs/methods/health.md, "Account features").
+    selected panel rows, and the per-KPI forecast parameters (docs/methods.md, "Account features").
 
     On the model scale z: forecast = m + w · (z_recent − m), m = the account's empirical-Bayes level
     from its values up to the row, z_recent = its last-3-month mean, w = the mean of ρ^max(h − lag, 0)
@@ -520,7 +520,7 @@ def separated_items(design: Design, y: np.ndarray) -> dict[str, list[str]]:
 
 def context_values(design: Design, fit: GLMResult, horizon: int) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Each account-context level's part of cloglog P(churn within ``horizon``), relative to the item's
-    reference level (docs/methods/health.md, "Points").
+    reference level (docs/methods.md, "Points").
 
     With the KPIs held constant, cloglog P(churn within H) = KPI part + log Σ_h exp(level terms of
     month h) over the months h in which the account can churn. A segment level adds its coefficient;
@@ -632,7 +632,7 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     The KPIs of a future month are not known, only forecast: month h's hazard is averaged over
     η_h ~ Normal(x_h'β, Σ_kl β_k β_l c_kl s_k s_l), s_k² = the forecast-error variance of KPI k
     (``KpiPath.error_var``), c = ``corr`` (identity when None), by Gauss–Hermite quadrature
-    (``expected_cloglog``). S(h) = Π (1 − E p_h), the marginal average per month (docs/methods/health.md).
+    (``expected_cloglog``). S(h) = Π (1 − E p_h), the marginal average per month (docs/methods.md).
     """
     d = model.design
     paths = paths or {}
@@ -864,7 +864,7 @@ def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
 
 def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int) -> dict:
     """Churn within the horizon (out-of-time cohort) and the health score 12 months after start,
-    onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods/health.md)."""
+    onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods.md)."""
     done = cohort["onboarding_completed"].to_numpy(dtype="float64")
     ok = np.isfinite(done)
     on, y = done[ok] > 0, out["event"].to_numpy()[ok]
@@ -1065,7 +1065,7 @@ def design_health_score(
     panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], ltv: pd.DataFrame | None = None
 ) -> Health:
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
-    validation, playbook, onboarding check and touch model (docs/methods/health.md).
+    validation, playbook, onboarding check and touch model (docs/methods.md).
 
     When the churn model cannot be fitted on the data up to as_of (fewer than MIN_EVENTS churn events,
     or no usable KPI) the stage does not stop the diagnosis: it returns a Health with status

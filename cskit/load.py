@@ -4,7 +4,7 @@ Every reader hands the core (:func:`client_from_frames`) plain text cells, exact
 them, so that a bad value can be quoted back in the report. The core maps the client's headers, parses
 every cell itself, and either stops with one :class:`CskitError` listing every fatal problem, or
 excludes unusable rows, counting each under one reason in :class:`Quality` (the first check a row
-fails, in the order documented in ``docs/methods/load.md``), with one warning line per table, column
+fails, in the order documented in ``docs/methods.md``), with one warning line per table, column
 and reason.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SaaS metrics (DESIGN §5): MRR bridge, churn rates, GRR/NRR, upsell rate, ARPA, simple LTV, NPS, cohorts.
 
-Choices (docs/methods/metrics.md gives them in full, with references):
+Choices (docs/methods.md gives them in full, with references):
 - The MRR bridge and the monthly rates follow ChartMogul's conventions on the **revenue table** alone:
   MRR per account-month is the sum of its revenue rows (a missing account-month is 0). A month in
   which an account's MRR goes from > 0 to 0 is a churn, and a later return to > 0 a reactivation, even

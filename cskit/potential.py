@@ -14,7 +14,7 @@ the estimated covariance, plus normal draws of the mean relative sizes (g_e, g_d
 of a referral; each draw is projected exactly (float32) for every active account, or, beyond
 ``DRAW_ACCOUNTS`` of them, for an MRR-proportional sample; the 2.5% and 97.5% quantiles of the draws'
 scenario − baseline, centred on the exact point estimate, are the 95% interval. Details and
-references: docs/methods/potential.md.
+references: docs/methods.md.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ P(event) = 1 - exp(-exp(eta)), turn the KPIs of month t - lag (raw units, standa
 constants) into churn, expansion (incl. cross-sell), downgrade and referral in month t. Everything comes
 from one ``np.random.default_rng(seed)``: same arguments, same tables, byte for byte.
 
-The full process and the truth table are described in ``docs/methods/simulate.md``.
+The full process and the truth table are described in ``docs/methods.md``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Account lifetimes: Kaplan–Meier curves, median lifetimes and log-rank tests (lifelines).
 
-Choices (docs/methods/metrics.md, "Survival"):
+Choices (docs/methods.md, "Survival"):
 - Lifetime T = whole months from the contract's start month to its churn month (the panel's tenure
   in its last row); an account still active at ``as_of`` is censored at its tenure at ``as_of``. So
   S(k) = P(T > k) = share whose contract had not ended by the end of month k — the same event as the

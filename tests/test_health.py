@@ -516,7 +516,7 @@ def test_score_ranks_future_churn_about_as_well_as_the_truth(seed):
     """Issue 7, per seed: AUC of the score (and of churn_prob) for realised churn within the horizon vs
     the AUC of the simulator's true churn probability. Measured with the full model (KPI forecasts +
     tenure + segment + contract type, tenure rows from lag on, hazards averaged over the KPI forecast
-    errors; seeds 0–4, the command in docs/methods/health.md): score 0.980 0.955 0.976 0.972 0.962,
+    errors; seeds 0–4, the command in docs/methods.md): score 0.980 0.955 0.976 0.972 0.962,
     churn_prob 0.979 0.960 0.977 0.971 0.971. Seed 1 is the weakest,
     so per seed we assert ≥ 0.95 for both; the mean is asserted in the next test. Also ≥ 0.99 × the planted KPI part on the same
     forecasts, ≥ 0.97 × the planted model on the observed 3-month means, and a clear win over the
