@@ -92,11 +92,13 @@ def client_folder(out_dir: Path, client: str) -> Path:
 
 def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]:
     """Validate params, resolve paths, and load the data once to fail fast. Returns (params, folder)."""
-    from cskit.pipeline import absolute_data, load
+    from cskit.panel import build_panel
+    from cskit.pipeline import absolute_data, load, require_churn
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
-    load(params, base=Path.cwd())
+    data = load(params, base=Path.cwd())
+    require_churn(build_panel(data), data)
     return params, folder
 
 
