@@ -141,7 +141,9 @@ def render_html(notebook: Path, target: Path, language: str) -> Path:
         embed_images=True,
     )
     exporter.language_code = language
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    title = {"ja": "カスタマーサクセス診断", "en": "Customer-success diagnosis"}[language]
+    resources = {"metadata": {"name": f"{title}: {target.parent.name}"}}  # the page's <title>
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4), resources=resources)
     target.write_text(body, encoding="utf-8")
     return target
 

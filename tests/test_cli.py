@@ -114,6 +114,7 @@ def test_html_has_no_code_and_is_japanese(two_runs):
     assert first.returncode == 0, first.stderr[-3000:]
     html = (root / "out1" / "small" / "diagnosis.html").read_text(encoding="utf-8")
     assert '<html lang="ja">' in html
+    assert "<title>カスタマーサクセス診断: small</title>" in html
     assert "カスタマーサクセス診断" in html and "改善ポテンシャル" in html
     assert "cskit.analyse" not in html and 'class="jp-InputArea' not in html
     assert "data:image/png;base64" in html
