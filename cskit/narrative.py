@@ -1029,7 +1029,14 @@ def _outcome_text(
 
 
 def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja") -> str:
-    """drivers.csv as a readable table: KPI, outcome, effect [interval], q, Spearman, best lag, trigger."""
+    """drivers.csv as a readable table: KPI, outcome, effect [interval], q, Spearman, best lag, trigger.
+
+    Rows go outcome by outcome (churn, renewal, expansion), the flagged triggers first, then by q: a
+    reader sees what matters at the top of each block; every row stays (drivers.csv has them all too)."""
+    order = {"churn": 0, "renewal": 1, "expansion": 2}
+    flagged = drivers["trigger"].fillna("").astype(str).ne("")
+    drivers = drivers.assign(_o=drivers["outcome"].map(order).fillna(9), _f=~flagged, _q=drivers["q_value"].fillna(2.0))
+    drivers = drivers.sort_values(["_o", "_f", "_q"], kind="stable")
     head = ["KPI", "結果", "効果 [95%区間]", "q値", "順位相関ρ", "最強ラグ(月)", "トリガー"] if language == "ja" else \
         ["KPI", "Outcome", "Effect [95% interval]", "q", "Spearman rho", "Best lag (months)", "Trigger"]
     rows = [[_label(labels, r.kpi), outcome_short(r.outcome, language),

@@ -338,3 +338,21 @@ def test_group_names():
     assert N.group_name("annual", "en") == "annual"
     curves = pd.DataFrame({"group": ["all", "monthly"], "survival": [1.0, 0.9]})
     assert N.relabel_groups(curves, "ja")["group"].tolist() == ["全体", "月次契約"]
+
+
+def test_drivers_table_puts_each_outcomes_triggers_first():
+    d = pd.DataFrame(
+        {
+            "kpi": ["a", "b", "c", "d"],
+            "outcome": ["expansion", "churn", "churn", "churn"],
+            "effect": [1.2, 1.1, 0.5, 1.3],
+            "ci_low": [1.1, 0.9, 0.4, 1.1],
+            "ci_high": [1.3, 1.3, 0.6, 1.5],
+            "q_value": [0.001, 0.4, 0.0001, 0.01],
+            "spearman": [0.1, 0.0, -0.2, 0.1],
+            "best_lag": [1, 2, 1, 0],
+            "trigger": ["UCT", "", "RT", "RT"],
+        }
+    )
+    lines = [ln for ln in N.drivers_table(d, {}, "en").splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert [ln.split("|")[1].strip() for ln in lines] == ["c", "d", "b", "a"]
