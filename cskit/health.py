@@ -26,10 +26,9 @@ from statsmodels.stats.multitest import multipletests
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms
-from cskit.panel import outcome_rows
+from cskit.panel import RECENT_MONTHS, outcome_rows, recent_means
 from cskit.params import Params
 
-RECENT_MONTHS = 3
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
 GREEN_RISK = 1.0
@@ -133,33 +132,6 @@ def largest_remainder(weights: np.ndarray, total: int = 100) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- account features at a month
-
-
-def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS) -> pd.DataFrame:
-    """For each selected panel row: each KPI's mean over the account's last ``n`` non-missing values up to
-    and including that row (NaN if none); ``contract_months`` is the tenure of the row itself.
-
-    The panel must be sorted by account and month with contiguous months (``build_panel`` guarantees it).
-    """
-    pos = np.flatnonzero(rows)
-    tenure = panel["tenure"].to_numpy()
-    first = np.arange(len(panel)) - tenure
-    out = {"account_id": panel["account_id"].to_numpy()[pos]}
-    for k in kpis:
-        x = panel[k].to_numpy(dtype="float64")
-        if k == "contract_months":
-            out[k] = x[pos]
-            continue
-        seen = np.isfinite(x)
-        count = np.cumsum(seen)
-        total = np.concatenate([[0.0], np.cumsum(x[seen])])
-        before = count[first] - seen[first]
-        own = count[pos] - before[pos]
-        take = np.minimum(own, n)
-        g = count[pos]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[k] = np.where(take > 0, (total[g] - total[g - take]) / np.maximum(take, 1), np.nan)
-    return pd.DataFrame(out)
 
 
 def ar1_inflation(rho: float, n: np.ndarray) -> np.ndarray:

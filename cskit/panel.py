@@ -219,6 +219,35 @@ def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -
 
 
 OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
+RECENT_MONTHS = 3  # "future KPI values are each account's mean over its last 3 observed months" (DESIGN §5)
+
+
+def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS) -> pd.DataFrame:
+    """For each selected panel row: each KPI's mean over the account's last ``n`` non-missing values up to
+    and including that row (NaN if none); ``contract_months`` is the tenure of the row itself.
+
+    The panel must be sorted by account and month with contiguous months (``build_panel`` guarantees it).
+    """
+    pos = np.flatnonzero(rows)
+    tenure = panel["tenure"].to_numpy()
+    first = np.arange(len(panel)) - tenure
+    out = {"account_id": panel["account_id"].to_numpy()[pos]}
+    for k in kpis:
+        x = panel[k].to_numpy(dtype="float64")
+        if k == "contract_months":
+            out[k] = x[pos]
+            continue
+        seen = np.isfinite(x)
+        count = np.cumsum(seen)
+        total = np.concatenate([[0.0], np.cumsum(x[seen])])
+        before = count[first] - seen[first]
+        own = count[pos] - before[pos]
+        take = np.minimum(own, n)
+        g = count[pos]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(take > 0, (total[g] - total[g - take]) / np.maximum(take, 1), np.nan)
+    return pd.DataFrame(out)
+
 
 
 def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,14 +31,13 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms
-from cskit.panel import outcome_rows
+from cskit.panel import outcome_rows, recent_means
 from cskit.params import Params
 
 OUTCOMES = ("churn", "expansion", "downgrade", "referral")
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
 MIN_EVENTS = 20
 SEPARATION = 10.0
-LAST_OBSERVED = 3
 CHUNK_ELEMENTS = 100_000
 DRAW_ACCOUNTS = 5_000
 FIXED_CREATED = dt.datetime(2000, 1, 1)
@@ -182,24 +181,10 @@ def active_accounts(panel: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 
 def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> pd.DataFrame:
     """Each active account's future value of each KPI: the mean of its last 3 observed monthly values
-    up to as_of (NaN if never observed); ``contract_months`` = tenure at as_of."""
-    hist = panel[(panel["month"] <= pd.Timestamp(as_of)) & panel["account_id"].isin(active["account_id"])]
-    hist = hist.sort_values(["account_id", "month"], kind="stable")
-    cols = [k for k in kpis if k != "contract_months"]
-    ids, starts = np.unique(hist["account_id"].to_numpy(), return_index=True)
-    values = hist[cols].to_numpy(dtype="float64")
-    seen = np.isfinite(values)
-    from_end = np.vstack([np.cumsum(seen[::-1], axis=0)[::-1], np.zeros((1, len(cols)))])
-    ends = np.r_[starts[1:], len(hist)]
-    rank = from_end[:-1] - np.repeat(from_end[ends], np.diff(np.r_[starts, len(hist)]), axis=0)
-    keep = seen & (rank <= LAST_OBSERVED)
-    sums = np.add.reduceat(np.where(keep, values, 0.0), starts, axis=0)
-    counts = np.add.reduceat(keep, starts, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = pd.DataFrame(np.where(counts > 0, sums / counts, np.nan), index=ids, columns=cols)
-    out = means.reindex(active["account_id"].to_numpy())
-    out["contract_months"] = active["tenure"].to_numpy(dtype="float64")
-    return out[kpis].reset_index(drop=True)
+    up to as_of (NaN if never observed; :func:`cskit.panel.recent_means`); ``contract_months`` = tenure at as_of."""
+    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(active["account_id"]).to_numpy()
+    means = recent_means(panel, kpis, rows).set_index("account_id")
+    return means.reindex(active["account_id"].to_numpy())[kpis].reset_index(drop=True)
 
 
 def neutral_value(t: Transform) -> float:

@@ -16,11 +16,11 @@ from cskit.health import (
     largest_remainder,
     newcombe_difference,
     playbook,
-    recent_means,
     risk_ratio,
     wilson,
 )
 from cskit.models import Design, Transform
+from cskit.panel import recent_means
 
 
 # ---------------------------------------------------------------- statistics vs references
