@@ -26,7 +26,7 @@ from statsmodels.stats.multitest import multipletests
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms
-from cskit.panel import RECENT_MONTHS, outcome_rows, recent_means
+from cskit.panel import RECENT_MONTHS, active_rows, outcome_rows, recent_means
 from cskit.params import Params
 
 RANGE_QUANTILES = (0.05, 0.95)
@@ -368,11 +368,6 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
         paths.update(found)
     cols = ["kpi", "rho", "weight_recent", "population_mean", "var_between", "var_within", "scale"]
     return out, pd.DataFrame(recs, columns=cols)
-
-
-def active_rows(panel: pd.DataFrame, month: pd.Timestamp) -> np.ndarray:
-    """Rows of accounts active at ``month``: a panel row in that month, not churned then, MRR > 0."""
-    return ((panel["month"] == month) & (panel["churn"] == 0) & (panel["mrr"] > 0)).to_numpy()
 
 
 # ---------------------------------------------------------------- the model and its points

@@ -219,6 +219,12 @@ def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -
 
 
 OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
+def active_rows(panel: pd.DataFrame, month: pd.Timestamp) -> np.ndarray:
+    """Rows of accounts active at ``month`` (boolean mask): a panel row in that month, not churned then,
+    MRR > 0. These are the accounts every projection and score is made for."""
+    return ((panel["month"] == pd.Timestamp(month)) & (panel["churn"] == 0) & (panel["mrr"] > 0)).to_numpy()
+
+
 RECENT_MONTHS = 3  # "future KPI values are each account's mean over its last 3 observed months" (DESIGN §5)
 
 

@@ -31,7 +31,7 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms
-from cskit.panel import outcome_rows, recent_means
+from cskit.panel import active_rows, outcome_rows, recent_means
 from cskit.params import Params
 
 OUTCOMES = ("churn", "expansion", "downgrade", "referral")
@@ -175,8 +175,7 @@ def _mean_se(x: np.ndarray) -> tuple[float, float]:
 
 def active_accounts(panel: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Panel rows at as_of of accounts still active there (churn == 0, mrr > 0)."""
-    now = panel[(panel["month"] == pd.Timestamp(as_of)) & (panel["churn"] == 0) & (panel["mrr"] > 0)]
-    return now.reset_index(drop=True)
+    return panel[active_rows(panel, as_of)].reset_index(drop=True)
 
 
 def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> pd.DataFrame:
