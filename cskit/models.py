@@ -78,6 +78,24 @@ def lagged_kpis(panel: pd.DataFrame, kpis: list[str], lag: int) -> pd.DataFrame:
     return out[kpis]
 
 
+def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
+    """``lagged_kpis(panel, kpis, lag)`` on the selected rows only, gathered column by column (the panel
+    can hold millions of rows; lagging all of them to keep a few is the slow way). Row i − lag is month
+    t − lag of the same account because months are contiguous per account."""
+    idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
+    early = panel["tenure"].to_numpy()[idx] < lag if lag else np.zeros(len(idx), dtype=bool)
+    src = np.where(early, idx, idx - lag)
+    out = np.empty((len(idx), len(kpis)))
+    for j, k in enumerate(kpis):
+        x = panel[k].to_numpy(dtype="float64")
+        if k == "contract_months":
+            out[:, j] = x[idx]
+        else:
+            out[:, j] = x[src]
+            out[early, j] = np.nan
+    return out
+
+
 @dataclass
 class Design:
     """A model matrix: intercept, standardised KPIs, adjustments; and what was dropped and why."""
@@ -114,20 +132,22 @@ def design_matrix(
         if k not in transforms:
             dropped[k] = "constant (no variation): nothing to estimate"
     use = [k for k in kpis if k in transforms]
-    raw = lagged_kpis(panel, use, lag).to_numpy()[rows]
+    raw = _lagged_at(panel, use, lag, rows)
     if prune:
         missing = np.isnan(raw).mean(axis=0) if len(raw) else np.zeros(len(use))
         for j, k in enumerate(use):
             if missing[j] > MAX_MISSING:
                 dropped[k] = f"missing in {missing[j]:.0%} of the model rows"
-    Z = np.column_stack([transforms[k].forward(raw[:, j]) for j, k in enumerate(use)]) if use else raw
-    Z = np.where(np.isfinite(Z), Z, 0.0)
+    Z = np.empty_like(raw)
+    for j, k in enumerate(use):
+        Z[:, j] = transforms[k].forward(raw[:, j])
+    Z[~np.isfinite(Z)] = 0.0
     keep = [j for j, k in enumerate(use) if k not in dropped]
     if prune:
         keep = _prune_collinear(Z, keep, use, dropped)
     kept = [use[j] for j in keep]
-    cols = [np.ones(len(Z)), *(Z[:, j] for j in keep)]
     names = ["intercept", *kept]
+    dummies: list[np.ndarray] = []
     levels: dict[str, list[str]] = {}
     present = [a for a in adjust if a in panel]
     sub = panel.loc[rows, present] if rows.dtype == bool else panel.iloc[rows][present]
@@ -141,9 +161,14 @@ def design_matrix(
         reference, others = counts.index[0], sorted(counts.index[1:])
         levels[a] = [reference, *others]
         for v in others:
-            cols.append((values == v).astype("float64"))
+            dummies.append(values == v)
             names.append(f"{a}={v}")
-    design = Design(np.column_stack(cols), names, kept, {k: transforms[k] for k in kept}, levels, dropped)
+    X = np.empty((len(Z), len(names)))  # filled in place: column_stack would copy millions of rows twice
+    X[:, 0] = 1.0
+    X[:, 1 : 1 + len(keep)] = Z[:, keep]
+    for j, d in enumerate(dummies, start=1 + len(keep)):
+        X[:, j] = d
+    design = Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped)
     return prune_dependent(design) if prune else design
 
 
@@ -190,8 +215,7 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
 def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:
     if len(keep) < 2:
         return keep
-    r = np.corrcoef(Z[:, keep], rowvar=False)
-    r = np.nan_to_num(r)
+    r = np.nan_to_num(np.corrcoef(Z[:, keep], rowvar=False))
     kept: list[int] = []
     for a, j in enumerate(keep):
         partner = next((b for b in kept if abs(r[a, keep.index(b)]) > COLLINEAR_R), None)
