@@ -470,15 +470,22 @@ class _Contracts:
                      "check churn_date in accounts (a returning customer needs its churn_date left empty)")
 
 
+def _exclude_bad_keys(rows: "_Rows", df: pd.DataFrame, ids: np.ndarray, months: np.ndarray | None = None,
+                      bad_month: np.ndarray | None = None) -> None:
+    """The key checks every account-level table shares: an empty account id; an empty or unreadable month."""
+    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
+                 "fill in the account id, or delete the row")
+    if months is not None:
+        rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"],
+                     "month is empty or not a month", "write months as YYYY-MM")
+
+
 def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, contracts: _Contracts,
                   as_of: np.datetime64, report: _Report) -> pd.DataFrame:
     rows = _Rows("revenue", len(df), report)
     ids = parse_ids(df["account_id"])
     mrr, bad_mrr = parse_numbers(df["mrr"])
-    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
-                 "fill in the account id, or delete the row")
-    rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"], "month is empty or not a month",
-                 "write months as YYYY-MM")
+    _exclude_bad_keys(rows, df, ids, months, bad_month)
     rows.exclude("bad_mrr", bad_mrr | np.isnan(mrr), "mrr", df["mrr"], "mrr is empty or not a number",
                  "write a number (a month without revenue can be left out: a missing month means 0)")
     rows.exclude("negative_mrr", mrr < 0, "mrr", df["mrr"], "mrr is negative",
@@ -508,10 +515,7 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
     rows = _Rows("kpis", len(df), report)
     ids = parse_ids(df["account_id"])
     months, bad_month = parse_months(df["month"])
-    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
-                 "fill in the account id, or delete the row")
-    rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"], "month is empty or not a month",
-                 "write months as YYYY-MM")
+    _exclude_bad_keys(rows, df, ids, months, bad_month)
     contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
     order, same = _sorted(rows.keep, ids, months)
     dup = np.zeros(len(df), dtype=bool)
@@ -573,8 +577,7 @@ def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, rep
     ids = parse_ids(df["account_id"])
     dates, bad_date = parse_dates(df["date"])
     score, bad_score = parse_numbers(df["score"])
-    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
-                 "fill in the account id, or delete the row")
+    _exclude_bad_keys(rows, df, ids)
     rows.exclude("bad_date", bad_date | np.isnat(dates), "date", df["date"], "date is empty or not a date",
                  "write the survey date as YYYY-MM-DD")
     rows.exclude("bad_score", bad_score | np.isnan(score), "score", df["score"], "score is empty or not a number",
@@ -599,8 +602,7 @@ def _event_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, r
         ts = pd.to_datetime(text.str.replace("/", "-", regex=False), errors="coerce", format="ISO8601").to_numpy(
             dtype="datetime64[ns]")
         bad_ts = text.notna().to_numpy() & np.isnat(ts)
-    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
-                 "fill in the account id, or delete the row")
+    _exclude_bad_keys(rows, df, ids)
     rows.exclude("bad_ts", bad_ts | np.isnat(ts), "ts", df["ts"], "ts is empty or not a timestamp",
                  "write timestamps as YYYY-MM-DD HH:MM:SS")
     contracts.check(rows, ids, ts, df["account_id"], df["ts"], "ts", as_of, contract=False)
