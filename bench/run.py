@@ -14,7 +14,7 @@ The headline **floor ratio** = (analyse + write) ÷ DuckDB bare read. Figures ar
 within one run; absolute seconds are printed for context only. BLAS is pinned to one thread, as
 ``cskit run`` does, so the timings are those of the consultant's command. The naive comparisons
 (lifelines' CoxTimeVaryingFitter per KPI, pandas loops, refit-per-resample bootstrap) are in
-``bench/bench_load.py``, ``bench/bench_drivers.py`` and ``bench/bench_potential.py``.
+``bench/bench_load.py``, ``bench/bench_triggers.py`` and ``bench/bench_potential.py``.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def simulate(n_accounts: int, months: int, seed: int, folder: Path) -> dict:
 def measure_one(data: Path, out: Path, bootstrap: int, seed: int, render: bool) -> dict:
     """Run in a fresh process: floor, analysis stages, write, peak memory, optional render."""
     import cskit
-    import cskit.drivers, cskit.health, cskit.load, cskit.metrics, cskit.potential, cskit.survival  # noqa: E401,F401
+    import cskit.triggers, cskit.health, cskit.load, cskit.metrics, cskit.potential, cskit.survival  # noqa: E401,F401
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
     floor = best_of(lambda: duckdb_read(data))
@@ -141,7 +141,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
         "",
         "Render = `cskit run`'s papermill execution + HTML (the kernel re-runs the analysis, so render − "
         "analysis ≈ kernel start, charts and HTML). Naive comparisons: `bench/bench_load.py` (pandas / DuckDB "
-        "reads), `bench/bench_drivers.py` (lifelines CoxTimeVaryingFitter per KPI, statsmodels GEE), "
+        "reads), `bench/bench_triggers.py` (lifelines CoxTimeVaryingFitter per KPI, statsmodels GEE), "
         "`bench/bench_potential.py` (refit per bootstrap resample).",
         "",
     ]

@@ -208,7 +208,7 @@ def quality(q: dict, language: str = "ja") -> str:
 
 
 # Warnings are written in English by the stage modules. In a Japanese report each kind the pattern
-# recognises (by its fixed wording in load.py, drivers.py, health.py) gets a Japanese title and one
+# recognises (by its fixed wording in load.py, triggers.py, health.py) gets a Japanese title and one
 # line saying what it means; the English message follows as the detail. Anything not recognised is
 # listed as a technical note in English, labelled as such.
 WARNING_KINDS: list[tuple[str, str, str]] = [
@@ -974,7 +974,7 @@ MODEL_NAMES = [
 
 
 def model_name(model: str, language: str = "ja") -> str:
-    """The drivers stage's model description; in Japanese for the descriptions cskit.drivers writes
+    """The drivers stage's model description; in Japanese for the descriptions cskit.triggers writes
     (matched by their fixed start; the GEE's working correlation and its ρ are carried over)."""
     if language != "ja":
         return model

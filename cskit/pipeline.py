@@ -94,7 +94,7 @@ def analyse(
     whole analysis is impossible: bad params or data (the loader), no account-month left, or no churn
     at all (:func:`require_churn`).
     """
-    from cskit.drivers import find_triggers
+    from cskit.triggers import find_triggers
     from cskit.health import design_health_score
     from cskit.load import load_client
     from cskit.metrics import compute_metrics

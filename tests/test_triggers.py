@@ -9,7 +9,7 @@ import statsmodels.api as sm
 from scipy.stats import norm, spearmanr
 from statsmodels.stats.multitest import multipletests
 
-from cskit.drivers import (
+from cskit.triggers import (
     MIN_EVENTS,
     KPIMatrix,
     base_fit,

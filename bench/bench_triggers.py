@@ -1,4 +1,4 @@
-"""Benchmark of the triggers stage (``cskit.drivers.find_triggers``) against the naive ways, in one run.
+"""Benchmark of the triggers stage (``cskit.triggers.find_triggers``) against the naive ways, in one run.
 
 For each size, a simulated client of N accounts x 24 months (``cskit.simulate``, seed 0) is loaded and
 turned into the panel; then, on that same panel, we time
@@ -10,11 +10,11 @@ turned into the panel; then, on that same panel, we time
     "naive RT, 7 lags" column is the measured lag-1 time × 7 (the fits differ only in the shifted
     column). Above ``--cox-all-below`` accounts only ``--cox-kpis`` KPIs are fitted and the time is
     extrapolated linearly to all KPIs (the table says so);
-  - the CRTT model alone: ``cskit.drivers.fit_gee`` vs statsmodels' ``GEE`` (exchangeable) on the same
+  - the CRTT model alone: ``cskit.triggers.fit_gee`` vs statsmodels' ``GEE`` (exchangeable) on the same
     design; statsmodels is skipped above ``--sm-gee-below`` accounts (it loops over clusters in Python).
 Figures to quote are the ratios (DESIGN §8); seconds are shown for context only.
 
-    python bench/bench_drivers.py --accounts 1000 10000 100000 [--out bench/results_drivers.md]
+    python bench/bench_triggers.py --accounts 1000 10000 100000 [--out bench/results_drivers.md]
 
 On a shared machine run it with OPENBLAS_NUM_THREADS=1: multi-threaded BLAS on oversubscribed cores
 spends most of its time waiting (measured here: 4x the CPU time on the same work).
@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.drivers import find_triggers, fit_gee  # noqa: E402
+from cskit.triggers import find_triggers, fit_gee  # noqa: E402
 from cskit.panel import outcome_rows  # noqa: E402
 from cskit.load import client_from_frames  # noqa: E402
 from cskit.models import design_matrix, kpi_transforms  # noqa: E402
