@@ -108,6 +108,25 @@ SEGMENT_EFFECT = {"churn": (0.0, -0.15, -0.35), "expansion": (0.0, 0.1, 0.2), "d
 PROXY_OF = {"session_seconds": "login_days", "manual_views": "cs_site_visits", "nps": "csat",
             "licenses": "active_users"}
 
+# Structures beyond the default process (options, all off by default: the default tables are unchanged).
+THRESHOLD_SLOPE = 0.4  # churn log-hazard per login day below the threshold (the ``login_threshold`` option)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Optional structures of the planted process (the defaults reproduce the default process exactly).
+
+    - ``segment_only``: (churn driver, segment) pairs: the driver's churn term acts only in that segment
+      (elsewhere it is 0), e.g. (("support_inquiries", "SMB"),): an effect that differs by segment.
+    - ``login_threshold``: login days below which churn rises: the churn term of login_days becomes
+      THRESHOLD_SLOPE × max(0, threshold − x) (risk falls from 0 to ``threshold`` days, flat above)
+      instead of the linear term.
+    """
+
+    segment_only: tuple[tuple[str, str], ...] = ()
+    login_threshold: float | None = None
+
+
 PLANS = ("Basic", "Pro")
 PRO_SHARE_BY_SEGMENT = (0.3, 0.5, 0.8)
 SEATS_BY_SEGMENT = ((8, 25), (15, 40), (25, 60))  # uniform integers, inclusive
@@ -133,9 +152,12 @@ def expected_first_mrr() -> float:
     return total
 
 
-def design() -> dict:
+def design(options: Options | None = None) -> dict:
     """Every constant of the planted process, for tests and for the kit's own recovery checks."""
+    options = options or Options()
     return {
+        "segment_only": dict(options.segment_only), "login_threshold": options.login_threshold,
+        "threshold_slope": THRESHOLD_SLOPE,
         "beta_sd": BETA_SD, "centre": CENTRE, "scale": SCALE, "intercept": INTERCEPT, "tenure": TENURE,
         "segment_effect": {k: dict(zip(SEGMENTS, v)) for k, v in SEGMENT_EFFECT.items()},
         "tenure_term": "log1p(tenure)", "link": "cloglog",
@@ -153,13 +175,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def eta(outcome: str, x: dict[str, np.ndarray], tenure: np.ndarray, seg: np.ndarray,
-        annual: np.ndarray | None = None) -> np.ndarray:
+        annual: np.ndarray | None = None, options: Options | None = None) -> np.ndarray:
     """Linear predictor of a planted hazard; ``x`` holds the drivers' raw values (KPIs at t - lag).
 
     ``outcome`` is churn, expansion, downgrade or referral; churn needs ``annual`` (the anniversary
     decision of an annual contract has its own intercept).
     """
-    return eta_account(outcome, tenure, seg, annual) + eta_kpis(outcome, x)
+    return eta_account(outcome, tenure, seg, annual) + eta_kpis(outcome, x, seg=seg, options=options)
 
 
 def eta_account(outcome: str, tenure: np.ndarray, seg: np.ndarray, annual: np.ndarray | None = None) -> np.ndarray:
@@ -171,10 +193,27 @@ def eta_account(outcome: str, tenure: np.ndarray, seg: np.ndarray, annual: np.nd
     return out + TENURE[outcome] * np.log1p(tenure) + np.asarray(SEGMENT_EFFECT[outcome])[seg]
 
 
-def eta_kpis(outcome: str, x: dict[str, np.ndarray], names: list[str] | None = None) -> np.ndarray:
-    """Sum of beta_sd * (x - centre) / scale over the outcome's drivers (or the given subset)."""
+def eta_kpis(outcome: str, x: dict[str, np.ndarray], names: list[str] | None = None, *,
+             seg: np.ndarray | None = None, options: Options | None = None) -> np.ndarray:
+    """Sum of beta_sd * (x - centre) / scale over the outcome's drivers (or the given subset).
+
+    With ``options``, churn terms follow its structures: a ``login_threshold`` makes login days' term
+    THRESHOLD_SLOPE × max(0, threshold − x); a ``segment_only`` driver's term is 0 outside its segment
+    (``seg``: segment codes, indices of SEGMENTS).
+    """
     terms = BETA_SD[outcome] if names is None else {k: BETA_SD[outcome][k] for k in names}
-    return sum(b * (x[k] - CENTRE[k]) / SCALE[k] for k, b in terms.items())
+    options = options or Options()
+    only = dict(options.segment_only) if outcome == "churn" else {}
+    total = 0.0
+    for k, b in terms.items():
+        if outcome == "churn" and k == "login_days" and options.login_threshold is not None:
+            term = THRESHOLD_SLOPE * np.maximum(0.0, options.login_threshold - x[k])
+        else:
+            term = b * (x[k] - CENTRE[k]) / SCALE[k]
+        if k in only:
+            term = term * (np.asarray(seg) == SEGMENTS.index(only[k]))
+        total = total + term
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,6 +349,7 @@ class Truth:
     future: pd.DataFrame
     snapshot: pd.DataFrame
     design: dict = field(default_factory=design)
+    options: Options = field(default_factory=Options)
 
     def potential(self, improvement_pct: float = 10, horizon_months: int = 12, ltv_months: int = 36,
                   gross_margin: float = 1.0) -> pd.DataFrame:
@@ -318,7 +358,8 @@ class Truth:
         One row per KPI (contract_months, the other catalogue KPIs, nps): kpi, mean, improvement (the
         shift delta), d_ltv, d_expansion, d_new, d_downgrade, d_churn (scenario - baseline, currency).
         """
-        return true_potential(self.snapshot, improvement_pct, horizon_months, ltv_months, gross_margin)
+        return true_potential(self.snapshot, improvement_pct, horizon_months, ltv_months, gross_margin,
+                              options=self.options)
 
 
 @dataclass
@@ -346,7 +387,8 @@ def write_client(sim: SimulatedClient, folder: str | Path) -> None:
 
 def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, start: str = "2024-07",
                     horizon_months: int = 12, lag: int = 1, annual_share: float = 0.3, with_nps: bool = True,
-                    with_referrals: bool = True, mc_paths: int = 200) -> SimulatedClient:
+                    with_referrals: bool = True, mc_paths: int = 200, *, segment_only=(),
+                    login_threshold: float | None = None) -> SimulatedClient:
     """Simulate a client: ``n_accounts`` organic accounts (35% in the first month, the rest spread
     evenly over the window) plus the accounts they refer, over ``n_months`` months from ``start``.
 
@@ -355,9 +397,16 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     over ``mc_paths`` future KPI paths (0 skips it: NaN). ``with_referrals=False`` creates no referred
     accounts (the referral hazard and its truth rows stay, no data carries them); ``with_nps=False``
     leaves out the nps table and the nps KPI. ``lag`` >= 1: events of month t use KPIs of t - lag.
+
+    Optional structures (off by default, see :class:`Options`): ``segment_only`` pairs (churn driver,
+    segment), e.g. ``(("support_inquiries", "SMB"),)``; ``login_threshold`` (days), e.g. 5.
     """
     if n_accounts < 1 or n_months < 2 or lag < 1 or horizon_months < 1:
         raise ValueError("need n_accounts >= 1, n_months >= 2, lag >= 1, horizon_months >= 1")
+    options = Options(tuple(tuple(p) for p in segment_only), login_threshold)
+    for k, seg_name in options.segment_only:
+        if k not in BETA_SD["churn"] or seg_name not in SEGMENTS:
+            raise ValueError(f"segment_only: {k!r} is not a churn driver or {seg_name!r} not a segment")
     rng = np.random.default_rng(seed)
     asof_t = n_months - 1
     n0 = max(1, round(FIRST_MONTH_SHARE * n_accounts))
@@ -379,7 +428,7 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             x["onboarding_completed"] = acc["onboarding"][elig].astype(float)
             ten, seg, annual = tenure[elig], acc["seg"][elig], acc["annual"][elig]
             decision = ~annual | (ten % 12 == 0)
-            p_c = np.where(decision, cloglog_inv(eta("churn", x, ten, seg, annual)), 0.0)
+            p_c = np.where(decision, cloglog_inv(eta("churn", x, ten, seg, annual, options)), 0.0)
             churned = rng.random(len(elig)) < p_c
             acc["churn_month"][elig[churned]] = t
             stay = ~churned
@@ -416,8 +465,8 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
     as_of = str(pd.Period(start, "M") + asof_t) + "-01"
     sd, snapshot = _observed_stats(tables, asof_t, start)
-    future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng)
-    return SimulatedClient(tables, as_of, Truth(_effects(sd), future, snapshot))
+    future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng, options)
+    return SimulatedClient(tables, as_of, Truth(_effects(sd, options), future, snapshot, design(options), options))
 
 
 def _expand(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> None:
@@ -483,7 +532,7 @@ def _take(dense: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _future(acc: dict, ids: np.ndarray, state: dict, t: int, horizon: int, lag: int, mc_paths: int,
-            rng: np.random.Generator) -> pd.DataFrame:
+            rng: np.random.Generator, options: Options) -> pd.DataFrame:
     """Realised churn within the horizon, and its true probability given the state at as_of."""
     idx = state["idx"]
     cm = acc["churn_month"][idx]
@@ -491,7 +540,8 @@ def _future(acc: dict, ids: np.ndarray, state: dict, t: int, horizon: int, lag: 
     chunk = max(1, 200_000 // max(mc_paths, 1))
     for lo in range(0, len(idx) if mc_paths > 0 else 0, chunk):
         sl = slice(lo, lo + chunk)
-        prob[sl] = _churn_prob_mc({k: _slice_state(v, sl) for k, v in state.items()}, horizon, lag, mc_paths, rng)
+        prob[sl] = _churn_prob_mc({k: _slice_state(v, sl) for k, v in state.items()}, horizon, lag, mc_paths, rng,
+                                  options)
     out = pd.DataFrame({"account_id": ids[idx], "mrr": state["mrr"].astype(np.int64),
                         "churned": ((cm > t) & (cm <= t + horizon)).astype(np.int64), "churn_prob": prob})
     return out.sort_values("account_id", ignore_index=True)
@@ -505,7 +555,8 @@ def _slice_state(v, sl):
     return v[sl]
 
 
-def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.random.Generator) -> np.ndarray:
+def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.random.Generator,
+                   options: Options | None = None) -> np.ndarray:
     """P(churn within the horizon | state at as_of) = 1 - E[prod_h (1 - p_churn(h))] over KPI paths.
 
     The expectation runs over ``paths`` simulated futures of the latent factors and of the churn
@@ -521,12 +572,15 @@ def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.rand
     onboarding = {"onboarding_completed": state["onboarding"]}
     simulated: dict[int, np.ndarray] = {}
     survival = np.ones(n * paths)
+    seg_rep = rep(state["seg"])
     for h in range(1, horizon + 1):
         ten = state["tenure"] + h
-        base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis("churn", onboarding, list(onboarding))
+        base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis("churn", onboarding, list(onboarding),
+                                                                            seg=state["seg"], options=options)
         decides = (ten >= max(1, lag)) & (~state["annual"] | (ten % 12 == 0))
         past = known[h - lag] if h <= lag else simulated[h - lag]
-        kpi_part = eta_kpis("churn", {k: past[:, j] for j, k in enumerate(CHURN_KPIS)}, CHURN_KPIS)
+        kpi_part = eta_kpis("churn", {k: past[:, j] for j, k in enumerate(CHURN_KPIS)}, CHURN_KPIS,
+                            seg=seg_rep, options=options)
         survival *= np.where(rep(decides), np.exp(-np.exp(rep(base) + kpi_part)), 1.0)
         if h <= horizon - lag:
             ar = FACTOR_RHO * ar + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal(ar.shape, dtype=np.float32)
@@ -723,7 +777,12 @@ def _observed_stats(tables: dict, asof_t: int, start: str) -> tuple[dict, pd.Dat
     return sd, snap.rename_axis("account_id").reset_index()
 
 
-def _effects(sd: dict[str, float]) -> pd.DataFrame:
+def _effects(sd: dict[str, float], options: Options | None = None) -> pd.DataFrame:
+    """The truth table; under ``options`` a segment-only churn driver's row carries its effect in its
+    segment (``segment`` names it; empty = all accounts) and a threshold login_days row the slope per
+    day below the threshold (``shape`` = threshold; else linear)."""
+    options = options or Options()
+    only = dict(options.segment_only)
     rows = []
     for outcome in OUTCOMES:
         src = "churn" if outcome == "renewal" else outcome
@@ -732,8 +791,13 @@ def _effects(sd: dict[str, float]) -> pd.DataFrame:
         for k in sd:
             beta_unit = sign * drivers[k] / SCALE[k] if k in drivers else 0.0
             role = "driver" if k in drivers else "proxy" if PROXY_OF.get(k) in drivers else "noise"
+            shape, segment = "linear", ""
+            if src == "churn" and k in drivers:
+                segment = only.get(k, "")
+                if k == "login_days" and options.login_threshold is not None:
+                    shape, beta_unit = "threshold", -sign * THRESHOLD_SLOPE
             rows.append({"kpi": k, "outcome": outcome, "beta_unit": beta_unit, "beta_sd": beta_unit * sd[k],
-                         "sd": sd[k], "link": "cloglog", "role": role})
+                         "sd": sd[k], "link": "cloglog", "role": role, "segment": segment, "shape": shape})
     return pd.DataFrame(rows)
 
 
@@ -742,7 +806,7 @@ def _effects(sd: dict[str, float]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------
 
 def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon: int, ltv_months: int,
-             margin: float) -> dict[str, float]:
+             margin: float, options: Options | None = None) -> dict[str, float]:
     """Sums of the projection in docs/architecture.md for the KPI values ``x`` (constant in time)."""
     months = np.arange(1, max(horizon, ltv_months) + 1)
     tenure = snap["tenure"].to_numpy()[:, None] + months[None, :]
@@ -750,7 +814,7 @@ def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon
     annual = (snap["contract_type"].to_numpy() == "annual")[:, None]
     xx = {k: v[:, None] for k, v in x.items()}
     eff = tenure + shift
-    p_c = cloglog_inv(eta("churn", xx, eff, seg, annual))
+    p_c = cloglog_inv(eta("churn", xx, eff, seg, annual, options))
     p_c = np.where(~annual | (tenure % 12 == 0), p_c, 0.0)
     p_e = cloglog_inv(eta("expansion", xx, eff, seg))
     p_d = cloglog_inv(eta("downgrade", xx, eff, seg))
@@ -772,11 +836,11 @@ def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon
 
 
 def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_months: int = 12,
-                   ltv_months: int = 36, gross_margin: float = 1.0) -> pd.DataFrame:
+                   ltv_months: int = 36, gross_margin: float = 1.0, *, options: Options | None = None) -> pd.DataFrame:
     """Scenario - baseline of the projection for each KPI shifted by improvement_pct% of its mean."""
     kpis = [k for k in CATALOGUE_NAMES + ["nps"] if k == "contract_months" or k in snapshot]
     x0 = {k: snapshot[k].to_numpy(dtype=float) for k in CENTRE}
-    base = _project(snapshot, x0, 0.0, horizon_months, ltv_months, gross_margin)
+    base = _project(snapshot, x0, 0.0, horizon_months, ltv_months, gross_margin, options)
     rows = []
     for k in kpis:
         spec = DEFAULT_CATALOGUE[k]
@@ -791,7 +855,7 @@ def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_
             if k in x:
                 upper = FLAG_UPPER.get(k, spec.upper)
                 x[k] = np.clip(x[k] + delta, spec.lower, upper)
-        scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin)
+        scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin, options)
         rows.append({"kpi": k, "mean": mean, "improvement": delta,
                      **{f"d_{c}": scen[c] - base[c] for c in ("ltv", "expansion", "new", "downgrade", "churn")}})
     return pd.DataFrame(rows)

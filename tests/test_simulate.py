@@ -367,6 +367,62 @@ def test_planted_effects_are_recovered_by_a_multivariable_cloglog_fit(sim, panel
     assert 0.8 < np.std(z_all) < 1.3
 
 
+def test_options_plant_a_segment_only_effect_and_a_threshold():
+    """segment_only: support inquiries' churn term acts in SMB only; login_threshold: churn falls with
+    login days up to the threshold and is flat above. A cloglog fit on the tables with the planted form
+    (support × SMB, support × other segments, max(0, 5 − login days), login days above 5) recovers it."""
+    sim = S.simulate_client(3000, 24, seed=2, mc_paths=0, segment_only=[("support_inquiries", "SMB")],
+                            login_threshold=5)
+    panel = build_panel(sim.tables, sim.as_of)
+    rows = at_risk(panel)
+    x = lagged(panel, ["login_days", "csat", "support_inquiries"])
+    smb = (panel["segment"] == "SMB").to_numpy()
+    d = sim.truth.design
+    X = pd.DataFrame({
+        "below": np.maximum(0, 5 - x["login_days"]), "above": np.maximum(0, x["login_days"] - 5) / 6.9,
+        "csat": (x["csat"] - d["centre"]["csat"]) / d["scale"]["csat"],
+        "support_smb": np.where(smb, x["support_inquiries"] - 2.0, 0.0) / 1.8,
+        "support_other": np.where(smb, 0.0, x["support_inquiries"] - 2.0) / 1.8,
+        "onboarding": (panel["onboarding_completed"] - 0.7) / 0.46,
+        "log1p_tenure": np.log1p(panel["tenure"]),
+        "mid": (panel["segment"] == "Mid").astype(float), "enterprise": (panel["segment"] == "Enterprise").astype(float),
+        "annual": (panel["contract_type"] == "annual").astype(float),
+    })[rows]
+    ok = X.notna().all(axis=1)
+    fit = newton_cloglog(sm.add_constant(X[ok]), panel["churn"][rows][ok])
+    planted = {"below": S.THRESHOLD_SLOPE, "above": 0.0, "csat": -0.35, "support_smb": 0.35, "support_other": 0.0}
+    for k, b in planted.items():
+        assert abs(fit.params[k] - b) < 3.5 * fit.bse[k], (k, fit.params[k], fit.bse[k])
+    assert fit.params["support_smb"] / fit.bse["support_smb"] > 4 and fit.params["below"] / fit.bse["below"] > 4
+    eff = sim.truth.effects.set_index(["kpi", "outcome"])
+    assert eff.loc[("support_inquiries", "churn"), "segment"] == "SMB"
+    assert eff.loc[("login_days", "churn"), "shape"] == "threshold"
+    assert eff.loc[("csat", "churn"), ["segment", "shape"]].tolist() == ["", "linear"]
+
+
+def test_true_potential_of_a_segment_only_driver_counts_its_segment_only(monkeypatch):
+    """The true Δ of support inquiries under segment_only = the default process's Δ on the SMB accounts
+    + on the other accounts the Δ of a process without support's churn term (its downgrade term stays),
+    on the same snapshot and the same δ (10% of the mean over all active accounts)."""
+    sim = S.simulate_client(800, 18, seed=4, mc_paths=0, segment_only=[("support_inquiries", "SMB")])
+    snap = sim.truth.snapshot
+    only = S.true_potential(snap, options=sim.truth.options).set_index("kpi").loc["support_inquiries"]
+    delta = -0.1 * snap["support_inquiries"].mean()
+
+    def change(part):
+        x = {k: part[k].to_numpy(float) for k in S.CENTRE}
+        moved = dict(x, support_inquiries=np.clip(x["support_inquiries"] + delta, 0, None))
+        base, scen = S._project(part, x, 0.0, 12, 36, 1.0), S._project(part, moved, 0.0, 12, 36, 1.0)
+        return {c: scen[c] - base[c] for c in base}
+
+    smb = change(snap[snap["segment"] == "SMB"])
+    monkeypatch.setitem(S.BETA_SD["churn"], "support_inquiries", 0.0)
+    other = change(snap[snap["segment"] != "SMB"])
+    for c in ("ltv", "churn", "downgrade", "expansion"):
+        assert only[f"d_{c}"] == pytest.approx(smb[c] + other[c], rel=1e-9, abs=1e-6), c
+    assert only["d_churn"] < 0
+
+
 def test_nps_is_a_proxy_of_csat_with_no_effect_of_its_own(panel):
     rows = at_risk(panel) & panel.groupby("account_id")["nps"].shift(1).notna()
     alone = fit_cloglog(panel, rows, panel["churn"], ["nps"], annual=True)
