@@ -361,8 +361,8 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
         w = p.weight(horizon, lag)
         steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
         wi = (months * p.rho**steps).sum(axis=1) / months.sum(axis=1)
-        out[k] = _inverse_array(tr, path.level + wi * (path.recent - path.level))
-        recs.append({"kpi": k, "rho": p.rho, "weight_recent": w, "population_mean": _inverse(tr, p.mean),
+        out[k] = tr.inverse(path.level + wi * (path.recent - path.level))
+        recs.append({"kpi": k, "rho": p.rho, "weight_recent": w, "population_mean": tr.inverse(p.mean),
                      "var_between": p.var_between, "var_within": p.var_within, "scale": tr.kind})
     if paths is not None:
         paths.update(found)
@@ -526,8 +526,8 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
         beta = float(fit.coef[j])
         recs.append({"kpi": k, "coefficient": beta, "z_lo": lo, "z_hi": hi, "raw": abs(beta) * (hi - lo),
                      "direction": "+" if beta < 0 else "-", "scale": tr.kind, "levels": "",
-                     "value_at_0_points": _inverse(tr, lo if beta < 0 else hi),
-                     "value_at_full_points": _inverse(tr, hi if beta < 0 else lo)})
+                     "value_at_0_points": tr.inverse(lo if beta < 0 else hi),
+                     "value_at_full_points": tr.inverse(hi if beta < 0 else lo)})
     for item, v in context.items():
         spread = max(v.values()) - min(v.values())
         if spread <= 0:
@@ -550,16 +550,6 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
 
 def _num(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
-
-
-def _inverse(tr, z: float) -> float:
-    fx = z * tr.sd + tr.mean
-    return float(np.expm1(fx) if tr.kind == "log1p" else fx)
-
-
-def _inverse_array(tr, z: np.ndarray) -> np.ndarray:
-    fx = np.asarray(z, dtype="float64") * tr.sd + tr.mean
-    return np.expm1(fx) if tr.kind == "log1p" else fx
 
 
 def kpi_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:

@@ -44,6 +44,14 @@ class Transform:
         fx = np.log1p(np.maximum(x, 0.0)) if self.kind == "log1p" else x
         return (fx - self.mean) / self.sd
 
+    def inverse(self, z):
+        """The raw value x whose standardised value is ``z`` (``forward(x) == z``; for log1p, x = expm1(f)).
+        A float for a scalar ``z``, an array otherwise; ``inverse(0)`` is what the models assume for a
+        missing KPI."""
+        fx = np.asarray(z, dtype="float64") * self.sd + self.mean
+        out = np.expm1(fx) if self.kind == "log1p" else fx
+        return float(out) if out.ndim == 0 else out
+
 
 def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]:
     """Transform of each KPI, fitted on all non-missing panel rows (constant KPIs are left out)."""

@@ -186,11 +186,6 @@ def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as
     return means.reindex(active["account_id"].to_numpy())[kpis].reset_index(drop=True)
 
 
-def neutral_value(t: Transform) -> float:
-    """The raw value whose standardised value is 0: what the models assume for a missing KPI."""
-    return float(np.expm1(t.mean)) if t.kind == "log1p" else t.mean
-
-
 @dataclass
 class Scenario:
     """KPI k's scenario: δ, and per active account the change dz of its standardised value."""
@@ -230,7 +225,7 @@ def scenarios(
             reason = _text(language, "zero_mean", kpi=kpi.label(language), pct=f"{pct:g}")
         elif k in transforms and k != "contract_months":
             t = transforms[k]
-            x = np.where(np.isfinite(x), x, neutral_value(t))
+            x = np.where(np.isfinite(x), x, t.inverse(0.0))
             changed = np.clip(x + delta, kpi.lower, kpi.upper)
             changed = np.maximum(changed, x) if delta > 0 else np.minimum(changed, x)
             dz = t.forward(changed) - t.forward(x)

@@ -87,6 +87,15 @@ def test_skewed_counts_are_log_transformed_and_standardised():
     assert Transform("identity", 10, 2).forward(14) == pytest.approx(2)
 
 
+def test_transform_inverse_undoes_forward():
+    log = Transform("log1p", np.log1p(9.0), 0.5)  # log1p(9) = mean: z = 0 is x = 9; z = 2 is log1p(x) = mean + 1
+    assert log.inverse(0.0) == pytest.approx(9.0) and isinstance(log.inverse(0.0), float)
+    assert log.inverse(2.0) == pytest.approx(np.expm1(np.log1p(9.0) + 1.0))
+    x = np.array([0.0, 3.0, 250.0])
+    np.testing.assert_allclose(log.inverse(log.forward(x)), x, rtol=1e-12)
+    assert Transform("identity", 10, 2).inverse(2.0) == pytest.approx(14.0)
+
+
 def test_rare_events_in_a_small_group_do_not_run_away():
     # 13,382 rows at ~1% events and 271 at ~11%: an unguarded first IRLS step overshoots
     x = np.r_[np.zeros(13382), np.ones(271)]
