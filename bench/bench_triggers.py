@@ -10,7 +10,7 @@ turned into the panel; then, on that same panel, we time
     "naive RT, 7 lags" column is the measured lag-1 time × 7 (the fits differ only in the shifted
     column). Above ``--cox-all-below`` accounts only ``--cox-kpis`` KPIs are fitted and the time is
     extrapolated linearly to all KPIs (the table says so);
-  - the CRTT model alone: ``cskit.triggers.fit_gee`` vs statsmodels' ``GEE`` (exchangeable) on the same
+  - the CRTT model alone: ``cskit.models.fit_gee`` vs statsmodels' ``GEE`` (exchangeable) on the same
     design; statsmodels is skipped above ``--sm-gee-below`` accounts (it loops over clusters in Python).
 Figures to quote are the ratios (DESIGN §8); seconds are shown for context only.
 
@@ -33,7 +33,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.triggers import find_triggers, fit_gee  # noqa: E402
+from cskit.models import fit_gee  # noqa: E402
+from cskit.triggers import find_triggers  # noqa: E402
 from cskit.panel import outcome_rows  # noqa: E402
 from cskit.load import client_from_frames  # noqa: E402
 from cskit.models import design_matrix, kpi_transforms  # noqa: E402

@@ -28,6 +28,7 @@ from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms
 from cskit.panel import RECENT_MONTHS, active_rows, outcome_rows, recent_means
 from cskit.params import Params
+from cskit.stats import auc_with_ci, delong, largest_remainder, mean_ci, newcombe_difference, risk_ratio, wilson
 
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
@@ -59,76 +60,6 @@ class NotEstimable(CskitError):
         super().__init__(message)
         self.code = code
         self.events = events
-
-
-# ---------------------------------------------------------------- small statistics (tested vs references)
-
-
-def wilson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (Wilson 1927; Newcombe 1998, method 3)."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    z = stats.norm.ppf(0.5 + level / 2)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
-
-
-def newcombe_difference(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> tuple[float, float, float]:
-    """p1 − p2 with Newcombe's hybrid score interval from the two Wilson intervals (Newcombe 1998, method 10)."""
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson(k1, n1, level)
-    l2, u2 = wilson(k2, n2, level)
-    d = p1 - p2
-    return (d, d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
-
-
-def risk_ratio(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> tuple[float, float, float]:
-    """p1 / p2 with the Katz log interval (0.5 added to every cell when a count is 0)."""
-    if min(k1, k2, n1 - k1, n2 - k2) == 0:
-        k1, k2, n1, n2 = k1 + 0.5, k2 + 0.5, n1 + 1, n2 + 1
-    rr = (k1 / n1) / (k2 / n2)
-    se = np.sqrt(1 / k1 - 1 / n1 + 1 / k2 - 1 / n2)
-    z = stats.norm.ppf(0.5 + level / 2)
-    return (float(rr), float(rr * np.exp(-z * se)), float(rr * np.exp(z * se)))
-
-
-def delong(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs of one or more risk scores (rows of ``scores``; higher = more likely y = 1) and their
-    covariance by DeLong, DeLong & Clarke-Pearson (1988), with midranks (Sun & Xu 2014)."""
-    y = np.asarray(y).astype(bool)
-    s = np.atleast_2d(np.asarray(scores, dtype="float64"))
-    pos, neg = s[:, y], s[:, ~y]
-    m, n = pos.shape[1], neg.shape[1]
-    aucs, v10, v01 = [], [], []
-    for r in range(len(s)):
-        tz = stats.rankdata(np.concatenate([pos[r], neg[r]]))
-        tx, ty = stats.rankdata(pos[r]), stats.rankdata(neg[r])
-        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((tz[:m] - tx) / n)
-        v01.append(1 - (tz[m:] - ty) / m)
-    cov = np.atleast_2d(np.cov(np.array(v10), ddof=1)) / m + np.atleast_2d(np.cov(np.array(v01), ddof=1)) / n
-    return np.array(aucs), cov
-
-
-def auc_with_ci(y: np.ndarray, risk: np.ndarray, level: float = 0.95) -> dict:
-    """AUC of ``risk`` for the binary ``y`` with its DeLong interval (clipped to [0, 1])."""
-    auc, cov = delong(y, risk)
-    z = stats.norm.ppf(0.5 + level / 2)
-    se = float(np.sqrt(cov[0, 0]))
-    return {"auc": float(auc[0]), "ci_low": max(0.0, float(auc[0]) - z * se), "ci_high": min(1.0, float(auc[0]) + z * se)}
-
-
-def largest_remainder(weights: np.ndarray, total: int = 100) -> np.ndarray:
-    """Integers proportional to ``weights`` that sum to ``total`` exactly (Hamilton's method; ties by order)."""
-    w = np.asarray(weights, dtype="float64")
-    quota = w / w.sum() * total
-    base = np.floor(quota).astype(int)
-    order = np.argsort(-(quota - base), kind="stable")
-    base[order[: total - base.sum()]] += 1
-    return base
 
 
 # ---------------------------------------------------------------- account features at a month
@@ -870,7 +801,7 @@ def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> 
     ok = np.isfinite(done)
     a, b = s[ok & (done > 0)], s[ok & ~(done > 0)]
     res = {"tenure_months": ONBOARDING_SCORE_TENURE, "excludes_onboarding_points": int(own),
-           "onboarded": _mean_ci(a), "not_onboarded": _mean_ci(b)}
+           "onboarded": mean_ci(a), "not_onboarded": mean_ci(b)}
     if len(a) > 1 and len(b) > 1:
         diff = a.mean() - b.mean()
         va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
@@ -885,13 +816,6 @@ def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> 
         if ga > 0:
             res["shortfall_ratio_not_to_onboarded"] = float(gb / ga)
     return res
-
-
-def _mean_ci(x: np.ndarray) -> dict:
-    if len(x) < 2:
-        return {"n": int(len(x)), "mean": float(x.mean()) if len(x) else None}
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return {"n": int(len(x)), "mean": float(x.mean()), "ci_low": float(x.mean() - half), "ci_high": float(x.mean() + half)}
 
 
 # ---------------------------------------------------------------- touch model

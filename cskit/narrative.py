@@ -675,7 +675,7 @@ def calibration_text(v: dict, language: str = "ja") -> str:
         return ""
     verdict = ""
     if _finite(n) and _finite(k) and n > 0:
-        from cskit.health import wilson
+        from cskit.stats import wilson
 
         lo, hi = wilson(k, n)
         if pred < lo:

@@ -9,7 +9,7 @@ One multivariable model per outcome on the account × month panel, every KPI at 
   exp(β) is a hazard ratio per +1 SD.
 - renewal (CRTT): 1 − churn on the same decisions (every month for monthly contracts, anniversaries
   for annual ones), a logit GEE clustered by account with an exchangeable working correlation
-  (:func:`fit_gee`), falling back to the independence structure when it does not converge; exp(β) is
+  (:func:`cskit.models.fit_gee`), falling back to the independence structure when it does not converge; exp(β) is
   the odds ratio of renewing per +1 SD, with cluster-robust (sandwich) intervals.
 - expansion (UCT): expansion or cross-sell in month t, binomial GLM with the logit link on paying,
   non-churning account-months after the first; exp(β) is an odds ratio per +1 SD.
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
@@ -36,16 +35,20 @@ from cskit.errors import CskitError
 from cskit.models import (
     MAX_MISSING,
     Design,
+    GEEResult,
     Transform,
+    base_fit,
     design_matrix,
     fit_binomial,
-    inverse,
+    fit_gee,
     kpi_transforms,
-    mean_and_slope,
-    solve,
+    score_terms,
+    score_z_from,
+    zero_missing,
 )
 from cskit.panel import outcome_rows
 from cskit.params import Params
+from cskit.stats import spearman_columns
 
 OUTCOMES = ("churn", "renewal", "expansion")
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
@@ -211,8 +214,8 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
     X0 = _once(shared, "null", lambda: _null_design(panel, rows, transforms))
-    terms = _score_terms(y, base_fit(y, X0, link))
-    z_now = _score_z(terms, _zero_missing(now[:, [kpis.index(k) for k in candidates]]))
+    terms = score_terms(y, base_fit(y, X0, link))
+    z_now = score_z_from(terms, zero_missing(now[:, [kpis.index(k) for k in candidates]]))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     order += [k for k in model_kpis if k not in order]
     design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms))
@@ -273,7 +276,7 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
     return {"coef": indep.coef, "se": indep.se, "model": MODEL[outcome] + "; independence (fallback)"}
 
 
-def _gee_problem(exch: "GEEResult", indep: "GEEResult") -> str | None:
+def _gee_problem(exch: GEEResult, indep: GEEResult) -> str | None:
     if not exch.converged:
         return f"did not converge in {exch.iterations} iterations"
     if not np.all(np.isfinite(exch.se)) or not np.isfinite(exch.rho):
@@ -287,92 +290,7 @@ def _gee_problem(exch: "GEEResult", indep: "GEEResult") -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# GEE (logit link) for repeated binary decisions per account
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GEEResult:
-    """A logit GEE fit: coefficients, robust (sandwich) and naive covariances, working correlation."""
-
-    coef: np.ndarray
-    cov: np.ndarray
-    cov_naive: np.ndarray
-    rho: float
-    structure: str
-    converged: bool
-    iterations: int
-    max_cluster: int
-
-    @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
-
-
-def fit_gee(
-    y: np.ndarray, X: np.ndarray, groups: np.ndarray, structure: str = "exchangeable",
-    max_iter: int = 100, tol: float = 1e-7, start: np.ndarray | None = None,
-) -> GEEResult:
-    """Binomial GEE with the logit link, clustered by ``groups`` (Liang & Zeger 1986).
-
-    The same estimator as statsmodels' ``GEE(..., Binomial(), Exchangeable())`` (scale fixed at 1 for
-    the binomial, ρ by the moment estimator with ddof = number of columns, robust sandwich covariance
-    without small-sample correction), written with cluster sums so it runs on millions of rows: for an
-    exchangeable R, R⁻¹ = (I − c 11ᵀ)/(1 − ρ) with c = ρ/(1 − ρ + nρ). ``structure="independence"``
-    fixes ρ = 0: the logistic GLM with cluster-robust standard errors. The iterations start from
-    ``start``, by default the logistic GLM fit (pass it when fitting both structures).
-    """
-    y = np.asarray(y, dtype="float64")
-    X = np.ascontiguousarray(X, dtype="float64")  # the cluster sums below are sparse × dense row-major products
-    codes, sizes = _cluster_codes(groups)
-    S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
-    n, p = X.shape
-    pairs = float((sizes * (sizes - 1) / 2).sum())
-    beta = fit_binomial(y, X, link="logit").coef if start is None else np.asarray(start, dtype="float64")
-    rho, converged, it = 0.0, False, 0
-    for it in range(1, max_iter + 1):
-        r, G = _pearson(y, X, beta)
-        if structure == "exchangeable" and pairs > p:
-            phi = float(r @ r) / (n - p)
-            rs = S @ r
-            rho = float(((rs * rs).sum() - r @ r) / 2 / phi / (pairs - p))
-        c = rho / (1 - rho + sizes * rho)
-        Gs = S @ G
-        score = (G.T @ r - Gs.T @ (c * (S @ r))) / (1 - rho)
-        info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
-        step = solve(info, score)
-        beta = beta + step
-        if not np.all(np.isfinite(beta)):
-            break
-        if np.max(np.abs(step) / (1 + np.abs(beta))) < tol:
-            converged = True
-            break
-    r, G = _pearson(y, X, beta)
-    c = rho / (1 - rho + sizes * rho)
-    Gs = S @ G
-    info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
-    u = (S @ (G * r[:, None]) - Gs * (c * (S @ r))[:, None]) / (1 - rho)
-    bread = inverse(info)
-    cov = bread @ (u.T @ u) @ bread
-    return GEEResult(beta, cov, bread, rho, structure, converged, it, int(sizes.max()))
-
-
-def _cluster_codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster of each row, numbered in sorted order of the ids (hashing, not sorting, the rows), and
-    the cluster sizes."""
-    codes, _ = pd.factorize(np.asarray(groups), sort=True)
-    return codes, np.bincount(codes).astype("float64")
-
-
-def _pearson(y: np.ndarray, X: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson residuals and the standardised derivative rows A^{-1/2} D for the logit link."""
-    mu = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -40, 40)))
-    sd = np.sqrt(np.clip(mu * (1 - mu), 1e-15, None))
-    return (y - mu) / sd, X * sd[:, None]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Score tests: lead–lag and the order of collinearity pruning
+# Lead–lag: score tests of each KPI at lags 0–6 (the score test itself is cskit.models.score_z)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -407,46 +325,6 @@ class KPIMatrix:
         return out
 
 
-def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The null model of the score tests: design ``X0``, fitted means μ and slopes dμ/dη."""
-    mu, d = mean_and_slope(X0 @ fit_binomial(y, X0, link=link).coef, link)
-    return X0, mu, d
-
-
-def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
-    """Rao score z of each column of ``Z`` added alone to the fitted null model ``base`` (see
-    :func:`base_fit`); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
-    direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
-    """
-    return _score_z(_score_terms(y, base), _zero_missing(np.array(Z, dtype="float64")))
-
-
-def _zero_missing(Z: np.ndarray) -> np.ndarray:
-    """``Z`` with NaN set to 0 (the KPI's mean), in place."""
-    np.copyto(Z, 0.0, where=~np.isfinite(Z))
-    return Z
-
-
-def _score_terms(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple:
-    """What the score tests on one null model share, whatever the tested columns: working residuals
-    r = (y − μ) μ' / V, weights w = μ'² / V, X0ᵀW and the null information X0ᵀW X0."""
-    X0, mu, d = base
-    v = mu * (1 - mu)
-    w = d * d / v
-    WX0 = X0.T * w
-    return (y - mu) * d / v, w, WX0, WX0 @ X0
-
-
-def _score_z(terms: tuple, Z: np.ndarray) -> np.ndarray:
-    """:func:`score_z` from :func:`_score_terms` and a ``Z`` without NaN (one pass per term, no n × k
-    temporaries)."""
-    r, w, WX0, info = terms
-    A = WX0 @ Z
-    var = np.einsum("ij,i,ij->j", Z, w, Z) - (A * solve(info, A)).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(var > 1e-12 * len(r), (r @ Z) / np.sqrt(np.clip(var, 1e-300, None)), np.nan)
-
-
 def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform]) -> np.ndarray:
     """[1, z(contract_months), segment and contract-type dummies] on ``rows``: the adjustments alone."""
     slim = panel[[c for c in (TENURE, "segment", "contract_type") if c in panel]]
@@ -467,12 +345,12 @@ def lead_lag_scores(
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     X0 = _null_design(panel, rows, transforms)
     ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1] for outcome in outcomes]
-    terms = [_score_terms(y, base_fit(y, X0, LINK[outcome])) for outcome, y in zip(outcomes, ys)]
+    terms = [score_terms(y, base_fit(y, X0, LINK[outcome])) for outcome, y in zip(outcomes, ys)]
     parts = []
     for lag in range(MAX_LEAD_LAG + 1):
-        filled = _zero_missing(Z.at(use, lag, rows))
+        filled = zero_missing(Z.at(use, lag, rows))
         for outcome, t in zip(outcomes, terms):
-            parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": _score_z(t, filled)}))
+            parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z_from(t, filled)}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -490,49 +368,8 @@ def _best_lag(lead_lag: pd.DataFrame, kpis: list[str]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Spearman, multiple testing, warnings
+# Multiple testing, warnings
 # ---------------------------------------------------------------------------------------------------
-
-
-def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each column of ``X`` with the 0/1 ``y`` over the rows where the column
-    is measured (average ranks for ties; NaN when either side is constant). The ranks of a 0/1 variable
-    are an increasing affine function of it, so the Pearson correlation of rank(x) with y itself is
-    Spearman's rho.
-
-    Only the events' rank sum is needed, so no rank vector is built: the average rank of a value is
-    (number below + number below or equal + 1) / 2, read off the sorted column by binary search; over
-    n values with tie groups of sizes t, Σ(rank − mean)² = (n³ − n − Σ(t³ − t)) / 12 (Kendall 1948).
-    """
-    out = np.full(X.shape[1], np.nan)
-    measured = np.isfinite(X).sum(axis=0)
-    ordered = _transposed(X)
-    ordered.sort(axis=1)  # one row per column of X, NaN last
-    events = X[np.asarray(y) > 0.5]
-    for j in range(X.shape[1]):
-        n = int(measured[j])
-        if n < 3:
-            continue
-        xs = ordered[j, :n]
-        ties = np.diff(np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])).astype("float64")
-        x1 = events[np.isfinite(events[:, j]), j]
-        if len(ties) == 1 or len(x1) in (0, n):
-            continue
-        twice_rank_sum = int((np.searchsorted(xs, x1, "left") + np.searchsorted(xs, x1, "right") + 1).sum())
-        ab = (twice_rank_sum - len(x1) * (n + 1)) / 2
-        aa = (n**3 - n - float((ties**3 - ties).sum())) / 12
-        bb = len(x1) * (n - len(x1)) / n
-        out[j] = ab / np.sqrt(aa * bb)
-    return out
-
-
-def _transposed(X: np.ndarray, block: int = 8192) -> np.ndarray:
-    """``X.T`` as a new row-major array, copied a block of rows at a time (a whole-array transposed
-    copy strides through memory: about 5 times slower on a million rows)."""
-    out = np.empty(X.shape[::-1])
-    for a in range(0, len(X), block):
-        out[:, a:a + block] = X[a:a + block].T
-    return out
 
 
 def _add_q_and_flags(details: pd.DataFrame, alpha: float) -> pd.DataFrame:

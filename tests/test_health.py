@@ -9,16 +9,11 @@ from scipy import stats
 
 from cskit.health import (
     ScoreModel,
-    auc_with_ci,
     deciles,
-    delong,
     kpi_points,
-    largest_remainder,
-    newcombe_difference,
     playbook,
-    risk_ratio,
-    wilson,
 )
+from cskit.stats import auc_with_ci, delong, largest_remainder, newcombe_difference, risk_ratio, wilson
 from cskit.models import Design, Transform
 from cskit.panel import recent_means
 

@@ -12,17 +12,14 @@ from statsmodels.stats.multitest import multipletests
 from cskit.triggers import (
     MIN_EVENTS,
     KPIMatrix,
-    base_fit,
     TABLE_COLUMNS,
     find_triggers,
-    fit_gee,
-    score_z,
-    spearman_columns,
 )
 from cskit.errors import CskitError
 from cskit.panel import outcome_rows
-from cskit.models import design_matrix, fit_binomial, kpi_transforms, lagged_kpis, prune_dependent
+from cskit.models import base_fit, design_matrix, fit_binomial, fit_gee, kpi_transforms, lagged_kpis, prune_dependent, score_z
 from cskit.params import Params
+from cskit.stats import spearman_columns
 
 
 
