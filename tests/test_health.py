@@ -99,7 +99,7 @@ def test_recent_means_takes_last_three_observed_values_of_the_same_account():
 
 
 def test_ar1_inflation_matches_the_sum():
-    from cskit.health import ar1_inflation
+    from cskit.forecast import ar1_inflation
 
     for rho in (0.0, 0.3, 0.85):
         n = np.array([1, 2, 5, 24])
@@ -108,7 +108,7 @@ def test_ar1_inflation_matches_the_sum():
 
 
 def test_persistence_level_and_weight_by_hand():
-    from cskit.health import Persistence
+    from cskit.forecast import Persistence
 
     p = Persistence("k", rho=0.0, mean=2.0, var_between=1.0, var_within=1.0)
     # reliability with n = 4 independent values: 1 / (1 + 1/4) = 0.8; n = 0 → population mean
@@ -136,7 +136,7 @@ def _level_ar1_panel(seed, n_acc=3000, rho=0.7, sd_level=0.8, months=(6, 30), ho
 
 
 def test_persistence_recovers_planted_level_and_ar1():
-    from cskit.health import estimate_persistence
+    from cskit.forecast import estimate_persistence
 
     panel, _ = _level_ar1_panel(1)
     p = estimate_persistence("k", panel["k"].to_numpy(), pd.factorize(panel["account_id"])[0])
@@ -150,7 +150,7 @@ def test_forecast_of_the_horizon_mean_matches_the_true_parameters_and_beats_the_
     """Planted level + AR(1): the same forecast with the true parameters (ρ 0.7, level variance 0.64,
     deviation variance 1, mean 0) is the reference. The kit's forecast of the next 12 months' mean (lag 0)
     must come within 2% of its mean squared error, and well below that of the last-3-month mean."""
-    from cskit.health import Persistence, kpi_forecasts
+    from cskit.forecast import Persistence, kpi_forecasts
     from cskit.models import Transform
 
     panel, future = _level_ar1_panel(2)
@@ -171,7 +171,7 @@ def test_forecast_error_variance_matches_monte_carlo_on_a_planted_level_and_ar1(
     """Planted z = μ + b + u (σ²_b 0.64, AR(1) u with ρ 0.7 and variance 1): the variance of the error of
     the forecast (true parameters) s months after n observed months, by simulation of 40,000 accounts,
     is the closed form within Monte Carlo error (a variance estimate's SE is ≈ √(2/40,000) ≈ 0.7%)."""
-    from cskit.health import KpiPath, Persistence, forecast_error_var
+    from cskit.forecast import KpiPath, Persistence, forecast_error_var
 
     p = Persistence("k", rho=0.7, mean=0.5, var_between=0.64, var_within=1.0)
     rng = np.random.default_rng(3)
@@ -196,7 +196,7 @@ def test_forecast_error_variance_matches_monte_carlo_on_a_planted_level_and_ar1(
 def test_expected_cloglog_matches_numerical_integration():
     from scipy import integrate
 
-    from cskit.health import expected_cloglog
+    from cskit.forecast import expected_cloglog
 
     # monthly hazards (η ≤ −1, error variance ≤ ~1.5) to 1e-6; far outside that range still to 1e-4
     for mean, var, rel in [(-3.0, 0.0, 1e-12), (-3.0, 0.3, 1e-6), (-4.5, 1.2, 1e-6), (-1.0, 0.8, 1e-6),
@@ -207,7 +207,7 @@ def test_expected_cloglog_matches_numerical_integration():
 
 
 def test_deviation_correlation_is_that_of_the_within_account_deviations():
-    from cskit.health import deviation_correlation
+    from cskit.forecast import deviation_correlation
 
     rng = np.random.default_rng(4)
     acc = np.repeat(["a", "b", "c"], 6)
@@ -330,7 +330,7 @@ def test_a_context_level_with_only_churn_is_flagged_as_separated():
 
 
 def test_decision_months_monthly_and_annual_by_hand():
-    from cskit.health import decision_months
+    from cskit.forecast import decision_months
 
     panel = pd.DataFrame({"tenure": [5, 12, 3, 7], "contract_type": ["monthly", "annual", "annual", "annual"]})
     m = decision_months(panel, np.array([True, True, True, True]), 6)
@@ -343,7 +343,8 @@ def test_decision_months_monthly_and_annual_by_hand():
 def test_churn_prob_follows_the_kpi_path_and_anniversaries_by_hand():
     """P(churn within 3) = 1 − Π_h (1 − p_h), p_h = 1 − exp(−exp(b0 + b1 z_h)), z_h on the KPI's path
     level + ρ^max(h − lag, 0) (recent − level); an annual account churns only at its anniversary."""
-    from cskit.health import KpiPath, survival_curves
+    from cskit.forecast import KpiPath
+    from cskit.health import survival_curves
     from cskit.models import GLMResult
 
     names = ["intercept", "usage"]
@@ -364,7 +365,8 @@ def test_churn_prob_averages_each_months_hazard_over_the_forecast_errors_by_hand
     E[1 − exp(−exp(η))], η ~ Normal(b0 + b'z_h, b'Σ_h b), integrated here with scipy's quad."""
     from scipy import integrate
 
-    from cskit.health import KpiPath, Persistence, forecast_error_var, survival_curves
+    from cskit.forecast import KpiPath, Persistence, forecast_error_var
+    from cskit.health import survival_curves
     from cskit.models import GLMResult
 
     names = ["intercept", "usage", "tickets"]

@@ -1,0 +1,253 @@
+"""KPI forecasting for the health score: each account's expected KPI path and its forecast error.
+
+A KPI moves within an account as level + AR(1) deviation on the model scale (``Persistence``,
+estimated by pooled moments); an account's forecast shrinks its recent mean toward its empirical-Bayes
+level month by month (``KpiPath``), with the exact variance of the forecast error
+(``forecast_error_var``). ``kpi_forecasts`` gives the health score's features (the expected KPI over
+the months that drive the next horizon's churn); ``expected_cloglog`` averages a cloglog hazard over
+the forecast error. Methods: docs/methods.md, "Account features".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cskit.panel import RECENT_MONTHS, recent_means
+
+GH_NODES = 20
+
+
+def ar1_inflation(rho: float, n: np.ndarray) -> np.ndarray:
+    """n · Var(mean of n consecutive values of a stationary AR(1) with unit variance) =
+    1 + 2 Σ_{j<n} (1 − j/n) ρ^j, in closed form (1 for n ≤ 1)."""
+    n = np.maximum(np.asarray(n, dtype="float64"), 1.0)
+    if rho <= 0:
+        return np.ones_like(n)
+    return 1 + 2 * rho / (1 - rho) - 2 * rho * (1 - rho**n) / (n * (1 - rho) ** 2)
+
+
+@dataclass
+class Persistence:
+    """How a KPI moves within an account, on the model scale z: z_it = level_i + AR(1) deviation.
+
+    ``rho`` is the lag-1 autocorrelation of the deviations from the account means, pooled over
+    accounts and corrected for the downward bias of mean-corrected estimates in short series
+    (ρ̂ + (1 + 3ρ̂)/n̄; Marriott & Pope 1954, Kendall 1954). ``var_within`` is the deviations' variance
+    (E Σ(z − z̄_i)² = σ²(n_i − f(ρ, n_i)) with f = ``ar1_inflation``), ``var_between`` that of the
+    account levels by the method of moments (variance of account means − mean σ² f/n_i, floored at 0),
+    ``mean`` the mean of the account means.
+    """
+
+    kpi: str
+    rho: float
+    mean: float
+    var_between: float
+    var_within: float
+
+    def level(self, n: np.ndarray, account_mean: np.ndarray) -> np.ndarray:
+        """Empirical-Bayes account level: the account mean shrunk toward the population mean by its
+        reliability var_between / (var_between + var_within · f(ρ, n) / n); n = 0 → population mean."""
+        n = np.asarray(n, dtype="float64")
+        noise = self.var_within * ar1_inflation(self.rho, n) / np.maximum(n, 1)
+        total = self.var_between + noise
+        rel = np.where((n > 0) & (total > 0), self.var_between / np.where(total > 0, total, 1.0), 0.0)
+        return self.mean + rel * (np.where(n > 0, account_mean, self.mean) - self.mean)
+
+    def weight(self, horizon: int, lag: int) -> float:
+        """Weight of the recent deviation in the mean forecast over the months whose KPIs drive the
+        next ``horizon`` months' hazards (months as_of + h − lag, h = 1..horizon): mean of ρ^max(h − lag, 0)."""
+        steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
+        return float(np.mean(self.rho**steps))
+
+
+def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray) -> Persistence | None:
+    """``Persistence`` of one KPI from its model-scale values ``z`` (NaN = missing) on panel rows sorted by
+    account and month (``account`` = integer codes). None when the KPI never varies within an account
+    (a static KPI: its value is its forecast)."""
+    ok = np.isfinite(z)
+    na = int(account.max()) + 1 if len(account) else 0
+    n = np.bincount(account[ok], minlength=na).astype("float64")
+    mean_i = np.bincount(account[ok], z[ok], minlength=na) / np.maximum(n, 1)
+    d = np.where(ok, z - mean_i[account], 0.0)
+    ss = float(np.sum(d**2))
+    many = n > 1
+    if not many.any() or ss <= 1e-12 * max(ok.sum(), 1):
+        return None
+    pair = np.r_[False, (account[1:] == account[:-1]) & ok[1:] & ok[:-1]]
+    raw = float(np.sum(d[1:] * d[:-1] * pair[1:]) / ss)
+    nbar = float(np.average(n[many], weights=n[many]))
+    rho = float(np.clip(raw + (1 + 3 * raw) / nbar, 0.0, 0.99))
+    f = ar1_inflation(rho, n)
+    var_within = ss / float(np.sum((n - f)[many]))
+    seen = n > 0
+    var_between = max(0.0, float(np.var(mean_i[seen], ddof=1) - np.mean(var_within * f[seen] / n[seen])))
+    return Persistence(kpi, rho, float(np.mean(mean_i[seen])), var_between, var_within)
+
+
+def forecast_error_var(p: Persistence, n: np.ndarray, steps: np.ndarray, recent: int = RECENT_MONTHS) -> np.ndarray:
+    """Variance of the error of ``KpiPath.at`` under the ``Persistence`` model, per account (rows: its
+    number of observed months ``n``) and step s = max(h − lag, 0) (columns: ``steps``).
+
+    With z_t = μ + b + u_t (b ~ N(0, σ²_b), u a stationary AR(1) with variance σ²_w and coefficient ρ),
+    the forecast of z at step s after the last observed month t is μ + (1 − ρ^s) r (z̄ − μ) + ρ^s (z̄_3 − μ)
+    (z̄ = mean of the n observed values, z̄_3 = of the last min(3, n), r = the reliability of
+    ``Persistence.level``), so the error is c·b + Σ_j a_j u_j with c = 1 − (1 − ρ^s) r − ρ^s, a = −(1 − ρ^s) r / n
+    on every observed month, −ρ^s / min(3, n) more on the last three, +1 on month t + s. Its variance is
+    c² σ²_b + a' Γ a, Γ_ij = σ²_w ρ^|t_i − t_j| — exact, treating the observed months as consecutive.
+    n = 0 (forecast = μ): σ²_b + σ²_w.
+    """
+    n = np.asarray(n, dtype=int)
+    steps = np.asarray(steps, dtype=int)
+    out = np.empty((len(n), len(steps)))
+    for m in np.unique(n):
+        at = n == m
+        if m <= 0:
+            out[at] = p.var_between + p.var_within
+            continue
+        noise = p.var_within * float(ar1_inflation(p.rho, np.array([m]))[0]) / m
+        total = p.var_between + noise
+        r = p.var_between / total if total > 0 else 0.0
+        k = min(recent, m)
+        row = []
+        for s in steps:
+            g = p.rho**s
+            times = np.r_[np.arange(m), m - 1 + s]
+            a = np.r_[np.full(m, -(1 - g) * r / m), 1.0]
+            a[m - k : m] -= g / k
+            cov = p.var_within * p.rho ** np.abs(times[:, None] - times[None, :])
+            c = 1 - (1 - g) * r - g
+            row.append(c * c * p.var_between + a @ cov @ a)
+        out[at] = np.maximum(np.array(row), 0.0)
+    return out
+
+
+@dataclass
+class KpiPath:
+    """One KPI's expected path for the scored accounts, on the model scale z: the value that drives the
+    hazard of month as_of + h is level + ρ^max(h − lag, 0) · (recent − level) (``level`` = the
+    empirical-Bayes account level, ``recent`` = the last-3-month mean, NaN → level). With ``n`` (each
+    account's number of observed months) and ``persistence``, ``error_var`` gives the variance of the
+    true value around that forecast (``forecast_error_var``); without them the path is taken as known."""
+
+    level: np.ndarray
+    recent: np.ndarray
+    rho: float
+    n: np.ndarray | None = None
+    persistence: Persistence | None = None
+
+    def at(self, h: int, lag: int) -> np.ndarray:
+        return self.level + self.rho ** max(h - lag, 0) * (self.recent - self.level)
+
+    def error_var(self, h: int, lag: int) -> np.ndarray:
+        if self.n is None or self.persistence is None:
+            return np.zeros(len(self.level))
+        return forecast_error_var(self.persistence, self.n, np.array([max(h - lag, 0)]))[:, 0]
+
+
+def deviation_correlation(panel: pd.DataFrame, kpis: list[str], transforms: dict) -> pd.DataFrame:
+    """Correlation between KPIs of their within-account deviations z − z̄_i on the model scale (pairwise
+    over the rows where both are observed; 0 when undefined). It stands in for the correlation of the
+    KPIs' forecast errors, which are mostly future within-account deviations."""
+    account = pd.factorize(panel["account_id"])[0]
+    dev = {}
+    for k in kpis:
+        z = transforms[k].forward(panel[k].to_numpy(dtype="float64"))
+        ok = np.isfinite(z)
+        n = np.bincount(account[ok], minlength=account.max() + 1)
+        mean = np.bincount(account[ok], z[ok], minlength=account.max() + 1) / np.maximum(n, 1)
+        dev[k] = z - mean[account]
+    out = np.eye(len(kpis))
+    for i, a in enumerate(kpis):
+        for j in range(i):
+            b = kpis[j]
+            ok = np.isfinite(dev[a]) & np.isfinite(dev[b])
+            sa, sb = np.sqrt(np.sum(dev[a][ok] ** 2)), np.sqrt(np.sum(dev[b][ok] ** 2))
+            c = float(np.sum(dev[a][ok] * dev[b][ok]) / (sa * sb)) if sa > 0 and sb > 0 else 0.0
+            out[i, j] = out[j, i] = c
+    return pd.DataFrame(out, index=kpis, columns=kpis)
+GAUSS_HERMITE = np.polynomial.hermite.hermgauss(GH_NODES)
+
+
+def expected_cloglog(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """E[1 − exp(−exp(η))] for η ~ Normal(mean, var), by Gauss–Hermite quadrature with GH_NODES nodes."""
+    x, w = GAUSS_HERMITE
+    eta = np.asarray(mean)[..., None] + np.sqrt(2 * np.maximum(var, 0.0))[..., None] * x
+    return (-np.expm1(-np.exp(np.minimum(eta, 50.0))) @ w) / np.sqrt(np.pi)
+
+
+def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,
+              recent: pd.DataFrame | None = None) -> tuple[dict[str, KpiPath], dict[str, Persistence]]:
+    """``KpiPath`` of every KPI that varies within accounts (not ``contract_months``), for the selected
+    panel rows, and its ``Persistence`` (estimated on the panel rows given)."""
+    recent = recent_means(panel, kpis, rows) if recent is None else recent
+    account = pd.factorize(panel["account_id"])[0]
+    pos = np.flatnonzero(rows)
+    first = np.arange(len(panel)) - panel["tenure"].to_numpy()
+    paths, pers = {}, {}
+    for k in kpis:
+        tr = transforms.get(k)
+        if k == "contract_months" or tr is None:
+            continue
+        z = tr.forward(panel[k].to_numpy(dtype="float64"))
+        p = estimate_persistence(k, z, account)
+        if p is None:
+            continue
+        ok = np.isfinite(z)
+        count = np.r_[0, np.cumsum(ok)]
+        total = np.r_[0.0, np.cumsum(np.where(ok, z, 0.0))]
+        n = count[pos + 1] - count[first[pos]]
+        own = (total[pos + 1] - total[first[pos]]) / np.maximum(n, 1)
+        m = p.level(n, own)
+        zr = tr.forward(recent[k].to_numpy(dtype="float64"))
+        paths[k] = KpiPath(m, np.where(np.isfinite(zr), zr, m), p.rho, n.astype(int), p)
+        pers[k] = p
+    return paths, pers
+
+
+def decision_months(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.ndarray:
+    """For the selected rows, a (rows × horizon) 0/1 matrix of the months h = 1..horizon after the row
+    in which the account can churn: all for monthly contracts, the anniversaries (tenure + h a multiple
+    of 12) for annual ones (all months when the horizon holds no anniversary). Without a
+    ``contract_type`` column every account is monthly."""
+    n = int(np.count_nonzero(rows)) if rows.dtype == bool else len(rows)
+    h = np.arange(1, horizon + 1)
+    if "contract_type" not in panel:
+        return np.ones((n, horizon))
+    tenure = panel["tenure"].to_numpy()[rows][:, None]
+    annual = (panel["contract_type"].astype(str).to_numpy()[rows] == "annual")[:, None]
+    at = (tenure + h[None, :]) % 12 == 0
+    at = np.where(at.any(axis=1, keepdims=True), at, True)
+    return np.where(annual, at, True).astype("float64")
+
+
+def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
+                  lag: int, paths: dict[str, KpiPath] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
+    selected panel rows, and the per-KPI forecast parameters (docs/methods.md, "Account features").
+
+    On the model scale z: forecast = m + w · (z_recent − m), m = the account's empirical-Bayes level
+    from its values up to the row, z_recent = its last-3-month mean, w = the mean of ρ^max(h − lag, 0)
+    over the months h = 1..horizon in which the account can churn (``decision_months``): every month
+    for a monthly contract (``Persistence.weight``, reported as ``weight_recent``), the anniversaries
+    for an annual one (its KPI at the renewal decision is what counts). Static KPIs and
+    ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
+    The KPIs' ``KpiPath`` go into ``paths`` when a dict is given (the exact churn probability uses them).
+    """
+    out = recent_means(panel, kpis, rows)
+    found, pers = kpi_paths(panel, kpis, rows, transforms, out)
+    months = decision_months(panel, rows, horizon)
+    recs = []
+    for k, path in found.items():
+        tr, p = transforms[k], pers[k]
+        w = p.weight(horizon, lag)
+        steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
+        wi = (months * p.rho**steps).sum(axis=1) / months.sum(axis=1)
+        out[k] = tr.inverse(path.level + wi * (path.recent - path.level))
+        recs.append({"kpi": k, "rho": p.rho, "weight_recent": w, "population_mean": tr.inverse(p.mean),
+                     "var_between": p.var_between, "var_within": p.var_within, "scale": tr.kind})
+    if paths is not None:
+        paths.update(found)
+    cols = ["kpi", "rho", "weight_recent", "population_mean", "var_between", "var_within", "scale"]
+    return out, pd.DataFrame(recs, columns=cols)
