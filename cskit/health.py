@@ -1,5 +1,7 @@
-"""Data-driven health score: model, points, tiers, out-of-time validation, playbook, onboarding check,
-touch model (DESIGN §5 "Health score" … "Onboarding check"; methods in docs/methods.md).
+"""Data-driven health score: model, points, tiers, out-of-time validation, and the stage that adds the
+playbook and touch model (:mod:`cskit.playbook`) and the onboarding check (:mod:`cskit.checks`)
+(DESIGN §5 "Health score" … "Onboarding check"; methods in docs/methods.md). The KPI forecasts behind
+the score's features are :mod:`cskit.forecast`.
 
 The score is built from a discrete-time churn hazard (binomial GLM with the cloglog link on the
 at-risk account-months, KPIs at t − lag, tenure, segment and contract type; ``cskit.models``). Each
@@ -29,7 +31,9 @@ from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_tra
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.panel import active_rows, outcome_rows, recent_means
 from cskit.params import Params
-from cskit.stats import auc_with_ci, delong, largest_remainder, mean_ci, newcombe_difference, risk_ratio, wilson
+from cskit.checks import onboarding_check
+from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
+from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
@@ -39,16 +43,11 @@ CONTEXT_KPIS = ("contract_months",)
 TIERS = ("red", "yellow", "green")
 LEFT_OUT_MIN_POINTS = 5
 LEFT_OUT_MAX_RHO = 0.2
-EQUIVALENCE_MARGIN = 0.05
-ONBOARDING_SCORE_TENURE = 12
-TOUCH_SHARES = (0.10, 0.30)
-TOUCH_TIERS = ("high", "low", "tech")
 MIN_EVENTS = 10
 EPV = 10  # churn events per KPI when no KPI passes the FDR control
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
 SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob"]
-PLAYBOOK_COLUMNS = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
 
 
 class NotEstimable(CskitError):
@@ -93,6 +92,31 @@ class ScoreModel:
     def actionable_kpis(self) -> list[str]:
         """KPIs a CSM can move (the playbook's): every KPI item but the tenure."""
         return [k for k in self.kpi_names() if k not in CONTEXT_KPIS]
+
+    def kpi_points(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Points each account earns on each KPI item (a missing KPI counts as the panel mean, z = 0)."""
+        out = {}
+        for _, w in self.weights.iterrows():
+            if w["kpi"] not in self.design.transforms:
+                continue
+            z = self.design.transforms[w["kpi"]].forward(features[w["kpi"]].to_numpy(dtype="float64"))
+            z = np.where(np.isfinite(z), z, 0.0)
+            u = np.clip((z - w["z_lo"]) / (w["z_hi"] - w["z_lo"]), 0.0, 1.0)
+            out[w["kpi"]] = w["points"] * (u if w["direction"] == "+" else 1.0 - u)
+        return pd.DataFrame(out, index=features.index)
+
+    def context_points(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Points each account earns on each account-context item (its level's points; a level the model
+        did not see counts as the item's reference level, which is how the model treats it)."""
+        out = {}
+        for item, levels in self.context.items():
+            ref = self.design.adjust_levels[item][0]
+            out[item] = features[item].astype(str).map(levels).fillna(levels[ref]).to_numpy(dtype="float64")
+        return pd.DataFrame(out, index=features.index)
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        """Health score 0–100 (higher = healthier): the sum of the KPI and account-context points."""
+        return self.kpi_points(features).sum(axis=1).to_numpy() + self.context_points(features).sum(axis=1).to_numpy()
 
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
@@ -244,34 +268,6 @@ def _num(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
-def kpi_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
-    """Points each account earns on each KPI item (a missing KPI counts as the panel mean, z = 0)."""
-    out = {}
-    for _, w in model.weights.iterrows():
-        if w["kpi"] not in model.design.transforms:
-            continue
-        z = model.design.transforms[w["kpi"]].forward(features[w["kpi"]].to_numpy(dtype="float64"))
-        z = np.where(np.isfinite(z), z, 0.0)
-        u = np.clip((z - w["z_lo"]) / (w["z_hi"] - w["z_lo"]), 0.0, 1.0)
-        out[w["kpi"]] = w["points"] * (u if w["direction"] == "+" else 1.0 - u)
-    return pd.DataFrame(out, index=features.index)
-
-
-def context_points(model: ScoreModel, features: pd.DataFrame) -> pd.DataFrame:
-    """Points each account earns on each account-context item (its level's points; a level the model
-    did not see counts as the item's reference level, which is how the model treats it)."""
-    out = {}
-    for item, levels in model.context.items():
-        ref = model.design.adjust_levels[item][0]
-        out[item] = features[item].astype(str).map(levels).fillna(levels[ref]).to_numpy(dtype="float64")
-    return pd.DataFrame(out, index=features.index)
-
-
-def score(model: ScoreModel, features: pd.DataFrame) -> np.ndarray:
-    """Health score 0–100 (higher = healthier): the sum of the KPI and account-context points."""
-    return kpi_points(model, features).sum(axis=1).to_numpy() + context_points(model, features).sum(axis=1).to_numpy()
-
-
 def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFrame, months: int,
                     paths: dict[str, KpiPath] | None = None, corr: pd.DataFrame | None = None) -> np.ndarray:
     """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type, segment) and KPIs on
@@ -364,7 +360,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     feats, model.forecast = kpi_forecasts(past, used, rows, model.design.transforms, horizon, lag, paths)
     base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
-    frame["score"] = np.round(score(model, frame), 1)
+    frame["score"] = np.round(model.score(frame), 1)
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
     set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
@@ -477,134 +473,6 @@ def left_out_kpis(frame: pd.DataFrame, weights: pd.DataFrame, client_score: pd.S
         recs.append({"kpi": w["kpi"], "points": int(w["points"]), "spearman_with_client_score": rho,
                      "left_out": bool(w["points"] >= LEFT_OUT_MIN_POINTS and not abs(rho) >= LEFT_OUT_MAX_RHO)})
     return recs
-
-
-# ---------------------------------------------------------------- playbook
-
-
-def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """Red-tier accounts with the two KPIs whose points fall furthest below those of the green-tier
-    median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
-    KPIs are named: not the tenure, not the account-context items (segment, contract type)."""
-    green = frame[frame["tier"] == "green"]
-    if green.empty:
-        green = frame[frame["score"] >= frame["score"].quantile(0.75)]
-    kpis = model.actionable_kpis()
-    ref = green[model.kpi_names()].median().to_frame().T
-    ref_pts = kpi_points(model, ref)[kpis].iloc[0]
-    red = frame[frame["tier"] == "red"].reset_index(drop=True)
-    cols = PLAYBOOK_COLUMNS
-    if red.empty:
-        return pd.DataFrame(columns=cols)
-    gaps = ref_pts - kpi_points(model, red)[kpis]
-    names = np.array(gaps.columns)
-    order = np.argsort(-gaps.to_numpy(), axis=1, kind="stable")
-    out = red[["account_id", "score", "tier"]].copy()
-    for i in (0, 1):
-        g = np.take_along_axis(gaps.to_numpy(), order[:, i : i + 1], axis=1)[:, 0] if gaps.shape[1] > i else np.zeros(len(red))
-        k = names[order[:, i]] if gaps.shape[1] > i else np.full(len(red), "")
-        out[f"kpi_{i + 1}"] = np.where(g > 0, k, "")
-        out[f"gap_{i + 1}"] = np.where(g > 0, g, np.nan)
-    return out.sort_values(["score", "account_id"], kind="stable").reset_index(drop=True)[cols]
-
-
-# ---------------------------------------------------------------- onboarding check
-
-
-def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int) -> dict:
-    """Churn within the horizon (out-of-time cohort) and the health score 12 months after start,
-    onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods.md)."""
-    done = cohort["onboarding_completed"].to_numpy(dtype="float64")
-    ok = np.isfinite(done)
-    on, y = done[ok] > 0, out["event"].to_numpy()[ok]
-    k1, n1, k0, n0 = int(y[on].sum()), int(on.sum()), int(y[~on].sum()), int((~on).sum())
-    res: dict = {"horizon_months": horizon}
-    if min(n1, n0) == 0:
-        res["verdict"] = "inconclusive"
-        res["reason"] = "every account of the cohort is in one group: nothing to compare"
-        return res
-    d, dlo, dhi = newcombe_difference(k1, n1, k0, n0)
-    rr, rlo, rhi = risk_ratio(k1, n1, k0, n0)
-    res["churn"] = {
-        "onboarded": {"n": n1, "churned": k1, "rate": k1 / n1, "ci": list(wilson(k1, n1))},
-        "not_onboarded": {"n": n0, "churned": k0, "rate": k0 / n0, "ci": list(wilson(k0, n0))},
-        "difference": {"estimate": d, "ci_low": dlo, "ci_high": dhi},
-        "ratio": {"estimate": rr, "ci_low": rlo, "ci_high": rhi},
-    }
-    res["score_after_12_months"] = _score_after_start(panel, model, horizon)
-    res["verdict"] = onboarding_verdict(dlo, dhi)
-    res["equivalence_margin"] = EQUIVALENCE_MARGIN
-    return res
-
-
-def onboarding_verdict(ci_low: float, ci_high: float, margin: float = EQUIVALENCE_MARGIN) -> str:
-    """From the 95% interval of churn(onboarded) − churn(not): "urban_legend" when it lies inside
-    ±margin (any difference is too small to matter, significant or not); "driver" when it lies below 0
-    and reaches beyond −margin; "inconclusive" otherwise (too wide to tell, or onboarded churn more)."""
-    if ci_low > -margin and ci_high < margin:
-        return "urban_legend"
-    if ci_high < 0:
-        return "driver"
-    return "inconclusive"
-
-
-def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> dict:
-    """Health score at tenure 12 (onboarding's own points taken out and the rest rescaled to 0–100)."""
-    rows = (panel["tenure"] == ONBOARDING_SCORE_TENURE).to_numpy()
-    kpis = list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"]))
-    feats, _ = kpi_forecasts(panel, kpis, rows, model.design.transforms, horizon, model.lag)
-    feats = pd.concat([feats, panel.loc[rows, ["segment", "contract_type"]].reset_index(drop=True)], axis=1)
-    pts = pd.concat([kpi_points(model, feats), context_points(model, feats)], axis=1)
-    own = model.weights.set_index("kpi")["points"].get("onboarding_completed", 0)
-    rest = pts.drop(columns=["onboarding_completed"], errors="ignore").sum(axis=1).to_numpy()
-    s = rest * 100.0 / (100 - own) if own < 100 else rest
-    done = feats["onboarding_completed"].to_numpy()
-    ok = np.isfinite(done)
-    a, b = s[ok & (done > 0)], s[ok & ~(done > 0)]
-    res = {"tenure_months": ONBOARDING_SCORE_TENURE, "excludes_onboarding_points": int(own),
-           "onboarded": mean_ci(a), "not_onboarded": mean_ci(b)}
-    if len(a) > 1 and len(b) > 1:
-        diff = a.mean() - b.mean()
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else np.inf
-        q = stats.t.ppf(0.975, dof)
-        res["difference"] = {"estimate": float(diff), "ci_low": float(diff - q * np.sqrt(va + vb)), "ci_high": float(diff + q * np.sqrt(va + vb))}
-        if a.mean() > 0 and b.mean() > 0:
-            lr = np.log(b.mean() / a.mean())
-            se = np.sqrt(vb / b.mean() ** 2 + va / a.mean() ** 2)
-            res["ratio_not_to_onboarded"] = {"estimate": float(np.exp(lr)), "ci_low": float(np.exp(lr - 1.96 * se)), "ci_high": float(np.exp(lr + 1.96 * se))}
-        ga, gb = 100 - a.mean(), 100 - b.mean()
-        if ga > 0:
-            res["shortfall_ratio_not_to_onboarded"] = float(gb / ga)
-    return res
-
-
-# ---------------------------------------------------------------- touch model
-
-
-def touch_model(frame: pd.DataFrame, kpis: list[str], ltv: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """High / low / tech touch by LTV (top 10% / next 30% / rest) and each tier's medians and counts."""
-    v = ltv.to_numpy(dtype="float64")
-    order = np.lexsort((frame["account_id"].to_numpy(), -np.nan_to_num(v, nan=-np.inf)))
-    rank = np.empty(len(v), dtype=int)
-    rank[order] = np.arange(len(v))
-    share = rank / max(len(v), 1)
-    hi, lo = TOUCH_SHARES
-    touch = np.where(share < hi, "high", np.where(share < hi + lo, "low", "tech"))
-    accounts = pd.DataFrame({"account_id": frame["account_id"], "ltv": v, "touch": touch})
-    recs = []
-    for t in TOUCH_TIERS:
-        m = touch == t
-        rec = {"touch": t, "n": int(m.sum()), "ltv_total": float(np.nansum(v[m])), "ltv_median": _median(v[m]),
-               "score_median": _median(frame["score"].to_numpy()[m])}
-        rec.update({k: _median(frame[k].to_numpy(dtype="float64")[m]) for k in kpis})
-        recs.append(rec)
-    return pd.DataFrame(recs), accounts
-
-
-def _median(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if len(x) else float("nan")
 
 
 # ---------------------------------------------------------------- the stage

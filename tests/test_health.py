@@ -7,12 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cskit.health import (
-    ScoreModel,
-    deciles,
-    kpi_points,
-    playbook,
-)
+from cskit.health import ScoreModel, deciles
+from cskit.playbook import playbook
 from cskit.stats import auc_with_ci, delong, largest_remainder, newcombe_difference, risk_ratio, wilson
 from cskit.models import Design, Transform
 from cskit.panel import recent_means
@@ -249,7 +245,7 @@ def test_points_and_playbook_gaps_by_hand():
             "tickets": [0.0, 1.0, 0.5, 1.0, 4.0, 2.0],
         }
     )
-    pts = kpi_points(model, frame)
+    pts = model.kpi_points(frame)
     # usage: 60 × u/10; tickets: 40 × (1 − t/4)
     np.testing.assert_allclose(pts["usage"], [60, 48, 54, 12, 54, 36])
     np.testing.assert_allclose(pts["tickets"], [40, 30, 35, 30, 0, 20])
@@ -306,16 +302,14 @@ def test_context_items_get_points_from_their_coefficient_spread_by_hand():
 
 
 def test_score_adds_kpi_and_context_points_and_playbook_names_only_kpis():
-    from cskit.health import context_points, score
-
     model, _ = _context_model(12)
     w = model.weights.set_index("kpi")["points"]
     f = pd.DataFrame({"usage": [0.9, -0.9, 0.0], "segment": ["Enterprise", "SMB", "Other"],
                       "contract_type": ["monthly", "annual", "monthly"]})
     # an unseen segment level counts as the reference level (SMB), as in the model
-    np.testing.assert_allclose(context_points(model, f)["segment"], [w["segment"], 0.0, 0.0])
+    np.testing.assert_allclose(model.context_points(f)["segment"], [w["segment"], 0.0, 0.0])
     expect = [w["usage"] + w["segment"], w["contract_type"], w["usage"] / 2]
-    np.testing.assert_allclose(score(model, f), expect)
+    np.testing.assert_allclose(model.score(f), expect)
     assert model.kpi_names() == ["usage"]
 
 
@@ -413,7 +407,7 @@ def test_playbook_leaves_out_the_tenure():
 
 
 def test_onboarding_verdict_rule():
-    from cskit.health import onboarding_verdict
+    from cskit.checks import onboarding_verdict
 
     assert onboarding_verdict(-0.14, -0.06) == "driver"
     assert onboarding_verdict(-0.04, -0.01) == "urban_legend"  # significant but under 5 points (Sansan: 2)
@@ -423,7 +417,7 @@ def test_onboarding_verdict_rule():
 
 
 def test_touch_tiers_by_ltv_shares_and_medians_by_hand():
-    from cskit.health import touch_model
+    from cskit.playbook import touch_model
 
     frame = pd.DataFrame({"account_id": [f"a{i:02d}" for i in range(20)], "score": np.arange(20.0), "k": np.arange(20.0) * 2})
     ltv = pd.Series(np.arange(20.0) + 1)  # a19 has the largest LTV

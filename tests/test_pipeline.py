@@ -11,7 +11,8 @@ import pytest
 
 from cskit import narrative as N
 from cskit.errors import CskitError
-from cskit.health import MIN_EVENTS, PLAYBOOK_COLUMNS, SCORE_COLUMNS, WEIGHT_COLUMNS, design_health_score
+from cskit.health import MIN_EVENTS, SCORE_COLUMNS, WEIGHT_COLUMNS, design_health_score
+from cskit.playbook import PLAYBOOK_COLUMNS
 from cskit.pipeline import analyse
 
 RESULT_FILES = [

@@ -1,0 +1,67 @@
+"""What the CSMs do with the health score: the playbook (the red-tier accounts and the two KPIs that
+cost them most points) and the touch model (high / low / tech touch by LTV). DESIGN §5; docs/methods.md.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from cskit.health import ScoreModel
+
+PLAYBOOK_COLUMNS = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
+TOUCH_SHARES = (0.10, 0.30)
+TOUCH_TIERS = ("high", "low", "tech")
+
+
+def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """Red-tier accounts with the two KPIs whose points fall furthest below those of the green-tier
+    median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
+    KPIs are named: not the tenure, not the account-context items (segment, contract type)."""
+    green = frame[frame["tier"] == "green"]
+    if green.empty:
+        green = frame[frame["score"] >= frame["score"].quantile(0.75)]
+    kpis = model.actionable_kpis()
+    ref = green[model.kpi_names()].median().to_frame().T
+    ref_pts = model.kpi_points(ref)[kpis].iloc[0]
+    red = frame[frame["tier"] == "red"].reset_index(drop=True)
+    cols = PLAYBOOK_COLUMNS
+    if red.empty:
+        return pd.DataFrame(columns=cols)
+    gaps = ref_pts - model.kpi_points(red)[kpis]
+    names = np.array(gaps.columns)
+    order = np.argsort(-gaps.to_numpy(), axis=1, kind="stable")
+    out = red[["account_id", "score", "tier"]].copy()
+    for i in (0, 1):
+        g = np.take_along_axis(gaps.to_numpy(), order[:, i : i + 1], axis=1)[:, 0] if gaps.shape[1] > i else np.zeros(len(red))
+        k = names[order[:, i]] if gaps.shape[1] > i else np.full(len(red), "")
+        out[f"kpi_{i + 1}"] = np.where(g > 0, k, "")
+        out[f"gap_{i + 1}"] = np.where(g > 0, g, np.nan)
+    return out.sort_values(["score", "account_id"], kind="stable").reset_index(drop=True)[cols]
+
+
+def touch_model(frame: pd.DataFrame, kpis: list[str], ltv: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """High / low / tech touch by LTV (top 10% / next 30% / rest) and each tier's medians and counts."""
+    v = ltv.to_numpy(dtype="float64")
+    order = np.lexsort((frame["account_id"].to_numpy(), -np.nan_to_num(v, nan=-np.inf)))
+    rank = np.empty(len(v), dtype=int)
+    rank[order] = np.arange(len(v))
+    share = rank / max(len(v), 1)
+    hi, lo = TOUCH_SHARES
+    touch = np.where(share < hi, "high", np.where(share < hi + lo, "low", "tech"))
+    accounts = pd.DataFrame({"account_id": frame["account_id"], "ltv": v, "touch": touch})
+    recs = []
+    for t in TOUCH_TIERS:
+        m = touch == t
+        rec = {"touch": t, "n": int(m.sum()), "ltv_total": float(np.nansum(v[m])), "ltv_median": _median(v[m]),
+               "score_median": _median(frame["score"].to_numpy()[m])}
+        rec.update({k: _median(frame[k].to_numpy(dtype="float64")[m]) for k in kpis})
+        recs.append(rec)
+    return pd.DataFrame(recs), accounts
+
+
+def _median(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else float("nan")
