@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cskit.catalogue import DEFAULT_CATALOGUE
 from cskit.errors import CskitError
 
 SAFE_CLIENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -28,6 +29,45 @@ class KPIOverride(BaseModel):
     lower: float | None = None
     upper: float | None = None
     direction: Literal[1, -1] | None = None
+
+
+EVENT_AGGS = ("count", "active_days", "distinct_users", "sum", "mean", "max")
+
+
+class EventKPI(BaseModel):
+    """One KPI of ``events_kpis`` (DESIGN §7): ``{event: name or [names], agg: ...}`` or ``{ratio: [a, b]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    event: str | list[str] | None = None
+    agg: Literal["count", "active_days", "distinct_users", "sum", "mean", "max"] | None = None
+    ratio: tuple[str, str] | None = None
+
+    @field_validator("event")
+    @classmethod
+    def _event_names(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        names = [v] if isinstance(v, str) else v
+        if not names:
+            raise ValueError("the event list is empty: name at least one event")
+        if any(not str(n).strip() for n in names):
+            raise ValueError("an event name is empty")
+        return [str(n).strip() for n in names]
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "EventKPI":
+        if self.ratio is not None:
+            if self.event is not None or self.agg is not None:
+                raise ValueError("give either {ratio: [a, b]} or {event: ..., agg: ...}, not both")
+        elif self.event is None or self.agg is None:
+            raise ValueError(f"needs both event (a name or a list) and agg (one of {', '.join(EVENT_AGGS)}), "
+                             "or ratio: [a, b]")
+        return self
+
+    @property
+    def events(self) -> list[str]:
+        """The event names this KPI counts (empty for a ratio)."""
+        return list(self.event or [])
 
 
 class Params(BaseModel):
@@ -52,6 +92,9 @@ class Params(BaseModel):
     bootstrap: int = Field(200, ge=0, le=5000)
     seed: int = Field(0, ge=0)
     kpis: dict[str, KPIOverride] = Field(default_factory=dict)
+    events_kpis: dict[str, EventKPI] = Field(default_factory=dict)
+    timezone: str = "UTC"
+    engine: Literal["duckdb", "spark"] = "duckdb"
 
     @field_validator("client")
     @classmethod
@@ -79,6 +122,43 @@ class Params(BaseModel):
             raise ValueError("must be a 3-letter ISO code such as JPY or USD")
         return v
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a time zone: use an IANA name such as Asia/Tokyo, Europe/Berlin or UTC") from None
+        return v
+
+    @field_validator("events_kpis")
+    @classmethod
+    def _event_kpi_names(cls, v: dict[str, EventKPI]) -> dict[str, EventKPI]:
+        for name in v:
+            if not name.isidentifier():
+                raise ValueError(f"KPI name {name!r} must be letters, digits and _ (not starting with a digit)")
+        return v
+
+    @model_validator(mode="after")
+    def _ratios(self) -> "Params":
+        known = set(self.events_kpis) | set(DEFAULT_CATALOGUE) | set(self.kpis)
+        problems = []
+        for name, kpi in self.events_kpis.items():
+            for operand in kpi.ratio or ():
+                if operand == name:
+                    problems.append(f"events_kpis.{name}.ratio: {name!r} cannot divide itself")
+                elif operand not in known:
+                    problems.append(
+                        f"events_kpis.{name}.ratio: {operand!r} is not a KPI of events_kpis nor of the catalogue "
+                        f"(a column of the kpis table outside the catalogue: declare it under kpis: {{{operand}: {{}}}})")
+        if _ratio_cycle(self.events_kpis):
+            problems.append("events_kpis: ratios refer to each other in a circle (break the cycle)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @field_validator("as_of", mode="before")
     @classmethod
     def _as_of(cls, v: Any) -> Any:
@@ -98,6 +178,23 @@ class Params(BaseModel):
         return out
 
 
+def _ratio_cycle(spec: dict[str, EventKPI]) -> bool:
+    """True if ratios of ``spec`` depend on each other in a cycle."""
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> bool:
+        if state.get(name) == 1:
+            return True
+        if state.get(name) == 2 or name not in spec or spec[name].ratio is None:
+            return False
+        state[name] = 1
+        found = any(visit(o) for o in spec[name].ratio)
+        state[name] = 2
+        return found
+
+    return any(visit(n) for n in spec)
+
+
 def resolve_data_path(data: str, base: Path | None = None) -> Path | str:
     """Resolve ``data`` against ``base`` (the current directory by default); URLs are left as they are."""
     if "://" in data:
@@ -112,9 +209,14 @@ def _describe(err: dict) -> str:
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
     value = err.get("input")
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(Params.model_fields)
+        model = {"events_kpis": EventKPI, "kpis": KPIOverride}.get(str(err["loc"][0]), Params) if len(err["loc"]) > 1 else Params
+        allowed = ", ".join(model.model_fields)
         return f"- unknown key '{loc}' (value {value!r}). Allowed keys: {allowed}."
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check across keys: its message names them
+        return "- " + "\n- ".join(msg.split("; ")) + "."
+    if err["type"] == "literal_error" and str(err["loc"][-1]) == "agg":
+        msg = f"unknown aggregation; use one of {', '.join(EVENT_AGGS)}"
     return f"- key '{loc}': {msg} (got {value!r})."
 
 
