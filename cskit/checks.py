@@ -31,6 +31,7 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
     if min(n1, n0) == 0:
         res["verdict"] = "inconclusive"
         res["reason"] = "every account of the cohort is in one group: nothing to compare"
+        res["reason_code"] = "one_group"
         return res
     d, dlo, dhi = newcombe_difference(k1, n1, k0, n0)
     rr, rlo, rhi = risk_ratio(k1, n1, k0, n0)

@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from cskit.catalogue import KPI
+from cskit.notices import Notice, records
 
 
 @dataclass
 class Quality:
-    """Rows read, used and excluded per table and reason, plus warnings (``results/quality.json``).
+    """Rows read, used and excluded per table and reason, plus the loader's coded notices
+    (``warnings``: :class:`cskit.notices.Notice`, written as records to ``results/quality.json``).
 
     Invariant, per table: ``read == used + sum(excluded.values())``.
     """
@@ -30,14 +32,15 @@ class Quality:
         t["excluded"][reason] = t["excluded"].get(reason, 0) + int(n)
         t["used"] -= int(n)
 
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
+    def warn(self, notice: "Notice | str") -> None:
+        """Record a coded notice (cskit.notices.Notice) of the loader."""
+        self.warnings.append(notice)
 
     def is_consistent(self) -> bool:
         return all(t["read"] == t["used"] + sum(t["excluded"].values()) for t in self.tables.values())
 
     def to_dict(self) -> dict:
-        return {"tables": self.tables, "warnings": self.warnings}
+        return {"tables": self.tables, "warnings": records(self.warnings)}
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")

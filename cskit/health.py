@@ -27,6 +27,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
+from cskit.notices import Notice, records
 from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.panel import active_rows, outcome_rows, recent_means
@@ -135,12 +136,8 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     if not keep:
         events = int(full.fit.events)
         keep = [k for _, k in sorted(zip(-np.abs(s["z"].fillna(0).to_numpy()), tested))][: max(1, events // EPV)]
-        full.warnings.append(
-            f"No KPI is linked to churn at q < {alpha:g} (Benjamini–Hochberg) with {events} churn events: the "
-            f"health score uses the {len(keep)} KPI(s) most associated with churn ({', '.join(keep)}; at most one "
-            f"per {EPV} events, so the score is not overfitted) and is indicative only. Check the validation AUC "
-            "before using it; more history or more accounts may reveal the drivers."
-        )
+        full.warnings.append(Notice("score_no_flagged_kpi", stage="health", alpha=alpha, events=events,
+                                    n=len(keep), kpis=list(keep), epv=EPV))
     if len(keep) == len(tested):
         return full
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon)
@@ -148,7 +145,8 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
         if k not in keep:
-            model.design.dropped[k] = f"not linked to churn given the other KPIs (q = {qk:.2g} ≥ {alpha:g})"
+            model.design.dropped[k] = Notice("kpi_not_linked", stage="health", severity="note", q=float(qk),
+                                             alpha=alpha)
     return model
 
 
@@ -174,11 +172,8 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> 
     warnings = []
     for item in separated_items(design, y):
         values.pop(item, None)
-        warnings.append(
-            f"Health score: {item} gets no points: one of its levels has only churn (or no churn) in its "
-            f"at-risk months ({', '.join(separated_items(design, y)[item])}), so its effect cannot be estimated. "
-            "The churn probability still adjusts for it; more history (renewals observed) would let it count."
-        )
+        warnings.append(Notice("context_item_separated", stage="health", item=item,
+                               levels=list(separated_items(design, y)[item])))
     weights, context = _points(panel, design, fit, values)
     for rec in table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
@@ -412,6 +407,7 @@ def validate(frame: pd.DataFrame, out: pd.DataFrame, client_score: pd.Series | N
     if y.sum() == 0 or y.sum() == len(y):
         res["status"] = "not_estimable"
         res["reason"] = "no churn (or only churn) in the validation window: AUC is undefined"
+        res["reason_code"] = "no_churn_contrast"
         return res
     res["status"] = "ok"
     res["score"] = {
@@ -443,6 +439,7 @@ def _client_validation(y: np.ndarray, t: np.ndarray, s: np.ndarray, c: np.ndarra
             "Provide the score as it was at the start of the window to compare."
             if y.sum() == 0 else "every scored account churned: AUC is undefined"
         )
+        out["reason_code"] = "client_score_snapshot" if y.sum() == 0 else "client_score_all_churned"
         return out
     out["status"] = "ok"
     out.update(auc_with_ci(y, -c))
@@ -516,7 +513,7 @@ class Health:
             "dropped_kpis": self.dropped,
             "context_items": self.context,
             "kpi_forecast": self.forecast.to_dict("records"),
-            "warnings": self.warnings,
+            "warnings": records(self.warnings),
         }
 
     def write(self, results_dir: Path) -> None:
@@ -600,7 +597,8 @@ def design_health_score(
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
-        warnings.append(f"The health score could not be validated out of time (fit before {cut:%Y-%m}): {e}")
+        warnings.append(Notice("score_not_validated", stage="health", cut=f"{cut:%Y-%m}", reason=str(e),
+                               reason_code=getattr(e, "code", ""), events=getattr(e, "events", None)))
     if then is not None:
         out = outcome_after(panel, then.frame["account_id"], cut, H)
         cs = then.frame["account_id"].map(accounts["health_score"]) if client else None

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from cskit.catalogue import build_catalogue
 from cskit.client import ClientData, Quality
 from cskit.errors import CskitError
+from cskit.notices import Notice
 from cskit.params import TABLES, Params, resolve_data_path
 
 REQUIRED_TABLES = ("accounts", "revenue", "kpis")
@@ -115,9 +116,8 @@ class _Rows:
         self.keep &= ~hit
         self.report.quality.exclude(self.table, reason, n)
         examples = _examples(np.asarray(shown() if callable(shown) else shown, dtype=object)[hit])
-        self.report.quality.warn(
-            f"{self.table}.{column}: {n} row(s) excluded ({reason}): {what} (e.g. {examples}). Fix: {fix}"
-        )
+        self.report.quality.warn(Notice("rows_excluded", stage="load", table=self.table, column=column, n=n,
+                                        reason=reason, what=what, examples=examples, fix=fix))
 
 
 def _blank_cells(report: _Report, table: str, column: str, bad: np.ndarray, shown: pd.Series, what: str) -> None:
@@ -128,11 +128,8 @@ def _blank_cells(report: _Report, table: str, column: str, bad: np.ndarray, show
     t = report.quality.tables[table]
     t.setdefault("blanked_cells", {})
     t["blanked_cells"][column] = t["blanked_cells"].get(column, 0) + n
-    report.quality.warn(
-        f"{table}.{column}: {n} cell(s) {what} (e.g. {_examples(np.asarray(shown, dtype=object)[bad])}); "
-        "they were treated as not measured (empty) and their rows kept. "
-        "Fix: correct them in the source, or leave the cell empty."
-    )
+    report.quality.warn(Notice("cells_blanked", stage="load", table=table, column=column, n=n,
+                               examples=_examples(np.asarray(shown, dtype=object)[bad])))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,10 +293,8 @@ def _prepare(name: str, df: pd.DataFrame, mapping: dict[str, str], report: _Repo
     df = df.rename(columns=lambda c: str(c).strip().lstrip("\ufeff"))
     for src in mapping:
         if src not in df.columns and mapping[src] not in df.columns:
-            report.quality.warn(
-                f"{name}: params columns.{name} maps {src!r} -> {mapping[src]!r} but {name} has no column {src!r} "
-                f"(columns: {', '.join(map(str, df.columns[:12]))}). Fix: correct the header in params."
-            )
+            report.quality.warn(Notice("mapping_missing", stage="load", table=name, source=str(src),
+                                       target=str(mapping[src]), columns=[str(c) for c in df.columns[:12]]))
     df = df.rename(columns={k.strip(): v for k, v in mapping.items()})
     dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     for c in dup:
@@ -356,11 +351,9 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
 
     later = rows.keep & ~np.isnat(churn) & (_month_of(churn) > as_of)
     if later.any():
-        report.quality.warn(
-            f"accounts.churn_date: {int(later.sum())} account(s) churn after the analysis month as_of={_ym(as_of)} "
-            f"(e.g. {_examples(np.asarray(df['churn_date'], dtype=object)[later])}); they count as active at as_of. "
-            "Fix: nothing, if as_of is right."
-        )
+        report.quality.warn(Notice("churn_after_as_of", stage="load", severity="note", n=int(later.sum()),
+                                   as_of=_ym(as_of),
+                                   examples=_examples(np.asarray(df["churn_date"], dtype=object)[later])))
         churn = np.where(later, np.datetime64("NaT", "ns"), churn)
 
     out = pd.DataFrame({"account_id": ids, "contract_start": start, "churn_date": churn})
@@ -375,8 +368,7 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
         out[col] = _numeric_column(df, col, rows, report)
     empty = [c for c in statics if out[c].isna().all()]
     for c in empty:
-        report.quality.warn(f"accounts.{c}: the column has no numeric values; this static KPI is not used. "
-                            "Fix: fill it or drop the column.")
+        report.quality.warn(Notice("static_kpi_empty", stage="load", column=str(c)))
     out = out.loc[rows.keep].drop(columns=empty).reset_index(drop=True)
     out["referred_by"] = _check_referrals(out, report)
     listed = {x for x in ids if x is not None}
@@ -403,11 +395,8 @@ def _contract_types(df: pd.DataFrame, rows: _Rows, report: _Report) -> np.ndarra
                     dtype=object)
     unknown = rows.keep & pd.notna(raw) & pd.isna(norm)
     if unknown.any():
-        report.quality.warn(
-            f"accounts.contract_type: {int(unknown.sum())} row(s) have an unknown contract type "
-            f"(e.g. {_examples(raw[unknown])}); they were treated as monthly. "
-            "Fix: use 'monthly' or 'annual' (月額 / 年額 are understood too)."
-        )
+        report.quality.warn(Notice("unknown_contract_type", stage="load", n=int(unknown.sum()),
+                                   examples=_examples(raw[unknown])))
     return pd.Series(norm, dtype=object).fillna("monthly").to_numpy(dtype=object)
 
 
@@ -422,10 +411,7 @@ def _check_referrals(accounts: pd.DataFrame, report: _Report) -> pd.Series:
     known = set(accounts["account_id"])
     bad = ref.notna() & (~ref.isin(known) | (ref == accounts["account_id"]))
     if bad.any():
-        report.quality.warn(
-            f"accounts.referred_by: {int(bad.sum())} referral(s) name an account that is not in accounts (or the "
-            f"account itself) (e.g. {_examples(ref[bad])}); they were ignored. Fix: use an existing account_id."
-        )
+        report.quality.warn(Notice("unknown_referrer", stage="load", n=int(bad.sum()), examples=_examples(ref[bad])))
     return ref.where(~bad, None)
 
 
@@ -501,11 +487,9 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
     if dup.any():
         n = int(dup.sum())
         shown = out.loc[dup, key].drop_duplicates().head(3)
-        report.quality.warn(
-            f"revenue.mrr: {n} row(s) share an account x month x product with another row; their mrr was summed "
-            f"(e.g. {', '.join(f'{a} {_ym(m)} {p}' for a, m, p in shown.itertuples(index=False))}). "
-            "Fix: nothing if these are separate invoice lines; if they are copies of one line, delete the copies."
-        )
+        report.quality.warn(Notice(
+            "duplicate_revenue_lines", stage="load", n=n,
+            examples=", ".join(f"{a} {_ym(m)} {p}" for a, m, p in shown.itertuples(index=False))))
         out = out.groupby(key, sort=False, as_index=False)["mrr"].sum()
     return out
 
@@ -530,8 +514,7 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
         if col in ("account_id", "month"):
             continue
         if col == "contract_months":
-            report.quality.warn("kpis.contract_months: ignored; cskit derives contract months from contract_start. "
-                                "Fix: nothing (or drop the column).")
+            report.quality.warn(Notice("contract_months_ignored", stage="load", severity="note"))
             continue
         values, bad = parse_numbers(df[col])
         n_values, n_bad = int((~np.isnan(values)).sum()), int(bad.sum())
@@ -539,17 +522,15 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             ignored.append(str(col))
             continue
         if n_values == 0:
-            report.quality.warn(f"kpis.{col}: the column has no values; this KPI is not used. Fix: fill it or drop the column.")
+            report.quality.warn(Notice("kpi_column_empty", stage="load", column=str(col)))
             continue
         bad &= rows.keep
         _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
         out[str(col)] = values[order]
         kpis.append(str(col))
     if ignored:
-        report.quality.warn(
-            f"kpis: {len(ignored)} column(s) are mostly text, not numbers, and were not used as KPIs: "
-            f"{', '.join(ignored[:10])}. Fix: nothing if they are labels; otherwise correct their values."
-        )
+        report.quality.warn(Notice("text_columns_ignored", stage="load", severity="note", n=len(ignored),
+                                   columns=ignored[:10]))
     return pd.DataFrame(out), kpis
 
 
@@ -625,8 +606,7 @@ def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _R
     if not len(ok):
         return None
     as_of = ok.max()
-    report.quality.warn(f"as_of is not set in params: using {_ym(as_of)}, the last month in revenue. "
-                        "Fix: set as_of: YYYY-MM-DD in params to choose the analysis month.")
+    report.quality.warn(Notice("as_of_defaulted", stage="load", severity="note", as_of=_ym(as_of)))
     return as_of
 
 
@@ -654,7 +634,7 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
             report.fatal.append(f"{name}: required table is missing. Fix: provide {name} (see DESIGN §2 for its columns).")
     other = sorted(set(tables) - set(TABLES))
     if other:
-        report.quality.warn(f"tables {', '.join(other)} are not part of the input contract and were ignored.")
+        report.quality.warn(Notice("tables_ignored", stage="load", severity="note", tables=list(other)))
     report.stop_if_fatal(source)
 
     catalogue_names = set(build_catalogue(params.kpis))
@@ -733,8 +713,7 @@ def _read_csv(path: Path, report: _Report) -> pd.DataFrame | None:
         report.fatal.append(f"{path.name}: unreadable: the file is neither UTF-8 nor Shift_JIS (cp932). "
                             "Fix: save it from Excel as 'CSV UTF-8'.")
         return None
-    report.quality.warn(f"{path.name} was read as Shift_JIS (cp932), not UTF-8. "
-                        "Fix: nothing needed; saving as 'CSV UTF-8' avoids any doubt about the encoding.")
+    report.quality.warn(Notice("read_as_shift_jis", stage="load", severity="note", file=path.name))
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / path.name
         copy.write_text(text, encoding="utf-8")
@@ -753,8 +732,7 @@ def _read_csv_pandas(path: Path, text: str, why: str, report: _Report) -> pd.Dat
         report.fatal.append(f"{path.name}: unreadable as CSV ({why}; pandas: {str(e).splitlines()[0]}). "
                             "Fix: check the delimiter is a comma and quotes are balanced; re-export from the source.")
         return None
-    report.quality.warn(f"{path.name}: DuckDB could not parse it ({why}); it was read with pandas instead. "
-                        "Fix: nothing needed if the tables look right.")
+    report.quality.warn(Notice("read_with_pandas", stage="load", severity="note", file=path.name, why=why))
     return df
 
 

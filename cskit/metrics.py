@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cskit.client import ClientData
+from cskit.notices import Notice
 from cskit.panel import month_index, month_start
 from cskit.params import Params
 
@@ -354,6 +355,11 @@ def _period(first: int, last: int) -> str:
     return a if a == b else f"{a}..{b}"
 
 
+def _note(code: str, **values) -> Notice:
+    """Why a headline figure is empty (kept as the entry's ``note``; words in cskit.narrative)."""
+    return Notice(code, stage="metrics", severity="note", **values)
+
+
 def _entry(value, definition: str, period: str, note: str | None = None, **extra) -> dict:
     """One headline figure; floats rounded to 6 decimals, counts kept as integers, NaN/inf → null."""
     if value is not None and not np.isfinite(value):
@@ -384,33 +390,33 @@ def _summary(panel, data, params, am, bridge, rates, grr_nrr, nps) -> dict:
     upsell, upsell_n = upsell_rate(panel, data.as_of)
     onboard, onboard_n = onboarding_rate(panel, data)
     base = _period(as_of - WINDOW, as_of)
-    short = f"needs revenue in {grr_nrr['base_month']} (12 months before as_of)"
+    short = _note("metric_needs_base_month", month=str(grr_nrr["base_month"]))
     s = {
         "mrr": _entry(mrr, "mrr", now),
         "arr": _entry(12 * mrr, "arr", now),
         "paying_accounts": _entry(paying, "paying_accounts", now),
-        "arpa": _entry(arpa, "arpa", now, "no paying account at as_of"),
-        "customer_churn_rate": _entry(t["customer_churn_rate"], "customer_churn_rate", t12, "no paying account"),
-        "retention_rate": _entry(t["retention_rate"], "retention_rate", t12, "no paying account"),
-        "revenue_churn_rate_start_base": _entry(churn_rate, "revenue_churn_rate_start_base", t12, "no MRR"),
+        "arpa": _entry(arpa, "arpa", now, _note("metric_no_paying_at_as_of")),
+        "customer_churn_rate": _entry(t["customer_churn_rate"], "customer_churn_rate", t12, _note("metric_no_paying")),
+        "retention_rate": _entry(t["retention_rate"], "retention_rate", t12, _note("metric_no_paying")),
+        "revenue_churn_rate_start_base": _entry(churn_rate, "revenue_churn_rate_start_base", t12, _note("metric_no_mrr")),
         "revenue_churn_rate_remaining_base": _entry(
-            t["revenue_churn_rate_remaining_base"], "revenue_churn_rate_remaining_base", t12, "no MRR"
+            t["revenue_churn_rate_remaining_base"], "revenue_churn_rate_remaining_base", t12, _note("metric_no_mrr")
         ),
-        "gross_revenue_churn": _entry(t["gross_revenue_churn"], "gross_revenue_churn", t12, "no MRR"),
-        "net_revenue_churn": _entry(t["net_revenue_churn"], "net_revenue_churn", t12, "no MRR"),
+        "gross_revenue_churn": _entry(t["gross_revenue_churn"], "gross_revenue_churn", t12, _note("metric_no_mrr")),
+        "net_revenue_churn": _entry(t["net_revenue_churn"], "net_revenue_churn", t12, _note("metric_no_mrr")),
         "grr": _entry(grr_nrr["grr"], "grr", base, short, accounts=grr_nrr["accounts"]),
         "nrr": _entry(grr_nrr["nrr"], "nrr", base, short, accounts=grr_nrr["accounts"]),
-        "upsell_cross_sell_rate": _entry(upsell, "upsell_cross_sell_rate", t12, "no paying account", accounts=upsell_n),
+        "upsell_cross_sell_rate": _entry(upsell, "upsell_cross_sell_rate", t12, _note("metric_no_paying"), accounts=upsell_n),
         "onboarding_completion_rate": _entry(
-            onboard, "onboarding_completion_rate", now, "no onboarding_completed column", accounts=onboard_n
+            onboard, "onboarding_completion_rate", now, _note("metric_no_onboarding"), accounts=onboard_n
         ),
-        "ltv_simple": _entry(ltv, "ltv_simple", t12, "no revenue churn in the last 12 months: simple LTV is unbounded"),
-        "ltv_survival": _entry(None, "ltv_survival", now, "filled by the pipeline from the potential stage"),
+        "ltv_simple": _entry(ltv, "ltv_simple", t12, _note("metric_ltv_unbounded")),
+        "ltv_survival": _entry(None, "ltv_survival", now, _note("metric_ltv_pending")),
     }
     answered = _period(as_of - WINDOW + 1, as_of)
     for row in nps.itertuples(index=False):
         key = "nps" if row.group_by == "all" else f"nps.{row.group_by}.{row.group}"
-        s[key] = _entry(row.nps, "nps", answered, "no answers in the period", answers=int(row.answers))
+        s[key] = _entry(row.nps, "nps", answered, _note("nps_no_answers"), answers=int(row.answers))
     if nps.empty:
-        s["nps"] = _entry(None, "nps", answered, "no nps table", answers=0)
+        s["nps"] = _entry(None, "nps", answered, _note("nps_no_table"), answers=0)
     return s

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cskit.notices import Notice
 from cskit.panel import add_lags
 
 SKEW_LIMIT = 2.0
@@ -142,14 +143,14 @@ def design_matrix(
     dropped: dict[str, str] = {}
     for k in kpis:
         if k not in transforms:
-            dropped[k] = "constant (no variation): nothing to estimate"
+            dropped[k] = Notice("kpi_constant", stage="models", severity="note")
     use = [k for k in kpis if k in transforms]
     raw = _lagged_at(panel, use, lag, rows)
     if prune:
         missing = np.isnan(raw).mean(axis=0) if len(raw) else np.zeros(len(use))
         for j, k in enumerate(use):
             if missing[j] > MAX_MISSING:
-                dropped[k] = f"missing in {missing[j]:.0%} of the model rows"
+                dropped[k] = Notice("kpi_mostly_missing", stage="models", severity="note", share=float(missing[j]))
     Z = np.empty_like(raw)
     for j, k in enumerate(use):
         Z[:, j] = transforms[k].forward(raw[:, j])
@@ -214,10 +215,8 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
         partners = sorted(
             ((abs(c), names[s]) for c, s in zip(b, kept) if 1 <= s <= n_kpi), reverse=True
         )[:3]
-        carriers = ", ".join(p for _, p in partners) or "segment / contract type"
-        dropped[names[j]] = (
-            f"a near-linear combination of {carriers} (R² = {r2:.2f}): its effect cannot be separated from theirs"
-        )
+        dropped[names[j]] = Notice("kpi_near_linear", stage="models", severity="note",
+                                   carriers=[p for _, p in partners], r2=float(r2))
     keep = sorted(kept)
     kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
     return Design(X[:, keep], [names[j] for j in keep], kpis, {k: design.transforms[k] for k in kpis},
@@ -234,10 +233,8 @@ def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: 
         if partner is None:
             kept.append(j)
         else:
-            dropped[names[j]] = (
-                f"collinear with {names[partner]} (r = {r[a, keep.index(partner)]:.2f}): "
-                f"its effect is reported under {names[partner]}"
-            )
+            dropped[names[j]] = Notice("kpi_collinear", stage="models", severity="note", partner=names[partner],
+                                       r=float(r[a, keep.index(partner)]))
     return kept
 
 

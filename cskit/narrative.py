@@ -186,7 +186,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def quality(q: dict, language: str = "ja") -> str:
+def quality(q: dict, language: str = "ja", labels: dict[str, str] | None = None) -> str:
     """Rows read / used / excluded per table and reason, then the loader's warnings (quality.json)."""
     w = W[language]
     ja = language == "ja"
@@ -202,86 +202,375 @@ def quality(q: dict, language: str = "ja") -> str:
     warnings = q.get("warnings", [])
     if not warnings:
         return "\n".join(text + ["", w["no_warnings"]])
-    if ja:
-        return "\n".join(text + ["", explain_warnings(warnings, "ja", w["warnings"])])
-    return "\n".join(text + ["", f"**{w['warnings']}**", ""] + [f"- {m}" for m in warnings])
+    return "\n".join(text + ["", explain_warnings(warnings, language, w["warnings"], labels)])
 
 
-# Warnings are written in English by the stage modules. In a Japanese report each kind the pattern
-# recognises (by its fixed wording in load.py, triggers.py, health.py) gets a Japanese title and one
-# line saying what it means; the English message follows as the detail. Anything not recognised is
-# listed as a technical note in English, labelled as such.
-WARNING_KINDS: list[tuple[str, str, str]] = [
-    (r"^\S+\.\S+: [\d,]+ row\(s\) excluded", "行の除外",
-     "条件を満たさない行を除外しました（件数と理由は上の表）。"),
-    (r"^\S+\.\S+: [\d,]+ cell\(s\) ", "不正な値",
-     "数値や日付として読めない値のセルを「未計測（空欄）」として扱い、行は残しました。"),
-    (r"params columns\.", "列名の対応", "パラメータで指定した列名がデータにありません。params の columns を確認してください。"),
-    (r"^accounts\.churn_date: .*churn after the analysis month", "基準月より後の解約",
-     "分析基準月より後に解約したアカウントは、基準月の時点では契約中として扱いました。"),
-    (r"the column has no (numeric )?values", "値のない列", "値が入っていない列は、KPIとして使っていません。"),
-    (r"^accounts\.contract_type: .*unknown contract type", "不明な契約形態",
-     "契約形態が読めない行は月次契約として扱いました。"),
-    (r"^accounts\.referred_by: ", "紹介元の不一致", "存在しないアカウントを紹介元とする紹介は無視しました。"),
-    (r"^revenue\.mrr: .*share an account x month x product", "売上行の重複",
-     "同じアカウント・月・商品の売上行は、MRRを合算しました。"),
-    (r"^kpis\.contract_months: ignored", "契約月数の列",
-     "契約月数は契約開始日から計算するため、入力された列は使っていません。"),
-    (r"^kpis: [\d,]+ column\(s\) are mostly text", "文字列の列", "数値でない列は、KPIとして使っていません。"),
-    (r"^as_of is not set", "分析基準月", "分析基準月が指定されていないため、売上データの最終月を基準月にしました。"),
-    (r"not part of the input contract", "対象外の表", "入力仕様にない表は読み込んでいません。"),
-    (r"was read as Shift_JIS", "文字コード", "ファイルをShift_JISとして読み込みました（結果への影響はありません）。"),
-    (r"DuckDB could not parse it", "読込方法", "ファイルを別の方法（pandas）で読み込みました。"),
-    (r"^[\d,]+ KPI\(s\) are heavily skewed", "分布の偏りが大きいKPI",
-     "値の偏りが大きいKPIは log(1 + 値) に変換してモデル化しました。+1SDは「一定の倍率で増える」と読んでください（対応は不要）。"),
-    (r"^KPI '.+' was left out of the", "モデルから外したKPI",
-     "他のKPIとほぼ同じ動きをする（共線性）か欠測が多いため、一部のモデルから外したKPIがあります。"),
-    (r"^Outcome \w+ \(\w+\): only [\d,]+", "イベント不足",
-     "イベントが少なすぎるため、この結果のモデルは推定していません（トリガーがないことは関連がないことを意味しません）。"),
-    (r"model did not converge", "推定の不収束", "モデルの推定が収束しなかったため、その結果の効果と区間は信頼できません。"),
-    (r"^The renewal \(CRTT\) GEE", "更新モデルの相関構造",
-     "更新モデルを独立作業相関で推定し直しました（効果は有効、区間がやや広くなることがあります）。"),
-    (r"^No KPI is linked to churn at q", "解約に関連するKPIなし",
-     "解約と有意に関連するKPIがないため、ヘルススコアは参考値です。"),
-    (r"^Health score: \S+ gets no points", "配点のない契約状況項目",
-     "ある水準で解約が全く（またはすべて）起きておらず効果を推定できないため、その項目には配点していません。"),
-    (r"could not be validated out of time", "時点外検証できず", "ヘルススコアの時点外検証ができませんでした。"),
-]
+# --------------------------------------------------------------------------------------------------
+# Coded notices (cskit.notices.Notice): each code's words in Japanese and English. A template is a
+# function of the notice's values (a _Vals, which formats them for the language); English is also the
+# notice's own str value and its "message" in result files.
+
+TRIGGER_NAMES = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
+OUTCOME_WORDS = {"churn": "解約", "renewal": "契約更新", "expansion": "アップセル・クロスセル", "downgrade": "ダウングレード",
+                 "referral": "紹介"}
+OUTCOME_WORDS_EN = {"churn": "churn", "renewal": "renewal", "expansion": "expansion", "downgrade": "downgrade",
+                    "referral": "referral"}
 
 
-def warning_kind(message: str) -> tuple[str, str] | None:
-    """(Japanese title, one-line explanation) of a module warning, or None when not recognised."""
-    for pattern, title, explanation in WARNING_KINDS:
-        if re.search(pattern, message):
-            return title, explanation
-    return None
+class _Vals:
+    """A notice's values formatted for one language (KPI names through the report's labels)."""
+
+    def __init__(self, values: dict, language: str, labels: dict[str, str] | None):
+        self.v, self.language, self.labels = values, language, labels or {}
+        self.ja = language == "ja"
+        self.sep = "、" if self.ja else ", "
+
+    def __getitem__(self, key: str) -> Any:
+        return self.v.get(key)
+
+    def n(self, key: str) -> str:
+        x = self.v.get(key)
+        return (f"{int(x):,}" if self.ja else f"{int(x)}") if _finite(x) else "—"
+
+    def s(self, key: str) -> str:
+        x = self.v.get(key)
+        return "" if x is None else str(x)
+
+    def list(self, key: str) -> str:
+        x = self.v.get(key) or []
+        return self.sep.join(str(i) for i in ([x] if isinstance(x, str) else x))
+
+    def kpi(self, key: str = "kpi") -> str:
+        x = self.s(key)
+        return self.labels.get(x, x)
+
+    def kpis(self, key: str = "kpis") -> str:
+        x = self.v.get(key) or []
+        return self.sep.join(self.labels.get(str(i), str(i)) for i in ([x] if isinstance(x, str) else x))
+
+    def table(self, key: str = "table") -> str:
+        x = self.s(key)
+        return TABLE_NAMES.get(x, x) if self.ja else x
+
+    def outcome(self, key: str = "outcome") -> str:
+        x = self.s(key)
+        return (OUTCOME_WORDS if self.ja else OUTCOME_WORDS_EN).get(x, x)
+
+    def outcomes(self, key: str = "outcomes") -> str:
+        x = self.v.get(key) or []
+        words = OUTCOME_WORDS if self.ja else OUTCOME_WORDS_EN
+        return self.sep.join(words.get(str(i), str(i)) for i in ([x] if isinstance(x, str) else x))
+
+    def sub(self, key: str) -> str:
+        """A nested notice (e.g. why a KPI left a model), rendered in the same language."""
+        x = self.v.get(key)
+        if isinstance(x, dict) and "code" in x:
+            return notice_text(x["code"], x.get("values", {}), self.language, self.labels)
+        if hasattr(x, "code") and hasattr(x, "values"):
+            return notice_text(x.code, x.values, self.language, self.labels)
+        return "" if x is None else str(x)
+
+    def subs(self, key: str) -> str:
+        x = self.v.get(key) or []
+        out = []
+        for item in x:
+            out.append(_Vals({"r": item}, self.language, self.labels).sub("r"))
+        return ("；" if self.ja else "; ").join(out)
 
 
-def explain_warnings(messages: list[str], language: str = "ja", heading: str | None = None) -> str:
-    """Module warnings for the report. English: the messages as bullets under ``heading``. Japanese:
-    one bullet per recognised kind (title and explanation) with its English messages under it, then
-    the unrecognised ones under "技術的な注記（英語）"."""
-    if not messages:
-        return ""
-    if language != "ja":
-        head = [f"**{heading}**", ""] if heading else []
-        return "\n".join(head + [f"- {m}" for m in messages])
-    kinds: dict[tuple[str, str], list[str]] = {}
-    other = []
-    for m in messages:
-        k = warning_kind(m)
-        if k is None:
-            other.append(m)
+def _s(n: Any) -> str:
+    """English plural ending for a count."""
+    try:
+        return "" if int(n) == 1 else "s"
+    except (TypeError, ValueError):
+        return "s"
+
+
+def _left_out_fix(v: _Vals) -> str:
+    reason = v["reason"]
+    code = getattr(reason, "code", None) or (reason.get("code") if isinstance(reason, dict) else None)
+    if code in ("kpi_collinear", "kpi_near_linear"):
+        return ("Its effect is carried by the KPI(s) named; to tell them apart, keep only one of them "
+                "in the kpis table or combine them.")
+    if code == "kpi_mostly_missing":
+        return (f"KPIs missing in more than {float(v['max_missing']):.0%} of the rows are left out; fill the column "
+                "in the kpis table or leave it out.")
+    return "Check the column in the kpis table."
+
+
+def _carriers(v: _Vals) -> str:
+    if v["carriers"]:
+        return v.kpis("carriers")
+    return "セグメント・契約形態" if v.ja else "segment / contract type"
+
+
+def _what_events(v: _Vals) -> str:
+    return "non-renewals" if v["outcome"] == "renewal" else f"{v['outcome']} events"
+
+
+NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
+    # ---- load
+    "rows_excluded": (
+        lambda v: f"{v.table()}の{v.s('column')}: {v.n('n')}行を除外しました（{REASONS.get(v.s('reason'), v.s('reason'))}。"
+                  f"例: {v.s('examples')}）。",
+        lambda v: f"{v.s('table')}.{v.s('column')}: {v.n('n')} row(s) excluded ({v.s('reason')}): {v.s('what')} "
+                  f"(e.g. {v.s('examples')}). Fix: {v.s('fix')}"),
+    "cells_blanked": (
+        lambda v: f"{v.table()}の{v.s('column')}: 数値として読めないセルが{v.n('n')}件あり（例: {v.s('examples')}）、"
+                  "未計測（空欄）として扱いました。行はそのまま使っています。",
+        lambda v: f"{v.s('table')}.{v.s('column')}: {v.n('n')} cell(s) are not numbers (e.g. {v.s('examples')}); "
+                  "they were treated as not measured (empty) and their rows kept. "
+                  "Fix: correct them in the source, or leave the cell empty."),
+    "mapping_missing": (
+        lambda v: f"{v.table()}: パラメータの columns.{v.s('table')} で「{v.s('source')}」を「{v.s('target')}」に対応付けて"
+                  f"いますが、その列がありません（列: {v.list('columns')}）。params の列名を確認してください。",
+        lambda v: f"{v.s('table')}: params columns.{v.s('table')} maps {v.s('source')!r} -> {v.s('target')!r} but "
+                  f"{v.s('table')} has no column {v.s('source')!r} (columns: {v.list('columns')}). "
+                  "Fix: correct the header in params."),
+    "churn_after_as_of": (
+        lambda v: f"{v.n('n')}件のアカウントは分析基準月（{v.s('as_of')}）より後に解約しているため（例: {v.s('examples')}）、"
+                  "基準月の時点では契約中として扱いました。",
+        lambda v: f"accounts.churn_date: {v.n('n')} account(s) churn after the analysis month as_of={v.s('as_of')} "
+                  f"(e.g. {v.s('examples')}); they count as active at as_of. Fix: nothing, if as_of is right."),
+    "static_kpi_empty": (
+        lambda v: f"アカウント表の{v.kpi('column')}の列には数値がないため、KPIとして使っていません。",
+        lambda v: f"accounts.{v.s('column')}: the column has no numeric values; this static KPI is not used. "
+                  "Fix: fill it or drop the column."),
+    "unknown_contract_type": (
+        lambda v: f"契約形態が読めない行が{v.n('n')}件あり（例: {v.s('examples')}）、月次契約として扱いました。"
+                  "monthly か annual（月額・年額も可）と記入してください。",
+        lambda v: f"accounts.contract_type: {v.n('n')} row(s) have an unknown contract type (e.g. {v.s('examples')}); "
+                  "they were treated as monthly. Fix: use 'monthly' or 'annual' (月額 / 年額 are understood too)."),
+    "unknown_referrer": (
+        lambda v: f"紹介元が存在しないアカウント（または自分自身）になっている紹介が{v.n('n')}件あり（例: {v.s('examples')}）、"
+                  "無視しました。",
+        lambda v: f"accounts.referred_by: {v.n('n')} referral(s) name an account that is not in accounts (or the "
+                  f"account itself) (e.g. {v.s('examples')}); they were ignored. Fix: use an existing account_id."),
+    "duplicate_revenue_lines": (
+        lambda v: f"同じアカウント・月・商品の売上行が{v.n('n')}行あり、MRRを合算しました（例: {v.s('examples')}）。"
+                  "別々の請求行であれば対応は不要です。",
+        lambda v: f"revenue.mrr: {v.n('n')} row(s) share an account x month x product with another row; their mrr "
+                  f"was summed (e.g. {v.s('examples')}). Fix: nothing if these are separate invoice lines; if they "
+                  "are copies of one line, delete the copies."),
+    "contract_months_ignored": (
+        lambda v: "KPI表の契約月数の列は使っていません（契約月数は契約開始日から計算します）。",
+        lambda v: "kpis.contract_months: ignored; cskit derives contract months from contract_start. "
+                  "Fix: nothing (or drop the column)."),
+    "kpi_column_empty": (
+        lambda v: f"KPI表の{v.kpi('column')}の列には値がないため、KPIとして使っていません。",
+        lambda v: f"kpis.{v.s('column')}: the column has no values; this KPI is not used. "
+                  "Fix: fill it or drop the column."),
+    "text_columns_ignored": (
+        lambda v: f"KPI表の{v.n('n')}列は大半が文字列のため、KPIとして使っていません: {v.list('columns')}。",
+        lambda v: f"kpis: {v.n('n')} column(s) are mostly text, not numbers, and were not used as KPIs: "
+                  f"{v.list('columns')}. Fix: nothing if they are labels; otherwise correct their values."),
+    "as_of_defaulted": (
+        lambda v: f"分析基準月が指定されていないため、売上データの最終月（{v.s('as_of')}）を基準月にしました。",
+        lambda v: f"as_of is not set in params: using {v.s('as_of')}, the last month in revenue. "
+                  "Fix: set as_of: YYYY-MM-DD in params to choose the analysis month."),
+    "tables_ignored": (
+        lambda v: f"入力仕様にない表（{v.list('tables')}）は読み込んでいません。",
+        lambda v: f"tables {v.list('tables')} are not part of the input contract and were ignored."),
+    "read_as_shift_jis": (
+        lambda v: f"{v.list('file')} はShift_JIS（cp932）として読み込みました（結果への影響はありません）。",
+        lambda v: f"{v.list('file')} was read as Shift_JIS (cp932), not UTF-8. "
+                  "Fix: nothing needed; saving as 'CSV UTF-8' avoids any doubt about the encoding."),
+    "read_with_pandas": (
+        lambda v: f"{v.s('file')} はDuckDBで読み込めなかったため、pandasで読み込みました（表の内容を確認してください）。",
+        lambda v: f"{v.s('file')}: DuckDB could not parse it ({v.s('why')}); it was read with pandas instead. "
+                  "Fix: nothing needed if the tables look right."),
+    # ---- models: why a KPI is not in a model
+    "kpi_never_measured": (lambda v: "一度も計測されていない", lambda v: "never measured"),
+    "kpi_constant": (
+        lambda v: "値が一定で推定できない",
+        lambda v: "constant (no variation): nothing to estimate"),
+    "kpi_mostly_missing": (
+        lambda v: f"モデルに使う行の{float(v['share']):.0%}で欠測",
+        lambda v: f"missing in {float(v['share']):.0%} of the model rows"),
+    "kpi_collinear": (
+        lambda v: f"{v.kpi('partner')}とほぼ同じ動きをする（相関 {float(v['r']):.2f}）ため、効果は{v.kpi('partner')}の側に表れる",
+        lambda v: f"collinear with {v.s('partner')} (r = {float(v['r']):.2f}): its effect is reported under {v.s('partner')}"),
+    "kpi_near_linear": (
+        lambda v: f"{_carriers(v)}の組み合わせでほぼ決まる（R² = {float(v['r2']):.2f}）ため、効果を切り分けられない",
+        lambda v: f"a near-linear combination of {_carriers(v)} (R² = {float(v['r2']):.2f}): its effect cannot be "
+                  "separated from theirs"),
+    "kpi_not_linked": (
+        lambda v: f"ほかのKPIを考慮すると解約との関連が認められない（q = {float(v['q']):.2g}）",
+        lambda v: f"not linked to churn given the other KPIs (q = {float(v['q']):.2g} ≥ {float(v['alpha']):g})"),
+    # ---- triggers
+    "kpi_left_out": (
+        lambda v: f"{v.kpi()}は{v.outcomes()}のモデルから外しました（{v.sub('reason')}）。",
+        lambda v: f"KPI '{v.s('kpi')}' was left out of the {v.list('outcomes')} model(s): {v.sub('reason')}. "
+                  f"{_left_out_fix(v)}"),
+    "skewed_kpis": (
+        lambda v: f"分布の偏りが大きい{v.n('n')}個のKPI（{v.kpis()}）は log(1 + 値) に変換してモデル化しました。"
+                  "効果の「+1SD」は、値が一定の倍率で増えることと読んでください（対応は不要です）。",
+        lambda v: f"{v.n('n')} KPI{_s(v['n'])} {'is' if _s(v['n']) == '' else 'are'} heavily skewed (skewness > 2): "
+                  f"{v.kpis()}. They are modelled as log(1 + value), so their effects are per SD of log(1 + value); "
+                  "read +1 SD as roughly 'multiplied by a constant factor'. No action needed."),
+    "outcome_too_few_events": (
+        lambda v: f"{v.outcome()}（{TRIGGER_NAMES.get(v.s('outcome'), '')}）: イベントが{v.n('events')}件（{v.n('min')}件未満）"
+                  "しかないため、モデルを推定していません。トリガーがないことは、関連がないことを意味しません。",
+        lambda v: f"Outcome {v.s('outcome')} ({TRIGGER_NAMES.get(v.s('outcome'), '')}): only {v.n('events')} "
+                  f"{_what_events(v)} (< {v.n('min')}), so no model was fitted and no trigger can be flagged. "
+                  "Add more months or accounts before reading this outcome."),
+    "outcome_not_estimable": (
+        lambda v: f"イベントが{v.n('events')}件（{v.n('min')}件未満）と少なく、効果を推定できません",
+        lambda v: f"only {v.n('events')} {_what_events(v)} on {v.n('rows')} rows (< {v.n('min')}): too few to "
+                  "estimate effects; a missing trigger here says nothing"),
+    "model_not_converged": (
+        lambda v: f"{v.outcome()}のモデルの推定が収束しませんでした（あるKPIが結果を完全に分けている可能性があります）。"
+                  "このモデルの効果と区間は信頼できません。",
+        lambda v: f"The {v.s('outcome')} model did not converge in {v.n('iterations')} iterations (a KPI may separate "
+                  "the outcome perfectly); its effects and intervals are unreliable. Look for a KPI that is "
+                  "only recorded for accounts with the event and drop it from the kpis table."),
+    "gee_fallback": (
+        lambda v: "契約更新（CRTT）のモデルは、交換可能な作業相関では推定が安定しなかったため、独立な作業相関"
+                  "（アカウント単位のクラスタ、頑健な区間）で推定し直しました。効果はそのまま使えます（区間はやや広くなることがあります）。",
+        lambda v: f"The renewal (CRTT) GEE with an exchangeable working correlation {v.s('problem')}; it was refitted "
+                  "with the independence working correlation (still clustered by account, robust intervals). The "
+                  "effects stay valid; they may be a little less precise."),
+    # ---- health
+    "score_no_flagged_kpi": (
+        lambda v: f"解約と有意に関連するKPIがないため（q < {float(v['alpha']):g}、解約{v.n('events')}件）、ヘルススコアは"
+                  f"解約との関連が最も強い{v.n('n')}個のKPI（{v.kpis()}）で作った参考値です。検証のAUCを確認してから使ってください。",
+        lambda v: f"No KPI is linked to churn at q < {float(v['alpha']):g} (Benjamini–Hochberg) with {v.n('events')} "
+                  f"churn events: the health score uses the {v.n('n')} KPI(s) most associated with churn "
+                  f"({v.list('kpis')}; at most one per {v.n('epv')} events, so the score is not overfitted) and is "
+                  "indicative only. Check the validation AUC before using it; more history or more accounts may "
+                  "reveal the drivers."),
+    "context_item_separated": (
+        lambda v: f"{CONTEXT_LABELS.get(v.s('item'), (v.s('item'),))[0]}には配点していません。ある水準（{v.list('levels')}）で"
+                  "対象月の解約がまったくない（またはすべて解約）ため、効果を推定できないからです。解約確率の計算では考慮しています。",
+        lambda v: f"Health score: {v.s('item')} gets no points: one of its levels has only churn (or no churn) in its "
+                  f"at-risk months ({v.list('levels')}), so its effect cannot be estimated. The churn probability "
+                  "still adjusts for it; more history (renewals observed) would let it count."),
+    "score_not_validated": (
+        lambda v: f"ヘルススコアは、{v.s('cut')}より前のデータでは" + (
+            f"解約が{v.n('events')}件しかなく" if v['reason_code'] == "too_few_events" else "使えるKPIがなく")
+                  + "、過去時点での検証ができませんでした。スコアは参考値として扱ってください。",
+        lambda v: f"The health score could not be validated out of time (fit before {v.s('cut')}): {v.s('reason')}"),
+    # ---- metrics (notes of kpi_summary.json: why a figure is empty)
+    "metric_no_paying_at_as_of": (lambda v: "分析基準月に課金アカウントがありません",
+                                  lambda v: "no paying account at as_of"),
+    "metric_no_paying": (lambda v: "課金アカウントがありません", lambda v: "no paying account"),
+    "metric_no_mrr": (lambda v: "MRRがありません", lambda v: "no MRR"),
+    "metric_needs_base_month": (
+        lambda v: f"{v.s('month')}（基準月の12か月前）の売上データが必要です",
+        lambda v: f"needs revenue in {v.s('month')} (12 months before as_of)"),
+    "metric_ltv_unbounded": (
+        lambda v: "直近12か月に収益解約がないため、簡易LTVは上限なしになります",
+        lambda v: "no revenue churn in the last 12 months: simple LTV is unbounded"),
+    "metric_ltv_pending": (lambda v: "改善ポテンシャルの段階で計算します",
+                           lambda v: "filled by the pipeline from the potential stage"),
+    "metric_no_active": (lambda v: "分析基準月に契約中のアカウントがありません", lambda v: "no account active at as_of"),
+    "metric_no_onboarding": (lambda v: "オンボード完了のデータがありません", lambda v: "no onboarding_completed column"),
+    "nps_no_answers": (lambda v: "期間内の回答がありません", lambda v: "no answers in the period"),
+    "nps_no_table": (lambda v: "NPSの表がありません", lambda v: "no nps table"),
+    # ---- potential (why a column or row of the table is empty)
+    "no_referrals": (
+        lambda v: "紹介元（accounts.referred_by）のデータがないため、紹介による新規MRRは算出できません。",
+        lambda v: "New revenue (new MRR from referred accounts) is left empty: accounts.referred_by has no data."),
+    "potential_few_events": (
+        lambda v: f"{v.outcome()}: 対象{v.n('rows')}アカウント月に{v.n('events')}件しかなく（{v.n('min')}件未満）、"
+                  "KPIの効果は推定できません。この列は空欄とし、投影には実際の発生率を使います。",
+        lambda v: f"{v.outcome()}: only {v.n('events')} events in {v.n('rows')} account-months (< {v.n('min')}): KPI "
+                  "effects are not estimable; its column is left empty and the projection uses the observed rate."),
+    "potential_not_converged": (
+        lambda v: f"{v.outcome()}: モデルの推定が収束しませんでした（完全分離の可能性）。この列の区間は非常に広くなります。",
+        lambda v: f"{v.outcome()}: the model did not converge (separation?); this column's intervals are very wide."),
+    "potential_separated": (
+        lambda v: f"{v.outcome()}: {v.list('terms')}の係数は推定できません（そのグループの行がすべて同じ結果になる完全分離）。"
+                  "推定値のまま投影し、区間の計算では固定しています。契約形態や更新月の定義を確認してください。",
+        lambda v: f"{v.outcome()}: the coefficients of {v.list('terms')} cannot be estimated (every model row of that "
+                  "group has the same outcome: complete separation); the projection uses them as estimated and "
+                  "the intervals hold them fixed. Check the data (e.g. contract types and renewal months)."),
+    "never_measured": (
+        lambda v: f"{v.kpi()}: 現在契約中のアカウントで一度も計測されていないため、空欄です。",
+        lambda v: f"{v.kpi()}: never measured for the accounts active at as_of, so its row is empty."),
+    "zero_mean": (
+        lambda v: f"{v.kpi()}: 現在契約中のアカウントでの平均が0のため、平均の{float(v['pct']):g}%の改善では何も変わらず、空欄です。",
+        lambda v: f"{v.kpi()}: its mean over the active accounts is 0, so {float(v['pct']):g}% of it changes nothing; "
+                  "its row is empty."),
+    "in_no_model": (
+        lambda v: f"{v.kpi()}: どのモデルにも含まれないため空欄です（{v.subs('reasons') or '—'}）。",
+        lambda v: f"{v.kpi()}: in none of the models, so its row is empty ({v.subs('reasons') or '-'})."),
+}
+
+
+def notice_text(code: str, values: dict | None = None, language: str = "ja",
+                labels: dict[str, str] | None = None) -> str:
+    """The words of a coded notice in ``language`` (KPI names through ``labels`` when given).
+
+    Parameters
+    ----------
+    code : str
+        A key of :data:`NOTICE_TEXT`.
+    values : dict
+        The notice's values.
+    language : {"ja", "en"}
+    labels : dict, optional
+        KPI name → label, as :func:`kpi_labels` gives.
+    """
+    if code not in NOTICE_TEXT:
+        raise KeyError(f"no words for notice code {code!r}: add it to cskit.narrative.NOTICE_TEXT")
+    ja_fn, en_fn = NOTICE_TEXT[code]
+    return (ja_fn if language == "ja" else en_fn)(_Vals(values or {}, language, labels))
+
+
+def notice(n: Any, language: str = "ja", labels: dict[str, str] | None = None) -> str:
+    """A notice (a :class:`cskit.notices.Notice`, or its record from a result file) in ``language``.
+    A plain string (no code) is returned as it is."""
+    if isinstance(n, dict) and "code" in n:
+        if n["code"] == "text":
+            return str(n.get("message", ""))
+        return notice_text(n["code"], n.get("values", {}), language, labels)
+    if hasattr(n, "code") and hasattr(n, "values"):
+        return notice_text(n.code, n.values, language, labels)
+    return str(n)
+
+
+def _code(n: Any) -> str | None:
+    if isinstance(n, dict):
+        return n.get("code")
+    return getattr(n, "code", None)
+
+
+def _values(n: Any) -> dict:
+    if isinstance(n, dict):
+        return n.get("values", {})
+    return getattr(n, "values", {})
+
+
+MERGED = {"read_as_shift_jis": "file"}  # notices of these codes are listed once, their values joined
+
+
+def notice_lines(notices: list | None, language: str = "ja", labels: dict[str, str] | None = None) -> list[str]:
+    """The notices' sentences in ``language``, one per notice (those of a :data:`MERGED` code in one)."""
+    out, merged = [], {}
+    for n in notices or []:
+        code = _code(n)
+        if code in MERGED:
+            key = MERGED[code]
+            if code not in merged:
+                merged[code] = len(out)
+                out.append([code, {**_values(n), key: []}])
+            v = _values(n).get(key)
+            out[merged[code]][1][key] += v if isinstance(v, list) else [v]
         else:
-            kinds.setdefault(k, []).append(m)
-    lines = [f"**{heading}**", ""] if heading else []
-    for (title, explanation), found in kinds.items():
-        lines.append(f"- **{title}**（{len(found)}件）: {explanation}")
-        lines += [f"    - 詳細（英語）: {m}" for m in found]
-    if other:
-        lines += (["", "**技術的な注記（英語）**", ""] if lines else ["**技術的な注記（英語）**", ""])
-        lines += [f"- {m}" for m in other]
-    return "\n".join(lines)
+            out.append(n)
+    return [notice_text(x[0], x[1], language, labels) if isinstance(x, list) else notice(x, language, labels)
+            for x in out]
+
+
+def explain_warnings(messages: list | None, language: str = "ja", heading: str | None = None,
+                     labels: dict[str, str] | None = None) -> str:
+    """Notices for the report, as bullets under ``heading`` (empty string when there are none)."""
+    lines = notice_lines(messages, language, labels)
+    if not lines:
+        return ""
+    head = [f"**{heading}**", ""] if heading else []
+    return "\n".join(head + [f"- {m}" for m in lines])
 
 
 def metrics(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
@@ -293,8 +582,9 @@ def metrics(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
         if not entry:
             continue
         label = ja if language == "ja" else en
+        note = entry.get("note", "") if entry.get("value") is None else ""
         rows.append([label, _fmt(entry.get("value"), kind, currency), _period(entry.get("period", ""), language),
-                     entry.get("note", "")])
+                     notice(note, language) if note else ""])
     text = _table([w["metric"], w["value"], w["period"], w["note"]], rows)
     start = summary.get("revenue_churn_rate_start_base", {}).get("value")
     remaining = summary.get("revenue_churn_rate_remaining_base", {}).get("value")
@@ -339,6 +629,7 @@ def potential(
     currency: str = "JPY",
     language: str = "ja",
     top: int = 3,
+    labels: dict[str, str] | None = None,
 ) -> str:
     """What +x% of each KPI is worth: the scenario in words, the KPIs whose LTV gain has an interval
     above zero (largest first), how many intervals include zero, why any cell is empty, the caveat."""
@@ -390,7 +681,7 @@ def potential(
     if notes and d.empty:
         notes = {k: v for k, v in notes.items() if k in OUTCOME_NOTES} or notes
     if notes:
-        text += [""] + [f"- {k}: {v}" for k, v in sorted(notes.items())]
+        text += [""] + [f"- {notice(v, language, labels)}" for k, v in sorted(notes.items())]
     text += ["", f"> {caveat}"]
     return "\n".join(text)
 
@@ -591,8 +882,9 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     h = v.get("horizon_months")
     cut = pd.Timestamp(v["cut"]).strftime("%Y-%m") if v.get("cut") is not None else "—"
     if v.get("status") != "ok":
-        reason = v.get("reason", "")
-        return (f"時点外検証はできませんでした（{reason}）。スコアは参考値として扱ってください。" if ja else
+        reason = REASON_CODES.get(v.get("reason_code"), ("", ""))[0 if ja else 1] or (
+            "検証用のデータが足りません" if ja else v.get("reason", ""))
+        return (f"過去時点での検証はできませんでした（{reason}）。スコアは参考値として扱ってください。" if ja else
                 f"The score could not be validated out of time ({reason}); treat it as indicative only.")
     s = v["score"]
     auc = _interval(s["auc"], s["ci_low"], s["ci_high"], lambda x: f"{float(x):.2f}")
@@ -614,8 +906,9 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     text += tier_order_text(v.get("by_tier", []), language) + calibration_text(v, language)
     c = v.get("client_score")
     if c and c.get("status") not in (None, "ok"):
-        text += (f"\n\n貴社の現行ヘルススコアとは比較できませんでした。理由（英語）: {c.get('reason', '')}" if ja else
-                 f"\n\nThe client's current health score could not be compared: {c.get('reason', '')}")
+        why = REASON_CODES.get(c.get("reason_code"), ("", ""))[0 if ja else 1]
+        text += (f"\n\n貴社の現行ヘルススコアとは比較できませんでした。{why}" if ja else
+                 f"\n\nThe client's current health score could not be compared: {why or c.get('reason', '')}")
     if c and c.get("status") == "ok":
         cauc = _interval(c["auc"], c["ci_low"], c["ci_high"], lambda x: f"{float(x):.2f}")
         dd = c["auc_difference"]
@@ -695,6 +988,20 @@ def _tier(tier: str, language: str) -> str:
     return ja if language == "ja" else en
 
 
+REASON_CODES = {  # reason_code of health_validation.json → (ja, en)
+    "no_churn_contrast": ("検証期間に解約が1件もない（またはすべて解約した）ため、AUCを計算できません",
+                          "no churn (or only churn) in the validation window: AUC is undefined"),
+    "client_score_snapshot": (
+        "解約したアカウントの現行スコアがすべて空欄で、契約中のアカウントだけのスナップショットのようです。"
+        "比較するには、検証期間の初め時点のスコアをご提供ください。",
+        "accounts.health_score is missing for every account that churned in the validation window (it looks like "
+        "a snapshot of the active accounts only). Provide the score as it was at the start of the window to compare."),
+    "client_score_all_churned": ("スコアのあるアカウントがすべて解約しているため、AUCを計算できません。",
+                                 "every scored account churned: AUC is undefined"),
+    "one_group": ("対象のアカウントがすべて一方のグループに入り、比較できません",
+                  "every account of the cohort is in one group: nothing to compare"),
+}
+
 VERDICT = {
     "driver": ("オンボード完了は解約の少なさと関連しています（解約ドライバー）。",
                "Completing onboarding goes with less churn here: it is a churn driver."),
@@ -714,7 +1021,9 @@ def onboarding(check: dict | None, language: str = "ja") -> str:
     verdict = VERDICT.get(check.get("verdict", "inconclusive"), VERDICT["inconclusive"])[0 if ja else 1]
     c = check.get("churn")
     if not c:
-        return f"{verdict} ({check.get('reason', '')})"
+        why = REASON_CODES.get(check.get("reason_code"), ("", ""))[0 if ja else 1] or (
+            "" if ja else check.get("reason", ""))
+        return f"{verdict}（{why}）" if ja and why else (f"{verdict} ({why})" if why else verdict)
     on, off, d = c["onboarded"], c["not_onboarded"], c["difference"]
     h = check.get("horizon_months")
     diff = _interval(d["estimate"], d["ci_low"], d["ci_high"], lambda x: f"{100 * float(x):+.1f}pt")
@@ -957,7 +1266,7 @@ def triggers(
         body = _outcome_text(outcome, drivers, info, labels, language, top)
         text += ["", f"**{outcome_title(outcome, language)}**", "", body]
     if warnings:
-        text += ["", explain_warnings(warnings, language, "モデルに関する注意" if ja else "Model notes")]
+        text += ["", explain_warnings(warnings, language, "モデルに関する注意" if ja else "Model notes", labels)]
     text += ["", "> " + (
         "これらは観察データにおける関連であり、因果関係を示すものではありません。トリガーは「どこを見るべきか」の手がかりです。"
         if ja else
@@ -998,6 +1307,10 @@ def _outcome_text(
     ev = (f"イベント数 {int(events):,}件。" if ja else f"{int(events):,} events. ") if _finite(events) else ""
     if str(row.get("status", "fitted")) not in ("fitted", "ok"):
         reason = row.get("reason", "")
+        if _code(reason):
+            reason = notice(reason, language)
+        elif ja:
+            reason = "イベントが少なく、効果を推定できません"
         return ev + (f"推定できません（{reason}）。関連が「ない」という意味ではありません。" if ja else
                      f"Not estimable ({reason}). This does not mean there is no link.")
     model = f"{'モデル' if ja else 'Model'}: {model_name(row.get('model'), language)}{'。' if ja else '. '}" \
@@ -1143,12 +1456,11 @@ def grouping_titles(language: str = "ja") -> dict[str, str]:
     return {k: v[0 if language == "ja" else 1] for k, v in GROUPINGS.items()}
 
 
-def notes(messages: list[str] | None, language: str = "ja") -> str:
-    """A stage's warnings under a "Notes" label (empty text when there are none); in Japanese each
-    recognised kind is explained (:func:`explain_warnings`)."""
+def notes(messages: list | None, language: str = "ja", labels: dict[str, str] | None = None) -> str:
+    """A stage's coded notices under a "Notes" label (empty text when there are none)."""
     if not messages:
         return ""
-    return explain_warnings(messages, language, "注意" if language == "ja" else "Notes")
+    return explain_warnings(messages, language, "注意" if language == "ja" else "Notes", labels)
 
 
 def kpi_labels(catalogue: dict, language: str = "ja") -> dict[str, str]:

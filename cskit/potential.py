@@ -31,6 +31,7 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms
+from cskit.notices import Notice
 from cskit.panel import active_rows, outcome_rows, recent_means
 from cskit.params import Params
 
@@ -122,18 +123,18 @@ def fit_outcome(
     events = int(yr.sum())
     rate = float(yr.mean()) if len(yr) else 0.0
     model = OutcomeModel(outcome, int(rows.sum()), events, rate)
-    name = _OUTCOME_NAMES[outcome][language]
     if events < MIN_EVENTS:
-        model.reason = _text(language, "few_events", outcome=name, events=events, rows=model.rows, min=MIN_EVENTS)
+        model.reason = Notice("potential_few_events", stage="potential", outcome=outcome, events=events,
+                              rows=model.rows, min=MIN_EVENTS)
         return model
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms)
     model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
     model.design = replace(design, X=np.empty((0, design.X.shape[1])))
     separated = separated_terms(model.fit)
     if separated:
-        model.reason = _text(language, "separated", outcome=name, terms=", ".join(separated))
+        model.reason = Notice("potential_separated", stage="potential", outcome=outcome, terms=list(separated))
     elif not model.fit.converged:
-        model.reason = _text(language, "not_converged", outcome=name)
+        model.reason = Notice("potential_not_converged", stage="potential", outcome=outcome)
     return model
 
 
@@ -220,9 +221,9 @@ def scenarios(
         dz = np.zeros(len(x))
         reason = ""
         if not np.isfinite(mean):
-            reason = _text(language, "never_measured", kpi=kpi.label(language))
+            reason = Notice("never_measured", stage="potential", severity="note", kpi=k)
         elif delta == 0:
-            reason = _text(language, "zero_mean", kpi=kpi.label(language), pct=f"{pct:g}")
+            reason = Notice("zero_mean", stage="potential", severity="note", kpi=k, pct=float(pct))
         elif k in transforms and k != "contract_months":
             t = transforms[k]
             x = np.where(np.isfinite(x), x, t.inverse(0.0))
@@ -473,7 +474,7 @@ def improvement_potential(
     for o in OUTCOMES:
         if o == "referral" and not has_referrals(data):
             models[o] = None
-            notes["d_new"] = _text(params.language, "no_referrals")
+            notes["d_new"] = Notice("no_referrals", stage="potential", severity="note")
             continue
         models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months, params.language)
         if models[o].reason:
@@ -633,7 +634,7 @@ def _table(
         if sc.reason:
             notes[sc.kpi] = sc.reason
         elif sc.kpi not in in_models:
-            notes[sc.kpi] = _dropped_reason(kpi.label(params.language), sc.kpi, models, params.language)
+            notes[sc.kpi] = _dropped_reason(sc.kpi, models)
         for col, f in _MEASURES.items():
             blank = blank_row or empty_col[col]
             row[col] = math.nan if blank else float(f(point.totals, params.gross_margin)[s, 0] - f(point.totals, params.gross_margin)[0, 0])
@@ -658,56 +659,9 @@ def _table(
     return table[cols].reset_index(drop=True), list(phase)
 
 
-def _dropped_reason(label: str, kpi: str, models: dict[str, OutcomeModel | None], language: str) -> str:
+def _dropped_reason(kpi: str, models: dict[str, OutcomeModel | None]) -> Notice:
     reasons = sorted({m.design.dropped[kpi] for m in models.values() if m and m.design and kpi in m.design.dropped})
-    return _text(language, "dropped", kpi=label, reasons="; ".join(reasons) or "-")
-
-
-_OUTCOME_NAMES = {
-    "churn": {"ja": "解約", "en": "churn"},
-    "expansion": {"ja": "アップセル/クロスセル", "en": "expansion"},
-    "downgrade": {"ja": "ダウングレード", "en": "downgrade"},
-    "referral": {"ja": "紹介", "en": "referral"},
-}
-_TEXT = {
-    "no_referrals": {
-        "ja": "accounts.referred_by(紹介元)のデータがないため、New Revenue(紹介による新規MRR)は算出できません。",
-        "en": "New revenue (new MRR from referred accounts) is left empty: accounts.referred_by has no data.",
-    },
-    "few_events": {
-        "ja": "{outcome}: 対象{rows}アカウント月に{events}件しかなく({min}件未満)、指標の効果は推定できません。"
-              "この列は空欄とし、投影には観測された発生率を使います。",
-        "en": "{outcome}: only {events} events in {rows} account-months (< {min}): KPI effects are not "
-              "estimable; its column is left empty and the projection uses the observed rate.",
-    },
-    "not_converged": {
-        "ja": "{outcome}: モデルが収束しませんでした(完全分離の可能性)。この列の区間は非常に広くなります。",
-        "en": "{outcome}: the model did not converge (separation?); this column's intervals are very wide.",
-    },
-    "separated": {
-        "ja": "{outcome}: {terms} の係数は推定できません(そのグループのモデル行がすべて同じ結果: 完全分離)。"
-              "推定値のまま投影し、区間の計算では固定しています。データ(例: 契約形態や更新月の定義)を確認してください。",
-        "en": "{outcome}: the coefficients of {terms} cannot be estimated (every model row of that group has "
-              "the same outcome: complete separation); the projection uses them as estimated and the "
-              "intervals hold them fixed. Check the data (e.g. contract types and renewal months).",
-    },
-    "never_measured": {
-        "ja": "{kpi}: 現在契約中のアカウントで一度も計測されていないため、空欄です。",
-        "en": "{kpi}: never measured for the accounts active at as_of, so its row is empty.",
-    },
-    "zero_mean": {
-        "ja": "{kpi}: 現在契約中のアカウントでの平均が0のため、平均の{pct}%の改善では何も変わらず、空欄です。",
-        "en": "{kpi}: its mean over the active accounts is 0, so {pct}% of it changes nothing; its row is empty.",
-    },
-    "dropped": {
-        "ja": "{kpi}: どのモデルにも含まれないため空欄です({reasons})。",
-        "en": "{kpi}: in none of the models, so its row is empty ({reasons}).",
-    },
-}
-
-
-def _text(language: str, key: str, **values) -> str:
-    return _TEXT[key][language].format(**values)
+    return Notice("in_no_model", stage="potential", severity="note", kpi=kpi, reasons=reasons)
 
 
 # ---------------------------------------------------------------- potential.xlsx
@@ -775,7 +729,10 @@ def write_xlsx(pot: Potential, path: Path) -> None:
         ws.set_column(c, c, w + 2)
     ws.freeze_panes(1, 0)
     r = len(t) + 2
-    for line in [pot.caveat, *(pot.notes[k] for k in sorted(pot.notes))]:
+    from cskit.narrative import notice
+
+    labels = dict(zip(t["kpi"], t["label"]))
+    for line in [pot.caveat, *(notice(pot.notes[k], lang, labels) for k in sorted(pot.notes))]:
         ws.merge_range(r, 0, r, len(headers) - 1, line, wrap)
         ws.set_row(r, 15 * max(1, math.ceil(display_width(line) / (sum(widths) + 2 * len(widths)))))
         r += 1

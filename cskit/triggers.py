@@ -32,6 +32,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import build_catalogue
 from cskit.errors import CskitError
+from cskit.notices import Notice
 from cskit.models import (
     MAX_MISSING,
     Design,
@@ -53,6 +54,7 @@ from cskit.stats import spearman_columns
 OUTCOMES = ("churn", "renewal", "expansion")
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
+NEVER = Notice("kpi_never_measured", stage="triggers", severity="note")
 LINK = {"churn": "cloglog", "renewal": "logit", "expansion": "logit"}
 MODEL = {
     "churn": "discrete-time hazard: binomial GLM, cloglog link (hazard ratio)",
@@ -87,7 +89,7 @@ class Triggers:
     - ``lead_lag``: kpi, outcome, lag, z: the score z of the KPI at t − lag (0–6) in the model of the
       outcome on tenure, segment and contract type (the 連動性 chart).
     - ``transforms``: kpi, transform, mean, sd (of the transformed value: "per SD" means per this SD).
-    - ``warnings``: what happened and what to do, one sentence each.
+    - ``warnings``: coded notices (:class:`cskit.notices.Notice`): what happened and what to do.
     """
 
     table: pd.DataFrame
@@ -95,7 +97,7 @@ class Triggers:
     details: pd.DataFrame
     lead_lag: pd.DataFrame
     transforms: pd.DataFrame
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
 
     def flagged(self, outcome: str | None = None) -> pd.DataFrame:
         """The flagged rows (trigger set), optionally for one outcome, strongest first."""
@@ -125,7 +127,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     transforms = kpi_transforms(panel, model_kpis)
     Z = KPIMatrix.of(panel, model_kpis, transforms)
     narrow = panel[[c for c in NARROW if c in panel] + model_kpis]
-    warnings: list[str] = []
+    warnings: list[Notice] = []
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped = [], [], [], {}
     shared = {group: {} for group in SAME_ROWS}
@@ -138,7 +140,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
         for k, reason in result["dropped"].items():
-            dropped.setdefault((k, "never measured" if k in never else reason), []).append(outcome)
+            dropped.setdefault((k, NEVER if k in never else reason), []).append(outcome)
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis)
     details = pd.concat(rows_out, ignore_index=True)
     details = _add_q_and_flags(details, params.alpha)
@@ -199,13 +201,11 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
         what = "non-renewals" if outcome == "renewal" else f"{outcome} events"
-        info.update(status="not estimable", reason=(
-            f"only {events} {what} on {info['rows']} rows (< {MIN_EVENTS}): too few to estimate effects; "
-            "a missing trigger here says nothing"))
-        warnings.append(
-            f"Outcome {outcome} ({TRIGGER[outcome]}): only {events} {what} (< {MIN_EVENTS}), so no model "
-            "was fitted and no trigger can be flagged. Add more months or accounts before reading this outcome."
-        )
+        info.update(status="not estimable", reason=Notice(
+            "outcome_not_estimable", stage="triggers", outcome=outcome, events=int(events), rows=int(info["rows"]),
+            min=MIN_EVENTS))
+        warnings.append(Notice("outcome_too_few_events", stage="triggers", outcome=outcome, events=int(events),
+                               min=MIN_EVENTS))
         base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
@@ -256,11 +256,8 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
     if outcome != "renewal":
         fit = fit_binomial(y, design.X, link=LINK[outcome], names=design.names)
         if not fit.converged:
-            warnings.append(
-                f"The {outcome} model did not converge in {fit.iterations} iterations (a KPI may separate "
-                "the outcome perfectly); its effects and intervals are unreliable. Look for a KPI that is "
-                "only recorded for accounts with the event and drop it from the kpis table."
-            )
+            warnings.append(Notice("model_not_converged", stage="triggers", outcome=outcome,
+                                   iterations=int(fit.iterations)))
         return {"coef": fit.coef, "se": fit.se, "model": MODEL[outcome]}
     start = fit_binomial(y, design.X, link="logit").coef
     exch = fit_gee(y, design.X, groups, "exchangeable", start=start)
@@ -268,11 +265,7 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
     problem = _gee_problem(exch, indep)
     if problem is None:
         return {"coef": exch.coef, "se": exch.se, "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}"}
-    warnings.append(
-        f"The renewal (CRTT) GEE with an exchangeable working correlation {problem}; it was refitted with "
-        "the independence working correlation (still clustered by account, robust intervals). The effects "
-        "stay valid; they may be a little less precise."
-    )
+    warnings.append(Notice("gee_fallback", stage="triggers", severity="note", problem=problem))
     return {"coef": indep.coef, "se": indep.se, "model": MODEL[outcome] + "; independence (fallback)"}
 
 
@@ -388,30 +381,16 @@ def _add_q_and_flags(details: pd.DataFrame, alpha: float) -> pd.DataFrame:
 
 
 def _dropped_warnings(dropped: dict[tuple[str, str], list[str]]) -> list[str]:
-    out = []
-    for (k, reason), outcomes in dropped.items():
-        where = ", ".join(outcomes)
-        if reason.startswith(("collinear", "a near-linear")):
-            fix = ("Its effect is carried by the KPI(s) named; to tell them apart, keep only one of them "
-                   "in the kpis table or combine them.")
-        elif reason.startswith("missing"):
-            fix = (f"KPIs missing in more than {MAX_MISSING:.0%} of the rows are left out; fill the column "
-                   "in the kpis table or leave it out.")
-        else:
-            fix = "Check the column in the kpis table."
-        out.append(f"KPI '{k}' was left out of the {where} model(s): {reason}. {fix}")
-    return out
+    return [Notice("kpi_left_out", stage="triggers", severity="note", kpi=k, outcomes=list(outcomes),
+                   reason=reason, max_missing=MAX_MISSING)
+            for (k, reason), outcomes in dropped.items()]
 
 
 def _transform_warnings(transforms: dict[str, Transform], kpis: list[str]) -> list[str]:
     logged = [k for k in kpis if k in transforms and transforms[k].kind == "log1p" and k != TENURE]
     if not logged:
         return []
-    return [
-        f"{len(logged)} KPI(s) are heavily skewed (skewness > 2): {', '.join(logged)}. They are modelled as "
-        "log(1 + value), so their effects are per SD of log(1 + value); read +1 SD as roughly 'multiplied "
-        "by a constant factor'. No action needed."
-    ]
+    return [Notice("skewed_kpis", stage="triggers", severity="note", n=len(logged), kpis=logged)]
 
 
 def _transform_frame(transforms: dict[str, Transform], kpis: list[str]) -> pd.DataFrame:

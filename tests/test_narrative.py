@@ -1,6 +1,8 @@
 """The report's text says what the numbers it is given say (values worked out by hand below)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,7 +74,7 @@ def test_potential_ranks_only_intervals_above_zero():
     assert text.index("**B** (LTV ¥900 [¥200, ¥1,500])") < text.index("**A** (LTV ¥500 [¥100, ¥900])")
     assert "**C**" not in text  # interval crosses 0
     assert "For 1 KPIs the interval crosses zero" in text
-    assert "- d_new: no referred_by data" in text
+    assert "- no referred_by data" in text
     assert text.rstrip().endswith("> CAVEAT-TEXT")
     assert "the 40 accounts active now" in text
 
@@ -289,18 +291,43 @@ def test_survival_shows_s12_when_median_not_reached():
     assert "| contract_type | annual | 50 | 5 | not reached | 90.0% [78.5%, 96.0%] |" in en
 
 
-def test_japanese_warnings_are_explained_by_kind():
-    msgs = ["accounts.churn_date: 3 row(s) excluded (bad_churn_date): x (e.g. a). Fix: y",
-            "7 KPI(s) are heavily skewed (skewness > 2): a, b. They are modelled as log(1 + value)",
-            "Something new happened."]
-    ja = N.explain_warnings(msgs, "ja", "データに関する警告")
-    assert ja.startswith("**データに関する警告**")
-    assert "- **行の除外**（1件）: 条件を満たさない行を除外しました" in ja
-    assert "    - 詳細（英語）: accounts.churn_date: 3 row(s) excluded" in ja
-    assert "- **分布の偏りが大きいKPI**（1件）" in ja
-    assert ja.index("**技術的な注記（英語）**") < ja.index("- Something new happened.")
-    assert N.explain_warnings(msgs, "en", "Notes") == "**Notes**\n\n" + "\n".join(f"- {m}" for m in msgs)
+def test_notices_are_worded_from_their_code_in_each_language():
+    from cskit.notices import Notice, from_record, records
+
+    left = Notice("kpi_left_out", stage="triggers", kpi="login_days", outcomes=["churn", "renewal"],
+                  reason=Notice("kpi_collinear", stage="models", partner="active_users", r=0.97), max_missing=0.5)
+    skew = Notice("skewed_kpis", stage="triggers", severity="note", n=2, kpis=["login_days", "faq_views"])
+    sjis = [Notice("read_as_shift_jis", stage="load", severity="note", file=f) for f in ("a.csv", "b.csv")]
+    labels = {"login_days": "ログイン日数", "active_users": "アクティブユーザー数", "faq_views": "FAQページ閲覧数"}
+    # the str value is the English sentence, the record keeps code and values
+    assert str(left).startswith("KPI 'login_days' was left out of the churn, renewal model(s): collinear with "
+                                "active_users (r = 0.97)")
+    rec = records([left])[0]
+    assert rec["code"] == "kpi_left_out" and rec["values"]["reason"]["code"] == "kpi_collinear"
+    assert rec["message"] == str(left) and from_record(rec) == left
+    ja = N.explain_warnings([left, skew, *sjis], "ja", "注意", labels)
+    assert ja.startswith("**注意**")
+    assert "ログイン日数は解約、契約更新のモデルから外しました（アクティブユーザー数とほぼ同じ動き" in ja
+    assert "分布の偏りが大きい2個のKPI（ログイン日数、FAQページ閲覧数）" in ja
+    assert ja.count("Shift_JIS") == 1 and "a.csv、b.csv" in ja  # one line for every file read so
+    assert not re.search(r"[A-Za-z]{4,} [a-z]{3,}", ja.replace("Shift_JIS", ""))  # no English sentence
+    en = N.explain_warnings([skew], "en", "Notes", {"login_days": "Login days", "faq_views": "FAQ views"})
+    assert en == ("**Notes**\n\n- 2 KPIs are heavily skewed (skewness > 2): Login days, FAQ views. They are "
+                  "modelled as log(1 + value), so their effects are per SD of log(1 + value); read +1 SD as "
+                  "roughly 'multiplied by a constant factor'. No action needed.")
     assert N.explain_warnings([], "ja") == ""
+
+
+def test_every_notice_code_raised_in_cskit_has_words_in_both_languages():
+    import pathlib
+
+    codes = set()
+    for path in pathlib.Path(N.__file__).parent.glob("*.py"):
+        codes |= set(re.findall(r'Notice\(\s*"([a-z_0-9]+)"', path.read_text(encoding="utf-8")))
+        codes |= set(re.findall(r'_note\(\s*"([a-z_0-9]+)"', path.read_text(encoding="utf-8")))
+    assert len(codes) > 30
+    missing = sorted(c for c in codes if c not in N.NOTICE_TEXT)
+    assert not missing
 
 
 def test_quality_in_japanese_names_tables_and_reasons():

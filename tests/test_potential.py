@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cskit import narrative as N
 from cskit.catalogue import CATALOGUE_NAMES, DEFAULT_CATALOGUE
 from cskit.models import Transform
 from cskit.potential import (
@@ -400,9 +401,10 @@ def test_outcome_with_too_few_events_and_constant_kpi_are_left_empty_with_reason
     res = improvement_potential(changed, data, params, ["contract_months", "login_days", "faq_views", "csat"])
     t = res.table.set_index("kpi")
     assert t["d_downgrade"].isna().all() and t["d_downgrade_lo"].isna().all()
-    assert "0件" in res.notes["d_downgrade"]
+    assert "0件" in N.notice(res.notes["d_downgrade"], "ja")
+    assert res.notes["d_downgrade"].code == "potential_few_events"
     assert t.loc["faq_views", ["d_ltv", "d_churn", "d_expansion"]].isna().all()
-    assert "FAQ" in res.notes["faq_views"]
+    assert "FAQ" in N.notice(res.notes["faq_views"], "ja", N.kpi_labels(data.catalogue, "ja"))
     assert t.loc["login_days", ["d_ltv", "d_churn", "d_expansion"]].notna().all()
     assert res.outcomes.set_index("outcome").at["downgrade", "estimable"] == False  # noqa: E712
 
