@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from cskit.errors import CskitError
+from cskit.notices import Notice
 from cskit.params import EventKPI
 
 if TYPE_CHECKING:  # ibis is imported lazily: a client without events never pays for it
@@ -77,11 +78,12 @@ class EventCounts:
                 quality.exclude("events", reason, n)
                 column, what, fix = _REASON_TEXT[reason]
                 shown = ", ".join(repr(x) for x in self.examples.get(reason, [])) or "(empty)"
-                quality.warn(f"events.{column}: {n} row(s) excluded ({reason}): {what} (e.g. {shown}). Fix: {fix}")
+                quality.warn(Notice("rows_excluded", stage="load", table="events", column=column, n=int(n),
+                                    reason=reason, what=what, examples=shown, fix=fix))
         if self.blanked_value:
             quality.tables["events"]["blanked_cells"] = {"value": self.blanked_value}
-            quality.warn(f"events.value: {self.blanked_value} cell(s) are not numbers; they were treated as empty and "
-                         "their rows kept. Fix: correct them in the source, or leave the cell empty.")
+            quality.warn(Notice("cells_blanked", stage="load", table="events", column="value",
+                                n=int(self.blanked_value), examples=""))
 
 
 _REASON_TEXT = {

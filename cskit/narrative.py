@@ -316,9 +316,11 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"{v.s('table')}.{v.s('column')}: {v.n('n')} row(s) excluded ({v.s('reason')}): {v.s('what')} "
                   f"(e.g. {v.s('examples')}). Fix: {v.s('fix')}"),
     "cells_blanked": (
-        lambda v: f"{v.table()}の{v.s('column')}: 数値として読めないセルが{v.n('n')}件あり（例: {v.s('examples')}）、"
+        lambda v: f"{v.table()}の{v.s('column')}: 数値として読めないセルが{v.n('n')}件あり"
+                  f"{'（例: ' + v.s('examples') + '）' if v.s('examples') else ''}、"
                   "未計測（空欄）として扱いました。行はそのまま使っています。",
-        lambda v: f"{v.s('table')}.{v.s('column')}: {v.n('n')} cell(s) are not numbers (e.g. {v.s('examples')}); "
+        lambda v: f"{v.s('table')}.{v.s('column')}: {v.n('n')} cell(s) are not numbers"
+                  f"{' (e.g. ' + v.s('examples') + ')' if v.s('examples') else ''}; "
                   "they were treated as not measured (empty) and their rows kept. "
                   "Fix: correct them in the source, or leave the cell empty."),
     "mapping_missing": (
