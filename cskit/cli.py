@@ -26,6 +26,7 @@ from rich.table import Table
 
 from cskit.errors import CskitError
 from cskit.params import Params, load_params
+from cskit.warehouse import kernel_environment, mask, secrets_of
 
 app = typer.Typer(
     add_completion=False,
@@ -112,18 +113,19 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "diagnosis.ipynb"
-    parameters = params.papermill_parameters()
+    parameters = params.papermill_parameters()  # data: a URL without its password
     parameters["output_dir"] = str(folder.parent)
-    pm.execute_notebook(
-        str(notebook_path()),
-        str(target),
-        parameters=parameters,
-        kernel_name="python3",
-        progress_bar=progress_bar,
-        log_output=False,
-        language="python",
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-    )
+    with kernel_environment(params.data):  # the password reaches the kernel in PGPASSWORD only
+        pm.execute_notebook(
+            str(notebook_path()),
+            str(target),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=progress_bar,
+            log_output=False,
+            language="python",
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
     if html:
         render_html(target, folder / "diagnosis.html", params.language)
     return target
@@ -165,7 +167,24 @@ def failure_message(exc: BaseException, notebook: Path) -> tuple[int, str]:
 
 
 def run_client(params_path: str, out_dir: str, html: bool = True, progress_bar: bool = False) -> RunResult:
-    """One client end to end; never raises (the outcome is in the result)."""
+    """One client end to end; never raises (the outcome is in the result, its message with any
+    database password masked)."""
+    res = _run_client(params_path, out_dir, html, progress_bar)
+    res.message = mask(res.message, secrets_of(_raw_data(params_path)))
+    return res
+
+
+def _raw_data(params_path: str) -> str | None:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - an unreadable file has no password to mask
+        return None
+    return raw.get("data") if isinstance(raw, dict) and isinstance(raw.get("data"), str) else None
+
+
+def _run_client(params_path: str, out_dir: str, html: bool, progress_bar: bool) -> RunResult:
     t0 = time.perf_counter()
     client = Path(params_path).stem
     try:

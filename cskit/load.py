@@ -1,4 +1,4 @@
-"""Load a client's tables (CSV folder, .xlsx workbook or .duckdb file) into canonical form.
+"""Load a client's tables (CSV folder, .xlsx workbook, .duckdb file or database URL) into canonical form.
 
 Every reader hands the core (:func:`client_from_frames`) plain text cells, exactly as the client wrote
 them, so that a bad value can be quoted back in the report. The core maps the client's headers, parses
@@ -26,7 +26,8 @@ from cskit.catalogue import build_catalogue
 from cskit.client import ClientData, Quality
 from cskit.errors import CskitError
 from cskit.notices import Notice
-from cskit.params import TABLES, Params, resolve_data_path
+from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
+from cskit.warehouse import DatabaseURL, parse_url, read_database, shown_data
 
 REQUIRED_TABLES = ("accounts", "revenue", "kpis")
 REQUIRED_COLUMNS = {
@@ -787,40 +788,28 @@ def _read_xlsx(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], se
         wb.close()
 
 
-def _read_duckdb(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as e:
-        report.fatal.append(f"{path.name}: unreadable as a DuckDB database ({str(e).splitlines()[0]}). "
-                            "Fix: check the file, or export the tables to CSV.")
-        return {}, set(TABLES)
-    try:
-        names = {r[0].lower(): r[0] for r in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'main' order by table_name").fetchall()}
-        tables, unread = {}, set()
-        for name in TABLES:
-            if name not in names:
-                if name in REQUIRED_TABLES:
-                    report.fatal.append(f"{name}: required table is missing: no table {name!r} in {path.name} "
-                                        f"(tables: {', '.join(names.values()) or 'none'}). Fix: create or rename it.")
-                    unread.add(name)
-                continue
-            cols = [r[0] for r in con.execute(f'describe "{names[name]}"').fetchall()]
-            select = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in cols)
-            tables[name] = _arrow_frame(con.sql(f'select {select} from "{names[name]}"'))
-        return tables, unread
-    finally:
-        con.close()
+def _read_database(url: DatabaseURL, params: Params, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    """A database URL or a .duckdb file: the tables through Ibis, as text cells (cskit/warehouse.py)."""
+    months = {t: {"month"} | {src for src, canon in params.columns.get(t, {}).items() if canon == "month"}
+              for t in ("revenue", "kpis")}
+    frames, unread, con = read_database(url, dict(params.tables), tables=TABLES, required=REQUIRED_TABLES,
+                                        month_columns=months, timezone=getattr(params, "timezone", "UTC"),
+                                        report=report)
+    con.disconnect()
+    return frames, unread
 
 
-def read_tables(source: Path) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
-    """Read the raw tables of a client as text frames: (tables, quality notes, fatal problems, unread)."""
+def read_tables(source: Path | str, params: Params | None = None) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
+    """Read the raw tables of a client (a path, or a database URL) as text frames:
+    (tables, quality notes, fatal problems, unread)."""
     report = _Report()
-    tables, unread = _read_source(source, report)
+    tables, unread = _read_source(source, params or Params(), report)
     return tables, report.quality, report.fatal, unread
 
 
-def _read_source(source: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+def _read_source(source: Path | str, params: Params, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    if isinstance(source, str):
+        return _read_database(parse_url(source), params, report)
     if not source.exists():
         report.fatal.append(f"data: {source} does not exist. Fix: set data in params to the client's folder, "
                             ".xlsx or .duckdb file (relative paths are taken from where you run cskit).")
@@ -830,8 +819,8 @@ def _read_source(source: Path, report: _Report) -> tuple[dict[str, pd.DataFrame]
     suffix = source.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         return _read_xlsx(source, report)
-    if suffix in (".duckdb", ".db", ".ddb"):
-        return _read_duckdb(source, report)
+    if suffix in DATABASE_SUFFIXES:
+        return _read_database(DatabaseURL("duckdb", "duckdb", path=str(source)), params, report)
     report.fatal.append(f"data: {source.name} is not a folder of CSVs, an .xlsx workbook or a .duckdb file. "
                         "Fix: point data to one of those (an .xls or .csv file: save as .xlsx or put the CSVs in a folder).")
     return {}, set(TABLES)
@@ -844,11 +833,9 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     counted in ``quality`` and described in ``quality.warnings``.
     """
     source = resolve_data_path(params.data, base)
-    if isinstance(source, str):
-        raise CskitError(f"data: {source!r} looks like a database URL; reading from a database server is not "
-                         "supported yet. Fix: export the tables to a folder of CSVs, an .xlsx or a .duckdb file.")
+    shown = shown_data(source) if isinstance(source, str) else str(source)
     report = _Report()
-    tables, unread = _read_source(source, report)
+    tables, unread = _read_source(source, params, report)
     if set(TABLES) <= unread:
-        report.stop_if_fatal(str(source))
-    return client_from_frames(tables, params, source=str(source), _report=report, _unread=frozenset(unread))
+        report.stop_if_fatal(shown)
+    return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread))

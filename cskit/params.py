@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cskit.catalogue import DEFAULT_CATALOGUE
 from cskit.errors import CskitError
+from cskit.warehouse import is_url, parse_url, public_data, shown_data
 
 SAFE_CLIENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TABLES = ("accounts", "revenue", "kpis", "nps", "events")
+DATABASE_SUFFIXES = (".duckdb", ".db", ".ddb")
 
 
 class KPIOverride(BaseModel):
@@ -92,6 +94,7 @@ class Params(BaseModel):
     bootstrap: int = Field(200, ge=0, le=5000)
     seed: int = Field(0, ge=0)
     kpis: dict[str, KPIOverride] = Field(default_factory=dict)
+    tables: dict[Literal["accounts", "revenue", "kpis", "nps", "events"], str] = Field(default_factory=dict)
     events_kpis: dict[str, EventKPI] = Field(default_factory=dict)
     timezone: str = "UTC"
     engine: Literal["duckdb", "spark"] = "duckdb"
@@ -114,6 +117,28 @@ class Params(BaseModel):
         if isinstance(v, bool):
             raise ValueError("must be a number, not true/false (YAML reads yes/no/on/off as true/false)")
         return v
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        if is_url(v):
+            parse_url(v)  # a ValueError names what is wrong, with the password masked
+        return v
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for name, table in v.items():
+            parts = table.strip().split(".")
+            if len(parts) > 2 or not all(p.strip() for p in parts) or any(ord(c) < 32 for c in table):
+                raise ValueError(f"{name}: {table!r} is not a table name; write table or schema.table, "
+                                 "e.g. tables: {accounts: crm_accounts, revenue: billing.mrr}")
+        data = info.data.get("data", "")
+        if v and not (is_url(data) or Path(data).suffix.lower() in DATABASE_SUFFIXES):
+            raise ValueError("names a database's tables, so data must be a database URL (postgresql://..., "
+                             "duckdb:///...) or a .duckdb file; a folder's tables are its accounts.csv, "
+                             "revenue.csv, ... files")
+        return {k: t.strip() for k, t in v.items()}
 
     @field_validator("currency")
     @classmethod
@@ -174,7 +199,7 @@ class Params(BaseModel):
     def papermill_parameters(self, base: Path | None = None) -> dict[str, Any]:
         """The params as papermill injects them: plain JSON types, ``data`` as an absolute path."""
         out = self.model_dump(mode="json")
-        out["data"] = str(resolve_data_path(self.data, base))
+        out["data"] = public_data(str(resolve_data_path(self.data, base)))
         return out
 
 
@@ -196,8 +221,12 @@ def _ratio_cycle(spec: dict[str, EventKPI]) -> bool:
 
 
 def resolve_data_path(data: str, base: Path | None = None) -> Path | str:
-    """Resolve ``data`` against ``base`` (the current directory by default); URLs are left as they are."""
-    if "://" in data:
+    """Resolve ``data`` against ``base`` (the current directory by default). Database URLs stay URLs
+    (a relative ``duckdb://`` path is made absolute)."""
+    if is_url(data):
+        url = parse_url(data)
+        if url.backend == "duckdb" and not Path(url.path).expanduser().is_absolute():
+            return "duckdb://" + str(((base or Path.cwd()) / url.path).resolve())
         return data
     p = Path(data).expanduser()
     if not p.is_absolute():
@@ -208,6 +237,10 @@ def resolve_data_path(data: str, base: Path | None = None) -> Path | str:
 def _describe(err: dict) -> str:
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
     value = err.get("input")
+    if isinstance(value, str) and is_url(value):
+        value = shown_data(value)
+    elif isinstance(value, dict) and isinstance(value.get("data"), str):
+        value = {**value, "data": shown_data(value["data"])}
     if err["type"] == "extra_forbidden":
         model = {"events_kpis": EventKPI, "kpis": KPIOverride}.get(str(err["loc"][0]), Params) if len(err["loc"]) > 1 else Params
         allowed = ", ".join(model.model_fields)

@@ -29,3 +29,18 @@ def peer() -> Path:
         if (path / "accounts.csv").is_file():
             return path
     pytest.fail("peer data not found: put shared/ (with peer-data/churnsim-crm6) beside the repository")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (tests/pgcluster.py): installed with apt-get when
+    missing, started in a temporary folder on a free port, stopped and removed at the end. Skips, with
+    the reason in pytest's summary line, only where no server can be had (not root and not installed)."""
+    import pgcluster
+
+    try:
+        cluster = pgcluster.start()
+    except pgcluster.Unavailable as e:
+        pytest.skip(f"PostgreSQL tests not run: {e}")
+    yield cluster
+    cluster.stop()
