@@ -20,7 +20,7 @@ Choices (also in docs/methods.md):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -119,9 +119,166 @@ class Design:
     transforms: dict[str, Transform]
     adjust_levels: dict[str, list[str]]
     dropped: dict[str, str] = field(default_factory=dict)
+    terms: list["Term"] = field(default_factory=list)
 
     def kpi_slice(self) -> slice:
         return slice(1, 1 + len(self.kpis))
+
+    def kpi_terms(self, kpi: str) -> list["Term"]:
+        """The extra columns (curve, segment slopes) of ``kpi``, in column order."""
+        return [t for t in self.terms if t.kpi == kpi]
+
+    def contribution(self, coef: np.ndarray, kpi: str, z: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
+        """The KPI's part of the linear predictor at standardised values ``z`` (missing → 0, as in the
+        fit) for accounts of ``segment``: β·z plus its curve and segment-slope terms. ``coef`` is one
+        coefficient vector (p,) or a stack of draws (B, p), giving (B, n)."""
+        z = np.where(np.isfinite(z), z, 0.0)
+        cols = [self.names.index(kpi), *(self.names.index(t.name) for t in self.kpi_terms(kpi))]
+        M = np.column_stack([z, *(t.values(z, segment) for t in self.kpi_terms(kpi))])
+        return np.asarray(coef)[..., cols] @ M.T
+
+
+# ---------------------------------------------------------------------------------------------------
+# Curves and segment-specific slopes: extra columns of a KPI, tested after the linear model
+# ---------------------------------------------------------------------------------------------------
+
+CURVE_QUANTILES = (0.05, 0.275, 0.5, 0.725, 0.95)  # Harrell's five knots of a restricted cubic spline
+MIN_SEGMENT_EVENTS = 20
+
+
+@dataclass(frozen=True)
+class Term:
+    """One extra column of a KPI: ``kind`` "curve" (the ``index``-th nonlinear column of a restricted
+    cubic spline of z with ``knots``) or "segment" (the KPI's extra slope in segment ``level``:
+    z × 1[segment = level], beside the reference segment's slope β)."""
+
+    kpi: str
+    kind: str
+    index: int = 0
+    level: str = ""
+    knots: tuple[float, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.kpi}:curve{self.index + 1}" if self.kind == "curve" else f"{self.kpi}:segment={self.level}"
+
+    def values(self, z: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
+        z = np.asarray(z, dtype="float64")
+        if self.kind == "curve":
+            return rcs_basis(z, np.asarray(self.knots))[:, self.index]
+        if segment is None:
+            raise ValueError(f"{self.name} needs the accounts' segments")
+        return z * (np.asarray(segment).astype(str) == self.level)
+
+
+def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Nonlinear columns of a restricted (natural) cubic spline with ``knots`` t_1 < … < t_k (Harrell
+    2015, §2.4.5): for j = 1..k − 2, ((z − t_j)₊³ − (z − t_{k−1})₊³ (t_k − t_j)/(t_k − t_{k−1})
+    + (z − t_k)₊³ (t_{k−1} − t_j)/(t_k − t_{k−1})) / (t_k − t_1)²; with z itself the spline is cubic
+    between the knots and linear beyond the outer ones."""
+    z = np.asarray(z, dtype="float64")[:, None]
+    t = np.asarray(knots, dtype="float64")
+    k = len(t)
+    cube = lambda a: np.maximum(z - a, 0.0) ** 3  # noqa: E731
+    tail = cube(t[k - 2]), cube(t[k - 1])
+    span = t[k - 1] - t[k - 2]
+    cols = [
+        (cube(t[j]) - tail[0] * (t[k - 1] - t[j]) / span + tail[1] * (t[k - 2] - t[j]) / span)[:, 0]
+        for j in range(k - 2)
+    ]
+    out = np.column_stack(cols) if cols else np.empty((len(z), 0))
+    return out / (t[k - 1] - t[0]) ** 2
+
+
+def curve_knots(z: np.ndarray) -> tuple[float, ...]:
+    """Knots at the CURVE_QUANTILES of the KPI's measured standardised values; ties (a count that is
+    mostly 0) are merged; fewer than 3 distinct knots: no curve can be fitted (empty)."""
+    z = z[np.isfinite(z)]
+    if len(z) < 10:
+        return ()
+    knots = np.unique(np.round(np.quantile(z, CURVE_QUANTILES), 10))
+    return tuple(float(v) for v in knots) if len(knots) >= 3 else ()
+
+
+def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) -> Design:
+    """``design`` with the columns of ``terms`` appended (values from the KPIs' own columns)."""
+    if not terms:
+        return design
+    extra = [t.values(design.X[:, design.names.index(t.kpi)], segment) for t in terms]
+    X = np.empty((len(design.X), design.X.shape[1] + len(extra)))
+    X[:, : design.X.shape[1]] = design.X
+    for j, col in enumerate(extra, start=design.X.shape[1]):
+        X[:, j] = col
+    return replace(design, X=X, names=[*design.names, *(t.name for t in terms)], terms=[*design.terms, *terms])
+
+
+def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None) -> dict[str, list[Term]]:
+    """The terms a KPI's linear effect is tested against: its spline curve (when its values have 3+
+    distinct knots) and its slopes in each non-reference segment with at least MIN_SEGMENT_EVENTS
+    events (and non-events) on the model rows (when the design adjusts for 2+ segments)."""
+    out: dict[str, list[Term]] = {}
+    z = design.X[:, design.names.index(kpi)]
+    knots = curve_knots(z)
+    if knots:
+        out["curve"] = [Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)]
+    levels = design.adjust_levels.get("segment", [])
+    if segment is not None and len(levels) > 1:
+        seg = np.asarray(segment).astype(str)
+        ok = []
+        for lv in levels[1:]:
+            ev = y[seg == lv]
+            if min(ev.sum(), len(ev) - ev.sum()) >= MIN_SEGMENT_EVENTS:
+                ok.append(Term(kpi, "segment", level=lv))
+        if ok and min(y[seg == levels[0]].sum(), (seg == levels[0]).sum() - y[seg == levels[0]].sum()) >= MIN_SEGMENT_EVENTS:
+            out["segment"] = ok
+    return out
+
+
+def score_test_block(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str, Z: np.ndarray) -> tuple[float, int]:
+    """Rao score statistic (χ², df = columns of ``Z``) for adding the block ``Z`` to the binomial GLM
+    with design ``X0`` fitted at ``coef0``: U'I⁻¹U with U = Z'(y − μ)μ'/V and the efficient information
+    I = Z'WZ − Z'WX0 (X0'WX0)⁻¹ X0'WZ (Rao 1948; expected information)."""
+    mu, d = mean_and_slope(X0 @ coef0, link)
+    v = mu * (1 - mu)
+    w = d * d / v
+    r = (y - mu) * d / v
+    WZ = Z * w[:, None]
+    A = X0.T @ WZ
+    info = Z.T @ WZ - A.T @ solve(X0.T @ (X0 * w[:, None]), A)
+    U = Z.T @ r
+    stat = float(U @ solve(info, U))
+    return max(stat, 0.0), Z.shape[1]
+
+
+def structure_tests(
+    y: np.ndarray, design: Design, fit: "GLMResult", kpis: list[str], segment: np.ndarray | None, alpha: float
+) -> tuple[pd.DataFrame, list[Term]]:
+    """Is a KPI's effect curved, or different by segment? Per KPI of ``kpis`` and kind (curve,
+    segment), the score test of its candidate terms added to the fitted linear model ``fit``; each
+    kind's p-values get their own Benjamini–Hochberg step at ``alpha`` (as the main effects do); the
+    terms of the tests with q < alpha are kept. Returns the test table (kpi, kind, df, stat, p_value,
+    q_value, kept) and the kept terms."""
+    from scipy.stats import chi2
+    from statsmodels.stats.multitest import multipletests
+
+    rows, blocks = [], []
+    for k in kpis:
+        if k not in design.kpis:
+            continue
+        for kind, terms in candidate_terms(design, k, y, segment).items():
+            Z = np.column_stack([t.values(design.X[:, design.names.index(k)], segment) for t in terms])
+            stat, df = score_test_block(y, design.X, fit.coef, fit.link, Z)
+            rows.append({"kpi": k, "kind": kind, "df": df, "stat": stat, "p_value": float(chi2.sf(stat, df))})
+            blocks.append(terms)
+    table = pd.DataFrame(rows, columns=["kpi", "kind", "df", "stat", "p_value"])
+    table["q_value"] = np.nan
+    for kind in ("curve", "segment"):
+        m = (table["kind"] == kind).to_numpy()
+        if m.any():
+            table.loc[m, "q_value"] = multipletests(table.loc[m, "p_value"].to_numpy(), method="fdr_bh")[1]
+    table["kept"] = table["q_value"] < alpha
+    kept = [t for keep, terms in zip(table["kept"], blocks) if keep for t in terms]
+    return table, kept
 
 
 def design_matrix(

@@ -109,7 +109,7 @@ PROXY_OF = {"session_seconds": "login_days", "manual_views": "cs_site_visits", "
             "licenses": "active_users"}
 
 # Structures beyond the default process (options, all off by default: the default tables are unchanged).
-THRESHOLD_SLOPE = 0.4  # churn log-hazard per login day below the threshold (the ``login_threshold`` option)
+THRESHOLD_SLOPE = 0.8  # churn log-hazard per login day below the threshold (the ``login_threshold`` option)
 
 
 @dataclass(frozen=True)
