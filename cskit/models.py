@@ -142,7 +142,13 @@ class Design:
 # Curves and segment-specific slopes: extra columns of a KPI, tested after the linear model
 # ---------------------------------------------------------------------------------------------------
 
-CURVE_QUANTILES = (0.05, 0.275, 0.5, 0.725, 0.95)  # Harrell's five knots of a restricted cubic spline
+# Knots of a KPI's restricted cubic spline: Harrell's five quantiles, and two placements that can bend in
+# one tail (a threshold near the low or the high end of the values); each has 3 nonlinear columns.
+CURVE_QUANTILES = (
+    (0.05, 0.275, 0.5, 0.725, 0.95),
+    (0.02, 0.05, 0.1, 0.5, 0.95),
+    (0.05, 0.5, 0.9, 0.95, 0.98),
+)
 MIN_SEGMENT_EVENTS = 20
 
 
@@ -190,13 +196,13 @@ def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return out / (t[k - 1] - t[0]) ** 2
 
 
-def curve_knots(z: np.ndarray) -> tuple[float, ...]:
-    """Knots at the CURVE_QUANTILES of the KPI's measured standardised values; ties (a count that is
-    mostly 0) are merged; fewer than 3 distinct knots: no curve can be fitted (empty)."""
+def curve_knots(z: np.ndarray, quantiles=CURVE_QUANTILES[0]) -> tuple[float, ...]:
+    """Knots at ``quantiles`` of the KPI's measured standardised values; ties (a count that is mostly
+    0) are merged; fewer than 3 distinct knots: no curve can be fitted (empty)."""
     z = z[np.isfinite(z)]
     if len(z) < 10:
         return ()
-    knots = np.unique(np.round(np.quantile(z, CURVE_QUANTILES), 10))
+    knots = np.unique(np.round(np.quantile(z, quantiles), 10))
     return tuple(float(v) for v in knots) if len(knots) >= 3 else ()
 
 
@@ -212,15 +218,16 @@ def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) ->
     return replace(design, X=X, names=[*design.names, *(t.name for t in terms)], terms=[*design.terms, *terms])
 
 
-def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None) -> dict[str, list[Term]]:
-    """The terms a KPI's linear effect is tested against: its spline curve (when its values have 3+
-    distinct knots) and its slopes in each non-reference segment with at least MIN_SEGMENT_EVENTS
-    events (and non-events) on the model rows (when the design adjusts for 2+ segments)."""
-    out: dict[str, list[Term]] = {}
+def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None) -> dict[str, list[list[Term]]]:
+    """The terms a KPI's linear effect is tested against, per kind, as alternatives: its spline curve
+    (one alternative per distinct knot placement of CURVE_QUANTILES with 3+ knots) and its slopes in
+    each non-reference segment with at least MIN_SEGMENT_EVENTS events (and non-events) on the model
+    rows (when the design adjusts for 2+ segments; the reference segment needs as many)."""
+    out: dict[str, list[list[Term]]] = {}
     z = design.X[:, design.names.index(kpi)]
-    knots = curve_knots(z)
-    if knots:
-        out["curve"] = [Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)]
+    placements = list(dict.fromkeys(k for k in (curve_knots(z, q) for q in CURVE_QUANTILES) if k))
+    if placements:
+        out["curve"] = [[Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)] for knots in placements]
     levels = design.adjust_levels.get("segment", [])
     if segment is not None and len(levels) > 1:
         seg = np.asarray(segment).astype(str)
@@ -230,7 +237,7 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
             if min(ev.sum(), len(ev) - ev.sum()) >= MIN_SEGMENT_EVENTS:
                 ok.append(Term(kpi, "segment", level=lv))
         if ok and min(y[seg == levels[0]].sum(), (seg == levels[0]).sum() - y[seg == levels[0]].sum()) >= MIN_SEGMENT_EVENTS:
-            out["segment"] = ok
+            out["segment"] = [ok]
     return out
 
 
@@ -250,35 +257,82 @@ def score_test_block(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str
     return max(stat, 0.0), Z.shape[1]
 
 
-def structure_tests(
-    y: np.ndarray, design: Design, fit: "GLMResult", kpis: list[str], segment: np.ndarray | None, alpha: float
-) -> tuple[pd.DataFrame, list[Term]]:
-    """Is a KPI's effect curved, or different by segment? Per KPI of ``kpis`` and kind (curve,
-    segment), the score test of its candidate terms added to the fitted linear model ``fit``; each
-    kind's p-values get their own Benjamini–Hochberg step at ``alpha`` (as the main effects do); the
-    terms of the tests with q < alpha are kept. Returns the test table (kpi, kind, df, stat, p_value,
-    q_value, kept) and the kept terms."""
-    from scipy.stats import chi2
-    from statsmodels.stats.multitest import multipletests
+def select_terms(
+    y: np.ndarray, design: Design, fit: "GLMResult", kpis: list[str], segment: np.ndarray | None, alpha: float,
+    *, refit=None,
+) -> tuple[Design, "GLMResult", pd.DataFrame]:
+    """Is a KPI's effect curved, or different by segment? Forward selection with false-discovery
+    control (Benjamini & Gavrilov 2009) over every candidate block (each KPI of ``kpis``: its spline
+    curve, its slopes in the other segments; :func:`candidate_terms`; a curve's knot placement is the
+    one with the largest score statistic, its p multiplied by the number of placements, Bonferroni):
+    at step i the block with the
+    smallest score-test p given the model so far is added when p ≤ α_i = iα / (m + 1 − i(1 − α)),
+    m = number of blocks, and the model is refitted; the first block that fails stops the selection.
+    Testing given the blocks already in matters: a proxy's curvature vanishes once its driver's curve
+    is in. ``refit(X, names)`` fits the extended model (default: the binomial GLM with ``fit``'s link).
 
-    rows, blocks = [], []
-    for k in kpis:
-        if k not in design.kpis:
-            continue
-        for kind, terms in candidate_terms(design, k, y, segment).items():
-            Z = np.column_stack([t.values(design.X[:, design.names.index(k)], segment) for t in terms])
-            stat, df = score_test_block(y, design.X, fit.coef, fit.link, Z)
-            rows.append({"kpi": k, "kind": kind, "df": df, "stat": stat, "p_value": float(chi2.sf(stat, df))})
-            blocks.append(terms)
-    table = pd.DataFrame(rows, columns=["kpi", "kind", "df", "stat", "p_value"])
-    table["q_value"] = np.nan
-    for kind in ("curve", "segment"):
-        m = (table["kind"] == kind).to_numpy()
-        if m.any():
-            table.loc[m, "q_value"] = multipletests(table.loc[m, "p_value"].to_numpy(), method="fdr_bh")[1]
-    table["kept"] = table["q_value"] < alpha
-    kept = [t for keep, terms in zip(table["kept"], blocks) if keep for t in terms]
-    return table, kept
+    Returns the extended design, its fit, and the table of blocks (kpi, kind, df, stat, p_value at
+    the last step the block was tested, step at which it was added or NaN, kept).
+    """
+    from scipy.stats import chi2
+
+    refit = refit or (lambda X, names: fit_binomial(y, X, link=fit.link, names=names))
+    blocks = [(k, kind, alternatives) for k in kpis if k in design.kpis
+              for kind, alternatives in candidate_terms(design, k, y, segment).items()]
+    m = len(blocks)
+    chosen: dict[int, list[Term]] = {}
+    stats = {j: (np.nan, np.nan) for j in range(m)}
+    step = {}
+    current, cur_fit = design, fit
+    while len(step) < m:
+        i = len(step) + 1
+        for j, (k, kind, alternatives) in enumerate(blocks):
+            if j in step:
+                continue
+            best_stat = None
+            for terms in alternatives:
+                Z = np.column_stack([t.values(current.X[:, current.names.index(k)], segment) for t in terms])
+                stat, df = score_test_block(y, current.X, cur_fit.coef, cur_fit.link, Z)
+                if best_stat is None or stat > best_stat[0]:
+                    best_stat = (stat, min(1.0, len(alternatives) * float(chi2.sf(stat, df))))
+                    chosen[j] = terms
+            stats[j] = best_stat
+        best = min((j for j in range(m) if j not in step), key=lambda j: (stats[j][1], j))
+        if not stats[best][1] <= i * alpha / (m + 1 - i * (1 - alpha)):
+            break
+        step[best] = i
+        current = with_terms(current, chosen[best], segment)
+        cur_fit = refit(current.X, current.names)
+    table = pd.DataFrame(
+        [{"kpi": k, "kind": kind, "df": len(chosen.get(j, alts[0])), "stat": stats[j][0], "p_value": stats[j][1],
+          "step": step.get(j, np.nan), "kept": j in step} for j, (k, kind, alts) in enumerate(blocks)],
+        columns=["kpi", "kind", "df", "stat", "p_value", "step", "kept"],
+    )
+    return current, cur_fit, table
+
+
+def slope_weights(design: Design, kpi: str, z: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
+    """Weights a (p,) such that a · coef is the KPI's average slope per SD across its typical range:
+    (f(z₉₅) − f(z₅)) / (z₉₅ − z₅), f = the KPI's part of the linear predictor (linear column, curve,
+    segment slopes), z₅, z₉₅ its 5th and 95th percentiles over the rows given, averaged over those rows'
+    segments. Without extra terms, a picks β itself; for a curve, its sign says whether more of the KPI
+    goes with more of the outcome over the range (the direction), whatever the bends in between."""
+    a = np.zeros(len(design.names))
+    a[design.names.index(kpi)] = 1.0
+    terms = design.kpi_terms(kpi)
+    z = np.where(np.isfinite(z), z, 0.0)
+    lo, hi = np.quantile(z, [0.05, 0.95]) if len(z) else (0.0, 1.0)
+    if hi - lo < 1e-9:
+        lo, hi = float(z.min(initial=0.0)), float(z.max(initial=1.0))
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, lo + 0.5
+    n = len(z)
+    for t in terms:
+        seg = None if segment is None else np.asarray(segment)
+        up = t.values(np.full(n, hi), seg)
+        down = t.values(np.full(n, lo), seg)
+        a[design.names.index(t.name)] = float(np.mean(up - down) / (hi - lo)) if n else 0.0
+    return a
 
 
 def design_matrix(
@@ -308,6 +362,9 @@ def design_matrix(
         for j, k in enumerate(use):
             if missing[j] > MAX_MISSING:
                 dropped[k] = Notice("kpi_mostly_missing", stage="models", severity="note", share=float(missing[j]))
+        for count, value in value_pairs(use, raw):
+            if count not in dropped and value not in dropped:
+                dropped[count] = Notice("kpi_value_pair", stage="models", severity="note", value=value)
     Z = np.empty_like(raw)
     for j, k in enumerate(use):
         Z[:, j] = transforms[k].forward(raw[:, j])
@@ -340,6 +397,33 @@ def design_matrix(
         X[:, j] = d
     design = Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped)
     return prune_dependent(design) if prune else design
+
+
+VALUE_SUFFIXES = ("_value", "_amount", "_sum", "_total", "_revenue", "_mrr")
+PAIR_AGREEMENT = 0.99
+
+
+def value_pairs(names: list[str], raw: np.ndarray) -> list[tuple[str, str]]:
+    """(count, value) pairs among KPIs: ``X`` and ``X_value`` (or _amount, _sum, _total, _revenue,
+    _mrr) that are zero in the same rows (≥ 99% of the rows where both are measured, with some zeros):
+    the number of some events and their summed value. Entered together, the count given the value is
+    the inverse of the mean event size, which the model then credits with the curvature or the size
+    effect the value leaves over (the peer client's won-deal count got OR 0.67 for up-sell beside its
+    value's 2.21); the value carries both the events and their size, so it stands for the pair."""
+    out = []
+    for j, k in enumerate(names):
+        for suffix in VALUE_SUFFIXES:
+            if k + suffix not in names:
+                continue
+            v = raw[:, names.index(k + suffix)]
+            c = raw[:, j]
+            both = np.isfinite(c) & np.isfinite(v)
+            if both.sum() < 10:
+                continue
+            zc, zv = c[both] == 0, v[both] == 0
+            if zc.mean() >= 0.01 and np.mean(zc == zv) >= PAIR_AGREEMENT:
+                out.append((k, k + suffix))
+    return out
 
 
 def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:

@@ -292,6 +292,8 @@ def _left_out_fix(v: _Vals) -> str:
     if code in ("kpi_collinear", "kpi_near_linear"):
         return ("Its effect is carried by the KPI(s) named; to tell them apart, keep only one of them "
                 "in the kpis table or combine them.")
+    if code == "kpi_value_pair":
+        return "No action needed: the value column stands for the pair."
     if code == "kpi_mostly_missing":
         return (f"KPIs missing in more than {float(v['max_missing']):.0%} of the rows are left out; fill the column "
                 "in the kpis table or leave it out.")
@@ -396,6 +398,11 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"{_carriers(v)}の組み合わせでほぼ決まる（R² = {float(v['r2']):.2f}）ため、効果を切り分けられない",
         lambda v: f"a near-linear combination of {_carriers(v)} (R² = {float(v['r2']):.2f}): its effect cannot be "
                   "separated from theirs"),
+    "kpi_value_pair": (
+        lambda v: f"{v.kpi('value')}と同じ月にだけ0になる件数（同じ出来事の件数と金額）で、一つの測定として"
+                  f"{v.kpi('value')}でモデル化しており、効果は{v.kpi('value')}の側に表れる",
+        lambda v: f"the count of the events whose value is {v.s('value')} (zero in the same months): one measurement, "
+                  f"modelled as the value; its effect is reported under {v.s('value')}"),
     "kpi_not_linked": (
         lambda v: f"ほかのKPIを考慮すると解約との関連が認められない（q = {float(v['q']):.2g}）",
         lambda v: f"not linked to churn given the other KPIs (q = {float(v['q']):.2g} ≥ {float(v['alpha']):g})"),
@@ -426,6 +433,24 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"The {v.s('outcome')} model did not converge in {v.n('iterations')} iterations (a KPI may separate "
                   "the outcome perfectly); its effects and intervals are unreliable. Look for a KPI that is "
                   "only recorded for accounts with the event and drop it from the kpis table."),
+    "kpi_curve": (
+        lambda v: f"{v.kpi()}と{v.outcome()}の関係は直線ではありません（スプラインの方がよく当てはまることを、偽発見率を"
+                  "管理した検定で確認）。表の効果は代表的な範囲での平均的な傾きで、改善ポテンシャル・スコアの配点・"
+                  "プレイブックは推定した曲線に沿って計算しています。",
+        lambda v: f"KPI '{v.s('kpi')}': its link with {v.s('outcome')} is not a straight line (a spline fits better, "
+                  "tested with false-discovery control); the effect shown is its average slope over its typical "
+                  "range, and the improvement potential, score points and playbook follow the fitted curve."),
+    "kpi_segment_effect": (
+        lambda v: f"{v.kpi()}の{v.outcome()}への効果はセグメントによって異なります（"
+                  + "、".join(f"{e['segment']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+                             for e in v["effects"] or [])
+                  + "。偽発見率を管理した検定で確認）。drivers.csv にセグメント別の行があり、改善ポテンシャルと"
+                  "プレイブックはセグメントごとの効果を使っています。",
+        lambda v: f"KPI '{v.s('kpi')}': its effect on {v.s('outcome')} differs by segment ("
+                  + ", ".join(f"{e['segment']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+                              for e in v["effects"] or [])
+                  + "; tested with false-discovery control): drivers.csv has one row per segment, and the "
+                  "improvement potential and playbook use each segment's own effect."),
     "gee_fallback": (
         lambda v: "契約更新（CRTT）のモデルは、交換可能な作業相関では推定が安定しなかったため、独立な作業相関"
                   "（アカウント単位のクラスタ、頑健な区間）で推定し直しました。効果はそのまま使えます（区間はやや広くなることがあります）。",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import build_catalogue
@@ -45,6 +45,9 @@ from cskit.models import (
     kpi_transforms,
     score_terms,
     score_z_from,
+    select_terms,
+    slope_weights,
+    with_terms,
     zero_missing,
 )
 from cskit.panel import outcome_rows
@@ -70,9 +73,10 @@ NARROW = ["account_id", "tenure", "segment", "contract_type", "churn", "at_risk"
           "cross_sell"]
 TABLE_COLUMNS = [
     "kpi", "outcome", "effect", "ci_low", "ci_high", "p_value", "q_value", "spearman", "best_lag", "trigger",
-    "direction",
+    "direction", "segment", "shape",
 ]
 LEAD_LAG_COLUMNS = ["kpi", "outcome", "lag", "z"]
+STRUCTURE_COLUMNS = ["kpi", "kind", "df", "stat", "p_value", "step", "kept", "outcome"]
 OUTCOME_COLUMNS = ["outcome", "model", "events", "rows", "accounts", "mde_per_sd", "status", "reason"]
 
 
@@ -98,10 +102,11 @@ class Triggers:
     lead_lag: pd.DataFrame
     transforms: pd.DataFrame
     warnings: list[Notice] = field(default_factory=list)
+    structure: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STRUCTURE_COLUMNS))
 
     def flagged(self, outcome: str | None = None) -> pd.DataFrame:
         """The flagged rows (trigger set), optionally for one outcome, strongest first."""
-        t = self.table[self.table["trigger"] != ""]
+        t = self.table[(self.table["trigger"] != "") & (self.table["segment"] == "")]
         if outcome is not None:
             t = t[t["outcome"] == outcome]
         return t.assign(_s=np.abs(np.log(t["effect"]))).sort_values(
@@ -129,7 +134,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     narrow = panel[[c for c in NARROW if c in panel] + model_kpis]
     warnings: list[Notice] = []
     never = [k for k in kpis if not panel[k].notna().any()]
-    rows_out, outcomes_out, lead_lag, dropped = [], [], [], {}
+    rows_out, outcomes_out, lead_lag, dropped, structure = [], [], [], {}, []
     shared = {group: {} for group in SAME_ROWS}
     for outcome in OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
@@ -139,11 +144,18 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
+        structure.append(result.get("structure", pd.DataFrame()))
         for k, reason in result["dropped"].items():
             dropped.setdefault((k, NEVER if k in never else reason), []).append(outcome)
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis)
     details = pd.concat(rows_out, ignore_index=True)
     details = _add_q_and_flags(details, params.alpha)
+    order = {k: i for i, k in enumerate(kpis)}
+    details = details.assign(
+        _o=details["outcome"].map(OUTCOMES.index), _k=details["kpi"].map(order), _s=details["segment"] != ""
+    ).sort_values(["_o", "_k", "_s"], kind="stable").drop(columns=["_o", "_k", "_s"]).reset_index(drop=True)
+    structure = _stack(structure, STRUCTURE_COLUMNS)
+    warnings += _structure_warnings(details)
     catalogue = build_catalogue(params.kpis, kpis)
     details["label"] = [catalogue[k].label(params.language) for k in details["kpi"]]
     details["category"] = [catalogue[k].category for k in details["kpi"]]
@@ -155,6 +167,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         lead_lag=_stack(lead_lag, LEAD_LAG_COLUMNS),
         transforms=_transform_frame(transforms, kpis),
         warnings=warnings,
+        structure=structure,
     )
 
 
@@ -219,21 +232,89 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     order += [k for k in model_kpis if k not in order]
     design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms))
+    seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
+    terms, tests = _once(shared, ("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
+    design = with_terms(design, terms, seg)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
-    out = _effects(base, design, fit["coef"], fit["se"], crit)
+    out = _effects(base, design, fit, crit, seg)
+    extra = _segment_rows(base, design, fit, crit, seg)
+    out = pd.concat([out, extra], ignore_index=True) if len(extra) else out
     reported = out["se"].dropna()
     info["mde_per_sd"] = float(np.exp(crit * reported.median())) if len(reported) else np.nan
     info["model"] = fit["model"]
     dropped = {k: r for k, r in design.dropped.items() if k in kpis}
-    return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped}
+    return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped,
+            "structure": tests.assign(outcome=outcome)}
 
 
-def _effects(base: pd.DataFrame, design: Design, coef: np.ndarray, se: np.ndarray, crit: float) -> pd.DataFrame:
-    """Per KPI: log effect, SE, Wald z and p, exp(effect) with its 95% interval, MDE at 80% power."""
-    est = pd.DataFrame({"kpi": design.kpis, "coef": coef[design.kpi_slice()], "se": se[design.kpi_slice()]})
+def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float, link: str):
+    """Curves and segment slopes of the KPIs (:func:`cskit.models.select_terms`, on the binomial GLM of
+    the group's first outcome: renewal shares churn's rows and its answer)."""
+    fit = fit_binomial(y, design.X, link=link, names=design.names)
+    ext, _, tests = select_terms(y, design, fit, [k for k in design.kpis if k != TENURE], seg, alpha)
+    return ext.terms, tests
+
+
+def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None) -> pd.DataFrame:
+    """Per KPI: log effect, SE, Wald z and p, exp(effect) with its 95% interval, MDE at 80% power.
+
+    A KPI with a curve or segment slopes (``design.terms``) is reported by its average slope over the
+    model rows (:func:`cskit.models.slope_weights`; its SE from the covariance), and its p-value is the
+    joint Wald test of all its columns (any effect at all), so that BH judges the KPI as modelled."""
+    coef, cov = fit["coef"], fit["cov"]
+    rows = []
+    for k in design.kpis:
+        j = design.names.index(k)
+        extra = design.kpi_terms(k)
+        if not extra:
+            rows.append({"kpi": k, "coef": coef[j], "se": np.sqrt(max(cov[j, j], 0.0)), "p_joint": np.nan,
+                         "shape": "linear"})
+            continue
+        a = slope_weights(design, k, design.X[:, j], seg)
+        cols = [j, *(design.names.index(t.name) for t in extra)]
+        b = coef[cols]
+        stat = float(b @ np.linalg.lstsq(cov[np.ix_(cols, cols)], b, rcond=None)[0])
+        rows.append({"kpi": k, "coef": float(a @ coef), "se": float(np.sqrt(max(a @ cov @ a, 0.0))),
+                     "p_joint": float(chi2.sf(stat, len(cols))),
+                     "shape": "curve" if any(t.kind == "curve" for t in extra) else "linear"})
+    est = pd.DataFrame(rows, columns=["kpi", "coef", "se", "p_joint", "shape"])
     out = base.merge(est, on="kpi", how="left")
     out["note"] = [design.dropped.get(k, "") for k in out["kpi"]]
+    out["segment"] = ""
+    out["shape"] = out["shape"].fillna("")
+    out = _wald(out, crit)
+    joint = out["p_joint"].notna()
+    out.loc[joint, "p_value"] = out.loc[joint, "p_joint"]
+    return out.drop(columns="p_joint")
+
+
+def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None) -> pd.DataFrame:
+    """One row per segment for each KPI whose slope differs by segment (terms kind "segment"): the
+    KPI's own average slope in that segment's model rows (reference slope + its segment slope)."""
+    coef, cov = fit["coef"], fit["cov"]
+    rows = []
+    for k in design.kpis:
+        if seg is None or not any(t.kind == "segment" for t in design.kpi_terms(k)):
+            continue
+        j = design.names.index(k)
+        for level in design.adjust_levels["segment"]:
+            m = seg == level
+            a = slope_weights(design, k, design.X[m, j], seg[m])
+            rows.append({"kpi": k, "segment": level, "coef": float(a @ coef),
+                         "se": float(np.sqrt(max(a @ cov @ a, 0.0))), "rows_segment": int(m.sum())})
+    if not rows:
+        return pd.DataFrame(columns=[*base.columns, "coef", "se", "note", "segment", "shape"])
+    est = pd.DataFrame(rows)
+    out = base.drop(columns=["rows", "spearman", "best_lag"]).merge(est, on="kpi", how="inner")
+    out = out.rename(columns={"rows_segment": "rows"})
+    out["spearman"], out["best_lag"] = np.nan, np.nan
+    out["note"] = "effect within this segment (the KPI's effect differs by segment)"
+    out["shape"] = ["curve" if any(t.kind == "curve" for t in design.kpi_terms(k)) else "linear" for k in out["kpi"]]
+    return _wald(out, crit)
+
+
+def _wald(out: pd.DataFrame, crit: float) -> pd.DataFrame:
     out["z"] = out["coef"] / out["se"]
     out["p_value"] = 2 * norm.sf(np.abs(out["z"]))
     out["effect"] = np.exp(out["coef"])
@@ -248,6 +329,7 @@ def _empty_effects(base: pd.DataFrame, note: str) -> pd.DataFrame:
     for c in ("coef", "se", "z", "p_value", "effect", "ci_low", "ci_high", "mde_per_sd"):
         out[c] = np.nan
     out["note"] = note
+    out["segment"], out["shape"] = "", ""
     return out
 
 
@@ -258,15 +340,15 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
         if not fit.converged:
             warnings.append(Notice("model_not_converged", stage="triggers", outcome=outcome,
                                    iterations=int(fit.iterations)))
-        return {"coef": fit.coef, "se": fit.se, "model": MODEL[outcome]}
+        return {"coef": fit.coef, "se": fit.se, "cov": fit.cov, "model": MODEL[outcome]}
     start = fit_binomial(y, design.X, link="logit").coef
     exch = fit_gee(y, design.X, groups, "exchangeable", start=start)
     indep = fit_gee(y, design.X, groups, "independence", start=start)
     problem = _gee_problem(exch, indep)
     if problem is None:
-        return {"coef": exch.coef, "se": exch.se, "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}"}
+        return {"coef": exch.coef, "se": exch.se, "cov": exch.cov, "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}"}
     warnings.append(Notice("gee_fallback", stage="triggers", severity="note", problem=problem))
-    return {"coef": indep.coef, "se": indep.se, "model": MODEL[outcome] + "; independence (fallback)"}
+    return {"coef": indep.coef, "se": indep.se, "cov": indep.cov, "model": MODEL[outcome] + "; independence (fallback)"}
 
 
 def _gee_problem(exch: GEEResult, indep: GEEResult) -> str | None:
@@ -370,14 +452,30 @@ def _add_q_and_flags(details: pd.DataFrame, alpha: float) -> pd.DataFrame:
     d = details.copy()
     d["q_value"] = np.nan
     for outcome in OUTCOMES:
-        ok = (d["outcome"] == outcome) & d["p_value"].notna()
-        if ok.any():
-            d.loc[ok, "q_value"] = multipletests(d.loc[ok, "p_value"].to_numpy(), method="fdr_bh")[1]
+        for pooled in (True, False):  # the segment rows are their own family, beside the KPIs'
+            ok = (d["outcome"] == outcome) & d["p_value"].notna() & ((d["segment"] == "") == pooled)
+            if ok.any():
+                d.loc[ok, "q_value"] = multipletests(d.loc[ok, "p_value"].to_numpy(), method="fdr_bh")[1]
     flagged = d["q_value"] < alpha
     d["trigger"] = np.where(flagged, d["outcome"].map(TRIGGER), "")
     d["direction"] = np.where(d["coef"] > 0, "+", np.where(d["coef"] < 0, "-", ""))
     d["best_lag"] = d["best_lag"].astype("Float64").astype("Int64")
     return d
+
+
+def _structure_warnings(details: pd.DataFrame) -> list[Notice]:
+    """One notice per KPI × outcome whose effect is modelled as curved (``kpi_curve``) or as differing
+    by segment (``kpi_segment_effect``, with each segment's own effect)."""
+    out = []
+    for r in details[(details["shape"] == "curve") & (details["segment"] == "")].itertuples():
+        out.append(Notice("kpi_curve", stage="triggers", severity="note", kpi=r.kpi, outcome=r.outcome))
+    seg = details[details["segment"] != ""]
+    for (kpi, outcome), g in seg.groupby(["kpi", "outcome"], sort=False):
+        effects = [{"segment": r.segment, "effect": float(r.effect), "ci_low": float(r.ci_low),
+                    "ci_high": float(r.ci_high)} for r in g.itertuples()]
+        out.append(Notice("kpi_segment_effect", stage="triggers", severity="note", kpi=kpi, outcome=outcome,
+                          effects=effects))
+    return out
 
 
 def _dropped_warnings(dropped: dict[tuple[str, str], list[str]]) -> list[str]:
