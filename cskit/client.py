@@ -21,6 +21,7 @@ class Quality:
 
     tables: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    data_window: dict = field(default_factory=dict)  # cskit.panel.data_window: left truncation
 
     def read(self, table: str, n: int) -> None:
         self.tables[table] = {"read": int(n), "used": int(n), "excluded": {}}
@@ -40,7 +41,10 @@ class Quality:
         return all(t["read"] == t["used"] + sum(t["excluded"].values()) for t in self.tables.values())
 
     def to_dict(self) -> dict:
-        return {"tables": self.tables, "warnings": records(self.warnings)}
+        out = {"tables": self.tables, "warnings": records(self.warnings)}
+        if self.data_window:
+            out["data_window"] = self.data_window
+        return out
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from cskit.catalogue import build_catalogue
 from cskit.client import ClientData, Quality
+from cskit.panel import data_window
 from cskit.errors import CskitError
 from cskit.notices import Notice
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
@@ -658,11 +659,28 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
 
     extra = [k for k in kpi_names if k not in catalogue_names]
     catalogue = _flag_bounds(build_catalogue(params.kpis, extra), accounts, kpis, static_kpis, kpi_names, params)
-    return ClientData(
+    data = ClientData(
         accounts=accounts, revenue=revenue, kpis=kpis, nps=nps, events=events,
         as_of=pd.Timestamp(as_of), catalogue=catalogue,
         static_kpis=static_kpis, quality=report.quality,
     )
+    _note_window(data)
+    return data
+
+
+def _note_window(data: ClientData) -> None:
+    """Left truncation: contracts that began before the first revenue / KPI month (cskit.panel.data_window)."""
+    w = data_window(data)
+    data.quality.data_window = w
+    if w["code"] != "left_truncation":
+        return
+    listed = (" None of them ended before it: the export seems to list only the accounts active in the window, "
+              "so accounts lost earlier are missing." if w["only_active_listed"] else "")
+    data.quality.warn(
+        f"[left_truncation] {w['started_before_window']} of {w['accounts']} accounts "
+        f"({w['share_started_before_window']:.0%}) started before the first data month {w['first_month']}.{listed} "
+        "They enter the churn models from that month (delayed entry), with tenure still counted from "
+        "contract_start. Fix: if earlier revenue and KPI months exist, include them.")
 
 
 def _flag_bounds(catalogue: dict, accounts: pd.DataFrame, kpis: pd.DataFrame, static_kpis: list[str],

@@ -40,7 +40,7 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     acc = data.accounts.sort_values("account_id", kind="stable").reset_index(drop=True)
     as_of = int(month_index(pd.Series([data.as_of]))[0])
     start = month_index(acc["contract_start"])
-    churn_m = month_index(acc["churn_date"])
+    churn_m = churn_months(acc)
     churned = (churn_m >= 0) & (churn_m <= as_of)
     end = np.where(churned, churn_m, as_of)
     keep = (start <= as_of) & (end >= start)
@@ -69,7 +69,10 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     cycle = renewal_cycle(tenure[churn & annual])
     panel["renewal_cycle"] = np.where(annual, cycle, 1).astype(np.int64)
     renewal = (tenure % panel["renewal_cycle"].to_numpy() == 0) & (tenure > 0)
-    panel["at_risk"] = ~annual | renewal | churn
+    # delayed entry: an account is in a risk set only from the month the data window shows it
+    window = window_start(data)
+    panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
+    panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"].to_numpy() >= 0)
 
     _add_revenue(panel, data, mi)
     _add_referrals(panel, acc, data, mi)
@@ -82,21 +85,104 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     return panel
 
 
-def renewal_cycle(churn_tenures: np.ndarray, candidates=(12, 6, 3), share: float = 0.8) -> int:
-    """Renewal cycle (months) of the non-monthly contracts, read from when they actually end.
+CYCLES = (12, 6, 3)  # renewal cycles (months) a non-monthly contract may have; each divides the first
+CYCLE_AIC = 2.0  # a cycle (one parameter, π) must beat "any month" (none) by Akaike's criterion
 
-    Clients label 6-month terms "annual" too; assuming 12 would put a 6-month churn outside every
-    renewal month. The cycle is the longest candidate on a multiple of which at least ``share`` of
-    those contracts' churns fall; 12 when none churned yet; 1 (every month) when no cycle fits.
+
+def renewal_cycle(churn_tenures: np.ndarray, candidates=CYCLES) -> int:
+    """Renewal cycle (months) of the non-monthly contracts, read from the tenures at which they churn.
+
+    Clients label 6-month (or quarterly) terms "annual" and mix terms across accounts; assuming 12
+    would put a 6-month churn outside every renewal month. Each churn's tenure modulo 12 is one of 12
+    residues; cycle c says a share π of churns falls on its residues (multiples of c), evenly, and the
+    rest (early terminations) evenly on the others. The cycle is the candidate with the highest
+    maximised likelihood (ties: the longest), kept when it beats "churns in any month" (uniform
+    residues) by Akaike's criterion (2·Δ log-likelihood > 2 for its one parameter) with π above the
+    uniform share; else 1 (every month).
+    12 (the label) when none has churned yet.
+    A mix of 12- and 6-month terms reads as 6: every decision month of either term is then at risk.
     """
     t = np.asarray(churn_tenures)
     t = t[t > 0]
     if len(t) == 0:
         return candidates[0]
+    period = candidates[0]
+    counts = np.bincount(t % period, minlength=period).astype(float)
+    n = counts.sum()
+    uniform = n * np.log(1.0 / period)
+    best, best_ll = None, -np.inf
     for c in candidates:
-        if np.mean(t % c == 0) >= share:
-            return c
+        on = np.arange(period) % c == 0
+        k, size = counts[on].sum(), on.sum()
+        pi = k / n
+        if pi <= size / period:
+            continue
+        ll = k * np.log(pi / size) + ((n - k) * np.log((1 - pi) / (period - size)) if k < n else 0.0)
+        if ll > best_ll + 1e-9:
+            best, best_ll = c, ll
+    if best is not None and 2 * (best_ll - uniform) > CYCLE_AIC:
+        return best
     return 1
+
+
+def churn_months(accounts: pd.DataFrame) -> np.ndarray:
+    """Month index of each account's churn decision (-1 without a churn date): the month of its
+    ``churn_date``, except that a non-monthly contract's churn dated the day before an anniversary day
+    (the term's last day: 2025-03-31 for a term from 2024-04-01, as clients with April fiscal years
+    record it) belongs to that anniversary's month. Every stage reads churn months from the panel, so
+    this is the one place the rule lives."""
+    churn = pd.to_datetime(accounts["churn_date"])
+    months = month_index(churn)
+    term = term_end_dated(accounts)
+    after = month_index(churn + pd.Timedelta(days=1))
+    return np.where(term, after, months)
+
+
+def term_end_dated(accounts: pd.DataFrame) -> np.ndarray:
+    """Non-monthly accounts whose churn_date is the day before an anniversary day of contract_start
+    (the day of the month clipped to the month's length: a contract from the 31st renews on the 30th in
+    30-day months)."""
+    churn = pd.to_datetime(accounts["churn_date"])
+    start = pd.to_datetime(accounts["contract_start"])
+    nxt = churn + pd.Timedelta(days=1)
+    anniversary_day = np.minimum(start.dt.day.to_numpy(float), nxt.dt.days_in_month.to_numpy(float))
+    annual = accounts["contract_type"].astype(str).to_numpy() != "monthly"
+    ok = churn.notna().to_numpy() & start.notna().to_numpy()
+    return ok & annual & (nxt.dt.day.to_numpy(float) == anniversary_day) & (month_index(nxt) > month_index(start))
+
+
+def window_start(data: ClientData) -> int:
+    """Month index of the first month of the data window: the earliest revenue or KPI month (-1 if none)."""
+    firsts = [month_index(t["month"]).min() for t in (data.revenue, data.kpis) if t is not None and len(t)]
+    return int(min(firsts)) if firsts else -1
+
+
+def data_window(data: ClientData) -> dict:
+    """How the data window relates to the contracts (left truncation, ``quality.json`` → ``data_window``).
+
+    Accounts whose contract started before the first data month were customers before anything was
+    recorded; they enter the risk sets only from that month (delayed entry, :func:`build_panel`).
+    When none of them ended before the window, the export most likely lists only the accounts
+    active in it (``only_active_listed``): accounts lost earlier are missing, which delayed entry
+    handles as well (every model conditions on being a customer at entry).
+    """
+    first = window_start(data)
+    acc = data.accounts
+    start = month_index(acc["contract_start"])
+    churn = churn_months(acc)
+    before = (start >= 0) & (start < first)
+    ended_before = before & (churn >= 0) & (churn < first)
+    n_before = int(before.sum())
+    return {
+        "code": "left_truncation" if n_before else "window_covers_contracts",
+        "first_month": str(month_start(np.array([first]))[0])[:7] if first >= 0 else None,
+        "accounts": int(len(acc)),
+        "started_before_window": n_before,
+        "share_started_before_window": round(n_before / len(acc), 4) if len(acc) else 0.0,
+        "ended_before_window": int(ended_before.sum()),
+        "only_active_listed": bool(n_before > 0 and not ended_before.any()),
+        "handling": "delayed entry: accounts enter the churn models at the first data month; tenure from contract_start",
+    }
 
 
 def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
@@ -259,14 +345,16 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
 def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:
     """Model rows (boolean mask over the panel) and the 0/1 outcome on them, for every model of the kit.
 
-    Rows need month t − lag inside the contract (tenure ≥ lag): an event is explained only by KPIs
-    measured before it. churn / renewal: at-risk rows (every month of a monthly contract, the renewal
+    Rows need month t − lag inside the contract and the data window (tenure ≥ lag and
+    months_observed ≥ lag: delayed entry of accounts that started before the data): an event is
+    explained only by KPIs measured before it. churn / renewal: at-risk rows (every month of a monthly contract, the renewal
     months of an annual one, the churn month), renewal = 1 − churn; expansion (incl. cross-sell),
     downgrade (contraction) and referral: months after the first, with MRR the month before and no
     churn (an account that leaves in a month does not grow, shrink or refer in it).
     """
     tenure = panel["tenure"].to_numpy()
-    history = tenure >= lag
+    observed = panel["months_observed"].to_numpy() if "months_observed" in panel else tenure
+    history = (tenure >= lag) & (observed >= lag)
     churn = panel["churn"].to_numpy().astype(bool)
     if outcome in ("churn", "renewal"):
         rows = panel["at_risk"].to_numpy().astype(bool) & history

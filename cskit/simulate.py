@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,8 @@ PROXY_OF = {"session_seconds": "login_days", "manual_views": "cs_site_visits", "
 
 # Structures beyond the default process (options, all off by default: the default tables are unchanged).
 THRESHOLD_SLOPE = 0.8  # churn log-hazard per login day below the threshold (the ``login_threshold`` option)
+SEASONAL_PEAK = 1.5  # latent SD added to the ``seasonal_kpi`` in the month before the churn shock
+RECENT_WINDOW = 3  # months averaged by an annual renewal decided on sustained usage (``recent_mean_annual``)
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,54 @@ class Options:
     - ``login_threshold``: login days below which churn rises: the churn term of login_days becomes
       THRESHOLD_SLOPE × max(0, threshold − x) (risk falls from 0 to ``threshold`` days, flat above)
       instead of the linear term.
+
+    Renewal terms and dates:
+    - ``annual_terms``: term lengths (months) of the contracts labelled "annual", drawn with equal shares
+      (e.g. (6,) for 6-month terms filed as annual, (12, 6) for a mix); a decision at every multiple.
+    - ``term_end_dates``: an annual contract's churn_date is its term's last day (the day before the
+      anniversary: 2025-03-31 for a term from 2024-04-01), not the anniversary itself; a term ending on
+      a month's last day has no KPI / NPS row in the anniversary month (the client has left by then).
+    - ``fiscal_year_start``: calendar month (1–12) on whose 1st every organic annual contract starts
+      (Japanese April fiscal years: 4); each is moved to the first such month on or after its drawn start
+      (the last one before it when none is left in the window).
+    Seasonality:
+    - ``season_month``: calendar month (1–12) in which every churn decision's eta gets ``season_shock``
+      (a churn shock unrelated to any KPI, e.g. the fiscal year's end);
+    - ``seasonal_kpi``: a noise KPI whose latent value rises by SEASONAL_PEAK in the month before
+      ``season_month`` for every account (it "peaks before March" without any effect of its own).
+    Sustained usage:
+    - ``recent_mean_annual``: an annual renewal is decided on the mean of the churn KPIs over the
+      RECENT_WINDOW months t − lag − 2 … t − lag, not on month t − lag alone.
+    Late data windows:
+    - ``window_start``: the tables hold only months from this index of the simulated months on (earlier
+      months are not exported; contracts may start long before the first data month);
+    - ``active_only``: with ``window_start``, accounts whose contract ended before the window are left
+      out of accounts.csv (an export of the accounts active in the window).
     """
 
     segment_only: tuple[tuple[str, str], ...] = ()
     login_threshold: float | None = None
+    annual_terms: tuple[int, ...] = (12,)
+    term_end_dates: bool = False
+    fiscal_year_start: int | None = None
+    season_month: int | None = None
+    season_shock: float = 1.0
+    seasonal_kpi: str | None = None
+    recent_mean_annual: bool = False
+    window_start: int = 0
+    active_only: bool = False
+
+
+def calendar_month(start: str, t: np.ndarray | int) -> np.ndarray:
+    """Calendar month (1–12) of simulated month index ``t`` (0 = ``start``)."""
+    return (pd.Period(start, "M").month - 1 + np.asarray(t)) % 12 + 1
+
+
+def season_term(options: Options, months: np.ndarray) -> np.ndarray:
+    """The churn shock added to eta in the given calendar months (0 without a season)."""
+    if options.season_month is None:
+        return np.zeros(np.shape(months))
+    return np.where(np.asarray(months) == options.season_month, options.season_shock, 0.0)
 
 
 PLANS = ("Basic", "Pro")
@@ -158,6 +204,12 @@ def design(options: Options | None = None) -> dict:
     return {
         "segment_only": dict(options.segment_only), "login_threshold": options.login_threshold,
         "threshold_slope": THRESHOLD_SLOPE,
+        "annual_terms": list(options.annual_terms), "term_end_dates": options.term_end_dates,
+        "fiscal_year_start": options.fiscal_year_start, "season_month": options.season_month,
+        "season_shock": options.season_shock if options.season_month else 0.0,
+        "seasonal_kpi": options.seasonal_kpi, "seasonal_peak": SEASONAL_PEAK,
+        "recent_mean_annual": options.recent_mean_annual, "recent_window": RECENT_WINDOW,
+        "window_start": options.window_start, "active_only": options.active_only,
         "beta_sd": BETA_SD, "centre": CENTRE, "scale": SCALE, "intercept": INTERCEPT, "tenure": TENURE,
         "segment_effect": {k: dict(zip(SEGMENTS, v)) for k, v in SEGMENT_EFFECT.items()},
         "tenure_term": "log1p(tenure)", "link": "cloglog",
@@ -220,8 +272,10 @@ def eta_kpis(outcome: str, x: dict[str, np.ndarray], names: list[str] | None = N
 # Accounts and the monthly KPI step
 # ---------------------------------------------------------------------------------------------------
 
-def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndarray, annual_share: float) -> dict:
+def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndarray, annual_share: float,
+                  options: Options | None = None) -> dict:
     """Static traits and initial latent states of new accounts starting in the given months."""
+    options = options or Options()
     n = len(start)
     seg = rng.choice(3, size=n, p=SEGMENT_SHARE)
     pro = rng.random(n) < np.asarray(PRO_SHARE_BY_SEGMENT)[seg]
@@ -232,7 +286,7 @@ def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndar
     static = rng.standard_normal((n, 4))
     lines = np.zeros((n, 1 + len(OPTIONS)))
     lines[:, 0] = seats * price
-    return {
+    out = {
         "start": start.astype(np.int64), "day": rng.integers(1, 29, n), "seg": seg, "pro": pro,
         "annual": rng.random(n) < annual_share, "seats": seats.astype(np.int64), "price": price, "lines": lines,
         "team": np.maximum(1, np.round(seats * rng.uniform(0.9, 1.2, n))).astype(np.int64),
@@ -244,6 +298,10 @@ def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndar
         "survey_phase": rng.integers(0, 6, n), "referrer": referrer.astype(np.int64),
         "churn_month": np.full(n, np.iinfo(np.int64).max),
     }
+    terms = options.annual_terms
+    term = np.full(n, terms[0], np.int64) if len(terms) == 1 else rng.choice(np.asarray(terms, np.int64), n)
+    out["term"] = np.where(out["annual"], term, 1)
+    return out
 
 
 def _append(acc: dict, new: dict) -> dict:
@@ -290,13 +348,17 @@ def _raw(name: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     raise KeyError(name)
 
 
-def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator,
+                  shift: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Raw values of the 24 monthly KPIs for the accounts ``idx`` in the current month.
 
     Active users are drawn from the account's fixed team (not from its seats), so an upsell raises
     licenses and lowers the active-user rate instead of feeding back into the expansion hazard.
+    ``shift`` adds a constant to named KPIs' latent values this month (a seasonal peak).
     """
     z = _latents(_factors(acc["static"][idx], acc["ar"][idx]), acc["noise"][idx], LATENT)
+    for name, v in (shift or {}).items():
+        z[name] = z[name] + v
     seats = acc["seats"][idx]
     out: dict[str, np.ndarray] = {}
     out["licenses"] = seats.astype(float)
@@ -350,6 +412,7 @@ class Truth:
     snapshot: pd.DataFrame
     design: dict = field(default_factory=design)
     options: Options = field(default_factory=Options)
+    asof_month: int = 1  # calendar month (1–12) of as_of: where a seasonal shock falls in the future
 
     def potential(self, improvement_pct: float = 10, horizon_months: int = 12, ltv_months: int = 36,
                   gross_margin: float = 1.0) -> pd.DataFrame:
@@ -359,7 +422,7 @@ class Truth:
         shift delta), d_ltv, d_expansion, d_new, d_downgrade, d_churn (scenario - baseline, currency).
         """
         return true_potential(self.snapshot, improvement_pct, horizon_months, ltv_months, gross_margin,
-                              options=self.options)
+                              options=self.options, asof_month=self.asof_month)
 
 
 @dataclass
@@ -388,7 +451,7 @@ def write_client(sim: SimulatedClient, folder: str | Path) -> None:
 def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, start: str = "2024-07",
                     horizon_months: int = 12, lag: int = 1, annual_share: float = 0.3, with_nps: bool = True,
                     with_referrals: bool = True, mc_paths: int = 200, *, segment_only=(),
-                    login_threshold: float | None = None) -> SimulatedClient:
+                    login_threshold: float | None = None, options: Options | None = None) -> SimulatedClient:
     """Simulate a client: ``n_accounts`` organic accounts (35% in the first month, the rest spread
     evenly over the window) plus the accounts they refer, over ``n_months`` months from ``start``.
 
@@ -399,11 +462,15 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     leaves out the nps table and the nps KPI. ``lag`` >= 1: events of month t use KPIs of t - lag.
 
     Optional structures (off by default, see :class:`Options`): ``segment_only`` pairs (churn driver,
-    segment), e.g. ``(("support_inquiries", "SMB"),)``; ``login_threshold`` (days), e.g. 5.
+    segment), e.g. ``(("support_inquiries", "SMB"),)``; ``login_threshold`` (days), e.g. 5; any
+    other structure through ``options`` (the two keywords, when given, override its fields).
     """
     if n_accounts < 1 or n_months < 2 or lag < 1 or horizon_months < 1:
         raise ValueError("need n_accounts >= 1, n_months >= 2, lag >= 1, horizon_months >= 1")
-    options = Options(tuple(tuple(p) for p in segment_only), login_threshold)
+    options = options or Options()
+    if segment_only or login_threshold is not None:
+        options = replace(options, segment_only=tuple(tuple(p) for p in segment_only) or options.segment_only,
+                          login_threshold=login_threshold if login_threshold is not None else options.login_threshold)
     for k, seg_name in options.segment_only:
         if k not in BETA_SD["churn"] or seg_name not in SEGMENTS:
             raise ValueError(f"segment_only: {k!r} is not a churn driver or {seg_name!r} not a segment")
@@ -411,9 +478,13 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     asof_t = n_months - 1
     n0 = max(1, round(FIRST_MONTH_SHARE * n_accounts))
     starts = np.concatenate([np.zeros(n0, np.int64), np.sort(rng.integers(1, n_months, n_accounts - n0))])
-    acc = _new_accounts(rng, starts, np.full(n_accounts, -1), annual_share)
+    acc = _new_accounts(rng, starts, np.full(n_accounts, -1), annual_share, options)
+    if options.fiscal_year_start is not None:
+        _fiscal_starts(acc, start, n_months, options.fiscal_year_start)
     drivers = sorted({k for b in BETA_SD.values() for k in b} - set(STATIC_KPIS))
     first = max(1, lag)
+    window = RECENT_WINDOW if options.recent_mean_annual else 1
+    churn_cols = [drivers.index(k) for k in CHURN_KPIS]
     history: dict[int, np.ndarray] = {}
     kpi_blocks, rev_blocks, nps_blocks = [], [], []
     snapshot_state = None
@@ -427,8 +498,16 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             x = {k: past[elig, j] for j, k in enumerate(drivers)}
             x["onboarding_completed"] = acc["onboarding"][elig].astype(float)
             ten, seg, annual = tenure[elig], acc["seg"][elig], acc["annual"][elig]
-            decision = ~annual | (ten % 12 == 0)
-            p_c = np.where(decision, cloglog_inv(eta("churn", x, ten, seg, annual, options)), 0.0)
+            decision = ten % acc["term"][elig] == 0
+            x_c = x
+            if window > 1:  # annual renewals decided on the mean of the last ``window`` months up to t - lag
+                x_c = dict(x)
+                sustained = _nanmean([_take(history[t - lag - j], elig)[:, churn_cols]
+                                      for j in range(window) if t - lag - j in history])
+                for j, k in enumerate(CHURN_KPIS):
+                    x_c[k] = np.where(annual, sustained[:, j], x[k])
+            eta_c = eta("churn", x_c, ten, seg, annual, options) + season_term(options, calendar_month(start, t))
+            p_c = np.where(decision, cloglog_inv(eta_c), 0.0)
             churned = rng.random(len(elig)) < p_c
             acc["churn_month"][elig[churned]] = t
             stay = ~churned
@@ -443,15 +522,16 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             _downgrade(acc, elig[down], rng)
             if with_referrals and t < n_months and refer.any():
                 ref = elig[refer]
-                acc = _append(acc, _new_accounts(rng, np.full(len(ref), t), ref, annual_share))
+                acc = _append(acc, _new_accounts(rng, np.full(len(ref), t), ref, annual_share, options))
         n = len(acc["start"])
         present = (acc["start"] <= t) & (acc["churn_month"] >= t)
         idx = np.flatnonzero(present)
-        values = _monthly_kpis(acc, idx, rng)
+        peak = options.season_month is not None and calendar_month(start, t + 1) == options.season_month
+        values = _monthly_kpis(acc, idx, rng, {options.seasonal_kpi: SEASONAL_PEAK} if peak and options.seasonal_kpi else None)
         dense = np.full((n, len(drivers)), np.nan)
         dense[idx] = np.column_stack([values[k] for k in drivers])
         history[t] = dense
-        history.pop(t - lag - 1, None)
+        history.pop(t - lag - window, None)
         if t < n_months:
             kpi_blocks.append((t, idx, values))
             paying = idx[acc["churn_month"][idx] > t]
@@ -459,14 +539,34 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             if with_nps:
                 nps_blocks.append(_surveys(acc, idx, t, rng))
         if t == asof_t:
-            snapshot_state = _snapshot_state(acc, idx, history, lag, drivers, t)
+            snapshot_state = _snapshot_state(acc, idx, history, lag, drivers, t, window)
+            snapshot_state["season"] = season_term(options, calendar_month(start, t + np.arange(horizon_months + 1)))
         _advance(acc, idx[acc["churn_month"][idx] > t], rng)
 
     tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
+    tables = _export(tables, acc, ids, start, options)
     as_of = str(pd.Period(start, "M") + asof_t) + "-01"
     sd, snapshot = _observed_stats(tables, asof_t, start)
+    snapshot["term_months"] = acc["term"][pd.Index(ids).get_indexer(snapshot["account_id"])]
     future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng, options)
-    return SimulatedClient(tables, as_of, Truth(_effects(sd, options), future, snapshot, design(options), options))
+    truth = Truth(_effects(sd, options), future, snapshot, design(options), options, int(calendar_month(start, asof_t)))
+    return SimulatedClient(tables, as_of, truth)
+
+
+def _fiscal_starts(acc: dict, start: str, n_months: int, month: int) -> None:
+    """Move every annual account's start to the 1st of the fiscal year's first month (``month``): the first
+    such month on or after its drawn start, or the last one before it when none is left in the window."""
+    fiscal = np.flatnonzero(calendar_month(start, np.arange(n_months)) == month)
+    if not len(fiscal):
+        return
+    a = np.flatnonzero(acc["annual"])
+    s = acc["start"][a]
+    pos = np.searchsorted(fiscal, s)
+    acc["start"][a] = np.where(pos < len(fiscal), fiscal[np.minimum(pos, len(fiscal) - 1)],
+                               fiscal[np.maximum(pos - 1, 0)])
+    acc["day"][a] = 1
+
+
 
 
 def _expand(acc: dict, idx: np.ndarray, rng: np.random.Generator) -> None:
@@ -511,16 +611,28 @@ def _surveys(acc: dict, idx: np.ndarray, t: int, rng: np.random.Generator) -> tu
     return np.full(len(who), t), who, rng.integers(1, 29, len(who)), score, role
 
 
-def _snapshot_state(acc: dict, idx: np.ndarray, history: dict, lag: int, drivers: list[str], t: int) -> dict:
+def _snapshot_state(acc: dict, idx: np.ndarray, history: dict, lag: int, drivers: list[str], t: int,
+                    window: int = 1) -> dict:
     """Everything known at as_of about the accounts still active then (for the Monte Carlo)."""
     active = idx[acc["churn_month"][idx] > t]
     return {
-        "idx": active, "tenure": t - acc["start"][active], "seg": acc["seg"][active],
-        "annual": acc["annual"][active], "onboarding": acc["onboarding"][active].astype(float),
+        "idx": active, "tenure": t - acc["start"][active], "seg": acc["seg"][active], "window": window,
+        "annual": acc["annual"][active], "term": acc["term"][active],
+        "onboarding": acc["onboarding"][active].astype(float),
         "static": acc["static"][active].copy(), "ar": acc["ar"][active].copy(),
         "noise": acc["noise"][active][:, [LATENT.index(k) for k in CHURN_KPIS]], "mrr": acc["lines"][active].sum(axis=1),
-        "known": {m: _take(history[m], active) for m in range(t - lag + 1, t + 1)}, "drivers": drivers,
+        "known": {m: _take(history[m], active) for m in range(t - lag - window + 2, t + 1) if m in history},
+        "drivers": drivers,
     }
+
+
+def _nanmean(arrays: list[np.ndarray]) -> np.ndarray:
+    """Element-wise mean of the non-missing values of equally shaped arrays (NaN where all are missing)."""
+    stack = np.stack(arrays)
+    ok = np.isfinite(stack)
+    count = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(ok, stack, 0.0).sum(axis=0) / count, np.nan)
 
 
 def _take(dense: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -540,8 +652,8 @@ def _future(acc: dict, ids: np.ndarray, state: dict, t: int, horizon: int, lag: 
     chunk = max(1, 200_000 // max(mc_paths, 1))
     for lo in range(0, len(idx) if mc_paths > 0 else 0, chunk):
         sl = slice(lo, lo + chunk)
-        prob[sl] = _churn_prob_mc({k: _slice_state(v, sl) for k, v in state.items()}, horizon, lag, mc_paths, rng,
-                                  options)
+        part = {k: v if k == "season" else _slice_state(v, sl) for k, v in state.items()}
+        prob[sl] = _churn_prob_mc(part, horizon, lag, mc_paths, rng, options)
     out = pd.DataFrame({"account_id": ids[idx], "mrr": state["mrr"].astype(np.int64),
                         "churned": ((cm > t) & (cm <= t + horizon)).astype(np.int64), "churn_prob": prob})
     return out.sort_values("account_id", ignore_index=True)
@@ -550,7 +662,7 @@ def _future(acc: dict, ids: np.ndarray, state: dict, t: int, horizon: int, lag: 
 def _slice_state(v, sl):
     if isinstance(v, dict):
         return {m: a[sl] for m, a in v.items()}
-    if isinstance(v, list):
+    if isinstance(v, (list, int)):
         return v
     return v[sl]
 
@@ -573,12 +685,20 @@ def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.rand
     simulated: dict[int, np.ndarray] = {}
     survival = np.ones(n * paths)
     seg_rep = rep(state["seg"])
+    window = state.get("window", 1)
+    season = state.get("season", np.zeros(horizon + 1))
+    annual_rep = rep(state["annual"])
     for h in range(1, horizon + 1):
         ten = state["tenure"] + h
         base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis("churn", onboarding, list(onboarding),
                                                                             seg=state["seg"], options=options)
-        decides = (ten >= max(1, lag)) & (~state["annual"] | (ten % 12 == 0))
+        base = base + season[h]
+        decides = (ten >= max(1, lag)) & (ten % state["term"] == 0)
         past = known[h - lag] if h <= lag else simulated[h - lag]
+        if window > 1:  # annual renewals decided on the mean of the last ``window`` months up to t - lag
+            stack = [known[o] if o <= 0 else simulated[o] for o in range(h - lag - window + 1, h - lag + 1)
+                     if o in known or o in simulated]
+            past = np.where(annual_rep[:, None], _nanmean(stack), past)
         kpi_part = eta_kpis("churn", {k: past[:, j] for j, k in enumerate(CHURN_KPIS)}, CHURN_KPIS,
                             seg=seg_rep, options=options)
         survival *= np.where(rep(decides), np.exp(-np.exp(rep(base) + kpi_part)), 1.0)
@@ -631,6 +751,38 @@ def _tables(acc: dict, kpi_blocks: list, rev_blocks: list, nps_blocks: list, sta
     if with_nps:
         tables["nps"] = _nps_table(nps_blocks, ids, rank, months)
     return tables, ids
+
+
+def _export(tables: dict[str, pd.DataFrame], acc: dict, ids: np.ndarray, start: str,
+            options: Options) -> dict[str, pd.DataFrame]:
+    """The tables as this client exports them: term-end churn dates, a late data window (no random draw,
+    so the options never change the other tables)."""
+    tables = dict(tables)
+    accounts = tables["accounts"].copy()
+    if options.term_end_dates:
+        term = (accounts["contract_type"] == "annual") & accounts["churn_date"].notna()
+        anniversary = pd.to_datetime(accounts.loc[term, "churn_date"])
+        last_day = anniversary - pd.Timedelta(days=1)
+        accounts.loc[term, "churn_date"] = last_day.dt.strftime("%Y-%m-%d")
+        gone = accounts.loc[term][anniversary.dt.month.to_numpy() != last_day.dt.month.to_numpy()]
+        left = set(zip(gone["account_id"], anniversary[gone.index].dt.strftime("%Y-%m")))
+        for name, col in (("kpis", "month"), ("nps", "date")):
+            if name in tables:
+                df = tables[name]
+                key = list(zip(df["account_id"], df[col].str[:7]))
+                tables[name] = df[[k not in left for k in key]].reset_index(drop=True)
+    if options.window_start > 0:
+        first = str(pd.Period(start, "M") + options.window_start)
+        for name, col in (("revenue", "month"), ("kpis", "month"), ("nps", "date")):
+            if name in tables:
+                df = tables[name]
+                tables[name] = df[df[col].str[:7] >= first].reset_index(drop=True)
+        if options.active_only:
+            ended = accounts["churn_date"].notna() & (accounts["churn_date"].str[:7] < first)
+            accounts = accounts[~ended].reset_index(drop=True)
+            accounts.loc[~accounts["referred_by"].isin(accounts["account_id"]), "referred_by"] = None
+    tables["accounts"] = accounts
+    return tables
 
 
 def _accounts_table(acc, ids, rank, months, asof_t, alive, last_idx, last_values, rng) -> pd.DataFrame:
@@ -806,16 +958,20 @@ def _effects(sd: dict[str, float], options: Options | None = None) -> pd.DataFra
 # ---------------------------------------------------------------------------------------------------
 
 def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon: int, ltv_months: int,
-             margin: float, options: Options | None = None) -> dict[str, float]:
-    """Sums of the projection in docs/architecture.md for the KPI values ``x`` (constant in time)."""
+             margin: float, options: Options | None = None, asof_month: int = 1) -> dict[str, float]:
+    """Sums of the projection in docs/architecture.md for the KPI values ``x`` (constant in time); with a
+    seasonal churn shock (``options``), future month h is calendar month ``asof_month`` + h."""
+    options = options or Options()
     months = np.arange(1, max(horizon, ltv_months) + 1)
     tenure = snap["tenure"].to_numpy()[:, None] + months[None, :]
     seg = np.array([SEGMENTS.index(s) for s in snap["segment"]])[:, None]
     annual = (snap["contract_type"].to_numpy() == "annual")[:, None]
     xx = {k: v[:, None] for k, v in x.items()}
     eff = tenure + shift
-    p_c = cloglog_inv(eta("churn", xx, eff, seg, annual, options))
-    p_c = np.where(~annual | (tenure % 12 == 0), p_c, 0.0)
+    term = (snap["term_months"].to_numpy() if "term_months" in snap else np.where(annual[:, 0], 12, 1))[:, None]
+    season = season_term(options, (asof_month - 1 + months) % 12 + 1)[None, :]
+    p_c = cloglog_inv(eta("churn", xx, eff, seg, annual, options) + season)
+    p_c = np.where(tenure % term == 0, p_c, 0.0)
     p_e = cloglog_inv(eta("expansion", xx, eff, seg))
     p_d = cloglog_inv(eta("downgrade", xx, eff, seg))
     p_r = cloglog_inv(eta("referral", xx, eff, seg))
@@ -836,11 +992,12 @@ def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon
 
 
 def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_months: int = 12,
-                   ltv_months: int = 36, gross_margin: float = 1.0, *, options: Options | None = None) -> pd.DataFrame:
+                   ltv_months: int = 36, gross_margin: float = 1.0, *, options: Options | None = None,
+                   asof_month: int = 1) -> pd.DataFrame:
     """Scenario - baseline of the projection for each KPI shifted by improvement_pct% of its mean."""
     kpis = [k for k in CATALOGUE_NAMES + ["nps"] if k == "contract_months" or k in snapshot]
     x0 = {k: snapshot[k].to_numpy(dtype=float) for k in CENTRE}
-    base = _project(snapshot, x0, 0.0, horizon_months, ltv_months, gross_margin, options)
+    base = _project(snapshot, x0, 0.0, horizon_months, ltv_months, gross_margin, options, asof_month)
     rows = []
     for k in kpis:
         spec = DEFAULT_CATALOGUE[k]
@@ -855,7 +1012,7 @@ def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_
             if k in x:
                 upper = FLAG_UPPER.get(k, spec.upper)
                 x[k] = np.clip(x[k] + delta, spec.lower, upper)
-        scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin, options)
+        scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin, options, asof_month)
         rows.append({"kpi": k, "mean": mean, "improvement": delta,
                      **{f"d_{c}": scen[c] - base[c] for c in ("ltv", "expansion", "new", "downgrade", "churn")}})
     return pd.DataFrame(rows)

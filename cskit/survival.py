@@ -88,14 +88,23 @@ def _num(x, digits: int = 4):
 
 
 def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
-    """One row per account: account_id, duration (months), churned (0/1) and its group labels."""
+    """One row per account: account_id, duration (months), churned (0/1), entry and its group labels.
+
+    ``entry`` is the tenure at which the account is first seen in the data window (0 unless its contract
+    began before the first data month: delayed entry, as in the panel's risk sets); accounts whose whole
+    contract lies before the window are not observed and left out.
+    """
     last = panel.groupby("account_id", sort=True).tail(1).set_index("account_id")
-    out = pd.DataFrame({"duration": last["tenure"].astype(np.int64), "churned": last["churn"].astype(np.int64)})
+    observed = last["months_observed"] if "months_observed" in last else last["tenure"]
+    last = last[observed >= 0]
+    observed = observed[observed >= 0]
+    out = pd.DataFrame({"duration": last["tenure"].astype(np.int64), "churned": last["churn"].astype(np.int64),
+                        "entry": (last["tenure"] - observed).clip(lower=0).astype(np.int64)})
     for col in ("segment", "plan", "contract_type"):
         if col in last:
             out[col] = last[col].fillna("(none)").astype(str)
     if "onboarding_completed" in last:
-        first = panel.groupby("account_id", sort=True)["onboarding_completed"].max()
+        first = panel.groupby("account_id", sort=True)["onboarding_completed"].max().reindex(out.index)
         out["onboarding"] = np.where(first.isna(), "(unknown)", np.where(first > 0, "completed", "not completed"))
     return out.reset_index()
 
@@ -126,8 +135,10 @@ def compute_survival(panel: pd.DataFrame, data: ClientData, params: Params) -> S
 
 
 def km_fit(life: pd.DataFrame) -> KaplanMeierFitter:
-    """lifelines' Kaplan–Meier fit on ``duration`` / ``churned`` with a 95% interval."""
-    return KaplanMeierFitter(alpha=0.05).fit(life["duration"], event_observed=life["churned"])
+    """lifelines' Kaplan–Meier fit on ``duration`` / ``churned`` with a 95% interval; accounts first seen
+    after their start (left truncation) enter the risk set at ``entry``."""
+    entry = life["entry"] if "entry" in life and life["entry"].any() else None
+    return KaplanMeierFitter(alpha=0.05).fit(life["duration"], event_observed=life["churned"], entry=entry)
 
 
 def _interval(kmf: KaplanMeierFitter) -> pd.DataFrame:

@@ -150,3 +150,52 @@ def test_six_month_terms_filed_as_annual_are_at_risk_every_six_months():
     c = p[p.account_id == "c"]
     assert c["renewal_cycle"].eq(6).all()
     assert c.loc[c.at_risk, "tenure"].tolist() == [6]
+
+
+def test_renewal_cycle_survives_early_terminations_and_mixed_terms():
+    from cskit.panel import renewal_cycle
+
+    # the peer client (ChurnSim crm6): 6-month terms filed as annual, 6 of 21 churns mid-term
+    peer = np.array([4] + [5] * 4 + [6] * 15 + [9])
+    assert renewal_cycle(peer) == 6
+    # half 12-month, half 6-month terms: every decision month of either is at risk
+    assert renewal_cycle(np.array([6] * 25 + [12] * 29 + [18] * 10 + [24] * 16)) == 6
+    # 12-month terms with a few early terminations stay annual
+    assert renewal_cycle(np.array([12] * 40 + [24] * 10 + [3, 5, 6, 8, 9])) == 12
+    assert renewal_cycle(np.array([3, 6, 9, 12, 3, 6, 15, 9, 3, 21])) == 3
+    # one churn on the anniversary already beats "any month"; one mid-term churn does not
+    assert renewal_cycle(np.array([12])) == 12
+    assert renewal_cycle(np.array([5])) == 1
+
+
+def test_churn_dated_the_day_before_an_anniversary_belongs_to_it():
+    from cskit.panel import churn_months, month_index
+
+    acc = pd.DataFrame({
+        "contract_start": pd.to_datetime(["2024-04-01", "2024-04-01", "2024-04-15", "2024-01-31", "2024-04-01"]),
+        "churn_date": pd.to_datetime(["2025-03-31", "2025-03-31", "2025-04-14", "2024-07-30", "2025-02-10"]),
+        "contract_type": ["annual", "monthly", "annual", "annual", "annual"],
+    })
+    got = churn_months(acc) - month_index(acc["contract_start"])
+    # term-end (annual): 12; monthly: its own month; mid-month term end: already in April;
+    # a term from the 31st ends the day before the 31st-clipped-to-30 anniversary; an early termination
+    assert got.tolist() == [12, 11, 12, 6, 10]
+
+
+def test_term_end_churns_make_annual_accounts_decide_at_the_anniversary():
+    from cskit.load import client_from_frames
+    from cskit.params import Params
+    from cskit.simulate import Options, simulate_client
+
+    sim = simulate_client(600, 30, seed=3, start="2023-04", mc_paths=0,
+                          options=Options(term_end_dates=True, fiscal_year_start=4))
+    acc = sim.tables["accounts"]
+    ann = acc[(acc.contract_type == "annual") & acc.churn_date.notna()]
+    assert (ann.churn_date.str[5:] == "03-31").mean() > 0.8  # the fiscal year's last day
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of))
+    p = build_panel(data)
+    a = p[p.contract_type == "annual"]
+    assert a["renewal_cycle"].eq(12).all()
+    churned = a[a.churn == 1]
+    assert (churned["tenure"] % 12 == 0).mean() > 0.8
+    assert churned["month"].dt.month.eq(4).mean() > 0.8  # decisions at the April anniversary

@@ -9,7 +9,7 @@ from scipy import stats
 
 from cskit.metrics import cohort_retention
 from cskit.params import Params
-from cskit.survival import compute_survival, lifetimes
+from cskit.survival import compute_survival, km_fit, lifetimes
 
 # Freireich et al. (1963) 6-MP vs placebo remission times in weeks (Gehan 1965; MASS::gehan).
 # R: survdiff(Surv(time, cens) ~ treat, data = gehan) → Chisq = 16.8 on 1 df, p = 4.17e-05
@@ -135,7 +135,7 @@ def test_lifetimes_from_contract_dates_and_groupings():
         "c": ("2024-06-10", "2024-06-20", "Mid"),  # starts and ends in June: T = 0
         "d": ("2023-12-01", None, "Mid"),  # censored at 6
     }
-    revenue = [(a, "2024-06-01", 10) for a in "bd"]
+    revenue = [(a, "2024-06-01", 10) for a in "bd"] + [("d", "2023-12-01", 10)]  # the data window opens 2023-12
     data = client(accounts, revenue, "2024-06-01", static={"onboarding_completed": {"a": 0, "b": 1, "c": 0, "d": 3}})
     from cskit.panel import build_panel
 
@@ -172,3 +172,32 @@ def test_write_dict_of_sections_reproducible(tmp_path):
     assert set(out) == {"kaplan_meier", "logrank", "cox"}
     assert out["kaplan_meier"]["all"]["all"]["median_months"] == 8.0
     assert out["kaplan_meier"]["all"]["all"]["median_ci_low"] == 4.0
+
+
+def test_accounts_seen_only_from_a_late_data_window_enter_the_curve_late():
+    """Left truncation: with data from 2024-03, d (since 2023-12) is first seen at tenure 3 and a (ended
+    2024-02) is never seen; Kaplan–Meier with delayed entry (by hand below) must not count d at risk
+    before month 3."""
+    from test_metrics import client
+
+    from cskit.panel import build_panel, data_window
+
+    accounts = {
+        "a": ("2024-01-15", "2024-02-03", "SMB"),  # ended before the window: not observed
+        "b": ("2024-03-01", "2024-05-03", "SMB"),  # churns at tenure 2
+        "c": ("2024-03-10", None, "SMB"),  # censored at 3
+        "d": ("2023-12-01", "2024-05-20", "SMB"),  # enters at 3, churns at 5
+        "e": ("2023-12-01", None, "SMB"),  # enters at 3, censored at 6
+    }
+    revenue = [(a, "2024-03-01", 10) for a in "bcde"] + [(a, "2024-06-01", 10) for a in "ce"]
+    data = client(accounts, revenue, "2024-06-01")
+    life = lifetimes(build_panel(data)).set_index("account_id")
+    assert list(life.index) == ["b", "c", "d", "e"]
+    assert life["entry"].to_dict() == {"b": 0, "c": 0, "d": 3, "e": 3}
+    kmf = km_fit(life.reset_index())
+    # month 2: at risk b, c (d, e not yet seen) → S = 1/2; month 5: at risk d, e → S = 1/2 · 1/2
+    s = kmf.survival_function_["KM_estimate"]
+    assert s.loc[2.0] == pytest.approx(0.5) and s.loc[5.0] == pytest.approx(0.25)
+    w = data_window(data)
+    assert w["code"] == "left_truncation" and w["first_month"] == "2024-03"
+    assert w["started_before_window"] == 3 and w["ended_before_window"] == 1 and not w["only_active_listed"]
