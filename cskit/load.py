@@ -24,9 +24,9 @@ import pyarrow.compute as pc
 
 from cskit.catalogue import build_catalogue
 from cskit.client import ClientData, Quality
-from cskit.panel import data_window
 from cskit.errors import CskitError
 from cskit.notices import Notice
+from cskit.panel import data_window
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
 from cskit.warehouse import DatabaseURL, parse_url, read_database, shown_data
 
@@ -674,13 +674,10 @@ def _note_window(data: ClientData) -> None:
     data.quality.data_window = w
     if w["code"] != "left_truncation":
         return
-    listed = (" None of them ended before it: the export seems to list only the accounts active in the window, "
-              "so accounts lost earlier are missing." if w["only_active_listed"] else "")
-    data.quality.warn(
-        f"[left_truncation] {w['started_before_window']} of {w['accounts']} accounts "
-        f"({w['share_started_before_window']:.0%}) started before the first data month {w['first_month']}.{listed} "
-        "They enter the churn models from that month (delayed entry), with tenure still counted from "
-        "contract_start. Fix: if earlier revenue and KPI months exist, include them.")
+    data.quality.warn(Notice("left_truncation", stage="load", first_month=w["first_month"],
+                             n=w["started_before_window"], accounts=w["accounts"],
+                             share=w["share_started_before_window"], ended_before=w["ended_before_window"],
+                             only_active_listed=w["only_active_listed"]))
 
 
 def _flag_bounds(catalogue: dict, accounts: pd.DataFrame, kpis: pd.DataFrame, static_kpis: list[str],

@@ -372,6 +372,19 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"分析基準月が指定されていないため、売上データの最終月（{v.s('as_of')}）を基準月にしました。",
         lambda v: f"as_of is not set in params: using {v.s('as_of')}, the last month in revenue. "
                   "Fix: set as_of: YYYY-MM-DD in params to choose the analysis month."),
+    "left_truncation": (
+        lambda v: f"{v.n('accounts')}社のうち{v.n('n')}社（{pct(v['share'], 0)}）は、データの最初の月"
+                  f"（{v.s('first_month')}）より前に契約を開始しています。"
+                  + ("その前に解約した顧客は一社も含まれていないため、この期間に契約中だった顧客だけが出力されているようです。"
+                     if v["only_active_listed"] else "")
+                  + "これらの顧客は最初のデータ月から解約モデルに入れています（遅延エントリー。契約月数は契約開始日から数えます）。"
+                  "それ以前の売上・KPIがあれば含めてください。",
+        lambda v: f"{v.n('n')} of {v.n('accounts')} accounts ({pct(v['share'], 0)}) started before the first data "
+                  f"month {v.s('first_month')}."
+                  + (" None of them ended before it: the export seems to list only the accounts active in the "
+                     "window, so accounts lost earlier are missing." if v["only_active_listed"] else "")
+                  + " They enter the churn models from that month (delayed entry), with tenure still counted "
+                  "from contract_start. Fix: if earlier revenue and KPI months exist, include them."),
     "tables_ignored": (
         lambda v: f"入力仕様にない表（{v.list('tables')}）は読み込んでいません。",
         lambda v: f"tables {v.list('tables')} are not part of the input contract and were ignored."),

@@ -457,10 +457,10 @@ def test_external_client_runs_without_warnings_and_points_lie_in_their_intervals
     assert len(t) >= 25
     for col in ("d_ltv", "d_churn", "d_expansion"):
         assert ((t[f"{col}_lo"] <= t[col]) & (t[col] <= t[f"{col}_hi"])).all(), col
-    # its 6- and 12-month terms are loaded as annual and end at tenure 4, 5, 6 or 9 (mid-term exits):
-    # no renewal cycle fits, so the panel puts them at risk every month and the churn model is not
-    # separated (no term held fixed, no note)
-    assert panel.loc[panel.contract_type == "annual", "renewal_cycle"].eq(1).all()
+    # its 6- and 12-month terms are loaded as annual; 15 of their 21 churns fall at tenure 6, the rest are
+    # mid-term exits (4, 5, 9): the panel reads a 6-month cycle, and the churn model is not separated
+    # (164 decisions at tenure 6 with 15 churns; no term held fixed, no note)
+    assert panel.loc[panel.contract_type == "annual", "renewal_cycle"].eq(6).all()
     assert "d_churn" not in pot.notes
     assert pot.table["d_new"].isna().all() and "referred_by" in pot.notes["d_new"]
 

@@ -601,3 +601,26 @@ def test_demo_data_is_what_the_documented_command_writes(tmp_path):
     acc = pd.read_csv(demo / "accounts.csv", dtype={"account_id": str})
     assert rev["month"].max() == "2026-06" and acc["contract_start"].min().startswith("2024-01")
     assert len(acc) == 1425 and len(rev) == 24880
+
+
+def test_options_for_seasons_terms_and_late_windows_change_only_what_they_say():
+    opts = S.Options(season_month=3, season_shock=1.0, seasonal_kpi="case_study_views", annual_terms=(6,),
+                     window_start=10, active_only=True)
+    sim = S.simulate_client(800, 30, seed=2, start="2023-04", mc_paths=0, options=opts)
+    t = sim.tables
+    first = "2024-02"  # month index 10 from 2023-04
+    assert t["revenue"]["month"].min() == first and t["kpis"]["month"].min() == first
+    assert (t["nps"]["date"].str[:7] >= first).all()
+    acc = t["accounts"]
+    assert not (acc["churn_date"].notna() & (acc["churn_date"].str[:7] < first)).any()  # active-only export
+    assert (acc["contract_start"].str[:7] < first).mean() > 0.4
+    # the seasonal noise KPI peaks in February (the month before the shock), by about exp(0.5 × 1.5)
+    k = t["kpis"].assign(m=t["kpis"]["month"].str[5:7])
+    means = k.groupby("m")["case_study_views"].mean()
+    assert means["02"] > 1.7 * means.drop("02").max()
+    # 6-month terms: annual churns at multiples of 6 months; March churns well above other months' rate
+    churned = acc[acc["churn_date"].notna()]
+    tenure = (pd.to_datetime(churned["churn_date"]).dt.to_period("M")
+              - pd.to_datetime(churned["contract_start"]).dt.to_period("M")).apply(lambda p: p.n)
+    assert (tenure[churned["contract_type"] == "annual"] % 6 == 0).all()
+    assert sim.truth.design["season_month"] == 3 and (sim.truth.snapshot["term_months"].isin([1, 6])).all()
