@@ -199,3 +199,25 @@ def test_term_end_churns_make_annual_accounts_decide_at_the_anniversary():
     churned = a[a.churn == 1]
     assert (churned["tenure"] % 12 == 0).mean() > 0.8
     assert churned["month"].dt.month.eq(4).mean() > 0.8  # decisions at the April anniversary
+
+
+def test_a_late_window_is_detected_reported_and_handled_by_delayed_entry():
+    from cskit.load import client_from_frames
+    from cskit.params import Params
+    from cskit.simulate import Options, simulate_client
+
+    sim = simulate_client(600, 30, seed=4, mc_paths=0, options=Options(window_start=12, active_only=True))
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of))
+    w = data.quality.data_window
+    assert w["code"] == "left_truncation" and w["first_month"] == "2025-07"
+    assert w["share_started_before_window"] > 0.4 and w["only_active_listed"] and w["ended_before_window"] == 0
+    assert [n.code for n in data.quality.warnings if getattr(n, "code", "") == "left_truncation"] == ["left_truncation"]
+    assert data.quality.to_dict()["data_window"] == w
+    p = build_panel(data)
+    before = p["month"] < pd.Timestamp("2025-07-01")
+    assert not p.loc[before, "at_risk"].any()  # no risk set before the window
+    assert p.loc[~before & (p.contract_type == "monthly"), "at_risk"].all()
+    # tenure still counts from contract_start: an account from the first simulated month is 12 at entry
+    first = p[p.account_id == p.account_id.iloc[0]]
+    assert first.loc[first.month == pd.Timestamp("2025-07-01"), "tenure"].item() == 12
+    assert first.loc[first.month == pd.Timestamp("2025-07-01"), "months_observed"].item() == 0
