@@ -254,7 +254,7 @@ def read_database(url: DatabaseURL, names: dict[str, str], *, tables: tuple[str,
                 unread.add(name)
             continue
         try:
-            arrow = con.table(actual, database=schema or None).to_pyarrow()
+            arrow = _fetch(con.table(actual, database=schema or None))
         except Exception as e:  # noqa: BLE001 - permission denied, unsupported type, lost connection
             report.fatal.append(f"{name}: table {wanted!r} in the {url.where()} could not be read "
                                 f"({_first_line(e, url)}). Fix: grant SELECT on it, or check its column types.")
@@ -262,6 +262,28 @@ def read_database(url: DatabaseURL, names: dict[str, str], *, tables: tuple[str,
             continue
         frames[name] = as_text(arrow, months=month_columns.get(name, set()), timezone=timezone)
     return frames, unread, con
+
+
+def _fetch(table) -> pa.Table:
+    """The table's rows as Arrow, typed; where the driver cannot convert a column that Ibis typed
+    (PostgreSQL's money comes back as text '$12.50' though typed decimal), every column as the
+    database's own text instead (which the loader's core parses as it parses a CSV)."""
+    try:
+        return _typed(table).to_pyarrow()
+    except (TypeError, ValueError, pa.ArrowException):
+        return table.select(**{c: table[c].cast("string") for c in table.columns}).to_pyarrow()
+
+
+def _typed(table):
+    """The table with every column of a type :func:`as_text` does not handle (uuid, json, enum,
+    interval, money, ...) cast to text by the database itself."""
+    def kept(t) -> bool:
+        return t.is_string() or t.is_integer() or t.is_floating() or t.is_decimal() or t.is_boolean() \
+            or t.is_date() or t.is_timestamp()
+
+    if all(kept(table[c].type()) for c in table.columns):
+        return table
+    return table.select(**{c: table[c] if kept(table[c].type()) else table[c].cast("string") for c in table.columns})
 
 
 def _table_names(con, url: DatabaseURL) -> dict[str | None, list[str]]:

@@ -281,6 +281,32 @@ def test_diagnosis_result_files_byte_identical(pg, client, tmp_path):
         assert (out_csv / name).read_bytes() == (out_pg / name).read_bytes(), name
 
 
+def test_unusual_column_types_are_read_as_text(pg):
+    """uuid ids, enums, char(n), jsonb: cast to text in the database; money (which the driver returns
+    as text although Ibis types it decimal): the whole table falls back to the database's text."""
+    import psycopg
+
+    from cskit.load import _Report
+    from cskit.warehouse import read_database
+
+    with psycopg.connect(host=pg.host, port=pg.port, user=USER, password=PASSWORD, dbname=DATABASE,
+                         autocommit=True) as con:
+        con.execute("create schema odd")
+        con.execute("create type odd.plan_t as enum ('Basic', 'Pro')")
+        con.execute("create table odd.a (id uuid, p odd.plan_t, ch char(5), j jsonb, n int)")
+        con.execute("insert into odd.a values ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'Pro', 'ab', '{\"a\": 1}', 7)")
+        con.execute("create table odd.m (id int, m money)")
+        con.execute("insert into odd.m values (1, 12.5)")
+    report = _Report()
+    frames, unread, con = read_database(parse_url(pg.url(USER, PASSWORD, DATABASE)), {"accounts": "odd.a", "revenue": "odd.m"},
+                                        tables=("accounts", "revenue"), required=("accounts", "revenue"),
+                                        month_columns={}, timezone="UTC", report=report)
+    con.disconnect()
+    assert report.fatal == [] and unread == set()
+    assert frames["accounts"].astype(object).values.tolist() == [["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "Pro", "ab   ", '{"a": 1}', "7"]]
+    assert frames["revenue"].astype(object).values.tolist() == [["1", "$12.50"]]
+
+
 # --------------------------------------------------------------------------------------------------
 # Connection problems: exit-2 messages naming server, database and table, never the password
 
