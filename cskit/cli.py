@@ -273,11 +273,13 @@ def simulate(
     months: int = typer.Option(24, "--months", min=2),
     seed: int = typer.Option(0, "--seed", min=0),
     out: Path = typer.Option(..., "--out", help="Folder to write accounts.csv, revenue.csv, kpis.csv, ... into."),
+    events: bool = typer.Option(False, "--events", help="Also write a raw events log (events.parquet) holding "
+                                "the usage KPIs (aggregate it with the events_kpis of params/demo-events.yaml)."),
 ) -> None:
     """Write a synthetic client (with planted truth) for trying the kit."""
     from cskit import simulate as sim
 
-    sim.main(accounts=accounts, months=months, seed=seed, out=out)
+    sim.main(["--events"] if events else [], accounts=accounts, months=months, seed=seed, out=out)
 
 
 def _quiet_thread_error(args: threading.ExceptHookArgs) -> None:

@@ -107,7 +107,7 @@ _REASON_TEXT = {
 
 
 def read_events(path: str | Path, *, engine: str = "duckdb", columns: Mapping[str, str] | None = None,
-                memory_limit: str | None = None) -> "ibis.Table":
+                memory_limit: str | None = None, table: str = "events") -> "ibis.Table":
     """An Ibis table over a client's events, with the canonical column names; nothing is loaded.
 
     Parameters
@@ -124,6 +124,8 @@ def read_events(path: str | Path, *, engine: str = "duckdb", columns: Mapping[st
         The client's headers mapped to canonical names (``params.columns.events``).
     memory_limit
         DuckDB's memory limit (default ``$CSKIT_DUCKDB_MEMORY`` or 3GB); beyond it DuckDB spills to disk.
+    table
+        The table of a ``.duckdb`` file (found case-insensitively).
 
     Raises
     ------
@@ -134,7 +136,7 @@ def read_events(path: str | Path, *, engine: str = "duckdb", columns: Mapping[st
     if engine == "spark":
         table = _spark_table(kind, files, path)
     elif engine == "duckdb":
-        table = _duckdb_table(kind, files, memory_limit or DUCKDB_MEMORY_LIMIT)
+        table = _duckdb_table(kind, files, memory_limit or DUCKDB_MEMORY_LIMIT, table)
     else:
         raise CskitError(f"engine: {engine!r} is not an events engine; use duckdb or spark.")
     return canonical_columns(table, columns or {})
@@ -172,7 +174,7 @@ def _kind(name: str) -> str | None:
     return None
 
 
-def _duckdb_table(kind: str, files: list[str], memory_limit: str) -> "ibis.Table":
+def _duckdb_table(kind: str, files: list[str], memory_limit: str, wanted: str = "events") -> "ibis.Table":
     import ibis
 
     spill = tempfile.mkdtemp(prefix="cskit-duckdb-")
@@ -189,9 +191,9 @@ def _duckdb_table(kind: str, files: list[str], memory_limit: str) -> "ibis.Table
             con.raw_sql(f"attach {_sql_str(files[0])} as client (read_only)")
             names = [r[0] for r in con.raw_sql(
                 "select table_name from information_schema.tables where table_catalog = 'client'").fetchall()]
-            match = [n for n in names if n.lower() == "events"]
+            match = [n for n in names if n.lower() == wanted.lower()]
             if not match:
-                raise CskitError(f"events: no table 'events' in {Path(files[0]).name} (tables: {', '.join(names) or 'none'}). "
+                raise CskitError(f"events: no table {wanted!r} in {Path(files[0]).name} (tables: {', '.join(names) or 'none'}). "
                                  "Fix: create or rename it.")
             source = f'client.main."{match[0]}"'
         cols = con.raw_sql(f"describe select * from {source}").fetchall()
@@ -601,3 +603,23 @@ def apply_ratios(kpis: pd.DataFrame, spec: Mapping[str, EventKPI | dict]) -> pd.
             a, b = (out[c].astype(float) for c in todo.pop(k))
             out[k] = (a / b.where(b != 0)).astype(float)
     return out
+
+
+def join_kpis(kpis: pd.DataFrame, panel: pd.DataFrame, spec: Mapping[str, EventKPI | dict]) -> tuple[pd.DataFrame, list[str]]:
+    """The kpis table (parsed) joined with the events panel on account × month, ratios added:
+    (frame sorted by account and month, KPI names: the kpis table's, then the spec's).
+
+    Raises
+    ------
+    CskitError
+        A KPI named both in the kpis table and in events_kpis.
+    """
+    own = [c for c in kpis.columns if c not in ("account_id", "month")]
+    clash = [c for c in spec if c in own]
+    if clash:
+        raise CskitError(f"events_kpis: {', '.join(repr(c) for c in clash)} is also a column of the kpis table. "
+                         "Fix: rename the events KPI in params events_kpis, or drop the column from kpis.")
+    out = kpis.merge(panel, on=["account_id", "month"], how="outer")
+    out = apply_ratios(out, spec)
+    out = out.sort_values(["account_id", "month"], kind="stable").reset_index(drop=True)
+    return out[["account_id", "month", *own, *spec]], [*own, *spec]

@@ -629,11 +629,15 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     """
     report = _report or _Report()
     frames: dict[str, pd.DataFrame] = {}
+    required = _required_tables(params)
     for name in TABLES:
-        if name in tables:
+        if name in tables and not (name == "events" and not isinstance(tables[name], pd.DataFrame)):
             frames[name] = _prepare(name, tables[name], dict(params.columns.get(name, {})), report)
-        elif name in REQUIRED_TABLES and name not in _unread:
+        elif name in required and name not in _unread:
             report.fatal.append(f"{name}: required table is missing. Fix: provide {name} (see DESIGN §2 for its columns).")
+    if params.events_kpis and "events" not in tables and "events" not in _unread:
+        report.fatal.append("events: params events_kpis is set but the client has no events table. Fix: add "
+                            "events.csv / events.parquet / events/ to the data folder, or remove events_kpis.")
     other = sorted(set(tables) - set(TABLES))
     if other:
         report.quality.warn(Notice("tables_ignored", stage="load", severity="note", tables=list(other)))
@@ -650,10 +654,16 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     accounts, static_kpis, listed = _account_rows(frames["accounts"], as_of, catalogue_names, report)
     contracts = _Contracts.of(accounts, listed)
     revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, contracts, as_of, report)
-    kpis, kpi_names = _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
+    kpis, kpi_names = (_kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report) if "kpis" in frames
+                       else (pd.DataFrame({"account_id": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[ns]")}), []))
     nps = _nps_rows(frames["nps"], contracts, as_of, report) if "nps" in frames else None
-    events = _event_rows(frames["events"], contracts, as_of, report) if "events" in frames else None
-    for name in REQUIRED_TABLES:
+    events = None
+    if params.events_kpis and ("events" in tables):
+        kpis, kpi_names = _events_kpis(frames.get("events", tables["events"]), params, accounts, contracts, as_of,
+                                       kpis, kpi_names, report)
+    elif "events" in frames:
+        events = _event_rows(frames["events"], contracts, as_of, report)
+    for name in required:
         _no_rows(name, report)
     report.stop_if_fatal(source)
 
@@ -678,6 +688,31 @@ def _note_window(data: ClientData) -> None:
                              n=w["started_before_window"], accounts=w["accounts"],
                              share=w["share_started_before_window"], ended_before=w["ended_before_window"],
                              only_active_listed=w["only_active_listed"]))
+
+
+def _required_tables(params: Params) -> tuple[str, ...]:
+    """accounts, revenue and kpis; kpis is optional when the KPIs come from events (params events_kpis)."""
+    return tuple(t for t in REQUIRED_TABLES if not (t == "kpis" and params.events_kpis))
+
+
+def _events_kpis(table, params: Params, accounts: pd.DataFrame, contracts: "_Contracts", as_of: np.datetime64,
+                 kpis: pd.DataFrame, kpi_names: list[str], report: _Report) -> tuple[pd.DataFrame, list[str]]:
+    """The events_kpis panel (cskit.events), counted in quality, joined to the kpis table."""
+    from cskit import events as ev
+
+    try:
+        if isinstance(table, pd.DataFrame):
+            import ibis
+
+            table = ibis.memtable(table)
+        table = ev.canonical_columns(table, dict(params.columns.get("events", {})))
+        panel, counts = ev.aggregate_events(table, params.events_kpis, timezone=params.timezone, as_of=pd.Timestamp(as_of),
+                                            accounts=accounts, excluded_accounts=list(contracts.excluded))
+        counts.record(report.quality)
+        return ev.join_kpis(kpis, panel, params.events_kpis)
+    except CskitError as e:
+        report.fatal.append(str(e))
+        return kpis, kpi_names
 
 
 def _flag_bounds(catalogue: dict, accounts: pd.DataFrame, kpis: pd.DataFrame, static_kpis: list[str],
@@ -756,6 +791,8 @@ def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame]
     files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
     tables, unread = {}, set()
     for name in TABLES:
+        if name == "events":  # read where it lies by cskit.events (see load_client)
+            continue
         path = files.get(f"{name}.csv")
         if path is None:
             if name in REQUIRED_TABLES:
@@ -804,14 +841,47 @@ def _read_xlsx(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], se
 
 
 def _read_database(url: DatabaseURL, params: Params, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    """A database URL or a .duckdb file: the tables through Ibis, as text cells (cskit/warehouse.py)."""
+    """A database URL or a .duckdb file: the tables through Ibis, as text cells (cskit/warehouse.py).
+    With events_kpis, the events table stays in the database: an Ibis table the aggregation runs on
+    (a .duckdb file's through :func:`cskit.events.read_events`, with its memory limit)."""
     months = {t: {"month"} | {src for src, canon in params.columns.get(t, {}).items() if canon == "month"}
               for t in ("revenue", "kpis")}
-    frames, unread, con = read_database(url, dict(params.tables), tables=TABLES, required=REQUIRED_TABLES,
+    wanted = tuple(t for t in TABLES if not (t == "events" and params.events_kpis))
+    frames, unread, con = read_database(url, dict(params.tables), tables=wanted, required=_required_tables(params),
                                         month_columns=months, timezone=getattr(params, "timezone", "UTC"),
                                         report=report)
+    if params.events_kpis:
+        table = _database_events(url, con, params, report)
+        if table is None:
+            unread.add("events")
+        else:
+            frames["events"] = table
+            return frames, unread  # the connection lives as long as the events table
     con.disconnect()
     return frames, unread
+
+
+def _database_events(url: DatabaseURL, con, params: Params, report: _Report):
+    """The events table of a database as an Ibis table (None, with a fatal problem, if it is missing)."""
+    from cskit import events as ev
+    from cskit.warehouse import _lookup, _table_names
+
+    wanted = params.tables.get("events", "events")
+    schema, _, name = wanted.rpartition(".")
+    found = _table_names(con, url)
+    actual = _lookup(found.get(schema or None, []), name)
+    if actual is None:
+        listed = ", ".join(found.get(schema or None, [])[:20]) or "none"
+        report.fatal.append(f"events: params events_kpis is set but there is no table {wanted!r} in the {url.where()} "
+                            f"(tables: {listed}). Fix: create it, or map it in params: tables: {{events: <its table name>}}.")
+        return None
+    try:
+        if url.backend == "duckdb" and not schema:
+            return ev.read_events(url.path, engine="duckdb", columns=dict(params.columns.get("events", {})), table=actual)
+        return ev.canonical_columns(con.table(actual, database=schema or None), dict(params.columns.get("events", {})))
+    except CskitError as e:
+        report.fatal.append(str(e))
+        return None
 
 
 def read_tables(source: Path | str, params: Params | None = None) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
@@ -841,6 +911,22 @@ def _read_source(source: Path | str, params: Params, report: _Report) -> tuple[d
     return {}, set(TABLES)
 
 
+def events_source(source: Path) -> Path | str | None:
+    """Where a client's events are: in a folder ``events.parquet``, ``events.csv`` (or ``.csv.gz``), a
+    folder ``events/`` of many files, or files ``events-*`` / ``events_*``; None if there are none
+    (a database's or a workbook's ``events`` table is read with the other tables)."""
+    if source.is_dir():
+        for name in ("events.parquet", "events.csv", "events.csv.gz", "events"):
+            hits = [p for p in source.iterdir() if p.name.lower() == name]
+            if hits:
+                return hits[0]
+        for sep in ("-", "_"):
+            if any(p.name.lower().startswith("events" + sep) for p in source.iterdir() if p.is_file()):
+                return str(source / f"events{sep}*")
+        return None
+    return None
+
+
 def load_client(params: Params, base: Path | None = None) -> ClientData:
     """Read ``params.data`` (relative to ``base``, default the current directory) and validate it.
 
@@ -853,4 +939,15 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     tables, unread = _read_source(source, params, report)
     if set(TABLES) <= unread:
         report.stop_if_fatal(shown)
+    where = events_source(source) if "events" not in tables and isinstance(source, Path) else None
+    if where is not None and params.events_kpis:
+        from cskit.events import read_events
+
+        try:
+            tables["events"] = read_events(where, engine=params.engine, columns=dict(params.columns.get("events", {})))
+        except CskitError as e:
+            report.fatal.append(str(e))
+            unread.add("events")
+    elif where is not None:
+        report.quality.warn(Notice("events_unused", stage="load", severity="note", file=Path(str(where)).name))
     return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread))

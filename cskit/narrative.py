@@ -385,6 +385,10 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                      "window, so accounts lost earlier are missing." if v["only_active_listed"] else "")
                   + " They enter the churn models from that month (delayed entry), with tenure still counted "
                   "from contract_start. Fix: if earlier revenue and KPI months exist, include them."),
+    "events_unused": (
+        lambda v: f"イベントログ（{v.s('file')}）は、params の events_kpis が空のため使用していません。",
+        lambda v: f"events: {v.s('file')} was not used: params events_kpis is empty. Fix: nothing, or declare the "
+                  "KPIs to compute from it under events_kpis (see params/template.yaml)."),
     "tables_ignored": (
         lambda v: f"入力仕様にない表（{v.list('tables')}）は読み込んでいません。",
         lambda v: f"tables {v.list('tables')} are not part of the input contract and were ignored."),

@@ -441,6 +441,9 @@ def write_client(sim: SimulatedClient, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, df in sim.tables.items():
+        if name == "events":  # a raw log: Parquet, timestamps in microseconds (readable by DuckDB and Spark)
+            df.to_parquet(folder / "events.parquet", index=False, coerce_timestamps="us", compression="zstd")
+            continue
         df.to_csv(folder / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n")
 
 
@@ -1039,10 +1042,18 @@ def main(argv: list[str] | None = None, **options) -> int:
     ap.add_argument("--no-nps", action="store_true")
     ap.add_argument("--no-referrals", action="store_true")
     ap.add_argument("--mc-paths", type=int, default=0, help="Monte Carlo paths for the true churn_prob (0: skip)")
+    ap.add_argument("--events", action="store_true",
+                    help="also write a raw events log (events.parquet) from which the usage KPIs are aggregated "
+                         "(they leave kpis.csv; see cskit.simulate_events)")
+    ap.add_argument("--timezone", default="Asia/Tokyo", help="with --events: the zone of the log's local days")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
     a = ap.parse_args(argv)
     sim = simulate_client(a.accounts, a.months, a.seed, a.start, lag=a.lag, annual_share=a.annual_share,
                           with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths)
+    if a.events:
+        from cskit.simulate_events import events_client
+
+        sim.tables = events_client(sim.tables, seed=a.seed, timezone=a.timezone)[0]
     sim.write(a.out)
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in sim.tables.items())
     print(f"wrote {a.out}: {sizes} rows; as_of {sim.as_of}")
