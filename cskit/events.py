@@ -248,10 +248,17 @@ def _spark_table(kind: str, files: list[str], path) -> "ibis.Table":
         frame = reader.csv(files, header=True, inferSchema=False) if kind == "csv" else reader.parquet(*files)
         name = f"cskit_events_{id(frame):x}"
         frame.createOrReplaceTempView(name)
-        return con.table(name)
+        table = con.table(name)
     except Exception as e:  # py4j / Spark analysis errors
         raise CskitError(f"events: Spark cannot read {path} ({str(e).splitlines()[0][:300]}). Fix: check the files; "
                          "Parquet timestamps must be in microseconds (pandas: coerce_timestamps='us').") from None
+    # Spark's TimestampType is an instant (shown in the session zone, UTC), but Ibis types it as naive:
+    # label it UTC so that it is converted to local time like a timestamptz.
+    from pyspark.sql.types import TimestampType
+
+    instants = {f.name: table[f.name].cast("timestamp('UTC')") for f in frame.schema.fields
+                if type(f.dataType) is TimestampType}
+    return table.mutate(**instants) if instants else table
 
 
 def canonical_columns(table: "ibis.Table", columns: Mapping[str, str]) -> "ibis.Table":
@@ -428,7 +435,7 @@ def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.Da
     clean_id = ibis.ifelse(clean_id.isin(list(MISSING_MARKERS)) | (clean_id == ""), ibis.null("string"), clean_id)
     local = local_time(table.ts, timezone, until=as_of_month)
     cols = {"aid": clean_id, "local": local, "event_name": table.event.cast("string").strip(),
-            "raw_account": table.account_id.cast("string"), "raw_ts": table.ts.cast("string")}
+            "raw_account": table.account_id.cast("string"), "raw_ts": table.ts}
     if "user_id" in table.columns:
         cols["user"] = table.user_id.cast("string").strip().nullif("")
     if "value" in table.columns:
@@ -486,7 +493,7 @@ def _counts(rows: "ibis.Table", table: "ibis.Table") -> EventCounts:
         counts.excluded[str(reason)] = int(part["n"].sum())
         column = _REASON_TEXT[reason][0]
         lo, hi = ("ex_account_lo", "ex_account_hi") if column == "account_id" else ("ex_ts_lo", "ex_ts_hi")
-        values = sorted({str(v) for v in pd.concat([part[lo], part[hi]]) if v is not None and not pd.isna(v)})
+        values = sorted({_shown(v) for v in pd.concat([part[lo], part[hi]]) if v is not None and not pd.isna(v)})
         counts.examples[str(reason)] = values[:1] + values[-1:] if len(values) > 1 else values
     good = df[df["reason"].isna()]
     if "bad_value" in good:
@@ -497,6 +504,14 @@ def _counts(rows: "ibis.Table", table: "ibis.Table") -> EventCounts:
     if len(good) and good["first_month"].notna().any():
         counts.coverage_start = pd.Timestamp(good["first_month"].min()).to_period("M").to_timestamp()
     return counts
+
+
+def _shown(value) -> str:
+    """A raw value as quoted in a warning, the same on every engine (instants in UTC, ISO 8601)."""
+    if isinstance(value, (pd.Timestamp, dt.datetime, np.datetime64)):
+        ts = pd.Timestamp(value)
+        return (ts.tz_convert("UTC") if ts.tzinfo else ts).isoformat(sep=" ")
+    return str(value)
 
 
 def _check_events_occur(aggs: dict[str, EventKPI], counts: EventCounts) -> None:
