@@ -24,9 +24,10 @@ import shutil
 import tempfile
 import weakref
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ _REASON_TEXT = {
 
 
 def read_events(path: str | Path, *, engine: str = "duckdb", columns: Mapping[str, str] | None = None,
-                memory_limit: str | None = None, table: str = "events") -> "ibis.Table":
+                memory_limit: str | None = None, table: str = "events") -> ibis.Table:
     """An Ibis table over a client's events, with the canonical column names; nothing is loaded.
 
     Parameters
@@ -174,7 +175,7 @@ def _kind(name: str) -> str | None:
     return None
 
 
-def _duckdb_table(kind: str, files: list[str], memory_limit: str, wanted: str = "events") -> "ibis.Table":
+def _duckdb_table(kind: str, files: list[str], memory_limit: str, wanted: str = "events") -> ibis.Table:
     import ibis
 
     spill = tempfile.mkdtemp(prefix="cskit-duckdb-")
@@ -231,7 +232,7 @@ def spark_session():
     return session
 
 
-def _spark_table(kind: str, files: list[str], path) -> "ibis.Table":
+def _spark_table(kind: str, files: list[str], path) -> ibis.Table:
     try:
         import ibis
         import pyspark  # noqa: F401
@@ -249,7 +250,7 @@ def _spark_table(kind: str, files: list[str], path) -> "ibis.Table":
         name = f"cskit_events_{id(frame):x}"
         frame.createOrReplaceTempView(name)
         table = con.table(name)
-    except Exception as e:  # py4j / Spark analysis errors
+    except Exception as e:  # noqa: BLE001 - py4j / Spark analysis errors
         raise CskitError(f"events: Spark cannot read {path} ({str(e).splitlines()[0][:300]}). Fix: check the files; "
                          "Parquet timestamps must be in microseconds (pandas: coerce_timestamps='us').") from None
     # Spark's TimestampType is an instant (shown in the session zone, UTC), but Ibis types it as naive:
@@ -261,7 +262,7 @@ def _spark_table(kind: str, files: list[str], path) -> "ibis.Table":
     return table.mutate(**instants) if instants else table
 
 
-def canonical_columns(table: "ibis.Table", columns: Mapping[str, str]) -> "ibis.Table":
+def canonical_columns(table: ibis.Table, columns: Mapping[str, str]) -> ibis.Table:
     """Rename the client's headers to canonical names (``params.columns.events``) and check the
     required ones; a header mapped but absent is an error naming it."""
     found = list(table.columns)
@@ -294,7 +295,7 @@ def zone_transitions(timezone: str, start: dt.datetime, end: dt.datetime) -> tup
     datetimes in UTC. A zone without DST in the period has no transitions.
     """
     zone = zoneinfo.ZoneInfo(timezone)
-    utc = dt.timezone.utc
+    utc = dt.UTC
 
     def offset(t: dt.datetime) -> int:
         return int(t.replace(tzinfo=utc).astimezone(zone).utcoffset().total_seconds())
@@ -322,7 +323,7 @@ def zone_transitions(timezone: str, start: dt.datetime, end: dt.datetime) -> tup
     return first, out
 
 
-def local_time(ts: "ibis.Value", timezone: str, *, until: pd.Timestamp) -> "ibis.Value":
+def local_time(ts: ibis.Value, timezone: str, *, until: pd.Timestamp) -> ibis.Value:
     """The local wall-clock time (a naive timestamp) of the ``ts`` column: strings are parsed (ISO
     8601; those with ``Z`` or an offset are instants, the others local), instants converted with the
     zone's rules, naive timestamps kept; unparseable → null."""
@@ -345,7 +346,7 @@ def local_time(ts: "ibis.Value", timezone: str, *, until: pd.Timestamp) -> "ibis
     del ibis  # pragma: no cover
 
 
-def _shift(utc_wall: "ibis.Value", timezone: str, until: pd.Timestamp) -> "ibis.Value":
+def _shift(utc_wall: ibis.Value, timezone: str, until: pd.Timestamp) -> ibis.Value:
     """UTC wall time → local wall time: one offset, or a CASE over the zone's transitions (latest first)."""
     import ibis
 
@@ -360,7 +361,7 @@ def _shift(utc_wall: "ibis.Value", timezone: str, until: pd.Timestamp) -> "ibis.
 # Aggregation
 
 
-def aggregate_events(table: "ibis.Table", spec: Mapping[str, EventKPI | dict], *, timezone: str = "UTC",
+def aggregate_events(table: ibis.Table, spec: Mapping[str, EventKPI | dict], *, timezone: str = "UTC",
                      as_of: pd.Timestamp | dt.date | str, accounts: pd.DataFrame,
                      excluded_accounts: tuple | list | set = ()) -> tuple[pd.DataFrame, EventCounts]:
     """The KPI panel of ``spec`` from an events table, and what happened to its rows.
@@ -412,7 +413,7 @@ def aggregate_events(table: "ibis.Table", spec: Mapping[str, EventKPI | dict], *
     return panel, counts
 
 
-def _check_columns(table: "ibis.Table", aggs: dict[str, EventKPI]) -> None:
+def _check_columns(table: ibis.Table, aggs: dict[str, EventKPI]) -> None:
     needs = {"distinct_users": "user_id", "sum": "value", "mean": "value", "max": "value"}
     missing = sorted({needs[k.agg] for k in aggs.values() if k.agg in needs} - set(table.columns))
     if missing:
@@ -421,7 +422,7 @@ def _check_columns(table: "ibis.Table", aggs: dict[str, EventKPI]) -> None:
                          f"{', '.join(users)}. Fix: add the column, or map it in params columns.events.")
 
 
-def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.DataFrame, excluded) -> "ibis.Table":
+def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.DataFrame, excluded) -> ibis.Table:
     """Every events row with its local time, month, day, clean account id, value and exclusion reason
     (null = usable)."""
     import ibis
@@ -458,7 +459,7 @@ def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.Da
     return j.mutate(reason=reason, month=j.local.truncate("M").cast(dt_.Timestamp()), day=j.local.date())
 
 
-def _accounts_table(accounts: pd.DataFrame, excluded) -> "ibis.Table":
+def _accounts_table(accounts: pd.DataFrame, excluded) -> ibis.Table:
     import ibis
 
     start = pd.to_datetime(accounts["contract_start"]).dt.normalize()
@@ -475,7 +476,7 @@ def _accounts_table(accounts: pd.DataFrame, excluded) -> "ibis.Table":
                                         "acc_end": "timestamp"})
 
 
-def _counts(rows: "ibis.Table", table: "ibis.Table") -> EventCounts:
+def _counts(rows: ibis.Table, table: ibis.Table) -> EventCounts:
     """One pass over the log: rows per reason × event name, examples of bad values, bad values, coverage."""
     ok = rows.reason.isnull()
     by = rows.group_by(["reason", "event_name"]).aggregate(
@@ -530,7 +531,7 @@ def _check_events_occur(aggs: dict[str, EventKPI], counts: EventCounts) -> None:
                      f"frequent first: {shown}{more}. Fix: correct the event names in params events_kpis.")
 
 
-def _agg(rows: "ibis.Table", kpi: EventKPI):
+def _agg(rows: ibis.Table, kpi: EventKPI):
     """The Ibis aggregate of one KPI, as (column name, expression) pairs."""
     import ibis.expr.datatypes as dt_
 
@@ -549,7 +550,7 @@ def _agg(rows: "ibis.Table", kpi: EventKPI):
     return {"": rows.num.max(where=where)}
 
 
-def build_panel_expr(rows: "ibis.Table", aggs: dict[str, EventKPI]) -> "ibis.Table":
+def build_panel_expr(rows: ibis.Table, aggs: dict[str, EventKPI]) -> ibis.Table:
     """The one Ibis expression of the spec: usable rows of the spec's events, grouped by account × local month."""
     names = sorted({e for k in aggs.values() for e in k.events})
     used = rows.filter(rows.reason.isnull() & rows.event_name.isin(names))

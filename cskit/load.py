@@ -427,7 +427,7 @@ class _Contracts:
     excluded: pd.Index
 
     @classmethod
-    def of(cls, accounts: pd.DataFrame, listed: set[str]) -> "_Contracts":
+    def of(cls, accounts: pd.DataFrame, listed: set[str]) -> _Contracts:
         index = pd.Index(accounts["account_id"], dtype=object)
         return cls(index, _month_of(accounts["contract_start"].to_numpy()), _month_of(accounts["churn_date"].to_numpy()),
                    pd.Index(sorted(listed - set(index)), dtype=object))
@@ -458,7 +458,7 @@ class _Contracts:
                      "check churn_date in accounts (a returning customer needs its churn_date left empty)")
 
 
-def _exclude_bad_keys(rows: "_Rows", df: pd.DataFrame, ids: np.ndarray, months: np.ndarray | None = None,
+def _exclude_bad_keys(rows: _Rows, df: pd.DataFrame, ids: np.ndarray, months: np.ndarray | None = None,
                       bad_month: np.ndarray | None = None) -> None:
     """The key checks every account-level table shares: an empty account id; an empty or unreadable month."""
     rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
@@ -695,7 +695,7 @@ def _required_tables(params: Params) -> tuple[str, ...]:
     return tuple(t for t in REQUIRED_TABLES if not (t == "kpis" and params.events_kpis))
 
 
-def _events_kpis(table, params: Params, accounts: pd.DataFrame, contracts: "_Contracts", as_of: np.datetime64,
+def _events_kpis(table, params: Params, accounts: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64,
                  kpis: pd.DataFrame, kpi_names: list[str], report: _Report) -> tuple[pd.DataFrame, list[str]]:
     """The events_kpis panel (cskit.events), counted in quality, joined to the kpis table."""
     from cskit import events as ev

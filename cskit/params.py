@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cskit.catalogue import DEFAULT_CATALOGUE
 from cskit.errors import CskitError
@@ -57,7 +65,7 @@ class EventKPI(BaseModel):
         return [str(n).strip() for n in names]
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "EventKPI":
+    def _one_kind(self) -> EventKPI:
         if self.ratio is not None:
             if self.event is not None or self.agg is not None:
                 raise ValueError("give either {ratio: [a, b]} or {event: ..., agg: ...}, not both")
@@ -167,7 +175,7 @@ class Params(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _ratios(self) -> "Params":
+    def _ratios(self) -> Params:
         known = set(self.events_kpis) | set(DEFAULT_CATALOGUE) | set(self.kpis)
         problems = []
         for name, kpi in self.events_kpis.items():

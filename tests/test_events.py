@@ -235,8 +235,8 @@ def test_loader_errors_name_the_key():
     ({"events_kpis": {"r": {"ratio": ["a", "nope"]}, "a": {"event": "x", "agg": "count"}}},
      "events_kpis.r.ratio: 'nope' is not a KPI of events_kpis nor of the catalogue"),
     ({"events_kpis": {"a": {"event": "x"}}}, "key 'events_kpis.a': needs both event"),
-    ({"events_kpis": {"a": {"event": "x", "agg": "count", "where": 1}}}, "unknown key 'events_kpis.a.where' (value 1). "
-                                                                         "Allowed keys: event, agg, ratio"),
+    ({"events_kpis": {"a": {"event": "x", "agg": "count", "where": 1}}},
+     "unknown key 'events_kpis.a.where' (value 1). Allowed keys: event, agg, ratio"),
     ({"events_kpis": {"a": {"ratio": ["b", "licenses"]}, "b": {"ratio": ["a", "licenses"]}}}, "in a circle"),
     ({"timezone": "Asia/Tokio"}, "key 'timezone': is not a time zone"),
     ({"engine": "polars"}, "key 'engine': Input should be 'duckdb' or 'spark'"),
@@ -341,3 +341,20 @@ def test_spark_gives_the_duckdb_panels(spark, tmp_path):
     assert got[0][1] == got[1][1]
     with pytest.raises(CskitError, match="engine: spark reads events from CSV or Parquet"):
         E.read_events(paths["duckdb"], engine="spark")
+
+
+def test_duckdb_file_client_aggregates_in_the_database(tmp_path):
+    """A .duckdb client: the events table is aggregated where it lies (not read as text)."""
+    path = tmp_path / "client.duckdb"
+    con = duckdb.connect(str(path))
+    for name, frame in small_client().items():
+        con.register("frame", frame)
+        con.execute(f"create table {name} as select * from frame")
+        con.unregister("frame")
+    con.close()
+    params = Params(data=str(path), events_kpis=SPEC, timezone="Asia/Tokyo", as_of="2026-06-30")
+    data = load_client(params)
+    assert data.quality.tables["events"]["excluded"] == EXPECTED_EXCLUDED
+    hand = by_hand()
+    got = data.kpis.merge(hand[["account_id", "month"]], on=["account_id", "month"])[hand.columns]
+    pd.testing.assert_frame_equal(got, hand)
