@@ -730,6 +730,21 @@ def potential(
     return "\n".join(text)
 
 
+# The improvement-potential stage's caveat under its table (cskit.potential puts it in Potential.caveat
+# and potential.xlsx).
+POTENTIAL_CAVEAT = {
+    "ja": (
+        "この表の金額は、各指標と解約・アップセル/クロスセル・ダウングレード・紹介との関連を、ほかの指標を"
+        "一定としたまま将来に投影した試算です。指標を改善すればこの金額が得られるという因果効果を証明するもの"
+        "ではありません。95%区間はモデル推定の不確かさを示します。"
+    ),
+    "en": (
+        "These amounts project forward the associations of each KPI with churn, up/cross-sell, downgrade "
+        "and referrals, all other KPIs held constant. They are not proven causes: improving a KPI is not "
+        "guaranteed to deliver them. Intervals show the models' estimation uncertainty (95%)."
+    ),
+}
+
 OUTCOME_NOTES = ("d_churn", "d_expansion", "d_downgrade", "d_new")
 
 

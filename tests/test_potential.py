@@ -9,11 +9,10 @@ import pytest
 
 from cskit import narrative as N
 from cskit.catalogue import CATALOGUE_NAMES, DEFAULT_CATALOGUE
+from cskit.excel import currency_format, display_width
 from cskit.models import Transform
 from cskit.potential import (
     Hazard,
-    currency_format,
-    display_width,
     active_accounts,
     future_values,
     project,
