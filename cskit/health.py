@@ -27,8 +27,8 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
+from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms, separated_levels
 from cskit.notices import Notice, records
-from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.panel import active_rows, outcome_rows, recent_means
 from cskit.params import Params
@@ -170,30 +170,14 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> 
     fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
     values, table = context_values(design, fit, horizon)
     warnings = []
-    for item in separated_items(design, y):
+    for item in separated_levels(design, y):
         values.pop(item, None)
         warnings.append(Notice("context_item_separated", stage="health", item=item,
-                               levels=list(separated_items(design, y)[item])))
+                               levels=list(separated_levels(design, y)[item])))
     weights, context = _points(panel, design, fit, values)
     for rec in table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
     return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table)
-
-
-def separated_items(design: Design, y: np.ndarray) -> dict[str, list[str]]:
-    """Context items with a level whose at-risk months are all churn or all non-churn (complete
-    separation: its coefficient is not estimable, the fit only reports a large number), with those levels."""
-    out: dict[str, list[str]] = {}
-    for item, levels in design.adjust_levels.items():
-        ref = np.ones(len(y), dtype=bool)
-        for lv in levels[1:]:
-            m = design.X[:, design.names.index(f"{item}={lv}")] > 0
-            ref &= ~m
-            if y[m].sum() in (0, m.sum()):
-                out.setdefault(item, []).append(lv)
-        if y[ref].sum() in (0, ref.sum()):
-            out.setdefault(item, []).append(levels[0])
-    return out
 
 
 def context_values(design: Design, fit: GLMResult, horizon: int) -> tuple[dict[str, dict[str, float]], list[dict]]:

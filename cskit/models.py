@@ -32,7 +32,8 @@ from cskit.panel import add_lags
 SKEW_LIMIT = 2.0
 COLLINEAR_R = 0.9
 MAX_R2 = 0.9
-SEPARATED_COEF = 15.0
+SEPARATED_COEF = 10.0  # |β| per SD or level beyond which a coefficient is a separation artefact, not an estimate
+SEPARATED_SE = 100.0
 MAX_MISSING = 0.5
 
 
@@ -576,6 +577,35 @@ def fit_binomial(
     mu, d = mean_and_slope(X @ beta, link)
     cov = inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
     return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)
+
+
+def separated_terms(fit: GLMResult) -> list[str]:
+    """Terms whose estimate is not a real estimate: |β| > SEPARATED_COEF (a hazard ratio above e^10 per SD
+    or level) or a non-finite or huge SE: the signature of (quasi-)complete separation, e.g. a group
+    whose every model row has the same outcome. The intercept is not checked (rare events have a
+    very negative one)."""
+    se = fit.se
+    return [
+        n for n, b, s in zip(fit.names[1:], fit.coef[1:], se[1:])
+        if not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATED_COEF or s > SEPARATED_SE
+    ]
+
+
+def separated_levels(design: Design, y: np.ndarray) -> dict[str, list[str]]:
+    """Adjustment items (``design.adjust_levels``) with a level whose model rows all have the event or
+    all have not (complete separation, read off the data: its coefficient is not estimable, the fit
+    only reports a large number), with those levels. :func:`separated_terms` reads the same off a fit."""
+    out: dict[str, list[str]] = {}
+    for item, levels in design.adjust_levels.items():
+        ref = np.ones(len(y), dtype=bool)
+        for lv in levels[1:]:
+            m = design.X[:, design.names.index(f"{item}={lv}")] > 0
+            ref &= ~m
+            if y[m].sum() in (0, m.sum()):
+                out.setdefault(item, []).append(lv)
+        if y[ref].sum() in (0, ref.sum()):
+            out.setdefault(item, []).append(levels[0])
+    return out
 
 
 def _loglik(y: np.ndarray, eta: np.ndarray, link: str) -> float:

@@ -29,7 +29,7 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.excel import write_potential_xlsx
-from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms
+from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms, separated_terms
 from cskit.narrative import POTENTIAL_CAVEAT
 from cskit.notices import Notice
 from cskit.panel import active_rows, outcome_rows, recent_means
@@ -38,7 +38,6 @@ from cskit.params import Params
 OUTCOMES = ("churn", "expansion", "downgrade", "referral")
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
 MIN_EVENTS = 20
-SEPARATION = 10.0
 CHUNK_ELEMENTS = 100_000
 DRAW_ACCOUNTS = 5_000
 
@@ -122,18 +121,6 @@ def fit_outcome(
     elif not model.fit.converged:
         model.reason = Notice("potential_not_converged", stage="potential", outcome=outcome)
     return model
-
-
-def separated_terms(fit: GLMResult) -> list[str]:
-    """Terms whose estimate is not a real estimate: |β| > SEPARATION (a hazard ratio above e^10 per SD
-    or level) or a non-finite or huge SE: the signature of (quasi-)complete separation, e.g. a group
-    whose every model row has the same outcome. The intercept is not checked (rare events have a
-    very negative one)."""
-    se = fit.se
-    return [
-        n for n, b, s in zip(fit.names[1:], fit.coef[1:], se[1:])
-        if not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATION or s > 100.0
-    ]
 
 
 def relative_sizes(panel: pd.DataFrame) -> dict[str, tuple[float, float]]:

@@ -314,13 +314,13 @@ def test_score_adds_kpi_and_context_points_and_playbook_names_only_kpis():
 
 
 def test_a_context_level_with_only_churn_is_flagged_as_separated():
-    from cskit.health import separated_items
+    from cskit.models import separated_levels
 
     names = ["intercept", "contract_type=annual", "segment=B"]
     X = np.array([[1, 0, 0], [1, 0, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 0, 1]], dtype=float)
     y = np.array([0, 1, 1, 1, 1, 0])  # every annual at-risk month churned
     design = Design(X, names, [], {}, {"contract_type": ["monthly", "annual"], "segment": ["A", "B"]})
-    assert separated_items(design, y) == {"contract_type": ["annual"]}
+    assert separated_levels(design, y) == {"contract_type": ["annual"]}
 
 
 def test_decision_months_monthly_and_annual_by_hand():

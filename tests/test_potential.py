@@ -424,7 +424,8 @@ def test_future_values_equal_the_simulators_snapshot(small):
 
 
 from cskit.models import GLMResult  # noqa: E402
-from cskit.potential import OutcomeModel, _draw_coef, separated_terms  # noqa: E402
+from cskit.models import separated_terms  # noqa: E402
+from cskit.potential import OutcomeModel, _draw_coef  # noqa: E402
 
 
 def test_separated_terms_are_named_and_held_fixed_in_the_draws():
