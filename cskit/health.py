@@ -44,8 +44,9 @@ CONTEXT_KPIS = ("contract_months",)
 TIERS = ("red", "yellow", "green")
 LEFT_OUT_MIN_POINTS = 5
 LEFT_OUT_MAX_RHO = 0.2
-MIN_EVENTS = 10
 EPV = 10  # churn events per KPI when no KPI passes the FDR control
+# Fewest churn events for a score at all: one KPI at EPV events per KPI (docs/methods.md, "Event floors").
+MIN_SCORE_EVENTS = EPV
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
 SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob"]
@@ -53,7 +54,7 @@ SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob"]
 
 class NotEstimable(CskitError):
     """The score's churn model cannot be fitted on these data: ``code`` is "too_few_events" (fewer than
-    MIN_EVENTS churn events in the at-risk months, with their count in ``events``) or "no_usable_kpi".
+    MIN_SCORE_EVENTS churn events in the at-risk months, with their count in ``events``) or "no_usable_kpi".
     A CskitError, so a caller that does not expect it still gets a message, never a traceback."""
 
     def __init__(self, message: str, code: str, events: int):
@@ -154,10 +155,10 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> 
     rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
-    if y.sum() < MIN_EVENTS:
+    if y.sum() < MIN_SCORE_EVENTS:
         raise NotEstimable(
             f"Health score: table 'accounts' has only {int(y.sum())} churned accounts in the months used "
-            f"(at least {MIN_EVENTS} are needed to learn what predicts churn). Provide a longer history "
+            f"(at least {MIN_SCORE_EVENTS} are needed to learn what predicts churn). Provide a longer history "
             "(more months of revenue and KPIs) or more accounts.",
             "too_few_events", int(y.sum()),
         )
@@ -488,7 +489,7 @@ class Health:
     def validation_json(self) -> dict:
         head = {"status": self.status, "reason": self.reason}
         if not self.estimable:
-            head |= {"reason_code": self.reason_code, "churn_events": self.churn_events, "min_events": MIN_EVENTS}
+            head |= {"reason_code": self.reason_code, "churn_events": self.churn_events, "min_events": MIN_SCORE_EVENTS}
         return head | {
             "cutpoints": self.cutpoints,
             "validation": self.validation,
@@ -558,7 +559,7 @@ def design_health_score(
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
     validation, playbook, onboarding check and touch model (docs/methods.md).
 
-    When the churn model cannot be fitted on the data up to as_of (fewer than MIN_EVENTS churn events,
+    When the churn model cannot be fitted on the data up to as_of (fewer than MIN_SCORE_EVENTS churn events,
     or no usable KPI) the stage does not stop the diagnosis: it returns a Health with status
     "not_estimable", the reason, and empty tables (:func:`not_estimable_health`)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)

@@ -35,6 +35,9 @@ MAX_R2 = 0.9
 SEPARATED_COEF = 10.0  # |β| per SD or level beyond which a coefficient is a separation artefact, not an estimate
 SEPARATED_SE = 100.0
 MAX_MISSING = 0.5
+# Fewest events (and non-events) an outcome needs before its KPI effects are estimated, in every stage
+# that estimates them (triggers, improvement potential; docs/methods.md, "Event floors").
+MIN_EVENTS = 20
 
 
 @dataclass(frozen=True)

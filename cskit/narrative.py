@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 SYMBOL = {"JPY": "¥", "USD": "$", "EUR": "€", "GBP": "£"}
-OUTCOME_TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
 
 W = {
     "ja": {

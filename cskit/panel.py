@@ -304,7 +304,11 @@ def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -
     return cs[i + 1] - cs[i - k]
 
 
+# Every outcome a model of cskit is fitted to (rows and event: ``outcome_rows``); each stage models a
+# subset (triggers.TRIGGER_OUTCOMES, potential.PROJECTED).
 OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
+
+
 def active_rows(panel: pd.DataFrame, month: pd.Timestamp) -> np.ndarray:
     """Rows of accounts active at ``month`` (boolean mask): a panel row in that month, not churned then,
     MRR > 0. These are the accounts every projection and score is made for."""

@@ -29,15 +29,23 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.excel import write_potential_xlsx
-from cskit.models import Design, GLMResult, Transform, design_matrix, fit_binomial, kpi_transforms, separated_terms
+from cskit.models import (
+    MIN_EVENTS,
+    Design,
+    GLMResult,
+    Transform,
+    design_matrix,
+    fit_binomial,
+    kpi_transforms,
+    separated_terms,
+)
 from cskit.narrative import POTENTIAL_CAVEAT
 from cskit.notices import Notice
-from cskit.panel import active_rows, outcome_rows, recent_means
+from cskit.panel import OUTCOMES, active_rows, outcome_rows, recent_means
 from cskit.params import Params
 
-OUTCOMES = ("churn", "expansion", "downgrade", "referral")
+PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
-MIN_EVENTS = 20
 CHUNK_ELEMENTS = 100_000
 DRAW_ACCOUNTS = 5_000
 
@@ -444,7 +452,7 @@ def improvement_potential(
     transforms = kpi_transforms(panel, model_kpis)
     notes: dict[str, str] = {}
     models: dict[str, OutcomeModel | None] = {}
-    for o in OUTCOMES:
+    for o in PROJECTED:
         if o == "referral" and not has_referrals(data):
             models[o] = None
             notes["d_new"] = Notice("no_referrals", stage="potential", severity="note")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cskit.catalogue import CATALOGUE_NAMES, DEFAULT_CATALOGUE
+from cskit.panel import OUTCOMES
 
 FACTORS = ("usage", "satisfaction", "learning", "community")
 FACTOR_STATIC_SHARE = 0.5  # share of each factor's variance that is a fixed account trait
@@ -82,7 +83,6 @@ STATIC_KPIS = ["onboarding_completed", "welcome_webinar_attendance"]
 # true scenario (an onboarded account cannot become "1.07 onboarded").
 FLAG_UPPER = {"onboarding_completed": 1.0}
 FLOAT_KPIS = {"active_user_rate": 3, "newsletter_open_rate": 3, "newsletter_click_rate": 3, "csat": 1}
-OUTCOMES = ("churn", "renewal", "expansion", "downgrade", "referral")
 
 # The planted hazards: effects per design SD (the scale constants below), link cloglog.
 BETA_SD: dict[str, dict[str, float]] = {

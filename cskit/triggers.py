@@ -35,6 +35,7 @@ from cskit.errors import CskitError
 from cskit.notices import Notice
 from cskit.models import (
     MAX_MISSING,
+    MIN_EVENTS,
     Design,
     GEEResult,
     Transform,
@@ -54,17 +55,16 @@ from cskit.panel import outcome_rows
 from cskit.params import Params
 from cskit.stats import spearman_columns
 
-OUTCOMES = ("churn", "renewal", "expansion")
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
 NEVER = Notice("kpi_never_measured", stage="triggers", severity="note")
+TRIGGER_OUTCOMES = tuple(TRIGGER)  # the outcomes of cskit.panel.OUTCOMES this stage models
 LINK = {"churn": "cloglog", "renewal": "logit", "expansion": "logit"}
 MODEL = {
     "churn": "discrete-time hazard: binomial GLM, cloglog link (hazard ratio)",
     "renewal": "GEE, logit link, clustered by account (odds ratio of renewal)",
     "expansion": "binomial GLM, logit link (odds ratio)",
 }
-MIN_EVENTS = 20
 MAX_LEAD_LAG = 6
 POWER = 0.8
 GEE_SE_RATIO = 10.0
@@ -136,7 +136,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped, structure = [], [], [], {}, []
     shared = {group: {} for group in SAME_ROWS}
-    for outcome in OUTCOMES:
+    for outcome in TRIGGER_OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
         group = next(g for g in SAME_ROWS if outcome in g)
         result = _one_outcome(narrow, Z, group, outcome, rows, y, kpis, model_kpis, transforms, params, warnings,
@@ -152,7 +152,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     details = _add_q_and_flags(details, params.alpha)
     order = {k: i for i, k in enumerate(kpis)}
     details = details.assign(
-        _o=details["outcome"].map(OUTCOMES.index), _k=details["kpi"].map(order), _s=details["segment"] != ""
+        _o=details["outcome"].map(TRIGGER_OUTCOMES.index), _k=details["kpi"].map(order), _s=details["segment"] != ""
     ).sort_values(["_o", "_k", "_s"], kind="stable").drop(columns=["_o", "_k", "_s"]).reset_index(drop=True)
     structure = _stack(structure, STRUCTURE_COLUMNS)
     warnings += _structure_warnings(details)
@@ -451,7 +451,7 @@ def _add_q_and_flags(details: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Benjamini–Hochberg q within each outcome over the KPIs with a p-value (NaN p stays NaN q)."""
     d = details.copy()
     d["q_value"] = np.nan
-    for outcome in OUTCOMES:
+    for outcome in TRIGGER_OUTCOMES:
         for pooled in (True, False):  # the segment rows are their own family, beside the KPIs'
             ok = (d["outcome"] == outcome) & d["p_value"].notna() & ((d["segment"] == "") == pooled)
             if ok.any():

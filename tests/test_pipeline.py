@@ -11,7 +11,7 @@ import pytest
 
 from cskit import narrative as N
 from cskit.errors import CskitError
-from cskit.health import MIN_EVENTS, SCORE_COLUMNS, WEIGHT_COLUMNS, design_health_score
+from cskit.health import MIN_SCORE_EVENTS, SCORE_COLUMNS, WEIGHT_COLUMNS, design_health_score
 from cskit.playbook import PLAYBOOK_COLUMNS
 from cskit.pipeline import analyse
 
@@ -76,7 +76,7 @@ def tiny(tmp_path_factory):
 def test_tiny_client_runs_with_health_not_estimable(tiny):
     data, dx, _ = tiny
     events = churn_events_by_hand(data)
-    assert 0 < events < MIN_EVENTS
+    assert 0 < events < MIN_SCORE_EVENTS
     h = dx.health
     assert h.status == "not_estimable" and not h.estimable
     assert h.reason_code == "too_few_events" and h.churn_events == events
@@ -104,7 +104,7 @@ def test_tiny_client_writes_every_file_with_status(tiny):
         assert list(table.columns) == columns and table.empty
     v = json.loads((results / "health_validation.json").read_text(encoding="utf-8"))
     assert v["status"] == "not_estimable" and v["reason_code"] == "too_few_events"
-    assert v["churn_events"] == dx.health.churn_events and v["min_events"] == MIN_EVENTS
+    assert v["churn_events"] == dx.health.churn_events and v["min_events"] == MIN_SCORE_EVENTS
     assert v["reason"] == dx.health.reason and v["touch_model"] == [] and v["cutpoints"] == {}
     assert len(pd.read_csv(results / "mrr_bridge.csv")) > 0
 
@@ -156,12 +156,12 @@ def test_report_lists_what_could_not_be_estimated(tiny):
     for lang in ("ja", "en"):
         text = N.not_estimated(dx.triggers.outcomes, dx.potential.table, v, lang)
         assert text.count("\n- ") == 5  # three trigger outcomes, the potential, the health score
-        assert f"{n:,}" in text and str(MIN_EVENTS) in text
+        assert f"{n:,}" in text and str(MIN_SCORE_EVENTS) in text
     assert "ヘルススコア" in N.not_estimated(dx.triggers.outcomes, dx.potential.table, v, "ja")
     en = N.health_not_estimable(v, "en")
-    assert f"only {n} churned accounts" in en and f"at least {MIN_EVENTS}" in en and "playbook" in en
+    assert f"only {n} churned accounts" in en and f"at least {MIN_SCORE_EVENTS}" in en and "playbook" in en
     ja = N.health_not_estimable(v, "ja")
-    assert f"{n}件しかありません" in ja and f"{MIN_EVENTS}件以上必要" in ja
+    assert f"{n}件しかありません" in ja and f"{MIN_SCORE_EVENTS}件以上必要" in ja
     assert N.estimated_drivers(dx.triggers.table, dx.triggers.outcomes).empty
     assert not N.potential_estimable(dx.potential.table)
 

@@ -10,14 +10,13 @@ from scipy.stats import norm, spearmanr
 from statsmodels.stats.multitest import multipletests
 
 from cskit.triggers import (
-    MIN_EVENTS,
     KPIMatrix,
     TABLE_COLUMNS,
     find_triggers,
 )
 from cskit.errors import CskitError
 from cskit.panel import outcome_rows
-from cskit.models import base_fit, design_matrix, fit_binomial, fit_gee, kpi_transforms, lagged_kpis, prune_dependent, score_z
+from cskit.models import MIN_EVENTS, base_fit, design_matrix, fit_binomial, fit_gee, kpi_transforms, lagged_kpis, prune_dependent, score_z
 from cskit.params import Params
 from cskit.stats import spearman_columns
 
