@@ -1,7 +1,6 @@
 """The loaded client: its tables in canonical form, and the count of every row read, used or excluded."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pandas as pd
 
 from cskit.catalogue import KPI
 from cskit.notices import Notice, records
+from cskit.result import write_json
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Quality:
         return out
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(self.to_dict(), path)
 
 
 @dataclass

@@ -15,7 +15,6 @@ over the KPIs' forecast errors around their expected paths.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from cskit.params import Params
 from cskit.checks import onboarding_check
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
+from cskit.result import write_json
 
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
@@ -507,28 +507,21 @@ class Health:
         _csv(self.weights[WEIGHT_COLUMNS], results_dir / "health_weights.csv")
         _csv(self.scores, results_dir / "health_scores.csv")
         _csv(self.playbook, results_dir / "playbook.csv")
-        text = json.dumps(_clean(self.validation_json()), ensure_ascii=False, indent=2, sort_keys=True)
-        (results_dir / "health_validation.json").write_text(text + "\n", encoding="utf-8")
+        write_json(_six_digits(self.validation_json()), results_dir / "health_validation.json")
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, float_format="%.6g", lineterminator="\n", encoding="utf-8")
 
 
-def _clean(x):
-    """JSON-safe, reproducible: numpy → Python, floats to 6 significant digits, NaN → null."""
+def _six_digits(x):
+    """Floats (at any depth) to 6 significant digits, the rest as it is."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {k: _six_digits(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return None if not np.isfinite(x) else float(f"{float(x):.6g}")
-    if isinstance(x, pd.Timestamp):
-        return x.strftime("%Y-%m")
+        return [_six_digits(v) for v in x]
+    if isinstance(x, (float, np.floating)) and np.isfinite(x):
+        return float(f"{float(x):.6g}")
     return x
 
 

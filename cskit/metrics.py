@@ -21,7 +21,6 @@ Choices (docs/methods.md gives them in full, with references):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from cskit.client import ClientData
 from cskit.notices import Notice
 from cskit.panel import month_index, month_start
 from cskit.params import Params
+from cskit.result import write_json
 
 BRIDGE_COLUMNS = ["month", "mrr_start", "new", "expansion", "reactivation", "contraction", "churn", "mrr_end"]
 MOVEMENTS = ["new", "expansion", "reactivation", "contraction", "churn"]
@@ -70,8 +70,7 @@ class Metrics:
         bridge.to_csv(results_dir / "mrr_bridge.csv", index=False, float_format="%.2f", lineterminator="\n")
         cohorts = self.cohorts.assign(cohort=_month_text(self.cohorts["cohort"]))
         cohorts.to_csv(results_dir / "cohorts.csv", index=False, float_format="%.6f", lineterminator="\n")
-        text = json.dumps(self.summary, ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
-        (results_dir / "kpi_summary.json").write_text(text + "\n", encoding="utf-8")
+        write_json(self.summary, results_dir / "kpi_summary.json")
 
 
 def compute_metrics(panel: pd.DataFrame, data: ClientData, params: Params) -> Metrics:

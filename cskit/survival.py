@@ -18,7 +18,6 @@ Choices (docs/methods.md, "Survival"):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from lifelines.utils import median_survival_times
 
 from cskit.client import ClientData
 from cskit.params import Params
+from cskit.result import write_json
 
 GROUPINGS = ["segment", "plan", "contract_type", "onboarding"]
 CURVE_COLUMNS = ["group_by", "group", "timeline", "survival", "ci_low", "ci_high"]
@@ -79,8 +79,7 @@ class Survival:
     def write(self, results_dir: Path) -> None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
-        (results_dir / "survival.json").write_text(text + "\n", encoding="utf-8")
+        write_json(self.to_dict(), results_dir / "survival.json")
 
 
 def _num(x, digits: int = 4):
