@@ -5,7 +5,7 @@ then, on the same files, we time
   - DuckDB's bare read of the three tables (``CREATE TABLE ... AS SELECT * FROM read_csv(...)``: typed,
     in memory, no checks) — the physical floor of any loader;
   - pandas ``read_csv`` of the three files (typed, no checks) — the naive way;
-  - ``cskit.load.load_client`` — read as text + parse + validate + count, split into its read
+  - ``cskit.loading.load_client`` — read as text + parse + validate + count, split into its read
     (``read_tables``) and validation (``client_from_frames``) parts.
 Each timing is the best of ``--repeat`` runs. Ratios are the figures to quote (DESIGN §8).
 
@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.load import client_from_frames, load_client, read_tables  # noqa: E402
+from cskit.loading import client_from_frames, load_client, read_tables  # noqa: E402
 from cskit.params import validate_params  # noqa: E402
 
 N_MONTHS = 24
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(n, args.repeat, Path(tmp)) for n in args.accounts]
     table = markdown(rows)
-    note = ("load = cskit.load.load_client (text read + parse + validate); duckdb = DuckDB's typed bare read of the "
+    note = ("load = cskit.loading.load_client (text read + parse + validate); duckdb = DuckDB's typed bare read of the "
             "three CSVs; pandas = pandas.read_csv of the three CSVs; shares are of load's time; best of "
             f"{args.repeat} runs; 24 months, 13 KPIs.")
     print(table + "\n\n" + note)

@@ -29,7 +29,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cskit.load import client_from_frames  # noqa: E402
+from cskit.loading import client_from_frames  # noqa: E402
 from cskit.panel import build_panel, kpi_columns  # noqa: E402
 from cskit.params import Params  # noqa: E402
 from cskit.potential import improvement_potential  # noqa: E402

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cskit.models import fit_gee  # noqa: E402
 from cskit.triggers import find_triggers  # noqa: E402
 from cskit.panel import outcome_rows  # noqa: E402
-from cskit.load import client_from_frames  # noqa: E402
+from cskit.loading import client_from_frames  # noqa: E402
 from cskit.models import design_matrix, kpi_transforms  # noqa: E402
 from cskit.panel import add_lags, build_panel, kpi_columns  # noqa: E402
 from cskit.params import Params  # noqa: E402

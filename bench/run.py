@@ -64,7 +64,7 @@ def simulate(n_accounts: int, months: int, seed: int, folder: Path) -> dict:
 def measure_one(data: Path, out: Path, bootstrap: int, seed: int, render: bool) -> dict:
     """Run in a fresh process: floor, analysis stages, write, peak memory, optional render."""
     import cskit
-    import cskit.triggers, cskit.health, cskit.load, cskit.metrics, cskit.potential, cskit.survival  # noqa: E401,F401
+    import cskit.triggers, cskit.health, cskit.loading, cskit.metrics, cskit.potential, cskit.survival  # noqa: E401,F401
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
     floor = best_of(lambda: duckdb_read(data))

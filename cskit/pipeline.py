@@ -73,7 +73,7 @@ def absolute_data(params: Params, base: str | Path | None = None) -> Params:
 
 def load(params: Params | dict | str | Path, base: str | Path | None = None) -> ClientData:
     """Validate the params and load the client's data (raises CskitError on bad params or data)."""
-    from cskit.load import load_client
+    from cskit.loading import load_client
 
     return load_client(absolute_data(as_params(params), base))
 
@@ -97,7 +97,7 @@ def analyse(
     """
     from cskit.triggers import find_triggers
     from cskit.health import design_health_score
-    from cskit.load import load_client
+    from cskit.loading import load_client
     from cskit.metrics import compute_metrics
     from cskit.panel import build_panel, kpi_columns
     from cskit.potential import improvement_potential

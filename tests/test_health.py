@@ -434,7 +434,7 @@ def test_touch_tiers_by_ltv_shares_and_medians_by_hand():
 
 
 def _simulate(seed):
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.panel import build_panel, kpi_columns
     from cskit.params import Params
     from cskit.simulate import simulate_client
@@ -633,7 +633,7 @@ def test_few_events_and_no_significant_kpi_keep_one_kpi_per_ten_events():
     10 events would be pure overfitting (coefficients in the hundreds). The score keeps at most one KPI
     per 10 events and says so."""
     from cskit.health import EPV, fit_score_model
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.panel import build_panel, kpi_columns
     from cskit.params import Params
     from cskit.simulate import simulate_client

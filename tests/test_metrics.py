@@ -265,7 +265,7 @@ def test_write_is_byte_reproducible(tmp_path):
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_bridge_on_simulated_clients(seed, tmp_path):
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.simulate import simulate_client
 
     sim = simulate_client(n_accounts=250, n_months=24, seed=seed, mc_paths=0)

@@ -167,7 +167,7 @@ def test_currency_format_and_japanese_width():
 
 # ---------------------------------------------------------------- recovery of the planted truth
 
-from cskit.load import client_from_frames  # noqa: E402
+from cskit.loading import client_from_frames  # noqa: E402
 from cskit.panel import build_panel, kpi_columns  # noqa: E402
 from cskit.params import Params  # noqa: E402
 from cskit.potential import improvement_potential  # noqa: E402

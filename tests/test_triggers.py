@@ -308,7 +308,7 @@ def test_write_is_byte_identical_on_rerun(toy, tmp_path):
 
 
 def test_peer_client_flags_win_opportunity_value_as_protective_rt_and_no_top_driver_with_wrong_sign(peer):
-    from cskit.load import load_client
+    from cskit.loading import load_client
     from cskit.panel import build_panel, kpi_columns
 
     params = Params(client="peer", data=str(peer))
@@ -338,7 +338,7 @@ N_ACCOUNTS = 1500
 
 @pytest.fixture(scope="module")
 def recovery():
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.panel import build_panel, kpi_columns
     from cskit.simulate import simulate_client
 

@@ -8,7 +8,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from cskit.errors import CskitError
-from cskit.load import client_from_frames, load_client, parse_dates, parse_months, parse_numbers
+from cskit.loading import client_from_frames, load_client, parse_dates, parse_months, parse_numbers
 from cskit.params import validate_params
 
 
