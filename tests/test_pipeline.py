@@ -181,3 +181,18 @@ def test_nothing_listed_when_everything_was_estimated():
     outcomes = pd.DataFrame({"outcome": ["churn"], "events": [50], "status": ["fitted"], "reason": [""]})
     table = pd.DataFrame({"kpi": ["a"], "d_ltv": [1.0]})
     assert N.not_estimated(outcomes, table, {"status": "ok", "reason": None}, "en") == ""
+
+
+def test_cskit_load_is_the_function_on_every_call():
+    """``cskit.load`` stays the loader after the loading module is imported (it used to be shadowed by
+    the submodule ``cskit/load.py``: the second call raised "'module' object is not callable")."""
+    import cskit
+    import cskit.loading  # noqa: F401  (importing the module must not replace the function)
+
+    demo = Path(__file__).resolve().parents[1] / "params" / "demo.yaml"
+    first = cskit.load(demo)
+    second = cskit.load(demo)
+    assert callable(cskit.load) and cskit.load is cskit.pipeline.load
+    accounts = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "demo" / "accounts.csv")
+    assert len(first.accounts) == len(second.accounts) == len(accounts)
+    assert first.accounts["account_id"].tolist() == second.accounts["account_id"].tolist()
