@@ -428,7 +428,7 @@ def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.Da
     import ibis
     import ibis.expr.datatypes as dt_
 
-    from cskit.load import MISSING_MARKERS
+    from cskit.loading import MISSING_MARKERS
 
     acc = _accounts_table(accounts, excluded)
     raw_id = table.account_id.cast("string").strip()

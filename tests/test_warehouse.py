@@ -25,7 +25,7 @@ import yaml
 from pandas.testing import assert_frame_equal
 
 from cskit.errors import CskitError
-from cskit.load import load_client
+from cskit.loading import load_client
 from cskit.params import validate_params
 from cskit.pipeline import analyse
 from cskit.warehouse import as_text, kernel_environment, mask, parse_url, public_data, shown_data
