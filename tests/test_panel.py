@@ -183,7 +183,7 @@ def test_churn_dated_the_day_before_an_anniversary_belongs_to_it():
 
 
 def test_term_end_churns_make_annual_accounts_decide_at_the_anniversary():
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.params import Params
     from cskit.simulate import Options, simulate_client
 
@@ -202,7 +202,7 @@ def test_term_end_churns_make_annual_accounts_decide_at_the_anniversary():
 
 
 def test_a_late_window_is_detected_reported_and_handled_by_delayed_entry():
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.params import Params
     from cskit.simulate import Options, simulate_client
 
