@@ -96,8 +96,12 @@ def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]
     from cskit.panel import build_panel
     from cskit.pipeline import absolute_data, load, require_churn
 
+    from cskit.changes import results_folder
+
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
+    if params.previous:
+        results_folder(params.previous)
     data = load(params, base=Path.cwd())
     require_churn(build_panel(data), data)
     return params, folder

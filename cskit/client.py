@@ -56,7 +56,8 @@ class ClientData:
 
     - ``accounts``: account_id (str), contract_start, churn_date (datetime64, NaT = active), segment,
       plan, contract_type ("monthly"|"annual"), referred_by (str or NA), health_score (float or NA),
-      plus numeric static KPI columns (those listed in ``static_kpis``).
+      plus numeric static KPI columns (those listed in ``static_kpis``) and, when the data name the
+      accounts, ``account_name`` (str; see ``load.NAME_COLUMNS``).
     - ``revenue``: account_id, month (datetime64, first day of month), mrr (float >= 0), product (str).
     - ``kpis``: account_id, month, one float column per KPI (NaN = not measured).
     - ``nps``: account_id, date, score (int 0-10), role (str or NA); or None.
@@ -72,3 +73,10 @@ class ClientData:
     catalogue: dict[str, KPI]
     static_kpis: list[str]
     quality: Quality = field(default_factory=Quality)
+
+    def account_names(self) -> pd.Series:
+        """account_id → the account's readable name (``accounts.account_name``, empty text when the data
+        have none), for the CRM-ready result files."""
+        acc = self.accounts
+        names = acc["account_name"] if "account_name" in acc else pd.Series("", index=acc.index, dtype=object)
+        return pd.Series(names.fillna("").astype(str).to_numpy(), index=acc["account_id"].to_numpy())

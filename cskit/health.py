@@ -49,7 +49,7 @@ EPV = 10  # churn events per KPI when no KPI passes the FDR control
 MIN_SCORE_EVENTS = EPV
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
-SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob"]
+SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob", "account_name"]
 
 
 class NotEstimable(CskitError):
@@ -329,18 +329,28 @@ class Scored:
     model: ScoreModel
 
 
+def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon: int, lag: int,
+               paths: dict[str, KpiPath] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The score ``model`` gives the selected rows of ``past`` (the panel up to the scoring month): each
+    KPI's forecast from the account's values up to its row (``kpi_forecasts``), the row's context
+    (tenure, contract type, segment) and the score (0.1 points). One rule for the snapshot
+    (:func:`score_at`) and the score history (``cskit.history``). Returns (frame, forecast parameters)."""
+    feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths)
+    base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
+    frame = pd.concat([feats, base], axis=1)
+    frame["score"] = np.round(model.score(frame), 1)
+    return frame, forecast
+
+
 def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,
              alpha: float = 0.05) -> Scored:
     """Fit on the panel rows up to ``month`` and score the accounts active at ``month``."""
     past = panel[panel["month"] <= month].reset_index(drop=True)
     model = fit_score_model(past, kpis, lag, alpha, horizon)
     rows = active_rows(past, month)
-    used = model.kpi_names()
     paths: dict[str, KpiPath] = {}
-    feats, model.forecast = kpi_forecasts(past, used, rows, model.design.transforms, horizon, lag, paths)
-    base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
-    frame = pd.concat([feats, base], axis=1)
-    frame["score"] = np.round(model.score(frame), 1)
+    frame, model.forecast = score_rows(past, model, rows, horizon, lag, paths)
+    base = frame[["tenure", "contract_type", "segment"]]
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
     set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
@@ -481,6 +491,8 @@ class Health:
     reason: str | None = None
     reason_code: str | None = None  # NotEstimable.code
     churn_events: int | None = None  # churn events in the at-risk months, when not estimable
+    model: ScoreModel | None = field(default=None, repr=False)  # the score model fitted at as_of
+    cut_model: ScoreModel | None = field(default=None, repr=False)  # the out-of-time validation's model
 
     @property
     def estimable(self) -> bool:
@@ -506,7 +518,6 @@ class Health:
         results_dir.mkdir(parents=True, exist_ok=True)
         _csv(self.weights[WEIGHT_COLUMNS], results_dir / "health_weights.csv")
         _csv(self.scores, results_dir / "health_scores.csv")
-        _csv(self.playbook, results_dir / "playbook.csv")
         write_json(_six_digits(self.validation_json()), results_dir / "health_validation.json")
 
 
@@ -564,6 +575,7 @@ def design_health_score(
     warnings = list(model.warnings)
     frame = now.frame
     scores = frame[["account_id", "score", "tier", "churn_prob"]].copy()
+    scores["account_name"] = scores["account_id"].map(data.account_names()).fillna("").to_numpy()
 
     accounts = data.accounts.set_index("account_id")
     client = "health_score" in accounts and accounts["health_score"].notna().any()
@@ -619,4 +631,7 @@ def design_health_score(
         warnings=warnings,
         forecast=model.forecast,
         context=model.context_table,
+        model=model,
+        cut_model=then.model if then is not None else None,
     )
+

@@ -41,6 +41,9 @@ REQUIRED_COLUMNS = {
 ACCOUNT_FIELDS = (
     "account_id", "contract_start", "churn_date", "segment", "plan", "contract_type", "referred_by", "health_score",
 )
+# The account's readable name, for the CRM-ready result files: the canonical column, else the first of
+# these headers that the accounts table has (a client's own header can be mapped with params.columns).
+NAME_COLUMNS = ("account_name", "company_name", "customer_name", "name", "会社名", "企業名", "顧客名", "取引先名")
 # Cells that mean "no value" in exports (Excel, BI tools, R, pandas), in their common spellings.
 _MARKERS = ("na", "n/a", "#n/a", "nan", "null", "none")
 MISSING_MARKERS = tuple(sorted({"", "-", "－", "—", "NaN", "#N/A"} | {f(m) for m in _MARKERS for f in (str.lower, str.upper, str.title)}))
@@ -365,6 +368,9 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
     out["contract_type"] = _contract_types(df, rows, report)
     out["referred_by"] = parse_ids(df["referred_by"]) if "referred_by" in df else np.full(len(df), None, dtype=object)
     out["health_score"] = _numeric_column(df, "health_score", rows, report) if "health_score" in df else np.nan
+    name = next((c for c in NAME_COLUMNS if c in df), None)
+    if name is not None:
+        out["account_name"] = parse_text(df[name])
     statics = [c for c in df.columns if c in catalogue_names and c not in ACCOUNT_FIELDS and c != "contract_months"]
     for col in statics:
         out[col] = _numeric_column(df, col, rows, report)

@@ -1138,9 +1138,12 @@ HEADINGS = {
     "triggers": ("3. トリガー（RT / CRTT / UCT）", "3. Triggers (RT / CRTT / UCT)"),
     "potential": ("4. 改善ポテンシャル", "4. Improvement potential"),
     "health": ("5. ヘルススコア", "5. Health score"),
-    "playbook": ("プレイブック（赤ティアのアカウント）", "Playbook (red-tier accounts)"),
+    "playbook": ("プレイブック（赤ティアとスコアが下がったアカウント）", "Playbook (red-tier and falling accounts)"),
     "onboarding": ("オンボードの検証", "Onboarding check"),
     "touch": ("タッチモデル", "Touch model"),
+    "history": ("スコアの推移", "Score over time"),
+    "movers": ("スコアが下がったアカウント", "Accounts whose score fell"),
+    "changes": ("前回の診断からの変化", "Since the last diagnosis"),
     "methods": ("6. 方法と注意点", "6. Methods and caveats"),
 }
 
@@ -1236,19 +1239,33 @@ def nps_table(nps: pd.DataFrame, language: str = "ja") -> str:
 
 
 def playbook(table: pd.DataFrame, labels: dict[str, str], language: str = "ja", rows: int = 15) -> str:
-    """The first red-tier accounts (lowest score first) and the two KPIs to talk about."""
+    """The first accounts of the playbook (red tier, and those whose score fell; lowest score first):
+    the two KPIs to talk about and, where the history has it, what moved the score."""
     ja = language == "ja"
     if table.empty:
-        return "赤ティアのアカウントはありません。" if ja else "No account is in the red tier."
+        return "赤ティアやスコアが下がったアカウントはありません。" if ja else "No account is in the red tier or falling."
+    moved = "moved" in table
     head = ["アカウント", "スコア", "KPI 1", "不足(点)", "KPI 2", "不足(点)"] if ja else \
         ["Account", "Score", "KPI 1", "Gap (points)", "KPI 2", "Gap (points)"]
+    head += (["最近の変化"] if ja else ["Recent change"]) if moved else []
     gap = lambda v: f"{float(v):.1f}" if _finite(v) else "—"  # noqa: E731
-    body = [[r.account_id, f"{float(r.score):.1f}", labels.get(r.kpi_1, r.kpi_1 or "—"), gap(r.gap_1),
-             labels.get(r.kpi_2, r.kpi_2 or "—"), gap(r.gap_2)] for r in table.head(rows).itertuples(index=False)]
-    intro = (f"赤ティアの{len(table):,}件のうち、スコアの低い{min(rows, len(table))}件を示します（全件は results/playbook.csv）。"
-             "各アカウントについて、緑ティアの中央値と比べてスコアを最も下げているKPIを2つ挙げます。" if ja else
-             f"The {min(rows, len(table))} lowest-scoring of {len(table):,} red-tier accounts (all in results/playbook.csv), "
-             "each with the two KPIs that pull its score down most against the green-tier median.")
+    body = []
+    for r in table.head(rows).to_dict("records"):
+        name = r.get("account_name") or ""
+        who = f"{r['account_id']} {name}".strip()
+        line = [who, f"{float(r['score']):.1f}", labels.get(r["kpi_1"], r["kpi_1"] or "—") if isinstance(r["kpi_1"], str) else "—",
+                gap(r["gap_1"]), labels.get(r["kpi_2"], r["kpi_2"] or "—") if isinstance(r["kpi_2"], str) else "—",
+                gap(r["gap_2"])]
+        if moved:
+            line.append(r["moved"] if isinstance(r["moved"], str) and r["moved"] else "—")
+        body.append(line)
+    n = min(rows, len(table))
+    intro = (f"赤ティアまたはスコアが下がった{len(table):,}件のうち、スコアの低い{n}件を示します（全件は results/playbook.csv）。"
+             "各アカウントについて、緑ティアの中央値と比べてスコアを最も下げているKPI（話すべきこと）を2つと、"
+             "直近のスコアの変化（何が動いたか）を挙げます。" if ja else
+             f"The {n} lowest-scoring of the {len(table):,} red-tier or falling accounts (all in results/playbook.csv), "
+             "each with the two KPIs that pull its score down most against the green-tier median (what to talk "
+             "about) and its recent score change (what moved).")
     return intro + "\n\n" + _table(head, body)
 
 
@@ -1546,3 +1563,189 @@ def with_labels(table: pd.DataFrame, labels: dict[str, str], by: str = "kpi") ->
 def top_kpis(weights: pd.DataFrame, n: int = 3) -> list[str]:
     """The ``n`` KPIs with the most health-score points (ties in table order)."""
     return weights.sort_values("points", ascending=False, kind="stable")["kpi"].head(n).tolist()
+
+
+# ---------------------------------------------------------------- the score over time (cskit.history)
+
+
+def _item_label(item: str, labels: dict[str, str], language: str) -> str:
+    if item in CONTEXT_LABELS:
+        return CONTEXT_LABELS[item][0 if language == "ja" else 1]
+    return labels.get(item, item)
+
+
+def mover_reason(row: dict, labels: dict[str, str], language: str = "ja") -> str:
+    """One mover's score change and the items that moved it, largest fall first, e.g.
+    "−18.2 points: login days −9.1 (21 → 12), support inquiries −5.0 (2 → 6)" (a row of health_movers)."""
+    ja = language == "ja"
+    head = f"{_signed(row['change'])}{'点' if ja else ' points'}"
+    parts = []
+    i = 1
+    while f"item_{i}" in row:
+        item = row[f"item_{i}"]
+        if item:
+            then, now = row.get(f"value_then_{i}"), row.get(f"value_now_{i}")
+            values = f"（{_num(then)}→{_num(now)}）" if ja else f" ({_num(then)} → {_num(now)})"
+            parts.append(f"{_item_label(item, labels, language)} {_signed(row[f'points_{i}'])}"
+                         + (values if _finite(then) and _finite(now) else ""))
+        i += 1
+    return head + ("：" if ja else ": ") + ("、" if ja else ", ").join(parts) if parts else head
+
+
+def _signed(value: Any) -> str:
+    return f"{float(value):+.1f}".replace("-", "−") if _finite(value) else "—"
+
+
+def score_history(tier_mix: pd.DataFrame, quantiles: pd.DataFrame, language: str = "ja") -> str:
+    """How the tier mix and the score distribution moved over the history (first vs last month)."""
+    ja = language == "ja"
+    if tier_mix.empty:
+        return "スコアの推移はありません。" if ja else "No score history."
+    a, b = tier_mix.iloc[0], tier_mix.iloc[-1]
+    qa, qb = quantiles.iloc[0], quantiles.iloc[-1]
+    m0, m1 = pd.Timestamp(a["month"]).strftime("%Y-%m"), pd.Timestamp(b["month"]).strftime("%Y-%m")
+    if ja:
+        return (f"{m0}から{m1}までの各月末に、同じスコアモデル（基準月に推定した配点と閾値）を各月のKPIで"
+                f"適用しました（results/health_history.csv）。赤ティアの割合は{pct(a['share_red'])}から"
+                f"{pct(b['share_red'])}、緑ティアは{pct(a['share_green'])}から{pct(b['share_green'])}へ、"
+                f"スコアの中央値は{qa['q50']:.1f}から{qb['q50']:.1f}へ動きました。基準月のスコアは"
+                "health_scores.csvと完全に一致します。")
+    return (f"The same score model (the points and cut-points fitted at the analysis month) applied at each month "
+            f"from {m0} to {m1}, with that month's KPIs (results/health_history.csv). The red tier went from "
+            f"{pct(a['share_red'])} to {pct(b['share_red'])} of accounts, the green tier from {pct(a['share_green'])} "
+            f"to {pct(b['share_green'])}, and the median score from {qa['q50']:.1f} to {qb['q50']:.1f}. The "
+            "analysis month's scores are those of health_scores.csv exactly.")
+
+
+def movers(table: pd.DataFrame, drop: float, months: int, language: str = "ja", rows: int = 15) -> str:
+    """The movers: accounts whose score fell ≥ ``drop`` points over ``months`` months or that entered
+    red, largest fall first, each with the items that moved it (health_movers.csv)."""
+    ja = language == "ja"
+    if table.empty:
+        return (f"直近{months}か月でスコアが{drop:g}点以上下がった、または赤ティアに入ったアカウントはありません。" if ja
+                else f"No account's score fell by {drop:g}+ points over the last {months} months or entered red.")
+    falling, entered = int(table["falling"].sum()), int(table["entered_red"].sum())
+    head = ["アカウント", "名前", "スコア", "ティア", "動いた項目"] if ja else ["Account", "Name", "Score", "Tier", "What moved"]
+    body = [[r.account_id, r.account_name or "—", f"{r.score_then:.1f}→{r.score_now:.1f}",
+             f"{_tier(r.tier_then, language)}→{_tier(r.tier_now, language)}", r.moved]
+            for r in table.head(rows).itertuples(index=False)]
+    intro = (f"直近{months}か月でスコアが{drop:g}点以上下がったアカウントが{falling:,}件、赤ティアに入ったアカウントが"
+             f"{entered:,}件あります（重複あり、全件は results/health_movers.csv）。下げ幅の大きい{min(rows, len(table))}件と、"
+             "スコアを動かした項目（点数の変化の大きい順、括弧内はスコアの入力値の変化）を示します。" if ja else
+             f"{falling:,} accounts' scores fell by {drop:g}+ points over the last {months} months and {entered:,} entered "
+             f"the red tier (they may overlap; all in results/health_movers.csv). The {min(rows, len(table))} largest falls, "
+             "each with the items that moved the score (largest change in points first; in brackets, the score's input "
+             "value then and now).")
+    return intro + "\n\n" + _table(head, body)
+
+
+DROP_VERDICT = {
+    "warning": ("同じスコア水準でも、スコアの下落は解約の追加のシグナルです。下落アラートを運用する価値があります。",
+                "At the same score level, a fall is an added churn warning: alerting on drops is worth it here."),
+    "no_added_warning": ("同じスコア水準で比べると、下落したアカウントの解約は統計的に多いとは言えません。"
+                         "アラートはスコアの水準（赤ティア）で十分で、下落そのものは追加の警告になっていません。",
+                         "At the same score level, accounts whose score fell did not churn detectably more: the score "
+                         "level (red tier) carries the warning, and a drop adds none that the data can show."),
+    "inconclusive": ("スコアの下落が追加の警告になるかは、このデータでは判断できません（区間が広すぎます）。"
+                     "当面はスコアの水準（赤ティア）でアラートを出し、下落アラートは参考扱いにしてください。",
+                     "Whether a fall adds a warning cannot be told from these data (the interval is too wide): alert on "
+                     "the score level (red tier) and treat drop alerts as indicative."),
+    "not_estimable": ("下落したアカウントの解約が少なく、下落が警告になるかは判断できません。",
+                      "Too few accounts whose score fell churned to tell whether a drop is a warning."),
+}
+
+
+def drop_check(drops: dict, language: str = "ja") -> str:
+    """Whether a score drop is worth alerting on (health_drops.json), with the effect and its counts."""
+    ja = language == "ja"
+    verdict = drops.get("verdict", "not_estimable")
+    text = DROP_VERDICT.get(verdict, DROP_VERDICT["not_estimable"])[0 if ja else 1]
+    ind = drops.get(drops.get("basis") or "indicator", {})
+    if "events" not in drops:
+        return text
+    counts = (f"検証は{drops['cut']}時点のスコア（それ以前のデータで推定したモデル）で、その後{drops['horizon_months']}か月の"
+              f"解約を見ました: {drops['accounts']:,}アカウント、解約{drops['events']:,}件、うち{drops['alert_months']}か月で"
+              f"{drops['alert_drop']:g}点以上下落した{drops['dropped']:,}件の解約{drops['events_dropped']:,}件。" if ja else
+              f"Checked out of time at {drops['cut']} (model fitted on the months before), churn over the next "
+              f"{drops['horizon_months']} months: {drops['accounts']:,} accounts, {drops['events']:,} churned; "
+              f"{drops['dropped']:,} had fallen by {drops['alert_drop']:g}+ points over {drops['alert_months']} months, "
+              f"{drops['events_dropped']:,} of them churned.")
+    if ind.get("status") == "ok":
+        unit = ("下落あり対なし" if drops.get("basis") == "indicator" else "10点の下落あたり") if ja else \
+            ("fell vs not" if drops.get("basis") == "indicator" else "per 10 points of fall")
+        effect = (f"同じスコア水準での解約オッズ比（{unit}）{ind['odds_ratio']:.2f}（95%区間 {ind['ci_low']:.2f}〜"
+                  f"{ind['ci_high']:.2f}）。" if ja else f"Odds ratio of churn at the same score level ({unit}) "
+                  f"{ind['odds_ratio']:.2f} (95% interval {ind['ci_low']:.2f}–{ind['ci_high']:.2f}).")
+        counts += " " + effect if not ja else effect
+    return text + ("" if ja else " ") + counts
+
+
+def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 10) -> str:
+    """"Since the last diagnosis" (changes.json): headline metrics then and now, triggers that appeared or
+    disappeared (with intervals, and whether the change exceeds the noise), potential ranks that moved,
+    tier migrations, and what became of the accounts the last playbook named."""
+    ja = language == "ja"
+    then, now = ch["previous_as_of"], ch["as_of"]
+    out = [f"前回の診断（基準月 {then}、{ch['previous']}）と今回（{now}）の比較です（results/changes.json）。" if ja else
+           f"Compared with the previous diagnosis (analysis month {then}, {ch['previous']}); now {now} "
+           "(results/changes.json)."]
+    if ch.get("no_change"):
+        out.append("前回から変化はありません。" if ja else "Nothing changed since the previous diagnosis.")
+        return "\n\n".join(out)
+    head = ["指標", "前回", "今回", "変化"] if ja else ["Metric", "Then", "Now", "Change"]
+    body = []
+    for key, m in ch["metrics"].items():
+        spec = METRIC_LABELS.get(key.split(".")[0])
+        if spec is None or key != key.split(".")[0]:
+            continue
+        kind = spec[2]
+        body.append([spec[0 if ja else 1], _fmt(m["then"], kind, "JPY"), _fmt(m["now"], kind, "JPY"),
+                     _fmt(m["change"], kind, "JPY") if m["change"] is not None else "—"])
+    if body:
+        out.append(_table(head, body))
+    tr = ch["triggers"]
+    for key, word in (("appeared", ("新たに検出されたトリガー", "Triggers that appeared")),
+                      ("disappeared", ("検出されなくなったトリガー", "Triggers that disappeared"))):
+        items = tr[key]
+        if not items:
+            continue
+        lines = []
+        for t_ in items:
+            news = ("区間が前回と重ならない明確な変化" if ja else "a real change: the intervals differ") if t_["beyond_noise"] \
+                else ("区間は前回と重なり、誤差の範囲" if ja else "within noise: the intervals overlap")
+            lines.append(f"- {_label(labels, t_['kpi'])}（{outcome_short(t_['outcome'], language)}）: "
+                         f"{_ci(t_['then'])} → {_ci(t_['now'])}、{news}" if ja else
+                         f"- {_label(labels, t_['kpi'])} ({outcome_short(t_['outcome'], language)}): "
+                         f"{_ci(t_['then'])} → {_ci(t_['now'])}; {news}")
+        out.append(f"**{word[0 if ja else 1]}**\n\n" + "\n".join(lines))
+    moved = ch["potential"]["moved"]
+    if moved:
+        lines = [f"- {_label(labels, p['kpi'])}: {p['rank_then']}位 → {p['rank_now']}位" if ja else
+                 f"- {_label(labels, p['kpi'])}: rank {p['rank_then']} → {p['rank_now']}" for p in moved[:rows]]
+        out.append(("**改善ポテンシャル（LTV）の順位が動いたKPI**\n\n" if ja else
+                    "**KPIs whose improvement-potential rank (LTV) moved**\n\n") + "\n".join(lines))
+    mig = ch["tiers"]
+    head = (["前回 \\ 今回"] + [_tier(t_, language) for t_ in ("red", "yellow", "green")] + ["解約", "対象外"]) if ja else \
+        (["Then \\ now"] + [_tier(t_, language) for t_ in ("red", "yellow", "green")] + ["Churned", "Not scored"])
+    body = [[_tier(a, language)] + [f"{mig['matrix'][a].get(b, 0):,}" for b in ("red", "yellow", "green", "churned", "not_scored")]
+            for a in ("red", "yellow", "green")]
+    out.append((f"ティアの移動: 悪化{mig['worse']:,}件、改善{mig['better']:,}件、新たに赤ティア{len(mig['newly_red']):,}件。" if ja else
+                f"Tier migrations: {mig['worse']:,} worse, {mig['better']:,} better, {len(mig['newly_red']):,} newly red.")
+               + "\n\n" + _table(head, body))
+    pb = ch["playbook"]
+    if pb["named"]:
+        out.append(f"前回のプレイブックの{pb['named']:,}件のうち、解約{pb['churned']:,}件、回復（赤→黄・緑）{pb['recovered']:,}件、"
+                   f"赤のまま{pb['still_red']:,}件、新たに赤{pb['turned_red']:,}件、赤以外のまま{pb['not_red']:,}件、"
+                   f"今回は対象外{pb['not_scored']:,}件です。" if ja else
+                   f"Of the {pb['named']:,} accounts the last playbook named, {pb['churned']:,} churned, "
+                   f"{pb['recovered']:,} recovered (red → yellow or green), {pb['still_red']:,} are still red, "
+                   f"{pb['turned_red']:,} turned red, {pb['not_red']:,} stayed out of red and {pb['not_scored']:,} "
+                   "are not scored now.")
+    return "\n\n".join(out)
+
+
+def _ci(e: dict | None) -> str:
+    if not e or not _finite(e.get("effect")):
+        return "—"
+    tag = "" if e.get("trigger") else "*"
+    return f"{float(e['effect']):.2f} [{float(e['ci_low']):.2f}, {float(e['ci_high']):.2f}]{tag}"

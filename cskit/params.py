@@ -106,6 +106,9 @@ class Params(BaseModel):
     events_kpis: dict[str, EventKPI] = Field(default_factory=dict)
     timezone: str = "UTC"
     engine: Literal["duckdb", "spark"] = "duckdb"
+    alert_drop: float = Field(15, gt=0, le=100)
+    alert_months: int = Field(3, ge=1, le=11)
+    previous: str = ""
 
     @field_validator("client")
     @classmethod
@@ -118,7 +121,7 @@ class Params(BaseModel):
 
     @field_validator(
         "horizon_months", "ltv_months", "gross_margin", "improvement_pct", "kpi_lag_months", "alpha", "bootstrap",
-        "seed", mode="before",
+        "seed", "alert_drop", "alert_months", mode="before",
     )
     @classmethod
     def _not_bool(cls, v: Any) -> Any:
@@ -208,6 +211,8 @@ class Params(BaseModel):
         """The params as papermill injects them: plain JSON types, ``data`` as an absolute path."""
         out = self.model_dump(mode="json")
         out["data"] = public_data(str(resolve_data_path(self.data, base)))
+        if self.previous:
+            out["previous"] = str(resolve_data_path(self.previous, base))
         return out
 
 

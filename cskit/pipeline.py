@@ -35,14 +35,24 @@ class Diagnosis:
     triggers: Any
     potential: Any
     health: Any
+    history: Any = None
+    previous: dict | None = None  # changes.read_results of params.previous (read before anything is written)
+    changes: dict | None = None  # filled by write() when params.previous is set
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write results/ (DESIGN §6) under ``out_dir``; return the results folder."""
+        """Write results/ (DESIGN §6) under ``out_dir``; return the results folder. With
+        ``params.previous``, also results/changes.json (the comparison with that earlier run)."""
+        from cskit.changes import compare, read_results, write_changes
+
         results = Path(out_dir) / "results"
         results.mkdir(parents=True, exist_ok=True)
         self.data.quality.write(results / "quality.json")
-        for stage in (self.metrics, self.survival, self.triggers, self.potential, self.health):
-            stage.write(results)
+        for stage in (self.metrics, self.survival, self.triggers, self.potential, self.health, self.history):
+            if stage is not None:
+                stage.write(results)
+        if self.previous is not None:
+            self.changes = compare(self.previous, read_results(results), self.data)
+            write_changes(self.changes, results)
         return results
 
 
@@ -68,7 +78,11 @@ def absolute_data(params: Params, base: str | Path | None = None) -> Params:
         fallback = resolve_data_path(params.data, REPO_ROOT)
         if isinstance(fallback, Path) and fallback.exists():
             resolved = fallback
-    return params.model_copy(update={"data": str(resolved)})
+    update = {"data": str(resolved)}
+    if params.previous:
+        previous = resolve_data_path(params.previous, Path(base) if base is not None else None)
+        update["previous"] = str(previous)
+    return params.model_copy(update=update)
 
 
 def load(params: Params | dict | str | Path, base: str | Path | None = None) -> ClientData:
@@ -96,7 +110,9 @@ def analyse(
     at all (:func:`require_churn`).
     """
     from cskit.triggers import find_triggers
+    from cskit.changes import read_results, results_folder
     from cskit.health import design_health_score
+    from cskit.history import track_health
     from cskit.loading import load_client
     from cskit.metrics import compute_metrics
     from cskit.panel import build_panel, kpi_columns
@@ -105,6 +121,7 @@ def analyse(
 
     clock = _Clock(timings)
     p = absolute_data(as_params(params), base)
+    previous = read_results(results_folder(p.previous)) if p.previous else None
     with clock("load"):
         data = load_client(p)
     with clock("panel"):
@@ -126,7 +143,9 @@ def analyse(
         metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
     with clock("health"):
         health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
-    return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health)
+    with clock("history"):
+        history = track_health(panel, data, p, health)
+    return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
 
 
 def require_churn(panel: pd.DataFrame, data: ClientData) -> None:

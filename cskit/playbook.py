@@ -16,8 +16,8 @@ TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 
 
-def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """Red-tier accounts with the two KPIs whose points fall furthest below those of the green-tier
+def playbook(model: ScoreModel, frame: pd.DataFrame, include=None) -> pd.DataFrame:
+    """Red-tier accounts (and those whose account_id is in ``include``: the movers) with the two KPIs whose points fall furthest below those of the green-tier
     median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
     KPIs are named: not the tenure, not the account-context items (segment, contract type)."""
     green = frame[frame["tier"] == "green"]
@@ -26,7 +26,10 @@ def playbook(model: ScoreModel, frame: pd.DataFrame) -> pd.DataFrame:
     kpis = model.actionable_kpis()
     ref = green[model.kpi_names()].median().to_frame().T
     ref_pts = model.kpi_points(ref)[kpis].iloc[0]
-    red = frame[frame["tier"] == "red"].reset_index(drop=True)
+    named = frame["tier"] == "red"
+    if include is not None:
+        named |= frame["account_id"].isin(pd.Series(include, dtype=object))
+    red = frame[named].reset_index(drop=True)
     cols = PLAYBOOK_COLUMNS
     if red.empty:
         return pd.DataFrame(columns=cols)

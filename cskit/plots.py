@@ -56,6 +56,11 @@ TEXT = {
     "predicted": {"ja": "予測解約確率", "en": "Predicted churn probability"},
     "observed": {"ja": "実際の解約率", "en": "Observed churn rate"},
     "perfect": {"ja": "完全な較正", "en": "Perfect calibration"},
+    "tier_share": {"ja": "アカウントの割合", "en": "Share of accounts"},
+    "score": {"ja": "ヘルススコア", "en": "Health score"},
+    "median": {"ja": "中央値", "en": "Median"},
+    "band_25_75": {"ja": "25〜75%", "en": "25–75%"},
+    "band_10_90": {"ja": "10〜90%", "en": "10–90%"},
 }
 
 BRIDGE_PARTS = ("new", "expansion", "reactivation", "contraction", "churn")
@@ -418,4 +423,54 @@ def calibration(
     ax.set_xlabel(t(predicted, language))
     ax.set_ylabel(t(observed, language))
     ax.legend(fontsize="small", loc="upper left")
+    return ax
+
+
+def tier_mix(
+    data: pd.DataFrame,
+    month: str = "month",
+    shares: tuple[str, ...] = ("share_red", "share_yellow", "share_green"),
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """Share of accounts in each tier by month, as stacked bars (red at the bottom)."""
+    d = data.reset_index(drop=True)
+    ax = _ax(ax, (9, 4))
+    x = np.arange(len(d))
+    bottom = np.zeros(len(d))
+    for col in shares:
+        tier = col.removeprefix("share_")
+        v = d[col].to_numpy(dtype=float)
+        ax.bar(x, v, bottom=bottom, color=TIER_COLOURS.get(tier, "#4C72B0"), label=t(tier, language), width=0.8)
+        bottom += v
+    ax.set_xticks(x, _month_labels(d[month]), rotation=45, ha="right")
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(t("month", language))
+    ax.set_ylabel(t("tier_share", language))
+    ax.legend(**BELOW)
+    return ax
+
+
+def score_bands(
+    data: pd.DataFrame,
+    month: str = "month",
+    median: str = "q50",
+    inner: tuple[str, str] = ("q25", "q75"),
+    outer: tuple[str, str] = ("q10", "q90"),
+    language: str = "ja",
+    ax: Axes | None = None,
+) -> Axes:
+    """The score distribution by month: median line with the 25–75% and 10–90% bands."""
+    d = data.reset_index(drop=True)
+    ax = _ax(ax, (9, 4))
+    x = np.arange(len(d))
+    ax.fill_between(x, d[outer[0]], d[outer[1]], color="#4C72B0", alpha=0.15, label=t("band_10_90", language))
+    ax.fill_between(x, d[inner[0]], d[inner[1]], color="#4C72B0", alpha=0.3, label=t("band_25_75", language))
+    ax.plot(x, d[median], color="#4C72B0", marker="o", label=t("median", language))
+    ax.set_xticks(x, _month_labels(d[month]), rotation=45, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel(t("month", language))
+    ax.set_ylabel(t("score", language))
+    ax.legend(**BELOW)
     return ax

@@ -1,0 +1,312 @@
+"""The health score over time: each account's score at each of the last months, the movers (accounts
+whose score fell or that entered red, with the items that moved it), whether a drop is a warning
+beyond the score level (validated out of time), and the CRM-ready playbook (docs/methods.md,
+"Score history" and "Is a drop a warning?").
+
+The history applies the score model fitted at ``as_of`` (its coefficients, points, tier cut-points and
+the KPIs' persistence) to every account active at each month, with that month's KPIs and context (each
+account's values up to that month only): the score at ``as_of`` is the snapshot of health_scores.csv,
+exactly. The drop check does the same with the model of the out-of-time validation (fitted on the
+months up to ``as_of − horizon``) and asks whether, at the same score level at that cut, accounts whose
+score had fallen by ``alert_drop`` points over the ``alert_months`` before churned more in the horizon.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from cskit.client import ClientData
+from cskit.health import MIN_EVENTS, TIERS, Health, ScoreModel, _clean, _csv, outcome_after, score_rows, tiers
+from cskit.models import fit_binomial
+from cskit.panel import active_rows
+from cskit.params import Params
+from cskit.playbook import PLAYBOOK_COLUMNS, playbook
+from cskit.stats import wilson
+
+HISTORY_MONTHS = 12
+MOVED_MIN_POINTS = 0.5  # an item "moved" the score when its points changed by at least this much
+REASON_ITEMS = 3  # items named per mover (item_1..item_3 in health_movers.csv)
+DROP_MIN_EVENTS = 5  # churn events among the accounts with a drop needed to judge a drop's warning
+SCORE_UNIT = 10.0  # the drop check's score level and change are per 10 points
+NO_WARNING_OR = 1.25  # a fall whose odds-ratio interval lies below this adds no warning worth an alert
+HISTORY_HEAD = ["account_id", "month", "score", "tier"]
+MOVER_HEAD = ["account_id", "account_name", "score_then", "score_now", "change", "tier_then", "tier_now",
+              "falling", "entered_red"]
+MOVER_COLUMNS = MOVER_HEAD + [f"{c}_{i}" for i in range(1, REASON_ITEMS + 1)
+                              for c in ("item", "points", "value_then", "value_now")] + ["moved"]
+PLAYBOOK_EXTRA = ["account_name", "change", "moved"]
+
+
+def history_months(as_of: pd.Timestamp, months: int = HISTORY_MONTHS) -> list[pd.Timestamp]:
+    """The ``months`` month starts ending at ``as_of`` (oldest first)."""
+    as_of = pd.Timestamp(as_of)
+    return [as_of - pd.DateOffset(months=k) for k in range(months - 1, -1, -1)]
+
+
+def points_column(item: str) -> str:
+    """Column of health_history.csv holding an item's points."""
+    return f"points_{item}"
+
+
+def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timestamp], *, horizon: int,
+                  lag: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The score ``model`` gives every account active at each of ``months``, from that month's KPIs
+    (each account's values up to the month) and context, with the same KPI forecast, points and tier
+    cut-points as the snapshot (``cskit.health.score_at``): at the model's own month it is the snapshot.
+
+    Returns (history, features): history = account_id, month, score, tier, one ``points_<item>`` column
+    per score item; features = account_id, month and each KPI item's input value (the forecast the
+    points are read from), on the same rows. Rows sorted by month, then account_id.
+    """
+    last = max(months)
+    past = panel[panel["month"] <= last].reset_index(drop=True)
+    rows = np.zeros(len(past), dtype=bool)
+    for m in months:
+        rows |= active_rows(past, m)
+    frame, _ = score_rows(past, model, rows, horizon, lag)
+    frame["month"] = past.loc[rows, "month"].to_numpy()
+    s = frame["score"].to_numpy()
+    pts = pd.concat([model.kpi_points(frame), model.context_points(frame)], axis=1)
+    items = [k for k in model.weights["kpi"] if k in pts]
+    hist = pd.DataFrame({"account_id": frame["account_id"], "month": frame["month"], "score": s,
+                         "tier": tiers(model, s)})
+    for k in items:
+        hist[points_column(k)] = np.round(pts[k].to_numpy(dtype="float64"), 2)
+    values = frame[["account_id", "month", *model.kpi_names()]]
+    order = np.lexsort((hist["account_id"].to_numpy(), hist["month"].to_numpy()))
+    return hist.iloc[order].reset_index(drop=True), values.iloc[order].reset_index(drop=True)
+
+
+def items_of(history: pd.DataFrame) -> list[str]:
+    """The score items of a history table, in its column order (largest points first)."""
+    return [c.removeprefix("points_") for c in history.columns if c.startswith("points_")]
+
+
+def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Timestamp, months: int,
+                  drop: float, red: str = "red") -> pd.DataFrame:
+    """Every account scored both at ``as_of − months`` and at ``as_of``: its score and tier then and now,
+    the change, whether it fell by at least ``drop`` points (``falling``) or entered the red tier
+    (``entered_red``), and the items that moved the score: ordered by their change in points, most
+    negative first (those that moved by at least MOVED_MIN_POINTS), each with its input value then and
+    now. Sorted by change, then account_id. Columns: MOVER_COLUMNS but ``account_name`` and ``moved``.
+    """
+    as_of = pd.Timestamp(as_of)
+    then_m = as_of - pd.DateOffset(months=months)
+    now = history[history["month"] == as_of].set_index("account_id")
+    then = history[history["month"] == then_m].set_index("account_id")
+    ids = now.index.intersection(then.index)
+    now, then = now.loc[ids], then.loc[ids]
+    change = np.round(now["score"].to_numpy() - then["score"].to_numpy(), 1)
+    out = pd.DataFrame({
+        "account_id": ids, "score_then": then["score"].to_numpy(), "score_now": now["score"].to_numpy(),
+        "change": change, "tier_then": then["tier"].to_numpy(), "tier_now": now["tier"].to_numpy(),
+        "falling": change <= -drop, "entered_red": (now["tier"] == red).to_numpy() & (then["tier"] != red).to_numpy(),
+    })
+    items = items_of(history)
+    d = np.column_stack([now[points_column(k)].to_numpy(dtype="float64") - then[points_column(k)].to_numpy(dtype="float64")
+                         for k in items]) if items else np.zeros((len(ids), 0))
+    d = np.round(d, 2)
+    v_now = values[values["month"] == as_of].set_index("account_id").reindex(ids)
+    v_then = values[values["month"] == then_m].set_index("account_id").reindex(ids)
+    order = np.argsort(d, axis=1, kind="stable")
+    names = np.asarray(items + [""], dtype=object)
+    for i in range(REASON_ITEMS):
+        col = order[:, i] if d.shape[1] > i else np.full(len(ids), len(items))
+        di = d[np.arange(len(ids)), col] if d.shape[1] > i else np.full(len(ids), np.nan)
+        moved = np.abs(di) >= MOVED_MIN_POINTS
+        name = np.where(moved, names[col], "")
+        out[f"item_{i + 1}"] = name
+        out[f"points_{i + 1}"] = np.where(moved, di, np.nan)
+        out[f"value_then_{i + 1}"] = _pick(v_then, name)
+        out[f"value_now_{i + 1}"] = _pick(v_now, name)
+    return out.sort_values(["change", "account_id"], kind="stable").reset_index(drop=True)
+
+
+def find_movers(changes: pd.DataFrame) -> pd.DataFrame:
+    """The movers among :func:`score_changes`: fell by at least the alert drop, or entered red."""
+    return changes[changes["falling"] | changes["entered_red"]].reset_index(drop=True)
+
+
+def _pick(values: pd.DataFrame, items: np.ndarray) -> np.ndarray:
+    """Per row, the value of the column named in ``items`` (NaN where empty or not a KPI column)."""
+    out = np.full(len(items), np.nan)
+    for k in set(items) - {""}:
+        if k in values.columns:
+            m = items == k
+            out[m] = values[k].to_numpy(dtype="float64")[m]
+    return out
+
+
+# ---------------------------------------------------------------- is a drop a warning?
+
+
+def drop_effect(level: np.ndarray, change: np.ndarray, event: np.ndarray, *, drop: float,
+                level_: float = 0.95) -> dict:
+    """At the same score level, does a recent fall go with more churn? Two logistic models of churn
+    within the horizon (``event``) on the score level (per SCORE_UNIT points) and (a) an indicator of a
+    fall of at least ``drop`` points, (b) the score change (per SCORE_UNIT points of fall). Odds ratios
+    with Wald intervals, p-values, and the event counts behind them (docs/methods.md)."""
+    level, change, y = (np.asarray(a, dtype="float64") for a in (level, change, event))
+    dropped = change <= -drop
+    res: dict = {"accounts": int(len(y)), "events": int(y.sum()), "dropped": int(dropped.sum()),
+                 "events_dropped": int(y[dropped].sum()), "alert_drop": drop}
+    for name, mask in (("dropped_rate", dropped), ("other_rate", ~dropped)):
+        k, n = int(y[mask].sum()), int(mask.sum())
+        lo, hi = wilson(k, n) if n else (np.nan, np.nan)
+        res[name] = {"n": n, "churned": k, "rate": k / n if n else None, "ci_low": lo, "ci_high": hi}
+    z = stats.norm.ppf(0.5 + level_ / 2)
+    ones = np.ones(len(y))
+    for key, x, names in (("indicator", dropped.astype("float64"), "drop"),
+                          ("per_10_points_fall", -change / SCORE_UNIT, "fall")):
+        if y.sum() < MIN_EVENTS or y.sum() == len(y) or np.ptp(x) == 0:
+            res[key] = {"status": "not_estimable", "reason": "no variation in churn or in the drop"}
+            continue
+        fit = fit_binomial(y, np.column_stack([ones, level / SCORE_UNIT, x]), link="logit",
+                           names=["intercept", "score_level", names])
+        b, se = float(fit.coef[2]), float(fit.se[2])
+        res[key] = {"status": "ok" if fit.converged else "not_converged", "odds_ratio": float(np.exp(b)),
+                    "ci_low": float(np.exp(b - z * se)), "ci_high": float(np.exp(b + z * se)),
+                    "p_value": float(2 * stats.norm.sf(abs(b / se))) if se > 0 else None,
+                    "score_level_odds_ratio": float(np.exp(fit.coef[1]))}
+    res["verdict"], res["reason"], res["basis"] = drop_verdict(res)
+    return res
+
+
+def drop_verdict(res: dict) -> tuple[str, str, str | None]:
+    """(verdict, reason, basis). The basis is the fall indicator when at least DROP_MIN_EVENTS accounts
+    that fell by the alert drop churned, else the score change per SCORE_UNIT points of fall (the drop
+    rule itself is then too rare to judge on its own). "warning": the basis's odds-ratio interval lies
+    above 1; "no_added_warning": it lies below NO_WARNING_OR (a fall adds at most a small rise in the
+    odds at the same score level); "inconclusive" otherwise; "not_estimable" when neither model fits."""
+    ind, cont = res.get("indicator", {}), res.get("per_10_points_fall", {})
+    if res["events_dropped"] >= DROP_MIN_EVENTS and ind.get("status") == "ok":
+        basis, e = "indicator", ind
+    elif cont.get("status") == "ok":
+        basis, e = "per_10_points_fall", cont
+    else:
+        return "not_estimable", "the churn model on score level and change cannot be fitted", None
+    what = (f"a fall of {res['alert_drop']:g}+ points" if basis == "indicator"
+            else f"each {SCORE_UNIT:g} points of fall ({res['events_dropped']} churn events among the accounts that "
+                 f"fell by {res['alert_drop']:g}+, fewer than {DROP_MIN_EVENTS}: judged on the change itself)")
+    if e["ci_low"] > 1:
+        return "warning", f"the odds-ratio interval of {what} lies above 1 at the same score level", basis
+    if e["ci_high"] < NO_WARNING_OR:
+        return "no_added_warning", (f"the odds-ratio interval of {what} lies below {NO_WARNING_OR:g}: the score level "
+                                    "already carries the risk"), basis
+    return "inconclusive", f"the odds-ratio interval of {what} includes 1 and reaches {NO_WARNING_OR:g}", basis
+
+
+def drop_check(panel: pd.DataFrame, cut_model: ScoreModel | None, cut: pd.Timestamp, *, horizon: int, lag: int,
+               months: int, drop: float) -> dict:
+    """:func:`drop_effect` out of time: the validation model (fitted on the months up to ``cut``) scores
+    the accounts active at ``cut`` and ``months`` before; the outcome is churn within ``horizon`` months
+    after ``cut``."""
+    head = {"cut": cut.strftime("%Y-%m"), "alert_months": months, "alert_drop": drop, "horizon_months": horizon}
+    if cut_model is None:
+        return head | {"verdict": "not_estimable", "reason": "the score could not be validated out of time"}
+    before = cut - pd.DateOffset(months=months)
+    hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag)
+    now = hist[hist["month"] == cut].set_index("account_id")["score"]
+    then = hist[hist["month"] == before].set_index("account_id")["score"]
+    ids = now.index.intersection(then.index)
+    out = outcome_after(panel, pd.Series(ids), cut, horizon)
+    return head | drop_effect(now.loc[ids].to_numpy(), (now.loc[ids] - then.loc[ids]).to_numpy(),
+                              out["event"].to_numpy(), drop=drop)
+
+
+# ---------------------------------------------------------------- report tables
+
+
+def tier_mix(history: pd.DataFrame) -> pd.DataFrame:
+    """Accounts per tier and month: month, red, yellow, green, and the shares (share_red, …)."""
+    counts = pd.crosstab(history["month"], history["tier"]).reindex(columns=list(TIERS), fill_value=0)
+    out = counts.rename_axis(columns=None).reset_index()
+    total = counts.sum(axis=1).to_numpy()
+    for t in TIERS:
+        out[f"share_{t}"] = counts[t].to_numpy() / np.maximum(total, 1)
+    return out
+
+
+def score_quantiles(history: pd.DataFrame, q: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)) -> pd.DataFrame:
+    """The score distribution by month: month, mean and the quantiles q10, q25, q50, q75, q90."""
+    g = history.groupby("month", sort=True)["score"]
+    out = g.mean().rename("mean").to_frame()
+    for x in q:
+        out[f"q{round(100 * x)}"] = g.quantile(x)
+    return out.reset_index()
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class HealthHistory:
+    """The score over time (DESIGN §6: health_history.csv, health_movers.csv; also health_drops.json
+    and the CRM-ready playbook.csv)."""
+
+    history: pd.DataFrame  # HISTORY_HEAD + points_<item>
+    movers: pd.DataFrame  # MOVER_COLUMNS
+    drops: dict
+    playbook: pd.DataFrame  # PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA: red-tier and moving accounts
+    tier_mix: pd.DataFrame = field(default_factory=pd.DataFrame)
+    quantiles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    status: str = "ok"
+    reason: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"HealthHistory(status={self.status!r}, rows={len(self.history)}, movers={len(self.movers)}, "
+                f"drop verdict={self.drops.get('verdict')!r})")
+
+    def write(self, results_dir: Path) -> None:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        hist = self.history.copy()
+        hist["month"] = pd.to_datetime(hist["month"]).dt.strftime("%Y-%m")
+        _csv(hist, results_dir / "health_history.csv")
+        _csv(self.movers, results_dir / "health_movers.csv")
+        _csv(self.playbook, results_dir / "playbook.csv")
+        text = json.dumps(_clean(self.drops), ensure_ascii=False, indent=2, sort_keys=True)
+        (results_dir / "health_drops.json").write_text(text + "\n", encoding="utf-8")
+
+
+def _empty(reason: str) -> HealthHistory:
+    return HealthHistory(
+        history=pd.DataFrame(columns=HISTORY_HEAD), movers=pd.DataFrame(columns=MOVER_COLUMNS),
+        drops={"verdict": "not_estimable", "reason": reason}, playbook=pd.DataFrame(columns=PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA),
+        status="not_estimable", reason=reason)
+
+
+def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: Health) -> HealthHistory:
+    """Score history of the last HISTORY_MONTHS months, movers over ``params.alert_months``, the drop
+    check, and the playbook of every red or moving account (what moved, what to talk about)."""
+    from cskit.narrative import kpi_labels, mover_reason
+
+    if not health.estimable or health.model is None:
+        return _empty(health.reason or "the health score is not estimable")
+    H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
+    model = health.model
+    hist, values = score_history(panel, model, history_months(as_of), horizon=H, lag=lag)
+    names = data.account_names()
+    changes = score_changes(hist, values, as_of=as_of, months=params.alert_months, drop=params.alert_drop)
+    movers = find_movers(changes)
+    named = changes[changes["account_id"].isin(movers["account_id"]) | (changes["tier_now"] == "red")].copy()
+    named.insert(1, "account_name", named["account_id"].map(names).fillna("").to_numpy())
+    labels = kpi_labels(data.catalogue, params.language)
+    named["moved"] = [mover_reason(r, labels, params.language) for r in named.to_dict("records")]
+    movers = named[named["account_id"].isin(movers["account_id"])].reset_index(drop=True)
+    cut = as_of - pd.DateOffset(months=H)
+    drops = drop_check(panel, health.cut_model, cut, horizon=H, lag=lag, months=params.alert_months,
+                       drop=params.alert_drop)
+    book = playbook(model, health.features, include=movers["account_id"])
+    book["account_name"] = book["account_id"].map(names).fillna("").to_numpy()
+    moved = named.set_index("account_id")
+    book["change"] = book["account_id"].map(moved["change"]).to_numpy(dtype="float64")
+    book["moved"] = book["account_id"].map(moved["moved"]).fillna("").to_numpy()
+    return HealthHistory(history=hist, movers=movers[MOVER_COLUMNS], drops=drops,
+                         playbook=book[PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA], tier_mix=tier_mix(hist),
+                         quantiles=score_quantiles(hist))
