@@ -173,6 +173,22 @@ def season_term(options: Options, months: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(months) == options.season_month, options.season_shock, 0.0)
 
 
+@dataclass(frozen=True)
+class EngagementDrop:
+    """A planted engagement drop (``simulate_client(engagement_drop=...)``): in the last ``months``
+    months up to as_of, ``accounts`` accounts chosen at random among those active at the drop's first
+    month with at least DROP_MIN_TENURE months of tenure have the latent value of each KPI in ``shift``
+    moved by that many standard deviations (login days −3 SD: about 16 → 1 day a month). The
+    churn hazard follows the KPIs as always, so these accounts' churn risk rises too."""
+
+    accounts: int = 20
+    months: int = 3
+    shift: tuple[tuple[str, float], ...] = (("login_days", -3.0),)
+
+
+DROP_MIN_TENURE = 6
+
+
 PLANS = ("Basic", "Pro")
 PRO_SHARE_BY_SEGMENT = (0.3, 0.5, 0.8)
 SEATS_BY_SEGMENT = ((8, 25), (15, 40), (25, 60))  # uniform integers, inclusive
@@ -349,7 +365,7 @@ def _raw(name: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator,
-                  shift: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                  shift: dict[str, float | np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Raw values of the 24 monthly KPIs for the accounts ``idx`` in the current month.
 
     Active users are drawn from the account's fixed team (not from its seats), so an upsell raises
@@ -413,6 +429,7 @@ class Truth:
     design: dict = field(default_factory=design)
     options: Options = field(default_factory=Options)
     asof_month: int = 1  # calendar month (1–12) of as_of: where a seasonal shock falls in the future
+    dropped: tuple[str, ...] = ()  # account ids with the planted engagement drop (EngagementDrop)
 
     def potential(self, improvement_pct: float = 10, horizon_months: int = 12, ltv_months: int = 36,
                   gross_margin: float = 1.0) -> pd.DataFrame:
@@ -454,7 +471,8 @@ def write_client(sim: SimulatedClient, folder: str | Path) -> None:
 def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, start: str = "2024-07",
                     horizon_months: int = 12, lag: int = 1, annual_share: float = 0.3, with_nps: bool = True,
                     with_referrals: bool = True, mc_paths: int = 200, *, segment_only=(),
-                    login_threshold: float | None = None, options: Options | None = None) -> SimulatedClient:
+                    login_threshold: float | None = None, options: Options | None = None,
+                    engagement_drop: EngagementDrop | None = None) -> SimulatedClient:
     """Simulate a client: ``n_accounts`` organic accounts (35% in the first month, the rest spread
     evenly over the window) plus the accounts they refer, over ``n_months`` months from ``start``.
 
@@ -466,7 +484,8 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
 
     Optional structures (off by default, see :class:`Options`): ``segment_only`` pairs (churn driver,
     segment), e.g. ``(("support_inquiries", "SMB"),)``; ``login_threshold`` (days), e.g. 5; any
-    other structure through ``options`` (the two keywords, when given, override its fields).
+    other structure through ``options`` (the two keywords, when given, override its fields);
+    ``engagement_drop`` (:class:`EngagementDrop`: the chosen accounts are ``truth.dropped``).
     """
     if n_accounts < 1 or n_months < 2 or lag < 1 or horizon_months < 1:
         raise ValueError("need n_accounts >= 1, n_months >= 2, lag >= 1, horizon_months >= 1")
@@ -491,6 +510,7 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     history: dict[int, np.ndarray] = {}
     kpi_blocks, rev_blocks, nps_blocks = [], [], []
     snapshot_state = None
+    chosen = np.zeros(0, dtype=np.int64)
 
     for t in range(n_months + horizon_months):
         tenure = t - acc["start"]
@@ -530,7 +550,16 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
         present = (acc["start"] <= t) & (acc["churn_month"] >= t)
         idx = np.flatnonzero(present)
         peak = options.season_month is not None and calendar_month(start, t + 1) == options.season_month
-        values = _monthly_kpis(acc, idx, rng, {options.seasonal_kpi: SEASONAL_PEAK} if peak and options.seasonal_kpi else None)
+        shift = {options.seasonal_kpi: SEASONAL_PEAK} if peak and options.seasonal_kpi else {}
+        if engagement_drop is not None and t == asof_t - engagement_drop.months + 1:
+            ok = idx[(acc["churn_month"][idx] > t) & (t - acc["start"][idx] >= DROP_MIN_TENURE)]
+            pick = np.random.default_rng([seed, 15]).choice(len(ok), min(engagement_drop.accounts, len(ok)), replace=False)
+            chosen = np.sort(ok[pick])
+        if engagement_drop is not None and asof_t - engagement_drop.months < t <= asof_t:
+            hit = np.isin(idx, chosen)
+            for k, v in engagement_drop.shift:
+                shift[k] = shift.get(k, 0.0) + np.where(hit, v, 0.0)
+        values = _monthly_kpis(acc, idx, rng, shift or None)
         dense = np.full((n, len(drivers)), np.nan)
         dense[idx] = np.column_stack([values[k] for k in drivers])
         history[t] = dense
@@ -552,7 +581,9 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     sd, snapshot = _observed_stats(tables, asof_t, start)
     snapshot["term_months"] = acc["term"][pd.Index(ids).get_indexer(snapshot["account_id"])]
     future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng, options)
-    truth = Truth(_effects(sd, options), future, snapshot, design(options), options, int(calendar_month(start, asof_t)))
+    dropped = tuple(sorted(str(a) for a in ids[chosen])) if engagement_drop is not None else ()
+    truth = Truth(_effects(sd, options), future, snapshot, design(options), options, int(calendar_month(start, asof_t)),
+                  dropped)
     return SimulatedClient(tables, as_of, truth)
 
 
