@@ -40,6 +40,7 @@ MOVER_HEAD = ["account_id", "account_name", "score_then", "score_now", "change",
 MOVER_COLUMNS = MOVER_HEAD + [f"{c}_{i}" for i in range(1, REASON_ITEMS + 1)
                               for c in ("item", "points", "value_then", "value_now")] + ["moved"]
 PLAYBOOK_EXTRA = ["account_name", "change", "moved"]
+PLAYBOOK_FILE_COLUMNS = PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA  # playbook.csv
 
 
 def history_months(as_of: pd.Timestamp, months: int = HISTORY_MONTHS) -> list[pd.Timestamp]:
@@ -54,16 +55,18 @@ def points_column(item: str) -> str:
 
 
 def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timestamp], *, horizon: int,
-                  lag: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  lag: int, fitted_to: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The score ``model`` gives every account active at each of ``months``, from that month's KPIs
     (each account's values up to the month) and context, with the same KPI forecast, points and tier
     cut-points as the snapshot (``cskit.health.score_at``): at the model's own month it is the snapshot.
 
     Returns (history, features): history = account_id, month, score, tier, one ``points_<item>`` column
     per score item; features = account_id, month and each KPI item's input value (the forecast the
-    points are read from), on the same rows. Rows sorted by month, then account_id.
+    points are read from), on the same rows. Rows sorted by month, then account_id. ``fitted_to`` is
+    the last month of the panel the model was fitted on (default: the last of ``months``): the KPIs'
+    persistence is the model's, estimated on those months, whichever months are scored.
     """
-    last = max(months)
+    last = pd.Timestamp(fitted_to) if fitted_to is not None else max(months)
     past = panel[panel["month"] <= last].reset_index(drop=True)
     rows = np.zeros(len(past), dtype=bool)
     for m in months:
@@ -210,13 +213,25 @@ def drop_check(panel: pd.DataFrame, cut_model: ScoreModel | None, cut: pd.Timest
     if cut_model is None:
         return head | {"verdict": "not_estimable", "reason": "the score could not be validated out of time"}
     before = cut - pd.DateOffset(months=months)
-    hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag)
+    hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag, fitted_to=cut)
     now = hist[hist["month"] == cut].set_index("account_id")["score"]
     then = hist[hist["month"] == before].set_index("account_id")["score"]
     ids = now.index.intersection(then.index)
     out = outcome_after(panel, pd.Series(ids), cut, horizon)
     return head | drop_effect(now.loc[ids].to_numpy(), (now.loc[ids] - then.loc[ids]).to_numpy(),
                               out["event"].to_numpy(), drop=drop)
+
+
+def change_summary(change: np.ndarray, *, drop: float) -> dict:
+    """How far scores move over the alert window: accounts, how many fell by ``drop``+ points, and the
+    1%, 5%, 50% quantiles of the change (so the report can say when the alert threshold is out of reach
+    of this score, which moves slowly when it forecasts churn from each account's level)."""
+    change = np.asarray(change, dtype="float64")
+    if not len(change):
+        return {"accounts": 0, "falling": 0}
+    q = np.quantile(change, [0.01, 0.05, 0.5])
+    return {"accounts": int(len(change)), "falling": int((change <= -drop).sum()),
+            "q01": float(q[0]), "q05": float(q[1]), "median": float(q[2])}
 
 
 # ---------------------------------------------------------------- report tables
@@ -277,7 +292,7 @@ class HealthHistory:
 def _empty(reason: str) -> HealthHistory:
     return HealthHistory(
         history=pd.DataFrame(columns=HISTORY_HEAD), movers=pd.DataFrame(columns=MOVER_COLUMNS),
-        drops={"verdict": "not_estimable", "reason": reason}, playbook=pd.DataFrame(columns=PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA),
+        drops={"verdict": "not_estimable", "reason": reason}, playbook=pd.DataFrame(columns=PLAYBOOK_FILE_COLUMNS),
         status="not_estimable", reason=reason)
 
 
@@ -290,7 +305,7 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
         return _empty(health.reason or "the health score is not estimable")
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     model = health.model
-    hist, values = score_history(panel, model, history_months(as_of), horizon=H, lag=lag)
+    hist, values = score_history(panel, model, history_months(as_of), horizon=H, lag=lag, fitted_to=as_of)
     names = data.account_names()
     changes = score_changes(hist, values, as_of=as_of, months=params.alert_months, drop=params.alert_drop)
     movers = find_movers(changes)
@@ -302,11 +317,12 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
     cut = as_of - pd.DateOffset(months=H)
     drops = drop_check(panel, health.cut_model, cut, horizon=H, lag=lag, months=params.alert_months,
                        drop=params.alert_drop)
+    drops["changes_now"] = change_summary(changes["change"].to_numpy(), drop=params.alert_drop)
     book = playbook(model, health.features, include=movers["account_id"])
     book["account_name"] = book["account_id"].map(names).fillna("").to_numpy()
     moved = named.set_index("account_id")
     book["change"] = book["account_id"].map(moved["change"]).to_numpy(dtype="float64")
     book["moved"] = book["account_id"].map(moved["moved"]).fillna("").to_numpy()
     return HealthHistory(history=hist, movers=movers[MOVER_COLUMNS], drops=drops,
-                         playbook=book[PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA], tier_mix=tier_mix(hist),
+                         playbook=book[PLAYBOOK_FILE_COLUMNS], tier_mix=tier_mix(hist),
                          quantiles=score_quantiles(hist))

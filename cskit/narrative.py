@@ -1617,13 +1617,16 @@ def score_history(tier_mix: pd.DataFrame, quantiles: pd.DataFrame, language: str
             "analysis month's scores are those of health_scores.csv exactly.")
 
 
-def movers(table: pd.DataFrame, drop: float, months: int, language: str = "ja", rows: int = 15) -> str:
+def movers(table: pd.DataFrame, drop: float, months: int, language: str = "ja", rows: int = 15,
+           summary: dict | None = None) -> str:
     """The movers: accounts whose score fell ≥ ``drop`` points over ``months`` months or that entered
-    red, largest fall first, each with the items that moved it (health_movers.csv)."""
+    red, largest fall first, each with the items that moved it (health_movers.csv). With ``summary``
+    (health_drops.json's ``changes_now``), a note when fewer than 1% of accounts reach the alert drop."""
     ja = language == "ja"
+    note = _reach_note(summary, drop, months, language)
     if table.empty:
         return (f"直近{months}か月でスコアが{drop:g}点以上下がった、または赤ティアに入ったアカウントはありません。" if ja
-                else f"No account's score fell by {drop:g}+ points over the last {months} months or entered red.")
+                else f"No account's score fell by {drop:g}+ points over the last {months} months or entered red.") + note
     falling, entered = int(table["falling"].sum()), int(table["entered_red"].sum())
     head = ["アカウント", "名前", "スコア", "ティア", "動いた項目"] if ja else ["Account", "Name", "Score", "Tier", "What moved"]
     body = [[r.account_id, r.account_name or "—", f"{r.score_then:.1f}→{r.score_now:.1f}",
@@ -1636,7 +1639,23 @@ def movers(table: pd.DataFrame, drop: float, months: int, language: str = "ja", 
              f"the red tier (they may overlap; all in results/health_movers.csv). The {min(rows, len(table))} largest falls, "
              "each with the items that moved the score (largest change in points first; in brackets, the score's input "
              "value then and now).")
-    return intro + "\n\n" + _table(head, body)
+    return intro + "\n\n" + _table(head, body) + note
+
+
+def _reach_note(summary: dict | None, drop: float, months: int, language: str) -> str:
+    """A note when the alert drop is out of reach: fewer than 1% of accounts fell that far."""
+    if not summary or not summary.get("accounts") or summary["falling"] >= 0.01 * summary["accounts"]:
+        return ""
+    q1, q5 = -float(summary["q01"]), -float(summary["q05"])
+    if language == "ja":
+        return (f"\n\n注意: {months}か月で{drop:g}点以上下がったのは{summary['accounts']:,}件中{summary['falling']:,}件だけです"
+                f"（下落の大きい1%は{q1:.1f}点以上、5%は{q5:.1f}点以上）。このスコアは各アカウントの水準から今後の解約を"
+                f"予測するため、ゆっくり動きます。下落アラートを運用するなら alert_drop を{max(q1, 1):.0f}点程度にすることを"
+                "検討してください（下落が解約の警告になるかは下の検証を参照）。")
+    return (f"\n\nNote: only {summary['falling']:,} of {summary['accounts']:,} accounts fell by {drop:g}+ points over "
+            f"{months} months (the largest 1% of falls are {q1:.1f}+ points, 5% are {q5:.1f}+). This score forecasts churn "
+            "from each account's level, so it moves slowly; to alert on drops, consider alert_drop of about "
+            f"{max(q1, 1):.0f} (whether a drop is a warning at all: see the check below).")
 
 
 DROP_VERDICT = {

@@ -558,7 +558,7 @@ def test_planted_drivers_carry_the_points_and_points_sum_to_100(seed0):
 def test_every_active_account_is_scored_once(seed0):
     sim, _, health = seed0
     s = health.scores
-    assert list(s.columns) == ["account_id", "score", "tier", "churn_prob"]
+    assert list(s.columns) == ["account_id", "score", "tier", "churn_prob", "account_name"]
     assert sorted(s["account_id"]) == sorted(sim.truth.future["account_id"])
     assert s["account_id"].is_unique
     assert s["score"].between(0, 100).all() and s["churn_prob"].between(0, 1).all()
@@ -624,7 +624,7 @@ def test_same_input_same_files(seed0, tmp_path):
     _, _, first = seed0
     first.write(tmp_path / "a")
     design_health_score(panel, data, params, kpis).write(tmp_path / "b")
-    for name in ("health_weights.csv", "health_scores.csv", "health_validation.json", "playbook.csv"):
+    for name in ("health_weights.csv", "health_scores.csv", "health_validation.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 

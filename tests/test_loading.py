@@ -61,7 +61,10 @@ GOOD = load(raw_tables())
 def test_canonical_accounts():
     a = GOOD.accounts
     assert list(a.columns) == ["account_id", "contract_start", "churn_date", "segment", "plan", "contract_type",
-                               "referred_by", "health_score", "onboarding_completed"]
+                               "referred_by", "health_score", "account_name", "onboarding_completed"]
+    # the readable name comes from company_name (load.NAME_COLUMNS), for the CRM-ready result files
+    assert a["account_name"].tolist() == ["株式会社アルファ", "Beta", "Gamma"]
+    assert GOOD.account_names().to_dict() == {"A1": "株式会社アルファ", "A2": "Beta", "A3": "Gamma"}
     assert a["account_id"].tolist() == ["A1", "A2", "A3"]
     assert a["contract_start"].tolist() == [pd.Timestamp(d) for d in ("2024-01-15", "2024-02-01", "2024-03-10")]
     assert a["churn_date"].isna().tolist() == [True, False, True]

@@ -12,13 +12,13 @@ import pytest
 from cskit import narrative as N
 from cskit.errors import CskitError
 from cskit.health import MIN_SCORE_EVENTS, SCORE_COLUMNS, WEIGHT_COLUMNS, design_health_score
-from cskit.playbook import PLAYBOOK_COLUMNS
+from cskit.history import HISTORY_HEAD, MOVER_COLUMNS, PLAYBOOK_FILE_COLUMNS
 from cskit.pipeline import analyse
 
 RESULT_FILES = [
     "quality.json", "kpi_summary.json", "mrr_bridge.csv", "cohorts.csv", "survival.json", "drivers.csv",
     "potential.csv", "potential.xlsx", "health_weights.csv", "health_scores.csv", "health_validation.json",
-    "playbook.csv",
+    "playbook.csv", "health_history.csv", "health_movers.csv", "health_drops.json",
 ]
 
 
@@ -99,7 +99,8 @@ def test_tiny_client_writes_every_file_with_status(tiny):
     for name in RESULT_FILES:
         assert (results / name).is_file(), name
     assert list(pd.read_csv(results / "health_weights.csv").columns) == WEIGHT_COLUMNS
-    for name, columns in (("health_scores.csv", SCORE_COLUMNS), ("playbook.csv", PLAYBOOK_COLUMNS)):
+    for name, columns in (("health_scores.csv", SCORE_COLUMNS), ("playbook.csv", PLAYBOOK_FILE_COLUMNS),
+                          ("health_history.csv", HISTORY_HEAD), ("health_movers.csv", MOVER_COLUMNS)):
         table = pd.read_csv(results / name)
         assert list(table.columns) == columns and table.empty
     v = json.loads((results / "health_validation.json").read_text(encoding="utf-8"))
