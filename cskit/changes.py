@@ -102,7 +102,8 @@ def beyond_noise(a: dict | None, b: dict | None) -> bool:
     """Whether two ratio estimates differ beyond their noise: |log b − log a| > 1.96 × √(se_a² + se_b²),
     each se from its 95% interval on the log scale (treating the two runs as independent, which
     overstates the noise of the difference: a "real change" is one that survives that)."""
-    if not a or not b or any(e.get(k) is None or e.get(k) <= 0 for e in (a, b) for k in ("effect", "ci_low", "ci_high")):
+    keys = ("effect", "ci_low", "ci_high")
+    if not a or not b or any(e.get(k) is None or e.get(k) <= 0 for e in (a, b) for k in keys):
         return False
     se = [(np.log(e["ci_high"]) - np.log(e["ci_low"])) / (2 * NOISE_Z) for e in (a, b)]
     return bool(abs(np.log(b["effect"]) - np.log(a["effect"])) > NOISE_Z * np.hypot(*se))
@@ -172,7 +173,7 @@ def tier_changes(then: pd.DataFrame | None, now: pd.DataFrame | None, churned: s
     if then is None or now is None:
         return out
     cur = now.set_index("account_id")["tier"]
-    for acc, tier in zip(then["account_id"], then["tier"]):
+    for acc, tier in zip(then["account_id"], then["tier"], strict=True):
         if tier not in matrix:
             continue
         if acc in cur.index:

@@ -111,8 +111,8 @@ def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Time
         "falling": change <= -drop, "entered_red": (now["tier"] == red).to_numpy() & (then["tier"] != red).to_numpy(),
     })
     items = items_of(history)
-    d = np.column_stack([now[points_column(k)].to_numpy(dtype="float64") - then[points_column(k)].to_numpy(dtype="float64")
-                         for k in items]) if items else np.zeros((len(ids), 0))
+    pts = lambda frame, k: frame[points_column(k)].to_numpy(dtype="float64")  # noqa: E731
+    d = np.column_stack([pts(now, k) - pts(then, k) for k in items]) if items else np.zeros((len(ids), 0))
     d = np.round(d, 2)
     v_now = values[values["month"] == as_of].set_index("account_id").reindex(ids)
     v_then = values[values["month"] == then_m].set_index("account_id").reindex(ids)

@@ -16,7 +16,7 @@ import pytest
 from cskit import narrative as N
 from cskit.changes import beyond_noise, playbook_followup, results_folder, tier_changes
 from cskit.errors import CskitError
-from cskit.history import find_movers, score_changes, drop_effect, drop_verdict
+from cskit.history import drop_effect, drop_verdict, find_movers, score_changes
 from cskit.pipeline import analyse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +262,8 @@ def test_previous_must_be_a_cskit_output_folder(tmp_path):
 
 def test_cli_exits_2_on_a_bad_previous(tmp_path):
     params = tmp_path / "p.yaml"
-    params.write_text(f"client: t\ndata: {ROOT / 'data' / 'demo'}\nprevious: {tmp_path / 'missing'}\n", encoding="utf-8")
+    text = f"client: t\ndata: {ROOT / 'data' / 'demo'}\nprevious: {tmp_path / 'missing'}\n"
+    params.write_text(text, encoding="utf-8")
     cli = [sys.executable, "-c", "from cskit.cli import main; main()"]
     r = subprocess.run([*cli, "run", str(params), "--out", str(tmp_path / "out")], capture_output=True, text=True,
                        cwd=tmp_path)
