@@ -19,6 +19,7 @@ from scipy import stats
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
+from cskit.result import write_json
 
 REQUIRED = ("kpi_summary.json", "health_scores.csv", "drivers.csv")
 TIER_ORDER = {"red": 0, "yellow": 1, "green": 2}
@@ -245,7 +246,7 @@ def compare(previous: dict, current: dict, data: ClientData) -> dict:
 
 
 def write_changes(changes: dict, results_dir: Path) -> None:
-    from cskit.health import _clean
+    """Write changes.json (the result files' JSON, floats to 6 significant digits)."""
+    from cskit.health import _six_digits
 
-    text = json.dumps(_clean(changes), ensure_ascii=False, indent=2, sort_keys=True)
-    (Path(results_dir) / "changes.json").write_text(text + "\n", encoding="utf-8")
+    write_json(_six_digits(changes), Path(results_dir) / "changes.json")

@@ -57,7 +57,7 @@ class ClientData:
     - ``accounts``: account_id (str), contract_start, churn_date (datetime64, NaT = active), segment,
       plan, contract_type ("monthly"|"annual"), referred_by (str or NA), health_score (float or NA),
       plus numeric static KPI columns (those listed in ``static_kpis``) and, when the data name the
-      accounts, ``account_name`` (str; see ``load.NAME_COLUMNS``).
+      accounts, ``account_name`` (str; see ``loading.NAME_COLUMNS``).
     - ``revenue``: account_id, month (datetime64, first day of month), mrr (float >= 0), product (str).
     - ``kpis``: account_id, month, one float column per KPI (NaN = not measured).
     - ``nps``: account_id, date, score (int 0-10), role (str or NA); or None.

@@ -12,7 +12,6 @@ score had fallen by ``alert_drop`` points over the ``alert_months`` before churn
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +20,22 @@ import pandas as pd
 from scipy import stats
 
 from cskit.client import ClientData
-from cskit.health import MIN_EVENTS, TIERS, Health, ScoreModel, _clean, _csv, outcome_after, score_rows, tiers
+from cskit.health import (
+    MIN_SCORE_EVENTS,
+    TIERS,
+    Health,
+    ScoreModel,
+    _csv,
+    _six_digits,
+    outcome_after,
+    score_rows,
+    tiers,
+)
 from cskit.models import fit_binomial
 from cskit.panel import active_rows
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook
+from cskit.result import write_json
 from cskit.stats import wilson
 
 HISTORY_MONTHS = 12
@@ -166,7 +176,7 @@ def drop_effect(level: np.ndarray, change: np.ndarray, event: np.ndarray, *, dro
     ones = np.ones(len(y))
     for key, x, names in (("indicator", dropped.astype("float64"), "drop"),
                           ("per_10_points_fall", -change / SCORE_UNIT, "fall")):
-        if y.sum() < MIN_EVENTS or y.sum() == len(y) or np.ptp(x) == 0:
+        if y.sum() < MIN_SCORE_EVENTS or y.sum() == len(y) or np.ptp(x) == 0:
             res[key] = {"status": "not_estimable", "reason": "no variation in churn or in the drop"}
             continue
         fit = fit_binomial(y, np.column_stack([ones, level / SCORE_UNIT, x]), link="logit",
@@ -285,8 +295,7 @@ class HealthHistory:
         _csv(hist, results_dir / "health_history.csv")
         _csv(self.movers, results_dir / "health_movers.csv")
         _csv(self.playbook, results_dir / "playbook.csv")
-        text = json.dumps(_clean(self.drops), ensure_ascii=False, indent=2, sort_keys=True)
-        (results_dir / "health_drops.json").write_text(text + "\n", encoding="utf-8")
+        write_json(_six_digits(self.drops), results_dir / "health_drops.json")
 
 
 def _empty(reason: str) -> HealthHistory:
