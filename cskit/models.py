@@ -316,16 +316,16 @@ def select_terms(
 
 
 def slope_weights(design: Design, kpi: str, z: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
-    """Weights a (p,) such that a · coef is the KPI's average slope per SD across its typical range:
-    (f(z₉₅) − f(z₅)) / (z₉₅ − z₅), f = the KPI's part of the linear predictor (linear column, curve,
-    segment slopes), z₅, z₉₅ its 5th and 95th percentiles over the rows given, averaged over those rows'
+    """Weights a (p,) such that a · coef is the KPI's average slope per SD across its range:
+    (f(z₉₉) − f(z₁)) / (z₉₉ − z₁), f = the KPI's part of the linear predictor (linear column, curve,
+    segment slopes), z₁, z₉₉ its 1st and 99th percentiles over the rows given, averaged over those rows'
     segments. Without extra terms, a picks β itself; for a curve, its sign says whether more of the KPI
     goes with more of the outcome over the range (the direction), whatever the bends in between."""
     a = np.zeros(len(design.names))
     a[design.names.index(kpi)] = 1.0
     terms = design.kpi_terms(kpi)
     z = np.where(np.isfinite(z), z, 0.0)
-    lo, hi = np.quantile(z, [0.05, 0.95]) if len(z) else (0.0, 1.0)
+    lo, hi = np.quantile(z, [0.01, 0.99]) if len(z) else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = float(z.min(initial=0.0)), float(z.max(initial=1.0))
     if hi - lo < 1e-9:
@@ -575,7 +575,8 @@ def fit_binomial(
         if done:
             converged = True
             break
-    if np.any(np.abs(beta[1:]) > SEPARATED_COEF):
+    slopes = [j for j in range(1, p) if not (names and ":curve" in names[j])]  # spline columns have no scale
+    if np.any(np.abs(beta[slopes]) > SEPARATED_COEF):
         converged = False  # (quasi-)separation: the likelihood levels off while a coefficient runs away
     mu, d = mean_and_slope(X @ beta, link)
     cov = inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
@@ -586,11 +587,12 @@ def separated_terms(fit: GLMResult) -> list[str]:
     """Terms whose estimate is not a real estimate: |β| > SEPARATED_COEF (a hazard ratio above e^10 per SD
     or level) or a non-finite or huge SE: the signature of (quasi-)complete separation, e.g. a group
     whose every model row has the same outcome. The intercept is not checked (rare events have a
-    very negative one)."""
+    very negative one), nor are a spline's curve columns (":curve" terms: their coefficients have no
+    scale of their own, so large values and SEs are usual there)."""
     se = fit.se
     return [
         n for n, b, s in zip(fit.names[1:], fit.coef[1:], se[1:])
-        if not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATED_COEF or s > SEPARATED_SE
+        if ":curve" not in n and (not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATED_COEF or s > SEPARATED_SE)
     ]
 
 

@@ -37,6 +37,7 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     kpi_transforms,
+    select_terms,
     separated_terms,
 )
 from cskit.narrative import POTENTIAL_CAVEAT
@@ -105,12 +106,15 @@ def has_referrals(data: ClientData) -> bool:
 
 
 def fit_outcome(
-    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int, language: str = "en"
+    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int, language: str = "en",
+    *, alpha: float | None = None,
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
     Rows are :func:`cskit.panel.outcome_rows`: an account's first ``lag`` months are left out (no KPI
-    of month t − lag exists there; as all-missing rows they would bend the tenure term).
+    of month t − lag exists there; as all-missing rows they would bend the tenure term). With
+    ``alpha``, KPIs' curves and segment-specific slopes are selected as in the triggers
+    (:func:`cskit.models.select_terms`) and the projection follows them.
     """
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
@@ -122,6 +126,10 @@ def fit_outcome(
         return model
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms)
     model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
+    if alpha is not None:
+        seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
+        candidates = [k for k in design.kpis if k != "contract_months"]
+        design, model.fit, _ = select_terms(yr, design, model.fit, candidates, seg, alpha)
     model.design = replace(design, X=np.empty((0, design.X.shape[1])))
     separated = separated_terms(model.fit)
     if separated:
@@ -231,6 +239,19 @@ class Hazard:
     cm: np.ndarray  # (B,)
     kpi_cols: dict[str, int]
     cm_transform: Transform | None
+    design: Design | None = None
+    segment: np.ndarray | None = None
+
+    def change(self, kpi: str, dz: np.ndarray, sl: slice) -> np.ndarray:
+        """Change of the log-hazard (B, n) when ``kpi`` moves by ``dz`` for the accounts ``sl``:
+        coef[k] · dz for a linear KPI; along its curve / its segment's slope when it has them."""
+        col = self.kpi_cols[kpi]
+        if self.design is None or not self.design.kpi_terms(kpi):
+            return self.coef[:, [col]] * dz[None, :]
+        z0 = self.X[sl, col]
+        seg = None if self.segment is None else self.segment[sl]
+        return (self.design.contribution(self.coef, kpi, z0 + dz, seg)
+                - self.design.contribution(self.coef, kpi, z0, seg))
 
 
 def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -> np.ndarray:
@@ -243,6 +264,8 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
     for a, levels in design.adjust_levels.items():
         values = active[a].astype(str).to_numpy()
         cols.extend((values == v).astype("float64") for v in levels[1:])
+    segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
+    cols.extend(t.values(cols[1 + design.kpis.index(t.kpi)], segment) for t in design.terms)
     return np.column_stack(cols)
 
 
@@ -256,7 +279,9 @@ def make_hazard(model: OutcomeModel | None, coef: np.ndarray, future: pd.DataFra
     kpi_cols = {k: 1 + j for j, k in enumerate(design.kpis)}
     j_cm = kpi_cols.get("contract_months")
     cm = coef[:, j_cm] if j_cm is not None else np.zeros(coef.shape[0])
-    return Hazard(account_matrix(design, future, active), coef, cm, kpi_cols, design.transforms.get("contract_months"))
+    segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
+    return Hazard(account_matrix(design, future, active), coef, cm, kpi_cols, design.transforms.get("contract_months"),
+                  design, segment)
 
 
 def rate_coef(model: OutcomeModel | None) -> float:
@@ -398,7 +423,7 @@ def project(
                 shifted = dict(neg_a)
                 for o in moved:
                     hz = hazards[o]
-                    shifted |= _neg_exp({o: log_a[o] + hz.coef[:, [hz.kpi_cols[sc.kpi]]] * sc.dz[None, sl]}, dtype)
+                    shifted |= _neg_exp({o: log_a[o] + hz.change(sc.kpi, sc.dz[sl], sl)}, dtype)
                 res = project_chunk(shifted, base_factor, ge, gd, horizon, ltv_months)
             _add_totals(totals, s, res, *weights)
     return Projection(totals, churn_prob, ltv_units)
@@ -457,7 +482,8 @@ def improvement_potential(
             models[o] = None
             notes["d_new"] = Notice("no_referrals", stage="potential", severity="note")
             continue
-        models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months, params.language)
+        models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months, params.language,
+                                alpha=params.alpha)
         if models[o].reason:
             notes[_column(o)] = models[o].reason
     sizes = relative_sizes(panel)

@@ -325,6 +325,11 @@ def test_peer_client_flags_win_opportunity_value_as_protective_rt_and_no_top_dri
         for outcome, sign in (("churn", churn_sign), ("expansion", up_sign)):
             row = t.loc[(kpi, outcome)]
             assert row["trigger"] == "" or row["direction"] == sign, (kpi, outcome, row.to_dict())
+    # the won-deal count is the count of the events whose value is win_opportunity_value: modelled as
+    # the value (it used to get OR 0.67 for up-sell, a wrong-signed proxy, beside the value's 2.21)
+    for outcome in ("churn", "renewal", "expansion"):
+        assert t.loc[("win_opportunity", outcome), "trigger"] == ""
+        assert "win_opportunity_value" in tr.details.set_index(["kpi", "outcome"]).loc[("win_opportunity", outcome), "note"]
     assert json.loads((peer / "truth.json").read_text())["behaviours"]["search"]["sign_churn"] == -1
 
 
@@ -386,3 +391,49 @@ def test_churn_hazard_ratio_intervals_cover_the_planted_values(recovery):
     covered = (c["ci_low"] <= true_hr) & (true_hr <= c["ci_high"])
     assert len(c) == 4 * N_SEEDS
     assert covered.mean() >= 0.85, covered.groupby(c["kpi"]).mean().to_dict()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Structures: an effect only in one segment, a threshold (issue 11 items 2 and 5), count/value pairs
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_segment_only_driver_gets_segment_rows_and_a_threshold_gets_a_curve(tmp_path):
+    """Simulator seed 3 (3,000 accounts): support inquiries raise churn in SMB only, churn falls with
+    login days up to 5 and is flat above. The kit keeps support × segment (SMB's own HR > 1, Mid's and
+    Enterprise's intervals cover 1) and a curve for login days; csat (linear, everywhere) gets neither."""
+    from cskit.load import client_from_frames
+    from cskit.panel import build_panel, kpi_columns
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(3000, 24, seed=3, mc_paths=0, segment_only=[("support_inquiries", "SMB")], login_threshold=5)
+    data = client_from_frames(sim.tables, Params())
+    tr = find_triggers(build_panel(data), Params(), kpi_columns(data))
+    t = tr.table
+    seg = t[(t["kpi"] == "support_inquiries") & (t["outcome"] == "churn") & (t["segment"] != "")].set_index("segment")
+    assert set(seg.index) == {"SMB", "Mid", "Enterprise"}
+    assert seg.loc["SMB", "trigger"] == "RT" and seg.loc["SMB", "direction"] == "+" and seg.loc["SMB", "ci_low"] > 1.15
+    for other in ("Mid", "Enterprise"):
+        assert seg.loc[other, "trigger"] == "" and seg.loc[other, "ci_low"] < 1 < seg.loc[other, "ci_high"]
+    pooled = t[(t["segment"] == "") & (t["outcome"] == "churn")].set_index("kpi")
+    assert pooled.loc["login_days", "shape"] == "curve" and pooled.loc["login_days", "trigger"] == "RT"
+    assert pooled.loc["login_days", "direction"] == "-"
+    assert pooled.loc["csat", "shape"] == "linear" and not ((t["kpi"] == "csat") & (t["segment"] != "")).any()
+    codes = {n.code for n in tr.warnings}
+    assert {"kpi_curve", "kpi_segment_effect"} <= codes
+    tr.write(tmp_path)
+    written = pd.read_csv(tmp_path / "drivers.csv", keep_default_na=False)
+    assert list(written.columns[:11]) == TABLE_COLUMNS[:11] and "segment" in written.columns
+    assert len(written[written["segment"] == "SMB"]) == 2  # churn and renewal
+
+
+def test_count_and_value_of_the_same_events_are_one_measurement():
+    """``won`` and ``won_value`` are zero in the same months: the value stands for the pair, the count
+    is left out with a note (models.value_pairs); a count without a value column stays."""
+    from cskit.models import value_pairs
+
+    raw = np.array([[0, 0, 3], [2, 500.0, 0], [1, 120.0, 1], [0, 0, 2]] * 5, dtype=float)
+    assert value_pairs(["won", "won_value", "calls"], raw) == [("won", "won_value")]
+    raw2 = raw.copy()
+    raw2[:, 1] = raw2[:, 1] + 1  # the value is never 0: not the sum over the counted events
+    assert value_pairs(["won", "won_value", "calls"], raw2) == []
