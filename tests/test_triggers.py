@@ -402,7 +402,7 @@ def test_segment_only_driver_gets_segment_rows_and_a_threshold_gets_a_curve(tmp_
     """Simulator seed 3 (3,000 accounts): support inquiries raise churn in SMB only, churn falls with
     login days up to 5 and is flat above. The kit keeps support × segment (SMB's own HR > 1, Mid's and
     Enterprise's intervals cover 1) and a curve for login days; csat (linear, everywhere) gets neither."""
-    from cskit.load import client_from_frames
+    from cskit.loading import client_from_frames
     from cskit.panel import build_panel, kpi_columns
     from cskit.simulate import simulate_client
 
