@@ -28,7 +28,7 @@ from cskit.errors import CskitError
 from cskit.notices import Notice
 from cskit.panel import data_window
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
-from cskit.warehouse import DatabaseURL, parse_url, read_database, shown_data
+from cskit.warehouse import DatabaseURL, find_table, missing_table, parse_url, read_database, shown_data, table_names
 
 REQUIRED_TABLES = ("accounts", "revenue", "kpis")
 REQUIRED_COLUMNS = {
@@ -848,43 +848,43 @@ def _read_xlsx(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], se
 
 def _read_database(url: DatabaseURL, params: Params, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
     """A database URL or a .duckdb file: the tables through Ibis, as text cells (cskit/warehouse.py).
-    With events_kpis, the events table stays in the database: an Ibis table the aggregation runs on
-    (a .duckdb file's through :func:`cskit.events.read_events`, with its memory limit)."""
+    The events table stays in the database: with events_kpis, an Ibis table the aggregation runs on
+    (a .duckdb file's through :func:`cskit.events.read_events`, with its memory limit); without, it
+    is not read (a note says so)."""
     months = {t: {"month"} | {src for src, canon in params.columns.get(t, {}).items() if canon == "month"}
               for t in ("revenue", "kpis")}
-    wanted = tuple(t for t in TABLES if not (t == "events" and params.events_kpis))
-    frames, unread, con = read_database(url, dict(params.tables), tables=wanted, required=_required_tables(params),
-                                        month_columns=months, timezone=getattr(params, "timezone", "UTC"),
-                                        report=report)
+    frames, unread, con = read_database(url, dict(params.tables), tables=tuple(t for t in TABLES if t != "events"),
+                                        required=_required_tables(params), month_columns=months,
+                                        timezone=params.timezone, report=report)
+    wanted = params.tables.get("events", "events")
+    schema, actual, listed = find_table(table_names(con), wanted)
     if params.events_kpis:
-        table = _database_events(url, con, params, report)
+        table = _database_events(url, con, schema, actual, params, report)
+        if actual is None:
+            report.fatal.append(f"events: params events_kpis is set but there is {missing_table(url, wanted, listed)}. "
+                                "Fix: create it, or map it in params: tables: {events: <its table name>}.")
         if table is None:
             unread.add("events")
         else:
             frames["events"] = table
             return frames, unread  # the connection lives as long as the events table
+    elif actual is not None:
+        report.quality.warn(Notice("events_unused", stage="load", severity="note", file=wanted))
     con.disconnect()
     return frames, unread
 
 
-def _database_events(url: DatabaseURL, con, params: Params, report: _Report):
-    """The events table of a database as an Ibis table (None, with a fatal problem, if it is missing)."""
+def _database_events(url: DatabaseURL, con, schema: str | None, actual: str | None, params: Params, report: _Report):
+    """The events table of a database as an Ibis table, its columns mapped (None if it is missing)."""
     from cskit import events as ev
-    from cskit.warehouse import _lookup, _table_names
 
-    wanted = params.tables.get("events", "events")
-    schema, _, name = wanted.rpartition(".")
-    found = _table_names(con, url)
-    actual = _lookup(found.get(schema or None, []), name)
     if actual is None:
-        listed = ", ".join(found.get(schema or None, [])[:20]) or "none"
-        report.fatal.append(f"events: params events_kpis is set but there is no table {wanted!r} in the {url.where()} "
-                            f"(tables: {listed}). Fix: create it, or map it in params: tables: {{events: <its table name>}}.")
         return None
+    columns = dict(params.columns.get("events", {}))
     try:
         if url.backend == "duckdb" and not schema:
-            return ev.read_events(url.path, engine="duckdb", columns=dict(params.columns.get("events", {})), table=actual)
-        return ev.canonical_columns(con.table(actual, database=schema or None), dict(params.columns.get("events", {})))
+            return ev.read_events(url.path, engine="duckdb", columns=columns, table=actual)
+        return ev.canonical_columns(con.table(actual, database=schema), columns)
     except CskitError as e:
         report.fatal.append(str(e))
         return None

@@ -238,17 +238,14 @@ def read_database(url: DatabaseURL, names: dict[str, str], *, tables: tuple[str,
     """
     con = connect(url)
     frames, unread = {}, set()
-    found = _table_names(con, url)
+    found = table_names(con)
     for name in tables:
         wanted = names.get(name, name)
-        schema, _, table = wanted.rpartition(".")
-        actual = _lookup(found.get(schema or None, []), table)
+        schema, actual, listed = find_table(found, wanted)
         if actual is None:
             if name in required or name in names:
-                listed = ", ".join(found.get(schema or None, [])[:20]) or "none"
                 report.fatal.append(
-                    f"{name}: required table is missing: no table {wanted!r} in the {url.where()} "
-                    f"(tables{f' in schema {schema!r}' if schema else ''}: {listed}). "
+                    f"{name}: required table is missing: {missing_table(url, wanted, listed)}. "
                     f"Fix: create it, or map it in params: tables: {{{name}: <its table name>}}."
                 )
                 unread.add(name)
@@ -286,7 +283,22 @@ def _typed(table):
     return table.select(**{c: table[c] if kept(table[c].type()) else table[c].cast("string") for c in table.columns})
 
 
-def _table_names(con, url: DatabaseURL) -> dict[str | None, list[str]]:
+def find_table(found: dict[str | None, list[str]], wanted: str) -> tuple[str | None, str | None, list[str]]:
+    """(schema or None, the table's actual name or None if absent, the tables of that schema) for
+    ``wanted`` (``table`` or ``schema.table``; matched case-insensitively) among ``table_names(con)``."""
+    schema, _, table = wanted.rpartition(".")
+    listed = found.get(schema or None, [])
+    return schema or None, _lookup(listed, table), listed
+
+
+def missing_table(url: DatabaseURL, wanted: str, listed: list[str]) -> str:
+    """'no table X in the <server, database> (tables: ...)', for messages."""
+    schema = wanted.rpartition(".")[0]
+    where = f" in schema {schema!r}" if schema else ""
+    return f"no table {wanted!r} in the {url.where()} (tables{where}: {', '.join(listed[:20]) or 'none'})"
+
+
+def table_names(con) -> dict[str | None, list[str]]:
     """Tables and views per schema (None = the connection's default schema)."""
     out: dict[str | None, list[str]] = {None: sorted(con.list_tables())}
     try:

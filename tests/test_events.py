@@ -15,7 +15,7 @@ import pytest
 
 from cskit import events as E
 from cskit.errors import CskitError
-from cskit.load import client_from_frames, load_client
+from cskit.loading import client_from_frames, load_client
 from cskit.params import Params, validate_params
 from cskit.simulate import simulate_client
 from cskit.simulate_events import EVENTS_KPIS, events_client

@@ -286,7 +286,7 @@ def test_unusual_column_types_are_read_as_text(pg):
     as text although Ibis types it decimal): the whole table falls back to the database's text."""
     import psycopg
 
-    from cskit.load import _Report
+    from cskit.loading import _Report
     from cskit.warehouse import read_database
 
     with psycopg.connect(host=pg.host, port=pg.port, user=USER, password=PASSWORD, dbname=DATABASE,
