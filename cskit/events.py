@@ -483,7 +483,7 @@ def _counts(rows: ibis.Table, table: ibis.Table) -> EventCounts:
         n=rows.count(), first_month=rows.month.min(),
         ex_account_lo=rows.raw_account.min(), ex_account_hi=rows.raw_account.max(),
         ex_ts_lo=rows.raw_ts.min(), ex_ts_hi=rows.raw_ts.max(),
-        **({"bad_value": (ok & rows.raw_value.notnull() & rows.num.isnull()).cast("int64").sum()}
+        **({"bad_value": (ok & rows.raw_value.notnull() & rows.num.isnull()).ifelse(1, 0).sum()}  # PostgreSQL: no bool → bigint cast
            if "num" in rows.columns else {}),
     )
     df = by.execute()

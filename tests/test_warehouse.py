@@ -308,6 +308,95 @@ def test_unusual_column_types_are_read_as_text(pg):
 
 
 # --------------------------------------------------------------------------------------------------
+# Events: the aggregation runs in PostgreSQL on a timestamptz log
+
+
+@pytest.fixture(scope="module")
+def events_client(tmp_path_factory):
+    """A client whose usage KPIs come from a raw log (cskit.simulate_events, with its planted bad
+    events), as CSV + events.parquet and as a typed PostgreSQL database (ts timestamptz; the log in
+    schema ``tracking`` under another name, mapped by ``tables``)."""
+    from cskit.simulate import simulate_client
+    from cskit.simulate_events import events_client as make_events
+
+    sim = simulate_client(n_accounts=60, n_months=14, seed=8, mc_paths=0)
+    tables = make_events(sim.tables, seed=8, timezone="Asia/Tokyo")[0]
+    events = tables.pop("events")
+    text = {n: df.astype(object).where(df.notna(), None).map(lambda v: None if v is None else str(v))
+            for n, df in tables.items()}
+    root = tmp_path_factory.mktemp("ev")
+    (root / "csv").mkdir()
+    for name, df in text.items():
+        df.to_csv(root / "csv" / f"{name}.csv", index=False)
+    events.to_parquet(root / "csv" / "events.parquet", index=False, coerce_timestamps="us")
+    return root, text, events
+
+
+EVENT_PARAMS = {"timezone": "Asia/Tokyo", "bootstrap": 10, "seed": 2, "as_of": AS_OF}
+
+
+@pytest.fixture(scope="module")
+def pg_events(postgres, pg, events_client):
+    import psycopg
+
+    from cskit.simulate_events import EVENTS_KPIS
+
+    _, text, events = events_client
+    schema = schema_of(text)
+    with postgres.connect() as admin:
+        admin.execute(f"create database events_db owner {USER}")
+    with psycopg.connect(host=postgres.host, port=postgres.port, user=USER, password=PASSWORD, dbname="events_db",
+                         autocommit=True) as con:
+        for name, df in text.items():
+            cols = schema[name]
+            con.execute(f"create table {name} ({', '.join(f'{c} {t}' for c, t in cols.items())})")
+            with con.cursor().copy(f"copy {name} from stdin") as copy:
+                for row in df.itertuples(index=False):
+                    copy.write_row([typed_value(c, cols[c], v) for c, v in zip(cols, row)])
+        con.execute("create schema tracking")
+        con.execute("create table tracking.app_events (account_id text, user_id text, ts timestamptz, event text, "
+                    "value double precision)")
+        with con.cursor().copy("copy tracking.app_events from stdin") as copy:
+            for a, u, ts, e, v in events.itertuples(index=False):
+                copy.write_row([a, u, None if pd.isna(ts) else ts.to_pydatetime(), e, None if pd.isna(v) else float(v)])
+        assert con.execute("select data_type from information_schema.columns where table_name = 'app_events' "
+                           "and column_name = 'ts'").fetchone()[0] == "timestamp with time zone"
+    url = postgres.url(USER, PASSWORD, "events_db")
+    return ({"client": "ev", "data": url, "tables": {"events": "tracking.app_events"}, "events_kpis": EVENTS_KPIS}
+            | EVENT_PARAMS)
+
+
+def test_events_aggregated_in_postgresql_give_the_file_client(pg_events, events_client, tmp_path):
+    from cskit.simulate_events import EVENTS_KPIS
+
+    root = events_client[0]
+    files = {"client": "ev", "data": str(root / "csv"), "events_kpis": EVENTS_KPIS} | EVENT_PARAMS
+    a, b = load_client(validate_params(files)), load_client(validate_params(pg_events))
+    assert_same_client(a, b)
+    assert "login_days" in b.kpis and b.kpis["login_days"].notna().sum() > 100
+    ev = b.quality.tables["events"]
+    assert ev["read"] == len(events_client[2]) and ev["excluded"] == {"unknown_account": 3, "after_as_of": 2,
+                                                                        "before_contract_start": 2}
+    out_a = analyse(files).write(tmp_path / "files")
+    out_b = analyse(pg_events).write(tmp_path / "pg")
+    for p in sorted(out_a.iterdir()):
+        assert p.read_bytes() == (out_b / p.name).read_bytes(), p.name
+
+
+def test_events_table_missing_in_postgresql_is_named(pg_events):
+    msg = load_error(pg_events | {"tables": {"events": "tracking.nope"}})
+    assert "events: params events_kpis is set but there is no table 'tracking.nope' in the PostgreSQL server" in msg
+    assert "tables in schema 'tracking': app_events" in msg
+
+
+def test_events_table_without_a_spec_is_not_read(pg_events):
+    params = {k: v for k, v in pg_events.items() if k != "events_kpis"}
+    data = load_client(validate_params(params))
+    assert "events" not in data.quality.tables and data.events is None and "login_days" not in data.kpis
+    assert [w.values for w in data.quality.warnings if w.code == "events_unused"] == [{"file": "tracking.app_events"}]
+
+
+# --------------------------------------------------------------------------------------------------
 # Connection problems: exit-2 messages naming server, database and table, never the password
 
 
