@@ -417,6 +417,7 @@ def validate(frame: pd.DataFrame, out: pd.DataFrame, client_score: pd.Series | N
     cal = rate_table(pdec, y, list(range(1, 11)), "decile")
     cal.insert(2, "predicted", [float(p[(pdec == d).to_numpy()].mean()) for d in range(1, 11)])
     res["calibration"] = cal.rename(columns={"churn_rate": "observed"}).to_dict("records")
+    res["verdicts"] = verdicts(res)
     if client_score is not None:
         c = client_score.to_numpy(dtype="float64")
         ok = np.isfinite(c)
@@ -450,6 +451,31 @@ def _client_validation(y: np.ndarray, t: np.ndarray, s: np.ndarray, c: np.ndarra
         "ci_high": diff + 1.959963984540054 * se,
         "p_value": float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else None,
     }
+    d = out["auc_difference"]
+    out["verdict"] = ("ours_better" if d["ci_low"] > 0 else "client_better" if d["ci_high"] < 0
+                      else "not_distinguishable")
+    return out
+
+
+def verdicts(res: dict) -> dict:
+    """What the out-of-time validation says, decided here so the report only words it:
+
+    - ``auc``: "above_chance" when the AUC's 95% interval lies above 0.5, else "not_distinguishable";
+    - ``calibration``: "adequate" when the mean predicted churn lies inside the observed rate's Wilson
+      95% interval, else "under_predicts" / "over_predicts";
+    - ``tier_order``: "ordered" when red churned more than yellow and yellow more than green (tiers
+      with accounts), else "not_ordered" with the first pair out of order in ``tier_pair``.
+    """
+    out = {"auc": "above_chance" if res["score"]["ci_low"] > 0.5 else "not_distinguishable"}
+    lo, hi = wilson(res["n_churned"], res["n_accounts"])
+    pred = res["predicted_rate"]
+    out["calibration"] = "under_predicts" if pred < lo else "over_predicts" if pred > hi else "adequate"
+    rate = {r["tier"]: r["churn_rate"] for r in res["by_tier"] if r["n"]}
+    out["tier_order"], out["tier_pair"] = "ordered", None
+    for a, b in (("red", "yellow"), ("yellow", "green")):
+        if a in rate and b in rate and rate[a] <= rate[b]:
+            out["tier_order"], out["tier_pair"] = "not_ordered", [a, b]
+            break
     return out
 
 
@@ -622,7 +648,7 @@ def design_health_score(
         scores=scores,
         cutpoints=cutpoints,
         validation=validation,
-        playbook=playbook(model, frame),
+        playbook=playbook(model, frame, static=data.static_kpis),
         onboarding=onboarding,
         touch=touch,
         touch_accounts=touch_accounts,

@@ -115,15 +115,19 @@ def _fmt(value: Any, kind: str, currency: str) -> str:
 
 
 def amount(value: Any, currency: str = "JPY", language: str = "ja") -> str:
-    """An amount for a table or sentence: in a Japanese report, yen of 10,000 or more in 万 / 億
-    (``¥1.75億``, ``¥9,901万``, ``¥25.9万``, three significant figures at least); otherwise :func:`money`."""
-    if not _finite(value) or language != "ja" or currency != "JPY" or abs(float(value)) < 1e4:
+    """An amount for a table or sentence. In a Japanese report, yen as Japanese business writing has
+    them: ``1.75億円``, ``9,901万円``, ``25.9万円`` (three significant figures at least), ``1,469円``;
+    otherwise :func:`money` (``¥174,652,163``)."""
+    if not _finite(value) or language != "ja" or currency != "JPY":
         return money(value, currency)
     v = float(value)
+    sign = "-" if v < 0 else ""
+    if abs(v) < 1e4:
+        return f"{sign}{abs(v):,.0f}円"
     size, unit = (1e8, "億") if abs(v) >= 1e8 else (1e4, "万")
     x = abs(v) / size
     digits = ",.0f" if x >= 100 else ".1f" if x >= 10 else ".2f"
-    return f"{'-' if v < 0 else ''}¥{x:{digits}}{unit}"
+    return f"{sign}{x:{digits}}{unit}円"
 
 
 def _period(period: Any, language: str) -> str:
@@ -766,23 +770,71 @@ POTENTIAL_HEAD = {
 }
 
 
+def potential_order(table: pd.DataFrame) -> pd.DataFrame:
+    """The improvement-potential rows in the chart's order: the KPIs a CS team acts on by LTV gain
+    (largest first, empty rows last), then the non-actionable ones (contract months)."""
+    act = ~table["kpi"].isin(NOT_ACTIONABLE)
+    key = pd.to_numeric(table["d_ltv"], errors="coerce").fillna(-np.inf)
+    return table.assign(_a=~act, _k=-key).sort_values(["_a", "_k"], kind="stable").drop(columns=["_a", "_k"])
+
+
+def not_actionable_label(kpi: str, label: str, improvement_pct: float, language: str = "ja") -> str:
+    """The label of a KPI no CS action moves, saying what its scenario means (contract months: the
+    accounts had been customers longer)."""
+    if kpi != "contract_months":
+        return label
+    return (f"{label}（参考: 在籍期間が平均の{improvement_pct:g}%長い場合。CSの施策ではありません）" if language == "ja" else
+            f"{label} (reference: tenure {improvement_pct:g}% of its mean longer; not a CS lever)")
+
+
+def _cell(value: Any, lo: Any, hi: Any, fmt) -> str:
+    """One amount with its 95% interval beneath in a lighter style; grey when the interval crosses zero."""
+    import html
+
+    if not _finite(value):
+        return '<span style="color:#999">—</span>'
+    unsure = _finite(lo) and _finite(hi) and float(lo) <= 0 <= float(hi)
+    colour = "#9a9a9a" if unsure else "inherit"
+    top = f'<div style="white-space:nowrap;color:{colour}">{html.escape(fmt(value))}</div>'
+    if not (_finite(lo) and _finite(hi)):
+        return top
+    return top + (f'<div style="white-space:nowrap;color:#8a8a8a;font-size:85%">'
+                  f'[{html.escape(fmt(lo))}, {html.escape(fmt(hi))}]</div>')
+
+
 def potential_table(
-    table: pd.DataFrame, currency: str = "JPY", language: str = "ja", rates: Any = ()
+    table: pd.DataFrame, currency: str = "JPY", language: str = "ja", rates: Any = (),
+    improvement_pct: float = 10, labels: dict[str, str] | None = None,
 ) -> str:
-    """The improvement-potential table as Markdown, each amount with its [95% interval]; the mean and
-    improvement of the KPIs named in ``rates`` (shares, e.g. an open rate) as % and points."""
-    m = lambda v: amount(v, currency, language)  # noqa: E731
+    """The improvement-potential table as HTML, in the chart's order (:func:`potential_order`): one
+    amount per cell with its [95% interval] beneath in a lighter style, the whole cell grey where the
+    interval crosses zero (not distinguishable from zero), a legend saying so; the mean and
+    improvement of the KPIs named in ``rates`` (shares) as % and points."""
+    import html
+
+    m = lambda v: _yen(v, currency, language)  # noqa: E731
     rates = set(rates or ())
-    rows = []
-    for r in table.itertuples(index=False):
-        share = r.kpi in rates if hasattr(r, "kpi") else False
+    labels = labels or {}
+    head = "".join(f'<th style="text-align:center">{html.escape(h)}</th>' for h in POTENTIAL_HEAD[language])
+    body = []
+    for r in potential_order(table).itertuples(index=False):
+        share = r.kpi in rates
         mean = pct(r.mean) if share else _num(r.mean)
         step = (f"{100 * float(r.improvement):+.1f}pt" if _finite(r.improvement) else "—") if share else _num(r.improvement)
-        cells = [r.label, r.category, mean, step]
+        label = not_actionable_label(r.kpi, labels.get(r.kpi, r.label), improvement_pct, language)
+        cells = [f'<td style="text-align:left">{html.escape(label)}</td>', f"<td>{html.escape(str(r.category))}</td>",
+                 f'<td style="white-space:nowrap">{mean}</td>', f'<td style="white-space:nowrap">{step}</td>']
         for col in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
-            cells.append(_interval(getattr(r, col), getattr(r, f"{col}_lo"), getattr(r, f"{col}_hi"), m))
-        rows.append(cells)
-    return _table(POTENTIAL_HEAD[language], rows)
+            cells.append(f'<td style="text-align:right">{_cell(getattr(r, col), getattr(r, f"{col}_lo"), getattr(r, f"{col}_hi"), m)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    legend = ("各セルの下段は95%区間です。灰色の数値は区間がゼロをまたぎ、ゼロと区別できません。"
+              "ダウングレード損失・解約損失はマイナスが損失の減少（改善）です。全桁の値は results/potential.csv と potential.xlsx にあります。"
+              if language == "ja" else
+              "The line under each amount is its 95% interval; grey amounts have an interval that crosses zero "
+              "(not distinguishable from zero). For downgrade and churn losses, negative means smaller losses "
+              "(better). Every digit is in results/potential.csv and potential.xlsx.")
+    return (f'<table class="cskit-potential"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f'<p style="color:#555;font-size:90%">{html.escape(legend)}</p>')
 
 
 def share_kpis(catalogue: dict) -> list[str]:
@@ -954,14 +1006,14 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     if ja:
         text = (f"**時点外検証**: {cut}時点までのデータでモデルを作り、その時点のアカウント{v['n_accounts']:,}件を採点して、"
                 f"その後{h}か月の解約（{v['n_churned']:,}件）を予測できたかを確かめました。"
-                f"AUC {auc}、C統計量 {v['score']['concordance']:.2f}{_auc_reading(s, language)}。"
+                f"AUC {auc}、C統計量 {v['score']['concordance']:.2f}{_auc_reading(v, language)}。"
                 f"ティア別の解約率: {tier_rates}。")
     else:
         text = (f"**Out-of-time validation**: the model was fitted on data up to {cut}, the {v['n_accounts']:,} accounts "
                 f"active then were scored, and their churn over the next {h} months ({v['n_churned']:,} churned) "
-                f"was compared: AUC {auc}, concordance {v['score']['concordance']:.2f}{_auc_reading(s, language)}. "
+                f"was compared: AUC {auc}, concordance {v['score']['concordance']:.2f}{_auc_reading(v, language)}. "
                 f"Churn by tier: {tier_rates}.")
-    text += tier_order_text(v.get("by_tier", []), language) + calibration_text(v, language)
+    text += tier_order_text(v, language) + calibration_text(v, language)
     c = v.get("client_score")
     if c and c.get("status") not in (None, "ok"):
         why = REASON_CODES.get(c.get("reason_code"), ("", ""))[0 if ja else 1]
@@ -971,8 +1023,8 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
         cauc = _interval(c["auc"], c["ci_low"], c["ci_high"], lambda x: f"{float(x):.2f}")
         dd = c["auc_difference"]
         diff = _interval(dd["ours_minus_client"], dd["ci_low"], dd["ci_high"], lambda x: f"{float(x):+.2f}")
-        better = dd["ci_low"] > 0
-        worse = dd["ci_high"] < 0
+        better = c.get("verdict") == "ours_better"
+        worse = c.get("verdict") == "client_better"
         if ja:
             verdict = ("データに基づくスコアの方が解約をよく予測します" if better else
                        "貴社のスコアの方が解約をよく予測します" if worse else "両者の差はこのデータでは判断できません")
@@ -991,53 +1043,48 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     return text
 
 
-def _auc_reading(s: dict, language: str) -> str:
-    """What the AUC's interval says: above chance (0.5) or not distinguishable from it."""
-    ja = language == "ja"
-    lo = s.get("ci_low")
-    if not _finite(lo):
+def _auc_reading(v: dict, language: str) -> str:
+    """What the AUC's interval says (the validation's ``verdicts.auc``): above chance or not."""
+    verdict = v.get("verdicts", {}).get("auc")
+    if verdict is None:
         return ""
-    if float(lo) > 0.5:
-        return ("（AUCは0.5が偶然と同じ、1.0が完全な予測。区間は0.5を上回り、偶然よりは解約を順位付けています）" if ja else
+    if verdict == "above_chance":
+        return ("（AUCは0.5が偶然と同じ、1.0が完全な予測。区間は0.5を上回り、偶然よりは解約を順位付けています）" if language == "ja" else
                 " (AUC 0.5 is chance, 1.0 perfect; the interval is above 0.5: the score ranks churn better than chance)")
-    return ("（AUCは0.5が偶然と同じ、1.0が完全な予測。区間が0.5を含み、このデータでは偶然と区別できません）" if ja else
+    return ("（AUCは0.5が偶然と同じ、1.0が完全な予測。区間が0.5を含み、このデータでは偶然と区別できません）" if language == "ja" else
             " (AUC 0.5 is chance, 1.0 perfect; the interval includes 0.5: the data cannot tell the score from chance)")
 
 
-def tier_order_text(by_tier: list[dict], language: str = "ja") -> str:
-    """A warning when, out of time, a riskier tier did not churn more than the next one (red > yellow > green)."""
-    rate = {r["tier"]: r["churn_rate"] for r in by_tier if r.get("n") and _finite(r.get("churn_rate"))}
-    for a, b in (("red", "yellow"), ("yellow", "green")):
-        if a in rate and b in rate and rate[a] <= rate[b]:
-            if language == "ja":
-                return (f"ただし、{_tier(a, language)}ティアの解約率（{pct(rate[a])}）が{_tier(b, language)}ティア"
-                        f"（{pct(rate[b])}）以下で、ティアの順序どおりには解約が起きていません。ティアは目安として使ってください。")
-            return (f" But the {_tier(a, language)} tier churned no more than the {_tier(b, language)} tier "
-                    f"({pct(rate[a])} vs {pct(rate[b])}): the tiers did not order churn; use them as a rough guide.")
-    return ""
+def tier_order_text(v: dict, language: str = "ja") -> str:
+    """A warning when, out of time, a riskier tier did not churn more than the next one
+    (the validation's ``verdicts.tier_order`` and ``tier_pair``)."""
+    vd = v.get("verdicts", {})
+    if vd.get("tier_order") != "not_ordered" or not vd.get("tier_pair"):
+        return ""
+    a, b = vd["tier_pair"]
+    rate = {r["tier"]: r["churn_rate"] for r in v.get("by_tier", [])}
+    if language == "ja":
+        return (f"ただし、{_tier(a, language)}ティアの解約率（{pct(rate.get(a))}）が{_tier(b, language)}ティア"
+                f"（{pct(rate.get(b))}）以下で、ティアの順序どおりには解約が起きていません。ティアは目安として使ってください。")
+    return (f" But the {_tier(a, language)} tier churned no more than the {_tier(b, language)} tier "
+            f"({pct(rate.get(a))} vs {pct(rate.get(b))}): the tiers did not order churn; use them as a rough guide.")
 
 
 def calibration_text(v: dict, language: str = "ja") -> str:
-    """Mean predicted vs observed churn in the validation window; "lower/higher" only when the mean
-    prediction lies outside the observed rate's 95% Wilson interval."""
+    """Mean predicted vs observed churn in the validation window, worded from ``verdicts.calibration``
+    (decided by the health stage: "lower/higher" only outside the observed rate's Wilson interval)."""
     pred, obs = v.get("predicted_rate"), v.get("observed_rate")
-    n, k = v.get("n_accounts"), v.get("n_churned")
     if not (_finite(pred) and _finite(obs)):
         return ""
-    verdict = ""
-    if _finite(n) and _finite(k) and n > 0:
-        from cskit.stats import wilson
-
-        lo, hi = wilson(k, n)
-        if pred < lo:
-            verdict = "予測は実際より低めです" if language == "ja" else "the model under-predicts churn"
-        elif pred > hi:
-            verdict = "予測は実際より高めです" if language == "ja" else "the model over-predicts churn"
+    verdict = v.get("verdicts", {}).get("calibration")
+    words = {"under_predicts": ("予測は実際より低めです", "the model under-predicts churn"),
+             "over_predicts": ("予測は実際より高めです", "the model over-predicts churn")}
+    said = words.get(verdict, ("", ""))[0 if language == "ja" else 1]
     if language == "ja":
         return (f"予測した解約確率の平均は {pct(pred)}、実際の解約率は {pct(obs)} でした" +
-                (f"（{verdict}。順位付けには使えますが、確率の値そのものは割り引いて読んでください）。" if verdict else "。"))
+                (f"（{said}。順位付けには使えますが、確率の値そのものは割り引いて読んでください）。" if said else "。"))
     return (f" Mean predicted churn {pct(pred)}, observed {pct(obs)}" +
-            (f": {verdict} (use the score to rank accounts, not its probabilities at face value)." if verdict else "."))
+            (f": {said} (use the score to rank accounts, not its probabilities at face value)." if said else "."))
 
 
 def _tier(tier: str, language: str) -> str:
@@ -1128,22 +1175,23 @@ def touch(
 
 
 HEADINGS = {
-    "quality": ("1. データと品質", "1. Data and quality"),
-    "metrics": ("2. SaaS指標", "2. SaaS metrics"),
+    "findings": ("主な所見", "Key findings"),
+    "metrics": ("1. SaaS指標", "1. SaaS metrics"),
     "bridge": ("MRRブリッジ", "MRR bridge"),
     "rates": ("解約率の推移", "Churn rates by month"),
     "nps": ("NPS", "NPS"),
     "cohorts": ("コホート別継続率", "Retention by start cohort"),
     "survival": ("生存曲線（カプラン・マイヤー）", "Survival curves (Kaplan-Meier)"),
-    "triggers": ("3. トリガー（RT / CRTT / UCT）", "3. Triggers (RT / CRTT / UCT)"),
-    "potential": ("4. 改善ポテンシャル", "4. Improvement potential"),
-    "health": ("5. ヘルススコア", "5. Health score"),
+    "triggers": ("2. トリガー（RT / CRTT / UCT）", "2. Triggers (RT / CRTT / UCT)"),
+    "potential": ("3. 改善ポテンシャル", "3. Improvement potential"),
+    "health": ("4. ヘルススコア", "4. Health score"),
     "playbook": ("プレイブック（赤ティアとスコアが下がったアカウント）", "Playbook (red-tier and falling accounts)"),
     "onboarding": ("オンボードの検証", "Onboarding check"),
     "touch": ("タッチモデル", "Touch model"),
     "history": ("スコアの推移", "Score over time"),
     "movers": ("スコアが下がったアカウント", "Accounts whose score fell"),
     "changes": ("前回の診断からの変化", "Since the last diagnosis"),
+    "quality": ("5. データと品質", "5. Data and quality"),
     "methods": ("6. 方法と注意点", "6. Methods and caveats"),
 }
 
@@ -1154,8 +1202,10 @@ def heading(key: str, language: str = "ja", level: int = 2) -> str:
     return "#" * level + " " + (ja if language == "ja" else en)
 
 
-def title(client: str, as_of: Any, accounts: int, months: int, language: str = "ja") -> str:
-    """The report's title block: client, analysis month, and how much data it rests on."""
+def title(client: str, as_of: Any, accounts: int, months: int, language: str = "ja", client_name: str = "") -> str:
+    """The report's title block: the client (its display name ``client_name`` when given), analysis
+    month, and how much data it rests on."""
+    client = client_name or client
     month = pd.Timestamp(as_of).strftime("%Y-%m")
     if language == "ja":
         return (f"# カスタマーサクセス診断: {client}\n\n分析基準月 {month}。"
@@ -1245,8 +1295,8 @@ def playbook(table: pd.DataFrame, labels: dict[str, str], language: str = "ja", 
     if table.empty:
         return "赤ティアやスコアが下がったアカウントはありません。" if ja else "No account is in the red tier or falling."
     moved = "moved" in table
-    head = ["アカウント", "スコア", "KPI 1", "不足(点)", "KPI 2", "不足(点)"] if ja else \
-        ["Account", "Score", "KPI 1", "Gap (points)", "KPI 2", "Gap (points)"]
+    head = ["アカウント", "スコア", "改善点1", "不足（点）", "改善点2", "不足（点）"] if ja else \
+        ["Account", "Score", "First thing to work on", "Gap (points)", "Second", "Gap (points)"]
     head += (["最近の変化"] if ja else ["Recent change"]) if moved else []
     gap = lambda v: f"{float(v):.1f}" if _finite(v) else "—"  # noqa: E731
     body = []
@@ -1261,10 +1311,10 @@ def playbook(table: pd.DataFrame, labels: dict[str, str], language: str = "ja", 
         body.append(line)
     n = min(rows, len(table))
     intro = (f"赤ティアまたはスコアが下がった{len(table):,}件のうち、スコアの低い{n}件を示します（全件は results/playbook.csv）。"
-             "各アカウントについて、緑ティアの中央値と比べてスコアを最も下げているKPI（話すべきこと）を2つと、"
+             "各アカウントについて、緑ティアの中央値と比べてスコアを最も下げている、CSの働きかけで変えられるKPI（話すべきこと）を2つと、"
              "直近のスコアの変化（何が動いたか）を挙げます。" if ja else
              f"The {n} lowest-scoring of the {len(table):,} red-tier or falling accounts (all in results/playbook.csv), "
-             "each with the two KPIs that pull its score down most against the green-tier median (what to talk "
+             "each with the two KPIs a CSM can move that pull its score down most against the green-tier median (what to talk "
              "about) and its recent score change (what moved).")
     return intro + "\n\n" + _table(head, body)
 
@@ -1301,10 +1351,14 @@ def _label(labels: dict[str, str], kpi: str) -> str:
     return labels.get(kpi, kpi)
 
 
-def forest_rows(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja"):
-    """(outcome, rows for plots.forest) per outcome with any estimate, rows ordered by effect size."""
+def forest_rows(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja", others: int | None = None):
+    """(outcome, rows for plots.forest) per outcome with any estimate: the flagged triggers, then the
+    other KPIs by effect size (only the ``others`` strongest of them when given; all of them are in
+    drivers.csv and the appendix table)."""
     for outcome in ("churn", "renewal", "expansion"):
         d = drivers[(drivers["outcome"] == outcome)].dropna(subset=["effect", "ci_low", "ci_high"])
+        if "segment" in d:
+            d = d[d["segment"].isna() | d["segment"].astype(str).isin(["", "nan"])]
         if d.empty:
             continue
         d = d.assign(
@@ -1312,6 +1366,8 @@ def forest_rows(drivers: pd.DataFrame, labels: dict[str, str], language: str = "
             flagged=d["trigger"].fillna("").astype(str) != "",
             size=np.abs(np.log(d["effect"].astype(float))),
         ).sort_values(["flagged", "size"], ascending=[False, False], kind="stable")
+        if others is not None:
+            d = pd.concat([d[d["flagged"]], d[~d["flagged"]].head(others)])
         yield outcome, d
 
 
@@ -1768,3 +1824,427 @@ def _ci(e: dict | None) -> str:
         return "—"
     tag = "" if e.get("trigger") else "*"
     return f"{float(e['effect']):.2f} [{float(e['ci_low']):.2f}, {float(e['ci_high']):.2f}]{tag}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary first: the result files read back, the findings box, each section's one-line conclusion.
+# Every number in these sentences is read from the result files (read_results), never recomputed.
+
+NOT_ACTIONABLE = ("contract_months",)  # KPIs no CS action moves: kept in tables, apart in charts and summary
+
+
+def read_results(results_dir: Any) -> dict:
+    """The result files of one diagnosis (DESIGN §6) as the report's sentences use them.
+
+    Returns a dict: ``quality``, ``kpi_summary``, ``health_validation``, ``run`` (dicts; empty when the
+    file is absent), ``drivers``, ``drivers_outcomes``, ``potential``, ``playbook``, ``health_scores``
+    (DataFrames).
+    """
+    import json
+    from pathlib import Path
+
+    root = Path(results_dir)
+
+    def js(name: str) -> dict:
+        p = root / name
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+    def csv(name: str) -> pd.DataFrame:
+        p = root / name
+        return pd.read_csv(p, dtype={"account_id": str}, keep_default_na=True) if p.is_file() else pd.DataFrame()
+
+    return {
+        "quality": js("quality.json"), "kpi_summary": js("kpi_summary.json"),
+        "health_validation": js("health_validation.json"), "run": js("run.json"),
+        "drivers": csv("drivers.csv"), "drivers_outcomes": csv("drivers_outcomes.csv"),
+        "potential": csv("potential.csv"), "playbook": csv("playbook.csv"), "health_scores": csv("health_scores.csv"),
+    }
+
+
+def _flagged(drivers: pd.DataFrame, outcome: str, n: int = 2) -> pd.DataFrame:
+    """The ``n`` strongest flagged triggers of ``outcome`` (largest |log effect| first)."""
+    if drivers.empty or "trigger" not in drivers:
+        return drivers
+    d = drivers[(drivers["outcome"] == outcome) & drivers["trigger"].fillna("").astype(str).ne("")]
+    if "segment" in d:
+        d = d[d["segment"].isna() | d["segment"].astype(str).isin(["", "nan"])]
+    d = d.assign(_size=np.abs(np.log(d["effect"].astype(float))))
+    return d.sort_values("_size", ascending=False, kind="stable").head(n)
+
+
+def credible_gains(potential: pd.DataFrame, actionable: bool = True) -> pd.DataFrame:
+    """Rows of potential.csv whose LTV gain has its 95% interval above zero, largest first (only the
+    KPIs a CS team can act on when ``actionable``)."""
+    if potential.empty:
+        return potential
+    d = potential.dropna(subset=["d_ltv"])
+    if actionable:
+        d = d[~d["kpi"].isin(NOT_ACTIONABLE)]
+    d = d[d["d_ltv_lo"] > 0]
+    return d.sort_values("d_ltv", ascending=False, kind="stable")
+
+
+def _yen(value: Any, currency: str, language: str) -> str:
+    """An amount in a sentence: 1.75億円 in Japanese, ¥174.7M in English (tables keep every digit)."""
+    if language == "ja" or not _finite(value):
+        return amount(value, currency, language)
+    v = float(value)
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= size:
+            x = abs(v) / size
+            text = f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+            sym = SYMBOL.get(currency)
+            body = f"{sym}{text}{unit}" if sym else f"{text}{unit} {currency}"
+            return ("-" if v < 0 else "") + body
+    return money(value, currency)
+
+
+def _effect_list(d: pd.DataFrame, labels: dict[str, str], language: str, word: str) -> str:
+    """"A (hazard ratio 0.65) and B (1.43)" / 「A（ハザード比0.65）とB（同1.43）」."""
+    items = []
+    for i, r in enumerate(d.itertuples(index=False)):
+        name = labels.get(r.kpi, r.kpi)
+        if language == "ja":
+            items.append(f"{name}（{word if i == 0 else '同'}{ratio(r.effect)}）")
+        else:
+            items.append(f"{name} ({word + ' ' if i == 0 else ''}{ratio(r.effect)})")
+    if len(items) <= 1:
+        return "".join(items)
+    joint = "と" if language == "ja" else " and "
+    return ("、".join(items[:-1]) if language == "ja" else ", ".join(items[:-1])) + joint + items[-1]
+
+
+def finding_drivers(R: dict, labels: dict[str, str], language: str = "ja") -> str:
+    """The KPIs that drive churn and expansion (drivers.csv), one sentence."""
+    ja = language == "ja"
+    churn = _flagged(R["drivers"], "churn")
+    exp = _flagged(R["drivers"], "expansion")
+    if churn.empty and exp.empty:
+        return ("偽発見率を抑えた検定では、解約や拡大と確かに関連するKPIは見つかりませんでした。" if ja else
+                "No KPI is linked to churn or expansion once false discoveries are controlled.")
+    if ja:
+        parts = []
+        if len(churn):
+            parts.append("解約と最も強く関連するKPIは" + _effect_list(churn, labels, language, "ハザード比"))
+        if len(exp):
+            parts.append(("アップセル・クロスセルでは" if len(churn) else "アップセル・クロスセルと最も強く関連するKPIは")
+                         + _effect_list(exp, labels, language, "オッズ比"))
+        return "、".join(parts) + "です（KPIが1標準偏差高いときの値）。"
+    parts = []
+    if len(churn):
+        parts.append("Churn is most strongly linked to " + _effect_list(churn, labels, language, "hazard ratio"))
+    if len(exp):
+        parts.append(("expansion to " if len(churn) else "Expansion is most strongly linked to ")
+                     + _effect_list(exp, labels, language, "odds ratio"))
+    return "; ".join(parts) + " (per +1 SD of the KPI)."
+
+
+def finding_potential(R: dict, labels: dict[str, str], improvement_pct: float, currency: str = "JPY",
+                      language: str = "ja") -> str:
+    """The largest credible improvement (LTV interval above zero) in money, one sentence."""
+    ja = language == "ja"
+    pot = R["potential"]
+    if pot.empty or pot["d_ltv"].isna().all():
+        return ("改善ポテンシャルは、このデータでは推定できませんでした。" if ja else
+                "The improvement potential could not be estimated from these data.")
+    sure = credible_gains(pot)
+    m = lambda v: _yen(v, currency, language)  # noqa: E731
+    if sure.empty:
+        return (f"どのKPIも、平均の{improvement_pct:g}%改善によるLTV増分の95%区間がゼロを含み、確かな改善余地は示せません。" if ja else
+                f"For no KPI does the LTV gain of a {improvement_pct:g}% improvement have its 95% interval above zero.")
+    r = sure.iloc[0]
+    name = labels.get(r["kpi"], r["label"])
+    if ja:
+        return (f"最も確かな改善余地は{name}で、平均の{improvement_pct:g}%改善によりLTVが{m(r['d_ltv'])}"
+                f"（95%区間 {m(r['d_ltv_lo'])}〜{m(r['d_ltv_hi'])}）増える見込みです。")
+    return (f"The largest credible gain is {name}: improving it by {improvement_pct:g}% of its mean adds "
+            f"{m(r['d_ltv'])} of LTV (95% interval {m(r['d_ltv_lo'])} to {m(r['d_ltv_hi'])}).")
+
+
+def _f2(x: Any) -> str:
+    return f"{float(x):.2f}" if _finite(x) else "—"
+
+
+def finding_health(R: dict, language: str = "ja") -> str:
+    """The health score's validated AUC, against the client's own score when it could be compared."""
+    ja = language == "ja"
+    hv = R["health_validation"]
+    if hv.get("status") == "not_estimable":
+        return ("ヘルススコアは、データが足りないため作成できませんでした。" if ja else
+                "The health score could not be built: too little data.")
+    v = hv.get("validation", {})
+    if v.get("status") != "ok":
+        return ("ヘルススコアは作成しましたが、過去時点での検証はできませんでした。" if ja else
+                "The health score was built but could not be validated on past data.")
+    s, verdict = v["score"], v.get("verdicts", {}).get("auc")
+    auc = f"{_f2(s['auc'])}（95%区間 {_f2(s['ci_low'])}〜{_f2(s['ci_high'])}）" if ja else \
+        f"{_f2(s['auc'])} (95% interval {_f2(s['ci_low'])} to {_f2(s['ci_high'])})"
+    chance = ("偶然より良く解約を予測しています" if verdict == "above_chance" else "偶然と区別できません") if ja else \
+        ("better than chance" if verdict == "above_chance" else "not distinguishable from chance")
+    text = (f"データに基づくヘルススコアは、過去時点で作って{v.get('horizon_months')}か月後の解約を当てる検証でAUC {auc}と、{chance}"
+            if ja else
+            f"The data-driven health score, built on past data and checked against the next "
+            f"{v.get('horizon_months')} months' churn, reaches AUC {auc}: {chance}")
+    c = v.get("client_score")
+    if c and c.get("status") == "ok":
+        cv = c.get("verdict")
+        if ja:
+            text += "。貴社の現行スコア（AUC " + _f2(c["auc"]) + "）" + (
+                "より優れています" if cv == "ours_better" else "の方が優れています" if cv == "client_better"
+                else "との差は、このデータでは判断できません")
+        else:
+            text += "; the client's own score reaches AUC " + _f2(c["auc"]) + (
+                ", which ours beats" if cv == "ours_better" else ", which beats ours" if cv == "client_better"
+                else ", and the data cannot tell the two apart")
+    elif c:
+        text += ("。貴社の現行スコアとは比較できませんでした（解約したアカウントのスコアがありません）" if ja and
+                 c.get("reason_code") == "client_score_snapshot" else
+                 "。貴社の現行スコアとは比較できませんでした" if ja else
+                 "; the client's own score could not be compared")
+    return text + "。" if ja else text + "."
+
+
+def playbook_focus(playbook: pd.DataFrame) -> tuple[str, int] | None:
+    """The KPI most often named first in the playbook and how many red accounts name it."""
+    if playbook.empty or "kpi_1" not in playbook:
+        return None
+    counts = playbook["kpi_1"].dropna().astype(str).value_counts()
+    return (counts.index[0], int(counts.iloc[0])) if len(counts) else None
+
+
+def finding_red(R: dict, labels: dict[str, str], language: str = "ja") -> str:
+    """The red-tier count and what the playbook says about it."""
+    ja = language == "ja"
+    scores = R["health_scores"]
+    if scores.empty or "tier" not in scores:
+        return ""
+    red = int((scores["tier"] == "red").sum())
+    if red == 0:
+        return "現在、赤ティアのアカウントはありません。" if ja else "No account is in the red tier now."
+    focus = playbook_focus(R["playbook"])
+    text = (f"現在契約中の{len(scores):,}件のうち赤ティアは{red:,}件で" if ja else
+            f"{red:,} of the {len(scores):,} active accounts are in the red tier")
+    if focus:
+        name = labels.get(focus[0], focus[0])
+        text += (f"、プレイブックでは{focus[1]:,}件で{name}が第一の改善点です。" if ja else
+                 f"; the playbook names {name} first for {focus[1]:,} of them.")
+    else:
+        text += "。" if ja else "."
+    return text
+
+
+def finding_caveat(R: dict, language: str = "ja") -> str:
+    """The one data caveat that matters most, in this order: a part not estimable, a coded warning
+    (most rows affected), excluded rows, else that the links are associations."""
+    ja = language == "ja"
+    outcomes = R["drivers_outcomes"]
+    if "status" in outcomes:
+        bad = outcomes[~outcomes["status"].astype(str).isin(["fitted", "ok"])]
+        if len(bad):
+            names = ("、" if ja else ", ").join(outcome_short(o, language) for o in bad["outcome"])
+            return (f"注意: {names}はイベントが少なく推定できていません。" if ja else
+                    f"Caveat: {names} could not be estimated (too few events).")
+    q = R["quality"]
+    warnings = [w for w in q.get("warnings", []) if isinstance(w, dict) and w.get("severity") == "warning"]
+    if warnings:
+        top = max(warnings, key=lambda w: w.get("values", {}).get("n", 0) or 0)
+        return ("データ上の注意: " if ja else "Data caveat: ") + notice(top, language)
+    tables = q.get("tables", {})
+    read = sum(t["read"] for t in tables.values())
+    excluded = sum(sum(t.get("excluded", {}).values()) for t in tables.values())
+    if read and excluded:
+        return (f"データ上の注意: 読み込んだ{read:,}行のうち{excluded:,}行を除外しました（理由は品質の節）。" if ja else
+                f"Data caveat: {excluded:,} of the {read:,} rows read were excluded (reasons in the quality section).")
+    return ("いずれも観察データにおける関連で、KPIを改善すれば同じ効果が得られると保証するものではありません。" if ja else
+            "All of these are associations in observational data, not proven effects of changing a KPI.")
+
+
+def findings(R: dict, labels: dict[str, str], improvement_pct: float = 10, currency: str = "JPY",
+             language: str = "ja") -> list[str]:
+    """The findings box's sentences (3-5), each from the result files."""
+    out = [finding_drivers(R, labels, language), finding_potential(R, labels, improvement_pct, currency, language),
+           finding_health(R, language), finding_red(R, labels, language), finding_caveat(R, language)]
+    return [s for s in out if s]
+
+
+def findings_html(sentences: list[str], language: str = "ja") -> str:
+    """The findings box as HTML (the first thing the report shows)."""
+    import html
+
+    head = "主な所見" if language == "ja" else "Key findings"
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+    return (f'<div class="cskit-findings" style="border:2px solid #1f4e79;border-radius:6px;padding:10px 18px;'
+            f'margin:12px 0;background:#f3f7fb"><h2 style="margin-top:4px">{head}</h2>'
+            f'<ul style="line-height:1.7">{items}</ul></div>')
+
+
+def conclusion(text: str) -> str:
+    """A section's one-line conclusion, as it opens the section."""
+    return f"**{text}**" if text else ""
+
+
+def conclusion_metrics(R: dict, currency: str = "JPY", language: str = "ja") -> str:
+    """MRR, paying accounts, NRR and monthly churn (kpi_summary.json) in one line."""
+    s = R["kpi_summary"]
+    val = lambda k: (s.get(k) or {}).get("value")  # noqa: E731
+    ja = language == "ja"
+    parts = []
+    if _finite(val("mrr")):
+        parts.append((f"MRRは{_yen(val('mrr'), currency, language)}（課金アカウント{int(val('paying_accounts') or 0):,}件）" if ja
+                      else f"MRR is {_yen(val('mrr'), currency, language)} from {int(val('paying_accounts') or 0):,} paying accounts"))
+    if _finite(val("nrr")):
+        parts.append(f"NRRは{pct(val('nrr'))}" if ja else f"NRR {pct(val('nrr'))}")
+    if _finite(val("customer_churn_rate")):
+        parts.append(f"月次の顧客解約率は{pct(val('customer_churn_rate'))}" if ja else
+                     f"monthly customer churn {pct(val('customer_churn_rate'))}")
+    if not parts:
+        return ""
+    return ("、".join(parts) + "です。") if ja else (", ".join(parts) + ".")
+
+
+BRIEF_METRICS = ("mrr", "arr", "paying_accounts", "customer_churn_rate", "grr", "nrr", "ltv_survival", "nps")
+
+
+def metrics_brief(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
+    """The main headline KPIs (the full list is in the appendix) as a two-column table."""
+    w = W[language]
+    rows = []
+    for key in BRIEF_METRICS:
+        entry = summary.get(key)
+        if not entry or key not in METRIC_LABELS:
+            continue
+        ja_label, en_label, kind = METRIC_LABELS[key]
+        value = entry.get("value")
+        shown = _yen(value, currency, language) if kind == "money" else _fmt(value, kind, currency)
+        rows.append([ja_label if language == "ja" else en_label, shown, _period(entry.get("period", ""), language)])
+    return _table([w["metric"], w["value"], w["period"]], rows)
+
+
+def conclusion_triggers(R: dict, labels: dict[str, str], alpha: float = 0.05, language: str = "ja") -> str:
+    """How many triggers each outcome has, with the false-discovery control."""
+    ja = language == "ja"
+    d = R["drivers"]
+    if d.empty:
+        return ""
+    flagged = d[d["trigger"].fillna("").astype(str).ne("")]
+    if "segment" in flagged:
+        flagged = flagged[flagged["segment"].isna() | flagged["segment"].astype(str).isin(["", "nan"])]
+    n = {o: int((flagged["outcome"] == o).sum()) for o in ("churn", "renewal", "expansion")}
+    if ja:
+        return (f"偽発見率{alpha:g}で判定したトリガーは、解約 {n['churn']}個、契約更新 {n['renewal']}個、"
+                f"アップセル・クロスセル {n['expansion']}個です。")
+    return (f"At a false-discovery rate of {alpha:g}: {n['churn']} churn, {n['renewal']} renewal and "
+            f"{n['expansion']} expansion trigger{'' if n['expansion'] == 1 else 's'}.")
+
+
+def conclusion_potential(R: dict, labels: dict[str, str], improvement_pct: float = 10, currency: str = "JPY",
+                         language: str = "ja") -> str:
+    """How many actionable KPIs have an LTV gain above zero, and how many cannot be told from zero."""
+    ja = language == "ja"
+    pot = R["potential"]
+    if pot.empty or pot["d_ltv"].isna().all():
+        return "このデータでは改善ポテンシャルを推定できませんでした。" if ja else "No improvement potential could be estimated."
+    act = pot[~pot["kpi"].isin(NOT_ACTIONABLE)].dropna(subset=["d_ltv"])
+    sure = credible_gains(pot)
+    unsure = act[~(act["d_ltv_lo"] > 0) & ~(act["d_ltv_hi"] < 0)]
+    if ja:
+        return (f"CSが動かせるKPI {len(act)}個のうち、{improvement_pct:g}%改善のLTV増分が確かにプラスなのは{len(sure)}個、"
+                f"{len(unsure)}個はゼロと区別できません。")
+    return (f"Of {len(act)} KPIs a CS team can move, {len(sure)} show an LTV gain clearly above zero when improved by "
+            f"{improvement_pct:g}%; for {len(unsure)} the gain cannot be told from zero.")
+
+
+AUC_WORDS = {"above_chance": ("偶然より良く解約を予測します", "ranks churn better than chance"),
+             "not_distinguishable": ("偶然と区別できません", "cannot be told from chance")}
+CALIBRATION_WORDS = {
+    "adequate": ("予測した解約確率の水準も実際と合っています", "its predicted churn level matches the observed one"),
+    "under_predicts": ("ただし予測確率は実際より低めです", "but it under-predicts the level of churn"),
+    "over_predicts": ("ただし予測確率は実際より高めです", "but it over-predicts the level of churn"),
+}
+TIER_ORDER_WORDS = {"ordered": ("赤・黄・緑の順に解約が多く", "the red, yellow and green tiers churn in that order"),
+                    "not_ordered": ("ティアの順序どおりには解約が起きておらず", "the tiers do not order churn")}
+
+
+def conclusion_health(R: dict, language: str = "ja") -> str:
+    """The validation verdicts of health_validation.json (AUC, tier order, calibration) in one line."""
+    ja = language == "ja"
+    i = 0 if ja else 1
+    hv = R["health_validation"]
+    v = hv.get("validation", {})
+    if hv.get("status") == "not_estimable":
+        return "ヘルススコアは作成できませんでした。" if ja else "The health score could not be built."
+    if v.get("status") != "ok":
+        return "ヘルススコアは過去時点で検証できませんでした。" if ja else "The health score could not be validated."
+    vd = v.get("verdicts", {})
+    auc = AUC_WORDS.get(vd.get("auc"), ("", ""))[i]
+    order = TIER_ORDER_WORDS.get(vd.get("tier_order"), ("", ""))[i]
+    cal = CALIBRATION_WORDS.get(vd.get("calibration"), ("", ""))[i]
+    if ja:
+        return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。{order}、{cal}。"
+    return f"The health score (AUC {_f2(v['score']['auc'])}) {auc}; {order}, {cal}."
+
+
+def conclusion_quality(R: dict, language: str = "ja") -> str:
+    """Rows read and excluded (quality.json) and the number of notices, in one line."""
+    ja = language == "ja"
+    q = R["quality"]
+    tables = q.get("tables", {})
+    read = sum(t["read"] for t in tables.values())
+    excluded = sum(sum(t.get("excluded", {}).values()) for t in tables.values())
+    n_warn = sum(1 for w in q.get("warnings", []) if isinstance(w, dict) and w.get("severity") == "warning")
+    if ja:
+        text = (f"読み込んだ{read:,}行のうち{excluded:,}行（{pct(excluded / read) if read else '—'}）を理由を付けて除外しました。"
+                if excluded else f"読み込んだ{read:,}行をすべて使いました。")
+        return text + (f"データに関する警告が{n_warn}件あります。" if n_warn else "")
+    text = (f"{excluded:,} of the {read:,} rows read ({pct(excluded / read) if read else '—'}) were excluded, each "
+            "with its reason." if excluded else f"All {read:,} rows read were used.")
+    return text + (f" {n_warn} data warning{'' if n_warn == 1 else 's'}." if n_warn else "")
+
+
+CHART_TITLES = {
+    "bridge": ("月次MRRブリッジ（新規・拡大・再開と縮小・解約）", "Monthly MRR bridge (new, expansion, reactivation; contraction, churn)"),
+    "rates": ("月次解約率の推移", "Monthly churn rates"),
+    "cohorts": ("開始コホート別の継続率", "Retention by start cohort"),
+    "potential": ("KPIを{pct}%改善した場合のLTV増分（95%区間）", "LTV gain of a {pct}% KPI improvement (95% interval)"),
+    "points": ("ヘルススコアの配点（合計100点）", "Health-score points (sum to 100)"),
+    "tiers": ("ティア別の解約率（過去時点で採点、その後{h}か月）", "Churn by tier (scored in the past, next {h} months)"),
+    "calibration": ("予測と実際の解約率（十分位ごと）", "Predicted vs observed churn (deciles)"),
+}
+
+
+def chart_title(key: str, language: str = "ja", **values: Any) -> str:
+    """A chart's title (every chart of the report has one)."""
+    ja, en = CHART_TITLES[key]
+    return (ja if language == "ja" else en).format(**values)
+
+
+def footer(run: dict, as_of: Any, language: str = "ja") -> str:
+    """The report's last line: cskit version, analysis month, and where the run's record is."""
+    month = pd.Timestamp(as_of).strftime("%Y-%m")
+    version = run.get("cskit_version", "")
+    made = run.get("params_file") or ""
+    if language == "ja":
+        return (f"---\n\n<small>cskit {version}｜分析基準月 {month}｜パラメータ・入力ファイルの指紋: results/run.json"
+                + (f"（{made}）" if made else "") + "</small>")
+    return (f"---\n\n<small>cskit {version} · analysis month {month} · params and input fingerprints: results/run.json"
+            + (f" ({made})" if made else "") + "</small>")
+
+
+APPENDIX = {
+    "appendix": ("付録: 詳細な表と図", "Appendix: full tables and charts"),
+    "a_metrics": ("A1. SaaS指標（全項目）", "A1. SaaS metrics (all)"),
+    "a_rates": ("A2. 解約率の推移", "A2. Churn rates by month"),
+    "a_nps": ("A3. NPS", "A3. NPS"),
+    "a_cohorts": ("A4. コホート別継続率", "A4. Retention by start cohort"),
+    "a_survival": ("A5. 生存曲線（カプラン・マイヤー）", "A5. Survival curves (Kaplan-Meier)"),
+    "a_drivers": ("A6. KPI×結果の全推定値", "A6. Every KPI × outcome estimate"),
+    "a_potential": ("A7. 改善ポテンシャル（全KPI）", "A7. Improvement potential (every KPI)"),
+    "a_points": ("A8. ヘルススコアの配点の詳細", "A8. Health-score points in detail"),
+    "a_calibration": ("A9. 較正（予測と実際）", "A9. Calibration (predicted vs observed)"),
+    "a_touch": ("A10. タッチモデル", "A10. Touch model"),
+}
+
+
+def appendix_heading(key: str, language: str = "ja", level: int = 3) -> str:
+    ja, en = APPENDIX[key]
+    return "#" * level + " " + (ja if language == "ja" else en)

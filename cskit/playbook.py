@@ -16,14 +16,18 @@ TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
 
 
-def playbook(model: ScoreModel, frame: pd.DataFrame, include=None) -> pd.DataFrame:
-    """Red-tier accounts (and those whose account_id is in ``include``: the movers) with the two KPIs whose points fall furthest below those of the green-tier
+def playbook(model: ScoreModel, frame: pd.DataFrame, include=None,
+             static: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """Red-tier accounts (and those whose account_id is in ``include``: the movers) with the two KPIs
+    whose points fall furthest below those of the green-tier
     median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
-    KPIs are named: not the tenure, not the account-context items (segment, contract type)."""
+    KPIs are named: not the tenure, not the account-context items (segment, contract type), and not
+    the ``static`` KPIs (one value per account, set at its start, e.g. onboarding completed: a CSM
+    cannot change it for an existing account; it still counts in the score)."""
     green = frame[frame["tier"] == "green"]
     if green.empty:
         green = frame[frame["score"] >= frame["score"].quantile(0.75)]
-    kpis = model.actionable_kpis()
+    kpis = [k for k in model.actionable_kpis() if k not in set(static)]
     ref = green[model.kpi_names()].median().to_frame().T
     ref_pts = model.kpi_points(ref)[kpis].iloc[0]
     named = frame["tier"] == "red"

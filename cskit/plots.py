@@ -34,9 +34,11 @@ TEXT = {
     "survival": {"ja": "生存率 (継続確率)", "en": "Survival (probability still a customer)"},
     "tenure": {"ja": "契約月数", "en": "Months since contract start"},
     "effect": {"ja": "効果 (1SDあたり, 95%区間)", "en": "Effect per +1 SD (95% interval)"},
-    "flagged": {"ja": "トリガー (q < α)", "en": "Trigger (q < alpha)"},
+    "flagged": {"ja": "トリガー（偽発見率の基準を満たす）", "en": "Trigger (passes the false-discovery control)"},
     "not_flagged": {"ja": "有意でない", "en": "Not significant"},
     "d_ltv": {"ja": "LTV増分", "en": "LTV gain"},
+    "sure": {"ja": "95%区間がゼロの片側", "en": "95% interval clear of zero"},
+    "unsure": {"ja": "区間がゼロをまたぐ（ゼロと区別できない）", "en": "interval crosses zero (not distinguishable from zero)"},
     "points": {"ja": "配点 (合計100)", "en": "Points (sum to 100)"},
     "item_kpi": {"ja": "KPI", "en": "KPI"},
     "item_context": {"ja": "契約状況（CSでは変えられない）", "en": "Account context (not changeable by CS)"},
@@ -114,6 +116,21 @@ def _month_labels(months: pd.Series) -> list[str]:
     return [pd.Timestamp(m).strftime("%Y-%m") for m in months]
 
 
+def launch_month(data: pd.DataFrame, parts: tuple[str, ...] = BRIDGE_PARTS, factor: float = 3.0) -> bool:
+    """Whether the bridge's first month dwarfs the rest: its gains exceed ``factor`` × the largest
+    monthly movement (gains or losses) of the other months. That happens when the data open on the
+    existing book or a launch cohort, whose first paid month all counts as "new"."""
+    if len(data) < 3:
+        return False
+    gains = [p for p in parts if p not in ("contraction", "churn")]
+    first = float(data[gains].iloc[0].abs().sum())
+    rest = data[list(parts)].iloc[1:].abs()
+    up = rest[gains].sum(axis=1)
+    down = rest[[p for p in parts if p in ("contraction", "churn")]].sum(axis=1)
+    scale = float(max(up.max(), down.max()))
+    return scale > 0 and first > factor * scale
+
+
 def mrr_bridge(
     data: pd.DataFrame,
     month: str = "month",
@@ -122,24 +139,32 @@ def mrr_bridge(
     currency: str = "JPY",
     language: str = "ja",
     ax: Axes | None = None,
+    title: str | None = None,
+    first_month: str = "auto",
 ) -> Axes:
     """Monthly MRR bridge: gains stacked above zero, losses (contraction, churn) below, end MRR as a line.
 
     Losses are drawn negative whatever their sign in ``data`` (the bridge table stores them as
     positive amounts); the line uses a second axis because end MRR is an order of magnitude larger.
+    ``first_month="auto"`` leaves out the first month's bars when it dwarfs the rest
+    (:func:`launch_month`: the opening book or a launch cohort) and says so on the chart, so the
+    monthly movements set the scale; ``"show"`` always draws it.
     """
     ax = _ax(ax, (10, 4.5))
+    skip = first_month == "auto" and launch_month(data, parts)
+    bars = data.iloc[1:] if skip else data
     x = np.arange(len(data))
-    up = np.zeros(len(data))
-    down = np.zeros(len(data))
+    xb = x[1:] if skip else x
+    up = np.zeros(len(bars))
+    down = np.zeros(len(bars))
     for part in parts:
-        values = data[part].to_numpy(dtype=float)
+        values = bars[part].to_numpy(dtype=float)
         if part in ("contraction", "churn"):
             values = -np.abs(values)
-            ax.bar(x, values, bottom=down, color=BRIDGE_COLOURS.get(part), label=t(part, language))
+            ax.bar(xb, values, bottom=down, color=BRIDGE_COLOURS.get(part), label=t(part, language))
             down += values
         else:
-            ax.bar(x, values, bottom=up, color=BRIDGE_COLOURS.get(part), label=t(part, language))
+            ax.bar(xb, values, bottom=up, color=BRIDGE_COLOURS.get(part), label=t(part, language))
             up += values
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(f"{t('mrr', language)} ({currency})")
@@ -147,6 +172,14 @@ def mrr_bridge(
     labels = _month_labels(data[month])
     step = max(1, len(labels) // 12)
     ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right")
+    ax.set_xlim(-0.7, len(data) - 0.3)
+    if skip:
+        gains = sum(float(data[p].iloc[0]) for p in parts if p not in ("contraction", "churn"))
+        note = (f"{labels[0]}の新規 {compact(gains, language)}（開始月に計上される既存・立上げ時の契約）は棒を省略"
+                if language == "ja" else
+                f"{labels[0]}: new {compact(gains, language)} (the book at the data's first month) not drawn to scale")
+        ax.text(0.01, 0.97, note, transform=ax.transAxes, va="top", ha="left", fontsize="small", color="0.3",
+                bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9})
     if total and total in data:
         ax2 = ax.twinx()
         ax2.plot(x, data[total].to_numpy(dtype=float), color="black", marker="o", markersize=3,
@@ -159,6 +192,8 @@ def mrr_bridge(
         ax.legend(handles + h2, names + n2, **BELOW)
     else:
         ax.legend(**BELOW)
+    if title:
+        ax.set_title(title)
     return ax
 
 
@@ -177,7 +212,7 @@ def rate_lines(
     ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
     ax.set_xlabel(t(x, language))
     ax.set_ylabel(ylabel or t("rate", language))
-    ax.legend(title=None, fontsize="small")
+    ax.legend(title=None, **(BELOW | {"bbox_to_anchor": (0.5, -0.28), "ncol": 3}))
     ax.tick_params(axis="x", rotation=45)
     return ax
 
@@ -239,7 +274,11 @@ def survival_curves(
     ax.set_xlabel(t("tenure", language))
     ax.set_ylabel(t("survival", language))
     if len(groups) > 1 or groups[0][0] is not None:
-        ax.legend(title=None, fontsize="small")
+        if len(groups) <= 4:
+            ax.legend(title=None, fontsize="small", loc="lower left")
+        else:  # many groups (e.g. 15 plans): beside the plot, never over the curves
+            ax.legend(title=None, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                      ncol=1 + len(groups) // 16)
     return ax
 
 
@@ -252,8 +291,10 @@ def survival_grid(
 ) -> np.ndarray:
     """One Kaplan-Meier panel per value of ``facet`` (e.g. all / segment / plan / onboarding), two per row."""
     keys = list(dict.fromkeys(data[facet]))
-    rows = max(1, (len(keys) + 1) // 2)
-    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    many = max((data[data[facet] == k]["group"].nunique() if "group" in data else 1) for k in keys) > 4 if keys else False
+    cols = 1 if many else 2  # a panel with many groups keeps its legend beside it: one panel per row
+    rows = max(1, (len(keys) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(11 if cols == 2 else 9, 4 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         survival_curves(data[data[facet] == key], time=time, language=language, ax=ax)
         ax.set_title((titles or {}).get(key, key))
@@ -323,11 +364,20 @@ def interval_bars(
     ax = _ax(ax, (8, max(2.5, 0.35 * len(d) + 1.2)))
     y = np.arange(len(d))[::-1]
     v = d[value].to_numpy(dtype=float)
-    colours = np.where(v >= 0, "#4C72B0", "#C44E52")
-    ax.barh(y, v, color=colours)
+    unsure = np.zeros(len(d), bool)
     if low and high and low in d and high in d:
         lo = d[low].to_numpy(dtype=float)
         hi = d[high].to_numpy(dtype=float)
+        unsure = np.isfinite(lo) & np.isfinite(hi) & (lo <= 0) & (hi >= 0)
+    colours = np.where(unsure, "#BDBDBD", np.where(v >= 0, "#4C72B0", "#C44E52"))
+    ax.barh(y, v, color=colours)
+    if unsure.any():
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="#4C72B0", label=t("sure", language)),
+                           Patch(color="#BDBDBD", label=t("unsure", language))],
+                  fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if low and high and low in d and high in d:
         ok = np.isfinite(lo) & np.isfinite(hi)
         err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
         ax.errorbar(v[ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=3, linewidth=1)
@@ -373,7 +423,7 @@ def points_bars(
     ax.set_xlabel(t("points", language))
     ax.set_xlim(0, max(1.0, float(v.max()) * 1.45) if len(d) else 1.0)
     if (kinds == "context").any():
-        ax.legend(fontsize="small", loc="lower right")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 

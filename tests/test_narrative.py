@@ -225,11 +225,11 @@ def test_touch_table_with_tier_kpis():
 
 
 def test_amount_uses_man_and_oku_in_japanese():
-    assert N.amount(174_652_163, "JPY", "ja") == "¥1.75億"
-    assert N.amount(3_201_041_225, "JPY", "ja") == "¥32.0億"
-    assert N.amount(99_009_563, "JPY", "ja") == "¥9,901万"
-    assert N.amount(-258_821, "JPY", "ja") == "-¥25.9万"
-    assert N.amount(-1_469, "JPY", "ja") == "-¥1,469"
+    assert N.amount(174_652_163, "JPY", "ja") == "1.75億円"
+    assert N.amount(3_201_041_225, "JPY", "ja") == "32.0億円"
+    assert N.amount(99_009_563, "JPY", "ja") == "9,901万円"
+    assert N.amount(-258_821, "JPY", "ja") == "-25.9万円"
+    assert N.amount(-1_469, "JPY", "ja") == "-1,469円"
     assert N.amount(174_652_163, "JPY", "en") == "¥174,652,163"
     assert N.amount(174_652_163, "USD", "ja") == "$174,652,163"
 
@@ -342,17 +342,28 @@ def test_model_names_in_japanese():
     assert N.model_name("something else", "ja") == "something else"
 
 
-def test_tier_order_and_calibration_sentences():
+def test_tier_order_and_calibration_verdicts_are_decided_by_the_stage_and_worded_here():
+    from cskit.health import verdicts
+
     tiers = [{"tier": "red", "n": 47, "churn_rate": 0.17}, {"tier": "yellow", "n": 240, "churn_rate": 0.20},
              {"tier": "green", "n": 530, "churn_rate": 0.14}]
-    assert "赤ティアの解約率（17.0%）が黄ティア（20.0%）以下" in N.tier_order_text(tiers, "ja")
-    tiers[0]["churn_rate"] = 0.3
-    assert N.tier_order_text(tiers, "ja") == ""
     # 130 of 817 churned: Wilson 95% interval [13.6%, 18.6%] (worked by hand), so 10.7% is below it
-    v = {"n_accounts": 817, "n_churned": 130, "predicted_rate": 0.107, "observed_rate": 130 / 817}
+    v = {"n_accounts": 817, "n_churned": 130, "predicted_rate": 0.107, "observed_rate": 130 / 817,
+         "by_tier": tiers, "score": {"auc": 0.7, "ci_low": 0.51, "ci_high": 0.8}}
+    v["verdicts"] = verdicts(v)
+    assert v["verdicts"] == {"auc": "above_chance", "calibration": "under_predicts", "tier_order": "not_ordered",
+                             "tier_pair": ["red", "yellow"]}
+    assert "赤ティアの解約率（17.0%）が黄ティア（20.0%）以下" in N.tier_order_text(v, "ja")
     assert "予測した解約確率の平均は 10.7%、実際の解約率は 15.9% でした（予測は実際より低めです" in N.calibration_text(v, "ja")
-    assert "低め" not in N.calibration_text(v | {"predicted_rate": 0.15}, "ja")
-    assert "over-predicts" in N.calibration_text(v | {"predicted_rate": 0.19}, "en")
+    ok = v | {"predicted_rate": 0.15, "by_tier": [dict(tiers[0], churn_rate=0.3), *tiers[1:]],
+              "score": {"auc": 0.7, "ci_low": 0.49, "ci_high": 0.8}}
+    ok["verdicts"] = verdicts(ok)
+    assert ok["verdicts"] == {"auc": "not_distinguishable", "calibration": "adequate", "tier_order": "ordered",
+                              "tier_pair": None}
+    assert N.tier_order_text(ok, "ja") == "" and "低め" not in N.calibration_text(ok, "ja")
+    high = v | {"predicted_rate": 0.19}
+    high["verdicts"] = verdicts(high)
+    assert high["verdicts"]["calibration"] == "over_predicts" and "over-predicts" in N.calibration_text(high, "en")
 
 
 def test_potential_table_shows_shares_as_percent():
