@@ -8,7 +8,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test clean-output
+.PHONY: demo test lab clean-output
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	# the notebook as a data scientist runs it (kernel in notebooks/, the demo, results in output/demo/)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/diagnosis.ipynb
+
+# JupyterLab on the diagnosis notebook, ready to run top to bottom on the demo (results in output/demo/)
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/diagnosis.ipynb
 
 clean-output:
 	rm -rf output

@@ -1,12 +1,25 @@
-"""cskit: customer-success diagnosis for B2B SaaS (DESIGN.md).
+"""cskit: customer-success diagnosis for B2B SaaS clients.
 
-``cskit.analyse(params)`` runs every stage and returns a :class:`Diagnosis`; ``dx.write(out_dir)``
-writes the result files. ``cskit.plots`` draws the charts and ``cskit.narrative`` writes the
-report's text from the results.
+Example::
+
+    import cskit
+    dx = cskit.analyse("params/demo.yaml")      # every stage: load, panel, metrics, triggers, potential, health
+    dx                                           # one line; in JupyterLab a summary table
+    dx.triggers.table.head()                     # results are DataFrames / dicts (DESIGN.md §6)
+    dx.write("output/demo")                      # results/*.csv, *.json, potential.xlsx, run.json
+    cskit.plots.mrr_bridge(dx.metrics.mrr_bridge)  # charts: a DataFrame in, an Axes out
+    print(cskit.narrative.findings(cskit.narrative.read_results("output/demo/results"), {}, language="en"))
+
+From the shell: ``cskit run params/demo.yaml`` (the report as HTML under output/demo/), ``cskit batch
+params/*.yaml``, ``cskit --version``. ``cskit.plots`` draws the charts and ``cskit.narrative`` writes the
+report's words (Japanese or English) from the result files.
 """
-from cskit.errors import CskitError
-from cskit.params import Params, load_params, validate_params
-from cskit.pipeline import Diagnosis, analyse, load
-
-__all__ = ["CskitError", "Diagnosis", "Params", "analyse", "load", "load_params", "validate_params"]
 __version__ = "0.1.0"
+
+from cskit import narrative, plots  # noqa: E402
+from cskit.errors import CskitError  # noqa: E402
+from cskit.params import Params, load_params, validate_params  # noqa: E402
+from cskit.pipeline import Diagnosis, analyse, load  # noqa: E402
+
+__all__ = ["CskitError", "Diagnosis", "Params", "analyse", "load", "load_params", "narrative", "plots",
+           "validate_params"]

@@ -10,10 +10,12 @@ safe with parallel runs). Everything is written under ``<out>/<client>/``.
 """
 from __future__ import annotations
 
+import csv
 import os
-import threading
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +109,8 @@ def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]
     return params, folder
 
 
-def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool = False) -> Path:
+def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool = False,
+            params_file: str | Path | None = None) -> Path:
     """Execute the notebook with papermill into ``folder`` and (optionally) render the HTML copy.
 
     The kernel logs at ERROR level only: its "running over TCP without encryption" warning (a local
@@ -117,15 +120,19 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "diagnosis.ipynb"
+    stale = folder / "diagnosis.html"
+    if not html and stale.exists():  # an HTML from an earlier run must not sit beside these results
+        stale.unlink()
     parameters = params.papermill_parameters()  # data: a URL without its password
     parameters["output_dir"] = str(folder.parent)
-    with kernel_environment(params.data):  # the password reaches the kernel in PGPASSWORD only
+    parameters["params_file"] = str(params_file or "")
+    with kernel_environment(params.data), stage_progress(progress_bar):  # password: in PGPASSWORD only
         pm.execute_notebook(
             str(notebook_path()),
             str(target),
             parameters=parameters,
             kernel_name="python3",
-            progress_bar=progress_bar,
+            progress_bar=False,
             log_output=False,
             language="python",
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
@@ -133,6 +140,58 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
     if html:
         render_html(target, folder / "diagnosis.html", params.language)
     return target
+
+
+STAGES = ("load", "panel", "metrics", "triggers", "potential", "health", "report")
+STAGE_NAMES = {"drivers": "triggers"}
+
+
+@contextmanager
+def stage_progress(show: bool):
+    """On a terminal, show which stage the kernel is in (load, panel, metrics, triggers, potential,
+    health, report): the kernel appends each stage to the file named by $CSKIT_PROGRESS
+    (:func:`cskit.pipeline.report_stage`), a thread here reads it."""
+    if not show:
+        yield
+        return
+    import tempfile
+
+    from cskit.pipeline import PROGRESS_ENV
+
+    fd, path = tempfile.mkstemp(prefix="cskit-progress-", suffix=".txt")
+    os.close(fd)
+    old = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = path
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def watch(status) -> None:
+        seen = 0
+        while not done.wait(0.2):
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            for stage in lines[seen:]:
+                name = STAGE_NAMES.get(stage, stage)
+                k = STAGES.index(name) + 1 if name in STAGES else 0
+                err.print(f"  {time.perf_counter() - t0:5.1f} s  {name}" + (f" ({k}/{len(STAGES)})" if k else ""),
+                          markup=False)
+                status.update(f"cskit run: {name}")
+            seen = len(lines)
+
+    try:
+        with err.status("cskit run: starting the notebook kernel") as status:
+            thread = threading.Thread(target=watch, args=(status,), daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                done.set()
+                thread.join()
+    finally:
+        if old is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = old
+        Path(path).unlink(missing_ok=True)
 
 
 def render_html(notebook: Path, target: Path, language: str) -> Path:
@@ -199,13 +258,28 @@ def _run_client(params_path: str, out_dir: str, html: bool, progress_bar: bool) 
     except Exception as e:  # noqa: BLE001 - the consultant gets one line, not a traceback
         return RunResult(str(params_path), client, 1, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
     try:
-        execute(params, folder, html=html, progress_bar=progress_bar)
+        execute(params, folder, html=html, progress_bar=progress_bar, params_file=params_path)
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, KeyboardInterrupt):
             raise
         code, message = failure_message(e, folder / "diagnosis.ipynb")
         return RunResult(str(params_path), client, code, message, time.perf_counter() - t0, str(folder))
     return RunResult(str(params_path), client, 0, "ok", time.perf_counter() - t0, str(folder))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cskit import __version__
+
+        console.print(f"cskit {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Customer-success diagnosis for B2B SaaS clients."""
 
 
 @app.command()
@@ -221,6 +295,26 @@ def run(
         err.print(res.message, markup=False)
         raise typer.Exit(res.code)
     console.print(f"Done: {res.folder} ({res.seconds:.1f} s)", markup=False)
+    console.print(excluded_line(Path(res.folder)), markup=False)
+
+
+def excluded_line(folder: Path) -> str:
+    """The run's closing line on the rows it could not use (results/quality.json)."""
+    import json
+
+    path = folder / "results" / "quality.json"
+    if not path.is_file():
+        return ""
+    q = json.loads(path.read_text(encoding="utf-8"))
+    tables = q.get("tables", {})
+    read = sum(t["read"] for t in tables.values())
+    excluded = {name: sum(t.get("excluded", {}).values()) for name, t in tables.items()}
+    n = sum(excluded.values())
+    warnings = sum(1 for w in q.get("warnings", []) if isinstance(w, dict) and w.get("severity") == "warning")
+    if not n:
+        return f"All {read:,} rows read were used" + (f"; {warnings} data warning(s) in {path}." if warnings else ".")
+    where = ", ".join(f"{name} {k:,}" for name, k in sorted(excluded.items()) if k)
+    return f"{n:,} of {read:,} rows were excluded ({where}): reasons and examples in {path}."
 
 
 @app.command()
@@ -246,15 +340,85 @@ def batch(
             progress.advance(task)
     results.sort(key=lambda r: r.params_path)
     table = Table(title="cskit batch")
-    for col in ("params", "client", "status", "seconds", "message"):
+    for col in ("params", "client", "status", "seconds"):
         table.add_column(col)
     for r in results:
-        status = "ok" if r.code == 0 else ("bad input" if r.code == 2 else "failed")
-        table.add_row(r.params_path, r.client, status, f"{r.seconds:.1f}", r.message.splitlines()[0][:200])
+        table.add_row(r.params_path, r.client, status_word(r.code), f"{r.seconds:.1f}")
     console.print(table)
+    for r in results:
+        if r.code:  # every failure's whole message, and where it is kept
+            err.print(f"\n[bold red]{r.client}[/] ({r.params_path}): {status_word(r.code)}", markup=True)
+            err.print(r.message, markup=False)
+    summary = write_batch_summary(results, out)
+    for r in results:
+        write_error_file(r, out)
+    console.print(f"Summary: {summary}", markup=False)
     failed = [r for r in results if r.code]
     if failed:
         raise typer.Exit(max(r.code for r in failed))
+
+
+def status_word(code: int) -> str:
+    return "ok" if code == 0 else ("bad input" if code == 2 else "failed")
+
+
+SUMMARY_COLUMNS = ["client", "params", "status", "seconds", "message", "mrr", "nrr", "customer_churn_rate",
+                   "churn_triggers", "health_auc", "red_accounts", "folder"]
+
+
+def headline(folder: str | Path) -> dict:
+    """Headline figures of one client's result files for the batch summary (empty when absent)."""
+    from cskit.narrative import read_results
+
+    out = {k: "" for k in ("mrr", "nrr", "customer_churn_rate", "churn_triggers", "health_auc", "red_accounts")}
+    results = Path(folder) / "results"
+    if not folder or not results.is_dir():
+        return out
+    R = read_results(results)
+    s = R["kpi_summary"]
+    for k in ("mrr", "nrr", "customer_churn_rate"):
+        v = (s.get(k) or {}).get("value")
+        out[k] = "" if v is None else v
+    d = R["drivers"]
+    if len(d) and "trigger" in d:
+        out["churn_triggers"] = int(((d["outcome"] == "churn") & d["trigger"].fillna("").astype(str).ne("")).sum())
+    v = R["health_validation"].get("validation", {})
+    if v.get("status") == "ok":
+        out["health_auc"] = v["score"]["auc"]
+    if len(R["health_scores"]) and "tier" in R["health_scores"]:
+        out["red_accounts"] = int((R["health_scores"]["tier"] == "red").sum())
+    return out
+
+
+def write_batch_summary(results: list[RunResult], out: Path) -> Path:
+    """``<out>/batch-summary.csv``: one row per client (status, seconds, whole message, headline figures)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "batch-summary.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in results:
+            row = {"client": r.client, "params": r.params_path, "status": status_word(r.code),
+                   "seconds": f"{r.seconds:.1f}", "message": r.message, "folder": r.folder}
+            row |= headline(r.folder) if r.code == 0 else {}
+            w.writerow(row)
+    return path
+
+
+def write_error_file(r: RunResult, out: Path) -> None:
+    """``<out>/<client>/error.txt`` holds a failed run's whole message; a successful run removes it."""
+    try:
+        folder = Path(r.folder) if r.folder else client_folder(Path(out), r.client)
+    except CskitError:
+        return
+    path = folder / "error.txt"
+    if r.code == 0:
+        path.unlink(missing_ok=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"cskit {status_word(r.code)} ({r.params_path}), exit code {r.code}:\n{r.message}\n",
+                    encoding="utf-8")
 
 
 def _duplicate_clients(paths: list[Path]) -> list[str]:

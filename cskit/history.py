@@ -327,7 +327,7 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
     drops = drop_check(panel, health.cut_model, cut, horizon=H, lag=lag, months=params.alert_months,
                        drop=params.alert_drop)
     drops["changes_now"] = change_summary(changes["change"].to_numpy(), drop=params.alert_drop)
-    book = playbook(model, health.features, include=movers["account_id"])
+    book = playbook(model, health.features, include=movers["account_id"], static=data.static_kpis)
     book["account_name"] = book["account_id"].map(names).fillna("").to_numpy()
     moved = named.set_index("account_id")
     book["change"] = book["account_id"].map(moved["change"]).to_numpy(dtype="float64")

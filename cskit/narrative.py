@@ -156,9 +156,12 @@ REASONS = {
     "score_out_of_range": "スコアが0〜10の整数でない",
     "bad_ts": "日時が不正",
 }
-GROUP_BY = {"all": ("全体", "all"), "segment": ("セグメント", "segment"), "plan": ("プラン", "plan"),
-            "contract_type": ("契約形態", "contract_type"), "onboarding": ("オンボード", "onboarding"),
-            "role": ("役割", "role")}
+GROUP_BY = {"all": ("全体", "All"), "segment": ("セグメント", "Segment"), "plan": ("プラン", "Plan"),
+            "contract_type": ("契約形態", "Contract type"), "onboarding": ("オンボード", "Onboarding"),
+            "role": ("役割", "Role")}
+GROUP_VALUES_EN = {"all": "All", "annual": "Annual", "monthly": "Monthly", "completed": "Completed",
+                   "not completed": "Not completed", "admin": "Admin", "decision_maker": "Decision maker",
+                   "end_user": "End user"}
 GROUP_VALUES = {
     "all": "全体", "annual": "年間契約", "monthly": "月次契約", "completed": "完了", "not completed": "未完了",
     "admin": "管理者", "decision_maker": "意思決定者", "end_user": "エンドユーザー", "(none)": "（未記入）",
@@ -166,7 +169,7 @@ GROUP_VALUES = {
 
 
 def grouping_name(group_by: str, language: str = "ja") -> str:
-    """A grouping (``segment``, ``contract_type`` …) as the report names it; English keeps the key."""
+    """A grouping (``segment``, ``contract_type`` …) as the report names it, in either language."""
     ja, en = GROUP_BY.get(group_by, (group_by, group_by))
     return ja if language == "ja" else en
 
@@ -175,7 +178,7 @@ def group_name(group: Any, language: str = "ja") -> str:
     """A group value cskit itself writes (``all``, ``annual``, ``completed`` …, and the usual NPS roles)
     in Japanese; a client's own values (segment or plan names) are shown as they are."""
     text = str(group)
-    return GROUP_VALUES.get(text, text) if language == "ja" else text
+    return GROUP_VALUES.get(text, text) if language == "ja" else GROUP_VALUES_EN.get(text, text)
 
 
 def relabel_groups(curves: pd.DataFrame, language: str = "ja") -> pd.DataFrame:
@@ -681,7 +684,7 @@ def potential(
     """What +x% of each KPI is worth: the scenario in words, the KPIs whose LTV gain has an interval
     above zero (largest first), how many intervals include zero, why any cell is empty, the caveat."""
     m = lambda v: amount(v, currency, language)  # noqa: E731
-    d = table.dropna(subset=["d_ltv"])
+    d = actionable(table).dropna(subset=["d_ltv"])
     sure = d[d["d_ltv_lo"] > 0].sort_values("d_ltv", ascending=False, kind="stable")
     unsure = d[~(d["d_ltv_lo"] > 0) & ~(d["d_ltv_hi"] < 0)]
     who = f"{accounts:,}" if accounts is not None else ""
@@ -697,9 +700,9 @@ def potential(
                         "（解約・アップセル/クロスセル・ダウングレード・紹介）が一つもないためです（理由は下記）。"
                         "価値がないという意味ではなく、このデータでは判断できないという意味です。")
         elif len(sure):
-            items = "、".join(f"**{r.label}**（LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)}）"
+            items = "、".join(f"**{(labels or {}).get(r.kpi, r.label)}**（LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)}）"
                               for r in sure.head(top).itertuples())
-            text.append(f"LTVの増分が区間ごとプラスになったのは{len(sure)}指標で、大きい順に {items} です。")
+            text.append(f"LTV増分の95%区間がゼロを上回ったのは{len(sure)}指標で、大きい順に{items}です。")
         else:
             text.append("どのKPIについても、LTV増分の95%区間がゼロを含みます。このデータからは、改善の価値を確かに言えるKPIはありません。")
         if len(unsure):
@@ -716,15 +719,16 @@ def potential(
                         "up/cross-sell, downgrade, referral) could estimate KPI effects (reasons below). This does "
                         "not mean improving them is worth nothing; these data cannot tell.")
         elif len(sure):
-            items = ", ".join(f"**{r.label}** (LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)})"
+            items = ", ".join(f"**{(labels or {}).get(r.kpi, r.label)}** (LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)})"
                               for r in sure.head(top).itertuples())
-            text.append(f"{len(sure)} KPIs have an LTV gain whose interval is above zero; the largest: {items}.")
+            text.append(f"{len(sure)} KPI{'' if len(sure) == 1 else 's'} {'has' if len(sure) == 1 else 'have'} an "
+                        f"LTV gain whose interval is above zero; the largest: {items}.")
         else:
             text.append("For every KPI the 95% interval of the LTV gain includes zero: the data cannot say that "
                         "improving any one of them is worth something.")
         if len(unsure):
-            text.append(f"For {len(unsure)} KPIs the interval crosses zero: the data cannot tell whether improving "
-                        "them is worth anything.")
+            text.append(f"For {len(unsure)} KPI{'' if len(unsure) == 1 else 's'} the interval crosses zero: the data "
+                        "cannot tell whether improving them is worth anything.")
     if notes and d.empty:
         notes = {k: v for k, v in notes.items() if k in OUTCOME_NOTES} or notes
     if notes:
@@ -2131,9 +2135,9 @@ def conclusion_triggers(R: dict, labels: dict[str, str], alpha: float = 0.05, la
         flagged = flagged[flagged["segment"].isna() | flagged["segment"].astype(str).isin(["", "nan"])]
     n = {o: int((flagged["outcome"] == o).sum()) for o in ("churn", "renewal", "expansion")}
     if ja:
-        return (f"偽発見率{alpha:g}で判定したトリガーは、解約 {n['churn']}個、契約更新 {n['renewal']}個、"
+        return (f"偽発見率{pct(alpha, 0)}の基準で選んだトリガーは、解約 {n['churn']}個、契約更新 {n['renewal']}個、"
                 f"アップセル・クロスセル {n['expansion']}個です。")
-    return (f"At a false-discovery rate of {alpha:g}: {n['churn']} churn, {n['renewal']} renewal and "
+    return (f"At a false-discovery rate of {pct(alpha, 0)}: {n['churn']} churn, {n['renewal']} renewal and "
             f"{n['expansion']} expansion trigger{'' if n['expansion'] == 1 else 's'}.")
 
 
@@ -2158,11 +2162,11 @@ AUC_WORDS = {"above_chance": ("偶然より良く解約を予測します", "ran
              "not_distinguishable": ("偶然と区別できません", "cannot be told from chance")}
 CALIBRATION_WORDS = {
     "adequate": ("予測した解約確率の水準も実際と合っています", "its predicted churn level matches the observed one"),
-    "under_predicts": ("ただし予測確率は実際より低めです", "but it under-predicts the level of churn"),
-    "over_predicts": ("ただし予測確率は実際より高めです", "but it over-predicts the level of churn"),
+    "under_predicts": ("予測した解約確率は実際より低めです", "it under-predicts the level of churn"),
+    "over_predicts": ("予測した解約確率は実際より高めです", "it over-predicts the level of churn"),
 }
-TIER_ORDER_WORDS = {"ordered": ("赤・黄・緑の順に解約が多く", "the red, yellow and green tiers churn in that order"),
-                    "not_ordered": ("ティアの順序どおりには解約が起きておらず", "the tiers do not order churn")}
+TIER_ORDER_WORDS = {"ordered": ("赤・黄・緑の順に解約が多くなっています", "the red, yellow and green tiers churn in that order"),
+                    "not_ordered": ("ただしティアの順序どおりには解約が起きていません", "but the tiers do not order churn")}
 
 
 def conclusion_health(R: dict, language: str = "ja") -> str:
@@ -2180,8 +2184,8 @@ def conclusion_health(R: dict, language: str = "ja") -> str:
     order = TIER_ORDER_WORDS.get(vd.get("tier_order"), ("", ""))[i]
     cal = CALIBRATION_WORDS.get(vd.get("calibration"), ("", ""))[i]
     if ja:
-        return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。{order}、{cal}。"
-    return f"The health score (AUC {_f2(v['score']['auc'])}) {auc}; {order}, {cal}."
+        return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。{order}。{cal}。"
+    return f"The health score (AUC {_f2(v['score']['auc'])}) {auc}; {order}; {cal}."
 
 
 def conclusion_quality(R: dict, language: str = "ja") -> str:
@@ -2209,6 +2213,8 @@ CHART_TITLES = {
     "points": ("ヘルススコアの配点（合計100点）", "Health-score points (sum to 100)"),
     "tiers": ("ティア別の解約率（過去時点で採点、その後{h}か月）", "Churn by tier (scored in the past, next {h} months)"),
     "calibration": ("予測と実際の解約率（十分位ごと）", "Predicted vs observed churn (deciles)"),
+    "tier_mix": ("月別のティア構成（過去12か月）", "Tier mix by month (last 12 months)"),
+    "score_bands": ("スコア分布の推移（中央値と四分位）", "Score distribution by month (median and quartiles)"),
 }
 
 
@@ -2242,9 +2248,72 @@ APPENDIX = {
     "a_points": ("A8. ヘルススコアの配点の詳細", "A8. Health-score points in detail"),
     "a_calibration": ("A9. 較正（予測と実際）", "A9. Calibration (predicted vs observed)"),
     "a_touch": ("A10. タッチモデル", "A10. Touch model"),
+    "a_bands": ("A11. スコア分布の推移", "A11. Score distribution over time"),
 }
 
 
 def appendix_heading(key: str, language: str = "ja", level: int = 3) -> str:
     ja, en = APPENDIX[key]
     return "#" * level + " " + (ja if language == "ja" else en)
+
+
+def actionable(table: pd.DataFrame, by: str = "kpi") -> pd.DataFrame:
+    """The rows of KPIs a CS team can act on (the potential chart and the summary leave out
+    :data:`NOT_ACTIONABLE`, which the full table keeps, labelled)."""
+    return table[~table[by].isin(NOT_ACTIONABLE)]
+
+
+def triggers_brief(drivers: pd.DataFrame, outcomes: pd.DataFrame, labels: dict[str, str], alpha: float = 0.05,
+                   language: str = "ja", fdr: str = "Benjamini–Hochberg") -> str:
+    """The triggers section's text: what is tested, then one line per outcome (events, triggers, the
+    strongest with its interval, the smallest detectable effect); the full list is in the appendix."""
+    ja = language == "ja"
+    info = outcomes.set_index("outcome") if "outcome" in outcomes else pd.DataFrame()
+    lines = [
+        (f"各KPIを1標準偏差（SD）上げたときの、解約・契約更新・アップセル/クロスセルとの関連です。多数のKPIを同時に調べるため、"
+         f"偽発見率（FDR）を{fdr}法で{pct(alpha, 0)}に抑えた基準を満たすものだけをトリガーとしています。" if ja else
+         f"The link of +1 standard deviation (SD) of each KPI with churn, renewal and expansion. Many KPIs are tested at "
+         f"once, so only those passing a false-discovery rate of {pct(alpha, 0)} ({fdr}) are called triggers."), ""]
+    for outcome in ("churn", "renewal", "expansion"):
+        row = info.loc[outcome] if outcome in info.index else pd.Series(dtype=object)
+        events = row.get("events")
+        head = f"- **{outcome_title(outcome, language)}**: "
+        if str(row.get("status", "fitted")) not in ("fitted", "ok"):
+            lines.append(head + (f"イベントが{int(events):,}件と少なく、推定していません（関連が「ない」という意味ではありません）。" if ja
+                                 else f"only {int(events):,} events: not estimated (this does not mean there is no link).")
+                         if _finite(events) else head + ("推定していません。" if ja else "not estimated."))
+            continue
+        d = drivers[drivers["outcome"] == outcome]
+        if "segment" in d:
+            d = d[d["segment"].isna() | d["segment"].astype(str).isin(["", "nan"])]
+        flagged = d[d["trigger"].fillna("").astype(str).ne("")]
+        top = _flagged(drivers, outcome, 1)
+        ev = (f"イベント{int(events):,}件、" if ja else f"{int(events):,} events, ") if _finite(events) else ""
+        mde = row.get("mde_per_sd")
+        power = ((f"検出できる最小の効果は1SDあたり{ratio(mde)}倍。" if ja else
+                  f"smallest detectable effect {ratio(mde)} per SD.") if _finite(mde) else "")
+        if len(top):
+            r = top.iloc[0]
+            strongest = (f"最も強いのは{labels.get(r['kpi'], r['kpi'])} {ratio(r['effect'])} "
+                         f"[{ratio(r['ci_low'])}, {ratio(r['ci_high'])}]。" if ja else
+                         f"strongest {labels.get(r['kpi'], r['kpi'])} {ratio(r['effect'])} "
+                         f"[{ratio(r['ci_low'])}, {ratio(r['ci_high'])}]; ")
+            n = len(flagged)
+            lines.append(head + ev + (f"トリガー{n}個。" if ja else f"{n} trigger{'' if n == 1 else 's'}, ")
+                         + strongest + power)
+        else:
+            lines.append(head + ev + ("基準を満たすKPIはありません。" if ja else "no KPI passes the control; ") + power)
+    lines += ["", "> " + ("これらは観察データにおける関連であり、因果関係を示すものではありません。トリガーは「どこを見るべきか」の手がかりです。"
+                          if ja else "These are associations in observational data, not proven causes: a trigger "
+                          "says where to look, not what will happen if the KPI is changed.")]
+    return "\n".join(lines)
+
+
+def chart_rows(table: pd.DataFrame, others: int = 5) -> pd.DataFrame:
+    """The potential chart's rows: every actionable KPI whose LTV interval is clear of zero, then the
+    ``others`` largest of the rest by |LTV gain| (all of them are in the appendix table), by LTV gain."""
+    d = actionable(table).dropna(subset=["d_ltv"])
+    clear = (d["d_ltv_lo"] > 0) | (d["d_ltv_hi"] < 0)
+    rest = d[~clear].assign(_s=d.loc[~clear, "d_ltv"].abs()).sort_values("_s", ascending=False, kind="stable")
+    keep = pd.concat([d[clear], rest.head(others).drop(columns="_s")])
+    return keep.sort_values("d_ltv", ascending=False, kind="stable")

@@ -6,7 +6,9 @@ objects, ``yes`` into True and ``007`` into 7, so every key is checked here with
 """
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -109,6 +111,7 @@ class Params(BaseModel):
     alert_drop: float = Field(15, gt=0, le=100)
     alert_months: int = Field(3, ge=1, le=11)
     previous: str = ""
+    client_name: str = Field("", max_length=200)  # the client's display name in titles (any text); [client]
 
     @field_validator("client")
     @classmethod
@@ -201,11 +204,19 @@ class Params(BaseModel):
         if v is None or isinstance(v, dt.date):
             return v
         if isinstance(v, str):
+            text = v.strip()
+            if not text:
+                return None
+            month = re.fullmatch(r"(\d{4})-(\d{1,2})", text)
             try:
-                return dt.date.fromisoformat(v.strip())
-            except ValueError:
-                pass
-        raise ValueError("must be a date YYYY-MM-DD (or empty for the last month of revenue)")
+                if month:  # YYYY-MM: the analysis month, taken as its last day
+                    y, m = int(month.group(1)), int(month.group(2))
+                    return dt.date(y, m, calendar.monthrange(y, m)[1])
+                return dt.date.fromisoformat(text)
+            except ValueError as e:
+                raise ValueError(f"is not a real date ({e}): write YYYY-MM-DD (e.g. 2026-06-30) or YYYY-MM "
+                                 "(the month's last day), or leave it empty for the last month of revenue") from None
+        raise ValueError("must be a date YYYY-MM-DD or a month YYYY-MM (or empty for the last month of revenue)")
 
     def papermill_parameters(self, base: Path | None = None) -> dict[str, Any]:
         """The params as papermill injects them: plain JSON types, ``data`` as an absolute path."""
@@ -257,7 +268,9 @@ def _describe(err: dict) -> str:
     if err["type"] == "extra_forbidden":
         model = {"events_kpis": EventKPI, "kpis": KPIOverride}.get(str(err["loc"][0]), Params) if len(err["loc"]) > 1 else Params
         allowed = ", ".join(model.model_fields)
-        return f"- unknown key '{loc}' (value {value!r}). Allowed keys: {allowed}."
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1, cutoff=0.6)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"- unknown key '{loc}' (value {value!r}).{hint} Allowed keys: {allowed}."
     msg = err["msg"].removeprefix("Value error, ")
     if not err["loc"]:  # a check across keys: its message names them
         return "- " + "\n- ".join(msg.split("; ")) + "."
@@ -284,8 +297,28 @@ def load_params(path: str | Path) -> Params:
     path = Path(path)
     if not path.is_file():
         raise CskitError(f"Params file not found: {path}. Copy params/template.yaml and edit it.")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise CskitError(f"Params file {path} is not valid UTF-8 YAML: {e}") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:  # a params file saved by a Japanese Windows editor: Shift_JIS (cp932) is read as such
+            text = data.decode("cp932")
+        except UnicodeDecodeError:
+            raise CskitError(f"Params file {path} is neither UTF-8 nor Shift_JIS text. Fix: save it as UTF-8 "
+                             "(in Notepad: 名前を付けて保存 → 文字コード UTF-8).") from None
+    try:
+        raw = yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader (dates kept as text)
+    except yaml.YAMLError as e:
+        raise CskitError(f"Params file {path} is not valid YAML: {e}") from None
     return validate_params(raw)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without its timestamp type: a date stays text, so an impossible one
+    (``as_of: 2026-13-45``) reaches validation and is answered naming the key, not with a traceback."""
+
+
+_ParamsLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}

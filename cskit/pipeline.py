@@ -39,11 +39,15 @@ class Diagnosis:
     previous: dict | None = None  # changes.read_results of params.previous (read before anything is written)
     changes: dict | None = None  # filled by write() when params.previous is set
 
-    def write(self, out_dir: str | Path) -> Path:
-        """Write results/ (DESIGN §6) under ``out_dir``; return the results folder. With
+    def write(self, out_dir: str | Path, *, params_file: str | Path | None = None) -> Path:
+        """Write results/ (DESIGN §6) under ``out_dir``, with ``run.json`` (params, cskit version, input
+        fingerprints; ``params_file`` names the YAML they came from); return the results folder. With
         ``params.previous``, also results/changes.json (the comparison with that earlier run)."""
+        from cskit import __version__
         from cskit.changes import compare, read_results, write_changes
+        from cskit.provenance import write_run
 
+        report_stage("report")
         results = Path(out_dir) / "results"
         results.mkdir(parents=True, exist_ok=True)
         self.data.quality.write(results / "quality.json")
@@ -53,7 +57,28 @@ class Diagnosis:
         if self.previous is not None:
             self.changes = compare(self.previous, read_results(results), self.data)
             write_changes(self.changes, results)
+        write_run(results, self.params, __version__, params_file=params_file)
         return results
+
+
+def params_from(namespace: dict[str, Any]) -> Params:
+    """The :class:`Params` of a notebook: every Params key found in ``namespace`` (the notebook's
+    ``globals()``: the parameters cell's defaults, overridden by what papermill injects), validated."""
+    return validate_params({k: namespace[k] for k in Params.model_fields if k in namespace})
+
+
+def output_folder(output_dir: str | Path | None, client: str) -> Path:
+    """``<output_dir>/<client>``. A relative ``output_dir`` is taken from the current directory,
+    except in a kernel started inside the repository's ``notebooks/`` (JupyterLab, nbval), where it
+    is taken from the repository root: results land in the git-ignored ``output/``, never in
+    ``notebooks/``."""
+    base = Path(output_dir or "output")
+    if not base.is_absolute():
+        cwd = Path.cwd().resolve()
+        notebooks = (REPO_ROOT / "notebooks").resolve()
+        root = REPO_ROOT if cwd == notebooks or notebooks in cwd.parents else cwd
+        base = root / base
+    return base / client
 
 
 def as_params(params: Params | dict | str | Path) -> Params:
@@ -168,6 +193,20 @@ def require_churn(panel: pd.DataFrame, data: ClientData) -> None:
     )
 
 
+PROGRESS_ENV = "CSKIT_PROGRESS"  # a file `cskit run` reads to show which stage the kernel is in
+
+
+def report_stage(stage: str) -> None:
+    """Append ``stage`` to the progress file named by $CSKIT_PROGRESS (set by ``cskit run`` on a
+    terminal); nothing otherwise."""
+    import os
+
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(stage + "\n")
+
+
 class _Clock:
     """``with clock("stage"):`` adds the block's wall-clock seconds to ``timings["stage"]`` (if a dict)."""
 
@@ -176,6 +215,7 @@ class _Clock:
 
     @contextmanager
     def __call__(self, stage: str):
+        report_stage(stage)
         start = time.perf_counter()
         try:
             yield

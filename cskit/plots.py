@@ -334,7 +334,7 @@ def forest(
     if len(d):
         span = (min(float(d[low].min()), 1.0) / 1.1, max(float(d[high].max()), 1.0) * 1.1)
         ax.set_xlim(*span)
-        ax.set_xticks([v for v in RATIO_TICKS if span[0] <= v <= span[1]])
+        ax.set_xticks(_spaced([v for v in RATIO_TICKS if span[0] <= v <= span[1]]))
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(mticker.NullLocator())
     ax.set_yticks(y, d[label].astype(str).tolist())
@@ -343,6 +343,15 @@ def forest(
     if len(d):
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
+
+
+def _spaced(ticks: list[float], min_ratio: float = 1.18) -> list[float]:
+    """Ratio ticks at least ``min_ratio`` apart on the log axis (1 always kept), so labels never collide."""
+    out: list[float] = []
+    for v in sorted(ticks, key=lambda v: (v != 1.0, abs(np.log(v)))):
+        if all(max(v, u) / min(v, u) >= min_ratio for u in out):
+            out.append(v)
+    return sorted(out)
 
 
 def interval_bars(
@@ -524,3 +533,39 @@ def score_bands(
     ax.set_ylabel(t("score", language))
     ax.legend(**BELOW)
     return ax
+
+def forest_grid(panels: list[tuple[str, pd.DataFrame, str]], language: str = "ja") -> np.ndarray:
+    """Several forest plots side by side, one per (title, rows, x label): the three trigger outcomes
+    in one row of charts. The legend is drawn once, beside the last panel."""
+    n = max(1, len(panels))
+    tallest = max((len(rows) for _, rows, _ in panels), default=1)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, max(2.8, 0.34 * tallest + 1.6)), squeeze=False)
+    handles: dict[str, object] = {}
+    for ax, (title, rows, xlabel) in zip(axes.flat, panels):
+        forest(rows, xlabel=xlabel, language=language, ax=ax)
+        ax.set_title(title)
+        for h, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, h)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False,
+                   fontsize="small", bbox_to_anchor=(0.5, 0.0))
+    return axes
+
+
+def health_panels(items: pd.DataFrame, by_tier: pd.DataFrame | None, titles: tuple[str, str],
+                  language: str = "ja") -> np.ndarray:
+    """The score's points (:func:`points_bars`) and, beside them, churn by tier out of time
+    (:func:`tier_bars`), each with its title."""
+    has_tiers = by_tier is not None and len(by_tier)
+    fig, axes = plt.subplots(1, 2 if has_tiers else 1, figsize=(14 if has_tiers else 8, max(3.5, 0.38 * len(items) + 1.6)),
+                             squeeze=False, gridspec_kw={"width_ratios": [3, 2]} if has_tiers else None)
+    points_bars(items, language=language, ax=axes[0, 0])
+    axes[0, 0].set_title(titles[0])
+    if has_tiers:
+        tier_bars(by_tier, low="ci_low", high="ci_high", language=language, ax=axes[0, 1])
+        axes[0, 1].set_title(titles[1])
+    fig.tight_layout()
+    return axes

@@ -2,12 +2,15 @@
 a code-free Japanese HTML, nothing written outside the output folder, byte-identical results."""
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -124,12 +127,27 @@ def test_html_has_no_code_and_is_japanese(two_runs):
 def test_batch_goes_on_after_a_failure(two_runs):
     root, _, second = two_runs
     assert second.returncode == 2, second.stderr[-3000:]
-    assert "broken.yaml" in second.stdout and "bad input" in second.stdout and "data/missing" in second.stdout
+    assert "broken.yaml" in second.stdout and "bad input" in second.stdout
     assert "small.yaml" in second.stdout and "ok" in second.stdout
     assert "Traceback" not in second.stdout + second.stderr
     assert (root / "out2" / "small" / "diagnosis.ipynb").is_file()
     assert not (root / "out2" / "small" / "diagnosis.html").exists()
-    assert not (root / "out2" / "broken").exists()
+    # the broken client's whole message: on the screen, in the summary CSV and in its error.txt
+    error = (root / "out2" / "broken" / "error.txt").read_text(encoding="utf-8")
+    message = error.split("\n", 1)[1].strip()
+    assert "data/missing" in message
+    assert " ".join(message.split()) in " ".join(second.stderr.split())
+    rows = list(csv.DictReader((root / "out2" / "batch-summary.csv").open(encoding="utf-8")))
+    by = {r["client"]: r for r in rows}
+    assert set(by) == {"small", "broken"} and by["broken"]["status"] == "bad input"
+    assert by["broken"]["message"].strip() == message
+    assert by["small"]["status"] == "ok" and by["small"]["message"] == "ok"
+    # headline figures equal the client's result files
+    summary = json.loads((root / "out2" / "small" / "results" / "kpi_summary.json").read_text(encoding="utf-8"))
+    assert float(by["small"]["mrr"]) == summary["mrr"]["value"]
+    scores = pd.read_csv(root / "out2" / "small" / "results" / "health_scores.csv")
+    assert int(by["small"]["red_accounts"]) == int((scores["tier"] == "red").sum())
+    assert not (root / "out2" / "small" / "error.txt").exists()
 
 
 def test_two_runs_give_byte_identical_results(two_runs):
@@ -224,3 +242,25 @@ def test_client_without_churn_exit_2_naming_the_column(tmp_path):
     assert "No churn at all" in r.stderr and "'accounts'" in r.stderr and "'churn_date'" in r.stderr
     assert "Fix:" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_version_and_a_no_html_rerun_removes_the_stale_html(two_runs):
+    root, first, _ = two_runs
+    from cskit import __version__
+
+    assert cskit("--version", cwd=root).stdout.strip() == f"cskit {__version__}"
+    folder = root / "out1" / "small"
+    assert (folder / "diagnosis.html").is_file()
+    run = json.loads((folder / "results" / "run.json").read_text(encoding="utf-8"))
+    assert run["cskit_version"] == __version__ and run["params"]["client"] == "small"
+    assert run["params_file"] == "small.yaml" and len(run["params_sha256"]) == 64
+    data = root / "data" / "small"
+    assert {r["file"] for r in run["inputs"]} == {p.name for p in data.iterdir() if p.is_file()}
+    accounts = next(r for r in run["inputs"] if r["file"] == "accounts.csv")
+    assert accounts["sha256"] == hashlib.sha256((data / "accounts.csv").read_bytes()).hexdigest()
+    html = (folder / "diagnosis.html").read_text(encoding="utf-8")
+    assert f"cskit {__version__}" in html and "results/run.json" in html  # the footer
+    assert "rows read were used" in first.stdout or "rows were excluded" in first.stdout
+    again = cskit("run", "small.yaml", "--out", "out1", "--no-html", cwd=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (folder / "diagnosis.html").exists()

@@ -73,16 +73,39 @@ def test_potential_ranks_only_intervals_above_zero():
     assert "2 KPIs have an LTV gain whose interval is above zero" in text
     assert text.index("**B** (LTV ¥900 [¥200, ¥1,500])") < text.index("**A** (LTV ¥500 [¥100, ¥900])")
     assert "**C**" not in text  # interval crosses 0
-    assert "For 1 KPIs the interval crosses zero" in text
+    assert "For 1 KPI the interval crosses zero" in text
     assert "- no referred_by data" in text
     assert text.rstrip().endswith("> CAVEAT-TEXT")
     assert "the 40 accounts active now" in text
 
 
-def test_potential_table_formats_intervals():
-    text = N.potential_table(_potential_table(), "JPY", "ja")
-    assert "| A | cat | 2 | 0.2 | ¥500 [¥100, ¥900] |" in text
-    assert "| E | cat | 2 | 0.2 | — |" in text
+def _rows(html_table: str) -> list[list[str]]:
+    """The cells of an HTML table as text (a cell's lines joined by a space)."""
+    import html as h
+
+    body = html_table.split("<tbody>")[1].split("</tbody>")[0]
+    rows = []
+    for tr in re.findall(r"<tr>(.*?)</tr>", body):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", tr)
+        rows.append([h.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip()) for c in cells])
+    return rows
+
+
+def test_potential_table_one_amount_per_cell_interval_beneath_sorted_like_the_chart():
+    table = pd.concat([_potential_table(), _potential_table().head(1).assign(kpi="contract_months", label="契約月数",
+                                                                                d_ltv=5000.0)])
+    text = N.potential_table(table, "JPY", "ja", improvement_pct=10)
+    rows = _rows(text)
+    assert [r[0] for r in rows][:5] == ["B", "A", "C", "D", "E"]  # by LTV gain, empty last
+    assert rows[-1][0].startswith("契約月数（参考: 在籍期間が平均の10%長い場合")  # apart, labelled
+    assert rows[1][:5] == ["A", "cat", "2", "0.2", "500円 [100円, 900円]"]
+    assert rows[4][4] == "—"
+    # the amount and its interval are separate lines, neither can wrap; a cell crossing zero is grey
+    cell = re.findall(r"<td[^>]*>(.*?)</td>", text.split("<tbody>")[1].split("</tr>")[2])[4]
+    assert cell.count("white-space:nowrap") == 2 and "#9a9a9a" in cell  # C: [-50, 700]
+    assert "灰色の数値は区間がゼロをまたぎ" in text
+    en = N.potential_table(table, "JPY", "en")
+    assert _rows(en)[0][4] == "¥900 [¥200, ¥1.5K]" and "not distinguishable from zero" in en
 
 
 def _drivers() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -153,7 +176,8 @@ def test_validation_text_compares_client_score():
          "score": {"auc": 0.78, "ci_low": 0.72, "ci_high": 0.84, "concordance": 0.75},
          "by_tier": [{"tier": "red", "n": 50, "churn_rate": 0.4, "ci_low": 0.28, "ci_high": 0.54}],
          "client_score": {"status": "ok", "auc": 0.6, "ci_low": 0.52, "ci_high": 0.68,
-                          "auc_difference": {"ours_minus_client": 0.18, "ci_low": 0.08, "ci_high": 0.28}},
+                          "auc_difference": {"ours_minus_client": 0.18, "ci_low": 0.08, "ci_high": 0.28},
+                          "verdict": "ours_better"},
          "left_out_kpis": [{"kpi": "login_days", "left_out": True}, {"kpi": "csat", "left_out": False}]}
     text = N.validation_text(v, "en")
     assert "fitted on data up to 2025-06, the 400 accounts" in text
@@ -182,9 +206,9 @@ def test_survival_medians_not_reached():
     lr = pd.DataFrame([{"group_by": "segment", "groups": ["Ent", "SMB"], "test_statistic": 12.0,
                         "degrees_of_freedom": 1, "p_value": 0.0005}])
     text = N.survival(med, lr, "en")
-    assert "| all | all | 100 | 30 | 18 months [14 months, not reached] |" in text
-    assert "| segment | SMB | 50 | 5 | not reached |" in text
-    assert "Log-rank test (segment): p < 0.001." in text
+    assert "| All | All | 100 | 30 | 18 months [14 months, not reached] |" in text
+    assert "| Segment | SMB | 50 | 5 | not reached |" in text
+    assert "Log-rank test (Segment): p < 0.001." in text
 
 
 @pytest.mark.parametrize("language", ["ja", "en"])
@@ -288,7 +312,7 @@ def test_survival_shows_s12_when_median_not_reached():
     assert "1グループで" in ja and "（全体 80.0% [72.0%, 86.0%]）" in ja
     assert "ログランク検定（契約形態）: p = 0.040。" in ja
     en = N.survival(med, lr, "en")
-    assert "| contract_type | annual | 50 | 5 | not reached | 90.0% [78.5%, 96.0%] |" in en
+    assert "| Contract type | Annual | 50 | 5 | not reached | 90.0% [78.5%, 96.0%] |" in en
 
 
 def test_notices_are_worded_from_their_code_in_each_language():
@@ -368,12 +392,13 @@ def test_tier_order_and_calibration_verdicts_are_decided_by_the_stage_and_worded
 
 def test_potential_table_shows_shares_as_percent():
     t = _potential_table().head(1).assign(mean=0.391, improvement=0.0391)
-    assert "| A | cat | 39.1% | +3.9pt | ¥500 [¥100, ¥900] |" in N.potential_table(t, "JPY", "ja", rates=["a"])
+    assert _rows(N.potential_table(t, "JPY", "ja", rates=["a"]))[0] == ["A", "cat", "39.1%", "+3.9pt",
+                                                                         "500円 [100円, 900円]"] + ["500円 [100円, 900円]"] * 4
 
 
 def test_group_names():
     assert N.group_name("not completed", "ja") == "未完了" and N.group_name("SMB", "ja") == "SMB"
-    assert N.group_name("annual", "en") == "annual"
+    assert N.group_name("annual", "en") == "Annual" and N.group_name("decision_maker", "en") == "Decision maker"
     curves = pd.DataFrame({"group": ["all", "monthly"], "survival": [1.0, 0.9]})
     assert N.relabel_groups(curves, "ja")["group"].tolist() == ["全体", "月次契約"]
 

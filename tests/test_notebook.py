@@ -35,7 +35,7 @@ def _parameters(nb) -> dict:
 def test_parameters_cell_has_every_params_key_at_its_default(nb):
     values = _parameters(nb)
     defaults = Params().model_dump(mode="json")
-    assert set(values) == set(defaults) | {"output_dir"}
+    assert set(values) == set(defaults) | {"output_dir", "params_file"}
     for key, value in defaults.items():
         assert values[key] == value, key
 
@@ -64,8 +64,23 @@ def test_executes_with_papermill_on_a_small_client(tmp_path):
     outputs = [o for c in run.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
-    for heading in ("# Customer-success diagnosis: nbtest", "## 1. Data and quality", "## 2. SaaS metrics",
-                    "## 3. Triggers", "## 4. Improvement potential", "## 5. Health score", "## 6. Methods"):
+    for heading in ("# Customer-success diagnosis: nbtest", "## 1. SaaS metrics", "## 2. Triggers",
+                    "## 3. Improvement potential", "## 4. Health score", "## 5. Data and quality", "## 6. Methods",
+                    "## Appendix"):
         assert heading in text, heading
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6
     assert (out / "nbtest" / "results" / "drivers.csv").is_file()
+
+
+def test_a_kernel_in_notebooks_writes_under_the_repositorys_output(tmp_path, monkeypatch):
+    """JupyterLab and nbval start the kernel in notebooks/: a relative output_dir then means the
+    repository's git-ignored output/, never notebooks/output/; elsewhere the current directory's."""
+    from cskit.pipeline import REPO_ROOT, output_folder
+
+    monkeypatch.chdir(REPO_ROOT / "notebooks")
+    assert output_folder("output", "demo") == REPO_ROOT / "output" / "demo"
+    monkeypatch.chdir(tmp_path)
+    assert output_folder("output", "demo") == tmp_path.resolve() / "output" / "demo"
+    assert output_folder(tmp_path / "x", "demo") == tmp_path / "x" / "demo"
+    ignored = (REPO_ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    assert "output/" in ignored or "/output/" in ignored or "output" in ignored

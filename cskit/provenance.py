@@ -1,0 +1,77 @@
+"""What made an output folder: ``results/run.json`` (DESIGN §6).
+
+The params (the data URL's password masked, nothing else secret is a param), the cskit version and a
+fingerprint (size and SHA-256) of every input file, so a reader can tell which data and settings a
+report came from and whether a rerun used the same. No timestamps: the same inputs give the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+FULL_HASH_BYTES = 256 * 2**20  # larger files (event logs) are fingerprinted by size + head + tail
+SAMPLE_BYTES = 16 * 2**20
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """``{"file", "bytes", "sha256"}`` of one file; above FULL_HASH_BYTES the hash covers the first and
+    last SAMPLE_BYTES and the size (``"sha256_of": "head+tail"``), so a 10 GB log costs milliseconds."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(2**20), b""):
+                h.update(block)
+            return {"file": path.name, "bytes": size, "sha256": h.hexdigest()}
+        h.update(f.read(SAMPLE_BYTES))
+        f.seek(size - SAMPLE_BYTES)
+        h.update(f.read(SAMPLE_BYTES))
+        h.update(str(size).encode())
+    return {"file": path.name, "bytes": size, "sha256": h.hexdigest(), "sha256_of": "head+tail"}
+
+
+def input_files(data: str) -> list[Path]:
+    """The files a ``data`` param points at: the file itself, or every visible file of the folder
+    (recursively: events may be a folder of Parquet parts); none for a database URL."""
+    if "://" in data:
+        return []
+    p = Path(data)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    return []
+
+
+def run_record(params: Any, version: str, *, params_file: str | Path | None = None) -> dict[str, Any]:
+    """The content of run.json for ``params`` (a :class:`cskit.params.Params`)."""
+    from cskit.warehouse import mask
+
+    values = params.model_dump(mode="json")
+    data = str(values.get("data", ""))
+    if "://" in data:
+        values["data"] = mask(data, [])
+    root = Path(data) if "://" not in data else None
+    inputs = []
+    for f in input_files(data):
+        rec = fingerprint(f)
+        if root is not None and root.is_dir():
+            rec["file"] = f.relative_to(root).as_posix()
+        inputs.append(rec)
+    out = {"cskit_version": version, "params": values, "inputs": inputs}
+    if params_file:
+        pf = Path(params_file)
+        out["params_file"] = pf.name
+        if pf.is_file():
+            out["params_sha256"] = hashlib.sha256(pf.read_bytes()).hexdigest()
+    return out
+
+
+def write_run(results: Path, params: Any, version: str, *, params_file: str | Path | None = None) -> Path:
+    """Write ``results/run.json`` (sorted keys, no timestamp); return its path."""
+    path = Path(results) / "run.json"
+    record = run_record(params, version, params_file=params_file)
+    path.write_text(json.dumps(record, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
