@@ -226,6 +226,7 @@ def spark_session():
     builder = (SparkSession.builder.master(os.environ.get("SPARK_MASTER", "local[*]")).appName("cskit")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.shuffle.partitions", os.environ.get("CSKIT_SPARK_PARTITIONS", "8"))
+               .config("spark.driver.memory", os.environ.get("CSKIT_SPARK_DRIVER_MEMORY", "2g"))
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
@@ -440,9 +441,16 @@ def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.Da
     if "user_id" in table.columns:
         cols["user"] = table.user_id.cast("string").strip().nullif("")
     if "value" in table.columns:
-        vt = table.value.type()
-        cols["raw_value"] = table.value.cast("string").strip().nullif("") if vt.is_string() else table.value.cast("float64")
-        cols["num"] = (table.value.strip().nullif("").try_cast("float64") if vt.is_string() else table.value.cast("float64"))
+        # NaN / inf (and the missing markers of text cells) are empty values, as in the other tables
+        if table.value.type().is_string():
+            text = table.value.strip()
+            text = ibis.ifelse(text.isin(list(MISSING_MARKERS)), ibis.null("string"), text)
+            number = text.try_cast("float64")
+        else:
+            text, number = None, table.value.cast("float64")
+        number = ibis.ifelse(number.isnan() | number.isinf(), ibis.null("float64"), number)
+        cols["raw_value"] = number if text is None else text
+        cols["num"] = number
     t = table.select(**cols)
     j = t.left_join(acc, t.aid == acc.acc_id)
     next_month = as_of_month + pd.offsets.MonthBegin(1)
@@ -478,12 +486,12 @@ def _accounts_table(accounts: pd.DataFrame, excluded) -> ibis.Table:
 
 def _counts(rows: ibis.Table, table: ibis.Table) -> EventCounts:
     """One pass over the log: rows per reason × event name, examples of bad values, bad values, coverage."""
-    ok = rows.reason.isnull()
+    ok, bad = rows.reason.isnull(), rows.reason.notnull()
     by = rows.group_by(["reason", "event_name"]).aggregate(
-        n=rows.count(), first_month=rows.month.min(),
-        ex_account_lo=rows.raw_account.min(), ex_account_hi=rows.raw_account.max(),
-        ex_ts_lo=rows.raw_ts.min(), ex_ts_hi=rows.raw_ts.max(),
-        **({"bad_value": (ok & rows.raw_value.notnull() & rows.num.isnull()).ifelse(1, 0).sum()}  # PostgreSQL: no bool → bigint cast
+        n=rows.count(), first_month=rows.month.min(where=ok),
+        ex_account_lo=rows.raw_account.min(where=bad), ex_account_hi=rows.raw_account.max(where=bad),
+        ex_ts_lo=rows.raw_ts.min(where=bad), ex_ts_hi=rows.raw_ts.max(where=bad),
+        **({"bad_value": rows.count(where=ok & rows.raw_value.notnull() & rows.num.isnull())}
            if "num" in rows.columns else {}),
     )
     df = by.execute()
