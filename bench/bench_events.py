@@ -104,7 +104,7 @@ def child(engine: str, path: str, n_accounts: int, out: str) -> None:
         if engine == "spark":
             os.environ.setdefault("SPARK_MASTER", "local[2]")
         table = E.read_events(path, engine=engine)
-        panel, counts = E.aggregate_events(table, SPEC, timezone=TZ, as_of=str(as_of), accounts=accounts)
+        panel, _ = E.aggregate_events(table, SPEC, timezone=TZ, as_of=str(as_of), accounts=accounts)
     seconds = time.perf_counter() - t0
     panel.to_parquet(out)
     print(json.dumps({"seconds": seconds, "rows": len(panel)}))
@@ -218,12 +218,14 @@ def main() -> None:
 
 
 def write_section(path: Path, rows: list, args: str) -> None:
-    lines = [SECTION, "",
-             f"Command: `python bench/bench_events.py {args}`. Machine: {platform.machine()}, {os.cpu_count()} cores "
+    about = (f"Command: `python bench/bench_events.py {args}`. Machine: {platform.machine()}, {os.cpu_count()} cores "
              f"(shared), Python {platform.python_version()}. Log: Parquet, ~{PER_MONTH} events per account-month over "
              f"{MONTHS} months, UTC timestamps cut in {TZ}; spec: 2 counts, active days, distinct users, a sum. "
              "Peak memory: the whole process tree (Spark's JVM included). DuckDB: `memory_limit` 3GB, spill "
-             "directory, `preserve_insertion_order=false`; Spark `local[2]`, driver memory 2g.", "",
+             "directory, `preserve_insertion_order=false`; Spark `local[2]`, driver memory 2g. Time: the query "
+             "(reading the log included), imports and session start excluded; one run, on a machine shared with "
+             "other jobs, so compare engines within a row group rather than across runs.")
+    lines = [SECTION, "", about, "",
              "| events | accounts | panel rows | engine | time (s) | peak memory (MB) | result |",
              "|---:|---:|---:|---|---:|---:|---|"]
     for shape, results, checks in rows:

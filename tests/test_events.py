@@ -30,9 +30,9 @@ SPEC = {
     "max_secs": {"event": "session", "agg": "max"},
     "secs_per_login": {"ratio": ["secs", "logins"]},
 }
-ACCOUNTS = pd.DataFrame({"account_id": ["A", "B", "C"],
-                         "contract_start": pd.to_datetime(["2026-01-01", "2026-01-15", "2026-01-01"]),
-                         "churn_date": pd.to_datetime([None, None, "2026-02-10"])})
+ACCOUNTS = pd.DataFrame({"account_id": ["A", "B", "C", "17"],
+                         "contract_start": pd.to_datetime(["2026-01-01", "2026-01-15", "2026-01-01", "2026-03-01"]),
+                         "churn_date": pd.to_datetime([None, None, "2026-02-10", "2026-03-31"])})
 # A handful of events, cut in Asia/Tokyo (UTC+9, no DST). Comments: the local time.
 EVENTS = pd.DataFrame([
     ("A", "u1", "2026-01-31 23:59:00", "login", None),           # naive = local: Jan 31
@@ -49,6 +49,7 @@ EVENTS = pd.DataFrame([
     ("A", "u1", "2026-06-30T15:00:00Z", "login", None),          # Jul 1 00:00 local: after as_of (June)
     ("B", "v", "2026-01-14 23:59", "login", None),               # before B's contract_start (Jan 15)
     ("A", "u1", "2026-01-10 08:00", "page_view", "x"),           # not in the spec (a bad value, kept)
+    (" 17.0", "n", "2026-03-01 12:00", "login", None),            # account "17", as the loader reads ids
 ], columns=["account_id", "user_id", "ts", "event", "value"])
 EXPECTED_EXCLUDED = {"bad_ts": 1, "unknown_account": 1, "empty_account_id": 1, "after_as_of": 1,
                      "before_contract_start": 1, "after_churn": 1}
@@ -59,8 +60,8 @@ def by_hand() -> pd.DataFrame:
     A's page_view of Jan 10) and runs to as_of (June); C's contract ends in February."""
     nan = np.nan
     rows = {("A", 1): (1, 1, 1, 0, nan, nan), ("A", 2): (2, 1, 3, 10.0, 5.0, 7.5),
-            ("B", 3): (0, 0, 1, 3.0, 3.0, 3.0), ("C", 2): (1, 1, 1, 0, nan, nan)}
-    months = {"A": range(1, 7), "B": range(1, 7), "C": range(1, 3)}
+            ("B", 3): (0, 0, 1, 3.0, 3.0, 3.0), ("C", 2): (1, 1, 1, 0, nan, nan), ("17", 3): (1, 1, 1, 0, nan, nan)}
+    months = {"17": range(3, 4), "A": range(1, 7), "B": range(1, 7), "C": range(1, 3)}
     out = []
     for a, ms in months.items():
         for m in ms:
@@ -84,7 +85,7 @@ def test_panel_by_hand_in_tokyo_on_duckdb():
     assert counts.read == len(EVENTS) and counts.excluded == EXPECTED_EXCLUDED
     assert counts.used == len(EVENTS) - 6 and counts.blanked_value == 1
     assert list(counts.occurrences) == ["login", "session", "page_view"]  # most frequent first
-    assert counts.occurrences == {"login": 4, "session": 3, "page_view": 1}
+    assert counts.occurrences == {"login": 5, "session": 3, "page_view": 1}
     assert counts.coverage_start == pd.Timestamp("2026-01-01")
 
 
@@ -118,7 +119,7 @@ def test_unknown_event_names_the_events_that_occur_most_frequent_first():
         E.aggregate_events(ibis.memtable(EVENTS), spec, timezone="Asia/Tokyo", as_of="2026-06-30", accounts=ACCOUNTS)
     msg = str(e.value)
     assert "'logon' (events_kpis x)" in msg
-    assert msg.index("'login' (4)") < msg.index("'session' (3)") < msg.index("'page_view' (1)")
+    assert msg.index("'login' (5)") < msg.index("'session' (3)") < msg.index("'page_view' (1)")
 
 
 def write_sources(tmp: Path, frame: pd.DataFrame) -> dict[str, Path | str]:
@@ -185,8 +186,9 @@ def test_missing_column_and_mapping(tmp_path):
 
 
 def small_client() -> dict[str, pd.DataFrame]:
-    accounts = pd.DataFrame({"account_id": ["A", "B", "C"], "contract_start": ["2025-11-01", "2026-01-15", "2026-01-01"],
-                             "churn_date": ["", "", "2026-02-10"]})
+    accounts = pd.DataFrame({"account_id": ["A", "B", "C", "17"],
+                             "contract_start": ["2025-11-01", "2026-01-15", "2026-01-01", "2026-03-01"],
+                             "churn_date": ["", "", "2026-02-10", "2026-03-31"]})
     revenue = pd.DataFrame({"account_id": ["A"] * 8 + ["B"] * 6, "mrr": "1000",
                             "month": [f"2025-{m}" for m in (11, 12)] + [f"2026-0{m}" for m in range(1, 7)]
                             + [f"2026-0{m}" for m in range(1, 7)]})
@@ -354,6 +356,39 @@ def test_duckdb_file_client_aggregates_in_the_database(tmp_path):
     con.close()
     params = Params(data=str(path), events_kpis=SPEC, timezone="Asia/Tokyo", as_of="2026-06-30")
     data = load_client(params)
+    assert data.quality.tables["events"]["excluded"] == EXPECTED_EXCLUDED
+    hand = by_hand()
+    got = data.kpis.merge(hand[["account_id", "month"]], on=["account_id", "month"])[hand.columns]
+    pd.testing.assert_frame_equal(got, hand)
+
+
+def test_postgresql_events_are_aggregated_in_the_server(postgres):
+    """The events table in PostgreSQL with a warehouse's types (timestamptz, numeric): the spec runs in
+    the server and gives the panel by hand."""
+    with postgres.connect() as admin:
+        admin.execute("create database events_db")
+    tables = small_client()
+    with postgres.connect("events_db") as con:
+        con.execute("create table accounts (account_id text, contract_start date, churn_date date)")
+        con.execute("create table revenue (account_id text, month date, mrr numeric(12, 2))")
+        con.execute("create table kpis (account_id text, month date, licenses integer)")
+        con.execute("create table events (account_id text, user_id text, ts timestamptz, event text, value numeric)")
+        for row in tables["accounts"].itertuples(index=False):
+            con.execute("insert into accounts values (%s, %s, %s)", (row[0], row[1], row[2] or None))
+        for row in tables["revenue"].itertuples(index=False):
+            con.execute("insert into revenue values (%s, %s, %s)", (row.account_id, row.month + "-01", row.mrr))
+        for row in tables["kpis"].itertuples(index=False):
+            con.execute("insert into kpis values (%s, %s, %s)", (row.account_id, row.month + "-01", row.licenses))
+        for a, u, ts, event, value in EVENTS.itertuples(index=False):
+            stamp = pd.to_datetime(ts, errors="coerce", format="ISO8601")
+            if pd.notna(stamp) and stamp.tzinfo is None:
+                stamp = stamp.tz_localize("Asia/Tokyo")  # a naive time of the log is local
+            number = pd.to_numeric(value, errors="coerce")
+            con.execute("insert into events values (%s, %s, %s, %s, %s)",
+                        (a, u, None if pd.isna(stamp) else stamp.to_pydatetime(), event,
+                         None if pd.isna(number) else float(number)))
+    url = postgres.url(postgres.superuser, postgres.superpassword, "events_db")
+    data = load_client(Params(data=url, events_kpis=SPEC, timezone="Asia/Tokyo", as_of="2026-06-30"))
     assert data.quality.tables["events"]["excluded"] == EXPECTED_EXCLUDED
     hand = by_hand()
     got = data.kpis.merge(hand[["account_id", "month"]], on=["account_id", "month"])[hand.columns]
