@@ -366,9 +366,9 @@ def test_postgresql_events_are_aggregated_in_the_server(postgres):
     """The events table in PostgreSQL with a warehouse's types (timestamptz, numeric): the spec runs in
     the server and gives the panel by hand."""
     with postgres.connect() as admin:
-        admin.execute("create database events_db")
+        admin.execute("create database events_by_hand")
     tables = small_client()
-    with postgres.connect("events_db") as con:
+    with postgres.connect("events_by_hand") as con:
         con.execute("create table accounts (account_id text, contract_start date, churn_date date)")
         con.execute("create table revenue (account_id text, month date, mrr numeric(12, 2))")
         con.execute("create table kpis (account_id text, month date, licenses integer)")
@@ -387,7 +387,7 @@ def test_postgresql_events_are_aggregated_in_the_server(postgres):
             con.execute("insert into events values (%s, %s, %s, %s, %s)",
                         (a, u, None if pd.isna(stamp) else stamp.to_pydatetime(), event,
                          None if pd.isna(number) else float(number)))
-    url = postgres.url(postgres.superuser, postgres.superpassword, "events_db")
+    url = postgres.url(postgres.superuser, postgres.superpassword, "events_by_hand")
     data = load_client(Params(data=url, events_kpis=SPEC, timezone="Asia/Tokyo", as_of="2026-06-30"))
     assert data.quality.tables["events"]["excluded"] == EXPECTED_EXCLUDED
     hand = by_hand()
