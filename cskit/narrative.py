@@ -2317,3 +2317,17 @@ def chart_rows(table: pd.DataFrame, others: int = 5) -> pd.DataFrame:
     rest = d[~clear].assign(_s=d.loc[~clear, "d_ltv"].abs()).sort_values("_s", ascending=False, kind="stable")
     keep = pd.concat([d[clear], rest.head(others).drop(columns="_s")])
     return keep.sort_values("d_ltv", ascending=False, kind="stable")
+
+
+def potential_title_lines(heading: dict, currency: str, improvement_pct: float, language: str = "ja") -> tuple[str, str]:
+    """The workbook's title block: (title with the client, one line of as-of month, horizon,
+    currency and improvement %)."""
+    client = heading.get("client", "")
+    h, ltv = heading.get("horizon_months"), heading.get("ltv_months")
+    if language == "ja":
+        return (f"改善ポテンシャル（KPIを平均の{improvement_pct:g}%改善した場合の増分）: {client}",
+                f"分析基準月 {heading.get('as_of', '')}｜投影期間 {h}か月（LTVは{ltv}か月）｜通貨 {currency}｜"
+                f"改善幅 各KPIの平均の{improvement_pct:g}%")
+    return (f"Improvement potential (gain from improving each KPI by {improvement_pct:g}% of its mean): {client}",
+            f"Analysis month {heading.get('as_of', '')} · horizon {h} months ({ltv} for LTV) · currency {currency} · "
+            f"improvement {improvement_pct:g}% of each KPI's mean")

@@ -40,7 +40,7 @@ from cskit.models import (
     select_terms,
     separated_terms,
 )
-from cskit.narrative import POTENTIAL_CAVEAT
+from cskit.narrative import POTENTIAL_CAVEAT, share_kpis
 from cskit.notices import Notice
 from cskit.panel import OUTCOMES, active_rows, outcome_rows, recent_means
 from cskit.params import Params
@@ -84,6 +84,7 @@ class Potential:
     improvement_pct: float = 10.0
     models: dict[str, OutcomeModel] = field(default_factory=dict, repr=False)
     phases: list[str] = field(default_factory=list)
+    heading: dict = field(default_factory=dict)  # client, as_of, horizon_months, ltv_months: the workbook's title
 
     def write(self, results_dir: str | Path) -> None:
         """Write potential.csv and potential.xlsx (byte-reproducible) into ``results_dir``."""
@@ -525,6 +526,9 @@ def improvement_potential(
         table, accounts, POTENTIAL_CAVEAT[params.language], notes, outcomes,
         {k: v[0] for k, v in sizes.items()}, params.language, params.currency, params.improvement_pct,
         {o: m for o, m in models.items() if m is not None}, phases,
+        {"client": params.client_name or params.client, "as_of": f"{pd.Timestamp(data.as_of):%Y-%m}",
+         "horizon_months": params.horizon_months, "ltv_months": params.ltv_months,
+         "rates": share_kpis(data.catalogue)},
     )
 
 

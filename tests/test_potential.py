@@ -344,20 +344,42 @@ def test_write_is_byte_reproducible_and_formatted_like_seed_000(small, tmp_path)
         expected += [c, f"{c}_lo", f"{c}_hi"]
     assert list(csv.columns) == expected
     assert csv["kpi"].tolist()[:27] == CATALOGUE_NAMES  # seed 000's row order
-    ws = load_workbook(tmp_path / "a" / "potential.xlsx")["改善ポテンシャル"]
-    assert [c.value for c in ws[1]] == ["取引フェーズ", "指標カテゴリ", "指標", "平均値", "10%改善値", "LTV",
-                                        "Expansion Revenue", "New Revenue", "Downgrade Revenue", "Churn Revenue"]
-    assert ws.freeze_panes == "A2"
+    wb = load_workbook(tmp_path / "a" / "potential.xlsx")
+    ws = wb["改善ポテンシャル"]
+    # the title block: client, as-of month, horizon, currency, improvement %
+    assert ws["A1"].value == f"改善ポテンシャル（KPIを平均の10%改善した場合の増分）: {params.client}"
+    assert ws["A2"].value == (f"分析基準月 {pd.Timestamp(data.as_of):%Y-%m}｜投影期間 12か月（LTVは36か月）｜通貨 JPY｜"
+                              "改善幅 各KPIの平均の10%")
+    # the HTML report's column names, seed 000's layout (phase and category merged down the rows)
+    assert [c.value for c in ws[4]] == ["取引フェーズ", "カテゴリ", "KPI", "平均", "改善幅（10%）", "LTV増分",
+                                        "拡大MRR増分", "紹介新規MRR増分", "ダウングレード損失の変化", "解約損失の変化"]
+    assert ws.freeze_panes == "D5"
     n = len(pot.table)
     merged = {str(r) for r in ws.merged_cells.ranges}
-    assert f"A2:A{n + 1}" in merged  # one phase for every KPI
-    assert "B2:B6" in merged  # 契約状況: contract_months + the four license counts
-    assert ws["B2"].value == "契約状況" and ws["C2"].value == "契約月数"
-    assert ws["F2"].number_format == '"¥"#,##0;-"¥"#,##0'
-    assert ws["F2"].value == pytest.approx(pot.table["d_ltv"].iloc[0])
+    assert f"A5:A{n + 4}" in merged  # one phase for every KPI
+    assert "B5:B9" in merged  # 契約状況: contract_months + the four license counts
+    assert ws["B5"].value == "契約状況" and ws["C5"].value.startswith("契約月数（参考")
+    for row in range(5, n + 5):  # an amount is grey exactly when its interval crosses zero
+        r = pot.table.iloc[row - 5]
+        cell = ws.cell(row=row, column=6)
+        assert cell.number_format == '"¥"#,##0;-"¥"#,##0'
+        assert cell.value == pytest.approx(r["d_ltv"]) or (cell.value is None and np.isnan(r["d_ltv"]))
+        crosses = r["d_ltv_lo"] <= 0 <= r["d_ltv_hi"]
+        assert (cell.font.color is not None and cell.font.color.rgb == "FFA6A6A6") == bool(crosses), r["kpi"]
+    rates = {k for k in pot.table["kpi"] if k in ("active_user_rate", "newsletter_open_rate")}
+    for row in range(5, n + 5):
+        if pot.table.iloc[row - 5]["kpi"] in rates:
+            assert ws.cell(row=row, column=4).number_format == "0.0%"
+            assert ws.cell(row=row, column=5).value == pytest.approx(100 * pot.table.iloc[row - 5]["improvement"])
+    assert rates
     assert ws.column_dimensions["C"].width >= display_width("ウェルカムウェビナー参加数")
-    below = [ws.cell(row=r, column=1).value for r in range(n + 2, ws.max_row + 1)]
+    below = [ws.cell(row=r, column=1).value for r in range(n + 5, ws.max_row + 1)]
     assert pot.caveat in below and "因果" in pot.caveat
+    assert any(line and line.startswith("灰色の斜体の金額は95%区間がゼロをまたぎ") for line in below)
+    # printed landscape, one page wide, the header on every page
+    assert ws.page_setup.orientation == "landscape" and ws.sheet_properties.pageSetUpPr.fitToPage
+    assert ws.page_setup.fitToWidth in (None, 1) and ws.page_setup.fitToHeight == 0  # (Excel's default is 1)
+    assert ws.print_title_rows == "$4:$4"
 
 
 def test_english_headers_and_no_interval_without_bootstrap(tmp_path):
@@ -367,9 +389,10 @@ def test_english_headers_and_no_interval_without_bootstrap(tmp_path):
     assert "not proven causes" in pot.caveat
     pot.write(tmp_path)
     ws = load_workbook(tmp_path / "potential.xlsx")["Improvement potential"]
-    assert ws["A1"].value == "Phase" and ws["F1"].value == "LTV"
-    assert ws["F2"].number_format == '"$"#,##0;-"$"#,##0'
-    assert ws["B2"].value == "Contract"
+    assert ws["A4"].value == "Phase" and ws["F4"].value == "LTV gain" and ws["C4"].value == "KPI"
+    assert ws["F5"].number_format == '"$"#,##0;-"$"#,##0'
+    assert ws["B5"].value == "Contract"
+    assert ws["A2"].value.startswith("Analysis month ") and "currency USD" in ws["A2"].value
 
 
 def test_without_referral_data_new_revenue_is_empty_with_a_reason(small):
