@@ -26,7 +26,19 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.models import Design, GLMResult, design_matrix, fit_binomial, kpi_transforms, separated_levels
+from cskit.models import (
+    Design,
+    GLMResult,
+    design_matrix,
+    fit_binomial,
+    joint_p,
+    linear_flagged,
+    kpi_transforms,
+    select_terms,
+    separated_levels,
+    slope_weights,
+    with_terms,
+)
 from cskit.notices import Notice, records
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.panel import active_rows, outcome_rows, recent_means
@@ -103,6 +115,12 @@ class ScoreModel:
                 continue
             z = self.design.transforms[w["kpi"]].forward(features[w["kpi"]].to_numpy(dtype="float64"))
             z = np.where(np.isfinite(z), z, 0.0)
+            if self.design.kpi_terms(w["kpi"]):  # a curve or segment slopes: points follow the fitted part
+                seg = features["segment"].astype(str).to_numpy() if "segment" in features else None
+                f = self.design.contribution(self.fit.coef, w["kpi"], np.clip(z, w["z_lo"], w["z_hi"]), seg)
+                share = (w["f_worst"] - f) / (w["f_worst"] - w["f_best"])
+                out[w["kpi"]] = w["points"] * np.clip(share, 0.0, 1.0)
+                continue
             u = np.clip((z - w["z_lo"]) / (w["z_hi"] - w["z_lo"]), 0.0, 1.0)
             out[w["kpi"]] = w["points"] * (u if w["direction"] == "+" else 1.0 - u)
         return pd.DataFrame(out, index=features.index)
@@ -127,34 +145,52 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``, account context, kept
     whatever its q), refit on them and turn the coefficients into points. If no KPI passes, the ones
     most associated with churn (largest |z|) are kept, at most one per ``EPV`` churn events (the
-    events-per-variable rule of Peduzzi et al. 1996), so that a small client's score is not overfitted."""
+    events-per-variable rule of Peduzzi et al. 1996), so that a small client's score is not overfitted.
+
+    Before the KPIs are tested, their curves and segment-specific slopes are selected on the full
+    model (:func:`cskit.models.select_terms`, as in the triggers); a KPI with such terms is tested by the
+    joint Wald test of its columns (:func:`cskit.models.joint_p`) and keeps its terms in the score."""
     full = _fit_model(panel, kpis, lag, horizon)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
+    rows, y = outcome_rows(panel, "churn", lag)
+    seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
+    ext, ext_fit, _ = select_terms(y, full.design, full.fit, linear_flagged(full.design, full.fit, alpha, CONTEXT_KPIS),
+                                   seg, alpha)
     s = full.fit.summary().loc[tested]
-    q = multipletests(s["p_value"].fillna(1.0).to_numpy(), method="fdr_bh")[1] if tested else np.array([])
+    p = s["p_value"].to_numpy(dtype="float64")
+    if ext.terms:
+        p = np.array([joint_p(ext, ext_fit.coef, ext_fit.cov, k) for k in tested])
+    q = multipletests(np.nan_to_num(p, nan=1.0), method="fdr_bh")[1] if tested else np.array([])
     keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
         events = int(full.fit.events)
         keep = [k for _, k in sorted(zip(-np.abs(s["z"].fillna(0).to_numpy()), tested))][: max(1, events // EPV)]
         full.warnings.append(Notice("score_no_flagged_kpi", stage="health", alpha=alpha, events=events,
                                     n=len(keep), kpis=list(keep), epv=EPV))
-    if len(keep) == len(tested):
+    terms = [t for t in ext.terms if t.kpi in keep]
+    if len(keep) == len(tested) and not terms:
         return full
-    model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon)
+    model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms)
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
         if k not in keep:
             model.design.dropped[k] = Notice("kpi_not_linked", stage="health", severity="note", q=float(qk),
                                              alpha=alpha)
+    for k in dict.fromkeys(t.kpi for t in terms):
+        model.warnings.append(Notice("score_kpi_shape", stage="health", severity="note", kpi=k,
+                                     kinds=sorted({t.kind for t in terms if t.kpi == k})))
     return model
 
 
-def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int) -> ScoreModel:
+def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=()) -> ScoreModel:
     rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
+    if terms:
+        seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
+        design = with_terms(design, [t for t in terms if t.kpi in design.kpis], seg)
     if y.sum() < MIN_SCORE_EVENTS:
         raise NotEstimable(
             f"Health score: table 'accounts' has only {int(y.sum())} churned accounts in the months used "
@@ -219,6 +255,9 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
         lo, hi = np.quantile(z, RANGE_QUANTILES)
         if hi <= lo:
             lo, hi = z.min(), z.max()
+        if design.kpi_terms(k):
+            recs.append(_shaped_points(design, fit, k, lo, hi))
+            continue
         beta = float(fit.coef[j])
         recs.append({"kpi": k, "coefficient": beta, "z_lo": lo, "z_hi": hi, "raw": abs(beta) * (hi - lo),
                      "direction": "+" if beta < 0 else "-", "scale": tr.kind, "levels": "",
@@ -241,7 +280,36 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
         order = sorted(levels[r["kpi"]].items(), key=lambda t: (t[1], t[0]))
         w.loc[i, "levels"] = "; ".join(f"{lv}={_num(pt)}" for lv, pt in order)
     w = w.sort_values(["points", "kpi"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    return w[WEIGHT_COLUMNS + ["z_lo", "z_hi"]], levels
+    for c in ("f_worst", "f_best"):
+        if c not in w:
+            w[c] = np.nan
+    return w[WEIGHT_COLUMNS + ["z_lo", "z_hi", "f_worst", "f_best"]], levels
+
+
+CURVE_GRID = 201
+
+
+def _shaped_points(design: Design, fit: GLMResult, k: str, lo: float, hi: float) -> dict:
+    """The points record of a KPI with a curve or segment slopes: f = its part of the linear predictor
+    on a grid of its 5–95% range (per segment level when its slope differs by segment); its raw weight
+    is max f − min f (the spread the KPI can move, as |β| × range for a line); an account earns its
+    points × (max f − f(z, segment)) / spread, so a value past a threshold (flat curve) earns as much
+    as any other value past it, and a segment where the KPI does nothing gives everyone the same."""
+    grid = np.linspace(lo, hi, CURVE_GRID)
+    levels = design.adjust_levels.get("segment", [None]) if any(
+        t.kind == "segment" for t in design.kpi_terms(k)) else [None]
+    f = np.vstack([design.contribution(fit.coef, k, grid, None if lv is None else np.full(len(grid), lv))
+                   for lv in levels])
+    worst, best = float(f.max()), float(f.min())
+    tr = design.transforms[k]
+    w_col = np.unravel_index(int(np.argmax(f)), f.shape)[1]
+    b_col = np.unravel_index(int(np.argmin(f)), f.shape)[1]
+    kinds = sorted({t.kind for t in design.kpi_terms(k)})
+    slope = float(np.mean(f[:, -1] - f[:, 0]))
+    return {"kpi": k, "coefficient": slope / (hi - lo), "z_lo": lo, "z_hi": hi,
+            "raw": worst - best, "direction": "+" if slope < 0 else "-", "scale": tr.kind,
+            "levels": " + ".join(kinds), "value_at_0_points": tr.inverse(grid[w_col]),
+            "value_at_full_points": tr.inverse(grid[b_col]), "f_worst": worst, "f_best": best}
 
 
 def _num(x: float) -> str:
@@ -262,6 +330,9 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     d = model.design
     paths = paths or {}
     coef = dict(zip(d.names, model.fit.coef))
+    for k in d.kpis:  # a curved KPI's forecast error moves η by its average slope, not by its line's β
+        if len(d.X) and d.kpi_terms(k) and all(t.kind == "curve" for t in d.kpi_terms(k)):
+            coef[k] = float(slope_weights(d, k, d.X[:, d.names.index(k)]) @ model.fit.coef)
     uncertain = [k for k in d.names if k in paths]
     c = np.eye(len(uncertain)) if corr is None else (
         corr.reindex(index=uncertain, columns=uncertain).fillna(0.0).to_numpy())
@@ -279,6 +350,11 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             return paths[name].at(h, model.lag)
         if name in d.transforms:
             return d.transforms[name].forward(features[name].to_numpy(dtype="float64"))
+        term = next((t for t in d.terms if t.name == name), None)
+        if term is not None:
+            seg = base["segment"].astype(str).to_numpy() if "segment" in base else None
+            z = column(term.kpi, h)
+            return term.values(np.where(np.isfinite(z), z, 0.0), seg)
         a, v = name.split("=", 1)
         return (base[a].astype(str).to_numpy() == v).astype("float64")
 
@@ -644,7 +720,7 @@ def design_health_score(
                  "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate",
                  "ltv_source": ltv_source}
     return Health(
-        weights=model.weights.drop(columns=["z_lo", "z_hi"]),
+        weights=model.weights.drop(columns=["z_lo", "z_hi", "f_worst", "f_best"]),
         scores=scores,
         cutpoints=cutpoints,
         validation=validation,

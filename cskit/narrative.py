@@ -474,6 +474,16 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                               for e in v["effects"] or [])
                   + "; tested with false-discovery control): drivers.csv has one row per segment, and the "
                   "improvement potential and playbook use each segment's own effect."),
+    "score_kpi_shape": (
+        lambda v: f"ヘルススコアの{v.kpi()}の配点は、直線ではなく推定した"
+                  + ("曲線" if "curve" in (v["kinds"] or []) else "")
+                  + ("・" if len(v["kinds"] or []) > 1 else "")
+                  + ("セグメント別の効果" if "segment" in (v["kinds"] or []) else "")
+                  + "に沿っています（しきい値を超えたアカウントはそれ以上点が増えず、効果のないセグメントでは点差がつきません）。",
+        lambda v: f"Health score: the points of KPI '{v.s('kpi')}' follow its fitted "
+                  + " and ".join({"curve": "curve", "segment": "segment-specific effect"}[k] for k in v["kinds"] or [])
+                  + " instead of a straight line (past a threshold no more points are earned; in a segment where "
+                  "it has no effect every account earns the same)."),
     "gee_fallback": (
         lambda v: "契約更新（CRTT）のモデルは、交換可能な作業相関では推定が安定しなかったため、独立な作業相関"
                   "（アカウント単位のクラスタ、頑健な区間）で推定し直しました。効果はそのまま使えます（区間はやや広くなることがあります）。",

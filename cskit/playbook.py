@@ -23,13 +23,14 @@ def playbook(model: ScoreModel, frame: pd.DataFrame, include=None,
     median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
     KPIs are named: not the tenure, not the account-context items (segment, contract type), and not
     the ``static`` KPIs (one value per account, set at its start, e.g. onboarding completed: a CSM
-    cannot change it for an existing account; it still counts in the score)."""
+    cannot change it for an existing account; it still counts in the score). Points follow each KPI's
+    fitted curve and segment-specific effect, so an account past a threshold, or in a segment where the
+    KPI does nothing, has no gap on it."""
     green = frame[frame["tier"] == "green"]
     if green.empty:
         green = frame[frame["score"] >= frame["score"].quantile(0.75)]
     kpis = [k for k in model.actionable_kpis() if k not in set(static)]
-    ref = green[model.kpi_names()].median().to_frame().T
-    ref_pts = model.kpi_points(ref)[kpis].iloc[0]
+    medians = green[model.kpi_names()].median()
     named = frame["tier"] == "red"
     if include is not None:
         named |= frame["account_id"].isin(pd.Series(include, dtype=object))
@@ -37,7 +38,10 @@ def playbook(model: ScoreModel, frame: pd.DataFrame, include=None,
     cols = PLAYBOOK_COLUMNS
     if red.empty:
         return pd.DataFrame(columns=cols)
-    gaps = ref_pts - model.kpi_points(red)[kpis]
+    # the green median's points for each named account, in its own segment (a KPI whose effect differs
+    # by segment earns differently there; where it does nothing the gap is 0)
+    ref = red.assign(**{k: medians[k] for k in model.kpi_names()})
+    gaps = model.kpi_points(ref)[kpis] - model.kpi_points(red)[kpis]
     names = np.array(gaps.columns)
     order = np.argsort(-gaps.to_numpy(), axis=1, kind="stable")
     out = red[["account_id", "score", "tier"]].copy()

@@ -37,6 +37,7 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     kpi_transforms,
+    linear_flagged,
     select_terms,
     separated_terms,
 )
@@ -129,8 +130,7 @@ def fit_outcome(
     model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
     if alpha is not None:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
-        candidates = [k for k in design.kpis if k != "contract_months"]
-        design, model.fit, _ = select_terms(yr, design, model.fit, candidates, seg, alpha)
+        design, model.fit, _ = select_terms(yr, design, model.fit, linear_flagged(design, model.fit, alpha), seg, alpha)
     model.design = replace(design, X=np.empty((0, design.X.shape[1])))
     separated = separated_terms(model.fit)
     if separated:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2, norm
+from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import build_catalogue
@@ -43,6 +43,8 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     fit_gee,
+    joint_p,
+    linear_flagged,
     kpi_transforms,
     score_terms,
     score_z_from,
@@ -249,10 +251,11 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
 
 
 def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float, link: str):
-    """Curves and segment slopes of the KPIs (:func:`cskit.models.select_terms`, on the binomial GLM of
-    the group's first outcome: renewal shares churn's rows and its answer)."""
+    """Curves and segment slopes of the flagged KPIs (:func:`cskit.models.linear_flagged`,
+    :func:`cskit.models.select_terms`), on the binomial GLM of the group's first outcome: renewal shares
+    churn's rows and its answer."""
     fit = fit_binomial(y, design.X, link=link, names=design.names)
-    ext, _, tests = select_terms(y, design, fit, [k for k in design.kpis if k != TENURE], seg, alpha)
+    ext, _, tests = select_terms(y, design, fit, linear_flagged(design, fit, alpha), seg, alpha)
     return ext.terms, tests
 
 
@@ -272,11 +275,8 @@ def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np
                          "shape": "linear"})
             continue
         a = slope_weights(design, k, design.X[:, j], seg)
-        cols = [j, *(design.names.index(t.name) for t in extra)]
-        b = coef[cols]
-        stat = float(b @ np.linalg.lstsq(cov[np.ix_(cols, cols)], b, rcond=None)[0])
         rows.append({"kpi": k, "coef": float(a @ coef), "se": float(np.sqrt(max(a @ cov @ a, 0.0))),
-                     "p_joint": float(chi2.sf(stat, len(cols))),
+                     "p_joint": joint_p(design, coef, cov, k),
                      "shape": "curve" if any(t.kind == "curve" for t in extra) else "linear"})
     est = pd.DataFrame(rows, columns=["kpi", "coef", "se", "p_joint", "shape"])
     out = base.merge(est, on="kpi", how="left")

@@ -647,3 +647,43 @@ def test_few_events_and_no_significant_kpi_keep_one_kpi_per_ten_events():
     assert 1 <= len(tested) <= max(1, model.fit.events // EPV)
     assert any("at most one per 10 events" in w for w in model.warnings)
     assert np.all(np.abs(model.fit.coef[1:]) < 15)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Curves and segment-specific effects in the score and the playbook (issue 11 items 2 and 5)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_score_points_and_playbook_follow_a_threshold_and_a_segment_only_effect():
+    """Simulator seed 1, 3,000 accounts: churn falls with login days up to 5 and is flat above; support
+    inquiries raise churn in SMB only. The score keeps login days with its curve (full points by a few
+    days above the threshold) and support inquiries with its segment effect; the playbook never tells an
+    account already at ≥ 6 login days (forecast) to log in more, nor a Mid / Enterprise account to cut
+    its support inquiries."""
+    from cskit.health import design_health_score
+    from cskit.loading import client_from_frames
+    from cskit.panel import build_panel, kpi_columns
+    from cskit.params import Params
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(3000, 24, seed=1, mc_paths=0, login_threshold=5, segment_only=[("support_inquiries", "SMB")])
+    params = Params(as_of=sim.as_of, horizon_months=12)
+    data = client_from_frames(sim.tables, params)
+    h = design_health_score(build_panel(data), data, params, kpi_columns(data))
+    w = h.weights.set_index("kpi")
+    assert w.loc["login_days", "levels"] == "curve" and w.loc["login_days", "direction"] == "+"
+    assert w.loc["login_days", "value_at_full_points"] <= 8 and w.loc["login_days", "points"] > 0
+    assert w.loc["support_inquiries", "levels"] == "segment" and w.loc["support_inquiries", "direction"] == "-"
+    features = h.features.set_index("account_id")
+    pb = h.playbook.join(features[["login_days", "segment"]], on="account_id")
+    assert len(pb) > 20
+    named = lambda k: (pb["kpi_1"] == k) | (pb["kpi_2"] == k)  # noqa: E731
+    assert not (named("login_days") & (pb["login_days"] >= 6)).any()
+    assert named("support_inquiries").any() and (pb.loc[named("support_inquiries"), "segment"] == "SMB").all()
+    # a Mid account's support points barely move with its inquiries (its slope is estimated ≈ 0; the
+    # Enterprise slope, on 10% of the accounts, is too noisy to say more than "not SMB's")
+    pts = h.model.kpi_points(features.assign(support_inquiries=0.0))["support_inquiries"]
+    pts_hi = h.model.kpi_points(features.assign(support_inquiries=9.0))["support_inquiries"]
+    smb, mid = (features["segment"] == "SMB").to_numpy(), (features["segment"] == "Mid").to_numpy()
+    assert np.abs(pts[mid] - pts_hi[mid]).max() < 0.25 * (pts[smb] - pts_hi[smb]).min()
+    assert {"score_kpi_shape"} <= {n.code for n in h.warnings}

@@ -377,6 +377,14 @@ def test_false_discovery_proportion_among_flagged_kpis_is_at_most_alpha(recovery
 
 
 @pytest.mark.slow
+def test_segment_differences_are_rarely_found_where_none_was_planted(recovery):
+    """The default simulator has no segment-specific effect: segment rows (a KPI × segment difference kept
+    by the forward selection) appear in few seed × outcome fits (measured: 4 of 60, all on drivers)."""
+    found = (recovery["segment"] != "").groupby([recovery["seed"], recovery["outcome"]]).any()
+    assert found.mean() <= 0.1, found[found].index.tolist()
+
+
+@pytest.mark.slow
 def test_correlated_proxies_are_not_flagged(recovery):
     p = recovery[recovery["role"] == "proxy"]
     flagged = (p["trigger"] != "").groupby([p["outcome"], p["kpi"]]).mean()
@@ -399,14 +407,14 @@ def test_churn_hazard_ratio_intervals_cover_the_planted_values(recovery):
 
 
 def test_segment_only_driver_gets_segment_rows_and_a_threshold_gets_a_curve(tmp_path):
-    """Simulator seed 3 (3,000 accounts): support inquiries raise churn in SMB only, churn falls with
+    """Simulator seed 1 (3,000 accounts): support inquiries raise churn in SMB only, churn falls with
     login days up to 5 and is flat above. The kit keeps support × segment (SMB's own HR > 1, Mid's and
     Enterprise's intervals cover 1) and a curve for login days; csat (linear, everywhere) gets neither."""
     from cskit.loading import client_from_frames
     from cskit.panel import build_panel, kpi_columns
     from cskit.simulate import simulate_client
 
-    sim = simulate_client(3000, 24, seed=3, mc_paths=0, segment_only=[("support_inquiries", "SMB")], login_threshold=5)
+    sim = simulate_client(3000, 24, seed=1, mc_paths=0, segment_only=[("support_inquiries", "SMB")], login_threshold=5)
     data = client_from_frames(sim.tables, Params())
     tr = find_triggers(build_panel(data), Params(), kpi_columns(data))
     t = tr.table
