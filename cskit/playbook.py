@@ -14,13 +14,16 @@ if TYPE_CHECKING:
 PLAYBOOK_COLUMNS = ["account_id", "score", "tier", "kpi_1", "gap_1", "kpi_2", "gap_2"]
 TOUCH_SHARES = (0.10, 0.30)
 TOUCH_TIERS = ("high", "low", "tech")
+MIN_GAP = 1.0  # score points: a smaller shortfall is below the score's resolution (whole points per item)
 
 
 def playbook(model: ScoreModel, frame: pd.DataFrame, include=None,
              static: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """Red-tier accounts (and those whose account_id is in ``include``: the movers) with the two KPIs
     whose points fall furthest below those of the green-tier
-    median value (gap in score points; a KPI is named only when its gap is positive). Only actionable
+    median value (gap in score points; a KPI is named only when its gap is at least MIN_GAP, one point:
+    a smaller shortfall is below the score's resolution, e.g. the last wiggle of a fitted curve past its
+    threshold). Only actionable
     KPIs are named: not the tenure, not the account-context items (segment, contract type), and not
     the ``static`` KPIs (one value per account, set at its start, e.g. onboarding completed: a CSM
     cannot change it for an existing account; it still counts in the score). Points follow each KPI's
@@ -48,8 +51,8 @@ def playbook(model: ScoreModel, frame: pd.DataFrame, include=None,
     for i in (0, 1):
         g = np.take_along_axis(gaps.to_numpy(), order[:, i : i + 1], axis=1)[:, 0] if gaps.shape[1] > i else np.zeros(len(red))
         k = names[order[:, i]] if gaps.shape[1] > i else np.full(len(red), "")
-        out[f"kpi_{i + 1}"] = np.where(g > 0, k, "")
-        out[f"gap_{i + 1}"] = np.where(g > 0, g, np.nan)
+        out[f"kpi_{i + 1}"] = np.where(g >= MIN_GAP, k, "")
+        out[f"gap_{i + 1}"] = np.where(g >= MIN_GAP, g, np.nan)
     return out.sort_values(["score", "account_id"], kind="stable").reset_index(drop=True)[cols]
 
 
