@@ -369,7 +369,11 @@ def _entry(value, definition: str, period: str, note: str | None = None, **extra
         value = round(float(value), 6)
     out = {"value": value, "definition": definition, "period": period}
     if value is None and note:
-        out["note"] = note
+        out["note"] = note  # its English words; the code (and values) let the report word it in Japanese
+        if isinstance(note, Notice):
+            out["note_code"] = note.code
+            if note.values:
+                out["note_values"] = note.values
     return out | extra
 
 

@@ -643,6 +643,8 @@ def metrics(summary: dict, currency: str = "JPY", language: str = "ja") -> str:
             continue
         label = ja if language == "ja" else en
         note = entry.get("note", "") if entry.get("value") is None else ""
+        if note and entry.get("note_code"):  # read back from kpi_summary.json: worded from its code
+            note = {"code": entry["note_code"], "values": entry.get("note_values", {})}
         rows.append([label, _fmt(entry.get("value"), kind, currency), _period(entry.get("period", ""), language),
                      notice(note, language) if note else ""])
     text = _table([w["metric"], w["value"], w["period"], w["note"]], rows)
@@ -693,7 +695,7 @@ def potential(
 ) -> str:
     """What +x% of each KPI is worth: the scenario in words, the KPIs whose LTV gain has an interval
     above zero (largest first), how many intervals include zero, why any cell is empty, the caveat."""
-    m = lambda v: amount(v, currency, language)  # noqa: E731
+    m = lambda v: _yen(v, currency, language)  # noqa: E731
     d = actionable(table).dropna(subset=["d_ltv"])
     sure = d[d["d_ltv_lo"] > 0].sort_values("d_ltv", ascending=False, kind="stable")
     unsure = d[~(d["d_ltv_lo"] > 0) & ~(d["d_ltv_hi"] < 0)]

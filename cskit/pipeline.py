@@ -16,7 +16,6 @@ import pandas as pd
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.notices import Notice
 from cskit.params import Params, load_params, resolve_data_path, validate_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -233,5 +232,6 @@ def ltv_headline(accounts: pd.DataFrame, entry: dict | None = None) -> dict:
     ltv = pd.to_numeric(accounts["ltv"], errors="coerce").dropna()
     out = {k: v for k, v in (entry or {"definition": "ltv_survival"}).items() if k != "note"}
     if ltv.empty:
-        return out | {"value": None, "total": None, "accounts": 0, "note": Notice("metric_no_active", stage="metrics", severity="note")}
+        return out | {"value": None, "total": None, "accounts": 0, "note": "no account active at as_of",
+                      "note_code": "metric_no_active"}
     return out | {"value": round(float(ltv.mean()), 6), "total": round(float(ltv.sum()), 6), "accounts": int(len(ltv))}

@@ -116,18 +116,17 @@ def _month_labels(months: pd.Series) -> list[str]:
     return [pd.Timestamp(m).strftime("%Y-%m") for m in months]
 
 
-def launch_month(data: pd.DataFrame, parts: tuple[str, ...] = BRIDGE_PARTS, factor: float = 3.0) -> bool:
-    """Whether the bridge's first month dwarfs the rest: its gains exceed ``factor`` × the largest
-    monthly movement (gains or losses) of the other months. That happens when the data open on the
-    existing book or a launch cohort, whose first paid month all counts as "new"."""
+def launch_month(data: pd.DataFrame, parts: tuple[str, ...] = BRIDGE_PARTS, factor: float = 4.0) -> bool:
+    """Whether the bridge's first month dwarfs the rest: its gains exceed ``factor`` × the median
+    monthly movement (gains plus losses) of the other months. That happens when the data open on the
+    existing book or a launch cohort, whose first paid month all counts as "new"; in an ordinary
+    month the ratio is near 1."""
     if len(data) < 3:
         return False
     gains = [p for p in parts if p not in ("contraction", "churn")]
     first = float(data[gains].iloc[0].abs().sum())
-    rest = data[list(parts)].iloc[1:].abs()
-    up = rest[gains].sum(axis=1)
-    down = rest[[p for p in parts if p in ("contraction", "churn")]].sum(axis=1)
-    scale = float(max(up.max(), down.max()))
+    moves = data[list(parts)].iloc[1:].abs().sum(axis=1)
+    scale = float(moves.median())
     return scale > 0 and first > factor * scale
 
 

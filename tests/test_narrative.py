@@ -71,7 +71,7 @@ def _potential_table() -> pd.DataFrame:
 def test_potential_ranks_only_intervals_above_zero():
     text = N.potential(_potential_table(), "CAVEAT-TEXT", {"d_new": "no referred_by data"}, 10, 12, 36, 40, "JPY", "en")
     assert "2 KPIs have an LTV gain whose interval is above zero" in text
-    assert text.index("**B** (LTV ¥900 [¥200, ¥1,500])") < text.index("**A** (LTV ¥500 [¥100, ¥900])")
+    assert text.index("**B** (LTV ¥900 [¥200, ¥1.5K])") < text.index("**A** (LTV ¥500 [¥100, ¥900])")
     assert "**C**" not in text  # interval crosses 0
     assert "For 1 KPI the interval crosses zero" in text
     assert "- no referred_by data" in text
@@ -419,3 +419,15 @@ def test_drivers_table_puts_each_outcomes_triggers_first():
     )
     lines = [ln for ln in N.drivers_table(d, {}, "en").splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert [ln.split("|")[1].strip() for ln in lines] == ["c", "d", "b", "a"]
+
+
+def test_a_missing_headline_figure_is_explained_in_the_reports_language_from_the_result_file():
+    summary = {"nps": {"value": None, "definition": "nps", "period": "2022-01..2022-12", "note": "no nps table",
+                       "note_code": "nps_no_table"},
+               "grr": {"value": None, "definition": "grr", "period": "2021-12..2022-12",
+                       "note": "needs revenue in 2021-12 (12 months before as_of)",
+                       "note_code": "metric_needs_base_month", "note_values": {"month": "2021-12"}}}
+    ja = N.metrics(summary, "JPY", "ja")
+    assert "NPSの表がありません" in ja and "2021-12（基準月の12か月前）の売上データが必要です" in ja
+    assert "no nps table" not in ja and "needs revenue" not in ja
+    assert "no nps table" in N.metrics(summary, "JPY", "en")
