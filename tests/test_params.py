@@ -97,3 +97,41 @@ def test_demo_params_valid():
 def test_missing_params_file(tmp_path):
     with pytest.raises(CskitError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def _write(tmp_path, text: str, encoding: str = "utf-8"):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_impossible_date_names_the_key_instead_of_a_traceback(tmp_path):
+    with pytest.raises(CskitError) as e:
+        load_params(_write(tmp_path, "client: t\nas_of: 2026-13-45\n"))
+    assert "key 'as_of': is not a real date (month must be in 1..12)" in str(e.value) and "'2026-13-45'" in str(e.value)
+    with pytest.raises(CskitError, match="key 'as_of': is not a real date"):
+        load_params(_write(tmp_path, "as_of: 2026-02-30\n"))
+
+
+def test_a_month_as_of_is_taken_as_its_last_day(tmp_path):
+    assert load_params(_write(tmp_path, "as_of: 2026-06\n")).as_of == dt.date(2026, 6, 30)
+    assert load_params(_write(tmp_path, "as_of: 2024-02\n")).as_of == dt.date(2024, 2, 29)
+    assert load_params(_write(tmp_path, "as_of: 2026-06-15\n")).as_of == dt.date(2026, 6, 15)
+
+
+def test_a_misspelt_key_gets_a_did_you_mean(tmp_path):
+    with pytest.raises(CskitError) as e:
+        load_params(_write(tmp_path, "horizon_month: 12\nlangauge: en\n"))
+    assert "unknown key 'horizon_month' (value 12). Did you mean 'horizon_months'?" in str(e.value)
+    assert "unknown key 'langauge' (value 'en'). Did you mean 'language'?" in str(e.value)
+    with pytest.raises(CskitError) as e:
+        load_params(_write(tmp_path, "zzz: 1\n"))
+    assert "Did you mean" not in str(e.value)
+
+
+def test_a_shift_jis_params_file_is_read(tmp_path):
+    p = load_params(_write(tmp_path, "client: t\nclient_name: 株式会社テスト\n", encoding="cp932"))
+    assert p.client_name == "株式会社テスト"
+    (tmp_path / "bad.yaml").write_bytes(b"client: \x81\x00\xff\n")
+    with pytest.raises(CskitError, match="neither UTF-8 nor Shift_JIS"):
+        load_params(tmp_path / "bad.yaml")

@@ -225,3 +225,60 @@ def test_points_bars_with_context_items(outdir, language):
     else:
         assert texts[2] == " 15 (set by level)"
     plt.close(ax.figure)
+
+
+def _launch_bridge(first_new: float) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 12
+    d = pd.DataFrame({"month": pd.date_range("2024-01-01", periods=n, freq="MS"),
+                      "new": rng.uniform(80, 120, n), "expansion": rng.uniform(10, 30, n), "reactivation": 0.0,
+                      "contraction": rng.uniform(5, 15, n), "churn": rng.uniform(20, 40, n)})
+    d.loc[0, "new"] = first_new
+    d["mrr_end"] = (d["new"] + d["expansion"] - d["contraction"] - d["churn"]).cumsum()
+    return d
+
+
+def test_a_launch_month_does_not_set_the_bridges_scale(outdir):
+    plots.set_style()
+    launch = _launch_bridge(5000.0)
+    assert plots.launch_month(launch) and not plots.launch_month(_launch_bridge(150.0))
+    ax = plots.mrr_bridge(launch, language="ja", title="MRRブリッジ")
+    bars = [p for p in ax.patches if p.get_height() != 0]
+    assert min(p.get_x() for p in bars) > 0.5  # the first month has no bar
+    assert ax.get_ylim()[1] < 1000  # the scale is the monthly movements', not 5,000
+    assert any("省略" in t.get_text() for t in ax.texts)  # and the chart says so
+    assert ax.get_title() == "MRRブリッジ"
+    ax.figure.savefig(outdir / "bridge_launch.png")
+    shown = plots.mrr_bridge(launch, language="en", first_month="show")
+    assert max(p.get_height() for p in shown.patches) >= 5000
+    plt.close("all")
+
+
+def test_intervals_crossing_zero_are_grey_and_legends_stay_off_the_plot(outdir):
+    plots.set_style()
+    d = pd.DataFrame({"label": ["a", "b"], "d_ltv": [5.0, 1.0], "d_ltv_lo": [2.0, -1.0], "d_ltv_hi": [8.0, 3.0]})
+    ax = plots.interval_bars(d, language="ja")
+    colours = [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches[:2]]
+    assert colours == ["#4c72b0", "#bdbdbd"]
+    ax.figure.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside, not over
+    curves = pd.concat([pd.DataFrame({"group_by": "plan", "group": f"plan_{i:02d}", "timeline": np.arange(12),
+                                      "survival": np.linspace(1, 0.5 + i / 40, 12)}) for i in range(15)])
+    axes = plots.survival_grid(curves, language="en", titles={"plan": "By plan"})
+    fig = axes.flat[0].figure
+    fig.canvas.draw()
+    first = axes.flat[0]
+    assert first.get_legend().get_window_extent().x0 >= first.get_window_extent().x1 - 1
+    fig.savefig(outdir / "survival_15_plans.png")
+    plt.close("all")
+
+
+def test_forest_grid_draws_each_outcome_with_one_legend(outdir):
+    plots.set_style()
+    rows = pd.DataFrame({"label": ["ログイン日数", "b"], "effect": [0.6, 1.1], "ci_low": [0.5, 0.9],
+                         "ci_high": [0.7, 1.3], "flagged": [True, False]})
+    axes = plots.forest_grid([("解約", rows, "HR"), ("更新", rows, "OR"), ("拡大", rows, "OR")], language="ja")
+    assert [a.get_title() for a in axes.flat] == ["解約", "更新", "拡大"]
+    assert all(a.get_legend() is None for a in axes.flat) and len(axes.flat[0].figure.legends) == 1
+    axes.flat[0].figure.savefig(outdir / "forest_grid.png")
+    plt.close("all")
