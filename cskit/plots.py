@@ -429,7 +429,7 @@ def points_bars(
     ax.set_yticks(y, d[label].astype(str).tolist())
     ax.set_ylim(-0.7, len(d) - 0.3)
     ax.set_xlabel(t("points", language))
-    ax.set_xlim(0, max(1.0, float(v.max()) * 1.45) if len(d) else 1.0)
+    ax.set_xlim(0, max(1.0, float(v.max()) * 2.0) if len(d) else 1.0)
     if (kinds == "context").any():
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
@@ -506,7 +506,7 @@ def tier_mix(
     ax.set_ylim(0, 1)
     ax.set_xlabel(t("month", language))
     ax.set_ylabel(t("tier_share", language))
-    ax.legend(**BELOW)
+    ax.legend(**(BELOW | {"bbox_to_anchor": (0.5, -0.32)}))
     return ax
 
 
