@@ -1477,8 +1477,8 @@ def _outcome_text(
         return ev + model + power + (
             "FDR調整後に有意なKPIはありませんでした。" if ja else "No KPI is significant after FDR control.")
     items = [
-        f"**{_label(labels, r.kpi)}** {ratio(r.effect)} [{ratio(r.ci_low)}, {ratio(r.ci_high)}], "
-        f"{_p('q', r.q_value)}, ρ = {float(r.spearman):+.2f}" + (
+        f"**{_row_label(labels, r, language)}** {ratio(r.effect)} [{ratio(r.ci_low)}, {ratio(r.ci_high)}], "
+        f"{_p('q', r.q_value)}" + (f", ρ = {float(r.spearman):+.2f}" if _finite(r.spearman) else "") + (
             f", {'最も強いラグ' if ja else 'strongest at lag'} {int(r.best_lag)}{'か月' if ja else ' months'}"
             if _finite(r.best_lag) else "")
         for r in flagged.head(top).itertuples(index=False)
@@ -1486,6 +1486,18 @@ def _outcome_text(
     head = (f"{len(flagged)}個のKPIがトリガーです（効果の大きい順）:" if ja else
             f"{len(flagged)} KPIs are triggers (largest effect first):")
     return ev + model + power + head + "\n\n" + "\n".join(f"- {i}" for i in items)
+
+
+def _row_label(labels: dict[str, str], r, language: str) -> str:
+    """A drivers.csv row's KPI label; a segment row (the KPI's own effect in one segment) names it, and a
+    KPI modelled with a curve says so."""
+    text = _label(labels, r.kpi)
+    segment = getattr(r, "segment", "")
+    if isinstance(segment, str) and segment:
+        text += f"（{segment}内）" if language == "ja" else f" (in {segment})"
+    if getattr(r, "shape", "") == "curve":
+        text += "（曲線）" if language == "ja" else " (curve)"
+    return text
 
 
 def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str = "ja") -> str:
@@ -1499,7 +1511,7 @@ def drivers_table(drivers: pd.DataFrame, labels: dict[str, str], language: str =
     drivers = drivers.sort_values(["_o", "_f", "_q"], kind="stable")
     head = ["KPI", "結果", "効果 [95%区間]", "q値", "順位相関ρ", "最強ラグ(月)", "トリガー"] if language == "ja" else \
         ["KPI", "Outcome", "Effect [95% interval]", "q", "Spearman rho", "Best lag (months)", "Trigger"]
-    rows = [[_label(labels, r.kpi), outcome_short(r.outcome, language),
+    rows = [[_row_label(labels, r, language), outcome_short(r.outcome, language),
              _interval(r.effect, r.ci_low, r.ci_high, ratio), _pv(r.q_value),
              f"{float(r.spearman):+.2f}" if _finite(r.spearman) else "—",
              f"{int(r.best_lag)}" if _finite(r.best_lag) else "—", r.trigger if isinstance(r.trigger, str) else ""]

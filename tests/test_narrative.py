@@ -226,6 +226,22 @@ def test_drivers_table_localises_outcomes_and_q():
     assert "| faq_views | 解約 | 1.05 [0.90, 1.20] | 0.600 | +0.01 | 0 |  |" in text
 
 
+def test_segment_rows_and_curves_are_named_in_the_triggers_text():
+    d = pd.DataFrame([
+        {"kpi": "support_inquiries", "outcome": "churn", "effect": 1.2, "ci_low": 1.1, "ci_high": 1.3, "p_value": 1e-6,
+         "q_value": 1e-5, "spearman": 0.1, "best_lag": 1, "trigger": "RT", "direction": "+", "segment": "", "shape": "linear"},
+        {"kpi": "support_inquiries", "outcome": "churn", "effect": 1.4, "ci_low": 1.3, "ci_high": 1.5, "p_value": 1e-8,
+         "q_value": 1e-7, "spearman": np.nan, "best_lag": np.nan, "trigger": "RT", "direction": "+", "segment": "SMB",
+         "shape": "linear"},
+        {"kpi": "login_days", "outcome": "churn", "effect": 0.6, "ci_low": 0.5, "ci_high": 0.7, "p_value": 1e-9,
+         "q_value": 1e-8, "spearman": -0.2, "best_lag": 1, "trigger": "RT", "direction": "-", "segment": "", "shape": "curve"},
+    ])
+    ja = N.drivers_table(d, {"support_inquiries": "問い合わせ件数", "login_days": "ログイン日数"}, "ja")
+    assert "| 問い合わせ件数（SMB内） | 解約 | 1.40 [1.30, 1.50] |" in ja and "| ログイン日数（曲線） |" in ja
+    en = N.drivers_table(d, {}, "en")
+    assert "| support_inquiries (in SMB) |" in en and "| support_inquiries |" in en
+
+
 def test_kpi_labels_are_unique():
     from cskit.catalogue import DEFAULT_CATALOGUE
 
