@@ -358,8 +358,14 @@ def recovery():
     return pd.concat(out, ignore_index=True)
 
 
+def _pooled(recovery: pd.DataFrame) -> pd.DataFrame:
+    """One row per KPI × outcome × seed: the all-accounts rows (segment rows are their own family)."""
+    return recovery[recovery["segment"] == ""]
+
+
 @pytest.mark.slow
 def test_every_planted_driver_is_flagged_with_its_sign_in_90pct_of_seeds(recovery):
+    recovery = _pooled(recovery)
     d = recovery[recovery["role"] == "driver"]
     hit = (d["trigger"] != "") & (d["direction"] == np.where(d["beta_sd"] > 0, "+", "-"))
     rate = hit.groupby([d["outcome"], d["kpi"]]).mean()
@@ -370,6 +376,7 @@ def test_every_planted_driver_is_flagged_with_its_sign_in_90pct_of_seeds(recover
 @pytest.mark.slow
 def test_false_discovery_proportion_among_flagged_kpis_is_at_most_alpha(recovery):
     # contract_months is the tenure adjustment with its own planted effect: neither true nor false here
+    recovery = _pooled(recovery)
     flagged = recovery[(recovery["trigger"] != "") & (recovery["kpi"] != "contract_months")]
     fdp = flagged.groupby("seed")["role"].agg(lambda r: (r != "driver").mean())
     fdp = fdp.reindex(range(N_SEEDS), fill_value=0.0)
@@ -386,7 +393,8 @@ def test_segment_differences_are_rarely_found_where_none_was_planted(recovery):
 
 @pytest.mark.slow
 def test_correlated_proxies_are_not_flagged(recovery):
-    p = recovery[recovery["role"] == "proxy"]
+    p = _pooled(recovery)
+    p = p[p["role"] == "proxy"]
     flagged = (p["trigger"] != "").groupby([p["outcome"], p["kpi"]]).mean()
     assert len(flagged) >= 4
     assert (flagged <= 0.1).all(), flagged.to_dict()
@@ -394,7 +402,8 @@ def test_correlated_proxies_are_not_flagged(recovery):
 
 @pytest.mark.slow
 def test_churn_hazard_ratio_intervals_cover_the_planted_values(recovery):
-    c = recovery[(recovery["role"] == "driver") & (recovery["outcome"] == "churn")]
+    c = _pooled(recovery)
+    c = c[(c["role"] == "driver") & (c["outcome"] == "churn")]
     true_hr = np.exp(c["beta_sd"])
     covered = (c["ci_low"] <= true_hr) & (true_hr <= c["ci_high"])
     assert len(c) == 4 * N_SEEDS
