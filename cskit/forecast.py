@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cskit.panel import RECENT_MONTHS, recent_means
+from cskit.panel import RECENT_MONTHS, decides, recent_means, renewal_cycles
 
 GH_NODES = 20
 
@@ -208,18 +208,17 @@ def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms
 
 def decision_months(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.ndarray:
     """For the selected rows, a (rows × horizon) 0/1 matrix of the months h = 1..horizon after the row
-    in which the account can churn: all for monthly contracts, the anniversaries (tenure + h a multiple
-    of 12) for annual ones (all months when the horizon holds no anniversary). Without a
-    ``contract_type`` column every account is monthly."""
+    in which the account can churn: all for monthly contracts, the renewal months (tenure + h a multiple
+    of the panel's renewal cycle, ``cskit.panel.decides``) for annual ones (all months when the horizon
+    holds none). Without a ``contract_type`` column every account is monthly."""
     n = int(np.count_nonzero(rows)) if rows.dtype == bool else len(rows)
     h = np.arange(1, horizon + 1)
     if "contract_type" not in panel:
         return np.ones((n, horizon))
-    tenure = panel["tenure"].to_numpy()[rows][:, None]
-    annual = (panel["contract_type"].astype(str).to_numpy()[rows] == "annual")[:, None]
-    at = (tenure + h[None, :]) % 12 == 0
-    at = np.where(at.any(axis=1, keepdims=True), at, True)
-    return np.where(annual, at, True).astype("float64")
+    sub = panel.loc[rows] if rows.dtype == bool else panel.iloc[rows]
+    tenure = sub["tenure"].to_numpy()[:, None]
+    at = decides(tenure + h[None, :], renewal_cycles(sub)[:, None])
+    return np.where(at.any(axis=1, keepdims=True), at, True).astype("float64")
 
 
 def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,

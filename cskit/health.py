@@ -27,6 +27,7 @@ from statsmodels.stats.multitest import multipletests
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.models import (
+    CHURN_ADJUST,
     Design,
     GLMResult,
     design_matrix,
@@ -41,23 +42,26 @@ from cskit.models import (
 )
 from cskit.notices import Notice, records
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
-from cskit.panel import active_rows, outcome_rows, recent_means
+from cskit.panel import MIN_EVENTS, active_rows, annual_cycle, decides, outcome_rows, recent_means, renewal_cycles
 from cskit.params import Params
 from cskit.checks import onboarding_check
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
+from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 from cskit.result import write_json
 
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
 GREEN_RISK = 1.0
-ADJUST = ("segment", "contract_type")
+ADJUST = CHURN_ADJUST  # segment, contract type, and the calendar month where churn is seasonal
 CONTEXT_KPIS = ("contract_months",)
+NO_POINTS = ("churn_season",)  # adjustments every account shares in a future month: no score points
 TIERS = ("red", "yellow", "green")
 LEFT_OUT_MIN_POINTS = 5
 LEFT_OUT_MAX_RHO = 0.2
-EPV = 10  # churn events per KPI when no KPI passes the FDR control
-# Fewest churn events for a score at all: one KPI at EPV events per KPI (docs/methods.md, "Event floors").
+EPV = 10  # churn events per variable (Peduzzi et al. 1996)
+# Fewest churn events for a score at all: a model of the account context (segment, contract type, tenure)
+# at EPV events; KPI points need the models' floor MIN_EVENTS (docs/methods.md, "Event floors").
 MIN_SCORE_EVENTS = EPV
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
@@ -66,7 +70,8 @@ SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob", "account_name"]
 
 class NotEstimable(CskitError):
     """The score's churn model cannot be fitted on these data: ``code`` is "too_few_events" (fewer than
-    MIN_SCORE_EVENTS churn events in the at-risk months, with their count in ``events``) or "no_usable_kpi".
+    MIN_SCORE_EVENTS churn events in the at-risk months, with their count in ``events``) or
+    "no_usable_kpi" (no KPI and no account context item varies).
     A CskitError, so a caller that does not expect it still gets a message, never a traceback."""
 
     def __init__(self, message: str, code: str, events: int):
@@ -98,6 +103,8 @@ class ScoreModel:
     forecast: pd.DataFrame = field(default_factory=pd.DataFrame)
     context: dict[str, dict[str, float]] = field(default_factory=dict)
     context_table: list[dict] = field(default_factory=list)
+    basis: str = "kpis"  # "kpis" | "context_only" (no KPI the data support: segment, contract type, tenure)
+    basis_reason: str | None = None  # "too_few_events" | "no_supported_kpi" when context only
 
     def kpi_names(self) -> list[str]:
         """The score's KPI items (not the account-context items)."""
@@ -141,19 +148,25 @@ class ScoreModel:
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
                     horizon: int = 12) -> ScoreModel:
-    """Fit the churn hazard on all ``kpis`` (segment and contract type adjusted), keep the KPIs linked
-    to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``, account context, kept
-    whatever its q), refit on them and turn the coefficients into points. If no KPI passes, the ones
-    most associated with churn (largest |z|) are kept, at most one per ``EPV`` churn events (the
-    events-per-variable rule of Peduzzi et al. 1996), so that a small client's score is not overfitted.
+    """Fit the churn hazard on all ``kpis`` (segment, contract type and any calendar season adjusted),
+    keep the KPIs linked to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``,
+    account context, kept whatever its q), refit on them and turn the coefficients into points.
+
+    No point goes to a KPI the data cannot support: below the models' event floor
+    (``cskit.panel.MIN_EVENTS``, the triggers' too) no KPI is tested at all, and when none passes the
+    FDR control none is kept; the score is then one of account context only (segment, contract type,
+    tenure; ``basis`` "context_only") and a notice says so.
 
     Before the KPIs are tested, their curves and segment-specific slopes are selected on the full
     model (:func:`cskit.models.select_terms`, as in the triggers); a KPI with such terms is tested by the
     joint Wald test of its columns (:func:`cskit.models.joint_p`) and keeps its terms in the score."""
+    rows, y = outcome_rows(panel, "churn", lag)
+    if y.sum() < MIN_EVENTS:
+        context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
+        return _context_only(panel, context_kpis, lag, horizon, "too_few_events", int(y.sum()), alpha)
     full = _fit_model(panel, kpis, lag, horizon)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
-    rows, y = outcome_rows(panel, "churn", lag)
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
     ext, ext_fit, _ = select_terms(y, full.design, full.fit, linear_flagged(full.design, full.fit, alpha, CONTEXT_KPIS),
                                    seg, alpha)
@@ -164,10 +177,13 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     q = multipletests(np.nan_to_num(p, nan=1.0), method="fdr_bh")[1] if tested else np.array([])
     keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
-        events = int(full.fit.events)
-        keep = [k for _, k in sorted(zip(-np.abs(s["z"].fillna(0).to_numpy()), tested))][: max(1, events // EPV)]
-        full.warnings.append(Notice("score_no_flagged_kpi", stage="health", alpha=alpha, events=events,
-                                    n=len(keep), kpis=list(keep), epv=EPV))
+        model = _context_only(panel, context, lag, horizon, "no_supported_kpi", int(full.fit.events), alpha)
+        model.warnings = full.warnings + model.warnings
+        model.design.dropped.update(full.design.dropped)
+        for k, qk in zip(tested, q):
+            model.design.dropped[k] = Notice("kpi_not_linked", stage="health", severity="note", q=float(qk),
+                                             alpha=alpha)
+        return model
     terms = [t for t in ext.terms if t.kpi in keep]
     if len(keep) == len(tested) and not terms:
         return full
@@ -184,30 +200,43 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     return model
 
 
-def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=()) -> ScoreModel:
+def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, reason: str, events: int,
+                  alpha: float) -> ScoreModel:
+    """The score of account context only (segment, contract type, tenure): no KPI points."""
+    model = _fit_model(panel, kpis, lag, horizon, context_only=True)
+    model.basis, model.basis_reason = "context_only", reason
+    model.warnings.append(Notice("score_context_only", stage="health", reason_code=reason, events=events,
+                                 min_events=MIN_EVENTS, alpha=alpha))
+    return model
+
+
+def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
+               context_only: bool = False) -> ScoreModel:
     rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
     if terms:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
         design = with_terms(design, [t for t in terms if t.kpi in design.kpis], seg)
-    if y.sum() < MIN_SCORE_EVENTS:
+    if y.sum() < (MIN_SCORE_EVENTS if context_only else MIN_EVENTS):
         raise NotEstimable(
             f"Health score: table 'accounts' has only {int(y.sum())} churned accounts in the months used "
             f"(at least {MIN_SCORE_EVENTS} are needed to learn what predicts churn). Provide a longer history "
             "(more months of revenue and KPIs) or more accounts.",
             "too_few_events", int(y.sum()),
         )
-    if not design.kpis:
+    if not design.kpis and not (context_only and design.X.shape[1] > 1):
         raise NotEstimable(
             "Health score: no usable KPI (all constant, mostly missing or collinear): "
             f"{design.dropped}. Check the 'kpis' table.",
             "no_usable_kpi", int(y.sum()),
         )
     fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
-    values, table = context_values(design, fit, horizon)
+    values, table = context_values(design, fit, horizon, annual_cycle(panel))
     warnings = []
     for item in separated_levels(design, y):
+        if item in NO_POINTS:  # a calendar month without churn: no points either way
+            continue
         values.pop(item, None)
         warnings.append(Notice("context_item_separated", stage="health", item=item,
                                levels=list(separated_levels(design, y)[item])))
@@ -217,24 +246,26 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
     return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table)
 
 
-def context_values(design: Design, fit: GLMResult, horizon: int) -> tuple[dict[str, dict[str, float]], list[dict]]:
+def context_values(design: Design, fit: GLMResult, horizon: int,
+                   cycle: int = 12) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Each account-context level's part of cloglog P(churn within ``horizon``), relative to the item's
     reference level (docs/methods.md, "Points").
 
     With the KPIs held constant, cloglog P(churn within H) = KPI part + log Σ_h exp(level terms of
     month h) over the months h in which the account can churn. A segment level adds its coefficient;
     a contract type adds its coefficient + log(expected number of churn decisions in the horizon):
-    H for monthly contracts, H/12 for annual ones (they decide at anniversaries only).
+    H for monthly contracts, H/c for annual ones, c = their renewal cycle read by the panel
+    (``cskit.panel.renewal_cycle``: they decide at renewals only).
     """
     coef = dict(zip(fit.names, fit.coef))
     values, table = {}, []
     for item, levels in design.adjust_levels.items():
-        if len(levels) < 2:
+        if len(levels) < 2 or item in NO_POINTS:
             continue
         v = {}
         for lv in levels:
             beta = float(coef.get(f"{item}={lv}", 0.0))
-            decisions = (horizon / 12 if lv == "annual" else float(horizon)) if item == "contract_type" else 1.0
+            decisions = (horizon / cycle if lv == "annual" else float(horizon)) if item == "contract_type" else 1.0
             v[lv] = beta + float(np.log(decisions))
             table.append({"item": item, "level": lv, "coefficient": beta, "decisions_in_horizon": decisions,
                           "horizon_value": v[lv]})
@@ -320,7 +351,7 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
                     paths: dict[str, KpiPath] | None = None, corr: pd.DataFrame | None = None) -> np.ndarray:
     """S_i(h), h = 1..months, for accounts with ``base`` (tenure, contract_type, segment) and KPIs on
     their expected paths (``paths``, month by month) or, for KPIs without a path, held at ``features``
-    (the forecast means); tenure moves; annual accounts can churn only at anniversaries.
+    (the forecast means); tenure moves; annual accounts can churn only at renewals (``renewal_cycle``).
 
     The KPIs of a future month are not known, only forecast: month h's hazard is averaged over
     η_h ~ Normal(x_h'β, Σ_kl β_k β_l c_kl s_k s_l), s_k² = the forecast-error variance of KPI k
@@ -339,7 +370,7 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     np.fill_diagonal(c, 1.0)
     b = np.array([coef[k] for k in uncertain])
     tenure = base["tenure"].to_numpy(dtype="float64")
-    annual = base["contract_type"].astype(str).to_numpy() == "annual"
+    cycle = renewal_cycles(base)
 
     def column(name: str, h: int) -> np.ndarray:
         if name == "intercept":
@@ -356,6 +387,8 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             z = column(term.kpi, h)
             return term.values(np.where(np.isfinite(z), z, 0.0), seg)
         a, v = name.split("=", 1)
+        if a == "churn_season":  # the calendar month of future month h
+            return ((base["month"].dt.month.to_numpy() - 1 + h) % 12 + 1 == int(v)).astype("float64")
         return (base[a].astype(str).to_numpy() == v).astype("float64")
 
     S = np.ones(len(base))
@@ -366,7 +399,7 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
         sd = np.column_stack([np.sqrt(paths[k].error_var(h, model.lag)) for k in uncertain]) if uncertain else None
         var = np.einsum("ik,kl,il->i", sd * b, c, sd * b) if uncertain else np.zeros(len(base))
         p = expected_cloglog(X @ model.fit.coef, var)
-        p = np.where(annual & ((tenure + h) % 12 != 0), 0.0, p)
+        p = np.where(decides(tenure + h, cycle), p, 0.0)
         S = S * (1 - p)
         out[:, h - 1] = S
     return out
@@ -412,7 +445,7 @@ def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon:
     (tenure, contract type, segment) and the score (0.1 points). One rule for the snapshot
     (:func:`score_at`) and the score history (``cskit.history``). Returns (frame, forecast parameters)."""
     feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths)
-    base = past.loc[rows, ["tenure", "contract_type", "segment"]].reset_index(drop=True)
+    base = past.loc[rows, ["tenure", "contract_type", "segment", "renewal_cycle", "month"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
     frame["score"] = np.round(model.score(frame), 1)
     return frame, forecast
@@ -426,7 +459,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     rows = active_rows(past, month)
     paths: dict[str, KpiPath] = {}
     frame, model.forecast = score_rows(past, model, rows, horizon, lag, paths)
-    base = frame[["tenure", "contract_type", "segment"]]
+    base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
     set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
@@ -595,6 +628,8 @@ class Health:
     churn_events: int | None = None  # churn events in the at-risk months, when not estimable
     model: ScoreModel | None = field(default=None, repr=False)  # the score model fitted at as_of
     cut_model: ScoreModel | None = field(default=None, repr=False)  # the out-of-time validation's model
+    score_basis: dict = field(default_factory=dict)  # basis "kpis" | "context_only", why, events, floor
+    seasonality: dict = field(default_factory=dict)  # cskit.season.churn_seasonality: calendar adjustment
 
     @property
     def estimable(self) -> bool:
@@ -605,6 +640,8 @@ class Health:
         if not self.estimable:
             head |= {"reason_code": self.reason_code, "churn_events": self.churn_events, "min_events": MIN_SCORE_EVENTS}
         return head | {
+            "score_basis": self.score_basis,
+            "seasonality": self.seasonality,
             "cutpoints": self.cutpoints,
             "validation": self.validation,
             "onboarding": self.onboarding,
@@ -709,13 +746,17 @@ def design_health_score(
         v = frame["account_id"].map(ltv.set_index("account_id")["ltv"])
         ltv_source = "potential stage (survival-weighted margin × MRR over ltv_months)"
     else:
-        base = frame[["tenure", "contract_type", "segment"]]
+        base = frame[[c for c in ("tenure", "contract_type", "segment", "renewal_cycle", "month") if c in frame]]
         life = survival_curves(model, base, frame, params.ltv_months).sum(axis=1)
         mrr = frame["account_id"].map(panel.loc[active_rows(panel, as_of)].set_index("account_id")["mrr"])
         v = mrr * life * params.gross_margin
         ltv_source = "margin × MRR at as_of × expected months alive over ltv_months (health model)"
     touch, touch_accounts = touch_model(frame, model.kpi_names(), v)
 
+    _, y = outcome_rows(panel, "churn", lag)
+    basis = {"basis": model.basis, "reason_code": model.basis_reason, "churn_events": int(y.sum()),
+             "min_events": MIN_EVENTS, "alpha": params.alpha,
+             "kpis_with_points": [k for k in model.kpi_names() if k not in CONTEXT_KPIS]}
     cutpoints = {"red_below": model.red_below, "green_from": model.green_from, "base_rate": model.base_rate,
                  "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate",
                  "ltv_source": ltv_source}
@@ -735,5 +776,7 @@ def design_health_score(
         context=model.context_table,
         model=model,
         cut_model=then.model if then is not None else None,
+        score_basis=basis,
+        seasonality=churn_seasonality(panel, MIN_EVENTS),
     )
 

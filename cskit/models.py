@@ -27,17 +27,21 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cskit.notices import Notice
-from cskit.panel import add_lags
+from cskit.panel import MIN_EVENTS, add_lags
 
+# Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
+# calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
+ADJUST = ("segment", "contract_type")
+CHURN_ADJUST = (*ADJUST, "churn_season")
 SKEW_LIMIT = 2.0
 COLLINEAR_R = 0.9
 MAX_R2 = 0.9
 SEPARATED_COEF = 10.0  # |β| per SD or level beyond which a coefficient is a separation artefact, not an estimate
 SEPARATED_SE = 100.0
 MAX_MISSING = 0.5
-# Fewest events (and non-events) an outcome needs before its KPI effects are estimated, in every stage
-# that estimates them (triggers, improvement potential; docs/methods.md, "Event floors").
-MIN_EVENTS = 20
+# MIN_EVENTS (from cskit.panel, which owns the model rows): the fewest events (and non-events) an outcome
+# needs before its KPI effects are estimated, in every stage (triggers, potential, the health score's KPI
+# points, the seasonality test; docs/methods.md, "Event floors").
 
 
 @dataclass(frozen=True)

@@ -378,6 +378,14 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"分析基準月が指定されていないため、売上データの最終月（{v.s('as_of')}）を基準月にしました。",
         lambda v: f"as_of is not set in params: using {v.s('as_of')}, the last month in revenue. "
                   "Fix: set as_of: YYYY-MM-DD in params to choose the analysis month."),
+    "seasonal_churn": (
+        lambda v: f"解約には月による季節性があります（{v.n('peak_month')}月の解約ハザードは平均的な月の"
+                  f"{ratio(v['hazard_ratio'])}倍、月の効果の検定 p = {v['p_value']:.2g}）。"
+                  "解約・更新のモデルは暦月で調整しているため、同じ季節に増減するだけのKPIはトリガーになりません。",
+        lambda v: f"Churn is seasonal: the churn hazard in month {v.n('peak_month')} is "
+                  f"{ratio(v['hazard_ratio'])}× that of an average month (test of month-of-year effects, "
+                  f"p = {v['p_value']:.2g}). The churn and renewal models adjust for the calendar month, so a KPI "
+                  "that merely moves with the season is not a trigger."),
     "left_truncation": (
         lambda v: f"{v.n('accounts')}社のうち{v.n('n')}社（{pct(v['share'], 0)}）は、データの最初の月"
                   f"（{v.s('first_month')}）より前に契約を開始しています。"
@@ -491,6 +499,18 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   "with the independence working correlation (still clustered by account, robust intervals). The "
                   "effects stay valid; they may be a little less precise."),
     # ---- health
+    "score_context_only": (
+        lambda v: (f"解約が{v.n('events')}件しかなく（KPIの効果を推定するには{v.n('min_events')}件以上必要）"
+                   if v["reason_code"] == "too_few_events" else
+                   f"解約と有意に関連するKPIがないため（q < {float(v['alpha']):g}、解約{v.n('events')}件）") +
+                  "、ヘルススコアはKPIを使わず、顧客の属性（セグメント・契約形態・契約月数）だけで作っています。"
+                  "データが支持しないKPIには点数を付けていません。",
+        lambda v: (f"Only {v.n('events')} churn events (at least {v.n('min_events')} are needed to estimate KPI "
+                   "effects)" if v["reason_code"] == "too_few_events" else
+                   f"No KPI is linked to churn at q < {float(v['alpha']):g} (Benjamini–Hochberg) with "
+                   f"{v.n('events')} churn events") +
+                  ": the health score uses the account context only (segment, contract type, contract months) "
+                  "and gives no points to a KPI the data do not support."),
     "score_no_flagged_kpi": (
         lambda v: f"解約と有意に関連するKPIがないため（q < {float(v['alpha']):g}、解約{v.n('events')}件）、ヘルススコアは"
                   f"解約との関連が最も強い{v.n('n')}個のKPI（{v.kpis()}）で作った参考値です。検証のAUCを確認してから使ってください。",
@@ -987,6 +1007,16 @@ def health_reason(v: dict, language: str = "ja") -> str:
         return ("使えるKPIがありません（すべて一定、ほとんど欠損、または互いにほぼ同じ）。KPI表を確認してください。" if ja else
                 "no usable KPI (all constant, mostly missing or collinear). Check the kpis table.")
     return str(v.get("reason") or "")
+
+
+def score_basis(v: dict, language: str = "ja") -> str:
+    """One sentence when the health score is of account context only (``score_basis`` in
+    health_validation.json): why no KPI has points. Empty when the score uses KPIs."""
+    b = v.get("score_basis") or {}
+    if b.get("basis") != "context_only":
+        return ""
+    return notice_text("score_context_only", {"reason_code": b.get("reason_code"), "events": b.get("churn_events"),
+                                              "min_events": b.get("min_events"), "alpha": b.get("alpha")}, language)
 
 
 def health_not_estimable(v: dict, language: str = "ja") -> str:
@@ -1549,6 +1579,8 @@ def not_estimated(outcomes: pd.DataFrame, potential_table: pd.DataFrame, health_
         items.append(("ヘルススコア（検証・プレイブック・オンボードの検証・タッチモデルを含む）: " if ja else
                       "Health score (with its validation, playbook, onboarding check and touch model): ")
                      + health_reason(health_json, language))
+    elif (health_json.get("score_basis") or {}).get("basis") == "context_only":
+        items.append(("ヘルススコア: KPIの配点 — " if ja else "Health score: KPI points — ") + score_basis(health_json, language))
     if not items:
         return ""
     head = ("**この診断で推定できなかった部分**（データが少ないため。推定できた部分の結果はそのまま使えます）" if ja else

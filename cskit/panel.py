@@ -10,8 +10,12 @@ import numpy as np
 import pandas as pd
 
 from cskit.client import ClientData
+from cskit.season import churn_seasonality, season_column
 
 _EPOCH = np.datetime64("1970-01", "M")
+# The fewest events an outcome model is fitted on: the triggers, the potential's models, the health score
+# and the seasonality test all read this one floor (below it an outcome is "not estimable").
+MIN_EVENTS = 20
 
 
 def month_index(dates: pd.Series) -> np.ndarray:
@@ -73,6 +77,7 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     window = window_start(data)
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"].to_numpy() >= 0)
+    panel["churn_season"] = season_column(panel, churn_seasonality(panel, MIN_EVENTS))
 
     _add_revenue(panel, data, mi)
     _add_referrals(panel, acc, data, mi)
@@ -123,6 +128,29 @@ def renewal_cycle(churn_tenures: np.ndarray, candidates=CYCLES) -> int:
     if best is not None and 2 * (best_ll - uniform) > CYCLE_AIC:
         return best
     return 1
+
+
+def renewal_cycles(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's months between churn decisions: the panel's ``renewal_cycle`` (1 for monthly
+    contracts); for a frame without it, 12 for annual contracts and 1 otherwise."""
+    if "renewal_cycle" in frame:
+        return frame["renewal_cycle"].to_numpy(dtype="int64")
+    annual = frame["contract_type"].astype(str).to_numpy() == "annual" if "contract_type" in frame else False
+    return np.where(annual, CYCLES[0], 1).astype("int64") * np.ones(len(frame), dtype="int64")
+
+
+def annual_cycle(panel: pd.DataFrame) -> int:
+    """The renewal cycle of the non-monthly contracts in ``panel`` (``renewal_cycle``; 12 if there are none)."""
+    if "renewal_cycle" not in panel or "contract_type" not in panel:
+        return CYCLES[0]
+    c = panel.loc[panel["contract_type"].astype(str) == "annual", "renewal_cycle"]
+    return int(c.iloc[0]) if len(c) else CYCLES[0]
+
+
+def decides(tenure: np.ndarray, cycle: np.ndarray) -> np.ndarray:
+    """True where an account with renewal cycle ``cycle`` (1 = every month) can churn at ``tenure``
+    (a future month's tenure; every stage's projection reads the cycle this way)."""
+    return np.asarray(tenure) % np.asarray(cycle) == 0
 
 
 def churn_months(accounts: pd.DataFrame) -> np.ndarray:

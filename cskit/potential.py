@@ -30,6 +30,8 @@ from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.excel import write_potential_xlsx
 from cskit.models import (
+    ADJUST,
+    CHURN_ADJUST,
     MIN_EVENTS,
     Design,
     GLMResult,
@@ -43,7 +45,7 @@ from cskit.models import (
 )
 from cskit.narrative import POTENTIAL_CAVEAT, share_kpis
 from cskit.notices import Notice
-from cskit.panel import OUTCOMES, active_rows, outcome_rows, recent_means
+from cskit.panel import OUTCOMES, active_rows, decides, outcome_rows, recent_means, renewal_cycles
 from cskit.params import Params
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
@@ -126,7 +128,8 @@ def fit_outcome(
         model.reason = Notice("potential_few_events", stage="potential", outcome=outcome, events=events,
                               rows=model.rows, min=MIN_EVENTS)
         return model
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms)
+    adjust = CHURN_ADJUST if outcome == "churn" else ADJUST
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=adjust)
     model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
     if alpha is not None:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
@@ -231,8 +234,10 @@ def scenarios(
 class Hazard:
     """One outcome's log-hazard for the active accounts at coefficient rows ``coef`` (B draws):
 
-    log λ(b, i, h) = (X_i · coef_b) + coef_b[k] · dz_ik (scenario k) + cm_b · z_cm(tenure_i + h),
-    with X_i's contract_months entry set to 0 (``cm`` is its coefficient; 0 when not in the model).
+    log λ(b, i, h) = (X_i · coef_b) + coef_b[k] · dz_ik (scenario k) + cm_b · z_cm(tenure_i + h)
+    + coef_b[churn_season = calendar month of as_of + h], with X_i's contract_months and calendar-month
+    entries set to 0 (``cm`` is the tenure coefficient; 0 when not in the model; ``season_cols`` maps
+    a calendar month 1–12 to its column, none when the model has no calendar month).
     """
 
     X: np.ndarray  # (N, p)
@@ -253,6 +258,8 @@ class Hazard:
         seg = None if self.segment is None else self.segment[sl]
         return (self.design.contribution(self.coef, kpi, z0 + dz, seg)
                 - self.design.contribution(self.coef, kpi, z0, seg))
+    season_cols: dict[int, int] = field(default_factory=dict)
+    as_of_month: int = 1
 
 
 def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -> np.ndarray:
@@ -264,7 +271,8 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
         cols.append(np.zeros(len(active)) if k == "contract_months" else np.where(np.isfinite(z), z, 0.0))
     for a, levels in design.adjust_levels.items():
         values = active[a].astype(str).to_numpy()
-        cols.extend((values == v).astype("float64") for v in levels[1:])
+        season = a == "churn_season"  # the future months' calendar enters month by month (season_factor)
+        cols.extend(np.zeros(len(active)) if season else (values == v).astype("float64") for v in levels[1:])
     segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
     cols.extend(t.values(cols[1 + design.kpis.index(t.kpi)], segment) for t in design.terms)
     return np.column_stack(cols)
@@ -281,8 +289,10 @@ def make_hazard(model: OutcomeModel | None, coef: np.ndarray, future: pd.DataFra
     j_cm = kpi_cols.get("contract_months")
     cm = coef[:, j_cm] if j_cm is not None else np.zeros(coef.shape[0])
     segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
+    season = {int(n.split("=", 1)[1]): j for j, n in enumerate(design.names) if n.startswith("churn_season=")}
+    as_of_month = int(pd.Timestamp(active["month"].iloc[0]).month) if season and len(active) else 1
     return Hazard(account_matrix(design, future, active), coef, cm, kpi_cols, design.transforms.get("contract_months"),
-                  design, segment)
+                  design, segment, season, as_of_month)
 
 
 def rate_coef(model: OutcomeModel | None) -> float:
@@ -386,11 +396,7 @@ def project(
     passes its estimator's weights instead.
     """
     tenure = active["tenure"].to_numpy(dtype="float64")
-    cycle = (
-        active["renewal_cycle"].to_numpy(dtype="int64")
-        if "renewal_cycle" in active
-        else np.where(active["contract_type"].astype(str).to_numpy() == "annual", 12, 1)
-    )
+    cycle = renewal_cycles(active)
     mrr = active["mrr"].to_numpy(dtype="float64")
     w_money = mrr if w_money is None else w_money
     w_count = np.ones(len(active)) if w_count is None else w_count
@@ -402,7 +408,7 @@ def project(
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
     for lo in range(0, n, chunk):
         sl = slice(lo, min(lo + chunk, n))
-        risk = (tenure[None, sl] + np.arange(1, months + 1)[:, None]) % cycle[None, sl] == 0
+        risk = decides(tenure[None, sl] + np.arange(1, months + 1)[:, None], cycle[None, sl])
         log_a = {o: hz.coef @ hz.X[sl].T for o, hz in hazards.items()}
         neg_a = _neg_exp(log_a, dtype)
         base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype)
@@ -430,8 +436,21 @@ def project(
     return Projection(totals, churn_prob, ltv_units)
 
 
+def season_factor(hz: Hazard, months: int, dtype) -> np.ndarray:
+    """exp(coef_b[calendar month of as_of + h]) for h = 1..months: shape (months, B, 1) (1 without a season)."""
+    out = np.zeros((months, hz.coef.shape[0], 1), dtype)
+    for h in range(1, months + 1):
+        j = hz.season_cols.get((hz.as_of_month - 1 + h) % 12 + 1)
+        if j is not None:
+            out[h - 1, :, 0] = hz.coef[:, j]
+    return np.exp(out, out=out)
+
+
 def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta: float, risk: np.ndarray, dtype):
     factor = {o: tenure_factor(hz, tenure, months, delta, dtype) for o, hz in hazards.items()}
+    for o, hz in hazards.items():
+        if hz.season_cols:
+            factor[o] *= season_factor(hz, months, dtype)
     factor["churn"] *= risk[:, None, :].astype(dtype)
     return factor
 

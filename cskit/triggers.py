@@ -34,6 +34,8 @@ from cskit.catalogue import build_catalogue
 from cskit.errors import CskitError
 from cskit.notices import Notice
 from cskit.models import (
+    ADJUST,
+    CHURN_ADJUST,
     MAX_MISSING,
     MIN_EVENTS,
     Design,
@@ -53,8 +55,9 @@ from cskit.models import (
     with_terms,
     zero_missing,
 )
-from cskit.panel import outcome_rows
+from cskit.panel import MIN_EVENTS, outcome_rows
 from cskit.params import Params
+from cskit.season import churn_seasonality, seasonal_notice
 from cskit.stats import spearman_columns
 
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
@@ -72,7 +75,7 @@ POWER = 0.8
 GEE_SE_RATIO = 10.0
 TENURE = "contract_months"
 NARROW = ["account_id", "tenure", "segment", "contract_type", "churn", "at_risk", "mrr_prev", "expansion",
-          "cross_sell"]
+          "cross_sell", "churn_season", "months_observed"]
 TABLE_COLUMNS = [
     "kpi", "outcome", "effect", "ci_low", "ci_high", "p_value", "q_value", "spearman", "best_lag", "trigger",
     "direction", "segment", "shape",
@@ -105,6 +108,7 @@ class Triggers:
     transforms: pd.DataFrame
     warnings: list[Notice] = field(default_factory=list)
     structure: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STRUCTURE_COLUMNS))
+    seasonality: dict = field(default_factory=dict)  # cskit.season.churn_seasonality of the panel
 
     def flagged(self, outcome: str | None = None) -> pd.DataFrame:
         """The flagged rows (trigger set), optionally for one outcome, strongest first."""
@@ -150,6 +154,9 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         for k, reason in result["dropped"].items():
             dropped.setdefault((k, NEVER if k in never else reason), []).append(outcome)
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis)
+    season = churn_seasonality(panel, MIN_EVENTS)
+    if season["detected"]:
+        warnings.insert(0, seasonal_notice(season, "triggers"))
     details = pd.concat(rows_out, ignore_index=True)
     details = _add_q_and_flags(details, params.alpha)
     order = {k: i for i, k in enumerate(kpis)}
@@ -170,6 +177,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         transforms=_transform_frame(transforms, kpis),
         warnings=warnings,
         structure=structure,
+        seasonality=season,
     )
 
 
@@ -224,16 +232,17 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
         base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
-    lead_lag = _once(shared, "lead_lag", lambda: lead_lag_scores(panel, Z, group, kpis, transforms))
+    adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
+    lead_lag = _once(shared, "lead_lag", lambda: lead_lag_scores(panel, Z, group, kpis, transforms, adjust))
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    X0 = _once(shared, "null", lambda: _null_design(panel, rows, transforms))
+    X0 = _once(shared, "null", lambda: _null_design(panel, rows, transforms, adjust))
     terms = score_terms(y, base_fit(y, X0, link))
     z_now = score_z_from(terms, zero_missing(now[:, [kpis.index(k) for k in candidates]]))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     order += [k for k in model_kpis if k not in order]
-    design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms))
+    design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust))
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
     terms, tests = _once(shared, ("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
     design = with_terms(design, terms, seg)
@@ -400,14 +409,16 @@ class KPIMatrix:
         return out
 
 
-def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform]) -> np.ndarray:
-    """[1, z(contract_months), segment and contract-type dummies] on ``rows``: the adjustments alone."""
-    slim = panel[[c for c in (TENURE, "segment", "contract_type") if c in panel]]
-    return design_matrix(slim, rows, [TENURE], 0, transforms, prune=False).X
+def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform],
+                 adjust: tuple[str, ...] = ADJUST) -> np.ndarray:
+    """[1, z(contract_months), dummies of ``adjust``] on ``rows``: the adjustments alone."""
+    slim = panel[[c for c in (TENURE, *adjust) if c in panel]]
+    return design_matrix(slim, rows, [TENURE], 0, transforms, adjust=adjust, prune=False).X
 
 
 def lead_lag_scores(
-    panel: pd.DataFrame, Z: KPIMatrix, outcomes: tuple[str, ...], kpis: list[str], transforms: dict[str, Transform]
+    panel: pd.DataFrame, Z: KPIMatrix, outcomes: tuple[str, ...], kpis: list[str], transforms: dict[str, Transform],
+    adjust: tuple[str, ...] = ADJUST,
 ) -> pd.DataFrame:
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
     every lag is observed and the |z| are comparable), for each of ``outcomes`` (which share their
@@ -418,7 +429,7 @@ def lead_lag_scores(
     use = [k for k in kpis if k != TENURE and k in transforms]
     if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
-    X0 = _null_design(panel, rows, transforms)
+    X0 = _null_design(panel, rows, transforms, adjust)
     ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1] for outcome in outcomes]
     terms = [score_terms(y, base_fit(y, X0, LINK[outcome])) for outcome, y in zip(outcomes, ys)]
     parts = []

@@ -628,25 +628,33 @@ def test_same_input_same_files(seed0, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-def test_few_events_and_no_significant_kpi_keep_one_kpi_per_ten_events():
-    """A 60-account client has ~10 churns: no KPI survives the FDR control, and fitting all 27 KPIs on
-    10 events would be pure overfitting (coefficients in the hundreds). The score keeps at most one KPI
-    per 10 events and says so."""
-    from cskit.health import EPV, fit_score_model
+def test_below_the_event_floor_the_score_is_account_context_only():
+    """A 60-account client has 10–19 churns, below the triggers' floor (cskit.panel.MIN_EVENTS, one
+    constant): no KPI's effect can be supported, so none gets points; the score is segment, contract type
+    and tenure only, and the notice and health_validation.json say so."""
+    from cskit.health import design_health_score, fit_score_model
     from cskit.loading import client_from_frames
-    from cskit.panel import build_panel, kpi_columns
+    from cskit.panel import MIN_EVENTS, build_panel, kpi_columns
     from cskit.params import Params
     from cskit.simulate import simulate_client
+    from cskit.triggers import MIN_EVENTS as TRIGGER_FLOOR
 
+    assert MIN_EVENTS == TRIGGER_FLOOR == 20
     sim = simulate_client(n_accounts=60, n_months=12, seed=5, mc_paths=0)
-    data = client_from_frames(sim.tables, Params(client="tiny", bootstrap=0))
+    params = Params(client="tiny", bootstrap=0, as_of=sim.as_of)
+    data = client_from_frames(sim.tables, params)
     panel = build_panel(data)
     model = fit_score_model(panel, kpi_columns(data), lag=1)
-    tested = [k for k in model.kpi_names() if k != "contract_months"]
-    assert model.fit.events < 20
-    assert 1 <= len(tested) <= max(1, model.fit.events // EPV)
-    assert any("at most one per 10 events" in w for w in model.warnings)
-    assert np.all(np.abs(model.fit.coef[1:]) < 15)
+    assert 0 < model.fit.events < MIN_EVENTS
+    assert model.basis == "context_only" and model.basis_reason == "too_few_events"
+    assert model.actionable_kpis() == []
+    assert set(model.weights["kpi"]) <= {"contract_months", "segment", "contract_type"}
+    assert [w.code for w in model.warnings if getattr(w, "code", "") == "score_context_only"] == ["score_context_only"]
+    h = design_health_score(panel, data, params, kpi_columns(data))
+    v = h.validation_json()
+    assert v["status"] == "ok" and v["score_basis"]["basis"] == "context_only"
+    assert v["score_basis"]["kpis_with_points"] == [] and v["score_basis"]["min_events"] == MIN_EVENTS
+    assert h.playbook.empty or h.playbook[["kpi_1", "kpi_2"]].isna().all().all()
 
 
 # ---------------------------------------------------------------------------------------------------
