@@ -55,7 +55,7 @@ from cskit.models import (
     with_terms,
     zero_missing,
 )
-from cskit.panel import MIN_EVENTS, outcome_rows
+from cskit.panel import outcome_rows
 from cskit.params import Params
 from cskit.season import churn_seasonality, seasonal_notice
 from cskit.stats import spearman_columns
