@@ -100,22 +100,25 @@ def parse_url(text: str) -> DatabaseURL:
         port = parts.port
     except ValueError:
         raise ValueError(f"the port of {mask(text, [parts.password or ''])} is not a number") from None
+    options = dict(parse_qsl(parts.query))
+    in_query = options.pop("password", None)  # libpq accepts ?password=... too
+    password = unquote(parts.password) if parts.password is not None else in_query
     database = unquote(parts.path.lstrip("/")) or None
     if database and "/" in database:
         raise ValueError(f"{mask(text, [parts.password or ''])}: the path after the host must be one database name")
     return DatabaseURL(
         "postgres", scheme, user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        host=unquote(parts.hostname) if parts.hostname else None, port=port, database=database,
-        options=dict(parse_qsl(parts.query)),
+        password=password, host=unquote(parts.hostname) if parts.hostname else None, port=port,
+        database=database, options=options,
     )
 
 
 def mask(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret (and ``user:password@`` in any URL) replaced by ``***``."""
+    """``text`` with every secret (and ``user:password@`` or ``password=`` in any URL) replaced by ``***``."""
     for s in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(s, MASK)
-    return re.sub(r"(://[^/\s:@]*):[^@\s/]*@", rf"\1:{MASK}@", text)
+    text = re.sub(r"(://[^/\s:@]*):[^@\s/]*@", rf"\1:{MASK}@", text)
+    return re.sub(r"([?&]password=)[^&\s]*", rf"\1{MASK}", text)
 
 
 def public_data(data: str) -> str:

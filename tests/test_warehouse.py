@@ -54,6 +54,9 @@ def test_url_parts_and_masking():
     assert url.without_password() == "postgresql://cs%40x@db.example.com:6543/sales?sslmode=require"
     assert "p@ss" not in repr(url) and "p%40ss" not in repr(url)
     assert url.where() == "PostgreSQL server db.example.com:6543, database 'sales'"
+    in_query = parse_url("postgresql://bob@h/db?password=hunter2&sslmode=require")  # libpq's keyword form
+    assert in_query.password == "hunter2" and "hunter2" not in in_query.masked() + in_query.without_password()
+    assert in_query.options == {"sslmode": "require"}
     assert parse_url("duckdb:///srv/c.duckdb").path == "/srv/c.duckdb"
     assert parse_url("duckdb://rel/c.duckdb").path == "rel/c.duckdb"
 
@@ -64,6 +67,7 @@ def test_mask_replaces_every_spelling_and_any_url_password():
     out = mask(f"raw {PASSWORD} quoted {quote(PASSWORD, safe='')} or {quote(PASSWORD)}", url.secrets())
     assert out == "raw *** quoted *** or ***"
     assert mask("see postgresql://bob:hunter2@h/db", []) == "see postgresql://bob:***@h/db"
+    assert mask("see postgresql://bob@h/db?password=hunter2&x=1", []) == "see postgresql://bob@h/db?password=***&x=1"
     assert shown_data("postgresql://bob:hunter2@h/db") == "postgresql://bob:***@h/db"
     assert public_data("postgresql://bob:hunter2@h/db") == "postgresql://bob@h/db"
     assert public_data("data/demo") == "data/demo"
