@@ -1,6 +1,7 @@
 """What made an output folder: ``results/run.json`` (DESIGN §6).
 
-The params (the data URL's password masked, nothing else secret is a param), the cskit version and a
+The params (the data URL without its password; nothing else secret is a param; the params file's hash
+is taken with the password masked), the cskit version and a
 fingerprint (size and SHA-256) of every input file, so a reader can tell which data and settings a
 report came from and whether a rerun used the same. No timestamps: the same inputs give the same bytes.
 """
@@ -47,12 +48,12 @@ def input_files(data: str) -> list[Path]:
 
 def run_record(params: Any, version: str, *, params_file: str | Path | None = None) -> dict[str, Any]:
     """The content of run.json for ``params`` (a :class:`cskit.params.Params`)."""
-    from cskit.warehouse import mask
+    from cskit.warehouse import mask, public_data, secrets_of
 
     values = params.model_dump(mode="json")
     data = str(values.get("data", ""))
     if "://" in data:
-        values["data"] = mask(data, [])
+        values["data"] = public_data(data)
     root = Path(data) if "://" not in data else None
     inputs = []
     for f in input_files(data):
@@ -65,7 +66,10 @@ def run_record(params: Any, version: str, *, params_file: str | Path | None = No
         pf = Path(params_file)
         out["params_file"] = pf.name
         if pf.is_file():
-            out["params_sha256"] = hashlib.sha256(pf.read_bytes()).hexdigest()
+            raw = pf.read_bytes()
+            if "://" in data:  # the hash of a file holding a password would let one test guesses of it
+                raw = mask(raw.decode("utf-8", errors="replace"), secrets_of(data)).encode("utf-8")
+            out["params_sha256"] = hashlib.sha256(raw).hexdigest()
     return out
 
 

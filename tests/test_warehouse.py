@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -282,7 +284,8 @@ def test_diagnosis_result_files_byte_identical(pg, client, tmp_path):
     names = sorted(p.name for p in out_csv.iterdir())
     assert names == sorted(p.name for p in out_pg.iterdir()) and "drivers.csv" in names and "quality.json" in names
     for name in names:
-        assert (out_csv / name).read_bytes() == (out_pg / name).read_bytes(), name
+        if name != "run.json":  # it names the data source (without the password: see the cskit run test)
+            assert (out_csv / name).read_bytes() == (out_pg / name).read_bytes(), name
 
 
 def test_unusual_column_types_are_read_as_text(pg):
@@ -384,7 +387,8 @@ def test_events_aggregated_in_postgresql_give_the_file_client(pg_events, events_
     out_a = analyse(files).write(tmp_path / "files")
     out_b = analyse(pg_events).write(tmp_path / "pg")
     for p in sorted(out_a.iterdir()):
-        assert p.read_bytes() == (out_b / p.name).read_bytes(), p.name
+        if p.name != "run.json":  # it names the data source
+            assert p.read_bytes() == (out_b / p.name).read_bytes(), p.name
 
 
 def test_events_table_missing_in_postgresql_is_named(pg_events):
@@ -469,6 +473,11 @@ def test_cskit_run_writes_the_password_nowhere(pg, tmp_path):
             assert s.encode() not in blob, (p, s)
     for s in spellings:
         assert s not in done.stdout and s not in done.stderr
+    run = json.loads((tmp_path / "out" / "wh" / "results" / "run.json").read_text(encoding="utf-8"))
+    assert run["params"]["data"] == f"postgresql://{USER}@127.0.0.1:{pg.port}/{DATABASE}"
+    raw = (tmp_path / "wh.yaml").read_bytes()
+    masked = raw.decode().replace(quote(PASSWORD, safe=""), "***")
+    assert run["params_sha256"] == hashlib.sha256(masked.encode()).hexdigest()  # not the hash of the password's file
     nb = (tmp_path / "out" / "wh" / "diagnosis.ipynb").read_text(encoding="utf-8")
     assert f"postgresql://{USER}@127.0.0.1:{pg.port}/{DATABASE}" in nb  # the kernel got the URL without it
 
