@@ -59,7 +59,7 @@ def read_results(folder: str | Path) -> dict:
         as_of = str(history["month"].max())
     elif isinstance(summary.get("mrr"), dict):
         as_of = summary["mrr"].get("period")
-    return {"folder": str(folder.parent if folder.name == "results" else folder), "as_of": as_of,
+    return {"folder": str(folder.parent if folder.name == "results" else folder), "as_of": as_of, "history": history,
             "summary": summary, "drivers": csv("drivers.csv"), "potential": csv("potential.csv"),
             "scores": csv("health_scores.csv"), "playbook": csv("playbook.csv")}
 
@@ -133,8 +133,9 @@ def trigger_changes(then: pd.DataFrame | None, now: pd.DataFrame | None) -> dict
 
 
 def potential_changes(then: pd.DataFrame | None, now: pd.DataFrame | None) -> dict:
-    """Improvement-potential ranks by d_ltv (1 = largest) then and now; the KPIs whose rank moved,
-    with their d_ltv and interval both times, largest move first."""
+    """Improvement-potential ranks by d_ltv (1 = largest) then and now; the KPIs whose rank moved, with
+    their d_ltv and interval both times and whether the change of d_ltv is beyond the noise
+    (:func:`difference_beyond_noise`), largest move first."""
     if then is None or now is None or "d_ltv" not in then or "d_ltv" not in now:
         return {"moved": []}
 
@@ -149,11 +150,22 @@ def potential_changes(then: pd.DataFrame | None, now: pd.DataFrame | None) -> di
     moved = []
     for k in a.index.intersection(b.index):
         if a.at[k, "rank"] != b.at[k, "rank"]:
+            e1 = [_num(a.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]
+            e2 = [_num(b.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]
             moved.append({"kpi": k, "rank_then": int(a.at[k, "rank"]), "rank_now": int(b.at[k, "rank"]),
-                          "d_ltv_then": [_num(a.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")],
-                          "d_ltv_now": [_num(b.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]})
+                          "d_ltv_then": e1, "d_ltv_now": e2, "beyond_noise": difference_beyond_noise(e1, e2)})
     moved.sort(key=lambda r: (-abs(r["rank_now"] - r["rank_then"]), r["rank_now"], r["kpi"]))
     return {"moved": moved}
+
+
+def difference_beyond_noise(a: list, b: list) -> bool:
+    """Whether two estimates [value, lo, hi] (95% intervals) differ beyond their noise:
+    |b − a| > 1.96 √(se_a² + se_b²), se = (hi − lo) / 3.92 (independence, as :func:`beyond_noise`).
+    False when an interval is missing."""
+    if any(x is None for x in (*a, *b)):
+        return False
+    se = [(e[2] - e[1]) / (2 * NOISE_Z) for e in (a, b)]
+    return bool(abs(b[0] - a[0]) > NOISE_Z * np.hypot(*se))
 
 
 def churned_since(data: ClientData, since: str | None) -> set[str]:
@@ -222,6 +234,15 @@ def playbook_followup(then_book: pd.DataFrame | None, now: pd.DataFrame | None, 
     return out
 
 
+def same_model_tiers(history: pd.DataFrame | None, then: str | None, now: str | None, churned: set[str]) -> dict | None:
+    """Tier migrations under this run's score model (health_history.csv at the previous as_of and now):
+    changes of the accounts' data only, not of the model (None when the previous as_of lies outside the
+    history)."""
+    if history is None or then is None or then not in set(history["month"]):
+        return None
+    return tier_changes(history[history["month"] == then], history[history["month"] == now], churned)
+
+
 def compare(previous: dict, current: dict, data: ClientData) -> dict:
     """changes.json: ``previous`` and ``current`` are :func:`read_results` of the two runs; ``data`` is
     this run's client data (for the churn dates). ``no_change`` is true when nothing differs."""
@@ -232,7 +253,8 @@ def compare(previous: dict, current: dict, data: ClientData) -> dict:
         "triggers": trigger_changes(previous["drivers"], current["drivers"]),
         "potential": potential_changes(previous["potential"], current["potential"]),
         "tiers": tier_changes(previous["scores"], current["scores"], churned),
-        "playbook": playbook_followup(previous["playbook"], current["playbook"], churned),
+        "tiers_same_model": same_model_tiers(current["history"], previous["as_of"], current["as_of"], churned),
+        "playbook": playbook_followup(previous["playbook"], current["scores"], churned),
     }
     same_metrics = all(m["change"] in (0, None) and m["then"] == m["now"] for m in ch["metrics"].values())
     t = ch["tiers"]

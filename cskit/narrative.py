@@ -1815,7 +1815,7 @@ def drop_check(drops: dict, language: str = "ja") -> str:
     return text + ("" if ja else " ") + counts
 
 
-def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 10) -> str:
+def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 10, currency: str = "JPY") -> str:
     """"Since the last diagnosis" (changes.json): headline metrics then and now, triggers that appeared or
     disappeared (with intervals, and whether the change exceeds the noise), potential ranks that moved,
     tier migrations, and what became of the accounts the last playbook named."""
@@ -1834,8 +1834,8 @@ def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 
         if spec is None or key != key.split(".")[0]:
             continue
         kind = spec[2]
-        body.append([spec[0 if ja else 1], _fmt(m["then"], kind, "JPY"), _fmt(m["now"], kind, "JPY"),
-                     _fmt(m["change"], kind, "JPY") if m["change"] is not None else "—"])
+        body.append([spec[0 if ja else 1], _fmt(m["then"], kind, currency), _fmt(m["now"], kind, currency),
+                     _delta(m["change"], kind, currency, language)])
     if body:
         out.append(_table(head, body))
     tr = ch["triggers"]
@@ -1855,10 +1855,16 @@ def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 
         out.append(f"**{word[0 if ja else 1]}**\n\n" + "\n".join(lines))
     moved = ch["potential"]["moved"]
     if moved:
-        lines = [f"- {_label(labels, p['kpi'])}: {p['rank_then']}位 → {p['rank_now']}位" if ja else
-                 f"- {_label(labels, p['kpi'])}: rank {p['rank_then']} → {p['rank_now']}" for p in moved[:rows]]
-        out.append(("**改善ポテンシャル（LTV）の順位が動いたKPI**\n\n" if ja else
-                    "**KPIs whose improvement-potential rank (LTV) moved**\n\n") + "\n".join(lines))
+        real = [p for p in moved if p.get("beyond_noise")]
+        lines = [f"- {_label(labels, p['kpi'])}: {p['rank_then']}位 → {p['rank_now']}位（LTV増分 "
+                 f"{money(p['d_ltv_then'][0], currency)} → {money(p['d_ltv_now'][0], currency)}）" if ja else
+                 f"- {_label(labels, p['kpi'])}: rank {p['rank_then']} → {p['rank_now']} (LTV gain "
+                 f"{money(p['d_ltv_then'][0], currency)} → {money(p['d_ltv_now'][0], currency)})" for p in real[:rows]]
+        head_ = (f"**改善ポテンシャル（LTV）の順位**: {len(moved)}件のKPIの順位が動き、そのうちLTV増分の変化が誤差"
+                 f"（両方の95%区間）を超えるのは{len(real)}件です。" if ja else
+                 f"**Improvement-potential ranks (LTV)**: {len(moved)} KPIs changed rank; for {len(real)} of them the "
+                 "change of the LTV gain exceeds the noise of the two estimates (their 95% intervals).")
+        out.append(head_ + ("\n\n" + "\n".join(lines) if lines else ""))
     mig = ch["tiers"]
     head = (["前回 \\ 今回"] + [_tier(t_, language) for t_ in ("red", "yellow", "green")] + ["解約", "対象外"]) if ja else \
         (["Then \\ now"] + [_tier(t_, language) for t_ in ("red", "yellow", "green")] + ["Churned", "Not scored"])
@@ -1867,6 +1873,12 @@ def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 
     out.append((f"ティアの移動: 悪化{mig['worse']:,}件、改善{mig['better']:,}件、新たに赤ティア{len(mig['newly_red']):,}件。" if ja else
                 f"Tier migrations: {mig['worse']:,} worse, {mig['better']:,} better, {len(mig['newly_red']):,} newly red.")
                + "\n\n" + _table(head, body))
+    same = ch.get("tiers_same_model")
+    if same:
+        out.append(f"同じ（今回の）スコアモデルで前回時点と今を比べると、悪化{same['worse']:,}件、改善{same['better']:,}件、"
+                   f"新たに赤ティア{len(same['newly_red']):,}件です（モデルの変更ではなく、アカウントのデータの変化だけ）。" if ja else
+                   f"Under this run's score model at both months (the accounts' data changed, not the model): "
+                   f"{same['worse']:,} worse, {same['better']:,} better, {len(same['newly_red']):,} newly red.")
     pb = ch["playbook"]
     if pb["named"]:
         out.append(f"前回のプレイブックの{pb['named']:,}件のうち、解約{pb['churned']:,}件、回復（赤→黄・緑）{pb['recovered']:,}件、"
@@ -1877,6 +1889,17 @@ def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 
                    f"{pb['turned_red']:,} turned red, {pb['not_red']:,} stayed out of red and {pb['not_scored']:,} "
                    "are not scored now.")
     return "\n\n".join(out)
+
+
+def _delta(value: Any, kind: str, currency: str, language: str) -> str:
+    """A change now − then with its sign: rates in percentage points, amounts and counts as they are."""
+    if not _finite(value):
+        return "—"
+    v = float(value)
+    if kind == "pct":
+        return f"{100 * v:+.2f}{'ポイント' if language == 'ja' else ' pt'}".replace("-", "−")
+    text = _fmt(abs(v), kind, currency)
+    return ("−" if v < 0 else "+" if v > 0 else "±") + text
 
 
 def _ci(e: dict | None) -> str:

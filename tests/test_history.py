@@ -297,6 +297,22 @@ def test_a_run_months_earlier_reports_what_happened_since(planted, tmp_path):
     worse = set(ch["tiers"]["worse_accounts"])
     share = lambda ids: len(ids & worse) / len(ids)  # noqa: E731
     assert share(planted_ids) > 2 * share(scored - planted_ids)
+    # what became of the accounts the earlier playbook named, recomputed from the two runs' files
+    book = pd.read_csv(tmp_path / "early" / "results" / "playbook.csv", dtype={"account_id": str})
+    cur = pd.read_csv(tmp_path / "now" / "results" / "health_scores.csv", dtype={"account_id": str})
+    tier_now = cur.set_index("account_id")["tier"]
+    expect = {}
+    for a, t in zip(book["account_id"], book["tier"], strict=True):
+        if a in gone:
+            expect[a] = "churned"
+        elif a not in tier_now.index:
+            expect[a] = "not_scored"
+        elif tier_now[a] == "red":
+            expect[a] = "still_red" if t == "red" else "turned_red"
+        else:
+            expect[a] = "recovered" if t == "red" else "not_red"
+    assert ch["playbook"]["accounts"] == dict(sorted(expect.items()))
+    assert ch["playbook"]["recovered"] == sum(v == "recovered" for v in expect.values()) > 0
     # metrics then are the earlier run's headline figures
     summary = json.loads((tmp_path / "early" / "results" / "kpi_summary.json").read_text(encoding="utf-8"))
     assert ch["metrics"]["mrr"]["then"] == summary["mrr"]["value"]
