@@ -127,12 +127,12 @@ class Design:
     transforms: dict[str, Transform]
     adjust_levels: dict[str, list[str]]
     dropped: dict[str, str] = field(default_factory=dict)
-    terms: list["Term"] = field(default_factory=list)
+    terms: list[Term] = field(default_factory=list)
 
     def kpi_slice(self) -> slice:
         return slice(1, 1 + len(self.kpis))
 
-    def kpi_terms(self, kpi: str) -> list["Term"]:
+    def kpi_terms(self, kpi: str) -> list[Term]:
         """The extra columns (curve, segment slopes) of ``kpi``, in column order."""
         return [t for t in self.terms if t.kpi == kpi]
 
@@ -193,7 +193,7 @@ def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype="float64")[:, None]
     t = np.asarray(knots, dtype="float64")
     k = len(t)
-    cube = lambda a: np.maximum(z - a, 0.0) ** 3  # noqa: E731
+    cube = lambda a: np.maximum(z - a, 0.0) ** 3
     tail = cube(t[k - 2]), cube(t[k - 1])
     span = t[k - 1] - t[k - 2]
     cols = [
@@ -266,9 +266,9 @@ def score_test_block(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str
 
 
 def select_terms(
-    y: np.ndarray, design: Design, fit: "GLMResult", kpis: list[str], segment: np.ndarray | None, alpha: float,
+    y: np.ndarray, design: Design, fit: GLMResult, kpis: list[str], segment: np.ndarray | None, alpha: float,
     *, refit=None,
-) -> tuple[Design, "GLMResult", pd.DataFrame]:
+) -> tuple[Design, GLMResult, pd.DataFrame]:
     """Is a KPI's effect curved, or different by segment? Forward selection with false-discovery
     control (Benjamini & Gavrilov 2009) over every candidate block (each KPI of ``kpis``: its spline
     curve, its slopes in the other segments; :func:`candidate_terms`; a curve's knot placement is the
@@ -319,7 +319,7 @@ def select_terms(
     return current, cur_fit, table
 
 
-def linear_flagged(design: Design, fit: "GLMResult", alpha: float, exclude: tuple[str, ...] = ("contract_months",)) -> list[str]:
+def linear_flagged(design: Design, fit: GLMResult, alpha: float, exclude: tuple[str, ...] = ("contract_months",)) -> list[str]:
     """The KPIs of ``design`` whose linear effect passes Benjamini–Hochberg at ``alpha`` in ``fit``
     (Wald p): the candidates whose shape and segment differences :func:`select_terms` examines. Checking
     only flagged KPIs keeps noise KPIs and proxies out of the second step, where a driver's misfitted

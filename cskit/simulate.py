@@ -1077,10 +1077,18 @@ def main(argv: list[str] | None = None, **options) -> int:
                     help="also write a raw events log (events.parquet) from which the usage KPIs are aggregated "
                          "(they leave kpis.csv; see cskit.simulate_events)")
     ap.add_argument("--timezone", default="Asia/Tokyo", help="with --events: the zone of the log's local days")
+    ap.add_argument("--segment-only", action="append", default=[], metavar="KPI=SEGMENT",
+                    help="a churn driver acting only in one segment, e.g. support_inquiries=SMB (repeatable)")
+    ap.add_argument("--login-threshold", type=float, default=None,
+                    help="churn falls with login days up to this many days and is flat above")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
     a = ap.parse_args(argv)
+    pairs = [tuple(p.split("=", 1)) for p in a.segment_only]
+    if any(len(p) != 2 for p in pairs):
+        ap.error("--segment-only takes KPI=SEGMENT, e.g. support_inquiries=SMB")
     sim = simulate_client(a.accounts, a.months, a.seed, a.start, lag=a.lag, annual_share=a.annual_share,
-                          with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths)
+                          with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths,
+                          segment_only=pairs, login_threshold=a.login_threshold)
     if a.events:
         from cskit.simulate_events import events_client
 

@@ -32,7 +32,6 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import build_catalogue
 from cskit.errors import CskitError
-from cskit.notices import Notice
 from cskit.models import (
     ADJUST,
     CHURN_ADJUST,
@@ -46,8 +45,8 @@ from cskit.models import (
     fit_binomial,
     fit_gee,
     joint_p,
-    linear_flagged,
     kpi_transforms,
+    linear_flagged,
     score_terms,
     score_z_from,
     select_terms,
@@ -55,6 +54,7 @@ from cskit.models import (
     with_terms,
     zero_missing,
 )
+from cskit.notices import Notice
 from cskit.panel import outcome_rows
 from cskit.params import Params
 from cskit.season import churn_seasonality, seasonal_notice
@@ -389,7 +389,7 @@ class KPIMatrix:
     tenure: np.ndarray
 
     @classmethod
-    def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> "KPIMatrix":
+    def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> KPIMatrix:
         cols = [transforms[k].forward(panel[k]) if k in transforms else np.full(len(panel), np.nan) for k in kpis]
         values = np.column_stack(cols) if cols else np.empty((len(panel), 0))
         return cls(values, list(kpis), panel["tenure"].to_numpy())
