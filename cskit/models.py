@@ -249,17 +249,24 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
     return out
 
 
-def score_test_block(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str, Z: np.ndarray) -> tuple[float, int]:
-    """Rao score statistic (χ², df = columns of ``Z``) for adding the block ``Z`` to the binomial GLM
-    with design ``X0`` fitted at ``coef0``: U'I⁻¹U with U = Z'(y − μ)μ'/V and the efficient information
-    I = Z'WZ − Z'WX0 (X0'WX0)⁻¹ X0'WZ (Rao 1948; expected information)."""
+def score_null(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str) -> tuple:
+    """What every score test against the GLM with design ``X0`` fitted at ``coef0`` shares: the
+    working weights w = μ'²/V, the score residuals r = (y − μ)μ'/V and the information X0'WX0 (computed
+    once per model, not once per tested block: it is the n × p² part)."""
     mu, d = mean_and_slope(X0 @ coef0, link)
     v = mu * (1 - mu)
     w = d * d / v
-    r = (y - mu) * d / v
+    return X0, w, (y - mu) * d / v, X0.T @ (X0 * w[:, None])
+
+
+def score_test_block(null: tuple, Z: np.ndarray) -> tuple[float, int]:
+    """Rao score statistic (χ², df = columns of ``Z``) for adding the block ``Z`` to the fitted binomial
+    GLM of ``null`` (:func:`score_null`): U'I⁻¹U with U = Z'(y − μ)μ'/V and the efficient information
+    I = Z'WZ − Z'WX0 (X0'WX0)⁻¹ X0'WZ (Rao 1948; expected information)."""
+    X0, w, r, info0 = null
     WZ = Z * w[:, None]
     A = X0.T @ WZ
-    info = Z.T @ WZ - A.T @ solve(X0.T @ (X0 * w[:, None]), A)
+    info = Z.T @ WZ - A.T @ solve(info0, A)
     U = Z.T @ r
     stat = float(U @ solve(info, U))
     return max(stat, 0.0), Z.shape[1]
@@ -294,13 +301,14 @@ def select_terms(
     current, cur_fit = design, fit
     while len(step) < m:
         i = len(step) + 1
+        null = score_null(y, current.X, cur_fit.coef, cur_fit.link)
         for j, (k, kind, alternatives) in enumerate(blocks):
             if j in step:
                 continue
             best_stat = None
             for terms in alternatives:
                 Z = np.column_stack([t.values(current.X[:, current.names.index(k)], segment) for t in terms])
-                stat, df = score_test_block(y, current.X, cur_fit.coef, cur_fit.link, Z)
+                stat, df = score_test_block(null, Z)
                 if best_stat is None or stat > best_stat[0]:
                     best_stat = (stat, min(1.0, len(alternatives) * float(chi2.sf(stat, df))))
                     chosen[j] = terms

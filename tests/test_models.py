@@ -114,3 +114,50 @@ def test_separation_is_reported_as_not_converged():
     fit = fit_binomial(y, np.column_stack([np.ones_like(x), x]), link="cloglog")
     assert not fit.converged
     assert fit.se[1] > 100 or abs(fit.coef[1]) > 15
+
+
+# ---------------------------------------------------------------------------------------------------
+# Curves and segment slopes: spline basis, score test of a block, forward selection
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_restricted_cubic_spline_matches_harrells_formula_and_is_linear_beyond_the_outer_knots():
+    from cskit.models import rcs_basis
+
+    knots = np.array([0.0, 1.0, 2.0, 3.0])
+    h = rcs_basis(np.array([2.5]), knots)[0]
+    # by hand: ((2.5 − t_j)³ − (2.5 − 2)³ (3 − t_j)/(3 − 2)) / (3 − 0)²
+    assert h[0] == pytest.approx((2.5**3 - 0.5**3 * 3) / 9) and h[1] == pytest.approx((1.5**3 - 0.5**3 * 2) / 9)
+    z = np.linspace(3.5, 9, 12)
+    second = np.diff(rcs_basis(z, knots), 2, axis=0)
+    assert np.allclose(second, 0.0, atol=1e-9) and np.allclose(rcs_basis(np.array([-2.0, -0.5]), knots), 0.0)
+
+
+def test_score_test_of_a_block_equals_statsmodels_and_the_selection_keeps_a_planted_curve_only():
+    """The block score statistic equals statsmodels' GLM score test; on data with a curved effect of x1
+    and a linear x2, select_terms keeps x1's curve and nothing else."""
+    import statsmodels.api as sm
+
+    from cskit.models import Design, Term, curve_knots, score_null, score_test_block, select_terms, slope_weights
+
+    rng = np.random.default_rng(4)
+    n = 20000
+    x1, x2 = rng.standard_normal(n), rng.standard_normal(n)
+    eta = -2.0 + 0.8 * np.maximum(x1, 0.0) + 0.4 * x2
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    X = np.column_stack([np.ones(n), x1, x2])
+    design = Design(X, ["intercept", "x1", "x2"], ["x1", "x2"], {}, {})
+    fit = fit_binomial(y, X, link="logit", names=design.names)
+    terms = [Term("x1", "curve", j, knots=curve_knots(x1)) for j in range(3)]
+    Z = np.column_stack([t.values(x1) for t in terms])
+    stat, df = score_test_block(score_null(y, X, fit.coef, "logit"), Z)
+    ref = sm.GLM(y, X, family=sm.families.Binomial()).fit()
+    st = ref.score_test(exog_extra=Z)
+    assert df == 3 and stat == pytest.approx(float(np.ravel(st[0])[0]), rel=1e-6)
+    ext, ext_fit, table = select_terms(y, design, fit, ["x1", "x2"], None, 0.05)
+    assert [t.kpi for t in ext.terms] == ["x1"] * 3 and table.set_index("kpi")["kept"].to_dict() == {"x1": True, "x2": False}
+    # the average slope across the 1st–99th percentiles is the fitted curve's secant
+    lo, hi = np.quantile(x1, [0.01, 0.99])
+    f = ext.contribution(ext_fit.coef, "x1", np.array([lo, hi]))
+    assert slope_weights(ext, "x1", x1) @ ext_fit.coef == pytest.approx((f[1] - f[0]) / (hi - lo))
+    assert slope_weights(design, "x2", x2) @ fit.coef == pytest.approx(fit.coef[2])

@@ -499,9 +499,10 @@ def test_unknown_kpi_names_are_a_message_not_a_traceback(small):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_segment_only_driver_is_credited_in_its_segment_only(seed):
     """Support inquiries raise churn in SMB only (simulator option): the churn model keeps support ×
-    segment, and its improvement value (churn MRR saved and LTV) is within 2.5× of the simulator's true
-    potential, which counts the SMB accounts' churn only (issue 11 item 2; measured ratios 1.2–1.5;
-    a pooled slope credits every segment)."""
+    segment (seed 1; on seed 2 the difference misses the forward selection's threshold), and the
+    improvement value is within 2.5× of the simulator's true potential, which counts the SMB accounts'
+    churn only (issue 11 item 2's check), churn MRR within 1.75× (measured 1.32× and 1.41×; a pooled slope,
+    crediting every segment, gives 2.30× on seed 1)."""
     sim = simulate_client(3000, 24, seed=seed, mc_paths=0, segment_only=[("support_inquiries", "SMB")])
     params = Params(as_of=sim.as_of, bootstrap=0)
     data = client_from_frames(sim.tables, params)
@@ -510,3 +511,6 @@ def test_segment_only_driver_is_credited_in_its_segment_only(seed):
     truth = sim.truth.potential().set_index("kpi").loc["support_inquiries"]
     for col in ("d_churn", "d_ltv"):
         assert 1 / 2.5 <= est[col] / truth[col] <= 2.5, (col, est[col], truth[col])
+    assert 1 / 1.75 <= est["d_churn"] / truth["d_churn"] <= 1.75
+    if seed == 1:
+        assert any(t.kind == "segment" and t.kpi == "support_inquiries" for t in pot.models["churn"].design.terms)
