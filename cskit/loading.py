@@ -28,7 +28,17 @@ from cskit.errors import CskitError
 from cskit.notices import Notice
 from cskit.panel import data_window
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
-from cskit.warehouse import DatabaseURL, find_table, missing_table, parse_url, read_database, shown_data, table_names
+from cskit.warehouse import (
+    DatabaseURL,
+    failure_in_database,
+    find_table,
+    is_url,
+    missing_table,
+    parse_url,
+    read_database,
+    shown_data,
+    table_names,
+)
 
 REQUIRED_TABLES = ("accounts", "revenue", "kpis")
 REQUIRED_COLUMNS = {
@@ -718,6 +728,11 @@ def _events_kpis(table, params: Params, accounts: pd.DataFrame, contracts: _Cont
         return ev.join_kpis(kpis, panel, params.events_kpis)
     except CskitError as e:
         report.fatal.append(str(e))
+        return kpis, kpi_names
+    except Exception as e:  # noqa: BLE001 - a database refusing the query (privileges, types, connection)
+        if not (is_url(params.data) or Path(params.data).suffix.lower() in DATABASE_SUFFIXES):
+            raise
+        report.fatal.append(failure_in_database(params.data, "events: the events aggregation", e))
         return kpis, kpi_names
 
 

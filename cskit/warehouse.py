@@ -201,6 +201,19 @@ def connect(url: DatabaseURL):
     return con
 
 
+def failure_in_database(data: str, what: str, e: BaseException) -> str:
+    """One message for a query the database refused or could not finish (``data``: the URL or the
+    .duckdb path), naming server and database, the driver's words masked."""
+    url = parse_url(data) if is_url(data) else DatabaseURL("duckdb", "duckdb", path=data)
+    said = _first_line(e, url)
+    if "temporary" in said.lower() and url.backend == "postgres":
+        fix = (f"the aggregation sends the validated accounts to the server as a temporary table: grant it, "
+               f"e.g. GRANT TEMPORARY ON DATABASE {url.database or '<database>'} TO {url.user or '<user>'}")
+    else:
+        fix = "check the table's columns and types, your privileges (SELECT), and that the server is up"
+    return f"{what} failed in the {url.where()} (driver: {said}). Fix: {fix}."
+
+
 def _first_line(e: BaseException, url: DatabaseURL) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return mask(text, url.secrets())[:400]

@@ -30,7 +30,14 @@ from cskit.errors import CskitError
 from cskit.loading import load_client
 from cskit.params import validate_params
 from cskit.pipeline import analyse
-from cskit.warehouse import as_text, kernel_environment, mask, parse_url, public_data, shown_data
+from cskit.warehouse import (
+    as_text,
+    kernel_environment,
+    mask,
+    parse_url,
+    public_data,
+    shown_data,
+)
 
 PASSWORD = "Sx9:p@ss/w%rd#1"  # every URL-special character, so quoting mistakes show
 USER = "cs_reader"
@@ -402,6 +409,23 @@ def test_events_table_without_a_spec_is_not_read(pg_events):
     data = load_client(validate_params(params))
     assert "events" not in data.quality.tables and data.events is None and "login_days" not in data.kpis
     assert [w.values for w in data.quality.warnings if w.code == "events_unused"] == [{"file": "tracking.app_events"}]
+
+
+def test_events_aggregation_refused_by_the_server_is_one_message(pg_events, postgres):
+    """A read-only user without the TEMP privilege cannot receive the accounts table the aggregation
+    joins: exit-2 message naming server and database, not a driver traceback."""
+    with postgres.connect() as admin:
+        admin.execute("revoke temporary on database events_db from public")
+        admin.execute(f"alter database events_db owner to {postgres.superuser}")
+        admin.execute(f"grant connect on database events_db to {USER}")
+    try:
+        msg = load_error(pg_events)
+        assert "events: the events aggregation failed in the PostgreSQL server" in msg and "'events_db'" in msg
+        assert "temporary" in msg.lower()
+    finally:
+        with postgres.connect() as admin:
+            admin.execute(f"alter database events_db owner to {USER}")
+            admin.execute("grant temporary on database events_db to public")
 
 
 # --------------------------------------------------------------------------------------------------
