@@ -1797,7 +1797,12 @@ def drop_check(drops: dict, language: str = "ja") -> str:
     text = DROP_VERDICT.get(verdict, DROP_VERDICT["not_estimable"])[0 if ja else 1]
     ind = drops.get(drops.get("basis") or "indicator", {})
     if "events" not in drops:
-        return text
+        cut = drops.get("cut", "—")
+        return (f"スコアの下落が解約の警告になるかは、{cut}時点のスコア（それ以前のデータで推定）とその後の解約で検証しますが、"
+                f"このデータではその時点のスコアが作れないため（それ以前のデータでスコアのモデルを推定できません）、まだ判断できません。" if ja else
+                f"Whether a fall is a churn warning is checked out of time, on the score at {cut} (fitted on the months "
+                f"before) and the churn after it; the score model cannot be fitted on the months before {cut} here, so "
+                "it cannot be told yet.")
     counts = (f"検証は{drops['cut']}時点のスコア（それ以前のデータで推定したモデル）で、その後{drops['horizon_months']}か月の"
               f"解約を見ました: {drops['accounts']:,}アカウント、解約{drops['events']:,}件、うち{drops['alert_months']}か月で"
               f"{drops['alert_drop']:g}点以上下落した{drops['dropped']:,}件の解約{drops['events_dropped']:,}件。" if ja else
