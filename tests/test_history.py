@@ -332,6 +332,21 @@ def test_tier_changes_and_playbook_followup_by_hand():
     assert (f["named"], f["recovered"], f["churned"], f["turned_red"], f["still_red"]) == (3, 1, 1, 1, 0)
 
 
+def test_tier_mix_and_score_quantiles_by_hand():
+    from cskit.history import score_quantiles, tier_mix
+
+    t0, t1 = pd.Timestamp("2026-05-01"), pd.Timestamp("2026-06-01")
+    h = pd.DataFrame({"account_id": ["a", "b", "c", "d", "a", "b", "c"], "month": [t0] * 4 + [t1] * 3,
+                      "score": [10.0, 50, 70, 90, 20, 40, 60], "tier": ["red", "yellow", "green", "green",
+                                                                        "red", "red", "green"]})
+    mix = tier_mix(h)
+    assert mix[["red", "yellow", "green"]].to_numpy().tolist() == [[1, 1, 2], [2, 0, 1]]
+    assert mix["share_green"].tolist() == [0.5, 1 / 3]
+    q = score_quantiles(h)
+    assert q["q50"].tolist() == [60.0, 40.0] and q["mean"].tolist() == [55.0, 40.0]
+    assert q["q25"].tolist() == [40.0, 30.0]  # linear interpolation: 10 + 0.75 × 40; 20 + 0.5 × 20
+
+
 def test_beyond_noise_by_hand():
     a = {"effect": 1.2, "ci_low": 1.0, "ci_high": 1.44}
     same = {"effect": 1.25, "ci_low": 1.05, "ci_high": 1.49}

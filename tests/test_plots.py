@@ -282,3 +282,19 @@ def test_forest_grid_draws_each_outcome_with_one_legend(outdir):
     assert all(a.get_legend() is None for a in axes.flat) and len(axes.flat[0].figure.legends) == 1
     axes.flat[0].figure.savefig(outdir / "forest_grid.png")
     plt.close("all")
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_tier_mix_and_score_bands(outdir, language):
+    from cskit.history import score_quantiles, tier_mix
+
+    rng = np.random.default_rng(3)
+    hist = pd.DataFrame({"account_id": np.tile([f"A{i}" for i in range(50)], len(MONTHS)),
+                         "month": np.repeat(MONTHS, 50), "score": rng.uniform(0, 100, 50 * len(MONTHS))})
+    hist["tier"] = np.where(hist["score"] < 30, "red", np.where(hist["score"] >= 60, "green", "yellow"))
+    mix, q = tier_mix(hist), score_quantiles(hist)
+    png = _render(lambda lang: plots.tier_mix(mix, language=lang), outdir / f"tier_mix_{language}.png", language)
+    _render(lambda lang: plots.score_bands(q, language=lang), outdir / f"score_bands_{language}.png", language)
+    # the stacked shares of each month add up to 1, in the order red, yellow, green from the bottom
+    assert np.allclose(mix[["share_red", "share_yellow", "share_green"]].sum(axis=1), 1.0)
+    assert png.stat().st_size > 5000
