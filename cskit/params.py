@@ -218,6 +218,11 @@ class Params(BaseModel):
                                  "(the month's last day), or leave it empty for the last month of revenue") from None
         raise ValueError("must be a date YYYY-MM-DD or a month YYYY-MM (or empty for the last month of revenue)")
 
+    def __repr_args__(self):
+        """repr / str show ``data`` with a URL's password masked (a notebook cell printing params)."""
+        for key, value in super().__repr_args__():
+            yield key, shown_data(value) if key == "data" and isinstance(value, str) else value
+
     def papermill_parameters(self, base: Path | None = None) -> dict[str, Any]:
         """The params as papermill injects them: plain JSON types, ``data`` as an absolute path."""
         out = self.model_dump(mode="json")

@@ -96,6 +96,8 @@ def test_params_messages_never_show_the_password():
     p = validate_params({"data": "postgresql://bob:hunter2@h/db", "tables": {"accounts": " crm.accounts "}})
     assert p.tables == {"accounts": "crm.accounts"}
     assert p.papermill_parameters()["data"] == "postgresql://bob@h/db"
+    assert "hunter2" not in repr(p) + str(p) and "postgresql://bob:***@h/db" in repr(p)
+    assert p.data == "postgresql://bob:hunter2@h/db"  # the loader still has it
 
 
 def test_kernel_environment_carries_the_password_and_restores():
