@@ -59,7 +59,15 @@ def read_results(folder: str | Path) -> dict:
         as_of = str(history["month"].max())
     elif isinstance(summary.get("mrr"), dict):
         as_of = summary["mrr"].get("period")
+    run = folder / "run.json"
+    client = None
+    if run.is_file():
+        try:
+            client = json.loads(run.read_text(encoding="utf-8")).get("params", {}).get("client")
+        except (json.JSONDecodeError, AttributeError):
+            client = None
     return {"folder": str(folder.parent if folder.name == "results" else folder), "as_of": as_of, "history": history,
+            "client": client,
             "summary": summary, "drivers": csv("drivers.csv"), "potential": csv("potential.csv"),
             "scores": csv("health_scores.csv"), "playbook": csv("playbook.csv")}
 
@@ -249,6 +257,7 @@ def compare(previous: dict, current: dict, data: ClientData) -> dict:
     churned = churned_since(data, previous["as_of"])
     ch = {
         "previous": previous["folder"], "previous_as_of": previous["as_of"], "as_of": current["as_of"],
+        "previous_client": previous.get("client"), "client": current.get("client"),
         "metrics": metric_changes(previous["summary"], current["summary"]),
         "triggers": trigger_changes(previous["drivers"], current["drivers"]),
         "potential": potential_changes(previous["potential"], current["potential"]),

@@ -1829,6 +1829,12 @@ def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 
     out = [f"前回の診断（基準月 {then}、{ch['previous']}）と今回（{now}）の比較です（results/changes.json）。" if ja else
            f"Compared with the previous diagnosis (analysis month {then}, {ch['previous']}); now {now} "
            "(results/changes.json)."]
+    a, b = ch.get("previous_client"), ch.get("client")
+    if a and b and a != b:
+        out.append(f"注意: 前回のフォルダは別のクライアント（{a}）の診断です。比較の前に previous を確認してください。" if ja else
+                   f"Note: the previous folder is a diagnosis of another client ({a}); check 'previous' before reading on.")
+    if then and now and then > now:
+        out.append("注意: 前回の基準月が今回より後です。" if ja else "Note: the previous analysis month is after this one.")
     if ch.get("no_change"):
         out.append("前回から変化はありません。" if ja else "Nothing changed since the previous diagnosis.")
         return "\n\n".join(out)
@@ -1857,7 +1863,8 @@ def changes(ch: dict, labels: dict[str, str], language: str = "ja", rows: int = 
                          f"{_ci(t_['then'])} → {_ci(t_['now'])}、{news}" if ja else
                          f"- {_label(labels, t_['kpi'])} ({outcome_short(t_['outcome'], language)}): "
                          f"{_ci(t_['then'])} → {_ci(t_['now'])}; {news}")
-        out.append(f"**{word[0 if ja else 1]}**\n\n" + "\n".join(lines))
+        star = "（効果 [95%区間]、* はその時点で非検出）" if ja else " (effect [95% interval]; * = not flagged then)"
+        out.append(f"**{word[0 if ja else 1]}**{star}\n\n" + "\n".join(lines))
     moved = ch["potential"]["moved"]
     if moved:
         real = [p for p in moved if p.get("beyond_noise")]

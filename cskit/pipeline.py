@@ -54,7 +54,7 @@ class Diagnosis:
             if stage is not None:
                 stage.write(results)
         if self.previous is not None:
-            self.changes = compare(self.previous, read_results(results), self.data)
+            self.changes = compare(self.previous, read_results(results) | {"client": self.params.client}, self.data)
             write_changes(self.changes, results)
         write_run(results, self.params, __version__, params_file=params_file)
         return results

@@ -356,3 +356,14 @@ def test_beyond_noise_by_hand():
     # by hand: se = log(1.44 / 1.0) / 3.92 = 0.0930, for far log(2.35 / 1.7) / 3.92 = 0.0826;
     # |log 2 − log 1.2| = 0.511 > 1.96 × √(0.0930² + 0.0826²) = 0.244
     assert not beyond_noise(None, far)
+
+
+def test_report_warns_when_previous_is_another_client(demo):
+    from cskit.changes import compare, read_results
+
+    dx, results = demo
+    prev = read_results(results) | {"client": "other-client"}
+    ch = compare(prev, read_results(results) | {"client": "demo"}, dx.data)
+    assert (ch["previous_client"], ch["client"]) == ("other-client", "demo")
+    assert "another client (other-client)" in N.changes(ch, {}, "en")
+    assert "別のクライアント（other-client）" in N.changes(ch, {}, "ja")
