@@ -1081,6 +1081,9 @@ def main(argv: list[str] | None = None, **options) -> int:
                     help="a churn driver acting only in one segment, e.g. support_inquiries=SMB (repeatable)")
     ap.add_argument("--login-threshold", type=float, default=None,
                     help="churn falls with login days up to this many days and is flat above")
+    ap.add_argument("--drop-accounts", type=int, default=0,
+                    help="plant an engagement drop (login days −3 SD) for this many accounts in the last months")
+    ap.add_argument("--drop-months", type=int, default=3, help="with --drop-accounts: months of the drop up to as_of")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
     a = ap.parse_args(argv)
     pairs = [tuple(p.split("=", 1)) for p in a.segment_only]
@@ -1088,7 +1091,8 @@ def main(argv: list[str] | None = None, **options) -> int:
         ap.error("--segment-only takes KPI=SEGMENT, e.g. support_inquiries=SMB")
     sim = simulate_client(a.accounts, a.months, a.seed, a.start, lag=a.lag, annual_share=a.annual_share,
                           with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths,
-                          segment_only=pairs, login_threshold=a.login_threshold)
+                          segment_only=pairs, login_threshold=a.login_threshold,
+                          engagement_drop=EngagementDrop(a.drop_accounts, a.drop_months) if a.drop_accounts > 0 else None)
     if a.events:
         from cskit.simulate_events import events_client
 
@@ -1096,6 +1100,8 @@ def main(argv: list[str] | None = None, **options) -> int:
     sim.write(a.out)
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in sim.tables.items())
     print(f"wrote {a.out}: {sizes} rows; as_of {sim.as_of}")
+    if sim.truth.dropped:
+        print(f"planted engagement drop: {', '.join(sim.truth.dropped)}")
     return 0
 
 
