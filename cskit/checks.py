@@ -1,6 +1,9 @@
 """The onboarding check (DESIGN §5 "Onboarding check"; docs/methods.md): does completing onboarding go
 with less churn, or is it an urban legend? Churn within the horizon of an out-of-time cohort and the
-health score 12 months after start, onboarded vs not, with intervals and an equivalence verdict.
+health score 12 months after start, onboarded vs not, with intervals; the verdict comes from the
+difference *adjusted* for the other KPIs and the account context (augmented inverse probability
+weighting, statsmodels' ``TreatmentEffect.aipw``), so that onboarding is not called a driver where it
+only travels with usage.
 """
 from __future__ import annotations
 
@@ -8,9 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
+import statsmodels.api as sm
 from scipy import stats
+from statsmodels.treatment.treatment_effects import TreatmentEffect
 
 from cskit.forecast import kpi_forecasts
+from cskit.notices import Notice
+from cskit.models import design_matrix, fit_binomial, kpi_transforms
+from cskit.panel import active_rows, outcome_rows, recent_means
 from cskit.stats import mean_ci, newcombe_difference, risk_ratio, wilson
 
 if TYPE_CHECKING:
@@ -18,11 +27,21 @@ if TYPE_CHECKING:
 
 EQUIVALENCE_MARGIN = 0.05
 ONBOARDING_SCORE_TENURE = 12
+LONG_RUN = 10_000  # "all months": the account's level, a better measure of a lasting trait than 3 months
+ADJUSTED_MIN_GROUP = 20  # accounts per group (and churns) below which the adjusted comparison is not made
 
 
-def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int) -> dict:
+def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int,
+                     *, covariates: pd.DataFrame | None = None, hazard: dict | None = None) -> dict:
     """Churn within the horizon (out-of-time cohort) and the health score 12 months after start,
-    onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods.md)."""
+    onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods.md).
+
+    ``covariates`` (one row per cohort account, numeric: the other KPIs, tenure, context dummies) give
+    the adjusted difference (:func:`adjusted_difference`) the verdict is read from; without them, or
+    where it cannot be estimated, the verdict is never "driver" (an unadjusted difference cannot tell
+    onboarding from what travels with it). ``hazard`` (:func:`hazard_own_effect`) is the second
+    condition for "driver": onboarding's own term in the monthly churn hazard, adjusted for the KPIs of
+    the month before each decision, must be below 1 too."""
     done = cohort["onboarding_completed"].to_numpy(dtype="float64")
     ok = np.isfinite(done)
     on, y = done[ok] > 0, out["event"].to_numpy()[ok]
@@ -42,9 +61,117 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
         "ratio": {"estimate": rr, "ci_low": rlo, "ci_high": rhi},
     }
     res["score_after_12_months"] = _score_after_start(panel, model, horizon)
-    res["verdict"] = onboarding_verdict(dlo, dhi)
+    res["verdict_unadjusted"] = onboarding_verdict(dlo, dhi)
+    adj = adjusted_difference(y, on, covariates.to_numpy(dtype="float64")[ok], list(covariates.columns)) \
+        if covariates is not None else {"status": "not_estimable", "reason": "no covariates were given"}
+    res["adjusted"] = adj
+    res["notices"] = []
+    res["hazard_model"] = hazard or {"status": "not_estimable", "reason": "not given"}
+    if adj["status"] == "ok":
+        res["verdict"] = onboarding_verdict(adj["ci_low"], adj["ci_high"])
+        own = res["hazard_model"].get("status") == "ok" and res["hazard_model"]["ci_high"] < 1
+        if res["verdict"] == "driver" and not own:
+            res["verdict"] = "inconclusive"
+        if "driver" in (res["verdict_unadjusted"], onboarding_verdict(adj["ci_low"], adj["ci_high"])) \
+                and res["verdict"] != "driver":
+            res["notices"].append(Notice("onboarding_confounded", stage="health", severity="note"))
+    else:
+        res["verdict"] = "inconclusive" if res["verdict_unadjusted"] == "driver" else res["verdict_unadjusted"]
+        res["notices"].append(Notice("onboarding_unadjusted_only", stage="health", severity="note",
+                                     reason=adj["reason"]))
     res["equivalence_margin"] = EQUIVALENCE_MARGIN
     return res
+
+
+def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int) -> dict:
+    """Onboarding's own term in the monthly churn hazard (cloglog GLM on the at-risk months, every KPI of
+    the month before each decision, segment and contract type, as the triggers' RT model): the hazard
+    ratio onboarded vs not (exp of the coefficient per unit of the 0/1 flag) with its 95% interval."""
+    rows, y = outcome_rows(panel, "churn", lag)
+    if y.sum() < ADJUSTED_MIN_GROUP:
+        return {"status": "not_estimable", "reason": f"only {int(y.sum())} churns"}
+    design = design_matrix(panel, rows, list(dict.fromkeys(["contract_months", *kpis])), lag)
+    if "onboarding_completed" not in design.kpis:
+        return {"status": "not_estimable", "reason": design.dropped.get("onboarding_completed", "not in the model")}
+    fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
+    j = design.names.index("onboarding_completed")
+    sd = design.transforms["onboarding_completed"].sd
+    b, se = fit.coef[j] / sd, fit.se[j] / sd
+    return {"status": "ok", "hazard_ratio": float(np.exp(b)), "ci_low": float(np.exp(b - 1.959963984540054 * se)),
+            "ci_high": float(np.exp(b + 1.959963984540054 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se)))}
+
+
+def onboarding_covariates(panel: pd.DataFrame, frame: pd.DataFrame, kpis: list[str], month: pd.Timestamp) -> pd.DataFrame:
+    """What the adjusted comparison holds fixed, for the accounts of ``frame`` (active at ``month``):
+    every other KPI's mean over the account's last 3 observed months up to ``month`` and over all its
+    months up to then (its lasting level: what travels with onboarding is often a trait of the account,
+    which 3 months measure poorly), both on the models' scale (log1p for skewed counts), log1p(tenure)
+    and segment and contract-type dummies."""
+    rows = active_rows(panel, month)
+    others = [k for k in kpis if k not in ("onboarding_completed", "contract_months")]
+    ids = frame["account_id"].to_numpy()
+    means = recent_means(panel, others, rows).set_index("account_id").reindex(ids)
+    level = recent_means(panel, others, rows, n=LONG_RUN).set_index("account_id").reindex(ids)
+    tr = kpi_transforms(panel, others)
+    cols = {k: tr[k].forward(means[k].to_numpy(dtype="float64")) for k in others if k in tr}
+    cols |= {f"{k} (all months)": tr[k].forward(level[k].to_numpy(dtype="float64")) for k in others if k in tr}
+    cols["log1p_tenure"] = np.log1p(frame["tenure"].to_numpy(dtype="float64"))
+    for a in ("segment", "contract_type"):
+        if a in frame:
+            values = frame[a].astype(str).to_numpy()
+            for v in sorted(set(values))[1:]:
+                cols[f"{a}={v}"] = (values == v).astype("float64")
+    return pd.DataFrame(cols)
+
+
+def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names: list[str]) -> dict:
+    """Average effect of onboarding on churn within the horizon (risk difference, onboarded − not),
+    adjusted for the covariates ``X``: augmented inverse probability weighting (doubly robust; Robins,
+    Rotnitzky & Zhao 1994; statsmodels ``TreatmentEffect.aipw``, GMM standard errors) with a logistic
+    propensity model and linear outcome models per group. Covariates are standardised and those that
+    are (almost) linear combinations of others dropped (pivoted QR); the range of the propensities is
+    reported (near 0 or 1: little overlap, wide interval). Not estimated with fewer than ADJUSTED_MIN_GROUP accounts or churns in a group."""
+    n1, n0 = int(treated.sum()), int((~treated).sum())
+    e1, e0 = int(y[treated].sum()), int(y[~treated].sum())
+    if min(n1, n0, e1 + e0) < ADJUSTED_MIN_GROUP:
+        return {"status": "not_estimable", "reason": (
+            f"{n1} onboarded and {n0} not onboarded accounts with {e1 + e0} churns: fewer than "
+            f"{ADJUSTED_MIN_GROUP} in a group")}
+    keep, Z = _usable_columns(X)
+    exog = sm.add_constant(Z, has_constant="add")
+    t = treated.astype("float64")
+    try:
+        sel = sm.Logit(t, exog).fit(disp=0, maxiter=200)
+        r = TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel).aipw()
+    except (np.linalg.LinAlgError, ValueError, RuntimeError) as e:  # e.g. perfect separation
+        return {"status": "not_estimable", "reason": f"the propensity or outcome model could not be fitted ({e})"}
+    ci = r.conf_int()
+    est, lo, hi = float(r.effect[0]), float(ci[0, 0]), float(ci[0, 1])
+    if not all(np.isfinite([est, lo, hi])):
+        return {"status": "not_estimable", "reason": "the adjusted estimate is not finite"}
+    p = sel.predict()
+    return {"status": "ok", "method": "AIPW (statsmodels TreatmentEffect)", "estimate": est, "ci_low": lo,
+            "ci_high": hi, "p_value": float(r.pvalue[0]),
+            "churn_if_all_onboarded": float(r.effect[2]), "churn_if_none_onboarded": float(r.effect[1]),
+            "covariates": [names[j] for j in keep],
+            "propensity_range": [float(p.min()), float(p.max())]}
+
+
+def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Standardised columns of ``X`` (NaN = the column's mean) that are not constant and not (near)
+    linear combinations of the others (pivoted QR, |R_jj| > 1e-6 |R_00|), in their original order."""
+    X = np.array(X, dtype="float64")
+    mean = np.nanmean(X, axis=0) if len(X) else np.zeros(X.shape[1])
+    X = np.where(np.isfinite(X), X, mean)
+    sd = X.std(axis=0)
+    cand = [j for j in range(X.shape[1]) if sd[j] > 1e-12]
+    if not cand:
+        return [], np.empty((len(X), 0))
+    Z = (X[:, cand] - X[:, cand].mean(axis=0)) / sd[cand]
+    _, r, piv = scipy.linalg.qr(np.column_stack([np.ones(len(Z)), Z]), mode="economic", pivoting=True)
+    diag = np.abs(np.diag(r))
+    good = sorted(int(piv[i]) - 1 for i in range(len(diag)) if diag[i] > 1e-6 * diag[0] and piv[i] > 0)
+    return [cand[j] for j in good], Z[:, good]
 
 
 def onboarding_verdict(ci_low: float, ci_high: float, margin: float = EQUIVALENCE_MARGIN) -> str:

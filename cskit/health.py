@@ -44,7 +44,7 @@ from cskit.notices import Notice, records
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.panel import MIN_EVENTS, active_rows, annual_cycle, decides, outcome_rows, recent_means, renewal_cycles
 from cskit.params import Params
-from cskit.checks import onboarding_check
+from cskit.checks import hazard_own_effect, onboarding_check, onboarding_covariates
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
@@ -736,7 +736,10 @@ def design_health_score(
         if "onboarding_completed" in panel:
             done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
             cohort = then.frame[["account_id"]].join(done, on="account_id")
-            onboarding = onboarding_check(panel, model, cohort, out, H)
+            covariates = onboarding_covariates(panel, then.frame, kpis, cut)
+            hazard = hazard_own_effect(panel[panel["month"] <= cut].reset_index(drop=True), kpis, lag)
+            onboarding = onboarding_check(panel, model, cohort, out, H, covariates=covariates, hazard=hazard)
+            warnings += onboarding.pop("notices", [])
     if client:
         cs_now = frame["account_id"].map(accounts["health_score"])
         kpi_rows = model.weights[model.weights["kpi"].isin(model.kpi_names())]

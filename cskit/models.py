@@ -7,7 +7,10 @@ Choices (also in docs/methods.md):
   standardised by the mean and SD of its (transformed) values over all non-missing panel rows, so a
   coefficient is an effect per +1 SD.
 - A missing KPI value is set to the KPI's mean (z = 0); KPIs missing in more than half of the rows,
-  or constant, are dropped with a warning.
+  or constant, are dropped with a warning. Where a KPI's missingness goes with the outcome given the
+  model (score test of its missing indicator, Benjamini–Hochberg over the KPIs missing in ≥ 5% of the
+  rows: :func:`informative_missing`), the indicator is added as a term (:func:`with_indicators`), so
+  the KPI's own effect is estimated from the months it was measured.
 - Collinearity: a KPI whose |Pearson r| with an already kept KPI exceeds 0.9 on the model rows is
   dropped, and the warning names the KPI it travels with (its effect is carried by that one); so is a
   KPI that is a near-linear combination of several kept ones (R² > 0.9, e.g. licenses =
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.stats import norm
+from statsmodels.stats.multitest import multipletests
 
 from cskit.notices import Notice
 from cskit.panel import MIN_EVENTS, add_lags
@@ -42,6 +47,9 @@ MAX_MISSING = 0.5
 # MIN_EVENTS (from cskit.panel, which owns the model rows): the fewest events (and non-events) an outcome
 # needs before its KPI effects are estimated, in every stage (triggers, potential, the health score's KPI
 # points, the seasonality test; docs/methods.md, "Event floors").
+MISSING_MIN_SHARE = 0.05  # a KPI missing in fewer model rows is not tested for informative missingness
+MISSING_PREFIX = "missing:"  # design column of a KPI's missing indicator: "missing:csat"
+MISSING_COLUMNS = ["kpi", "outcome", "share", "z", "p_value", "q_value", "informative", "effect", "ci_low", "ci_high"]
 
 
 @dataclass(frozen=True)
@@ -128,9 +136,15 @@ class Design:
     adjust_levels: dict[str, list[str]]
     dropped: dict[str, str] = field(default_factory=dict)
     terms: list[Term] = field(default_factory=list)
+    missing: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    indicators: list[str] = field(default_factory=list)
 
     def kpi_slice(self) -> slice:
         return slice(1, 1 + len(self.kpis))
+
+    def indicator_column(self, kpi: str) -> int:
+        """Column of ``kpi``'s missing indicator (the indicators come last, after the adjustments)."""
+        return self.names.index(MISSING_PREFIX + kpi)
 
     def kpi_terms(self, kpi: str) -> list[Term]:
         """The extra columns (curve, segment slopes) of ``kpi``, in column order."""
@@ -391,7 +405,9 @@ def design_matrix(
 
     KPIs are lagged (``lagged_kpis``), transformed and standardised (``kpi_transforms`` fitted on the
     whole panel unless given), missing → 0. Categorical adjustments are treatment-coded against their
-    most frequent level. With ``prune``, constant, mostly-missing and collinear KPIs are dropped.
+    most frequent level. With ``prune``, constant, mostly-missing and collinear KPIs are dropped, and
+    ``missing`` keeps the missing-value mask (on the rows) of each kept KPI missing in at least
+    MISSING_MIN_SHARE of them, for :func:`informative_missing`.
     """
     transforms = transforms if transforms is not None else kpi_transforms(panel, kpis)
     dropped: dict[str, str] = {}
@@ -438,7 +454,13 @@ def design_matrix(
     X[:, 1 : 1 + len(keep)] = Z[:, keep]
     for j, d in enumerate(dummies, start=1 + len(keep)):
         X[:, j] = d
-    design = Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped)
+    masks = {}
+    if prune and len(raw):
+        for j in keep:
+            gap = np.isnan(raw[:, j])
+            if MISSING_MIN_SHARE <= gap.mean() <= MAX_MISSING and use[j] != "contract_months":
+                masks[use[j]] = gap
+    design = Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped, missing=masks)
     return prune_dependent(design) if prune else design
 
 
@@ -504,7 +526,113 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
     keep = sorted(kept)
     kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
     return Design(X[:, keep], [names[j] for j in keep], kpis, {k: design.transforms[k] for k in kpis},
-                  design.adjust_levels, dropped)
+                  design.adjust_levels, dropped, design.terms,
+                  missing={k: m for k, m in design.missing.items() if k in kpis})
+
+
+def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: str, alpha: float,
+                        outcome: str = "") -> pd.DataFrame:
+    """Is a KPI's missingness associated with the outcome, given the fitted model (``coef`` on
+    ``design.X``)? For each KPI of ``design.missing`` (missing in 5–50% of the rows), the Rao score z of
+    its missing indicator added to the model; Benjamini–Hochberg q over those KPIs; ``informative`` =
+    q < alpha. Mean imputation alone is then biased (the missing months are not average months), so
+    the caller adds the informative indicators (:func:`with_indicators`) and refits. Columns
+    :data:`MISSING_COLUMNS` (effect and interval are filled by :func:`indicator_effects`)."""
+    cand = [k for k in design.kpis if k in design.missing and k not in design.indicators]
+    if not cand or not len(y):
+        return pd.DataFrame(columns=MISSING_COLUMNS)
+    mu, d = mean_and_slope(design.X @ coef, link)
+    Zm = np.column_stack([design.missing[k].astype("float64") for k in cand])
+    z = score_z_from(score_terms(y, (design.X, mu, d)), Zm)
+    p = 2 * norm.sf(np.abs(z))
+    ok = np.isfinite(p)
+    q = np.full(len(p), np.nan)
+    if ok.any():
+        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    out = pd.DataFrame({"kpi": cand, "outcome": outcome, "share": Zm.mean(axis=0), "z": z, "p_value": p,
+                        "q_value": q})
+    out["informative"] = out["q_value"] < alpha
+    out["effect"] = out["ci_low"] = out["ci_high"] = np.nan
+    return out[MISSING_COLUMNS]
+
+
+def with_indicators(design: Design, kpis: list[str]) -> Design:
+    """``design`` with a missing indicator column (1 = not measured at t − lag) for each of ``kpis``,
+    after the adjustments; an indicator identical to one already in (KPIs missing in the same months)
+    is not repeated: that one carries it."""
+    cols, names, added = [], [], []
+    have = [design.missing[k] for k in design.indicators]
+    for k in kpis:
+        m = design.missing[k]
+        if any(np.array_equal(m, h) for h in have):
+            continue
+        have.append(m)
+        cols.append(m.astype("float64"))
+        names.append(MISSING_PREFIX + k)
+        added.append(k)
+    if not added:
+        return design
+    X = np.empty((len(design.X), design.X.shape[1] + len(cols)))
+    X[:, : design.X.shape[1]] = design.X
+    for j, c in enumerate(cols, start=design.X.shape[1]):
+        X[:, j] = c
+    return replace(design, X=X, names=[*design.names, *names], indicators=[*design.indicators, *added])
+
+
+def indicator_effects(table: pd.DataFrame, design: Design, coef: np.ndarray, se: np.ndarray) -> pd.DataFrame:
+    """Fill ``effect`` (exp of the indicator's coefficient: the hazard or odds ratio of a month without
+    a value against one at the KPI's mean) and its 95% interval for the indicators in ``design``."""
+    out = table.copy()
+    for i, k in zip(out.index, out["kpi"]):
+        if k in design.indicators:
+            j = design.indicator_column(k)
+            b, s = float(coef[j]), float(se[j])
+            out.loc[i, ["effect", "ci_low", "ci_high"]] = np.exp([b, b - 1.959963984540054 * s, b + 1.959963984540054 * s])
+    return out
+
+
+def add_informative_indicators(y: np.ndarray, design: Design, link: str, alpha: float, outcome: str = "",
+                               coef: np.ndarray | None = None) -> tuple[Design, pd.DataFrame]:
+    """Test the missingness of ``design.missing``'s KPIs (:func:`informative_missing`, at the fit
+    ``coef``, fitted here when not given) and add the indicators of the informative ones. Returns the
+    design (the same object when none is) and the missingness table."""
+    if not design.missing or not len(y):
+        return design, pd.DataFrame(columns=MISSING_COLUMNS)
+    if coef is None:
+        coef = fit_binomial(y, design.X, link=link).coef
+    table = informative_missing(design, y, coef, link, alpha, outcome)
+    flagged = list(table.loc[table["informative"].astype(bool), "kpi"])
+    return (with_indicators(design, flagged) if flagged else design), table
+
+
+def fit_with_missingness(y: np.ndarray, design: Design, link: str, alpha: float, outcome: str = "",
+                         ) -> tuple[Design, "GLMResult", pd.DataFrame]:
+    """Fit the binomial GLM on ``design``; where a KPI's missingness is informative
+    (:func:`informative_missing`), add its indicator and refit. Returns the design, the fit and the
+    missingness table (one row per tested KPI, effects of the added indicators filled)."""
+    fit = fit_binomial(y, design.X, link=link, names=design.names)
+    new, table = add_informative_indicators(y, design, link, alpha, outcome, fit.coef)
+    if new is not design:
+        fit = fit_binomial(y, new.X, link=link, names=new.names)
+        table = indicator_effects(table, new, fit.coef, fit.se)
+    return new, fit, table
+
+
+def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Cluster-robust (sandwich) covariance of a binomial GLM fit, clustered by ``groups`` (accounts):
+    A⁻¹ (Σ_g s_g s_gᵀ) A⁻¹ with A the expected information and s_g the score summed over the cluster's
+    rows, times G / (G − 1) (the usual small-sample factor; Liang & Zeger 1986, Cameron & Miller 2015).
+    Rows of one account are repeated months: when the model leaves out something lasting about the
+    account, its months are not independent and the model-based covariance is too small."""
+    mu, d = mean_and_slope(X @ fit.coef, fit.link)
+    v = mu * (1 - mu)
+    u = X * ((y - mu) * d / v)[:, None]
+    codes, sizes = _cluster_codes(groups)
+    S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
+    ug = S @ u
+    g = len(sizes)
+    bread = inverse((X.T * (d * d / v)) @ X)
+    return bread @ (ug.T @ ug) @ bread * (g / max(g - 1, 1))
 
 
 def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:

@@ -316,6 +316,11 @@ def _what_events(v: _Vals) -> str:
     return "non-renewals" if v["outcome"] == "renewal" else f"{v['outcome']} events"
 
 
+def _missing_effects(v: _Vals) -> str:
+    return v.sep.join(f"{(OUTCOME_WORDS if v.ja else OUTCOME_WORDS_EN).get(e['outcome'], e['outcome'])} "
+                      f"{e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in (v["effects"] or []))
+
+
 NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
     # ---- load
     "rows_excluded": (
@@ -498,6 +503,16 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"The renewal (CRTT) GEE with an exchangeable working correlation {v.s('problem')}; it was refitted "
                   "with the independence working correlation (still clustered by account, robust intervals). The "
                   "effects stay valid; they may be a little less precise."),
+    "missing_informative": (
+        lambda v: f"{v.kpi()}は対象月の{pct(v['share'], 0)}で未記入で、未記入の月はその後の結果と関連しています"
+                  f"（未記入の月の比、平均値の月に対して: {_missing_effects(v)}）。ランダムな欠測ではありません。"
+                  "モデルには未記入を示す項を加え、この指標の効果は記入のある月から推定しています。"
+                  "未記入そのものが注意信号です（例: 不満のある顧客が回答しない）。",
+        lambda v: f"KPI '{v.kpi()}' is missing in {pct(v['share'], 0)} of the model rows, and the months without a "
+                  f"value go with the outcome (ratio of a month without a value vs one at the mean: "
+                  f"{_missing_effects(v)}): it is not missing at random. The models add a missing-value indicator "
+                  "for it, so its own effect is estimated from the months it was recorded; the gap itself is a "
+                  "warning sign (e.g. unhappy customers not answering)."),
     # ---- health
     "score_context_only": (
         lambda v: (f"解約が{v.n('events')}件しかなく（KPIの効果を推定するには{v.n('min_events')}件以上必要）"
@@ -530,6 +545,17 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
             f"解約が{v.n('events')}件しかなく" if v['reason_code'] == "too_few_events" else "使えるKPIがなく")
                   + "、過去時点での検証ができませんでした。スコアは参考値として扱ってください。",
         lambda v: f"The health score could not be validated out of time (fit before {v.s('cut')}): {v.s('reason')}"),
+    "onboarding_confounded": (
+        lambda v: "オンボード完了アカウントは解約が少ないものの、他の指標や契約条件をそろえると差は確かではありません。"
+                  "差はオンボード完了アカウントの利用状況など、一緒に動くものによるもので、オンボードそのものの効果は示されていません。",
+        lambda v: "Onboarded accounts churn less, but not once their other KPIs and context are taken into account: "
+                  "the difference travels with what onboarded accounts also do (e.g. usage); onboarding is not shown "
+                  "to matter by itself."),
+    "onboarding_unadjusted_only": (
+        lambda v: f"オンボードの比較を他の指標や契約条件でそろえることができませんでした（{v.s('reason')}）。"
+                  "そろえない比較ではオンボードと一緒に動くものと区別できないため、解約ドライバーとは判定していません。",
+        lambda v: f"The adjusted onboarding comparison could not be made ({v.s('reason')}); an unadjusted difference "
+                  "cannot tell onboarding from what travels with it, so onboarding is not called a driver."),
     # ---- metrics (notes of kpi_summary.json: why a figure is empty)
     "metric_no_paying_at_as_of": (lambda v: "分析基準月に課金アカウントがありません",
                                   lambda v: "no paying account at as_of"),
@@ -717,8 +743,14 @@ def potential(
     above zero (largest first), how many intervals include zero, why any cell is empty, the caveat."""
     m = lambda v: _yen(v, currency, language)  # noqa: E731
     d = actionable(table).dropna(subset=["d_ltv"])
-    sure = d[d["d_ltv_lo"] > 0].sort_values("d_ltv", ascending=False, kind="stable")
-    unsure = d[~(d["d_ltv_lo"] > 0) & ~(d["d_ltv_hi"] < 0)]
+    # the potential stage decides what is credible (potential.csv ``credible``: flagged by its models under
+    # the triggers' false-discovery control and an LTV gain above zero after the same control); the text
+    # only words that decision
+    above = d["d_ltv_lo"] > 0
+    named = d["credible"].astype(str).str.lower().isin(["true", "1"]) if "credible" in d else above
+    sure = d[named].sort_values("d_ltv", ascending=False, kind="stable")
+    unproven = d[above & ~named]
+    unsure = d[~above & ~(d["d_ltv_hi"] < 0)]
     who = f"{accounts:,}" if accounts is not None else ""
     if language == "ja":
         text = [
@@ -734,9 +766,13 @@ def potential(
         elif len(sure):
             items = "、".join(f"**{(labels or {}).get(r.kpi, r.label)}**（LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)}）"
                               for r in sure.head(top).itertuples())
-            text.append(f"LTV増分の95%区間がゼロを上回ったのは{len(sure)}指標で、大きい順に{items}です。")
+            text.append(f"改善の価値を確かに言えるのは{len(sure)}指標で（モデルで有意、かつ多重比較を考慮してもLTV増分がプラス）、"
+                        f"大きい順に{items}です。")
         else:
             text.append("どのKPIについても、LTV増分の95%区間がゼロを含みます。このデータからは、改善の価値を確かに言えるKPIはありません。")
+        if len(unproven):
+            text.append(f"{len(unproven)}指標は区間はプラスですが、多数の指標を同時に調べたことを考慮すると偶然と区別できないため、"
+                        "改善の価値があるとは言えません。")
         if len(unsure):
             text.append(f"{len(unsure)}指標は区間がゼロをまたぐため、改善に価値があるかどうかはこのデータでは判断できません。")
     else:
@@ -753,11 +789,15 @@ def potential(
         elif len(sure):
             items = ", ".join(f"**{(labels or {}).get(r.kpi, r.label)}** (LTV {_interval(r.d_ltv, r.d_ltv_lo, r.d_ltv_hi, m)})"
                               for r in sure.head(top).itertuples())
-            text.append(f"{len(sure)} KPI{'' if len(sure) == 1 else 's'} {'has' if len(sure) == 1 else 'have'} an "
-                        f"LTV gain whose interval is above zero; the largest: {items}.")
+            text.append(f"{len(sure)} KPI{'' if len(sure) == 1 else 's'} {'is' if len(sure) == 1 else 'are'} worth "
+                        "improving on this evidence (the effect passes the models' false-discovery control and the "
+                        f"LTV gain stays above zero after it); the largest: {items}.")
         else:
             text.append("For every KPI the 95% interval of the LTV gain includes zero: the data cannot say that "
                         "improving any one of them is worth something.")
+        if len(unproven):
+            text.append(f"For {len(unproven)} KPIs the interval lies above zero, but with this many KPIs tested that "
+                        "is not told apart from chance: they are not named as worth improving.")
         if len(unsure):
             text.append(f"For {len(unsure)} KPI{'' if len(unsure) == 1 else 's'} the interval crosses zero: the data "
                         "cannot tell whether improving them is worth anything.")
@@ -1154,12 +1194,13 @@ REASON_CODES = {  # reason_code of health_validation.json → (ja, en)
 }
 
 VERDICT = {
-    "driver": ("オンボード完了は解約の少なさと関連しています（解約ドライバー）。",
-               "Completing onboarding goes with less churn here: it is a churn driver."),
+    "driver": ("利用状況など他の指標と契約条件が同じアカウント同士で比べても、オンボード完了は解約の少なさと関連しています（解約ドライバー）。",
+               "Even against accounts with the same other KPIs and context, completing onboarding goes with less "
+               "churn here: it is a churn driver."),
     "urban_legend": ("オンボード完了の有無で解約率に意味のある差はありません（「都市伝説」）。",
                      "Churn hardly differs with onboarding: here its importance is an \"urban legend\"."),
-    "inconclusive": ("このデータでは、オンボードが解約に効くかどうかは判断できません。",
-                     "The data cannot tell whether onboarding matters for churn here."),
+    "inconclusive": ("このデータでは、オンボードそのものが解約に効くかどうかは判断できません。",
+                     "The data cannot tell whether onboarding itself matters for churn here."),
 }
 
 
@@ -1186,6 +1227,15 @@ def onboarding(check: dict | None, language: str = "ja") -> str:
         text = (f"Churn within {h} months: onboarded {pct(on['rate'])} [{pct(on['ci'][0])}, {pct(on['ci'][1])}] "
                 f"(n = {on['n']:,}), not onboarded {pct(off['rate'])} [{pct(off['ci'][0])}, {pct(off['ci'][1])}] "
                 f"(n = {off['n']:,}); difference {diff}. {verdict}")
+    a, hz = check.get("adjusted", {}), check.get("hazard_model", {})
+    if a.get("status") == "ok":
+        adiff = _interval(a["estimate"], a["ci_low"], a["ci_high"], lambda x: f"{100 * float(x):+.1f}pt")
+        text += (f"他の指標・契約期間・セグメント・契約形態をそろえた差（AIPW）: {adiff}。" if ja else
+                 f" Adjusted for the other KPIs, tenure, segment and contract type (AIPW): {adiff}.")
+        if hz.get("status") == "ok":
+            hr = _interval(hz["hazard_ratio"], hz["ci_low"], hz["ci_high"], lambda x: f"{float(x):.2f}")
+            text += (f"前月の指標をそろえた月次の解約ハザード比（完了/未完了）: {hr}。" if ja else
+                     f" Monthly churn hazard ratio (onboarded / not) given the previous month's KPIs: {hr}.")
     s = check.get("score_after_12_months", {})
     if s.get("difference"):
         sd = s["difference"]

@@ -373,6 +373,27 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
     return pd.DataFrame(out)
 
 
+def recent_values(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS) -> dict[str, np.ndarray]:
+    """The values behind :func:`recent_means`: for each selected row and KPI, the account's last ``n``
+    non-missing values up to and including that row, oldest first (rows × n, NaN-padded in front)."""
+    pos = np.flatnonzero(rows)
+    tenure = panel["tenure"].to_numpy()
+    first = np.arange(len(panel)) - tenure
+    out = {}
+    for k in kpis:
+        x = panel[k].to_numpy(dtype="float64")
+        seen = np.isfinite(x)
+        where = np.flatnonzero(seen)
+        count = np.cumsum(seen)
+        before = count[first] - seen[first]
+        own = count[pos] - before[pos]
+        vals = np.full((len(pos), n), np.nan)
+        for j in range(n):  # column n − 1 − j holds the (j + 1)-th last observed value
+            ok = own > j
+            vals[ok, n - 1 - j] = x[where[count[pos][ok] - 1 - j]]
+        out[k] = vals
+    return out
+
 
 def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarray, np.ndarray]:
     """Model rows (boolean mask over the panel) and the 0/1 outcome on them, for every model of the kit.

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
+from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
@@ -33,11 +35,14 @@ from cskit.models import (
     ADJUST,
     CHURN_ADJUST,
     MIN_EVENTS,
+    MISSING_COLUMNS,
+    MISSING_PREFIX,
     Design,
     GLMResult,
     Transform,
+    cluster_cov,
     design_matrix,
-    fit_binomial,
+    fit_with_missingness,
     kpi_transforms,
     linear_flagged,
     select_terms,
@@ -45,7 +50,7 @@ from cskit.models import (
 )
 from cskit.narrative import POTENTIAL_CAVEAT, share_kpis
 from cskit.notices import Notice
-from cskit.panel import OUTCOMES, active_rows, decides, outcome_rows, recent_means, renewal_cycles
+from cskit.panel import OUTCOMES, active_rows, decides, outcome_rows, recent_means, recent_values, renewal_cycles
 from cskit.params import Params
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
@@ -65,6 +70,8 @@ class OutcomeModel:
     design: Design | None = None
     fit: GLMResult | None = None
     reason: str = ""
+    draw_cov: np.ndarray | None = None
+    missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
 
 
 @dataclass
@@ -118,7 +125,10 @@ def fit_outcome(
     Rows are :func:`cskit.panel.outcome_rows`: an account's first ``lag`` months are left out (no KPI
     of month t − lag exists there; as all-missing rows they would bend the tenure term). With
     ``alpha``, KPIs' curves and segment-specific slopes are selected as in the triggers
-    (:func:`cskit.models.select_terms`) and the projection follows them.
+    (:func:`cskit.models.select_terms`) and the projection follows them. A KPI whose missingness is
+    informative gets a missing indicator (:func:`cskit.models.fit_with_missingness`, at ``alpha`` or
+    0.05); ``draw_cov`` is the covariance clustered by account (:func:`cskit.models.cluster_cov`) that
+    the interval draws use.
     """
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
@@ -130,11 +140,13 @@ def fit_outcome(
         return model
     adjust = CHURN_ADJUST if outcome == "churn" else ADJUST
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=adjust)
-    model.fit = fit_binomial(yr, design.X, link="cloglog", names=design.names)
+    design, model.fit, model.missing = fit_with_missingness(yr, design, "cloglog", 0.05 if alpha is None else alpha,
+                                                            outcome)
     if alpha is not None:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
         design, model.fit, _ = select_terms(yr, design, model.fit, linear_flagged(design, model.fit, alpha), seg, alpha)
-    model.design = replace(design, X=np.empty((0, design.X.shape[1])))
+    model.draw_cov = cluster_cov(model.fit, design.X, yr, panel["account_id"].to_numpy()[rows])
+    model.design = replace(design, X=np.empty((0, design.X.shape[1])), missing={})
     separated = separated_terms(model.fit)
     if separated:
         model.reason = Notice("potential_separated", stage="potential", outcome=outcome, terms=list(separated))
@@ -180,6 +192,16 @@ def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as
     return means.reindex(active["account_id"].to_numpy())[kpis].reset_index(drop=True)
 
 
+def future_months(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    """The monthly values behind :func:`future_values`: per KPI (not ``contract_months``), each active
+    account's last 3 observed values up to as_of, oldest first (accounts × 3, NaN-padded)."""
+    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(active["account_id"]).to_numpy()
+    monthly = [k for k in kpis if k != "contract_months"]
+    values = recent_values(panel, monthly, rows)
+    order = pd.Index(panel["account_id"].to_numpy()[rows]).get_indexer(active["account_id"].to_numpy())
+    return {k: v[order] for k, v in values.items()}
+
+
 @dataclass
 class Scenario:
     """KPI k's scenario: δ, and per active account the change dz of its standardised value."""
@@ -198,13 +220,20 @@ def scenarios(
     pct: float,
     transforms: dict[str, Transform],
     language: str = "en",
+    *,
+    months: dict[str, np.ndarray] | None = None,
 ) -> list[Scenario]:
     """δ_k = direction × pct/100 × mean of the future values over the active accounts (non-missing),
     added to every account, clipped to the KPI's bounds and never moving a value the wrong way.
 
-    An account that never reported the KPI is taken at the value the models assume for a missing
-    KPI (z = 0) and moved by δ too. ``contract_months`` gets dz = 0: its δ moves the tenure instead.
+    With ``months`` (:func:`future_months`), δ is added to each of the account's last 3 observed monthly
+    values, each clipped on its own (a month with zero support inquiries cannot fall below zero), and
+    dz is the mean of the months' changes on the model scale (log1p is applied to the monthly values
+    the models were fitted on, not to their mean). An account that never reported the KPI is taken at
+    the value the models assume for a missing KPI (z = 0) and moved by δ too. ``contract_months`` gets
+    dz = 0: its δ moves the tenure instead.
     """
+    months = months or {}
     out = []
     for k in kpis:
         x = future[k].to_numpy(dtype="float64")
@@ -220,11 +249,22 @@ def scenarios(
         elif k in transforms and k != "contract_months":
             t = transforms[k]
             x = np.where(np.isfinite(x), x, t.inverse(0.0))
-            changed = np.clip(x + delta, kpi.lower, kpi.upper)
-            changed = np.maximum(changed, x) if delta > 0 else np.minimum(changed, x)
-            dz = t.forward(changed) - t.forward(x)
+            dz = _moved_z(t, x, delta, kpi)
+            if k in months:
+                v = months[k]
+                seen = np.isfinite(v)
+                per_month = np.where(seen, _moved_z(t, np.where(seen, v, 0.0), delta, kpi), 0.0)
+                n = seen.sum(axis=1)
+                dz = np.where(n > 0, per_month.sum(axis=1) / np.maximum(n, 1), dz)
         out.append(Scenario(k, mean, delta, dz, reason))
     return out
+
+
+def _moved_z(t: Transform, x: np.ndarray, delta: float, kpi: KPI) -> np.ndarray:
+    """Change on the model scale of values ``x`` moved by δ, clipped to the KPI's bounds, never the wrong way."""
+    changed = np.clip(x + delta, kpi.lower, kpi.upper)
+    changed = np.maximum(changed, x) if delta > 0 else np.minimum(changed, x)
+    return t.forward(changed) - t.forward(x)
 
 
 # ---------------------------------------------------------------- the projection
@@ -263,8 +303,10 @@ class Hazard:
 
 
 def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -> np.ndarray:
-    """Design rows of the active accounts' future months: [1, z(KPIs), dummies], missing KPIs at
-    z = 0 as in the fit, z(contract_months) = 0 (the tenure factor carries it)."""
+    """Design rows of the active accounts' future months: [1, z(KPIs), dummies, missing indicators],
+    missing KPIs at z = 0 as in the fit, z(contract_months) = 0 (the tenure factor carries it); a
+    missing indicator at the share of the account's last 3 months without a value (``future``'s
+    ``missing:<kpi>`` column, :func:`missing_shares`): its expected value in a future month."""
     cols = [np.ones(len(active))]
     for k in design.kpis:
         z = design.transforms[k].forward(future[k].to_numpy(dtype="float64"))
@@ -273,9 +315,32 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
         values = active[a].astype(str).to_numpy()
         season = a == "churn_season"  # the future months' calendar enters month by month (season_factor)
         cols.extend(np.zeros(len(active)) if season else (values == v).astype("float64") for v in levels[1:])
+    for k in design.indicators:  # the indicators come before the terms, as in the design
+        name = MISSING_PREFIX + k
+        cols.append(future[name].to_numpy(dtype="float64") if name in future else np.zeros(len(active)))
     segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
     cols.extend(t.values(cols[1 + design.kpis.index(t.kpi)], segment) for t in design.terms)
     return np.column_stack(cols)
+
+
+def missing_shares(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp,
+                   n: int = 3) -> pd.DataFrame:
+    """Per active account and KPI, the share of its last ``n`` months (up to as_of, within the contract)
+    in which the KPI has no value; columns ``missing:<kpi>``."""
+    at = np.flatnonzero((panel["month"] == pd.Timestamp(as_of)).to_numpy())
+    tenure = panel["tenure"].to_numpy()[at]
+    order = pd.Index(panel["account_id"].to_numpy()[at]).get_indexer(active["account_id"].to_numpy())
+    at, tenure = at[order], tenure[order]
+    out = {}
+    for k in kpis:
+        gap = panel[k].isna().to_numpy()
+        total, count = np.zeros(len(at)), np.zeros(len(at))
+        for j in range(n):
+            ok = tenure >= j
+            total[ok] += gap[at[ok] - j]
+            count[ok] += 1
+        out[MISSING_PREFIX + k] = total / np.maximum(count, 1)
+    return pd.DataFrame(out)
 
 
 def make_hazard(model: OutcomeModel | None, coef: np.ndarray, future: pd.DataFrame, active: pd.DataFrame) -> Hazard:
@@ -508,7 +573,11 @@ def improvement_potential(
             notes[_column(o)] = models[o].reason
     sizes = relative_sizes(panel)
     future = future_values(panel, active, model_kpis, data.as_of)
-    scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms, params.language)
+    flagged = sorted({k for m in models.values() if m and m.design for k in m.design.indicators})
+    if flagged:
+        future = pd.concat([future, missing_shares(panel, active, flagged, data.as_of)], axis=1)
+    months = future_months(panel, active, [k for k in kpis if k not in data.static_kpis], data.as_of)
+    scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms, params.language, months=months)
 
     point_coef = {o: _point_coef(m) for o, m in models.items()}
     point = project(
@@ -613,7 +682,8 @@ def _draw_coef(model: OutcomeModel | None, point: np.ndarray, b: int, rng: np.ra
     if model is None or model.fit is None:
         return np.repeat(point, b, axis=0)
     fit = model.fit
-    cov = (fit.cov + fit.cov.T) / 2
+    cov = fit.cov if model.draw_cov is None else model.draw_cov
+    cov = (cov + cov.T) / 2
     held = [fit.names.index(n) for n in separated_terms(fit)]
     cov[held, :] = 0.0
     cov[:, held] = 0.0
@@ -640,7 +710,8 @@ def _table(
     params: Params,
     notes: dict[str, str],
 ) -> tuple[pd.DataFrame, list[str]]:
-    """potential.csv: one row per KPI, in seed 000's order: by category, then catalogue order."""
+    """potential.csv: one row per KPI, in seed 000's order: by category, then catalogue order; then the
+    decision whether the LTV gain is credible (:func:`credible`)."""
     estimable = {o: bool(m and m.fit is not None) for o, m in models.items()}
     empty_col = {
         "d_churn": not estimable["churn"],
@@ -673,6 +744,8 @@ def _table(
                 d = f(draws.totals, params.gross_margin)
                 diff = d[s] - d[0]
                 lo, hi = row[col] + np.quantile(diff[1:] - diff[0], [0.025, 0.975])
+                if col == "d_ltv":
+                    row["_ltv_sd"] = float(np.std(diff[1:] - diff[0]))
             row[f"{col}_lo"], row[f"{col}_hi"] = float(lo), float(hi)
         row["_phase"] = PHASES.get(kpi.phase, PHASES["after_start"])[params.language]
         row["_cat"] = kpi.category
@@ -680,13 +753,62 @@ def _table(
     cols = ["kpi", "label", "category", "mean", "improvement"]
     for c in COLUMNS:
         cols += [c, f"{c}_lo", f"{c}_hi"]
-    table = pd.DataFrame(rows, columns=[*cols, "_phase", "_cat"])
+    table = pd.DataFrame(rows, columns=[*cols, "_phase", "_cat", "_ltv_sd"])
+    table = credible(table, models, params.alpha)
+    cols += CREDIBLE_COLUMNS
     cats, names = list(CATEGORIES), list(catalogue)
     table["_o1"] = table["_cat"].map(lambda c: cats.index(c) if c in cats else len(cats))
     table["_o2"] = table["kpi"].map(lambda k: names.index(k) if k in names else len(names))
     table = table.sort_values(["_o1", "_o2"], kind="stable")
     phase = table["_phase"].to_numpy()
     return table[cols].reset_index(drop=True), list(phase)
+
+
+CREDIBLE_COLUMNS = ["models_flagged", "ltv_q_value", "credible"]
+LTV_OUTCOMES = ("churn", "expansion", "downgrade")  # the models that move the LTV
+
+
+def flagged_in_models(models: dict[str, OutcomeModel | None], alpha: float) -> dict[str, list[str]]:
+    """Per KPI, the LTV models (churn, expansion, downgrade) in which its effect passes the triggers'
+    error control: Benjamini–Hochberg q < alpha over the model's KPIs (Wald p-values)."""
+    out: dict[str, list[str]] = {}
+    for o in LTV_OUTCOMES:
+        m = models.get(o)
+        if m is None or m.fit is None or not m.design.kpis:
+            continue
+        p = m.fit.summary()["p_value"].loc[m.design.kpis].to_numpy(dtype="float64")
+        ok = np.isfinite(p)
+        if not ok.any():
+            continue
+        q = np.full(len(p), np.nan)
+        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+        for k, qk in zip(m.design.kpis, q):
+            if qk < alpha:
+                out.setdefault(k, []).append(o)
+    return out
+
+
+def credible(table: pd.DataFrame, models: dict[str, OutcomeModel | None], alpha: float) -> pd.DataFrame:
+    """The potential's own decision, written in potential.csv, of which LTV gains the data support:
+    ``credible`` when (1) the KPI's effect passes the false-discovery control (BH q < alpha) in at least
+    one of the models that move the LTV (``models_flagged``: the same error control as the triggers),
+    and (2) its LTV gain is above zero after the same control over the KPIs of the table
+    (``ltv_q_value``: BH over the two-sided p of d_ltv / SD of its draws). A KPI that no model flags
+    (a noise KPI, a proxy) is never credible, whatever its interval. Without draws nothing is."""
+    out = table.copy()
+    flags = flagged_in_models(models, alpha)
+    out["models_flagged"] = [";".join(flags.get(k, [])) for k in out["kpi"]]
+    sd = out["_ltv_sd"].to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = out["d_ltv"].to_numpy(dtype="float64") / sd
+    p = 2 * norm.sf(np.abs(z))
+    ok = np.isfinite(p) & (sd > 0)
+    q = np.full(len(p), np.nan)
+    if ok.any():
+        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    out["ltv_q_value"] = q
+    out["credible"] = (out["models_flagged"] != "") & (q < alpha) & (out["d_ltv"] > 0) & (out["d_ltv_lo"] > 0)
+    return out.drop(columns="_ltv_sd")
 
 
 def _dropped_reason(kpi: str, models: dict[str, OutcomeModel | None]) -> Notice:

@@ -112,6 +112,9 @@ PROXY_OF = {"session_seconds": "login_days", "manual_views": "cs_site_visits", "
 THRESHOLD_SLOPE = 0.8  # churn log-hazard per login day below the threshold (the ``login_threshold`` option)
 SEASONAL_PEAK = 1.5  # latent SD added to the ``seasonal_kpi`` in the month before the churn shock
 RECENT_WINDOW = 3  # months averaged by an annual renewal decided on sustained usage (``recent_mean_annual``)
+MNAR_CSAT = {"before": 0.45, "months": 2, "otherwise": 0.08}  # mnar_csat: P(csat unanswered) before a churn / else
+ONBOARDING_USAGE = 2.5  # onboarding_proxy: onboarding ~ Bernoulli(sigmoid(1 + 2.5 a_usage)), no effect of its own
+SPARSE_SUPPORT = {"poisson": (-0.7, 0.5), "centre": 0.56, "scale": 0.81}  # support_inquiries, ~58% zero months
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,13 @@ class Options:
       months are not exported; contracts may start long before the first data month);
     - ``active_only``: with ``window_start``, accounts whose contract ended before the window are left
       out of accounts.csv (an export of the accounts active in the window).
+    Gaps, proxies and sparse counts:
+    - ``mnar_csat``: csat is not answered far more often before a churn (missing not at random: accounts
+      about to leave stop answering): in the 2 months before the churn month it is blanked with
+      probability 0.45, in any other month with 0.08 (MNAR_CSAT); the hazards keep the true values.
+    - ``onboarding_proxy``: onboarding travels with the usage trait (ONBOARDING_USAGE) and has no churn
+      effect of its own (its truth row is a proxy of login days).
+    - ``sparse_support``: support_inquiries is a sparse count (about 58% of months zero; SPARSE_SUPPORT).
     """
 
     segment_only: tuple[tuple[str, str], ...] = ()
@@ -159,6 +169,34 @@ class Options:
     recent_mean_annual: bool = False
     window_start: int = 0
     active_only: bool = False
+    mnar_csat: bool = False
+    onboarding_proxy: bool = False
+    sparse_support: bool = False
+
+    def beta_sd(self) -> dict[str, dict[str, float]]:
+        beta = {o: dict(b) for o, b in BETA_SD.items()}
+        if self.onboarding_proxy:
+            beta["churn"]["onboarding_completed"] = 0.0
+        return beta
+
+    def centre(self) -> dict[str, float]:
+        return CENTRE | ({"support_inquiries": SPARSE_SUPPORT["centre"]} if self.sparse_support else {})
+
+    def scale(self) -> dict[str, float]:
+        return SCALE | ({"support_inquiries": SPARSE_SUPPORT["scale"]} if self.sparse_support else {})
+
+    def poisson(self) -> dict[str, tuple[float, float]]:
+        return POISSON | ({"support_inquiries": SPARSE_SUPPORT["poisson"]} if self.sparse_support else {})
+
+    def proxy_of(self) -> dict[str, str]:
+        return PROXY_OF | ({"onboarding_completed": "login_days"} if self.onboarding_proxy else {})
+
+    def onboarding_trait(self) -> tuple[int, float]:
+        """(factor index, loading) of the onboarding draw: learning 0.6, or usage under onboarding_proxy."""
+        return (0, ONBOARDING_USAGE) if self.onboarding_proxy else (2, 0.6)
+
+    def mnar(self) -> dict[str, dict]:
+        return {"csat": MNAR_CSAT} if self.mnar_csat else {}
 
 
 def calendar_month(start: str, t: np.ndarray | int) -> np.ndarray:
@@ -226,7 +264,9 @@ def design(options: Options | None = None) -> dict:
         "seasonal_kpi": options.seasonal_kpi, "seasonal_peak": SEASONAL_PEAK,
         "recent_mean_annual": options.recent_mean_annual, "recent_window": RECENT_WINDOW,
         "window_start": options.window_start, "active_only": options.active_only,
-        "beta_sd": BETA_SD, "centre": CENTRE, "scale": SCALE, "intercept": INTERCEPT, "tenure": TENURE,
+        "mnar": options.mnar(), "onboarding_trait": options.onboarding_trait(), "proxy_of": options.proxy_of(),
+        "beta_sd": options.beta_sd(), "centre": options.centre(), "scale": options.scale(), "intercept": INTERCEPT,
+        "tenure": TENURE,
         "segment_effect": {k: dict(zip(SEGMENTS, v)) for k, v in SEGMENT_EFFECT.items()},
         "tenure_term": "log1p(tenure)", "link": "cloglog",
         "g_expansion": sum(EXPANSION_SIZE) / 2, "g_downgrade": sum(DOWNGRADE_SIZE) / 2,
@@ -269,15 +309,16 @@ def eta_kpis(outcome: str, x: dict[str, np.ndarray], names: list[str] | None = N
     THRESHOLD_SLOPE × max(0, threshold − x); a ``segment_only`` driver's term is 0 outside its segment
     (``seg``: segment codes, indices of SEGMENTS).
     """
-    terms = BETA_SD[outcome] if names is None else {k: BETA_SD[outcome][k] for k in names}
     options = options or Options()
+    beta, centre, scale = options.beta_sd()[outcome], options.centre(), options.scale()
+    terms = beta if names is None else {k: beta[k] for k in names}
     only = dict(options.segment_only) if outcome == "churn" else {}
     total = 0.0
     for k, b in terms.items():
         if outcome == "churn" and k == "login_days" and options.login_threshold is not None:
             term = THRESHOLD_SLOPE * np.maximum(0.0, options.login_threshold - x[k])
         else:
-            term = b * (x[k] - CENTRE[k]) / SCALE[k]
+            term = b * (x[k] - centre[k]) / scale[k]
         if k in only:
             term = term * (np.asarray(seg) == SEGMENTS.index(only[k]))
         total = total + term
@@ -300,6 +341,7 @@ def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndar
     seats = rng.integers(lo, hi + 1)
     price = np.array([[SEAT_PRICE[(s, p)] for p in PLANS] for s in SEGMENTS])[seg, pro.astype(int)]
     static = rng.standard_normal((n, 4))
+    trait = options.onboarding_trait()
     lines = np.zeros((n, 1 + len(OPTIONS)))
     lines[:, 0] = seats * price
     out = {
@@ -308,7 +350,7 @@ def _new_accounts(rng: np.random.Generator, start: np.ndarray, referrer: np.ndar
         "team": np.maximum(1, np.round(seats * rng.uniform(0.9, 1.2, n))).astype(np.int64),
         "pro_share": np.where(pro, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.15, n)),
         "free_share": rng.uniform(0.0, 0.4, n),
-        "onboarding": (rng.random(n) < _sigmoid(1.0 + 0.6 * static[:, 2])).astype(np.int64),
+        "onboarding": (rng.random(n) < _sigmoid(1.0 + trait[1] * static[:, trait[0]])).astype(np.int64),
         "webinar": rng.binomial(3, _sigmoid(-0.3 + 0.5 * static[:, 2])),
         "static": static, "ar": rng.standard_normal((n, 4)), "noise": rng.standard_normal((n, len(LATENT))),
         "survey_phase": rng.integers(0, 6, n), "referrer": referrer.astype(np.int64),
@@ -348,10 +390,11 @@ def _latents(factors: np.ndarray, noise: np.ndarray, names: list[str], columns: 
     return z
 
 
-def _raw(name: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _raw(name: str, z: np.ndarray, rng: np.random.Generator, options: Options | None = None) -> np.ndarray:
     """Raw value of a latent KPI on its realistic scale and bounds."""
-    if name in POISSON:
-        a, b = POISSON[name]
+    poisson = POISSON if options is None else options.poisson()
+    if name in poisson:
+        a, b = poisson[name]
         return rng.poisson(np.exp(a + b * z)).astype(float)
     if name == "login_days":
         return np.round(31 * _sigmoid(0.1 + 1.1 * z))
@@ -365,7 +408,7 @@ def _raw(name: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator,
-                  shift: dict[str, float | np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                  shift: dict[str, float | np.ndarray] | None = None, options: Options | None = None) -> dict[str, np.ndarray]:
     """Raw values of the 24 monthly KPIs for the accounts ``idx`` in the current month.
 
     Active users are drawn from the account's fixed team (not from its seats), so an upsell raises
@@ -388,7 +431,7 @@ def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator,
         out[name] = _raw(name, z[name], rng)
     out["newsletter_click_rate"] = np.round(out["newsletter_open_rate"] * _sigmoid(-1.5 + 0.6 * z["newsletter_click_rate"]), 3)
     for name in POISSON:
-        out[name] = _raw(name, z[name], rng)
+        out[name] = _raw(name, z[name], rng, options)
     return {k: out[k] for k in MONTHLY_KPIS}
 
 
@@ -430,6 +473,7 @@ class Truth:
     options: Options = field(default_factory=Options)
     asof_month: int = 1  # calendar month (1–12) of as_of: where a seasonal shock falls in the future
     dropped: tuple[str, ...] = ()  # account ids with the planted engagement drop (EngagementDrop)
+    recent: dict = field(default_factory=dict)
 
     def potential(self, improvement_pct: float = 10, horizon_months: int = 12, ltv_months: int = 36,
                   gross_margin: float = 1.0) -> pd.DataFrame:
@@ -439,7 +483,7 @@ class Truth:
         shift delta), d_ltv, d_expansion, d_new, d_downgrade, d_churn (scenario - baseline, currency).
         """
         return true_potential(self.snapshot, improvement_pct, horizon_months, ltv_months, gross_margin,
-                              options=self.options, asof_month=self.asof_month)
+                              options=self.options, asof_month=self.asof_month, recent=self.recent)
 
 
 @dataclass
@@ -534,9 +578,9 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             churned = rng.random(len(elig)) < p_c
             acc["churn_month"][elig[churned]] = t
             stay = ~churned
-            p_e = cloglog_inv(eta("expansion", x, ten, seg))
-            p_d = cloglog_inv(eta("downgrade", x, ten, seg))
-            p_r = cloglog_inv(eta("referral", x, ten, seg))
+            p_e = cloglog_inv(eta("expansion", x, ten, seg, options=options))
+            p_d = cloglog_inv(eta("downgrade", x, ten, seg, options=options))
+            p_r = cloglog_inv(eta("referral", x, ten, seg, options=options))
             u = rng.random(len(elig))
             expand = stay & (u < p_e)
             down = stay & (u >= p_e) & (u < p_e + p_d)
@@ -559,7 +603,7 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             hit = np.isin(idx, chosen)
             for k, v in engagement_drop.shift:
                 shift[k] = shift.get(k, 0.0) + np.where(hit, v, 0.0)
-        values = _monthly_kpis(acc, idx, rng, shift or None)
+        values = _monthly_kpis(acc, idx, rng, shift or None, options)
         dense = np.full((n, len(drivers)), np.nan)
         dense[idx] = np.column_stack([values[k] for k in drivers])
         history[t] = dense
@@ -575,16 +619,28 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
             snapshot_state["season"] = season_term(options, calendar_month(start, t + np.arange(horizon_months + 1)))
         _advance(acc, idx[acc["churn_month"][idx] > t], rng)
 
+    for k, m in options.mnar().items():
+        kpi_blocks = [_unanswered(block, k, m, acc["churn_month"], rng) for block in kpi_blocks]
     tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
     tables = _export(tables, acc, ids, start, options)
     as_of = str(pd.Period(start, "M") + asof_t) + "-01"
-    sd, snapshot = _observed_stats(tables, asof_t, start)
+    sd, snapshot, recent = _observed_stats(tables, asof_t, start, options)
     snapshot["term_months"] = acc["term"][pd.Index(ids).get_indexer(snapshot["account_id"])]
     future = _future(acc, ids, snapshot_state, asof_t, horizon_months, lag, mc_paths, rng, options)
     dropped = tuple(sorted(str(a) for a in ids[chosen])) if engagement_drop is not None else ()
     truth = Truth(_effects(sd, options), future, snapshot, design(options), options, int(calendar_month(start, asof_t)),
-                  dropped)
+                  dropped, recent)
     return SimulatedClient(tables, as_of, truth)
+
+
+def _unanswered(block: tuple, kpi: str, m: dict, churn_month: np.ndarray, rng: np.random.Generator) -> tuple:
+    """A month's values as the client records them: ``kpi`` is blanked with probability m["before"] in
+    the m["months"] months before the account's churn month (its churn within the horizon included) and
+    m["otherwise"] in any other month. The hazards used the true values."""
+    t, idx, values = block
+    ahead = churn_month[idx] - t
+    p = np.where((ahead >= 1) & (ahead <= m["months"]), m["before"], m["otherwise"])
+    return t, idx, values | {kpi: np.where(rng.random(len(idx)) < p, np.nan, values[kpi])}
 
 
 def _fiscal_starts(acc: dict, start: str, n_months: int, month: int) -> None:
@@ -740,7 +796,7 @@ def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.rand
             ar = FACTOR_RHO * ar + math.sqrt(1 - FACTOR_RHO**2) * rng.standard_normal(ar.shape, dtype=np.float32)
             noise = NOISE_RHO * noise + math.sqrt(1 - NOISE_RHO**2) * rng.standard_normal(noise.shape, dtype=np.float32)
             z = _latents(_factors(static, ar), noise, CHURN_KPIS, CHURN_KPIS)
-            simulated[h] = np.column_stack([_raw(k, z[k], rng) for k in CHURN_KPIS])
+            simulated[h] = np.column_stack([_raw(k, z[k], rng, options) for k in CHURN_KPIS])
     return 1.0 - survival.reshape(n, paths).mean(axis=1)
 
 
@@ -934,8 +990,22 @@ def _last3_mean(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndar
         return np.where(count > 0, total / count, np.nan)
 
 
-def _observed_stats(tables: dict, asof_t: int, start: str) -> tuple[dict, pd.DataFrame]:
-    """Per-KPI SD over the account-months up to as_of, and the projection inputs of active accounts."""
+def _last3_values(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """Per group, its last 3 non-missing values, oldest first (n_groups x 3, NaN-padded)."""
+    ok = ~np.isnan(values)
+    c, v = codes[ok], values[ok]
+    end = np.cumsum(np.bincount(c, minlength=n_groups))
+    back = end[c] - np.arange(len(c))  # 1 = the last value of its group
+    keep = back <= 3
+    out = np.full((n_groups, 3), np.nan)
+    out[c[keep], 3 - back[keep]] = v[keep]
+    return out
+
+
+def _observed_stats(tables: dict, asof_t: int, start: str,
+                    options: Options | None = None) -> tuple[dict, pd.DataFrame, dict]:
+    """Per-KPI SD over the account-months up to as_of, the projection inputs of active accounts, and the
+    last 3 observed values of each monthly driver (for the month-by-month scenario)."""
     kpis = tables["kpis"].copy()
     accounts = tables["accounts"].set_index("account_id")
     for k in STATIC_KPIS:
@@ -958,9 +1028,14 @@ def _observed_stats(tables: dict, asof_t: int, start: str) -> tuple[dict, pd.Dat
     for k in MONTHLY_KPIS + (["nps"] if "nps" in tables else []):
         x = _last3_mean(codes, len(groups), pd.to_numeric(kpis[k]).to_numpy(float, na_value=np.nan))[pick]
         snap[k] = np.where(np.isnan(x), np.nanmean(x), x)
+    recent = {}
+    for k in (options or Options()).centre():
+        if k in MONTHLY_KPIS:
+            values = pd.to_numeric(kpis[k]).to_numpy(float, na_value=np.nan)
+            recent[k] = _last3_values(codes, len(groups), values)[pick]
     for k in STATIC_KPIS:
         snap[k] = active[k].astype(float)
-    return sd, snap.rename_axis("account_id").reset_index()
+    return sd, snap.rename_axis("account_id").reset_index(), recent
 
 
 def _effects(sd: dict[str, float], options: Options | None = None) -> pd.DataFrame:
@@ -973,10 +1048,11 @@ def _effects(sd: dict[str, float], options: Options | None = None) -> pd.DataFra
     for outcome in OUTCOMES:
         src = "churn" if outcome == "renewal" else outcome
         sign = -1.0 if outcome == "renewal" else 1.0
-        drivers = BETA_SD[src]
+        drivers = {k: b for k, b in options.beta_sd()[src].items() if b != 0}
+        scale, proxy_of = options.scale(), options.proxy_of()
         for k in sd:
-            beta_unit = sign * drivers[k] / SCALE[k] if k in drivers else 0.0
-            role = "driver" if k in drivers else "proxy" if PROXY_OF.get(k) in drivers else "noise"
+            beta_unit = sign * drivers[k] / scale[k] if k in drivers else 0.0
+            role = "driver" if k in drivers else "proxy" if proxy_of.get(k) in drivers else "noise"
             shape, segment = "linear", ""
             if src == "churn" and k in drivers:
                 segment = only.get(k, "")
@@ -1006,9 +1082,9 @@ def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon
     season = season_term(options, (asof_month - 1 + months) % 12 + 1)[None, :]
     p_c = cloglog_inv(eta("churn", xx, eff, seg, annual, options) + season)
     p_c = np.where(tenure % term == 0, p_c, 0.0)
-    p_e = cloglog_inv(eta("expansion", xx, eff, seg))
-    p_d = cloglog_inv(eta("downgrade", xx, eff, seg))
-    p_r = cloglog_inv(eta("referral", xx, eff, seg))
+    p_e = cloglog_inv(eta("expansion", xx, eff, seg, options=options))
+    p_d = cloglog_inv(eta("downgrade", xx, eff, seg, options=options))
+    p_r = cloglog_inv(eta("referral", xx, eff, seg, options=options))
     g_e, g_d = sum(EXPANSION_SIZE) / 2, sum(DOWNGRADE_SIZE) / 2
     surv = np.cumprod(1.0 - p_c, axis=1)
     surv_prev = np.concatenate([np.ones((len(surv), 1)), surv[:, :-1]], axis=1)
@@ -1025,12 +1101,27 @@ def _project(snap: pd.DataFrame, x: dict[str, np.ndarray], shift: float, horizon
     }
 
 
+def scenario_value(x: np.ndarray, recent: np.ndarray | None, delta: float, lower: float, upper: float) -> np.ndarray:
+    """An account's KPI value in the scenario: its value ``x`` (mean of its last 3 observed months) plus
+    the mean over those months of clip(v + delta, lower, upper) − v, so that a month at the floor (a
+    zero count) cannot be pushed below it; an account without an observed month: clip(x + delta)."""
+    whole = np.clip(x + delta, lower, upper)
+    if recent is None:
+        return whole
+    seen = np.isfinite(recent)
+    step = np.where(seen, np.clip(recent + delta, lower, upper) - recent, 0.0).sum(axis=1)
+    n = seen.sum(axis=1)
+    return np.where(n > 0, x + step / np.maximum(n, 1), whole)
+
+
 def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_months: int = 12,
                    ltv_months: int = 36, gross_margin: float = 1.0, *, options: Options | None = None,
-                   asof_month: int = 1) -> pd.DataFrame:
-    """Scenario - baseline of the projection for each KPI shifted by improvement_pct% of its mean."""
+                   asof_month: int = 1, recent: dict | None = None) -> pd.DataFrame:
+    """Scenario - baseline of the projection for each KPI shifted by improvement_pct% of its mean; a
+    monthly driver with ``recent`` values moves month by month within its bounds (:func:`scenario_value`)."""
+    options, recent = options or Options(), recent or {}
     kpis = [k for k in CATALOGUE_NAMES + ["nps"] if k == "contract_months" or k in snapshot]
-    x0 = {k: snapshot[k].to_numpy(dtype=float) for k in CENTRE}
+    x0 = {k: snapshot[k].to_numpy(dtype=float) for k in options.centre()}
     base = _project(snapshot, x0, 0.0, horizon_months, ltv_months, gross_margin, options, asof_month)
     rows = []
     for k in kpis:
@@ -1045,7 +1136,7 @@ def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_
             delta = spec.direction * improvement_pct / 100 * mean
             if k in x:
                 upper = FLAG_UPPER.get(k, spec.upper)
-                x[k] = np.clip(x[k] + delta, spec.lower, upper)
+                x[k] = scenario_value(x[k], recent.get(k), delta, spec.lower, upper)
         scen = _project(snapshot, x, shift, horizon_months, ltv_months, gross_margin, options, asof_month)
         rows.append({"kpi": k, "mean": mean, "improvement": delta,
                      **{f"d_{c}": scen[c] - base[c] for c in ("ltv", "expansion", "new", "downgrade", "churn")}})

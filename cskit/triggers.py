@@ -37,14 +37,17 @@ from cskit.models import (
     CHURN_ADJUST,
     MAX_MISSING,
     MIN_EVENTS,
+    MISSING_COLUMNS,
     Design,
     GEEResult,
     Transform,
+    add_informative_indicators,
     base_fit,
     design_matrix,
     fit_binomial,
     fit_gee,
     joint_p,
+    indicator_effects,
     kpi_transforms,
     linear_flagged,
     score_terms,
@@ -99,6 +102,9 @@ class Triggers:
       outcome on tenure, segment and contract type (the 連動性 chart).
     - ``transforms``: kpi, transform, mean, sd (of the transformed value: "per SD" means per this SD).
     - ``warnings``: coded notices (:class:`cskit.notices.Notice`): what happened and what to do.
+    - ``missing``: drivers_missing.csv, one row per outcome and KPI missing in 5–50% of its model rows
+      (columns :data:`cskit.models.MISSING_COLUMNS`): the score test of its missing indicator and, where
+      the missingness is informative (q < alpha), the indicator's effect in the model (it is a term there).
     """
 
     table: pd.DataFrame
@@ -109,6 +115,7 @@ class Triggers:
     warnings: list[Notice] = field(default_factory=list)
     structure: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STRUCTURE_COLUMNS))
     seasonality: dict = field(default_factory=dict)  # cskit.season.churn_seasonality of the panel
+    missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
 
     def flagged(self, outcome: str | None = None) -> pd.DataFrame:
         """The flagged rows (trigger set), optionally for one outcome, strongest first."""
@@ -120,13 +127,15 @@ class Triggers:
         ).drop(columns="_s")
 
     def write(self, results_dir: str | Path) -> None:
-        """Write ``drivers.csv`` and ``drivers_outcomes.csv`` (fixed float format, no timestamps)."""
+        """Write ``drivers.csv``, ``drivers_outcomes.csv`` and ``drivers_missing.csv`` (fixed float format,
+        no timestamps)."""
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(results_dir / "drivers.csv", index=False, float_format="%.6g", lineterminator="\n")
         self.outcomes.to_csv(
             results_dir / "drivers_outcomes.csv", index=False, float_format="%.6g", lineterminator="\n"
         )
+        self.missing.to_csv(results_dir / "drivers_missing.csv", index=False, float_format="%.6g", lineterminator="\n")
 
 
 def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Triggers:
@@ -140,7 +149,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     narrow = panel[[c for c in NARROW if c in panel] + model_kpis]
     warnings: list[Notice] = []
     never = [k for k in kpis if not panel[k].notna().any()]
-    rows_out, outcomes_out, lead_lag, dropped, structure = [], [], [], {}, []
+    rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
     shared = {group: {} for group in SAME_ROWS}
     for outcome in TRIGGER_OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
@@ -151,9 +160,11 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
         structure.append(result.get("structure", pd.DataFrame()))
+        missing.append(result.get("missing", pd.DataFrame(columns=MISSING_COLUMNS)))
         for k, reason in result["dropped"].items():
             dropped.setdefault((k, NEVER if k in never else reason), []).append(outcome)
-    warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis)
+    missing = _stack(missing, MISSING_COLUMNS)
+    warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis) + missing_warnings(missing)
     season = churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
         warnings.insert(0, seasonal_notice(season, "triggers"))
@@ -178,6 +189,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         warnings=warnings,
         structure=structure,
         seasonality=season,
+        missing=missing.reset_index(drop=True),
     )
 
 
@@ -243,10 +255,14 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     order += [k for k in model_kpis if k not in order]
     design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust))
+    # informative missingness is tested on the group's first outcome (renewal = 1 − churn, same rows)
+    design, missing = _once(shared, ("missing", tuple(order)), lambda: add_informative_indicators(
+        y, design, LINK[group[0]], params.alpha, group[0]))
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
     terms, tests = _once(shared, ("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
     design = with_terms(design, terms, seg)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
+    missing = indicator_effects(missing.assign(outcome=outcome), design, fit["coef"], np.sqrt(np.clip(np.diag(fit["cov"]), 0, None)))
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
     out = _effects(base, design, fit, crit, seg)
     extra = _segment_rows(base, design, fit, crit, seg)
@@ -256,7 +272,7 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     info["model"] = fit["model"]
     dropped = {k: r for k, r in design.dropped.items() if k in kpis}
     return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped,
-            "structure": tests.assign(outcome=outcome)}
+            "structure": tests.assign(outcome=outcome), "missing": missing}
 
 
 def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float, link: str):
@@ -493,6 +509,19 @@ def _dropped_warnings(dropped: dict[tuple[str, str], list[str]]) -> list[str]:
     return [Notice("kpi_left_out", stage="triggers", severity="note", kpi=k, outcomes=list(outcomes),
                    reason=reason, max_missing=MAX_MISSING)
             for (k, reason), outcomes in dropped.items()]
+
+
+def missing_warnings(missing: pd.DataFrame) -> list[Notice]:
+    """One notice ("missing_informative") per KPI whose missingness is informative for some outcome:
+    the share missing and, per outcome, the ratio of a month without a value vs one at the mean."""
+    out = []
+    hit = missing[missing["informative"].astype(bool)]
+    for k, g in hit.groupby("kpi", sort=False):
+        effects = [{"outcome": r.outcome, "effect": float(r.effect), "ci_low": float(r.ci_low),
+                    "ci_high": float(r.ci_high)} for r in g.itertuples() if np.isfinite(r.effect)]
+        out.append(Notice("missing_informative", stage="triggers", kpi=k, share=float(g["share"].max()),
+                          effects=effects))
+    return out
 
 
 def _transform_warnings(transforms: dict[str, Transform], kpis: list[str]) -> list[str]:

@@ -70,7 +70,7 @@ def _potential_table() -> pd.DataFrame:
 
 def test_potential_ranks_only_intervals_above_zero():
     text = N.potential(_potential_table(), "CAVEAT-TEXT", {"d_new": "no referred_by data"}, 10, 12, 36, 40, "JPY", "en")
-    assert "2 KPIs have an LTV gain whose interval is above zero" in text
+    assert "2 KPIs are worth improving on this evidence" in text
     assert text.index("**B** (LTV ¥900 [¥200, ¥1.5K])") < text.index("**A** (LTV ¥500 [¥100, ¥900])")
     assert "**C**" not in text  # interval crosses 0
     assert "For 1 KPI the interval crosses zero" in text
@@ -447,3 +447,15 @@ def test_a_missing_headline_figure_is_explained_in_the_reports_language_from_the
     assert "NPSの表がありません" in ja and "2021-12（基準月の12か月前）の売上データが必要です" in ja
     assert "no nps table" not in ja and "needs revenue" not in ja
     assert "no nps table" in N.metrics(summary, "JPY", "en")
+
+
+def test_potential_names_only_what_the_stage_calls_credible():
+    # potential.csv's decision: F's interval lies above zero, but no model flags it (a proxy or noise KPI)
+    t = _potential_table()
+    f = t.iloc[[0]].assign(kpi="f", label="F", d_ltv=700.0, d_ltv_lo=50.0, d_ltv_hi=1300.0)
+    t = pd.concat([t, f], ignore_index=True).assign(credible=[True, True, False, False, False, False])
+    for language, named, unproven in (("en", "2 KPIs are worth improving", "For 1 KPIs the interval lies above zero"),
+                                      ("ja", "改善の価値を確かに言えるのは2指標", "1指標は区間はプラスですが")):
+        text = N.potential(t, "CAVEAT", None, 10, 12, 36, 40, "JPY", language)
+        assert named in text and unproven in text
+        assert "**F**" not in text and "**B**" in text

@@ -309,7 +309,7 @@ def test_projection_of_planted_model_equals_simulator_truth():
         else:
             kpi = DEFAULT_CATALOGUE[k]
             upper = S.FLAG_UPPER.get(k, kpi.upper)
-            x1 = dict(x0, **{k: np.clip(x0[k] + truth.at[k, "improvement"], kpi.lower, upper)})
+            x1 = dict(x0, **{k: S.scenario_value(x0[k], sim.truth.recent.get(k), truth.at[k, "improvement"], kpi.lower, upper)})
             scen = {c: v[0, 0] for c, v in project(planted_hazards(snap, x1), [], snap, *args).totals.items()}
         ours = {
             "d_ltv": 0.8 * (scen["ltv"] - base["ltv"][0, 0]),
@@ -342,7 +342,7 @@ def test_write_is_byte_reproducible_and_formatted_like_seed_000(small, tmp_path)
     expected = ["kpi", "label", "category", "mean", "improvement"]
     for c in ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn"):
         expected += [c, f"{c}_lo", f"{c}_hi"]
-    assert list(csv.columns) == expected
+    assert list(csv.columns) == expected + ["models_flagged", "ltv_q_value", "credible"]
     assert csv["kpi"].tolist()[:27] == CATALOGUE_NAMES  # seed 000's row order
     wb = load_workbook(tmp_path / "a" / "potential.xlsx")
     ws = wb["改善ポテンシャル"]

@@ -573,7 +573,14 @@ def test_potential_equals_a_plain_loop_over_accounts_and_months():
         spec = DEFAULT_CATALOGUE[k]
         delta = spec.direction * 0.1 * np.mean([x[a][k] for a in active])
         upper = 1.0 if k == "onboarding_completed" else spec.upper  # a 0/1 flag stays within [0, 1]
-        xs = {a: dict(x[a], **{k: min(max(x[a][k] + delta, spec.lower), upper)}) for a in active}
+
+        def moved(a):
+            if k in S.STATIC_KPIS:
+                return min(max(x[a][k] + delta, spec.lower), upper)
+            months = kpis.loc[kpis["account_id"] == a, k].dropna().astype(float).tail(3)
+            return x[a][k] + float(np.mean([min(max(v + delta, spec.lower), upper) - v for v in months]))
+
+        xs = {a: dict(x[a], **{k: moved(a)}) for a in active}
         scen = totals(xs)
         for c in base:
             assert pot.at[k, f"d_{c}"] == pytest.approx(scen[c] - base[c], rel=1e-7, abs=1e-6), (k, c)
