@@ -532,18 +532,25 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
 
 def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: str, alpha: float,
                         outcome: str = "") -> pd.DataFrame:
-    """Is a KPI's missingness associated with the outcome, given the fitted model (``coef`` on
+    """Is a KPI's missingness associated with the outcome, given the rest of the model (``coef`` on
     ``design.X``)? For each KPI of ``design.missing`` (missing in 5–50% of the rows), the Rao score z of
-    its missing indicator added to the model; Benjamini–Hochberg q over those KPIs; ``informative`` =
-    q < alpha. Mean imputation alone is then biased (the missing months are not average months), so
+    its missing indicator added to the model *without the KPI itself* (refitted by one Fisher step from
+    ``coef``: asymptotically the refit); Benjamini–Hochberg q over those KPIs; ``informative`` =
+    q < alpha. Leaving the KPI out makes the null exact under missingness at random given the other
+    columns (with it, mean-imputed gaps of a strong KPI differ from "a month at the mean" by convexity). Mean imputation alone is then biased (the missing months are not average months), so
     the caller adds the informative indicators (:func:`with_indicators`) and refits. Columns
     :data:`MISSING_COLUMNS` (effect and interval are filled by :func:`indicator_effects`)."""
     cand = [k for k in design.kpis if k in design.missing and k not in design.indicators]
     if not cand or not len(y):
         return pd.DataFrame(columns=MISSING_COLUMNS)
-    mu, d = mean_and_slope(design.X @ coef, link)
     Zm = np.column_stack([design.missing[k].astype("float64") for k in cand])
-    z = score_z_from(score_terms(y, (design.X, mu, d)), Zm)
+    z = np.empty(len(cand))
+    for i, k in enumerate(cand):
+        keep = [c for c in range(design.X.shape[1]) if design.names[c] != k]
+        Xr = design.X[:, keep]
+        b = _one_step(y, Xr, coef[keep], link)
+        mu, d = mean_and_slope(Xr @ b, link)
+        z[i] = score_z_from(score_terms(y, (Xr, mu, d)), Zm[:, [i]])[0]
     p = 2 * norm.sf(np.abs(z))
     ok = np.isfinite(p)
     q = np.full(len(p), np.nan)
@@ -556,10 +563,20 @@ def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: s
     return out[MISSING_COLUMNS]
 
 
+def _one_step(y: np.ndarray, X: np.ndarray, b: np.ndarray, link: str) -> np.ndarray:
+    """One Fisher scoring step of the binomial GLM from ``b``."""
+    mu, d = mean_and_slope(X @ b, link)
+    v = mu * (1 - mu)
+    return b + solve((X.T * (d * d / v)) @ X, X.T @ ((y - mu) * d / v))
+
+
 def with_indicators(design: Design, kpis: list[str]) -> Design:
     """``design`` with a missing indicator column (1 = not measured at t − lag) for each of ``kpis``,
     after the adjustments; an indicator identical to one already in (KPIs missing in the same months)
-    is not repeated: that one carries it."""
+    is not repeated: that one carries it. The KPI's gaps are filled with its linear prediction from the
+    other columns (least squares on the rows where it was measured) instead of its mean: otherwise KPIs
+    that travel with it (a survey score and NPS) would carry its effect in the gaps and take part of it
+    from the measured months too (the bias of the plain indicator method; Jones 1996)."""
     cols, names, added = [], [], []
     have = [design.missing[k] for k in design.indicators]
     for k in kpis:
@@ -572,10 +589,16 @@ def with_indicators(design: Design, kpis: list[str]) -> Design:
         added.append(k)
     if not added:
         return design
-    X = np.empty((len(design.X), design.X.shape[1] + len(cols)))
-    X[:, : design.X.shape[1]] = design.X
-    for j, c in enumerate(cols, start=design.X.shape[1]):
+    p = design.X.shape[1]
+    X = np.empty((len(design.X), p + len(cols)))
+    X[:, :p] = design.X
+    for j, c in enumerate(cols, start=p):
         X[:, j] = c
+    for k in added:  # the gaps take the value the other columns predict (regression imputation)
+        j, gap = design.names.index(k), design.missing[k]
+        others = [c for c in range(p) if c != j]
+        b = np.linalg.lstsq(X[~gap][:, others], X[~gap, j], rcond=None)[0]
+        X[gap, j] = X[gap][:, others] @ b
     return replace(design, X=X, names=[*design.names, *names], indicators=[*design.indicators, *added])
 
 

@@ -1,0 +1,232 @@
+"""Issue 11, items 3, 6, 7, 8: informative missingness, the onboarding verdict, what the potential calls
+credible, and intervals that cover — each against closed forms, statsmodels, or simulated clients with
+planted truth (cskit.simulate.Options: mnar_csat, onboarding_proxy, sparse_support)."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from cskit.catalogue import DEFAULT_CATALOGUE
+from cskit.load import client_from_frames
+from cskit.models import (
+    Design,
+    cluster_cov,
+    fit_binomial,
+    fit_with_missingness,
+    informative_missing,
+    with_indicators,
+)
+from cskit.panel import active_rows, build_panel, kpi_columns, recent_values
+from cskit.params import Params
+from cskit.potential import Scenario, future_months, improvement_potential, scenarios  # noqa: F401
+from cskit.simulate import Options, scenario_value, simulate_client
+from cskit.triggers import find_triggers
+
+# ---------------------------------------------------------------- the simulator's structures
+
+
+@functools.lru_cache(maxsize=4)
+def client(seed: int, n: int = 2000, months: int = 24, **flags):
+    sim = simulate_client(n, months, seed=seed, mc_paths=0, options=Options(**flags))
+    params = Params(as_of=sim.as_of, bootstrap=200, seed=seed)
+    data = client_from_frames(sim.tables, params)
+    return sim, data, build_panel(data), params
+
+
+def months_before_churn(panel: pd.DataFrame, ahead: int) -> np.ndarray:
+    """Rows whose account churns ``ahead`` months later."""
+    acc = panel["account_id"].to_numpy()
+    out = np.zeros(len(panel), dtype=bool)
+    churn = panel["churn"].to_numpy() == 1
+    out[:-ahead] = churn[ahead:] & (acc[ahead:] == acc[:-ahead])
+    return out
+
+
+def test_mnar_csat_is_unanswered_before_a_churn():
+    sim, data, panel, _ = client(1, mnar_csat=True)
+    gap = panel["csat"].isna().to_numpy()
+    before = months_before_churn(panel, 1) | months_before_churn(panel, 2)
+    assert 0.40 <= gap[before].mean() <= 0.50  # planted 0.45 (+ the 1% blanked at random)
+    assert 0.07 <= gap[~before & (panel["churn"] == 0).to_numpy()].mean() <= 0.11  # planted 0.08
+    # the hazards used the true values: the truth table is the default one
+    eff = sim.truth.effects.set_index(["kpi", "outcome"])
+    assert eff.at[("csat", "churn"), "role"] == "driver"
+
+
+def test_onboarding_proxy_travels_with_usage_and_has_no_effect():
+    sim, data, panel, _ = client(2, onboarding_proxy=True)
+    eff = sim.truth.effects.set_index(["kpi", "outcome"])
+    assert eff.at[("onboarding_completed", "churn"), "beta_unit"] == 0.0
+    assert eff.at[("onboarding_completed", "churn"), "role"] == "proxy"
+    assert panel[["onboarding_completed", "login_days"]].corr().iloc[0, 1] > 0.2
+
+
+def test_sparse_support_is_mostly_zero_months():
+    sim, data, panel, _ = client(1, sparse_support=True)
+    x = panel["support_inquiries"].dropna()
+    assert 0.5 <= (x == 0).mean() <= 0.65
+    d = sim.truth.design
+    assert abs(x.mean() - d["centre"]["support_inquiries"]) < 0.05  # the design constants describe the data
+    assert abs(x.std() - d["scale"]["support_inquiries"]) < 0.05
+
+
+# ---------------------------------------------------------------- shared modelling: indicators, clusters
+
+
+def _missing_case(seed: int, informative: bool, n: int = 20_000):
+    """A binary outcome on x (β = −0.5) where x is missing in 20% of rows; informative: the missing rows
+    have log-odds +1 (the months without a value go with the outcome)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    gap = rng.random(n) < 0.2
+    eta = -2.5 - 0.5 * x + (1.0 if informative else 0.0) * gap
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    z = np.where(gap, 0.0, x)
+    X = np.column_stack([np.ones(n), z])
+    return Design(X, ["intercept", "x"], ["x"], {}, {}, missing={"x": gap}), y, x, gap
+
+
+def test_informative_missingness_is_found_and_modelled():
+    design, y, x, gap = _missing_case(0, informative=True)
+    new, fit, table = fit_with_missingness(y, design, "logit", 0.05, "y")
+    assert table["informative"].tolist() == [True]
+    assert new.indicators == ["x"] and new.names[-1] == "missing:x"
+    # with the indicator the slope is the complete-case slope (here the truth, −0.5) and the indicator's
+    # odds ratio is exp(1) against a month at the mean
+    cc = sm.GLM(y[~gap], sm.add_constant(x[~gap]), family=sm.families.Binomial()).fit()
+    assert fit.coef[1] == pytest.approx(cc.params[1], abs=0.02)
+    assert fit.coef[1] == pytest.approx(-0.5, abs=0.1)
+    assert table["effect"].iloc[0] == pytest.approx(np.e, rel=0.15)
+    # mean imputation alone attenuates the slope
+    assert abs(fit_binomial(y, design.X, link="logit").coef[1]) < abs(fit.coef[1])
+
+
+def test_missing_at_random_is_not_flagged():
+    flagged = 0
+    for seed in range(10):
+        design, y, _, _ = _missing_case(seed, informative=False)
+        coef = fit_binomial(y, design.X, link="logit").coef
+        flagged += int(informative_missing(design, y, coef, "logit", 0.05)["informative"].iloc[0])
+    assert flagged <= 2  # a level-0.05 test: P(3 or more of 10) < 0.012
+
+
+def test_the_missingness_score_test_is_statsmodels_score_test_without_the_kpi():
+    design, y, _, gap = _missing_case(3, informative=True, n=5000)
+    coef = fit_binomial(y, design.X, link="logit").coef
+    z = informative_missing(design, y, coef, "logit", 0.05)["z"].iloc[0]
+    null = sm.GLM(y, design.X[:, [0]], family=sm.families.Binomial()).fit()  # the model without the KPI
+    stat = null.score_test(exog_extra=gap.astype(float)[:, None])[0]
+    assert z**2 == pytest.approx(float(np.squeeze(stat)), rel=0.01)  # one Fisher step instead of the refit
+
+
+def test_identical_indicators_are_not_repeated():
+    design, y, _, gap = _missing_case(1, informative=True, n=2000)
+    both = Design(np.column_stack([design.X, design.X[:, 1]]), ["intercept", "x", "w"], ["x", "w"], {}, {},
+                  missing={"x": gap, "w": gap})
+    assert with_indicators(both, ["x", "w"]).indicators == ["x"]
+
+
+def test_cluster_covariance_is_statsmodels_cluster_robust():
+    rng = np.random.default_rng(4)
+    accounts = np.repeat(np.arange(400), 12)
+    frailty = rng.normal(0, 0.8, 400)[accounts]
+    x = rng.standard_normal(len(accounts)) + 0.5 * frailty
+    eta = -3 + 0.4 * x + frailty
+    y = (rng.random(len(x)) < 1 - np.exp(-np.exp(eta))).astype(float)
+    X = sm.add_constant(x)
+    g = 400
+    # logit (canonical link: expected = observed information, as statsmodels' bread) to 1e-6
+    logit = fit_binomial(y, X, link="logit")
+    ref = sm.GLM(y, X, family=sm.families.Binomial()).fit(
+        cov_type="cluster", cov_kwds={"groups": accounts, "use_correction": False})
+    assert cluster_cov(logit, X, y, accounts) == pytest.approx(np.asarray(ref.cov_params()) * g / (g - 1), rel=1e-6)
+    # cloglog: statsmodels' bread is the observed information, ours the expected one: within 3%
+    fit = fit_binomial(y, X, link="cloglog")
+    ref = sm.GLM(y, X, family=sm.families.Binomial(sm.families.links.CLogLog())).fit(
+        cov_type="cluster", cov_kwds={"groups": accounts, "use_correction": False})
+    assert cluster_cov(fit, X, y, accounts) == pytest.approx(np.asarray(ref.cov_params()) * g / (g - 1), rel=0.03)
+
+
+# ---------------------------------------------------------------- the scenario's floor
+
+
+def test_a_zero_month_is_not_pushed_below_zero():
+    sim, data, panel, _ = client(1, sparse_support=True)
+    rows = active_rows(panel, pd.Timestamp(data.as_of))
+    active = panel[rows].reset_index(drop=True)
+    months = future_months(panel, active, ["support_inquiries"], data.as_of)["support_inquiries"]
+    seen = np.isfinite(months).any(axis=1)
+    months = months[seen]  # (an account without any value is moved from the models' neutral value)
+    future = pd.DataFrame({"support_inquiries": np.nanmean(months, axis=1)})
+    kpi = DEFAULT_CATALOGUE["support_inquiries"]
+    from cskit.models import Transform
+    ident = Transform("identity", 0.0, 1.0)
+    (sc,) = scenarios(future, ["support_inquiries"], DEFAULT_CATALOGUE, 10, {"support_inquiries": ident},
+                      months={"support_inquiries": months})
+    # the kit's change equals the simulator's month-by-month rule, coded independently
+    want = scenario_value(future["support_inquiries"].to_numpy(), months, sc.delta, kpi.lower, kpi.upper)
+    assert sc.dz == pytest.approx(want - future["support_inquiries"].to_numpy(), abs=1e-12)
+    zeros = (months == 0).all(axis=1)
+    assert zeros.sum() > 50 and (sc.dz[zeros] == 0).all()  # three zero months: nothing to reduce
+    assert sc.dz.mean() > sc.delta * 0.8  # far less than a full −δ on average (δ < 0)
+    # the snapshot's recent values are the kit's last 3 observed months
+    recent = sim.truth.recent["support_inquiries"]
+    snap = sim.truth.snapshot["account_id"]
+    pick = pd.Index(snap).get_indexer(active["account_id"][seen])
+    np.testing.assert_array_equal(np.nan_to_num(recent[pick], nan=-1), np.nan_to_num(months, nan=-1))
+
+
+def test_recent_values_are_the_months_behind_recent_means():
+    p = pd.DataFrame({"account_id": list("aaaabb"), "tenure": [0, 1, 2, 3, 0, 1], "x": [1, np.nan, 3, 4, np.nan, 5.0]})
+    v = recent_values(p, ["x"], np.ones(6, dtype=bool))["x"]
+    np.testing.assert_array_equal(np.nan_to_num(v, nan=-1), [[-1, -1, 1], [-1, -1, 1], [-1, 1, 3], [1, 3, 4],
+                                                            [-1, -1, -1], [-1, -1, 5]])
+
+
+# ---------------------------------------------------------------- triggers and potential on the MNAR client
+
+
+@functools.lru_cache(maxsize=2)
+def mnar_potential(seed: int):
+    sim = simulate_client(3000, 24, seed=seed, mc_paths=0, options=Options(mnar_csat=True, sparse_support=True))
+    params = Params(bootstrap=200, seed=seed)
+    data = client_from_frames(sim.tables, params)
+    panel = build_panel(data)
+    return sim, data, panel, params, improvement_potential(panel, data, params, kpi_columns(data))
+
+
+def test_triggers_report_the_informative_gap():
+    sim, data, panel, params = client(1, mnar_csat=True)
+    tr = find_triggers(panel, params, kpi_columns(data))
+    m = tr.missing.set_index(["kpi", "outcome"])
+    assert bool(m.at[("csat", "churn"), "informative"]) and m.at[("csat", "churn"), "effect"] > 1.5
+    assert not m.xs("nps", level="kpi")["informative"].any()  # nps is missing for new accounts: not informative
+    assert [n.code for n in tr.warnings].count("missing_informative") == 1
+    csat = tr.details.set_index(["kpi", "outcome"]).loc[("csat", "churn")]
+    assert csat["trigger"] == "RT" and csat["effect"] < 1
+
+
+def test_the_mnar_drivers_value_is_recovered():
+    sim, data, panel, params, pot = mnar_potential(1)
+    assert "csat" in pot.models["churn"].design.indicators
+    truth = sim.truth.potential(params.improvement_pct, params.horizon_months, params.ltv_months).set_index("kpi")
+    est = pot.table.set_index("kpi")
+    assert est.at["csat", "d_ltv"] >= 0.75 * truth.at["csat", "d_ltv"]
+    assert est.at["csat", "d_ltv_lo"] <= truth.at["csat", "d_ltv"] <= est.at["csat", "d_ltv_hi"]
+
+
+def test_no_noise_or_proxy_is_called_credible():
+    for seed in (1, 2):
+        sim, data, panel, params, pot = mnar_potential(seed)
+        eff = sim.truth.effects
+        role = eff.groupby("kpi")["role"].agg(lambda r: "driver" if (r == "driver").any() else r.iloc[0])
+        t = pot.table.set_index("kpi")
+        named = t.index[t["credible"].astype(bool)]
+        assert all(role.get(k) == "driver" for k in named if k != "contract_months"), (seed, list(named))
+        assert {"login_days", "support_inquiries", "cs_site_visits"} <= set(named) or len(named) >= 4, (seed, list(named))
+        # the stage's decision is stricter than "interval above zero", never looser
+        assert not (t["credible"].astype(bool) & ~(t["d_ltv_lo"] > 0)).any()
