@@ -211,6 +211,7 @@ class Scenario:
     delta: float
     dz: np.ndarray
     reason: str = ""
+    dz_at_mean: np.ndarray | None = None  # the months' mean raw change applied at the account's value
 
 
 def scenarios(
@@ -229,7 +230,9 @@ def scenarios(
     With ``months`` (:func:`future_months`), δ is added to each of the account's last 3 observed monthly
     values, each clipped on its own (a month with zero support inquiries cannot fall below zero), and
     dz is the mean of the months' changes on the model scale (log1p is applied to the monthly values
-    the models were fitted on, not to their mean). An account that never reported the KPI is taken at
+    the models were fitted on, not to their mean); ``dz_at_mean`` is the months' mean raw change applied
+    at the account's value, which a KPI with a curve uses (its curve is read at that value). An account
+    that never reported the KPI is taken at
     the value the models assume for a missing KPI (z = 0) and moved by δ too. ``contract_months`` gets
     dz = 0: its δ moves the tenure instead.
     """
@@ -241,6 +244,7 @@ def scenarios(
         mean = float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
         delta = kpi.direction * pct / 100 * mean
         dz = np.zeros(len(x))
+        at_mean = None
         reason = ""
         if not np.isfinite(mean):
             reason = Notice("never_measured", stage="potential", severity="note", kpi=k)
@@ -253,10 +257,13 @@ def scenarios(
             if k in months:
                 v = months[k]
                 seen = np.isfinite(v)
+                n = np.maximum(seen.sum(axis=1), 1)
                 per_month = np.where(seen, _moved_z(t, np.where(seen, v, 0.0), delta, kpi), 0.0)
-                n = seen.sum(axis=1)
-                dz = np.where(n > 0, per_month.sum(axis=1) / np.maximum(n, 1), dz)
-        out.append(Scenario(k, mean, delta, dz, reason))
+                dz = np.where(seen.any(axis=1), per_month.sum(axis=1) / n, dz)
+                ident = Transform("identity", 0.0, 1.0)
+                raw = np.where(seen, _moved_z(ident, np.where(seen, v, 0.0), delta, kpi), 0.0).sum(axis=1) / n
+                at_mean = np.where(seen.any(axis=1), t.forward(x + raw) - t.forward(x), _moved_z(t, x, delta, kpi))
+        out.append(Scenario(k, mean, delta, dz, reason, at_mean))
     return out
 
 
@@ -288,12 +295,14 @@ class Hazard:
     design: Design | None = None
     segment: np.ndarray | None = None
 
-    def change(self, kpi: str, dz: np.ndarray, sl: slice) -> np.ndarray:
+    def change(self, kpi: str, dz: np.ndarray, sl: slice, at_mean: np.ndarray | None = None) -> np.ndarray:
         """Change of the log-hazard (B, n) when ``kpi`` moves by ``dz`` for the accounts ``sl``:
-        coef[k] · dz for a linear KPI; along its curve / its segment's slope when it has them."""
+        coef[k] · dz for a linear KPI; along its curve / its segment's slope when it has them, from the
+        account's value z0 by ``at_mean`` (the change at z0, :class:`Scenario`) when given."""
         col = self.kpi_cols[kpi]
         if self.design is None or not self.design.kpi_terms(kpi):
             return self.coef[:, [col]] * dz[None, :]
+        dz = dz if at_mean is None else at_mean
         z0 = self.X[sl, col]
         seg = None if self.segment is None else self.segment[sl]
         return (self.design.contribution(self.coef, kpi, z0 + dz, seg)
@@ -495,7 +504,8 @@ def project(
                 shifted = dict(neg_a)
                 for o in moved:
                     hz = hazards[o]
-                    shifted |= _neg_exp({o: log_a[o] + hz.change(sc.kpi, sc.dz[sl], sl)}, dtype)
+                    at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
+                    shifted |= _neg_exp({o: log_a[o] + hz.change(sc.kpi, sc.dz[sl], sl, at_mean)}, dtype)
                 res = project_chunk(shifted, base_factor, ge, gd, horizon, ltv_months)
             _add_totals(totals, s, res, *weights)
     return Projection(totals, churn_prob, ltv_units)
@@ -638,7 +648,8 @@ def project_draws(
     g = {k: np.r_[mean, np.clip(rng.normal(mean, se, b), 0.0, None)] for k, (mean, se) in sizes.items()}
     rows, w_money, w_count = draw_sample(active, draw_accounts, rng)
     sub, fut = active.iloc[rows].reset_index(drop=True), future.iloc[rows].reset_index(drop=True)
-    sub_scen = [replace(sc, dz=sc.dz[rows]) for sc in scen]
+    sub_scen = [replace(sc, dz=sc.dz[rows], dz_at_mean=None if sc.dz_at_mean is None else sc.dz_at_mean[rows])
+                for sc in scen]
     return project(
         {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items()},
         sub_scen, sub, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
