@@ -17,8 +17,8 @@ from scipy import stats
 from statsmodels.treatment.treatment_effects import TreatmentEffect
 
 from cskit.forecast import kpi_forecasts
-from cskit.notices import Notice
 from cskit.models import design_matrix, fit_binomial, kpi_transforms
+from cskit.notices import Notice
 from cskit.panel import active_rows, outcome_rows, recent_means
 from cskit.stats import mean_ci, newcombe_difference, risk_ratio, wilson
 

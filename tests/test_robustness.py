@@ -272,3 +272,30 @@ def test_onboarding_with_its_own_effect_is_a_driver():
 def test_onboarding_verdict_over_seeds():
     assert all(onboarding_of(seed, True)["check"]["verdict"] != "driver" for seed in (1, 2, 3))
     assert all(onboarding_of(seed, False)["check"]["verdict"] == "driver" for seed in (1, 2))
+
+
+# ---------------------------------------------------------------- intervals that cover
+
+
+@pytest.mark.slow
+def test_intervals_cover_the_true_potential_over_seeds():
+    """Every planted driver's LTV gain (8 a seed: churn, expansion, downgrade and referral drivers) on the
+    sparse-count client, seeds 3–6: the 95% intervals (draws from the account-clustered covariance,
+    month-by-month scenario) cover the simulator's true potential. Measured: 7, 8, 7 of 8 (seeds 3–5)."""
+    covered, per_seed = [], {}
+    for seed in (3, 4, 5, 6):
+        sim = simulate_client(3000, 24, seed=seed, mc_paths=0, options=Options(sparse_support=True))
+        params = Params(bootstrap=200, seed=seed)
+        data = client_from_frames(sim.tables, params)
+        panel = build_panel(data)
+        est = improvement_potential(panel, data, params, kpi_columns(data)).table.set_index("kpi")
+        truth = sim.truth.potential(params.improvement_pct, params.horizon_months, params.ltv_months).set_index("kpi")
+        eff = sim.truth.effects
+        drivers = sorted(set(eff.loc[eff["role"] == "driver", "kpi"]))
+        hits = [bool(est.at[k, "d_ltv_lo"] <= truth.at[k, "d_ltv"] <= est.at[k, "d_ltv_hi"]) for k in drivers]
+        per_seed[seed] = sum(hits)
+        covered += hits
+        named = [k for k in est.index[est["credible"].astype(bool)] if k not in drivers and k != "contract_months"]
+        assert not named, (seed, named)
+    # 32 cells: under exact 95% coverage, P(fewer than 27 covered) < 2%
+    assert sum(covered) >= 27 and min(per_seed.values()) >= 6, per_seed
