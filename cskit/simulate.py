@@ -1175,6 +1175,9 @@ def main(argv: list[str] | None = None, **options) -> int:
     ap.add_argument("--drop-accounts", type=int, default=0,
                     help="plant an engagement drop (login days −3 SD) for this many accounts in the last months")
     ap.add_argument("--drop-months", type=int, default=3, help="with --drop-accounts: months of the drop up to as_of")
+    ap.add_argument("--mnar-csat", action="store_true", help="csat unanswered far more often before a churn")
+    ap.add_argument("--onboarding-proxy", action="store_true", help="onboarding travels with usage, no effect of its own")
+    ap.add_argument("--sparse-support", action="store_true", help="support_inquiries a sparse count (~58%% zero months)")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
     a = ap.parse_args(argv)
     pairs = [tuple(p.split("=", 1)) for p in a.segment_only]
@@ -1183,6 +1186,8 @@ def main(argv: list[str] | None = None, **options) -> int:
     sim = simulate_client(a.accounts, a.months, a.seed, a.start, lag=a.lag, annual_share=a.annual_share,
                           with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths,
                           segment_only=pairs, login_threshold=a.login_threshold,
+                          options=Options(mnar_csat=a.mnar_csat, onboarding_proxy=a.onboarding_proxy,
+                                          sparse_support=a.sparse_support),
                           engagement_drop=EngagementDrop(a.drop_accounts, a.drop_months) if a.drop_accounts > 0 else None)
     if a.events:
         from cskit.simulate_events import events_client

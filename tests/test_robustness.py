@@ -299,3 +299,17 @@ def test_intervals_cover_the_true_potential_over_seeds():
         assert not named, (seed, named)
     # 32 cells: under exact 95% coverage, P(fewer than 27 covered) < 2%
     assert sum(covered) >= 27 and min(per_seed.values()) >= 6, per_seed
+
+
+def test_the_new_notices_are_worded_in_both_languages():
+    from cskit import narrative as N
+    from cskit.notices import Notice
+
+    n = Notice("missing_informative", stage="triggers", kpi="csat", share=0.104,
+               effects=[{"outcome": "churn", "effect": 8.03, "ci_low": 6.56, "ci_high": 9.83}])
+    en, ja = N.notice(n, "en"), N.notice(n.to_dict(), "ja", {"csat": "顧客満足度"})
+    assert "'csat' is missing in 10% of the model rows" in en and "churn 8.03 [6.56, 9.83]" in en
+    assert "顧客満足度は対象月の10%で未記入" in ja and "解約 8.03 [6.56, 9.83]" in ja
+    for code in ("onboarding_confounded", "onboarding_unadjusted_only"):
+        m = Notice(code, stage="health", severity="note", reason="9 onboarded accounts")
+        assert "onboarding" in N.notice(m, "en") and "オンボード" in N.notice(m, "ja")
