@@ -211,7 +211,7 @@ def test_triggers_report_the_informative_gap():
 
 
 def test_the_mnar_drivers_value_is_recovered():
-    # measured (seeds 1, 2): 0.74 and 0.86 of the truth with the indicator; −0.26 and 0.26 with mean
+    # measured (seeds 1, 2): 0.74 and 0.86 of the truth with the indicator; −0.26 on seed 1 with mean
     # imputation alone (the client: 0.52–0.69)
     ratios = []
     for seed in (1, 2):
