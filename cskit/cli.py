@@ -437,17 +437,21 @@ def _duplicate_clients(paths: list[Path]) -> list[str]:
 
 @app.command()
 def simulate(
-    accounts: int = typer.Option(500, "--accounts", min=1),
-    months: int = typer.Option(24, "--months", min=2),
-    seed: int = typer.Option(0, "--seed", min=0),
     out: Path = typer.Option(..., "--out", help="Folder to write accounts.csv, revenue.csv, kpis.csv, ... into."),
+    accounts: Optional[int] = typer.Option(None, "--accounts", min=1, help="Organic accounts [default: 2000]."),
+    months: Optional[int] = typer.Option(None, "--months", min=2, help="Months of history [default: 24]."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed [default: 0]."),
+    start: Optional[str] = typer.Option(None, "--start", help="First month, YYYY-MM [default: 2024-07]."),
     events: bool = typer.Option(False, "--events", help="Also write a raw events log (events.parquet) holding "
                                 "the usage KPIs (aggregate it with the events_kpis of params/demo-events.yaml)."),
 ) -> None:
-    """Write a synthetic client (with planted truth) for trying the kit."""
-    from cskit import simulate as sim
+    """Write a synthetic client (with planted truth) for trying the kit (``cskit.simulate.write_simulated``;
+    an option not given takes the simulator's default, as ``python -m cskit.simulate`` does)."""
+    from cskit.simulate import simulated_summary, write_simulated
 
-    sim.main(["--events"] if events else [], accounts=accounts, months=months, seed=seed, out=out)
+    given = {"n_accounts": accounts, "n_months": months, "seed": seed, "start": start}
+    sim = write_simulated(out, events=events, **{k: v for k, v in given.items() if v is not None})
+    console.print(simulated_summary(sim, out))
 
 
 def _quiet_thread_error(args: threading.ExceptHookArgs) -> None:

@@ -11,6 +11,7 @@ The full process and the truth table are described in ``docs/methods.md``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1147,58 +1148,98 @@ def true_potential(snapshot: pd.DataFrame, improvement_pct: float = 10, horizon_
 # Command line
 # ---------------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None, **options) -> int:
-    """``python -m cskit.simulate --accounts 1200 --months 30 --seed 7 --out data/demo``.
+def write_simulated(out: str | Path, *, mc_paths: int = 0, events: bool = False, timezone: str = "Asia/Tokyo",
+                    **options) -> SimulatedClient:
+    """Simulate a client and write its tables into ``out``: what ``cskit simulate`` and
+    ``python -m cskit.simulate`` do.
 
-    Options may also be given as keywords (``main(accounts=1200, months=30, seed=7, out="data/demo")``).
+    Parameters
+    ----------
+    out : str or Path
+        Folder for accounts.csv, revenue.csv, kpis.csv, nps.csv (and events.parquet).
+    mc_paths : int, default 0
+        Monte Carlo paths for the true churn probability (0 skips it; :func:`simulate_client` itself
+        defaults to 200, which takes long for a command).
+    events : bool, default False
+        Also write a raw events log from which the usage KPIs are aggregated (they leave kpis.csv;
+        :mod:`cskit.simulate_events`), in local days of ``timezone``.
+    **options
+        Passed to :func:`simulate_client` (``n_accounts``, ``n_months``, ``seed``, ``start``, ``lag``,
+        ``annual_share``, ``with_nps``, ``with_referrals``); what is not given takes its default there,
+        so both commands share one set of defaults.
+
+    Returns
+    -------
+    SimulatedClient
+        The client written, with its planted truth.
+
+    Examples
+    --------
+    >>> sim = write_simulated("data/sim1", n_accounts=500, seed=1)  # doctest: +SKIP
     """
-    if options:
-        argv = list(argv or []) + [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    ap = argparse.ArgumentParser(prog="python -m cskit.simulate", description=__doc__.splitlines()[0])
-    ap.add_argument("--accounts", type=int, default=2000, help="organic accounts (referred ones come on top)")
-    ap.add_argument("--months", type=int, default=24)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--start", default="2024-07", help="first month, YYYY-MM")
-    ap.add_argument("--annual-share", type=float, default=0.3)
-    ap.add_argument("--lag", type=int, default=1)
-    ap.add_argument("--no-nps", action="store_true")
-    ap.add_argument("--no-referrals", action="store_true")
-    ap.add_argument("--mc-paths", type=int, default=0, help="Monte Carlo paths for the true churn_prob (0: skip)")
+    sim = simulate_client(mc_paths=mc_paths, **options)
+    if events:
+        from cskit.simulate_events import events_client
+
+        seed = options.get("seed", inspect.signature(simulate_client).parameters["seed"].default)
+        sim.tables = events_client(sim.tables, seed=seed, timezone=timezone)[0]
+    sim.write(out)
+    return sim
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cskit.simulate --accounts 1200 --months 30 --seed 7 --out data/demo``: the arguments of
+    ``cskit simulate``; an option not given takes :func:`simulate_client`'s default."""
+    ap = argparse.ArgumentParser(prog="python -m cskit.simulate", description=__doc__.splitlines()[0],
+                                 argument_default=argparse.SUPPRESS)
+    ap.add_argument("--accounts", dest="n_accounts", type=int, help="organic accounts (referred ones come on top)")
+    ap.add_argument("--months", dest="n_months", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--start", help="first month, YYYY-MM")
+    ap.add_argument("--annual-share", type=float)
+    ap.add_argument("--lag", type=int)
+    ap.add_argument("--no-nps", dest="with_nps", action="store_false")
+    ap.add_argument("--no-referrals", dest="with_referrals", action="store_false")
+    ap.add_argument("--mc-paths", type=int, help="Monte Carlo paths for the true churn_prob (default 0: skip)")
     ap.add_argument("--events", action="store_true",
                     help="also write a raw events log (events.parquet) from which the usage KPIs are aggregated "
                          "(they leave kpis.csv; see cskit.simulate_events)")
-    ap.add_argument("--timezone", default="Asia/Tokyo", help="with --events: the zone of the log's local days")
-    ap.add_argument("--segment-only", action="append", default=[], metavar="KPI=SEGMENT",
+    ap.add_argument("--timezone", help="with --events: the zone of the log's local days (default Asia/Tokyo)")
+    ap.add_argument("--segment-only", action="append", metavar="KPI=SEGMENT",
                     help="a churn driver acting only in one segment, e.g. support_inquiries=SMB (repeatable)")
-    ap.add_argument("--login-threshold", type=float, default=None,
+    ap.add_argument("--login-threshold", type=float,
                     help="churn falls with login days up to this many days and is flat above")
-    ap.add_argument("--drop-accounts", type=int, default=0,
+    ap.add_argument("--drop-accounts", type=int,
                     help="plant an engagement drop (login days −3 SD) for this many accounts in the last months")
-    ap.add_argument("--drop-months", type=int, default=3, help="with --drop-accounts: months of the drop up to as_of")
+    ap.add_argument("--drop-months", type=int, help="with --drop-accounts: months of the drop up to as_of (default 3)")
     ap.add_argument("--mnar-csat", action="store_true", help="csat unanswered far more often before a churn")
     ap.add_argument("--onboarding-proxy", action="store_true", help="onboarding travels with usage, no effect of its own")
     ap.add_argument("--sparse-support", action="store_true", help="support_inquiries a sparse count (~58%% zero months)")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
-    a = ap.parse_args(argv)
-    pairs = [tuple(p.split("=", 1)) for p in a.segment_only]
-    if any(len(p) != 2 for p in pairs):
-        ap.error("--segment-only takes KPI=SEGMENT, e.g. support_inquiries=SMB")
-    sim = simulate_client(a.accounts, a.months, a.seed, a.start, lag=a.lag, annual_share=a.annual_share,
-                          with_nps=not a.no_nps, with_referrals=not a.no_referrals, mc_paths=a.mc_paths,
-                          segment_only=pairs, login_threshold=a.login_threshold,
-                          options=Options(mnar_csat=a.mnar_csat, onboarding_proxy=a.onboarding_proxy,
-                                          sparse_support=a.sparse_support),
-                          engagement_drop=EngagementDrop(a.drop_accounts, a.drop_months) if a.drop_accounts > 0 else None)
-    if a.events:
-        from cskit.simulate_events import events_client
-
-        sim.tables = events_client(sim.tables, seed=a.seed, timezone=a.timezone)[0]
-    sim.write(a.out)
-    sizes = ", ".join(f"{k} {len(v):,}" for k, v in sim.tables.items())
-    print(f"wrote {a.out}: {sizes} rows; as_of {sim.as_of}")
+    options = vars(ap.parse_args(argv))
+    if "segment_only" in options:
+        pairs = [tuple(p.split("=", 1)) for p in options["segment_only"]]
+        if any(len(p) != 2 for p in pairs):
+            ap.error("--segment-only takes KPI=SEGMENT, e.g. support_inquiries=SMB")
+        options["segment_only"] = pairs
+    drop_accounts, drop_months = options.pop("drop_accounts", 0), options.pop("drop_months", 3)
+    if drop_accounts > 0:
+        options["engagement_drop"] = EngagementDrop(drop_accounts, drop_months)
+    structures = {k: options.pop(k) for k in ("mnar_csat", "onboarding_proxy", "sparse_support") if k in options}
+    if structures:
+        options["options"] = Options(**structures)
+    out = options.pop("out")
+    sim = write_simulated(out, **options)
+    print(simulated_summary(sim, out))
     if sim.truth.dropped:
         print(f"planted engagement drop: {', '.join(sim.truth.dropped)}")
     return 0
+
+
+def simulated_summary(sim: SimulatedClient, out: str | Path) -> str:
+    """One line saying what was written into ``out``: each table's rows and the as_of month."""
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in sim.tables.items())
+    return f"wrote {out}: {sizes} rows; as_of {sim.as_of}"
 
 
 if __name__ == "__main__":

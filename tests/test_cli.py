@@ -264,3 +264,22 @@ def test_version_and_a_no_html_rerun_removes_the_stale_html(two_runs):
     again = cskit("run", "small.yaml", "--out", "out1", "--no-html", cwd=root)
     assert again.returncode == 0, again.stderr[-2000:]
     assert not (folder / "diagnosis.html").exists()
+
+
+def test_both_simulate_commands_share_the_simulators_defaults(tmp_path):
+    """`cskit simulate` and `python -m cskit.simulate` with only --months / --seed write what
+    simulate_client writes with its own defaults (no second set of defaults: it used to be 500 vs 2000)."""
+    from typer.testing import CliRunner
+
+    from cskit.cli import app
+    from cskit.simulate import main, simulate_client
+
+    result = CliRunner().invoke(app, ["simulate", "--months", "6", "--seed", "3", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert main(["--months", "6", "--seed", "3", "--out", str(tmp_path / "module")]) == 0
+    simulate_client(n_months=6, seed=3, mc_paths=0).write(tmp_path / "direct")
+    for name in ("accounts.csv", "revenue.csv", "kpis.csv", "nps.csv"):
+        direct = (tmp_path / "direct" / name).read_bytes()
+        assert (tmp_path / "cli" / name).read_bytes() == direct, name
+        assert (tmp_path / "module" / name).read_bytes() == direct, name
+    assert "accounts" in result.output and "as_of" in result.output
