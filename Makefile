@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/cskit run params/demo.yaml
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	# the notebook as a data scientist runs it (kernel in notebooks/, the demo, results in output/demo/)

@@ -46,13 +46,21 @@ def generate(path: Path, n_events: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     n_accounts = max(1, round(n_events / (PER_MONTH * MONTHS)))
     months = pd.period_range(START, periods=MONTHS, freq="M")
-    first_us = np.array([m.to_timestamp().value // 1000 for m in months] + [(months[-1] + 1).to_timestamp().value // 1000])
+    first_us = np.array(
+        [m.to_timestamp().value // 1000 for m in months] + [(months[-1] + 1).to_timestamp().value // 1000]
+    )
     ids = pa.array([f"A{i:07d}" for i in range(n_accounts)])
     users = pa.array([f"u{i}" for i in range(20)])
     names = pa.array(EVENT_NAMES)
-    schema = pa.schema([("account_id", pa.dictionary(pa.int32(), pa.string())), ("user_id", pa.dictionary(pa.int8(), pa.string())),
-                        ("ts", pa.timestamp("us", tz="UTC")), ("event", pa.dictionary(pa.int8(), pa.string())),
-                        ("value", pa.float64())])
+    schema = pa.schema(
+        [
+            ("account_id", pa.dictionary(pa.int32(), pa.string())),
+            ("user_id", pa.dictionary(pa.int8(), pa.string())),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("event", pa.dictionary(pa.int8(), pa.string())),
+            ("value", pa.float64()),
+        ]
+    )
     per_chunk = max(1, 5_000_000 // (PER_MONTH * MONTHS))
     rows = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as w:
@@ -201,14 +209,19 @@ def main() -> None:
         t0 = time.perf_counter()
         shape = generate(path, n)
         gen = time.perf_counter() - t0
-        print(f"{n:,}: wrote {shape['rows']:,} events, {shape['accounts']:,} accounts, {shape['mb']:.0f} MB in {gen:.0f} s",
-              flush=True)
+        print(
+            f"{n:,}: wrote {shape['rows']:,} events, {shape['accounts']:,} accounts, "
+            f"{shape['mb']:.0f} MB in {gen:.0f} s",
+            flush=True,
+        )
         results = {}
         for engine in ("duckdb", "pandas", "spark"):
             if engine == "spark" and n > a.spark_max:
                 continue
             out = work / f"panel-{engine}-{n}.parquet"
-            results[engine] = measure(engine, path, shape["accounts"], out, a.pandas_cap_gb if engine == "pandas" else None)
+            results[engine] = measure(
+                engine, path, shape["accounts"], out, a.pandas_cap_gb if engine == "pandas" else None
+            )
             print(f"  {engine}: {results[engine]}", flush=True)
         checks = {e: same_panel(work / f"panel-duckdb-{n}.parquet", work / f"panel-{e}-{n}.parquet")
                   for e in ("pandas", "spark") if results.get(e, {}).get("status") == "ok"}

@@ -66,7 +66,11 @@ def synthetic_client(n_accounts: int, seed: int = 0) -> dict[str, pa.Table]:
     kpis = {"account_id": ids[row], "month": months}
     for k in KPIS:
         x = rng.gamma(2.0, 5.0, len(row))
-        kpis[k] = np.clip(x / 40, 0, 1).round(3) if k.endswith("_rate") else np.minimum(np.round(x), 31 if k == "login_days" else 1e9)
+        kpis[k] = (
+            np.clip(x / 40, 0, 1).round(3)
+            if k.endswith("_rate")
+            else np.minimum(np.round(x), 31 if k == "login_days" else 1e9)
+        )
     return {"accounts": accounts, "revenue": revenue, "kpis": pa.table(kpis)}
 
 

@@ -33,14 +33,21 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.models import fit_gee  # noqa: E402
-from cskit.triggers import find_triggers  # noqa: E402
-from cskit.panel import outcome_rows  # noqa: E402
 from cskit.loading import client_from_frames  # noqa: E402
-from cskit.models import design_matrix, kpi_transforms  # noqa: E402
-from cskit.panel import add_lags, build_panel, kpi_columns  # noqa: E402
+from cskit.models import (  # noqa: E402
+    design_matrix,
+    fit_gee,  # noqa: E402
+    kpi_transforms,
+)
+from cskit.panel import (  # noqa: E402
+    add_lags,
+    build_panel,
+    kpi_columns,
+    outcome_rows,  # noqa: E402
+)
 from cskit.params import Params  # noqa: E402
 from cskit.simulate import simulate_client  # noqa: E402
+from cskit.triggers import find_triggers  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):
@@ -61,7 +68,7 @@ def naive_cox(panel: pd.DataFrame, kpis: list[str], lag: int) -> None:
     })
     base["stop"] = base["start"] + 1.0
     lagged = add_lags(panel, kpis, lag).to_numpy()[rows]
-    for j, k in enumerate(kpis):
+    for j in range(len(kpis)):
         x = lagged[:, j]
         ok = np.isfinite(x)
         df = base[ok].assign(x=(x[ok] - x[ok].mean()) / x[ok].std())

@@ -64,7 +64,12 @@ def simulate(n_accounts: int, months: int, seed: int, folder: Path) -> dict:
 def measure_one(data: Path, out: Path, bootstrap: int, seed: int, render: bool) -> dict:
     """Run in a fresh process: floor, analysis stages, write, peak memory, optional render."""
     import cskit
-    import cskit.triggers, cskit.health, cskit.loading, cskit.metrics, cskit.potential, cskit.survival  # noqa: E401,F401
+    import cskit.health
+    import cskit.loading
+    import cskit.metrics
+    import cskit.potential
+    import cskit.survival
+    import cskit.triggers  # noqa: E401,F401
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
     floor = best_of(lambda: duckdb_read(data))
@@ -129,8 +134,10 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
         rows = r["rows"]
         render = f"{r['render']:.1f}" if "render" in r else "—"
         lines.append(
-            f"| {r['accounts']:,} | {r['panel_rows']:,} | {rows['accounts']:,} / {rows['revenue']:,} / {rows['kpis']:,} "
-            f"| {r['floor']:.3f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** | {r['peak_mb']:,.0f} | {render} |"
+            f"| {r['accounts']:,} | {r['panel_rows']:,} "
+            f"| {rows['accounts']:,} / {rows['revenue']:,} / {rows['kpis']:,} "
+            f"| {r['floor']:.3f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** "
+            f"| {r['peak_mb']:,.0f} | {render} |"
         )
     lines += ["", "Share of the analysis time per stage (%):", "",
               "| accounts | " + " | ".join(STAGES) + " |", "|---:|" + "---:|" * len(STAGES)]

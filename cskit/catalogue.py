@@ -7,8 +7,8 @@ by their own name, in the category "other".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 import math
+from dataclasses import dataclass, replace
 
 import pandas as pd
 

@@ -101,7 +101,9 @@ def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int) -> dict:
             "ci_high": float(np.exp(b + 1.959963984540054 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se)))}
 
 
-def onboarding_covariates(panel: pd.DataFrame, frame: pd.DataFrame, kpis: list[str], month: pd.Timestamp) -> pd.DataFrame:
+def onboarding_covariates(
+    panel: pd.DataFrame, frame: pd.DataFrame, kpis: list[str], month: pd.Timestamp
+) -> pd.DataFrame:
     """What the adjusted comparison holds fixed, for the accounts of ``frame`` (active at ``month``):
     every other KPI's mean over the account's last 3 observed months up to ``month`` and over all its
     months up to then (its lasting level: what travels with onboarding is often a trait of the account,
@@ -130,7 +132,8 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
     Rotnitzky & Zhao 1994; statsmodels ``TreatmentEffect.aipw``, GMM standard errors) with a logistic
     propensity model and linear outcome models per group. Covariates are standardised and those that
     are (almost) linear combinations of others dropped (pivoted QR); the range of the propensities is
-    reported (near 0 or 1: little overlap, wide interval). Not estimated with fewer than ADJUSTED_MIN_GROUP accounts or churns in a group."""
+    reported (near 0 or 1: little overlap, wide interval). Not estimated with fewer than
+    ADJUSTED_MIN_GROUP accounts or churns in a group."""
     n1, n0 = int(treated.sum()), int((~treated).sum())
     e1, e0 = int(y[treated].sum()), int(y[~treated].sum())
     if min(n1, n0, e1 + e0) < ADJUSTED_MIN_GROUP:
@@ -205,11 +208,19 @@ def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> 
         va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
         dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else np.inf
         q = stats.t.ppf(0.975, dof)
-        res["difference"] = {"estimate": float(diff), "ci_low": float(diff - q * np.sqrt(va + vb)), "ci_high": float(diff + q * np.sqrt(va + vb))}
+        res["difference"] = {
+            "estimate": float(diff),
+            "ci_low": float(diff - q * np.sqrt(va + vb)),
+            "ci_high": float(diff + q * np.sqrt(va + vb)),
+        }
         if a.mean() > 0 and b.mean() > 0:
             lr = np.log(b.mean() / a.mean())
             se = np.sqrt(vb / b.mean() ** 2 + va / a.mean() ** 2)
-            res["ratio_not_to_onboarded"] = {"estimate": float(np.exp(lr)), "ci_low": float(np.exp(lr - 1.96 * se)), "ci_high": float(np.exp(lr + 1.96 * se))}
+            res["ratio_not_to_onboarded"] = {
+                "estimate": float(np.exp(lr)),
+                "ci_low": float(np.exp(lr - 1.96 * se)),
+                "ci_high": float(np.exp(lr + 1.96 * se)),
+            }
         ga, gb = 100 - a.mean(), 100 - b.mean()
         if ga > 0:
             res["shortfall_ratio_not_to_onboarded"] = float(gb / ga)

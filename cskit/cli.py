@@ -15,8 +15,8 @@ import os
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -95,10 +95,9 @@ def client_folder(out_dir: Path, client: str) -> Path:
 
 def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]:
     """Validate params, resolve paths, and load the data once to fail fast. Returns (params, folder)."""
+    from cskit.changes import results_folder
     from cskit.panel import build_panel
     from cskit.pipeline import absolute_data, load, require_churn
-
-    from cskit.changes import results_folder
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
@@ -277,7 +276,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Customer-success diagnosis for B2B SaaS clients."""
 

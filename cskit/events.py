@@ -89,17 +89,36 @@ class EventCounts:
 
 _REASON_TEXT = {
     "empty_account_id": ("account_id", "the account id is empty", "fill in the account id, or delete the row"),
-    "bad_ts": ("ts", "ts is empty or not a timestamp",
-               "write timestamps as YYYY-MM-DD HH:MM:SS (local time) or ISO 8601 with Z or an offset"),
-    "unknown_account": ("account_id", "the account is not in accounts", "add the account to accounts, or correct the id"),
-    "account_excluded": ("account_id", "the account's row in accounts was excluded (see the accounts warnings)",
-                         "fix the account's row in accounts"),
-    "after_as_of": ("ts", "after the analysis month as_of (local time)",
-                    "nothing, if as_of is right; otherwise set as_of in params"),
-    "before_contract_start": ("ts", "before the account's contract_start (local date)",
-                              "check contract_start in accounts (or remove pre-contract events, e.g. a free trial)"),
-    "after_churn": ("ts", "after the account's churn_date (local date)",
-                    "check churn_date in accounts (a returning customer needs its churn_date left empty)"),
+    "bad_ts": (
+        "ts",
+        "ts is empty or not a timestamp",
+        "write timestamps as YYYY-MM-DD HH:MM:SS (local time) or ISO 8601 with Z or an offset",
+    ),
+    "unknown_account": (
+        "account_id",
+        "the account is not in accounts",
+        "add the account to accounts, or correct the id",
+    ),
+    "account_excluded": (
+        "account_id",
+        "the account's row in accounts was excluded (see the accounts warnings)",
+        "fix the account's row in accounts",
+    ),
+    "after_as_of": (
+        "ts",
+        "after the analysis month as_of (local time)",
+        "nothing, if as_of is right; otherwise set as_of in params",
+    ),
+    "before_contract_start": (
+        "ts",
+        "before the account's contract_start (local date)",
+        "check contract_start in accounts (or remove pre-contract events, e.g. a free trial)",
+    ),
+    "after_churn": (
+        "ts",
+        "after the account's churn_date (local date)",
+        "check churn_date in accounts (a returning customer needs its churn_date left empty)",
+    ),
 }
 
 
@@ -194,15 +213,19 @@ def _duckdb_table(kind: str, files: list[str], memory_limit: str, wanted: str = 
                 "select table_name from information_schema.tables where table_catalog = 'client'").fetchall()]
             match = [n for n in names if n.lower() == wanted.lower()]
             if not match:
-                raise CskitError(f"events: no table {wanted!r} in {Path(files[0]).name} (tables: {', '.join(names) or 'none'}). "
-                                 "Fix: create or rename it.")
+                raise CskitError(
+                    f"events: no table {wanted!r} in {Path(files[0]).name} (tables: {', '.join(names) or 'none'}). "
+                    "Fix: create or rename it."
+                )
             source = f'client.main."{match[0]}"'
         cols = con.raw_sql(f"describe select * from {source}").fetchall()
     except Exception as e:  # duckdb raises many types for a broken file
         if isinstance(e, CskitError):
             raise
-        raise CskitError(f"events: cannot read {files[0]}{' and others' if len(files) > 1 else ''} "
-                         f"({str(e).splitlines()[0]}). Fix: check the files are valid {kind.upper()} (CSV in UTF-8).") from None
+        raise CskitError(
+            f"events: cannot read {files[0]}{' and others' if len(files) > 1 else ''} "
+            f"({str(e).splitlines()[0]}). Fix: check the files are valid {kind.upper()} (CSV in UTF-8)."
+        ) from None
     # DuckDB 2 reads tz-aware nanosecond parquet as TIMESTAMPTZ_NS, which Ibis 12 cannot type: use microseconds.
     select = []
     for name, typ, *_ in cols:
@@ -476,9 +499,15 @@ def _classified(table, timezone: str, as_of_month: pd.Timestamp, accounts: pd.Da
     j = j.mutate(retry=ibis.ifelse(j.acc_id.isnull(), j.raw_account.strip(), ibis.null("string")))
     again = acc.rename({f"{c}_2": c for c in acc.columns})
     j = j.left_join(again, j.retry == again.acc_key_2)
-    j = j.select(*[c for c in j.columns if not c.endswith("_2") and c not in ("acc_id", "acc_kind", "acc_start", "acc_end", "retry")],
-                 empty=j.raw_account.isnull() | (j.acc_kind_2 == "empty"),
-                 **{c: j[c].coalesce(j[f"{c}_2"]) for c in ("acc_id", "acc_kind", "acc_start", "acc_end")})
+    j = j.select(
+        *[
+            c
+            for c in j.columns
+            if not c.endswith("_2") and c not in ("acc_id", "acc_kind", "acc_start", "acc_end", "retry")
+        ],
+        empty=j.raw_account.isnull() | (j.acc_kind_2 == "empty"),
+        **{c: j[c].coalesce(j[f"{c}_2"]) for c in ("acc_id", "acc_kind", "acc_start", "acc_end")},
+    )
     next_month = as_of_month + pd.offsets.MonthBegin(1)
     reason = ibis.cases(
         (j.empty, "empty_account_id"),
@@ -621,7 +650,9 @@ def _panel(rows, aggs: dict[str, EventKPI], accounts: pd.DataFrame, as_of_month:
             s, n = (pd.to_numeric(out.pop(name + x), errors="coerce").astype(float) for x in ("__sum", "__n"))
             out[name] = np.where(n > 0, s / n.where(n > 0, 1), np.nan)
         else:
-            values = pd.to_numeric(out[name].astype(object).where(out[name].notna(), None), errors="coerce").astype(float)
+            values = pd.to_numeric(out[name].astype(object).where(out[name].notna(), None), errors="coerce").astype(
+                float
+            )
             out[name] = values.fillna(0.0) if kpi.agg in ZERO_INSIDE else values
     return out[["account_id", "month", *aggs]]
 
@@ -667,7 +698,9 @@ def apply_ratios(kpis: pd.DataFrame, spec: Mapping[str, EventKPI | dict]) -> pd.
     return out
 
 
-def join_kpis(kpis: pd.DataFrame, panel: pd.DataFrame, spec: Mapping[str, EventKPI | dict]) -> tuple[pd.DataFrame, list[str]]:
+def join_kpis(
+    kpis: pd.DataFrame, panel: pd.DataFrame, spec: Mapping[str, EventKPI | dict]
+) -> tuple[pd.DataFrame, list[str]]:
     """The kpis table (parsed) joined with the events panel on account × month, ratios added:
     (frame sorted by account and month, KPI names: the kpis table's, then the spec's).
 

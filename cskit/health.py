@@ -24,8 +24,10 @@ from lifelines.utils import concordance_index
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from cskit.checks import hazard_own_effect, onboarding_check, onboarding_covariates
 from cskit.client import ClientData
 from cskit.errors import CskitError
+from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
     Design,
@@ -33,22 +35,20 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     joint_p,
-    linear_flagged,
     kpi_transforms,
+    linear_flagged,
     select_terms,
     separated_levels,
     slope_weights,
     with_terms,
 )
 from cskit.notices import Notice, records
-from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.panel import MIN_EVENTS, active_rows, annual_cycle, decides, outcome_rows, recent_means, renewal_cycles
 from cskit.params import Params
-from cskit.checks import hazard_own_effect, onboarding_check, onboarding_covariates
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
+from cskit.result import write_json
 from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
-from cskit.result import write_json
 
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0

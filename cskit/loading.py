@@ -56,7 +56,9 @@ ACCOUNT_FIELDS = (
 NAME_COLUMNS = ("account_name", "company_name", "customer_name", "name", "会社名", "企業名", "顧客名", "取引先名")
 # Cells that mean "no value" in exports (Excel, BI tools, R, pandas), in their common spellings.
 _MARKERS = ("na", "n/a", "#n/a", "nan", "null", "none")
-MISSING_MARKERS = tuple(sorted({"", "-", "－", "—", "NaN", "#N/A"} | {f(m) for m in _MARKERS for f in (str.lower, str.upper, str.title)}))
+MISSING_MARKERS = tuple(
+    sorted({"", "-", "－", "—", "NaN", "#N/A"} | {f(m) for m in _MARKERS for f in (str.lower, str.upper, str.title)})
+)
 CONTRACT_TYPES = {
     "monthly": "monthly", "month": "monthly", "m": "monthly", "月額": "monthly", "月次": "monthly",
     "月契約": "monthly", "月間": "monthly",
@@ -178,7 +180,11 @@ def _is_typed(s: pd.Series) -> bool:
 
 def _arrow(s: pd.Series) -> pa.Array:
     """Cells as an Arrow string array, untouched (non-text cells as a CSV export would write them)."""
-    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_string(s.dtype.pyarrow_dtype) or isinstance(s.dtype, pd.StringDtype):
+    if (
+        isinstance(s.dtype, pd.ArrowDtype)
+        and pa.types.is_string(s.dtype.pyarrow_dtype)
+        or isinstance(s.dtype, pd.StringDtype)
+    ):
         arr = pa.array(s.array, type=pa.string())
         return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
@@ -351,11 +357,22 @@ def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[s
                  "give every account an id, or delete the row")
     rows.exclude("bad_contract_start", bad_start | np.isnat(start), "contract_start", raw_start,
                  "contract_start is empty or not a date", "write the first day of the paid contract as YYYY-MM-DD")
-    rows.exclude("bad_churn_date", bad_churn, "churn_date", df.get("churn_date", raw_id),
-                 "churn_date is not a date", "write the day the contract ended as YYYY-MM-DD, or leave it empty if active")
-    rows.exclude("churn_before_start", ~np.isnat(churn) & (churn < start), "churn_date",
-                 lambda: _pairs(df.get("churn_date", raw_id), raw_start), "churn_date is before contract_start (shown: churn / start)",
-                 "check both dates")
+    rows.exclude(
+        "bad_churn_date",
+        bad_churn,
+        "churn_date",
+        df.get("churn_date", raw_id),
+        "churn_date is not a date",
+        "write the day the contract ended as YYYY-MM-DD, or leave it empty if active",
+    )
+    rows.exclude(
+        "churn_before_start",
+        ~np.isnat(churn) & (churn < start),
+        "churn_date",
+        lambda: _pairs(df.get("churn_date", raw_id), raw_start),
+        "churn_date is before contract_start (shown: churn / start)",
+        "check both dates",
+    )
     rows.exclude("after_as_of", _month_of(start) > as_of, "contract_start", raw_start,
                  f"the contract starts after the analysis month as_of={_ym(as_of)}",
                  "nothing, if as_of is right; otherwise set as_of in params")
@@ -445,8 +462,12 @@ class _Contracts:
     @classmethod
     def of(cls, accounts: pd.DataFrame, listed: set[str]) -> _Contracts:
         index = pd.Index(accounts["account_id"], dtype=object)
-        return cls(index, _month_of(accounts["contract_start"].to_numpy()), _month_of(accounts["churn_date"].to_numpy()),
-                   pd.Index(sorted(listed - set(index)), dtype=object))
+        return cls(
+            index,
+            _month_of(accounts["contract_start"].to_numpy()),
+            _month_of(accounts["churn_date"].to_numpy()),
+            pd.Index(sorted(listed - set(index)), dtype=object),
+        )
 
     def check(self, rows: _Rows, ids: np.ndarray, when: np.ndarray, raw_id: pd.Series, raw_when: pd.Series,
               column: str, as_of: np.datetime64, contract: bool = True) -> None:
@@ -459,8 +480,14 @@ class _Contracts:
                      "the account's row in accounts was excluded (see the accounts warnings)",
                      "fix the account's row in accounts")
         month = _month_of(when)
-        rows.exclude("after_as_of", month > as_of, column, raw_when,
-                     f"after the analysis month as_of={_ym(as_of)}", "nothing, if as_of is right; otherwise set as_of in params")
+        rows.exclude(
+            "after_as_of",
+            month > as_of,
+            column,
+            raw_when,
+            f"after the analysis month as_of={_ym(as_of)}",
+            "nothing, if as_of is right; otherwise set as_of in params",
+        )
         if not contract:
             return
         nat = np.array(["NaT"], dtype="datetime64[ns]")
@@ -619,7 +646,11 @@ def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _R
         except (ValueError, TypeError):
             report.fatal.append(f"params as_of: {params.as_of!r} is not a date. Fix: write as_of: YYYY-MM-DD.")
             return None
-    has_id = ~_missing(_text(revenue["account_id"])) if not _is_typed(revenue["account_id"]) else revenue["account_id"].notna().to_numpy()
+    has_id = (
+        ~_missing(_text(revenue["account_id"]))
+        if not _is_typed(revenue["account_id"])
+        else revenue["account_id"].notna().to_numpy()
+    )
     ok = months[has_id & ~np.isnat(months)]
     if not len(ok):
         return None
@@ -632,7 +663,9 @@ def _no_rows(table: str, report: _Report) -> None:
     t = report.quality.tables[table]
     if t["used"] == 0:
         why = ", ".join(f"{r}: {n}" for r, n in sorted(t["excluded"].items())) or "the table is empty"
-        report.fatal.append(f"{table}: no usable rows (read {t['read']}; {why}). Fix: see the row-level problems below.")
+        report.fatal.append(
+            f"{table}: no usable rows (read {t['read']}; {why}). Fix: see the row-level problems below."
+        )
 
 
 def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, source: str = "in-memory tables",
@@ -650,7 +683,9 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
         if name in tables and not (name == "events" and not isinstance(tables[name], pd.DataFrame)):
             frames[name] = _prepare(name, tables[name], dict(params.columns.get(name, {})), report)
         elif name in required and name not in _unread:
-            report.fatal.append(f"{name}: required table is missing. Fix: provide {name} (see DESIGN §2 for its columns).")
+            report.fatal.append(
+                f"{name}: required table is missing. Fix: provide {name} (see DESIGN §2 for its columns)."
+            )
     if params.events_kpis and "events" not in tables and "events" not in _unread:
         report.fatal.append("events: params events_kpis is set but the client has no events table. Fix: add "
                             "events.csv / events.parquet / events/ to the data folder, or remove events_kpis.")
@@ -670,8 +705,11 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     accounts, static_kpis, listed = _account_rows(frames["accounts"], as_of, catalogue_names, report)
     contracts = _Contracts.of(accounts, listed)
     revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, contracts, as_of, report)
-    kpis, kpi_names = (_kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report) if "kpis" in frames
-                       else (pd.DataFrame({"account_id": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[ns]")}), []))
+    kpis, kpi_names = (
+        _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
+        if "kpis" in frames
+        else (pd.DataFrame({"account_id": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[ns]")}), [])
+    )
     nps = _nps_rows(frames["nps"], contracts, as_of, report) if "nps" in frames else None
     events = None
     if params.events_kpis and ("events" in tables):
@@ -722,8 +760,14 @@ def _events_kpis(table, params: Params, accounts: pd.DataFrame, contracts: _Cont
 
             table = ibis.memtable(table)
         table = ev.canonical_columns(table, dict(params.columns.get("events", {})))
-        panel, counts = ev.aggregate_events(table, params.events_kpis, timezone=params.timezone, as_of=pd.Timestamp(as_of),
-                                            accounts=accounts, excluded_accounts=list(contracts.excluded))
+        panel, counts = ev.aggregate_events(
+            table,
+            params.events_kpis,
+            timezone=params.timezone,
+            as_of=pd.Timestamp(as_of),
+            accounts=accounts,
+            excluded_accounts=list(contracts.excluded),
+        )
         counts.record(report.quality)
         return ev.join_kpis(kpis, panel, params.events_kpis)
     except CskitError as e:
@@ -846,8 +890,10 @@ def _read_xlsx(path: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], se
             ws = sheets.get(name)
             if ws is None:
                 if name in REQUIRED_TABLES:
-                    report.fatal.append(f"{name}: required table is missing: no sheet named {name!r} in {path.name} "
-                                        f"(sheets: {', '.join(s.title for s in wb.worksheets)}). Fix: rename the sheet.")
+                    report.fatal.append(
+                        f"{name}: required table is missing: no sheet named {name!r} in {path.name} "
+                        f"(sheets: {', '.join(s.title for s in wb.worksheets)}). Fix: rename the sheet."
+                    )
                     unread.add(name)
                 continue
             rows = [[_cell_text(v) for v in r] for r in ws.iter_rows(values_only=True)]
@@ -905,7 +951,9 @@ def _database_events(url: DatabaseURL, con, schema: str | None, actual: str | No
         return None
 
 
-def read_tables(source: Path | str, params: Params | None = None) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
+def read_tables(
+    source: Path | str, params: Params | None = None
+) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
     """Read the raw tables of a client (a path, or a database URL) as text frames:
     (tables, quality notes, fatal problems, unread)."""
     report = _Report()
@@ -927,8 +975,10 @@ def _read_source(source: Path | str, params: Params, report: _Report) -> tuple[d
         return _read_xlsx(source, report)
     if suffix in DATABASE_SUFFIXES:
         return _read_database(DatabaseURL("duckdb", "duckdb", path=str(source)), params, report)
-    report.fatal.append(f"data: {source.name} is not a folder of CSVs, an .xlsx workbook or a .duckdb file. "
-                        "Fix: point data to one of those (an .xls or .csv file: save as .xlsx or put the CSVs in a folder).")
+    report.fatal.append(
+        f"data: {source.name} is not a folder of CSVs, an .xlsx workbook or a .duckdb file. "
+        "Fix: point data to one of those (an .xls or .csv file: save as .xlsx or put the CSVs in a folder)."
+    )
     return {}, set(TABLES)
 
 

@@ -246,7 +246,9 @@ def cohort_retention(panel: pd.DataFrame, as_of) -> pd.DataFrame:
     as_of = _mi(as_of)
     p = panel[["account_id", "month", "tenure", "churn", "mrr"]]
     cohort = month_index(p["month"]) - p["tenure"].to_numpy()
-    df = pd.DataFrame({"cohort": cohort, "k": p["tenure"].to_numpy(), "alive": p["churn"].to_numpy() == 0, "mrr": p["mrr"].to_numpy()})
+    df = pd.DataFrame(
+        {"cohort": cohort, "k": p["tenure"].to_numpy(), "alive": p["churn"].to_numpy() == 0, "mrr": p["mrr"].to_numpy()}
+    )
     df = df[df["cohort"] + df["k"] <= as_of]
     size = df[df["k"] == 0].groupby("cohort").size()
     base = df[df["k"] == 0].groupby("cohort")["mrr"].sum()
@@ -401,7 +403,9 @@ def _summary(panel, data, params, am, bridge, rates, grr_nrr, nps) -> dict:
         "arpa": _entry(arpa, "arpa", now, _note("metric_no_paying_at_as_of")),
         "customer_churn_rate": _entry(t["customer_churn_rate"], "customer_churn_rate", t12, _note("metric_no_paying")),
         "retention_rate": _entry(t["retention_rate"], "retention_rate", t12, _note("metric_no_paying")),
-        "revenue_churn_rate_start_base": _entry(churn_rate, "revenue_churn_rate_start_base", t12, _note("metric_no_mrr")),
+        "revenue_churn_rate_start_base": _entry(
+            churn_rate, "revenue_churn_rate_start_base", t12, _note("metric_no_mrr")
+        ),
         "revenue_churn_rate_remaining_base": _entry(
             t["revenue_churn_rate_remaining_base"], "revenue_churn_rate_remaining_base", t12, _note("metric_no_mrr")
         ),
@@ -409,7 +413,9 @@ def _summary(panel, data, params, am, bridge, rates, grr_nrr, nps) -> dict:
         "net_revenue_churn": _entry(t["net_revenue_churn"], "net_revenue_churn", t12, _note("metric_no_mrr")),
         "grr": _entry(grr_nrr["grr"], "grr", base, short, accounts=grr_nrr["accounts"]),
         "nrr": _entry(grr_nrr["nrr"], "nrr", base, short, accounts=grr_nrr["accounts"]),
-        "upsell_cross_sell_rate": _entry(upsell, "upsell_cross_sell_rate", t12, _note("metric_no_paying"), accounts=upsell_n),
+        "upsell_cross_sell_rate": _entry(
+            upsell, "upsell_cross_sell_rate", t12, _note("metric_no_paying"), accounts=upsell_n
+        ),
         "onboarding_completion_rate": _entry(
             onboard, "onboarding_completion_rate", now, _note("metric_no_onboarding"), accounts=onboard_n
         ),

@@ -32,7 +32,7 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.notices import Notice
-from cskit.panel import MIN_EVENTS, add_lags
+from cskit.panel import add_lags
 
 # Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
 # calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
@@ -207,7 +207,10 @@ def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype="float64")[:, None]
     t = np.asarray(knots, dtype="float64")
     k = len(t)
-    cube = lambda a: np.maximum(z - a, 0.0) ** 3
+
+    def cube(a: float) -> np.ndarray:
+        return np.maximum(z - a, 0.0) ** 3
+
     tail = cube(t[k - 2]), cube(t[k - 1])
     span = t[k - 1] - t[k - 2]
     cols = [
@@ -258,7 +261,11 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
             ev = y[seg == lv]
             if min(ev.sum(), len(ev) - ev.sum()) >= MIN_SEGMENT_EVENTS:
                 ok.append(Term(kpi, "segment", level=lv))
-        if ok and min(y[seg == levels[0]].sum(), (seg == levels[0]).sum() - y[seg == levels[0]].sum()) >= MIN_SEGMENT_EVENTS:
+        if (
+            ok
+            and min(y[seg == levels[0]].sum(), (seg == levels[0]).sum() - y[seg == levels[0]].sum())
+            >= MIN_SEGMENT_EVENTS
+        ):
             out["segment"] = [ok]
     return out
 
@@ -316,7 +323,7 @@ def select_terms(
     while len(step) < m:
         i = len(step) + 1
         null = score_null(y, current.X, cur_fit.coef, cur_fit.link)
-        for j, (k, kind, alternatives) in enumerate(blocks):
+        for j, (k, _kind, alternatives) in enumerate(blocks):
             if j in step:
                 continue
             best_stat = None
@@ -341,7 +348,9 @@ def select_terms(
     return current, cur_fit, table
 
 
-def linear_flagged(design: Design, fit: GLMResult, alpha: float, exclude: tuple[str, ...] = ("contract_months",)) -> list[str]:
+def linear_flagged(
+    design: Design, fit: GLMResult, alpha: float, exclude: tuple[str, ...] = ("contract_months",)
+) -> list[str]:
     """The KPIs of ``design`` whose linear effect passes Benjamini–Hochberg at ``alpha`` in ``fit``
     (Wald p): the candidates whose shape and segment differences :func:`select_terms` examines. Checking
     only flagged KPIs keeps noise KPIs and proxies out of the second step, where a driver's misfitted
@@ -537,7 +546,8 @@ def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: s
     its missing indicator added to the model *without the KPI itself* (refitted by one Fisher step from
     ``coef``: asymptotically the refit); Benjamini–Hochberg q over those KPIs; ``informative`` =
     q < alpha. Leaving the KPI out makes the null exact under missingness at random given the other
-    columns (with it, mean-imputed gaps of a strong KPI differ from "a month at the mean" by convexity). Mean imputation alone is then biased (the missing months are not average months), so
+    columns (with it, mean-imputed gaps of a strong KPI differ from "a month at the mean" by convexity).
+    Mean imputation alone is then biased (the missing months are not average months), so
     the caller adds the informative indicators (:func:`with_indicators`) and refits. Columns
     :data:`MISSING_COLUMNS` (effect and interval are filled by :func:`indicator_effects`)."""
     cand = [k for k in design.kpis if k in design.missing and k not in design.indicators]
@@ -610,7 +620,9 @@ def indicator_effects(table: pd.DataFrame, design: Design, coef: np.ndarray, se:
         if k in design.indicators:
             j = design.indicator_column(k)
             b, s = float(coef[j]), float(se[j])
-            out.loc[i, ["effect", "ci_low", "ci_high"]] = np.exp([b, b - 1.959963984540054 * s, b + 1.959963984540054 * s])
+            out.loc[i, ["effect", "ci_low", "ci_high"]] = np.exp(
+                [b, b - 1.959963984540054 * s, b + 1.959963984540054 * s]
+            )
     return out
 
 
@@ -747,7 +759,7 @@ def fit_binomial(
     beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
     ll = _loglik(y, X @ beta, link)
     converged, it = False, 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
         mu, d = mean_and_slope(X @ beta, link)
         v = mu * (1 - mu)
         step = solve(((X.T * (d * d / v)) @ X), X.T @ ((y - mu) * d / v))
@@ -781,8 +793,10 @@ def separated_terms(fit: GLMResult) -> list[str]:
     scale of their own, so large values and SEs are usual there)."""
     se = fit.se
     return [
-        n for n, b, s in zip(fit.names[1:], fit.coef[1:], se[1:])
-        if ":curve" not in n and (not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATED_COEF or s > SEPARATED_SE)
+        n
+        for n, b, s in zip(fit.names[1:], fit.coef[1:], se[1:])
+        if ":curve" not in n
+        and (not (np.isfinite(b) and np.isfinite(s)) or abs(b) > SEPARATED_COEF or s > SEPARATED_SE)
     ]
 
 
@@ -863,7 +877,7 @@ def fit_gee(
     pairs = float((sizes * (sizes - 1) / 2).sum())
     beta = fit_binomial(y, X, link="logit").coef if start is None else np.asarray(start, dtype="float64")
     rho, converged, it = 0.0, False, 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
         r, G = _pearson(y, X, beta)
         if structure == "exchangeable" and pairs > p:
             phi = float(r @ r) / (n - p)

@@ -209,7 +209,8 @@ def data_window(data: ClientData) -> dict:
         "share_started_before_window": round(n_before / len(acc), 4) if len(acc) else 0.0,
         "ended_before_window": int(ended_before.sum()),
         "only_active_listed": bool(n_before > 0 and not ended_before.any()),
-        "handling": "delayed entry: accounts enter the churn models at the first data month; tenure from contract_start",
+        "handling": "delayed entry: accounts enter the churn models at the first data month; "
+                    "tenure from contract_start",
     }
 
 
@@ -373,7 +374,9 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
     return pd.DataFrame(out)
 
 
-def recent_values(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS) -> dict[str, np.ndarray]:
+def recent_values(
+    panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS
+) -> dict[str, np.ndarray]:
     """The values behind :func:`recent_means`: for each selected row and KPI, the account's last ``n``
     non-missing values up to and including that row, oldest first (rows × n, NaN-padded in front)."""
     pos = np.flatnonzero(rows)
@@ -400,8 +403,8 @@ def outcome_rows(panel: pd.DataFrame, outcome: str, lag: int) -> tuple[np.ndarra
 
     Rows need month t − lag inside the contract and the data window (tenure ≥ lag and
     months_observed ≥ lag: delayed entry of accounts that started before the data): an event is
-    explained only by KPIs measured before it. churn / renewal: at-risk rows (every month of a monthly contract, the renewal
-    months of an annual one, the churn month), renewal = 1 − churn; expansion (incl. cross-sell),
+    explained only by KPIs measured before it. churn / renewal: at-risk rows (every month of a monthly
+    contract, the renewal months of an annual one, the churn month), renewal = 1 − churn; expansion (incl. cross-sell),
     downgrade (contraction) and referral: months after the first, with MRR the month before and no
     churn (an account that leaves in a month does not grow, shrink or refer in it).
     """

@@ -191,7 +191,9 @@ class Params(BaseModel):
                 elif operand not in known:
                     problems.append(
                         f"events_kpis.{name}.ratio: {operand!r} is not a KPI of events_kpis nor of the catalogue "
-                        f"(a column of the kpis table outside the catalogue: declare it under kpis: {{{operand}: {{}}}})")
+                        "(a column of the kpis table outside the catalogue: declare it under "
+                        f"kpis: {{{operand}: {{}}}})"
+                    )
         if _ratio_cycle(self.events_kpis):
             problems.append("events_kpis: ratios refer to each other in a circle (break the cycle)")
         if problems:
@@ -271,7 +273,11 @@ def _describe(err: dict) -> str:
     elif isinstance(value, dict) and isinstance(value.get("data"), str):
         value = {**value, "data": shown_data(value["data"])}
     if err["type"] == "extra_forbidden":
-        model = {"events_kpis": EventKPI, "kpis": KPIOverride}.get(str(err["loc"][0]), Params) if len(err["loc"]) > 1 else Params
+        model = (
+            {"events_kpis": EventKPI, "kpis": KPIOverride}.get(str(err["loc"][0]), Params)
+            if len(err["loc"]) > 1
+            else Params
+        )
         allowed = ", ".join(model.model_fields)
         close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1, cutoff=0.6)
         hint = f" Did you mean '{close[0]}'?" if close else ""

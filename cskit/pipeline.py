@@ -133,7 +133,6 @@ def analyse(
     whole analysis is impossible: bad params or data (the loader), no account-month left, or no churn
     at all (:func:`require_churn`).
     """
-    from cskit.triggers import find_triggers
     from cskit.changes import read_results, results_folder
     from cskit.health import design_health_score
     from cskit.history import track_health
@@ -142,6 +141,7 @@ def analyse(
     from cskit.panel import build_panel, kpi_columns
     from cskit.potential import improvement_potential
     from cskit.survival import compute_survival
+    from cskit.triggers import find_triggers
 
     clock = _Clock(timings)
     p = absolute_data(as_params(params), base)

@@ -49,7 +49,11 @@ def playbook(model: ScoreModel, frame: pd.DataFrame, include=None,
     order = np.argsort(-gaps.to_numpy(), axis=1, kind="stable")
     out = red[["account_id", "score", "tier"]].copy()
     for i in (0, 1):
-        g = np.take_along_axis(gaps.to_numpy(), order[:, i : i + 1], axis=1)[:, 0] if gaps.shape[1] > i else np.zeros(len(red))
+        g = (
+            np.take_along_axis(gaps.to_numpy(), order[:, i : i + 1], axis=1)[:, 0]
+            if gaps.shape[1] > i
+            else np.zeros(len(red))
+        )
         k = names[order[:, i]] if gaps.shape[1] > i else np.full(len(red), "")
         out[f"kpi_{i + 1}"] = np.where(g >= MIN_GAP, k, "")
         out[f"gap_{i + 1}"] = np.where(g >= MIN_GAP, g, np.nan)

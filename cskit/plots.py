@@ -38,7 +38,10 @@ TEXT = {
     "not_flagged": {"ja": "有意でない", "en": "Not significant"},
     "d_ltv": {"ja": "LTV増分", "en": "LTV gain"},
     "sure": {"ja": "95%区間がゼロの片側", "en": "95% interval clear of zero"},
-    "unsure": {"ja": "区間がゼロをまたぐ（ゼロと区別できない）", "en": "interval crosses zero (not distinguishable from zero)"},
+    "unsure": {
+        "ja": "区間がゼロをまたぐ（ゼロと区別できない）",
+        "en": "interval crosses zero (not distinguishable from zero)",
+    },
     "points": {"ja": "配点 (合計100)", "en": "Points (sum to 100)"},
     "item_kpi": {"ja": "KPI", "en": "KPI"},
     "item_context": {"ja": "契約状況（CSでは変えられない）", "en": "Account context (not changeable by CS)"},
@@ -48,8 +51,14 @@ TEXT = {
     "tier": {"ja": "ティア", "en": "Tier"},
     "churn_rate": {"ja": "解約率", "en": "Churn rate"},
     "customer_churn_rate": {"ja": "顧客解約率", "en": "Customer churn rate"},
-    "revenue_churn_rate_start_base": {"ja": "収益解約率（月初MRR基準）", "en": "Revenue churn rate (start-of-month MRR)"},
-    "revenue_churn_rate_remaining_base": {"ja": "収益解約率（残存MRR基準）", "en": "Revenue churn rate (remaining MRR)"},
+    "revenue_churn_rate_start_base": {
+        "ja": "収益解約率（月初MRR基準）",
+        "en": "Revenue churn rate (start-of-month MRR)",
+    },
+    "revenue_churn_rate_remaining_base": {
+        "ja": "収益解約率（残存MRR基準）",
+        "en": "Revenue churn rate (remaining MRR)",
+    },
     "gross_revenue_churn": {"ja": "グロス収益解約率", "en": "Gross revenue churn"},
     "net_revenue_churn": {"ja": "ネット収益解約率", "en": "Net revenue churn"},
     "red": {"ja": "赤", "en": "Red"},
@@ -290,7 +299,9 @@ def survival_grid(
 ) -> np.ndarray:
     """One Kaplan-Meier panel per value of ``facet`` (e.g. all / segment / plan / onboarding), two per row."""
     keys = list(dict.fromkeys(data[facet]))
-    many = max((data[data[facet] == k]["group"].nunique() if "group" in data else 1) for k in keys) > 4 if keys else False
+    many = (
+        max((data[data[facet] == k]["group"].nunique() if "group" in data else 1) for k in keys) > 4 if keys else False
+    )
     cols = 1 if many else 2  # a panel with many groups keeps its legend beside it: one panel per row
     rows = max(1, (len(keys) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(11 if cols == 2 else 9, 4 * rows), squeeze=False)
@@ -559,8 +570,13 @@ def health_panels(items: pd.DataFrame, by_tier: pd.DataFrame | None, titles: tup
     """The score's points (:func:`points_bars`) and, beside them, churn by tier out of time
     (:func:`tier_bars`), each with its title."""
     has_tiers = by_tier is not None and len(by_tier)
-    fig, axes = plt.subplots(1, 2 if has_tiers else 1, figsize=(14 if has_tiers else 8, max(3.5, 0.38 * len(items) + 1.6)),
-                             squeeze=False, gridspec_kw={"width_ratios": [3, 2]} if has_tiers else None)
+    fig, axes = plt.subplots(
+        1,
+        2 if has_tiers else 1,
+        figsize=(14 if has_tiers else 8, max(3.5, 0.38 * len(items) + 1.6)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 2]} if has_tiers else None,
+    )
     points_bars(items, language=language, ax=axes[0, 0])
     axes[0, 0].set_title(titles[0])
     if has_tiers:

@@ -34,7 +34,6 @@ from cskit.excel import write_potential_xlsx
 from cskit.models import (
     ADJUST,
     CHURN_ADJUST,
-    MIN_EVENTS,
     MISSING_COLUMNS,
     MISSING_PREFIX,
     Design,
@@ -50,7 +49,16 @@ from cskit.models import (
 )
 from cskit.narrative import POTENTIAL_CAVEAT, share_kpis
 from cskit.notices import Notice
-from cskit.panel import OUTCOMES, active_rows, decides, outcome_rows, recent_means, recent_values, renewal_cycles
+from cskit.panel import (
+    MIN_EVENTS,
+    OUTCOMES,
+    active_rows,
+    decides,
+    outcome_rows,
+    recent_means,
+    recent_values,
+    renewal_cycles,
+)
 from cskit.params import Params
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
@@ -117,8 +125,14 @@ def has_referrals(data: ClientData) -> bool:
 
 
 def fit_outcome(
-    panel: pd.DataFrame, outcome: str, kpis: list[str], transforms: dict[str, Transform], lag: int, language: str = "en",
-    *, alpha: float | None = None,
+    panel: pd.DataFrame,
+    outcome: str,
+    kpis: list[str],
+    transforms: dict[str, Transform],
+    lag: int,
+    language: str = "en",
+    *,
+    alpha: float | None = None,
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
@@ -187,15 +201,21 @@ def active_accounts(panel: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> pd.DataFrame:
     """Each active account's future value of each KPI: the mean of its last 3 observed monthly values
     up to as_of (NaN if never observed; :func:`cskit.panel.recent_means`); ``contract_months`` = tenure at as_of."""
-    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(active["account_id"]).to_numpy()
+    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(
+        active["account_id"]
+    ).to_numpy()
     means = recent_means(panel, kpis, rows).set_index("account_id")
     return means.reindex(active["account_id"].to_numpy())[kpis].reset_index(drop=True)
 
 
-def future_months(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+def future_months(
+    panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp
+) -> dict[str, np.ndarray]:
     """The monthly values behind :func:`future_values`: per KPI (not ``contract_months``), each active
     account's last 3 observed values up to as_of, oldest first (accounts × 3, NaN-padded)."""
-    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(active["account_id"]).to_numpy()
+    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(
+        active["account_id"]
+    ).to_numpy()
     monthly = [k for k in kpis if k != "contract_months"]
     values = recent_values(panel, monthly, rows)
     order = pd.Index(panel["account_id"].to_numpy()[rows]).get_indexer(active["account_id"].to_numpy())
@@ -388,7 +408,12 @@ def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dty
 
 
 def project_chunk(
-    neg_a: dict[str, np.ndarray], factor: dict[str, np.ndarray], g_e: np.ndarray, g_d: np.ndarray, horizon: int, ltv_months: int
+    neg_a: dict[str, np.ndarray],
+    factor: dict[str, np.ndarray],
+    g_e: np.ndarray,
+    g_d: np.ndarray,
+    horizon: int,
+    ltv_months: int,
 ) -> dict[str, np.ndarray]:
     """The architecture's projection for a chunk of accounts, per draw (rows) and account, m(0) = 1.
 
@@ -749,7 +774,11 @@ def _table(
             notes[sc.kpi] = _dropped_reason(sc.kpi, models)
         for col, f in _MEASURES.items():
             blank = blank_row or empty_col[col]
-            row[col] = math.nan if blank else float(f(point.totals, params.gross_margin)[s, 0] - f(point.totals, params.gross_margin)[0, 0])
+            row[col] = (
+                math.nan
+                if blank
+                else float(f(point.totals, params.gross_margin)[s, 0] - f(point.totals, params.gross_margin)[0, 0])
+            )
             lo = hi = math.nan
             if draws is not None and not blank:
                 d = f(draws.totals, params.gross_margin)

@@ -371,7 +371,9 @@ def _factors(static: np.ndarray, ar: np.ndarray) -> np.ndarray:
     return math.sqrt(FACTOR_STATIC_SHARE) * static + math.sqrt(1 - FACTOR_STATIC_SHARE) * ar
 
 
-def _latents(factors: np.ndarray, noise: np.ndarray, names: list[str], columns: list[str] = LATENT) -> dict[str, np.ndarray]:
+def _latents(
+    factors: np.ndarray, noise: np.ndarray, names: list[str], columns: list[str] = LATENT
+) -> dict[str, np.ndarray]:
     """Standard-normal latent value of each named KPI (loadings on the factors + own noise).
 
     ``noise`` has one column per name of ``columns`` (only the named ones are read). The loadings are
@@ -408,8 +410,13 @@ def _raw(name: str, z: np.ndarray, rng: np.random.Generator, options: Options | 
     raise KeyError(name)
 
 
-def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator,
-                  shift: dict[str, float | np.ndarray] | None = None, options: Options | None = None) -> dict[str, np.ndarray]:
+def _monthly_kpis(
+    acc: dict,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    shift: dict[str, float | np.ndarray] | None = None,
+    options: Options | None = None,
+) -> dict[str, np.ndarray]:
     """Raw values of the 24 monthly KPIs for the accounts ``idx`` in the current month.
 
     Active users are drawn from the account's fixed team (not from its seats), so an upsell raises
@@ -430,7 +437,9 @@ def _monthly_kpis(acc: dict, idx: np.ndarray, rng: np.random.Generator,
     out["active_user_rate"] = np.round(out["active_users"] / seats, 3)
     for name in ("login_days", "session_seconds", "newsletter_open_rate", "csat"):
         out[name] = _raw(name, z[name], rng)
-    out["newsletter_click_rate"] = np.round(out["newsletter_open_rate"] * _sigmoid(-1.5 + 0.6 * z["newsletter_click_rate"]), 3)
+    out["newsletter_click_rate"] = np.round(
+        out["newsletter_open_rate"] * _sigmoid(-1.5 + 0.6 * z["newsletter_click_rate"]), 3
+    )
     for name in POISSON:
         out[name] = _raw(name, z[name], rng, options)
     return {k: out[k] for k in MONTHLY_KPIS}
@@ -598,7 +607,9 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
         shift = {options.seasonal_kpi: SEASONAL_PEAK} if peak and options.seasonal_kpi else {}
         if engagement_drop is not None and t == asof_t - engagement_drop.months + 1:
             ok = idx[(acc["churn_month"][idx] > t) & (t - acc["start"][idx] >= DROP_MIN_TENURE)]
-            pick = np.random.default_rng([seed, 15]).choice(len(ok), min(engagement_drop.accounts, len(ok)), replace=False)
+            pick = np.random.default_rng([seed, 15]).choice(
+                len(ok), min(engagement_drop.accounts, len(ok)), replace=False
+            )
             chosen = np.sort(ok[pick])
         if engagement_drop is not None and asof_t - engagement_drop.months < t <= asof_t:
             hit = np.isin(idx, chosen)
@@ -707,11 +718,17 @@ def _snapshot_state(acc: dict, idx: np.ndarray, history: dict, lag: int, drivers
     """Everything known at as_of about the accounts still active then (for the Monte Carlo)."""
     active = idx[acc["churn_month"][idx] > t]
     return {
-        "idx": active, "tenure": t - acc["start"][active], "seg": acc["seg"][active], "window": window,
-        "annual": acc["annual"][active], "term": acc["term"][active],
+        "idx": active,
+        "tenure": t - acc["start"][active],
+        "seg": acc["seg"][active],
+        "window": window,
+        "annual": acc["annual"][active],
+        "term": acc["term"][active],
         "onboarding": acc["onboarding"][active].astype(float),
-        "static": acc["static"][active].copy(), "ar": acc["ar"][active].copy(),
-        "noise": acc["noise"][active][:, [LATENT.index(k) for k in CHURN_KPIS]], "mrr": acc["lines"][active].sum(axis=1),
+        "static": acc["static"][active].copy(),
+        "ar": acc["ar"][active].copy(),
+        "noise": acc["noise"][active][:, [LATENT.index(k) for k in CHURN_KPIS]],
+        "mrr": acc["lines"][active].sum(axis=1),
         "known": {m: _take(history[m], active) for m in range(t - lag - window + 2, t + 1) if m in history},
         "drivers": drivers,
     }
@@ -781,8 +798,9 @@ def _churn_prob_mc(state: dict, horizon: int, lag: int, paths: int, rng: np.rand
     annual_rep = rep(state["annual"])
     for h in range(1, horizon + 1):
         ten = state["tenure"] + h
-        base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis("churn", onboarding, list(onboarding),
-                                                                            seg=state["seg"], options=options)
+        base = eta_account("churn", ten, state["seg"], state["annual"]) + eta_kpis(
+            "churn", onboarding, list(onboarding), seg=state["seg"], options=options
+        )
         base = base + season[h]
         decides = (ten >= max(1, lag)) & (ten % state["term"] == 0)
         past = known[h - lag] if h <= lag else simulated[h - lag]
@@ -883,10 +901,15 @@ def _accounts_table(acc, ids, rank, months, asof_t, alive, last_idx, last_values
     churned = acc["churn_month"] <= asof_t
     churn_day = np.where(acc["annual"], day, rng.integers(1, 29, n))
     cm = np.where(churned, acc["churn_month"], 0)
-    churn_date = np.where(churned, np.char.add(np.char.add(months[cm], "-"), np.char.zfill(churn_day.astype(str), 2)), None)
+    churn_date = np.where(
+        churned, np.char.add(np.char.add(months[cm], "-"), np.char.zfill(churn_day.astype(str), 2)), None
+    )
     referred_by = np.where(acc["referrer"] >= 0, ids[np.maximum(acc["referrer"], 0)], None)
     pos = np.searchsorted(last_idx, alive)
-    z = [(v - v.mean()) / v.std() for v in (last_values[k][pos] for k in ("login_days", "newsletter_open_rate", "session_seconds"))]
+    z = [
+        (v - v.mean()) / v.std()
+        for v in (last_values[k][pos] for k in ("login_days", "newsletter_open_rate", "session_seconds"))
+    ]
     mix = (z[0] + z[1] + z[2]) / 3 + rng.normal(0, 0.8, len(alive))
     health = pd.array(np.full(n, pd.NA), dtype="Int64")
     health[alive] = np.round(100 * _sigmoid(1.5 * mix + 0.4)).astype(np.int64)

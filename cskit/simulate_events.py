@@ -75,7 +75,10 @@ def _at(day: dt.date, rng: np.random.Generator) -> dt.datetime:
 
 def _month_events(account: str, days: list[dt.date], kpi: dict, rng: np.random.Generator) -> list[tuple]:
     out = []
-    pick = lambda k: [days[j] for j in rng.integers(0, len(days), k)]
+
+    def pick(k: int) -> list[dt.date]:
+        return [days[j] for j in rng.integers(0, len(days), k)]
+
     login = sorted(rng.choice(len(days), int(kpi["login_days"]), replace=False))
     for j in login:
         for _ in range(int(rng.integers(1, 4))):

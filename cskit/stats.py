@@ -65,7 +65,11 @@ def auc_with_ci(y: np.ndarray, risk: np.ndarray, level: float = 0.95) -> dict:
     auc, cov = delong(y, risk)
     z = stats.norm.ppf(0.5 + level / 2)
     se = float(np.sqrt(cov[0, 0]))
-    return {"auc": float(auc[0]), "ci_low": max(0.0, float(auc[0]) - z * se), "ci_high": min(1.0, float(auc[0]) + z * se)}
+    return {
+        "auc": float(auc[0]),
+        "ci_low": max(0.0, float(auc[0]) - z * se),
+        "ci_high": min(1.0, float(auc[0]) + z * se),
+    }
 
 
 def largest_remainder(weights: np.ndarray, total: int = 100) -> np.ndarray:
@@ -83,7 +87,12 @@ def mean_ci(x: np.ndarray) -> dict:
     if len(x) < 2:
         return {"n": int(len(x)), "mean": float(x.mean()) if len(x) else None}
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return {"n": int(len(x)), "mean": float(x.mean()), "ci_low": float(x.mean() - half), "ci_high": float(x.mean() + half)}
+    return {
+        "n": int(len(x)),
+        "mean": float(x.mean()),
+        "ci_low": float(x.mean() - half),
+        "ci_high": float(x.mean() + half),
+    }
 
 
 def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -36,7 +36,6 @@ from cskit.models import (
     ADJUST,
     CHURN_ADJUST,
     MAX_MISSING,
-    MIN_EVENTS,
     MISSING_COLUMNS,
     Design,
     GEEResult,
@@ -46,8 +45,8 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     fit_gee,
-    joint_p,
     indicator_effects,
+    joint_p,
     kpi_transforms,
     linear_flagged,
     score_terms,
@@ -58,7 +57,7 @@ from cskit.models import (
     zero_missing,
 )
 from cskit.notices import Notice
-from cskit.panel import outcome_rows
+from cskit.panel import MIN_EVENTS, outcome_rows
 from cskit.params import Params
 from cskit.season import churn_seasonality, seasonal_notice
 from cskit.stats import spearman_columns
@@ -235,7 +234,6 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
-        what = "non-renewals" if outcome == "renewal" else f"{outcome} events"
         info.update(status="not estimable", reason=Notice(
             "outcome_not_estimable", stage="triggers", outcome=outcome, events=int(events), rows=int(info["rows"]),
             min=MIN_EVENTS))
@@ -262,7 +260,9 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     terms, tests = _once(shared, ("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
     design = with_terms(design, terms, seg)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
-    missing = indicator_effects(missing.assign(outcome=outcome), design, fit["coef"], np.sqrt(np.clip(np.diag(fit["cov"]), 0, None)))
+    missing = indicator_effects(
+        missing.assign(outcome=outcome), design, fit["coef"], np.sqrt(np.clip(np.diag(fit["cov"]), 0, None))
+    )
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
     out = _effects(base, design, fit, crit, seg)
     extra = _segment_rows(base, design, fit, crit, seg)
@@ -371,7 +371,12 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
     indep = fit_gee(y, design.X, groups, "independence", start=start)
     problem = _gee_problem(exch, indep)
     if problem is None:
-        return {"coef": exch.coef, "se": exch.se, "cov": exch.cov, "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}"}
+        return {
+            "coef": exch.coef,
+            "se": exch.se,
+            "cov": exch.cov,
+            "model": MODEL[outcome] + f"; exchangeable, rho = {exch.rho:.3f}",
+        }
     warnings.append(Notice("gee_fallback", stage="triggers", severity="note", problem=problem))
     return {"coef": indep.coef, "se": indep.se, "cov": indep.cov, "model": MODEL[outcome] + "; independence (fallback)"}
 

@@ -70,7 +70,8 @@ class DatabaseURL:
             return f"DuckDB file {self.path}"
         host = self.host or os.environ.get("PGHOST") or "localhost"
         port = self.port or os.environ.get("PGPORT") or 5432
-        return f"PostgreSQL server {host}:{port}, database {self.database or os.environ.get('PGDATABASE') or '(default)'!r}"
+        database = self.database or os.environ.get("PGDATABASE") or "(default)"
+        return f"PostgreSQL server {host}:{port}, database {database!r}"
 
     def secrets(self) -> list[str]:
         """Every spelling of the password that could appear in a driver's message."""
@@ -246,8 +247,16 @@ def _connect_message(url: DatabaseURL, e: BaseException) -> str:
 # Reading
 
 
-def read_database(url: DatabaseURL, names: dict[str, str], *, tables: tuple[str, ...], required: tuple[str, ...],
-                  month_columns: dict[str, set[str]], timezone: str, report) -> tuple[dict[str, pd.DataFrame], set[str], object]:
+def read_database(
+    url: DatabaseURL,
+    names: dict[str, str],
+    *,
+    tables: tuple[str, ...],
+    required: tuple[str, ...],
+    month_columns: dict[str, set[str]],
+    timezone: str,
+    report,
+) -> tuple[dict[str, pd.DataFrame], set[str], object]:
     """Read the client's tables as text frames.
 
     ``names`` maps a canonical table to the database's (``schema.table`` allowed); unmapped tables are

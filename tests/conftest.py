@@ -9,9 +9,10 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from pathlib import Path
+# the thread settings above must precede every import that may load numpy
+from pathlib import Path  # noqa: E402
 
-import pytest
+import pytest  # noqa: E402
 
 _PEER_CANDIDATES = (
     Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "churnsim-crm6",  # CI: shared/ beside the clone

@@ -228,7 +228,9 @@ def test_thin_client_completes_and_says_what_was_not_estimated(tmp_path):
     assert "No KPI&#39;s improvement potential could be estimated" in html or \
         "No KPI's improvement potential could be estimated" in html
     assert "Traceback" not in html
-    outputs = [o for c in nbformat.read(str(folder / "diagnosis.ipynb"), as_version=4).cells for o in c.get("outputs", [])]
+    outputs = [
+        o for c in nbformat.read(str(folder / "diagnosis.ipynb"), as_version=4).cells for o in c.get("outputs", [])
+    ]
     assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
 
 

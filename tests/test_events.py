@@ -203,7 +203,9 @@ def test_loader_joins_events_kpis_with_the_kpis_table_and_counts_bad_events():
     data = client_from_frames(small_client(), params)
     q = data.quality.tables["events"]
     assert q["read"] == len(EVENTS) == q["used"] + sum(q["excluded"].values()) and q["excluded"] == EXPECTED_EXCLUDED
-    assert any(w.startswith("events.ts: 1 row(s) excluded (bad_ts)") and "'not a time'" in w for w in data.quality.warnings)
+    assert any(
+        w.startswith("events.ts: 1 row(s) excluded (bad_ts)") and "'not a time'" in w for w in data.quality.warnings
+    )
     k = data.kpis.set_index([data.kpis["account_id"], data.kpis["month"].dt.strftime("%Y-%m")])
     # before the log's coverage (Nov, Dec 2025): the kpis table's values, the events KPIs empty
     assert k.loc[("A", "2025-11"), "licenses"] == 10 and np.isnan(k.loc[("A", "2025-12"), "logins"])
@@ -231,18 +233,28 @@ def test_loader_errors_name_the_key():
     assert list(data.kpis.columns) == ["account_id", "month", *SPEC]
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"events_kpis": {"a": {"event": "x", "agg": "median"}}}, "key 'events_kpis.a.agg': unknown aggregation; use one of count"),
-    ({"events_kpis": {"a": {"event": [], "agg": "count"}}}, "key 'events_kpis.a.event': the event list is empty"),
-    ({"events_kpis": {"r": {"ratio": ["a", "nope"]}, "a": {"event": "x", "agg": "count"}}},
-     "events_kpis.r.ratio: 'nope' is not a KPI of events_kpis nor of the catalogue"),
-    ({"events_kpis": {"a": {"event": "x"}}}, "key 'events_kpis.a': needs both event"),
-    ({"events_kpis": {"a": {"event": "x", "agg": "count", "where": 1}}},
-     "unknown key 'events_kpis.a.where' (value 1). Allowed keys: event, agg, ratio"),
-    ({"events_kpis": {"a": {"ratio": ["b", "licenses"]}, "b": {"ratio": ["a", "licenses"]}}}, "in a circle"),
-    ({"timezone": "Asia/Tokio"}, "key 'timezone': is not a time zone"),
-    ({"engine": "polars"}, "key 'engine': Input should be 'duckdb' or 'spark'"),
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        (
+            {"events_kpis": {"a": {"event": "x", "agg": "median"}}},
+            "key 'events_kpis.a.agg': unknown aggregation; use one of count",
+        ),
+        ({"events_kpis": {"a": {"event": [], "agg": "count"}}}, "key 'events_kpis.a.event': the event list is empty"),
+        (
+            {"events_kpis": {"r": {"ratio": ["a", "nope"]}, "a": {"event": "x", "agg": "count"}}},
+            "events_kpis.r.ratio: 'nope' is not a KPI of events_kpis nor of the catalogue",
+        ),
+        ({"events_kpis": {"a": {"event": "x"}}}, "key 'events_kpis.a': needs both event"),
+        (
+            {"events_kpis": {"a": {"event": "x", "agg": "count", "where": 1}}},
+            "unknown key 'events_kpis.a.where' (value 1). Allowed keys: event, agg, ratio",
+        ),
+        ({"events_kpis": {"a": {"ratio": ["b", "licenses"]}, "b": {"ratio": ["a", "licenses"]}}}, "in a circle"),
+        ({"timezone": "Asia/Tokio"}, "key 'timezone': is not a time zone"),
+        ({"engine": "polars"}, "key 'engine': Input should be 'duckdb' or 'spark'"),
+    ],
+)
 def test_params_validation_names_the_key(raw, key):
     with pytest.raises(CskitError) as e:
         validate_params(raw)
@@ -282,13 +294,17 @@ def test_demo_events_client_is_what_the_documented_command_writes(tmp_path):
     from cskit import simulate as S
 
     text = (ROOT / "params" / "demo-events.yaml").read_text(encoding="utf-8")
-    cmd = "python -m cskit.simulate --accounts 300 --months 24 --seed 11 --start 2024-07 --events --out data/demo-events"
+    cmd = (
+        "python -m cskit.simulate --accounts 300 --months 24 --seed 11 --start 2024-07 --events --out data/demo-events"
+    )
     assert cmd in text
     assert S.main(cmd.split()[3:-1] + [str(tmp_path)]) == 0
     demo = ROOT / "data" / "demo-events"
     for f in ("accounts.csv", "revenue.csv", "kpis.csv", "nps.csv"):
         assert (tmp_path / f).read_bytes() == (demo / f).read_bytes(), f
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "events.parquet"), pd.read_parquet(demo / "events.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "events.parquet"), pd.read_parquet(demo / "events.parquet")
+    )
     assert sum(p.stat().st_size for p in demo.iterdir()) < 5_000_000
 
 
@@ -337,8 +353,16 @@ def test_spark_gives_the_duckdb_panels(spark, tmp_path):
     written["events"].to_parquet(tmp_path / "sim.parquet", coerce_timestamps="us")
     accounts = client_from_frames({k: v for k, v in written.items() if k != "events"},
                                   Params(events_kpis={}, as_of=None)).accounts
-    got = [E.aggregate_events(E.read_events(tmp_path / "sim.parquet", engine=engine), EVENTS_KPIS,
-                              timezone="Asia/Tokyo", as_of=sim.as_of, accounts=accounts) for engine in ("duckdb", "spark")]
+    got = [
+        E.aggregate_events(
+            E.read_events(tmp_path / "sim.parquet", engine=engine),
+            EVENTS_KPIS,
+            timezone="Asia/Tokyo",
+            as_of=sim.as_of,
+            accounts=accounts,
+        )
+        for engine in ("duckdb", "spark")
+    ]
     pd.testing.assert_frame_equal(got[0][0], got[1][0])
     assert got[0][1] == got[1][1]
     with pytest.raises(CskitError, match="engine: spark reads events from CSV or Parquet"):

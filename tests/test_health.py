@@ -8,11 +8,10 @@ import pytest
 from scipy import stats
 
 from cskit.health import ScoreModel, deciles
-from cskit.playbook import playbook
-from cskit.stats import auc_with_ci, delong, largest_remainder, newcombe_difference, risk_ratio, wilson
 from cskit.models import Design, Transform
 from cskit.panel import recent_means
-
+from cskit.playbook import playbook
+from cskit.stats import auc_with_ci, delong, largest_remainder, newcombe_difference, risk_ratio, wilson
 
 # ---------------------------------------------------------------- statistics vs references
 
@@ -29,9 +28,9 @@ def test_wilson_matches_newcombe_1998_table(k, n, lo, hi):
 @pytest.mark.parametrize("k1, n1, k2, n2, lo, hi", [(56, 70, 48, 80, 0.0524, 0.3339), (9, 10, 3, 10, 0.1705, 0.8090)])
 def test_difference_interval_matches_newcombe_1998_method_10(k1, n1, k2, n2, lo, hi):
     # Newcombe (1998) Stat Med 17:873, Table II, method 10 (hybrid score)
-    d, l, h = newcombe_difference(k1, n1, k2, n2)
+    d, low, high = newcombe_difference(k1, n1, k2, n2)
     assert d == pytest.approx(k1 / n1 - k2 / n2)
-    assert (l, h) == pytest.approx((lo, hi), abs=5e-5)
+    assert (low, high) == pytest.approx((lo, hi), abs=5e-5)
 
 
 def test_risk_ratio_katz_interval_by_hand():
@@ -197,7 +196,7 @@ def test_expected_cloglog_matches_numerical_integration():
     # monthly hazards (η ≤ −1, error variance ≤ ~1.5) to 1e-6; far outside that range still to 1e-4
     for mean, var, rel in [(-3.0, 0.0, 1e-12), (-3.0, 0.3, 1e-6), (-4.5, 1.2, 1e-6), (-1.0, 0.8, 1e-6),
                            (-2.0, 1.5, 1e-6), (0.5, 2.0, 1e-4)]:
-        f = lambda x: (1 - np.exp(-np.exp(mean + np.sqrt(var) * x))) * stats.norm.pdf(x)  # noqa: E731
+        f = lambda x, mean=mean, var=var: (1 - np.exp(-np.exp(mean + np.sqrt(var) * x))) * stats.norm.pdf(x)  # noqa: E731
         ref = integrate.quad(f, -12, 12, epsabs=1e-13)[0] if var > 0 else 1 - np.exp(-np.exp(mean))
         assert expected_cloglog(np.array([mean]), np.array([var]))[0] == pytest.approx(ref, rel=rel)
 
@@ -383,7 +382,7 @@ def test_churn_prob_averages_each_months_hazard_over_the_forecast_errors_by_hand
         sd = np.sqrt([forecast_error_var(pu, np.array([4]), np.array([s]))[0, 0],
                       forecast_error_var(pt, np.array([4]), np.array([s]))[0, 0]])
         v = (b * sd) @ corr.to_numpy() @ (b * sd)
-        f = lambda x: (1 - np.exp(-np.exp(mean + np.sqrt(v) * x))) * stats.norm.pdf(x)  # noqa: E731
+        f = lambda x, mean=mean, v=v: (1 - np.exp(-np.exp(mean + np.sqrt(v) * x))) * stats.norm.pdf(x)  # noqa: E731
         expect.append(integrate.quad(f, -12, 12, epsabs=1e-13)[0])
     np.testing.assert_allclose(S[0], np.cumprod(1 - np.array(expect)), rtol=1e-8)
     # ignoring the forecast errors (Jensen) gives a higher survival
@@ -419,7 +418,9 @@ def test_onboarding_verdict_rule():
 def test_touch_tiers_by_ltv_shares_and_medians_by_hand():
     from cskit.playbook import touch_model
 
-    frame = pd.DataFrame({"account_id": [f"a{i:02d}" for i in range(20)], "score": np.arange(20.0), "k": np.arange(20.0) * 2})
+    frame = pd.DataFrame(
+        {"account_id": [f"a{i:02d}" for i in range(20)], "score": np.arange(20.0), "k": np.arange(20.0) * 2}
+    )
     ltv = pd.Series(np.arange(20.0) + 1)  # a19 has the largest LTV
     table, accounts = touch_model(frame, ["k"], ltv)
     assert list(accounts.loc[accounts["touch"] == "high", "account_id"]) == ["a18", "a19"]
@@ -509,8 +510,8 @@ def test_score_ranks_future_churn_about_as_well_as_the_truth(seed):
     tenure + segment + contract type, tenure rows from lag on, hazards averaged over the KPI forecast
     errors; seeds 0–4, the command in docs/methods.md): score 0.980 0.955 0.976 0.972 0.962,
     churn_prob 0.979 0.960 0.977 0.971 0.971. Seed 1 is the weakest,
-    so per seed we assert ≥ 0.95 for both; the mean is asserted in the next test. Also ≥ 0.99 × the planted KPI part on the same
-    forecasts, ≥ 0.97 × the planted model on the observed 3-month means, and a clear win over the
+    so per seed we assert ≥ 0.95 for both; the mean is asserted in the next test. Also ≥ 0.99 × the planted
+    KPI part on the same forecasts, ≥ 0.97 × the planted model on the observed 3-month means, and a clear win over the
     client's intuition score."""
     r = _recovery(seed)
     assert r["score"] >= 0.95 * r["truth"]
@@ -523,8 +524,8 @@ def test_score_ranks_future_churn_about_as_well_as_the_truth(seed):
 @pytest.mark.slow
 def test_score_and_churn_prob_reach_the_truth_on_average():
     """Issue 7, averaged over seeds 0–4: measured ratio means 0.9691 (score) and 0.9717 (churn_prob);
-    the planted model's exact P(churn within H) on the kit's KPI forecasts reaches 0.972, so 0.97 is about the ceiling of what the
-    observed data carry here. We assert the mean ≥ 0.965 for both."""
+    the planted model's exact P(churn within H) on the kit's KPI forecasts reaches 0.972, so 0.97 is about the
+    ceiling of what the observed data carry here. We assert the mean ≥ 0.965 for both."""
     ratios = pd.DataFrame([_recovery(s) for s in SEEDS])
     assert (ratios["score"] / ratios["truth"]).mean() >= 0.965
     assert (ratios["churn_prob"] / ratios["truth"]).mean() >= 0.965

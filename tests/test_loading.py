@@ -11,9 +11,9 @@ from cskit.errors import CskitError
 from cskit.loading import client_from_frames, load_client, parse_dates, parse_months, parse_numbers
 from cskit.params import validate_params
 
-
 ACCOUNTS = [
-    # account_id, contract_start, churn_date, segment, plan, contract_type, referred_by, health_score, onboarding_completed, company_name
+    # account_id, contract_start, churn_date, segment, plan, contract_type, referred_by, health_score,
+    # onboarding_completed, company_name
     ["A1", "2024-01-15", "", "SMB", "Basic", "monthly", "", "80", "1", "株式会社アルファ"],
     ["A2", "2024-02-01", "2024-05-20", "エンタープライズ", "Pro", "annual", "A1", "", "0", "Beta"],
     ["A3", "2024-03-10", "", "", "", "", "", "55.5", "1", "Gamma"],
@@ -86,7 +86,9 @@ def test_canonical_revenue_kpis_nps_and_catalogue():
     assert (r["month"].dt.day == 1).all() and str(r["month"].dtype) == "datetime64[ns]"
     assert set(r["product"]) == {"core"}
     assert list(k.columns) == ["account_id", "month", "login_days", "active_user_rate", "custom_metric"]
-    assert k.loc[(k.account_id == "A2") & (k.month == "2024-03-01"), ["login_days", "active_user_rate"]].values.tolist() == [[4.0, 0.3]]
+    assert k.loc[
+        (k.account_id == "A2") & (k.month == "2024-03-01"), ["login_days", "active_user_rate"]
+    ].values.tolist() == [[4.0, 0.3]]
     assert "custom_metric" in GOOD.catalogue and GOOD.catalogue["custom_metric"].category == "other"
     assert "csm_name" not in GOOD.catalogue
     assert n["score"].tolist() == [9, 5] and n["role"].tolist() == ["decision_maker", None]
@@ -117,11 +119,29 @@ def test_as_of_mid_month_means_its_month():
 
 BAD_ROWS = [
     # table, row, reason, column, example shown
-    ("accounts", ["A1", "2023-01-01", "", "SMB", "Basic", "", "", "", "", "x"], "duplicate_account_id", "account_id", "'A1'"),
+    (
+        "accounts",
+        ["A1", "2023-01-01", "", "SMB", "Basic", "", "", "", "", "x"],
+        "duplicate_account_id",
+        "account_id",
+        "'A1'",
+    ),
     ("accounts", ["  ", "2023-01-01", "", "", "", "", "", "", "", ""], "empty_account_id", "account_id", "(empty)"),
-    ("accounts", ["A9", "2024-02-30", "", "", "", "", "", "", "", ""], "bad_contract_start", "contract_start", "'2024-02-30'"),
+    (
+        "accounts",
+        ["A9", "2024-02-30", "", "", "", "", "", "", "", ""],
+        "bad_contract_start",
+        "contract_start",
+        "'2024-02-30'",
+    ),
     ("accounts", ["A9", "", "", "", "", "", "", "", "", "x"], "bad_contract_start", "contract_start", "(empty)"),
-    ("accounts", ["A9", "2024-03-01", "2024-02-01", "", "", "", "", "", "", ""], "churn_before_start", "churn_date", "2024-02-01 / 2024-03-01"),
+    (
+        "accounts",
+        ["A9", "2024-03-01", "2024-02-01", "", "", "", "", "", "", ""],
+        "churn_before_start",
+        "churn_date",
+        "2024-02-01 / 2024-03-01",
+    ),
     ("accounts", ["A9", "2024-03-01", "soon", "", "", "", "", "", "", ""], "bad_churn_date", "churn_date", "'soon'"),
     ("accounts", ["A9", "2024-07-01", "", "", "", "", "", "", "", ""], "after_as_of", "contract_start", "'2024-07-01'"),
     ("revenue", ["Z9", "2024-03", "100", "core"], "unknown_account", "account_id", "'Z9'"),
@@ -148,7 +168,9 @@ BAD_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("table,row,reason,column,example", BAD_ROWS, ids=[f"{b[0]}-{b[2]}-{i}" for i, b in enumerate(BAD_ROWS)])
+@pytest.mark.parametrize(
+    "table,row,reason,column,example", BAD_ROWS, ids=[f"{b[0]}-{b[2]}-{i}" for i, b in enumerate(BAD_ROWS)]
+)
 def test_bad_row_excluded_counted_and_named(table, row, reason, column, example):
     data = load(with_row(table, row))
     q = data.quality.tables[table]
@@ -197,7 +219,12 @@ def test_text_in_numeric_kpi_cell_blanks_the_cell_not_the_row():
     tables["kpis"].loc[1, "login_days"] = "n/a"
     tables["kpis"].loc[2, "active_user_rate"] = "?"
     data = load(tables)
-    assert data.quality.tables["kpis"] == {"read": 14, "used": 14, "excluded": {}, "blanked_cells": {"login_days": 1, "active_user_rate": 1}}
+    assert data.quality.tables["kpis"] == {
+        "read": 14,
+        "used": 14,
+        "excluded": {},
+        "blanked_cells": {"login_days": 1, "active_user_rate": 1},
+    }
     assert np.isnan(data.kpis.loc[0, "login_days"]) and np.isnan(data.kpis.loc[1, "login_days"])
     assert any(w.startswith("kpis.login_days: 1 cell(s) are not numbers (e.g. 'many')") for w in data.quality.warnings)
 
@@ -290,7 +317,9 @@ def test_typed_frames_load_like_text():
 
 
 def test_parse_numbers():
-    s = pd.Series(["1,234", " 12 ", "１２３", "－５", "¥1,000", "3.5円", "1,2", "abc", "", "NA", "-", "1e3", "inf", None])
+    s = pd.Series(
+        ["1,234", " 12 ", "１２３", "－５", "¥1,000", "3.5円", "1,2", "abc", "", "NA", "-", "1e3", "inf", None]
+    )
     values, bad = parse_numbers(s)
     expected = [1234, 12, 123, -5, 1000, 3.5, np.nan, np.nan, np.nan, np.nan, np.nan, 1000, np.nan, np.nan]
     np.testing.assert_array_equal(values, np.array(expected, dtype=float))
@@ -311,12 +340,27 @@ def test_parse_dates_and_months():
 # Files: encodings, header mapping, xlsx and duckdb give the same frames as a UTF-8 CSV folder
 
 JA = {
-    "accounts": {"account_id": "顧客ID", "contract_start": "契約開始日", "churn_date": "解約日", "segment": "セグメント",
-                 "plan": "プラン", "contract_type": "契約形態", "referred_by": "紹介元", "health_score": "ヘルススコア",
-                 "onboarding_completed": "オンボード完了", "company_name": "会社名"},
+    "accounts": {
+        "account_id": "顧客ID",
+        "contract_start": "契約開始日",
+        "churn_date": "解約日",
+        "segment": "セグメント",
+        "plan": "プラン",
+        "contract_type": "契約形態",
+        "referred_by": "紹介元",
+        "health_score": "ヘルススコア",
+        "onboarding_completed": "オンボード完了",
+        "company_name": "会社名",
+    },
     "revenue": {"account_id": "顧客ID", "month": "年月", "mrr": "月額売上", "product": "製品"},
-    "kpis": {"account_id": "顧客ID", "month": "年月", "login_days": "ログイン日数", "active_user_rate": "アクティブ率",
-             "custom_metric": "独自指標", "csm_name": "担当CSM"},
+    "kpis": {
+        "account_id": "顧客ID",
+        "month": "年月",
+        "login_days": "ログイン日数",
+        "active_user_rate": "アクティブ率",
+        "custom_metric": "独自指標",
+        "csm_name": "担当CSM",
+    },
     "nps": {"account_id": "顧客ID", "date": "回答日", "score": "スコア", "role": "役割"},
 }
 JA_PARAMS = {"as_of": "2024-06-30", "columns": {t: {ja: en for en, ja in m.items()} for t, m in JA.items()}}
@@ -336,7 +380,15 @@ def typed(df: pd.DataFrame) -> pd.DataFrame:
     for c in out.columns:
         if c in ("contract_start", "churn_date", "date"):
             out[c] = pd.to_datetime(out[c].replace("", None))
-        elif c in ("mrr", "health_score", "onboarding_completed", "login_days", "active_user_rate", "custom_metric", "score"):
+        elif c in (
+            "mrr",
+            "health_score",
+            "onboarding_completed",
+            "login_days",
+            "active_user_rate",
+            "custom_metric",
+            "score",
+        ):
             out[c] = pd.to_numeric(out[c].str.replace(",", "").str.strip().replace("", None))
     return out
 
@@ -403,7 +455,10 @@ def test_missing_files_listed_together(tmp_path):
     with pytest.raises(CskitError) as e:
         load_client(validate_params({"data": str(folder)}))
     msg = str(e.value)
-    assert "revenue: required table is missing: no revenue.csv" in msg and "kpis: required table is missing: no kpis.csv" in msg
+    assert (
+        "revenue: required table is missing: no revenue.csv" in msg
+        and "kpis: required table is missing: no kpis.csv" in msg
+    )
     assert "found: accounts.csv" in msg
 
 
@@ -421,13 +476,16 @@ def test_missing_data_path(tmp_path):
 
 def test_peer_client_loads(peer):
     data = load_client(validate_params({"client": "peer", "data": str(peer)}))
-    lines = {name: sum(1 for _ in open(peer / f"{name}.csv", encoding="utf-8")) - 1 for name in ("accounts", "revenue", "kpis")}
+    lines = {
+        name: sum(1 for _ in open(peer / f"{name}.csv", encoding="utf-8")) - 1
+        for name in ("accounts", "revenue", "kpis")
+    }
     assert {t: q["read"] for t, q in data.quality.tables.items()} == lines
     assert all(q["excluded"] == {} for q in data.quality.tables.values())
     assert data.accounts["account_id"].map(type).eq(str).all() and "0" in set(data.accounts["account_id"])
     assert "country" not in data.accounts.columns and data.static_kpis == []
     assert {"win_opportunity_value", "meeting", "active_users"} <= set(data.kpis.columns)
-    assert data.kpis.shape[1] == 2 + 29 and (data.kpis.dtypes.iloc[2:] == float).all()
+    assert data.kpis.shape[1] == 2 + 29 and (data.kpis.dtypes.iloc[2:] == "float64").all()
     assert data.as_of == pd.Timestamp("2022-12-01")
     assert data.catalogue["win_opportunity_value"].category == "other"
 
@@ -478,14 +536,15 @@ def test_xlsx_missing_sheet_named(tmp_path):
     with pytest.raises(CskitError) as e:
         load_client(validate_params({"data": str(path)}))
     msg = str(e.value)
-    assert "revenue: required table is missing: no sheet named 'revenue' in client.xlsx (sheets: accounts, Sheet2)" in msg
+    assert (
+        "revenue: required table is missing: no sheet named 'revenue' in client.xlsx (sheets: accounts, Sheet2)" in msg
+    )
     assert "kpis: required table is missing" in msg
 
 
 def test_a_kpi_of_only_zeros_and_ones_is_bounded_to_one():
-    from cskit.simulate import simulate_client
-
     from cskit.params import Params
+    from cskit.simulate import simulate_client
 
     sim = simulate_client(n_accounts=200, n_months=12, seed=3, mc_paths=0)
     data = client_from_frames(sim.tables, Params(client="flags"))

@@ -302,7 +302,9 @@ def test_bridge_and_rates_on_the_demo_client():
     assert (lhs - cents["contraction"] - cents["churn"] == cents["mrr_end"]).all()
     raw = pd.read_csv(root / "data" / "demo" / "revenue.csv", dtype={"account_id": str})
     totals = raw.groupby(raw["month"].str[:7])["mrr"].sum()
-    assert dict(zip(b["month"].dt.strftime("%Y-%m"), cents["mrr_end"])) == {k: round(v * 100) for k, v in totals.items()}
+    assert dict(zip(b["month"].dt.strftime("%Y-%m"), cents["mrr_end"])) == {
+        k: round(v * 100) for k, v in totals.items()
+    }
     # Σ churned = paid runs (consecutive paid months of an account) that end before the last month
     paid = raw[raw["mrr"] > 0].assign(m=lambda d: pd.PeriodIndex(d["month"].str[:7], freq="M"))
     last = paid["m"].max()

@@ -155,7 +155,10 @@ def test_score_test_of_a_block_equals_statsmodels_and_the_selection_keeps_a_plan
     st = ref.score_test(exog_extra=Z)
     assert df == 3 and stat == pytest.approx(float(np.ravel(st[0])[0]), rel=1e-6)
     ext, ext_fit, table = select_terms(y, design, fit, ["x1", "x2"], None, 0.05)
-    assert [t.kpi for t in ext.terms] == ["x1"] * 3 and table.set_index("kpi")["kept"].to_dict() == {"x1": True, "x2": False}
+    assert [t.kpi for t in ext.terms] == ["x1"] * 3 and table.set_index("kpi")["kept"].to_dict() == {
+        "x1": True,
+        "x2": False,
+    }
     # the average slope across the 1st–99th percentiles is the fitted curve's secant
     lo, hi = np.quantile(x1, [0.01, 0.99])
     f = ext.contribution(ext_fit.coef, "x1", np.array([lo, hi]))

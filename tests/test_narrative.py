@@ -21,9 +21,13 @@ def test_money_pct_ratio_formats():
 
 
 def test_quality_reconciles_rows():
-    q = {"tables": {"accounts": {"read": 105, "used": 100, "excluded": {"duplicate_account": 3, "churn_before_start": 2}},
-                    "revenue": {"read": 900, "used": 900, "excluded": {}}},
-         "warnings": ["revenue: 4 rows after as_of were excluded."]}
+    q = {
+        "tables": {
+            "accounts": {"read": 105, "used": 100, "excluded": {"duplicate_account": 3, "churn_before_start": 2}},
+            "revenue": {"read": 900, "used": 900, "excluded": {}},
+        },
+        "warnings": ["revenue: 4 rows after as_of were excluded."],
+    }
     text = N.quality(q, "en")
     assert "| accounts | 105 | 100 | 5 | churn_before_start: 2, duplicate_account: 3 |" in text
     assert "| revenue | 900 | 900 | 0 | — |" in text
@@ -227,15 +231,55 @@ def test_drivers_table_localises_outcomes_and_q():
 
 
 def test_segment_rows_and_curves_are_named_in_the_triggers_text():
-    d = pd.DataFrame([
-        {"kpi": "support_inquiries", "outcome": "churn", "effect": 1.2, "ci_low": 1.1, "ci_high": 1.3, "p_value": 1e-6,
-         "q_value": 1e-5, "spearman": 0.1, "best_lag": 1, "trigger": "RT", "direction": "+", "segment": "", "shape": "linear"},
-        {"kpi": "support_inquiries", "outcome": "churn", "effect": 1.4, "ci_low": 1.3, "ci_high": 1.5, "p_value": 1e-8,
-         "q_value": 1e-7, "spearman": np.nan, "best_lag": np.nan, "trigger": "RT", "direction": "+", "segment": "SMB",
-         "shape": "linear"},
-        {"kpi": "login_days", "outcome": "churn", "effect": 0.6, "ci_low": 0.5, "ci_high": 0.7, "p_value": 1e-9,
-         "q_value": 1e-8, "spearman": -0.2, "best_lag": 1, "trigger": "RT", "direction": "-", "segment": "", "shape": "curve"},
-    ])
+    d = pd.DataFrame(
+        [
+            {
+                "kpi": "support_inquiries",
+                "outcome": "churn",
+                "effect": 1.2,
+                "ci_low": 1.1,
+                "ci_high": 1.3,
+                "p_value": 1e-6,
+                "q_value": 1e-5,
+                "spearman": 0.1,
+                "best_lag": 1,
+                "trigger": "RT",
+                "direction": "+",
+                "segment": "",
+                "shape": "linear",
+            },
+            {
+                "kpi": "support_inquiries",
+                "outcome": "churn",
+                "effect": 1.4,
+                "ci_low": 1.3,
+                "ci_high": 1.5,
+                "p_value": 1e-8,
+                "q_value": 1e-7,
+                "spearman": np.nan,
+                "best_lag": np.nan,
+                "trigger": "RT",
+                "direction": "+",
+                "segment": "SMB",
+                "shape": "linear",
+            },
+            {
+                "kpi": "login_days",
+                "outcome": "churn",
+                "effect": 0.6,
+                "ci_low": 0.5,
+                "ci_high": 0.7,
+                "p_value": 1e-9,
+                "q_value": 1e-8,
+                "spearman": -0.2,
+                "best_lag": 1,
+                "trigger": "RT",
+                "direction": "-",
+                "segment": "",
+                "shape": "curve",
+            },
+        ]
+    )
     ja = N.drivers_table(d, {"support_inquiries": "問い合わせ件数", "login_days": "ログイン日数"}, "ja")
     assert "| 問い合わせ件数（SMB内） | 解約 | 1.40 [1.30, 1.50] |" in ja and "| ログイン日数（曲線） |" in ja
     en = N.drivers_table(d, {}, "en")
@@ -291,7 +335,10 @@ def test_health_counts_items_and_separates_kpis_from_context():
     w, s = _weights_with_context(), pd.DataFrame({"tier": ["red", "green", "green"]})
     labels = {"login_days": "ログイン日数", "contract_months": "契約月数"}
     ja = N.health(w, s, {"red_below": 40.0, "green_from": 70.0}, {"status": "not_estimable", "reason": "r"}, labels)
-    assert "合計100点を3項目に配分しました。KPI 1個に計60点（ログイン日数 60）、契約状況 2項目に計40点（契約月数 25、セグメント 15）" in ja
+    assert (
+        "合計100点を3項目に配分しました。KPI 1個に計60点（ログイン日数 60）、"
+        "契約状況 2項目に計40点（契約月数 25、セグメント 15）" in ja
+    )
     assert "契約形態は配点0点です" in ja
     en = N.health(w, s, {"red_below": 40.0, "green_from": 70.0}, {"status": "not_estimable", "reason": "r"},
                   {"login_days": "Login days"}, "en")
@@ -377,7 +424,10 @@ def test_quality_in_japanese_names_tables_and_reasons():
 
 def test_model_names_in_japanese():
     gee = "GEE, logit link, clustered by account (odds ratio of renewal); exchangeable, rho = -0.001"
-    assert N.model_name(gee, "ja") == "GEE（ロジットリンク、アカウント単位のクラスタ、更新のオッズ比）、交換可能作業相関 ρ = -0.001"
+    assert (
+        N.model_name(gee, "ja")
+        == "GEE（ロジットリンク、アカウント単位のクラスタ、更新のオッズ比）、交換可能作業相関 ρ = -0.001"
+    )
     assert N.model_name(gee, "en") == gee
     assert N.model_name("something else", "ja") == "something else"
 
@@ -394,7 +444,9 @@ def test_tier_order_and_calibration_verdicts_are_decided_by_the_stage_and_worded
     assert v["verdicts"] == {"auc": "above_chance", "calibration": "under_predicts", "tier_order": "not_ordered",
                              "tier_pair": ["red", "yellow"]}
     assert "赤ティアの解約率（17.0%）が黄ティア（20.0%）以下" in N.tier_order_text(v, "ja")
-    assert "予測した解約確率の平均は 10.7%、実際の解約率は 15.9% でした（予測は実際より低めです" in N.calibration_text(v, "ja")
+    assert "予測した解約確率の平均は 10.7%、実際の解約率は 15.9% でした（予測は実際より低めです" in N.calibration_text(
+        v, "ja"
+    )
     ok = v | {"predicted_rate": 0.15, "by_tier": [dict(tiers[0], churn_rate=0.3), *tiers[1:]],
               "score": {"auc": 0.7, "ci_low": 0.49, "ci_high": 0.8}}
     ok["verdicts"] = verdicts(ok)
@@ -408,8 +460,10 @@ def test_tier_order_and_calibration_verdicts_are_decided_by_the_stage_and_worded
 
 def test_potential_table_shows_shares_as_percent():
     t = _potential_table().head(1).assign(mean=0.391, improvement=0.0391)
-    assert _rows(N.potential_table(t, "JPY", "ja", rates=["a"]))[0] == ["A", "cat", "39.1%", "+3.9pt",
-                                                                         "500円 [100円, 900円]"] + ["500円 [100円, 900円]"] * 4
+    assert (
+        _rows(N.potential_table(t, "JPY", "ja", rates=["a"]))[0]
+        == ["A", "cat", "39.1%", "+3.9pt", "500円 [100円, 900円]"] + ["500円 [100円, 900円]"] * 4
+    )
 
 
 def test_group_names():

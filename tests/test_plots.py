@@ -116,7 +116,11 @@ def test_churn_rates_wide_table(outdir):
     _render(lambda lang: plots.churn_rates(d, language=lang), outdir / "churn_rates.png")
     plots.set_style()
     ax = plots.churn_rates(d)
-    assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["顧客解約率", "収益解約率（月初MRR基準）", "グロス収益解約率"]
+    assert [tx.get_text() for tx in ax.get_legend().get_texts()] == [
+        "顧客解約率",
+        "収益解約率（月初MRR基準）",
+        "グロス収益解約率",
+    ]
     assert all(len(line.get_xdata()) == 7 for line in ax.get_lines()[:3])
     plt.close(ax.figure)
 

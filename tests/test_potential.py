@@ -173,7 +173,12 @@ from cskit.params import Params  # noqa: E402
 from cskit.potential import improvement_potential  # noqa: E402
 from cskit.simulate import BETA_SD, simulate_client  # noqa: E402
 
-DRIVEN = {"churn": ["d_churn", "d_ltv"], "expansion": ["d_expansion"], "downgrade": ["d_downgrade"], "referral": ["d_new"]}
+DRIVEN = {
+    "churn": ["d_churn", "d_ltv"],
+    "expansion": ["d_expansion"],
+    "downgrade": ["d_downgrade"],
+    "referral": ["d_new"],
+}
 
 
 def run_sim(seed, n=3000, bootstrap=200, **kw):
@@ -309,7 +314,10 @@ def test_projection_of_planted_model_equals_simulator_truth():
         else:
             kpi = DEFAULT_CATALOGUE[k]
             upper = S.FLAG_UPPER.get(k, kpi.upper)
-            x1 = dict(x0, **{k: S.scenario_value(x0[k], sim.truth.recent.get(k), truth.at[k, "improvement"], kpi.lower, upper)})
+            x1 = dict(
+                x0,
+                **{k: S.scenario_value(x0[k], sim.truth.recent.get(k), truth.at[k, "improvement"], kpi.lower, upper)},
+            )
             scen = {c: v[0, 0] for c, v in project(planted_hazards(snap, x1), [], snap, *args).totals.items()}
         ours = {
             "d_ltv": 0.8 * (scen["ltv"] - base["ltv"][0, 0]),
@@ -446,8 +454,7 @@ def test_future_values_equal_the_simulators_snapshot(small):
 # ---------------------------------------------------------------- separation and the external client
 
 
-from cskit.models import GLMResult  # noqa: E402
-from cskit.models import separated_terms  # noqa: E402
+from cskit.models import GLMResult, separated_terms  # noqa: E402
 from cskit.potential import OutcomeModel, _draw_coef  # noqa: E402
 
 

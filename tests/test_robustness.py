@@ -232,7 +232,10 @@ def test_no_noise_or_proxy_is_called_credible():
         t = pot.table.set_index("kpi")
         named = t.index[t["credible"].astype(bool)]
         assert all(role.get(k) == "driver" for k in named if k != "contract_months"), (seed, list(named))
-        assert {"login_days", "support_inquiries", "cs_site_visits"} <= set(named) or len(named) >= 4, (seed, list(named))
+        assert {"login_days", "support_inquiries", "cs_site_visits"} <= set(named) or len(named) >= 4, (
+            seed,
+            list(named),
+        )
         # the stage's decision is stricter than "interval above zero", never looser
         assert not (t["credible"].astype(bool) & ~(t["d_ltv_lo"] > 0)).any()
 

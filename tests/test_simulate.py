@@ -170,7 +170,10 @@ def test_referred_accounts_exist_and_start_after_their_referrer(sim):
     ref = acc["referred_by"].dropna()
     assert 0.03 < len(ref) / len(acc) < 0.15
     assert ref.isin(acc.index).all()
-    assert (acc.loc[ref.index, "contract_start"].str[:7].to_numpy() > acc.loc[ref.to_numpy(), "contract_start"].str[:7].to_numpy()).all()
+    assert (
+        acc.loc[ref.index, "contract_start"].str[:7].to_numpy()
+        > acc.loc[ref.to_numpy(), "contract_start"].str[:7].to_numpy()
+    ).all()
     # the referrer is still a customer in the month its referral starts
     churn = acc.loc[ref.to_numpy(), "churn_date"].str[:7].reset_index(drop=True)
     started = acc.loc[ref.index, "contract_start"].str[:7].reset_index(drop=True)
@@ -260,7 +263,10 @@ def test_beta_sd_is_beta_unit_times_the_empirical_sd(sim, panel):
     assert churn.at["login_days", "beta_unit"] == pytest.approx(-0.5 / S.SCALE["login_days"])
     assert (eff.loc[eff["role"] != "driver", "beta_unit"] == 0).all()
     assert set(eff["link"]) == {"cloglog"}
-    assert churn.at["nps", "role"] == "proxy" and eff.set_index(["kpi", "outcome"]).at[("nps", "expansion"), "role"] == "noise"
+    assert (
+        churn.at["nps", "role"] == "proxy"
+        and eff.set_index(["kpi", "outcome"]).at[("nps", "expansion"), "role"] == "noise"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,16 +384,20 @@ def test_options_plant_a_segment_only_effect_and_a_threshold():
     x = lagged(panel, ["login_days", "csat", "support_inquiries"])
     smb = (panel["segment"] == "SMB").to_numpy()
     d = sim.truth.design
-    X = pd.DataFrame({
-        "below": np.maximum(0, 5 - x["login_days"]), "above": np.maximum(0, x["login_days"] - 5) / 6.9,
-        "csat": (x["csat"] - d["centre"]["csat"]) / d["scale"]["csat"],
-        "support_smb": np.where(smb, x["support_inquiries"] - 2.0, 0.0) / 1.8,
-        "support_other": np.where(smb, 0.0, x["support_inquiries"] - 2.0) / 1.8,
-        "onboarding": (panel["onboarding_completed"] - 0.7) / 0.46,
-        "log1p_tenure": np.log1p(panel["tenure"]),
-        "mid": (panel["segment"] == "Mid").astype(float), "enterprise": (panel["segment"] == "Enterprise").astype(float),
-        "annual": (panel["contract_type"] == "annual").astype(float),
-    })[rows]
+    X = pd.DataFrame(
+        {
+            "below": np.maximum(0, 5 - x["login_days"]),
+            "above": np.maximum(0, x["login_days"] - 5) / 6.9,
+            "csat": (x["csat"] - d["centre"]["csat"]) / d["scale"]["csat"],
+            "support_smb": np.where(smb, x["support_inquiries"] - 2.0, 0.0) / 1.8,
+            "support_other": np.where(smb, 0.0, x["support_inquiries"] - 2.0) / 1.8,
+            "onboarding": (panel["onboarding_completed"] - 0.7) / 0.46,
+            "log1p_tenure": np.log1p(panel["tenure"]),
+            "mid": (panel["segment"] == "Mid").astype(float),
+            "enterprise": (panel["segment"] == "Enterprise").astype(float),
+            "annual": (panel["contract_type"] == "annual").astype(float),
+        }
+    )[rows]
     ok = X.notna().all(axis=1)
     fit = newton_cloglog(sm.add_constant(X[ok]), panel["churn"][rows][ok])
     planted = {"below": S.THRESHOLD_SLOPE, "above": 0.0, "csat": -0.35, "support_smb": 0.35, "support_other": 0.0}
@@ -468,7 +478,9 @@ def test_churn_prob_is_the_closed_form_when_the_horizon_is_the_lag(lag):
     sim = S.simulate_client(600, 18, seed=9, horizon_months=lag, lag=lag, mc_paths=5)
     d = sim.truth.design
     acc = sim.tables["accounts"].set_index("account_id")
-    kpis = sim.tables["kpis"].set_index(["account_id", "month"])[["login_days", "csat", "support_inquiries"]].astype(float)
+    kpis = (
+        sim.tables["kpis"].set_index(["account_id", "month"])[["login_days", "csat", "support_inquiries"]].astype(float)
+    )
     fut = sim.truth.future.set_index("account_id")
     a = acc.loc[fut.index]
     last = pd.Period(sim.as_of[:7], "M")
@@ -481,7 +493,9 @@ def test_churn_prob_is_the_closed_form_when_the_horizon_is_the_lag(lag):
         x = kpis.reindex(pd.MultiIndex.from_arrays([fut.index, [month] * len(fut)]))
         tenure = tenure0 + h
         eta = np.where(annual, d["intercept"]["churn_annual"], d["intercept"]["churn_monthly"])
-        eta = eta + d["tenure"]["churn"] * np.log(1 + tenure) + a["segment"].map(d["segment_effect"]["churn"]).to_numpy()
+        eta = (
+            eta + d["tenure"]["churn"] * np.log(1 + tenure) + a["segment"].map(d["segment_effect"]["churn"]).to_numpy()
+        )
         for k, b in d["beta_sd"]["churn"].items():
             v = a[k].to_numpy(float) if k == "onboarding_completed" else x[k].to_numpy()
             eta = eta + b * (v - d["centre"][k]) / d["scale"][k]
@@ -541,7 +555,11 @@ def test_potential_equals_a_plain_loop_over_accounts_and_months():
     H, L = 12, 36
 
     def hazard(outcome, xa, tenure, seg, ann):
-        e = d["intercept"][outcome] if outcome != "churn" else d["intercept"]["churn_annual" if ann else "churn_monthly"]
+        e = (
+            d["intercept"][outcome]
+            if outcome != "churn"
+            else d["intercept"]["churn_annual" if ann else "churn_monthly"]
+        )
         e += d["tenure"][outcome] * np.log1p(tenure) + d["segment_effect"][outcome][seg]
         e += sum(b * (xa[k] - d["centre"][k]) / d["scale"][k] for k, b in d["beta_sd"][outcome].items())
         return 1 - np.exp(-np.exp(e))
@@ -574,7 +592,7 @@ def test_potential_equals_a_plain_loop_over_accounts_and_months():
         delta = spec.direction * 0.1 * np.mean([x[a][k] for a in active])
         upper = 1.0 if k == "onboarding_completed" else spec.upper  # a 0/1 flag stays within [0, 1]
 
-        def moved(a):
+        def moved(a, k=k, delta=delta, spec=spec, upper=upper):
             if k in S.STATIC_KPIS:
                 return min(max(x[a][k] + delta, spec.lower), upper)
             months = kpis.loc[kpis["account_id"] == a, k].dropna().astype(float).tail(3)

@@ -142,7 +142,12 @@ def test_lifetimes_from_contract_dates_and_groupings():
     life = lifetimes(build_panel(data)).set_index("account_id")
     assert life["duration"].to_dict() == {"a": 3, "b": 4, "c": 0, "d": 6}
     assert life["churned"].to_dict() == {"a": 1, "b": 0, "c": 1, "d": 0}
-    assert life["onboarding"].to_dict() == {"a": "not completed", "b": "completed", "c": "not completed", "d": "completed"}
+    assert life["onboarding"].to_dict() == {
+        "a": "not completed",
+        "b": "completed",
+        "c": "not completed",
+        "d": "completed",
+    }
     s = compute_survival(build_panel(data), data, Params())
     assert set(s.logrank["group_by"]) == {"segment", "onboarding"}  # plan and contract_type have 1 group
     # by onboarding: a (3, churn) and c (0, churn) → not completed: S(0) = 1/2, S(3) = 0

@@ -9,18 +9,25 @@ import statsmodels.api as sm
 from scipy.stats import norm, spearmanr
 from statsmodels.stats.multitest import multipletests
 
-from cskit.triggers import (
-    KPIMatrix,
-    TABLE_COLUMNS,
-    find_triggers,
-)
 from cskit.errors import CskitError
-from cskit.panel import outcome_rows
-from cskit.models import MIN_EVENTS, base_fit, design_matrix, fit_binomial, fit_gee, kpi_transforms, lagged_kpis, prune_dependent, score_z
+from cskit.models import (
+    base_fit,
+    design_matrix,
+    fit_binomial,
+    fit_gee,
+    kpi_transforms,
+    lagged_kpis,
+    prune_dependent,
+    score_z,
+)
+from cskit.panel import MIN_EVENTS, outcome_rows
 from cskit.params import Params
 from cskit.stats import spearman_columns
-
-
+from cskit.triggers import (
+    TABLE_COLUMNS,
+    KPIMatrix,
+    find_triggers,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # Fitting against references
@@ -242,7 +249,7 @@ def test_constant_and_mostly_missing_kpis_are_reported_empty_with_a_warning(toy)
 
 def test_q_values_are_benjamini_hochberg_within_each_outcome_skipping_empty_p(toy):
     _, tr = toy
-    for outcome, g in tr.table.groupby("outcome"):
+    for _outcome, g in tr.table.groupby("outcome"):
         ok = g["p_value"].notna()
         assert g.loc[~ok, "q_value"].isna().all()
         expected = multipletests(g.loc[ok, "p_value"], method="fdr_bh")[1]
@@ -329,7 +336,10 @@ def test_peer_client_flags_win_opportunity_value_as_protective_rt_and_no_top_dri
     # the value (it used to get OR 0.67 for up-sell, a wrong-signed proxy, beside the value's 2.21)
     for outcome in ("churn", "renewal", "expansion"):
         assert t.loc[("win_opportunity", outcome), "trigger"] == ""
-        assert "win_opportunity_value" in tr.details.set_index(["kpi", "outcome"]).loc[("win_opportunity", outcome), "note"]
+        assert (
+            "win_opportunity_value"
+            in tr.details.set_index(["kpi", "outcome"]).loc[("win_opportunity", outcome), "note"]
+        )
     assert json.loads((peer / "truth.json").read_text())["behaviours"]["search"]["sign_churn"] == -1
 
 

@@ -57,7 +57,13 @@ TEXT_COLUMNS = {"account_id", "company_name", "segment", "plan", "contract_type"
 
 def test_url_parts_and_masking():
     url = parse_url("postgresql://cs%40x:p%40ss%3Aw%2Frd@db.example.com:6543/sales?sslmode=require")
-    assert (url.user, url.password, url.host, url.port, url.database) == ("cs@x", "p@ss:w/rd", "db.example.com", 6543, "sales")
+    assert (url.user, url.password, url.host, url.port, url.database) == (
+        "cs@x",
+        "p@ss:w/rd",
+        "db.example.com",
+        6543,
+        "sales",
+    )
     assert url.options == {"sslmode": "require"}
     assert url.masked() == "postgresql://cs%40x:***@db.example.com:6543/sales?sslmode=require"
     assert url.without_password() == "postgresql://cs%40x@db.example.com:6543/sales?sslmode=require"
@@ -116,18 +122,30 @@ def test_kernel_environment_carries_the_password_and_restores():
 
 
 def test_typed_cells_become_the_text_a_csv_export_holds():
-    table = pa.table({
-        "d": pa.array([dt.date(2024, 1, 5), None]),
-        "month": pa.array([dt.date(2024, 1, 1), dt.date(2027, 3, 15)]),
-        "mrr": pa.array([decimal.Decimal("297000.00"), decimal.Decimal("-5.50")], pa.decimal128(12, 2)),
-        "x": pa.array([0.553, 1e-7]),
-        "ts": pa.array([dt.datetime(2024, 1, 31, 15, 30), dt.datetime(2024, 1, 31, 14, 0)], pa.timestamp("us", tz="UTC")),
-        "flag": pa.array([True, None]),
-        "n": pa.array([17, None], pa.int64()),
-    })
+    table = pa.table(
+        {
+            "d": pa.array([dt.date(2024, 1, 5), None]),
+            "month": pa.array([dt.date(2024, 1, 1), dt.date(2027, 3, 15)]),
+            "mrr": pa.array([decimal.Decimal("297000.00"), decimal.Decimal("-5.50")], pa.decimal128(12, 2)),
+            "x": pa.array([0.553, 1e-7]),
+            "ts": pa.array(
+                [dt.datetime(2024, 1, 31, 15, 30), dt.datetime(2024, 1, 31, 14, 0)], pa.timestamp("us", tz="UTC")
+            ),
+            "flag": pa.array([True, None]),
+            "n": pa.array([17, None], pa.int64()),
+        }
+    )
     out = as_text(table, months={"month"}, timezone="Asia/Tokyo")
     assert out.astype(object).where(out.notna(), None).values.tolist() == [
-        ["2024-01-05", "2024-01", "297000", "0.553", "2024-02-01 00:30:00", "1", "17"],  # 15:30 UTC = 00:30 JST next day
+        [
+            "2024-01-05",
+            "2024-01",
+            "297000",
+            "0.553",
+            "2024-02-01 00:30:00",
+            "1",
+            "17",
+        ],  # 15:30 UTC = 00:30 JST next day
         [None, "2027-03", "-5.5", "1e-7", "2024-01-31 23:00:00", None, None],
     ]
 
@@ -314,12 +332,20 @@ def test_unusual_column_types_are_read_as_text(pg):
         con.execute("create table odd.m (id int, m money)")
         con.execute("insert into odd.m values (1, 12.5)")
     report = _Report()
-    frames, unread, con = read_database(parse_url(pg.url(USER, PASSWORD, DATABASE)), {"accounts": "odd.a", "revenue": "odd.m"},
-                                        tables=("accounts", "revenue"), required=("accounts", "revenue"),
-                                        month_columns={}, timezone="UTC", report=report)
+    frames, unread, con = read_database(
+        parse_url(pg.url(USER, PASSWORD, DATABASE)),
+        {"accounts": "odd.a", "revenue": "odd.m"},
+        tables=("accounts", "revenue"),
+        required=("accounts", "revenue"),
+        month_columns={},
+        timezone="UTC",
+        report=report,
+    )
     con.disconnect()
     assert report.fatal == [] and unread == set()
-    assert frames["accounts"].astype(object).values.tolist() == [["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "Pro", "ab   ", '{"a": 1}', "7"]]
+    assert frames["accounts"].astype(object).values.tolist() == [
+        ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "Pro", "ab   ", '{"a": 1}', "7"]
+    ]
     assert frames["revenue"].astype(object).values.tolist() == [["1", "$12.50"]]
 
 
