@@ -4,7 +4,9 @@
                                              and of the peer client, computed from the working tree;
 ``python bench/same_results.py REV_A REV_B`` exports both revisions (``git archive``) to temporary folders,
                                              runs the same there and reports every file whose bytes differ
-                                             (exit 1 if any).
+                                             (exit 1 if any; ``--keep DIR`` copies both outputs there).
+``results/run.json`` records where and when a run happened (paths, input hashes), so it differs between
+the two folders by construction and is left out.
 
 Each client runs ``cskit.pipeline.analyse`` + ``Diagnosis.write`` (no notebook, no HTML) in a fresh process
 with BLAS pinned to one thread, as ``cskit run`` does. The peer client is built as the tests build it:
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PEER = (Path("/work/shared/peer-data/churnsim-crm6"), HERE.parents[1] / "shared" / "peer-data" / "churnsim-crm6")
+VARYING = {"run.json"}  # provenance of the run (paths, times): not a result
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -46,8 +50,14 @@ def hashes(root: Path, out: Path) -> dict[str, str]:
                    cwd=root)
     return {
         str(path.relative_to(out)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(out.rglob("*")) if path.is_file()
+        for path in sorted(out.rglob("*")) if path.is_file() and path.name not in VARYING
     }
+
+
+def resolve(rev: str) -> str:
+    """The commit id of ``rev`` now."""
+    return subprocess.run(["git", "rev-parse", "--short", rev], check=True, capture_output=True, text=True,
+                          cwd=HERE.parent).stdout.strip()
 
 
 def export(rev: str, target: Path) -> Path:
@@ -62,19 +72,27 @@ def export(rev: str, target: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    keep = None
+    if "--keep" in argv:  # --keep DIR: on a difference, copy both sides' outputs there to inspect
+        at = argv.index("--keep")
+        keep, argv = argv[at + 1], argv[:at] + argv[at + 2:]
     with tempfile.TemporaryDirectory(prefix="cskit-same-") as tmp:
         tmp = Path(tmp)
         if not argv:
             for name, digest in hashes(HERE.parent, tmp / "out").items():
                 print(digest, name)
             return 0
-        rev_a, rev_b = argv[:2]
+        rev_a, rev_b = (resolve(rev) for rev in argv[:2])  # a branch may move while the first side runs
         a = hashes(export(rev_a, tmp / "a"), tmp / "out_a")
         b = hashes(export(rev_b, tmp / "b"), tmp / "out_b")
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         print(json.dumps({"files": len(a.keys() | b.keys()), "differ": differ}, indent=1))
         print(f"{rev_a} vs {rev_b}: {len(a.keys() | b.keys()) - len(differ)} of {len(a.keys() | b.keys())} "
               f"result files byte-identical")
+        if differ and keep:
+            for side in ("out_a", "out_b"):
+                shutil.copytree(tmp / side, Path(keep) / side, dirs_exist_ok=True)
+            print(f"outputs kept in {keep}")
         return 1 if differ else 0
 
 
