@@ -44,9 +44,6 @@ MAX_R2 = 0.9
 SEPARATED_COEF = 10.0  # |β| per SD or level beyond which a coefficient is a separation artefact, not an estimate
 SEPARATED_SE = 100.0
 MAX_MISSING = 0.5
-# MIN_EVENTS (from cskit.panel, which owns the model rows): the fewest events (and non-events) an outcome
-# needs before its KPI effects are estimated, in every stage (triggers, potential, the health score's KPI
-# points, the seasonality test; docs/methods.md, "Event floors").
 MISSING_MIN_SHARE = 0.05  # a KPI missing in fewer model rows is not tested for informative missingness
 MISSING_PREFIX = "missing:"  # design column of a KPI's missing indicator: "missing:csat"
 MISSING_COLUMNS = ["kpi", "outcome", "share", "z", "p_value", "q_value", "informative", "effect", "ci_low", "ci_high"]
