@@ -1236,8 +1236,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="plant an engagement drop (login days −3 SD) for this many accounts in the last months")
     ap.add_argument("--drop-months", type=int, help="with --drop-accounts: months of the drop up to as_of (default 3)")
     ap.add_argument("--mnar-csat", action="store_true", help="csat unanswered far more often before a churn")
-    ap.add_argument("--onboarding-proxy", action="store_true", help="onboarding travels with usage, no effect of its own")
-    ap.add_argument("--sparse-support", action="store_true", help="support_inquiries a sparse count (~58%% zero months)")
+    ap.add_argument("--onboarding-proxy", action="store_true",
+                    help="onboarding travels with usage, no effect of its own")
+    ap.add_argument("--sparse-support", action="store_true",
+                    help="support_inquiries a sparse count (~58%% zero months)")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
     options = vars(ap.parse_args(argv))
     if "segment_only" in options:
