@@ -23,7 +23,13 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from cskit.errors import CskitError
@@ -137,7 +143,7 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     if html:
-        render_html(target, folder / "diagnosis.html", params.language)
+        render_html(target, folder / "diagnosis.html", params.language, name=params.client_name or params.client)
     return target
 
 
@@ -193,7 +199,7 @@ def stage_progress(show: bool):
         Path(path).unlink(missing_ok=True)
 
 
-def render_html(notebook: Path, target: Path, language: str) -> Path:
+def render_html(notebook: Path, target: Path, language: str, name: str | None = None) -> Path:
     """Reviewer's copy: code cells and prompts hidden, images embedded, ``<html lang>`` = ja / en."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -206,7 +212,7 @@ def render_html(notebook: Path, target: Path, language: str) -> Path:
     )
     exporter.language_code = language
     title = {"ja": "カスタマーサクセス診断", "en": "Customer-success diagnosis"}[language]
-    resources = {"metadata": {"name": f"{title}: {target.parent.name}"}}  # the page's <title>
+    resources = {"metadata": {"name": f"{title}: {name or target.parent.name}"}}  # the page's <title>
     body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4), resources=resources)
     target.write_text(body, encoding="utf-8")
     return target

@@ -1559,7 +1559,8 @@ def _outcome_text(
     items = [
         f"**{_row_label(labels, r, language)}** {ratio(r.effect)} [{ratio(r.ci_low)}, {ratio(r.ci_high)}], "
         f"{_p('q', r.q_value)}" + (f", ρ = {float(r.spearman):+.2f}" if _finite(r.spearman) else "") + (
-            f", {'最も強いラグ' if ja else 'strongest at lag'} {int(r.best_lag)}{'か月' if ja else ' months'}"
+            f", {'最も強いラグ' if ja else 'strongest at lag'} {int(r.best_lag)}"
+            f"{'か月' if ja else (' month' if int(r.best_lag) == 1 else ' months')}"
             if _finite(r.best_lag) else "")
         for r in flagged.head(top).itertuples(index=False)
     ]
