@@ -74,6 +74,11 @@ class ClientData:
     static_kpis: list[str]
     quality: Quality = field(default_factory=Quality)
 
+    def __repr__(self) -> str:
+        tables = ", ".join(f"{n}={len(t)}" for n in ("accounts", "revenue", "kpis", "nps", "events")
+                           if (t := getattr(self, n)) is not None)
+        return f"ClientData(as_of={pd.Timestamp(self.as_of):%Y-%m}, {tables}, kpis_in_catalogue={len(self.catalogue)})"
+
     def account_names(self) -> pd.Series:
         """account_id → the account's readable name (``accounts.account_name``, empty text when the data
         have none), for the CRM-ready result files."""

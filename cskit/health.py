@@ -46,7 +46,7 @@ from cskit.notices import Notice, records
 from cskit.panel import MIN_EVENTS, active_rows, annual_cycle, decides, outcome_rows, recent_means, renewal_cycles
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
-from cskit.result import write_json
+from cskit.result import StageResult, write_json
 from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 
@@ -605,8 +605,8 @@ def left_out_kpis(frame: pd.DataFrame, weights: pd.DataFrame, client_score: pd.S
 # ---------------------------------------------------------------- the stage
 
 
-@dataclass
-class Health:
+@dataclass(repr=False)
+class Health(StageResult):
     """Everything the health stage produces (DESIGN §6 files via ``write``)."""
 
     weights: pd.DataFrame  # WEIGHT_COLUMNS: one row per KPI and per account-context item
@@ -634,6 +634,14 @@ class Health:
     @property
     def estimable(self) -> bool:
         return self.status == "ok"
+
+    def summary_items(self) -> dict:
+        score = self.validation.get("score") or {}
+        kpis = self.weights.loc[self.weights["scale"] != "category", "kpi"].tolist() if len(self.weights) else []
+        tiers = self.scores["tier"].value_counts() if len(self.scores) else {}
+        return {"status": self.status, "accounts": int(len(self.scores)), "kpis": kpis,
+                "red": int(tiers.get("red", 0)), "green": int(tiers.get("green", 0)),
+                "auc_out_of_time": score.get("auc"), "notices": len(self.warnings)}
 
     def validation_json(self) -> dict:
         head = {"status": self.status, "reason": self.reason}

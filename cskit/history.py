@@ -35,7 +35,7 @@ from cskit.models import fit_binomial
 from cskit.panel import active_rows
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook
-from cskit.result import write_json
+from cskit.result import StageResult, write_json
 from cskit.stats import wilson
 
 HISTORY_MONTHS = 12
@@ -269,8 +269,8 @@ def score_quantiles(history: pd.DataFrame, q: tuple[float, ...] = (0.1, 0.25, 0.
 # ---------------------------------------------------------------- the stage
 
 
-@dataclass
-class HealthHistory:
+@dataclass(repr=False)
+class HealthHistory(StageResult):
     """The score over time (DESIGN §6: health_history.csv, health_movers.csv; also health_drops.json
     and the CRM-ready playbook.csv)."""
 
@@ -283,9 +283,9 @@ class HealthHistory:
     status: str = "ok"
     reason: str | None = None
 
-    def __repr__(self) -> str:
-        return (f"HealthHistory(status={self.status!r}, rows={len(self.history)}, movers={len(self.movers)}, "
-                f"drop verdict={self.drops.get('verdict')!r})")
+    def summary_items(self) -> dict:
+        return {"status": self.status, "rows": int(len(self.history)), "movers": int(len(self.movers)),
+                "drop_verdict": self.drops.get("verdict")}
 
     def write(self, results_dir: Path) -> None:
         results_dir = Path(results_dir)

@@ -31,7 +31,7 @@ from cskit.client import ClientData
 from cskit.notices import Notice
 from cskit.panel import month_index, month_start
 from cskit.params import Params
-from cskit.result import write_json
+from cskit.result import StageResult, write_json
 
 BRIDGE_COLUMNS = ["month", "mrr_start", "new", "expansion", "reactivation", "contraction", "churn", "mrr_end"]
 MOVEMENTS = ["new", "expansion", "reactivation", "contraction", "churn"]
@@ -51,8 +51,8 @@ NPS_COLUMNS = ["group_by", "group", "answers", "promoters", "passives", "detract
 WINDOW = 12
 
 
-@dataclass
-class Metrics:
+@dataclass(repr=False)
+class Metrics(StageResult):
     """The SaaS metrics of one client. Money in the client's currency; rates as fractions (0.15 = 15%)."""
 
     mrr_bridge: pd.DataFrame
@@ -61,6 +61,11 @@ class Metrics:
     nps: pd.DataFrame
     grr_nrr: dict
     summary: dict = field(default_factory=dict)
+
+    def summary_items(self) -> dict:
+        value = {k: (self.summary.get(k) or {}).get("value") for k in ("mrr", "paying_accounts", "grr", "nrr")}
+        return {"months": len(self.mrr_bridge), **value,
+                "customer_churn_rate": (self.summary.get("customer_churn_rate") or {}).get("value")}
 
     def write(self, results_dir: Path) -> None:
         """Write mrr_bridge.csv, cohorts.csv and kpi_summary.json (byte-reproducible)."""

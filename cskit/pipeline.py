@@ -17,13 +17,18 @@ import pandas as pd
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.params import Params, load_params, resolve_data_path, validate_params
+from cskit.result import StageResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class Diagnosis:
-    """Every stage's result for one client (attribute names match the stage modules)."""
+@dataclass(repr=False)
+class Diagnosis(StageResult):
+    """Every stage's result for one client (attribute names match the stage modules).
+
+    ``repr(dx)`` is one line (client, as_of, accounts, months); ``dx`` alone in a notebook cell shows a
+    table of each stage's headline figures (:class:`cskit.result.StageResult`).
+    """
 
     params: Params
     data: ClientData
@@ -37,6 +42,19 @@ class Diagnosis:
     history: Any = None
     previous: dict | None = None  # changes.read_results of params.previous (read before anything is written)
     changes: dict | None = None  # filled by write() when params.previous is set
+
+    def summary_items(self) -> dict:
+        return {"client": self.params.client, "as_of": f"{pd.Timestamp(self.data.as_of):%Y-%m}",
+                "accounts": int(self.panel["account_id"].nunique()), "account_months": int(len(self.panel)),
+                "kpis": len(self.kpis)}
+
+    def stages(self) -> dict:
+        """The stage results by name (those that ran)."""
+        names = ("metrics", "survival", "triggers", "potential", "health", "history")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join([super()._repr_markdown_(), *(s._repr_markdown_() for s in self.stages().values())])
 
     def write(self, out_dir: str | Path, *, params_file: str | Path | None = None) -> Path:
         """Write results/ (DESIGN §6) under ``out_dir``, with ``run.json`` (params, cskit version, input

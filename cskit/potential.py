@@ -60,6 +60,7 @@ from cskit.panel import (
     renewal_cycles,
 )
 from cskit.params import Params
+from cskit.result import StageResult
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
@@ -82,8 +83,8 @@ class OutcomeModel:
     missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
 
 
-@dataclass
-class Potential:
+@dataclass(repr=False)
+class Potential(StageResult):
     """The improvement-potential table, the per-account baseline projection, and how they were made.
 
     ``table``: potential.csv (DESIGN §6). ``accounts``: account_id, mrr, churn_prob (within the
@@ -103,6 +104,13 @@ class Potential:
     models: dict[str, OutcomeModel] = field(default_factory=dict, repr=False)
     phases: list[str] = field(default_factory=list)
     heading: dict = field(default_factory=dict)  # client, as_of, horizon_months, ltv_months: the workbook's title
+
+    def summary_items(self) -> dict:
+        ltv = pd.to_numeric(self.table["d_ltv"], errors="coerce")
+        best = self.table.loc[ltv.idxmax(), "kpi"] if ltv.notna().any() else None
+        estimable = self.outcomes.loc[self.outcomes["estimable"].astype(bool), "outcome"].tolist()
+        return {"kpis": int(len(self.table)), "outcomes_estimable": estimable, "accounts": int(len(self.accounts)),
+                "largest_d_ltv": best, "notes": len(self.notes)}
 
     def write(self, results_dir: str | Path) -> None:
         """Write potential.csv and potential.xlsx (byte-reproducible) into ``results_dir``."""

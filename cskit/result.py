@@ -36,3 +36,31 @@ def write_json(obj: Any, path: str | Path) -> None:
     """Write ``obj`` (made :func:`json_safe`) to ``path`` as the result files' JSON."""
     text = json.dumps(json_safe(obj), ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+class StageResult:
+    """What every stage result shows of itself: a one-line ``repr`` and a Markdown summary table
+    (``_repr_markdown_``, what JupyterLab displays), both from :meth:`summary_items`.
+
+    A stage result is a dataclass declared ``@dataclass(repr=False)`` that subclasses this and defines
+    ``summary_items()`` (a few headline figures: status first, counts, no tables) and
+    ``write(results_dir)`` (its files of DESIGN §6). It is not changed after the stage returns it.
+    """
+
+    def summary_items(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={_short(v)}" for k, v in self.summary_items().items())
+        return f"{type(self).__name__}({items})"
+
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {k} | {_short(v)} |" for k, v in self.summary_items().items())
+        return f"**{type(self).__name__}**\n\n| | |\n|---|---|\n{rows}\n"
+
+
+def _short(v: Any) -> str:
+    """A value as a summary cell: floats to 4 significant digits, strings quoted."""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    return repr(v)

@@ -29,7 +29,7 @@ from lifelines.utils import median_survival_times
 
 from cskit.client import ClientData
 from cskit.params import Params
-from cskit.result import write_json
+from cskit.result import StageResult, write_json
 
 GROUPINGS = ["segment", "plan", "contract_type", "onboarding"]
 CURVE_COLUMNS = ["group_by", "group", "timeline", "survival", "ci_low", "ci_high"]
@@ -40,8 +40,8 @@ MEDIAN_COLUMNS = [
 LOGRANK_COLUMNS = ["group_by", "groups", "test_statistic", "degrees_of_freedom", "p_value"]
 
 
-@dataclass
-class Survival:
+@dataclass(repr=False)
+class Survival(StageResult):
     """KM curves (tidy, for plotting), median lifetimes and log-rank tests; ``sections`` holds extra
     JSON sections other stages add (e.g. Cox summaries), each under its own key."""
 
@@ -50,6 +50,13 @@ class Survival:
     medians: pd.DataFrame
     logrank: pd.DataFrame
     sections: dict = field(default_factory=dict)
+
+    def summary_items(self) -> dict:
+        overall = self.medians[self.medians["group_by"] == "all"]
+        first = overall.iloc[0] if len(overall) else None
+        return {"accounts": int(len(self.lifetimes)), "churned": int(self.lifetimes["churned"].sum()),
+                "median_months": None if first is None else first.get("median_months"),
+                "groupings": int(self.medians["group_by"].nunique()), "logrank_tests": int(len(self.logrank))}
 
     def to_dict(self) -> dict:
         """survival.json as a dict of sections: ``kaplan_meier``, ``logrank`` and any added ones."""

@@ -59,6 +59,7 @@ from cskit.models import (
 from cskit.notices import Notice
 from cskit.panel import MIN_EVENTS, outcome_rows
 from cskit.params import Params
+from cskit.result import StageResult
 from cskit.season import churn_seasonality, seasonal_notice
 from cskit.stats import spearman_columns
 
@@ -87,8 +88,8 @@ STRUCTURE_COLUMNS = ["kpi", "kind", "df", "stat", "p_value", "step", "kept", "ou
 OUTCOME_COLUMNS = ["outcome", "model", "events", "rows", "accounts", "mde_per_sd", "status", "reason"]
 
 
-@dataclass
-class Triggers:
+@dataclass(repr=False)
+class Triggers(StageResult):
     """The triggers of one client.
 
     - ``table``: drivers.csv, one row per KPI × outcome (columns :data:`TABLE_COLUMNS`).
@@ -115,6 +116,12 @@ class Triggers:
     structure: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STRUCTURE_COLUMNS))
     seasonality: dict = field(default_factory=dict)  # cskit.season.churn_seasonality of the panel
     missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
+
+    def summary_items(self) -> dict:
+        fitted = self.outcomes.loc[self.outcomes["status"] == "fitted", "outcome"].tolist()
+        pooled = self.table[self.table["segment"] == ""] if "segment" in self.table else self.table
+        return {"outcomes_fitted": fitted, "kpis": int(pooled["kpi"].nunique()),
+                "triggers": int((pooled["trigger"] != "").sum()), "notices": len(self.warnings)}
 
     def flagged(self, outcome: str | None = None) -> pd.DataFrame:
         """The flagged rows (trigger set), optionally for one outcome, strongest first."""

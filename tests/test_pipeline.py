@@ -197,3 +197,23 @@ def test_cskit_load_is_the_function_on_every_call():
     accounts = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "demo" / "accounts.csv")
     assert len(first.accounts) == len(second.accounts) == len(accounts)
     assert first.accounts["account_id"].tolist() == second.accounts["account_id"].tolist()
+
+
+def test_every_result_shows_a_one_line_repr_and_a_summary_table(tiny):
+    data, dx, _ = tiny
+    accounts = pd.read_csv(data / "accounts.csv")
+    text = repr(dx)
+    assert "\n" not in text and len(text) < 200
+    assert f"accounts={dx.panel['account_id'].nunique()}" in text and "client='tiny'" in text
+    assert dx.panel["account_id"].nunique() <= len(accounts)
+    stages = dx.stages()
+    assert {"metrics", "survival", "triggers", "potential", "health"} <= set(stages)
+    for name, stage in stages.items():
+        line = repr(stage)
+        assert "\n" not in line and len(line) < 400, name
+        assert line.startswith(type(stage).__name__ + "("), name
+    assert repr(dx.health).startswith("Health(status='not_estimable'")
+    assert f"accounts={len(dx.potential.accounts)}" in repr(dx.potential)
+    md = dx._repr_markdown_()
+    assert md.count("|---|---|") == 1 + len(stages)
+    assert "\n" not in repr(dx.data) and f"accounts={len(dx.data.accounts)}" in repr(dx.data)
