@@ -2151,10 +2151,13 @@ def finding_health(R: dict, language: str = "ja") -> str:
 
 
 def playbook_focus(playbook: pd.DataFrame) -> tuple[str, int] | None:
-    """The KPI most often named first in the playbook and how many red accounts name it."""
+    """The KPI most often named first for the red-tier accounts of the playbook, and how many."""
     if playbook.empty or "kpi_1" not in playbook:
         return None
+    if "tier" in playbook:  # the playbook also lists falling accounts of other tiers
+        playbook = playbook[playbook["tier"] == "red"]
     counts = playbook["kpi_1"].dropna().astype(str).value_counts()
+    counts = counts[counts.index != ""]
     return (counts.index[0], int(counts.iloc[0])) if len(counts) else None
 
 

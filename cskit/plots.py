@@ -182,7 +182,9 @@ def mrr_bridge(
     step = max(1, len(labels) // 12)
     ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right")
     ax.set_xlim(-0.7, len(data) - 0.3)
-    if skip:
+    if skip:  # headroom above the tallest bar for the note, so it never covers one
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, max(float(up.max()), 0.0) * 1.3 + 0.05 * (high - low))
         gains = sum(float(data[p].iloc[0]) for p in parts if p not in ("contraction", "churn"))
         note = (f"{labels[0]}の新規 {compact(gains, language)}（開始月に計上される既存・立上げ時の契約）は棒を省略"
                 if language == "ja" else

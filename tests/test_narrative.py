@@ -513,3 +513,14 @@ def test_potential_names_only_what_the_stage_calls_credible():
         text = N.potential(t, "CAVEAT", None, 10, 12, 36, 40, "JPY", language)
         assert named in text and unproven in text
         assert "**F**" not in text and "**B**" in text
+
+
+def test_the_playbook_finding_counts_red_accounts_only():
+    book = pd.DataFrame({"account_id": list("abcde"), "tier": ["red", "red", "yellow", "yellow", "red"],
+                         "kpi_1": ["login_days", "csat", "login_days", "login_days", "login_days"]})
+    scores = pd.DataFrame({"account_id": list("abcdefg"), "tier": ["red", "red", "yellow", "yellow", "red", "green",
+                                                                    "green"]})
+    assert N.playbook_focus(book) == ("login_days", 2)
+    R = {"playbook": book, "health_scores": scores}
+    assert N.finding_red(R, {"login_days": "ログイン日数"}, "ja") == (
+        "現在契約中の7件のうち赤ティアは3件で、プレイブックでは2件でログイン日数が第一の改善点です。")

@@ -80,7 +80,8 @@ def allowed_numbers(folder: Path, lang: str) -> set[str]:
     scores = R["health_scores"]
     out |= {f"{len(scores):,}", f"{int((scores['tier'] == 'red').sum()):,}"}
     book = R["playbook"]
-    out |= {f"{int(n):,}" for n in book["kpi_1"].value_counts()}
+    red = book[book["tier"] == "red"] if "tier" in book else book  # the playbook also lists falling accounts
+    out |= {f"{int(n):,}" for n in red["kpi_1"].value_counts()}
     q = json.loads((results / "quality.json").read_text(encoding="utf-8"))
     out |= {f"{sum(t['read'] for t in q['tables'].values()):,}"}
     return out
