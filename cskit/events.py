@@ -349,9 +349,10 @@ def zone_transitions(timezone: str, start: dt.datetime, end: dt.datetime) -> tup
 
 def local_time(ts: ibis.Value, timezone: str, *, until: pd.Timestamp, backend: str | None = None) -> ibis.Value:
     """The local wall-clock time (a naive timestamp) of the ``ts`` column: strings are parsed (ISO
-    8601; those with ``Z`` or an offset are instants, the others local), instants converted with the
-    zone's rules, naive timestamps kept; unparseable → null. ``backend`` (Ibis' name of it) picks a
-    faster spelling of the same conversion where one exists."""
+    8601; those with ``Z`` or an offset are instants, the others local), instants (and numbers, as
+    Unix time) converted with the zone's rules, naive timestamps kept; unparseable → null.
+    ``backend`` (Ibis' name of it) picks a faster spelling of the same conversion where one exists."""
+    import ibis
     import ibis.expr.datatypes as dt_
 
     typ = ts.type()
@@ -365,6 +366,11 @@ def local_time(ts: ibis.Value, timezone: str, *, until: pd.Timestamp, backend: s
         return _shift(_utc_wall(ts, backend), timezone, until)
     if typ.is_date():
         return ts.cast(dt_.Timestamp())
+    if typ.is_numeric():  # Unix time (Mixpanel's `time`): seconds, or milliseconds when above 10^11
+        seconds = ibis.ifelse(ts.abs() > 1e11, ts / 1000, ts).cast("float64")
+        micros = (seconds * 1_000_000).round().cast("int64")
+        return _shift(micros.as_timestamp("us").cast(dt_.Timestamp()) if backend != "duckdb"
+                      else _from_epoch_us(micros), timezone, until)
     raise CskitError(f"events.ts has type {typ}; it must be a timestamp, a date or ISO 8601 text. "
                      "Fix: export ts as a timestamp (e.g. 2026-04-01 09:30:00).")
 
@@ -380,9 +386,17 @@ def _utc_wall(instant: ibis.Value, backend: str | None) -> ibis.Value:
 
     utc = dt_.Timestamp(timezone="UTC")
     epoch_us = ibis.udf.scalar.builtin(lambda x: None, name="epoch_us", signature=((utc,), dt_.int64))
+    return _from_epoch_us(epoch_us(instant.cast(utc)))
+
+
+def _from_epoch_us(micros: ibis.Value) -> ibis.Value:
+    """DuckDB: microseconds since 1970 (UTC) as a naive timestamp."""
+    import ibis
+    import ibis.expr.datatypes as dt_
+
     make_timestamp = ibis.udf.scalar.builtin(lambda x: None, name="make_timestamp",
                                              signature=((dt_.int64,), dt_.Timestamp()))
-    return make_timestamp(epoch_us(instant.cast(utc)))
+    return make_timestamp(micros)
 
 
 def _shift(utc_wall: ibis.Value, timezone: str, until: pd.Timestamp) -> ibis.Value:

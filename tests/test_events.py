@@ -169,6 +169,20 @@ def test_typed_timestamps_with_and_without_zone(tmp_path):
     assert got["naive"] == {1: 1.0, 2: 1.0, 3: 0.0}
 
 
+def test_unix_time_and_text_formats():
+    """Numbers are Unix time (seconds, or milliseconds above 10^11); ISO text in its common spellings."""
+    ev = pd.DataFrame({"account_id": "A", "user_id": "u", "event": "login",
+                       "ts": [1769871599, 1769871600123, 1772290800.0]})  # Jan 31 23:59:59, Feb 1, Mar 1 local
+    panel, _ = E.aggregate_events(ibis.memtable(ev), {"n": {"event": "login", "agg": "count"}}, timezone="Asia/Tokyo",
+                                  as_of="2026-03-31", accounts=ACCOUNTS[:1])
+    assert panel.set_index(panel["month"].dt.month)["n"].to_dict() == {1: 1.0, 2: 1.0, 3: 1.0}
+    text = ["2026-01-31T15:00:00.123456Z", "2026-02-01T00:00:00+0900", "2026-02-01 00:00:00+09", "2026/02/01 00:00",
+            "2026-2-1 0:00:01", "2026-02-01T00:00:00.5+09:00"]  # all on Feb 1 local
+    t = ibis.memtable(pd.DataFrame({"s": text}))
+    local = t.select(d=E.local_time(t.s, "Asia/Tokyo", until=pd.Timestamp("2026-03-01")).date()).execute()["d"]
+    assert (pd.to_datetime(local) == pd.Timestamp("2026-02-01")).all()
+
+
 def test_missing_column_and_mapping(tmp_path):
     renamed = EVENTS.rename(columns={"ts": "event_time", "account_id": "顧客ID"})
     renamed.to_csv(tmp_path / "events.csv", index=False)
