@@ -452,8 +452,6 @@ def aggregate_events(table: ibis.Table, spec: Mapping[str, EventKPI | dict], *, 
         A spec event that never occurs (the message lists the events that do, most frequent first), or
         a column the spec needs is missing.
     """
-    import ibis
-
     spec = {k: v if isinstance(v, EventKPI) else EventKPI(**v) for k, v in spec.items()}
     aggs = {k: v for k, v in spec.items() if v.ratio is None}
     as_of_month = pd.Timestamp(as_of).to_period("M").to_timestamp()
@@ -462,7 +460,6 @@ def aggregate_events(table: ibis.Table, spec: Mapping[str, EventKPI | dict], *, 
     counts = _counts(rows, table)
     _check_events_occur(aggs, counts)
     panel = _panel(rows, aggs, accounts, as_of_month, counts.coverage_start)
-    del ibis
     return panel, counts
 
 
