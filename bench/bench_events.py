@@ -163,7 +163,7 @@ def measure(engine: str, path: Path, n_accounts: int, out: Path, cap_gb: float |
             break
         time.sleep(0.1)
     stdout, stderr = proc.communicate()
-    result = {"engine": engine, "peak_mb": peak / 1e6}
+    result = {"engine": engine, "peak_mb": peak / 1e6, "load": os.getloadavg()[0]}
     if killed:
         return result | {"status": f"out of memory (stopped at the {cap_gb:g} GB budget)"}
     if proc.returncode != 0:
@@ -237,10 +237,11 @@ def write_section(path: Path, rows: list, args: str) -> None:
              "Peak memory: the whole process tree (Spark's JVM included). DuckDB: `memory_limit` 3GB, spill "
              "directory, `preserve_insertion_order=false`; Spark `local[2]`, driver memory 2g. Time: the query "
              "(reading the log included), imports and session start excluded; one run, on a machine shared with "
-             "other jobs, so compare engines within a row group rather than across runs.")
+             "other jobs (load avg: the machine's 1-minute load average when the engine finished; 2 = both cores "
+             "busy), so times are upper bounds. The pandas run is stopped when its memory passes the budget.")
     lines = [SECTION, "", about, "",
-             "| events | accounts | panel rows | engine | time (s) | peak memory (MB) | result |",
-             "|---:|---:|---:|---|---:|---:|---|"]
+             "| events | accounts | panel rows | engine | time (s) | peak memory (MB) | load avg | result |",
+             "|---:|---:|---:|---|---:|---:|---:|---|"]
     for shape, results, checks in rows:
         for engine, r in results.items():
             if r["status"] != "ok":
@@ -250,8 +251,9 @@ def write_section(path: Path, rows: list, args: str) -> None:
             else:
                 result = "same panel as DuckDB" if checks.get(engine) else "DIFFERENT panel"
             secs = f"{r['seconds']:.1f}" if "seconds" in r else "—"
-            lines.append(f"| {shape['rows']:,} | {shape['accounts']:,} | {r.get('rows', 0):,} | {engine} | {secs} | "
-                         f"{r['peak_mb']:,.0f} | {result} |")
+            panel_rows = f"{r['rows']:,}" if "rows" in r else "—"
+            lines.append(f"| {shape['rows']:,} | {shape['accounts']:,} | {panel_rows} | {engine} | {secs} | "
+                         f"{r['peak_mb']:,.0f} | {r['load']:.1f} | {result} |")
     lines.append("")
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if SECTION in text:

@@ -357,7 +357,7 @@ def local_time(ts: ibis.Value, timezone: str, *, until: pd.Timestamp, backend: s
 
     typ = ts.type()
     if typ.is_string():
-        s = ts.strip()
+        s = ts.strip().replace("/", "-")  # 2026/01/31: DuckDB reads it, Spark does not
         instant = _utc_wall(s.try_cast(dt_.Timestamp(timezone="UTC")), backend)
         return s.re_search(_OFFSET).ifelse(_shift(instant, timezone, until), s.try_cast(dt_.Timestamp()))
     if typ.is_timestamp():
@@ -369,8 +369,10 @@ def local_time(ts: ibis.Value, timezone: str, *, until: pd.Timestamp, backend: s
     if typ.is_numeric():  # Unix time (Mixpanel's `time`): seconds, or milliseconds when above 10^11
         seconds = ibis.ifelse(ts.abs() > 1e11, ts / 1000, ts).cast("float64")
         micros = (seconds * 1_000_000).round().cast("int64")
-        return _shift(micros.as_timestamp("us").cast(dt_.Timestamp()) if backend != "duckdb"
-                      else _from_epoch_us(micros), timezone, until)
+        if backend == "duckdb":
+            return _shift(_from_epoch_us(micros), timezone, until)
+        # elsewhere whole seconds (the day and month of an instant never change by flooring it)
+        return _shift(_utc_wall(seconds.floor().cast("int64").as_timestamp("s"), backend), timezone, until)
     raise CskitError(f"events.ts has type {typ}; it must be a timestamp, a date or ISO 8601 text. "
                      "Fix: export ts as a timestamp (e.g. 2026-04-01 09:30:00).")
 

@@ -176,11 +176,21 @@ def test_unix_time_and_text_formats():
     panel, _ = E.aggregate_events(ibis.memtable(ev), {"n": {"event": "login", "agg": "count"}}, timezone="Asia/Tokyo",
                                   as_of="2026-03-31", accounts=ACCOUNTS[:1])
     assert panel.set_index(panel["month"].dt.month)["n"].to_dict() == {1: 1.0, 2: 1.0, 3: 1.0}
-    text = ["2026-01-31T15:00:00.123456Z", "2026-02-01T00:00:00+0900", "2026-02-01 00:00:00+09", "2026/02/01 00:00",
-            "2026-2-1 0:00:01", "2026-02-01T00:00:00.5+09:00"]  # all on Feb 1 local
-    t = ibis.memtable(pd.DataFrame({"s": text}))
-    local = t.select(d=E.local_time(t.s, "Asia/Tokyo", until=pd.Timestamp("2026-03-01")).date()).execute()["d"]
-    assert (pd.to_datetime(local) == pd.Timestamp("2026-02-01")).all()
+    assert (local_days(lambda e: e.execute(), "duckdb") == pd.Timestamp("2026-02-01")).all()
+
+
+TEXT_TIMES = ["2026-01-31T15:00:00.123456Z", "2026-02-01T00:00:00+0900", "2026-02-01 00:00:00+09", "2026/02/01 00:00",
+              "2026-2-1 0:00:01", "2026-02-01T00:00:00.5+09:00", 1769871600, 1769871600123]  # all Feb 1 in Tokyo
+
+
+def local_days(execute, backend: str) -> pd.Series:
+    """The local dates of TEXT_TIMES (text, then numbers) on a backend."""
+    out = []
+    for values in (TEXT_TIMES[:6], TEXT_TIMES[6:]):
+        t = ibis.memtable(pd.DataFrame({"s": values}))
+        expr = t.select(d=E.local_time(t.s, "Asia/Tokyo", until=pd.Timestamp("2026-03-01"), backend=backend).date())
+        out.append(pd.to_datetime(execute(expr)["d"]))
+    return pd.concat(out, ignore_index=True)
 
 
 def test_missing_column_and_mapping(tmp_path):
@@ -379,6 +389,8 @@ def test_spark_gives_the_duckdb_panels(spark, tmp_path):
     ]
     pd.testing.assert_frame_equal(got[0][0], got[1][0])
     assert got[0][1] == got[1][1]
+    con = ibis.pyspark.connect(spark)
+    assert (local_days(con.execute, "pyspark") == pd.Timestamp("2026-02-01")).all()
     with pytest.raises(CskitError, match="engine: spark reads events from CSV or Parquet"):
         E.read_events(paths["duckdb"], engine="spark")
 
