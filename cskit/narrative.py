@@ -1064,7 +1064,7 @@ def health_not_estimable(v: dict, language: str = "ja") -> str:
     "not_estimable"): what is missing from the report and why."""
     if language == "ja":
         return ("**ヘルススコアは作成できませんでした。** " + health_reason(v, "ja") + "\n\n"
-                "そのため、スコアと配点、ティア（赤・黄・緑）、時点外検証、プレイブック、オンボードの検証、タッチモデルは"
+                "そのため、スコアと配点、ティア（赤・黄・緑）、過去時点での検証、プレイブック、オンボードの検証、タッチモデルは"
                 "この診断にはありません（結果ファイルは見出しのみ、理由は health_validation.json）。")
     return ("**The health score could not be built:** " + health_reason(v, "en") + "\n\n"
             "So the score and its points, the tiers (red / yellow / green), the out-of-time validation, the playbook, "
@@ -1090,7 +1090,7 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
         for t, r in by_tier.items() if r.get("n")
     )
     if ja:
-        text = (f"**時点外検証**: {cut}時点までのデータでモデルを作り、その時点のアカウント{v['n_accounts']:,}件を採点して、"
+        text = (f"**過去時点での検証**: {cut}時点までのデータでモデルを作り、その時点のアカウント{v['n_accounts']:,}件を採点して、"
                 f"その後{h}か月の解約（{v['n_churned']:,}件）を予測できたかを確かめました。"
                 f"AUC {auc}、C統計量 {v['score']['concordance']:.2f}{_auc_reading(v, language)}。"
                 f"ティア別の解約率: {tier_rates}。")
@@ -1658,7 +1658,7 @@ def methods(params: Any, language: str = "ja") -> str:
             f"{p.horizon_months}か月（LTVは{p.ltv_months}か月、粗利率{pct(p.gross_margin, 0)}）投影。区間は推定値の共分散からの"
             f"{p.bootstrap}回のドローによる95%区間。",
             "- **ヘルススコア**: 解約モデル（KPIと契約状況：セグメント・契約形態・契約月数）の線形予測子を0〜100点に換算。"
-            "過去時点で作ったモデルでその後の解約を予測して検証（時点外検証）。",
+            "過去時点で作ったモデルでその後の解約を予測して検証。",
             f"- **再現性**: 乱数はすべてseed={p.seed}で固定。同じ入力からは同じ結果ファイルが得られます。",
             "- **注意**: すべて観察データの関連です。KPIを改善すれば同じ効果が得られるとは限りません。"
             "詳しくは docs/methods.md を参照してください。",
@@ -2127,7 +2127,8 @@ def finding_health(R: dict, language: str = "ja") -> str:
         f"{_f2(s['auc'])} (95% interval {_f2(s['ci_low'])} to {_f2(s['ci_high'])})"
     chance = ("偶然より良く解約を予測しています" if verdict == "above_chance" else "偶然と区別できません") if ja else \
         ("better than chance" if verdict == "above_chance" else "not distinguishable from chance")
-    text = (f"データに基づくヘルススコアは、過去時点で作って{v.get('horizon_months')}か月後の解約を当てる検証でAUC {auc}と、{chance}"
+    text = (f"データに基づくヘルススコアは、過去時点のデータで作りその後{v.get('horizon_months')}か月の解約を予測させた検証で"
+            f"AUC {auc}と、{chance}"
             if ja else
             f"The data-driven health score, built on past data and checked against the next "
             f"{v.get('horizon_months')} months' churn, reaches AUC {auc}: {chance}")
@@ -2175,7 +2176,7 @@ def finding_red(R: dict, labels: dict[str, str], language: str = "ja") -> str:
             f"{red:,} of the {len(scores):,} active accounts are in the red tier")
     if focus:
         name = labels.get(focus[0], focus[0])
-        text += (f"、プレイブックでは{focus[1]:,}件で{name}が第一の改善点です。" if ja else
+        text += (f"、プレイブックではそのうち{focus[1]:,}件で{name}が最優先の改善点です。" if ja else
                  f"; the playbook names {name} first for {focus[1]:,} of them.")
     else:
         text += "。" if ja else "."

@@ -523,4 +523,4 @@ def test_the_playbook_finding_counts_red_accounts_only():
     assert N.playbook_focus(book) == ("login_days", 2)
     R = {"playbook": book, "health_scores": scores}
     assert N.finding_red(R, {"login_days": "ログイン日数"}, "ja") == (
-        "現在契約中の7件のうち赤ティアは3件で、プレイブックでは2件でログイン日数が第一の改善点です。")
+        "現在契約中の7件のうち赤ティアは3件で、プレイブックではそのうち2件でログイン日数が最優先の改善点です。")
