@@ -2061,10 +2061,11 @@ def _effect_list(d: pd.DataFrame, labels: dict[str, str], language: str, word: s
 
 
 def finding_drivers(R: dict, labels: dict[str, str], language: str = "ja") -> str:
-    """The KPIs that drive churn and expansion (drivers.csv), one sentence."""
+    """The KPIs a CS team can act on that drive churn and expansion (drivers.csv), one sentence."""
     ja = language == "ja"
-    churn = _flagged(R["drivers"], "churn")
-    exp = _flagged(R["drivers"], "expansion")
+    drivers = actionable(R["drivers"]) if len(R["drivers"]) else R["drivers"]  # not the tenure: no CS lever
+    churn = _flagged(drivers, "churn")
+    exp = _flagged(drivers, "expansion")
     if churn.empty and exp.empty:
         return ("偽発見率を抑えた検定では、解約や拡大と確かに関連するKPIは見つかりませんでした。" if ja else
                 "No KPI is linked to churn or expansion once false discoveries are controlled.")

@@ -524,3 +524,15 @@ def test_the_playbook_finding_counts_red_accounts_only():
     R = {"playbook": book, "health_scores": scores}
     assert N.finding_red(R, {"login_days": "ログイン日数"}, "ja") == (
         "現在契約中の7件のうち赤ティアは3件で、プレイブックではそのうち2件でログイン日数が最優先の改善点です。")
+
+
+def test_the_findings_name_drivers_a_cs_team_can_act_on():
+    d = pd.DataFrame([
+        {"kpi": "contract_months", "outcome": "expansion", "effect": 0.2, "trigger": "UCT"},
+        {"kpi": "login_days", "outcome": "expansion", "effect": 1.5, "trigger": "UCT"},
+        {"kpi": "csat", "outcome": "churn", "effect": 0.7, "trigger": "RT"},
+        {"kpi": "faq_views", "outcome": "churn", "effect": 0.5, "trigger": ""},
+    ])
+    text = N.finding_drivers({"drivers": d}, {"login_days": "Login days", "csat": "CSAT"}, "en")
+    assert text == ("Churn is most strongly linked to CSAT (hazard ratio 0.70); expansion to Login days "
+                    "(odds ratio 1.50) (per +1 SD of the KPI).")
