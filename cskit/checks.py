@@ -67,9 +67,9 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
     res["adjusted"] = adj
     res["notices"] = []
     res["hazard_model"] = hazard or {"status": "not_estimable", "reason": "not given"}
-    if adj["status"] == "ok":
+    if adj["status"] == "fitted":
         res["verdict"] = onboarding_verdict(adj["ci_low"], adj["ci_high"])
-        own = res["hazard_model"].get("status") == "ok" and res["hazard_model"]["ci_high"] < 1
+        own = res["hazard_model"].get("status") == "fitted" and res["hazard_model"]["ci_high"] < 1
         if res["verdict"] == "driver" and not own:
             res["verdict"] = "inconclusive"
         if "driver" in (res["verdict_unadjusted"], onboarding_verdict(adj["ci_low"], adj["ci_high"])) \
@@ -97,7 +97,7 @@ def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int) -> dict:
     j = design.names.index("onboarding_completed")
     sd = design.transforms["onboarding_completed"].sd
     b, se = fit.coef[j] / sd, fit.se[j] / sd
-    return {"status": "ok", "hazard_ratio": float(np.exp(b)), "ci_low": float(np.exp(b - 1.959963984540054 * se)),
+    return {"status": "fitted", "hazard_ratio": float(np.exp(b)), "ci_low": float(np.exp(b - 1.959963984540054 * se)),
             "ci_high": float(np.exp(b + 1.959963984540054 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se)))}
 
 
@@ -153,7 +153,7 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
     if not all(np.isfinite([est, lo, hi])):
         return {"status": "not_estimable", "reason": "the adjusted estimate is not finite"}
     p = sel.predict()
-    return {"status": "ok", "method": "AIPW (statsmodels TreatmentEffect)", "estimate": est, "ci_low": lo,
+    return {"status": "fitted", "method": "AIPW (statsmodels TreatmentEffect)", "estimate": est, "ci_low": lo,
             "ci_high": hi, "p_value": float(r.pvalue[0]),
             "churn_if_all_onboarded": float(r.effect[2]), "churn_if_none_onboarded": float(r.effect[1]),
             "covariates": [names[j] for j in keep],

@@ -390,7 +390,7 @@ def headline(folder: str | Path) -> dict:
     if len(d) and "trigger" in d:
         out["churn_triggers"] = int(((d["outcome"] == "churn") & d["trigger"].fillna("").astype(str).ne("")).sum())
     v = R["health_validation"].get("validation", {})
-    if v.get("status") == "ok":
+    if v.get("status") == "fitted":
         out["health_auc"] = v["score"]["auc"]
     if len(R["health_scores"]) and "tier" in R["health_scores"]:
         out["red_accounts"] = int((R["health_scores"]["tier"] == "red").sum())

@@ -513,7 +513,7 @@ def validate(frame: pd.DataFrame, out: pd.DataFrame, client_score: pd.Series | N
         res["reason"] = "no churn (or only churn) in the validation window: AUC is undefined"
         res["reason_code"] = "no_churn_contrast"
         return res
-    res["status"] = "ok"
+    res["status"] = "fitted"
     res["score"] = {
         **auc_with_ci(y, -s),
         "concordance": float(concordance_index(t, s, y)),
@@ -546,7 +546,7 @@ def _client_validation(y: np.ndarray, t: np.ndarray, s: np.ndarray, c: np.ndarra
         )
         out["reason_code"] = "client_score_snapshot" if y.sum() == 0 else "client_score_all_churned"
         return out
-    out["status"] = "ok"
+    out["status"] = "fitted"
     out.update(auc_with_ci(y, -c))
     out["concordance"] = float(concordance_index(t, c, y))
     dec = pd.Series(deciles(c))
@@ -622,7 +622,7 @@ class Health(StageResult):
     warnings: list[str] = field(default_factory=list)
     forecast: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-KPI forecast parameters at as_of
     context: list[dict] = field(default_factory=list)  # per context level: coefficient, horizon value, points
-    status: str = "ok"  # "ok" | "not_estimable" (then every table is empty and ``reason`` says why)
+    status: str = "fitted"  # "fitted" | "not_estimable" (then every table is empty and ``reason`` says why)
     reason: str | None = None
     reason_code: str | None = None  # NotEstimable.code
     churn_events: int | None = None  # churn events in the at-risk months, when not estimable
@@ -633,7 +633,7 @@ class Health(StageResult):
 
     @property
     def estimable(self) -> bool:
-        return self.status == "ok"
+        return self.status == "fitted"
 
     def summary_items(self) -> dict:
         score = self.validation.get("score") or {}

@@ -182,7 +182,7 @@ def drop_effect(level: np.ndarray, change: np.ndarray, event: np.ndarray, *, dro
         fit = fit_binomial(y, np.column_stack([ones, level / SCORE_UNIT, x]), link="logit",
                            names=["intercept", "score_level", names])
         b, se = float(fit.coef[2]), float(fit.se[2])
-        res[key] = {"status": "ok" if fit.converged else "not_converged", "odds_ratio": float(np.exp(b)),
+        res[key] = {"status": "fitted" if fit.converged else "not_estimable", "odds_ratio": float(np.exp(b)),
                     "ci_low": float(np.exp(b - z * se)), "ci_high": float(np.exp(b + z * se)),
                     "p_value": float(2 * stats.norm.sf(abs(b / se))) if se > 0 else None,
                     "score_level_odds_ratio": float(np.exp(fit.coef[1]))}
@@ -197,9 +197,9 @@ def drop_verdict(res: dict) -> tuple[str, str, str | None]:
     above 1; "no_added_warning": it lies below NO_WARNING_OR (a fall adds at most a small rise in the
     odds at the same score level); "inconclusive" otherwise; "not_estimable" when neither model fits."""
     ind, cont = res.get("indicator", {}), res.get("per_10_points_fall", {})
-    if res["events_dropped"] >= DROP_MIN_EVENTS and ind.get("status") == "ok":
+    if res["events_dropped"] >= DROP_MIN_EVENTS and ind.get("status") == "fitted":
         basis, e = "indicator", ind
-    elif cont.get("status") == "ok":
+    elif cont.get("status") == "fitted":
         basis, e = "per_10_points_fall", cont
     else:
         return "not_estimable", "the churn model on score level and change cannot be fitted", None
@@ -280,7 +280,7 @@ class HealthHistory(StageResult):
     playbook: pd.DataFrame  # PLAYBOOK_COLUMNS + PLAYBOOK_EXTRA: red-tier and moving accounts
     tier_mix: pd.DataFrame = field(default_factory=pd.DataFrame)
     quantiles: pd.DataFrame = field(default_factory=pd.DataFrame)
-    status: str = "ok"
+    status: str = "fitted"  # "fitted" | "not_estimable" (cskit.result: one status vocabulary)
     reason: str | None = None
 
     def summary_items(self) -> dict:

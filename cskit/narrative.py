@@ -1077,7 +1077,7 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
     ja = language == "ja"
     h = v.get("horizon_months")
     cut = pd.Timestamp(v["cut"]).strftime("%Y-%m") if v.get("cut") is not None else "—"
-    if v.get("status") != "ok":
+    if v.get("status") != "fitted":
         reason = REASON_CODES.get(v.get("reason_code"), ("", ""))[0 if ja else 1] or (
             "検証用のデータが足りません" if ja else v.get("reason", ""))
         return (f"過去時点での検証はできませんでした（{reason}）。スコアは参考値として扱ってください。" if ja else
@@ -1101,11 +1101,11 @@ def validation_text(v: dict, language: str = "ja", labels: dict[str, str] | None
                 f"Churn by tier: {tier_rates}.")
     text += tier_order_text(v, language) + calibration_text(v, language)
     c = v.get("client_score")
-    if c and c.get("status") not in (None, "ok"):
+    if c and c.get("status") not in (None, "fitted"):
         why = REASON_CODES.get(c.get("reason_code"), ("", ""))[0 if ja else 1]
         text += (f"\n\n貴社の現行ヘルススコアとは比較できませんでした。{why}" if ja else
                  f"\n\nThe client's current health score could not be compared: {why or c.get('reason', '')}")
-    if c and c.get("status") == "ok":
+    if c and c.get("status") == "fitted":
         cauc = _interval(c["auc"], c["ci_low"], c["ci_high"], lambda x: f"{float(x):.2f}")
         dd = c["auc_difference"]
         diff = _interval(dd["ours_minus_client"], dd["ci_low"], dd["ci_high"], lambda x: f"{float(x):+.2f}")
@@ -1228,11 +1228,11 @@ def onboarding(check: dict | None, language: str = "ja") -> str:
                 f"(n = {on['n']:,}), not onboarded {pct(off['rate'])} [{pct(off['ci'][0])}, {pct(off['ci'][1])}] "
                 f"(n = {off['n']:,}); difference {diff}. {verdict}")
     a, hz = check.get("adjusted", {}), check.get("hazard_model", {})
-    if a.get("status") == "ok":
+    if a.get("status") == "fitted":
         adiff = _interval(a["estimate"], a["ci_low"], a["ci_high"], lambda x: f"{100 * float(x):+.1f}pt")
         text += (f"他の指標・契約期間・セグメント・契約形態をそろえた差（AIPW）: {adiff}。" if ja else
                  f" Adjusted for the other KPIs, tenure, segment and contract type (AIPW): {adiff}.")
-        if hz.get("status") == "ok":
+        if hz.get("status") == "fitted":
             hr = _interval(hz["hazard_ratio"], hz["ci_low"], hz["ci_high"], lambda x: f"{float(x):.2f}")
             text += (f"前月の指標をそろえた月次の解約ハザード比（完了/未完了）: {hr}。" if ja else
                      f" Monthly churn hazard ratio (onboarded / not) given the previous month's KPIs: {hr}.")
@@ -1532,7 +1532,7 @@ def _outcome_text(
     row = info.loc[outcome] if outcome in info.index else pd.Series(dtype=object)
     events = row.get("events")
     ev = (f"イベント数 {int(events):,}件。" if ja else f"{int(events):,} events. ") if _finite(events) else ""
-    if str(row.get("status", "fitted")) not in ("fitted", "ok"):
+    if str(row.get("status", "fitted")) != "fitted":
         reason = row.get("reason", "")
         if _code(reason):
             reason = notice(reason, language)
@@ -1605,7 +1605,7 @@ def estimated_drivers(drivers: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataF
     :func:`triggers` already says why)."""
     if "status" not in outcomes or "outcome" not in drivers:
         return drivers
-    fitted = outcomes.loc[outcomes["status"].astype(str).isin(["fitted", "ok"]), "outcome"]
+    fitted = outcomes.loc[outcomes["status"].astype(str).eq("fitted"), "outcome"]
     return drivers[drivers["outcome"].isin(set(fitted))]
 
 
@@ -1618,7 +1618,7 @@ def not_estimated(outcomes: pd.DataFrame, potential_table: pd.DataFrame, health_
     items = []
     if "status" in outcomes:
         for r in outcomes.itertuples(index=False):
-            if str(r.status) not in ("fitted", "ok"):
+            if str(r.status) != "fitted":
                 n = int(r.events) if _finite(r.events) else None
                 items.append((f"{outcome_title(r.outcome, 'ja')} — イベントが{'' if n is None else f'{n:,}件と'}少ないため推定できません"
                               if ja else f"{outcome_title(r.outcome, 'en')} — not estimable: too few events"
@@ -1861,7 +1861,7 @@ def drop_check(drops: dict, language: str = "ja") -> str:
               f"{drops['horizon_months']} months: {drops['accounts']:,} accounts, {drops['events']:,} churned; "
               f"{drops['dropped']:,} had fallen by {drops['alert_drop']:g}+ points over {drops['alert_months']} months, "
               f"{drops['events_dropped']:,} of them churned.")
-    if ind.get("status") == "ok":
+    if ind.get("status") == "fitted":
         unit = ("下落あり対なし" if drops.get("basis") == "indicator" else "10点の下落あたり") if ja else \
             ("fell vs not" if drops.get("basis") == "indicator" else "per 10 points of fall")
         effect = (f"同じスコア水準での解約オッズ比（{unit}）{ind['odds_ratio']:.2f}（95%区間 {ind['ci_low']:.2f}〜"
@@ -2120,7 +2120,7 @@ def finding_health(R: dict, language: str = "ja") -> str:
         return ("ヘルススコアは、データが足りないため作成できませんでした。" if ja else
                 "The health score could not be built: too little data.")
     v = hv.get("validation", {})
-    if v.get("status") != "ok":
+    if v.get("status") != "fitted":
         return ("ヘルススコアは作成しましたが、過去時点での検証はできませんでした。" if ja else
                 "The health score was built but could not be validated on past data.")
     s, verdict = v["score"], v.get("verdicts", {}).get("auc")
@@ -2134,7 +2134,7 @@ def finding_health(R: dict, language: str = "ja") -> str:
             f"The data-driven health score, built on past data and checked against the next "
             f"{v.get('horizon_months')} months' churn, reaches AUC {auc}: {chance}")
     c = v.get("client_score")
-    if c and c.get("status") == "ok":
+    if c and c.get("status") == "fitted":
         cv = c.get("verdict")
         if ja:
             text += "。貴社の現行スコア（AUC " + _f2(c["auc"]) + "）" + (
@@ -2190,7 +2190,7 @@ def finding_caveat(R: dict, language: str = "ja") -> str:
     ja = language == "ja"
     outcomes = R["drivers_outcomes"]
     if "status" in outcomes:
-        bad = outcomes[~outcomes["status"].astype(str).isin(["fitted", "ok"])]
+        bad = outcomes[~outcomes["status"].astype(str).eq("fitted")]
         if len(bad):
             names = ("、" if ja else ", ").join(outcome_short(o, language) for o in bad["outcome"])
             return (f"注意: {names}はイベントが少なく推定できていません。" if ja else
@@ -2324,7 +2324,7 @@ def conclusion_health(R: dict, language: str = "ja") -> str:
     v = hv.get("validation", {})
     if hv.get("status") == "not_estimable":
         return "ヘルススコアは作成できませんでした。" if ja else "The health score could not be built."
-    if v.get("status") != "ok":
+    if v.get("status") != "fitted":
         return "ヘルススコアは過去時点で検証できませんでした。" if ja else "The health score could not be validated."
     vd = v.get("verdicts", {})
     auc = AUC_WORDS.get(vd.get("auc"), ("", ""))[i]
@@ -2425,7 +2425,7 @@ def triggers_brief(drivers: pd.DataFrame, outcomes: pd.DataFrame, labels: dict[s
         row = info.loc[outcome] if outcome in info.index else pd.Series(dtype=object)
         events = row.get("events")
         head = f"- **{outcome_title(outcome, language)}**: "
-        if str(row.get("status", "fitted")) not in ("fitted", "ok"):
+        if str(row.get("status", "fitted")) != "fitted":
             lines.append(head + (f"イベントが{int(events):,}件と少なく、推定していません（関連が「ない」という意味ではありません）。" if ja
                                  else f"only {int(events):,} events: not estimated (this does not mean there is no link).")
                          if _finite(events) else head + ("推定していません。" if ja else "not estimated."))

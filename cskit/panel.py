@@ -14,7 +14,7 @@ from cskit.season import churn_seasonality, season_column
 
 _EPOCH = np.datetime64("1970-01", "M")
 # The fewest events an outcome model is fitted on: the triggers, the potential's models, the health score
-# and the seasonality test all read this one floor (below it an outcome is "not estimable").
+# and the seasonality test all read this one floor (below it an outcome is "not_estimable").
 MIN_EVENTS = 20
 
 

@@ -89,7 +89,8 @@ class Potential(StageResult):
 
     ``table``: potential.csv (DESIGN §6). ``accounts``: account_id, mrr, churn_prob (within the
     horizon), ltv (margin × expected revenue over ltv_months) for every account active at as_of.
-    ``notes``: why a row or column is empty. ``outcomes``: per model, rows, events, status.
+    ``notes``: why a row or column is empty. ``outcomes``: per model, rows, events, status ("fitted" |
+    "not_estimable"), KPIs, reason.
     """
 
     table: pd.DataFrame
@@ -108,8 +109,8 @@ class Potential(StageResult):
     def summary_items(self) -> dict:
         ltv = pd.to_numeric(self.table["d_ltv"], errors="coerce")
         best = self.table.loc[ltv.idxmax(), "kpi"] if ltv.notna().any() else None
-        estimable = self.outcomes.loc[self.outcomes["estimable"].astype(bool), "outcome"].tolist()
-        return {"kpis": int(len(self.table)), "outcomes_estimable": estimable, "accounts": int(len(self.accounts)),
+        fitted = self.outcomes.loc[self.outcomes["status"] == "fitted", "outcome"].tolist()
+        return {"kpis": int(len(self.table)), "outcomes_fitted": fitted, "accounts": int(len(self.accounts)),
                 "largest_d_ltv": best, "notes": len(self.notes)}
 
     def write(self, results_dir: str | Path) -> None:
@@ -646,9 +647,9 @@ def improvement_potential(
                 "outcome": o,
                 "rows": m.rows if m else 0,
                 "events": m.events if m else 0,
-                "estimable": bool(m and m.fit is not None),
+                "status": "fitted" if m and m.fit is not None else "not_estimable",
                 "kpis": len(m.design.kpis) if m and m.design else 0,
-                "note": m.reason if m else notes.get("d_new", ""),
+                "reason": m.reason if m else notes.get("d_new", ""),
             }
             for o, m in models.items()
         ]

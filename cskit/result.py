@@ -45,6 +45,10 @@ class StageResult:
     A stage result is a dataclass declared ``@dataclass(repr=False)`` that subclasses this and defines
     ``summary_items()`` (a few headline figures: status first, counts, no tables) and
     ``write(results_dir)`` (its files of DESIGN §6). It is not changed after the stage returns it.
+
+    One status vocabulary, in results and files alike: ``"fitted"`` (the model or check was estimated)
+    or ``"not_estimable"`` (too few events, no usable KPI, no convergence…) with a ``reason`` beside it.
+    Room is left for a ``notices`` attribute (coded notices, :mod:`cskit.notices`) on every result.
     """
 
     def summary_items(self) -> dict[str, Any]:

@@ -241,7 +241,7 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
-        info.update(status="not estimable", reason=Notice(
+        info.update(status="not_estimable", reason=Notice(
             "outcome_not_estimable", stage="triggers", outcome=outcome, events=int(events), rows=int(info["rows"]),
             min=MIN_EVENTS))
         warnings.append(Notice("outcome_too_few_events", stage="triggers", outcome=outcome, events=int(events),

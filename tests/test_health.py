@@ -583,7 +583,7 @@ def test_churn_prob_is_calibrated_to_the_true_probability(seed0):
 def test_out_of_time_validation_separates_tiers_and_is_calibrated(seed0):
     _, _, health = seed0
     v = health.validation
-    assert v["status"] == "ok" and v["n_churned"] > 50
+    assert v["status"] == "fitted" and v["n_churned"] > 50
     dec = pd.DataFrame(v["by_decile"])  # decile 1 = lowest scores
     low, high = dec[dec["decile"] <= 2], dec[dec["decile"] >= 9]
     assert wilson(low["churned"].sum(), low["n"].sum())[0] > wilson(high["churned"].sum(), high["n"].sum())[1]
@@ -653,7 +653,7 @@ def test_below_the_event_floor_the_score_is_account_context_only():
     assert [w.code for w in model.warnings if getattr(w, "code", "") == "score_context_only"] == ["score_context_only"]
     h = design_health_score(panel, data, params, kpi_columns(data))
     v = h.validation_json()
-    assert v["status"] == "ok" and v["score_basis"]["basis"] == "context_only"
+    assert v["status"] == "fitted" and v["score_basis"]["basis"] == "context_only"
     assert v["score_basis"]["kpis_with_points"] == [] and v["score_basis"]["min_events"] == MIN_EVENTS
     assert h.playbook.empty or h.playbook[["kpi_1", "kpi_2"]].isna().all().all()
 

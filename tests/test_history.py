@@ -210,7 +210,7 @@ def test_drop_effect_matches_statsmodels_logit():
 
 
 def test_drop_verdict_rule():
-    ok = {"status": "ok"}
+    ok = {"status": "fitted"}
     base = {"events_dropped": 10, "alert_drop": 15, "dropped": 40}
     assert drop_verdict(base | {"indicator": ok | {"ci_low": 1.1, "ci_high": 3}})[0] == "warning"
     assert drop_verdict(base | {"indicator": ok | {"ci_low": 0.6, "ci_high": 1.2}})[0] == "no_added_warning"

@@ -126,7 +126,7 @@ def _drivers() -> tuple[pd.DataFrame, pd.DataFrame]:
     o = pd.DataFrame([
         {"outcome": "churn", "model": "cloglog GLM", "events": 120, "status": "fitted", "mde_per_sd": 1.25,
          "reason": ""},
-        {"outcome": "renewal", "model": "GEE", "events": 8, "status": "not estimable", "mde_per_sd": np.nan,
+        {"outcome": "renewal", "model": "GEE", "events": 8, "status": "not_estimable", "mde_per_sd": np.nan,
          "reason": "8 events < 20"},
         {"outcome": "expansion", "model": "logit GLM", "events": 60, "status": "fitted", "mde_per_sd": 1.45,
          "reason": ""},
@@ -176,10 +176,10 @@ def test_onboarding_verdicts():
 
 
 def test_validation_text_compares_client_score():
-    v = {"status": "ok", "cut": "2025-06", "horizon_months": 12, "n_accounts": 400, "n_churned": 60,
+    v = {"status": "fitted", "cut": "2025-06", "horizon_months": 12, "n_accounts": 400, "n_churned": 60,
          "score": {"auc": 0.78, "ci_low": 0.72, "ci_high": 0.84, "concordance": 0.75},
          "by_tier": [{"tier": "red", "n": 50, "churn_rate": 0.4, "ci_low": 0.28, "ci_high": 0.54}],
-         "client_score": {"status": "ok", "auc": 0.6, "ci_low": 0.52, "ci_high": 0.68,
+         "client_score": {"status": "fitted", "auc": 0.6, "ci_low": 0.52, "ci_high": 0.68,
                           "auc_difference": {"ours_minus_client": 0.18, "ci_low": 0.08, "ci_high": 0.28},
                           "verdict": "ours_better"},
          "left_out_kpis": [{"kpi": "login_days", "left_out": True}, {"kpi": "csat", "left_out": False}]}

@@ -89,7 +89,7 @@ def test_tiny_client_other_stages_still_report(tiny):
     rev = pd.read_csv(data / "revenue.csv", dtype={"month": str})
     as_of = pd.Timestamp(dx.data.as_of).strftime("%Y-%m")
     assert dx.metrics.summary["mrr"]["value"] == pytest.approx(rev.loc[rev["month"] == as_of, "mrr"].sum())
-    assert set(dx.triggers.outcomes["status"]) == {"not estimable"}
+    assert set(dx.triggers.outcomes["status"]) == {"not_estimable"}
     assert len(dx.potential.table) == len(dx.kpis)
     assert dx.potential.table["d_ltv"].isna().all() and dx.potential.table["mean"].notna().all()
 
@@ -127,14 +127,14 @@ def test_design_health_score_returns_not_estimable(tiny):
 
 
 def test_health_stays_ok_on_a_fitted_client_json(tmp_path):
-    """A client with enough churn keeps status "ok" (reason null) in health_validation.json."""
+    """A client with enough churn keeps status "fitted" (reason null) in health_validation.json."""
     from cskit.simulate import simulate_client
 
     simulate_client(n_accounts=120, n_months=12, seed=1, mc_paths=0).write(tmp_path / "data")
     dx = analyse(params(tmp_path / "data"))
     assert dx.health.estimable and len(dx.health.scores) > 0
     v = dx.health.validation_json()
-    assert v["status"] == "ok" and v["reason"] is None
+    assert v["status"] == "fitted" and v["reason"] is None
 
 
 def test_zero_churn_stops_naming_table_column_and_fix(tmp_path):
@@ -181,7 +181,7 @@ def test_potential_text_says_not_estimable_instead_of_zero_intervals(tiny):
 def test_nothing_listed_when_everything_was_estimated():
     outcomes = pd.DataFrame({"outcome": ["churn"], "events": [50], "status": ["fitted"], "reason": [""]})
     table = pd.DataFrame({"kpi": ["a"], "d_ltv": [1.0]})
-    assert N.not_estimated(outcomes, table, {"status": "ok", "reason": None}, "en") == ""
+    assert N.not_estimated(outcomes, table, {"status": "fitted", "reason": None}, "en") == ""
 
 
 def test_cskit_load_is_the_function_on_every_call():

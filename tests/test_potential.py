@@ -436,7 +436,7 @@ def test_outcome_with_too_few_events_and_constant_kpi_are_left_empty_with_reason
     assert t.loc["faq_views", ["d_ltv", "d_churn", "d_expansion"]].isna().all()
     assert "FAQ" in N.notice(res.notes["faq_views"], "ja", N.kpi_labels(data.catalogue, "ja"))
     assert t.loc["login_days", ["d_ltv", "d_churn", "d_expansion"]].notna().all()
-    assert res.outcomes.set_index("outcome").at["downgrade", "estimable"] == False  # noqa: E712
+    assert res.outcomes.set_index("outcome").at["downgrade", "status"] == "not_estimable"
 
 
 def test_future_values_equal_the_simulators_snapshot(small):

@@ -260,7 +260,7 @@ def test_onboarding_that_only_travels_with_usage_is_not_called_a_driver():
     o = res["check"]
     assert o["verdict_unadjusted"] == "driver"  # the raw difference would call it one (the test can fail)
     assert o["verdict"] != "driver"
-    assert o["adjusted"]["status"] == "ok" and o["hazard_model"]["ci_low"] < 1 < o["hazard_model"]["ci_high"]
+    assert o["adjusted"]["status"] == "fitted" and o["hazard_model"]["ci_low"] < 1 < o["hazard_model"]["ci_high"]
     assert "onboarding_confounded" in res["codes"]
 
 

@@ -286,7 +286,7 @@ def test_outcome_below_the_event_floor_is_not_estimable_with_the_reason():
     tr = find_triggers(panel, Params(), ["driver", "noise"])
     o = tr.outcomes.set_index("outcome")
     for outcome in ("churn", "renewal"):
-        assert o.loc[outcome, "status"] == "not estimable"
+        assert o.loc[outcome, "status"] == "not_estimable"
         assert f"only {int(y.sum())}" in o.loc[outcome, "reason"] and np.isnan(o.loc[outcome, "mde_per_sd"])
     assert (tr.table.loc[tr.table["outcome"] == "churn", "trigger"] == "").all()
     assert tr.table.loc[tr.table["outcome"] == "churn", "effect"].isna().all()
