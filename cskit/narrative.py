@@ -2395,7 +2395,7 @@ APPENDIX = {
     "a_points": ("A8. ヘルススコアの配点の詳細", "A8. Health-score points in detail"),
     "a_calibration": ("A9. 較正（予測と実際）", "A9. Calibration (predicted vs observed)"),
     "a_touch": ("A10. タッチモデル", "A10. Touch model"),
-    "a_bands": ("A11. スコア分布の推移", "A11. Score distribution over time"),
+    "a_bands": ("A11. ティア構成とスコア分布の推移", "A11. Tier mix and score distribution over time"),
 }
 
 

@@ -84,3 +84,14 @@ def test_a_kernel_in_notebooks_writes_under_the_repositorys_output(tmp_path, mon
     assert output_folder(tmp_path / "x", "demo") == tmp_path / "x" / "demo"
     ignored = (REPO_ROOT / ".gitignore").read_text(encoding="utf-8").split()
     assert "output/" in ignored or "/output/" in ignored or "output" in ignored
+
+
+def test_nbstripout_finds_nothing_to_strip():
+    """What `make test` checks first: the committed notebook is exactly as nbstripout leaves it
+    (no outputs, no execution counts, its own cell ids)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("nbstripout") or str(Path(__import__("sys").executable).with_name("nbstripout"))
+    done = subprocess.run([tool, "--verify", str(NOTEBOOK)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -141,7 +141,7 @@ def test_the_main_body_is_short_and_the_appendix_after_it(report):
     body = page.split("<body", 1)[1]
     appendix = body.index("付録" if lang == "ja" else "Appendix")
     main = body[:appendix]
-    assert main.count("data:image/png;base64") == 5  # bridge, forest, potential, score, tier mix
+    assert main.count("data:image/png;base64") == 4  # bridge, forest, potential, score
     assert main.count("<tr>") < 60  # the 84-row triggers table and the full potential table are in the appendix
     heads = re.findall(r"<h2[^>]*>(.*?)<", main)
     assert [h.strip()[:2] for h in heads if h.strip()[:1].isdigit()] == ["1.", "2.", "3.", "4.", "5.", "6."]
