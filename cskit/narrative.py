@@ -489,14 +489,20 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   "improvement potential and playbook use each segment's own effect."),
     "score_kpi_shape": (
         lambda v: f"ヘルススコアの{v.kpi()}の配点は、直線ではなく推定した"
-                  + ("曲線" if "curve" in (v["kinds"] or []) else "")
-                  + ("・" if len(v["kinds"] or []) > 1 else "")
-                  + ("セグメント別の効果" if "segment" in (v["kinds"] or []) else "")
-                  + "に沿っています（しきい値を超えたアカウントはそれ以上点が増えず、効果のないセグメントでは点差がつきません）。",
+                  + "・".join({"curve": "曲線", "segment": "セグメント別の効果"}[k] for k in v["kinds"] or [])
+                  + "に沿っています（"
+                  + ("しきい値を超えたアカウントはそれ以上点が増えず、効果のないセグメントでは点差がつきません"
+                     if len(v["kinds"] or []) > 1 else
+                     {"curve": "しきい値を超えたアカウントはそれ以上点が増えません",
+                      "segment": "効果のないセグメントでは点差がつきません"}.get((v["kinds"] or ["curve"])[0], ""))
+                  + "）。",
         lambda v: f"Health score: the points of KPI '{v.s('kpi')}' follow its fitted "
                   + " and ".join({"curve": "curve", "segment": "segment-specific effect"}[k] for k in v["kinds"] or [])
-                  + " instead of a straight line (past a threshold no more points are earned; in a segment where "
-                  "it has no effect every account earns the same)."),
+                  + " instead of a straight line ("
+                  + "; ".join({"curve": "past a threshold no more points are earned",
+                               "segment": "in a segment where it has no effect every account earns about the same"}[k]
+                              for k in v["kinds"] or [])
+                  + ")."),
     "gee_fallback": (
         lambda v: "契約更新（CRTT）のモデルは、交換可能な作業相関では推定が安定しなかったため、独立な作業相関"
                   "（アカウント単位のクラスタ、頑健な区間）で推定し直しました。効果はそのまま使えます（区間はやや広くなることがあります）。",
