@@ -15,7 +15,7 @@ over the KPIs' forecast errors around their expected paths.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -405,24 +405,26 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     return out
 
 
-def set_tiers(model: ScoreModel, scores: np.ndarray, churn_prob: np.ndarray) -> None:
-    """Cut-points on the score: green from the score at which a typical account's churn probability
-    equals the base rate (mean probability), red below the score at which it is twice the base rate.
+def tier_cutpoints(scores: np.ndarray, churn_prob: np.ndarray) -> dict[str, float]:
+    """Cut-points on the score (``red_below``, ``green_from``) and the ``base_rate``: green from the
+    score at which a typical account's churn probability equals the base rate (mean probability), red
+    below the score at which it is twice the base rate.
 
     "Typical" is the least-squares line of cloglog(probability) on score over the scored accounts: with
     the cloglog hazard, cloglog P(churn within H) is linear in the KPI linear predictor, hence in the score.
     """
     base = float(np.mean(churn_prob))
-    model.base_rate = base
     c = np.log(-np.log1p(-np.clip(churn_prob, 1e-9, 1 - 1e-9)))
     if np.ptp(scores) <= 0:
-        model.red_below, model.green_from = 0.0, 0.0
-        return
+        return {"red_below": 0.0, "green_from": 0.0, "base_rate": base}
     slope, icept = np.polyfit(scores, c, 1)
-    at = lambda p: (np.log(-np.log1p(-min(p, 1 - 1e-9))) - icept) / slope  # noqa: E731
+
+    def at(p: float) -> float:
+        return (np.log(-np.log1p(-min(p, 1 - 1e-9))) - icept) / slope
+
     red = float(np.clip(np.round(at(RED_RISK * base)), 0, 100)) if slope < 0 else 0.0
     green = float(np.clip(np.round(at(GREEN_RISK * base)), 0, 100)) if slope < 0 else 0.0
-    model.red_below, model.green_from = red, max(green, red)
+    return {"red_below": red, "green_from": max(green, red), "base_rate": base}
 
 
 def tiers(model: ScoreModel, scores: np.ndarray) -> np.ndarray:
@@ -458,11 +460,12 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     model = fit_score_model(past, kpis, lag, alpha, horizon)
     rows = active_rows(past, month)
     paths: dict[str, KpiPath] = {}
-    frame, model.forecast = score_rows(past, model, rows, horizon, lag, paths)
+    frame, forecast = score_rows(past, model, rows, horizon, lag, paths)
     base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
-    set_tiers(model, frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
+    cut = tier_cutpoints(frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
+    model = replace(model, forecast=forecast, **cut)  # the fitted model is not changed, a completed one is made
     frame["tier"] = tiers(model, frame["score"].to_numpy())
     return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
 

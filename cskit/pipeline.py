@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ def analyse(
     ``params`` is a :class:`Params`, a dict, or the path of a params YAML; ``base`` is the folder a
     relative ``data`` path is resolved against (see :func:`absolute_data`). The survival-based LTV
     of the potential stage (mean and total over the accounts active at ``as_of``) fills
-    ``metrics.summary["ltv_survival"]`` so the headline KPIs carry both LTV definitions. When
+    ``metrics.summary["ltv_survival"]`` (of a new Metrics: no stage result is changed after it is
+    returned) so the headline KPIs carry both LTV definitions. When
     ``timings`` is a dict, each stage's wall-clock seconds are stored in it (for bench/run.py).
 
     Thin data do not stop the run: a stage whose own data are too thin reports itself as not
@@ -182,7 +183,8 @@ def analyse(
         triggers = find_triggers(panel, p, kpis)
     with clock("potential"):
         potential = improvement_potential(panel, data, p, kpis)
-        metrics.summary["ltv_survival"] = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
+        ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
+        metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result, not an edit
     with clock("health"):
         health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
     with clock("history"):
