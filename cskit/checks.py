@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.linalg
 import statsmodels.api as sm
 from scipy import stats
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.treatment.treatment_effects import TreatmentEffect
 
 from cskit.forecast import kpi_forecasts
@@ -144,7 +147,13 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
     exog = sm.add_constant(Z, has_constant="add")
     t = treated.astype("float64")
     try:
-        sel = sm.Logit(t, exog).fit(disp=0, maxiter=200)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            sel = sm.Logit(t, exog).fit(disp=0, maxiter=200)
+        if not sel.mle_retvals.get("converged", True):
+            return {"status": "not_estimable", "reason": (
+                "the propensity model did not converge (onboarding is almost determined by the other KPIs: "
+                "too little overlap to compare like with like)")}
         r = TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel).aipw()
     except (np.linalg.LinAlgError, ValueError, RuntimeError) as e:  # e.g. perfect separation
         return {"status": "not_estimable", "reason": f"the propensity or outcome model could not be fitted ({e})"}
