@@ -40,6 +40,7 @@ from cskit.models import (
     select_terms,
     separated_levels,
     slope_weights,
+    sustained_rows,
     with_terms,
 )
 from cskit.notices import Notice, records
@@ -214,7 +215,8 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
                context_only: bool = False) -> ScoreModel:
     rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis)
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
+    sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0]
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST, sustained=sustained)
     if terms:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
         design = with_terms(design, [t for t in terms if t.kpi in design.kpis], seg)

@@ -32,7 +32,7 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.notices import Notice
-from cskit.panel import add_lags
+from cskit.panel import MIN_EVENTS, RECENT_MONTHS, add_lags
 
 # Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
 # calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
@@ -120,6 +120,66 @@ def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray)
             out[:, j] = x[src]
             out[early, j] = np.nan
     return out
+
+
+def sustained_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray,
+                 n: int = RECENT_MONTHS) -> np.ndarray:
+    """Like :func:`_lagged_at`, but each KPI is the mean of its non-missing values over months
+    t − lag − n + 1 … t − lag of the same account (the term's recent average); ``contract_months`` at t."""
+    idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
+    tenure = panel["tenure"].to_numpy()[idx]
+    total = np.zeros((len(idx), len(kpis)))
+    count = np.zeros((len(idx), len(kpis)))
+    for j in range(n):
+        back = lag + j
+        ok = tenure >= back
+        for c, k in enumerate(kpis):
+            if k == "contract_months":
+                continue
+            x = panel[k].to_numpy(dtype="float64")[np.where(ok, idx - back, idx)]
+            seen = ok & np.isfinite(x)
+            total[seen, c] += x[seen]
+            count[seen, c] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if "contract_months" in kpis:
+        out[:, kpis.index("contract_months")] = panel["contract_months"].to_numpy(dtype="float64")[idx]
+    return out
+
+
+def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: int,
+                   transforms: dict[str, Transform]) -> tuple[np.ndarray | None, dict]:
+    """Whether annual renewals are better explained by the term's recent average of each KPI (the mean
+    of the last ``RECENT_MONTHS`` months before the decision) than by its last month (docs/methods.md,
+    "Sustained usage at annual renewals").
+
+    On the annual contracts' churn decisions among ``rows`` (at least MIN_EVENTS churns), the same
+    cloglog hazard (KPIs, tenure, segment) is fitted twice, with the last month's KPIs and with their
+    recent means; both have the same parameters, so the higher maximised log-likelihood (equivalently
+    the lower AIC) wins. Returns (a mask over the selected rows: the annual rows that take the recent
+    mean, or None for the last month; the comparison for the result files)."""
+    idx = np.flatnonzero(rows)
+    annual = panel["contract_type"].astype(str).to_numpy()[idx] == "annual" if "contract_type" in panel else None
+    info = {"code": "annual_last_month", "rows": 0, "events": 0, "loglik_last_month": None,
+            "loglik_recent_mean": None, "months": RECENT_MONTHS}
+    if annual is None or not annual.any():
+        return None, info
+    sub = np.zeros(len(panel), dtype=bool)
+    sub[idx[annual]] = True
+    y = panel["churn"].to_numpy(dtype="float64")[sub]
+    info.update(rows=int(sub.sum()), events=int(y.sum()))
+    if y.sum() < MIN_EVENTS or y.sum() == len(y):
+        return None, info
+    last = design_matrix(panel, sub, kpis, lag, transforms, adjust=("segment",))
+    recent = design_matrix(panel, sub, last.kpis, lag, transforms, adjust=("segment",), prune=False,
+                           sustained=np.ones(int(sub.sum()), dtype=bool))
+    ll_last = fit_binomial(y, last.X, link="cloglog").loglik
+    ll_recent = fit_binomial(y, recent.X, link="cloglog").loglik
+    info.update(loglik_last_month=float(ll_last), loglik_recent_mean=float(ll_recent))
+    if ll_recent > ll_last:
+        info["code"] = "annual_recent_mean"
+        return annual, info
+    return None, info
 
 
 @dataclass
@@ -406,6 +466,7 @@ def design_matrix(
     transforms: dict[str, Transform] | None = None,
     adjust: tuple[str, ...] = ("segment", "contract_type"),
     prune: bool = True,
+    sustained: np.ndarray | None = None,
 ) -> Design:
     """Design for the panel rows selected by boolean ``rows``: [1, z(KPIs), dummies of ``adjust``].
 
@@ -413,7 +474,9 @@ def design_matrix(
     whole panel unless given), missing → 0. Categorical adjustments are treatment-coded against their
     most frequent level. With ``prune``, constant, mostly-missing and collinear KPIs are dropped, and
     ``missing`` keeps the missing-value mask (on the rows) of each kept KPI missing in at least
-    MISSING_MIN_SHARE of them, for :func:`informative_missing`.
+    MISSING_MIN_SHARE of them, for :func:`informative_missing`. ``sustained`` (a mask over the selected
+    rows, from :func:`sustained_rows`) gives those rows each KPI's recent mean (:func:`sustained_at`)
+    instead of its month t − lag value.
     """
     transforms = transforms if transforms is not None else kpi_transforms(panel, kpis)
     dropped: dict[str, str] = {}
@@ -422,6 +485,9 @@ def design_matrix(
             dropped[k] = Notice("kpi_constant", stage="models", severity="note")
     use = [k for k in kpis if k in transforms]
     raw = _lagged_at(panel, use, lag, rows)
+    if sustained is not None and sustained.any():
+        idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
+        raw[sustained] = sustained_at(panel, use, lag, idx[sustained])
     if prune:
         missing = np.isnan(raw).mean(axis=0) if len(raw) else np.zeros(len(use))
         for j, k in enumerate(use):

@@ -383,6 +383,14 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"分析基準月が指定されていないため、売上データの最終月（{v.s('as_of')}）を基準月にしました。",
         lambda v: f"as_of is not set in params: using {v.s('as_of')}, the last month in revenue. "
                   "Fix: set as_of: YYYY-MM-DD in params to choose the analysis month."),
+    "annual_recent_mean": (
+        lambda v: f"年間契約の更新は、直前月の値より直近{v.n('months')}か月の平均で説明した方がよく当てはまるため"
+                  f"（対数尤度 {float(v['loglik_recent_mean']):.1f} 対 {float(v['loglik_last_month']):.1f}、"
+                  f"更新時の解約{v.n('events')}件）、年間契約の解約・更新モデルでは各KPIの直近{v.n('months')}か月平均を使っています。",
+        lambda v: f"Annual renewals are explained better by each KPI's mean over the last {v.n('months')} months "
+                  f"than by last month's value (log-likelihood {float(v['loglik_recent_mean']):.1f} vs "
+                  f"{float(v['loglik_last_month']):.1f} on {v.n('events')} churns at renewal): the churn and "
+                  f"renewal models give annual contracts' decisions the {v.n('months')}-month mean."),
     "seasonal_churn": (
         lambda v: f"解約には月による季節性があります（{v.n('peak_month')}月の解約ハザードは平均的な月の"
                   f"{ratio(v['hazard_ratio'])}倍、月の効果の検定 p = {v['p_value']:.2g}）。"

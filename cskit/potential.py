@@ -46,6 +46,7 @@ from cskit.models import (
     linear_flagged,
     select_terms,
     separated_terms,
+    sustained_rows,
 )
 from cskit.narrative import POTENTIAL_CAVEAT, share_kpis
 from cskit.notices import Notice
@@ -162,7 +163,8 @@ def fit_outcome(
                               rows=model.rows, min=MIN_EVENTS)
         return model
     adjust = CHURN_ADJUST if outcome == "churn" else ADJUST
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=adjust)
+    sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0] if outcome == "churn" else None
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=adjust, sustained=sustained)
     design, model.fit, model.missing = fit_with_missingness(yr, design, "cloglog", 0.05 if alpha is None else alpha,
                                                             outcome)
     if alpha is not None:

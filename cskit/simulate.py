@@ -111,7 +111,7 @@ PROXY_OF = {"session_seconds": "login_days", "manual_views": "cs_site_visits", "
 
 # Structures beyond the default process (options, all off by default: the default tables are unchanged).
 THRESHOLD_SLOPE = 0.8  # churn log-hazard per login day below the threshold (the ``login_threshold`` option)
-SEASONAL_PEAK = 1.5  # latent SD added to the ``seasonal_kpi`` in the month before the churn shock
+SEASONAL_PEAK = 1.5  # default latent SD added to the ``seasonal_kpi`` in the month before the churn shock
 RECENT_WINDOW = 3  # months averaged by an annual renewal decided on sustained usage (``recent_mean_annual``)
 MNAR_CSAT = {"before": 0.45, "months": 2, "otherwise": 0.08}  # mnar_csat: P(csat unanswered) before a churn / else
 ONBOARDING_USAGE = 2.5  # onboarding_proxy: onboarding ~ Bernoulli(sigmoid(1 + 2.5 a_usage)), no effect of its own
@@ -140,7 +140,7 @@ class Options:
     Seasonality:
     - ``season_month``: calendar month (1–12) in which every churn decision's eta gets ``season_shock``
       (a churn shock unrelated to any KPI, e.g. the fiscal year's end);
-    - ``seasonal_kpi``: a noise KPI whose latent value rises by SEASONAL_PEAK in the month before
+    - ``seasonal_kpi``: a noise KPI whose latent value rises by ``seasonal_peak`` SD in the month before
       ``season_month`` for every account (it "peaks before March" without any effect of its own).
     Sustained usage:
     - ``recent_mean_annual``: an annual renewal is decided on the mean of the churn KPIs over the
@@ -167,6 +167,7 @@ class Options:
     season_month: int | None = None
     season_shock: float = 1.0
     seasonal_kpi: str | None = None
+    seasonal_peak: float = SEASONAL_PEAK
     recent_mean_annual: bool = False
     window_start: int = 0
     active_only: bool = False
@@ -262,7 +263,7 @@ def design(options: Options | None = None) -> dict:
         "annual_terms": list(options.annual_terms), "term_end_dates": options.term_end_dates,
         "fiscal_year_start": options.fiscal_year_start, "season_month": options.season_month,
         "season_shock": options.season_shock if options.season_month else 0.0,
-        "seasonal_kpi": options.seasonal_kpi, "seasonal_peak": SEASONAL_PEAK,
+        "seasonal_kpi": options.seasonal_kpi, "seasonal_peak": options.seasonal_peak,
         "recent_mean_annual": options.recent_mean_annual, "recent_window": RECENT_WINDOW,
         "window_start": options.window_start, "active_only": options.active_only,
         "mnar": options.mnar(), "onboarding_trait": options.onboarding_trait(), "proxy_of": options.proxy_of(),
@@ -604,7 +605,7 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
         present = (acc["start"] <= t) & (acc["churn_month"] >= t)
         idx = np.flatnonzero(present)
         peak = options.season_month is not None and calendar_month(start, t + 1) == options.season_month
-        shift = {options.seasonal_kpi: SEASONAL_PEAK} if peak and options.seasonal_kpi else {}
+        shift = {options.seasonal_kpi: options.seasonal_peak} if peak and options.seasonal_kpi else {}
         if engagement_drop is not None and t == asof_t - engagement_drop.months + 1:
             ok = idx[(acc["churn_month"][idx] > t) & (t - acc["start"][idx] >= DROP_MIN_TENURE)]
             pick = np.random.default_rng([seed, 15]).choice(

@@ -53,6 +53,7 @@ from cskit.models import (
     score_z_from,
     select_terms,
     slope_weights,
+    sustained_rows,
     with_terms,
     zero_missing,
 )
@@ -174,6 +175,11 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     season = churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
         warnings.insert(0, seasonal_notice(season, "triggers"))
+    choice = shared[SAME_ROWS[0]].get("sustained", (None, {}))[1]
+    if choice.get("code") == "annual_recent_mean":
+        warnings.append(Notice("annual_recent_mean", stage="triggers", severity="note", months=choice["months"],
+                               events=choice["events"], loglik_last_month=choice["loglik_last_month"],
+                               loglik_recent_mean=choice["loglik_recent_mean"]))
     details = pd.concat(rows_out, ignore_index=True)
     details = _add_q_and_flags(details, params.alpha)
     order = {k: i for i, k in enumerate(kpis)}
@@ -259,7 +265,11 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
     z_now = score_z_from(terms, zero_missing(now[:, [kpis.index(k) for k in candidates]]))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     order += [k for k in model_kpis if k not in order]
-    design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust))
+    sustained = None
+    if outcome in ("churn", "renewal"):
+        sustained, choice = _once(shared, "sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
+    design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust,
+                                                                sustained=sustained))
     # informative missingness is tested on the group's first outcome (renewal = 1 − churn, same rows)
     design, missing = _once(shared, ("missing", tuple(order)), lambda: add_informative_indicators(
         y, design, LINK[group[0]], params.alpha, group[0]))

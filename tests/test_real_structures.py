@@ -1,0 +1,201 @@
+"""Recovery on simulated clients with structures of real client data (issue 11: renewal terms as clients
+record them, seasonality, sustained usage at annual renewals, thin data, late data windows).
+
+Each test plants the structure with a :class:`cskit.simulate.Options` switch and asserts that every stage
+recovers the simulator's truth (``Truth.future``: true churn probabilities; ``Truth.potential()``: true
+improvement values; ``Truth.effects``: the roles of the KPIs). Seeds and sizes are fixed; the figures
+measured on more seeds are in docs/methods.md.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+
+from cskit.health import design_health_score
+from cskit.loading import client_from_frames
+from cskit.panel import build_panel, kpi_columns, outcome_rows
+from cskit.params import Params
+from cskit.potential import improvement_potential
+from cskit.simulate import Options, simulate_client
+from cskit.stats import auc_with_ci
+from cskit.triggers import find_triggers
+
+# A Japanese fiscal-year client: annual terms from 1 April, churn dated the term's last day (03-31), a
+# churn shock at the fiscal year's end (March) unrelated to any KPI, and a noise KPI that peaks in February.
+FISCAL = Options(term_end_dates=True, fiscal_year_start=4, season_month=3, season_shock=1.2,
+                 seasonal_kpi="case_study_views", seasonal_peak=3.0)
+SEASON = Options(season_month=3, season_shock=1.2, seasonal_kpi="case_study_views", seasonal_peak=3.0)
+LATE = Options(window_start=15, active_only=True)
+
+
+@functools.lru_cache(maxsize=None)
+def client(options: Options, seed: int, n: int = 2000, months: int = 30, mc_paths: int = 100):
+    sim = simulate_client(n, months, seed=seed, start="2023-04", mc_paths=mc_paths, options=options)
+    params = Params(as_of=sim.as_of, horizon_months=12, bootstrap=0)
+    data = client_from_frames(sim.tables, params)
+    return sim, params, data, build_panel(data), kpi_columns(data)
+
+
+def churn_flags(sim, table) -> dict[str, str]:
+    """The KPIs flagged for churn (pooled rows), with their planted role."""
+    role = sim.truth.effects.query("outcome == 'churn'").set_index("kpi")["role"]
+    c = table[(table["outcome"] == "churn") & (table["segment"] == "")]
+    return {k: role.get(k, "tenure") for k in c.loc[c["q_value"] < 0.05, "kpi"]}
+
+
+def annual_mean(frame, sim) -> tuple[float, float]:
+    """Mean estimated and true churn probability of the annual accounts active at as_of."""
+    acc = sim.tables["accounts"].set_index("account_id")["contract_type"]
+    f = sim.truth.future.merge(frame, on="account_id", suffixes=("_true", ""))
+    a = f[f["account_id"].map(acc) == "annual"]
+    return float(a["churn_prob"].mean()), float(a["churn_prob_true"].mean())
+
+
+# ---------------------------------------------------------------- renewal terms (item 1) and seasons (item 4)
+
+
+@pytest.fixture(scope="module")
+def fiscal():
+    sim, params, data, panel, kpis = client(FISCAL, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        triggers = find_triggers(panel, params, kpis)
+        health = design_health_score(panel, data, params, kpis)
+        potential = improvement_potential(panel, data, params, kpis)
+    return sim, panel, triggers, health, potential
+
+
+def test_fiscal_year_panel_reads_term_end_churns_at_the_april_anniversary(fiscal):
+    sim, panel, *_ = fiscal
+    annual = panel[panel["contract_type"] == "annual"]
+    assert annual["renewal_cycle"].eq(12).all()
+    churned = annual[annual["churn"] == 1]
+    assert (churned["tenure"] % 12 == 0).mean() > 0.9 and churned["month"].dt.month.eq(4).mean() > 0.9
+    assert panel["churn_season"].nunique() == 12  # the March shock is detected: calendar month adjusted
+
+
+def test_fiscal_year_triggers_find_the_drivers_and_no_noise_kpi(fiscal):
+    sim, _, triggers, *_ = fiscal
+    flags = churn_flags(sim, triggers.table)
+    assert {"login_days", "csat", "support_inquiries", "onboarding_completed"} <= set(flags)
+    assert not [k for k, r in flags.items() if r in ("noise", "proxy")], flags
+    assert triggers.seasonality["detected"] and triggers.seasonality["peak_month"] == 3
+    assert "seasonal_churn" in {getattr(w, "code", "") for w in triggers.warnings}
+
+
+def test_fiscal_year_health_score_is_near_the_oracle_and_annual_risk_is_right(fiscal):
+    sim, _, _, health, _ = fiscal
+    f = sim.truth.future.merge(health.scores, on="account_id", suffixes=("_true", ""))
+    auc = lambda r: auc_with_ci(f["churned"].to_numpy(), np.asarray(r))["auc"]  # noqa: E731
+    assert auc(-f["score"]) >= 0.93 * auc(f["churn_prob_true"])
+    est, true = annual_mean(health.scores, sim)
+    assert abs(est / true - 1) < 0.3, (est, true)  # was 0.009 vs 0.16 with the renewal cycle lost
+    role = sim.truth.effects.query("outcome == 'churn'").set_index("kpi")["role"]
+    pointed = [k for k, p in zip(health.weights["kpi"], health.weights["points"]) if p > 0]
+    assert not [k for k in pointed if role.get(k) in ("noise", "proxy")], pointed
+    assert health.validation_json()["seasonality"]["detected"]
+    contract = health.weights.set_index("kpi")["points"].get("contract_type", 0)
+    assert contract <= 10
+
+
+def test_fiscal_year_potential_projects_annual_renewals_at_their_anniversary(fiscal):
+    sim, _, _, _, potential = fiscal
+    est, true = annual_mean(potential.accounts, sim)
+    assert abs(est / true - 1) < 0.3, (est, true)
+
+
+def test_a_seasonal_noise_kpi_is_a_trigger_only_without_the_calendar_adjustment():
+    """March shock + a noise KPI peaking in February: adjusted for the calendar month, the KPI is not a
+    trigger; the same data with the adjustment switched off flag it (the test can fail)."""
+    sim, params, data, panel, kpis = client(SEASON, 1, mc_paths=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adjusted = churn_flags(sim, find_triggers(panel, params, kpis).table)
+        naive = churn_flags(sim, find_triggers(panel.assign(churn_season="all"), params, kpis).table)
+    assert "case_study_views" not in adjusted and {"login_days", "csat", "support_inquiries"} <= set(adjusted)
+    assert "case_study_views" in naive
+
+
+def test_six_month_terms_filed_as_annual_do_not_make_contract_type_the_score():
+    """The peer client's case on the simulator: "annual" contracts on 6-month terms. The panel reads a
+    6-month cycle, the score's context value counts two decisions a year, and the annual accounts'
+    12-month churn probability follows the truth."""
+    sim, params, data, panel, kpis = client(Options(annual_terms=(6,)), 2)
+    assert panel.loc[panel["contract_type"] == "annual", "renewal_cycle"].eq(6).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        health = design_health_score(panel, data, params, kpis)
+    assert health.weights.set_index("kpi")["points"].get("contract_type", 0) <= 10
+    est, true = annual_mean(health.scores, sim)
+    assert abs(est / true - 1) < 0.3, (est, true)
+    annual = [c for c in health.context if c["item"] == "contract_type" and c["level"] == "annual"]
+    assert annual and annual[0]["decisions_in_horizon"] == 2.0
+
+
+def test_peer_client_contract_type_no_longer_takes_half_the_score(peer):
+    from cskit.pipeline import load
+
+    params = Params(client="crm6", data=str(peer), bootstrap=0, horizon_months=6)
+    data = load(params)
+    panel = build_panel(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        health = design_health_score(panel, data, params, kpi_columns(data))
+    assert health.weights.set_index("kpi")["points"].get("contract_type", 0) <= 10  # was 52 of 100
+
+
+# ---------------------------------------------------------------- late data windows (item 11)
+
+
+def test_late_window_with_only_active_accounts_exported():
+    """Half the accounts started before the first data month and the export lists only the accounts
+    active in the window: delayed entry keeps the churn probability and the triggers right, and the late
+    window is reported (quality.json data_window, coded notice)."""
+    sim, params, data, panel, kpis = client(LATE, 0)
+    w = data.quality.data_window
+    assert w["code"] == "left_truncation" and w["only_active_listed"] and w["share_started_before_window"] > 0.4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        health = design_health_score(panel, data, params, kpis)
+        flags = churn_flags(sim, find_triggers(panel, params, kpis).table)
+    f = sim.truth.future.merge(health.scores, on="account_id", suffixes=("_true", ""))
+    assert abs(f["churn_prob"].mean() / f["churn_prob_true"].mean() - 1) < 0.15
+    assert not [k for k, r in flags.items() if r in ("noise", "proxy")], flags
+    assert {"login_days", "csat", "support_inquiries"} <= set(flags)
+    rows, _ = outcome_rows(panel, "churn", params.kpi_lag_months)
+    assert (panel.loc[rows, "months_observed"] >= params.kpi_lag_months).all()
+
+
+# ---------------------------------------------------------------- sustained usage (item 9)
+
+
+def test_annual_renewals_on_the_terms_average_are_modelled_on_it():
+    """Annual renewals decided on the 3-month mean of the churn KPIs: the likelihood criterion picks the
+    mean for annual decisions (and the last month on the default process), and the usage drivers'
+    improvement values move toward the truth."""
+    from cskit.models import kpi_transforms, sustained_rows
+
+    def choice(options, seed):
+        sim = simulate_client(3000, 30, seed=seed, annual_share=0.7, mc_paths=0, options=options)
+        params = Params(as_of=sim.as_of, bootstrap=0)
+        data = client_from_frames(sim.tables, params)
+        panel = build_panel(data)
+        kpis = kpi_columns(data)
+        rows, _ = outcome_rows(panel, "churn", 1)
+        return sim, params, data, panel, kpis, sustained_rows(panel, rows, kpis, 1, kpi_transforms(panel, kpis))
+
+    *_, (_, default) = choice(Options(), 0)
+    assert default["code"] == "annual_last_month"
+    sim, params, data, panel, kpis, (mask, info) = choice(Options(recent_mean_annual=True), 1)
+    assert info["code"] == "annual_recent_mean" and mask is not None
+    truth = sim.truth.potential(10, 12, 36).set_index("kpi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kit = improvement_potential(panel, data, params, kpis).table.set_index("kpi")
+    drivers = ["login_days", "csat", "support_inquiries"]
+    err = np.mean([abs(np.log(kit.at[k, "d_ltv"] / truth.at[k, "d_ltv"])) for k in drivers])
+    # the same fit on the last month only (measured: mean |log ratio| 0.53 on this seed, 0.32 with the mean)
+    assert err < 0.45, {k: kit.at[k, "d_ltv"] / truth.at[k, "d_ltv"] for k in drivers}
