@@ -30,6 +30,8 @@ from cskit.errors import CskitError
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
+    base_fit,
+    score_z,
     Design,
     GLMResult,
     design_matrix,
@@ -175,7 +177,14 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     p = s["p_value"].to_numpy(dtype="float64")
     if ext.terms:
         p = np.array([joint_p(ext, ext_fit.coef, ext_fit.cov, k) for k in tested])
-    q = multipletests(np.nan_to_num(p, nan=1.0), method="fdr_bh")[1] if tested else np.array([])
+    thin = bool(tested) and full.fit.events < EPV * len(tested)
+    method = "holm" if thin else "fdr_bh"
+    q = multipletests(np.nan_to_num(p, nan=1.0), method=method)[1] if tested else np.array([])
+    if thin:
+        # fewer than EPV churns per KPI: the joint fit is overfitted and its p-values too small, and one
+        # false KPI is a large share of a 2–3 KPI score; so a KPI must pass Holm's family-wise control
+        # (not only the FDR) and also stand on its own (score test on the account-context model, Holm)
+        q = np.maximum(q, screen_q(full.design, y, tested, method))
     keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
         model = _context_only(panel, context, lag, horizon, "no_supported_kpi", int(full.fit.events), alpha)
@@ -199,6 +208,17 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
         model.warnings.append(Notice("score_kpi_shape", stage="health", severity="note", kpi=k,
                                      kinds=sorted({t.kind for t in terms if t.kpi == k})))
     return model
+
+
+def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm") -> np.ndarray:
+    """Adjusted p-values (``method`` of statsmodels' multipletests) of each KPI's Rao score test added
+    alone to the model of the account context (intercept, tenure, segment, contract type, season): the
+    check a KPI must also pass when the joint fit has too few events per KPI to trust its Wald p-values."""
+    ctx = [j for j, n in enumerate(design.names) if n == "intercept" or n in CONTEXT_KPIS or "=" in n]
+    base = base_fit(y, design.X[:, ctx], "cloglog")
+    z = score_z(y, base, design.X[:, [design.names.index(k) for k in kpis]])
+    p = 2 * stats.norm.sf(np.abs(np.nan_to_num(z, nan=0.0)))
+    return multipletests(p, method=method)[1]
 
 
 def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, reason: str, events: int,

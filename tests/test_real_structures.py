@@ -199,3 +199,30 @@ def test_annual_renewals_on_the_terms_average_are_modelled_on_it():
     err = np.mean([abs(np.log(kit.at[k, "d_ltv"] / truth.at[k, "d_ltv"])) for k in drivers])
     # the same fit on the last month only (measured: mean |log ratio| 0.53 on this seed, 0.32 with the mean)
     assert err < 0.45, {k: kit.at[k, "d_ltv"] / truth.at[k, "d_ltv"] for k in drivers}
+
+
+# ---------------------------------------------------------------- thin data and the score (item 10)
+
+
+def test_thin_clients_give_no_score_points_to_noise():
+    """150 accounts × 20 months: 18–35 churns for 27 KPIs (fewer than 10 per KPI). Holm's family-wise
+    control on the joint fit and on each KPI's own score test keeps noise and proxies out of the score in
+    every seed (with BH on the joint fit alone, seed 7 gave the noise KPI licenses 42 points); a seed
+    without a supported KPI gets a score of account context only, and says so."""
+    from cskit.health import fit_score_model
+
+    bases = []
+    for seed in range(12):
+        sim = simulate_client(150, 20, seed=seed, mc_paths=0)
+        data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+        panel = build_panel(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = fit_score_model(panel, kpi_columns(data), 1)
+        role = sim.truth.effects.query("outcome == 'churn'").set_index("kpi")["role"]
+        pointed = model.weights.loc[model.weights["points"] > 0, "kpi"]
+        assert not [k for k in pointed if role.get(k) in ("noise", "proxy")], (seed, list(pointed))
+        if model.basis == "context_only":
+            assert "score_context_only" in {getattr(w, "code", "") for w in model.warnings}
+        bases.append(model.basis)
+    assert "kpis" in bases and "context_only" in bases  # both regimes occur at this size
