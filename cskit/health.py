@@ -30,15 +30,15 @@ from cskit.errors import CskitError
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
-    base_fit,
-    score_z,
     Design,
     GLMResult,
+    base_fit,
     design_matrix,
     fit_binomial,
     joint_p,
     kpi_transforms,
     linear_flagged,
+    score_z,
     select_terms,
     separated_levels,
     slope_weights,
