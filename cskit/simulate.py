@@ -1241,6 +1241,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="onboarding travels with usage, no effect of its own")
     ap.add_argument("--sparse-support", action="store_true",
                     help="support_inquiries a sparse count (~58%% zero months)")
+    ap.add_argument("--annual-terms", type=int, nargs="+", metavar="MONTHS",
+                    help="term lengths of the contracts labelled annual, e.g. 6, or 12 6 for a mix")
+    ap.add_argument("--term-end-dates", action="store_true",
+                    help="annual churn dated the term's last day (2025-03-31 for a term from 2024-04-01)")
+    ap.add_argument("--fiscal-year-start", type=int, metavar="MONTH", help="annual contracts start on the 1st of it")
+    ap.add_argument("--season-month", type=int, metavar="MONTH", help="a churn shock in this calendar month")
+    ap.add_argument("--season-shock", type=float, help="with --season-month: added to churn eta (default 1.0)")
+    ap.add_argument("--seasonal-kpi", help="with --season-month: a noise KPI that peaks the month before")
+    ap.add_argument("--seasonal-peak", type=float, help="with --seasonal-kpi: its latent rise in SD (default 1.5)")
+    ap.add_argument("--recent-mean-annual", action="store_true",
+                    help="annual renewals decided on the 3-month mean of the churn KPIs")
+    ap.add_argument("--window-start", type=int, metavar="MONTHS", help="the tables start this many months in")
+    ap.add_argument("--active-only", action="store_true",
+                    help="with --window-start: list only the accounts active in the window")
     ap.add_argument("--out", required=True, help="folder for accounts.csv, revenue.csv, kpis.csv, nps.csv")
     options = vars(ap.parse_args(argv))
     if "segment_only" in options:
@@ -1251,7 +1265,11 @@ def main(argv: list[str] | None = None) -> int:
     drop_accounts, drop_months = options.pop("drop_accounts", 0), options.pop("drop_months", 3)
     if drop_accounts > 0:
         options["engagement_drop"] = EngagementDrop(drop_accounts, drop_months)
-    structures = {k: options.pop(k) for k in ("mnar_csat", "onboarding_proxy", "sparse_support") if k in options}
+    names = ("mnar_csat", "onboarding_proxy", "sparse_support", "term_end_dates", "fiscal_year_start", "season_month",
+             "season_shock", "seasonal_kpi", "seasonal_peak", "recent_mean_annual", "window_start", "active_only")
+    structures = {k: options.pop(k) for k in names if k in options}
+    if "annual_terms" in options:
+        structures["annual_terms"] = tuple(options.pop("annual_terms"))
     if structures:
         options["options"] = Options(**structures)
     out = options.pop("out")

@@ -649,3 +649,18 @@ def test_options_for_seasons_terms_and_late_windows_change_only_what_they_say():
               - pd.to_datetime(churned["contract_start"]).dt.to_period("M")).apply(lambda p: p.n)
     assert (tenure[churned["contract_type"] == "annual"] % 6 == 0).all()
     assert sim.truth.design["season_month"] == 3 and (sim.truth.snapshot["term_months"].isin([1, 6])).all()
+
+
+def test_command_line_structure_flags_reach_the_options(tmp_path):
+    """``python -m cskit.simulate`` with the renewal, season, sustained-usage and late-window flags
+    writes exactly what simulate_client writes with the same Options."""
+    S.main(["--accounts", "150", "--months", "26", "--seed", "4", "--start", "2023-04", "--term-end-dates",
+            "--fiscal-year-start", "4", "--season-month", "3", "--season-shock", "1.2", "--seasonal-kpi",
+            "case_study_views", "--seasonal-peak", "3", "--recent-mean-annual", "--annual-terms", "12", "6",
+            "--window-start", "6", "--active-only", "--out", str(tmp_path / "cli")])
+    opts = S.Options(term_end_dates=True, fiscal_year_start=4, season_month=3, season_shock=1.2,
+                     seasonal_kpi="case_study_views", seasonal_peak=3.0, recent_mean_annual=True,
+                     annual_terms=(12, 6), window_start=6, active_only=True)
+    S.simulate_client(150, 26, seed=4, start="2023-04", mc_paths=0, options=opts).write(tmp_path / "api")
+    for name in ("accounts", "revenue", "kpis", "nps"):
+        assert (tmp_path / "cli" / f"{name}.csv").read_bytes() == (tmp_path / "api" / f"{name}.csv").read_bytes()
