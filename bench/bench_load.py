@@ -27,12 +27,23 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cskit.loading import client_from_frames, load_client, read_tables  # noqa: E402
-from cskit.params import validate_params  # noqa: E402
+from cskit.client import Quality  # noqa: E402
+from cskit.loading import _read_source, _Report, client_from_frames, load_client  # noqa: E402
+from cskit.params import Params, validate_params  # noqa: E402
 
 N_MONTHS = 24
 KPIS = ["licenses", "active_users", "active_user_rate", "login_days", "session_seconds", "newsletter_open_rate",
         "site_visits", "faq_views", "cs_site_visits", "manual_views", "community_visits", "csat", "support_inquiries"]
+
+
+def read_tables(
+    source: Path | str, params: Params | None = None
+) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
+    """The raw tables of a client (a path, or a database URL) as text frames, the loader's read step
+    alone: (tables, quality notes, fatal problems, unread)."""
+    report = _Report()
+    tables, unread = _read_source(source, params or Params(), report)
+    return tables, report.quality, report.fatal, unread
 
 
 def synthetic_client(n_accounts: int, seed: int = 0) -> dict[str, pa.Table]:

@@ -224,13 +224,13 @@ def failure_message(exc: BaseException, notebook: Path) -> tuple[int, str]:
 
     if isinstance(exc, PapermillExecutionError):
         if exc.ename == "CskitError":
-            return 2, str(exc.evalue)
+            return CskitError.exit_code, str(exc.evalue)
         return 1, (
             f"The diagnosis notebook failed in cell [{exc.exec_count}] ({exc.ename}: {exc.evalue}). "
             f"The executed notebook, with the error in place, is {notebook}."
         )
     if isinstance(exc, CskitError):
-        return 2, str(exc)
+        return exc.exit_code, str(exc)
     return 1, f"{type(exc).__name__}: {exc}. The executed notebook (if any) is {notebook}."
 
 
@@ -259,7 +259,7 @@ def _run_client(params_path: str, out_dir: str, html: bool, progress_bar: bool) 
         params, folder = prepare(params_path, out_dir)
         client = params.client
     except CskitError as e:
-        return RunResult(str(params_path), client, 2, str(e), time.perf_counter() - t0)
+        return RunResult(str(params_path), client, e.exit_code, str(e), time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - the consultant gets one line, not a traceback
         return RunResult(str(params_path), client, 1, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
     try:
@@ -476,4 +476,4 @@ def main(argv: Optional[list[str]] = None) -> None:
         app(args=argv, standalone_mode=True)
     except CskitError as e:
         err.print(str(e), markup=False)
-        sys.exit(2)
+        sys.exit(e.exit_code)

@@ -2,6 +2,6 @@
 
 
 class CskitError(Exception):
-    """Bad params or data. ``cskit run`` prints the message and exits with code 2 (no traceback)."""
+    """Bad params or data. ``cskit run`` prints the message and exits with ``exit_code`` (2; no traceback)."""
 
     exit_code = 2

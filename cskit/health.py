@@ -641,7 +641,6 @@ class Health(StageResult):
     playbook: pd.DataFrame
     onboarding: dict | None
     touch: pd.DataFrame
-    touch_accounts: pd.DataFrame
     features: pd.DataFrame
     dropped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -720,7 +719,6 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
         playbook=pd.DataFrame(columns=PLAYBOOK_COLUMNS),
         onboarding=None,
         touch=pd.DataFrame(columns=["touch", "n", "ltv_total", "ltv_median", "score_median"]),
-        touch_accounts=pd.DataFrame(columns=["account_id", "ltv", "touch"]),
         features=pd.DataFrame(columns=SCORE_COLUMNS),
         status="not_estimable",
         reason=str(problem),
@@ -787,7 +785,7 @@ def design_health_score(
         mrr = frame["account_id"].map(panel.loc[active_rows(panel, as_of)].set_index("account_id")["mrr"])
         v = mrr * life * params.gross_margin
         ltv_source = "margin × MRR at as_of × expected months alive over ltv_months (health model)"
-    touch, touch_accounts = touch_model(frame, model.kpi_names(), v)
+    touch, _ = touch_model(frame, model.kpi_names(), v)
 
     _, y = outcome_rows(panel, "churn", lag)
     basis = {"basis": model.basis, "reason_code": model.basis_reason, "churn_events": int(y.sum()),
@@ -804,7 +802,6 @@ def design_health_score(
         playbook=playbook(model, frame, static=data.static_kpis),
         onboarding=onboarding,
         touch=touch,
-        touch_accounts=touch_accounts,
         features=frame,
         dropped=dict(model.design.dropped),
         warnings=warnings,

@@ -951,16 +951,6 @@ def _database_events(url: DatabaseURL, con, schema: str | None, actual: str | No
         return None
 
 
-def read_tables(
-    source: Path | str, params: Params | None = None
-) -> tuple[dict[str, pd.DataFrame], Quality, list[str], set[str]]:
-    """Read the raw tables of a client (a path, or a database URL) as text frames:
-    (tables, quality notes, fatal problems, unread)."""
-    report = _Report()
-    tables, unread = _read_source(source, params or Params(), report)
-    return tables, report.quality, report.fatal, unread
-
-
 def _read_source(source: Path | str, params: Params, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
     if isinstance(source, str):
         return _read_database(parse_url(source), params, report)

@@ -32,7 +32,7 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.notices import Notice
-from cskit.panel import MIN_EVENTS, RECENT_MONTHS, add_lags
+from cskit.panel import MIN_EVENTS, RECENT_MONTHS
 
 # Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
 # calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
@@ -95,18 +95,10 @@ def _skewness(x: np.ndarray) -> float:
     return float((d * d * d).mean() / sd**3) if sd > 0 else 0.0  # d*d*d: ** 3 takes numpy's slow pow
 
 
-def lagged_kpis(panel: pd.DataFrame, kpis: list[str], lag: int) -> pd.DataFrame:
-    """Raw KPI values explaining month t: KPIs at t − lag; ``contract_months`` at t."""
-    lagged = [k for k in kpis if k != "contract_months"]
-    out = add_lags(panel, lagged, lag)
-    if "contract_months" in kpis:
-        out["contract_months"] = panel["contract_months"].to_numpy(dtype="float64")
-    return out[kpis]
-
-
 def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
-    """``lagged_kpis(panel, kpis, lag)`` on the selected rows only, gathered column by column (the panel
-    can hold millions of rows; lagging all of them to keep a few is the slow way). Row i − lag is month
+    """The raw KPIs explaining month t (at t − lag; ``contract_months`` at t) on the selected rows only,
+    gathered column by column (the panel can hold millions of rows; lagging all of them to keep a few
+    is the slow way). Row i − lag is month
     t − lag of the same account because months are contiguous per account."""
     idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
     early = panel["tenure"].to_numpy()[idx] < lag if lag else np.zeros(len(idx), dtype=bool)
@@ -470,7 +462,7 @@ def design_matrix(
 ) -> Design:
     """Design for the panel rows selected by boolean ``rows``: [1, z(KPIs), dummies of ``adjust``].
 
-    KPIs are lagged (``lagged_kpis``), transformed and standardised (``kpi_transforms`` fitted on the
+    KPIs are lagged (t − lag; ``contract_months`` at t), transformed and standardised (``kpi_transforms`` fitted on the
     whole panel unless given), missing → 0. Categorical adjustments are treatment-coded against their
     most frequent level. With ``prune``, constant, mostly-missing and collinear KPIs are dropped, and
     ``missing`` keeps the missing-value mask (on the rows) of each kept KPI missing in at least
@@ -766,10 +758,6 @@ class GLMResult:
     def se(self) -> np.ndarray:
         return np.sqrt(np.clip(np.diag(self.cov), 0, None))
 
-    def predict(self, X: np.ndarray, coef: np.ndarray | None = None) -> np.ndarray:
-        eta = X @ (self.coef if coef is None else coef)
-        return inverse_link(eta, self.link)
-
     def summary(self) -> pd.DataFrame:
         from scipy.stats import norm
 
@@ -777,11 +765,6 @@ class GLMResult:
         return pd.DataFrame(
             {"coef": self.coef, "se": self.se, "z": z, "p_value": 2 * norm.sf(np.abs(z))}, index=self.names
         )
-
-
-def inverse_link(eta: np.ndarray, link: str) -> np.ndarray:
-    """Mean of the binomial GLM for linear predictor ``eta`` (link "cloglog" or "logit")."""
-    return mean_and_slope(eta, link)[0]
 
 
 def mean_and_slope(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
@@ -987,14 +970,6 @@ def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.n
     return X0, mu, d
 
 
-def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
-    """Rao score z of each column of ``Z`` added alone to the fitted null model ``base`` (see
-    :func:`base_fit`); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
-    direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
-    """
-    return score_z_from(score_terms(y, base), zero_missing(np.array(Z, dtype="float64")))
-
-
 def zero_missing(Z: np.ndarray) -> np.ndarray:
     """``Z`` with NaN set to 0 (the KPI's mean), in place."""
     np.copyto(Z, 0.0, where=~np.isfinite(Z))
@@ -1012,7 +987,9 @@ def score_terms(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray]) 
 
 
 def score_z_from(terms: tuple, Z: np.ndarray) -> np.ndarray:
-    """:func:`score_z` from :func:`score_terms` and a ``Z`` without NaN (one pass per term, no n × k
+    """Rao score z of each column of ``Z`` added alone to the fitted null model of :func:`score_terms`
+    (the sign is the direction of the association; z² is the score chi-square, Rao 1948, with the
+    expected information), for a ``Z`` without NaN (:func:`zero_missing`) (one pass per term, no n × k
     temporaries)."""
     r, w, WX0, info = terms
     A = WX0 @ Z

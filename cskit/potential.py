@@ -99,7 +99,6 @@ class Potential(StageResult):
     caveat: str
     notes: dict[str, str]
     outcomes: pd.DataFrame
-    sizes: dict[str, float]
     language: str = "ja"
     currency: str = "JPY"
     improvement_pct: float = 10.0
@@ -658,7 +657,7 @@ def improvement_potential(
     )
     return Potential(
         table, accounts, POTENTIAL_CAVEAT[params.language], notes, outcomes,
-        {k: v[0] for k, v in sizes.items()}, params.language, params.currency, params.improvement_pct,
+        params.language, params.currency, params.improvement_pct,
         {o: m for o, m in models.items() if m is not None}, phases,
         {"client": params.client_name or params.client, "as_of": f"{pd.Timestamp(data.as_of):%Y-%m}",
          "horizon_months": params.horizon_months, "ltv_months": params.ltv_months,

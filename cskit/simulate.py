@@ -22,7 +22,6 @@ import pandas as pd
 from cskit.catalogue import CATALOGUE_NAMES, DEFAULT_CATALOGUE
 from cskit.panel import OUTCOMES
 
-FACTORS = ("usage", "satisfaction", "learning", "community")
 FACTOR_STATIC_SHARE = 0.5  # share of each factor's variance that is a fixed account trait
 FACTOR_RHO = 0.85  # AR(1) coefficient of the monthly part of the factors
 NOISE_RHO = 0.6  # AR(1) coefficient of each KPI's own noise

@@ -18,7 +18,7 @@ Choices (docs/methods.md, "Survival"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +42,12 @@ LOGRANK_COLUMNS = ["group_by", "groups", "test_statistic", "degrees_of_freedom",
 
 @dataclass(repr=False)
 class Survival(StageResult):
-    """KM curves (tidy, for plotting), median lifetimes and log-rank tests; ``sections`` holds extra
-    JSON sections other stages add (e.g. Cox summaries), each under its own key."""
+    """KM curves (tidy, for plotting), median lifetimes and log-rank tests."""
 
     lifetimes: pd.DataFrame
     curves: pd.DataFrame
     medians: pd.DataFrame
     logrank: pd.DataFrame
-    sections: dict = field(default_factory=dict)
 
     def summary_items(self) -> dict:
         overall = self.medians[self.medians["group_by"] == "all"]
@@ -59,7 +57,7 @@ class Survival(StageResult):
                 "groupings": int(self.medians["group_by"].nunique()), "logrank_tests": int(len(self.logrank))}
 
     def to_dict(self) -> dict:
-        """survival.json as a dict of sections: ``kaplan_meier``, ``logrank`` and any added ones."""
+        """survival.json as a dict of its sections, ``kaplan_meier`` and ``logrank``."""
         km: dict = {}
         for r in self.medians.itertuples(index=False):
             km.setdefault(r.group_by, {})[str(r.group)] = {
@@ -81,7 +79,7 @@ class Survival(StageResult):
             }
             for r in self.logrank.itertuples(index=False)
         }
-        return {"kaplan_meier": km, "logrank": tests} | self.sections
+        return {"kaplan_meier": km, "logrank": tests}
 
     def write(self, results_dir: Path) -> None:
         results_dir = Path(results_dir)

@@ -124,15 +124,6 @@ class Triggers(StageResult):
         return {"outcomes_fitted": fitted, "kpis": int(pooled["kpi"].nunique()),
                 "triggers": int((pooled["trigger"] != "").sum()), "notices": len(self.warnings)}
 
-    def flagged(self, outcome: str | None = None) -> pd.DataFrame:
-        """The flagged rows (trigger set), optionally for one outcome, strongest first."""
-        t = self.table[(self.table["trigger"] != "") & (self.table["segment"] == "")]
-        if outcome is not None:
-            t = t[t["outcome"] == outcome]
-        return t.assign(_s=np.abs(np.log(t["effect"]))).sort_values(
-            ["outcome", "_s"], ascending=[True, False], kind="stable"
-        ).drop(columns="_s")
-
     def write(self, results_dir: str | Path) -> None:
         """Write ``drivers.csv``, ``drivers_outcomes.csv`` and ``drivers_missing.csv`` (fixed float format,
         no timestamps)."""
@@ -412,7 +403,7 @@ def _gee_problem(exch: GEEResult, indep: GEEResult) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Lead–lag: score tests of each KPI at lags 0–6 (the score test itself is cskit.models.score_z)
+# Lead–lag: score tests of each KPI at lags 0–6 (the score test itself is cskit.models.score_z_from)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -435,7 +426,7 @@ class KPIMatrix:
     def at(self, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
         """Values of ``kpis`` at month t − lag for the panel rows ``rows`` (boolean mask), NaN where
         t − lag is before the account's start; ``contract_months`` at t. Same as
-        :func:`cskit.panel.add_lags` / :func:`cskit.models.lagged_kpis` (panel rows are contiguous
+        :func:`cskit.panel.add_lags` (panel rows are contiguous
         months per account, so month t − lag of row i is row i − lag), gathering only ``rows``."""
         idx = np.flatnonzero(rows)
         early = self.tenure[idx] < lag

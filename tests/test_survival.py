@@ -169,12 +169,11 @@ def test_cohort_logo_retention_equals_km_for_one_complete_cohort():
 
 def test_write_dict_of_sections_reproducible(tmp_path):
     s = compute_survival(panel_from(T_PLACEBO, [1] * 21, segment=["x"] * 10 + ["y"] * 11), None, Params())
-    s.sections["cox"] = {"note": "added by another stage"}
     s.write(tmp_path / "a")
     s.write(tmp_path / "b")
     assert (tmp_path / "a" / "survival.json").read_bytes() == (tmp_path / "b" / "survival.json").read_bytes()
     out = json.loads((tmp_path / "a" / "survival.json").read_text(encoding="utf-8"))
-    assert set(out) == {"kaplan_meier", "logrank", "cox"}
+    assert set(out) == {"kaplan_meier", "logrank"}
     assert out["kaplan_meier"]["all"]["all"]["median_months"] == 8.0
     assert out["kaplan_meier"]["all"]["all"]["median_ci_low"] == 4.0
 

@@ -16,11 +16,12 @@ from cskit.models import (
     fit_binomial,
     fit_gee,
     kpi_transforms,
-    lagged_kpis,
     prune_dependent,
-    score_z,
+    score_terms,
+    score_z_from,
+    zero_missing,
 )
-from cskit.panel import MIN_EVENTS, outcome_rows
+from cskit.panel import MIN_EVENTS, add_lags, outcome_rows
 from cskit.params import Params
 from cskit.stats import spearman_columns
 from cskit.triggers import (
@@ -32,6 +33,27 @@ from cskit.triggers import (
 # ---------------------------------------------------------------------------------------------------
 # Fitting against references
 # ---------------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------- reference implementations (tests only)
+
+
+def lagged_kpis(panel: pd.DataFrame, kpis: list[str], lag: int) -> pd.DataFrame:
+    """Reference: raw KPI values explaining month t (KPIs at t − lag; ``contract_months`` at t), by
+    ``add_lags`` on the whole panel; the kit gathers them for the model rows only (``KPIMatrix.at``)."""
+    lagged = [k for k in kpis if k != "contract_months"]
+    out = add_lags(panel, lagged, lag)
+    if "contract_months" in kpis:
+        out["contract_months"] = panel["contract_months"].to_numpy(dtype="float64")
+    return out[kpis]
+
+
+def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
+    """Reference: Rao score z of each column of ``Z`` added alone to the fitted null model ``base`` (see
+    ``cskit.models.base_fit``); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
+    direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
+    """
+    return score_z_from(score_terms(y, base), zero_missing(np.array(Z, dtype="float64")))
 
 
 def _two_by_two(p0: float, p1: float, n0: int = 2000, n1: int = 500):
