@@ -7,9 +7,8 @@ only travels with usage.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
