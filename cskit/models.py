@@ -970,6 +970,14 @@ def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.n
     return X0, mu, d
 
 
+def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
+    """Rao score z of each column of ``Z`` added alone to the fitted null model ``base`` (see
+    :func:`base_fit`); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
+    direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
+    """
+    return score_z_from(score_terms(y, base), zero_missing(np.array(Z, dtype="float64")))
+
+
 def zero_missing(Z: np.ndarray) -> np.ndarray:
     """``Z`` with NaN set to 0 (the KPI's mean), in place."""
     np.copyto(Z, 0.0, where=~np.isfinite(Z))

@@ -17,9 +17,7 @@ from cskit.models import (
     fit_gee,
     kpi_transforms,
     prune_dependent,
-    score_terms,
-    score_z_from,
-    zero_missing,
+    score_z,
 )
 from cskit.panel import MIN_EVENTS, add_lags, outcome_rows
 from cskit.params import Params
@@ -46,14 +44,6 @@ def lagged_kpis(panel: pd.DataFrame, kpis: list[str], lag: int) -> pd.DataFrame:
     if "contract_months" in kpis:
         out["contract_months"] = panel["contract_months"].to_numpy(dtype="float64")
     return out[kpis]
-
-
-def score_z(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray], Z: np.ndarray) -> np.ndarray:
-    """Reference: Rao score z of each column of ``Z`` added alone to the fitted null model ``base`` (see
-    ``cskit.models.base_fit``); NaN in Z is set to 0 (the mean, as in the main model). The sign is the
-    direction of the association; z² is the score chi-square (Rao 1948), with the expected information.
-    """
-    return score_z_from(score_terms(y, base), zero_missing(np.array(Z, dtype="float64")))
 
 
 def _two_by_two(p0: float, p1: float, n0: int = 2000, n1: int = 500):
