@@ -728,10 +728,30 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
 
 
 def design_health_score(
-    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], ltv: pd.DataFrame | None = None
+    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, ltv: pd.DataFrame | None = None
 ) -> Health:
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
     validation, playbook, onboarding check and touch model (docs/methods.md).
+
+    Parameters
+    ----------
+    panel, data, params, kpis : DataFrame, ClientData, Params, list of str
+        The stage signature (docs/architecture.md): the account × month panel, the loaded client,
+        the run's params and the KPI columns to analyse.
+    ltv : DataFrame, optional
+        ``Potential.accounts`` (account_id, ltv): the touch model's LTV; without it the score model's
+        own survival curves give it.
+
+    Returns
+    -------
+    Health
+        health_weights.csv, health_scores.csv, playbook.csv and health_validation.json; ``status``
+        "fitted" or "not_estimable" with the ``reason``.
+
+    Examples
+    --------
+    >>> h = design_health_score(dx.panel, dx.data, dx.params, dx.kpis, ltv=dx.potential.accounts)  # doctest: +SKIP
+    >>> h.weights[["kpi", "points", "direction"]]  # doctest: +SKIP
 
     When the churn model cannot be fitted on the data up to as_of (fewer than MIN_SCORE_EVENTS churn events,
     or no usable KPI) the stage does not stop the diagnosis: it returns a Health with status

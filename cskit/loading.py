@@ -991,8 +991,27 @@ def events_source(source: Path) -> Path | str | None:
 def load_client(params: Params, base: Path | None = None) -> ClientData:
     """Read ``params.data`` (relative to ``base``, default the current directory) and validate it.
 
-    Raises :class:`CskitError` listing every fatal problem at once; row-level problems are excluded,
-    counted in ``quality`` and described in ``quality.warnings``.
+    Parameters
+    ----------
+    params : Params
+        The run's params: ``data`` (folder, .xlsx, .duckdb or database URL), column mapping, as_of.
+    base : Path, optional
+        Folder a relative ``data`` is resolved against.
+
+    Returns
+    -------
+    ClientData
+        The tables in canonical form (docs/architecture.md) with ``quality``: row-level problems are
+        excluded, counted (read = used + Σ excluded per table) and described in ``quality.warnings``.
+
+    Raises
+    ------
+    CskitError
+        Every fatal problem at once (table, column, rows, examples, fix).
+
+    Examples
+    --------
+    >>> data = load_client(load_params("params/demo.yaml"))  # doctest: +SKIP
     """
     source = resolve_data_path(params.data, base)
     shown = shown_data(source) if isinstance(source, str) else str(source)

@@ -79,7 +79,24 @@ class Metrics(StageResult):
 
 
 def compute_metrics(panel: pd.DataFrame, data: ClientData, params: Params) -> Metrics:
-    """All SaaS metrics of DESIGN §5 except the survival-based LTV (the pipeline adds ``ltv_survival``)."""
+    """All SaaS metrics of DESIGN §5 except the survival-based LTV (the pipeline adds ``ltv_survival``).
+
+    Parameters
+    ----------
+    panel, data, params : DataFrame, ClientData, Params
+        The stage signature (docs/architecture.md): the account × month panel, the loaded client and
+        the run's params.
+
+    Returns
+    -------
+    Metrics
+        MRR bridge, rates, cohorts, NPS, GRR / NRR and the headline ``summary`` (kpi_summary.json).
+
+    Examples
+    --------
+    >>> m = compute_metrics(dx.panel, dx.data, dx.params)  # doctest: +SKIP
+    >>> m.summary["mrr"]["value"]  # doctest: +SKIP
+    """
     am = account_month_mrr(data.revenue, data.as_of)
     first = int(am["mi"].min()) if len(am) else _mi(data.as_of)
     opening = data.accounts.loc[month_index(data.accounts["contract_start"]) < first, "account_id"]

@@ -128,7 +128,30 @@ def absolute_data(params: Params, base: str | Path | None = None) -> Params:
 
 
 def load(params: Params | dict | str | Path, base: str | Path | None = None) -> ClientData:
-    """Validate the params and load the client's data (raises CskitError on bad params or data)."""
+    """Validate the params and load the client's data (``cskit.load``).
+
+    Parameters
+    ----------
+    params, base
+        As for :func:`analyse`.
+
+    Returns
+    -------
+    ClientData
+        The client's tables in canonical form, with ``quality`` (rows read, used and excluded per table).
+
+    Raises
+    ------
+    CskitError
+        Bad params or data: every problem at once, with table, column, row count, examples and fix.
+
+    Examples
+    --------
+    >>> import cskit
+    >>> data = cskit.load("params/demo.yaml")  # doctest: +SKIP
+    >>> data.quality.is_consistent()  # doctest: +SKIP
+    True
+    """
     from cskit.loading import load_client
 
     return load_client(absolute_data(as_params(params), base))
@@ -137,10 +160,39 @@ def load(params: Params | dict | str | Path, base: str | Path | None = None) -> 
 def analyse(
     params: Params | dict | str | Path, base: str | Path | None = None, timings: dict | None = None
 ) -> Diagnosis:
-    """Run every stage for one client and return the :class:`Diagnosis`.
+    """Run every stage for one client and return the :class:`Diagnosis` (``cskit.analyse``).
 
-    ``params`` is a :class:`Params`, a dict, or the path of a params YAML; ``base`` is the folder a
-    relative ``data`` path is resolved against (see :func:`absolute_data`). The survival-based LTV
+    Parameters
+    ----------
+    params : Params, dict, str or Path
+        The params, as a :class:`Params`, a dict of params or the path of a params YAML.
+    base : str or Path, optional
+        Folder a relative ``data`` path is resolved against (see :func:`absolute_data`).
+    timings : dict, optional
+        When given, each stage's wall-clock seconds are stored in it (for bench/run.py).
+
+    Returns
+    -------
+    Diagnosis
+        Every stage's result (``metrics``, ``survival``, ``triggers``, ``potential``, ``health``,
+        ``history``); ``dx.write(out_dir)`` writes results/ (DESIGN §6).
+
+    Raises
+    ------
+    CskitError
+        Only when the whole analysis is impossible (see below).
+
+    Examples
+    --------
+    >>> import cskit
+    >>> dx = cskit.analyse("params/demo.yaml")  # doctest: +SKIP
+    >>> dx  # doctest: +SKIP
+    Diagnosis(client='demo', as_of='2026-06', accounts=1425, account_months=22962, kpis=28)
+    >>> dx.write("output/demo")  # doctest: +SKIP
+
+    Notes
+    -----
+    The survival-based LTV
     of the potential stage (mean and total over the accounts active at ``as_of``) fills
     ``metrics.summary["ltv_survival"]`` (of a new Metrics: no stage result is changed after it is
     returned) so the headline KPIs carry both LTV definitions. When

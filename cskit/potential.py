@@ -587,6 +587,32 @@ def improvement_potential(
     """Improvement potential of every KPI in ``kpis`` (DESIGN §5) with 95% intervals, and the
     baseline churn probability and survival-based LTV of every account active at as_of.
 
+    Parameters
+    ----------
+    panel, data, params, kpis : DataFrame, ClientData, Params, list of str
+        The stage signature (docs/architecture.md): the account × month panel, the loaded client,
+        the run's params and the KPI columns to analyse.
+    draw_accounts : int, default DRAW_ACCOUNTS
+        Active accounts beyond which the interval draws are projected on an MRR-proportional sample.
+
+    Returns
+    -------
+    Potential
+        potential.csv / .xlsx (``table``), the per-account projection (``accounts``: churn_prob, ltv),
+        the models' ``outcomes`` (status, reason) and the ``notes`` on empty cells.
+
+    Raises
+    ------
+    CskitError
+        When no account is active at as_of, or a KPI asked for is not a column of the panel.
+
+    Examples
+    --------
+    >>> pot = improvement_potential(dx.panel, dx.data, dx.params, dx.kpis)  # doctest: +SKIP
+    >>> pot.table[["kpi", "d_ltv", "d_ltv_lo", "d_ltv_hi"]]  # doctest: +SKIP
+
+    Notes
+    -----
     The point estimates are exact sums over all active accounts; the interval draws are projected for
     all of them too up to ``draw_accounts`` active accounts, and on a sample of that many beyond
     (see :func:`draw_sample`)."""

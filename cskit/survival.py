@@ -116,6 +116,23 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
 def compute_survival(panel: pd.DataFrame, data: ClientData, params: Params) -> Survival:
     """Kaplan–Meier overall and by each grouping present (≥ 2 groups), with medians and log-rank tests.
 
+    Parameters
+    ----------
+    panel, data, params : DataFrame, ClientData, Params
+        The common stage signature; only the account × month panel is read (lifetimes and groups).
+
+    Returns
+    -------
+    Survival
+        Lifetimes, tidy KM curves, medians with intervals and log-rank tests (survival.json).
+
+    Examples
+    --------
+    >>> s = compute_survival(dx.panel, dx.data, dx.params)  # doctest: +SKIP
+    >>> s.medians[s.medians["group_by"] == "segment"]  # doctest: +SKIP
+
+    Notes
+    -----
     Everything comes from the panel (lifetimes, groups, onboarding status); ``data`` and ``params``
     are taken for the common stage signature.
     """

@@ -137,7 +137,30 @@ class Triggers(StageResult):
 
 
 def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Triggers:
-    """RT / CRTT / UCT triggers of ``kpis`` on ``panel`` (see the module docstring for the models)."""
+    """RT / CRTT / UCT triggers of ``kpis`` on ``panel`` (see the module docstring for the models).
+
+    Parameters
+    ----------
+    panel, params, kpis : DataFrame, Params, list of str
+        The stage signature (docs/architecture.md; no ``data``: the panel holds all it needs): the
+        account × month panel, the run's params and the KPI columns to analyse.
+
+    Returns
+    -------
+    Triggers
+        drivers.csv (``table``: effect, interval, p, q, Spearman, best lag, trigger flag per KPI ×
+        outcome), drivers_outcomes.csv (``outcomes``: events, status, reason), lead–lag scores.
+
+    Raises
+    ------
+    CskitError
+        When a KPI asked for is not a column of the panel.
+
+    Examples
+    --------
+    >>> tr = find_triggers(dx.panel, dx.params, dx.kpis)  # doctest: +SKIP
+    >>> tr.table[tr.table["trigger"] != ""]  # doctest: +SKIP
+    """
     _check_columns(panel, kpis)
     lag = params.kpi_lag_months
     kpis = list(dict.fromkeys(kpis))
