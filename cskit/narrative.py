@@ -761,7 +761,7 @@ def potential(
     # the triggers' false-discovery control and an LTV gain above zero after the same control); the text
     # only words that decision
     above = d["d_ltv_lo"] > 0
-    named = d["credible"].astype(str).str.lower().isin(["true", "1"]) if "credible" in d else above
+    named = _is_credible(d)
     sure = d[named].sort_values("d_ltv", ascending=False, kind="stable")
     unproven = d[above & ~named]
     unsure = d[~above & ~(d["d_ltv_hi"] < 0)]
@@ -782,8 +782,10 @@ def potential(
                               for r in sure.head(top).itertuples())
             text.append(f"改善の価値を確かに言えるのは{len(sure)}指標で（モデルで有意、かつ多重比較を考慮してもLTV増分がプラス）、"
                         f"大きい順に{items}です。")
-        else:
+        elif not len(unproven):
             text.append("どのKPIについても、LTV増分の95%区間がゼロを含みます。このデータからは、改善の価値を確かに言えるKPIはありません。")
+        else:
+            text.append("このデータからは、改善の価値を確かに言えるKPIはありません。")
         if len(unproven):
             text.append(f"{len(unproven)}指標は区間はプラスですが、多数の指標を同時に調べたことを考慮すると偶然と区別できないため、"
                         "改善の価値があるとは言えません。")
@@ -806,9 +808,11 @@ def potential(
             text.append(f"{len(sure)} KPI{'' if len(sure) == 1 else 's'} {'is' if len(sure) == 1 else 'are'} worth "
                         "improving on this evidence (the effect passes the models' false-discovery control and the "
                         f"LTV gain stays above zero after it); the largest: {items}.")
-        else:
+        elif not len(unproven):
             text.append("For every KPI the 95% interval of the LTV gain includes zero: the data cannot say that "
                         "improving any one of them is worth something.")
+        else:
+            text.append("On this evidence no KPI is worth improving.")
         if len(unproven):
             text.append(f"For {len(unproven)} KPIs the interval lies above zero, but with this many KPIs tested that "
                         "is not told apart from chance: they are not named as worth improving.")
@@ -2033,15 +2037,25 @@ def _flagged(drivers: pd.DataFrame, outcome: str, n: int = 2) -> pd.DataFrame:
 
 
 def credible_gains(potential: pd.DataFrame, actionable: bool = True) -> pd.DataFrame:
-    """Rows of potential.csv whose LTV gain has its 95% interval above zero, largest first (only the
-    KPIs a CS team can act on when ``actionable``)."""
+    """Rows of potential.csv the potential stage calls credible (its ``credible`` column: flagged by a
+    model under the false-discovery control and an LTV gain above zero after it; without that column,
+    an LTV interval above zero), largest first (only the KPIs a CS team can act on when ``actionable``)."""
     if potential.empty:
         return potential
     d = potential.dropna(subset=["d_ltv"])
     if actionable:
         d = d[~d["kpi"].isin(NOT_ACTIONABLE)]
-    d = d[d["d_ltv_lo"] > 0]
+    d = d[_is_credible(d)]
     return d.sort_values("d_ltv", ascending=False, kind="stable")
+
+
+def _is_credible(d: pd.DataFrame) -> pd.Series:
+    """potential.csv's ``credible`` decision (read back from CSV as bool or text); the interval above zero
+    when the column is absent."""
+    above = d["d_ltv_lo"] > 0
+    if "credible" not in d:
+        return above
+    return above & d["credible"].astype(str).str.lower().isin(["true", "1"])
 
 
 def _yen(value: Any, currency: str, language: str) -> str:
@@ -2110,6 +2124,11 @@ def finding_potential(R: dict, labels: dict[str, str], improvement_pct: float, c
                 "The improvement potential could not be estimated from these data.")
     sure = credible_gains(pot)
     m = lambda v: _yen(v, currency, language)  # noqa: E731
+    if sure.empty and (pot.dropna(subset=["d_ltv"])["d_ltv_lo"] > 0).any():
+        return ("LTV増分の区間がプラスのKPIはありますが、多数の指標を同時に調べたことを考慮すると偶然と区別できず、"
+                "確かな改善余地は示せません。" if ja else
+                "Some KPIs' LTV intervals lie above zero, but with this many KPIs tested that is not told apart "
+                "from chance: no improvement is shown to be worth it.")
     if sure.empty:
         return (f"どのKPIも、平均の{improvement_pct:g}%改善によるLTV増分の95%区間がゼロを含み、確かな改善余地は示せません。" if ja else
                 f"For no KPI does the LTV gain of a {improvement_pct:g}% improvement have its 95% interval above zero.")
@@ -2311,7 +2330,7 @@ def conclusion_potential(R: dict, labels: dict[str, str], improvement_pct: float
         return "このデータでは改善ポテンシャルを推定できませんでした。" if ja else "No improvement potential could be estimated."
     act = pot[~pot["kpi"].isin(NOT_ACTIONABLE)].dropna(subset=["d_ltv"])
     sure = credible_gains(pot)
-    unsure = act[~(act["d_ltv_lo"] > 0) & ~(act["d_ltv_hi"] < 0)]
+    unsure = act[~_is_credible(act) & ~(act["d_ltv_hi"] < 0)]
     if ja:
         return (f"CSが動かせるKPI {len(act)}個のうち、{improvement_pct:g}%改善のLTV増分が確かにプラスなのは{len(sure)}個、"
                 f"{len(unsure)}個はゼロと区別できません。")

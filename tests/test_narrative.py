@@ -536,3 +536,19 @@ def test_the_findings_name_drivers_a_cs_team_can_act_on():
     text = N.finding_drivers({"drivers": d}, {"login_days": "Login days", "csat": "CSAT"}, "en")
     assert text == ("Churn is most strongly linked to CSAT (hazard ratio 0.70); expansion to Login days "
                     "(odds ratio 1.50) (per +1 SD of the KPI).")
+
+
+def test_findings_and_conclusion_name_only_what_the_stage_calls_credible():
+    # a thin client's potential.csv: cs_site_visits' interval lies above zero but no model flags it
+    # (credible False); the findings box must not call it "the largest credible gain"
+    t = _potential_table().assign(credible=False)
+    R = {"potential": t}
+    for lang in ("ja", "en"):
+        best = N.finding_potential(R, {"a": "KPI-a", "b": "KPI-b"}, 10, "JPY", lang)
+        assert "KPI-a" not in best and "KPI-b" not in best, best
+        assert ("偶然と区別できず" in best) if lang == "ja" else ("chance" in best), best
+        text = N.potential(t, "CAVEAT", None, 10, 12, 36, 40, "JPY", lang)
+        assert "ゼロを含みます" not in text and "includes zero" not in text, text
+        concl = N.conclusion_potential(R, {}, 10, "JPY", lang)
+        assert ("確かにプラスなのは0個" in concl) if lang == "ja" else (", 0 show an LTV gain" in concl), concl
+    assert N.credible_gains(t.assign(credible=[False, True, False, False, False]))["kpi"].tolist() == ["b"]
