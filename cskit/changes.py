@@ -19,7 +19,7 @@ from scipy import stats
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.result import write_json
+from cskit.result import six_digits, write_json
 
 REQUIRED = ("kpi_summary.json", "health_scores.csv", "drivers.csv")
 TIER_ORDER = {"red": 0, "yellow": 1, "green": 2}
@@ -95,11 +95,11 @@ def _estimate(row: pd.Series | None) -> dict | None:
     if row is None:
         return None
     trig = row.get("trigger")
-    return {"effect": _num(row["effect"]), "ci_low": _num(row["ci_low"]), "ci_high": _num(row["ci_high"]),
-            "q_value": _num(row.get("q_value")), "trigger": trig if isinstance(trig, str) and trig else ""}
+    return {"effect": _as_float(row["effect"]), "ci_low": _as_float(row["ci_low"]),
+            "ci_high": _as_float(row["ci_high"]), "q_value": _as_float(row.get("q_value")), "trigger": trig if isinstance(trig, str) and trig else ""}
 
 
-def _num(x) -> float | None:
+def _as_float(x) -> float | None:
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -158,8 +158,8 @@ def potential_changes(then: pd.DataFrame | None, now: pd.DataFrame | None) -> di
     moved = []
     for k in a.index.intersection(b.index):
         if a.at[k, "rank"] != b.at[k, "rank"]:
-            e1 = [_num(a.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]
-            e2 = [_num(b.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]
+            e1 = [_as_float(a.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]
+            e2 = [_as_float(b.at[k, c]) for c in ("d_ltv", "d_ltv_lo", "d_ltv_hi")]
             moved.append({"kpi": k, "rank_then": int(a.at[k, "rank"]), "rank_now": int(b.at[k, "rank"]),
                           "d_ltv_then": e1, "d_ltv_now": e2, "beyond_noise": difference_beyond_noise(e1, e2)})
     moved.sort(key=lambda r: (-abs(r["rank_now"] - r["rank_then"]), r["rank_now"], r["kpi"]))
@@ -278,6 +278,4 @@ def compare(previous: dict, current: dict, data: ClientData) -> dict:
 
 def write_changes(changes: dict, results_dir: Path) -> None:
     """Write changes.json (the result files' JSON, floats to 6 significant digits)."""
-    from cskit.health import _six_digits
-
-    write_json(_six_digits(changes), Path(results_dir) / "changes.json")
+    write_json(six_digits(changes), Path(results_dir) / "changes.json")

@@ -49,7 +49,7 @@ from cskit.notices import Notice, records
 from cskit.panel import MIN_EVENTS, active_rows, annual_cycle, decides, outcome_rows, recent_means, renewal_cycles
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
-from cskit.result import StageResult, write_json
+from cskit.result import StageResult, six_digits, write_csv, write_json
 from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 
@@ -331,7 +331,7 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
         worst, spread = max(v.values()), r["coefficient"]
         levels[r["kpi"]] = {lv: float(round(r["points"] * (worst - x) / spread, 1)) for lv, x in v.items()}
         order = sorted(levels[r["kpi"]].items(), key=lambda t: (t[1], t[0]))
-        w.loc[i, "levels"] = "; ".join(f"{lv}={_num(pt)}" for lv, pt in order)
+        w.loc[i, "levels"] = "; ".join(f"{lv}={_points_text(pt)}" for lv, pt in order)
     w = w.sort_values(["points", "kpi"], ascending=[False, True], kind="stable").reset_index(drop=True)
     for c in ("f_worst", "f_best"):
         if c not in w:
@@ -365,7 +365,7 @@ def _shaped_points(design: Design, fit: GLMResult, k: str, lo: float, hi: float)
             "value_at_full_points": tr.inverse(grid[b_col]), "f_worst": worst, "f_best": best}
 
 
-def _num(x: float) -> str:
+def _points_text(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
@@ -687,24 +687,9 @@ class Health(StageResult):
     def write(self, results_dir: Path) -> None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        _csv(self.weights[WEIGHT_COLUMNS], results_dir / "health_weights.csv")
-        _csv(self.scores, results_dir / "health_scores.csv")
-        write_json(_six_digits(self.validation_json()), results_dir / "health_validation.json")
-
-
-def _csv(df: pd.DataFrame, path: Path) -> None:
-    df.to_csv(path, index=False, float_format="%.6g", lineterminator="\n", encoding="utf-8")
-
-
-def _six_digits(x):
-    """Floats (at any depth) to 6 significant digits, the rest as it is."""
-    if isinstance(x, dict):
-        return {k: _six_digits(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_six_digits(v) for v in x]
-    if isinstance(x, (float, np.floating)) and np.isfinite(x):
-        return float(f"{float(x):.6g}")
-    return x
+        write_csv(self.weights[WEIGHT_COLUMNS], results_dir / "health_weights.csv")
+        write_csv(self.scores, results_dir / "health_scores.csv")
+        write_json(six_digits(self.validation_json()), results_dir / "health_validation.json")
 
 
 def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:

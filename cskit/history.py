@@ -25,8 +25,6 @@ from cskit.health import (
     TIERS,
     Health,
     ScoreModel,
-    _csv,
-    _six_digits,
     outcome_after,
     score_rows,
     tiers,
@@ -35,7 +33,7 @@ from cskit.models import fit_binomial
 from cskit.panel import active_rows
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook
-from cskit.result import StageResult, write_json
+from cskit.result import StageResult, six_digits, write_csv, write_json
 from cskit.stats import wilson
 
 HISTORY_MONTHS = 12
@@ -292,10 +290,10 @@ class HealthHistory(StageResult):
         results_dir.mkdir(parents=True, exist_ok=True)
         hist = self.history.copy()
         hist["month"] = pd.to_datetime(hist["month"]).dt.strftime("%Y-%m")
-        _csv(hist, results_dir / "health_history.csv")
-        _csv(self.movers, results_dir / "health_movers.csv")
-        _csv(self.playbook, results_dir / "playbook.csv")
-        write_json(_six_digits(self.drops), results_dir / "health_drops.json")
+        write_csv(hist, results_dir / "health_history.csv")
+        write_csv(self.movers, results_dir / "health_movers.csv")
+        write_csv(self.playbook, results_dir / "playbook.csv")
+        write_json(six_digits(self.drops), results_dir / "health_drops.json")
 
 
 def _empty(reason: str) -> HealthHistory:

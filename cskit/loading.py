@@ -195,7 +195,7 @@ def _arrow(s: pd.Series) -> pa.Array:
         return pa.array([_cell_text(v) for v in s.to_numpy(dtype=object)], type=pa.string())
 
 
-def _text(s: pd.Series) -> pa.Array:
+def _trimmed_text(s: pd.Series) -> pa.Array:
     """Cells as trimmed text; empty cells and missing markers ("NA", "-", ...) become null."""
     arr = pc.utf8_trim_whitespace(_arrow(s))
     marker = pc.is_in(arr, value_set=pa.array(MISSING_MARKERS))
@@ -214,7 +214,7 @@ def _distinct(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 
 def _labels(s: pd.Series, pattern: str | None = None, replacement: str = "") -> np.ndarray:
-    values, idx = _distinct(_text(s))
+    values, idx = _distinct(_trimmed_text(s))
     if pattern:
         values = pc.replace_substring_regex(values, pattern, replacement)
     return np.append(values.to_numpy(zero_copy_only=False).astype(object), None)[idx]
@@ -244,7 +244,7 @@ def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return np.where(bad, np.nan, values), bad
     except pa.ArrowInvalid:
         pass
-    arr = _text(s)
+    arr = _trimmed_text(s)
     present = ~_missing(arr)
     norm = pc.utf8_normalize(pc.fill_null(arr, ""), "NFKC")
     norm = pc.replace_substring(norm, "\u2212", "-")
@@ -277,7 +277,7 @@ def _parse_when(s: pd.Series, patterns: list[re.Pattern]) -> tuple[np.ndarray, n
         values = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
         values = values.to_numpy(dtype="datetime64[ns]")
         return values, np.zeros(len(s), dtype=bool)
-    arr = _text(s)
+    arr = _trimmed_text(s)
     present = ~_missing(arr)
     distinct, idx = _distinct(arr)
     parsed = [_ymd(unicodedata.normalize("NFKC", v), patterns) for v in distinct.to_pylist()]
@@ -342,7 +342,7 @@ def _prepare(name: str, df: pd.DataFrame, mapping: dict[str, str], report: _Repo
 
 
 def _empty(col: pd.Series) -> np.ndarray:
-    return col.isna().to_numpy() if _is_typed(col) else _missing(_text(col))
+    return col.isna().to_numpy() if _is_typed(col) else _missing(_trimmed_text(col))
 
 
 def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[str], report: _Report):
@@ -624,7 +624,7 @@ def _event_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, r
         ts = df["ts"].to_numpy(dtype="datetime64[ns]")
         bad_ts = np.zeros(len(df), dtype=bool)
     else:
-        text = pd.Series(_text(df["ts"]).to_pandas(), dtype=object)
+        text = pd.Series(_trimmed_text(df["ts"]).to_pandas(), dtype=object)
         ts = pd.to_datetime(text.str.replace("/", "-", regex=False), errors="coerce", format="ISO8601").to_numpy(
             dtype="datetime64[ns]")
         bad_ts = text.notna().to_numpy() & np.isnat(ts)
@@ -647,7 +647,7 @@ def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _R
             report.fatal.append(f"params as_of: {params.as_of!r} is not a date. Fix: write as_of: YYYY-MM-DD.")
             return None
     has_id = (
-        ~_missing(_text(revenue["account_id"]))
+        ~_missing(_trimmed_text(revenue["account_id"]))
         if not _is_typed(revenue["account_id"])
         else revenue["account_id"].notna().to_numpy()
     )

@@ -659,7 +659,7 @@ def improvement_potential(
     draws = None
     if params.bootstrap > 0:
         draws = project_draws(models, point_coef, sizes, scen, future, active, params, draw_accounts)
-    table, phases = _table(scen, models, point, draws, data.catalogue, params, notes)
+    table, phases = _potential_table(scen, models, point, draws, data.catalogue, params, notes)
     accounts = pd.DataFrame(
         {
             "account_id": active["account_id"].to_numpy(),
@@ -773,7 +773,7 @@ _MEASURES = {
 }
 
 
-def _table(
+def _potential_table(
     scen: list[Scenario],
     models: dict[str, OutcomeModel | None],
     point: Projection,

@@ -32,6 +32,23 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+def six_digits(x: Any) -> Any:
+    """Floats (at any depth of dicts and lists) to 6 significant digits, the rest as it is: the health
+    files' rounding."""
+    if isinstance(x, dict):
+        return {k: six_digits(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [six_digits(v) for v in x]
+    if isinstance(x, (float, np.floating)) and np.isfinite(x):
+        return float(f"{float(x):.6g}")
+    return x
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, float_format: str = "%.6g") -> None:
+    """Write ``df`` as a result CSV: no index, UTF-8, "\\n" line ends, floats by ``float_format``."""
+    df.to_csv(path, index=False, float_format=float_format, lineterminator="\n", encoding="utf-8")
+
+
 def write_json(obj: Any, path: str | Path) -> None:
     """Write ``obj`` (made :func:`json_safe`) to ``path`` as the result files' JSON."""
     text = json.dumps(json_safe(obj), ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)

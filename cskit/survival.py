@@ -63,19 +63,19 @@ class Survival(StageResult):
             km.setdefault(r.group_by, {})[str(r.group)] = {
                 "accounts": int(r.accounts),
                 "churned": int(r.churned),
-                "median_months": _num(r.median),
-                "median_ci_low": _num(r.median_ci_low),
-                "median_ci_high": _num(r.median_ci_high),
-                "survival_12m": _num(r.survival_12m),
-                "survival_12m_ci_low": _num(r.survival_12m_ci_low),
-                "survival_12m_ci_high": _num(r.survival_12m_ci_high),
+                "median_months": _rounded(r.median),
+                "median_ci_low": _rounded(r.median_ci_low),
+                "median_ci_high": _rounded(r.median_ci_high),
+                "survival_12m": _rounded(r.survival_12m),
+                "survival_12m_ci_low": _rounded(r.survival_12m_ci_low),
+                "survival_12m_ci_high": _rounded(r.survival_12m_ci_high),
             }
         tests = {
             r.group_by: {
                 "groups": list(r.groups),
-                "test_statistic": _num(r.test_statistic, 6),
+                "test_statistic": _rounded(r.test_statistic, 6),
                 "degrees_of_freedom": int(r.degrees_of_freedom),
-                "p_value": _num(r.p_value, 10),
+                "p_value": _rounded(r.p_value, 10),
             }
             for r in self.logrank.itertuples(index=False)
         }
@@ -87,7 +87,7 @@ class Survival(StageResult):
         write_json(self.to_dict(), results_dir / "survival.json")
 
 
-def _num(x, digits: int = 4):
+def _rounded(x, digits: int = 4):
     return None if x is None or not np.isfinite(x) else round(float(x), digits)
 
 
