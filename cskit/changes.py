@@ -96,7 +96,8 @@ def _estimate(row: pd.Series | None) -> dict | None:
         return None
     trig = row.get("trigger")
     return {"effect": _as_float(row["effect"]), "ci_low": _as_float(row["ci_low"]),
-            "ci_high": _as_float(row["ci_high"]), "q_value": _as_float(row.get("q_value")), "trigger": trig if isinstance(trig, str) and trig else ""}
+            "ci_high": _as_float(row["ci_high"]), "q_value": _as_float(row.get("q_value")),
+            "trigger": trig if isinstance(trig, str) and trig else ""}
 
 
 def _as_float(x) -> float | None:
