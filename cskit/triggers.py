@@ -171,12 +171,12 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     warnings: list[Notice] = []
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
-    shared = {group: {} for group in SAME_ROWS}
+    row_sets: dict[tuple[str, ...], RowSet] = {}
     for outcome in TRIGGER_OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
         group = next(g for g in SAME_ROWS if outcome in g)
-        result = _one_outcome(narrow, Z, group, outcome, rows, y, kpis, model_kpis, transforms, params, warnings,
-                              shared[group])
+        rs = row_sets.setdefault(group, RowSet(narrow, Z, group, rows, kpis, model_kpis, transforms, lag))
+        result = _one_outcome(rs, outcome, y, params, warnings)
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
@@ -189,7 +189,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     season = churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
         warnings.insert(0, seasonal_notice(season, "triggers"))
-    choice = shared[SAME_ROWS[0]].get("sustained", (None, {}))[1]
+    choice = row_sets[SAME_ROWS[0]].cache.get("sustained", (None, {}))[1]
     if choice.get("code") == "annual_recent_mean":
         warnings.append(Notice("annual_recent_mean", stage="triggers", severity="note", months=choice["months"],
                                events=choice["events"], loglik_last_month=choice["loglik_last_month"],
@@ -234,29 +234,45 @@ def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
         )
 
 
-def _once(shared: dict, key, make):
-    """``shared[key]``, made by ``make()`` the first time it is asked for."""
-    if key not in shared:
-        shared[key] = make()
-    return shared[key]
+@dataclass
+class RowSet:
+    """The model rows an outcome group shares (``SAME_ROWS``: renewal is 1 − churn on the churn rows)
+    and what depends on them alone, computed once for the group (:meth:`once`): the account count, the
+    KPIs at t − lag, their Spearman correlations, the null design, lead–lag gathers, the design for a
+    given KPI order, the sustained-usage rows."""
+
+    panel: pd.DataFrame  # the narrow panel: NARROW columns and the model KPIs
+    Z: KPIMatrix
+    group: tuple[str, ...]
+    rows: np.ndarray  # boolean mask of the group's model rows
+    kpis: list[str]
+    model_kpis: list[str]
+    transforms: dict[str, Transform]
+    lag: int
+    cache: dict = field(default_factory=dict)
+
+    def once(self, key, make):
+        """``cache[key]``, made by ``make()`` the first time it is asked for."""
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
 
 
-def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms, params, warnings, shared) -> dict:
-    """Fit one outcome's model; return its KPI rows, its outcome row, lead–lag z and dropped KPIs.
-
-    The outcomes of ``group`` have the same rows (renewal is 1 − churn on the churn rows): what
-    depends on the rows alone (KPI gathers, account count, null design, lead–lag gathers, the design
-    for a given KPI order) is computed once, in ``shared``; Spearman correlations of the others are
-    minus the first outcome's (ranks of 1 − y reverse those of y).
-    """
-    lag, link = params.kpi_lag_months, LINK[outcome]
+def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnings: list[Notice]) -> dict:
+    """Fit one outcome's model on its row set; return its KPI rows, its outcome row, lead–lag z and
+    dropped KPIs. What depends on the rows alone comes from ``rs`` (computed once for its group);
+    Spearman correlations of the group's other outcomes are minus the first outcome's (ranks of 1 − y
+    reverse those of y)."""
+    panel, Z, group, rows, kpis, model_kpis, transforms = (
+        rs.panel, rs.Z, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
+    lag, link = rs.lag, LINK[outcome]
     events = int(min(y.sum(), len(y) - y.sum()))
-    accounts = _once(shared, "accounts", lambda: int(panel.loc[rows, "account_id"].nunique()))
+    accounts = rs.once("accounts", lambda: int(panel.loc[rows, "account_id"].nunique()))
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
-    now = _once(shared, "now", lambda: Z.at(kpis, lag, rows))
+    now = rs.once("now", lambda: Z.at(kpis, lag, rows))
     base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(now).sum(axis=0)})
-    spearman = _once(shared, "spearman", lambda: spearman_columns(now, y))
+    spearman = rs.once("spearman", lambda: spearman_columns(now, y))
     base["spearman"] = spearman if outcome == group[0] else -spearman
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
@@ -270,25 +286,25 @@ def _one_outcome(panel, Z, group, outcome, rows, y, kpis, model_kpis, transforms
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
-    lead_lag = _once(shared, "lead_lag", lambda: lead_lag_scores(panel, Z, group, kpis, transforms, adjust))
+    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, Z, group, kpis, transforms, adjust))
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    X0 = _once(shared, "null", lambda: _null_design(panel, rows, transforms, adjust))
+    X0 = rs.once("null", lambda: _null_design(panel, rows, transforms, adjust))
     terms = score_terms(y, base_fit(y, X0, link))
     z_now = score_z_from(terms, zero_missing(now[:, [kpis.index(k) for k in candidates]]))
     order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
     order += [k for k in model_kpis if k not in order]
     sustained = None
     if outcome in ("churn", "renewal"):
-        sustained, choice = _once(shared, "sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
-    design = _once(shared, tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust,
+        sustained, choice = rs.once("sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
+    design = rs.once(tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust,
                                                                 sustained=sustained))
     # informative missingness is tested on the group's first outcome (renewal = 1 − churn, same rows)
-    design, missing = _once(shared, ("missing", tuple(order)), lambda: add_informative_indicators(
+    design, missing = rs.once(("missing", tuple(order)), lambda: add_informative_indicators(
         y, design, LINK[group[0]], params.alpha, group[0]))
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
-    terms, tests = _once(shared, ("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
+    terms, tests = rs.once(("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
     design = with_terms(design, terms, seg)
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
     missing = indicator_effects(
