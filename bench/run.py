@@ -1,20 +1,24 @@
-"""Whole-kit benchmark (DESIGN §8): ``python bench/run.py --accounts 1000 10000 100000``.
+"""Whole-kit benchmark (DESIGN §8): ``python bench/run.py --accounts 10000 100000 300000``.
 
 For each size, a synthetic client (``cskit.simulate``, N organic accounts × 24 months, seeded) is
-written as CSVs, then **one fresh Python process per size** measures, in the same run:
+written as CSVs, then, in the same run:
 
 - the floor: DuckDB's bare read of accounts.csv, revenue.csv and kpis.csv into tables (best of 3);
-- every stage of ``cskit.analyse`` (load, panel, metrics + survival, drivers, potential, health) and
-  ``Diagnosis.write``, with the pipeline's own stage clock;
-- the peak resident memory of that process (``resource.getrusage``: the whole analysis, not a sample);
-- at the sizes up to ``--render-max`` (default: the smallest), the notebook render as ``cskit run``
-  does it (papermill + HTML), whose time includes the kernel re-running the analysis.
+- the analysis, in a fresh Python process: every stage of ``cskit.analyse`` (load, panel, metrics +
+  survival, drivers, potential, health, history) and ``Diagnosis.write``, with the pipeline's own stage
+  clock, and that process's peak resident memory (``resource.getrusage``);
+- the whole ``cskit run params.yaml`` as a consultant runs it (CLI check, notebook kernel, charts;
+  ``--no-html`` above ``--html-max``), in a fresh process watched by psutil every 0.05 s: wall time,
+  when the kernel reached each stage (``$CSKIT_PROGRESS``), the peak resident memory of every process
+  of its tree (the CLI process, the kernel) and of their sum; ``getrusage(RUSAGE_CHILDREN)`` gives the
+  exact (unsampled) peak of the largest of them;
+- up to ``--naive-max`` accounts, the naive equivalents (``bench/bench_load.py``,
+  ``bench/bench_triggers.py``, ``bench/bench_potential.py``), whose tables are copied in.
 
-The headline **floor ratio** = (analyse + write) ÷ DuckDB bare read. Figures are ratios and shares
-within one run; absolute seconds are printed for context only. BLAS is pinned to one thread, as
-``cskit run`` does, so the timings are those of the consultant's command. The naive comparisons
-(lifelines' CoxTimeVaryingFitter per KPI, pandas loops, refit-per-resample bootstrap) are in
-``bench/bench_load.py``, ``bench/bench_triggers.py`` and ``bench/bench_potential.py``.
+Floor ratios = analysis (analyse + write) ÷ floor, and whole ``cskit run`` ÷ floor. Figures are ratios
+and shares within one run (the machine is shared); seconds are for context only. BLAS is pinned to one
+thread, as ``cskit run`` does. ``bench/results.md`` is regenerated; sections other helpers' benchmarks
+wrote there (``## Events …``, ``## Warehouse …``) are kept.
 """
 from __future__ import annotations
 
@@ -29,8 +33,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "write", "other"]
+ROOT = HERE.parent
+STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "write", "other"]
+RUN_STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "report"]
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+CLI = "import sys; from cskit.cli import main; sys.argv[0] = 'cskit'; main()"
 
 
 def duckdb_read(folder: Path) -> None:
@@ -53,23 +60,22 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def simulate(n_accounts: int, months: int, seed: int, folder: Path) -> dict:
-    """Write the synthetic client; return its table sizes."""
+    """Write the synthetic client (kept between runs: the simulator is seeded); return its table sizes."""
+    sizes = folder / "sizes.json"
+    if sizes.is_file():
+        return json.loads(sizes.read_text(encoding="utf-8"))
     from cskit.simulate import simulate_client
 
     sim = simulate_client(n_accounts=n_accounts, n_months=months, seed=seed, mc_paths=0)
     sim.write(folder)
-    return {name: len(df) for name, df in sim.tables.items()}
+    out = {name: len(df) for name, df in sim.tables.items()}
+    sizes.write_text(json.dumps(out), encoding="utf-8")
+    return out
 
 
-def measure_one(data: Path, out: Path, bootstrap: int, seed: int, render: bool) -> dict:
-    """Run in a fresh process: floor, analysis stages, write, peak memory, optional render."""
+def measure_one(data: Path, out: Path, bootstrap: int, seed: int) -> dict:
+    """Run in a fresh process: floor, analysis stages, write, peak memory."""
     import cskit
-    import cskit.health
-    import cskit.loading
-    import cskit.metrics
-    import cskit.potential
-    import cskit.survival
-    import cskit.triggers  # noqa: E401,F401
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
     floor = best_of(lambda: duckdb_read(data))
@@ -82,106 +88,227 @@ def measure_one(data: Path, out: Path, bootstrap: int, seed: int, render: bool) 
     total = time.perf_counter() - start
     timings["other"] = total - sum(timings.values())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"floor": floor, "stages": timings, "total": total, "peak_mb": peak_mb,
-              "panel_rows": int(len(dx.panel)), "accounts": int(dx.panel["account_id"].nunique())}
-    if render:
-        from cskit.cli import execute
+    return {"floor": floor, "stages": timings, "total": total, "peak_mb": peak_mb,
+            "panel_rows": int(len(dx.panel)), "accounts": int(dx.panel["account_id"].nunique())}
 
-        start = time.perf_counter()
-        execute(params, out / "bench", html=True)
-        result["render"] = time.perf_counter() - start
-    return result
+
+def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -> dict:
+    """Run in a fresh process: ``cskit run`` watched by psutil (see the module docstring)."""
+    import psutil
+    import yaml
+
+    from cskit.pipeline import PROGRESS_ENV
+
+    folder.mkdir(parents=True, exist_ok=True)
+    params = folder / "bench.yaml"
+    params.write_text(yaml.safe_dump({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed}),
+                      encoding="utf-8")
+    progress = folder / "progress.txt"
+    progress.write_text("", encoding="utf-8")
+    env = os.environ | THREADS | {PROGRESS_ENV: str(progress)}
+    cmd = [sys.executable, "-c", CLI, "run", str(params), "--out", str(folder / "output"),
+           "--html" if html else "--no-html"]
+    peaks: dict[int, dict] = {}
+    peak_sum, seen, reached = 0, 0, {}
+    start = time.perf_counter()
+    proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        total = 0
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        for p in tree:
+            try:
+                rss = p.memory_info().rss
+                if p.pid not in peaks:
+                    line = " ".join(p.cmdline())
+                    role = "cli" if p.pid == proc.pid else ("kernel" if "ipykernel" in line else p.name())
+                    peaks[p.pid] = {"role": role, "peak_mb": 0.0}
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += rss
+            peaks[p.pid]["peak_mb"] = max(peaks[p.pid]["peak_mb"], rss / 2**20)
+        peak_sum = max(peak_sum, total)
+        lines = progress.read_text(encoding="utf-8").splitlines()
+        for stage in lines[seen:]:
+            reached.setdefault(stage, time.perf_counter() - start)
+        seen = len(lines)
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    stdout, stderr = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"cskit run failed ({proc.returncode}): {stderr[-3000:]}")
+    for stage in progress.read_text(encoding="utf-8").splitlines()[seen:]:
+        reached.setdefault(stage, wall)
+    exact = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall": wall, "reached": reached, "processes": list(peaks.values()), "peak_sum_mb": peak_sum / 2**20,
+            "peak_max_exact_mb": exact, "html": html}
 
 
 def child(args: argparse.Namespace) -> None:
-    res = measure_one(Path(args.data), Path(args.out), args.bootstrap, args.seed, args.render)
+    if args.child == "analysis":
+        res = measure_one(Path(args.data), Path(args.out), args.bootstrap, args.seed)
+    else:
+        res = whole_run(Path(args.data), Path(args.out), args.bootstrap, args.seed, args.html)
     Path(args.json).write_text(json.dumps(res, indent=2), encoding="utf-8")
+
+
+def in_child(kind: str, data: Path, out: Path, args: argparse.Namespace, html: bool = False) -> dict:
+    target = out.parent / f"{kind}.json"
+    cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out), "--json", str(target),
+           "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)] + (["--html"] if html else [])
+    subprocess.run(cmd, check=True, env=os.environ | THREADS | {"PYTHONPATH": str(ROOT)})
+    return json.loads(target.read_text(encoding="utf-8"))
 
 
 def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     folder = workdir / f"n{n}"
     data = folder / "data"
-    start = time.perf_counter()
     sizes = simulate(n, args.months, args.seed, data)
-    simulate_s = time.perf_counter() - start
-    render = n <= (args.render_max if args.render_max is not None else min(args.accounts))
-    cmd = [sys.executable, __file__, "--child", "--data", str(data), "--out", str(folder / "output"),
-           "--json", str(folder / "result.json"), "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)]
-    if render:
-        cmd.append("--render")
-    subprocess.run(cmd, check=True, env=os.environ | THREADS)
-    res = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-    res.update(n=n, rows=sizes, simulate=simulate_s)
+    res = in_child("analysis", data, folder / "analysis", args)
+    res["run"] = in_child("run", data, folder / "run", args, html=n <= args.html_max)
+    res.update(n=n, rows=sizes)
     return res
 
 
-def markdown(results: list[dict], args: argparse.Namespace) -> str:
+def naive(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """The naive equivalents' tables, each script run once over the sizes up to --naive-max."""
+    sizes = [str(n) for n in sorted(args.accounts) if n <= args.naive_max]
+    if not sizes:
+        return []
+    scripts = [("bench_load.py", ["--repeat", "1"]), ("bench_triggers.py", []),
+               ("bench_potential.py", ["--bootstrap", str(args.bootstrap)])]
+    out = []
+    for script, extra in scripts:
+        target = workdir / f"naive-{script}.md"
+        cmd = [sys.executable, str(HERE / script), "--accounts", *sizes, *extra, "--out", str(target)]
+        print("  " + " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, env=os.environ | THREADS | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+        text = target.read_text(encoding="utf-8").strip().replace("\n## ", "\n### ")
+        text = text[3:] if text.startswith("## ") else text
+        out += [f"### `python bench/{script} --accounts {' '.join(sizes)} {' '.join(extra)}`".replace("  ", " "),
+                "", text, ""]
+    return out
+
+
+def mb(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[str], command: str) -> str:
     lines = [
         "# cskit benchmark (`bench/run.py`)",
         "",
-        f"Command: `python bench/run.py --accounts {' '.join(str(n) for n in args.accounts)}"
-        f" --months {args.months} --bootstrap {args.bootstrap}`. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores (shared), Python {platform.python_version()}; BLAS pinned to 1 thread.",
+        f"Command: `{command}`. Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs, "
+        f"so compare within a row), Python {platform.python_version()}; BLAS pinned to 1 thread. Generated by "
+        "bench/run.py; the sections after this part are other benchmarks' and are kept.",
         "",
-        "**floor ratio** = whole analysis (`cskit.analyse` + `Diagnosis.write`, i.e. `cskit run` without the "
-        "notebook render) ÷ DuckDB's bare read of accounts/revenue/kpis CSVs, same client, same process.",
+        "**floor** = DuckDB's bare read of accounts/revenue/kpis CSVs (best of 3, same client, same run). "
+        "**analysis** = `cskit.analyse` + `Diagnosis.write` in a fresh process. **cskit run** = the whole "
+        f"command (`cskit run params.yaml {'--no-html' if max(args.accounts) > args.html_max else ''}`: CLI check, "
+        f"notebook kernel, charts; HTML up to {args.html_max:,} accounts).",
         "",
-        "| accounts | panel rows | input rows (acc / rev / kpis) | DuckDB read (s) | analysis (s) | **floor ratio** "
-        "| peak memory (MB) | render (s) |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| accounts | panel rows | input rows (acc / rev / kpis) | floor (s) | analysis (s) | **analysis ÷ floor** "
+        "| cskit run (s) | **run ÷ floor** | HTML |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        rows = r["rows"]
-        render = f"{r['render']:.1f}" if "render" in r else "—"
+        rows, run = r["rows"], r["run"]
         lines.append(
             f"| {r['accounts']:,} | {r['panel_rows']:,} "
             f"| {rows['accounts']:,} / {rows['revenue']:,} / {rows['kpis']:,} "
-            f"| {r['floor']:.3f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** "
-            f"| {r['peak_mb']:,.0f} | {render} |"
+            f"| {r['floor']:.2f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** | {run['wall']:.1f} "
+            f"| **{run['wall'] / r['floor']:.0f}×** | {'yes' if run['html'] else 'no'} |"
         )
-    lines += ["", "Share of the analysis time per stage (%):", "",
+    lines += ["", "Peak resident memory (MB). Analysis process: `getrusage(RUSAGE_SELF)`. `cskit run`: every "
+              "process of its tree sampled by psutil (CLI process, notebook kernel), their sum at any one time, and "
+              "the exact peak of the largest (`getrusage(RUSAGE_CHILDREN)`).", "",
+              "| accounts | analysis process | cskit run: CLI process | kernel | other processes | **sum (peak)** "
+              "| largest (exact) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        procs = r["run"]["processes"]
+        by = {role: max((p["peak_mb"] for p in procs if p["role"] == role), default=0.0) for role in ("cli", "kernel")}
+        other = sum(p["peak_mb"] for p in procs if p["role"] not in ("cli", "kernel"))
+        lines.append(f"| {r['accounts']:,} | {mb(r['peak_mb'])} | {mb(by['cli'])} | {mb(by['kernel'])} | {mb(other)} "
+                     f"| **{mb(r['run']['peak_sum_mb'])}** | {mb(r['run']['peak_max_exact_mb'])} |")
+    lines += ["", "Share of the analysis time per stage (%, analysis process):", "",
               "| accounts | " + " | ".join(STAGES) + " |", "|---:|" + "---:|" * len(STAGES)]
     for r in results:
         shares = [100 * r["stages"].get(s, 0.0) / r["total"] for s in STAGES]
         lines.append(f"| {r['accounts']:,} | " + " | ".join(f"{x:.0f}" for x in shares) + " |")
-    lines += [
-        "",
-        "Render = `cskit run`'s papermill execution + HTML (the kernel re-runs the analysis, so render − "
-        "analysis ≈ kernel start, charts and HTML). Naive comparisons: `bench/bench_load.py` (pandas / DuckDB "
-        "reads), `bench/bench_triggers.py` (lifelines CoxTimeVaryingFitter per KPI, statsmodels GEE), "
-        "`bench/bench_potential.py` (refit per bootstrap resample).",
-        "",
-    ]
-    return "\n".join(lines)
+    lines += ["", "Share of the whole `cskit run` per phase (%; from when the kernel reached each stage): "
+              "*before* = CLI check + kernel start + imports; *report* = write, charts, notebook save (and HTML).", "",
+              "| accounts | before | " + " | ".join(RUN_STAGES) + " |", "|---:|---:|" + "---:|" * len(RUN_STAGES)]
+    for r in results:
+        run = r["run"]
+        marks = [run["reached"].get(s) for s in RUN_STAGES]
+        known = [(s, t) for s, t in zip(RUN_STAGES, marks) if t is not None]
+        cells = {}
+        for (s, t), nxt in zip(known, [*(t for _, t in known[1:]), run["wall"]]):
+            cells[s] = 100 * (nxt - t) / run["wall"]
+        before = 100 * (known[0][1] if known else run["wall"]) / run["wall"]
+        lines.append(f"| {r['accounts']:,} | {before:.0f} | "
+                     + " | ".join(f"{cells[s]:.0f}" if s in cells else "—" for s in RUN_STAGES) + " |")
+    if naive_lines:
+        lines += ["", "## Speed-up over the naive equivalents (sizes up to "
+                  f"{args.naive_max:,} accounts; `--naive-max`)", "", *naive_lines]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+MINE = ("## Speed-up over the naive equivalents",)
+
+
+def kept_sections(path: Path) -> str:
+    """The ``## `` sections of ``path`` that other benchmarks wrote (everything but run.py's own)."""
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    parts = text.split("\n## ")[1:]
+    keep = ["## " + p.rstrip("\n") for p in parts if not any(("## " + p).startswith(m) for m in MINE)]
+    return "\n\n".join(keep)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--accounts", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--accounts", type=int, nargs="+", default=[10000, 100000, 300000])
     ap.add_argument("--months", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=200)
-    ap.add_argument("--render-max", type=int, default=None, help="render the notebook up to this size")
+    ap.add_argument("--html-max", type=int, default=10000, help="cskit run with the HTML up to this size")
+    ap.add_argument("--naive-max", type=int, default=10000, help="run the naive equivalents up to this size")
     ap.add_argument("--workdir", default=str(HERE / "out"))
     ap.add_argument("--results", default=str(HERE / "results.md"))
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["analysis", "run"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
-    ap.add_argument("--render", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--html", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args)
         return
+    command = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     workdir = Path(args.workdir)
-    results = []
-    for n in sorted(args.accounts):
+    workdir.mkdir(parents=True, exist_ok=True)
+    results, naive_lines, path = [], [], Path(args.results)
+    kept = kept_sections(path)
+    sizes = sorted(args.accounts)
+    for n in sizes:
         res = run_size(n, args, workdir)
-        print(f"{n:>7,} accounts: analysis {res['total']:.1f} s, floor ratio {res['total'] / res['floor']:.0f}x, "
-              f"peak {res['peak_mb']:,.0f} MB", flush=True)
+        print(f"{n:>7,} accounts: analysis {res['total']:.1f} s ({res['total'] / res['floor']:.0f}x floor), "
+              f"cskit run {res['run']['wall']:.1f} s ({res['run']['wall'] / res['floor']:.0f}x), "
+              f"peak {res['peak_mb']:,.0f} MB / run sum {res['run']['peak_sum_mb']:,.0f} MB", flush=True)
+        (workdir / f"n{n}" / "result.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
         results.append(res)
-    Path(args.results).write_text(markdown(results, args), encoding="utf-8")
-    print(f"wrote {args.results}")
+        if n >= max(m for m in sizes if m <= args.naive_max) if min(sizes) <= args.naive_max else False:
+            naive_lines = naive_lines or naive(args, workdir)
+        # written after every size: a long run that is stopped still leaves what it measured
+        pending = [m for m in sizes if m > n]
+        note = f"\n*Still running when this file was written: {', '.join(f'{m:,}' for m in pending)} accounts.*\n"
+        text = markdown(results, args, naive_lines, command) + (note if pending else "")
+        path.write_text(text + ("\n" + kept + "\n" if kept else ""), encoding="utf-8")
+        print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":

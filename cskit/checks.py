@@ -153,7 +153,7 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
             return {"status": "not_estimable", "reason": (
                 "the propensity model did not converge (onboarding is almost determined by the other KPIs: "
                 "too little overlap to compare like with like)")}
-        r = TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel).aipw()
+        r = _aipw(TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel))
     except (np.linalg.LinAlgError, ValueError, RuntimeError) as e:  # e.g. perfect separation
         return {"status": "not_estimable", "reason": f"the propensity or outcome model could not be fitted ({e})"}
     ci = r.conf_int()
@@ -166,6 +166,25 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
             "churn_if_all_onboarded": float(r.effect[2]), "churn_if_none_onboarded": float(r.effect[1]),
             "covariates": [names[j] for j in keep],
             "propensity_range": [float(p.min()), float(p.max())]}
+
+
+def _aipw(teff: TreatmentEffect):
+    """statsmodels' ``TreatmentEffect.aipw()`` without its Nelder–Mead search: the GMM step starts at
+    the exact root of the just-identified moment equations (closed-form AIPW means, the fitted outcome
+    and propensity models), where the search ends where it began (checked: identical parameters); the
+    GMM weights and standard errors are computed at that point exactly as ``aipw()`` does them."""
+    from statsmodels.treatment.treatment_effects import _AIPWGMM, TreatmentEffectResults
+
+    ate, tmean0, _ = teff.aipw(return_results=False)
+    start = np.concatenate(([ate, tmean0], teff.results0.params, teff.results1.params, teff.results_select.params))
+
+    class _AtRoot(_AIPWGMM):
+        def fitgmm(self, start, weights=None, optim_method=None, optim_args=None):
+            return start
+
+    gmm = _AtRoot(teff.model_pool.endog, teff.results_select, None, teff=teff)
+    res = gmm.fit(start_params=start, inv_weights=np.eye(len(start)), optim_method="nm", maxiter=1)
+    return TreatmentEffectResults(teff, res, "AIPW", start_params=start, effect_group="all")
 
 
 def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:

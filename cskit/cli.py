@@ -100,17 +100,17 @@ def client_folder(out_dir: Path, client: str) -> Path:
 
 
 def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]:
-    """Validate params, resolve paths, and load the data once to fail fast. Returns (params, folder)."""
+    """Validate params, resolve paths, and check the data to fail fast (:func:`cskit.precheck.check_data`:
+    headers and churn when that is enough, the full load otherwise). Returns (params, folder)."""
     from cskit.changes import results_folder
-    from cskit.panel import build_panel
-    from cskit.pipeline import absolute_data, load, require_churn
+    from cskit.pipeline import absolute_data
+    from cskit.precheck import check_data
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
     if params.previous:
         results_folder(params.previous)
-    data = load(params, base=Path.cwd())
-    require_churn(build_panel(data), data)
+    check_data(params)
     return params, folder
 
 
