@@ -242,7 +242,7 @@ class Term:
     def values(self, z: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
         z = np.asarray(z, dtype="float64")
         if self.kind == "curve":
-            return rcs_basis(z, np.asarray(self.knots))[:, self.index]
+            return rcs_column(z, np.asarray(self.knots), self.index)
         if segment is None:
             raise ValueError(f"{self.name} needs the accounts' segments")
         return z * (np.asarray(segment).astype(str) == self.level)
@@ -268,6 +268,18 @@ def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     ]
     out = np.column_stack(cols) if cols else np.empty((len(z), 0))
     return out / (t[k - 1] - t[0]) ** 2
+
+
+def rcs_column(z: np.ndarray, knots: np.ndarray, j: int) -> np.ndarray:
+    """Column ``j`` of :func:`rcs_basis` alone (the same arithmetic, element by element: the same bits),
+    without building the other columns."""
+    z = np.asarray(z, dtype="float64")
+    t = np.asarray(knots, dtype="float64")
+    k = len(t)
+    span = t[k - 1] - t[k - 2]
+    col = (np.maximum(z - t[j], 0.0) ** 3 - np.maximum(z - t[k - 2], 0.0) ** 3 * (t[k - 1] - t[j]) / span
+           + np.maximum(z - t[k - 1], 0.0) ** 3 * (t[k - 2] - t[j]) / span)
+    return col / (t[k - 1] - t[0]) ** 2
 
 
 def curve_knots(z: np.ndarray, quantiles=CURVE_QUANTILES[0]) -> tuple[float, ...]:

@@ -133,6 +133,17 @@ def test_restricted_cubic_spline_matches_harrells_formula_and_is_linear_beyond_t
     assert np.allclose(second, 0.0, atol=1e-9) and np.allclose(rcs_basis(np.array([-2.0, -0.5]), knots), 0.0)
 
 
+def test_one_spline_column_is_harrells_formula_and_the_basis_column_bit_for_bit():
+    from cskit.models import CURVE_QUANTILES, rcs_basis, rcs_column
+
+    knots = np.array([0.0, 1.0, 2.0, 3.0])
+    assert rcs_column(np.array([2.5]), knots, 1)[0] == pytest.approx((1.5**3 - 0.5**3 * 2) / 9)
+    z = np.random.default_rng(3).standard_t(3, size=5000)
+    for q in CURVE_QUANTILES:
+        k = np.quantile(z, q)
+        assert all(np.array_equal(rcs_basis(z, k)[:, j], rcs_column(z, k, j)) for j in range(len(k) - 2))
+
+
 def test_score_test_of_a_block_equals_statsmodels_and_the_selection_keeps_a_planted_curve_only():
     """The block score statistic equals statsmodels' GLM score test; on data with a curved effect of x1
     and a linear x2, select_terms keeps x1's curve and nothing else."""
