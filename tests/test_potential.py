@@ -521,3 +521,19 @@ def test_segment_only_driver_is_credited_in_its_segment_only(seed):
     assert 1 / 1.75 <= est["d_churn"] / truth["d_churn"] <= 1.75
     if seed == 1:
         assert any(t.kind == "segment" and t.kpi == "support_inquiries" for t in pot.models["churn"].design.terms)
+
+
+def test_the_ltv_test_inverts_the_interval_the_table_shows():
+    from scipy.stats import norm
+
+    from cskit.potential import ltv_p_value
+
+    # a skewed interval clear of zero (a fiscal-year client's login days: 351M [145M, 843M]), a gain whose
+    # interval just reaches zero, a loss, and a KPI without an interval
+    t = pd.DataFrame({"d_ltv": [351.0, 100.0, -50.0, np.nan], "d_ltv_lo": [145.0, 0.0, -90.0, np.nan],
+                      "d_ltv_hi": [843.0, 150.0, -30.0, np.nan]})
+    p, sd = ltv_p_value(t)
+    assert p[0] == pytest.approx(2 * norm.sf(351 / (206 / 1.959964)), rel=1e-6) and p[0] < 0.001
+    assert p[1] == pytest.approx(0.05, rel=1e-6)  # the interval's end at zero: p exactly 0.05
+    assert sd[2] == pytest.approx(20 / 1.959964, rel=1e-6)  # a loss: the upper half-width
+    assert np.isnan(p[3])
