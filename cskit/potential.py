@@ -42,6 +42,7 @@ from cskit.models import (
     cluster_cov,
     design_matrix,
     fit_with_missingness,
+    joint_p,
     kpi_transforms,
     linear_flagged,
     select_terms,
@@ -859,13 +860,18 @@ def ltv_p_value(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def flagged_in_models(models: dict[str, OutcomeModel | None], alpha: float) -> dict[str, list[str]]:
     """Per KPI, the LTV models (churn, expansion, downgrade) in which its effect passes the triggers'
-    error control: Benjamini–Hochberg q < alpha over the model's KPIs (Wald p-values)."""
+    error control: Benjamini–Hochberg q < alpha over the model's KPIs (Wald p-values; for a KPI with a
+    curve or segment slopes the joint Wald test of all its columns, as drivers.csv: the p of its linear
+    column alone, beside a spline, says nothing of whether the KPI has an effect)."""
     out: dict[str, list[str]] = {}
     for o in LTV_OUTCOMES:
         m = models.get(o)
         if m is None or m.fit is None or not m.design.kpis:
             continue
         p = m.fit.summary()["p_value"].loc[m.design.kpis].to_numpy(dtype="float64")
+        for i, k in enumerate(m.design.kpis):
+            if m.design.kpi_terms(k):
+                p[i] = joint_p(m.design, m.fit.coef, m.fit.cov, k)
         ok = np.isfinite(p)
         if not ok.any():
             continue

@@ -537,3 +537,21 @@ def test_the_ltv_test_inverts_the_interval_the_table_shows():
     assert p[1] == pytest.approx(0.05, rel=1e-6)  # the interval's end at zero: p exactly 0.05
     assert sd[2] == pytest.approx(20 / 1.959964, rel=1e-6)  # a loss: the upper half-width
     assert np.isnan(p[3])
+
+
+def test_a_curve_kpi_is_flagged_in_its_model_by_the_joint_test_of_its_columns():
+    # CS-site visits with a curve in the expansion model: the linear column of a spline basis alone is far
+    # from significant while the KPI's columns together are (drivers.csv's joint Wald test); the potential
+    # must count it as flagged, as the triggers do (before: not flagged, so never credible)
+    from cskit.models import Design, GLMResult, Term, joint_p
+    from cskit.potential import OutcomeModel, flagged_in_models
+
+    terms = [Term("x1", "curve", j, knots=np.array([-1.6, -0.6, 0.0, 0.6, 1.6])) for j in range(3)]
+    names = ["intercept", "x1", "x2", *(t.name for t in terms)]
+    design = Design(np.zeros((1, len(names))), names, ["x1", "x2"], {}, {}, terms=terms)
+    coef = np.array([-3.0, 0.01, 0.02, 0.9, -0.5, 0.3])
+    cov = np.diag([0.01, 0.04, 0.04, 0.01, 0.01, 0.01])
+    fit = GLMResult(coef, cov, names, "logit", 1000, 100, True, 5, -300.0)
+    m = OutcomeModel("expansion", 1000, 100, 0.1, design=design, fit=fit)
+    assert fit.summary().loc["x1", "p_value"] > 0.9 and joint_p(design, coef, cov, "x1") < 1e-10
+    assert flagged_in_models({"expansion": m}, 0.05) == {"x1": ["expansion"]}
