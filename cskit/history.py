@@ -180,10 +180,11 @@ def drop_effect(level: np.ndarray, change: np.ndarray, event: np.ndarray, *, dro
         fit = fit_binomial(y, np.column_stack([ones, level / SCORE_UNIT, x]), link="logit",
                            names=["intercept", "score_level", names])
         b, se = float(fit.coef[2]), float(fit.se[2])
-        res[key] = {"status": "fitted" if fit.converged else "not_estimable", "odds_ratio": float(np.exp(b)),
-                    "ci_low": float(np.exp(b - z * se)), "ci_high": float(np.exp(b + z * se)),
-                    "p_value": float(2 * stats.norm.sf(abs(b / se))) if se > 0 else None,
-                    "score_level_odds_ratio": float(np.exp(fit.coef[1]))}
+        with np.errstate(over="ignore"):  # under separation b and se run away: the interval is unbounded (null)
+            res[key] = {"status": "fitted" if fit.converged else "not_estimable", "odds_ratio": float(np.exp(b)),
+                        "ci_low": float(np.exp(b - z * se)), "ci_high": float(np.exp(b + z * se)),
+                        "p_value": float(2 * stats.norm.sf(abs(b / se))) if se > 0 else None,
+                        "score_level_odds_ratio": float(np.exp(fit.coef[1]))}
     res["verdict"], res["reason"], res["basis"] = drop_verdict(res)
     return res
 

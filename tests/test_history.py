@@ -192,6 +192,22 @@ def test_drop_effect_without_a_planted_effect_adds_no_warning():
     assert res["verdict"] == "no_added_warning"
 
 
+def test_drop_effect_under_separation_writes_no_interval_and_prints_no_warning():
+    # a fiscal-year client: 3 accounts fell by 15+ points and none churned; the indicator's coefficient
+    # runs away, exp(b + z·se) overflowed and "RuntimeWarning: overflow encountered in exp" was printed
+    # in the report's HTML
+    import warnings
+
+    level, change, y = _planted_or(0.0, n=800, seed=3)
+    change = np.where(change <= -15, 0.0, change)
+    change[:3], y[:3] = -20.0, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = drop_effect(level, change, y, drop=15)
+    assert res["events_dropped"] == 0 and res["indicator"]["status"] == "not_estimable"
+    assert res["indicator"]["ci_high"] is None or not np.isfinite(res["indicator"]["ci_high"])
+
+
 def test_drop_effect_matches_statsmodels_logit():
     import statsmodels.api as sm
 
