@@ -76,7 +76,8 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
             res["verdict"] = "inconclusive"
         if "driver" in (res["verdict_unadjusted"], onboarding_verdict(adj["ci_low"], adj["ci_high"])) \
                 and res["verdict"] != "driver":
-            res["notices"].append(Notice("onboarding_confounded", stage="health", severity="note"))
+            res["notices"].append(Notice("onboarding_confounded", stage="health", severity="note",
+                                         adjusted_verdict=onboarding_verdict(adj["ci_low"], adj["ci_high"])))
     else:
         res["verdict"] = "inconclusive" if res["verdict_unadjusted"] == "driver" else res["verdict_unadjusted"]
         res["notices"].append(Notice("onboarding_unadjusted_only", stage="health", severity="note",

@@ -560,11 +560,19 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   + "、過去時点での検証ができませんでした。スコアは参考値として扱ってください。",
         lambda v: f"The health score could not be validated out of time (fit before {v.s('cut')}): {v.s('reason')}"),
     "onboarding_confounded": (
-        lambda v: "オンボード完了アカウントは解約が少ないものの、他の指標や契約条件をそろえると差は確かではありません。"
-                  "差はオンボード完了アカウントの利用状況など、一緒に動くものによるもので、オンボードそのものの効果は示されていません。",
-        lambda v: "Onboarded accounts churn less, but not once their other KPIs and context are taken into account: "
-                  "the difference travels with what onboarded accounts also do (e.g. usage); onboarding is not shown "
-                  "to matter by itself."),
+        lambda v: ("他の指標や契約条件をそろえた比較でもオンボード完了アカウントの解約は少ないものの、前月の指標をそろえた"
+                   "月次の解約ハザードではオンボード自体の効果は確かではありません。オンボードそのものが解約に効くとは"
+                   "言い切れないため、解約ドライバーとは判定していません。"
+                   if v["adjusted_verdict"] == "driver" else
+                   "オンボード完了アカウントは解約が少ないものの、他の指標や契約条件をそろえると差は確かではありません。"
+                   "差はオンボード完了アカウントの利用状況など、一緒に動くものによるもので、オンボードそのものの効果は示されていません。"),
+        lambda v: ("Onboarded accounts churn less, also once their other KPIs and context are taken into account, but "
+                   "onboarding's own term in the monthly churn hazard (the previous month's KPIs held fixed) cannot be "
+                   "told from none: onboarding is not called a churn driver."
+                   if v["adjusted_verdict"] == "driver" else
+                   "Onboarded accounts churn less, but not once their other KPIs and context are taken into account: "
+                   "the difference travels with what onboarded accounts also do (e.g. usage); onboarding is not shown "
+                   "to matter by itself.")),
     "onboarding_unadjusted_only": (
         lambda v: f"オンボードの比較を他の指標や契約条件でそろえることができませんでした（{v.s('reason')}）。"
                   "そろえない比較ではオンボードと一緒に動くものと区別できないため、解約ドライバーとは判定していません。",

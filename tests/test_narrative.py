@@ -552,3 +552,15 @@ def test_findings_and_conclusion_name_only_what_the_stage_calls_credible():
         concl = N.conclusion_potential(R, {}, 10, "JPY", lang)
         assert ("確かにプラスなのは0個" in concl) if lang == "ja" else (", 0 show an LTV gain" in concl), concl
     assert N.credible_gains(t.assign(credible=[False, True, False, False, False]))["kpi"].tolist() == ["b"]
+
+
+def test_the_onboarding_notice_says_which_adjustment_leaves_the_doubt():
+    # a fiscal-year client: the AIPW difference is −10.9pt [−16.9, −4.8] (clear) and only the own hazard
+    # term 0.84 [0.56, 1.26] is not; the note must not say the adjusted difference is uncertain
+    from cskit.notices import Notice
+
+    own = Notice("onboarding_confounded", stage="health", severity="note", adjusted_verdict="driver")
+    both = Notice("onboarding_confounded", stage="health", severity="note", adjusted_verdict="inconclusive")
+    assert "そろえると差は確かではありません" not in N.notice(own, "ja") and "ハザード" in N.notice(own, "ja")
+    assert "そろえると差は確かではありません" in N.notice(both, "ja")
+    assert "not once" not in N.notice(own, "en") and "not once" in N.notice(both, "en")
