@@ -177,19 +177,28 @@ def naive(args: argparse.Namespace, workdir: Path) -> list[str]:
     sizes = [str(n) for n in sorted(args.accounts) if n <= args.naive_max]
     if not sizes:
         return []
-    scripts = [("bench_load.py", ["--repeat", "1"]), ("bench_triggers.py", []),
-               ("bench_potential.py", ["--bootstrap", str(args.bootstrap)])]
     out = []
-    for script, extra in scripts:
+    for script, extra in NAIVE:
+        extra = [args.bootstrap if x == "BOOTSTRAP" else x for x in extra]
+        extra = [str(x) for x in extra]
         target = workdir / f"naive-{script}.md"
         cmd = [sys.executable, str(HERE / script), "--accounts", *sizes, *extra, "--out", str(target)]
         print("  " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, env=os.environ | THREADS | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
-        text = target.read_text(encoding="utf-8").strip().replace("\n## ", "\n### ")
-        text = text[3:] if text.startswith("## ") else text
-        out += [f"### `python bench/{script} --accounts {' '.join(sizes)} {' '.join(extra)}`".replace("  ", " "),
-                "", text, ""]
+        out += naive_section(script, extra, sizes, target)
     return out
+
+
+NAIVE = [("bench_load.py", ["--repeat", "1"]), ("bench_triggers.py", []), ("bench_potential.py", ["--bootstrap",
+                                                                                               "BOOTSTRAP"])]
+
+
+def naive_section(script: str, extra: list, sizes: list[str], target: Path) -> list[str]:
+    text = target.read_text(encoding="utf-8").strip().replace("\n## ", "\n### ")
+    text = text[3:] if text.startswith("## ") else text
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("# "))
+    command = " ".join(["python", f"bench/{script}", "--accounts", *sizes, *map(str, extra)])
+    return [f"### `{command}`", "", text.strip(), ""]
 
 
 def mb(x: float) -> str:
@@ -214,12 +223,14 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
         "|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        rows, run = r["rows"], r["run"]
+        rows, run = r["rows"], r.get("run") or {"wall": float("nan"), "html": False}
         lines.append(
             f"| {r['accounts']:,} | {r['panel_rows']:,} "
             f"| {rows['accounts']:,} / {rows['revenue']:,} / {rows['kpis']:,} "
-            f"| {r['floor']:.2f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** | {run['wall']:.1f} "
-            f"| **{run['wall'] / r['floor']:.0f}×** | {'yes' if run['html'] else 'no'} |"
+            + (f"| {r['floor']:.2f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** | {run['wall']:.1f} "
+               f"| **{run['wall'] / r['floor']:.0f}×** | {'yes' if run['html'] else 'no'} |"
+               if run["wall"] == run["wall"] else
+               f"| {r['floor']:.2f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** | — | — | — |")
         )
     lines += ["", "Peak resident memory (MB). Analysis process: `getrusage(RUSAGE_SELF)`. `cskit run`: every "
               "process of its tree sampled by psutil (CLI process, notebook kernel), their sum at any one time, and "
@@ -227,6 +238,9 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
               "| accounts | analysis process | cskit run: CLI process | kernel | other processes | **sum (peak)** "
               "| largest (exact) |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        if not r.get("run"):
+            lines.append(f"| {r['accounts']:,} | {mb(r['peak_mb'])} | — | — | — | — | — |")
+            continue
         procs = r["run"]["processes"]
         by = {role: max((p["peak_mb"] for p in procs if p["role"] == role), default=0.0) for role in ("cli", "kernel")}
         other = sum(p["peak_mb"] for p in procs if p["role"] not in ("cli", "kernel"))
@@ -241,7 +255,9 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
               "*before* = CLI check + kernel start + imports; *report* = write, charts, notebook save (and HTML).", "",
               "| accounts | before | " + " | ".join(RUN_STAGES) + " |", "|---:|---:|" + "---:|" * len(RUN_STAGES)]
     for r in results:
-        run = r["run"]
+        run = r.get("run")
+        if not run:
+            continue
         marks = [run["reached"].get(s) for s in RUN_STAGES]
         known = [(s, t) for s, t in zip(RUN_STAGES, marks) if t is not None]
         cells = {}
@@ -254,6 +270,33 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
         lines += ["", "## Speed-up over the naive equivalents (sizes up to "
                   f"{args.naive_max:,} accounts; `--naive-max`)", "", *naive_lines]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def collect(sizes: list[int], args: argparse.Namespace, workdir: Path, path: Path, kept: str, command: str) -> None:
+    """results.md from the measurements in ``workdir`` (whole sizes, or a size whose analysis finished and
+    whose ``cskit run`` did not), saying what was not measured."""
+    results, missing = [], []
+    for n in sizes:
+        folder = workdir / f"n{n}"
+        if (folder / "result.json").is_file():
+            results.append(json.loads((folder / "result.json").read_text(encoding="utf-8")))
+        elif (folder / "analysis.json").is_file():
+            res = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
+            res.update(n=n, rows=json.loads((folder / "data" / "sizes.json").read_text(encoding="utf-8")), run=None)
+            results.append(res)
+            missing.append(f"{n:,} accounts: the whole `cskit run` (it was still running)")
+        else:
+            missing.append(f"{n:,} accounts: not measured (the run was stopped before it)")
+    naive_lines = []
+    for script, extra in NAIVE:
+        target = workdir / f"naive-{script}.md"
+        if target.is_file():
+            extra = [str(args.bootstrap) if x == "BOOTSTRAP" else x for x in extra]
+            naive_lines += naive_section(script, extra, [str(n) for n in sizes if n <= args.naive_max], target)
+    note = ("\n*Not measured in this run: " + "; ".join(missing) + ".*\n") if missing else ""
+    path.write_text(markdown(results, args, naive_lines, command) + note + ("\n" + kept + "\n" if kept else ""),
+                    encoding="utf-8")
+    print(f"wrote {path}")
 
 
 MINE = ("## Speed-up over the naive equivalents",)
@@ -279,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--naive-max", type=int, default=10000, help="run the naive equivalents up to this size")
     ap.add_argument("--workdir", default=str(HERE / "out"))
     ap.add_argument("--results", default=str(HERE / "results.md"))
+    ap.add_argument("--collect", action="store_true",
+                    help="only rewrite the results from what --workdir holds (a run stopped before its end)")
     ap.add_argument("--child", choices=["analysis", "run"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -294,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     results, naive_lines, path = [], [], Path(args.results)
     kept = kept_sections(path)
     sizes = sorted(args.accounts)
+    if args.collect:
+        collect(sizes, args, workdir, path, kept, command)
+        return
     for n in sizes:
         res = run_size(n, args, workdir)
         print(f"{n:>7,} accounts: analysis {res['total']:.1f} s ({res['total'] / res['floor']:.0f}x floor), "
