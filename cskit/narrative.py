@@ -1315,13 +1315,31 @@ HEADINGS = {
     "changes": ("前回の診断からの変化", "Since the last diagnosis"),
     "quality": ("5. データと品質", "5. Data and quality"),
     "methods": ("6. 方法と注意点", "6. Methods and caveats"),
+    "appendix": ("付録: 詳細な表と図", "Appendix: full tables and charts"),
+    "a_metrics": ("A1. SaaS指標（全項目）", "A1. SaaS metrics (all)"),
+    "a_rates": ("A2. 解約率の推移", "A2. Churn rates by month"),
+    "a_nps": ("A3. NPS", "A3. NPS"),
+    "a_cohorts": ("A4. コホート別継続率", "A4. Retention by start cohort"),
+    "a_survival": ("A5. 生存曲線（カプラン・マイヤー）", "A5. Survival curves (Kaplan-Meier)"),
+    "a_drivers": ("A6. KPI×結果の全推定値", "A6. Every KPI × outcome estimate"),
+    "a_potential": ("A7. 改善ポテンシャル（全KPI）", "A7. Improvement potential (every KPI)"),
+    "a_points": ("A8. ヘルススコアの配点の詳細", "A8. Health-score points in detail"),
+    "a_calibration": ("A9. 較正（予測と実際）", "A9. Calibration (predicted vs observed)"),
+    "a_touch": ("A10. タッチモデル", "A10. Touch model"),
+    "a_bands": ("A11. ティア構成とスコア分布の推移", "A11. Tier mix and score distribution over time"),
 }
+APPENDIX = {key: HEADINGS[key] for key in HEADINGS if key == "appendix" or key.startswith("a_")}
 
 
 def heading(key: str, language: str = "ja", level: int = 2) -> str:
     """A section heading of the report."""
     ja, en = HEADINGS[key]
     return "#" * level + " " + (ja if language == "ja" else en)
+
+
+def appendix_heading(key: str, language: str = "ja", level: int = 3) -> str:
+    """A heading of the report's appendix (a level-3 :func:`heading`)."""
+    return heading(key, language, level)
 
 
 def title(client: str, as_of: Any, accounts: int, months: int, language: str = "ja", client_name: str = "") -> str:
@@ -2422,27 +2440,6 @@ def footer(run: dict, as_of: Any, language: str = "ja") -> str:
                 + (f"（{made}）" if made else "") + "</small>")
     return (f"---\n\n<small>cskit {version} · analysis month {month} · params and input fingerprints: results/run.json"
             + (f" ({made})" if made else "") + "</small>")
-
-
-APPENDIX = {
-    "appendix": ("付録: 詳細な表と図", "Appendix: full tables and charts"),
-    "a_metrics": ("A1. SaaS指標（全項目）", "A1. SaaS metrics (all)"),
-    "a_rates": ("A2. 解約率の推移", "A2. Churn rates by month"),
-    "a_nps": ("A3. NPS", "A3. NPS"),
-    "a_cohorts": ("A4. コホート別継続率", "A4. Retention by start cohort"),
-    "a_survival": ("A5. 生存曲線（カプラン・マイヤー）", "A5. Survival curves (Kaplan-Meier)"),
-    "a_drivers": ("A6. KPI×結果の全推定値", "A6. Every KPI × outcome estimate"),
-    "a_potential": ("A7. 改善ポテンシャル（全KPI）", "A7. Improvement potential (every KPI)"),
-    "a_points": ("A8. ヘルススコアの配点の詳細", "A8. Health-score points in detail"),
-    "a_calibration": ("A9. 較正（予測と実際）", "A9. Calibration (predicted vs observed)"),
-    "a_touch": ("A10. タッチモデル", "A10. Touch model"),
-    "a_bands": ("A11. ティア構成とスコア分布の推移", "A11. Tier mix and score distribution over time"),
-}
-
-
-def appendix_heading(key: str, language: str = "ja", level: int = 3) -> str:
-    ja, en = APPENDIX[key]
-    return "#" * level + " " + (ja if language == "ja" else en)
 
 
 def actionable(table: pd.DataFrame, by: str = "kpi") -> pd.DataFrame:
