@@ -106,6 +106,12 @@ def _ax(ax: Axes | None, size: tuple[float, float] = (8, 4.5)) -> Axes:
     return ax
 
 
+def _axis_labels(ax: Axes, x: str, y: str, language: str) -> None:
+    """Name both axes by their terms in ``language``."""
+    ax.set_xlabel(t(x, language))
+    ax.set_ylabel(t(y, language))
+
+
 def _thousands(ax: Axes, axis: str = "y", language: str = "ja") -> None:
     fmt = mticker.FuncFormatter(lambda v, _: compact(v, language))
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
@@ -256,8 +262,7 @@ def cohort_heatmap(
     sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", ax=ax,
                 cbar_kws={"label": t(value, language), "format": mticker.PercentFormatter(1.0)})
     ax.grid(False)
-    ax.set_xlabel(t(age, language))
-    ax.set_ylabel(t(cohort, language))
+    _axis_labels(ax, age, cohort, language)
     return ax
 
 
@@ -282,8 +287,7 @@ def survival_curves(
             ax.fill_between(g[time], g[low], g[high], step="post", color=colour, alpha=0.15, linewidth=0)
     ax.set_ylim(0, 1.02)
     ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
-    ax.set_xlabel(t("tenure", language))
-    ax.set_ylabel(t("survival", language))
+    _axis_labels(ax, "tenure", "survival", language)
     if len(groups) > 1 or groups[0][0] is not None:
         if len(groups) <= 4:
             ax.legend(title=None, fontsize="small", loc="lower left")
@@ -469,8 +473,7 @@ def tier_bars(
         ax.errorbar(x, v, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=4)
     ax.set_xticks(x, [t(str(k), language) for k in d[tier]])
     ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
-    ax.set_xlabel(t(tier, language))
-    ax.set_ylabel(t(rate, language))
+    _axis_labels(ax, tier, rate, language)
     return ax
 
 
@@ -492,8 +495,7 @@ def calibration(
     ax.set_ylim(0, top)
     ax.xaxis.set_major_formatter(mticker.PercentFormatter(1.0))
     ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
-    ax.set_xlabel(t(predicted, language))
-    ax.set_ylabel(t(observed, language))
+    _axis_labels(ax, predicted, observed, language)
     ax.legend(fontsize="small", loc="upper left")
     return ax
 
@@ -518,8 +520,7 @@ def tier_mix(
     ax.set_xticks(x, _month_labels(d[month]), rotation=45, ha="right")
     ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
     ax.set_ylim(0, 1)
-    ax.set_xlabel(t("month", language))
-    ax.set_ylabel(t("tier_share", language))
+    _axis_labels(ax, "month", "tier_share", language)
     ax.legend(**(BELOW | {"bbox_to_anchor": (0.5, -0.32)}))
     return ax
 
@@ -542,8 +543,7 @@ def score_bands(
     ax.plot(x, d[median], color="#4C72B0", marker="o", label=t("median", language))
     ax.set_xticks(x, _month_labels(d[month]), rotation=45, ha="right")
     ax.set_ylim(0, 100)
-    ax.set_xlabel(t("month", language))
-    ax.set_ylabel(t("score", language))
+    _axis_labels(ax, "month", "score", language)
     ax.legend(**BELOW)
     return ax
 
