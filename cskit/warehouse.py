@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,14 +123,19 @@ def mask(text: str, secrets: list[str]) -> str:
     return re.sub(r"([?&]password=)[^&\s]*", rf"\1{MASK}", text)
 
 
-def public_data(data: str) -> str:
-    """``data`` as it may be written to outputs: a URL without its password; a path unchanged."""
+def _url_as(data: str, spell: Callable[[DatabaseURL], str]) -> str:
+    """``data`` with its URL (if it is one) spelled by ``spell``; a URL that does not parse is masked."""
     if not is_url(data):
         return data
     try:
-        return parse_url(data).without_password()
+        return spell(parse_url(data))
     except ValueError:
         return mask(data, [])
+
+
+def public_data(data: str) -> str:
+    """``data`` as it may be written to outputs: a URL without its password; a path unchanged."""
+    return _url_as(data, DatabaseURL.without_password)
 
 
 def secrets_of(data: str | None) -> list[str]:
@@ -143,12 +149,7 @@ def secrets_of(data: str | None) -> list[str]:
 
 def shown_data(data: str) -> str:
     """``data`` as a message may show it: a URL with its password as ``***``; a path unchanged."""
-    if not is_url(data):
-        return data
-    try:
-        return parse_url(data).masked()
-    except ValueError:
-        return mask(data, [])
+    return _url_as(data, DatabaseURL.masked)
 
 
 @contextmanager
