@@ -752,8 +752,18 @@ def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: 
     return kept
 
 
+class _Fit:
+    """What a fit with a covariance ``cov`` of its coefficients offers: their standard errors."""
+
+    cov: np.ndarray
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+
 @dataclass
-class GLMResult:
+class GLMResult(_Fit):
     """A fitted binomial GLM: coefficients, their covariance, and the data summary."""
 
     coef: np.ndarray
@@ -765,10 +775,6 @@ class GLMResult:
     converged: bool
     iterations: int
     loglik: float
-
-    @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
 
     def summary(self) -> pd.DataFrame:
         from scipy.stats import norm
@@ -897,7 +903,7 @@ def inverse(a: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class GEEResult:
+class GEEResult(_Fit):
     """A logit GEE fit: coefficients, robust (sandwich) and naive covariances, working correlation."""
 
     coef: np.ndarray
@@ -908,10 +914,6 @@ class GEEResult:
     converged: bool
     iterations: int
     max_cluster: int
-
-    @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
 
 
 def fit_gee(
