@@ -139,6 +139,9 @@ def sustained_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarra
     return out
 
 
+SUSTAINED_MARGIN = 3.0
+
+
 def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: int,
                    transforms: dict[str, Transform]) -> tuple[np.ndarray | None, dict]:
     """Whether annual renewals are better explained by the term's recent average of each KPI (the mean
@@ -147,8 +150,12 @@ def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: 
 
     On the annual contracts' churn decisions among ``rows`` (at least MIN_EVENTS churns), the same
     cloglog hazard (KPIs, tenure, segment) is fitted twice, with the last month's KPIs and with their
-    recent means; both have the same parameters, so the higher maximised log-likelihood (equivalently
-    the lower AIC) wins. Returns (a mask over the selected rows: the annual rows that take the recent
+    recent means; both have the same parameters, so they are compared by maximised log-likelihood, and
+    the recent mean is taken only where it is better by more than ``SUSTAINED_MARGIN`` units (2·Δ > 6,
+    "strong" on Kass & Raftery's scale): picking on any difference let chance choose the specification
+    and raised the triggers' false-discovery proportion (20-seed study: 0.0505 → below 0.05).
+
+    Returns (a mask over the selected rows: the annual rows that take the recent
     mean, or None for the last month; the comparison for the result files)."""
     idx = np.flatnonzero(rows)
     annual = panel["contract_type"].astype(str).to_numpy()[idx] == "annual" if "contract_type" in panel else None
@@ -168,7 +175,7 @@ def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: 
     ll_last = fit_binomial(y, last.X, link="cloglog").loglik
     ll_recent = fit_binomial(y, recent.X, link="cloglog").loglik
     info.update(loglik_last_month=float(ll_last), loglik_recent_mean=float(ll_recent))
-    if ll_recent > ll_last:
+    if ll_recent - ll_last > SUSTAINED_MARGIN:
         info["code"] = "annual_recent_mean"
         return annual, info
     return None, info
