@@ -241,7 +241,26 @@ def churn_rates(
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """Monthly churn rates (columns ``series`` of the metrics' rates table) as labelled lines."""
+    """Monthly churn rates (columns ``series`` of the metrics' rates table) as labelled lines.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The metrics' rates table: one row a month, a column per rate (fractions).
+    month : str
+        The column of months, the x axis.
+    series : tuple of str
+        The rate columns drawn, one line each (rows where a rate is missing are left out of its line).
+    language : {"ja", "en"}
+        Language of the axis labels and legend.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new 8 x 4.5 figure when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with one line per rate, y as a percentage, legend below.
+    """
     long = data.melt(id_vars=[month], value_vars=list(series), var_name="series", value_name="rate")
     long["series"] = [t(s, language) for s in long["series"]]
     return rate_lines(long.dropna(subset=["rate"]), month, "rate", "series", language=language, ax=ax)
@@ -484,7 +503,24 @@ def calibration(
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """Observed vs predicted churn per risk group (e.g. decile), with the diagonal of perfect calibration."""
+    """Observed vs predicted churn per risk group (e.g. decile), with the diagonal of perfect calibration.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row a risk group, in order, with its mean predicted and its observed churn (fractions).
+    predicted, observed : str
+        The columns of predicted and observed churn, the x and y axes.
+    language : {"ja", "en"}
+        Language of the axis labels and legend.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new 5 x 5 figure when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with the groups joined by a line and the dashed diagonal, both axes as percentages.
+    """
     ax = _ax(ax, (5, 5))
     p = data[predicted].to_numpy(dtype=float)
     o = data[observed].to_numpy(dtype=float)
@@ -507,7 +543,26 @@ def tier_mix(
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """Share of accounts in each tier by month, as stacked bars (red at the bottom)."""
+    """Share of accounts in each tier by month, as stacked bars (red at the bottom).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The history's tier mix: one row a month, a column ``share_<tier>`` per tier (fractions summing to 1).
+    month : str
+        The column of months, one bar each.
+    shares : tuple of str
+        The share columns, stacked bottom to top; each is coloured by its tier.
+    language : {"ja", "en"}
+        Language of the axis labels and legend.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new 9 x 4 figure when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with the stacked bars, y from 0 to 100%.
+    """
     d = data.reset_index(drop=True)
     ax = _ax(ax, (9, 4))
     x = np.arange(len(d))
