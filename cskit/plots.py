@@ -274,7 +274,24 @@ def cohort_heatmap(
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """Retention by start cohort (rows) and months since start (columns), 0-100% colour scale."""
+    """Retention by start cohort (rows) and months since start (columns), 0-100% colour scale.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The metrics' cohort table in long form: one row a cohort and age (duplicates are averaged).
+    cohort, age, value : str
+        The columns of start cohort (rows), months since start (columns) and retention (the colour, a fraction).
+    language : {"ja", "en"}
+        Language of the axis labels and the colour bar's label.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure 10 wide, taller with more cohorts, when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with the heat map, cohorts labelled ``YYYY-MM``.
+    """
     grid = data.pivot_table(index=cohort, columns=age, values=value, aggfunc="mean", sort=True)
     grid.index = [pd.Timestamp(c).strftime("%Y-%m") if not isinstance(c, str) else c for c in grid.index]
     ax = _ax(ax, (10, max(3.0, 0.25 * len(grid) + 1.5)))
@@ -481,7 +498,26 @@ def tier_bars(
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """A rate per tier (red / yellow / green, in the caller's order) with optional 95% whiskers."""
+    """A rate per tier (red / yellow / green, in the caller's order) with optional 95% whiskers.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row a tier, in the order drawn.
+    tier, rate : str
+        The columns of tier names (colour and tick label) and of the rate (a fraction, the bar's height).
+    low, high : str, optional
+        The columns of the interval's bounds; whiskers only when both are given and present.
+    language : {"ja", "en"}
+        Language of the tier names and axis labels.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new 6 x 4 figure when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with one bar per tier, y as a percentage.
+    """
     d = data.reset_index(drop=True)
     ax = _ax(ax, (6, 4))
     x = np.arange(len(d))
@@ -589,7 +625,28 @@ def score_bands(
     language: str = "ja",
     ax: Axes | None = None,
 ) -> Axes:
-    """The score distribution by month: median line with the 25–75% and 10–90% bands."""
+    """The score distribution by month: median line with the 25–75% and 10–90% bands.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The history's score quantiles: one row a month.
+    month : str
+        The column of months, the x axis.
+    median : str
+        The column of the median score, drawn as a line.
+    inner, outer : tuple of (str, str)
+        The columns of the lower and upper bounds of the inner (25–75%) and outer (10–90%) bands.
+    language : {"ja", "en"}
+        Language of the axis labels and legend.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new 9 x 4 figure when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with the bands and median line, y from 0 to 100 points.
+    """
     d = data.reset_index(drop=True)
     ax = _ax(ax, (9, 4))
     x = np.arange(len(d))
