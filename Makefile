@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The events demo client is generated (only data/demo/ is committed): the command params/demo-events.yaml names.
+DEMO_EVENTS := data/demo-events/events.parquet
+$(DEMO_EVENTS): $(STAMP)
+	$(BIN)/python -m cskit.simulate --accounts 300 --months 24 --seed 11 --start 2024-07 --events --out data/demo-events
+
+demo: $(STAMP) $(DEMO_EVENTS)
 	$(BIN)/cskit run params/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(DEMO_EVENTS)
 	$(BIN)/ruff check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	$(BIN)/python -m pytest -q -p no:cacheprovider
