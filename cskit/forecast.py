@@ -141,9 +141,14 @@ class KpiPath:
         return self.level + self.rho ** max(h - lag, 0) * (self.recent - self.level)
 
     def error_var(self, h: int, lag: int) -> np.ndarray:
+        return self.error_vars(h, lag)[:, h - 1]
+
+    def error_vars(self, months: int, lag: int) -> np.ndarray:
+        """``error_var`` of every future month h = 1..months at once, (accounts × months): one
+        ``forecast_error_var`` call, not one per month."""
         if self.n is None or self.persistence is None:
-            return np.zeros(len(self.level))
-        return forecast_error_var(self.persistence, self.n, np.array([max(h - lag, 0)]))[:, 0]
+            return np.zeros((len(self.level), months))
+        return forecast_error_var(self.persistence, self.n, np.maximum(np.arange(1, months + 1) - lag, 0))
 
 
 def deviation_correlation(panel: pd.DataFrame, kpis: list[str], transforms: dict) -> pd.DataFrame:

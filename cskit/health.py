@@ -415,10 +415,11 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
 
     S = np.ones(len(base))
     out = np.empty((len(base), months))
+    sds = [np.sqrt(paths[k].error_vars(months, model.lag)) for k in uncertain]
     for h in range(1, months + 1):
         X = np.column_stack([column(n, h) for n in d.names])
         X = np.where(np.isfinite(X), X, 0.0)
-        sd = np.column_stack([np.sqrt(paths[k].error_var(h, model.lag)) for k in uncertain]) if uncertain else None
+        sd = np.column_stack([v[:, h - 1] for v in sds]) if uncertain else None
         var = np.einsum("ik,kl,il->i", sd * b, c, sd * b) if uncertain else np.zeros(len(base))
         p = expected_cloglog(X @ model.fit.coef, var)
         p = np.where(decides(tenure + h, cycle), p, 0.0)
@@ -475,10 +476,19 @@ def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon:
     return frame, forecast
 
 
+def months_upto(panel: pd.DataFrame, month: pd.Timestamp) -> pd.DataFrame:
+    """The panel rows up to ``month`` (index 0..n−1): the panel itself, not a copy, when it has no later
+    row (``month`` = as_of: a copy of millions of rows saved)."""
+    later = (panel["month"] > month).to_numpy()
+    if not later.any() and panel.index.equals(pd.RangeIndex(len(panel))):
+        return panel
+    return panel[~later].reset_index(drop=True)
+
+
 def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,
              alpha: float = 0.05) -> Scored:
     """Fit on the panel rows up to ``month`` and score the accounts active at ``month``."""
-    past = panel[panel["month"] <= month].reset_index(drop=True)
+    past = months_upto(panel, month)
     model = fit_score_model(past, kpis, lag, alpha, horizon)
     rows = active_rows(past, month)
     paths: dict[str, KpiPath] = {}
@@ -757,8 +767,9 @@ def design_health_score(
     cut = as_of - pd.DateOffset(months=H)
     validation: dict = {"cut": cut, "horizon_months": H, "fitted_on": f"at-risk months up to {cut:%Y-%m}"}
     onboarding = None
+    before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score and the hazard check
     try:
-        then = score_at(panel, kpis, lag, cut, H, params.alpha)
+        then = score_at(before, kpis, lag, cut, H, params.alpha)
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
@@ -773,9 +784,10 @@ def design_health_score(
             done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
             cohort = then.frame[["account_id"]].join(done, on="account_id")
             covariates = onboarding_covariates(panel, then.frame, kpis, cut)
-            hazard = hazard_own_effect(panel[panel["month"] <= cut].reset_index(drop=True), kpis, lag)
+            hazard = hazard_own_effect(before, kpis, lag)
             onboarding = onboarding_check(panel, model, cohort, out, H, covariates=covariates, hazard=hazard)
             warnings += onboarding.pop("notices", [])
+    del before  # released: nothing below reads the months up to the cut
     if client:
         cs_now = frame["account_id"].map(accounts["health_score"])
         kpi_rows = model.weights[model.weights["kpi"].isin(model.kpi_names())]

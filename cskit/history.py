@@ -25,6 +25,7 @@ from cskit.health import (
     TIERS,
     Health,
     ScoreModel,
+    months_upto,
     outcome_after,
     score_rows,
     tiers,
@@ -75,7 +76,7 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     persistence is the model's, estimated on those months, whichever months are scored.
     """
     last = pd.Timestamp(fitted_to) if fitted_to is not None else max(months)
-    past = panel[panel["month"] <= last].reset_index(drop=True)
+    past = months_upto(panel, last)
     rows = np.zeros(len(past), dtype=bool)
     for m in months:
         rows |= active_rows(past, m)
