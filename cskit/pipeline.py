@@ -158,7 +158,8 @@ def load(params: Params | dict | str | Path, base: str | Path | None = None) -> 
 
 
 def analyse(
-    params: Params | dict | str | Path, base: str | Path | None = None, timings: dict | None = None
+    params: Params | dict | str | Path, base: str | Path | None = None, timings: dict | None = None, *,
+    parallel: bool | None = None,
 ) -> Diagnosis:
     """Run every stage for one client and return the :class:`Diagnosis` (``cskit.analyse``).
 
@@ -170,6 +171,10 @@ def analyse(
         Folder a relative ``data`` path is resolved against (see :func:`absolute_data`).
     timings : dict, optional
         When given, each stage's wall-clock seconds are stored in it (for bench/run.py).
+    parallel : bool, optional
+        Run the triggers stage in a forked child process while this one runs the potential, health and
+        history stages (:mod:`cskit.parallel`; the same result files as one process). Default:
+        ``$CSKIT_PARALLEL`` (on unless "0"); never on a one-core machine or without ``fork``.
 
     Returns
     -------
@@ -210,6 +215,7 @@ def analyse(
     from cskit.loading import load_client
     from cskit.metrics import compute_metrics
     from cskit.panel import build_panel, kpi_columns
+    from cskit.parallel import Forked, one_blas_thread, parallel_enabled
     from cskit.potential import improvement_potential
     from cskit.survival import compute_survival
     from cskit.triggers import find_triggers
@@ -217,31 +223,50 @@ def analyse(
     clock = _Clock(timings)
     p = absolute_data(as_params(params), base)
     previous = read_results(results_folder(p.previous)) if p.previous else None
-    with clock("load"):
-        data = load_client(p)
-    with clock("panel"):
-        panel = build_panel(data)
-        kpis = kpi_columns(data)
-    if panel.empty:
-        raise CskitError(
-            "No account-month left to analyse: every account starts after as_of or was excluded. "
-            "Check as_of in the params and results/quality.json for the excluded rows."
-        )
-    require_churn(panel, data)
-    with clock("metrics"):
-        metrics = compute_metrics(panel, data, p)
-        survival = compute_survival(panel, data, p)
-    with clock("drivers"):
-        triggers = find_triggers(panel, p, kpis)
-    with clock("potential"):
-        potential = improvement_potential(panel, data, p, kpis)
-        ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
-        metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result, not an edit
-    with clock("health"):
-        health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
-    with clock("history"):
-        history = track_health(panel, data, p, health)
+    with one_blas_thread():
+        with clock("load"):
+            data = load_client(p)
+        with clock("panel"):
+            panel = build_panel(data)
+            kpis = kpi_columns(data)
+        if panel.empty:
+            raise CskitError(
+                "No account-month left to analyse: every account starts after as_of or was excluded. "
+                "Check as_of in the params and results/quality.json for the excluded rows."
+            )
+        require_churn(panel, data)
+        with clock("metrics"):
+            metrics = compute_metrics(panel, data, p)
+            survival = compute_survival(panel, data, p)
+        # triggers need nothing of potential / health / history, nor they of it: with two cores it runs
+        # in a forked child meanwhile (cskit.parallel; the same bytes as one process)
+        report_stage("drivers")
+        # in one process (parallel off) it runs here and now, as before
+        job = Forked(_timed, find_triggers, panel, p, kpis, parallel=parallel_enabled(parallel))
+        try:
+            with clock("potential"):
+                potential = improvement_potential(panel, data, p, kpis)
+                ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
+                metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result
+            with clock("health"):
+                health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
+            with clock("history"):
+                history = track_health(panel, data, p, health)
+            waited = time.perf_counter()
+            triggers, seconds = job.result()
+        finally:
+            job.cancel()
+        if timings is not None:
+            timings["drivers"] = timings.get("drivers", 0.0) + seconds
+            if job.child_pid is not None:  # the parent's wait for the child, beyond its own stages
+                timings["drivers_wait"] = time.perf_counter() - waited
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
+
+
+def _timed(stage, *args):
+    """``(stage(*args), wall-clock seconds)``: a stage's time where it ran (the child, when parallel)."""
+    start = time.perf_counter()
+    return stage(*args), time.perf_counter() - start
 
 
 def require_churn(panel: pd.DataFrame, data: ClientData) -> None:

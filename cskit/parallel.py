@@ -1,0 +1,139 @@
+"""Two cores for one diagnosis: a stage run in a forked child process while the parent runs others.
+
+``cskit.analyse`` runs the triggers stage (``find_triggers``) in a child and, meanwhile, the improvement
+potential, the health score and the score history in its own process: these stages read the same panel
+and never each other's results. The child is a ``fork`` of the analysing process, so it sees the panel
+without a copy (the operating system shares its pages until one side writes to them) and nothing is
+pickled on the way in; only the stage's result comes back through a pipe.
+
+The results are the ones a single process gives, byte for byte: the child runs the same function on the
+same data with the same one-thread BLAS (:func:`one_blas_thread`: the order of a BLAS sum depends on its
+thread count). The stage's Python warnings are replayed in the parent; a ``CskitError`` (or any other
+exception) raised in the child is raised again in the parent, as it would be in one process. A child
+that dies without an answer (killed when the machine runs out of memory) is not an error of the data:
+the stage is then run again in the parent.
+
+``CSKIT_PARALLEL=0`` (or ``analyse(..., parallel=False)``) runs every stage in one process; so does a
+machine with one usable core, and any OS but Linux (no ``fork`` on Windows; on macOS forking a process
+that has loaded system frameworks is unsafe).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+import warnings
+from contextlib import contextmanager
+from typing import Any, Callable
+
+PARALLEL_ENV = "CSKIT_PARALLEL"  # "0" / "false" / "no" / "off": every stage in one process
+_OFF = {"0", "false", "no", "off"}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_enabled(parallel: bool | None = None) -> bool:
+    """Whether to run stages in a forked child: ``parallel`` when given, else ``$CSKIT_PARALLEL`` (default
+    on); only on Linux (``fork``) with more than one usable core."""
+    if parallel is None:
+        parallel = os.environ.get(PARALLEL_ENV, "").strip().lower() not in _OFF
+    return bool(parallel) and sys.platform.startswith("linux") and usable_cores() > 1
+
+
+@contextmanager
+def one_blas_thread():
+    """BLAS / OpenMP limited to one thread inside the block (as ``cskit run`` sets for its kernel), so a
+    run in JupyterLab, in one process or in two, sums in the same order and gives the same bytes. The
+    libraries loaded when the block starts are limited (import the stages' modules first)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a declared dependency; without it the environment decides
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+class _RemoteTraceback(Exception):
+    """The child's traceback, chained to the exception it raised (as ``concurrent.futures`` does)."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
+    """The forked child: run ``fn``, send ``(ok, value, warnings)`` back, never raise."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the parent's to handle (it ends the child)
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            answer = (True, fn(*args, **kwargs))
+        except Exception as exc:  # every failure goes back to the parent, which raises it
+            answer = (False, (exc, traceback.format_exc()))
+    shown = [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+    try:
+        conn.send((*answer, shown))
+    except Exception as exc:  # an unpicklable result or exception: say so, do not hang the parent
+        conn.send((False, (RuntimeError(f"{type(exc).__name__}: {exc}"), traceback.format_exc()), shown))
+    conn.close()
+
+
+class Forked:
+    """``fn(*args, **kwargs)`` running in a forked child; :meth:`result` waits for it and returns its
+    value (or raises its exception); :meth:`cancel` ends it. Without ``parallel`` (see
+    :func:`parallel_enabled`), ``fn`` runs here and now, as a plain call would (its exception is raised
+    at once), and :meth:`result` returns its value."""
+
+    def __init__(self, fn: Callable, *args: Any, parallel: bool = True, **kwargs: Any):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.process = self._conn = None
+        self.child_pid: int | None = None
+        if not parallel:
+            self._value = fn(*args, **kwargs)
+        else:
+            ctx = multiprocessing.get_context("fork")
+            self._conn, send = ctx.Pipe(duplex=False)
+            self.process = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+            self.process.start()
+            self.child_pid = self.process.pid
+            send.close()
+
+    def result(self) -> Any:
+        """The function's value (from the child, or computed here when not parallel or the child died)."""
+        if self.child_pid is None:
+            return self._value
+        try:
+            ok, value, shown = self._conn.recv()
+        except EOFError:  # the child died without an answer (e.g. killed for memory): run it here
+            self.cancel()
+            return self.fn(*self.args, **self.kwargs)
+        self.cancel()
+        for message, category, filename, lineno in shown:
+            warnings.warn_explicit(message, category, filename, lineno)
+        if ok:
+            return value
+        exc, tb = value
+        raise exc from _RemoteTraceback(tb)
+
+    def cancel(self) -> None:
+        """End the child (if still running) and release the pipe; safe to call more than once."""
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.terminate()
+            self.process.join()
+            self.process.close()
+            self.process = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
