@@ -120,6 +120,20 @@ def test_tiny_client_results_are_byte_identical(tiny, tmp_path):
     assert digests(first) == digests(second)
 
 
+def test_one_process_and_two_give_the_same_bytes(tiny, tmp_path):
+    """The triggers stage in a forked child (cskit.parallel) or in the analysing process: same files."""
+    from cskit.parallel import parallel_enabled
+
+    data, _, _ = tiny
+    two, one = {}, {}
+    forked = analyse(params(data), timings=two, parallel=True).write(tmp_path / "two")
+    single = analyse(params(data), timings=one, parallel=False).write(tmp_path / "one")
+    assert ("drivers_wait" in two) == parallel_enabled(True) and "drivers_wait" not in one
+    files = sorted(p.name for p in single.iterdir() if p.name != "run.json")
+    assert files == sorted(p.name for p in forked.iterdir() if p.name != "run.json")
+    assert all((single / f).read_bytes() == (forked / f).read_bytes() for f in files)
+
+
 def test_design_health_score_returns_not_estimable(tiny):
     _, dx, _ = tiny
     h = design_health_score(dx.panel, dx.data, dx.params, dx.kpis)

@@ -1,0 +1,95 @@
+"""cskit.parallel: a stage in a forked child gives what a plain call gives (value, error, warnings)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from cskit.errors import CskitError
+from cskit.parallel import PARALLEL_ENV, Forked, parallel_enabled, usable_cores
+
+TWO_CORES = parallel_enabled(True)
+needs_fork = pytest.mark.skipif(not TWO_CORES, reason="one usable core or not Linux: cskit runs in one process")
+
+
+def where_and_sum(x: np.ndarray) -> tuple[int, float]:
+    return os.getpid(), float(np.sum(x * x))
+
+
+def fails(message: str) -> None:
+    raise CskitError(message)
+
+
+def warns() -> int:
+    warnings.warn("planted warning", RuntimeWarning, stacklevel=1)
+    return 7
+
+
+def dies_in_child(parent: int) -> int:
+    if os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    return os.getpid()
+
+
+@needs_fork
+def test_the_function_runs_in_a_child_and_its_value_comes_back():
+    x = np.arange(1_000_000, dtype=float)  # seen by the child through fork, never pickled
+    job = Forked(where_and_sum, x)
+    pid, total = job.result()
+    assert job.child_pid == pid != os.getpid()
+    assert total == float(np.sum(x * x))  # the same bytes as here (same BLAS-free numpy sum)
+
+
+def test_without_parallel_the_call_runs_here_and_now():
+    job = Forked(where_and_sum, np.ones(3), parallel=False)
+    assert job.child_pid is None
+    assert job.result() == (os.getpid(), 3.0)
+    with pytest.raises(CskitError, match="at once"):
+        Forked(fails, "raised at once", parallel=False)
+
+
+@needs_fork
+def test_a_cskit_error_in_the_child_is_the_same_cskit_error_in_the_parent():
+    message = "Table 'kpis', column 'logins': 3 rows are text. Fix: map the column."
+    job = Forked(fails, message)
+    with pytest.raises(CskitError) as caught:
+        job.result()
+    assert str(caught.value) == message and caught.value.exit_code == 2
+    assert "fails" in str(caught.value.__cause__)  # the child's traceback, for a developer
+
+
+@needs_fork
+def test_the_childs_warnings_are_shown_in_the_parent():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert Forked(warns).result() == 7
+    assert [(str(w.message), w.category) for w in caught] == [("planted warning", RuntimeWarning)]
+
+
+@needs_fork
+def test_a_child_killed_without_an_answer_is_rerun_in_the_parent():
+    job = Forked(dies_in_child, os.getpid())
+    assert job.result() == os.getpid()
+
+
+@needs_fork
+def test_cancel_ends_a_running_child():
+    job = Forked(time.sleep, 30)
+    process = job.process
+    start = time.perf_counter()
+    job.cancel()
+    assert process is not None and job.process is None and time.perf_counter() - start < 25
+
+
+def test_the_switch(monkeypatch):
+    monkeypatch.setenv(PARALLEL_ENV, "0")
+    assert not parallel_enabled()
+    assert parallel_enabled(False) is False
+    monkeypatch.setenv(PARALLEL_ENV, "1")
+    assert parallel_enabled() == (usable_cores() > 1 and TWO_CORES)
+    monkeypatch.delenv(PARALLEL_ENV)
+    assert parallel_enabled() == TWO_CORES
