@@ -313,9 +313,9 @@ def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) ->
 
 def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None) -> dict[str, list[list[Term]]]:
     """The terms a KPI's linear effect is tested against, per kind, as alternatives: its spline curve
-    (one alternative per distinct knot placement of CURVE_QUANTILES with 3+ knots) and its slopes in
-    each non-reference segment with at least MIN_SEGMENT_EVENTS events (and non-events) on the model
-    rows (when the design adjusts for 2+ segments; the reference segment needs as many)."""
+    (one alternative per distinct knot placement of CURVE_QUANTILES with 3+ knots) and its own slopes in
+    the segments that have enough events for one (:func:`own_slope_levels`; when the design adjusts for
+    2+ segments)."""
     out: dict[str, list[list[Term]]] = {}
     z = design.X[:, design.names.index(kpi)]
     placements = list(dict.fromkeys(k for k in (curve_knots(z, q) for q in CURVE_QUANTILES) if k))
@@ -323,19 +323,35 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
         out["curve"] = [[Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)] for knots in placements]
     levels = design.adjust_levels.get("segment", [])
     if segment is not None and len(levels) > 1:
-        seg = np.asarray(segment).astype(str)
-        ok = []
-        for lv in levels[1:]:
-            ev = y[seg == lv]
-            if min(ev.sum(), len(ev) - ev.sum()) >= MIN_SEGMENT_EVENTS:
-                ok.append(Term(kpi, "segment", level=lv))
-        if (
-            ok
-            and min(y[seg == levels[0]].sum(), (seg == levels[0]).sum() - y[seg == levels[0]].sum())
-            >= MIN_SEGMENT_EVENTS
-        ):
-            out["segment"] = [ok]
+        own = own_slope_levels(levels, np.asarray(segment).astype(str), y)
+        if own:
+            out["segment"] = [[Term(kpi, "segment", level=lv) for lv in own]]
     return out
+
+
+def own_slope_levels(levels: list[str], segment: np.ndarray, y: np.ndarray,
+                     min_events: int = MIN_SEGMENT_EVENTS) -> list[str]:
+    """The segments whose slope is tested on its own: each needs ``min_events`` events and non-events on
+    the model rows, and so do the other segments together, whose pooled slope is the base one. When every
+    segment has enough, the reference (``levels[0]``, the most frequent) is the base, as in the
+    adjustment's coding; otherwise the segments short of events are pooled into the base, and while the
+    pool itself is short the own-slope segment with the fewest events joins it. On a mid-size client
+    (churns: SMB 150, Mid 70, Enterprise 10) Enterprise alone is too thin a base, so Mid joins it and
+    SMB's slope is tested against that of Mid + Enterprise (the old rule left Enterprise in SMB's base
+    slope and tested Mid only). The rule reads event counts only, never the KPI, so the test keeps its
+    level. Empty: no segment test."""
+    def events(group: list[str]) -> int:
+        m = np.isin(segment, group)
+        ev = int(y[m].sum())
+        return min(ev, int(m.sum()) - ev)
+
+    own = [lv for lv in levels if events([lv]) >= min_events]
+    if len(own) == len(levels):
+        return own[1:]
+    own.sort(key=lambda lv: (-events([lv]), levels.index(lv)))
+    while own and events([lv for lv in levels if lv not in own]) < min_events:
+        own.pop()
+    return sorted(own, key=levels.index)
 
 
 def score_null(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str) -> tuple:

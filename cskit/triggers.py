@@ -381,7 +381,12 @@ def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, se
     out = base.drop(columns=["rows", "spearman", "best_lag"]).merge(est, on="kpi", how="inner")
     out = out.rename(columns={"rows_segment": "rows"})
     out["spearman"], out["best_lag"] = np.nan, np.nan
-    out["note"] = "effect within this segment (the KPI's effect differs by segment)"
+    own = {(t.kpi, t.level) for t in design.terms if t.kind == "segment"}
+    base = {k: sum((k, lv) not in own for lv in design.adjust_levels["segment"]) for k in out["kpi"]}
+    out["note"] = ["effect shared by the segments with too few events for a slope of their own (pooled)"
+                   if (k, lv) not in own and base[k] > 1 else
+                   "effect within this segment (the KPI's effect differs by segment)"
+                   for k, lv in zip(out["kpi"], out["segment"])]
     out["shape"] = ["curve" if any(t.kind == "curve" for t in design.kpi_terms(k)) else "linear" for k in out["kpi"]]
     return _wald(out, crit)
 

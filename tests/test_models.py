@@ -175,3 +175,31 @@ def test_score_test_of_a_block_equals_statsmodels_and_the_selection_keeps_a_plan
     f = ext.contribution(ext_fit.coef, "x1", np.array([lo, hi]))
     assert slope_weights(ext, "x1", x1) @ ext_fit.coef == pytest.approx((f[1] - f[0]) / (hi - lo))
     assert slope_weights(design, "x2", x2) @ fit.coef == pytest.approx(fit.coef[2])
+
+
+def _segment_rows(counts: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Model rows with (events, rows) per segment."""
+    seg, y = [], []
+    for lv, (ev, n) in counts.items():
+        seg += [lv] * n
+        y += [1] * ev + [0] * (n - ev)
+    return np.array(seg), np.array(y, dtype="float64")
+
+
+def test_own_slope_levels_tests_the_segments_with_events_against_the_pooled_rest():
+    """Counted by hand: every segment with ≥ 20 events → the reference is the base (old rule); a thin
+    segment is pooled into the base; a pool that is still thin takes the own-slope segment with the
+    fewest events; nothing left → no test."""
+    from cskit.models import own_slope_levels
+
+    levels = ["SMB", "Mid", "Enterprise"]
+    seg, y = _segment_rows({"SMB": (150, 800), "Mid": (70, 400), "Enterprise": (25, 140)})
+    assert own_slope_levels(levels, seg, y) == ["Mid", "Enterprise"]
+    seg, y = _segment_rows({"SMB": (150, 800), "Mid": (70, 400), "Enterprise": (10, 130)})
+    assert own_slope_levels(levels, seg, y) == ["SMB"]  # Enterprise (10) too thin a base: Mid joins it (80)
+    seg, y = _segment_rows({"SMB": (150, 800), "Mid": (12, 400), "Enterprise": (10, 130)})
+    assert own_slope_levels(levels, seg, y) == ["SMB"]  # Mid + Enterprise pooled: 22 events
+    seg, y = _segment_rows({"SMB": (150, 800), "Mid": (8, 400), "Enterprise": (10, 130)})
+    assert own_slope_levels(levels, seg, y) == []  # the pool (18) is too thin and SMB alone is everything
+    seg, y = _segment_rows({"SMB": (150, 160), "Mid": (70, 400), "Enterprise": (10, 130)})
+    assert own_slope_levels(levels, seg, y) == ["Mid"]  # SMB has only 10 non-events: pooled with Enterprise
