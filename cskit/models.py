@@ -246,13 +246,40 @@ class Term:
     def name(self) -> str:
         return f"{self.kpi}:curve{self.index + 1}" if self.kind == "curve" else f"{self.kpi}:segment={self.level}"
 
-    def values(self, z: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
+    def values(self, z: np.ndarray, segment: np.ndarray | None = None, cubes: dict | None = None) -> np.ndarray:
+        """The column at standardised values ``z`` (and the rows' ``segment`` for a segment slope);
+        ``cubes`` (knot → (z − knot)₊³), when given, is shared by the curve columns of one ``z``."""
         z = np.asarray(z, dtype="float64")
         if self.kind == "curve":
-            return rcs_column(z, np.asarray(self.knots), self.index)
+            return rcs_column(z, np.asarray(self.knots), self.index, cubes)
         if segment is None:
             raise ValueError(f"{self.name} needs the accounts' segments")
-        return z * (np.asarray(segment).astype(str) == self.level)
+        return z * (as_text(segment) == self.level)
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """``values`` as a numpy string array (no copy when they already are one)."""
+    values = np.asarray(values)
+    return values if values.dtype.kind == "U" else values.astype(str)
+
+
+def term_columns(terms: list[Term], z: np.ndarray, segment: np.ndarray | None = None,
+                 out: np.ndarray | None = None, cubes: dict | None = None) -> np.ndarray:
+    """The columns of ``terms`` (all of one KPI, whose standardised values are ``z``) side by side, into
+    ``out`` when given; each knot's cube is computed once for all the curve columns (``cubes``: pass
+    one dict per ``z`` to share them between calls)."""
+    out = np.empty((len(z), len(terms))) if out is None else out
+    cubes = {} if cubes is None else cubes
+    for j, t in enumerate(terms):
+        out[:, j] = t.values(z, segment, cubes)
+    return out
+
+
+def _cube(z: np.ndarray, a: float) -> np.ndarray:
+    """(z − a)₊³ (as a product: numpy's ``** 3`` takes the slow general power)."""
+    c = np.maximum(z - a, 0.0)
+    c *= c * c
+    return c
 
 
 def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
@@ -260,33 +287,28 @@ def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     2015, §2.4.5): for j = 1..k − 2, ((z − t_j)₊³ − (z − t_{k−1})₊³ (t_k − t_j)/(t_k − t_{k−1})
     + (z − t_k)₊³ (t_{k−1} − t_j)/(t_k − t_{k−1})) / (t_k − t_1)²; with z itself the spline is cubic
     between the knots and linear beyond the outer ones."""
-    z = np.asarray(z, dtype="float64")[:, None]
-    t = np.asarray(knots, dtype="float64")
-    k = len(t)
-
-    def cube(a: float) -> np.ndarray:
-        return np.maximum(z - a, 0.0) ** 3
-
-    tail = cube(t[k - 2]), cube(t[k - 1])
-    span = t[k - 1] - t[k - 2]
-    cols = [
-        (cube(t[j]) - tail[0] * (t[k - 1] - t[j]) / span + tail[1] * (t[k - 2] - t[j]) / span)[:, 0]
-        for j in range(k - 2)
-    ]
-    out = np.column_stack(cols) if cols else np.empty((len(z), 0))
-    return out / (t[k - 1] - t[0]) ** 2
+    z = np.asarray(z, dtype="float64")
+    cubes: dict = {}
+    cols = [rcs_column(z, knots, j, cubes) for j in range(len(knots) - 2)]
+    return np.column_stack(cols) if cols else np.empty((len(z), 0))
 
 
-def rcs_column(z: np.ndarray, knots: np.ndarray, j: int) -> np.ndarray:
+def rcs_column(z: np.ndarray, knots: np.ndarray, j: int, cubes: dict | None = None) -> np.ndarray:
     """Column ``j`` of :func:`rcs_basis` alone (the same arithmetic, element by element: the same bits),
-    without building the other columns."""
+    without building the other columns; ``cubes`` (knot → (z − knot)₊³ on this ``z``) keeps the cubes
+    for the next column of the same values."""
     z = np.asarray(z, dtype="float64")
     t = np.asarray(knots, dtype="float64")
     k = len(t)
+    cubes = {} if cubes is None else cubes
+    for a in (t[j], t[k - 2], t[k - 1]):
+        if float(a) not in cubes:
+            cubes[float(a)] = _cube(z, a)
     span = t[k - 1] - t[k - 2]
-    col = (np.maximum(z - t[j], 0.0) ** 3 - np.maximum(z - t[k - 2], 0.0) ** 3 * (t[k - 1] - t[j]) / span
-           + np.maximum(z - t[k - 1], 0.0) ** 3 * (t[k - 2] - t[j]) / span)
-    return col / (t[k - 1] - t[0]) ** 2
+    col = cubes[float(t[j])] - cubes[float(t[k - 2])] * ((t[k - 1] - t[j]) / span)
+    col += cubes[float(t[k - 1])] * ((t[k - 2] - t[j]) / span)
+    col /= (t[k - 1] - t[0]) ** 2
+    return col
 
 
 def curve_knots(z: np.ndarray, quantiles=CURVE_QUANTILES[0]) -> tuple[float, ...]:
@@ -303,11 +325,13 @@ def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) ->
     """``design`` with the columns of ``terms`` appended (values from the KPIs' own columns)."""
     if not terms:
         return design
-    extra = [t.values(design.X[:, design.names.index(t.kpi)], segment) for t in terms]
-    X = np.empty((len(design.X), design.X.shape[1] + len(extra)))
-    X[:, : design.X.shape[1]] = design.X
-    for j, col in enumerate(extra, start=design.X.shape[1]):
-        X[:, j] = col
+    p = design.X.shape[1]
+    X = np.empty((len(design.X), p + len(terms)))
+    X[:, :p] = design.X
+    segment = None if segment is None else as_text(segment)
+    for kpi in dict.fromkeys(t.kpi for t in terms):
+        cols = [p + j for j, t in enumerate(terms) if t.kpi == kpi]
+        X[:, cols] = term_columns([terms[c - p] for c in cols], design.X[:, design.names.index(kpi)], segment)
     return replace(design, X=X, names=[*design.names, *(t.name for t in terms)], terms=[*design.terms, *terms])
 
 
@@ -361,7 +385,7 @@ def score_null(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str) -> t
     mu, d = mean_and_slope(X0 @ coef0, link)
     v = mu * (1 - mu)
     w = d * d / v
-    return X0, w, (y - mu) * d / v, X0.T @ (X0 * w[:, None])
+    return X0, w, (y - mu) * d / v, weighted_gram(X0, w)
 
 
 def score_test_block(null: tuple, Z: np.ndarray) -> tuple[float, int]:
@@ -375,6 +399,44 @@ def score_test_block(null: tuple, Z: np.ndarray) -> tuple[float, int]:
     U = Z.T @ r
     stat = float(U @ solve(info, U))
     return max(stat, 0.0), Z.shape[1]
+
+
+def score_test_blocks(null: tuple, blocks: list[tuple[list[Term], np.ndarray]],
+                      segment: np.ndarray | None = None) -> list[float]:
+    """:func:`score_test_block` of each block (its terms, and the standardised values z of their
+    KPI), all in one pass over the rows by blocks of ``SCORE_ROWS``: each block's columns are built a
+    few thousand rows at a time (the cubes of a knot once for every block of the same z), so
+    neither the columns nor their weighted copies ever exist at full length."""
+    X0, w, r, info0 = null
+    n, p = X0.shape
+    widths = [len(terms) for terms, _ in blocks]
+    off = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+    A, U = np.zeros((p, off[-1])), np.zeros(off[-1])
+    D = [np.zeros((k, k)) for k in widths]
+    seg = None if segment is None else as_text(segment)
+    buf = np.empty((min(SCORE_ROWS, n), off[-1]))
+    for s in range(0, n, SCORE_ROWS):
+        e = min(n, s + SCORE_ROWS)
+        Zc = buf[: e - s]
+        cubes: dict[int, dict] = {}
+        for b, (terms, z) in enumerate(blocks):
+            term_columns(terms, z[s:e], None if seg is None else seg[s:e], out=Zc[:, off[b] : off[b + 1]],
+                         cubes=cubes.setdefault(id(z), {}))
+        WZ = Zc * w[s:e, None]
+        A += X0[s:e].T @ WZ
+        U += r[s:e] @ Zc
+        for b in range(len(blocks)):
+            D[b] += Zc[:, off[b] : off[b + 1]].T @ WZ[:, off[b] : off[b + 1]]
+    P = solve(info0, A)
+    out = []
+    for b in range(len(blocks)):
+        cols = slice(off[b], off[b + 1])
+        info = D[b] - A[:, cols].T @ P[:, cols]
+        out.append(max(float(U[cols] @ solve(info, U[cols])), 0.0))
+    return out
+
+
+SCORE_ROWS = 16384
 
 
 def select_terms(
@@ -396,7 +458,7 @@ def select_terms(
     """
     from scipy.stats import chi2
 
-    refit = refit or (lambda X, names: fit_binomial(y, X, link=fit.link, names=names))
+    segment = None if segment is None else as_text(segment)
     blocks = [(k, kind, alternatives) for k in kpis if k in design.kpis
               for kind, alternatives in candidate_terms(design, k, y, segment).items()]
     m = len(blocks)
@@ -404,18 +466,18 @@ def select_terms(
     stats = {j: (np.nan, np.nan) for j in range(m)}
     step = {}
     current, cur_fit = design, fit
+    z = {k: design.X[:, design.names.index(k)] for k, _, _ in blocks}  # the KPI columns stay as terms are added
     while len(step) < m:
         i = len(step) + 1
         null = score_null(y, current.X, cur_fit.coef, cur_fit.link)
-        for j, (k, _kind, alternatives) in enumerate(blocks):
-            if j in step:
-                continue
+        tests = [(j, terms) for j in range(m) if j not in step for terms in blocks[j][2]]
+        values = score_test_blocks(null, [(terms, z[blocks[j][0]]) for j, terms in tests], segment)
+        for j in dict.fromkeys(j for j, _ in tests):
+            alternatives = blocks[j][2]
             best_stat = None
-            for terms in alternatives:
-                Z = np.column_stack([t.values(current.X[:, current.names.index(k)], segment) for t in terms])
-                stat, df = score_test_block(null, Z)
-                if best_stat is None or stat > best_stat[0]:
-                    best_stat = (stat, min(1.0, len(alternatives) * float(chi2.sf(stat, df))))
+            for (jj, terms), stat in zip(tests, values):
+                if jj == j and (best_stat is None or stat > best_stat[0]):
+                    best_stat = (stat, min(1.0, len(alternatives) * float(chi2.sf(stat, len(terms)))))
                     chosen[j] = terms
             stats[j] = best_stat
         best = min((j for j in range(m) if j not in step), key=lambda j: (stats[j][1], j))
@@ -423,7 +485,8 @@ def select_terms(
             break
         step[best] = i
         current = with_terms(current, chosen[best], segment)
-        cur_fit = refit(current.X, current.names)
+        cur_fit = (refit(current.X, current.names) if refit else
+                   fit_binomial(y, current.X, link=fit.link, names=current.names))
     table = pd.DataFrame(
         [{"kpi": k, "kind": kind, "df": len(chosen.get(j, alts[0])), "stat": stats[j][0], "p_value": stats[j][1],
           "step": step.get(j, np.nan), "kept": j in step} for j, (k, kind, alts) in enumerate(blocks)],
@@ -477,10 +540,12 @@ def slope_weights(design: Design, kpi: str, z: np.ndarray, segment: np.ndarray |
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, lo + 0.5
     n = len(z)
+    seg = None if segment is None else as_text(segment)
     for t in terms:
-        seg = None if segment is None else np.asarray(segment)
-        up = t.values(np.full(n, hi), seg)
-        down = t.values(np.full(n, lo), seg)
+        if t.kind == "curve":  # the same value in every row: evaluated once
+            up, down = t.values(np.array([hi])), t.values(np.array([lo]))
+        else:
+            up, down = t.values(np.full(n, hi), seg), t.values(np.full(n, lo), seg)
         a[design.names.index(t.name)] = float(np.mean(up - down) / (hi - lo)) if n else 0.0
     return a
 
@@ -667,7 +732,7 @@ def _one_step(y: np.ndarray, X: np.ndarray, b: np.ndarray, link: str) -> np.ndar
     """One Fisher scoring step of the binomial GLM from ``b``."""
     mu, d = mean_and_slope(X @ b, link)
     v = mu * (1 - mu)
-    return b + solve((X.T * (d * d / v)) @ X, X.T @ ((y - mu) * d / v))
+    return b + solve(weighted_gram(X, d * d / v), X.T @ ((y - mu) * d / v))
 
 
 def with_indicators(design: Design, kpis: list[str]) -> Design:
@@ -756,7 +821,7 @@ def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarr
     S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
     ug = S @ u
     g = len(sizes)
-    bread = inverse((X.T * (d * d / v)) @ X)
+    bread = inverse(weighted_gram(X, d * d / v))
     return bread @ (ug.T @ ug) @ bread * (g / max(g - 1, 1))
 
 
@@ -827,38 +892,44 @@ def fit_binomial(
     names: list[str] | None = None,
     max_iter: int = 100,
     tol: float = 1e-10,
+    start: np.ndarray | None = None,
 ) -> GLMResult:
     """Maximum-likelihood binomial GLM (link "cloglog" or "logit"); covariance = inverse expected
     information.
 
-    Fisher scoring from the intercept-only fit; a step that lowers the log-likelihood is halved until
-    it does not (a full cloglog step from the null can overshoot into the flat region where it never
-    comes back), and the fit stops, unconverged, when no step helps. Converged when the
-    log-likelihood changes by less than ``tol`` (relative). Under (quasi-)separation (an outcome that
-    never or always happens in one group) the likelihood levels off while a coefficient runs away:
-    any slope beyond ±``SEPARATED_COEF`` (per SD, or for a 0/1 dummy: no real effect is that large)
-    makes ``converged=False``, and the huge SEs say so too.
+    Fisher scoring from the intercept-only fit (or from ``start``: a nearby model's coefficients, e.g.
+    the fit before a column was added, with 0 for the new column); a step that lowers the
+    log-likelihood is halved until it does not (a full cloglog step from the null can overshoot into
+    the flat region where it never comes back), and the fit stops, unconverged, when no step helps.
+    Converged when the log-likelihood changes by less than ``tol`` (relative). Under
+    (quasi-)separation (an outcome that never or always happens in one group) the likelihood levels
+    off while a coefficient runs away: any slope beyond ±``SEPARATED_COEF`` (per SD, or for a 0/1
+    dummy: no real effect is that large) makes ``converged=False``, and the huge SEs say so too.
     """
     y = np.asarray(y, dtype="float64")
     n, p = X.shape
-    ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
-    beta = np.zeros(p)
-    beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
-    ll = _loglik(y, X @ beta, link)
+    if start is None:
+        ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+        beta = np.zeros(p)
+        beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
+    else:
+        beta = np.array(start, dtype="float64")
+    mu, d = mean_and_slope(X @ beta, link)  # at the current beta: the accepted step's, reused
+    ll = _loglik_at(y, mu)
     converged, it = False, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
-        mu, d = mean_and_slope(X @ beta, link)
         v = mu * (1 - mu)
-        step = solve(((X.T * (d * d / v)) @ X), X.T @ ((y - mu) * d / v))
+        step = solve(weighted_gram(X, d * d / v), X.T @ ((y - mu) * d / v))
         t, ll_new = 1.0, -np.inf
         while t > 1e-8:
-            ll_new = _loglik(y, X @ (beta + t * step), link)
+            mu_new, d_new = mean_and_slope(X @ (beta + t * step), link)
+            ll_new = _loglik_at(y, mu_new)
             if ll_new >= ll - 1e-12 * abs(ll):
                 break
             t /= 2
         if ll_new < ll - 1e-12 * abs(ll):
             break
-        beta = beta + t * step
+        beta, mu, d = beta + t * step, mu_new, d_new
         done = abs(ll_new - ll) < tol * (abs(ll) + 1)
         ll = ll_new
         if done:
@@ -867,9 +938,36 @@ def fit_binomial(
     slopes = [j for j in range(1, p) if not (names and ":curve" in names[j])]  # spline columns have no scale
     if np.any(np.abs(beta[slopes]) > SEPARATED_COEF):
         converged = False  # (quasi-)separation: the likelihood levels off while a coefficient runs away
-    mu, d = mean_and_slope(X @ beta, link)
-    cov = inverse((X.T * (d * d / (mu * (1 - mu)))) @ X)
+    cov = inverse(weighted_gram(X, d * d / (mu * (1 - mu))))
     return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)
+
+
+BLOCK_ROWS = 4096  # rows per block of the cross-products: the blocks' temporaries stay in cache
+
+
+def weighted_gram(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """X' diag(w) X for weights w ≥ 0, summed over blocks of rows as (√w X)_b' (√w X)_b (a symmetric
+    product: half the work of a general one, and no n × p temporary: the panel can hold millions of
+    rows)."""
+    n, p = X.shape
+    out = np.zeros((p, p))
+    root = np.sqrt(w)
+    buf = np.empty((min(BLOCK_ROWS, n), p))
+    for s in range(0, n, BLOCK_ROWS):
+        b = np.multiply(X[s : s + BLOCK_ROWS], root[s : s + BLOCK_ROWS, None], out=buf[: min(BLOCK_ROWS, n - s)])
+        out += b.T @ b
+    return out
+
+
+def weighted_cross(X: np.ndarray, w: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """X' diag(w) Z, summed over blocks of rows (no n × k temporary)."""
+    n = len(X)
+    out = np.zeros((X.shape[1], Z.shape[1]))
+    buf = np.empty((min(BLOCK_ROWS, n), Z.shape[1]))
+    for s in range(0, n, BLOCK_ROWS):
+        b = np.multiply(Z[s : s + BLOCK_ROWS], w[s : s + BLOCK_ROWS, None], out=buf[: min(BLOCK_ROWS, n - s)])
+        out += X[s : s + BLOCK_ROWS].T @ b
+    return out
 
 
 def separated_terms(fit: GLMResult) -> list[str]:
@@ -904,8 +1002,8 @@ def separated_levels(design: Design, y: np.ndarray) -> dict[str, list[str]]:
     return out
 
 
-def _loglik(y: np.ndarray, eta: np.ndarray, link: str) -> float:
-    mu, _ = mean_and_slope(eta, link)
+def _loglik_at(y: np.ndarray, mu: np.ndarray) -> float:
+    """Binomial log-likelihood at the (clipped) means ``mu``."""
     return float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
 
 
@@ -1023,12 +1121,11 @@ def zero_missing(Z: np.ndarray) -> np.ndarray:
 
 def score_terms(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple:
     """What the score tests on one null model share, whatever the tested columns: working residuals
-    r = (y − μ) μ' / V, weights w = μ'² / V, X0ᵀW and the null information X0ᵀW X0."""
+    r = (y − μ) μ' / V, weights w = μ'² / V, X0 and the null information X0ᵀW X0."""
     X0, mu, d = base
     v = mu * (1 - mu)
     w = d * d / v
-    WX0 = X0.T * w
-    return (y - mu) * d / v, w, WX0, WX0 @ X0
+    return (y - mu) * d / v, w, X0, weighted_gram(X0, w)
 
 
 def score_z_from(terms: tuple, Z: np.ndarray) -> np.ndarray:
@@ -1036,8 +1133,8 @@ def score_z_from(terms: tuple, Z: np.ndarray) -> np.ndarray:
     (the sign is the direction of the association; z² is the score chi-square, Rao 1948, with the
     expected information), for a ``Z`` without NaN (:func:`zero_missing`) (one pass per term, no n × k
     temporaries)."""
-    r, w, WX0, info = terms
-    A = WX0 @ Z
+    r, w, X0, info = terms
+    A = weighted_cross(X0, w, Z)
     var = np.einsum("ij,i,ij->j", Z, w, Z) - (A * solve(info, A)).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(var > 1e-12 * len(r), (r @ Z) / np.sqrt(np.clip(var, 1e-300, None)), np.nan)

@@ -301,12 +301,15 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     design = rs.once(tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust,
                                                                 sustained=sustained))
     # informative missingness is tested on the group's first outcome (renewal = 1 − churn, same rows)
-    design, missing = rs.once(("missing", tuple(order)), lambda: add_informative_indicators(
+    design, missing, first = rs.once(("missing", tuple(order)), lambda: _missingness(
         y, design, LINK[group[0]], params.alpha, group[0]))
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
-    terms, tests = rs.once(("terms", *order), lambda: _select(y, design, seg, params.alpha, link))
+    terms, tests, selected, by = rs.once(("terms", *order), lambda: (
+        *_select(y, design, seg, params.alpha, link, first if link == LINK[group[0]] else None), outcome))
     design = with_terms(design, terms, seg)
-    fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings)
+    # the selection's fit is this outcome's model when it was made for it
+    fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings,
+               fitted=selected if by == outcome else None)
     missing = indicator_effects(
         missing.assign(outcome=outcome), design, fit["coef"], np.sqrt(np.clip(np.diag(fit["cov"]), 0, None))
     )
@@ -322,13 +325,23 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
             "structure": tests.assign(outcome=outcome), "missing": missing}
 
 
-def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float, link: str):
-    """Curves and segment slopes of the flagged KPIs (:func:`cskit.models.linear_flagged`,
-    :func:`cskit.models.select_terms`), on the binomial GLM of the group's first outcome: renewal shares
-    churn's rows and its answer."""
+def _missingness(y: np.ndarray, design: Design, link: str, alpha: float, outcome: str):
+    """:func:`cskit.models.add_informative_indicators` at the binomial GLM of ``design``: the design
+    (with the informative indicators), the missingness table, and that fit when the design is
+    unchanged (the fit the term selection starts from), else None."""
     fit = fit_binomial(y, design.X, link=link, names=design.names)
-    ext, _, tests = select_terms(y, design, fit, linear_flagged(design, fit, alpha), seg, alpha)
-    return ext.terms, tests
+    new, table = add_informative_indicators(y, design, link, alpha, outcome, fit.coef)
+    return new, table, fit if new is design else None
+
+
+def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float, link: str, fit=None):
+    """Curves and segment slopes of the flagged KPIs (:func:`cskit.models.linear_flagged`,
+    :func:`cskit.models.select_terms`), on the binomial GLM of the group's first outcome (``fit`` of
+    ``design`` when already fitted): renewal shares churn's rows and its answer. Returns the terms, the
+    tests and the fit of the extended design."""
+    fit = fit if fit is not None else fit_binomial(y, design.X, link=link, names=design.names)
+    ext, ext_fit, tests = select_terms(y, design, fit, linear_flagged(design, fit, alpha), seg, alpha)
+    return ext.terms, tests, ext_fit
 
 
 def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None) -> pd.DataFrame:
@@ -410,15 +423,18 @@ def _empty_effects(base: pd.DataFrame, note: str) -> pd.DataFrame:
     return out
 
 
-def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnings: list[str]) -> dict:
-    """Fit the outcome's model on ``design``; warn on non-convergence (GEE: fall back to independence)."""
+def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnings: list[str], *,
+         fitted=None) -> dict:
+    """Fit the outcome's model on ``design``; warn on non-convergence (GEE: fall back to independence).
+    ``fitted``: the binomial GLM of this outcome on ``design`` (link :data:`LINK`), already fitted
+    (the term selection's: the same fit, not made twice)."""
     if outcome != "renewal":
-        fit = fit_binomial(y, design.X, link=LINK[outcome], names=design.names)
+        fit = fitted if fitted is not None else fit_binomial(y, design.X, link=LINK[outcome], names=design.names)
         if not fit.converged:
             warnings.append(Notice("model_not_converged", stage="triggers", outcome=outcome,
                                    iterations=int(fit.iterations)))
         return {"coef": fit.coef, "se": fit.se, "cov": fit.cov, "model": MODEL[outcome]}
-    start = fit_binomial(y, design.X, link="logit").coef
+    start = fitted.coef if fitted is not None else fit_binomial(y, design.X, link="logit").coef
     exch = fit_gee(y, design.X, groups, "exchangeable", start=start)
     indep = fit_gee(y, design.X, groups, "independence", start=start)
     problem = _gee_problem(exch, indep)
