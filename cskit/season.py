@@ -4,10 +4,12 @@ A churn shock in one calendar month (the fiscal year's end, budget reviews) that
 any KPI with the same season (a campaign, a seasonal workload) look like a churn trigger. The test
 (docs/methods.md, "Seasonality of churn"): on the churn decisions at risk (the panel's ``at_risk``
 rows after the first month of each contract), a grouped discrete-time hazard (binomial GLM, cloglog)
-of churn on contract type, segment, log1p(tenure) and a linear calendar-time trend (so that a drift
+of churn on the renewal stratum (monthly, or a term contract's type × the calendar month it started:
+its renewal month, :func:`renewal_strata`), segment, log1p(tenure) and a linear calendar-time trend (so that a drift
 over a window of unequal calendar years does not pass for a season), with and without the 11
 calendar-month terms; likelihood-ratio χ² test. With at least
-``MIN_SPAN`` months of data (two calendar years) and the models' event floor
+``MIN_SPAN`` months of data (two calendar years, counted inside the data window: a late window's
+months before its first data month do not count) and the models' event floor
 (``cskit.panel.MIN_EVENTS``) of churns, a p-value
 below ``ALPHA`` makes the panel's ``churn_season`` column the calendar month, which every churn and
 renewal model then adjusts for (``cskit.models.CHURN_ADJUST``); otherwise it is one constant level
@@ -40,10 +42,13 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
         return {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
                 "span_months": 0, "events": 0, "peak_month": None, "hazard_ratio": {}, "alpha": ALPHA}
     rows = panel["at_risk"].to_numpy(dtype=bool) & (panel["tenure"].to_numpy() >= 1)
-    if "months_observed" in panel:
+    window = np.ones(len(panel), dtype=bool)
+    if "months_observed" in panel:  # a late data window: the months before it hold no churn information
+        window = panel["months_observed"].to_numpy() >= 0
         rows &= panel["months_observed"].to_numpy() >= 1
     sub = panel.loc[rows, ["month", "tenure", "churn", "contract_type", "segment"]]
-    span = int(panel["month"].nunique())
+    sub = sub.assign(stratum=renewal_strata(sub))
+    span = int(panel.loc[window, "month"].nunique())
     events = int(sub["churn"].sum())
     out = {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
            "span_months": span, "events": events, "peak_month": None, "hazard_ratio": {}, "alpha": ALPHA}
@@ -53,13 +58,13 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
     t = (sub["month"].dt.year - first.year) * 12 + sub["month"].dt.month - first.month
     cells = (
         sub.assign(cal=sub["month"].dt.month, t=t, n=1)
-        .groupby(["t", "cal", "contract_type", "segment", "tenure"], sort=True, observed=True)
+        .groupby(["t", "cal", "stratum", "segment", "tenure"], sort=True, observed=True)
         .agg(k=("churn", "sum"), n=("n", "sum"))
         .reset_index()
     )
     trend = cells["t"].to_numpy(dtype="float64") / 12.0
     base = [np.ones(len(cells)), np.log1p(cells["tenure"].to_numpy(dtype="float64")), trend]
-    for col in ("contract_type", "segment"):
+    for col in ("stratum", "segment"):
         levels = sorted(cells[col].astype(str).unique())
         base += [(cells[col].astype(str) == lv).to_numpy(dtype="float64") for lv in levels[1:]]
     months = sorted(cells["cal"].unique())
@@ -77,6 +82,20 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
                p_value=p, statistic=float(stat), df=df, peak_month=int(months[int(np.argmax(hr))]),
                hazard_ratio={int(m): round(float(h), 4) for m, h in zip(months, hr)})
     return out
+
+
+def renewal_strata(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's stratum for the season test: "monthly", or a non-monthly contract's type with the
+    calendar month its contract started (its renewal month). A term contract decides only at its
+    anniversaries, so its decisions fall in the calendar month it started (and that month + c for a
+    c-month cycle): when many contracts start in one month (the data's first month, a fiscal year),
+    the renewal hazard itself would pass for a season. Within a stratum only the calendar months of
+    its own decisions differ, so the season is read from what is left (the monthly contracts' months,
+    a shorter cycle's two renewal months)."""
+    kind = rows["contract_type"].astype(str).to_numpy()
+    started = (rows["month"].dt.month.to_numpy() - 1 - rows["tenure"].to_numpy()) % 12 + 1
+    return np.where(kind == "monthly", "monthly", np.char.add(np.char.add(kind.astype(str), ":"),
+                                                              started.astype(str)))
 
 
 def seasonal_notice(result: dict, stage: str) -> Notice:

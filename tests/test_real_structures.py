@@ -119,6 +119,45 @@ def test_a_seasonal_noise_kpi_is_a_trigger_only_without_the_calendar_adjustment(
     assert "case_study_views" in naive
 
 
+def test_the_season_test_counts_months_inside_the_data_window_only():
+    """A window of 18 data months on contracts begun up to 18 months earlier: the panel spans 36 months
+    but the data only 18, fewer than the two calendar years the test needs, so no season is tested (the
+    panel's span let an 18-month window with 11 month terms call churn seasonal on a null client)."""
+    from cskit.season import MIN_SPAN, churn_seasonality
+
+    sim = simulate_client(600, 36, seed=3, mc_paths=0, options=Options(window_start=18, active_only=True))
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+    panel = build_panel(data)
+    assert panel["month"].nunique() == 36
+    r = churn_seasonality(panel, 20)
+    assert r["span_months"] == 18 < MIN_SPAN and r["code"] == "seasonality_not_tested"
+    assert (panel["churn_season"] == "all").all()
+
+
+def test_renewal_strata_put_term_contracts_by_the_month_they_started():
+    import pandas as pd
+
+    from cskit.season import renewal_strata
+
+    rows = pd.DataFrame({"month": pd.to_datetime(["2025-04-01", "2025-04-01", "2025-10-01", "2026-01-01"]),
+                         "tenure": [12, 3, 6, 13], "contract_type": ["annual", "monthly", "annual", "annual"]})
+    assert list(renewal_strata(rows)) == ["annual:4", "monthly", "annual:4", "annual:12"]
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_fiscal_year_renewals_all_in_april_are_not_a_season(seed):
+    """60% annual contracts, all renewing in April (fiscal year from 1 April, churn dated 03-31), no
+    calendar effect planted: the renewal hazard is not read as an April season (measured p 0.42–0.97
+    on seeds 51–53, and p = 0.85 on the QA fiscal-year client)."""
+    from cskit.season import churn_seasonality
+
+    sim = simulate_client(1200, 30, seed=seed, start="2024-04", annual_share=0.6, mc_paths=0,
+                          options=Options(term_end_dates=True, fiscal_year_start=4))
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+    r = churn_seasonality(build_panel(data), 20)
+    assert r["code"] == "no_seasonal_churn", r
+
+
 def test_six_month_terms_filed_as_annual_do_not_make_contract_type_the_score():
     """The peer client's case on the simulator: "annual" contracts on 6-month terms. The panel reads a
     6-month cycle, the score's context value counts two decisions a year, and the annual accounts'
