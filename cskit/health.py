@@ -27,22 +27,20 @@ from statsmodels.stats.multitest import multipletests
 from cskit.checks import hazard_own_effect, onboarding_check, onboarding_covariates
 from cskit.client import ClientData
 from cskit.errors import CskitError
+from cskit.fits import Fits, churn_rows
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
     Design,
     GLMResult,
     base_fit,
-    design_matrix,
     fit_binomial,
     joint_p,
-    kpi_transforms,
     linear_flagged,
     score_z,
     select_terms,
     separated_levels,
     slope_weights,
-    sustained_rows,
     with_terms,
 )
 from cskit.notices import Notice, records
@@ -150,7 +148,7 @@ class ScoreModel:
 
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
-                    horizon: int = 12) -> ScoreModel:
+                    horizon: int = 12, *, fits: Fits | None = None) -> ScoreModel:
     """Fit the churn hazard on all ``kpis`` (segment, contract type and any calendar season adjusted),
     keep the KPIs linked to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``,
     account context, kept whatever its q), refit on them and turn the coefficients into points.
@@ -162,17 +160,24 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
 
     Before the KPIs are tested, their curves and segment-specific slopes are selected on the full
     model (:func:`cskit.models.select_terms`, as in the triggers); a KPI with such terms is tested by the
-    joint Wald test of its columns (:func:`cskit.models.joint_p`) and keeps its terms in the score."""
+    joint Wald test of its columns (:func:`cskit.models.joint_p`) and keeps its terms in the score.
+
+    ``fits`` (:class:`cskit.fits.Fits` of this panel): the full model's design, fit and term selection
+    are the improvement potential's churn model's, shared, not made again."""
+    fits = fits if fits is not None and fits.serves(panel, lag) else None
     rows, y = outcome_rows(panel, "churn", lag)
     if y.sum() < MIN_EVENTS:
         context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
         return _context_only(panel, context_kpis, lag, horizon, "too_few_events", int(y.sum()), alpha)
-    full = _fit_model(panel, kpis, lag, horizon)
+    full = _fit_model(panel, kpis, lag, horizon, fits=fits)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
-    ext, ext_fit, _ = select_terms(y, full.design, full.fit, linear_flagged(full.design, full.fit, alpha, CONTEXT_KPIS),
-                                   seg, alpha)
+    flagged = linear_flagged(full.design, full.fit, alpha, CONTEXT_KPIS)
+    if fits is not None:
+        ext, ext_fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
+    else:
+        ext, ext_fit, _ = select_terms(y, full.design, full.fit, flagged, seg, alpha)
     s = full.fit.summary().loc[tested]
     p = s["p_value"].to_numpy(dtype="float64")
     if ext.terms:
@@ -232,13 +237,11 @@ def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, 
 
 
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
-               context_only: bool = False) -> ScoreModel:
-    rows, y = outcome_rows(panel, "churn", lag)
-    transforms = kpi_transforms(panel, kpis)
-    sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0]
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST, sustained=sustained)
+               context_only: bool = False, fits: Fits | None = None) -> ScoreModel:
+    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag)
+    y, design = m.y, m.design
     if terms:
-        seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
+        seg = panel["segment"].astype(str).to_numpy()[m.rows] if "segment" in panel else None
         design = with_terms(design, [t for t in terms if t.kpi in design.kpis], seg)
     if y.sum() < (MIN_SCORE_EVENTS if context_only else MIN_EVENTS):
         raise NotEstimable(
@@ -253,7 +256,8 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
             f"{design.dropped}. Check the 'kpis' table.",
             "no_usable_kpi", int(y.sum()),
         )
-    fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
+    shared = fits is not None and design.names == m.design.names  # no term added: the shared first fit
+    fit = fits.churn_fit(kpis) if shared else fit_binomial(y, design.X, link="cloglog", names=design.names)
     values, table = context_values(design, fit, horizon, annual_cycle(panel))
     warnings = []
     for item in separated_levels(design, y):
@@ -486,10 +490,11 @@ def months_upto(panel: pd.DataFrame, month: pd.Timestamp) -> pd.DataFrame:
 
 
 def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,
-             alpha: float = 0.05) -> Scored:
-    """Fit on the panel rows up to ``month`` and score the accounts active at ``month``."""
+             alpha: float = 0.05, *, fits: Fits | None = None) -> Scored:
+    """Fit on the panel rows up to ``month`` and score the accounts active at ``month`` (``fits``: the
+    run's shared fits, used when ``month`` leaves the panel whole)."""
     past = months_upto(panel, month)
-    model = fit_score_model(past, kpis, lag, alpha, horizon)
+    model = fit_score_model(past, kpis, lag, alpha, horizon, fits=fits)
     rows = active_rows(past, month)
     paths: dict[str, KpiPath] = {}
     frame, forecast = score_rows(past, model, rows, horizon, lag, paths)
@@ -723,7 +728,8 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
 
 
 def design_health_score(
-    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, ltv: pd.DataFrame | None = None
+    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, ltv: pd.DataFrame | None = None,
+    fits: Fits | None = None,
 ) -> Health:
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
     validation, playbook, onboarding check and touch model (docs/methods.md).
@@ -736,6 +742,9 @@ def design_health_score(
     ltv : DataFrame, optional
         ``Potential.accounts`` (account_id, ltv): the touch model's LTV; without it the score model's
         own survival curves give it.
+    fits : Fits, optional
+        The run's shared designs and fits of this panel (:class:`cskit.fits.Fits`): the score's full
+        model at as_of is the potential's churn model; the stage is its last user and releases it.
 
     Returns
     -------
@@ -753,9 +762,12 @@ def design_health_score(
     "not_estimable", the reason, and empty tables (:func:`not_estimable_health`)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     try:
-        now = score_at(panel, kpis, lag, as_of, H, params.alpha)
+        now = score_at(panel, kpis, lag, as_of, H, params.alpha, fits=fits)
     except NotEstimable as e:
         return not_estimable_health(e, H)
+    finally:
+        if fits is not None:
+            fits.release("churn")  # no later model uses the churn design
     model = now.model
     warnings = list(model.warnings)
     frame = now.frame

@@ -796,11 +796,12 @@ def add_informative_indicators(y: np.ndarray, design: Design, link: str, alpha: 
 
 
 def fit_with_missingness(y: np.ndarray, design: Design, link: str, alpha: float, outcome: str = "",
-                         ) -> tuple[Design, "GLMResult", pd.DataFrame]:
+                         *, fit: "GLMResult | None" = None) -> tuple[Design, "GLMResult", pd.DataFrame]:
     """Fit the binomial GLM on ``design``; where a KPI's missingness is informative
     (:func:`informative_missing`), add its indicator and refit. Returns the design, the fit and the
-    missingness table (one row per tested KPI, effects of the added indicators filled)."""
-    fit = fit_binomial(y, design.X, link=link, names=design.names)
+    missingness table (one row per tested KPI, effects of the added indicators filled). ``fit``: the
+    GLM already fitted on ``design`` (shared by another model, ``cskit.fits``), not refitted."""
+    fit = fit_binomial(y, design.X, link=link, names=design.names) if fit is None else fit
     new, table = add_informative_indicators(y, design, link, alpha, outcome, fit.coef)
     if new is not design:
         fit = fit_binomial(y, new.X, link=link, names=new.names)

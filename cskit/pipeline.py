@@ -210,6 +210,7 @@ def analyse(
     at all (:func:`require_churn`).
     """
     from cskit.changes import read_results, results_folder
+    from cskit.fits import Fits
     from cskit.health import design_health_score
     from cskit.history import track_health
     from cskit.loading import load_client
@@ -244,12 +245,14 @@ def analyse(
         # in one process (parallel off) it runs here and now, as before
         job = Forked(_timed, find_triggers, panel, p, kpis, parallel=parallel_enabled(parallel))
         try:
+            fits = Fits(panel, p.kpi_lag_months)  # designs and fits the potential and the health score share
             with clock("potential"):
-                potential = improvement_potential(panel, data, p, kpis)
+                potential = improvement_potential(panel, data, p, kpis, fits=fits)
                 ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
                 metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result
             with clock("health"):
-                health = design_health_score(panel, data, p, kpis, ltv=potential.accounts)
+                health = design_health_score(panel, data, p, kpis, ltv=potential.accounts, fits=fits)
+            fits.release()
             with clock("history"):
                 history = track_health(panel, data, p, health)
             waited = time.perf_counter()

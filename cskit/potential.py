@@ -31,23 +31,20 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.excel import write_potential_xlsx
+from cskit.fits import Fits, churn_rows, growth_rows
 from cskit.models import (
-    ADJUST,
-    CHURN_ADJUST,
     MISSING_COLUMNS,
     MISSING_PREFIX,
     Design,
     GLMResult,
     Transform,
     cluster_cov,
-    design_matrix,
     fit_with_missingness,
     joint_p,
     kpi_transforms,
     linear_flagged,
     select_terms,
     separated_terms,
-    sustained_rows,
 )
 from cskit.narrative import POTENTIAL_CAVEAT, share_kpis
 from cskit.notices import Notice
@@ -143,6 +140,7 @@ def fit_outcome(
     language: str = "en",
     *,
     alpha: float | None = None,
+    fits: Fits | None = None,
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
@@ -152,7 +150,9 @@ def fit_outcome(
     (:func:`cskit.models.select_terms`) and the projection follows them. A KPI whose missingness is
     informative gets a missing indicator (:func:`cskit.models.fit_with_missingness`, at ``alpha`` or
     0.05); ``draw_cov`` is the covariance clustered by account (:func:`cskit.models.cluster_cov`) that
-    the interval draws use.
+    the interval draws use. ``fits`` (:class:`cskit.fits.Fits` of this panel): the design, first fit
+    and term selection shared with the other models that use them (the expansion, downgrade and
+    referral models' one design; the churn model's with the health score's full model).
     """
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
@@ -162,14 +162,22 @@ def fit_outcome(
         model.reason = Notice("potential_few_events", stage="potential", outcome=outcome, events=events,
                               rows=model.rows, min=MIN_EVENTS)
         return model
-    adjust = CHURN_ADJUST if outcome == "churn" else ADJUST
-    sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0] if outcome == "churn" else None
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=adjust, sustained=sustained)
-    design, model.fit, model.missing = fit_with_missingness(yr, design, "cloglog", 0.05 if alpha is None else alpha,
-                                                            outcome)
+    fits = fits if fits is not None and fits.serves(panel, lag) else None
+    churn = outcome == "churn"
+    if fits is not None:
+        base = fits.churn(kpis, transforms) if churn else fits.growth(outcome, kpis, transforms)
+    else:
+        base = churn_rows(panel, kpis, lag, transforms) if churn else growth_rows(panel, outcome, kpis, lag, transforms)
+    first = fits.churn_fit(kpis) if fits is not None and churn else None
+    design, model.fit, model.missing = fit_with_missingness(yr, base.design, "cloglog",
+                                                            0.05 if alpha is None else alpha, outcome, fit=first)
     if alpha is not None:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
-        design, model.fit, _ = select_terms(yr, design, model.fit, linear_flagged(design, model.fit, alpha), seg, alpha)
+        flagged = linear_flagged(design, model.fit, alpha)
+        if first is not None and design is base.design:  # no indicator added: the health score's selection
+            design, model.fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
+        else:
+            design, model.fit, _ = select_terms(yr, design, model.fit, flagged, seg, alpha)
     model.draw_cov = cluster_cov(model.fit, design.X, yr, panel["account_id"].to_numpy()[rows])
     model.design = replace(design, X=np.empty((0, design.X.shape[1])), missing={})
     separated = separated_terms(model.fit)
@@ -583,7 +591,8 @@ def _add_totals(
 
 
 def improvement_potential(
-    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, draw_accounts: int = DRAW_ACCOUNTS
+    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, draw_accounts: int = DRAW_ACCOUNTS,
+    fits: Fits | None = None,
 ) -> Potential:
     """Improvement potential of every KPI in ``kpis`` (DESIGN §5) with 95% intervals, and the
     baseline churn probability and survival-based LTV of every account active at as_of.
@@ -595,6 +604,10 @@ def improvement_potential(
         the run's params and the KPI columns to analyse.
     draw_accounts : int, default DRAW_ACCOUNTS
         Active accounts beyond which the interval draws are projected on an MRR-proportional sample.
+    fits : Fits, optional
+        The run's shared designs and fits of this panel (:class:`cskit.fits.Fits`): the churn model's
+        design, first fit and term selection stay in it for the health score's full model. Without
+        it the stage keeps its own and releases them on return.
 
     Returns
     -------
@@ -632,16 +645,24 @@ def improvement_potential(
         )
     model_kpis = list(dict.fromkeys(["contract_months", *kpis]))
     transforms = kpi_transforms(panel, model_kpis)
+    lag = params.kpi_lag_months
+    mine = fits is None or not fits.serves(panel, lag)
+    fits = Fits(panel, lag) if mine else fits
+    fitted: dict[str, OutcomeModel | None] = {}
+    for o in sorted(PROJECTED, key=lambda o: o == "churn"):  # the growth models' one design first, then released
+        if o == "churn":
+            fits.release("growth")
+        fitted[o] = None if o == "referral" and not has_referrals(data) else fit_outcome(
+            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits)
+    if mine:
+        fits.release()
     notes: dict[str, str] = {}
     models: dict[str, OutcomeModel | None] = {}
     for o in PROJECTED:
-        if o == "referral" and not has_referrals(data):
-            models[o] = None
+        models[o] = fitted[o]
+        if models[o] is None:
             notes["d_new"] = Notice("no_referrals", stage="potential", severity="note")
-            continue
-        models[o] = fit_outcome(panel, o, model_kpis, transforms, params.kpi_lag_months, params.language,
-                                alpha=params.alpha)
-        if models[o].reason:
+        elif models[o].reason:
             notes[_column(o)] = models[o].reason
     sizes = relative_sizes(panel)
     future = future_values(panel, active, model_kpis, data.as_of)

@@ -1,0 +1,139 @@
+"""The designs and fits more than one model uses, computed once per run and released after (issue 14).
+
+Two stages fit the same churn hazard: the improvement potential's churn model and the health score's
+full model at ``as_of`` are one cloglog GLM on the same rows (``panel.outcome_rows(panel, "churn",
+lag)``, KPIs at t − lag with ``contract_months`` first, ``models.CHURN_ADJUST``, the sustained-usage
+rows of ``models.sustained_rows``): they share its design, its first fit and, where the potential adds
+no missing indicator, the selection of its curves and segment slopes. The potential's expansion,
+downgrade and referral models have the same rows, so one design serves the three.
+
+A :class:`Fits` belongs to one panel and is passed explicitly: ``cskit.pipeline.analyse`` makes it,
+hands it to the potential and the health stage, and releases it after; a stage called without one
+builds its own designs, with the same result (every function here is deterministic in its inputs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from cskit.models import (
+    ADJUST,
+    CHURN_ADJUST,
+    Design,
+    GLMResult,
+    Transform,
+    design_matrix,
+    fit_binomial,
+    kpi_transforms,
+    select_terms,
+    sustained_rows,
+)
+from cskit.panel import outcome_rows
+
+GROWTH = ("expansion", "downgrade", "referral")  # outcomes with the same model rows (panel.outcome_rows)
+
+
+@dataclass
+class ModelRows:
+    """One design on an outcome's model rows: the rows (mask over the panel), the 0/1 outcome, the KPI
+    transforms and the design (``models.design_matrix``); ``fit`` is its first cloglog fit once made."""
+
+    rows: np.ndarray
+    y: np.ndarray
+    transforms: dict[str, Transform]
+    design: Design
+    fit: GLMResult | None = None
+    selected: dict = field(default_factory=dict)  # (kpis, alpha) → select_terms' result
+
+
+def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
+               transforms: dict[str, Transform] | None = None) -> ModelRows:
+    """The churn hazard's design on the at-risk rows: KPIs ``kpis`` (transforms fitted on the panel
+    unless given), tenure, segment, contract type and season (``CHURN_ADJUST``), each annual
+    renewal's KPIs as their recent mean where ``sustained_rows`` says so."""
+    rows, y = outcome_rows(panel, "churn", lag)
+    transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
+    sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0]
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=CHURN_ADJUST, sustained=sustained)
+    return ModelRows(rows, y, transforms, design)
+
+
+def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
+                transforms: dict[str, Transform] | None = None) -> ModelRows:
+    """The design of an expansion, downgrade or referral model on its rows (``ADJUST``, no sustained
+    rows); the three share rows and design, only ``y`` differs."""
+    rows, y = outcome_rows(panel, outcome, lag)
+    transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
+    return ModelRows(rows, y, transforms, design)
+
+
+class Fits:
+    """Designs and fits of one panel, kept while a later model still needs them.
+
+    ``churn(kpis)`` and ``growth(outcome, kpis)`` give a :class:`ModelRows` (built once per KPI list;
+    the growth design once for its three outcomes, with each outcome's own ``y``); ``churn_fit(kpis)``
+    the churn design's first cloglog fit and ``churn_selected(kpis, …)`` the selection of curves and
+    segment slopes on it (``models.select_terms``), each made once. ``release(name)`` drops what no
+    later model needs ("churn", "growth"); ``release()`` everything. The matrices are read-only, and
+    every ``Design`` handed out is the caller's own (its ``dropped`` dict copied): what one stage
+    records on it the other does not see.
+    """
+
+    def __init__(self, panel: pd.DataFrame, lag: int):
+        self.panel, self.lag = panel, lag
+        self._store: dict[tuple, ModelRows] = {}
+
+    def serves(self, panel: pd.DataFrame, lag: int) -> bool:
+        """True when these fits were made on ``panel`` (the same object) with KPIs at ``lag``."""
+        return panel is self.panel and lag == self.lag
+
+    def churn(self, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
+        m = self._churn(kpis, transforms)
+        return ModelRows(m.rows, m.y, m.transforms, own(m.design))
+
+    def churn_fit(self, kpis: list[str]) -> GLMResult:
+        m = self._churn(kpis)
+        if m.fit is None:
+            m.fit = fit_binomial(m.y, m.design.X, link="cloglog", names=m.design.names)
+        return m.fit
+
+    def churn_selected(self, kpis: list[str], flagged: list[str], segment: np.ndarray | None,
+                       alpha: float) -> tuple[Design, GLMResult, pd.DataFrame]:
+        m = self._churn(kpis)
+        key = (tuple(flagged), alpha)
+        if key not in m.selected:
+            m.selected[key] = select_terms(m.y, m.design, self.churn_fit(kpis), flagged, segment, alpha)
+        design, fit, table = m.selected[key]
+        return own(design), fit, table.copy()
+
+    def growth(self, outcome: str, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
+        key = ("growth", tuple(kpis))
+        if key not in self._store:
+            self._store[key] = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms))
+        m = self._store[key]
+        _, y = outcome_rows(self.panel, outcome, self.lag)
+        return ModelRows(m.rows, y, m.transforms, own(m.design))
+
+    def release(self, name: str | None = None) -> None:
+        """Drop the stored designs and fits of ``name`` ("churn", "growth"; None: all)."""
+        for key in [k for k in self._store if name is None or k[0] == name]:
+            del self._store[key]
+
+    def _churn(self, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
+        key = ("churn", tuple(kpis))
+        if key not in self._store:
+            self._store[key] = _read_only(churn_rows(self.panel, kpis, self.lag, transforms))
+        return self._store[key]
+
+
+def own(design: Design) -> Design:
+    """A caller's own Design over the same (read-only) matrix: its ``dropped`` is a copy."""
+    return replace(design, dropped=dict(design.dropped))
+
+
+def _read_only(m: ModelRows) -> ModelRows:
+    m.design.X.flags.writeable = False
+    return m
