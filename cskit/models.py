@@ -103,7 +103,7 @@ def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray)
     idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
     early = panel["tenure"].to_numpy()[idx] < lag if lag else np.zeros(len(idx), dtype=bool)
     src = np.where(early, idx, idx - lag)
-    out = np.empty((len(idx), len(kpis)))
+    out = np.empty((len(idx), len(kpis)), order="F")  # column by column: each KPI's values contiguous
     for j, k in enumerate(kpis):
         x = panel[k].to_numpy(dtype="float64")
         if k == "contract_months":
@@ -580,24 +580,27 @@ def design_matrix(
     if sustained is not None and sustained.any():
         idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
         raw[sustained] = sustained_at(panel, use, lag, idx[sustained])
+    n = len(raw)
+    masks: dict[str, np.ndarray] = {}
     if prune:
-        missing = np.isnan(raw).mean(axis=0) if len(raw) else np.zeros(len(use))
         for j, k in enumerate(use):
-            if missing[j] > MAX_MISSING:
-                dropped[k] = Notice("kpi_mostly_missing", stage="models", severity="note", share=float(missing[j]))
+            gap = np.isnan(raw[:, j])
+            share = float(gap.mean()) if n else 0.0
+            if share > MAX_MISSING:
+                dropped[k] = Notice("kpi_mostly_missing", stage="models", severity="note", share=share)
+            elif share >= MISSING_MIN_SHARE and k != "contract_months":
+                masks[k] = gap
         for count, value in value_pairs(use, raw):
             if count not in dropped and value not in dropped:
                 dropped[count] = Notice("kpi_value_pair", stage="models", severity="note", value=value)
-    Z = np.empty_like(raw)
+    Z = raw  # standardised in place, one contiguous column at a time
     for j, k in enumerate(use):
-        Z[:, j] = transforms[k].forward(raw[:, j])
-    Z[~np.isfinite(Z)] = 0.0
+        col = Z[:, j]
+        col[:] = transforms[k].forward(col)
+        np.copyto(col, 0.0, where=~np.isfinite(col))
     keep = [j for j, k in enumerate(use) if k not in dropped]
-    if prune:
-        keep = _prune_collinear(Z, keep, use, dropped)
-    kept = [use[j] for j in keep]
-    names = ["intercept", *kept]
     dummies: list[np.ndarray] = []
+    dummy_names: list[str] = []
     levels: dict[str, list[str]] = {}
     present = [a for a in adjust if a in panel]
     sub = panel.loc[rows, present] if rows.dtype == bool else panel.iloc[rows][present]
@@ -612,20 +615,43 @@ def design_matrix(
         levels[a] = [reference, *others]
         for v in others:
             dummies.append(values == v)
-            names.append(f"{a}={v}")
-    X = np.empty((len(Z), len(names)))  # filled in place: column_stack would copy millions of rows twice
-    X[:, 0] = 1.0
-    X[:, 1 : 1 + len(keep)] = Z[:, keep]
-    for j, d in enumerate(dummies, start=1 + len(keep)):
-        X[:, j] = d
-    masks = {}
-    if prune and len(raw):
-        for j in keep:
-            gap = np.isnan(raw[:, j])
-            if MISSING_MIN_SHARE <= gap.mean() <= MAX_MISSING and use[j] != "contract_months":
-                masks[use[j]] = gap
-    design = Design(X, names, kept, {k: transforms[k] for k in kept}, levels, dropped, missing=masks)
-    return prune_dependent(design) if prune else design
+            dummy_names.append(f"{a}={v}")
+    if prune and n and keep:
+        # one Gram matrix of [1, KPIs, dummies] (by blocks of rows) serves both prunings: pairwise
+        # correlations and the regressions of each KPI on those kept before it
+        G = _gram_of(n, lambda s, e, out: _fill_rows(out, Z, keep, dummies, s, e), 1 + len(keep) + len(dummies))
+        pos = {j: c for c, j in enumerate(keep, start=1)}  # KPI → its column of G
+        keep = _prune_collinear(G, n, keep, use, dropped)
+        base = [0, *range(1 + len(pos), G.shape[0])]
+        stay = _prune_dependent_gram(G, n, [pos[j] for j in keep], [use[j] for j in keep], base, dropped)
+        keep = [j for j in keep if pos[j] in stay]
+    kept = [use[j] for j in keep]
+    X = np.empty((n, 1 + len(keep) + len(dummies)))  # the one full-size copy, filled in place
+    _fill_rows(X, Z, keep, dummies, 0, n)
+    masks = {k: m for k, m in masks.items() if k in kept} if prune else {}
+    return Design(X, ["intercept", *kept, *dummy_names], kept, {k: transforms[k] for k in kept}, levels, dropped,
+                  missing=masks)
+
+
+def _fill_rows(out: np.ndarray, Z: np.ndarray, keep: list[int], dummies: list[np.ndarray], s: int, e: int) -> None:
+    """Rows s..e of the design [1, Z[:, keep], dummies] into ``out`` (of e − s rows)."""
+    out[:, 0] = 1.0
+    for c, j in enumerate(keep, start=1):
+        out[:, c] = Z[s:e, j]
+    for c, d in enumerate(dummies, start=1 + len(keep)):
+        out[:, c] = d[s:e]
+
+
+def _gram_of(n: int, fill, p: int) -> np.ndarray:
+    """X'X of an n × p matrix that ``fill(s, e, out)`` writes a block of rows of at a time (never held
+    whole)."""
+    G = np.zeros((p, p))
+    buf = np.empty((min(BLOCK_ROWS, n), p))
+    for s in range(0, n, BLOCK_ROWS):
+        b = buf[: min(BLOCK_ROWS, n - s)]
+        fill(s, s + len(b), b)
+        G += b.T @ b
+    return G
 
 
 VALUE_SUFFIXES = ("_value", "_amount", "_sum", "_total", "_revenue", "_mrr")
@@ -662,36 +688,48 @@ def prune_dependent(design: Design, max_r2: float = MAX_R2) -> Design:
     can also be the sum or mix of several (licenses = licenses_basic + licenses_pro). In the design's
     KPI order, each KPI is regressed on the intercept, the adjustments and the KPIs kept so far; it is
     dropped when R² > ``max_r2`` (variance inflation > 10), naming the kept KPIs that carry it.
+    (:func:`design_matrix` applies the same rule to its Gram matrix, before building the design.)
     """
     X, names = design.X, design.names
     n_kpi = len(design.kpis)
     if len(X) == 0 or n_kpi == 0:
         return design
-    kpi_cols = list(range(1, 1 + n_kpi))
-    kept = [0, *range(1 + n_kpi, X.shape[1])]
-    G = X.T @ X
-    mean = X.mean(axis=0)
+    G = _gram_of(len(X), lambda s, e, out: np.copyto(out, X[s:e]), X.shape[1])
     dropped = dict(design.dropped)
-    for j in kpi_cols:
-        if names[j] == "contract_months":
-            kept.append(j)
-            continue
-        b = np.linalg.lstsq(G[np.ix_(kept, kept)], G[kept, j], rcond=None)[0]
-        tss = G[j, j] - len(X) * mean[j] ** 2
-        r2 = 1 - (G[j, j] - G[kept, j] @ b) / tss if tss > 0 else 1.0
-        if r2 <= max_r2:
-            kept.append(j)
-            continue
-        partners = sorted(
-            ((abs(c), names[s]) for c, s in zip(b, kept) if 1 <= s <= n_kpi), reverse=True
-        )[:3]
-        dropped[names[j]] = Notice("kpi_near_linear", stage="models", severity="note",
-                                   carriers=[p for _, p in partners], r2=float(r2))
-    keep = sorted(kept)
+    base = [0, *range(1 + n_kpi, X.shape[1])]
+    keep = sorted([*base, *_prune_dependent_gram(G, len(X), list(range(1, 1 + n_kpi)), names[1 : 1 + n_kpi], base,
+                                                 dropped, max_r2)])
     kpis = [names[j] for j in keep if 1 <= j <= n_kpi]
     return Design(X[:, keep], [names[j] for j in keep], kpis, {k: design.transforms[k] for k in kpis},
                   design.adjust_levels, dropped, design.terms,
                   missing={k: m for k, m in design.missing.items() if k in kpis})
+
+
+def _prune_dependent_gram(G: np.ndarray, n: int, cols: list[int], labels: list[str], base: list[int],
+                          dropped: dict[str, str], max_r2: float = MAX_R2) -> list[int]:
+    """:func:`prune_dependent`'s rule on the Gram matrix ``G`` (over ``n`` rows, column 0 the
+    intercept): each KPI column of ``cols`` (in order; ``labels`` its names) regressed on the columns
+    ``base`` (intercept, adjustments) and the KPI columns kept before it. Returns the kept ``cols``."""
+    kept = list(base)
+    out = []
+    for c, name in zip(cols, labels):
+        if name == "contract_months":
+            kept.append(c)
+            out.append(c)
+            continue
+        b = np.linalg.lstsq(G[np.ix_(kept, kept)], G[kept, c], rcond=None)[0]
+        tss = G[c, c] - n * (G[0, c] / n) ** 2
+        r2 = 1 - (G[c, c] - G[kept, c] @ b) / tss if tss > 0 else 1.0
+        if r2 <= max_r2:
+            kept.append(c)
+            out.append(c)
+            continue
+        partners = sorted(
+            ((abs(coef), labels[cols.index(g)]) for coef, g in zip(b, kept) if g not in base), reverse=True
+        )[:3]
+        dropped[name] = Notice("kpi_near_linear", stage="models", severity="note",
+                               carriers=[p for _, p in partners], r2=float(r2))
+    return out
 
 
 def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: str, alpha: float,
@@ -826,10 +864,17 @@ def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarr
     return bread @ (ug.T @ ug) @ bread * (g / max(g - 1, 1))
 
 
-def _prune_collinear(Z: np.ndarray, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:
+def _prune_collinear(G: np.ndarray, n: int, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:
+    """Drop each KPI of ``keep`` whose |Pearson r| with one kept before it exceeds COLLINEAR_R; r from
+    the Gram matrix ``G`` of [1, KPIs ``keep``, …] over ``n`` rows."""
     if len(keep) < 2:
         return keep
-    r = np.nan_to_num(np.corrcoef(Z[:, keep], rowvar=False))
+    k = len(keep)
+    mean = G[0, 1 : 1 + k] / n
+    C = G[1 : 1 + k, 1 : 1 + k] - n * np.outer(mean, mean)
+    sd = np.sqrt(np.clip(np.diag(C), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip(np.nan_to_num(C / np.outer(sd, sd)), -1, 1)
     kept: list[int] = []
     for a, j in enumerate(keep):
         partner = next((b for b in kept if abs(r[a, keep.index(b)]) > COLLINEAR_R), None)
