@@ -173,7 +173,9 @@ def _aipw(teff: TreatmentEffect):
     """statsmodels' ``TreatmentEffect.aipw()`` without its Nelder–Mead search: the GMM step starts at
     the exact root of the just-identified moment equations (closed-form AIPW means, the fitted outcome
     and propensity models), where the search ends where it began (checked: identical parameters); the
-    GMM weights and standard errors are computed at that point exactly as ``aipw()`` does them."""
+    GMM weights and standard errors are computed at that point as ``aipw()`` does them, with the
+    moments' exact Jacobian (:func:`aipw_jacobian`) in place of its numerical one (2 × 95 evaluations
+    of every moment at 100k accounts; the same figures to 6 digits)."""
     from statsmodels.treatment.treatment_effects import _AIPWGMM, TreatmentEffectResults
 
     ate, tmean0, _ = teff.aipw(return_results=False)
@@ -183,9 +185,57 @@ def _aipw(teff: TreatmentEffect):
         def fitgmm(self, start, weights=None, optim_method=None, optim_args=None):
             return start
 
+        def gradient_momcond(self, params, epsilon=1e-4, centered=True):
+            return aipw_jacobian(self.teff, params)
+
     gmm = _AtRoot(teff.model_pool.endog, teff.results_select, None, teff=teff)
     res = gmm.fit(start_params=start, inv_weights=np.eye(len(start)), optim_method="nm", maxiter=1)
     return TreatmentEffectResults(teff, res, "AIPW", start_params=start, effect_group="all")
+
+
+def aipw_jacobian(teff: TreatmentEffect, params: np.ndarray) -> np.ndarray:
+    """Exact Jacobian (moments × parameters) of the mean of statsmodels' AIPW moment conditions
+    (``_AIPWGMM.momcond``) at ``params`` = [ATE, POM₀, outcome model 0, outcome model 1, logit
+    propensity]: what ``gradient_momcond`` approximates by central differences.
+
+    With f_g = x'β_g, p the propensity (clipped to [0.01, 0.99], as the moments clip it), t the
+    treatment: τ₀ = f₀ + (y − f₀)(1 − t)/(1 − p), τ₁ = f₁ + (y − f₁)t/p; the moments are τ₁ − τ₀ − ATE,
+    τ₀ − POM₀, each group's OLS moments x(y − x'β_g) and the logit score x(t − Λ(x'γ)). So
+    ∂τ₀/∂β₀ = x(1 − (1 − t)/(1 − p)), ∂τ₁/∂β₁ = x(1 − t/p), ∂τ₀/∂γ = (y − f₀)(1 − t)/(1 − p)² ∂p/∂γ,
+    ∂τ₁/∂γ = −(y − f₁)t/p² ∂p/∂γ with ∂p/∂γ = Λ(1 − Λ)x inside the clip (0 where clipped); the OLS
+    blocks −X_g'X_g/n and the score −X'diag(Λ(1 − Λ))X/n."""
+    treat = teff.treat_mask
+    k = teff.results0.model.exog.shape[1]
+    p0, p1, ps = params[2:2 + k], params[2 + k:2 + 2 * k], params[2 + 2 * k:]
+    X, y = teff.exog_grouped, teff.endog_grouped
+    n = len(y)
+    sel = teff.results_select.model
+    Xs = np.concatenate((sel.exog[~treat], sel.exog[treat]))
+    lam = 1.0 / (1.0 + np.exp(-(Xs @ ps)))
+    p = np.clip(lam, 0.01, 0.99)
+    dp = np.where((lam > 0.01) & (lam < 0.99), lam * (1 - lam), 0.0)[:, None] * Xs
+    t = np.concatenate((teff.treatment[~treat], teff.treatment[treat])).astype("float64")
+    f0, f1 = X @ p0, X @ p1
+    d0_b0 = X * (1 - (1 - t) / (1 - p))[:, None]
+    d1_b1 = X * (1 - t / p)[:, None]
+    d0_g = ((y - f0) * (1 - t) / (1 - p) ** 2)[:, None] * dp
+    d1_g = (-(y - f1) * t / p**2)[:, None] * dp
+    q = len(ps)
+    J = np.zeros((2 + 2 * k + q, 2 + 2 * k + q))
+    b0, b1, g = slice(2, 2 + k), slice(2 + k, 2 + 2 * k), slice(2 + 2 * k, None)
+    J[0, 0] = -1.0
+    J[0, b0] = -d0_b0.mean(axis=0)
+    J[0, b1] = d1_b1.mean(axis=0)
+    J[0, g] = (d1_g - d0_g).mean(axis=0)
+    J[1, 1] = -1.0
+    J[1, b0] = d0_b0.mean(axis=0)
+    J[1, g] = d0_g.mean(axis=0)
+    X0, X1 = teff.results0.model.exog, teff.results1.model.exog
+    J[b0, b0] = -(X0.T @ X0) / n
+    J[b1, b1] = -(X1.T @ X1) / n
+    lam = lam[np.argsort(np.r_[np.flatnonzero(~treat), np.flatnonzero(treat)], kind="stable")]  # original order
+    J[g, g] = -(sel.exog.T @ (sel.exog * (lam * (1 - lam))[:, None])) / n
+    return J
 
 
 def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
