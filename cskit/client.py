@@ -22,6 +22,7 @@ class Quality:
     tables: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     data_window: dict = field(default_factory=dict)  # cskit.panel.data_window: left truncation
+    renewals: dict = field(default_factory=dict)  # cskit.panel.renewal_evidence: term renewals observed
 
     def read(self, table: str, n: int) -> None:
         self.tables[table] = {"read": int(n), "used": int(n), "excluded": {}}
@@ -44,6 +45,8 @@ class Quality:
         out = {"tables": self.tables, "warnings": records(self.warnings)}
         if self.data_window:
             out["data_window"] = self.data_window
+        if self.renewals:
+            out["renewals"] = self.renewals
         return out
 
     def write(self, path: Path) -> None:

@@ -44,7 +44,16 @@ from cskit.models import (
     with_terms,
 )
 from cskit.notices import Notice, records
-from cskit.panel import MIN_EVENTS, active_rows, annual_cycle, decides, outcome_rows, recent_means, renewal_cycles
+from cskit.panel import (
+    MIN_EVENTS,
+    active_rows,
+    annual_cycle,
+    decides,
+    outcome_rows,
+    recent_means,
+    renewal_cycles,
+    renewal_evidence,
+)
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.result import StageResult, six_digits, write_csv, write_json
@@ -106,6 +115,7 @@ class ScoreModel:
     context_table: list[dict] = field(default_factory=list)
     basis: str = "kpis"  # "kpis" | "context_only" (no KPI the data support: segment, contract type, tenure)
     basis_reason: str | None = None  # "too_few_events" | "no_supported_kpi" when context only
+    renewals: dict = field(default_factory=dict)  # cskit.panel.renewal_evidence on the rows fitted
 
     def kpi_names(self) -> list[str]:
         """The score's KPI items (not the account-context items)."""
@@ -260,16 +270,28 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
     fit = fits.churn_fit(kpis) if shared else fit_binomial(y, design.X, link="cloglog", names=design.names)
     values, table = context_values(design, fit, horizon, annual_cycle(panel))
     warnings = []
+    renewals = renewal_evidence(panel, lag)
+    if not renewals["estimable"]:  # the term contracts' renewal hazard is not in the data: no points, no probability
+        values.pop("contract_type", None)
     for item in separated_levels(design, y):
-        if item in NO_POINTS:  # a calendar month without churn: no points either way
-            continue
+        if item in NO_POINTS or (item == "contract_type" and not renewals["estimable"]):
+            continue  # a calendar month without churn: no points either way; renewals: said above
         values.pop(item, None)
         warnings.append(Notice("context_item_separated", stage="health", item=item,
                                levels=list(separated_levels(design, y)[item])))
     weights, context = _points(panel, design, fit, values)
     for rec in table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
-    return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table)
+    return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table,
+                      renewals=renewals)
+
+
+def renewal_notice(renewals: dict) -> Notice:
+    """The coded notice that the term contracts' churn probability at renewal cannot be told from the
+    data (``cskit.panel.renewal_evidence``: too few renewal decisions observed)."""
+    return Notice("renewal_not_observed", stage="health", accounts=renewals["accounts"], cycle=renewals["cycle"],
+                  decisions=renewals["decisions"], churns=renewals["churns"], renewals=renewals["renewals"],
+                  min_events=renewals["min_events"])
 
 
 def context_values(design: Design, fit: GLMResult, horizon: int,
@@ -440,6 +462,8 @@ def tier_cutpoints(scores: np.ndarray, churn_prob: np.ndarray) -> dict[str, floa
     "Typical" is the least-squares line of cloglog(probability) on score over the scored accounts: with
     the cloglog hazard, cloglog P(churn within H) is linear in the KPI linear predictor, hence in the score.
     """
+    if not len(churn_prob):
+        return {"red_below": 0.0, "green_from": 0.0, "base_rate": float("nan")}
     base = float(np.mean(churn_prob))
     c = np.log(-np.log1p(-np.clip(churn_prob, 1e-9, 1 - 1e-9)))
     if np.ptp(scores) <= 0:
@@ -501,7 +525,10 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
-    cut = tier_cutpoints(frame["score"].to_numpy(), frame["churn_prob"].to_numpy())
+    if not model.renewals.get("estimable", True):  # not a finding: the data hold too few renewals
+        frame.loc[frame["contract_type"].astype(str).to_numpy() != "monthly", "churn_prob"] = np.nan
+    known = np.isfinite(frame["churn_prob"].to_numpy())
+    cut = tier_cutpoints(frame["score"].to_numpy()[known], frame["churn_prob"].to_numpy()[known])
     model = replace(model, forecast=forecast, **cut)  # the fitted model is not changed, a completed one is made
     frame["tier"] = tiers(model, frame["score"].to_numpy())
     return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
@@ -542,12 +569,16 @@ def validate(frame: pd.DataFrame, out: pd.DataFrame, client_score: pd.Series | N
     """AUC (DeLong CI), concordance, churn by tier and decile, calibration, and the client's score beside."""
     y, t = out["event"].to_numpy(), out["time"].to_numpy()
     s, p = frame["score"].to_numpy(), frame["churn_prob"].to_numpy()
+    known = np.isfinite(p)  # accounts with a churn probability (not the term contracts without renewals seen)
     res = {
         "n_accounts": int(len(y)),
         "n_churned": int(y.sum()),
         "observed_rate": float(y.mean()) if len(y) else None,
-        "predicted_rate": float(p.mean()) if len(p) else None,
+        "predicted_rate": float(p[known].mean()) if known.any() else None,
     }
+    if not known.all():  # the churn probability's checks are on the accounts that have one
+        res["with_churn_prob"] = {"n_accounts": int(known.sum()), "n_churned": int(y[known].sum()),
+                                  "observed_rate": float(y[known].mean()) if known.any() else None}
     if y.sum() == 0 or y.sum() == len(y):
         res["status"] = "not_estimable"
         res["reason"] = "no churn (or only churn) in the validation window: AUC is undefined"
@@ -558,13 +589,15 @@ def validate(frame: pd.DataFrame, out: pd.DataFrame, client_score: pd.Series | N
         **auc_with_ci(y, -s),
         "concordance": float(concordance_index(t, s, y)),
     }
-    res["churn_prob_auc"] = auc_with_ci(y, p)
+    yk, pk = y[known], p[known]
+    res["churn_prob_auc"] = auc_with_ci(yk, pk) if 0 < yk.sum() < len(yk) else None
     res["by_tier"] = rate_table(frame["tier"], y, list(TIERS), "tier").to_dict("records")
     dec = pd.Series(deciles(s))
     res["by_decile"] = rate_table(dec, y, list(range(1, 11)), "decile").to_dict("records")
-    pdec = pd.Series(deciles(p))
-    cal = rate_table(pdec, y, list(range(1, 11)), "decile")
-    cal.insert(2, "predicted", [float(p[(pdec == d).to_numpy()].mean()) for d in range(1, 11)])
+    pdec = pd.Series(deciles(pk)) if len(pk) else pd.Series([], dtype=int)
+    cal = rate_table(pdec, yk, list(range(1, 11)), "decile")
+    cal.insert(2, "predicted", [float(pk[(pdec == d).to_numpy()].mean()) if (pdec == d).any() else np.nan
+                                for d in range(1, 11)])
     res["calibration"] = cal.rename(columns={"churn_rate": "observed"}).to_dict("records")
     res["verdicts"] = verdicts(res)
     if client_score is not None:
@@ -616,9 +649,11 @@ def verdicts(res: dict) -> dict:
       with accounts), else "not_ordered" with the first pair out of order in ``tier_pair``.
     """
     out = {"auc": "above_chance" if res["score"]["ci_low"] > 0.5 else "not_distinguishable"}
-    lo, hi = wilson(res["n_churned"], res["n_accounts"])
+    basis = res.get("with_churn_prob", res)
+    lo, hi = wilson(basis["n_churned"], basis["n_accounts"])
     pred = res["predicted_rate"]
-    out["calibration"] = "under_predicts" if pred < lo else "over_predicts" if pred > hi else "adequate"
+    out["calibration"] = ("not_estimable" if pred is None else "under_predicts" if pred < lo
+                          else "over_predicts" if pred > hi else "adequate")
     rate = {r["tier"]: r["churn_rate"] for r in res["by_tier"] if r["n"]}
     out["tier_order"], out["tier_pair"] = "ordered", None
     for a, b in (("red", "yellow"), ("yellow", "green")):
@@ -669,6 +704,7 @@ class Health(StageResult):
     cut_model: ScoreModel | None = field(default=None, repr=False)  # the out-of-time validation's model
     score_basis: dict = field(default_factory=dict)  # basis "kpis" | "context_only", why, events, floor
     seasonality: dict = field(default_factory=dict)  # cskit.season.churn_seasonality: calendar adjustment
+    renewals: dict = field(default_factory=dict)  # cskit.panel.renewal_evidence: term renewals observed
 
     @property
     def estimable(self) -> bool:
@@ -688,6 +724,7 @@ class Health(StageResult):
             head |= {"reason_code": self.reason_code, "churn_events": self.churn_events, "min_events": MIN_SCORE_EVENTS}
         return head | {
             "score_basis": self.score_basis,
+            "renewals": self.renewals,
             "seasonality": self.seasonality,
             "cutpoints": self.cutpoints,
             "validation": self.validation,
@@ -770,6 +807,8 @@ def design_health_score(
             fits.release("churn")  # no later model uses the churn design
     model = now.model
     warnings = list(model.warnings)
+    if not model.renewals.get("estimable", True):
+        warnings.append(renewal_notice(model.renewals))
     frame = now.frame
     scores = frame[["account_id", "score", "tier", "churn_prob"]].copy()
     scores["account_name"] = scores["account_id"].map(data.account_names()).fillna("").to_numpy()
@@ -840,5 +879,6 @@ def design_health_score(
         cut_model=then.model if then is not None else None,
         score_basis=basis,
         seasonality=churn_seasonality(panel, MIN_EVENTS),
+        renewals=model.renewals,
     )
 

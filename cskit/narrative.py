@@ -548,6 +548,22 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   f"({v.list('kpis')}; at most one per {v.n('epv')} events, so the score is not overfitted) and is "
                   "indicative only. Check the validation AUC before using it; more history or more accounts may "
                   "reveal the drivers."),
+    "renewal_not_observed": (
+        lambda v: f"{v.n('cycle')}か月ごとに更新する契約（契約形態 annual）の{v.n('accounts')}社について、データの期間内に"
+                  f"観察できた更新は{v.n('decisions')}回（解約{v.n('churns')}件・継続{v.n('renewals')}件）だけで、"
+                  f"更新時の解約確率を推定するには解約と継続がそれぞれ{v.n('min_events')}件以上必要です。"
+                  "データから分からない確率は示さず、これらの顧客の解約確率（health_scores.csv の churn_prob）は空欄とし、"
+                  "ヘルススコアの契約形態には配点していません（これらの顧客のスコアとランクはKPIとセグメントによる相対的な位置です）。"
+                  "改善ポテンシャルのうちこれらの顧客の解約・LTVの金額も、更新時の解約率が分からないまま計算しているため割り引いて読んでください。"
+                  "更新月を含む、より長い期間のデータがあれば追加してください。",
+        lambda v: f"Renewals of the {v.n('accounts')} contract(s) renewing every {v.n('cycle')} months (contract_type "
+                  f"annual): the data hold only {v.n('decisions')} renewal decision(s) ({v.n('churns')} churned, "
+                  f"{v.n('renewals')} renewed); at least {v.n('min_events')} of each are needed to estimate the churn "
+                  "probability at a renewal. It is not shown: these accounts' churn_prob in health_scores.csv is empty "
+                  "and contract type earns no score points (their score and tier place them by their KPIs and "
+                  "segment only). The improvement potential's churn and LTV amounts for them rest on a renewal rate "
+                  "the data cannot tell: read them with caution. Fix: add earlier (or later) months that hold their "
+                  "renewals."),
     "context_item_separated": (
         lambda v: f"{CONTEXT_LABELS.get(v.s('item'), (v.s('item'),))[0]}には配点していません。ある水準（{v.list('levels')}）で"
                   "対象月の解約がまったくない（またはすべて解約）ため、効果を推定できないからです。解約確率の計算では考慮しています。",
@@ -1185,7 +1201,7 @@ def tier_order_text(v: dict, language: str = "ja") -> str:
 def calibration_text(v: dict, language: str = "ja") -> str:
     """Mean predicted vs observed churn in the validation window, worded from ``verdicts.calibration``
     (decided by the health stage: "lower/higher" only outside the observed rate's Wilson interval)."""
-    pred, obs = v.get("predicted_rate"), v.get("observed_rate")
+    pred, obs = v.get("predicted_rate"), (v.get("with_churn_prob") or v).get("observed_rate")
     if not (_finite(pred) and _finite(obs)):
         return ""
     verdict = v.get("verdicts", {}).get("calibration")
@@ -1676,6 +1692,12 @@ def not_estimated(outcomes: pd.DataFrame, potential_table: pd.DataFrame, health_
                      + health_reason(health_json, language))
     elif (health_json.get("score_basis") or {}).get("basis") == "context_only":
         items.append(("ヘルススコア: KPIの配点 — " if ja else "Health score: KPI points — ") + score_basis(health_json, language))
+    renewals = health_json.get("renewals") or {}
+    if health_json.get("status") != "not_estimable" and renewals.get("estimable") is False:
+        items.append((f"更新型契約（{renewals['accounts']:,}社）の解約確率 — データの期間内の更新が{renewals['decisions']:,}回"
+                      f"（解約{renewals['churns']:,}件）と少ないため推定できません" if ja else
+                      f"Churn probability of the {renewals['accounts']:,} term contract(s) — not estimable: only "
+                      f"{renewals['decisions']:,} renewal decision(s) ({renewals['churns']:,} churned) in the data"))
     if not items:
         return ""
     head = ("**この診断で推定できなかった部分**（データが少ないため。推定できた部分の結果はそのまま使えます）" if ja else

@@ -153,6 +153,41 @@ def decides(tenure: np.ndarray, cycle: np.ndarray) -> np.ndarray:
     return np.asarray(tenure) % np.asarray(cycle) == 0
 
 
+# Fewest churns (and renewals) at observed renewal decisions for the term contracts' renewal hazard: the
+# events-per-variable rule of 10 (Peduzzi et al. 1996) for its one term (contract type) in the churn model.
+MIN_RENEWAL_EVENTS = 10
+
+
+def renewal_evidence(panel: pd.DataFrame, lag: int, min_events: int = MIN_RENEWAL_EVENTS) -> dict:
+    """Can the data tell the churn probability of the non-monthly contracts at a renewal?
+
+    A term contract churns (almost) only at its renewals, so its renewal hazard is learnt from the
+    renewal decisions the model rows hold (``outcome_rows``: at-risk, month t − lag inside the contract
+    and the data window; a renewal month, tenure a multiple of the cycle). With no such decision (a
+    panel shorter than one term, a window that ends before the first anniversaries) or fewer than
+    ``min_events`` churns or renewals among them, the data cannot tell it: any figure would come from
+    the monthly contracts (far too low) or from a separated fit (0 or 1). ``estimable`` says which; code
+    "renewal_not_observed" then, "renewals_observed" otherwise, "no_term_contracts" without any.
+    """
+    kind = panel["contract_type"].astype(str).to_numpy() if "contract_type" in panel else np.array([])
+    term = kind != "monthly"
+    accounts = int(panel.loc[term, "account_id"].nunique()) if term.any() else 0
+    out = {"code": "no_term_contracts", "estimable": True, "accounts": accounts, "cycle": None,
+           "decisions": 0, "churns": 0, "renewals": 0, "min_events": int(min_events)}
+    if not accounts:
+        return out
+    rows, _ = outcome_rows(panel, "churn", lag)
+    tenure = panel["tenure"].to_numpy()
+    cycle = renewal_cycles(panel)
+    decision = rows & term & (tenure > 0) & decides(tenure, cycle)
+    churns = int(panel["churn"].to_numpy()[decision].sum())
+    renewals = int(decision.sum()) - churns
+    estimable = min(churns, renewals) >= min_events
+    out.update(code="renewals_observed" if estimable else "renewal_not_observed", estimable=bool(estimable),
+               cycle=int(cycle[term][0]), decisions=int(decision.sum()), churns=churns, renewals=renewals)
+    return out
+
+
 def churn_months(accounts: pd.DataFrame) -> np.ndarray:
     """Month index of each account's churn decision (-1 without a churn date): the month of its
     ``churn_date``, except that a non-monthly contract's churn dated the day before an anniversary day

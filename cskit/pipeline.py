@@ -215,7 +215,7 @@ def analyse(
     from cskit.history import track_health
     from cskit.loading import load_client
     from cskit.metrics import compute_metrics
-    from cskit.panel import build_panel, kpi_columns
+    from cskit.panel import build_panel, kpi_columns, renewal_evidence
     from cskit.parallel import Forked, one_blas_thread, parallel_enabled
     from cskit.potential import improvement_potential
     from cskit.survival import compute_survival
@@ -230,6 +230,7 @@ def analyse(
         with clock("panel"):
             panel = build_panel(data)
             kpis = kpi_columns(data)
+            data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
         if panel.empty:
             raise CskitError(
                 "No account-month left to analyse: every account starts after as_of or was excluded. "
