@@ -18,13 +18,15 @@ from scipy import stats
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.treatment.treatment_effects import TreatmentEffect
 
+from cskit.fits import churn_rows
 from cskit.forecast import kpi_forecasts
-from cskit.models import design_matrix, fit_binomial, kpi_transforms
+from cskit.models import fit_binomial, kpi_transforms
 from cskit.notices import Notice
-from cskit.panel import active_rows, outcome_rows, recent_means
+from cskit.panel import active_rows, recent_means
 from cskit.stats import mean_ci, newcombe_difference, risk_ratio, wilson
 
 if TYPE_CHECKING:
+    from cskit.fits import Fits
     from cskit.health import ScoreModel
 
 EQUIVALENCE_MARGIN = 0.05
@@ -86,22 +88,30 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
     return res
 
 
-def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int) -> dict:
-    """Onboarding's own term in the monthly churn hazard (cloglog GLM on the at-risk months, every KPI of
-    the month before each decision, segment and contract type, as the triggers' RT model): the hazard
-    ratio onboarded vs not (exp of the coefficient per unit of the 0/1 flag) with its 95% interval."""
-    rows, y = outcome_rows(panel, "churn", lag)
-    if y.sum() < ADJUSTED_MIN_GROUP:
-        return {"status": "not_estimable", "reason": f"only {int(y.sum())} churns"}
-    design = design_matrix(panel, rows, list(dict.fromkeys(["contract_months", *kpis])), lag)
+def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int, *, fits: Fits | None = None) -> dict:
+    """Onboarding's own term in the monthly churn hazard, as the hazard ratio onboarded vs not (the KPI
+    from 0 to 1 on the model's scale) with its 95% interval: the churn hazard the triggers' RT model,
+    the potential and the health score fit (:func:`cskit.fits.churn_rows`: cloglog GLM on every at-risk
+    month up to as_of, every KPI of the month before each decision, segment, contract type and, where
+    detected, the calendar month), so that the check and the trigger table show one model's figure.
+
+    ``fits`` (:class:`cskit.fits.Fits` of this panel): its churn design and first fit for ``kpis``
+    (those of the health score's full model: no refit)."""
+    fits = fits if fits is not None and fits.serves(panel, lag) else None
+    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag)
+    if m.y.sum() < ADJUSTED_MIN_GROUP:
+        return {"status": "not_estimable", "reason": f"only {int(m.y.sum())} churns"}
+    design = m.design
     if "onboarding_completed" not in design.kpis:
         return {"status": "not_estimable", "reason": design.dropped.get("onboarding_completed", "not in the model")}
-    fit = fit_binomial(y, design.X, link="cloglog", names=design.names)
+    fit = fits.churn_fit(kpis) if fits is not None else fit_binomial(m.y, design.X, link="cloglog", names=design.names)
     j = design.names.index("onboarding_completed")
-    sd = design.transforms["onboarding_completed"].sd
-    b, se = fit.coef[j] / sd, fit.se[j] / sd
+    t = design.transforms["onboarding_completed"]
+    step = float(t.forward(1.0) - t.forward(0.0))  # per SD on the model's scale → per step of the flag
+    b, se = fit.coef[j] * step, fit.se[j] * abs(step)
     return {"status": "fitted", "hazard_ratio": float(np.exp(b)), "ci_low": float(np.exp(b - 1.959963984540054 * se)),
-            "ci_high": float(np.exp(b + 1.959963984540054 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se)))}
+            "ci_high": float(np.exp(b + 1.959963984540054 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se))),
+            "rows": "every at-risk month up to as_of (the churn hazard of the triggers, potential and score)"}
 
 
 def onboarding_covariates(

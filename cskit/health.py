@@ -800,6 +800,8 @@ def design_health_score(
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     try:
         now = score_at(panel, kpis, lag, as_of, H, params.alpha, fits=fits)
+        # the onboarding check's own-hazard condition: the same churn hazard, on every at-risk month
+        hazard = hazard_own_effect(panel, kpis, lag, fits=fits) if "onboarding_completed" in panel else None
     except NotEstimable as e:
         return not_estimable_health(e, H)
     finally:
@@ -818,7 +820,7 @@ def design_health_score(
     cut = as_of - pd.DateOffset(months=H)
     validation: dict = {"cut": cut, "horizon_months": H, "fitted_on": f"at-risk months up to {cut:%Y-%m}"}
     onboarding = None
-    before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score and the hazard check
+    before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score
     try:
         then = score_at(before, kpis, lag, cut, H, params.alpha)
     except CskitError as e:
@@ -835,7 +837,6 @@ def design_health_score(
             done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
             cohort = then.frame[["account_id"]].join(done, on="account_id")
             covariates = onboarding_covariates(panel, then.frame, kpis, cut)
-            hazard = hazard_own_effect(before, kpis, lag)
             onboarding = onboarding_check(panel, model, cohort, out, H, covariates=covariates, hazard=hazard)
             warnings += onboarding.pop("notices", [])
     del before  # released: nothing below reads the months up to the cut

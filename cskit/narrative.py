@@ -1276,8 +1276,9 @@ def onboarding(check: dict | None, language: str = "ja") -> str:
                  f" Adjusted for the other KPIs, tenure, segment and contract type (AIPW): {adiff}.")
         if hz.get("status") == "fitted":
             hr = _interval(hz["hazard_ratio"], hz["ci_low"], hz["ci_high"], lambda x: f"{float(x):.2f}")
-            text += (f"前月の指標をそろえた月次の解約ハザード比（完了/未完了）: {hr}。" if ja else
-                     f" Monthly churn hazard ratio (onboarded / not) given the previous month's KPIs: {hr}.")
+            text += (f"前月の指標をそろえた月次の解約ハザード比（完了/未完了、解約トリガーと同じモデル）: {hr}。" if ja else
+                     f" Monthly churn hazard ratio (onboarded / not) given the previous month's KPIs, from the"
+                     f" retention-trigger model: {hr}.")
     s = check.get("score_after_12_months", {})
     if s.get("difference"):
         sd = s["difference"]

@@ -271,6 +271,41 @@ def test_onboarding_with_its_own_effect_is_a_driver():
     assert 0.35 < o["hazard_model"]["hazard_ratio"] < 0.8
 
 
+def test_onboarding_own_hazard_is_the_churn_hazard_on_every_at_risk_month():
+    """Issue 11 (e): the onboarding check's own-hazard condition is the churn hazard the triggers, the
+    potential and the score fit (cskit.fits.churn_rows), on every at-risk month: the trigger table's
+    figure. A fiscal-year client (term-end churn dates, April starts), seed 7: it used to be refitted on
+    the months up to the validation cut only, which on such a client hold one April of annual renewals
+    (QA client: 0.84 [0.56, 1.26] beside the trigger table's 0.61 [0.47, 0.78] per step of the flag).
+    The planted effect, −0.3 per design SD of the flag (0.46), is a hazard ratio of 0.52."""
+    from cskit.fits import churn_rows
+    from cskit.health import design_health_score
+
+    sim = simulate_client(1200, 30, seed=7, start="2024-04", annual_share=0.6, mc_paths=0,
+                          options=Options(term_end_dates=True, fiscal_year_start=4))
+    params = Params(as_of=sim.as_of)
+    data = client_from_frames(sim.tables, params)
+    panel = build_panel(data)
+    kpis = kpi_columns(data)
+    h = design_health_score(panel, data, params, kpis)
+    hz = h.onboarding["hazard_model"]
+    # by hand: the shared churn design on all at-risk months, its onboarding coefficient per step 0 → 1
+    m = churn_rows(panel, kpis, params.kpi_lag_months)
+    fit = fit_binomial(m.y, m.design.X, link="cloglog")
+    j = m.design.names.index("onboarding_completed")
+    step = 1 / m.design.transforms["onboarding_completed"].sd
+    assert m.design.transforms["onboarding_completed"].kind == "identity"
+    assert hz["hazard_ratio"] == pytest.approx(np.exp(fit.coef[j] * step), rel=1e-9)
+    assert hz["ci_high"] == pytest.approx(np.exp((fit.coef[j] + 1.959963984540054 * fit.se[j]) * step), rel=1e-9)
+    assert hz["ci_low"] < np.exp(-0.3 / 0.46) < hz["ci_high"] < 1
+    # the trigger table's RT row for onboarding (per SD there) says the same to a few percent
+    tr = find_triggers(panel, params, kpis)
+    row = tr.details.set_index(["kpi", "outcome", "segment"]).loc[("onboarding_completed", "churn", "")]
+    sd = tr.transforms.set_index("kpi").at["onboarding_completed", "sd"]
+    assert hz["hazard_ratio"] == pytest.approx(np.exp(row["coef"] / sd), rel=0.05)
+    assert hz["ci_high"] == pytest.approx(np.exp((row["coef"] + 1.959963984540054 * row["se"]) / sd), rel=0.05)
+
+
 @pytest.mark.slow
 def test_onboarding_verdict_over_seeds():
     assert all(onboarding_of(seed, True)["check"]["verdict"] != "driver" for seed in (1, 2, 3))
