@@ -20,9 +20,9 @@ from statsmodels.treatment.treatment_effects import TreatmentEffect
 
 from cskit.fits import churn_rows
 from cskit.forecast import kpi_forecasts
-from cskit.models import fit_binomial, kpi_transforms
+from cskit.models import MISSING_PREFIX, fit_binomial, kpi_transforms
 from cskit.notices import Notice
-from cskit.panel import active_rows, recent_means
+from cskit.panel import active_rows, recent_means, recent_missing
 from cskit.stats import mean_ci, newcombe_difference, risk_ratio, wilson
 
 if TYPE_CHECKING:
@@ -282,6 +282,8 @@ def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> 
     kpis = list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"]))
     feats, _ = kpi_forecasts(panel, kpis, rows, model.design.transforms, horizon, model.lag)
     feats = pd.concat([feats, panel.loc[rows, ["segment", "contract_type"]].reset_index(drop=True)], axis=1)
+    for k, share in recent_missing(panel, model.design.indicators, rows).items():
+        feats[MISSING_PREFIX + k] = share
     pts = pd.concat([model.kpi_points(feats), model.context_points(feats)], axis=1)
     own = model.weights.set_index("kpi")["points"].get("onboarding_completed", 0)
     rest = pts.drop(columns=["onboarding_completed"], errors="ignore").sum(axis=1).to_numpy()

@@ -31,8 +31,10 @@ from cskit.fits import Fits, churn_rows
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
+    MISSING_PREFIX,
     Design,
     GLMResult,
+    add_informative_indicators,
     base_fit,
     fit_binomial,
     joint_p,
@@ -41,6 +43,7 @@ from cskit.models import (
     select_terms,
     separated_levels,
     slope_weights,
+    with_indicators,
     with_terms,
 )
 from cskit.notices import Notice, records
@@ -51,6 +54,7 @@ from cskit.panel import (
     decides,
     outcome_rows,
     recent_means,
+    recent_missing,
     renewal_cycles,
     renewal_evidence,
 )
@@ -126,9 +130,17 @@ class ScoreModel:
         return [k for k in self.kpi_names() if k not in CONTEXT_KPIS]
 
     def kpi_points(self, features: pd.DataFrame) -> pd.DataFrame:
-        """Points each account earns on each KPI item (a missing KPI counts as the panel mean, z = 0)."""
+        """Points each account earns on each KPI item (a missing KPI counts as the panel mean, z = 0) and on
+        each informative missing indicator (``missing:<kpi>``: by the share of its recent months without a
+        value, ``features[missing:<kpi>]``, or 1 / 0 by whether ``features[kpi]`` is empty)."""
         out = {}
         for _, w in self.weights.iterrows():
+            if w.get("scale") == "missing":  # a KPI's missing indicator: points by the share of months answered
+                kpi = w["kpi"].removeprefix(MISSING_PREFIX)
+                share = (features[w["kpi"]] if w["kpi"] in features else features[kpi].isna()).to_numpy(dtype="float64")
+                u = np.clip(share, 0.0, 1.0)
+                out[w["kpi"]] = w["points"] * (1.0 - u if w["direction"] == "-" else u)
+                continue
             if w["kpi"] not in self.design.transforms:
                 continue
             z = self.design.transforms[w["kpi"]].forward(features[w["kpi"]].to_numpy(dtype="float64"))
@@ -179,12 +191,12 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     if y.sum() < MIN_EVENTS:
         context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
         return _context_only(panel, context_kpis, lag, horizon, "too_few_events", int(y.sum()), alpha)
-    full = _fit_model(panel, kpis, lag, horizon, fits=fits)
+    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
     flagged = linear_flagged(full.design, full.fit, alpha, CONTEXT_KPIS)
-    if fits is not None:
+    if fits is not None and not full.design.indicators:  # with an indicator the design is not the shared one
         ext, ext_fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
     else:
         ext, ext_fit, _ = select_terms(y, full.design, full.fit, flagged, seg, alpha)
@@ -212,7 +224,8 @@ def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float
     terms = [t for t in ext.terms if t.kpi in keep]
     if len(keep) == len(tested) and not terms:
         return full
-    model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms)
+    model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
+                       indicators=[k for k in full.design.indicators if k in keep])
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
@@ -239,7 +252,7 @@ def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm
 def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, reason: str, events: int,
                   alpha: float) -> ScoreModel:
     """The score of account context only (segment, contract type, tenure): no KPI points."""
-    model = _fit_model(panel, kpis, lag, horizon, context_only=True)
+    model = _fit_model(panel, kpis, lag, horizon, context_only=True, indicators=[])
     model.basis, model.basis_reason = "context_only", reason
     model.warnings.append(Notice("score_context_only", stage="health", reason_code=reason, events=events,
                                  min_events=MIN_EVENTS, alpha=alpha))
@@ -247,9 +260,20 @@ def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, 
 
 
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
-               context_only: bool = False, fits: Fits | None = None) -> ScoreModel:
+               context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
+               indicators: list[str] | None = None) -> ScoreModel:
+    """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
+    (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
+    its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
+    the test and adds theirs."""
     m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag)
     y, design = m.y, m.design
+    if indicators is None:
+        if design.kpis and y.sum() >= MIN_EVENTS:
+            first = fits.churn_fit(kpis).coef if fits is not None else None
+            design, _ = add_informative_indicators(y, design, "cloglog", alpha, "churn", first)
+    elif indicators:
+        design = with_indicators(design, [k for k in indicators if k in design.missing])
     if terms:
         seg = panel["segment"].astype(str).to_numpy()[m.rows] if "segment" in panel else None
         design = with_terms(design, [t for t in terms if t.kpi in design.kpis], seg)
@@ -342,6 +366,11 @@ def _points(panel: pd.DataFrame, design: Design, fit: GLMResult,
                      "direction": "+" if beta < 0 else "-", "scale": tr.kind, "levels": "",
                      "value_at_0_points": tr.inverse(lo if beta < 0 else hi),
                      "value_at_full_points": tr.inverse(hi if beta < 0 else lo)})
+    for k in design.indicators:  # informative missingness: a share of months without a value, 0 to 1
+        gamma = float(fit.coef[design.indicator_column(k)])
+        recs.append({"kpi": MISSING_PREFIX + k, "coefficient": gamma, "z_lo": 0.0, "z_hi": 1.0, "raw": abs(gamma),
+                     "direction": "-" if gamma > 0 else "+", "scale": "missing", "levels": "",
+                     "value_at_0_points": 1.0 if gamma > 0 else 0.0, "value_at_full_points": 0.0 if gamma > 0 else 1.0})
     for item, v in context.items():
         spread = max(v.values()) - min(v.values())
         if spread <= 0:
@@ -427,6 +456,8 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             return d.transforms[name].forward(tenure + h)
         if name in paths:
             return paths[name].at(h, model.lag)
+        if name.startswith(MISSING_PREFIX):  # a missing indicator: the account's recent share without a value
+            return features[name].to_numpy(dtype="float64")
         if name in d.transforms:
             return d.transforms[name].forward(features[name].to_numpy(dtype="float64"))
         term = next((t for t in d.terms if t.name == name), None)
@@ -500,6 +531,8 @@ def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon:
     feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths)
     base = past.loc[rows, ["tenure", "contract_type", "segment", "renewal_cycle", "month"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
+    for k, share in recent_missing(past, model.design.indicators, rows).items():
+        frame[MISSING_PREFIX + k] = share
     frame["score"] = np.round(model.score(frame), 1)
     return frame, forecast
 

@@ -194,6 +194,7 @@ class Design:
     terms: list[Term] = field(default_factory=list)
     missing: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     indicators: list[str] = field(default_factory=list)
+    missing_rate: dict[str, float] = field(default_factory=dict)  # share of model rows without a value, per indicator
 
     def kpi_slice(self) -> slice:
         return slice(1, 1 + len(self.kpis))
@@ -802,7 +803,21 @@ def with_indicators(design: Design, kpis: list[str]) -> Design:
         others = [c for c in range(p) if c != j]
         b = np.linalg.lstsq(X[~gap][:, others], X[~gap, j], rcond=None)[0]
         X[gap, j] = X[gap][:, others] @ b
-    return replace(design, X=X, names=[*design.names, *names], indicators=[*design.indicators, *added])
+    return replace(design, X=X, names=[*design.names, *names], indicators=[*design.indicators, *added],
+                   missing_rate=design.missing_rate | {k: float(design.missing[k].mean()) for k in added})
+
+
+def expected_indicator(gamma, rate: float):
+    """The value of a missing indicator (coefficient ``gamma`` on the log-hazard) in a future month whose
+    KPI is missing with probability ``rate``: x with exp(γ·x) = E[exp(γ·I)] = 1 − rate + rate·e^γ, so that
+    γ·x is the expected hazard's shift (a hazard is convex in I: plugging the share itself in, exp(γ·rate),
+    understates it, by 1.9 / 1.26 for a 10% gap rate with HR 10; churn probabilities 0.10 against a true
+    0.15 on the MNAR look-alike). → ``rate`` as γ → 0. Works on arrays of γ (draws)."""
+    g = np.asarray(gamma, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = np.log1p(rate * np.expm1(g)) / g
+    out = np.where(np.abs(g) > 1e-12, x, rate)
+    return float(out) if out.ndim == 0 else out
 
 
 def indicator_effects(table: pd.DataFrame, design: Design, coef: np.ndarray, se: np.ndarray) -> pd.DataFrame:

@@ -1774,7 +1774,8 @@ def notes(messages: list | None, language: str = "ja", labels: dict[str, str] | 
 
 def kpi_labels(catalogue: dict, language: str = "ja") -> dict[str, str]:
     """KPI name → label for the report; a label shared by several KPIs (e.g. "サイト訪問数" on the
-    public site, CS site and community) gets its category appended so every row is distinguishable."""
+    public site, CS site and community) gets its category appended so every row is distinguishable; each
+    KPI's missing indicator (``missing:<kpi>``, a health-score item where its gaps are informative) too."""
     from cskit.catalogue import CATEGORIES
 
     base = {name: k.label(language) for name, k in catalogue.items()}
@@ -1786,6 +1787,11 @@ def kpi_labels(catalogue: dict, language: str = "ja") -> dict[str, str]:
             category = CATEGORIES.get(k.category, {}).get(language, k.category)
             label = f"{label}（{category}）" if language == "ja" else f"{label} ({category})"
         out[name] = label
+    from cskit.models import MISSING_PREFIX
+
+    for name, label in list(out.items()):  # a health-score item: the KPI's informative missing indicator
+        out[MISSING_PREFIX + name] = (f"{label}の未回答・未計測の割合" if language == "ja"
+                                      else f"{label}: share of months without a value")
     return out
 
 

@@ -409,6 +409,26 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
     return pd.DataFrame(out)
 
 
+def recent_missing(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS
+                   ) -> dict[str, np.ndarray]:
+    """For each selected panel row: the share of the account's last ``n`` months up to and including that
+    row (fewer at the contract's start) in which each KPI has no value: the expected value of its missing
+    indicator in a future month (``cskit.models.with_indicators``), read the same way by the potential and
+    the health score."""
+    pos = np.flatnonzero(rows)
+    tenure = panel["tenure"].to_numpy()[pos]
+    out = {}
+    for k in kpis:
+        gap = panel[k].isna().to_numpy()
+        total, count = np.zeros(len(pos)), np.zeros(len(pos))
+        for j in range(n):
+            ok = tenure >= j
+            total[ok] += gap[pos[ok] - j]
+            count[ok] += 1
+        out[k] = total / np.maximum(count, 1)
+    return out
+
+
 def recent_values(
     panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS
 ) -> dict[str, np.ndarray]:

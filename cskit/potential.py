@@ -39,6 +39,7 @@ from cskit.models import (
     GLMResult,
     Transform,
     cluster_cov,
+    expected_indicator,
     fit_with_missingness,
     joint_p,
     kpi_transforms,
@@ -55,6 +56,7 @@ from cskit.panel import (
     decides,
     outcome_rows,
     recent_means,
+    recent_missing,
     recent_values,
     renewal_cycles,
 )
@@ -80,6 +82,7 @@ class OutcomeModel:
     reason: str = ""
     draw_cov: np.ndarray | None = None
     missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
+    lag: int = 1
 
 
 @dataclass(repr=False)
@@ -157,7 +160,7 @@ def fit_outcome(
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
     rate = float(yr.mean()) if len(yr) else 0.0
-    model = OutcomeModel(outcome, int(rows.sum()), events, rate)
+    model = OutcomeModel(outcome, int(rows.sum()), events, rate, lag=lag)
     if events < MIN_EVENTS:
         model.reason = Notice("potential_few_events", stage="potential", outcome=outcome, events=events,
                               rows=model.rows, min=MIN_EVENTS)
@@ -348,13 +351,19 @@ class Hazard:
                 - self.design.contribution(self.coef, kpi, z0, seg))
     season_cols: dict[int, int] = field(default_factory=dict)
     as_of_month: int = 1
+    gaps: np.ndarray | None = None  # (B, 1) missing indicators' expected log-hazard shift in later months
+    gaps_first: np.ndarray | None = None  # (B, n) the same in the first ``lag`` months, from each account's share
+    lag: int = 1
+
+    def shift(self) -> np.ndarray | float:
+        """The missing indicators' part of the log-hazard of months after the first ``lag`` (0 without)."""
+        return 0.0 if self.gaps is None else self.gaps
 
 
 def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -> np.ndarray:
     """Design rows of the active accounts' future months: [1, z(KPIs), dummies, missing indicators],
-    missing KPIs at z = 0 as in the fit, z(contract_months) = 0 (the tenure factor carries it); a
-    missing indicator at the share of the account's last 3 months without a value (``future``'s
-    ``missing:<kpi>`` column, :func:`missing_shares`): its expected value in a future month."""
+    missing KPIs at z = 0 as in the fit, z(contract_months) = 0 (the tenure factor carries it), missing
+    indicators at 0 (their expected part is :func:`missing_shift`'s, added by the Hazard)."""
     cols = [np.ones(len(active))]
     for k in design.kpis:
         z = design.transforms[k].forward(future[k].to_numpy(dtype="float64"))
@@ -363,9 +372,8 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
         values = active[a].astype(str).to_numpy()
         season = a == "churn_season"  # the future months' calendar enters month by month (season_factor)
         cols.extend(np.zeros(len(active)) if season else (values == v).astype("float64") for v in levels[1:])
-    for k in design.indicators:  # the indicators come before the terms, as in the design
-        name = MISSING_PREFIX + k
-        cols.append(future[name].to_numpy(dtype="float64") if name in future else np.zeros(len(active)))
+    for _ in design.indicators:  # the indicators come before the terms, as in the design: their part is the
+        cols.append(np.zeros(len(active)))  # Hazard's expected shift (make_hazard, missing_shift), not a value
     segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
     cols.extend(t.values(cols[1 + design.kpis.index(t.kpi)], segment) for t in design.terms)
     return np.column_stack(cols)
@@ -374,21 +382,11 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
 def missing_shares(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp,
                    n: int = 3) -> pd.DataFrame:
     """Per active account and KPI, the share of its last ``n`` months (up to as_of, within the contract)
-    in which the KPI has no value; columns ``missing:<kpi>``."""
-    at = np.flatnonzero((panel["month"] == pd.Timestamp(as_of)).to_numpy())
-    tenure = panel["tenure"].to_numpy()[at]
+    in which the KPI has no value (:func:`cskit.panel.recent_missing`); columns ``missing:<kpi>``."""
+    at = (panel["month"] == pd.Timestamp(as_of)).to_numpy()
     order = pd.Index(panel["account_id"].to_numpy()[at]).get_indexer(active["account_id"].to_numpy())
-    at, tenure = at[order], tenure[order]
-    out = {}
-    for k in kpis:
-        gap = panel[k].isna().to_numpy()
-        total, count = np.zeros(len(at)), np.zeros(len(at))
-        for j in range(n):
-            ok = tenure >= j
-            total[ok] += gap[at[ok] - j]
-            count[ok] += 1
-        out[MISSING_PREFIX + k] = total / np.maximum(count, 1)
-    return pd.DataFrame(out)
+    shares = recent_missing(panel, kpis, at, n)
+    return pd.DataFrame({MISSING_PREFIX + k: v[order] for k, v in shares.items()})
 
 
 def make_hazard(model: OutcomeModel | None, coef: np.ndarray, future: pd.DataFrame, active: pd.DataFrame) -> Hazard:
@@ -404,8 +402,30 @@ def make_hazard(model: OutcomeModel | None, coef: np.ndarray, future: pd.DataFra
     segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
     season = {int(n.split("=", 1)[1]): j for j, n in enumerate(design.names) if n.startswith("churn_season=")}
     as_of_month = int(pd.Timestamp(active["month"].iloc[0]).month) if season and len(active) else 1
+    gaps, first = missing_shift(design, coef, future)
     return Hazard(account_matrix(design, future, active), coef, cm, kpi_cols, design.transforms.get("contract_months"),
-                  design, segment, season, as_of_month)
+                  design, segment, season, as_of_month, gaps, first, model.lag)
+
+
+def missing_shift(design: Design, coef: np.ndarray, future: pd.DataFrame
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The informative missing indicators' expected part of the log-hazard per draw (rows of ``coef``):
+    Σ_k γ_k · x(γ_k, π) with x = :func:`cskit.models.expected_indicator`, π = the share of the model
+    rows without a value (``design.missing_rate``: a future month's gap is not known, only how often
+    gaps happen) for the months after the first ``lag``, and each account's share of its last 3 months
+    (``future``'s ``missing:<kpi>``, :func:`missing_shares`) for the first ``lag`` months, whose KPI month
+    is already observed. Returns ((B, 1), (B, n)), or (None, None) without indicators."""
+    if not design.indicators:
+        return None, None
+    n = len(future)
+    late, first = np.zeros((coef.shape[0], 1)), np.zeros((coef.shape[0], n))
+    for k in design.indicators:
+        g = coef[:, design.indicator_column(k)]
+        late[:, 0] += g * expected_indicator(g, design.missing_rate.get(k, 0.0))
+        name = MISSING_PREFIX + k
+        share = future[name].to_numpy(dtype="float64") if name in future else np.zeros(n)
+        first += g[:, None] * expected_indicator(g[:, None], share[None, :])
+    return late, first
 
 
 def rate_coef(model: OutcomeModel | None) -> float:
@@ -527,9 +547,9 @@ def project(
     for lo in range(0, n, chunk):
         sl = slice(lo, min(lo + chunk, n))
         risk = decides(tenure[None, sl] + np.arange(1, months + 1)[:, None], cycle[None, sl])
-        log_a = {o: hz.coef @ hz.X[sl].T for o, hz in hazards.items()}
+        log_a = {o: hz.coef @ hz.X[sl].T + hz.shift() for o, hz in hazards.items()}
         neg_a = _neg_exp(log_a, dtype)
-        base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype)
+        base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype, sl)
         base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months)
         weights = (w_money[sl], w_count[sl], referral_mrr)
         _add_totals(totals, 0, base, *weights)
@@ -542,7 +562,7 @@ def project(
             if not moved:
                 res = base
             elif sc.kpi == "contract_months":
-                factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype)
+                factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl)
                 res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months)
             else:
                 shifted = dict(neg_a)
@@ -565,11 +585,15 @@ def season_factor(hz: Hazard, months: int, dtype) -> np.ndarray:
     return np.exp(out, out=out)
 
 
-def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta: float, risk: np.ndarray, dtype):
+def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta: float, risk: np.ndarray, dtype,
+             sl: slice = slice(None)):
     factor = {o: tenure_factor(hz, tenure, months, delta, dtype) for o, hz in hazards.items()}
     for o, hz in hazards.items():
         if hz.season_cols:
             factor[o] *= season_factor(hz, months, dtype)
+        if hz.gaps_first is not None:  # the first lag months' KPI month is observed: each account's own gaps
+            k = min(hz.lag, months)
+            factor[o][:k] *= np.exp(hz.gaps_first[:, sl] - hz.gaps).astype(dtype)[None]
     factor["churn"] *= risk[:, None, :].astype(dtype)
     return factor
 

@@ -351,3 +351,40 @@ def test_the_new_notices_are_worded_in_both_languages():
     for code in ("onboarding_confounded", "onboarding_unadjusted_only"):
         m = Notice(code, stage="health", severity="note", reason="9 onboarded accounts")
         assert "onboarding" in N.notice(m, "en") and "オンボード" in N.notice(m, "ja")
+
+
+# ---------------------------------------------------------------- informative gaps in the score and the projections
+
+
+def test_expected_indicator_gives_the_expected_hazard_of_a_gap():
+    """exp(γ·x) = E[exp(γ·I)] = 1 − π + π·e^γ for I ~ Bernoulli(π), by hand; → π as γ → 0; 0 and 1 exact."""
+    from cskit.models import expected_indicator
+
+    for g in (-2.0, 0.5, 2.3):
+        for pi in (0.0, 0.1, 0.45, 1.0):
+            assert np.exp(g * expected_indicator(g, pi)) == pytest.approx(1 - pi + pi * np.exp(g), rel=1e-12)
+    assert expected_indicator(0.0, 0.3) == 0.3
+    assert expected_indicator(2.3, 0.1) > 0.1  # convexity: more than the share itself
+    draws = expected_indicator(np.array([[1.0], [2.0]]), np.array([[0.0, 0.5, 1.0]]))
+    half = [np.log1p(0.5 * np.expm1(1.0)), np.log1p(0.5 * np.expm1(2.0)) / 2]
+    np.testing.assert_allclose(draws, [[0, half[0], 1], [0, half[1], 1]])
+
+
+def test_the_health_score_keeps_an_informative_gap_and_ranks_churn_better():
+    """MNAR csat (seed 1, 2,000 accounts): the score keeps csat and its missing indicator as an item of its
+    own, and ranks and calibrates the next 12 months' churn (realised in the simulator's future) better than
+    mean imputation did. Measured: AUC 0.653 (mean imputation 0.612), mean churn probability 0.150 against
+    a realised 0.147 (0.164 before)."""
+    from cskit.health import design_health_score
+    from cskit.stats import auc_with_ci
+
+    sim, data, panel, params = client(1, mnar_csat=True)
+    h = design_health_score(panel, data, params, kpi_columns(data))
+    w = h.weights.set_index("kpi")
+    assert w.at["missing:csat", "scale"] == "missing" and w.at["missing:csat", "direction"] == "-"
+    assert w.at["missing:csat", "points"] >= 5 and w.at["csat", "direction"] == "+"
+    assert "missing:csat" not in set(h.playbook[["kpi_1", "kpi_2"]].stack())  # a warning sign, not a lever
+    f = h.scores.merge(sim.truth.future[["account_id", "churned"]], on="account_id")
+    auc = auc_with_ci(f["churned"].to_numpy(), -f["score"].to_numpy())["auc"]
+    assert auc >= 0.64, auc
+    assert abs(f["churn_prob"].mean() / f["churned"].mean() - 1) < 0.08, (f["churn_prob"].mean(), f["churned"].mean())
