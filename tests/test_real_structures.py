@@ -187,6 +187,56 @@ def test_peer_client_contract_type_no_longer_takes_half_the_score(peer):
     assert health.weights.set_index("kpi")["points"].get("contract_type", 0) <= 10  # was 52 of 100
 
 
+# Fiscal-year clients as the QA built them (1,200 accounts × 30 months from April, 60% annual, term-end
+# churn dates, April starts), with a noise KPI that peaks in March, the month whose KPIs every April
+# renewal is decided on (lag 1), and no churn shock: the seasonal pattern is confounded with the renewal
+# month and nothing else.
+FISCAL_NOISE = Options(term_end_dates=True, fiscal_year_start=4, season_month=4, season_shock=0.0,
+                       seasonal_kpi="case_study_views")
+FISCAL_SEEDS = range(300, 310)
+
+
+@pytest.fixture(scope="module")
+def fiscal_seeds() -> pd.DataFrame:
+    out = []
+    for seed in FISCAL_SEEDS:
+        sim = simulate_client(1200, 30, seed=seed, start="2024-04", annual_share=0.6, mc_paths=0,
+                              options=FISCAL_NOISE)
+        params = Params(as_of=sim.as_of)
+        data = client_from_frames(sim.tables, params)
+        t = find_triggers(build_panel(data), params, kpi_columns(data)).table
+        role = sim.truth.effects[["kpi", "outcome", "role"]]
+        t = t[(t["segment"] == "") & (t["kpi"] != "contract_months")].merge(role, on=["kpi", "outcome"], how="left")
+        out.append(t.assign(seed=seed))
+    return pd.concat(out, ignore_index=True)
+
+
+@pytest.mark.slow
+def test_fiscal_year_clients_flag_noise_kpis_at_the_false_discovery_rate_only(fiscal_seeds):
+    """Issue 11 (QA gap c): on fiscal-year clients a noise KPI was flagged for churn in about half the
+    runs. Measured (docs/methods.md, "Noise KPIs on fiscal-year clients"): it is the false-discovery
+    rate's own share, the same as on the default simulator, not a leak of the fiscal year: no KPI is
+    flagged repeatedly, and the KPI that peaks before every April renewal is not flagged (with the
+    renewal cycle read as "every month", the item-1 failure, its churn z is 3–6 in every seed). Over 10
+    seeds: the false-discovery proportion among the flagged churn and renewal KPIs is at most alpha, every
+    planted churn driver is flagged with its sign in at least 85% of the seed × outcome fits, no noise KPI
+    is flagged in more than 2 seeds, the seasonal one in at most 1."""
+    d = fiscal_seeds[fiscal_seeds["outcome"].isin(["churn", "renewal"])]
+    flagged = d[d["trigger"] != ""]
+    fdp = flagged.groupby(["seed", "outcome"])["role"].agg(lambda r: (r != "driver").mean())
+    fdp = fdp.reindex(pd.MultiIndex.from_product([FISCAL_SEEDS, ["churn", "renewal"]]), fill_value=0.0)
+    assert fdp.mean() <= 0.05, fdp[fdp > 0].to_dict()
+    drivers = d[d["role"] == "driver"]
+    sign = np.where(drivers["outcome"] == "churn", np.where(drivers["kpi"] == "support_inquiries", "+", "-"),
+                    np.where(drivers["kpi"] == "support_inquiries", "-", "+"))
+    hit = (drivers["trigger"] != "") & (drivers["direction"] == sign)
+    assert len(drivers) == 4 * 2 * len(FISCAL_SEEDS)
+    assert hit.mean() >= 0.85, hit.groupby(drivers["kpi"]).mean().to_dict()
+    noise = flagged[flagged["role"] != "driver"].groupby("kpi")["seed"].nunique()
+    assert (noise <= 2).all(), noise.to_dict()
+    assert noise.get("case_study_views", 0) <= 1, noise.to_dict()
+
+
 # ---------------------------------------------------------------- late data windows (item 11)
 
 
