@@ -1120,15 +1120,15 @@ def fit_gee(
     beta = fit_binomial(y, X, link="logit").coef if start is None else np.asarray(start, dtype="float64")
     rho, converged, it = 0.0, False, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
-        r, G = _pearson(y, X, beta)
+        r, sd = _pearson(y, X, beta)
         if structure == "exchangeable" and pairs > p:
             phi = float(r @ r) / (n - p)
             rs = S @ r
             rho = float(((rs * rs).sum() - r @ r) / 2 / phi / (pairs - p))
         c = rho / (1 - rho + sizes * rho)
-        Gs = S @ G
-        score = (G.T @ r - Gs.T @ (c * (S @ r))) / (1 - rho)
-        info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+        Gs = _scaled(S, sd) @ X  # cluster sums of the rows of G = diag(sd) X, without G itself
+        score = (X.T @ (sd * r) - Gs.T @ (c * (S @ r))) / (1 - rho)
+        info = (weighted_gram(X, sd * sd) - Gs.T @ (Gs * c[:, None])) / (1 - rho)
         step = solve(info, score)
         beta = beta + step
         if not np.all(np.isfinite(beta)):
@@ -1136,14 +1136,22 @@ def fit_gee(
         if np.max(np.abs(step) / (1 + np.abs(beta))) < tol:
             converged = True
             break
-    r, G = _pearson(y, X, beta)
+    r, sd = _pearson(y, X, beta)
     c = rho / (1 - rho + sizes * rho)
-    Gs = S @ G
-    info = (G.T @ G - Gs.T @ (Gs * c[:, None])) / (1 - rho)
-    u = (S @ (G * r[:, None]) - Gs * (c * (S @ r))[:, None]) / (1 - rho)
+    Gs = _scaled(S, sd) @ X
+    info = (weighted_gram(X, sd * sd) - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+    u = (_scaled(S, sd * r) @ X - Gs * (c * (S @ r))[:, None]) / (1 - rho)
     bread = inverse(info)
     cov = bread @ (u.T @ u) @ bread
     return GEEResult(beta, cov, bread, rho, structure, converged, it, int(sizes.max()))
+
+
+def _scaled(S: sp.csr_matrix, w: np.ndarray) -> sp.csr_matrix:
+    """The cluster-sum matrix ``S`` (one 1 per row of the data) with row i's 1 replaced by w_i:
+    ``_scaled(S, w) @ X`` = ``S @ (w[:, None] * X)`` without the n × p product."""
+    out = S.copy()
+    out.data = w[S.indices]
+    return out
 
 
 def _cluster_codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1154,10 +1162,11 @@ def _cluster_codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pearson(y: np.ndarray, X: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson residuals and the standardised derivative rows A^{-1/2} D for the logit link."""
+    """Pearson residuals and the standard deviations A^{1/2} for the logit link (the standardised
+    derivative rows are diag(sd) X)."""
     mu = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -40, 40)))
     sd = np.sqrt(np.clip(mu * (1 - mu), 1e-15, None))
-    return (y - mu) / sd, X * sd[:, None]
+    return (y - mu) / sd, sd
 
 
 def base_fit(y: np.ndarray, X0: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
