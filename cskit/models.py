@@ -628,7 +628,8 @@ def design_matrix(
         keep = [j for j in keep if pos[j] in stay]
     kept = [use[j] for j in keep]
     X = np.empty((n, 1 + len(keep) + len(dummies)))  # the one full-size copy, filled in place
-    _fill_rows(X, Z, keep, dummies, 0, n)
+    for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: column-major Z into the row-major X
+        _fill_rows(X[s : s + BLOCK_ROWS], Z, keep, dummies, s, min(n, s + BLOCK_ROWS))
     masks = {k: m for k, m in masks.items() if k in kept} if prune else {}
     return Design(X, ["intercept", *kept, *dummy_names], kept, {k: transforms[k] for k in kept}, levels, dropped,
                   missing=masks)
@@ -749,12 +750,23 @@ def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: s
         return pd.DataFrame(columns=MISSING_COLUMNS)
     Zm = np.column_stack([design.missing[k].astype("float64") for k in cand])
     z = np.empty(len(cand))
+    X = design.X
     for i, k in enumerate(cand):
-        keep = [c for c in range(design.X.shape[1]) if design.names[c] != k]
-        Xr = design.X[:, keep]
-        b = _one_step(y, Xr, coef[keep], link)
-        mu, d = mean_and_slope(Xr @ b, link)
-        z[i] = score_z_from(score_terms(y, (Xr, mu, d)), Zm[:, [i]])[0]
+        # the model without column k, read off the full design (its coefficient held at 0, its row and
+        # column of the information left out): no copy of the design per KPI
+        keep = np.array([c for c in range(X.shape[1]) if design.names[c] != k])
+        b = np.zeros(X.shape[1])
+        b[keep] = coef[keep]
+        mu, d = mean_and_slope(X @ b, link)
+        v = mu * (1 - mu)
+        b[keep] += solve(weighted_gram(X, d * d / v)[np.ix_(keep, keep)], (X.T @ ((y - mu) * d / v))[keep])
+        mu, d = mean_and_slope(X @ b, link)
+        v = mu * (1 - mu)
+        w = d * d / v
+        zk = Zm[:, i]
+        A = weighted_cross(X, w, zk[:, None])[keep, 0]
+        var = float(zk @ (w * zk) - A @ solve(weighted_gram(X, w)[np.ix_(keep, keep)], A))
+        z[i] = float(((y - mu) * d / v) @ zk) / np.sqrt(var) if var > 1e-12 * len(y) else np.nan
     p = 2 * norm.sf(np.abs(z))
     ok = np.isfinite(p)
     q = np.full(len(p), np.nan)
@@ -765,13 +777,6 @@ def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: s
     out["informative"] = out["q_value"] < alpha
     out["effect"] = out["ci_low"] = out["ci_high"] = np.nan
     return out[MISSING_COLUMNS]
-
-
-def _one_step(y: np.ndarray, X: np.ndarray, b: np.ndarray, link: str) -> np.ndarray:
-    """One Fisher scoring step of the binomial GLM from ``b``."""
-    mu, d = mean_and_slope(X @ b, link)
-    v = mu * (1 - mu)
-    return b + solve(weighted_gram(X, d * d / v), X.T @ ((y - mu) * d / v))
 
 
 def with_indicators(design: Design, kpis: list[str]) -> Design:

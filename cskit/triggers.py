@@ -54,7 +54,6 @@ from cskit.models import (
     select_terms,
     slope_weights,
     sustained_rows,
-    with_terms,
     zero_missing,
 )
 from cskit.notices import Notice
@@ -298,15 +297,9 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     sustained = None
     if outcome in ("churn", "renewal"):
         sustained, choice = rs.once("sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
-    design = rs.once(tuple(order), lambda: design_matrix(panel, rows, order, lag, transforms, adjust=adjust,
-                                                                sustained=sustained))
-    # informative missingness is tested on the group's first outcome (renewal = 1 − churn, same rows)
-    design, missing, first = rs.once(("missing", tuple(order)), lambda: _missingness(
-        y, design, LINK[group[0]], params.alpha, group[0]))
-    seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
-    terms, tests, selected, by = rs.once(("terms", *order), lambda: (
-        *_select(y, design, seg, params.alpha, link, first if link == LINK[group[0]] else None), outcome))
-    design = with_terms(design, terms, seg)
+    seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rows].astype(str) if "segment" in panel else None)
+    design, missing, tests, selected, by = rs.once(("model", *order), lambda: _model(
+        rs, order, y, adjust, sustained, seg, params.alpha, link, outcome))
     # the selection's fit is this outcome's model when it was made for it
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings,
                fitted=selected if by == outcome else None)
@@ -325,6 +318,20 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
             "structure": tests.assign(outcome=outcome), "missing": missing}
 
 
+def _model(rs: RowSet, order: list[str], y: np.ndarray, adjust: tuple[str, ...], sustained: np.ndarray | None,
+           seg: np.ndarray | None, alpha: float, link: str, outcome: str):
+    """The model of the row set's outcomes on the KPI order ``order``, built for ``outcome`` (link
+    ``link``): the design, its informative missing indicators (tested on the group's first outcome:
+    renewal = 1 − churn, same rows), the selected curves and segment slopes. Returns the extended
+    design, the missingness table, the selection's tests, the fit of the extended design and
+    ``outcome`` (whose model that fit is). Only the final design is kept."""
+    design = design_matrix(rs.panel, rs.rows, order, rs.lag, rs.transforms, adjust=adjust, sustained=sustained)
+    first = LINK[rs.group[0]]
+    design, missing, fit = _missingness(y, design, first, alpha, rs.group[0])
+    ext, tests, ext_fit = _select(y, design, seg, alpha, link, fit if link == first else None)
+    return ext, missing, tests, ext_fit, outcome
+
+
 def _missingness(y: np.ndarray, design: Design, link: str, alpha: float, outcome: str):
     """:func:`cskit.models.add_informative_indicators` at the binomial GLM of ``design``: the design
     (with the informative indicators), the missingness table, and that fit when the design is
@@ -337,11 +344,11 @@ def _missingness(y: np.ndarray, design: Design, link: str, alpha: float, outcome
 def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float, link: str, fit=None):
     """Curves and segment slopes of the flagged KPIs (:func:`cskit.models.linear_flagged`,
     :func:`cskit.models.select_terms`), on the binomial GLM of the group's first outcome (``fit`` of
-    ``design`` when already fitted): renewal shares churn's rows and its answer. Returns the terms, the
-    tests and the fit of the extended design."""
+    ``design`` when already fitted): renewal shares churn's rows and its answer. Returns the extended
+    design (``design`` with the selected terms), the tests and its fit."""
     fit = fit if fit is not None else fit_binomial(y, design.X, link=link, names=design.names)
     ext, ext_fit, tests = select_terms(y, design, fit, linear_flagged(design, fit, alpha), seg, alpha)
-    return ext.terms, tests, ext_fit
+    return ext, tests, ext_fit
 
 
 def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None) -> pd.DataFrame:
