@@ -120,6 +120,7 @@ class ScoreModel:
     basis: str = "kpis"  # "kpis" | "context_only" (no KPI the data support: segment, contract type, tenure)
     basis_reason: str | None = None  # "too_few_events" | "no_supported_kpi" when context only
     renewals: dict = field(default_factory=dict)  # cskit.panel.renewal_evidence on the rows fitted
+    slopes: dict[str, float] = field(default_factory=dict)  # a curved KPI's average slope (survival_curves)
 
     def kpi_names(self) -> list[str]:
         """The score's KPI items (not the account-context items)."""
@@ -171,6 +172,16 @@ class ScoreModel:
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
                     horizon: int = 12, *, fits: Fits | None = None) -> ScoreModel:
+    """The score model (:func:`select_score_model`) without its design's matrix: once fitted, nothing
+    reads the model rows again (a curved KPI's slope is kept in ``slopes``), so the millions of rows are
+    not held by the Health result for the rest of the run."""
+    model = select_score_model(panel, kpis, lag, alpha, horizon, fits=fits)
+    lean = replace(model.design, X=np.empty((0, model.design.X.shape[1])), missing={})
+    return replace(model, design=lean)
+
+
+def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
+                       horizon: int = 12, *, fits: Fits | None = None) -> ScoreModel:
     """Fit the churn hazard on all ``kpis`` (segment, contract type and any calendar season adjusted),
     keep the KPIs linked to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``,
     account context, kept whatever its q), refit on them and turn the coefficients into points.
@@ -307,7 +318,7 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
     for rec in table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
     return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table,
-                      renewals=renewals)
+                      renewals=renewals, slopes=curve_slopes(design, fit))
 
 
 def renewal_notice(renewals: dict) -> Notice:
@@ -316,6 +327,16 @@ def renewal_notice(renewals: dict) -> Notice:
     return Notice("renewal_not_observed", stage="health", accounts=renewals["accounts"], cycle=renewals["cycle"],
                   decisions=renewals["decisions"], churns=renewals["churns"], renewals=renewals["renewals"],
                   min_events=renewals["min_events"])
+
+
+def curve_slopes(design: Design, fit: GLMResult) -> dict[str, float]:
+    """Each curved KPI's average slope per SD over its 1st–99th percentiles on the model rows
+    (``models.slope_weights``): how far its forecast error moves the linear predictor."""
+    out = {}
+    for k in design.kpis:
+        if len(design.X) and design.kpi_terms(k) and all(t.kind == "curve" for t in design.kpi_terms(k)):
+            out[k] = float(slope_weights(design, k, design.X[:, design.names.index(k)]) @ fit.coef)
+    return out
 
 
 def context_values(design: Design, fit: GLMResult, horizon: int,
@@ -438,9 +459,8 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     d = model.design
     paths = paths or {}
     coef = dict(zip(d.names, model.fit.coef))
-    for k in d.kpis:  # a curved KPI's forecast error moves η by its average slope, not by its line's β
-        if len(d.X) and d.kpi_terms(k) and all(t.kind == "curve" for t in d.kpi_terms(k)):
-            coef[k] = float(slope_weights(d, k, d.X[:, d.names.index(k)]) @ model.fit.coef)
+    # a curved KPI's forecast error moves η by its average slope, not by its line's β
+    coef |= model.slopes or curve_slopes(d, model.fit)
     uncertain = [k for k in d.names if k in paths]
     c = np.eye(len(uncertain)) if corr is None else (
         corr.reindex(index=uncertain, columns=uncertain).fillna(0.0).to_numpy())
