@@ -318,6 +318,26 @@ def test_thin_clients_give_no_score_points_to_noise():
     assert "kpis" in bases and "context_only" in bases  # both regimes occur at this size
 
 
+def test_a_noise_count_carried_by_three_extreme_churners_gets_no_thin_score_points():
+    """200 accounts × 18 months, 28 churns: three churners hold the three most extreme values of the noise
+    count community_visits (joint Wald p 2e-5, own score test p 3e-4: 31 points before); its normal
+    scores show no link, so it gets none."""
+    from cskit.health import CONTEXT_KPIS, _fit_model, fit_score_model, screen_q
+
+    sim = simulate_client(200, 18, seed=31, mc_paths=0)
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+    panel = build_panel(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fit_score_model(panel, kpi_columns(data), 1)
+        full = _fit_model(panel, kpi_columns(data), 1, 12)
+    assert "community_visits" not in set(model.weights.loc[model.weights["points"] > 0, "kpi"])
+    _, y = outcome_rows(panel, "churn", 1)
+    tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
+    q = dict(zip(tested, screen_q(full.design, y, tested)))
+    assert q["community_visits"] >= 0.05 and full.fit.summary().at["community_visits", "p_value"] < 1e-3
+
+
 @pytest.mark.parametrize("seed, months", [(6, 12), (6, 20)])
 def test_term_contracts_without_renewals_seen_get_no_churn_probability(seed, months):
     """150 accounts: in 12 months no annual account reaches its first anniversary, in 20 only a few
