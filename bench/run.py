@@ -73,23 +73,87 @@ def simulate(n_accounts: int, months: int, seed: int, folder: Path) -> dict:
     return out
 
 
+class TreeMemory:
+    """Samples a process tree's memory every ``every`` seconds in a thread: the peak of the sum of its
+    processes' proportional set sizes (PSS: a page shared by a forked child and its parent counts half
+    in each, so the sum is the physical memory of the whole tree; the sum of RSS counts it twice)."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        import threading
+
+        import psutil
+
+        self.root, self.every, self.peak_pss, self.peak_rss = psutil.Process(pid), every, 0, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        import psutil
+
+        pss = rss = 0
+        try:
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in tree:
+            try:
+                m = p.memory_full_info()
+            except psutil.Error:
+                continue
+            pss, rss = pss + m.pss, rss + m.rss
+        self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            self.sample()
+
+    def stop(self) -> dict:
+        self.done.set()
+        self.thread.join()
+        return {"pss_sum_mb": self.peak_pss / 2**20, "rss_sum_mb": self.peak_rss / 2**20}
+
+
+def cpu_seconds(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def measure_one(data: Path, out: Path, bootstrap: int, seed: int) -> dict:
-    """Run in a fresh process: floor, analysis stages, write, peak memory."""
+    """Run in a fresh process: floor, analysis stages, write, peak memory (this process, the triggers
+    stage's forked child, and the physical sum of both)."""
     import cskit
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
     floor = best_of(lambda: duckdb_read(data))
     timings: dict = {}
+    memory = TreeMemory(os.getpid())
+    cpu0 = cpu_seconds(resource.RUSAGE_SELF)
     start = time.perf_counter()
     dx = cskit.analyse(params, timings=timings)
     write_start = time.perf_counter()
     dx.write(out / "bench")
     timings["write"] = time.perf_counter() - write_start
     total = time.perf_counter() - start
-    timings["other"] = total - sum(timings.values())
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"floor": floor, "stages": timings, "total": total, "peak_mb": peak_mb,
+    parallel = "drivers_wait" in timings  # the triggers stage ran in a forked child, beside potential → history
+    timings["other"] = total - sum(v for k, v in timings.items() if not (parallel and k == "drivers"))
+    mem = memory.stop()
+    return {"floor": floor, "stages": timings, "total": total, "parallel": parallel,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **mem,
+            "cpu_s": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "child_cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN),
+            "load_avg": os.getloadavg(),
             "panel_rows": int(len(dx.panel)), "accounts": int(dx.panel["account_id"].nunique())}
+
+
+def role_of(p, cli: int) -> str:
+    """cli, kernel, "kernel child" (the kernel's fork running the triggers stage) or the process name."""
+    if p.pid == cli:
+        return "cli"
+    if "ipykernel" not in " ".join(p.cmdline()):
+        return p.name()
+    parent = p.parent()
+    return "kernel child" if parent is not None and "ipykernel" in " ".join(parent.cmdline()) else "kernel"
 
 
 def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -> dict:
@@ -109,27 +173,26 @@ def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -
     cmd = [sys.executable, "-c", CLI, "run", str(params), "--out", str(folder / "output"),
            "--html" if html else "--no-html"]
     peaks: dict[int, dict] = {}
-    peak_sum, seen, reached = 0, 0, {}
+    peak_sum, peak_pss, seen, reached = 0, 0, 0, {}
     start = time.perf_counter()
     proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None:
-        total = 0
+        total = pss = 0
         try:
             tree = [proc, *proc.children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
         for p in tree:
             try:
-                rss = p.memory_info().rss
+                mem = p.memory_full_info()
                 if p.pid not in peaks:
-                    line = " ".join(p.cmdline())
-                    role = "cli" if p.pid == proc.pid else ("kernel" if "ipykernel" in line else p.name())
-                    peaks[p.pid] = {"role": role, "peak_mb": 0.0}
+                    peaks[p.pid] = {"role": role_of(p, proc.pid), "peak_mb": 0.0, "peak_pss_mb": 0.0}
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            total += rss
-            peaks[p.pid]["peak_mb"] = max(peaks[p.pid]["peak_mb"], rss / 2**20)
-        peak_sum = max(peak_sum, total)
+            total, pss = total + mem.rss, pss + mem.pss
+            peaks[p.pid]["peak_mb"] = max(peaks[p.pid]["peak_mb"], mem.rss / 2**20)
+            peaks[p.pid]["peak_pss_mb"] = max(peaks[p.pid]["peak_pss_mb"], mem.pss / 2**20)
+        peak_sum, peak_pss = max(peak_sum, total), max(peak_pss, pss)
         lines = progress.read_text(encoding="utf-8").splitlines()
         for stage in lines[seen:]:
             reached.setdefault(stage, time.perf_counter() - start)
@@ -143,7 +206,8 @@ def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -
         reached.setdefault(stage, wall)
     exact = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"wall": wall, "reached": reached, "processes": list(peaks.values()), "peak_sum_mb": peak_sum / 2**20,
-            "peak_max_exact_mb": exact, "html": html}
+            "peak_pss_sum_mb": peak_pss / 2**20, "peak_max_exact_mb": exact, "html": html,
+            "load_avg": os.getloadavg()}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -232,40 +296,71 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
                if run["wall"] == run["wall"] else
                f"| {r['floor']:.2f} | {r['total']:.1f} | **{r['total'] / r['floor']:.0f}×** | — | — | — |")
         )
-    lines += ["", "Peak resident memory (MB). Analysis process: `getrusage(RUSAGE_SELF)`. `cskit run`: every "
-              "process of its tree sampled by psutil (CLI process, notebook kernel), their sum at any one time, and "
-              "the exact peak of the largest (`getrusage(RUSAGE_CHILDREN)`).", "",
-              "| accounts | analysis process | cskit run: CLI process | kernel | other processes | **sum (peak)** "
-              "| largest (exact) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "Peak memory (MB). *Analysis*: the analysing process (`getrusage(RUSAGE_SELF)`), the triggers "
+              "stage's forked child (`RUSAGE_CHILDREN`; its resident set counts the pages it shares with its parent) "
+              "and **both together**: the peak of the sum of their proportional set sizes (PSS, a shared page counted "
+              "once), sampled every 0.1 s. *`cskit run`*: each process of its tree (CLI, notebook kernel, the "
+              "kernel's forked child) sampled by psutil every 0.05 s, the peak of their PSS sum (**the whole run**) "
+              "and of their RSS sum, and the exact peak of the largest (`getrusage(RUSAGE_CHILDREN)`).", "",
+              "| accounts | analysis: process | its child | **both (PSS)** | run: CLI | kernel | kernel child "
+              "| other | **whole run (PSS)** | RSS sum | largest (exact) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        both = mb(r["pss_sum_mb"]) if "pss_sum_mb" in r else "—"
+        child = mb(r["child_peak_mb"]) if r.get("child_peak_mb") else "—"
+        head = f"| {r['accounts']:,} | {mb(r['peak_mb'])} | {child} | **{both}** "
         if not r.get("run"):
-            lines.append(f"| {r['accounts']:,} | {mb(r['peak_mb'])} | — | — | — | — | — |")
+            lines.append(head + "| — | — | — | — | — | — | — |")
             continue
-        procs = r["run"]["processes"]
-        by = {role: max((p["peak_mb"] for p in procs if p["role"] == role), default=0.0) for role in ("cli", "kernel")}
-        other = sum(p["peak_mb"] for p in procs if p["role"] not in ("cli", "kernel"))
-        lines.append(f"| {r['accounts']:,} | {mb(r['peak_mb'])} | {mb(by['cli'])} | {mb(by['kernel'])} | {mb(other)} "
-                     f"| **{mb(r['run']['peak_sum_mb'])}** | {mb(r['run']['peak_max_exact_mb'])} |")
-    lines += ["", "Share of the analysis time per stage (%, analysis process):", "",
-              "| accounts | " + " | ".join(STAGES) + " |", "|---:|" + "---:|" * len(STAGES)]
+        procs, run = r["run"]["processes"], r["run"]
+        roles = ("cli", "kernel", "kernel child")
+        by = {role: mb(max((p["peak_mb"] for p in procs if p["role"] == role), default=0.0)) for role in roles}
+        by["kernel child"] = by["kernel child"] if by["kernel child"] != "0" else "—"
+        other = sum(p["peak_mb"] for p in procs if p["role"] not in roles)
+        whole = mb(run["peak_pss_sum_mb"]) if "peak_pss_sum_mb" in run else "—"
+        lines.append(head + f"| {by['cli']} | {by['kernel']} | {by['kernel child']} | {mb(other)} "
+                     f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} |")
+    lines += ["", "Share of the analysis time per stage (%, of the analysis' wall-clock). With two cores the "
+              "triggers stage (*drivers*) runs in a forked child while the process runs potential → health → "
+              "history: its column is its own time in the child (it overlaps the others), *wait* is what the "
+              "process then waited for it; the other columns add up to 100. *saved* = the stages' summed time "
+              "÷ the analysis' wall-clock (what one process would have taken, at this run's speed); *CPU "
+              "process / child* = CPU seconds of each (the load average says how busy the shared machine was).",
+              "", "| accounts | " + " | ".join(STAGES) + " | wait | drivers (child) | saved | CPU process / child (s) "
+              "| load avg |", "|---:|" + "---:|" * (len(STAGES) + 5)]
     for r in results:
-        shares = [100 * r["stages"].get(s, 0.0) / r["total"] for s in STAGES]
-        lines.append(f"| {r['accounts']:,} | " + " | ".join(f"{x:.0f}" for x in shares) + " |")
+        st, parallel = r["stages"], r.get("parallel", False)
+        shares = [100 * st.get(s, 0.0) / r["total"] if not (parallel and s == "drivers") else None for s in STAGES]
+        serial = sum(v for k, v in st.items() if k not in ("drivers_wait",))
+        cpu = (f"{r['cpu_s']:.0f} / {r['child_cpu_s']:.0f}" if "cpu_s" in r else "—")
+        load = f"{r['load_avg'][0]:.1f}" if "load_avg" in r else "—"
+        tail = (f"{100 * st.get('drivers_wait', 0.0) / r['total']:.0f} | {100 * st['drivers'] / r['total']:.0f} "
+                f"| {serial / r['total']:.2f}×" if parallel else "— | — | —")
+        lines.append(f"| {r['accounts']:,} | " + " | ".join("∥" if x is None else f"{x:.0f}" for x in shares)
+                     + f" | {tail} | {cpu} | {load} |")
     lines += ["", "Share of the whole `cskit run` per phase (%; from when the kernel reached each stage): "
-              "*before* = CLI check + kernel start + imports; *report* = write, charts, notebook save (and HTML).", "",
-              "| accounts | before | " + " | ".join(RUN_STAGES) + " |", "|---:|---:|" + "---:|" * len(RUN_STAGES)]
+              "*before* = CLI check + kernel start + imports; *report* = write, charts, notebook save (and HTML). "
+              "With two cores *drivers* starts with *potential* (it runs in the kernel's child) and shows as ∥.", "",
+              "| accounts | before | " + " | ".join(RUN_STAGES) + " | load avg |",
+              "|---:|---:|" + "---:|" * (len(RUN_STAGES) + 1)]
     for r in results:
         run = r.get("run")
         if not run:
             continue
-        marks = [run["reached"].get(s) for s in RUN_STAGES]
-        known = [(s, t) for s, t in zip(RUN_STAGES, marks) if t is not None]
+        reached = run["reached"]
+        overlap = "drivers" in reached and "potential" in reached and reached["potential"] - reached["drivers"] < 1.0
+        stages = [s for s in RUN_STAGES if not (overlap and s == "drivers")]
+        known = [(s, reached[s]) for s in stages if s in reached]
+        known.sort(key=lambda x: x[1])
         cells = {}
         for (s, t), nxt in zip(known, [*(t for _, t in known[1:]), run["wall"]]):
-            cells[s] = 100 * (nxt - t) / run["wall"]
+            cells[s] = f"{100 * (nxt - t) / run['wall']:.0f}"
+        if overlap:
+            cells["drivers"] = "∥"
         before = 100 * (known[0][1] if known else run["wall"]) / run["wall"]
+        load = f"{run['load_avg'][0]:.1f}" if "load_avg" in run else "—"
         lines.append(f"| {r['accounts']:,} | {before:.0f} | "
-                     + " | ".join(f"{cells[s]:.0f}" if s in cells else "—" for s in RUN_STAGES) + " |")
+                     + " | ".join(cells.get(s, "—") for s in RUN_STAGES) + f" | {load} |")
     if naive_lines:
         lines += ["", "## Speed-up over the naive equivalents (sizes up to "
                   f"{args.naive_max:,} accounts; `--naive-max`)", "", *naive_lines]

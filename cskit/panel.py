@@ -79,14 +79,16 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"].to_numpy() >= 0)
     panel["churn_season"] = season_column(panel, churn_seasonality(panel, MIN_EVENTS))
 
-    _add_revenue(panel, data, mi)
-    _add_referrals(panel, acc, data, mi)
+    ids = pd.Index(pd.unique(panel["account_id"]))  # the panel's (sorted, unique) account ids
+    pkeys = _keys(ids.get_indexer(panel["account_id"]), mi)  # each panel row's account × month key
+    _add_revenue(panel, data, ids, pkeys)
+    _add_referrals(panel, acc, data, ids, pkeys)
     panel["contract_months"] = tenure.astype("float64")
     for col in data.static_kpis:
         panel[col] = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")[row_acc]
-    _add_kpis(panel, data, mi)
+    _add_kpis(panel, data, ids, pkeys)
     if data.nps is not None and len(data.nps):
-        panel["nps"] = _trailing_nps(panel, data.nps, mi)
+        panel["nps"] = _trailing_nps(panel, data.nps, ids, pkeys)
     return panel
 
 
@@ -253,23 +255,16 @@ def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
     return account_codes.astype(np.int64) * 100_000 + mi
 
 
-def _codes(panel: pd.DataFrame, account_ids: pd.Series) -> np.ndarray:
-    """Position of each id among the panel's (sorted, unique) account ids; -1 if absent."""
-    uniq = pd.Index(pd.unique(panel["account_id"]))
-    return uniq.get_indexer(account_ids)
-
-
 def _lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.0) -> np.ndarray:
     s = pd.Series(values, index=keys)
     return s.reindex(panel_keys).fillna(fill).to_numpy()
 
 
-def _add_revenue(panel: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
+def _add_revenue(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> None:
     rev = data.revenue
-    codes = _codes(panel, rev["account_id"])
+    codes = ids.get_indexer(rev["account_id"])
     rmi = month_index(rev["month"])
     ok = codes >= 0
-    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
     by_month = pd.Series(rev["mrr"].to_numpy(dtype="float64")[ok]).groupby(_keys(codes[ok], rmi[ok])).sum()
     mrr = _lookup(pkeys, by_month.index.to_numpy(), by_month.to_numpy())
     first = panel["tenure"].to_numpy() == 0
@@ -297,8 +292,8 @@ def _add_revenue(panel: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
     panel["cross_sell"] = (np.isin(pkeys, cross_keys) & (panel["tenure"].to_numpy() > 0)).astype(np.int8)
 
 
-def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
-    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
+def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, ids: pd.Index,
+                   pkeys: np.ndarray) -> None:
     panel["referrals"] = 0
     panel["referral_mrr"] = 0.0
     if "referred_by" not in acc:
@@ -306,7 +301,7 @@ def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, mi:
     ref = acc[acc["referred_by"].notna() & (acc["referred_by"].astype(str) != "")]
     if ref.empty:
         return
-    codes = _codes(panel, ref["referred_by"].astype(str))
+    codes = ids.get_indexer(ref["referred_by"].astype(str))
     start = month_index(ref["contract_start"])
     first_mrr = _first_mrr(data.revenue)
     mrr = ref["account_id"].map(first_mrr).fillna(0.0).to_numpy(dtype="float64")
@@ -322,27 +317,36 @@ def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
     return by.groupby("account_id")["mrr"].first()
 
 
-def _add_kpis(panel: pd.DataFrame, data: ClientData, mi: np.ndarray) -> None:
+def _add_kpis(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> None:
+    """Each kpis column at the panel's account-months (NaN where no row): one position per panel row,
+    then one column at a time (no second copy of the whole table)."""
     kp = data.kpis
     cols = [c for c in kp.columns if c not in ("account_id", "month")]
     if not cols:
         return
-    codes = _codes(panel, kp["account_id"])
+    codes = ids.get_indexer(kp["account_id"])
     ok = codes >= 0
-    keys = _keys(codes[ok], month_index(kp["month"])[ok])
-    values = kp.loc[ok, cols].astype("float64")
-    values.index = keys
-    if not values.index.is_unique:
-        values = values.groupby(level=0).mean()
-    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
-    aligned = values.reindex(pkeys)
+    keys = pd.Index(_keys(codes[ok], month_index(kp["month"])[ok]))
+    if not keys.is_unique:  # the loader keeps one row per account-month; a table built otherwise: their mean
+        values = kp.loc[ok, cols].astype("float64")
+        values.index = keys
+        aligned = values.groupby(level=0).mean().reindex(pkeys)
+        for c in cols:
+            panel[c] = aligned[c].to_numpy()
+        return
+    pos = keys.get_indexer(pkeys)
+    found = pos >= 0
+    source = np.flatnonzero(ok)[pos[found]]
     for c in cols:
-        panel[c] = aligned[c].to_numpy()
+        x = np.full(len(pkeys), np.nan)
+        x[found] = kp[c].to_numpy(dtype="float64")[source]
+        panel[c] = x
 
 
-def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, mi: np.ndarray, window: int = 12) -> np.ndarray:
+def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, ids: pd.Index, pkeys: np.ndarray,
+                  window: int = 12) -> np.ndarray:
     """Mean 0–10 score of the answers given in the trailing ``window`` months (NaN if none)."""
-    codes = _codes(panel, nps["account_id"])
+    codes = ids.get_indexer(nps["account_id"])
     ok = codes >= 0
     g = (
         pd.DataFrame(
@@ -351,7 +355,6 @@ def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, mi: np.ndarray, window
         .groupby("key")
         .sum()
     )
-    pkeys = _keys(_codes(panel, panel["account_id"]), mi)
     s = _lookup(pkeys, g.index.to_numpy(), g["s"].to_numpy())
     n = _lookup(pkeys, g.index.to_numpy(), g["n"].to_numpy())
     tenure = panel["tenure"].to_numpy()

@@ -227,10 +227,12 @@ def analyse(
     with one_blas_thread():
         with clock("load"):
             data = load_client(p)
+            release_free_memory()  # the text tables the loader parsed
         with clock("panel"):
             panel = build_panel(data)
             kpis = kpi_columns(data)
             data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
+            release_free_memory()
         if panel.empty:
             raise CskitError(
                 "No account-month left to analyse: every account starts after as_of or was excluded. "
@@ -265,6 +267,25 @@ def analyse(
             if job.child_pid is not None:  # the parent's wait for the child, beyond its own stages
                 timings["drivers_wait"] = time.perf_counter() - waited
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
+
+
+def release_free_memory() -> None:
+    """Give the memory freed so far back to the operating system: Arrow's pool (the loader's text
+    tables) and the C heap (``malloc_trim`` on glibc). Freed memory the allocators keep would otherwise
+    stay resident beside every later large array (numpy maps those afresh), and a forked child would
+    start with it. Results do not depend on it; nothing happens where the calls do not exist."""
+    import ctypes
+
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):  # pragma: no cover - pyarrow is a dependency
+        pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        pass
 
 
 def _timed(stage, *args):
