@@ -10,8 +10,10 @@ The results are the ones a single process gives, byte for byte: the child runs t
 same data with the same one-thread BLAS (:func:`one_blas_thread`: the order of a BLAS sum depends on its
 thread count). The stage's Python warnings are replayed in the parent; a ``CskitError`` (or any other
 exception) raised in the child is raised again in the parent, as it would be in one process. A child
-that dies without an answer (killed when the machine runs out of memory) is not an error of the data:
-the stage is then run again in the parent.
+that dies without an answer is not an error of the data: the stage is then run again in the parent.
+Two stages at once need more memory than one after the other, so the child asks Linux to end it
+first when memory runs out (the parent then runs the stage itself), and ``analyse`` forks only when
+the memory available is enough for the child's expected share (:func:`memory_allows`).
 
 ``CSKIT_PARALLEL=0`` (or ``analyse(..., parallel=False)``) runs every stage in one process; so does a
 machine with one usable core, and any OS but Linux (no ``fork`` on Windows; on macOS forking a process
@@ -62,6 +64,36 @@ def one_blas_thread():
         yield
 
 
+def _first_to_go() -> None:
+    """Ask Linux to end this process first when memory runs out (``oom_score_adj`` 1000; raising it
+    needs no privilege): the parent then runs the stage itself instead of being killed with its child."""
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
+            f.write("1000")
+    except OSError:
+        pass
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give without swapping (Linux ``MemAvailable``; None
+    elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_allows(need: int) -> bool:
+    """Whether a child that needs ``need`` bytes of its own fits in the memory available now (True where
+    the system does not say)."""
+    free = available_memory()
+    return free is None or free >= need
+
+
 class _RemoteTraceback(Exception):
     """The child's traceback, chained to the exception it raised (as ``concurrent.futures`` does)."""
 
@@ -76,6 +108,7 @@ class _RemoteTraceback(Exception):
 def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
     """The forked child: run ``fn``, send ``(ok, value, warnings)`` back, never raise."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the parent's to handle (it ends the child)
+    _first_to_go()
     with warnings.catch_warnings(record=True) as caught:
         try:
             answer = (True, fn(*args, **kwargs))

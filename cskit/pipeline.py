@@ -174,7 +174,8 @@ def analyse(
     parallel : bool, optional
         Run the triggers stage in a forked child process while this one runs the potential, health and
         history stages (:mod:`cskit.parallel`; the same result files as one process). Default:
-        ``$CSKIT_PARALLEL`` (on unless "0"); never on a one-core machine or without ``fork``.
+        ``$CSKIT_PARALLEL`` (on unless "0"); never on a one-core machine, without ``fork`` (Linux
+        only) or when the memory available is short of the child's expected need (``CHILD_MEMORY``).
 
     Returns
     -------
@@ -216,7 +217,7 @@ def analyse(
     from cskit.loading import load_client
     from cskit.metrics import compute_metrics
     from cskit.panel import build_panel, kpi_columns, renewal_evidence
-    from cskit.parallel import Forked, one_blas_thread, parallel_enabled
+    from cskit.parallel import Forked, memory_allows, one_blas_thread, parallel_enabled
     from cskit.potential import improvement_potential
     from cskit.survival import compute_survival
     from cskit.triggers import find_triggers
@@ -246,7 +247,8 @@ def analyse(
         # in a forked child meanwhile (cskit.parallel; the same bytes as one process)
         report_stage("drivers")
         # in one process (parallel off) it runs here and now, as before
-        job = Forked(_timed, find_triggers, panel, p, kpis, parallel=parallel_enabled(parallel))
+        two = parallel_enabled(parallel) and memory_allows(CHILD_MEMORY * int(panel.memory_usage(index=False).sum()))
+        job = Forked(_timed, find_triggers, panel, p, kpis, parallel=two)
         try:
             fits = Fits(panel, p.kpi_lag_months)  # designs and fits the potential and the health score share
             with clock("potential"):
@@ -267,6 +269,11 @@ def analyse(
             if job.child_pid is not None:  # the parent's wait for the child, beyond its own stages
                 timings["drivers_wait"] = time.perf_counter() - waited
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
+
+
+# Memory of its own the triggers stage's child needs, per byte of panel: 6 measured at 100k accounts
+# (bench/results.md, before issue 14's memory work in the triggers); no fork when not available.
+CHILD_MEMORY = 6
 
 
 def release_free_memory() -> None:

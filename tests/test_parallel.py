@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cskit.errors import CskitError
-from cskit.parallel import PARALLEL_ENV, Forked, parallel_enabled, usable_cores
+from cskit.parallel import PARALLEL_ENV, Forked, available_memory, memory_allows, parallel_enabled, usable_cores
 
 TWO_CORES = parallel_enabled(True)
 needs_fork = pytest.mark.skipif(not TWO_CORES, reason="one usable core or not Linux: cskit runs in one process")
@@ -93,3 +93,21 @@ def test_the_switch(monkeypatch):
     assert parallel_enabled() == (usable_cores() > 1 and TWO_CORES)
     monkeypatch.delenv(PARALLEL_ENV)
     assert parallel_enabled() == TWO_CORES
+
+
+def oom_score() -> str:
+    with open("/proc/self/oom_score_adj", encoding="ascii") as f:
+        return f.read().strip()
+
+
+@needs_fork
+def test_the_child_is_the_first_to_go_when_memory_runs_out():
+    assert Forked(oom_score).result() == "1000"
+    assert oom_score() != "1000"  # the parent keeps its own
+
+
+@needs_fork
+def test_no_fork_beyond_the_memory_available():
+    free = available_memory()
+    assert free is not None and free > 0
+    assert memory_allows(0) and not memory_allows(free * 1000)
