@@ -28,6 +28,10 @@ class Diagnosis(StageResult):
 
     ``repr(dx)`` is one line (client, as_of, accounts, months); ``dx`` alone in a notebook cell shows a
     table of each stage's headline figures (:class:`cskit.result.StageResult`).
+
+    ``data.kpis`` keeps its columns but no rows: once the panel is built its values are the panel's KPI
+    columns (``dx.panel[dx.kpis]``, every account-month), and a second copy would hold a third of the
+    run's memory (``cskit.load(params)`` gives the table as read).
     """
 
     params: Params
@@ -233,6 +237,7 @@ def analyse(
             panel = build_panel(data)
             kpis = kpi_columns(data)
             data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
+            data = replace(data, kpis=data.kpis.iloc[:0])  # its values are the panel's KPI columns now
             release_free_memory()
         if panel.empty:
             raise CskitError(
