@@ -486,8 +486,9 @@ class KPIMatrix:
 
     @classmethod
     def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> KPIMatrix:
-        cols = [transforms[k].forward(panel[k]) if k in transforms else np.full(len(panel), np.nan) for k in kpis]
-        values = np.column_stack(cols) if cols else np.empty((len(panel), 0))
+        values = np.empty((len(panel), len(kpis)), order="F")  # column-major: each KPI contiguous
+        for j, k in enumerate(kpis):
+            values[:, j] = transforms[k].forward(panel[k]) if k in transforms else np.nan
         return cls(values, list(kpis), panel["tenure"].to_numpy())
 
     def at(self, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
@@ -497,11 +498,15 @@ class KPIMatrix:
         months per account, so month t − lag of row i is row i − lag), gathering only ``rows``."""
         idx = np.flatnonzero(rows)
         early = self.tenure[idx] < lag
-        cols = [self.names.index(k) for k in kpis]
-        out = self.values[np.ix_(np.where(early, idx, idx - lag), cols)]
-        out[early] = np.nan
-        if TENURE in kpis:
-            out[:, kpis.index(TENURE)] = self.values[idx, self.names.index(TENURE)]
+        src = np.where(early, idx, idx - lag)
+        out = np.empty((len(idx), len(kpis)), order="F")  # gathered column by column (contiguous)
+        for j, k in enumerate(kpis):
+            col = self.values[:, self.names.index(k)]
+            if k == TENURE:
+                np.take(col, idx, out=out[:, j])
+            else:
+                np.take(col, src, out=out[:, j])
+                out[early, j] = np.nan
         return out
 
 
