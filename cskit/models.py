@@ -315,11 +315,22 @@ def rcs_column(z: np.ndarray, knots: np.ndarray, j: int, cubes: dict | None = No
 def curve_knots(z: np.ndarray, quantiles=CURVE_QUANTILES[0]) -> tuple[float, ...]:
     """Knots at ``quantiles`` of the KPI's measured standardised values; ties (a count that is mostly
     0) are merged; fewer than 3 distinct knots: no curve can be fitted (empty)."""
+    return curve_placements(z, (quantiles,))[0]
+
+
+def curve_placements(z: np.ndarray, placements=CURVE_QUANTILES) -> list[tuple[float, ...]]:
+    """:func:`curve_knots` of each knot placement, from one pass over the values (one partial sort for
+    all their quantiles: the same knots)."""
     z = z[np.isfinite(z)]
     if len(z) < 10:
-        return ()
-    knots = np.unique(np.round(np.quantile(z, quantiles), 10))
-    return tuple(float(v) for v in knots) if len(knots) >= 3 else ()
+        return [() for _ in placements]
+    q = np.quantile(z, np.concatenate(placements))
+    out, at = [], 0
+    for qs in placements:
+        knots = np.unique(np.round(q[at : at + len(qs)], 10))
+        out.append(tuple(float(v) for v in knots) if len(knots) >= 3 else ())
+        at += len(qs)
+    return out
 
 
 def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) -> Design:
@@ -343,7 +354,7 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
     2+ segments)."""
     out: dict[str, list[list[Term]]] = {}
     z = design.X[:, design.names.index(kpi)]
-    placements = list(dict.fromkeys(k for k in (curve_knots(z, q) for q in CURVE_QUANTILES) if k))
+    placements = list(dict.fromkeys(k for k in curve_placements(z) if k))
     if placements:
         out["curve"] = [[Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)] for knots in placements]
     levels = design.adjust_levels.get("segment", [])
@@ -1025,15 +1036,20 @@ def weighted_gram(X: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def weighted_cross(X: np.ndarray, w: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """X' diag(w) Z, summed over blocks of rows (no n × k temporary)."""
+def weighted_cross(X: np.ndarray, w: np.ndarray, Z: np.ndarray, diagonal: bool = False):
+    """X' diag(w) Z, summed over blocks of rows (no n × k temporary); with ``diagonal``, also the
+    diagonal of Z' diag(w) Z (each column's Σ w z²) from the same pass: (X'WZ, diag)."""
     n = len(X)
     out = np.zeros((X.shape[1], Z.shape[1]))
+    diag = np.zeros(Z.shape[1])
     buf = np.empty((min(BLOCK_ROWS, n), Z.shape[1]))
     for s in range(0, n, BLOCK_ROWS):
-        b = np.multiply(Z[s : s + BLOCK_ROWS], w[s : s + BLOCK_ROWS, None], out=buf[: min(BLOCK_ROWS, n - s)])
+        z = Z[s : s + BLOCK_ROWS]
+        b = np.multiply(z, w[s : s + BLOCK_ROWS, None], out=buf[: len(z)])
         out += X[s : s + BLOCK_ROWS].T @ b
-    return out
+        if diagonal:
+            diag += np.einsum("ij,ij->j", b, z)
+    return (out, diag) if diagonal else out
 
 
 def separated_terms(fit: GLMResult) -> list[str]:
@@ -1209,7 +1225,7 @@ def score_z_from(terms: tuple, Z: np.ndarray) -> np.ndarray:
     expected information), for a ``Z`` without NaN (:func:`zero_missing`) (one pass per term, no n × k
     temporaries)."""
     r, w, X0, info = terms
-    A = weighted_cross(X0, w, Z)
-    var = np.einsum("ij,i,ij->j", Z, w, Z) - (A * solve(info, A)).sum(axis=0)
+    A, zwz = weighted_cross(X0, w, Z, diagonal=True)
+    var = zwz - (A * solve(info, A)).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(var > 1e-12 * len(r), (r @ Z) / np.sqrt(np.clip(var, 1e-300, None)), np.nan)

@@ -77,8 +77,6 @@ MAX_LEAD_LAG = 6
 POWER = 0.8
 GEE_SE_RATIO = 10.0
 TENURE = "contract_months"
-NARROW = ["account_id", "tenure", "segment", "contract_type", "churn", "at_risk", "mrr_prev", "expansion",
-          "cross_sell", "churn_season", "months_observed"]
 TABLE_COLUMNS = [
     "kpi", "outcome", "effect", "ci_low", "ci_high", "p_value", "q_value", "spearman", "best_lag", "trigger",
     "direction", "segment", "shape",
@@ -166,7 +164,6 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     model_kpis = [TENURE, *[k for k in kpis if k != TENURE]]
     transforms = kpi_transforms(panel, model_kpis)
     Z = KPIMatrix.of(panel, model_kpis, transforms)
-    narrow = panel[[c for c in NARROW if c in panel] + model_kpis]
     warnings: list[Notice] = []
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
@@ -174,7 +171,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     for outcome in TRIGGER_OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
         group = next(g for g in SAME_ROWS if outcome in g)
-        rs = row_sets.setdefault(group, RowSet(narrow, Z, group, rows, kpis, model_kpis, transforms, lag))
+        rs = row_sets.setdefault(group, RowSet(panel, Z, group, rows, kpis, model_kpis, transforms, lag))
         result = _one_outcome(rs, outcome, y, params, warnings)
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
@@ -240,7 +237,7 @@ class RowSet:
     KPIs at t − lag, their Spearman correlations, the null design, lead–lag gathers, the design for a
     given KPI order, the sustained-usage rows."""
 
-    panel: pd.DataFrame  # the narrow panel: NARROW columns and the model KPIs
+    panel: pd.DataFrame  # the panel itself (read only: no copy of its columns)
     Z: KPIMatrix
     group: tuple[str, ...]
     rows: np.ndarray  # boolean mask of the group's model rows
@@ -513,8 +510,7 @@ class KPIMatrix:
 def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform],
                  adjust: tuple[str, ...] = ADJUST) -> np.ndarray:
     """[1, z(contract_months), dummies of ``adjust``] on ``rows``: the adjustments alone."""
-    slim = panel[[c for c in (TENURE, *adjust) if c in panel]]
-    return design_matrix(slim, rows, [TENURE], 0, transforms, adjust=adjust, prune=False).X
+    return design_matrix(panel, rows, [TENURE], 0, transforms, adjust=adjust, prune=False).X
 
 
 def lead_lag_scores(
