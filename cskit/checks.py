@@ -115,19 +115,21 @@ def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int, *, fits: F
 
 
 def onboarding_covariates(
-    panel: pd.DataFrame, frame: pd.DataFrame, kpis: list[str], month: pd.Timestamp
+    panel: pd.DataFrame, frame: pd.DataFrame, kpis: list[str], month: pd.Timestamp,
+    *, transforms: dict | None = None,
 ) -> pd.DataFrame:
     """What the adjusted comparison holds fixed, for the accounts of ``frame`` (active at ``month``):
     every other KPI's mean over the account's last 3 observed months up to ``month`` and over all its
     months up to then (its lasting level: what travels with onboarding is often a trait of the account,
     which 3 months measure poorly), both on the models' scale (log1p for skewed counts), log1p(tenure)
-    and segment and contract-type dummies."""
+    and segment and contract-type dummies. ``transforms``: the KPIs' transforms on ``panel`` when already
+    fitted (``cskit.fits.Fits.transforms``)."""
     rows = active_rows(panel, month)
     others = [k for k in kpis if k not in ("onboarding_completed", "contract_months")]
     ids = frame["account_id"].to_numpy()
     means = recent_means(panel, others, rows).set_index("account_id").reindex(ids)
     level = recent_means(panel, others, rows, n=LONG_RUN).set_index("account_id").reindex(ids)
-    tr = kpi_transforms(panel, others)
+    tr = kpi_transforms(panel, others) if transforms is None else transforms
     cols = {k: tr[k].forward(means[k].to_numpy(dtype="float64")) for k in others if k in tr}
     cols |= {f"{k} (all months)": tr[k].forward(level[k].to_numpy(dtype="float64")) for k in others if k in tr}
     cols["log1p_tenure"] = np.log1p(frame["tenure"].to_numpy(dtype="float64"))

@@ -76,7 +76,8 @@ class Fits:
     ``churn(kpis)`` and ``growth(outcome, kpis)`` give a :class:`ModelRows` (built once per KPI list;
     the growth design once for its three outcomes, with each outcome's own ``y``); ``churn_fit(kpis)``
     the churn design's first cloglog fit and ``churn_selected(kpis, …)`` the selection of curves and
-    segment slopes on it (``models.select_terms``), each made once. ``release(name)`` drops what no
+    segment slopes on it (``models.select_terms``), each made once; ``transforms(kpis)`` the KPIs'
+    transforms on the panel (``models.kpi_transforms``), each fitted once. ``release(name)`` drops what no
     later model needs ("churn", "growth"); ``release()`` everything. The matrices are read-only, and
     every ``Design`` handed out is the caller's own (its ``dropped`` dict copied): what one stage
     records on it the other does not see.
@@ -85,6 +86,16 @@ class Fits:
     def __init__(self, panel: pd.DataFrame, lag: int):
         self.panel, self.lag = panel, lag
         self._store: dict[tuple, ModelRows] = {}
+        self._transforms: dict[str, Transform | None] = {}
+
+    def transforms(self, kpis: list[str]) -> dict[str, Transform]:
+        """``models.kpi_transforms(panel, kpis)``, each KPI's transform fitted once per run (it depends
+        on the KPI's panel values only); constant KPIs are left out, as there."""
+        new = [k for k in dict.fromkeys(kpis) if k not in self._transforms]
+        if new:
+            fitted = kpi_transforms(self.panel, new)
+            self._transforms |= {k: fitted.get(k) for k in new}
+        return {k: self._transforms[k] for k in dict.fromkeys(kpis) if self._transforms[k] is not None}
 
     def serves(self, panel: pd.DataFrame, lag: int) -> bool:
         """True when these fits were made on ``panel`` (the same object) with KPIs at ``lag``."""
@@ -112,7 +123,8 @@ class Fits:
     def growth(self, outcome: str, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
         key = ("growth", tuple(kpis))
         if key not in self._store:
-            self._store[key] = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms))
+            self._store[key] = _read_only(growth_rows(self.panel, outcome, kpis, self.lag,
+                                                      transforms or self.transforms(kpis)))
         m = self._store[key]
         _, y = outcome_rows(self.panel, outcome, self.lag)
         return ModelRows(m.rows, y, m.transforms, own(m.design))
@@ -125,7 +137,7 @@ class Fits:
     def _churn(self, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
         key = ("churn", tuple(kpis))
         if key not in self._store:
-            self._store[key] = _read_only(churn_rows(self.panel, kpis, self.lag, transforms))
+            self._store[key] = _read_only(churn_rows(self.panel, kpis, self.lag, transforms or self.transforms(kpis)))
         return self._store[key]
 
 

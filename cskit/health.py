@@ -236,7 +236,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     if len(keep) == len(tested) and not terms:
         return full
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
-                       indicators=[k for k in full.design.indicators if k in keep])
+                       indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms)
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
@@ -278,12 +278,12 @@ def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, 
 
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
                context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
-               indicators: list[str] | None = None) -> ScoreModel:
+               indicators: list[str] | None = None, transforms: dict | None = None) -> ScoreModel:
     """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
     (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
     its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
-    the test and adds theirs."""
-    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag)
+    the test and adds theirs. ``transforms``: the KPIs' transforms on ``panel`` when already fitted."""
+    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms)
     y, design = m.y, m.design
     if indicators is None:
         if design.kpis and y.sum() >= MIN_EVENTS:
@@ -895,7 +895,8 @@ def design_health_score(
         if "onboarding_completed" in panel:
             done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
             cohort = then.frame[["account_id"]].join(done, on="account_id")
-            covariates = onboarding_covariates(panel, then.frame, kpis, cut)
+            shared = fits.transforms(kpis) if fits is not None and fits.serves(panel, lag) else None
+            covariates = onboarding_covariates(panel, then.frame, kpis, cut, transforms=shared)
             onboarding = onboarding_check(panel, model, cohort, out, H, covariates=covariates, hazard=hazard)
             warnings += onboarding.pop("notices", [])
     del before  # released: nothing below reads the months up to the cut

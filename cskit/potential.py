@@ -42,7 +42,6 @@ from cskit.models import (
     expected_indicator,
     fit_with_missingness,
     joint_p,
-    kpi_transforms,
     linear_flagged,
     select_terms,
     separated_terms,
@@ -668,10 +667,10 @@ def improvement_potential(
             f"Use names from cskit.panel.kpi_columns(data), e.g. {', '.join(k for k in panel.columns[-3:])}."
         )
     model_kpis = list(dict.fromkeys(["contract_months", *kpis]))
-    transforms = kpi_transforms(panel, model_kpis)
     lag = params.kpi_lag_months
     mine = fits is None or not fits.serves(panel, lag)
     fits = Fits(panel, lag) if mine else fits
+    transforms = fits.transforms(model_kpis)
     fitted: dict[str, OutcomeModel | None] = {}
     for o in sorted(PROJECTED, key=lambda o: o == "churn"):  # the growth models' one design first, then released
         if o == "churn":
