@@ -432,7 +432,7 @@ def _shaped_points(design: Design, fit: GLMResult, k: str, lo: float, hi: float)
     as any other value past it, and a segment where the KPI does nothing gives everyone the same."""
     grid = np.linspace(lo, hi, CURVE_GRID)
     levels = design.adjust_levels.get("segment", [None]) if any(
-        t.kind == "segment" for t in design.kpi_terms(k)) else [None]
+        t.level for t in design.kpi_terms(k)) else [None]
     f = np.vstack([design.contribution(fit.coef, k, grid, None if lv is None else np.full(len(grid), lv))
                    for lv in levels])
     worst, best = float(f.max()), float(f.min())

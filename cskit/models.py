@@ -234,8 +234,9 @@ MIN_SEGMENT_EVENTS = 20
 @dataclass(frozen=True)
 class Term:
     """One extra column of a KPI: ``kind`` "curve" (the ``index``-th nonlinear column of a restricted
-    cubic spline of z with ``knots``) or "segment" (the KPI's extra slope in segment ``level``:
-    z × 1[segment = level], beside the reference segment's slope β)."""
+    cubic spline of z with ``knots``; with a ``level``, that column in segment ``level`` only: the
+    segment's own bend beside the base one, :func:`by_segment`) or "segment" (the KPI's extra slope in
+    segment ``level``: z × 1[segment = level], beside the reference segment's slope β)."""
 
     kpi: str
     kind: str
@@ -245,16 +246,20 @@ class Term:
 
     @property
     def name(self) -> str:
-        return f"{self.kpi}:curve{self.index + 1}" if self.kind == "curve" else f"{self.kpi}:segment={self.level}"
+        if self.kind == "curve":
+            return f"{self.kpi}:curve{self.index + 1}" + (f":segment={self.level}" if self.level else "")
+        return f"{self.kpi}:segment={self.level}"
 
     def values(self, z: np.ndarray, segment: np.ndarray | None = None, cubes: dict | None = None) -> np.ndarray:
         """The column at standardised values ``z`` (and the rows' ``segment`` for a segment slope);
         ``cubes`` (knot → (z − knot)₊³), when given, is shared by the curve columns of one ``z``."""
         z = np.asarray(z, dtype="float64")
-        if self.kind == "curve":
+        if self.kind == "curve" and not self.level:
             return rcs_column(z, np.asarray(self.knots), self.index, cubes)
         if segment is None:
             raise ValueError(f"{self.name} needs the accounts' segments")
+        if self.kind == "curve":
+            return rcs_column(z, np.asarray(self.knots), self.index, cubes) * (as_text(segment) == self.level)
         return z * (as_text(segment) == self.level)
 
 
@@ -365,6 +370,25 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
     return out
 
 
+def by_segment(kept: list[Term], alternative: list[Term]) -> list[Term]:
+    """The alternative block of a KPI tested once its other kind of term is in (``kept``): a curve
+    beside segment slopes is a curve in every segment group, never one pooled bend. With the pooled
+    curve's columns and the segment-slope levels among ``kept`` + ``alternative``, the block is
+    ``alternative`` plus each curve column again in each slope level (z's spline column ×
+    1[segment = level]); so the KPI's part of the linear predictor in a segment group is that group's
+    own line and own curve (the base group: β·z + the pooled columns; level s: + its slope and bend).
+
+    Why: a pooled curve beside segment slopes bends the segments where the KPI does nothing by the
+    curvature of the one where it acts (QA client, support inquiries raising churn in one segment
+    only, linear in the raw count, so curved in log1p: the pooled bend with the other segments'
+    slopes near −β gave them an effect of the wrong sign, and the improvement value −1.4M against a
+    true +7.4M). Empty extra part when either kind is absent."""
+    both = [*kept, *alternative]
+    curves = [t for t in both if t.kind == "curve" and not t.level]
+    levels = [t.level for t in both if t.kind == "segment"]
+    return [*alternative, *(Term(t.kpi, "curve", t.index, level=lv, knots=t.knots) for lv in levels for t in curves)]
+
+
 def own_slope_levels(levels: list[str], segment: np.ndarray, y: np.ndarray,
                      min_events: int = MIN_SEGMENT_EVENTS) -> list[str]:
     """The segments whose slope is tested on its own: each needs ``min_events`` events and non-events on
@@ -462,6 +486,8 @@ def select_terms(
     at step i the block with the
     smallest score-test p given the model so far is added when p ≤ α_i = iα / (m + 1 − i(1 − α)),
     m = number of blocks, and the model is refitted; the first block that fails stops the selection.
+    Once one kind of a KPI is in, its other kind is tested as the KPI's shape within each segment
+    group (:func:`by_segment`: curve and slopes together give each group its own line and curve).
     Testing given the blocks already in matters: a proxy's curvature vanishes once its driver's curve
     is in. ``refit(X, names)`` fits the extended model (default: the binomial GLM with ``fit``'s link).
 
@@ -497,6 +523,9 @@ def select_terms(
             break
         step[best] = i
         current = with_terms(current, chosen[best], segment)
+        for j, (k, kind, alternatives) in enumerate(blocks):  # the KPI's other kind: within each segment
+            if j not in step and k == blocks[best][0]:
+                blocks[j] = (k, kind, [by_segment(chosen[best], alt) for alt in alternatives])
         cur_fit = (refit(current.X, current.names) if refit else
                    fit_binomial(y, current.X, link=fit.link, names=current.names))
     table = pd.DataFrame(
@@ -554,7 +583,7 @@ def slope_weights(design: Design, kpi: str, z: np.ndarray, segment: np.ndarray |
     n = len(z)
     seg = None if segment is None else as_text(segment)
     for t in terms:
-        if t.kind == "curve":  # the same value in every row: evaluated once
+        if t.kind == "curve" and not t.level:  # the same value in every row: evaluated once
             up, down = t.values(np.array([hi])), t.values(np.array([lo]))
         else:
             up, down = t.values(np.full(n, hi), seg), t.values(np.full(n, lo), seg)

@@ -203,3 +203,27 @@ def test_own_slope_levels_tests_the_segments_with_events_against_the_pooled_rest
     assert own_slope_levels(levels, seg, y) == []  # the pool (18) is too thin and SMB alone is everything
     seg, y = _segment_rows({"SMB": (150, 160), "Mid": (70, 400), "Enterprise": (10, 130)})
     assert own_slope_levels(levels, seg, y) == ["Mid"]  # SMB has only 10 non-events: pooled with Enterprise
+
+
+def test_a_curve_beside_segment_slopes_bends_each_segment_by_its_own_data():
+    """x bends the log-odds in segment A only (0 below 0, slope 1 above); in B it does nothing. The
+    selection keeps x's curve and its segment difference; the fitted shape in B must then be B's own
+    (flat), not A's bend tilted by B's slope: a pooled curve with a slope for B gave B a convex effect
+    (f(−1.5), f(1.5) − f(0) = +0.60, +0.40: more and fewer x both raise the risk; the QA client's wrong sign)."""
+    from cskit.models import Design, select_terms
+
+    rng = np.random.default_rng(7)
+    n = 40000
+    x = rng.standard_normal(n)
+    seg = np.where(rng.random(n) < 0.6, "A", "B")
+    eta = -2.5 + np.where(seg == "A", np.maximum(x, 0.0), 0.0) - 0.2 * (seg == "B")
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    X = np.column_stack([np.ones(n), x, (seg == "B").astype(float)])
+    design = Design(X, ["intercept", "x", "segment=B"], ["x"], {}, {"segment": ["A", "B"]})
+    fit = fit_binomial(y, X, link="logit", names=design.names)
+    ext, ext_fit, table = select_terms(y, design, fit, ["x"], seg, 0.05)
+    assert table["kept"].all() and {t.kind for t in ext.terms} == {"curve", "segment"}
+    grid = np.array([-1.5, 0.0, 1.5])
+    f = {lv: ext.contribution(ext_fit.coef, "x", grid, np.full(3, lv)) for lv in ("A", "B")}
+    assert f["A"][2] - f["A"][1] == pytest.approx(1.5, abs=0.3) and abs(f["A"][0] - f["A"][1]) < 0.25
+    assert np.abs(f["B"] - f["B"][1]).max() < 0.15, f["B"]
