@@ -27,6 +27,7 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     kpi_transforms,
+    pool_separated,
     select_terms,
     sustained_rows,
 )
@@ -52,12 +53,13 @@ def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
                transforms: dict[str, Transform] | None = None) -> ModelRows:
     """The churn hazard's design on the at-risk rows: KPIs ``kpis`` (transforms fitted on the panel
     unless given), tenure, segment, contract type and season (``CHURN_ADJUST``), each annual
-    renewal's KPIs as their recent mean where ``sustained_rows`` says so."""
+    renewal's KPIs as their recent mean where ``sustained_rows`` says so; a segment without churn (or
+    with only churn) on these rows is merged into the reference segment (``models.pool_separated``)."""
     rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
     sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0]
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=CHURN_ADJUST, sustained=sustained)
-    return ModelRows(rows, y, transforms, design)
+    return ModelRows(rows, y, transforms, pool_separated(design, y))
 
 
 def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,

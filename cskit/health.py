@@ -320,6 +320,11 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
         values.pop(item, None)
         warnings.append(Notice("context_item_separated", stage="health", item=item,
                                levels=list(separated_levels(design, y)[item])))
+    for item, levels in design.pooled.items():  # merged into the reference level (models.pool_separated)
+        churns = int(y[np.isin(panel[item].astype(str).to_numpy()[m.rows], levels)].sum())
+        warnings.append(Notice("context_level_pooled", stage="health", item=item, levels=list(levels),
+                               reference=design.adjust_levels[item][0],
+                               kind="no_churn" if churns == 0 else "all_churn"))
     weights, context = _points(panel, design, fit, values)
     for rec in table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
@@ -867,7 +872,7 @@ def design_health_score(
         if fits is not None:
             fits.release("churn")  # no later model uses the churn design
     model = now.model
-    warnings = list(model.warnings)
+    warnings = list(dict.fromkeys(model.warnings))  # the full and the refitted model can say the same
     if not model.renewals.get("estimable", True):
         warnings.append(renewal_notice(model.renewals))
     frame = now.frame

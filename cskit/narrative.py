@@ -570,6 +570,16 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"Health score: {v.s('item')} gets no points: one of its levels has only churn (or no churn) in its "
                   f"at-risk months ({v.list('levels')}), so its effect cannot be estimated. The churn probability "
                   "still adjusts for it; more history (renewals observed) would let it count."),
+    "context_level_pooled": (
+        lambda v: f"{CONTEXT_LABELS.get(v.s('item'), (v.s('item'),))[0]}「{v.list('levels')}」は対象月の解約が"
+                  + ("まったくない" if v['kind'] == "no_churn" else "すべて解約") + "ため、その水準だけの解約率は推定できません"
+                  f"（推定すると解約確率がほぼ0%{'' if v['kind'] == 'no_churn' else 'や100%'}という根拠のない値になります）。"
+                  f"解約確率・ヘルススコア・改善ポテンシャルでは「{v.s('reference')}」と同じ水準として扱っています。",
+        lambda v: f"{v.s('item')} {v.list('levels')}: its at-risk months have "
+                  + ("no churn" if v['kind'] == "no_churn" else "only churn") + ", so its own churn rate cannot be "
+                  "estimated (a fit would give it a churn probability of about " + ("0" if v['kind'] == "no_churn" else "1")
+                  + f", which the data do not support). The churn probability, the health score and the improvement "
+                  f"potential treat it as {v.s('reference')}, the reference level."),
     "score_not_validated": (
         lambda v: f"ヘルススコアは、{v.s('cut')}より前のデータでは" + (
             f"解約が{v.n('events')}件しかなく" if v['reason_code'] == "too_few_events" else "使えるKPIがなく")

@@ -721,3 +721,37 @@ def test_score_points_and_playbook_follow_a_threshold_and_a_segment_only_effect(
     smb, mid = (features["segment"] == "SMB").to_numpy(), (features["segment"] == "Mid").to_numpy()
     assert np.abs(pts[mid] - pts_hi[mid]).max() < 0.25 * (pts[smb] - pts_hi[smb]).min()
     assert {"score_kpi_shape"} <= {n.code for n in h.warnings}
+
+
+def test_a_segment_without_churn_takes_the_reference_segments_probability_not_zero():
+    """Eight SMB accounts active at as_of are relabelled "Pilot": a segment with no churn in its at-risk
+    months (separated: its coefficient runs to −∞ and its churn probability to ≈ 0, QA thin client's
+    Corporate 2e-10 against a true 0.28). They are SMB accounts, so the truth is the simulator's; the
+    level is merged into the reference segment (models.pool_separated) in the score's and the potential's
+    churn model, and a coded notice says so."""
+    from cskit.health import score_at
+    from cskit.loading import client_from_frames
+    from cskit.panel import build_panel, kpi_columns
+    from cskit.params import Params
+    from cskit.potential import improvement_potential
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(1200, 24, seed=6, mc_paths=200)
+    tables = {k: v.copy() for k, v in sim.tables.items()}
+    truth = sim.truth.future.set_index("account_id")
+    acc = tables["accounts"]
+    smb = acc["account_id"].isin(truth.index) & (acc["segment"] == "SMB")
+    pilot = acc.loc[smb, "account_id"].sample(8, random_state=1).to_numpy()
+    acc.loc[acc["account_id"].isin(pilot), "segment"] = "Pilot"
+    params = Params(as_of=sim.as_of, bootstrap=0)
+    data = client_from_frames(tables, params)
+    panel = build_panel(data)
+    now = score_at(panel, kpi_columns(data), 1, pd.Timestamp(sim.as_of), 12)
+    p = now.frame.set_index("account_id")["churn_prob"]
+    ratio = p.loc[pilot].mean() / truth.loc[pilot, "churn_prob"].mean()
+    assert 0.5 < ratio < 2.0, (p.loc[pilot].to_dict(), truth.loc[pilot, "churn_prob"].mean())
+    assert now.model.design.pooled == {"segment": ["Pilot"]}
+    notes = [n for n in now.model.warnings if getattr(n, "code", "") == "context_level_pooled"]
+    assert notes and notes[0].values["levels"] == ["Pilot"] and notes[0].values["reference"] == "SMB"
+    pot = improvement_potential(panel, data, params, kpi_columns(data)).accounts.set_index("account_id")
+    assert pot.loc[pilot, "churn_prob"].mean() > 0.5 * truth.loc[pilot, "churn_prob"].mean()
