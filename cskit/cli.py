@@ -339,7 +339,9 @@ def batch(
         raise typer.Exit(2)
     results: list[RunResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err) as progress, ProcessPoolExecutor(max_workers=jobs) as pool:
+    # clients side by side already fill the cores: each kernel then analyses in one process (cskit.parallel)
+    pool_options = {"initializer": _one_process_kernels} if jobs > 1 else {}
+    with Progress(*columns, console=err) as progress, ProcessPoolExecutor(max_workers=jobs, **pool_options) as pool:
         task = progress.add_task("clients", total=len(params))
         futures = [pool.submit(run_client, str(p), str(out), html, False) for p in params]
         for fut in as_completed(futures):
@@ -363,6 +365,13 @@ def batch(
     failed = [r for r in results if r.code]
     if failed:
         raise typer.Exit(max(r.code for r in failed))
+
+
+def _one_process_kernels() -> None:
+    """A batch worker's kernels run every stage in one process (``$CSKIT_PARALLEL=0``)."""
+    from cskit.parallel import PARALLEL_ENV
+
+    os.environ[PARALLEL_ENV] = "0"
 
 
 def status_word(code: int) -> str:

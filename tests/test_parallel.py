@@ -111,3 +111,12 @@ def test_no_fork_beyond_the_memory_available():
     free = available_memory()
     assert free is not None and free > 0
     assert memory_allows(0) and not memory_allows(free * 1000)
+
+
+def test_batch_workers_analyse_in_one_process(monkeypatch):
+    """cskit batch --jobs 2 runs two clients at once: each kernel then uses one core, not a forked child."""
+    from cskit.cli import _one_process_kernels
+
+    monkeypatch.delenv(PARALLEL_ENV, raising=False)
+    _one_process_kernels()
+    assert os.environ[PARALLEL_ENV] == "0" and not parallel_enabled()
