@@ -353,7 +353,8 @@ def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np
 
     A KPI with a curve or segment slopes (``design.terms``) is reported by its average slope over the
     model rows (:func:`cskit.models.slope_weights`; its SE from the covariance), and its p-value is the
-    joint Wald test of all its columns (any effect at all), so that BH judges the KPI as modelled."""
+    joint Wald test of all its columns (any effect at all), so that BH judges the KPI as modelled; the
+    average slope's own p stays as ``p_slope`` (whether the direction is supported)."""
     coef, cov = fit["coef"], fit["cov"]
     rows = []
     for k in design.kpis:
@@ -373,6 +374,7 @@ def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np
     out["segment"] = ""
     out["shape"] = out["shape"].fillna("")
     out = _wald(out, crit)
+    out["p_slope"] = out["p_value"]
     joint = out["p_joint"].notna()
     out.loc[joint, "p_value"] = out.loc[joint, "p_joint"]
     return out.drop(columns="p_joint")
@@ -405,7 +407,9 @@ def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, se
                    "effect within this segment (the KPI's effect differs by segment)"
                    for k, lv in zip(out["kpi"], out["segment"])]
     out["shape"] = ["curve" if any(t.kind == "curve" for t in design.kpi_terms(k)) else "linear" for k in out["kpi"]]
-    return _wald(out, crit)
+    out = _wald(out, crit)
+    out["p_slope"] = out["p_value"]
+    return out
 
 
 def _wald(out: pd.DataFrame, crit: float) -> pd.DataFrame:
@@ -567,6 +571,10 @@ def _add_q_and_flags(details: pd.DataFrame, alpha: float) -> pd.DataFrame:
     flagged = d["q_value"] < alpha
     d["trigger"] = np.where(flagged, d["outcome"].map(TRIGGER), "")
     d["direction"] = np.where(d["coef"] > 0, "+", np.where(d["coef"] < 0, "-", ""))
+    # a curve's direction is its average slope's sign, given only where that slope is itself supported
+    # (models.slope_p): the joint test that flags a curve says nothing of which way it goes
+    unsure = (d["shape"] == "curve") & ~(d.get("p_slope", pd.Series(np.nan, index=d.index)) < alpha)
+    d.loc[unsure, "direction"] = ""
     d["best_lag"] = d["best_lag"].astype("Float64").astype("Int64")
     return d
 

@@ -227,3 +227,44 @@ def test_a_curve_beside_segment_slopes_bends_each_segment_by_its_own_data():
     f = {lv: ext.contribution(ext_fit.coef, "x", grid, np.full(3, lv)) for lv in ("A", "B")}
     assert f["A"][2] - f["A"][1] == pytest.approx(1.5, abs=0.3) and abs(f["A"][0] - f["A"][1]) < 0.25
     assert np.abs(f["B"] - f["B"][1]).max() < 0.15, f["B"]
+
+
+def test_knots_are_tried_only_where_each_interval_holds_enough_events():
+    """By hand: knots 0 < 1 < 2 < 3; an interval with 9 events (or 9 non-events) rules the placement out."""
+    from cskit.models import knots_supported
+
+    z = np.repeat([0.5, 1.5, 2.5], 40)
+    y = np.r_[np.ones(10), np.zeros(30), np.ones(12), np.zeros(28), np.ones(15), np.zeros(25)]
+    assert knots_supported(z, y, (0.0, 1.0, 2.0, 3.0))
+    y[:1] = 0  # 9 events between the first two knots
+    assert not knots_supported(z, y, (0.0, 1.0, 2.0, 3.0))
+    y = np.r_[np.ones(31), np.zeros(9), np.ones(12), np.zeros(28), np.ones(15), np.zeros(25)]
+    assert not knots_supported(z, y, (0.0, 1.0, 2.0, 3.0))  # 9 non-events
+    assert knots_supported(z, y, (0.0, 1.0, 2.0, 3.0), min_events=9)
+
+
+def _curve_fit(eta_of_z, seed: int):
+    from cskit.models import Design, Term, curve_knots, with_terms
+
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(40_000)
+    y = (rng.random(len(z)) < 1 / (1 + np.exp(-eta_of_z(z)))).astype(float)
+    X = np.column_stack([np.ones(len(z)), z])
+    design = Design(X, ["intercept", "x"], ["x"], {"x": Transform("identity", 0.0, 1.0)}, {})
+    knots = curve_knots(z)
+    ext = with_terms(design, [Term("x", "curve", j, knots=knots) for j in range(len(knots) - 2)], None)
+    return ext, fit_binomial(y, ext.X, link="logit", names=ext.names)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_curves_direction_is_supported_only_where_its_average_slope_is(seed):
+    """slope_p: a symmetric U (risk rises on both sides, average slope 0) has an overwhelming joint test but
+    no direction; a threshold (risk falls to z = 0, flat above) has both, with the sign of its average slope."""
+    from cskit.models import joint_p, slope_p, slope_weights
+
+    u, fit = _curve_fit(lambda z: -3 + 0.5 * z * z, seed)
+    assert joint_p(u, fit.coef, fit.cov, "x") < 1e-20
+    assert slope_p(u, fit.coef, fit.cov, "x") > 0.05
+    t, fit = _curve_fit(lambda z: -3 + 0.8 * np.maximum(0.0, -z), seed)
+    assert joint_p(t, fit.coef, fit.cov, "x") < 1e-20 and slope_p(t, fit.coef, fit.cov, "x") < 1e-10
+    assert slope_weights(t, "x", t.X[:, 1]) @ fit.coef < 0
