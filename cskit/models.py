@@ -285,9 +285,11 @@ def term_columns(terms: list[Term], z: np.ndarray, segment: np.ndarray | None = 
 
 def _cube(z: np.ndarray, a: float) -> np.ndarray:
     """(z − a)₊³ (as a product: numpy's ``** 3`` takes the slow general power)."""
-    c = np.maximum(z - a, 0.0)
-    c *= c * c
-    return c
+    c = np.subtract(z, a)
+    np.maximum(c, 0.0, out=c)
+    out = c * c
+    out *= c
+    return out
 
 
 def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
@@ -833,7 +835,8 @@ def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: s
         b[keep] = coef[keep]
         mu, d = mean_and_slope(X @ b, link)
         v = mu * (1 - mu)
-        b[keep] += solve(weighted_gram(X, d * d / v)[np.ix_(keep, keep)], (X.T @ ((y - mu) * d / v))[keep])
+        info, grad = weighted_gram(X, d * d / v, (y - mu) * d / v)
+        b[keep] += solve(info[np.ix_(keep, keep)], grad[keep])
         mu, d = mean_and_slope(X @ b, link)
         v = mu * (1 - mu)
         w = d * d / v
@@ -1059,7 +1062,7 @@ def fit_binomial(
     converged, it = False, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
         v = mu * (1 - mu)
-        step = solve(weighted_gram(X, d * d / v), X.T @ ((y - mu) * d / v))
+        step = solve(*weighted_gram(X, d * d / v, (y - mu) * d / v))
         t, ll_new = 1.0, -np.inf
         while t > 1e-8:
             mu_new, d_new = mean_and_slope(X @ (beta + t * step), link)
@@ -1085,18 +1088,22 @@ def fit_binomial(
 BLOCK_ROWS = 4096  # rows per block of the cross-products: the blocks' temporaries stay in cache
 
 
-def weighted_gram(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+def weighted_gram(X: np.ndarray, w: np.ndarray, u: np.ndarray | None = None):
     """X' diag(w) X for weights w ≥ 0, summed over blocks of rows as (√w X)_b' (√w X)_b (a symmetric
     product: half the work of a general one, and no n × p temporary: the panel can hold millions of
-    rows)."""
+    rows). With ``u``, also X'u from the same pass over X: (X'WX, X'u)."""
     n, p = X.shape
     out = np.zeros((p, p))
+    grad = np.zeros(p)
     root = np.sqrt(w)
     buf = np.empty((min(BLOCK_ROWS, n), p))
     for s in range(0, n, BLOCK_ROWS):
-        b = np.multiply(X[s : s + BLOCK_ROWS], root[s : s + BLOCK_ROWS, None], out=buf[: min(BLOCK_ROWS, n - s)])
+        x = X[s : s + BLOCK_ROWS]
+        b = np.multiply(x, root[s : s + BLOCK_ROWS, None], out=buf[: len(x)])
         out += b.T @ b
-    return out
+        if u is not None:
+            grad += u[s : s + BLOCK_ROWS] @ x
+    return out if u is None else (out, grad)
 
 
 def weighted_cross(X: np.ndarray, w: np.ndarray, Z: np.ndarray, diagonal: bool = False):
@@ -1238,8 +1245,9 @@ def fit_gee(
             rho = float(((rs * rs).sum() - r @ r) / 2 / phi / (pairs - p))
         c = rho / (1 - rho + sizes * rho)
         Gs = _scaled(S, sd) @ X  # cluster sums of the rows of G = diag(sd) X, without G itself
-        score = (X.T @ (sd * r) - Gs.T @ (c * (S @ r))) / (1 - rho)
-        info = (weighted_gram(X, sd * sd) - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+        gram, grad = weighted_gram(X, sd * sd, sd * r)
+        score = (grad - Gs.T @ (c * (S @ r))) / (1 - rho)
+        info = (gram - Gs.T @ (Gs * c[:, None])) / (1 - rho)
         step = solve(info, score)
         beta = beta + step
         if not np.all(np.isfinite(beta)):
