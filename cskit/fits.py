@@ -21,9 +21,11 @@ import pandas as pd
 from cskit.models import (
     ADJUST,
     CHURN_ADJUST,
+    TRIGGER_LINK,
     Design,
     GLMResult,
     Transform,
+    association_order,
     design_matrix,
     fit_binomial,
     kpi_transforms,
@@ -54,21 +56,29 @@ def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
     """The churn hazard's design on the at-risk rows: KPIs ``kpis`` (transforms fitted on the panel
     unless given), tenure, segment, contract type and season (``CHURN_ADJUST``), each annual
     renewal's KPIs as their recent mean where ``sustained_rows`` says so; a segment without churn (or
-    with only churn) on these rows is merged into the reference segment (``models.pool_separated``)."""
+    with only churn) on these rows is merged into the reference segment (``models.pool_separated``). Of
+    a collinear pair the design keeps the KPI more strongly linked to churn (``models.association_order``),
+    as the triggers' churn model does."""
     rows, y = outcome_rows(panel, "churn", lag)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
     sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0]
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=CHURN_ADJUST, sustained=sustained)
+    priority = association_order(panel, rows, y, kpis, lag, transforms, CHURN_ADJUST, TRIGGER_LINK["churn"])
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=CHURN_ADJUST, sustained=sustained,
+                           priority=priority)
     return ModelRows(rows, y, transforms, pool_separated(design, y))
 
 
 def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
                 transforms: dict[str, Transform] | None = None) -> ModelRows:
     """The design of an expansion, downgrade or referral model on its rows (``ADJUST``, no sustained
-    rows); the three share rows and design, only ``y`` differs."""
+    rows); the three share rows and design, only ``y`` differs. Of a collinear pair the design keeps
+    the KPI the triggers' expansion model keeps (``models.association_order`` on expansion, with its
+    trigger link): expansion is the one growth outcome the triggers test."""
     rows, y = outcome_rows(panel, outcome, lag)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
-    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST)
+    _, first = outcome_rows(panel, GROWTH[0], lag)  # the one design keeps what the expansion model keeps
+    priority = association_order(panel, rows, first, kpis, lag, transforms, ADJUST, TRIGGER_LINK[GROWTH[0]])
+    design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST, priority=priority)
     return ModelRows(rows, y, transforms, design)
 
 

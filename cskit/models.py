@@ -38,6 +38,8 @@ from cskit.panel import MIN_EVENTS, RECENT_MONTHS
 # calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
 ADJUST = ("segment", "contract_type")
 CHURN_ADJUST = (*ADJUST, "churn_season")
+# The link of each outcome's trigger model (cskit.triggers); the shared designs order KPIs with it
+TRIGGER_LINK = {"churn": "cloglog", "renewal": "logit", "expansion": "logit"}
 SKEW_LIMIT = 2.0
 COLLINEAR_R = 0.9
 MAX_R2 = 0.9
@@ -627,6 +629,45 @@ def slope_weights(design: Design, kpi: str, z: np.ndarray, segment: np.ndarray |
     return a
 
 
+TENURE = "contract_months"
+
+
+def null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform],
+                adjust: tuple[str, ...] = ADJUST) -> np.ndarray:
+    """[1, z(contract_months), dummies of ``adjust``] on ``rows``: the adjustments alone (the null
+    model of the score tests)."""
+    return design_matrix(panel, rows, [TENURE], 0, transforms, adjust=adjust, prune=False).X
+
+
+def keep_order(y: np.ndarray, X0: np.ndarray, Z: np.ndarray, candidates: list[str], kpis: list[str],
+               link: str) -> list[str]:
+    """The one rule for which KPI of a collinear pair (or a near-linear combination) a model keeps
+    (docs/methods.md, "Collinear KPIs: which one is kept"): the order in which :func:`design_matrix`'s
+    prunings consider the KPIs. ``contract_months`` first (the tenure adjustment), then ``candidates``
+    (``Z``: their standardised values on the model rows, missing → 0) by decreasing |Rao score z| of
+    each added alone to the null model ``X0`` of outcome ``y`` (ties in the given order), then the
+    other ``kpis`` as given. So the KPI more strongly linked to the outcome is kept, whatever the
+    catalogue order, and every stage that fits this outcome on these rows keeps the same one."""
+    z = score_z_from(score_terms(y, base_fit(y, X0, link)), Z)
+    order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z)), kind="stable")]]
+    return order + [k for k in kpis if k not in order]
+
+
+def association_order(panel: pd.DataFrame, rows: np.ndarray, y: np.ndarray, kpis: list[str], lag: int,
+                      transforms: dict[str, Transform], adjust: tuple[str, ...], link: str) -> list[str]:
+    """:func:`keep_order` of ``kpis`` for outcome ``y`` on the panel ``rows`` (KPIs at t − lag, null
+    model: tenure and ``adjust``); ``kpis`` unchanged when ``y`` has fewer than MIN_EVENTS events or
+    non-events (no model of it is estimated) or no candidate."""
+    candidates = [k for k in kpis if k != TENURE and k in transforms]
+    if not candidates or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS or TENURE not in transforms:
+        return list(kpis)
+    Z = _lagged_at(panel, candidates, lag, rows)
+    for j, k in enumerate(candidates):
+        Z[:, j] = transforms[k].forward(Z[:, j])
+    X0 = null_design(panel, rows, transforms, adjust)
+    return keep_order(y, X0, zero_missing(Z), candidates, kpis, link)
+
+
 def design_matrix(
     panel: pd.DataFrame,
     rows: np.ndarray,
@@ -636,6 +677,8 @@ def design_matrix(
     adjust: tuple[str, ...] = ("segment", "contract_type"),
     prune: bool = True,
     sustained: np.ndarray | None = None,
+    *,
+    priority: list[str] | None = None,
 ) -> Design:
     """Design for the panel rows selected by boolean ``rows``: [1, z(KPIs), dummies of ``adjust``].
 
@@ -645,7 +688,9 @@ def design_matrix(
     ``missing`` keeps the missing-value mask (on the rows) of each kept KPI missing in at least
     MISSING_MIN_SHARE of them, for :func:`informative_missing`. ``sustained`` (a mask over the selected
     rows, from :func:`sustained_rows`) gives those rows each KPI's recent mean (:func:`sustained_at`)
-    instead of its month t − lag value.
+    instead of its month t − lag value. ``priority`` (:func:`keep_order`): the order in which the
+    collinearity prunings consider the KPIs, the first of a pair being kept (default: ``kpis``' order);
+    the columns stay in ``kpis``' order.
     """
     transforms = transforms if transforms is not None else kpi_transforms(panel, kpis)
     dropped: dict[str, str] = {}
@@ -698,10 +743,12 @@ def design_matrix(
         # correlations and the regressions of each KPI on those kept before it
         G = _gram_of(n, lambda s, e, out: _fill_rows(out, Z, keep, dummies, s, e), 1 + len(keep) + len(dummies))
         pos = {j: c for c, j in enumerate(keep, start=1)}  # KPI → its column of G
-        keep = _prune_collinear(G, n, keep, use, dropped)
+        rank = {k: i for i, k in enumerate(priority or [])}
+        first = sorted(keep, key=lambda j: rank.get(use[j], len(rank)))  # stable: kpis' order otherwise
+        first = _prune_collinear(G, n, first, use, dropped, cols=[pos[j] for j in first])
         base = [0, *range(1 + len(pos), G.shape[0])]
-        stay = _prune_dependent_gram(G, n, [pos[j] for j in keep], [use[j] for j in keep], base, dropped)
-        keep = [j for j in keep if pos[j] in stay]
+        stay = _prune_dependent_gram(G, n, [pos[j] for j in first], [use[j] for j in first], base, dropped)
+        keep = [j for j in keep if j in first and pos[j] in stay]
     kept = [use[j] for j in keep]
     X = np.empty((n, 1 + len(keep) + len(dummies)))  # the one full-size copy, filled in place
     for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: column-major Z into the row-major X
@@ -961,14 +1008,16 @@ def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarr
     return bread @ (ug.T @ ug) @ bread * (g / max(g - 1, 1))
 
 
-def _prune_collinear(G: np.ndarray, n: int, keep: list[int], names: list[str], dropped: dict[str, str]) -> list[int]:
-    """Drop each KPI of ``keep`` whose |Pearson r| with one kept before it exceeds COLLINEAR_R; r from
-    the Gram matrix ``G`` of [1, KPIs ``keep``, …] over ``n`` rows."""
+def _prune_collinear(G: np.ndarray, n: int, keep: list[int], names: list[str], dropped: dict[str, str],
+                     cols: list[int] | None = None) -> list[int]:
+    """Drop each KPI of ``keep`` (in this order) whose |Pearson r| with one kept before it exceeds
+    COLLINEAR_R; r from the Gram matrix ``G`` of [1, KPIs, …] over ``n`` rows, ``cols`` the columns of
+    G of ``keep`` (default 1, 2, …)."""
     if len(keep) < 2:
         return keep
-    k = len(keep)
-    mean = G[0, 1 : 1 + k] / n
-    C = G[1 : 1 + k, 1 : 1 + k] - n * np.outer(mean, mean)
+    cols = list(range(1, 1 + len(keep))) if cols is None else cols
+    mean = G[0, cols] / n
+    C = G[np.ix_(cols, cols)] - n * np.outer(mean, mean)
     sd = np.sqrt(np.clip(np.diag(C), 0, None))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.clip(np.nan_to_num(C / np.outer(sd, sd)), -1, 1)

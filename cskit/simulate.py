@@ -115,6 +115,7 @@ RECENT_WINDOW = 3  # months averaged by an annual renewal decided on sustained u
 MNAR_CSAT = {"before": 0.45, "months": 2, "otherwise": 0.08}  # mnar_csat: P(csat unanswered) before a churn / else
 ONBOARDING_USAGE = 2.5  # onboarding_proxy: onboarding ~ Bernoulli(sigmoid(1 + 2.5 a_usage)), no effect of its own
 SPARSE_SUPPORT = {"poisson": (-0.7, 0.5), "centre": 0.56, "scale": 0.81}  # support_inquiries, ~58% zero months
+COLLINEAR_PROXY = ("session_seconds", 0.94)  # collinear_proxy: this proxy's latent r with login_days, listed first
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,9 @@ class Options:
     - ``onboarding_proxy``: onboarding travels with the usage trait (ONBOARDING_USAGE) and has no churn
       effect of its own (its truth row is a proxy of login days).
     - ``sparse_support``: support_inquiries is a sparse count (about 58% of months zero; SPARSE_SUPPORT).
+    - ``collinear_proxy``: session_seconds (no effect of its own) tracks the churn driver login_days at
+      latent r = 0.94 (COLLINEAR_PROXY; r ≈ 0.9 on the raw values) instead of 0.8, and is the first
+      column of the kpis table: a proxy listed before the driver it travels with.
     """
 
     segment_only: tuple[tuple[str, str], ...] = ()
@@ -173,6 +177,7 @@ class Options:
     mnar_csat: bool = False
     onboarding_proxy: bool = False
     sparse_support: bool = False
+    collinear_proxy: bool = False
 
     def beta_sd(self) -> dict[str, dict[str, float]]:
         beta = {o: dict(b) for o, b in BETA_SD.items()}
@@ -424,6 +429,9 @@ def _monthly_kpis(
     ``shift`` adds a constant to named KPIs' latent values this month (a seasonal peak).
     """
     z = _latents(_factors(acc["static"][idx], acc["ar"][idx]), acc["noise"][idx], LATENT)
+    if options is not None and options.collinear_proxy:
+        name, r = COLLINEAR_PROXY
+        z[name] = r * z[PROXIES[name][0]] + math.sqrt(1 - r * r) * acc["noise"][idx][:, LATENT.index(name)]
     for name, v in (shift or {}).items():
         z[name] = z[name] + v
     seats = acc["seats"][idx]
@@ -634,6 +642,10 @@ def simulate_client(n_accounts: int = 2000, n_months: int = 24, seed: int = 0, s
     for k, m in options.mnar().items():
         kpi_blocks = [_unanswered(block, k, m, acc["churn_month"], rng) for block in kpi_blocks]
     tables, ids = _tables(acc, kpi_blocks, rev_blocks, nps_blocks, start, n_months, rng, with_nps)
+    if options.collinear_proxy:  # the proxy listed before the driver it travels with
+        first = COLLINEAR_PROXY[0]
+        tables["kpis"] = tables["kpis"][["account_id", "month", first,
+                                         *[c for c in tables["kpis"].columns[2:] if c != first]]]
     tables = _export(tables, acc, ids, start, options)
     as_of = str(pd.Period(start, "M") + asof_t) + "-01"
     sd, snapshot, recent = _observed_stats(tables, asof_t, start, options)
@@ -1240,6 +1252,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="onboarding travels with usage, no effect of its own")
     ap.add_argument("--sparse-support", action="store_true",
                     help="support_inquiries a sparse count (~58%% zero months)")
+    ap.add_argument("--collinear-proxy", action="store_true",
+                    help="session_seconds tracks login_days at r = 0.9 and is listed first")
     ap.add_argument("--annual-terms", type=int, nargs="+", metavar="MONTHS",
                     help="term lengths of the contracts labelled annual, e.g. 6, or 12 6 for a mix")
     ap.add_argument("--term-end-dates", action="store_true",
@@ -1264,8 +1278,9 @@ def main(argv: list[str] | None = None) -> int:
     drop_accounts, drop_months = options.pop("drop_accounts", 0), options.pop("drop_months", 3)
     if drop_accounts > 0:
         options["engagement_drop"] = EngagementDrop(drop_accounts, drop_months)
-    names = ("mnar_csat", "onboarding_proxy", "sparse_support", "term_end_dates", "fiscal_year_start", "season_month",
-             "season_shock", "seasonal_kpi", "seasonal_peak", "recent_mean_annual", "window_start", "active_only")
+    names = ("mnar_csat", "onboarding_proxy", "sparse_support", "collinear_proxy", "term_end_dates",
+             "fiscal_year_start", "season_month", "season_shock", "seasonal_kpi", "seasonal_peak", "recent_mean_annual",
+             "window_start", "active_only")
     structures = {k: options.pop(k) for k in names if k in options}
     if "annual_terms" in options:
         structures["annual_terms"] = tuple(options.pop("annual_terms"))

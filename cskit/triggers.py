@@ -37,6 +37,7 @@ from cskit.models import (
     CHURN_ADJUST,
     MAX_MISSING,
     MISSING_COLUMNS,
+    TRIGGER_LINK,
     Design,
     GEEResult,
     Transform,
@@ -47,8 +48,10 @@ from cskit.models import (
     fit_gee,
     indicator_effects,
     joint_p,
+    keep_order,
     kpi_transforms,
     linear_flagged,
+    null_design,
     score_terms,
     score_z_from,
     select_terms,
@@ -67,7 +70,7 @@ SAME_ROWS = (("churn", "renewal"), ("expansion",))
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
 NEVER = Notice("kpi_never_measured", stage="triggers", severity="note")
 TRIGGER_OUTCOMES = tuple(TRIGGER)  # the outcomes of cskit.panel.OUTCOMES this stage models
-LINK = {"churn": "cloglog", "renewal": "logit", "expansion": "logit"}
+LINK = TRIGGER_LINK
 MODEL = {
     "churn": "discrete-time hazard: binomial GLM, cloglog link (hazard ratio)",
     "renewal": "GEE, logit link, clustered by account (odds ratio of renewal)",
@@ -286,11 +289,9 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    X0 = rs.once("null", lambda: _null_design(panel, rows, transforms, adjust))
-    terms = score_terms(y, base_fit(y, X0, link))
-    z_now = score_z_from(terms, zero_missing(now[:, [kpis.index(k) for k in candidates]]))
-    order = [TENURE, *[candidates[j] for j in np.argsort(-np.abs(np.nan_to_num(z_now)), kind="stable")]]
-    order += [k for k in model_kpis if k not in order]
+    X0 = rs.once("null", lambda: null_design(panel, rows, transforms, adjust))
+    order = keep_order(y, X0, zero_missing(now[:, [kpis.index(k) for k in candidates]]), candidates, model_kpis,
+                       link)
     sustained = None
     if outcome in ("churn", "renewal"):
         sustained, choice = rs.once("sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
@@ -511,12 +512,6 @@ class KPIMatrix:
         return out
 
 
-def _null_design(panel: pd.DataFrame, rows: np.ndarray, transforms: dict[str, Transform],
-                 adjust: tuple[str, ...] = ADJUST) -> np.ndarray:
-    """[1, z(contract_months), dummies of ``adjust``] on ``rows``: the adjustments alone."""
-    return design_matrix(panel, rows, [TENURE], 0, transforms, adjust=adjust, prune=False).X
-
-
 def lead_lag_scores(
     panel: pd.DataFrame, Z: KPIMatrix, outcomes: tuple[str, ...], kpis: list[str], transforms: dict[str, Transform],
     adjust: tuple[str, ...] = ADJUST,
@@ -530,7 +525,7 @@ def lead_lag_scores(
     use = [k for k in kpis if k != TENURE and k in transforms]
     if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
-    X0 = _null_design(panel, rows, transforms, adjust)
+    X0 = null_design(panel, rows, transforms, adjust)
     ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1] for outcome in outcomes]
     terms = [score_terms(y, base_fit(y, X0, LINK[outcome])) for outcome, y in zip(outcomes, ys)]
     parts = []
