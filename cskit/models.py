@@ -389,7 +389,7 @@ def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray
         out["curve"] = [[Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)] for knots in placements]
     levels = design.adjust_levels.get("segment", [])
     if segment is not None and len(levels) > 1:
-        own = own_slope_levels(levels, np.asarray(segment).astype(str), y)
+        own = own_slope_levels(levels, as_text(segment), y)
         if own:
             out["segment"] = [[Term(kpi, "segment", level=lv) for lv in own]]
     return out
@@ -425,10 +425,13 @@ def own_slope_levels(levels: list[str], segment: np.ndarray, y: np.ndarray,
     SMB's slope is tested against that of Mid + Enterprise (the old rule left Enterprise in SMB's base
     slope and tested Mid only). The rule reads event counts only, never the KPI, so the test keeps its
     level. Empty: no segment test."""
+    codes, names = pd.factorize(segment)  # one hashing pass; each group's counts are sums of the levels'
+    counts = dict(zip(names.tolist(), np.bincount(codes, minlength=len(names)).tolist()))
+    hits = dict(zip(names.tolist(), np.bincount(codes, weights=y, minlength=len(names)).tolist()))
+
     def events(group: list[str]) -> int:
-        m = np.isin(segment, group)
-        ev = int(y[m].sum())
-        return min(ev, int(m.sum()) - ev)
+        ev = int(round(sum(hits.get(lv, 0.0) for lv in group)))
+        return min(ev, sum(counts.get(lv, 0) for lv in group) - ev)
 
     own = [lv for lv in levels if events([lv]) >= min_events]
     if len(own) == len(levels):
