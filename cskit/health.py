@@ -58,6 +58,7 @@ from cskit.panel import (
     renewal_cycles,
     renewal_evidence,
 )
+from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.result import StageResult, six_digits, write_csv, write_json
@@ -828,6 +829,7 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
     )
 
 
+@one_blas_thread()
 def design_health_score(
     panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, ltv: pd.DataFrame | None = None,
     fits: Fits | None = None,

@@ -59,6 +59,7 @@ from cskit.panel import (
     recent_values,
     renewal_cycles,
 )
+from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.result import StageResult
 
@@ -613,6 +614,7 @@ def _add_totals(
 # ---------------------------------------------------------------- the stage
 
 
+@one_blas_thread()
 def improvement_potential(
     panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, draw_accounts: int = DRAW_ACCOUNTS,
     fits: Fits | None = None,

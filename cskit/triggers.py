@@ -61,6 +61,7 @@ from cskit.models import (
 )
 from cskit.notices import Notice
 from cskit.panel import MIN_EVENTS, outcome_rows
+from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.result import StageResult
 from cskit.season import churn_seasonality, seasonal_notice
@@ -136,6 +137,7 @@ class Triggers(StageResult):
         self.missing.to_csv(results_dir / "drivers_missing.csv", index=False, float_format="%.6g", lineterminator="\n")
 
 
+@one_blas_thread()
 def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Triggers:
     """RT / CRTT / UCT triggers of ``kpis`` on ``panel`` (see the module docstring for the models).
 

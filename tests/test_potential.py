@@ -555,3 +555,34 @@ def test_a_curve_kpi_is_flagged_in_its_model_by_the_joint_test_of_its_columns():
     m = OutcomeModel("expansion", 1000, 100, 0.1, design=design, fit=fit)
     assert fit.summary().loc["x1", "p_value"] > 0.9 and joint_p(design, coef, cov, "x1") < 1e-10
     assert flagged_in_models({"expansion": m}, 0.05) == {"x1": ["expansion"]}
+
+
+def test_the_stages_sum_on_one_blas_thread_whatever_the_caller_set():
+    """A data scientist calling a stage in JupyterLab with BLAS on every core gets cskit run's sums: the
+    stage runs with BLAS limited to one thread (observed inside the projection), and the caller's own
+    setting is back afterwards. (potential.csv moved by ~3e-7 relative between 1 and 2 OpenBLAS threads.)"""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import cskit.potential as P
+
+    sim = simulate_client(300, 14, seed=3, mc_paths=0)
+    params = Params(as_of=sim.as_of, bootstrap=5)
+    data = client_from_frames(sim.tables, params)
+    panel = build_panel(data)
+    seen = []
+    inner = P.project
+
+    def spy(*args, **kwargs):
+        seen.append({d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"})
+        return inner(*args, **kwargs)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = {d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"}
+        P.project = spy
+        try:
+            P.improvement_potential(panel, data, params, kpi_columns(data))
+        finally:
+            P.project = inner
+        after = {d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"}
+    assert seen and all(s == {1} for s in seen), seen
+    assert after == before, (before, after)
