@@ -602,6 +602,25 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
 # ---------------------------------------------------------------- validation
 
 
+VALIDATION_HORIZONS = (6, 3)  # shorter out-of-time checks, in this order, when the data do not hold the horizon's
+
+
+def validation_horizon(panel: pd.DataFrame, as_of: pd.Timestamp, horizon: int, lag: int) -> int:
+    """Months ahead the out-of-time check predicts: ``horizon`` when the at-risk months up to
+    as_of − horizon hold at least MIN_EVENTS churns (the floor below which no KPI gets points), else
+    the first of VALIDATION_HORIZONS (shorter than ``horizon``) for which they do, else ``horizon`` (and
+    the check reports itself not estimable). The peer client's data span 12 months: a 12-month check
+    would fit on nothing (cut before the first month); a 6-month one fits on the first 6 months (~300
+    churns) and checks the next 6 (docs/methods.md, "Out-of-time validation")."""
+    rows, y = outcome_rows(panel, "churn", lag)
+    month = panel["month"].to_numpy()[rows]
+    for h in (horizon, *(h for h in VALIDATION_HORIZONS if h < horizon)):
+        cut = np.datetime64(pd.Timestamp(as_of) - pd.DateOffset(months=h))
+        if y[month <= cut].sum() >= MIN_EVENTS:
+            return h
+    return horizon
+
+
 def outcome_after(panel: pd.DataFrame, accounts: pd.Series, month: pd.Timestamp, horizon: int) -> pd.DataFrame:
     """For each account: churned within ``horizon`` months after ``month`` (event) and months to churn
     (censored at the horizon), from the panel's churn rows."""
@@ -883,19 +902,24 @@ def design_health_score(
 
     accounts = data.accounts.set_index("account_id")
     client = "health_score" in accounts and accounts["health_score"].notna().any()
-    cut = as_of - pd.DateOffset(months=H)
-    validation: dict = {"cut": cut, "horizon_months": H, "fitted_on": f"at-risk months up to {cut:%Y-%m}"}
+    Hv = validation_horizon(panel, as_of, H, lag)  # shorter than H only when the data are too short for H
+    cut = as_of - pd.DateOffset(months=Hv)
+    validation: dict = {"cut": cut, "horizon_months": Hv, "fitted_on": f"at-risk months up to {cut:%Y-%m}"}
+    if Hv < H:
+        validation["score_horizon_months"] = H
+        warnings.append(Notice("score_validated_shorter", stage="health", severity="note", horizon=H,
+                               validation_horizon=Hv, cut=f"{cut:%Y-%m}", first=f"{panel['month'].min():%Y-%m}"))
     onboarding = None
     before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score
     try:
-        then = score_at(before, kpis, lag, cut, H, params.alpha)
+        then = score_at(before, kpis, lag, cut, Hv, params.alpha)
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
         warnings.append(Notice("score_not_validated", stage="health", cut=f"{cut:%Y-%m}", reason=str(e),
                                reason_code=getattr(e, "code", ""), events=getattr(e, "events", None)))
     if then is not None:
-        out = outcome_after(panel, then.frame["account_id"], cut, H)
+        out = outcome_after(panel, then.frame["account_id"], cut, Hv)
         cs = then.frame["account_id"].map(accounts["health_score"]) if client else None
         validation.update(validate(then.frame, out, cs))
         validation["cutpoints_at_cut"] = {"red_below": then.model.red_below, "green_from": then.model.green_from}
@@ -904,7 +928,7 @@ def design_health_score(
             cohort = then.frame[["account_id"]].join(done, on="account_id")
             shared = fits.transforms(kpis) if fits is not None and fits.serves(panel, lag) else None
             covariates = onboarding_covariates(panel, then.frame, kpis, cut, transforms=shared)
-            onboarding = onboarding_check(panel, model, cohort, out, H, covariates=covariates, hazard=hazard)
+            onboarding = onboarding_check(panel, model, cohort, out, Hv, covariates=covariates, hazard=hazard)
             warnings += onboarding.pop("notices", [])
     del before  # released: nothing below reads the months up to the cut
     if client:

@@ -580,6 +580,14 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   "estimated (a fit would give it a churn probability of about " + ("0" if v['kind'] == "no_churn" else "1")
                   + f", which the data do not support). The churn probability, the health score and the improvement "
                   f"potential treat it as {v.s('reference')}, the reference level."),
+    "score_validated_shorter": (
+        lambda v: f"データが{v.s('first')}からしかなく、{v.n('horizon')}か月前の時点ではスコアを作れないため、"
+                  f"過去時点での検証は{v.s('cut')}時点のスコアでその後{v.n('validation_horizon')}か月の解約を予測させる形で行いました"
+                  f"（{v.n('horizon')}か月先の予測そのものの検証ではありません）。",
+        lambda v: f"The data start in {v.s('first')}, too late to build the score {v.n('horizon')} months back: the "
+                  f"out-of-time check scores the accounts at {v.s('cut')} and predicts their churn over the next "
+                  f"{v.n('validation_horizon')} months (a check of the score's ranking over a shorter horizon, not of "
+                  f"the {v.n('horizon')}-month prediction itself)."),
     "score_not_validated": (
         lambda v: f"ヘルススコアは、{v.s('cut')}より前のデータでは" + (
             f"解約が{v.n('events')}件しかなく" if v['reason_code'] == "too_few_events" else "使えるKPIがなく")
