@@ -323,8 +323,10 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
     labels = kpi_labels(data.catalogue, params.language)
     named["moved"] = [mover_reason(r, labels, params.language) for r in named.to_dict("records")]
     movers = named[named["account_id"].isin(movers["account_id"])].reset_index(drop=True)
-    cut = as_of - pd.DateOffset(months=H)
-    drops = drop_check(panel, health.cut_model, cut, horizon=H, lag=lag, months=params.alert_months,
+    # the validation model's cut and horizon (shorter than H when the data are: health.validation_horizon)
+    Hv = int(health.validation.get("horizon_months", H))
+    cut = as_of - pd.DateOffset(months=Hv)
+    drops = drop_check(panel, health.cut_model, cut, horizon=Hv, lag=lag, months=params.alert_months,
                        drop=params.alert_drop)
     drops["changes_now"] = change_summary(changes["change"].to_numpy(), drop=params.alert_drop)
     book = playbook(model, health.features, include=movers["account_id"], static=data.static_kpis)
