@@ -440,10 +440,24 @@ def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dty
     if hz.cm_transform is None:
         return np.ones((months, hz.coef.shape[0], len(tenure)), dtype)
     h = np.arange(1, months + 1)
-    z = hz.cm_transform.forward(tenure[None, :] + h[:, None] + delta).astype(dtype)
-    out = hz.cm.astype(dtype)[None, :, None] * z[:, None, :]
-    np.clip(out, -60.0, 30.0, out=out)
-    return np.exp(out, out=out)
+    whole = tenure.astype(np.int64)
+    if len(tenure) == 0 or not np.array_equal(whole, tenure):
+        z = hz.cm_transform.forward(tenure[None, :] + h[:, None] + delta).astype(dtype)
+        out = hz.cm.astype(dtype)[None, :, None] * z[:, None, :]
+        np.clip(out, -60.0, 30.0, out=out)
+        return np.exp(out, out=out)
+    # whole months: the factor depends on tenure + h only, a few distinct values, each computed once
+    # (the same operations on the same numbers, so the same bits) and gathered per account and month
+    lo = int(whole.min()) + 1
+    steps = np.arange(lo, int(whole.max()) + months + 1)
+    z = hz.cm_transform.forward(steps.astype("float64") + delta).astype(dtype)
+    table = hz.cm.astype(dtype)[:, None] * z[None, :]
+    np.clip(table, -60.0, 30.0, out=table)
+    np.exp(table, out=table)
+    out = np.empty((months, hz.coef.shape[0], len(tenure)), dtype)
+    for j in range(months):
+        np.take(table, whole + (j + 1 - lo), axis=1, out=out[j])
+    return out
 
 
 def project_chunk(
