@@ -16,10 +16,29 @@ report's words (Japanese or English) from the result files.
 """
 __version__ = "0.1.0"
 
-from cskit import narrative, plots  # noqa: E402
 from cskit.errors import CskitError  # noqa: E402
 from cskit.params import Params, load_params, validate_params  # noqa: E402
-from cskit.pipeline import Diagnosis, analyse, load  # noqa: E402
 
 __all__ = ["CskitError", "Diagnosis", "Params", "analyse", "load", "load_params", "narrative", "plots",
            "validate_params"]
+
+# Imported when first used (PEP 562): ``cskit run``'s own process needs none of them, and plots /
+# narrative / the stages would cost it ~200 MB and seconds (matplotlib, seaborn, scipy.stats).
+_LAZY = {"analyse": "cskit.pipeline", "load": "cskit.pipeline", "Diagnosis": "cskit.pipeline"}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    try:
+        return importlib.import_module(f"cskit.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"cskit.{name}":
+            raise
+        raise AttributeError(f"module 'cskit' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

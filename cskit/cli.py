@@ -103,15 +103,23 @@ def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]
     """Validate params, resolve paths, and check the data to fail fast (:func:`cskit.precheck.check_data`:
     headers and churn when that is enough, the full load otherwise). Returns (params, folder)."""
     from cskit.changes import results_folder
+    from cskit.parallel import Forked
     from cskit.pipeline import absolute_data
-    from cskit.precheck import check_data
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
     if params.previous:
         results_folder(params.previous)
-    check_data(params)
+    # in a forked child on Linux: what the check imports and reads (pandas, DuckDB, the tables when it
+    # loads them) leaves with it, and this process stays small while the kernel runs
+    Forked(_check_data, params, parallel=sys.platform.startswith("linux")).result()
     return params, folder
+
+
+def _check_data(params: Params) -> None:
+    from cskit.precheck import check_data
+
+    check_data(params)
 
 
 def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool = False,
