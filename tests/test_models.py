@@ -268,3 +268,64 @@ def test_a_curves_direction_is_supported_only_where_its_average_slope_is(seed):
     t, fit = _curve_fit(lambda z: -3 + 0.8 * np.maximum(0.0, -z), seed)
     assert joint_p(t, fit.coef, fit.cov, "x") < 1e-20 and slope_p(t, fit.coef, fit.cov, "x") < 1e-10
     assert slope_weights(t, "x", t.X[:, 1]) @ fit.coef < 0
+
+
+def test_blocked_cross_products_equal_the_direct_ones():
+    """weighted_gram / weighted_cross sum over blocks of rows (issue 14): the same X'WX, X'u and X'WZ as
+    the direct products, on a size that spans several blocks and ends in a partial one."""
+    from cskit.models import BLOCK_ROWS, weighted_cross, weighted_gram
+
+    rng = np.random.default_rng(3)
+    n = 2 * BLOCK_ROWS + 123
+    X, Z = rng.normal(size=(n, 6)), rng.normal(size=(n, 3))
+    w, u = rng.uniform(0.01, 2.0, n), rng.normal(size=n)
+    G, g = weighted_gram(X, w, u)
+    assert G == pytest.approx((X.T * w) @ X, rel=1e-12)
+    assert np.array_equal(G, G.T)
+    assert g == pytest.approx(X.T @ u, rel=1e-12)
+    A, diag = weighted_cross(X, w, Z, diagonal=True)
+    assert A == pytest.approx((X.T * w) @ Z, rel=1e-12)
+    assert diag == pytest.approx(np.einsum("ij,i,ij->j", Z, w, Z), rel=1e-12)
+
+
+def test_fit_from_a_start_reaches_the_closed_form():
+    x, y, cold = _two_by_two("cloglog")
+    X = np.column_stack([np.ones_like(x), x])
+    b0 = np.log(-np.log(1 - 0.1))
+    b1 = np.log(-np.log(1 - 0.05)) - b0
+    for start in ([b0, b1], [-1.0, 1.0]):
+        fit = fit_binomial(y, X, link="cloglog", start=np.array(start))
+        assert fit.converged and fit.coef == pytest.approx([b0, b1], abs=1e-8)
+    assert fit_binomial(y, X, link="cloglog", start=np.array([b0, b1])).iterations <= cold.iterations
+
+
+def test_score_tests_of_many_blocks_in_one_pass_equal_each_blocks_own():
+    """select_terms tests every pending block in one pass over the rows (score_test_blocks, by blocks of
+    SCORE_ROWS rows); each statistic equals score_test_block on the block's full columns."""
+    from cskit.models import (
+        SCORE_ROWS,
+        Term,
+        curve_knots,
+        score_null,
+        score_test_block,
+        score_test_blocks,
+        term_columns,
+    )
+
+    rng = np.random.default_rng(5)
+    n = SCORE_ROWS + 1000
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    seg = rng.choice(["A", "B", "C"], n)
+    y = (rng.random(n) < 1 / (1 + np.exp(2 - 0.5 * x1 - 0.3 * x2**2))).astype(float)
+    X = np.column_stack([np.ones(n), x1, x2, seg == "B", seg == "C"])
+    fit = fit_binomial(y, X, link="logit")
+    null = score_null(y, X, fit.coef, "logit")
+    blocks = [
+        ([Term("x1", "curve", j, knots=curve_knots(x1)) for j in range(3)], x1),
+        ([Term("x2", "curve", j, knots=curve_knots(x2)) for j in range(3)], x2),
+        ([Term("x2", "segment", level="B"), Term("x2", "segment", level="C")], x2),
+    ]
+    stats = score_test_blocks(null, blocks, seg)
+    for (terms, z), stat in zip(blocks, stats):
+        assert stat == pytest.approx(score_test_block(null, term_columns(terms, z, seg))[0], rel=1e-9)
+    assert stats[1] > 20 > stats[0]  # the planted curve in x2, none in x1
