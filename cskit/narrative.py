@@ -588,6 +588,14 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   f"out-of-time check scores the accounts at {v.s('cut')} and predicts their churn over the next "
                   f"{v.n('validation_horizon')} months (a check of the score's ranking over a shorter horizon, not of "
                   f"the {v.n('horizon')}-month prediction itself)."),
+    "score_tenure_flat": (
+        lambda v: f"解約が{v.n('events')}件と少なく（{v.n('terms')}項目に対し1項目あたり{v.n('epv')}件未満）、契約月数による解約率の変化は"
+                  f"データから確かめられないため（p = {v['p_value']:.2f}）、解約確率では契約月数による変化を置かず一定としています。"
+                  "少ないデータで推定した傾きを将来の契約月数に延ばすと、解約確率を大きく誤るおそれがあるためです。",
+        lambda v: f"With {v.n('events')} churns ({v.n('terms')} terms, fewer than {v.n('epv')} per term) the change of churn "
+                  f"risk with contract months cannot be told from the data (p = {v['p_value']:.2f}): the churn probability "
+                  "takes it as flat in tenure, since carrying a slope fitted on so few churns to the tenures of the next "
+                  "months could make the probability far off."),
     "score_not_validated": (
         lambda v: f"ヘルススコアは、{v.s('cut')}より前のデータでは" + (
             f"解約が{v.n('events')}件しかなく" if v['reason_code'] == "too_few_events" else "使えるKPIがなく")
