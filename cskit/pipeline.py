@@ -222,7 +222,7 @@ def analyse(
     from cskit.metrics import compute_metrics
     from cskit.panel import build_panel, kpi_columns, renewal_evidence
     from cskit.parallel import Forked, memory_allows, one_blas_thread, parallel_enabled
-    from cskit.potential import improvement_potential
+    from cskit.potential import confirm_by_triggers, improvement_potential
     from cskit.survival import compute_survival
     from cskit.triggers import find_triggers
 
@@ -269,6 +269,8 @@ def analyse(
             triggers, seconds = job.result()
         finally:
             job.cancel()
+        # credible only where the triggers, run beside it, flag the same effect (issue 11 item 7)
+        potential = replace(potential, table=confirm_by_triggers(potential.table, getattr(triggers, "details", None)))
         if timings is not None:
             timings["drivers"] = timings.get("drivers", 0.0) + seconds
             if job.child_pid is not None:  # the parent's wait for the child, beyond its own stages

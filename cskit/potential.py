@@ -963,6 +963,34 @@ def credible(table: pd.DataFrame, models: dict[str, OutcomeModel | None], alpha:
     return out
 
 
+# The triggers' outcomes that test the effect a potential model's flag stands for (triggers.TRIGGER):
+# the downgrade and referral models have none
+TRIGGER_TESTS = {"churn": ("churn", "renewal"), "expansion": ("expansion",)}
+
+
+def confirm_by_triggers(table: pd.DataFrame, drivers: pd.DataFrame) -> pd.DataFrame:
+    """potential.csv's ``models_flagged`` and ``credible`` once the triggers' table (``drivers``:
+    drivers.csv, with ``kpi``, ``outcome``, ``trigger``) is known: a model's flag stands only where the
+    triggers, which test the same effect (``TRIGGER_TESTS``), flag the KPI too (any of their rows for
+    it, pooled or per segment); a downgrade flag stands as it is (no trigger tests downgrade). A KPI
+    left without a flag is not credible: the report never names as worth improving a KPI the triggers'
+    false-discovery control rejects (issue 11 item 7). The triggers run beside the potential (a forked
+    child), so ``cskit.pipeline.analyse`` applies this after both."""
+    if drivers is None or drivers.empty or "trigger" not in drivers:
+        return table
+    hit = drivers[drivers["trigger"].fillna("").astype(str) != ""]
+    confirmed = set(zip(hit["kpi"], hit["outcome"]))
+    out = table.copy()
+    kept = []
+    for k, flags in zip(out["kpi"], out["models_flagged"].fillna("").astype(str)):
+        stay = [o for o in flags.split(";") if o and (o not in TRIGGER_TESTS
+                                                       or any((k, t) in confirmed for t in TRIGGER_TESTS[o]))]
+        kept.append(";".join(stay))
+    out["models_flagged"] = kept
+    out["credible"] = out["credible"].astype(bool) & (out["models_flagged"] != "")
+    return out
+
+
 def _dropped_reason(kpi: str, models: dict[str, OutcomeModel | None]) -> Notice:
     reasons = sorted({m.design.dropped[kpi] for m in models.values() if m and m.design and kpi in m.design.dropped})
     return Notice("in_no_model", stage="potential", severity="note", kpi=kpi, reasons=reasons)

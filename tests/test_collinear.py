@@ -1,19 +1,21 @@
 """One keep rule for a collinear pair in every stage (docs/methods.md, "Collinear KPIs: which one is kept").
 
 Planted truth: the simulator's ``collinear_proxy`` option makes session_seconds (no effect of its own)
-track the churn driver login_days at r ≈ 0.92 on the model rows and lists it first in the kpis table.
+track the churn driver login_days at r ≈ 0.93 on the model rows and lists it first in the kpis table.
 Catalogue order would keep the proxy; the rule keeps the driver, in the triggers, the potential, the
 health score and the playbook alike.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cskit.fits import churn_rows
 from cskit.models import association_order, design_matrix, kpi_transforms
 from cskit.panel import build_panel, kpi_columns, outcome_rows
 from cskit.pipeline import analyse, load
+from cskit.potential import confirm_by_triggers, flagged_in_models
 from cskit.simulate import Options, simulate_client
 
 DRIVER, PROXY = "login_days", "session_seconds"
@@ -54,6 +56,9 @@ def assert_every_stage_keeps_the_driver(dx, sim):
     pb = dx.health.playbook
     named = set(pb["kpi_1"].dropna()) | set(pb["kpi_2"].dropna())
     assert PROXY not in named
+    # the potential's own churn model is the triggers' churn model: it flags the same KPIs
+    own = {k for k, o in flagged_in_models(dx.potential.models, dx.params.alpha).items() if "churn" in o}
+    assert own == set(d[(d["outcome"] == "churn") & (d["segment"] == "") & (d["trigger"] == "RT")]["kpi"])
 
 
 def test_every_stage_keeps_the_driver_of_a_collinear_pair_listed_after_its_proxy(tmp_path):
@@ -84,6 +89,22 @@ def test_the_kept_kpi_does_not_depend_on_the_listing_order(tmp_path):
     order = association_order(panel, rows, y, kpis, 1, tf, ("segment", "contract_type"), "cloglog")
     assert order[0] == "contract_months" and order.index(DRIVER) < order.index(PROXY)
     assert sorted(order) == sorted(kpis)
+
+
+def test_credible_only_where_the_triggers_flag_the_same_effect():
+    table = pd.DataFrame({"kpi": ["a", "b", "c", "d", "e"],
+                          "models_flagged": ["churn", "churn;expansion", "downgrade", "expansion", ""],
+                          "credible": [True, True, True, True, False]})
+    drivers = pd.DataFrame({"kpi": ["a", "b", "b", "c", "d", "e"],
+                            "outcome": ["renewal", "churn", "expansion", "churn", "churn", "churn"],
+                            "segment": ["", "", "SMB", "", "", ""],
+                            "trigger": ["CRTT", "", "UCT", "", "RT", "RT"]})
+    out = confirm_by_triggers(table, drivers)
+    # a: churn confirmed by renewal; b: only its expansion flag (a segment row) stands; c: downgrade is
+    # tested by no trigger; d: expansion not flagged by the triggers (their churn flag is another effect)
+    assert out["models_flagged"].tolist() == ["churn", "expansion", "downgrade", "", ""]
+    assert out["credible"].tolist() == [True, True, True, False, False]
+    assert confirm_by_triggers(table, None) is table
 
 
 @pytest.mark.slow
