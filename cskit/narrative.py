@@ -1577,7 +1577,7 @@ def triggers(
          f"{alpha:g} with the {fdr} procedure: only KPIs with q < {alpha:g} are called triggers."),
     ]
     for outcome in ("churn", "renewal", "expansion"):
-        body = _outcome_text(outcome, drivers, info, labels, language, top)
+        body = _outcome_text(outcome, drivers, info, labels, language, top, alpha=alpha)
         text += ["", f"**{outcome_title(outcome, language)}**", "", body]
     if warnings:
         text += ["", explain_warnings(warnings, language, "モデルに関する注意" if ja else "Model notes", labels)]
@@ -1613,7 +1613,8 @@ def model_name(model: str, language: str = "ja") -> str:
 
 
 def _outcome_text(
-    outcome: str, drivers: pd.DataFrame, info: pd.DataFrame, labels: dict[str, str], language: str, top: int
+    outcome: str, drivers: pd.DataFrame, info: pd.DataFrame, labels: dict[str, str], language: str, top: int,
+    *, alpha: float = 0.05,
 ) -> str:
     ja = language == "ja"
     row = info.loc[outcome] if outcome in info.index else pd.Series(dtype=object)
@@ -1653,7 +1654,32 @@ def _outcome_text(
     ]
     head = (f"{len(flagged)}個のKPIがトリガーです（効果の大きい順）:" if ja else
             f"{len(flagged)} KPIs are triggers (largest effect first):")
-    return ev + model + power + head + "\n\n" + "\n".join(f"- {i}" for i in items)
+    return ev + model + power + head + "\n\n" + "\n".join(f"- {i}" for i in items) + _chance_text(
+        flagged, labels, language, alpha)
+
+
+WEAK_Q_SHARE = 0.2  # a trigger with q ≥ alpha × this (0.01 at alpha 0.05) is named as weaker evidence
+
+
+def _chance_text(flagged: pd.DataFrame, labels: dict[str, str], language: str, alpha: float) -> str:
+    """What the false-discovery control allows among the flagged triggers: up to about alpha × their
+    number may be chance findings (Benjamini–Hochberg bounds the expected share, not the count), and
+    those with q ≥ alpha × WEAK_Q_SHARE are the ones to confirm before acting on."""
+    q = pd.to_numeric(flagged["q_value"], errors="coerce")
+    weak = flagged[q >= alpha * WEAK_Q_SHARE]
+    if weak.empty:
+        return ""
+    names = "、".join if language == "ja" else ", ".join
+    listed = names(_row_label(labels, r, language) for r in weak.itertuples(index=False))
+    expected = alpha * len(flagged)
+    if language == "ja":
+        return (f"\n\n偽発見率{alpha:g}の管理のもとでは、{len(flagged)}個のトリガーのうち平均して最大{expected:.1f}個程度が"
+                f"偶然による可能性があります。q値が{alpha * WEAK_Q_SHARE:g}以上の{listed}は根拠が弱めのため、"
+                "施策の前に次回のデータで再確認してください。")
+    return (f"\n\nWith the false-discovery rate held at {alpha:g}, up to about {expected:.1f} of these {len(flagged)} "
+            f"triggers may be chance findings on average. {listed} (q ≥ {alpha * WEAK_Q_SHARE:g}) "
+            f"{'is' if len(weak) == 1 else 'are'} weaker evidence: confirm with the next data before acting on "
+            f"{'it' if len(weak) == 1 else 'them'}.")
 
 
 def _row_label(labels: dict[str, str], r, language: str) -> str:

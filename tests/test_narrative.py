@@ -154,6 +154,20 @@ def test_triggers_text_states_events_power_fdr_and_caveat():
     assert "- KPI x was never measured." in text
 
 
+def test_triggers_text_names_the_weaker_evidence_the_false_discovery_rate_allows():
+    d, o = _drivers()  # churn triggers: login_days q < 0.001 (strong), csat q = 0.004 (strong)
+    labels = {"login_days": "Login days", "csat": "Customer satisfaction"}
+    churn = N.triggers(d, o, labels, alpha=0.05, language="en").split("**CRTT")[0]
+    assert "chance findings" not in churn  # both below alpha x 0.2 = 0.01: nothing to add
+    d.loc[d["kpi"] == "csat", "q_value"] = 0.03  # now at 0.01 <= q < 0.05
+    churn = N.triggers(d, o, labels, alpha=0.05, language="en").split("**CRTT")[0]
+    # BH at 0.05 with 2 flagged: up to 0.05 x 2 = 0.1 expected false on average; only csat named as weaker
+    assert "up to about 0.1 of these 2 triggers may be chance findings" in churn
+    assert "Customer satisfaction (q ≥ 0.01) is weaker evidence" in churn and "Login days (q" not in churn
+    ja = N.triggers(d, o, {"csat": "顧客満足度"}, alpha=0.05, language="ja").split("**CRTT")[0]
+    assert "2個のトリガーのうち平均して最大0.1個程度が偶然" in ja and "q値が0.01以上の顧客満足度は根拠が弱め" in ja
+
+
 def test_forest_rows_flag_and_order():
     d, _ = _drivers()
     out = dict(N.forest_rows(d, {"login_days": "ログイン日数"}, "ja"))
