@@ -36,6 +36,7 @@ from cskit.models import (
     GLMResult,
     add_informative_indicators,
     base_fit,
+    expected_indicator,
     fit_binomial,
     joint_p,
     linear_flagged,
@@ -514,8 +515,11 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             return d.transforms[name].forward(tenure + h)
         if name in paths:
             return paths[name].at(h, model.lag)
-        if name.startswith(MISSING_PREFIX):  # a missing indicator: the account's recent share without a value
-            return features[name].to_numpy(dtype="float64")
+        if name.startswith(MISSING_PREFIX):  # a missing indicator: its expected part of the log-hazard, from the
+            kpi = name.removeprefix(MISSING_PREFIX)  # account's recent share while the KPI month is observed (h ≤ lag),
+            rate = (features[name].to_numpy(dtype="float64") if h <= model.lag  # then how often gaps happen
+                    else d.missing_rate.get(kpi, 0.0))
+            return np.broadcast_to(expected_indicator(coef[name], rate), (len(base),)).astype("float64")
         if name in d.transforms:
             return d.transforms[name].forward(features[name].to_numpy(dtype="float64"))
         term = next((t for t in d.terms if t.name == name), None)
