@@ -210,7 +210,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
     flagged = linear_flagged(full.design, full.fit, alpha, CONTEXT_KPIS)
     if fits is not None and not full.design.indicators:  # with an indicator the design is not the shared one
-        ext, ext_fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
+        ext, ext_fit, _ = fits.churn_selected(kpis, flagged, seg, alpha, matrix=False)
     else:
         ext, ext_fit, _ = select_terms(y, full.design, full.fit, flagged, seg, alpha)
     s = full.fit.summary().loc[tested]

@@ -181,6 +181,9 @@ def fit_outcome(
             design, model.fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
         else:
             design, model.fit, _ = select_terms(yr, design, model.fit, flagged, seg, alpha)
+    if churn and fits is not None:
+        fits.unload(kpis)  # the score keeps the fit and selection, not the matrix (rebuilt when asked)
+    del base
     model.draw_cov = cluster_cov(model.fit, design.X, yr, panel["account_id"].to_numpy()[rows])
     model.design = replace(design, X=np.empty((0, design.X.shape[1])), missing={})
     separated = separated_terms(model.fit)
