@@ -2566,7 +2566,7 @@ def triggers_brief(drivers: pd.DataFrame, outcomes: pd.DataFrame, labels: dict[s
                          f"[{ratio(r['ci_low'])}, {ratio(r['ci_high'])}]; ")
             n = len(flagged)
             lines.append(head + ev + (f"トリガー{n}個。" if ja else f"{n} trigger{'' if n == 1 else 's'}, ")
-                         + strongest + power)
+                         + strongest + power + _chance_text(flagged, labels, language, alpha).replace("\n\n", "" if ja else " "))
         else:
             lines.append(head + ev + ("基準を満たすKPIはありません。" if ja else "no KPI passes the control; ") + power)
     lines += ["", "> " + ("これらは観察データにおける関連であり、因果関係を示すものではありません。トリガーは「どこを見るべきか」の手がかりです。"

@@ -166,6 +166,9 @@ def test_triggers_text_names_the_weaker_evidence_the_false_discovery_rate_allows
     assert "Customer satisfaction (q ≥ 0.01) is weaker evidence" in churn and "Login days (q" not in churn
     ja = N.triggers(d, o, {"csat": "顧客満足度"}, alpha=0.05, language="ja").split("**CRTT")[0]
     assert "2個のトリガーのうち平均して最大0.1個程度が偶然" in ja and "q値が0.01以上の顧客満足度は根拠が弱め" in ja
+    brief = N.triggers_brief(d, o, {"csat": "顧客満足度"}, alpha=0.05, language="ja")  # the report's section text
+    churn_line = next(line for line in brief.splitlines() if "2個のトリガー" in line or "トリガー2個" in line)
+    assert "q値が0.01以上の顧客満足度は根拠が弱め" in churn_line
 
 
 def test_forest_rows_flag_and_order():
