@@ -33,6 +33,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.notices import Notice
 from cskit.panel import MIN_EVENTS, RECENT_MONTHS
+from cskit.sampling import SampledLink, link_name, sampled_mean
 
 # Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
 # calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
@@ -1068,8 +1069,13 @@ class GLMResult(_Fit):
         )
 
 
-def mean_and_slope(eta: np.ndarray, link: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean μ (clipped inside (0, 1)) and dμ/dη for the cloglog or logit link."""
+def mean_and_slope(eta: np.ndarray, link) -> tuple[np.ndarray, np.ndarray]:
+    """Mean μ (clipped inside (0, 1)) and dμ/dη for the cloglog or logit link; for a
+    :class:`cskit.sampling.SampledLink` the kept rows' mean and slope (``sampling.sampled_mean``)."""
+    if isinstance(link, SampledLink):
+        mu, d = mean_and_slope(eta, link.name)
+        mu, d = sampled_mean(mu, d, link.offset)
+        return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
     if link == "cloglog":
         eta = np.clip(eta, -40, 3.5)
         e = np.exp(eta)
@@ -1089,8 +1095,9 @@ def fit_binomial(
     tol: float = 1e-10,
     start: np.ndarray | None = None,
 ) -> GLMResult:
-    """Maximum-likelihood binomial GLM (link "cloglog" or "logit"); covariance = inverse expected
-    information.
+    """Maximum-likelihood binomial GLM (link "cloglog" or "logit", or a :class:`cskit.sampling.SampledLink`:
+    that link's population model fitted on a case-control sample by its exact likelihood); covariance
+    = inverse expected information.
 
     Fisher scoring from the intercept-only fit (or from ``start``: a nearby model's coefficients, e.g.
     the fit before a column was added, with 0 for the new column); a step that lowers the
@@ -1106,7 +1113,9 @@ def fit_binomial(
     if start is None:
         ybar = np.clip(y.mean(), 1e-6, 1 - 1e-6)
         beta = np.zeros(p)
-        beta[0] = np.log(-np.log1p(-ybar)) if link == "cloglog" else np.log(ybar / (1 - ybar))
+        if isinstance(link, SampledLink):  # the population's rate behind the sample's: odds shifted back
+            ybar = 1.0 / (1.0 + (1.0 - ybar) / ybar * np.exp(link.offset))
+        beta[0] = np.log(-np.log1p(-ybar)) if link_name(link) == "cloglog" else np.log(ybar / (1 - ybar))
     else:
         beta = np.array(start, dtype="float64")
     mu, d = mean_and_slope(X @ beta, link)  # at the current beta: the accepted step's, reused
@@ -1270,7 +1279,7 @@ class GEEResult(_Fit):
 
 def fit_gee(
     y: np.ndarray, X: np.ndarray, groups: np.ndarray, structure: str = "exchangeable",
-    max_iter: int = 100, tol: float = 1e-7, start: np.ndarray | None = None,
+    max_iter: int = 100, tol: float = 1e-7, start: np.ndarray | None = None, *, offset: float = 0.0,
 ) -> GEEResult:
     """Binomial GEE with the logit link, clustered by ``groups`` (Liang & Zeger 1986).
 
@@ -1279,7 +1288,9 @@ def fit_gee(
     without small-sample correction), written with cluster sums so it runs on millions of rows: for an
     exchangeable R, R⁻¹ = (I − c 11ᵀ)/(1 − ρ) with c = ρ/(1 − ρ + nρ). ``structure="independence"``
     fixes ρ = 0: the logistic GLM with cluster-robust standard errors. The iterations start from
-    ``start``, by default the logistic GLM fit (pass it when fitting both structures).
+    ``start``, by default the logistic GLM fit (pass it when fitting both structures). ``offset``: the
+    log-odds shift of a case-control sample's rows (``cskit.sampling``; for the logit link the sampled
+    mean is the population's with this offset on η), 0 on full data.
     """
     y = np.asarray(y, dtype="float64")
     X = np.ascontiguousarray(X, dtype="float64")  # the cluster sums below are sparse × dense row-major products
@@ -1287,10 +1298,11 @@ def fit_gee(
     S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
     n, p = X.shape
     pairs = float((sizes * (sizes - 1) / 2).sum())
-    beta = fit_binomial(y, X, link="logit").coef if start is None else np.asarray(start, dtype="float64")
+    link = SampledLink("logit", offset) if offset else "logit"
+    beta = fit_binomial(y, X, link=link).coef if start is None else np.asarray(start, dtype="float64")
     rho, converged, it = 0.0, False, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
-        r, sd = _pearson(y, X, beta)
+        r, sd = _pearson(y, X, beta, offset)
         if structure == "exchangeable" and pairs > p:
             phi = float(r @ r) / (n - p)
             rs = S @ r
@@ -1307,7 +1319,7 @@ def fit_gee(
         if np.max(np.abs(step) / (1 + np.abs(beta))) < tol:
             converged = True
             break
-    r, sd = _pearson(y, X, beta)
+    r, sd = _pearson(y, X, beta, offset)
     c = rho / (1 - rho + sizes * rho)
     Gs = _scaled(S, sd) @ X
     info = (weighted_gram(X, sd * sd) - Gs.T @ (Gs * c[:, None])) / (1 - rho)
@@ -1332,10 +1344,13 @@ def _cluster_codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.bincount(codes).astype("float64")
 
 
-def _pearson(y: np.ndarray, X: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pearson(y: np.ndarray, X: np.ndarray, beta: np.ndarray, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Pearson residuals and the standard deviations A^{1/2} for the logit link (the standardised
-    derivative rows are diag(sd) X)."""
-    mu = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -40, 40)))
+    derivative rows are diag(sd) X); ``offset`` is added to η (a case-control sample's)."""
+    eta = X @ beta
+    if offset:
+        eta += offset
+    mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
     sd = np.sqrt(np.clip(mu * (1 - mu), 1e-15, None))
     return (y - mu) / sd, sd
 
