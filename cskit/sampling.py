@@ -96,11 +96,15 @@ def row_uniforms(panel: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray
 
 
 def case_control(panel: pd.DataFrame, rows: np.ndarray, y: np.ndarray, *, seed: int = 0,
-                 above: int = SAMPLE_ABOVE, controls: int = CONTROLS) -> tuple[np.ndarray, np.ndarray, RowSample]:
+                 above: int | None = None, controls: int | None = None) -> tuple[np.ndarray, np.ndarray, RowSample]:
     """The rows an outcome model is fitted on: all of ``rows`` (boolean mask over the panel, ``y`` the
     0/1 outcome on them) up to ``above`` of them; beyond, every row of the rarer class and a share
     π = min(1, max(controls · rare, above − rare) / common) of the other, drawn by :func:`row_uniforms`.
-    Returns the kept rows (mask over the panel), their outcomes and the :class:`RowSample`."""
+    Returns the kept rows (mask over the panel), their outcomes and the :class:`RowSample`.
+    ``above`` / ``controls`` default to the module's SAMPLE_ABOVE / CONTROLS, read at call time (a test
+    lowers SAMPLE_ABOVE with monkeypatch to make a small client sampled)."""
+    above = SAMPLE_ABOVE if above is None else above
+    controls = CONTROLS if controls is None else controls
     y = np.asarray(y, dtype="float64")
     n, events = len(y), int(y.sum())
     rare = 1 if events <= n - events else 0

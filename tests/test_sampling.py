@@ -131,3 +131,15 @@ def test_sampled_link_mean_is_the_kept_rows_rate():
     up, _ = mean_and_slope(eta + h, SampledLink("cloglog", -math.log(pi0)))
     lo, _ = mean_and_slope(eta - h, SampledLink("cloglog", -math.log(pi0)))
     np.testing.assert_allclose(d, (up - lo) / (2 * h), rtol=1e-6)
+
+
+def test_the_threshold_is_read_at_call_time(monkeypatch):
+    import cskit.sampling as sampling
+
+    rng = np.random.default_rng(9)
+    panel = _panel(1000, 24, rng)
+    rows = np.ones(len(panel), dtype=bool)
+    y = (rng.random(len(panel)) < 0.02).astype(float)
+    assert not case_control(panel, rows, y)[2].sampled
+    monkeypatch.setattr(sampling, "SAMPLE_ABOVE", 5_000)
+    assert case_control(panel, rows, y)[2].sampled
