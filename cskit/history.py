@@ -34,7 +34,7 @@ from cskit.models import fit_binomial
 from cskit.panel import active_rows
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook
-from cskit.result import StageResult, six_digits, write_csv, write_json
+from cskit.result import StageResult, month_text, six_digits, write_csv, write_json
 from cskit.stats import wilson
 
 HISTORY_MONTHS = 12
@@ -290,8 +290,8 @@ class HealthHistory(StageResult):
     def write(self, results_dir: Path) -> None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        hist = self.history.copy()
-        hist["month"] = pd.to_datetime(hist["month"]).dt.strftime("%Y-%m")
+        hist = self.history.copy(deep=False)  # its month as text; every other column as it is
+        hist["month"] = month_text(hist["month"])
         write_csv(hist, results_dir / "health_history.csv")
         write_csv(self.movers, results_dir / "health_movers.csv")
         write_csv(self.playbook, results_dir / "playbook.csv")

@@ -45,8 +45,34 @@ def six_digits(x: Any) -> Any:
 
 
 def write_csv(df: pd.DataFrame, path: str | Path, float_format: str = "%.6g") -> None:
-    """Write ``df`` as a result CSV: no index, UTF-8, "\\n" line ends, floats by ``float_format``."""
+    """Write ``df`` as a result CSV: no index, UTF-8, "\\n" line ends, floats by ``float_format``.
+
+    The bytes are pandas' ``to_csv(float_format=...)``; its float columns are formatted here first, each
+    distinct value once (:func:`formatted_floats`; pandas formats every cell in Python, most of the
+    time of a large file such as health_history.csv)."""
+    floats = [c for c in df.columns if df[c].dtype == np.float64] if df.columns.is_unique else []
+    if floats:
+        df = df.copy(deep=False)  # the caller's frame keeps its columns
+        for c in floats:
+            df[c] = formatted_floats(df[c].to_numpy(), float_format)
     df.to_csv(path, index=False, float_format=float_format, lineterminator="\n", encoding="utf-8")
+
+
+def formatted_floats(values: np.ndarray, float_format: str) -> np.ndarray:
+    """``float_format % v`` of each float64 value as pandas' CSV writer gives it ("" for NaN), as an object
+    array of str: each distinct bit pattern is formatted once (-0.0 and 0.0 stay apart: "-0" and "0")."""
+    codes, distinct = pd.factorize(np.ascontiguousarray(values, dtype=np.float64).view(np.int64))
+    distinct = distinct.view(np.float64)
+    text = np.array(["" if np.isnan(v) else float_format % v for v in distinct], dtype=object)
+    return text[codes]
+
+
+def month_text(dates: pd.Series | np.ndarray) -> np.ndarray:
+    """Dates as "YYYY-MM" (object array; NaN where NaT), as ``pd.to_datetime(dates).dt.strftime("%Y-%m")``
+    gives them, each distinct date formatted once."""
+    codes, distinct = pd.factorize(pd.to_datetime(pd.Series(dates)))
+    text = pd.DatetimeIndex(distinct).strftime("%Y-%m").to_numpy(dtype=object)
+    return np.append(text, np.nan)[codes]
 
 
 def write_json(obj: Any, path: str | Path) -> None:
