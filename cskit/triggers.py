@@ -173,11 +173,19 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
     row_sets: dict[tuple[str, ...], RowSet] = {}
+    choice: dict = {}  # sustained_rows' comparison (the churn group's), for the annual_recent_mean notice
     for outcome in TRIGGER_OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
         group = next(g for g in SAME_ROWS if outcome in g)
-        rs = row_sets.setdefault(group, RowSet(panel, Z, group, rows, kpis, model_kpis, transforms, lag))
+        if group not in row_sets:
+            row_sets[group] = RowSet(panel, Z, group, rows, kpis, model_kpis, transforms, lag)
+            if group == SAME_ROWS[-1]:
+                Z = None  # the last row set holds it alone: released once its KPIs are gathered
+        rs = row_sets[group]
         result = _one_outcome(rs, outcome, y, params, warnings)
+        if outcome == group[-1]:
+            del row_sets[group], rs  # the group's designs, gathers and fits, released before the next group's
+        choice = result.get("sustained", choice)
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
         lead_lag.append(result["lead_lag"])
@@ -190,7 +198,6 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     season = churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
         warnings.insert(0, seasonal_notice(season, "triggers"))
-    choice = row_sets[SAME_ROWS[0]].cache.get("sustained", (None, {}))[1]
     if choice.get("code") == "annual_recent_mean":
         warnings.append(Notice("annual_recent_mean", stage="triggers", severity="note", months=choice["months"],
                                events=choice["events"], loglik_last_month=choice["loglik_last_month"],
@@ -243,7 +250,7 @@ class RowSet:
     given KPI order, the sustained-usage rows."""
 
     panel: pd.DataFrame  # the panel itself (read only: no copy of its columns)
-    Z: KPIMatrix
+    Z: KPIMatrix | None  # None once the group's KPIs at t − lag and lead–lag scores are gathered
     group: tuple[str, ...]
     rows: np.ndarray  # boolean mask of the group's model rows
     kpis: list[str]
@@ -252,8 +259,11 @@ class RowSet:
     lag: int
     cache: dict = field(default_factory=dict)
 
-    def once(self, key, make):
-        """``cache[key]``, made by ``make()`` the first time it is asked for."""
+    def once(self, key, make, last: bool = False):
+        """``cache[key]``, made by ``make()`` the first time it is asked for; with ``last`` (the group's
+        last outcome asks), handed over and no longer held here (the caller's reference is the only one)."""
+        if last:
+            return self.cache.pop(key) if key in self.cache else make()
         if key not in self.cache:
             self.cache[key] = make()
         return self.cache[key]
@@ -263,15 +273,16 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     """Fit one outcome's model on its row set; return its KPI rows, its outcome row, lead–lag z and
     dropped KPIs. What depends on the rows alone comes from ``rs`` (computed once for its group);
     Spearman correlations of the group's other outcomes are minus the first outcome's (ranks of 1 − y
-    reverse those of y)."""
-    panel, Z, group, rows, kpis, model_kpis, transforms = (
-        rs.panel, rs.Z, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
-    lag, link = rs.lag, LINK[outcome]
+    reverse those of y). The group's last outcome takes what it needs out of ``rs`` and drops each
+    piece once used (the KPIs at t − lag and the null design before its model is built)."""
+    panel, group, rows, kpis, model_kpis, transforms = (
+        rs.panel, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
+    lag, link, last = rs.lag, LINK[outcome], outcome == rs.group[-1]
     events = int(min(y.sum(), len(y) - y.sum()))
     accounts = rs.once("accounts", lambda: int(panel.loc[rows, "account_id"].nunique()))
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
-    now = rs.once("now", lambda: Z.at(kpis, lag, rows))
+    now = rs.once("now", lambda: rs.Z.at(kpis, lag, rows), last)
     base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(now).sum(axis=0)})
     spearman = rs.once("spearman", lambda: spearman_columns(now, y))
     base["spearman"] = spearman if outcome == group[0] else -spearman
@@ -287,19 +298,26 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
-    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, Z, group, kpis, transforms, adjust))
+    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust))
+    if last:
+        rs.Z = None  # every gather of the group is made
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    X0 = rs.once("null", lambda: null_design(panel, rows, transforms, adjust))
+    X0 = rs.once("null", lambda: null_design(panel, rows, transforms, adjust), last)
     order = keep_order(y, X0, zero_missing(now[:, [kpis.index(k) for k in candidates]]), candidates, model_kpis,
                        link)
-    sustained = None
+    now = X0 = None  # still held by the row set where another outcome of the group needs them
+    sustained, choice = None, None
     if outcome in ("churn", "renewal"):
         sustained, choice = rs.once("sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
     seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rows].astype(str) if "segment" in panel else None)
-    design, missing, tests, selected, by = rs.once(("model", *order), lambda: _model(
-        rs, order, y, adjust, sustained, seg, params.alpha, link, outcome))
+    key = ("model", *order)
+    if last:  # the models the group's other outcomes used are not this one's
+        for other in [k for k in rs.cache if isinstance(k, tuple) and k[:1] == ("model",) and k != key]:
+            del rs.cache[other]
+    design, missing, tests, selected, by = rs.once(key, lambda: _model(
+        rs, order, y, adjust, sustained, seg, params.alpha, link, outcome), last)
     # the selection's fit is this outcome's model when it was made for it
     fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings,
                fitted=selected if by == outcome else None)
@@ -314,8 +332,9 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     info["mde_per_sd"] = float(np.exp(crit * reported.median())) if len(reported) else np.nan
     info["model"] = fit["model"]
     dropped = {k: r for k, r in design.dropped.items() if k in kpis}
-    return {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped,
-            "structure": tests.assign(outcome=outcome), "missing": missing}
+    out = {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped,
+           "structure": tests.assign(outcome=outcome), "missing": missing}
+    return out if choice is None else out | {"sustained": choice}
 
 
 def _model(rs: RowSet, order: list[str], y: np.ndarray, adjust: tuple[str, ...], sustained: np.ndarray | None,
