@@ -21,6 +21,9 @@ MIN_EVENTS = 20
 def month_index(dates: pd.Series) -> np.ndarray:
     """Whole months since 1970-01 of each date (NaT → -1)."""
     d = pd.to_datetime(dates)
+    if isinstance(d.dtype, np.dtype):  # tz-naive: numpy's month unit, no calendar fields
+        v = d.to_numpy()
+        return np.where(np.isnat(v), -1, v.astype("datetime64[M]").astype(np.int64))
     out = ((d.dt.year - 1970) * 12 + d.dt.month - 1).to_numpy(dtype="float64")
     return np.where(np.isnan(out), -1, out).astype(np.int64)
 

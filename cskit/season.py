@@ -17,6 +17,9 @@ and no model changes.
 """
 from __future__ import annotations
 
+import hashlib
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
@@ -46,22 +49,16 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
     if "months_observed" in panel:  # a late data window: the months before it hold no churn information
         window = panel["months_observed"].to_numpy() >= 0
         rows &= panel["months_observed"].to_numpy() >= 1
-    sub = panel.loc[rows, ["month", "tenure", "churn", "contract_type", "segment"]]
-    sub = sub.assign(stratum=renewal_strata(sub))
-    span = int(panel.loc[window, "month"].nunique())
-    events = int(sub["churn"].sum())
+    month = panel["month"].to_numpy(dtype="datetime64[ns]")
+    span = int(len(np.unique(month[window][~np.isnat(month[window])])))
+    churn = panel["churn"].to_numpy()[rows]
+    events = int(churn.sum())
     out = {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
            "span_months": span, "events": events, "peak_month": None, "hazard_ratio": {}, "alpha": ALPHA}
-    if span < MIN_SPAN or events < min_events or events == len(sub):
+    if span < MIN_SPAN or events < min_events or events == int(rows.sum()):
         return out
-    first = sub["month"].min()
-    t = (sub["month"].dt.year - first.year) * 12 + sub["month"].dt.month - first.month
-    cells = (
-        sub.assign(cal=sub["month"].dt.month, t=t, n=1)
-        .groupby(["t", "cal", "stratum", "segment", "tenure"], sort=True, observed=True)
-        .agg(k=("churn", "sum"), n=("n", "sum"))
-        .reset_index()
-    )
+    cells = _cells(month[rows].astype("datetime64[M]").astype(np.int64), panel["tenure"].to_numpy()[rows], churn,
+                   panel["contract_type"][rows], panel["segment"][rows])
     trend = cells["t"].to_numpy(dtype="float64") / 12.0
     base = [np.ones(len(cells)), np.log1p(cells["tenure"].to_numpy(dtype="float64")), trend]
     for col in ("stratum", "segment"):
@@ -92,10 +89,38 @@ def renewal_strata(rows: pd.DataFrame) -> np.ndarray:
     the renewal hazard itself would pass for a season. Within a stratum only the calendar months of
     its own decisions differ, so the season is read from what is left (the monthly contracts' months,
     a shorter cycle's two renewal months)."""
-    kind = rows["contract_type"].astype(str).to_numpy()
-    started = (rows["month"].dt.month.to_numpy() - 1 - rows["tenure"].to_numpy()) % 12 + 1
-    return np.where(kind == "monthly", "monthly", np.char.add(np.char.add(kind.astype(str), ":"),
-                                                              started.astype(str)))
+    month = rows["month"].to_numpy(dtype="datetime64[ns]").astype("datetime64[M]").astype(np.int64)
+    return _strata(rows["contract_type"], month, rows["tenure"].to_numpy())
+
+
+def _strata(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarray) -> np.ndarray:
+    """:func:`renewal_strata` of rows given as arrays (``month``: months since 1970-01)."""
+    kind, kinds = pd.factorize(contract_type.astype(str).to_numpy())
+    started = (month % 12 - tenure) % 12 + 1  # month % 12: the calendar month − 1
+    labels = np.array([["monthly" if k == "monthly" else f"{k}:{m}" for m in range(13)] for k in kinds])
+    return labels[kind, started] if len(kinds) else np.array([], dtype=str)
+
+
+def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_type: pd.Series,
+           segment: pd.Series) -> pd.DataFrame:
+    """The test's grouped rows: churns ``k`` of ``n`` decisions per calendar time ``t`` (months since the
+    first), calendar month ``cal``, renewal stratum, segment and tenure, sorted by those keys (strata and
+    segments in their sorted order; a row without a segment is left out, as pandas' groupby does)."""
+    stratum, strata = pd.factorize(_strata(contract_type, month, tenure), sort=True)
+    seg, segments = pd.factorize(segment.to_numpy() if not isinstance(segment.dtype, pd.CategoricalDtype)
+                                 else segment, sort=True)
+    ok = seg >= 0
+    keys = pd.DataFrame({"t": month - month.min(), "cal": (month % 12 + 1).astype(np.int32), "stratum": stratum,
+                         "segment": seg, "tenure": tenure, "churn": churn, "n": 1})
+    cells = (
+        keys.loc[ok]
+        .groupby(["t", "cal", "stratum", "segment", "tenure"], sort=True)
+        .agg(k=("churn", "sum"), n=("n", "sum"))
+        .reset_index()
+    )
+    cells["stratum"] = np.asarray(strata, dtype=object)[cells["stratum"].to_numpy()]
+    cells["segment"] = np.asarray(segments, dtype=object)[cells["segment"].to_numpy()]
+    return cells
 
 
 def seasonal_notice(result: dict, stage: str) -> Notice:
@@ -106,12 +131,25 @@ def seasonal_notice(result: dict, stage: str) -> Notice:
 
 
 def _fit(y: np.ndarray, X: np.ndarray):
+    """The cloglog binomial GLM's log-likelihood and coefficients (``llf``, ``params``; None when it fails).
+    The panel, the triggers and the health score each ask for the same test: a fit is kept by its exact
+    inputs (bytes of ``y`` and ``X``) and given again, not recomputed."""
+    key = hashlib.sha256(b"%r%r" % (y.shape, X.shape) + y.tobytes() + X.tobytes()).digest()
+    if key in _FITS:
+        return _FITS[key]
     link = sm.families.links.CLogLog()
     try:
         res = sm.GLM(y, X, family=sm.families.Binomial(link=link)).fit(maxiter=100, tol=1e-10)
+        fit = SimpleNamespace(llf=float(res.llf), params=np.asarray(res.params)) if np.isfinite(res.llf) else None
     except (ValueError, np.linalg.LinAlgError, FloatingPointError):
-        return None
-    return res if np.isfinite(res.llf) else None
+        fit = None
+    while len(_FITS) >= 8:
+        _FITS.pop(next(iter(_FITS)))
+    _FITS[key] = fit
+    return fit
+
+
+_FITS: dict[bytes, SimpleNamespace | None] = {}
 
 
 def season_column(panel: pd.DataFrame, result: dict) -> np.ndarray:
@@ -119,4 +157,7 @@ def season_column(panel: pd.DataFrame, result: dict) -> np.ndarray:
     else the constant :data:`NONE` (a single level: no model term)."""
     if not result["detected"]:
         return np.full(len(panel), NONE, dtype=object)
-    return panel["month"].dt.strftime("%m").to_numpy(dtype=object)
+    month = panel["month"].to_numpy(dtype="datetime64[ns]")
+    calendar = month.astype("datetime64[M]").astype(np.int64) % 12
+    calendar[np.isnat(month)] = 12
+    return np.array([f"{m:02d}" for m in range(1, 13)] + [np.nan], dtype=object)[calendar]
