@@ -312,6 +312,18 @@ def _carriers(v: _Vals) -> str:
     return "セグメント・契約形態" if v.ja else "segment / contract type"
 
 
+def _sampled_models(v: _Vals) -> str:
+    if v.ja:
+        return f"{v.outcomes()}のモデル" if v["outcomes"] else "このモデル"
+    return f" ({v.outcomes()})" if v["outcomes"] else ""
+
+
+def _sampled_rare(v: _Vals) -> str:
+    rows, events = int(v["rows"] or 0), int(v["events"] or 0)
+    n = min(events, rows - events)
+    return f"{n:,}" if v.ja else f"{n}"
+
+
 def _what_events(v: _Vals) -> str:
     return "non-renewals" if v["outcome"] == "renewal" else f"{v['outcome']} events"
 
@@ -511,6 +523,16 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                                "segment": "in a segment where it has no effect every account earns about the same"}[k]
                               for k in v["kinds"] or [])
                   + ")."),
+    "model_rows_sampled": (
+        lambda v: f"{_sampled_models(v)}は、対象の{v.n('rows')}アカウント月が多いため、件数の少ない側の結果（{_sampled_rare(v)}件）"
+                  f"の月をすべてと、残りの月から無作為に選んだ{float(v['keep']):.0%}の、計{v.n('fitted_rows')}アカウント月で推定しました"
+                  "（ケース・コントロール抽出）。抽出の割合を織り込んで推定しているため、効果と区間は全体に対するものです"
+                  "（区間はわずかに広くなります）。件数はすべての月で数えています。",
+        lambda v: f"Case-control sampling{_sampled_models(v)}: of {v.n('rows')} model account-months, every month of the "
+                  f"rarer outcome ({_sampled_rare(v)}) and a random {float(v['keep']):.0%} of the others were kept, "
+                  f"{v.n('fitted_rows')} in all, and the model fitted on them. Its likelihood accounts for the "
+                  "sampling, so effects and intervals are the whole population's (intervals slightly wider); "
+                  "the counts reported are over every month."),
     "gee_fallback": (
         lambda v: "契約更新（CRTT）のモデルは、交換可能な作業相関では推定が安定しなかったため、独立な作業相関"
                   "（アカウント単位のクラスタ、頑健な区間）で推定し直しました。効果はそのまま使えます（区間はやや広くなることがあります）。",

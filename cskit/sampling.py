@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+NOTICE = "model_rows_sampled"  # the coded note of a model fitted on a sample (words: cskit.narrative)
 SAMPLE_ABOVE = 250_000  # model rows beyond which the common class is sampled
 CONTROLS = 10  # kept common-class rows per rare-class row, at least
 
@@ -80,6 +81,11 @@ class RowSample:
     def sampled(self) -> bool:
         return self.keep < 1.0
 
+    def complement(self) -> RowSample:
+        """The same kept rows seen from the outcome 1 − y (renewal = 1 − churn on churn's rows): the other
+        class is the rare one and the offset log(π1 / π0) changes sign (π1 and π0 swap)."""
+        return RowSample(self.rows, self.rows - self.events, self.kept, self.keep, 1 - self.rare, -self.offset)
+
     def record(self) -> dict:
         """The sample as plain numbers (for result files and notices)."""
         return {"rows": self.rows, "events": self.events, "fitted_rows": self.kept, "keep": self.keep,
@@ -120,6 +126,27 @@ def case_control(panel: pd.DataFrame, rows: np.ndarray, y: np.ndarray, *, seed: 
     return out, y[kept], RowSample(n, events, int(kept.sum()), keep, rare, offset)
 
 
+def uniform_rows(panel: pd.DataFrame, kept: np.ndarray, sample: RowSample, seed: int) -> np.ndarray | None:
+    """Of the kept rows (``kept``: mask over the panel, from :func:`case_control` with ``seed``), those a
+    plain random sample of the model rows holds: the rows whose uniform (:func:`row_uniforms`) is below
+    the share kept. Every model row, of either class, is among them with probability π, so they describe
+    the population's rows (a KPI's range, the segments' mix) where the kept rows, rich in the rare
+    class, would not. A boolean mask over the kept rows; None when nothing was left out (all of them)."""
+    if not sample.sampled:
+        return None
+    return row_uniforms(panel, kept, seed) < sample.keep
+
+
 def fit_link(name: str, sample: RowSample):
     """The link to fit on the sample's rows: ``name`` itself when nothing was left out."""
     return SampledLink(name, sample.offset) if sample.sampled else name
+
+
+def sampled_notice(sample: RowSample, *, stage: str, **values):
+    """The coded note (:data:`NOTICE`, severity "note") that a stage's model was fitted on a sample:
+    ``rows``, ``events``, ``fitted_rows``, ``keep`` of ``sample``, plus ``values`` (e.g. ``outcomes``,
+    the models it concerns)."""
+    from cskit.notices import Notice
+
+    record = {k: v for k, v in sample.record().items() if k != "rare"}
+    return Notice(NOTICE, stage=stage, severity="note", **record, **values)

@@ -56,6 +56,7 @@ from cskit.models import (
     score_z_from,
     select_terms,
     slope_weights,
+    sustained_at,
     sustained_rows,
     zero_missing,
 )
@@ -64,6 +65,7 @@ from cskit.panel import MIN_EVENTS, outcome_rows
 from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.result import StageResult
+from cskit.sampling import RowSample, case_control, fit_link, link_offset, sampled_notice, uniform_rows
 from cskit.season import churn_seasonality, seasonal_notice
 from cskit.stats import spearman_columns
 
@@ -88,6 +90,7 @@ TABLE_COLUMNS = [
 LEAD_LAG_COLUMNS = ["kpi", "outcome", "lag", "z"]
 STRUCTURE_COLUMNS = ["kpi", "kind", "df", "stat", "p_value", "step", "kept", "outcome"]
 OUTCOME_COLUMNS = ["outcome", "model", "events", "rows", "accounts", "mde_per_sd", "status", "reason"]
+FITTED_ROWS = "fitted_rows"  # drivers_outcomes.csv column after OUTCOME_COLUMNS when a model's rows were sampled
 
 
 @dataclass(repr=False)
@@ -173,12 +176,14 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     never = [k for k in kpis if not panel[k].notna().any()]
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
     row_sets: dict[tuple[str, ...], RowSet] = {}
+    samples: dict[tuple[str, ...], RowSample] = {}  # each group's case-control sample (cskit.sampling)
     choice: dict = {}  # sustained_rows' comparison (the churn group's), for the annual_recent_mean notice
     for outcome in TRIGGER_OUTCOMES:
         rows, y = outcome_rows(panel, outcome, lag)
         group = next(g for g in SAME_ROWS if outcome in g)
-        if group not in row_sets:
-            row_sets[group] = RowSet(panel, Z, group, rows, kpis, model_kpis, transforms, lag)
+        if group not in row_sets:  # made with the group's first outcome (its y is the one sampled on)
+            row_sets[group] = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed)
+            samples[group] = row_sets[group].sample
             if group == SAME_ROWS[-1]:
                 Z = None  # the last row set holds it alone: released once its KPIs are gathered
         rs = row_sets[group]
@@ -194,6 +199,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         for k, reason in result["dropped"].items():
             dropped.setdefault((k, NEVER if k in never else reason), []).append(outcome)
     missing = _stack(missing, MISSING_COLUMNS)
+    warnings[:0] = _sampled_warnings(samples)
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis) + missing_warnings(missing)
     season = churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
@@ -214,9 +220,12 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     details["label"] = [catalogue[k].label(params.language) for k in details["kpi"]]
     details["category"] = [catalogue[k].category for k in details["kpi"]]
     table = details[TABLE_COLUMNS].reset_index(drop=True)
+    columns = OUTCOME_COLUMNS + ([FITTED_ROWS] if any(FITTED_ROWS in o for o in outcomes_out) else [])
+    outcomes_out = [o if FITTED_ROWS in o or len(columns) == len(OUTCOME_COLUMNS) else {**o, FITTED_ROWS: o["rows"]}
+                    for o in outcomes_out]
     return Triggers(
         table=table,
-        outcomes=pd.DataFrame(outcomes_out, columns=OUTCOME_COLUMNS),
+        outcomes=pd.DataFrame(outcomes_out, columns=columns),
         details=details,
         lead_lag=_stack(lead_lag, LEAD_LAG_COLUMNS),
         transforms=_transform_frame(transforms, kpis),
@@ -247,7 +256,12 @@ class RowSet:
     """The model rows an outcome group shares (``SAME_ROWS``: renewal is 1 − churn on the churn rows)
     and what depends on them alone, computed once for the group (:meth:`once`): the account count, the
     KPIs at t − lag, their Spearman correlations, the null design, lead–lag gathers, the design for a
-    given KPI order, the sustained-usage rows."""
+    given KPI order, the sustained-usage rows.
+
+    Above ``cskit.sampling.SAMPLE_ABOVE`` rows the group's models are fitted on a case-control sample
+    of them (``kept``, ``sample``: :func:`cskit.sampling.case_control` on the first outcome's y, once
+    for the group), with the sampled likelihood (:meth:`link`); counts, Spearman correlations and
+    shares missing stay those of all of ``rows``."""
 
     panel: pd.DataFrame  # the panel itself (read only: no copy of its columns)
     Z: KPIMatrix | None  # None once the group's KPIs at t − lag and lead–lag scores are gathered
@@ -257,7 +271,17 @@ class RowSet:
     model_kpis: list[str]
     transforms: dict[str, Transform]
     lag: int
+    kept: np.ndarray = None  # boolean mask of the rows the models are fitted on (``rows`` unless sampled)
+    sample: RowSample = None  # what the sampling did, for the group's first outcome
+    seed: int = 0
     cache: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], rows: np.ndarray, y: np.ndarray,
+           kpis: list[str], model_kpis: list[str], transforms: dict[str, Transform], lag: int, seed: int) -> RowSet:
+        """The row set of ``group`` on ``rows``, sampled on its first outcome's ``y`` with ``seed``."""
+        kept, _, sample = case_control(panel, rows, y, seed=seed)
+        return cls(panel, Z, group, rows, kpis, model_kpis, transforms, lag, kept, sample, seed)
 
     def once(self, key, make, last: bool = False):
         """``cache[key]``, made by ``make()`` the first time it is asked for; with ``last`` (the group's
@@ -268,6 +292,25 @@ class RowSet:
             self.cache[key] = make()
         return self.cache[key]
 
+    @property
+    def pick(self) -> np.ndarray | None:
+        """Which of the group's rows are kept (mask over ``rows``' rows); None when all are."""
+        return self.once("pick", lambda: self.kept[self.rows] if self.sample.sampled else None)
+
+    def fitted(self, values: np.ndarray | None) -> np.ndarray | None:
+        """``values`` (one per model row, or None) on the fitted rows only."""
+        pick = self.pick
+        return values if values is None or pick is None else values[pick]
+
+    def sample_of(self, outcome: str) -> RowSample:
+        """The sample as seen from ``outcome``'s y: the first outcome's, or its complement (renewal = 1 − churn)."""
+        return self.sample if outcome == self.group[0] else self.sample.complement()
+
+    def link(self, outcome: str, name: str | None = None):
+        """The link to fit ``outcome``'s y with on the fitted rows: ``name`` (default :data:`LINK` of the
+        outcome) itself, or its sampled likelihood (:func:`cskit.sampling.fit_link`)."""
+        return fit_link(name or LINK[outcome], self.sample_of(outcome))
+
 
 def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnings: list[Notice]) -> dict:
     """Fit one outcome's model on its row set; return its KPI rows, its outcome row, lead–lag z and
@@ -277,11 +320,13 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     piece once used (the KPIs at t − lag and the null design before its model is built)."""
     panel, group, rows, kpis, model_kpis, transforms = (
         rs.panel, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
-    lag, link, last = rs.lag, LINK[outcome], outcome == rs.group[-1]
+    lag, link, last = rs.lag, rs.link(outcome), outcome == rs.group[-1]
     events = int(min(y.sum(), len(y) - y.sum()))
     accounts = rs.once("accounts", lambda: int(panel.loc[rows, "account_id"].nunique()))
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
+    if rs.sample.sampled:
+        info[FITTED_ROWS] = rs.sample.kept
     now = rs.once("now", lambda: rs.Z.at(kpis, lag, rows), last)
     base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(now).sum(axis=0)})
     spearman = rs.once("spearman", lambda: spearman_columns(now, y))
@@ -298,35 +343,41 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
-    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust))
+    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust, seed=rs.seed))
     if last:
         rs.Z = None  # every gather of the group is made
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    X0 = rs.once("null", lambda: null_design(panel, rows, transforms, adjust), last)
-    order = keep_order(y, X0, zero_missing(now[:, [kpis.index(k) for k in candidates]]), candidates, model_kpis,
-                       link)
-    now = X0 = None  # still held by the row set where another outcome of the group needs them
+    y_fit = rs.fitted(y)  # y on the fitted rows (all of them unless sampled)
+    X0 = rs.once("null", lambda: null_design(panel, rs.kept, transforms, adjust), last)
+    cols = [kpis.index(k) for k in candidates]
+    Zc = now[:, cols] if rs.pick is None else now[np.ix_(rs.pick, cols)]
+    order = keep_order(y_fit, X0, zero_missing(Zc), candidates, model_kpis, link)
+    Zc = X0 = None
     sustained, choice = None, None
-    if outcome in ("churn", "renewal"):
+    if outcome in ("churn", "renewal"):  # chosen on all the annual decisions (few rows), then on the fitted ones
         sustained, choice = rs.once("sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
-    seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rows].astype(str) if "segment" in panel else None)
+    shares = rs.once("shares", lambda: _full_shares(rs, now, sustained), last) if rs.pick is not None else None
+    now = None  # still held by the row set where another outcome of the group needs it
+    seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rs.kept].astype(str) if "segment" in panel else None)
     key = ("model", *order)
     if last:  # the models the group's other outcomes used are not this one's
         for other in [k for k in rs.cache if isinstance(k, tuple) and k[:1] == ("model",) and k != key]:
             del rs.cache[other]
     design, missing, tests, selected, by = rs.once(key, lambda: _model(
-        rs, order, y, adjust, sustained, seg, params.alpha, link, outcome), last)
+        rs, order, y_fit, adjust, rs.fitted(sustained), seg, params.alpha, link, outcome), last)
     # the selection's fit is this outcome's model when it was made for it
-    fit = _fit(outcome, y, design, panel["account_id"].to_numpy()[rows], warnings,
+    fit = _fit(outcome, y_fit, design, panel["account_id"].to_numpy()[rs.kept], warnings, link,
                fitted=selected if by == outcome else None)
     missing = indicator_effects(
-        missing.assign(outcome=outcome), design, fit["coef"], np.sqrt(np.clip(np.diag(fit["cov"]), 0, None))
+        _with_shares(missing.assign(outcome=outcome), shares), design, fit["coef"],
+        np.sqrt(np.clip(np.diag(fit["cov"]), 0, None))
     )
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
-    out = _effects(base, design, fit, crit, seg)
-    extra = _segment_rows(base, design, fit, crit, seg)
+    srs = rs.once("uniform", lambda: uniform_rows(panel, rs.kept, rs.sample, rs.seed))
+    out = _effects(base, design, fit, crit, seg, srs)
+    extra = _segment_rows(base, design, fit, crit, seg, srs, rs)
     out = pd.concat([out, extra], ignore_index=True) if len(extra) else out
     reported = out["se"].dropna()
     info["mde_per_sd"] = float(np.exp(crit * reported.median())) if len(reported) else np.nan
@@ -344,8 +395,8 @@ def _model(rs: RowSet, order: list[str], y: np.ndarray, adjust: tuple[str, ...],
     renewal = 1 − churn, same rows), the selected curves and segment slopes. Returns the extended
     design, the missingness table, the selection's tests, the fit of the extended design and
     ``outcome`` (whose model that fit is). Only the final design is kept."""
-    design = design_matrix(rs.panel, rs.rows, order, rs.lag, rs.transforms, adjust=adjust, sustained=sustained)
-    first = LINK[rs.group[0]]
+    design = design_matrix(rs.panel, rs.kept, order, rs.lag, rs.transforms, adjust=adjust, sustained=sustained)
+    first = rs.link(outcome, LINK[rs.group[0]])  # the first outcome's link, for this outcome's y on these rows
     design, missing, fit = _missingness(y, design, first, alpha, rs.group[0])
     ext, tests, ext_fit = _select(y, design, seg, alpha, link, fit if link == first else None)
     return ext, missing, tests, ext_fit, outcome
@@ -370,13 +421,16 @@ def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float,
     return ext, tests, ext_fit
 
 
-def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None) -> pd.DataFrame:
+def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None,
+             srs: np.ndarray | None = None) -> pd.DataFrame:
     """Per KPI: log effect, SE, Wald z and p, exp(effect) with its 95% interval, MDE at 80% power.
 
     A KPI with a curve or segment slopes (``design.terms``) is reported by its average slope over the
     model rows (:func:`cskit.models.slope_weights`; its SE from the covariance), and its p-value is the
     joint Wald test of all its columns (any effect at all), so that BH judges the KPI as modelled; the
-    average slope's own p stays as ``p_slope`` (whether the direction is supported)."""
+    average slope's own p stays as ``p_slope`` (whether the direction is supported). ``srs``: of a
+    case-control sample's rows, those that are a plain random sample of the model rows
+    (:func:`cskit.sampling.uniform_rows`), over which the average is taken; None: all rows."""
     coef, cov = fit["coef"], fit["cov"]
     rows = []
     for k in design.kpis:
@@ -386,7 +440,7 @@ def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np
             rows.append({"kpi": k, "coef": coef[j], "se": np.sqrt(max(cov[j, j], 0.0)), "p_joint": np.nan,
                          "shape": "linear"})
             continue
-        a = slope_weights(design, k, design.X[:, j], seg)
+        a = slope_weights(design, k, _among(design.X[:, j], srs), _among(seg, srs))
         rows.append({"kpi": k, "coef": float(a @ coef), "se": float(np.sqrt(max(a @ cov @ a, 0.0))),
                      "p_joint": joint_p(design, coef, cov, k),
                      "shape": "curve" if any(t.kind == "curve" for t in extra) else "linear"})
@@ -402,9 +456,12 @@ def _effects(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np
     return out.drop(columns="p_joint")
 
 
-def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None) -> pd.DataFrame:
+def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, seg: np.ndarray | None,
+                  srs: np.ndarray | None = None, rs: RowSet | None = None) -> pd.DataFrame:
     """One row per segment for each KPI whose slope differs by segment (terms kind "segment"): the
-    KPI's own average slope in that segment's model rows (reference slope + its segment slope)."""
+    KPI's own average slope in that segment's model rows (reference slope + its segment slope; over
+    ``srs`` of them when sampled, as :func:`_effects`), and the segment's count of model rows (all of
+    ``rs.rows``, not only the fitted ones)."""
     coef, cov = fit["coef"], fit["cov"]
     rows = []
     for k in design.kpis:
@@ -413,9 +470,10 @@ def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, se
         j = design.names.index(k)
         for level in design.adjust_levels["segment"]:
             m = seg == level
-            a = slope_weights(design, k, design.X[m, j], seg[m])
+            a = slope_weights(design, k, design.X[m if srs is None else m & srs, j], seg[m if srs is None else m & srs])
+            count = int(m.sum()) if srs is None else _segment_counts(rs).get(level, 0)
             rows.append({"kpi": k, "segment": level, "coef": float(a @ coef),
-                         "se": float(np.sqrt(max(a @ cov @ a, 0.0))), "rows_segment": int(m.sum())})
+                         "se": float(np.sqrt(max(a @ cov @ a, 0.0))), "rows_segment": count})
     if not rows:
         return pd.DataFrame(columns=[*base.columns, "coef", "se", "note", "segment", "shape"])
     est = pd.DataFrame(rows)
@@ -432,6 +490,34 @@ def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, se
     out = _wald(out, crit)
     out["p_slope"] = out["p_value"]
     return out
+
+
+def _among(values: np.ndarray | None, srs: np.ndarray | None) -> np.ndarray | None:
+    """``values`` (one per fitted row) on the rows of ``srs`` (None: all of them)."""
+    return values if values is None or srs is None else values[srs]
+
+
+def _segment_counts(rs: RowSet) -> dict[str, int]:
+    """Model rows of each segment, over all of the group's rows."""
+    return rs.once("segment_counts", lambda: pd.Series(
+        rs.panel["segment"].to_numpy()[rs.rows].astype(str)).value_counts().to_dict())
+
+
+def _full_shares(rs: RowSet, now: np.ndarray, sustained: np.ndarray | None) -> dict[str, float]:
+    """Share of all of the group's model rows in which each KPI is missing: at t − lag (``now``), or
+    its recent mean on the ``sustained`` rows, as :func:`cskit.models.design_matrix` reads it. The
+    design's masks, and so the missingness table's shares, are the fitted rows' when those are a
+    case-control sample, where the rare class is over-represented."""
+    gap = np.isnan(now)
+    if sustained is not None and sustained.any():
+        gap[sustained] = np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, np.flatnonzero(rs.rows)[sustained]))
+    return dict(zip(rs.kpis, gap.mean(axis=0).tolist()))
+
+
+def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:
+    """The missingness table with each KPI's ``share`` over all model rows (:func:`_full_shares`; None:
+    the table's own, the fitted rows being all of them)."""
+    return table if shares is None or not len(table) else table.assign(share=table["kpi"].map(shares).to_numpy())
 
 
 def _wald(out: pd.DataFrame, crit: float) -> pd.DataFrame:
@@ -453,20 +539,22 @@ def _empty_effects(base: pd.DataFrame, note: str) -> pd.DataFrame:
     return out
 
 
-def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnings: list[str], *,
+def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnings: list[str], link=None, *,
          fitted=None) -> dict:
     """Fit the outcome's model on ``design``; warn on non-convergence (GEE: fall back to independence).
-    ``fitted``: the binomial GLM of this outcome on ``design`` (link :data:`LINK`), already fitted
-    (the term selection's: the same fit, not made twice)."""
+    ``link``: :data:`LINK` of the outcome, or its sampled likelihood on a case-control sample's rows
+    (``RowSet.link``; the GEE takes its offset). ``fitted``: the binomial GLM of this outcome on
+    ``design`` with ``link``, already fitted (the term selection's: the same fit, not made twice)."""
+    link = LINK[outcome] if link is None else link
     if outcome != "renewal":
-        fit = fitted if fitted is not None else fit_binomial(y, design.X, link=LINK[outcome], names=design.names)
+        fit = fitted if fitted is not None else fit_binomial(y, design.X, link=link, names=design.names)
         if not fit.converged:
             warnings.append(Notice("model_not_converged", stage="triggers", outcome=outcome,
                                    iterations=int(fit.iterations)))
         return {"coef": fit.coef, "se": fit.se, "cov": fit.cov, "model": MODEL[outcome]}
-    start = fitted.coef if fitted is not None else fit_binomial(y, design.X, link="logit").coef
-    exch = fit_gee(y, design.X, groups, "exchangeable", start=start)
-    indep = fit_gee(y, design.X, groups, "independence", start=start)
+    start = fitted.coef if fitted is not None else fit_binomial(y, design.X, link=link).coef
+    exch = fit_gee(y, design.X, groups, "exchangeable", start=start, offset=link_offset(link))
+    indep = fit_gee(y, design.X, groups, "independence", start=start, offset=link_offset(link))
     problem = _gee_problem(exch, indep)
     if problem is None:
         return {
@@ -535,26 +623,39 @@ class KPIMatrix:
 
 def lead_lag_scores(
     panel: pd.DataFrame, Z: KPIMatrix, outcomes: tuple[str, ...], kpis: list[str], transforms: dict[str, Transform],
-    adjust: tuple[str, ...] = ADJUST,
+    adjust: tuple[str, ...] = ADJUST, *, seed: int = 0,
 ) -> pd.DataFrame:
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
     every lag is observed and the |z| are comparable), for each of ``outcomes`` (which share their
     rows and events count, e.g. churn and renewal: each lag is gathered once for all of them).
-    ``contract_months`` has no lead–lag (it is the tenure itself): it is left out.
+    ``contract_months`` has no lead–lag (it is the tenure itself): it is left out. Above
+    ``cskit.sampling.SAMPLE_ABOVE`` rows the tests are made on a case-control sample of them
+    (:func:`cskit.sampling.case_control` on the first outcome, ``seed``) with the sampled likelihood.
     """
     rows, y = outcome_rows(panel, outcomes[0], MAX_LEAD_LAG)
     use = [k for k in kpis if k != TENURE and k in transforms]
     if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
+    kept, _, sample = case_control(panel, rows, y, seed=seed)
+    pick = kept[rows] if sample.sampled else slice(None)
+    rows = kept
     X0 = null_design(panel, rows, transforms, adjust)
-    ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1] for outcome in outcomes]
-    terms = [score_terms(y, base_fit(y, X0, LINK[outcome])) for outcome, y in zip(outcomes, ys)]
+    ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1][pick] for outcome in outcomes]
+    links = [fit_link(LINK[o], sample if o == outcomes[0] else sample.complement()) for o in outcomes]
+    terms = [score_terms(y, base_fit(y, X0, link)) for link, y in zip(links, ys)]
     parts = []
     for lag in range(MAX_LEAD_LAG + 1):
         filled = zero_missing(Z.at(use, lag, rows))
         for outcome, t in zip(outcomes, terms):
             parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z_from(t, filled)}))
     return pd.concat(parts, ignore_index=True)
+
+
+def _sampled_warnings(samples: dict[tuple[str, ...], RowSample]) -> list[Notice]:
+    """One note (``model_rows_sampled``) per outcome group whose models were fitted on a case-control
+    sample of their rows: the rows and events, the rows fitted and the share kept of the common class."""
+    return [sampled_notice(sample, stage="triggers", outcomes=list(group))
+            for group, sample in samples.items() if sample.sampled]
 
 
 def _best_lag(lead_lag: pd.DataFrame, kpis: list[str]) -> list[float]:
