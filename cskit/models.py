@@ -255,17 +255,25 @@ class Term:
             return f"{self.kpi}:curve{self.index + 1}" + (f":segment={self.level}" if self.level else "")
         return f"{self.kpi}:segment={self.level}"
 
-    def values(self, z: np.ndarray, segment: np.ndarray | None = None, cubes: dict | None = None) -> np.ndarray:
+    def values(self, z: np.ndarray, segment: np.ndarray | None = None, cubes: dict | None = None, *,
+               masks: dict | None = None) -> np.ndarray:
         """The column at standardised values ``z`` (and the rows' ``segment`` for a segment slope);
-        ``cubes`` (knot → (z − knot)₊³), when given, is shared by the curve columns of one ``z``."""
+        ``cubes`` (knot → (z − knot)₊³), when given, is shared by the curve columns of one ``z``, and
+        ``masks`` (level → 1[segment = level]) by the columns of the same rows."""
         z = np.asarray(z, dtype="float64")
         if self.kind == "curve" and not self.level:
             return rcs_column(z, np.asarray(self.knots), self.index, cubes)
         if segment is None:
             raise ValueError(f"{self.name} needs the accounts' segments")
+        if masks is None:
+            mask = as_text(segment) == self.level
+        elif self.level in masks:
+            mask = masks[self.level]
+        else:
+            mask = masks[self.level] = as_text(segment) == self.level
         if self.kind == "curve":
-            return rcs_column(z, np.asarray(self.knots), self.index, cubes) * (as_text(segment) == self.level)
-        return z * (as_text(segment) == self.level)
+            return rcs_column(z, np.asarray(self.knots), self.index, cubes) * mask
+        return z * mask
 
 
 def as_text(values: np.ndarray) -> np.ndarray:
@@ -275,14 +283,17 @@ def as_text(values: np.ndarray) -> np.ndarray:
 
 
 def term_columns(terms: list[Term], z: np.ndarray, segment: np.ndarray | None = None,
-                 out: np.ndarray | None = None, cubes: dict | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, cubes: dict | None = None, *, masks: dict | None = None) -> np.ndarray:
     """The columns of ``terms`` (all of one KPI, whose standardised values are ``z``) side by side, into
     ``out`` when given; each knot's cube is computed once for all the curve columns (``cubes``: pass
-    one dict per ``z`` to share them between calls)."""
+    one dict per ``z`` to share them between calls), each segment's indicator once (``masks``: one dict
+    per row set). A strided ``z`` (a column of a row-major design) is read once, into a contiguous copy."""
     out = np.empty((len(z), len(terms))) if out is None else out
     cubes = {} if cubes is None else cubes
+    masks = {} if masks is None else masks
+    z = np.ascontiguousarray(z, dtype="float64")
     for j, t in enumerate(terms):
-        out[:, j] = t.values(z, segment, cubes)
+        out[:, j] = t.values(z, segment, cubes, masks=masks)
     return out
 
 
@@ -353,14 +364,30 @@ def knots_supported(z: np.ndarray, y: np.ndarray, knots: tuple[float, ...], min_
     4.9) the high-tail knots fitted a spike of 1,384 on one column, and the projection read the value of "+10% CSAT" as
     −575M against a true +213M. Where the outcome is frequent (a threshold below which churn rises) the
     low tail holds many events and its placement stays."""
+    return supported_placements(z, y, [knots], min_events)[0]
+
+
+def supported_placements(z: np.ndarray, y: np.ndarray, placements: list[tuple[float, ...]],
+                         min_events: int = MIN_CURVE_EVENTS) -> list[bool]:
+    """:func:`knots_supported` of each knot placement of one ``z``, from one pass over the rows: the rows'
+    interval among all the placements' knots together (one search), their counts and events per interval
+    (integer sums: the same counts as a mask per interval), and each placement's intervals as runs of
+    those."""
+    if not placements:
+        return []
     z = np.where(np.isfinite(z), z, 0.0)
-    cut = np.searchsorted(np.asarray(knots), z, side="right")  # 1..k−1 = between knots i and i+1
-    for i in range(1, len(knots)):
-        m = cut == i
-        ev = float(y[m].sum())
-        if min(ev, m.sum() - ev) < min_events:
-            return False
-    return True
+    edges = np.unique(np.concatenate([np.asarray(k, dtype="float64") for k in placements]))
+    cut = np.searchsorted(edges, z, side="right")  # i = between edges i − 1 and i
+    rows = np.bincount(cut, minlength=len(edges) + 1)
+    events = np.bincount(cut, weights=y, minlength=len(edges) + 1)
+    rows_at, events_at = np.concatenate([[0], np.cumsum(rows)]), np.concatenate([[0.0], np.cumsum(events)])
+    out = []
+    for knots in placements:
+        at = np.searchsorted(edges, np.asarray(knots, dtype="float64")) + 1  # the interval right of each knot
+        n = rows_at[at[1:]] - rows_at[at[:-1]]
+        ev = events_at[at[1:]] - events_at[at[:-1]]
+        out.append(bool(np.all(np.minimum(ev, n - ev) >= min_events)))
+    return out
 
 
 def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) -> Design:
@@ -377,20 +404,24 @@ def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) ->
     return replace(design, X=X, names=[*design.names, *(t.name for t in terms)], terms=[*design.terms, *terms])
 
 
-def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None) -> dict[str, list[list[Term]]]:
+def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None, *,
+                    own: list[str] | None = None, z: np.ndarray | None = None) -> dict[str, list[list[Term]]]:
     """The terms a KPI's linear effect is tested against, per kind, as alternatives: its spline curve
     (one alternative per distinct knot placement of CURVE_QUANTILES with 3+ knots whose every interval
     holds enough events, :func:`knots_supported`) and its own slopes in
     the segments that have enough events for one (:func:`own_slope_levels`; when the design adjusts for
-    2+ segments)."""
+    2+ segments). ``own``: those segments when already known (:func:`own_slope_levels` reads the
+    segments and outcome only, the same for every KPI of a design); ``z``: the KPI's column of
+    ``design.X`` when already at hand (e.g. a contiguous copy)."""
     out: dict[str, list[list[Term]]] = {}
-    z = design.X[:, design.names.index(kpi)]
-    placements = list(dict.fromkeys(k for k in curve_placements(z) if k and knots_supported(z, y, k)))
+    z = design.X[:, design.names.index(kpi)] if z is None else z
+    placements = list(dict.fromkeys(k for k in curve_placements(z) if k))
+    placements = [k for k, ok in zip(placements, supported_placements(z, y, placements)) if ok]
     if placements:
         out["curve"] = [[Term(kpi, "curve", j, knots=knots) for j in range(len(knots) - 2)] for knots in placements]
     levels = design.adjust_levels.get("segment", [])
     if segment is not None and len(levels) > 1:
-        own = own_slope_levels(levels, as_text(segment), y)
+        own = own_slope_levels(levels, as_text(segment), y) if own is None else own
         if own:
             out["segment"] = [[Term(kpi, "segment", level=lv) for lv in own]]
     return out
@@ -443,14 +474,16 @@ def own_slope_levels(levels: list[str], segment: np.ndarray, y: np.ndarray,
     return sorted(own, key=levels.index)
 
 
-def score_null(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str) -> tuple:
+def score_null(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str, *, info: np.ndarray | None = None) -> tuple:
     """What every score test against the GLM with design ``X0`` fitted at ``coef0`` shares: the
     working weights w = μ'²/V, the score residuals r = (y − μ)μ'/V and the information X0'WX0 (computed
-    once per model, not once per tested block: it is the n × p² part)."""
+    once per model, not once per tested block: it is the n × p² part). ``info``: that information when
+    already at hand (:attr:`GLMResult.info` of the fit of ``X0`` at ``coef0``: the same weights, the
+    same bits), not recomputed."""
     mu, d = mean_and_slope(X0 @ coef0, link)
     v = mu * (1 - mu)
     w = d * d / v
-    return X0, w, (y - mu) * d / v, weighted_gram(X0, w)
+    return X0, w, (y - mu) * d / v, weighted_gram(X0, w) if info is None else info
 
 
 def score_test_block(null: tuple, Z: np.ndarray) -> tuple[float, int]:
@@ -480,14 +513,19 @@ def score_test_blocks(null: tuple, blocks: list[tuple[list[Term], np.ndarray]],
     D = [np.zeros((k, k)) for k in widths]
     seg = None if segment is None else as_text(segment)
     buf = np.empty((min(SCORE_ROWS, n), off[-1]))
+    wbuf = np.empty_like(buf)
     for s in range(0, n, SCORE_ROWS):
         e = min(n, s + SCORE_ROWS)
         Zc = buf[: e - s]
         cubes: dict[int, dict] = {}
+        values: dict[int, np.ndarray] = {}  # each KPI's z on these rows, contiguous: read once
+        masks: dict = {}
         for b, (terms, z) in enumerate(blocks):
-            term_columns(terms, z[s:e], None if seg is None else seg[s:e], out=Zc[:, off[b] : off[b + 1]],
-                         cubes=cubes.setdefault(id(z), {}))
-        WZ = Zc * w[s:e, None]
+            if id(z) not in values:
+                values[id(z)] = np.ascontiguousarray(z[s:e], dtype="float64")
+            term_columns(terms, values[id(z)], None if seg is None else seg[s:e], out=Zc[:, off[b] : off[b + 1]],
+                         cubes=cubes.setdefault(id(z), {}), masks=masks)
+        WZ = np.multiply(Zc, w[s:e, None], out=wbuf[: e - s])
         A += X0[s:e].T @ WZ
         U += r[s:e] @ Zc
         for b in range(len(blocks)):
@@ -526,17 +564,20 @@ def select_terms(
     from scipy.stats import chi2
 
     segment = None if segment is None else as_text(segment)
+    levels = design.adjust_levels.get("segment", [])
+    own = own_slope_levels(levels, segment, y) if segment is not None and len(levels) > 1 else []
+    # the KPI columns stay as terms are added: each read once out of the row-major design, contiguous
+    z = {k: np.ascontiguousarray(design.X[:, design.names.index(k)]) for k in kpis if k in design.kpis}
     blocks = [(k, kind, alternatives) for k in kpis if k in design.kpis
-              for kind, alternatives in candidate_terms(design, k, y, segment).items()]
+              for kind, alternatives in candidate_terms(design, k, y, segment, own=own, z=z[k]).items()]
     m = len(blocks)
     chosen: dict[int, list[Term]] = {}
     stats = {j: (np.nan, np.nan) for j in range(m)}
     step = {}
     current, cur_fit = design, fit
-    z = {k: design.X[:, design.names.index(k)] for k, _, _ in blocks}  # the KPI columns stay as terms are added
     while len(step) < m:
         i = len(step) + 1
-        null = score_null(y, current.X, cur_fit.coef, cur_fit.link)
+        null = score_null(y, current.X, cur_fit.coef, cur_fit.link, info=getattr(cur_fit, "info", None))
         tests = [(j, terms) for j in range(m) if j not in step for terms in blocks[j][2]]
         values = score_test_blocks(null, [(terms, z[blocks[j][0]]) for j, terms in tests], segment)
         for j in dict.fromkeys(j for j, _ in tests):
@@ -1059,6 +1100,7 @@ class GLMResult(_Fit):
     converged: bool
     iterations: int
     loglik: float
+    info: np.ndarray | None = field(default=None, repr=False, compare=False)  # X'WX at coef (cov⁻¹)
 
     def summary(self) -> pd.DataFrame:
         from scipy.stats import norm
@@ -1142,8 +1184,9 @@ def fit_binomial(
     slopes = [j for j in range(1, p) if not (names and ":curve" in names[j])]  # spline columns have no scale
     if np.any(np.abs(beta[slopes]) > SEPARATED_COEF):
         converged = False  # (quasi-)separation: the likelihood levels off while a coefficient runs away
-    cov = inverse(weighted_gram(X, d * d / (mu * (1 - mu))))
-    return GLMResult(beta, cov, names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged, it, ll)
+    info = weighted_gram(X, d * d / (mu * (1 - mu)))
+    return GLMResult(beta, inverse(info), names or [f"x{j}" for j in range(p)], link, n, int(y.sum()), converged,
+                     it, ll, info)
 
 
 BLOCK_ROWS = 4096  # rows per block of the cross-products: the blocks' temporaries stay in cache

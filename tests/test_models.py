@@ -243,6 +243,32 @@ def test_knots_are_tried_only_where_each_interval_holds_enough_events():
     assert knots_supported(z, y, (0.0, 1.0, 2.0, 3.0), min_events=9)
 
 
+def test_placements_are_checked_in_one_pass_as_with_a_mask_per_interval():
+    """supported_placements (one search over all the placements' knots, counts per interval) against the
+    rule written out with a mask per interval, on placements sharing knots, ties at the knots and values
+    outside the outer knots."""
+    from cskit.models import supported_placements
+
+    rng = np.random.default_rng(3)
+    z = np.round(rng.standard_normal(3000), 1)
+    y = (rng.random(3000) < 0.2).astype(float)
+    placements = [(-1.0, 0.0, 1.0), (-1.0, -0.5, 0.0, 1.5), (0.0, 0.5, 1.0, 1.2), (-2.0, 2.0, 2.5)]
+
+    def by_masks(knots, min_events):
+        for lo, hi in zip(knots[:-1], knots[1:]):
+            m = (z >= lo) & (z < hi)
+            if min(y[m].sum(), m.sum() - y[m].sum()) < min_events:
+                return False
+        return True
+
+    seen = set()
+    for min_events in (5, 20, 60, 150):
+        expected = [by_masks(k, min_events) for k in placements]
+        assert supported_placements(z, y, placements, min_events) == expected
+        seen.update(expected)
+    assert seen == {True, False}  # the thresholds cover both answers
+
+
 def _curve_fit(eta_of_z, seed: int):
     from cskit.models import Design, Term, curve_knots, with_terms
 
