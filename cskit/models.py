@@ -512,24 +512,28 @@ def score_test_blocks(null: tuple, blocks: list[tuple[list[Term], np.ndarray]],
     A, U = np.zeros((p, off[-1])), np.zeros(off[-1])
     D = [np.zeros((k, k)) for k in widths]
     seg = None if segment is None else as_text(segment)
-    buf = np.empty((min(SCORE_ROWS, n), off[-1]))
-    wbuf = np.empty_like(buf)
+    rows = min(SCORE_ROWS, n)
+    built = np.empty((off[-1], rows))  # the columns built one contiguous row each, then turned row-major
+    buf, wbuf = np.empty((rows, off[-1])), np.empty((rows, off[-1]))
     for s in range(0, n, SCORE_ROWS):
         e = min(n, s + SCORE_ROWS)
-        Zc = buf[: e - s]
+        Zt = built[:, : e - s]
         cubes: dict[int, dict] = {}
         values: dict[int, np.ndarray] = {}  # each KPI's z on these rows, contiguous: read once
         masks: dict = {}
         for b, (terms, z) in enumerate(blocks):
             if id(z) not in values:
                 values[id(z)] = np.ascontiguousarray(z[s:e], dtype="float64")
-            term_columns(terms, values[id(z)], None if seg is None else seg[s:e], out=Zc[:, off[b] : off[b + 1]],
+            term_columns(terms, values[id(z)], None if seg is None else seg[s:e], out=Zt[off[b] : off[b + 1]].T,
                          cubes=cubes.setdefault(id(z), {}), masks=masks)
+        Zc = buf[: e - s]
+        Zc[...] = Zt.T
         WZ = np.multiply(Zc, w[s:e, None], out=wbuf[: e - s])
         A += X0[s:e].T @ WZ
         U += r[s:e] @ Zc
-        for b in range(len(blocks)):
-            D[b] += Zc[:, off[b] : off[b + 1]].T @ WZ[:, off[b] : off[b + 1]]
+        for b in range(len(blocks)):  # each block's own columns, contiguous (rows × its width): the same product
+            zb = np.ascontiguousarray(Zt[off[b] : off[b + 1]].T)
+            D[b] += zb.T @ np.multiply(zb, w[s:e, None], out=zb.copy())
     P = solve(info0, A)
     out = []
     for b in range(len(blocks)):
@@ -1044,10 +1048,9 @@ def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarr
     account, its months are not independent and the model-based covariance is too small."""
     mu, d = mean_and_slope(X @ fit.coef, fit.link)
     v = mu * (1 - mu)
-    u = X * ((y - mu) * d / v)[:, None]
     codes, sizes = _cluster_codes(groups)
     S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
-    ug = S @ u
+    ug = _scaled(S, (y - mu) * d / v) @ X  # the clusters' score sums, without the n × p score rows
     g = len(sizes)
     bread = inverse(weighted_gram(X, d * d / v))
     return bread @ (ug.T @ ug) @ bread * (g / max(g - 1, 1))
