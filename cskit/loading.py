@@ -225,6 +225,14 @@ def parse_ids(s: pd.Series) -> np.ndarray:
     return _labels(s, r"^(\d+)\.0+$", r"\1")
 
 
+def _coded_ids(s: pd.Series) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(:func:`parse_ids` of ``s``, (its distinct ids, each cell's index into them; -1 where empty)): a
+    table's ids are looked up among the accounts once per distinct id (:meth:`_Contracts.check`)."""
+    values, idx = _distinct(_trimmed_text(s))
+    distinct = pc.replace_substring_regex(values, r"^(\d+)\.0+$", r"\1").to_numpy(zero_copy_only=False).astype(object)
+    return np.append(distinct, None)[idx], (distinct, idx)
+
+
 def parse_text(s: pd.Series) -> np.ndarray:
     """Labels (segment, plan, product, role) as trimmed str, None where empty."""
     return _labels(s)
@@ -470,10 +478,14 @@ class _Contracts:
         )
 
     def check(self, rows: _Rows, ids: np.ndarray, when: np.ndarray, raw_id: pd.Series, raw_when: pd.Series,
-              column: str, as_of: np.datetime64, contract: bool = True) -> None:
-        pos = self.index.get_indexer(ids)
+              column: str, as_of: np.datetime64, contract: bool = True,
+              coded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Exclude the rows of unknown or excluded accounts, after as_of, and (``contract``) outside the
+        account's contract; returns each row's account position in ``index`` (-1 if not listed).
+        ``coded``: the ids as (distinct ids, each row's index into them), from :func:`_coded_ids`."""
+        pos = _positions(self.index, ids, coded)
         known = pos >= 0
-        dropped = self.excluded.get_indexer(ids) >= 0
+        dropped = _positions(self.excluded, ids, coded) >= 0 if len(self.excluded) else np.zeros(len(pos), bool)
         rows.exclude("unknown_account", ~known & ~dropped, "account_id", raw_id,
                      "the account is not in accounts", "add the account to accounts, or correct the id")
         rows.exclude("account_excluded", ~known & dropped, "account_id", raw_id,
@@ -489,7 +501,7 @@ class _Contracts:
             "nothing, if as_of is right; otherwise set as_of in params",
         )
         if not contract:
-            return
+            return pos
         nat = np.array(["NaT"], dtype="datetime64[ns]")
         start = np.concatenate([self.start_month, nat])[pos]
         churn = np.concatenate([self.churn_month, nat])[pos]
@@ -499,6 +511,15 @@ class _Contracts:
         rows.exclude("after_churn", ~np.isnat(churn) & (month > churn), column, raw_when,
                      "after the month of the account's churn_date",
                      "check churn_date in accounts (a returning customer needs its churn_date left empty)")
+        return pos
+
+
+def _positions(index: pd.Index, ids: np.ndarray, coded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Position of each id in ``index`` (-1 where absent or empty); by its distinct ids when coded."""
+    if coded is None:
+        return index.get_indexer(ids)
+    distinct, idx = coded
+    return np.append(index.get_indexer(distinct), -1)[idx]
 
 
 def _exclude_bad_keys(rows: _Rows, df: pd.DataFrame, ids: np.ndarray, months: np.ndarray | None = None,
@@ -514,17 +535,17 @@ def _exclude_bad_keys(rows: _Rows, df: pd.DataFrame, ids: np.ndarray, months: np
 def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, contracts: _Contracts,
                   as_of: np.datetime64, report: _Report) -> pd.DataFrame:
     rows = _Rows("revenue", len(df), report)
-    ids = parse_ids(df["account_id"])
+    ids, coded = _coded_ids(df["account_id"])
     mrr, bad_mrr = parse_numbers(df["mrr"])
     _exclude_bad_keys(rows, df, ids, months, bad_month)
     rows.exclude("bad_mrr", bad_mrr | np.isnan(mrr), "mrr", df["mrr"], "mrr is empty or not a number",
                  "write a number (a month without revenue can be left out: a missing month means 0)")
     rows.exclude("negative_mrr", mrr < 0, "mrr", df["mrr"], "mrr is negative",
                  "MRR is billed recurring revenue >= 0; remove credits/refunds or net them into the month")
-    contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
+    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded)
     product = parse_text(df["product"]) if "product" in df else np.full(len(df), None, dtype=object)
     product = np.where(pd.isna(product), MAIN_PRODUCT, product)
-    order, _ = _sorted(rows.keep, ids, months, product)
+    order, _ = _sorted(rows.keep, pos, months, product)  # a kept row's account position: its id's rank
     out = pd.DataFrame({"account_id": ids[order], "month": months[order], "mrr": mrr[order], "product": product[order]})
     key = ["account_id", "month", "product"]
     same = _same_as_previous(out[key])
@@ -542,18 +563,20 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
 def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
               report: _Report) -> tuple[pd.DataFrame, list[str]]:
     rows = _Rows("kpis", len(df), report)
-    ids = parse_ids(df["account_id"])
+    ids, coded = _coded_ids(df["account_id"])
     months, bad_month = parse_months(df["month"])
     _exclude_bad_keys(rows, df, ids, months, bad_month)
-    contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of)
-    order, same = _sorted(rows.keep, ids, months)
+    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded)
+    order, same = _sorted(rows.keep, pos, months)  # a kept row's account position: its id's rank
     dup = np.zeros(len(df), dtype=bool)
     dup[order[same]] = True
     order = order[~same]
     rows.exclude("duplicate_account_month", dup, "month", lambda: _pairs(df["account_id"], df["month"]),
                  "the account x month appears more than once; the first row was kept (shown: account / month)",
                  "keep one row per account and month")
-    out = {"account_id": ids[order], "month": months[order]}
+    # the KPI columns go straight into one float block (kpis × rows, the frame's own layout): no copy of
+    # the whole table when the frame is made
+    block = np.empty((sum(c not in ("account_id", "month") for c in df.columns), len(order)))
     kpis, ignored = [], []
     for col in df.columns:
         if col in ("account_id", "month"):
@@ -571,21 +594,47 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             continue
         bad &= rows.keep
         _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
-        out[str(col)] = values[order]
+        np.take(values, order, out=block[len(kpis)])
         kpis.append(str(col))
     if ignored:
         report.quality.warn(Notice("text_columns_ignored", stage="load", severity="note", n=len(ignored),
                                    columns=ignored[:10]))
-    return pd.DataFrame(out), kpis
+    out = pd.DataFrame(block[: len(kpis)].T, columns=kpis, copy=False)
+    out.insert(0, "account_id", ids[order])
+    out.insert(1, "month", months[order])
+    return out, kpis
 
 
 def _sorted(keep: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the kept rows in key order (stable: equal keys stay in file order), and whether
     each sorted row's key equals the previous row's."""
     idx = np.flatnonzero(keep)
-    frame = pd.DataFrame({i: k[idx] for i, k in enumerate(keys)})
-    order = idx[frame.sort_values(list(frame.columns), kind="stable").index.to_numpy()]
-    return order, _same_as_previous(pd.DataFrame({i: k[order] for i, k in enumerate(keys)}))
+    codes = [_sort_codes(k[idx]) for k in keys]
+    if np.prod([float(n) for _, n in codes]) < 2.0**62:  # one integer key: a stable argsort
+        key = np.zeros(len(idx), dtype=np.int64)
+        for c, n in codes:
+            key = key * n + c
+        order = np.argsort(key, kind="stable")
+        codes = [(key, 0)]
+    else:
+        order = np.lexsort([c for c, _ in codes][::-1])  # stable, the first key first
+    same = np.ones(len(idx), dtype=bool)
+    same[:1] = False
+    for c, _ in codes:
+        c = c[order]
+        same[1:] &= c[1:] == c[:-1]
+    return idx[order], same
+
+
+def _sort_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """(each value's rank among the distinct values as int64, missing last; the number of ranks), as
+    pandas' stable multi-column sort orders them (integers: their offset from the smallest)."""
+    if values.dtype.kind in "iu":
+        low = int(values.min()) if len(values) else 0
+        c = values.astype(np.int64) - low
+        return c, int(c.max()) + 1 if len(c) else 1
+    codes, distinct = pd.factorize(values, sort=True)
+    return np.where(codes < 0, len(distinct), codes).astype(np.int64), len(distinct) + 1
 
 
 def _same_as_previous(frame: pd.DataFrame) -> np.ndarray:
@@ -600,7 +649,7 @@ def _same_as_previous(frame: pd.DataFrame) -> np.ndarray:
 
 def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
     rows = _Rows("nps", len(df), report)
-    ids = parse_ids(df["account_id"])
+    ids, coded = _coded_ids(df["account_id"])
     dates, bad_date = parse_dates(df["date"])
     score, bad_score = parse_numbers(df["score"])
     _exclude_bad_keys(rows, df, ids)
@@ -610,7 +659,7 @@ def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, rep
                  "write the answer as a whole number 0-10")
     rows.exclude("score_out_of_range", (score < 0) | (score > 10) | (score != np.round(score)), "score", df["score"],
                  "score is not a whole number from 0 to 10", "NPS answers are 0-10; correct or delete the row")
-    contracts.check(rows, ids, dates, df["account_id"], df["date"], "date", as_of, contract=False)
+    contracts.check(rows, ids, dates, df["account_id"], df["date"], "date", as_of, contract=False, coded=coded)
     role = parse_text(df["role"]) if "role" in df else np.full(len(df), None, dtype=object)
     out = pd.DataFrame({"account_id": ids, "date": dates, "score": np.nan_to_num(score).astype(np.int64), "role": role})
     out = out.loc[rows.keep]

@@ -20,9 +20,10 @@ MIN_EVENTS = 20
 
 def month_index(dates: pd.Series) -> np.ndarray:
     """Whole months since 1970-01 of each date (NaT → -1)."""
-    d = pd.to_datetime(dates)
+    numpy_dates = isinstance(getattr(dates, "dtype", None), np.dtype) and dates.dtype.kind == "M"
+    d = dates if numpy_dates else pd.to_datetime(dates)  # (to_datetime boxes a sample of datetimes to decide)
     if isinstance(d.dtype, np.dtype):  # tz-naive: numpy's month unit, no calendar fields
-        v = d.to_numpy()
+        v = np.asarray(d)
         return np.where(np.isnat(v), -1, v.astype("datetime64[M]").astype(np.int64))
     out = ((d.dt.year - 1970) * 12 + d.dt.month - 1).to_numpy(dtype="float64")
     return np.where(np.isnan(out), -1, out).astype(np.int64)
@@ -199,24 +200,41 @@ def churn_months(accounts: pd.DataFrame) -> np.ndarray:
     (the term's last day: 2025-03-31 for a term from 2024-04-01, as clients with April fiscal years
     record it) belongs to that anniversary's month. Every stage reads churn months from the panel, so
     this is the one place the rule lives."""
-    churn = pd.to_datetime(accounts["churn_date"])
-    months = month_index(churn)
-    term = term_end_dated(accounts)
-    after = month_index(churn + pd.Timedelta(days=1))
-    return np.where(term, after, months)
+    churn = _wall_dates(accounts["churn_date"])
+    after = month_index(churn + np.timedelta64(1, "D"))
+    return np.where(term_end_dated(accounts), after, month_index(churn))
 
 
 def term_end_dated(accounts: pd.DataFrame) -> np.ndarray:
     """Non-monthly accounts whose churn_date is the day before an anniversary day of contract_start
     (the day of the month clipped to the month's length: a contract from the 31st renews on the 30th in
     30-day months)."""
-    churn = pd.to_datetime(accounts["churn_date"])
-    start = pd.to_datetime(accounts["contract_start"])
-    nxt = churn + pd.Timedelta(days=1)
-    anniversary_day = np.minimum(start.dt.day.to_numpy(float), nxt.dt.days_in_month.to_numpy(float))
+    churn = _wall_dates(accounts["churn_date"])
+    start = _wall_dates(accounts["contract_start"])
+    nxt = churn + np.timedelta64(1, "D")
+    anniversary_day = np.minimum(_day_of_month(start), _days_in_month(nxt))
     annual = accounts["contract_type"].astype(str).to_numpy() != "monthly"
-    ok = churn.notna().to_numpy() & start.notna().to_numpy()
-    return ok & annual & (nxt.dt.day.to_numpy(float) == anniversary_day) & (month_index(nxt) > month_index(start))
+    ok = ~np.isnat(churn) & ~np.isnat(start)
+    return ok & annual & (_day_of_month(nxt) == anniversary_day) & (month_index(nxt) > month_index(start))
+
+
+def _wall_dates(column: pd.Series) -> np.ndarray:
+    """A date column as datetime64[ns] wall-clock times (a time-zone-aware one in its own zone)."""
+    d = column if isinstance(column.dtype, np.dtype) and column.dtype.kind == "M" else pd.to_datetime(column)
+    if not isinstance(d.dtype, np.dtype):
+        d = d.dt.tz_localize(None)
+    return d.to_numpy(dtype="datetime64[ns]")
+
+
+def _day_of_month(dates: np.ndarray) -> np.ndarray:
+    """Day of the month (1–31) of each date (garbage where NaT)."""
+    return (dates.astype("datetime64[D]") - dates.astype("datetime64[M]")).astype(np.int64) + 1
+
+
+def _days_in_month(dates: np.ndarray) -> np.ndarray:
+    """Number of days of each date's month (garbage where NaT)."""
+    month = dates.astype("datetime64[M]")
+    return ((month + 1).astype("datetime64[D]") - month.astype("datetime64[D]")).astype(np.int64)
 
 
 def window_start(data: ClientData) -> int:
