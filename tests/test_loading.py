@@ -552,3 +552,25 @@ def test_a_kpi_of_only_zeros_and_ones_is_bounded_to_one():
     assert (flag.lower, flag.upper) == (0.0, 1.0)
     assert data.catalogue["login_days"].upper == 31.0  # the catalogue's own bound is kept
     assert data.catalogue["licenses"].upper == float("inf")
+
+
+def test_row_order_and_duplicates_as_pandas_stable_sort():
+    """loading._sorted (integer keys, one stable argsort) orders rows as DataFrame.sort_values(kind="stable")
+    and flags the rows whose keys repeat the previous row's."""
+    from cskit.loading import _sorted
+
+    rng = np.random.default_rng(11)
+    n = 5000
+    pos = rng.integers(0, 300, n)
+    months = (np.datetime64("2024-01", "M") + rng.integers(0, 6, n).astype("timedelta64[M]")).astype("datetime64[ns]")
+    product = rng.choice(np.array(["(main)", "b", "Ａ"], dtype=object), n)
+    keep = rng.random(n) > 0.2
+    for keys in [(pos, months, product), (pos, months)]:
+        idx = np.flatnonzero(keep)
+        frame = pd.DataFrame({i: k[idx] for i, k in enumerate(keys)})
+        expected = idx[frame.sort_values(list(frame.columns), kind="stable").index.to_numpy()]
+        ordered = pd.DataFrame({i: k[expected] for i, k in enumerate(keys)})
+        repeated = ordered.duplicated().to_numpy() & (ordered == ordered.shift()).all(axis=1).to_numpy()
+        order, same = _sorted(keep, *keys)
+        assert np.array_equal(order, expected)
+        assert np.array_equal(same, repeated) and same.sum() > 100
