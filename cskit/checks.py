@@ -22,7 +22,7 @@ from cskit.fits import churn_rows
 from cskit.forecast import kpi_forecasts
 from cskit.models import MISSING_PREFIX, fit_binomial, kpi_transforms
 from cskit.notices import Notice
-from cskit.panel import active_rows, recent_means, recent_missing
+from cskit.panel import RECENT_MONTHS, active_rows, recent_means_over, recent_missing
 from cskit.stats import mean_ci, newcombe_difference, risk_ratio, wilson
 
 if TYPE_CHECKING:
@@ -127,8 +127,9 @@ def onboarding_covariates(
     rows = active_rows(panel, month)
     others = [k for k in kpis if k not in ("onboarding_completed", "contract_months")]
     ids = frame["account_id"].to_numpy()
-    means = recent_means(panel, others, rows).set_index("account_id").reindex(ids)
-    level = recent_means(panel, others, rows, n=LONG_RUN).set_index("account_id").reindex(ids)
+    windows = recent_means_over(panel, others, rows, (RECENT_MONTHS, LONG_RUN))
+    means = windows[RECENT_MONTHS].set_index("account_id").reindex(ids)
+    level = windows[LONG_RUN].set_index("account_id").reindex(ids)
     tr = kpi_transforms(panel, others) if transforms is None else transforms
     cols = {k: tr[k].forward(means[k].to_numpy(dtype="float64")) for k in others if k in tr}
     cols |= {f"{k} (all months)": tr[k].forward(level[k].to_numpy(dtype="float64")) for k in others if k in tr}

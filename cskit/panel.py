@@ -412,25 +412,33 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
 
     The panel must be sorted by account and month with contiguous months (``build_panel`` guarantees it).
     """
+    return recent_means_over(panel, kpis, rows, (n,))[n]
+
+
+def recent_means_over(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, ns: tuple[int, ...]
+                      ) -> dict[int, pd.DataFrame]:
+    """:func:`recent_means` for each window ``n`` of ``ns`` at once (one pass over each KPI's values)."""
     pos = np.flatnonzero(rows)
-    tenure = panel["tenure"].to_numpy()
-    first = np.arange(len(panel)) - tenure
-    out = {"account_id": panel["account_id"].to_numpy()[pos]}
+    start = pos - panel["tenure"].to_numpy()[pos]  # the account's first row
+    ids = panel["account_id"].to_numpy()[pos]
+    out = {n: {"account_id": ids} for n in ns}
     for k in kpis:
         x = panel[k].to_numpy(dtype="float64")
         if k == "contract_months":
-            out[k] = x[pos]
+            for n in ns:
+                out[n][k] = x[pos]
             continue
         seen = np.isfinite(x)
         count = np.cumsum(seen)
-        total = np.concatenate([[0.0], np.cumsum(x[seen])])
-        before = count[first] - seen[first]
-        own = count[pos] - before[pos]
-        take = np.minimum(own, n)
+        total = np.zeros(int(count[-1]) + 1 if len(count) else 1)
+        np.cumsum(x[seen], out=total[1:])
         g = count[pos]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[k] = np.where(take > 0, (total[g] - total[g - take]) / np.maximum(take, 1), np.nan)
-    return pd.DataFrame(out)
+        own = g - (count[start] - seen[start])
+        for n in ns:
+            take = np.minimum(own, n)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[n][k] = np.where(take > 0, (total[g] - total[g - take]) / np.maximum(take, 1), np.nan)
+    return {n: pd.DataFrame(v) for n, v in out.items()}
 
 
 def recent_missing(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS
@@ -459,20 +467,19 @@ def recent_values(
     """The values behind :func:`recent_means`: for each selected row and KPI, the account's last ``n``
     non-missing values up to and including that row, oldest first (rows × n, NaN-padded in front)."""
     pos = np.flatnonzero(rows)
-    tenure = panel["tenure"].to_numpy()
-    first = np.arange(len(panel)) - tenure
+    start = pos - panel["tenure"].to_numpy()[pos]  # the account's first row
     out = {}
     for k in kpis:
         x = panel[k].to_numpy(dtype="float64")
         seen = np.isfinite(x)
         where = np.flatnonzero(seen)
         count = np.cumsum(seen)
-        before = count[first] - seen[first]
-        own = count[pos] - before[pos]
+        g = count[pos]
+        own = g - (count[start] - seen[start])
         vals = np.full((len(pos), n), np.nan)
         for j in range(n):  # column n − 1 − j holds the (j + 1)-th last observed value
             ok = own > j
-            vals[ok, n - 1 - j] = x[where[count[pos][ok] - 1 - j]]
+            vals[ok, n - 1 - j] = x[where[g[ok] - 1 - j]]
         out[k] = vals
     return out
 
