@@ -183,27 +183,36 @@ def expected_cloglog(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,
-              recent: pd.DataFrame | None = None) -> tuple[dict[str, KpiPath], dict[str, Persistence]]:
+              recent: pd.DataFrame | None = None, *, persistence: dict[str, Persistence | None] | None = None
+              ) -> tuple[dict[str, KpiPath], dict[str, Persistence]]:
     """``KpiPath`` of every KPI that varies within accounts (not ``contract_months``), for the selected
-    panel rows, and its ``Persistence`` (estimated on the panel rows given)."""
+    panel rows, and its ``Persistence`` (estimated on the panel rows given).
+
+    ``persistence``: the KPIs' ``estimate_persistence`` on this very panel with these transforms, when
+    already made (None for a static KPI): read for the KPIs it holds, and given the ones estimated here."""
     recent = recent_means(panel, kpis, rows) if recent is None else recent
-    account = pd.factorize(panel["account_id"])[0]
+    known = {} if persistence is None else persistence
+    account = None
     pos = np.flatnonzero(rows)
-    first = np.arange(len(panel)) - panel["tenure"].to_numpy()
+    start = pos - panel["tenure"].to_numpy()[pos]  # the account's first row
+    count, total = np.zeros(len(panel) + 1, dtype="int64"), np.zeros(len(panel) + 1)
     paths, pers = {}, {}
     for k in kpis:
         tr = transforms.get(k)
         if k == "contract_months" or tr is None:
             continue
         z = tr.forward(panel[k].to_numpy(dtype="float64"))
-        p = estimate_persistence(k, z, account)
+        if k not in known:
+            account = pd.factorize(panel["account_id"])[0] if account is None else account
+            known[k] = estimate_persistence(k, z, account)
+        p = known[k]
         if p is None:
             continue
         ok = np.isfinite(z)
-        count = np.r_[0, np.cumsum(ok)]
-        total = np.r_[0.0, np.cumsum(np.where(ok, z, 0.0))]
-        n = count[pos + 1] - count[first[pos]]
-        own = (total[pos + 1] - total[first[pos]]) / np.maximum(n, 1)
+        np.cumsum(ok, out=count[1:])
+        np.cumsum(np.where(ok, z, 0.0), out=total[1:])
+        n = count[pos + 1] - count[start]
+        own = (total[pos + 1] - total[start]) / np.maximum(n, 1)
         m = p.level(n, own)
         zr = tr.forward(recent[k].to_numpy(dtype="float64"))
         paths[k] = KpiPath(m, np.where(np.isfinite(zr), zr, m), p.rho, n.astype(int), p)
@@ -220,14 +229,16 @@ def decision_months(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.n
     h = np.arange(1, horizon + 1)
     if "contract_type" not in panel:
         return np.ones((n, horizon))
-    sub = panel.loc[rows] if rows.dtype == bool else panel.iloc[rows]
+    cols = [c for c in ("tenure", "renewal_cycle", "contract_type") if c in panel]  # what renewal_cycles reads
+    sub = panel.loc[rows, cols] if rows.dtype == bool else panel[cols].iloc[rows]
     tenure = sub["tenure"].to_numpy()[:, None]
     at = decides(tenure + h[None, :], renewal_cycles(sub)[:, None])
     return np.where(at.any(axis=1, keepdims=True), at, True).astype("float64")
 
 
 def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
-                  lag: int, paths: dict[str, KpiPath] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  lag: int, paths: dict[str, KpiPath] | None = None, *,
+                  persistence: dict[str, Persistence | None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
     selected panel rows, and the per-KPI forecast parameters (docs/methods.md, "Account features").
 
@@ -237,10 +248,11 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
     for a monthly contract (``Persistence.weight``, reported as ``weight_recent``), the anniversaries
     for an annual one (its KPI at the renewal decision is what counts). Static KPIs and
     ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
-    The KPIs' ``KpiPath`` go into ``paths`` when a dict is given (the exact churn probability uses them).
+    The KPIs' ``KpiPath`` go into ``paths`` when a dict is given (the exact churn probability uses them);
+    ``persistence`` is :func:`kpi_paths`'.
     """
     out = recent_means(panel, kpis, rows)
-    found, pers = kpi_paths(panel, kpis, rows, transforms, out)
+    found, pers = kpi_paths(panel, kpis, rows, transforms, out, persistence=persistence)
     months = decision_months(panel, rows, horizon)
     recs = []
     for k, path in found.items():

@@ -117,6 +117,9 @@ class ScoreModel:
     green_from: float = float("nan")
     base_rate: float = float("nan")
     forecast: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # each KPI's Persistence (None: static) on the panel the model was fitted on, from the scoring at its
+    # month (score_at): scoring other months of that panel (cskit.history) reads it, not estimates it again
+    persistence: dict = field(default_factory=dict)
     context: dict[str, dict[str, float]] = field(default_factory=dict)
     context_table: list[dict] = field(default_factory=list)
     basis: str = "kpis"  # "kpis" | "context_only" (no KPI the data support: segment, contract type, tenure)
@@ -585,12 +588,15 @@ class Scored:
 
 
 def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon: int, lag: int,
-               paths: dict[str, KpiPath] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               paths: dict[str, KpiPath] | None = None, *, persistence: dict | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The score ``model`` gives the selected rows of ``past`` (the panel up to the scoring month): each
     KPI's forecast from the account's values up to its row (``kpi_forecasts``), the row's context
     (tenure, contract type, segment) and the score (0.1 points). One rule for the snapshot
-    (:func:`score_at`) and the score history (``cskit.history``). Returns (frame, forecast parameters)."""
-    feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths)
+    (:func:`score_at`) and the score history (``cskit.history``). Returns (frame, forecast parameters).
+    ``persistence``: the KPIs' persistence on ``past`` (``forecast.kpi_paths``), read and filled."""
+    feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths,
+                                    persistence=persistence)
     base = past.loc[rows, ["tenure", "contract_type", "segment", "renewal_cycle", "month"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
     for k, share in recent_missing(past, model.design.indicators, rows).items():
@@ -616,7 +622,8 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     model = fit_score_model(past, kpis, lag, alpha, horizon, fits=fits)
     rows = active_rows(past, month)
     paths: dict[str, KpiPath] = {}
-    frame, forecast = score_rows(past, model, rows, horizon, lag, paths)
+    persistence: dict = {}
+    frame, forecast = score_rows(past, model, rows, horizon, lag, paths, persistence=persistence)
     base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
@@ -624,7 +631,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
         frame.loc[frame["contract_type"].astype(str).to_numpy() != "monthly", "churn_prob"] = np.nan
     known = np.isfinite(frame["churn_prob"].to_numpy())
     cut = tier_cutpoints(frame["score"].to_numpy()[known], frame["churn_prob"].to_numpy()[known])
-    model = replace(model, forecast=forecast, **cut)  # the fitted model is not changed, a completed one is made
+    model = replace(model, forecast=forecast, persistence=persistence, **cut)  # a completed one; the fit unchanged
     frame["tier"] = tiers(model, frame["score"].to_numpy())
     return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
 

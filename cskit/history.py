@@ -80,7 +80,7 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     rows = np.zeros(len(past), dtype=bool)
     for m in months:
         rows |= active_rows(past, m)
-    frame, _ = score_rows(past, model, rows, horizon, lag)
+    frame, _ = score_rows(past, model, rows, horizon, lag, persistence=dict(model.persistence))
     frame["month"] = past.loc[rows, "month"].to_numpy()
     s = frame["score"].to_numpy()
     pts = pd.concat([model.kpi_points(frame), model.context_points(frame)], axis=1)
