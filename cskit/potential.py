@@ -639,7 +639,14 @@ def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta:
 
 
 def _neg_exp(log_a: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
-    return {o: -np.exp(np.clip(v, -60.0, 30.0)).astype(dtype) for o, v in log_a.items()}
+    """−exp(clip(log-hazard)) of each outcome in ``dtype``, one temporary per outcome."""
+    out = {}
+    for o, v in log_a.items():
+        t = np.clip(v, -60.0, 30.0)
+        np.exp(t, out=t)
+        np.negative(t, out=t)
+        out[o] = t.astype(dtype, copy=False)
+    return out
 
 
 def _add_totals(
