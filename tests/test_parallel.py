@@ -120,3 +120,20 @@ def test_batch_workers_analyse_in_one_process(monkeypatch):
     monkeypatch.delenv(PARALLEL_ENV, raising=False)
     _one_process_kernels()
     assert os.environ[PARALLEL_ENV] == "0" and not parallel_enabled()
+
+
+def freeze_count() -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
+@needs_fork
+def test_the_objects_of_before_the_fork_are_frozen_in_the_child_only_while_it_runs():
+    import gc
+
+    kept = [object() for _ in range(1000)]  # alive at the fork: frozen in the child, never collected there
+    before = gc.get_freeze_count()
+    job = Forked(freeze_count)
+    assert job.result() >= before + len(kept)
+    assert gc.get_freeze_count() == before  # the parent's collector has them back
