@@ -88,7 +88,8 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
     return res
 
 
-def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int, *, fits: Fits | None = None) -> dict:
+def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int, *, fits: Fits | None = None,
+                      seed: int = 0) -> dict:
     """Onboarding's own term in the monthly churn hazard, as the hazard ratio onboarded vs not (the KPI
     from 0 to 1 on the model's scale) with its 95% interval: the churn hazard the triggers' RT model,
     the potential and the health score fit (:func:`cskit.fits.churn_rows`: cloglog GLM on every at-risk
@@ -96,15 +97,16 @@ def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int, *, fits: F
     detected, the calendar month), so that the check and the trigger table show one model's figure.
 
     ``fits`` (:class:`cskit.fits.Fits` of this panel): its churn design and first fit for ``kpis``
-    (those of the health score's full model: no refit)."""
+    (those of the health score's full model: no refit); without it, the rows of ``churn_rows`` with
+    ``seed`` (a case-control sample above its threshold, fitted with its link)."""
     fits = fits if fits is not None and fits.serves(panel, lag) else None
-    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag)
+    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, seed=seed)
     if m.y.sum() < ADJUSTED_MIN_GROUP:
         return {"status": "not_estimable", "reason": f"only {int(m.y.sum())} churns"}
     design = m.design
     if "onboarding_completed" not in design.kpis:
         return {"status": "not_estimable", "reason": design.dropped.get("onboarding_completed", "not in the model")}
-    fit = fits.churn_fit(kpis) if fits is not None else fit_binomial(m.y, design.X, link="cloglog", names=design.names)
+    fit = fits.churn_fit(kpis) if fits is not None else fit_binomial(m.y, design.X, link=m.link, names=design.names)
     j = design.names.index("onboarding_completed")
     t = design.transforms["onboarding_completed"]
     step = float(t.forward(1.0) - t.forward(0.0))  # per SD on the model's scale → per step of the flag

@@ -7,6 +7,12 @@ rows of ``models.sustained_rows``): they share its design, its first fit and, wh
 no missing indicator, the selection of its curves and segment slopes. The potential's expansion,
 downgrade and referral models have the same rows, so one design serves the three.
 
+Above ``cskit.sampling.SAMPLE_ABOVE`` model rows an outcome's model is fitted on a case-control sample
+of them (:func:`model_rows`: every rare-class row, a hashed share of the others, drawn with the run's
+seed), with the sampled likelihood's link (``ModelRows.link``): the same population coefficients, the
+sample's information. The growth outcomes then each have their own sample, so their designs are no
+longer one; each is built, fitted and released in turn.
+
 A :class:`Fits` belongs to one panel and is passed explicitly: ``cskit.pipeline.analyse`` makes it,
 hands it to the potential and the health stage, and releases it after; a stage called without one
 builds its own designs, with the same result (every function here is deterministic in its inputs).
@@ -35,14 +41,18 @@ from cskit.models import (
     with_terms,
 )
 from cskit.panel import outcome_rows
+from cskit.sampling import RowSample, SampledLink, case_control, fit_link, population_mean
 
 GROWTH = ("expansion", "downgrade", "referral")  # outcomes with the same model rows (panel.outcome_rows)
 
 
 @dataclass
 class ModelRows:
-    """One design on an outcome's model rows: the rows (mask over the panel), the 0/1 outcome, the KPI
-    transforms and the design (``models.design_matrix``); ``fit`` is its first cloglog fit once made."""
+    """One design on an outcome's model rows: the rows fitted (mask over the panel: all the model rows,
+    or their case-control sample, :func:`model_rows`), their 0/1 outcome, the KPI transforms and the
+    design (``models.design_matrix``); ``fit`` is its first cloglog fit once made. ``sample`` says what
+    was kept of how many rows and events; ``link`` is what every fit on these rows uses ("cloglog", or
+    its ``cskit.sampling.SampledLink`` on a sample)."""
 
     rows: np.ndarray
     y: np.ndarray
@@ -50,44 +60,78 @@ class ModelRows:
     design: Design
     fit: GLMResult | None = None
     selected: dict = field(default_factory=dict)  # (kpis, alpha) → select_terms' result
+    sample: RowSample | None = None
+    link: str | SampledLink = "cloglog"
+
+    def shared(self, design: Design, y: np.ndarray | None = None) -> ModelRows:
+        """A caller's view of these rows with its own ``design`` (and outcome ``y``)."""
+        return ModelRows(self.rows, self.y if y is None else y, self.transforms, design, sample=self.sample,
+                         link=self.link)
+
+
+def model_rows(panel: pd.DataFrame, outcome: str, lag: int, *, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, RowSample]:
+    """The rows an ``outcome`` model is fitted on: ``panel.outcome_rows``, thinned by
+    ``sampling.case_control`` above its threshold (hashed with ``seed``, params.seed). Returns the
+    rows (mask over the panel), their outcome and the :class:`cskit.sampling.RowSample`."""
+    rows, y = outcome_rows(panel, outcome, lag)
+    return case_control(panel, rows, y, seed=seed)
+
+
+def population_rates(design: Design, m: ModelRows) -> Design:
+    """``design`` (built on ``m``'s rows) with each missing indicator's ``missing_rate`` the model rows'
+    share, not the sample's (``sampling.population_mean``): the projections read it as how often a
+    future month has no value. The same design when nothing was sampled."""
+    if m.sample is None or not m.sample.sampled or not design.indicators:
+        return design
+    rates = {k: population_mean(design.missing[k], m.y, m.sample) for k in design.indicators if k in design.missing}
+    return replace(design, missing_rate=design.missing_rate | rates)
 
 
 def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
-               transforms: dict[str, Transform] | None = None) -> ModelRows:
+               transforms: dict[str, Transform] | None = None, *, seed: int = 0) -> ModelRows:
     """The churn hazard's design on the at-risk rows: KPIs ``kpis`` (transforms fitted on the panel
     unless given), tenure, segment, contract type and season (``CHURN_ADJUST``), each annual
     renewal's KPIs as their recent mean where ``sustained_rows`` says so; a segment without churn (or
     with only churn) on these rows is merged into the reference segment (``models.pool_separated``). Of
     a collinear pair the design keeps the KPI more strongly linked to churn (``models.association_order``),
-    as the triggers' churn model does."""
-    rows, y = outcome_rows(panel, "churn", lag)
+    as the triggers' churn model does. Rows, order and fits are those of the case-control sample above
+    its threshold (:func:`model_rows`, ``seed``), each fit with the sample's link."""
+    rows, y, sample = model_rows(panel, "churn", lag, seed=seed)
+    link = fit_link("cloglog", sample)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
-    sustained = sustained_rows(panel, rows, kpis, lag, transforms)[0]
-    priority = association_order(panel, rows, y, kpis, lag, transforms, CHURN_ADJUST, TRIGGER_LINK["churn"])
+    sustained = sustained_rows(panel, rows, kpis, lag, transforms, link=link)[0]
+    priority = association_order(panel, rows, y, kpis, lag, transforms, CHURN_ADJUST,
+                                 fit_link(TRIGGER_LINK["churn"], sample))
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=CHURN_ADJUST, sustained=sustained,
                            priority=priority)
-    return ModelRows(rows, y, transforms, pool_separated(design, y))
+    return ModelRows(rows, y, transforms, pool_separated(design, y), sample=sample, link=link)
 
 
 def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
-                transforms: dict[str, Transform] | None = None) -> ModelRows:
+                transforms: dict[str, Transform] | None = None, *, seed: int = 0) -> ModelRows:
     """The design of an expansion, downgrade or referral model on its rows (``ADJUST``, no sustained
-    rows); the three share rows and design, only ``y`` differs. Of a collinear pair the design keeps
-    the KPI the triggers' expansion model keeps (``models.association_order`` on expansion, with its
-    trigger link): expansion is the one growth outcome the triggers test."""
-    rows, y = outcome_rows(panel, outcome, lag)
+    rows); unsampled, the three share rows and design, only ``y`` differs. Of a collinear pair the
+    design keeps the KPI the triggers' expansion model keeps (``models.association_order`` on
+    expansion's rows, or its case-control sample, with its trigger link): expansion is the one growth
+    outcome the triggers test. Sampled (:func:`model_rows`, ``seed``), each outcome has its own rows."""
+    rows, y, sample = model_rows(panel, outcome, lag, seed=seed)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
-    _, first = outcome_rows(panel, GROWTH[0], lag)  # the one design keeps what the expansion model keeps
-    priority = association_order(panel, rows, first, kpis, lag, transforms, ADJUST, TRIGGER_LINK[GROWTH[0]])
+    # the design keeps what the expansion model keeps
+    first_rows, first, first_sample = (rows, y, sample) if outcome == GROWTH[0] else \
+        model_rows(panel, GROWTH[0], lag, seed=seed)
+    priority = association_order(panel, first_rows, first, kpis, lag, transforms, ADJUST,
+                                 fit_link(TRIGGER_LINK[GROWTH[0]], first_sample))
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST, priority=priority)
-    return ModelRows(rows, y, transforms, design)
+    return ModelRows(rows, y, transforms, design, sample=sample, link=fit_link("cloglog", sample))
 
 
 class Fits:
     """Designs and fits of one panel, kept while a later model still needs them.
 
     ``churn(kpis)`` and ``growth(outcome, kpis)`` give a :class:`ModelRows` (built once per KPI list;
-    the growth design once for its three outcomes, with each outcome's own ``y``); ``churn_fit(kpis)``
+    the growth design once for its three outcomes, with each outcome's own ``y``, when none of them is
+    sampled; a sampled growth outcome's design is its own and not kept); ``churn_fit(kpis)``
     the churn design's first cloglog fit and ``churn_selected(kpis, …)`` the selection of curves and
     segment slopes on it (``models.select_terms``), each made once; ``transforms(kpis)`` the KPIs'
     transforms on the panel (``models.kpi_transforms``), each fitted once. ``unload(kpis)`` drops the
@@ -95,11 +139,12 @@ class Fits:
     caller that needs it: cheaper than holding it through the potential's peak). ``release(name)`` drops what no
     later model needs ("churn", "growth"); ``release()`` everything. The matrices are read-only, and
     every ``Design`` handed out is the caller's own (its ``dropped`` dict copied): what one stage
-    records on it the other does not see.
+    records on it the other does not see. ``seed`` (params.seed) draws the case-control samples of
+    large clients' model rows (:func:`model_rows`).
     """
 
-    def __init__(self, panel: pd.DataFrame, lag: int):
-        self.panel, self.lag = panel, lag
+    def __init__(self, panel: pd.DataFrame, lag: int, *, seed: int = 0):
+        self.panel, self.lag, self.seed = panel, lag, seed
         self._store: dict[tuple, ModelRows] = {}
         self._transforms: dict[str, Transform | None] = {}
 
@@ -118,13 +163,13 @@ class Fits:
 
     def churn(self, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
         m = self._churn(kpis, transforms)
-        return ModelRows(m.rows, m.y, m.transforms, own(m.design))
+        return m.shared(own(m.design))
 
     def churn_fit(self, kpis: list[str]) -> GLMResult:
         m = self._store.get(("churn", tuple(kpis)))
         m = self._churn(kpis) if m is None or m.fit is None else m
         if m.fit is None:
-            m.fit = fit_binomial(m.y, m.design.X, link="cloglog", names=m.design.names)
+            m.fit = fit_binomial(m.y, m.design.X, link=m.link, names=m.design.names)
         return m.fit
 
     def churn_selected(self, kpis: list[str], flagged: list[str], segment: np.ndarray | None,
@@ -147,12 +192,16 @@ class Fits:
 
     def growth(self, outcome: str, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
         key = ("growth", tuple(kpis))
-        if key not in self._store:
-            self._store[key] = _read_only(growth_rows(self.panel, outcome, kpis, self.lag,
-                                                      transforms or self.transforms(kpis)))
-        m = self._store[key]
-        _, y = outcome_rows(self.panel, outcome, self.lag)
-        return ModelRows(m.rows, y, m.transforms, own(m.design))
+        if key in self._store:  # the three outcomes' one design (unsampled)
+            rows, y, sample = model_rows(self.panel, outcome, self.lag, seed=self.seed)
+            if not sample.sampled:
+                m = self._store[key]
+                return ModelRows(m.rows, y, m.transforms, own(m.design), sample=sample, link=m.link)
+        m = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms or self.transforms(kpis),
+                                   seed=self.seed))
+        if not m.sample.sampled:
+            self._store[key] = m
+        return m.shared(own(m.design))
 
     def release(self, name: str | None = None) -> None:
         """Drop the stored designs and fits of ``name`` ("churn", "growth"; None: all)."""
@@ -170,10 +219,11 @@ class Fits:
     def _churn(self, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
         key = ("churn", tuple(kpis))
         if key not in self._store:
-            self._store[key] = _read_only(churn_rows(self.panel, kpis, self.lag, transforms or self.transforms(kpis)))
+            self._store[key] = _read_only(churn_rows(self.panel, kpis, self.lag, transforms or self.transforms(kpis),
+                                                     seed=self.seed))
         elif self._store[key].design is None:  # unloaded: rebuilt, identical, for the fit and selections kept
             m = self._store[key]
-            m.design = _read_only(churn_rows(self.panel, kpis, self.lag, m.transforms)).design
+            m.design = _read_only(churn_rows(self.panel, kpis, self.lag, m.transforms, seed=self.seed)).design
         return self._store[key]
 
 

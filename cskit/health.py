@@ -27,7 +27,7 @@ from statsmodels.stats.multitest import multipletests
 from cskit.checks import hazard_own_effect, onboarding_check, onboarding_covariates
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.fits import Fits, churn_rows
+from cskit.fits import Fits, churn_rows, model_rows, population_rates
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
@@ -63,6 +63,7 @@ from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.result import StageResult, six_digits, write_csv, write_json
+from cskit.sampling import RowSample, sampled_notice
 from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 
@@ -126,6 +127,7 @@ class ScoreModel:
     basis_reason: str | None = None  # "too_few_events" | "no_supported_kpi" when context only
     renewals: dict = field(default_factory=dict)  # cskit.panel.renewal_evidence on the rows fitted
     slopes: dict[str, float] = field(default_factory=dict)  # a curved KPI's average slope (survival_curves)
+    sample: RowSample | None = None  # the rows fitted: all the at-risk months, or their case-control sample
 
     def kpi_names(self) -> list[str]:
         """The score's KPI items (not the account-context items)."""
@@ -176,17 +178,17 @@ class ScoreModel:
 
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
-                    horizon: int = 12, *, fits: Fits | None = None) -> ScoreModel:
+                    horizon: int = 12, *, fits: Fits | None = None, seed: int = 0) -> ScoreModel:
     """The score model (:func:`select_score_model`) without its design's matrix: once fitted, nothing
     reads the model rows again (a curved KPI's slope is kept in ``slopes``), so the millions of rows are
     not held by the Health result for the rest of the run."""
-    model = select_score_model(panel, kpis, lag, alpha, horizon, fits=fits)
+    model = select_score_model(panel, kpis, lag, alpha, horizon, fits=fits, seed=seed)
     lean = replace(model.design, X=np.empty((0, model.design.X.shape[1])), missing={})
     return replace(model, design=lean)
 
 
 def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
-                       horizon: int = 12, *, fits: Fits | None = None) -> ScoreModel:
+                       horizon: int = 12, *, fits: Fits | None = None, seed: int = 0) -> ScoreModel:
     """Fit the churn hazard on all ``kpis`` (segment, contract type and any calendar season adjusted),
     keep the KPIs linked to churn (Benjamini–Hochberg q < alpha) and the tenure (``contract_months``,
     account context, kept whatever its q), refit on them and turn the coefficients into points.
@@ -201,13 +203,18 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     joint Wald test of its columns (:func:`cskit.models.joint_p`) and keeps its terms in the score.
 
     ``fits`` (:class:`cskit.fits.Fits` of this panel): the full model's design, fit and term selection
-    are the improvement potential's churn model's, shared, not made again."""
+    are the improvement potential's churn model's, shared, not made again.
+
+    Above ``cskit.sampling.SAMPLE_ABOVE`` at-risk months every fit, test and selection here is made on
+    their case-control sample (``cskit.fits.model_rows``, drawn with ``seed``, or the ``fits``' seed) with
+    its sampled link: the population's coefficients, so points and probabilities read them as before."""
     fits = fits if fits is not None and fits.serves(panel, lag) else None
-    rows, y = outcome_rows(panel, "churn", lag)
-    if y.sum() < MIN_EVENTS:
+    seed = fits.seed if fits is not None else seed
+    rows, y, sample = model_rows(panel, "churn", lag, seed=seed)  # the rows every fit below is made on
+    if sample.events < MIN_EVENTS:
         context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
-        return _context_only(panel, context_kpis, lag, horizon, "too_few_events", int(y.sum()), alpha)
-    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha)
+        return _context_only(panel, context_kpis, lag, horizon, "too_few_events", sample.events, alpha, seed=seed)
+    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha, seed=seed)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
@@ -227,10 +234,11 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
         # fewer than EPV churns per KPI: the joint fit is overfitted and its p-values too small, and one
         # false KPI is a large share of a 2–3 KPI score; so a KPI must pass Holm's family-wise control
         # (not only the FDR) and also stand on its own (score test on the account-context model, Holm)
-        q = np.maximum(q, screen_q(full.design, y, tested, method))
+        q = np.maximum(q, screen_q(full.design, y, tested, method, link=full.fit.link))
     keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
-        model = _context_only(panel, context, lag, horizon, "no_supported_kpi", int(full.fit.events), alpha)
+        model = _context_only(panel, context, lag, horizon, "no_supported_kpi", int(full.fit.events), alpha,
+                              seed=seed)
         model.warnings = full.warnings + model.warnings
         model.design.dropped.update(full.design.dropped)
         for k, qk in zip(tested, q):
@@ -241,7 +249,8 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     if len(keep) == len(tested) and not terms:
         return full
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
-                       indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms)
+                       indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms,
+                       seed=seed)
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
@@ -254,7 +263,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     return model
 
 
-def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm") -> np.ndarray:
+def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm", *, link="cloglog") -> np.ndarray:
     """Adjusted p-values (``method`` of statsmodels' multipletests) of each KPI's Rao score test added
     alone to the model of the account context (intercept, tenure, segment, contract type, season): the
     check a KPI must also pass when the joint fit has too few events per KPI to trust its Wald p-values.
@@ -262,9 +271,9 @@ def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm
     Each KPI is tested on its values and on their normal scores (ranks over the model rows, Φ⁻¹((r − ½)/n)),
     and the larger p counts: with a few dozen churns, three churners with the three most extreme values of
     a noise count gave its linear score test p = 0.0003, while a KPI truly linked to churn shows the link
-    in its ranks too."""
+    in its ranks too. ``link``: the fits' (a ``cskit.sampling.SampledLink`` on a case-control sample)."""
     ctx = [j for j, n in enumerate(design.names) if n == "intercept" or n in CONTEXT_KPIS or "=" in n]
-    base = base_fit(y, design.X[:, ctx], "cloglog")
+    base = base_fit(y, design.X[:, ctx], link)
     cols = design.X[:, [design.names.index(k) for k in kpis]]
     normal = stats.norm.ppf((stats.rankdata(cols, axis=0) - 0.5) / max(len(cols), 1))
     p = np.maximum(*(2 * stats.norm.sf(np.abs(np.nan_to_num(score_z(y, base, x), nan=0.0))) for x in (cols, normal)))
@@ -272,14 +281,14 @@ def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm
 
 
 def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, reason: str, events: int,
-                  alpha: float) -> ScoreModel:
+                  alpha: float, *, seed: int = 0) -> ScoreModel:
     """The score of account context only (segment, contract type, tenure): no KPI points. With fewer than
     EPV churns per term, the tenure slope is kept only when its Wald p < ``alpha`` (:func:`flat_in_tenure`)."""
-    model = _fit_model(panel, kpis, lag, horizon, context_only=True, indicators=[])
+    model = _fit_model(panel, kpis, lag, horizon, context_only=True, indicators=[], seed=seed)
     flat = flat_in_tenure(model.fit, alpha)
     if flat is not None:
         model = _fit_model(panel, [k for k in kpis if k != "contract_months"], lag, horizon, context_only=True,
-                           indicators=[])
+                           indicators=[], seed=seed)
         model.warnings.append(flat)
     model.basis, model.basis_reason = "context_only", reason
     model.warnings.append(Notice("score_context_only", stage="health", reason_code=reason, events=events,
@@ -309,19 +318,22 @@ def flat_in_tenure(fit: GLMResult, alpha: float) -> Notice | None:
 
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
                context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
-               indicators: list[str] | None = None, transforms: dict | None = None) -> ScoreModel:
+               indicators: list[str] | None = None, transforms: dict | None = None, seed: int = 0) -> ScoreModel:
     """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
     (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
     its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
-    the test and adds theirs. ``transforms``: the KPIs' transforms on ``panel`` when already fitted."""
-    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms)
+    the test and adds theirs. ``transforms``: the KPIs' transforms on ``panel`` when already fitted.
+    The rows are ``cskit.fits.churn_rows``' (a case-control sample above its threshold, ``seed``), every
+    fit with their link."""
+    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms, seed=seed)
     y, design = m.y, m.design
     if indicators is None:
         if design.kpis and y.sum() >= MIN_EVENTS:
             first = fits.churn_fit(kpis).coef if fits is not None else None
-            design, _ = add_informative_indicators(y, design, "cloglog", alpha, "churn", first)
+            design, _ = add_informative_indicators(y, design, m.link, alpha, "churn", first)
     elif indicators:
         design = with_indicators(design, [k for k in indicators if k in design.missing])
+    design = population_rates(design, m)
     if terms:
         seg = panel["segment"].astype(str).to_numpy()[m.rows] if "segment" in panel else None
         design = with_terms(design, [t for t in terms if t.kpi in design.kpis], seg)
@@ -339,7 +351,7 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
             "no_usable_kpi", int(y.sum()),
         )
     shared = fits is not None and design.names == m.design.names  # no term added: the shared first fit
-    fit = fits.churn_fit(kpis) if shared else fit_binomial(y, design.X, link="cloglog", names=design.names)
+    fit = fits.churn_fit(kpis) if shared else fit_binomial(y, design.X, link=m.link, names=design.names)
     values, table = context_values(design, fit, horizon, annual_cycle(panel))
     warnings = []
     renewals = renewal_evidence(panel, lag)
@@ -360,7 +372,12 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
     for rec in table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
     return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table,
-                      renewals=renewals, slopes=curve_slopes(design, fit))
+                      renewals=renewals, slopes=curve_slopes(design, fit), sample=m.sample)
+
+
+def _sampled(model: ScoreModel) -> bool:
+    """Whether ``model`` was fitted on a case-control sample of its rows (``cskit.sampling``)."""
+    return model.sample is not None and model.sample.sampled
 
 
 def renewal_notice(renewals: dict) -> Notice:
@@ -615,11 +632,12 @@ def months_upto(panel: pd.DataFrame, month: pd.Timestamp) -> pd.DataFrame:
 
 
 def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,
-             alpha: float = 0.05, *, fits: Fits | None = None) -> Scored:
+             alpha: float = 0.05, *, fits: Fits | None = None, seed: int = 0) -> Scored:
     """Fit on the panel rows up to ``month`` and score the accounts active at ``month`` (``fits``: the
-    run's shared fits, used when ``month`` leaves the panel whole)."""
+    run's shared fits, used when ``month`` leaves the panel whole; ``seed``: the case-control samples'
+    otherwise). The fit may use a sample of the rows; the scores and probabilities are every account's."""
     past = months_upto(panel, month)
-    model = fit_score_model(past, kpis, lag, alpha, horizon, fits=fits)
+    model = fit_score_model(past, kpis, lag, alpha, horizon, fits=fits, seed=seed)
     rows = active_rows(past, month)
     paths: dict[str, KpiPath] = {}
     persistence: dict = {}
@@ -921,9 +939,10 @@ def design_health_score(
     "not_estimable", the reason, and empty tables (:func:`not_estimable_health`)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     try:
-        now = score_at(panel, kpis, lag, as_of, H, params.alpha, fits=fits)
+        now = score_at(panel, kpis, lag, as_of, H, params.alpha, fits=fits, seed=params.seed)
         # the onboarding check's own-hazard condition: the same churn hazard, on every at-risk month
-        hazard = hazard_own_effect(panel, kpis, lag, fits=fits) if "onboarding_completed" in panel else None
+        hazard = hazard_own_effect(panel, kpis, lag, fits=fits, seed=params.seed) \
+            if "onboarding_completed" in panel else None
     except NotEstimable as e:
         return not_estimable_health(e, H)
     finally:
@@ -933,6 +952,8 @@ def design_health_score(
     warnings = list(dict.fromkeys(model.warnings))  # the full and the refitted model can say the same
     if not model.renewals.get("estimable", True):
         warnings.append(renewal_notice(model.renewals))
+    if _sampled(model):
+        warnings.append(sampled_notice(model.sample, stage="health", outcomes=["churn"], model="score"))
     frame = now.frame
     scores = frame[["account_id", "score", "tier", "churn_prob"]].copy()
     scores["account_name"] = scores["account_id"].map(data.account_names()).fillna("").to_numpy()
@@ -949,7 +970,7 @@ def design_health_score(
     onboarding = None
     before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score
     try:
-        then = score_at(before, kpis, lag, cut, Hv, params.alpha)
+        then = score_at(before, kpis, lag, cut, Hv, params.alpha, seed=params.seed)
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
@@ -960,6 +981,10 @@ def design_health_score(
         cs = then.frame["account_id"].map(accounts["health_score"]) if client else None
         validation.update(validate(then.frame, out, cs))
         validation["cutpoints_at_cut"] = {"red_below": then.model.red_below, "green_from": then.model.green_from}
+        if _sampled(then.model):  # the rows counted above are all the cut's; the fit used a sample of them
+            validation["model_rows"] = then.model.sample.record()
+            warnings.append(sampled_notice(then.model.sample, stage="health", outcomes=["churn"],
+                                           model="validation", cut=f"{cut:%Y-%m}"))
         if "onboarding_completed" in panel:
             done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
             cohort = then.frame[["account_id"]].join(done, on="account_id")
@@ -988,6 +1013,8 @@ def design_health_score(
     basis = {"basis": model.basis, "reason_code": model.basis_reason, "churn_events": int(y.sum()),
              "min_events": MIN_EVENTS, "alpha": params.alpha,
              "kpis_with_points": [k for k in model.kpi_names() if k not in CONTEXT_KPIS]}
+    if _sampled(model):  # churn_events counts every at-risk month; the fit used a case-control sample
+        basis["model_rows"] = model.sample.record()
     cutpoints = {"red_below": model.red_below, "green_from": model.green_from, "base_rate": model.base_rate,
                  "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate",
                  "ltv_source": ltv_source}

@@ -313,6 +313,12 @@ def _carriers(v: _Vals) -> str:
 
 
 def _sampled_models(v: _Vals) -> str:
+    """The models of a "model_rows_sampled" note (``outcomes``; ``model`` "validation": the out-of-time
+    validation's model, fitted on the months up to ``cut``)."""
+    if v["model"] == "validation":
+        if v.ja:
+            return f"時系列検証（{v.s('cut')}までのデータ）の{v.outcomes()}モデル"
+        return f" ({v.outcomes()}: the out-of-time validation's model, months up to {v.s('cut')})"
     if v.ja:
         return f"{v.outcomes()}のモデル" if v["outcomes"] else "このモデル"
     return f" ({v.outcomes()})" if v["outcomes"] else ""

@@ -257,7 +257,8 @@ def analyse(
             release_free_memory()  # later, kept in the child as its own copies (~150 MB at 30k accounts)
         job = Forked(_timed, find_triggers, panel, p, kpis, parallel=two)
         try:
-            fits = Fits(panel, p.kpi_lag_months)  # designs and fits the potential and the health score share
+            # designs and fits the potential and the health score share
+            fits = Fits(panel, p.kpi_lag_months, seed=p.seed)
             with clock("potential"):
                 potential = improvement_potential(panel, data, p, kpis, fits=fits)
                 ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))

@@ -31,7 +31,7 @@ from cskit.catalogue import CATEGORIES, KPI, PHASES
 from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.excel import write_potential_xlsx
-from cskit.fits import Fits, churn_rows, growth_rows
+from cskit.fits import Fits, churn_rows, growth_rows, population_rates
 from cskit.models import (
     MISSING_COLUMNS,
     MISSING_PREFIX,
@@ -62,6 +62,7 @@ from cskit.panel import (
 from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.result import StageResult
+from cskit.sampling import RowSample, sampled_notice
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
@@ -83,6 +84,12 @@ class OutcomeModel:
     draw_cov: np.ndarray | None = None
     missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
     lag: int = 1
+    sample: RowSample | None = None  # the rows fitted (cskit.sampling: all of them, or a case-control sample)
+
+    @property
+    def fitted_rows(self) -> int:
+        """The model rows the fits used (``rows`` unless a case-control sample of them)."""
+        return self.sample.kept if self.sample is not None else self.rows
 
 
 @dataclass(repr=False)
@@ -144,6 +151,7 @@ def fit_outcome(
     *,
     alpha: float | None = None,
     fits: Fits | None = None,
+    seed: int = 0,
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
@@ -155,7 +163,10 @@ def fit_outcome(
     0.05); ``draw_cov`` is the covariance clustered by account (:func:`cskit.models.cluster_cov`) that
     the interval draws use. ``fits`` (:class:`cskit.fits.Fits` of this panel): the design, first fit
     and term selection shared with the other models that use them (the expansion, downgrade and
-    referral models' one design; the churn model's with the health score's full model).
+    referral models' one design; the churn model's with the health score's full model). Above
+    ``cskit.sampling.SAMPLE_ABOVE`` rows the fits, selection and covariance are those of a case-control
+    sample of the rows (``cskit.fits.model_rows``, drawn with ``seed`` or the ``fits``' seed) with its
+    sampled link: the population's coefficients; ``rows`` and ``events`` stay the model rows' counts.
     """
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
@@ -170,10 +181,13 @@ def fit_outcome(
     if fits is not None:
         base = fits.churn(kpis, transforms) if churn else fits.growth(outcome, kpis, transforms)
     else:
-        base = churn_rows(panel, kpis, lag, transforms) if churn else growth_rows(panel, outcome, kpis, lag, transforms)
+        base = churn_rows(panel, kpis, lag, transforms, seed=seed) if churn else \
+            growth_rows(panel, outcome, kpis, lag, transforms, seed=seed)
+    rows, yr, model.sample = base.rows, base.y, base.sample  # the rows fitted: all, or their sample
     first = fits.churn_fit(kpis) if fits is not None and churn else None
-    design, model.fit, model.missing = fit_with_missingness(yr, base.design, "cloglog",
+    design, model.fit, model.missing = fit_with_missingness(yr, base.design, base.link,
                                                             0.05 if alpha is None else alpha, outcome, fit=first)
+    design = population_rates(design, base)
     if alpha is not None:
         seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
         flagged = linear_flagged(design, model.fit, alpha)
@@ -718,14 +732,14 @@ def improvement_potential(
     model_kpis = list(dict.fromkeys(["contract_months", *kpis]))
     lag = params.kpi_lag_months
     mine = fits is None or not fits.serves(panel, lag)
-    fits = Fits(panel, lag) if mine else fits
+    fits = Fits(panel, lag, seed=params.seed) if mine else fits
     transforms = fits.transforms(model_kpis)
     fitted: dict[str, OutcomeModel | None] = {}
     for o in sorted(PROJECTED, key=lambda o: o == "churn"):  # the growth models' one design first, then released
         if o == "churn":
             fits.release("growth")
         fitted[o] = None if o == "referral" and not has_referrals(data) else fit_outcome(
-            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits)
+            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits, seed=params.seed)
     if mine:
         fits.release()
     notes: dict[str, str] = {}
@@ -736,6 +750,8 @@ def improvement_potential(
             notes["d_new"] = Notice("no_referrals", stage="potential", severity="note")
         elif models[o].reason:
             notes[_column(o)] = models[o].reason
+        if models[o] is not None and models[o].sample is not None and models[o].sample.sampled:
+            notes[f"model_rows_sampled:{o}"] = sampled_notice(models[o].sample, stage="potential", outcomes=[o])
     sizes = relative_sizes(panel)
     future = future_values(panel, active, model_kpis, data.as_of)
     flagged = sorted({k for m in models.values() if m and m.design for k in m.design.indicators})
@@ -768,6 +784,7 @@ def improvement_potential(
                 "outcome": o,
                 "rows": m.rows if m else 0,
                 "events": m.events if m else 0,
+                "fitted_rows": m.fitted_rows if m else 0,
                 "status": "fitted" if m and m.fit is not None else "not_estimable",
                 "kpis": len(m.design.kpis) if m and m.design else 0,
                 "reason": m.reason if m else notes.get("d_new", ""),

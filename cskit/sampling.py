@@ -150,3 +150,14 @@ def sampled_notice(sample: RowSample, *, stage: str, **values):
 
     record = {k: v for k, v in sample.record().items() if k != "rare"}
     return Notice(NOTICE, stage=stage, severity="note", **record, **values)
+
+
+def population_mean(x: np.ndarray, y: np.ndarray, sample: RowSample) -> float:
+    """The population's mean of ``x`` (one value per kept row; ``y`` their outcomes) estimated from the
+    sample: each kept row weighted by the inverse of its chance of being kept (1 for the rare class,
+    1 / π for the other; Horvitz & Thompson 1952). The plain mean when nothing was left out."""
+    x = np.asarray(x, dtype="float64")
+    if not sample.sampled:
+        return float(x.mean())
+    w = np.where(np.asarray(y) == sample.rare, 1.0, 1.0 / sample.keep)
+    return float(w @ x / w.sum())
