@@ -237,7 +237,9 @@ def analyse(
             panel = build_panel(data)
             kpis = kpi_columns(data)
             data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
-            data = replace(data, kpis=data.kpis.iloc[:0])  # its values are the panel's KPI columns now
+            # its values are the panel's KPI columns now (a copy: the empty slice alone is a view that
+            # keeps the whole table's values alive)
+            data = replace(data, kpis=data.kpis.iloc[:0].copy())
             release_free_memory()
         if panel.empty:
             raise CskitError(

@@ -156,7 +156,9 @@ def season_column(panel: pd.DataFrame, result: dict) -> np.ndarray:
     """The panel's ``churn_season``: the calendar month ("01"–"12") where seasonality was detected,
     else the constant :data:`NONE` (a single level: no model term)."""
     if not result["detected"]:
-        return np.full(len(panel), NONE, dtype=object)
+        out = np.empty(len(panel), dtype=object)
+        out[:] = NONE  # one string shared by every row (np.full makes a string object per row: 60 bytes each)
+        return out
     month = panel["month"].to_numpy(dtype="datetime64[ns]")
     calendar = month.astype("datetime64[M]").astype(np.int64) % 12
     calendar[np.isnat(month)] = 12
