@@ -102,18 +102,33 @@ def client_folder(out_dir: Path, client: str) -> Path:
 def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]:
     """Validate params, resolve paths, and check the data to fail fast (:func:`cskit.precheck.check_data`:
     headers and churn when that is enough, the full load otherwise). Returns (params, folder)."""
-    from cskit.changes import results_folder
     from cskit.parallel import Forked
     from cskit.pipeline import absolute_data
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
     if params.previous:
+        from cskit.changes import results_folder  # (imports scipy.stats: only when there is a previous run)
+
         results_folder(params.previous)
     # in a forked child on Linux: what the check imports and reads (pandas, DuckDB, the tables when it
     # loads them) leaves with it, and this process stays small while the kernel runs
-    Forked(_check_data, params, parallel=sys.platform.startswith("linux")).result()
+    check = Forked(_check_data, params, parallel=sys.platform.startswith("linux"))
+    _import_papermill()  # what execute needs, imported here while the child checks the data
+    check.result()
     return params, folder
+
+
+# jsonschema (under papermill's nbformat) checks the "iri" string format with rfc3987_syntax when it is
+# installed, which builds its grammar when imported: 1.5 of the 2.3 s papermill takes to import. No
+# notebook schema has a format keyword, so the checker is never used: this process goes without it.
+OPTIONAL_SLOW_IMPORTS = ("rfc3987_syntax",)
+
+
+def _import_papermill() -> None:
+    for name in OPTIONAL_SLOW_IMPORTS:
+        sys.modules.setdefault(name, None)  # a None entry: "import name" raises ImportError, as if absent
+    import papermill  # noqa: F401
 
 
 def _check_data(params: Params) -> None:
@@ -129,6 +144,7 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
     The kernel logs at ERROR level only: its "running over TCP without encryption" warning (a local
     kernel on this machine) is noise on a consultant's screen.
     """
+    _import_papermill()
     import papermill as pm
 
     folder.mkdir(parents=True, exist_ok=True)

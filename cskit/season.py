@@ -22,8 +22,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-from scipy.stats import chi2
 
 from cskit.notices import Notice
 
@@ -72,6 +70,8 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
         return out
     stat = max(0.0, 2 * (alt.llf - null.llf))
     df = len(season)
+    from scipy.stats import chi2
+
     p = float(chi2.sf(stat, df)) if df else 1.0
     coef = np.r_[0.0, alt.params[-df:]] if df else np.zeros(len(months))
     hr = np.exp(coef - coef.mean())
@@ -137,6 +137,8 @@ def _fit(y: np.ndarray, X: np.ndarray):
     key = hashlib.sha256(b"%r%r" % (y.shape, X.shape) + y.tobytes() + X.tobytes()).digest()
     if key in _FITS:
         return _FITS[key]
+    import statsmodels.api as sm  # here: the loader, the panel and the CLI's check import this module
+
     link = sm.families.links.CLogLog()
     try:
         res = sm.GLM(y, X, family=sm.families.Binomial(link=link)).fit(maxiter=100, tol=1e-10)
