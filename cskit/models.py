@@ -603,7 +603,8 @@ def select_terms(
             if j not in step and k == blocks[best][0]:
                 blocks[j] = (k, kind, [by_segment(chosen[best], alt) for alt in alternatives])
         cur_fit = (refit(current.X, current.names) if refit else
-                   fit_binomial(y, current.X, link=fit.link, names=current.names))
+                   fit_binomial(y, current.X, link=fit.link, names=current.names,  # from the step before
+                                start=np.concatenate([cur_fit.coef, np.zeros(len(chosen[best]))])))
     table = pd.DataFrame(
         [{"kpi": k, "kind": kind, "df": len(chosen.get(j, alts[0])), "stat": stats[j][0], "p_value": stats[j][1],
           "step": step.get(j, np.nan), "kept": j in step} for j, (k, kind, alts) in enumerate(blocks)],
