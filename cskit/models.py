@@ -781,14 +781,17 @@ def design_matrix(
     for a in adjust:
         if a not in sub:
             continue
-        values = sub[a].astype(str).to_numpy()
-        counts = pd.Series(values).value_counts()
+        # one hashing pass: the levels' codes and counts (value_counts' order: by count, ties in order of
+        # appearance), each dummy a comparison of integer codes rather than of strings
+        codes, uniques = pd.factorize(sub[a].astype(str).to_numpy())
+        counts = pd.Series(np.bincount(codes, minlength=len(uniques)), index=uniques).sort_values(ascending=False)
         if counts.empty:
             continue
         reference, others = counts.index[0], sorted(counts.index[1:])
         levels[a] = [reference, *others]
+        code = {v: c for c, v in enumerate(uniques)}
         for v in others:
-            dummies.append(values == v)
+            dummies.append(codes == code[v])
             dummy_names.append(f"{a}={v}")
     if prune and n and keep:
         # one Gram matrix of [1, KPIs, dummies] (by blocks of rows) serves both prunings: pairwise
