@@ -552,11 +552,22 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             return ((base["month"].dt.month.to_numpy() - 1 + h) % 12 + 1 == int(v)).astype("float64")
         return (base[a].astype(str).to_numpy() == v).astype("float64")
 
+    def moves(name: str) -> bool:  # whether column(name, h) depends on h (in column's order of cases)
+        if name == "intercept":
+            return False
+        if name == "contract_months" or name in paths or name.startswith(MISSING_PREFIX):
+            return True
+        if name in d.transforms:
+            return False
+        term = next((t for t in d.terms if t.name == name), None)
+        return moves(term.kpi) if term is not None else name.split("=", 1)[0] == "churn_season"
+
+    fixed = {n: column(n, 1) for n in d.names if not moves(n)}  # the same in every month: made once
     S = np.ones(len(base))
     out = np.empty((len(base), months))
     sds = [np.sqrt(paths[k].error_vars(months, model.lag)) for k in uncertain]
     for h in range(1, months + 1):
-        X = np.column_stack([column(n, h) for n in d.names])
+        X = np.column_stack([fixed[n] if n in fixed else column(n, h) for n in d.names])
         X = np.where(np.isfinite(X), X, 0.0)
         sd = np.column_stack([v[:, h - 1] for v in sds]) if uncertain else None
         var = np.einsum("ik,kl,il->i", sd * b, c, sd * b) if uncertain else np.zeros(len(base))
