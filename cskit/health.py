@@ -214,7 +214,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     if sample.events < MIN_EVENTS:
         context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
         return _context_only(panel, context_kpis, lag, horizon, "too_few_events", sample.events, alpha, seed=seed)
-    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha, seed=seed)
+    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha, seed=seed, points=False)  # points if the score
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
@@ -247,7 +247,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
         return model
     terms = [t for t in ext.terms if t.kpi in keep]
     if len(keep) == len(tested) and not terms:
-        return full
+        return with_points(panel, full)
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
                        indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms,
                        seed=seed)
@@ -318,13 +318,14 @@ def flat_in_tenure(fit: GLMResult, alpha: float) -> Notice | None:
 
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
                context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
-               indicators: list[str] | None = None, transforms: dict | None = None, seed: int = 0) -> ScoreModel:
+               indicators: list[str] | None = None, transforms: dict | None = None, seed: int = 0,
+               points: bool = True) -> ScoreModel:
     """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
     (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
     its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
     the test and adds theirs. ``transforms``: the KPIs' transforms on ``panel`` when already fitted.
     The rows are ``cskit.fits.churn_rows``' (a case-control sample above its threshold, ``seed``), every
-    fit with their link."""
+    fit with their link. ``points=False``: no points yet (:func:`with_points` adds them)."""
     m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms, seed=seed)
     y, design = m.y, m.design
     if indicators is None:
@@ -368,11 +369,19 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
         warnings.append(Notice("context_level_pooled", stage="health", item=item, levels=list(levels),
                                reference=design.adjust_levels[item][0],
                                kind="no_churn" if churns == 0 else "all_churn"))
-    weights, context = _points(panel, design, fit, values)
-    for rec in table:
+    model = ScoreModel(fit, design, pd.DataFrame(), lag, warnings=warnings, context=values, context_table=table,
+                       renewals=renewals, slopes=curve_slopes(design, fit), sample=m.sample)
+    return with_points(panel, model) if points else model
+
+
+def with_points(panel: pd.DataFrame, model: ScoreModel) -> ScoreModel:
+    """The model of ``_fit_model(points=False)`` with its points (:func:`_points`), from the levels'
+    horizon values it holds in ``context`` until then: the full model's points (a quantile pass over
+    every KPI's panel values) are made only when it is the score."""
+    weights, context = _points(panel, model.design, model.fit, model.context)
+    for rec in model.context_table:
         rec["points"] = context.get(rec["item"], {}).get(rec["level"])
-    return ScoreModel(fit, design, weights, lag, warnings=warnings, context=context, context_table=table,
-                      renewals=renewals, slopes=curve_slopes(design, fit), sample=m.sample)
+    return replace(model, weights=weights, context=context)
 
 
 def _sampled(model: ScoreModel) -> bool:
