@@ -356,9 +356,11 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     order = keep_order(y_fit, X0, zero_missing(Zc), candidates, model_kpis, link)
     Zc = X0 = None
     sustained, choice = None, None
-    if outcome in ("churn", "renewal"):  # chosen on all the annual decisions (few rows), then on the fitted ones
-        sustained, choice = rs.once("sustained", lambda: sustained_rows(panel, rows, model_kpis, lag, transforms))
-    shares = rs.once("shares", lambda: _full_shares(rs, now, sustained), last) if rs.pick is not None else None
+    if outcome in ("churn", "renewal"):  # on the fitted rows with their link, as the potential's (cskit.fits)
+        sustained, choice = rs.once("sustained", lambda: sustained_rows(
+            panel, rs.kept, model_kpis, lag, transforms, link=rs.link(group[0])))
+    recent = sustained is not None
+    shares = rs.once("shares", lambda: _full_shares(rs, now, recent), last) if rs.pick is not None else None
     now = None  # still held by the row set where another outcome of the group needs it
     seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rs.kept].astype(str) if "segment" in panel else None)
     key = ("model", *order)
@@ -366,7 +368,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         for other in [k for k in rs.cache if isinstance(k, tuple) and k[:1] == ("model",) and k != key]:
             del rs.cache[other]
     design, missing, tests, selected, by = rs.once(key, lambda: _model(
-        rs, order, y_fit, adjust, rs.fitted(sustained), seg, params.alpha, link, outcome), last)
+        rs, order, y_fit, adjust, sustained, seg, params.alpha, link, outcome), last)
     # the selection's fit is this outcome's model when it was made for it
     fit = _fit(outcome, y_fit, design, panel["account_id"].to_numpy()[rs.kept], warnings, link,
                fitted=selected if by == outcome else None)
@@ -503,14 +505,17 @@ def _segment_counts(rs: RowSet) -> dict[str, int]:
         rs.panel["segment"].to_numpy()[rs.rows].astype(str)).value_counts().to_dict())
 
 
-def _full_shares(rs: RowSet, now: np.ndarray, sustained: np.ndarray | None) -> dict[str, float]:
-    """Share of all of the group's model rows in which each KPI is missing: at t − lag (``now``), or
-    its recent mean on the ``sustained`` rows, as :func:`cskit.models.design_matrix` reads it. The
-    design's masks, and so the missingness table's shares, are the fitted rows' when those are a
-    case-control sample, where the rare class is over-represented."""
+def _full_shares(rs: RowSet, now: np.ndarray, recent_mean: bool) -> dict[str, float]:
+    """Share of all of the group's model rows in which each KPI is missing: at t − lag (``now``), or,
+    with ``recent_mean`` (``models.sustained_rows`` chose the recent mean: its annual rows take it), its
+    recent mean on the annual rows, as :func:`cskit.models.design_matrix` reads it. The design's
+    masks, and so the missingness table's shares, are the fitted rows' when those are a case-control
+    sample, where the rare class is over-represented."""
     gap = np.isnan(now)
-    if sustained is not None and sustained.any():
-        gap[sustained] = np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, np.flatnonzero(rs.rows)[sustained]))
+    if recent_mean:
+        idx = np.flatnonzero(rs.rows)
+        annual = rs.panel["contract_type"].astype(str).to_numpy()[idx] == "annual"
+        gap[annual] = np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, idx[annual]))
     return dict(zip(rs.kpis, gap.mean(axis=0).tolist()))
 
 

@@ -149,3 +149,33 @@ def test_the_plain_random_part_of_the_sample_and_the_complement():
     _, _, direct = sampling.case_control(panel, rows, 1 - y, seed=5, above=20_000)
     assert direct == c  # the same sample, drawn on renewal's y
     assert sampling.uniform_rows(panel, rows, sampling.RowSample(10, 1, 10, 1.0, 1, 0.0), seed=5) is None
+
+
+def test_shares_missing_are_the_full_rows_where_annual_renewals_take_the_recent_mean(monkeypatch):
+    """Fiscal-year client whose annual renewals follow the recent mean of the KPIs (simulator option
+    recent_mean_annual) and whose csat is missing before churns (mnar_csat): the sampled run chooses the
+    recent mean too (on the sample's log-likelihood, as the potential does) and reports the shares
+    missing of all the model rows, the annual rows' read on their recent mean, as the full run; csat's
+    missingness is informative in both."""
+    from cskit.loading import client_from_frames
+    from cskit.panel import build_panel, kpi_columns, outcome_rows
+    from cskit.simulate import Options, simulate_client
+
+    sim = simulate_client(3000, 30, seed=52, start="2024-04", annual_share=0.6, mc_paths=0,
+                          options=Options(term_end_dates=True, fiscal_year_start=4, recent_mean_annual=True,
+                                          mnar_csat=True))
+    params = Params()
+    data = client_from_frames(sim.tables, params)
+    panel, kpis = build_panel(data), kpi_columns(data)
+    full = find_triggers(panel, params, kpis)
+    _, y = outcome_rows(panel, "churn", params.kpi_lag_months)
+    monkeypatch.setattr(sampling, "SAMPLE_ABOVE", 11 * int(y.sum()))
+    sampled = find_triggers(panel, params, kpis)
+    assert any(n.code == "model_rows_sampled" for n in sampled.warnings)
+    for tr in (full, sampled):
+        assert any(n.code == "annual_recent_mean" for n in tr.warnings)
+    m = full.missing.merge(sampled.missing, on=["kpi", "outcome"], suffixes=("_f", "_s"))
+    assert len(m) == len(full.missing) >= 4
+    np.testing.assert_allclose(m["share_s"], m["share_f"], rtol=1e-12)
+    csat = m[(m["kpi"] == "csat") & m["outcome"].isin(["churn", "renewal"])]
+    assert len(csat) == 2 and csat["informative_f"].all() and csat["informative_s"].all()
