@@ -594,7 +594,7 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             continue
         bad &= rows.keep
         _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
-        np.take(values, order, out=block[len(kpis)])
+        np.take(values, order, out=block[len(kpis)], mode="clip")  # (valid positions; unbuffered)
         kpis.append(str(col))
     if ignored:
         report.quality.warn(Notice("text_columns_ignored", stage="load", severity="note", n=len(ignored),
