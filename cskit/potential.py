@@ -473,7 +473,7 @@ def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dty
     np.exp(table, out=table)
     out = np.empty((months, hz.coef.shape[0], len(tenure)), dtype)
     for j in range(months):
-        np.take(table, whole + (j + 1 - lo), axis=1, out=out[j])
+        np.take(table, whole + (j + 1 - lo), axis=1, out=out[j], mode="clip")  # in range: no bounds check
     return out
 
 
