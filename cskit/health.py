@@ -214,7 +214,9 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     if sample.events < MIN_EVENTS:
         context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
         return _context_only(panel, context_kpis, lag, horizon, "too_few_events", sample.events, alpha, seed=seed)
-    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha, seed=seed, points=False)  # points if the score
+    cycle = annual_cycle(panel)
+    full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha, seed=seed, points=False,  # points if the score
+                      cycle=cycle)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
@@ -250,7 +252,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
         return with_points(panel, full)
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
                        indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms,
-                       seed=seed)
+                       seed=seed, cycle=cycle, renewals=dict(full.renewals))
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
@@ -319,13 +321,14 @@ def flat_in_tenure(fit: GLMResult, alpha: float) -> Notice | None:
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
                context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
                indicators: list[str] | None = None, transforms: dict | None = None, seed: int = 0,
-               points: bool = True) -> ScoreModel:
+               points: bool = True, cycle: int | None = None, renewals: dict | None = None) -> ScoreModel:
     """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
     (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
     its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
     the test and adds theirs. ``transforms``: the KPIs' transforms on ``panel`` when already fitted.
     The rows are ``cskit.fits.churn_rows``' (a case-control sample above its threshold, ``seed``), every
-    fit with their link. ``points=False``: no points yet (:func:`with_points` adds them)."""
+    fit with their link. ``points=False``: no points yet (:func:`with_points` adds them). ``cycle``,
+    ``renewals``: ``annual_cycle(panel)`` and ``renewal_evidence(panel, lag)`` when already made."""
     m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms, seed=seed)
     y, design = m.y, m.design
     if indicators is None:
@@ -353,9 +356,9 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
         )
     shared = fits is not None and design.names == m.design.names  # no term added: the shared first fit
     fit = fits.churn_fit(kpis) if shared else fit_binomial(y, design.X, link=m.link, names=design.names)
-    values, table = context_values(design, fit, horizon, annual_cycle(panel))
+    values, table = context_values(design, fit, horizon, annual_cycle(panel) if cycle is None else cycle)
     warnings = []
-    renewals = renewal_evidence(panel, lag)
+    renewals = renewal_evidence(panel, lag) if renewals is None else renewals
     if not renewals["estimable"]:  # the term contracts' renewal hazard is not in the data: no points, no probability
         values.pop("contract_type", None)
     for item in separated_levels(design, y):
