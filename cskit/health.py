@@ -172,9 +172,11 @@ class ScoreModel:
             out[item] = features[item].astype(str).map(levels).fillna(levels[ref]).to_numpy(dtype="float64")
         return pd.DataFrame(out, index=features.index)
 
-    def score(self, features: pd.DataFrame) -> np.ndarray:
-        """Health score 0–100 (higher = healthier): the sum of the KPI and account-context points."""
-        return self.kpi_points(features).sum(axis=1).to_numpy() + self.context_points(features).sum(axis=1).to_numpy()
+    def score(self, features: pd.DataFrame, points: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> np.ndarray:
+        """Health score 0–100 (higher = healthier): the sum of the KPI and account-context points
+        (``points``: ``kpi_points`` and ``context_points`` of ``features`` when already made)."""
+        kpi, context = points if points is not None else (self.kpi_points(features), self.context_points(features))
+        return kpi.sum(axis=1).to_numpy() + context.sum(axis=1).to_numpy()
 
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
@@ -628,20 +630,24 @@ class Scored:
 
 
 def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon: int, lag: int,
-               paths: dict[str, KpiPath] | None = None, *, persistence: dict | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+               paths: dict[str, KpiPath] | None = None, *, persistence: dict | None = None,
+               points: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The score ``model`` gives the selected rows of ``past`` (the panel up to the scoring month): each
     KPI's forecast from the account's values up to its row (``kpi_forecasts``), the row's context
     (tenure, contract type, segment) and the score (0.1 points). One rule for the snapshot
     (:func:`score_at`) and the score history (``cskit.history``). Returns (frame, forecast parameters).
-    ``persistence``: the KPIs' persistence on ``past`` (``forecast.kpi_paths``), read and filled."""
+    ``persistence``: the KPIs' persistence on ``past`` (``forecast.kpi_paths``), read and filled; ``points``
+    (a list) receives the rows' ``kpi_points`` and ``context_points`` the score is the sum of."""
     feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths,
                                     persistence=persistence)
     base = past.loc[rows, ["tenure", "contract_type", "segment", "renewal_cycle", "month"]].reset_index(drop=True)
     frame = pd.concat([feats, base], axis=1)
     for k, share in recent_missing(past, model.design.indicators, rows).items():
         frame[MISSING_PREFIX + k] = share
-    frame["score"] = np.round(model.score(frame), 1)
+    pts = (model.kpi_points(frame), model.context_points(frame))
+    if points is not None:
+        points.extend(pts)
+    frame["score"] = np.round(model.score(frame, pts), 1)
     return frame, forecast
 
 

@@ -80,10 +80,11 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     rows = np.zeros(len(past), dtype=bool)
     for m in months:
         rows |= active_rows(past, m)
-    frame, _ = score_rows(past, model, rows, horizon, lag, persistence=dict(model.persistence))
+    points: list[pd.DataFrame] = []
+    frame, _ = score_rows(past, model, rows, horizon, lag, persistence=dict(model.persistence), points=points)
     frame["month"] = past.loc[rows, "month"].to_numpy()
     s = frame["score"].to_numpy()
-    pts = pd.concat([model.kpi_points(frame), model.context_points(frame)], axis=1)
+    pts = pd.concat(points, axis=1)  # the points the score is the sum of
     items = [k for k in model.weights["kpi"] if k in pts]
     hist = pd.DataFrame({"account_id": frame["account_id"], "month": frame["month"], "score": s,
                          "tier": tiers(model, s)})
