@@ -120,9 +120,21 @@ def account_month_mrr(revenue: pd.DataFrame, as_of) -> pd.DataFrame:
     """
     mi = month_index(revenue["month"])
     cents = np.rint(revenue["mrr"].to_numpy(dtype="float64") * 100).astype(np.int64)
-    df = pd.DataFrame({"account_id": revenue["account_id"].astype(str).to_numpy(), "mi": mi, "cents": cents})
-    df = df[(df["mi"] >= 0) & (df["mi"] <= _mi(as_of))]
-    df = df.groupby(["account_id", "mi"], sort=True, as_index=False)["cents"].sum()
+    ids = revenue["account_id"].astype(str).to_numpy()
+    keep = (mi >= 0) & (mi <= _mi(as_of))
+    if not keep.any():
+        df = pd.DataFrame({"account_id": ids[keep], "mi": mi[keep], "cents": cents[keep]})
+        return df.groupby(["account_id", "mi"], sort=True, as_index=False)["cents"].sum()
+    # sum by account (in id order) and month: integer codes, one stable sort, exact integer sums
+    codes, distinct = pd.factorize(ids[keep], sort=True)
+    months, cents = mi[keep], cents[keep]
+    low, span = int(months.min()), int(months.max() - months.min()) + 1
+    key = codes.astype(np.int64) * span + (months - low)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    df = pd.DataFrame({"account_id": np.asarray(distinct, dtype=object)[key[starts] // span],
+                       "mi": key[starts] % span + low, "cents": np.add.reduceat(cents[order], starts)})
     return df[df["cents"] > 0].reset_index(drop=True)
 
 
@@ -342,13 +354,13 @@ def upsell_rate(panel: pd.DataFrame, as_of, window: int = WINDOW) -> tuple[float
     Returns (rate or None, number of accounts in the denominator).
     """
     mi = month_index(panel["month"])
-    rows = panel[(mi > _mi(as_of) - window) & (mi <= _mi(as_of)) & (panel["mrr"].to_numpy() > 0)]
-    if rows.empty:
+    rows = (mi > _mi(as_of) - window) & (mi <= _mi(as_of)) & (panel["mrr"].to_numpy() > 0)
+    if not rows.any():
         return None, 0
-    event = rows["expansion"].to_numpy() == 1
-    if "cross_sell" in rows:
-        event |= rows["cross_sell"].to_numpy() == 1
-    per_account = pd.Series(event, index=rows["account_id"].to_numpy()).groupby(level=0).any()
+    event = panel["expansion"].to_numpy()[rows] == 1
+    if "cross_sell" in panel:
+        event |= panel["cross_sell"].to_numpy()[rows] == 1
+    per_account = pd.Series(event, index=panel["account_id"].to_numpy()[rows]).groupby(level=0).any()
     return float(per_account.mean()), int(len(per_account))
 
 

@@ -98,7 +98,7 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
     began before the first data month: delayed entry, as in the panel's risk sets); accounts whose whole
     contract lies before the window are not observed and left out.
     """
-    last = panel.groupby("account_id", sort=True).tail(1).set_index("account_id")
+    last = panel.iloc[_last_rows(panel["account_id"])].set_index("account_id")  # groupby(...).tail(1)
     observed = last["months_observed"] if "months_observed" in last else last["tenure"]
     last = last[observed >= 0]
     observed = observed[observed >= 0]
@@ -111,6 +111,15 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
         first = panel.groupby("account_id", sort=True)["onboarding_completed"].max().reindex(out.index)
         out["onboarding"] = np.where(first.isna(), "(unknown)", np.where(first > 0, "completed", "not completed"))
     return out.reset_index()
+
+
+def _last_rows(ids: pd.Series) -> np.ndarray:
+    """Position of each account's last row, in row order: ``groupby(ids).tail(1)`` (a missing id is no
+    account)."""
+    codes = pd.factorize(ids)[0][::-1]
+    present = np.flatnonzero(codes >= 0)
+    first = np.unique(codes[present], return_index=True)[1]  # each account's first row from the end
+    return np.sort(len(codes) - 1 - present[first])
 
 
 def compute_survival(panel: pd.DataFrame, data: ClientData, params: Params) -> Survival:
