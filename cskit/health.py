@@ -651,13 +651,26 @@ def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon:
     return frame, forecast
 
 
-def months_upto(panel: pd.DataFrame, month: pd.Timestamp) -> pd.DataFrame:
+def months_upto(panel: pd.DataFrame, month: pd.Timestamp, columns: list[str] | None = None) -> pd.DataFrame:
     """The panel rows up to ``month`` (index 0..n−1): the panel itself, not a copy, when it has no later
-    row (``month`` = as_of: a copy of millions of rows saved)."""
+    row (``month`` = as_of: a copy of millions of rows saved); else a copy of those rows, of ``columns``
+    only when given (those a reader needs, e.g. :func:`scoring_columns`)."""
     later = (panel["month"] > month).to_numpy()
     if not later.any() and panel.index.equals(pd.RangeIndex(len(panel))):
         return panel
+    if columns is not None:
+        return panel.loc[~later, columns].reset_index(drop=True)
     return panel[~later].reset_index(drop=True)
+
+
+SCORED_CONTEXT = ("account_id", "month", "tenure", "churn", "mrr", "contract_type", "segment", "renewal_cycle")
+
+
+def scoring_columns(panel: pd.DataFrame, model: ScoreModel) -> list[str]:
+    """The columns of ``panel`` that :func:`score_rows` reads to score rows with ``model`` (and
+    ``panel.active_rows`` to select them): the rows' context and the model's KPIs and indicators."""
+    wanted = dict.fromkeys([*SCORED_CONTEXT, *model.kpi_names(), *model.design.indicators])
+    return [c for c in wanted if c in panel]
 
 
 def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,

@@ -28,6 +28,7 @@ from cskit.health import (
     months_upto,
     outcome_after,
     score_rows,
+    scoring_columns,
     tiers,
 )
 from cskit.models import fit_binomial
@@ -76,7 +77,7 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     persistence is the model's, estimated on those months, whichever months are scored.
     """
     last = pd.Timestamp(fitted_to) if fitted_to is not None else max(months)
-    past = months_upto(panel, last)
+    past = months_upto(panel, last, scoring_columns(panel, model))  # a copy (when not as_of) of what is read
     rows = np.zeros(len(past), dtype=bool)
     for m in months:
         rows |= active_rows(past, m)
