@@ -324,7 +324,8 @@ def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, ids
         return
     codes = ids.get_indexer(ref["referred_by"].astype(str))
     start = month_index(ref["contract_start"])
-    first_mrr = _first_mrr(data.revenue)
+    rev = data.revenue
+    first_mrr = _first_mrr(rev[rev["account_id"].isin(ref["account_id"])])  # only the referred accounts'
     mrr = ref["account_id"].map(first_mrr).fillna(0.0).to_numpy(dtype="float64")
     ok = codes >= 0
     g = pd.DataFrame({"key": _keys(codes[ok], start[ok]), "n": 1, "mrr": mrr[ok]}).groupby("key").sum()
