@@ -65,7 +65,7 @@ def write_csv(df: pd.DataFrame, path: str | Path, float_format: str = "%.6g") ->
     df.to_csv(path, index=False, float_format=float_format, lineterminator="\n", encoding="utf-8")
 
 
-_QUOTED = r'[,"\r\n]'  # a cell holding one of these is quoted by pandas' (csv module's) writer
+_QUOTED = r'[,"\r\n]'  # a cell holding one of these is quoted by pandas' (csv module's) writer (_needs_quotes)
 
 
 def csv_bytes(df: pd.DataFrame, float_format: str) -> bytes | None:
@@ -85,13 +85,13 @@ def csv_bytes(df: pd.DataFrame, float_format: str) -> bytes | None:
             return None
         cells.append(column)
     text = pa.large_string()  # (64-bit offsets: a file may pass 2 GB)
-    rows = pc.binary_join_element_wise(*cells, pa.scalar("", text), pa.scalar(",", text), null_handling="replace",
-                                       null_replacement="")  # each row ends "...,"; its last comma → "\n"
+    blank = {"null_handling": "replace", "null_replacement": ""}
+    cells[-1] = pc.binary_join_element_wise(cells[-1], pa.scalar("\n", text), pa.scalar("", text), **blank)
+    rows = pc.binary_join_element_wise(*cells, pa.scalar(",", text), **blank)
     rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset: rows.offset + len(rows) + 1]
-    body = np.frombuffer(rows.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]].copy()
-    body[offsets[1:] - offsets[0] - 1] = ord("\n")
-    return (",".join(names) + "\n").encode("utf-8") + body.tobytes()
+    body = memoryview(rows.buffers()[2])[int(offsets[0]): int(offsets[-1])]
+    return b"".join(((",".join(names) + "\n").encode("utf-8"), body))
 
 
 def _csv_cells(column: pd.Series, float_format: str) -> pa.Array | None:
@@ -113,7 +113,17 @@ def _csv_cells(column: pd.Series, float_format: str) -> pa.Array | None:
         cells = pa.array(values, type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    return None if pc.any(pc.match_substring_regex(cells, _QUOTED)).as_py() else cells
+    return None if _needs_quotes(cells) else cells
+
+
+def _needs_quotes(cells: pa.Array) -> bool:
+    """Whether a cell of a large_string array holds a character pandas' writer quotes (the bytes of all
+    cells searched at once)."""
+    if cells.buffers()[2] is None:  # no character at all
+        return False
+    offsets = np.frombuffer(cells.buffers()[1], dtype=np.int64)[cells.offset: cells.offset + len(cells) + 1]
+    data = bytes(memoryview(cells.buffers()[2])[int(offsets[0]): int(offsets[-1])])
+    return any(ch in data for ch in (b",", b'"', b"\r", b"\n"))
 
 
 def formatted_floats(values: np.ndarray, float_format: str) -> np.ndarray:
