@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a frame is made: `cskit run`'s own process needs none
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def build_catalogue(overrides: dict | None = None, extra_columns: list[str] | tu
 
 def catalogue_frame(catalogue: dict[str, KPI], language: str = "ja") -> pd.DataFrame:
     """One row per KPI: name, label, category label, bounds, direction (for tables and charts)."""
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {

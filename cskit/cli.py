@@ -103,7 +103,7 @@ def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]
     """Validate params, resolve paths, and check the data to fail fast (:func:`cskit.precheck.check_data`:
     headers and churn when that is enough, the full load otherwise). Returns (params, folder)."""
     from cskit.parallel import Forked
-    from cskit.pipeline import absolute_data
+    from cskit.params import absolute_data  # not cskit.pipeline: this process stays without pandas
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)

@@ -28,6 +28,7 @@ from cskit.catalogue import DEFAULT_CATALOGUE
 from cskit.errors import CskitError
 from cskit.warehouse import is_url, parse_url, public_data, shown_data
 
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the cskit repository (the kit is installed editable)
 SAFE_CLIENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TABLES = ("accounts", "revenue", "kpis", "nps", "events")
 DATABASE_SUFFIXES = (".duckdb", ".db", ".ddb")
@@ -263,6 +264,27 @@ def resolve_data_path(data: str, base: Path | None = None) -> Path | str:
     if not p.is_absolute():
         p = (base or Path.cwd()) / p
     return p.resolve()
+
+
+def absolute_data(params: Params, base: str | Path | None = None) -> Params:
+    """``params`` with ``data`` made absolute.
+
+    (Here, not in :mod:`cskit.pipeline`: ``cskit run``'s own process uses it without importing pandas.)
+    A relative ``data`` is resolved against ``base`` (default: the current directory). When ``base``
+    is not given and the path does not exist there but does under the cskit repository root, the
+    root is used: a notebook kernel started in ``notebooks/`` (JupyterLab, nbval) still finds
+    ``data/demo``. The current directory is never changed.
+    """
+    resolved = resolve_data_path(params.data, Path(base) if base is not None else None)
+    if base is None and isinstance(resolved, Path) and not resolved.exists():
+        fallback = resolve_data_path(params.data, REPO_ROOT)
+        if isinstance(fallback, Path) and fallback.exists():
+            resolved = fallback
+    update = {"data": str(resolved)}
+    if params.previous:
+        previous = resolve_data_path(params.previous, Path(base) if base is not None else None)
+        update["previous"] = str(previous)
+    return params.model_copy(update=update)
 
 
 def _describe(err: dict) -> str:

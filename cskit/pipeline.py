@@ -16,10 +16,8 @@ import pandas as pd
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.params import Params, load_params, resolve_data_path, validate_params
+from cskit.params import REPO_ROOT, Params, absolute_data, load_params, validate_params
 from cskit.result import StageResult
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(repr=False)
@@ -109,26 +107,6 @@ def as_params(params: Params | dict | str | Path) -> Params:
     if isinstance(params, dict):
         return validate_params(params)
     return load_params(params)
-
-
-def absolute_data(params: Params, base: str | Path | None = None) -> Params:
-    """``params`` with ``data`` made absolute.
-
-    A relative ``data`` is resolved against ``base`` (default: the current directory). When ``base``
-    is not given and the path does not exist there but does under the cskit repository root, the
-    root is used: a notebook kernel started in ``notebooks/`` (JupyterLab, nbval) still finds
-    ``data/demo``. The current directory is never changed.
-    """
-    resolved = resolve_data_path(params.data, Path(base) if base is not None else None)
-    if base is None and isinstance(resolved, Path) and not resolved.exists():
-        fallback = resolve_data_path(params.data, REPO_ROOT)
-        if isinstance(fallback, Path) and fallback.exists():
-            resolved = fallback
-    update = {"data": str(resolved)}
-    if params.previous:
-        previous = resolve_data_path(params.previous, Path(base) if base is not None else None)
-        update["previous"] = str(previous)
-    return params.model_copy(update=update)
 
 
 def load(params: Params | dict | str | Path, base: str | Path | None = None) -> ClientData:

@@ -18,13 +18,14 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from cskit.errors import CskitError
+
+if TYPE_CHECKING:  # imported where the tables are read: `cskit run`'s own process (params, masking) needs none
+    import pandas as pd
+    import pyarrow as pa
 
 SCHEMES = {"postgresql": "postgres", "postgres": "postgres", "duckdb": "duckdb"}
 PASSWORD_ENV = "PGPASSWORD"
@@ -295,6 +296,8 @@ def _fetch(table) -> pa.Table:
     """The table's rows as Arrow, typed; where the driver cannot convert a column that Ibis typed
     (PostgreSQL's money comes back as text '$12.50' though typed decimal), every column as the
     database's own text instead (which the loader's core parses as it parses a CSV)."""
+    import pyarrow as pa
+
     try:
         return _typed(table).to_pyarrow()
     except (TypeError, ValueError, pa.ArrowException):
@@ -350,6 +353,9 @@ def as_text(table: pa.Table, *, months: set[str] = frozenset(), timezone: str = 
     """Typed columns as the text cells a CSV export would hold (what the loader's core parses):
     dates ``YYYY-MM-DD`` (``YYYY-MM`` in month columns), timestamps as local date-times in ``timezone``,
     numbers in their shortest exact form (numeric(12,2) 297000.00 → ``297000``), booleans ``1``/``0``."""
+    import pandas as pd
+    import pyarrow as pa
+
     columns = [_cells(table.column(i), month=name in months, timezone=timezone)
                for i, name in enumerate(table.column_names)]
     out = pa.Table.from_arrays(columns, names=[str(n) for n in table.column_names])
@@ -357,6 +363,9 @@ def as_text(table: pa.Table, *, months: set[str] = frozenset(), timezone: str = 
 
 
 def _cells(col: pa.ChunkedArray, *, month: bool, timezone: str) -> pa.ChunkedArray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return pc.cast(col, pa.string())
