@@ -109,21 +109,29 @@ def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
 
 
 def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
-                transforms: dict[str, Transform] | None = None, *, seed: int = 0) -> ModelRows:
+                transforms: dict[str, Transform] | None = None, *, seed: int = 0,
+                priority: list[str] | None = None) -> ModelRows:
     """The design of an expansion, downgrade or referral model on its rows (``ADJUST``, no sustained
     rows); unsampled, the three share rows and design, only ``y`` differs. Of a collinear pair the
     design keeps the KPI the triggers' expansion model keeps (``models.association_order`` on
     expansion's rows, or its case-control sample, with its trigger link): expansion is the one growth
-    outcome the triggers test. Sampled (:func:`model_rows`, ``seed``), each outcome has its own rows."""
+    outcome the triggers test. Sampled (:func:`model_rows`, ``seed``), each outcome has its own rows.
+    ``priority``: that order when already made (:func:`growth_priority`)."""
     rows, y, sample = model_rows(panel, outcome, lag, seed=seed)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
-    # the design keeps what the expansion model keeps
-    first_rows, first, first_sample = (rows, y, sample) if outcome == GROWTH[0] else \
-        model_rows(panel, GROWTH[0], lag, seed=seed)
-    priority = association_order(panel, first_rows, first, kpis, lag, transforms, ADJUST,
-                                 fit_link(TRIGGER_LINK[GROWTH[0]], first_sample))
+    if priority is None:
+        priority = growth_priority(panel, kpis, lag, transforms, seed=seed,
+                                   rows=(rows, y, sample) if outcome == GROWTH[0] else None)
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST, priority=priority)
     return ModelRows(rows, y, transforms, design, sample=sample, link=fit_link("cloglog", sample))
+
+
+def growth_priority(panel: pd.DataFrame, kpis: list[str], lag: int, transforms: dict[str, Transform], *,
+                    seed: int = 0, rows: tuple | None = None) -> list[str]:
+    """The growth designs' collinear keep order: ``models.association_order`` of the expansion model on
+    its rows (``rows``: :func:`model_rows` of expansion when already drawn), with its trigger link."""
+    kept, y, sample = model_rows(panel, GROWTH[0], lag, seed=seed) if rows is None else rows
+    return association_order(panel, kept, y, kpis, lag, transforms, ADJUST, fit_link(TRIGGER_LINK[GROWTH[0]], sample))
 
 
 class Fits:
@@ -147,6 +155,7 @@ class Fits:
         self.panel, self.lag, self.seed = panel, lag, seed
         self._store: dict[tuple, ModelRows] = {}
         self._transforms: dict[str, Transform | None] = {}
+        self._priority: dict[tuple, list[str]] = {}  # the growth designs' keep order, per KPI list
 
     def transforms(self, kpis: list[str]) -> dict[str, Transform]:
         """``models.kpi_transforms(panel, kpis)``, each KPI's transform fitted once per run (it depends
@@ -197,8 +206,11 @@ class Fits:
             if not sample.sampled:
                 m = self._store[key]
                 return ModelRows(m.rows, y, m.transforms, own(m.design), sample=sample, link=m.link)
-        m = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms or self.transforms(kpis),
-                                   seed=self.seed))
+        transforms = transforms or self.transforms(kpis)
+        if key not in self._priority:  # one order for the three designs, each built in turn when sampled
+            self._priority[key] = growth_priority(self.panel, kpis, self.lag, transforms, seed=self.seed)
+        m = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms, seed=self.seed,
+                                   priority=list(self._priority[key])))
         if not m.sample.sampled:
             self._store[key] = m
         return m.shared(own(m.design))
@@ -207,6 +219,8 @@ class Fits:
         """Drop the stored designs and fits of ``name`` ("churn", "growth"; None: all)."""
         for key in [k for k in self._store if name is None or k[0] == name]:
             del self._store[key]
+        if name in (None, "growth"):
+            self._priority.clear()
 
     def unload(self, kpis: list[str]) -> None:
         """Drop the churn design's matrix but keep its fit and selections: between the potential's churn
