@@ -89,15 +89,17 @@ def population_rates(design: Design, m: ModelRows) -> Design:
 
 
 def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
-               transforms: dict[str, Transform] | None = None, *, seed: int = 0) -> ModelRows:
+               transforms: dict[str, Transform] | None = None, *, seed: int = 0,
+               drawn: tuple | None = None) -> ModelRows:
     """The churn hazard's design on the at-risk rows: KPIs ``kpis`` (transforms fitted on the panel
     unless given), tenure, segment, contract type and season (``CHURN_ADJUST``), each annual
     renewal's KPIs as their recent mean where ``sustained_rows`` says so; a segment without churn (or
     with only churn) on these rows is merged into the reference segment (``models.pool_separated``). Of
     a collinear pair the design keeps the KPI more strongly linked to churn (``models.association_order``),
     as the triggers' churn model does. Rows, order and fits are those of the case-control sample above
-    its threshold (:func:`model_rows`, ``seed``), each fit with the sample's link."""
-    rows, y, sample = model_rows(panel, "churn", lag, seed=seed)
+    its threshold (:func:`model_rows`, ``seed``; ``drawn``: its result when already drawn), each fit with
+    the sample's link."""
+    rows, y, sample = model_rows(panel, "churn", lag, seed=seed) if drawn is None else drawn
     link = fit_link("cloglog", sample)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
     sustained = sustained_rows(panel, rows, kpis, lag, transforms, link=link)[0]
@@ -110,14 +112,15 @@ def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
 
 def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
                 transforms: dict[str, Transform] | None = None, *, seed: int = 0,
-                priority: list[str] | None = None) -> ModelRows:
+                priority: list[str] | None = None, drawn: tuple | None = None) -> ModelRows:
     """The design of an expansion, downgrade or referral model on its rows (``ADJUST``, no sustained
     rows); unsampled, the three share rows and design, only ``y`` differs. Of a collinear pair the
     design keeps the KPI the triggers' expansion model keeps (``models.association_order`` on
     expansion's rows, or its case-control sample, with its trigger link): expansion is the one growth
     outcome the triggers test. Sampled (:func:`model_rows`, ``seed``), each outcome has its own rows.
-    ``priority``: that order when already made (:func:`growth_priority`)."""
-    rows, y, sample = model_rows(panel, outcome, lag, seed=seed)
+    ``priority``: that order when already made (:func:`growth_priority`); ``drawn``: the outcome's
+    :func:`model_rows` when already drawn."""
+    rows, y, sample = model_rows(panel, outcome, lag, seed=seed) if drawn is None else drawn
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
     if priority is None:
         priority = growth_priority(panel, kpis, lag, transforms, seed=seed,
@@ -156,6 +159,7 @@ class Fits:
         self._store: dict[tuple, ModelRows] = {}
         self._transforms: dict[str, Transform | None] = {}
         self._priority: dict[tuple, list[str]] = {}  # the growth designs' keep order, per KPI list
+        self._drawn: dict[str, tuple] = {}  # model_rows per outcome
 
     def transforms(self, kpis: list[str]) -> dict[str, Transform]:
         """``models.kpi_transforms(panel, kpis)``, each KPI's transform fitted once per run (it depends
@@ -165,6 +169,13 @@ class Fits:
             fitted = kpi_transforms(self.panel, new)
             self._transforms |= {k: fitted.get(k) for k in new}
         return {k: self._transforms[k] for k in dict.fromkeys(kpis) if self._transforms[k] is not None}
+
+    def rows(self, outcome: str) -> tuple[np.ndarray, np.ndarray, RowSample]:
+        """:func:`model_rows` of ``outcome`` on this panel with this seed, drawn once (kept until
+        ``release``)."""
+        if outcome not in self._drawn:
+            self._drawn[outcome] = model_rows(self.panel, outcome, self.lag, seed=self.seed)
+        return self._drawn[outcome]
 
     def serves(self, panel: pd.DataFrame, lag: int) -> bool:
         """True when these fits were made on ``panel`` (the same object) with KPIs at ``lag``."""
@@ -201,16 +212,18 @@ class Fits:
 
     def growth(self, outcome: str, kpis: list[str], transforms: dict[str, Transform] | None = None) -> ModelRows:
         key = ("growth", tuple(kpis))
+        drawn = self.rows(outcome)
         if key in self._store:  # the three outcomes' one design (unsampled)
-            rows, y, sample = model_rows(self.panel, outcome, self.lag, seed=self.seed)
+            rows, y, sample = drawn
             if not sample.sampled:
                 m = self._store[key]
                 return ModelRows(m.rows, y, m.transforms, own(m.design), sample=sample, link=m.link)
         transforms = transforms or self.transforms(kpis)
         if key not in self._priority:  # one order for the three designs, each built in turn when sampled
-            self._priority[key] = growth_priority(self.panel, kpis, self.lag, transforms, seed=self.seed)
+            self._priority[key] = growth_priority(self.panel, kpis, self.lag, transforms, seed=self.seed,
+                                                  rows=self.rows(GROWTH[0]))
         m = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms, seed=self.seed,
-                                   priority=list(self._priority[key])))
+                                   priority=list(self._priority[key]), drawn=drawn))
         if not m.sample.sampled:
             self._store[key] = m
         return m.shared(own(m.design))
@@ -221,6 +234,8 @@ class Fits:
             del self._store[key]
         if name in (None, "growth"):
             self._priority.clear()
+        for outcome in [o for o in self._drawn if name is None or (o == "churn") == (name == "churn")]:
+            del self._drawn[outcome]
 
     def unload(self, kpis: list[str]) -> None:
         """Drop the churn design's matrix but keep its fit and selections: between the potential's churn
@@ -234,10 +249,11 @@ class Fits:
         key = ("churn", tuple(kpis))
         if key not in self._store:
             self._store[key] = _read_only(churn_rows(self.panel, kpis, self.lag, transforms or self.transforms(kpis),
-                                                     seed=self.seed))
+                                                     seed=self.seed, drawn=self.rows("churn")))
         elif self._store[key].design is None:  # unloaded: rebuilt, identical, for the fit and selections kept
             m = self._store[key]
-            m.design = _read_only(churn_rows(self.panel, kpis, self.lag, m.transforms, seed=self.seed)).design
+            m.design = _read_only(churn_rows(self.panel, kpis, self.lag, m.transforms, seed=self.seed,
+                                             drawn=self.rows("churn"))).design
         return self._store[key]
 
 

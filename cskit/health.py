@@ -212,13 +212,15 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     its sampled link: the population's coefficients, so points and probabilities read them as before."""
     fits = fits if fits is not None and fits.serves(panel, lag) else None
     seed = fits.seed if fits is not None else seed
-    rows, y, sample = model_rows(panel, "churn", lag, seed=seed)  # the rows every fit below is made on
+    drawn = fits.rows("churn") if fits is not None else model_rows(panel, "churn", lag, seed=seed)
+    rows, y, sample = drawn  # the rows every fit below is made on
     if sample.events < MIN_EVENTS:
         context_kpis = [k for k in kpis if k in CONTEXT_KPIS]
-        return _context_only(panel, context_kpis, lag, horizon, "too_few_events", sample.events, alpha, seed=seed)
+        return _context_only(panel, context_kpis, lag, horizon, "too_few_events", sample.events, alpha, seed=seed,
+                             drawn=drawn)
     cycle = annual_cycle(panel)
     full = _fit_model(panel, kpis, lag, horizon, fits=fits, alpha=alpha, seed=seed, points=False,  # points if the score
-                      cycle=cycle)
+                      cycle=cycle, drawn=drawn)
     tested = [k for k in full.design.kpis if k not in CONTEXT_KPIS]
     context = [k for k in full.design.kpis if k in CONTEXT_KPIS]
     seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
@@ -242,7 +244,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
     keep = [k for k, qk in zip(tested, q) if qk < alpha]
     if not keep:
         model = _context_only(panel, context, lag, horizon, "no_supported_kpi", int(full.fit.events), alpha,
-                              seed=seed)
+                              seed=seed, drawn=drawn)
         model.warnings = full.warnings + model.warnings
         model.design.dropped.update(full.design.dropped)
         for k, qk in zip(tested, q):
@@ -254,7 +256,7 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
         return with_points(panel, full)
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
                        indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms,
-                       seed=seed, cycle=cycle, renewals=dict(full.renewals))
+                       seed=seed, cycle=cycle, renewals=dict(full.renewals), drawn=drawn)
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
@@ -285,14 +287,14 @@ def screen_q(design: Design, y: np.ndarray, kpis: list[str], method: str = "holm
 
 
 def _context_only(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, reason: str, events: int,
-                  alpha: float, *, seed: int = 0) -> ScoreModel:
+                  alpha: float, *, seed: int = 0, drawn: tuple | None = None) -> ScoreModel:
     """The score of account context only (segment, contract type, tenure): no KPI points. With fewer than
     EPV churns per term, the tenure slope is kept only when its Wald p < ``alpha`` (:func:`flat_in_tenure`)."""
-    model = _fit_model(panel, kpis, lag, horizon, context_only=True, indicators=[], seed=seed)
+    model = _fit_model(panel, kpis, lag, horizon, context_only=True, indicators=[], seed=seed, drawn=drawn)
     flat = flat_in_tenure(model.fit, alpha)
     if flat is not None:
         model = _fit_model(panel, [k for k in kpis if k != "contract_months"], lag, horizon, context_only=True,
-                           indicators=[], seed=seed)
+                           indicators=[], seed=seed, drawn=drawn)
         model.warnings.append(flat)
     model.basis, model.basis_reason = "context_only", reason
     model.warnings.append(Notice("score_context_only", stage="health", reason_code=reason, events=events,
@@ -323,15 +325,17 @@ def flat_in_tenure(fit: GLMResult, alpha: float) -> Notice | None:
 def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, terms=(),
                context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
                indicators: list[str] | None = None, transforms: dict | None = None, seed: int = 0,
-               points: bool = True, cycle: int | None = None, renewals: dict | None = None) -> ScoreModel:
+               points: bool = True, cycle: int | None = None, renewals: dict | None = None,
+               drawn: tuple | None = None) -> ScoreModel:
     """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
     (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
     its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
     the test and adds theirs. ``transforms``: the KPIs' transforms on ``panel`` when already fitted.
-    The rows are ``cskit.fits.churn_rows``' (a case-control sample above its threshold, ``seed``), every
-    fit with their link. ``points=False``: no points yet (:func:`with_points` adds them). ``cycle``,
-    ``renewals``: ``annual_cycle(panel)`` and ``renewal_evidence(panel, lag)`` when already made."""
-    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms, seed=seed)
+    The rows are ``cskit.fits.churn_rows``' (a case-control sample above its threshold, ``seed``;
+    ``drawn``: ``cskit.fits.model_rows`` when already drawn), every fit with their link. ``points=False``:
+    no points yet (:func:`with_points` adds them). ``cycle``, ``renewals``: ``annual_cycle(panel)`` and
+    ``renewal_evidence(panel, lag)`` when already made."""
+    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms, seed=seed, drawn=drawn)
     y, design = m.y, m.design
     if indicators is None:
         if design.kpis and y.sum() >= MIN_EVENTS:
