@@ -562,7 +562,9 @@ def select_terms(
     Once one kind of a KPI is in, its other kind is tested as the KPI's shape within each segment
     group (:func:`by_segment`: curve and slopes together give each group its own line and curve).
     Testing given the blocks already in matters: a proxy's curvature vanishes once its driver's curve
-    is in. ``refit(X, names)`` fits the extended model (default: the binomial GLM with ``fit``'s link).
+    is in. ``fit``: the GLM of ``design.X`` (its information, :attr:`GLMResult.info`, serves the first
+    score tests). ``refit(X, names)`` fits the extended model (default: the binomial GLM with ``fit``'s
+    link, from the coefficients of the step before and 0 for the added columns).
 
     Returns the extended design, its fit, and the table of blocks (kpi, kind, df, stat, p_value at
     the last step the block was tested, step at which it was added or NaN, kept).
@@ -586,6 +588,7 @@ def select_terms(
         null = score_null(y, current.X, cur_fit.coef, cur_fit.link, info=getattr(cur_fit, "info", None))
         tests = [(j, terms) for j in range(m) if j not in step for terms in blocks[j][2]]
         values = score_test_blocks(null, [(terms, z[blocks[j][0]]) for j, terms in tests], segment)
+        del null  # it holds the model's matrix: freed with ``current`` below, before the refit
         for j in dict.fromkeys(j for j, _ in tests):
             alternatives = blocks[j][2]
             best_stat = None
