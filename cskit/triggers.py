@@ -184,8 +184,6 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         if group not in row_sets:  # made with the group's first outcome (its y is the one sampled on)
             row_sets[group] = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed)
             samples[group] = row_sets[group].sample
-            if group == SAME_ROWS[-1]:
-                Z = None  # the last row set holds it alone: released once its KPIs are gathered
         rs = row_sets[group]
         result = _one_outcome(rs, outcome, y, params, warnings)
         if outcome == group[-1]:
@@ -264,7 +262,7 @@ class RowSet:
     shares missing stay those of all of ``rows``."""
 
     panel: pd.DataFrame  # the panel itself (read only: no copy of its columns)
-    Z: KPIMatrix | None  # None once the group's KPIs at t − lag and lead–lag scores are gathered
+    Z: KPIMatrix
     group: tuple[str, ...]
     rows: np.ndarray  # boolean mask of the group's model rows
     kpis: list[str]
@@ -344,8 +342,6 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
     lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust, seed=rs.seed))
-    if last:
-        rs.Z = None  # every gather of the group is made
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
@@ -592,20 +588,19 @@ def _gee_problem(exch: GEEResult, indep: GEEResult) -> str | None:
 
 @dataclass(frozen=True)
 class KPIMatrix:
-    """The KPIs as the models see them, z = (f(x) − mean) / sd over every panel row (NaN kept; NaN
-    throughout for a KPI without a transform). Standardised once: each lag and row set is a gather
-    from it. Ranks are those of the raw values (f is increasing), so Spearman is computed on it too."""
+    """The KPIs as the models see them, z = (f(x) − mean) / sd of the panel's values (NaN kept; NaN
+    throughout for a KPI without a transform), gathered for a lag and a row set (:meth:`at`). The
+    transform is applied to the gathered values, not stored for every panel row: it is elementwise, so
+    the values are the same bits, and the stage holds no panel-size matrix (1.56M rows × 28 KPIs:
+    0.35 GB). Ranks are those of the raw values (f is increasing), so Spearman is computed on it too."""
 
-    values: np.ndarray
-    names: list[str]
+    columns: dict[str, np.ndarray]  # the panel's own columns (float64 views, no copy)
+    transforms: dict[str, Transform]
     tenure: np.ndarray
 
     @classmethod
     def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> KPIMatrix:
-        values = np.empty((len(panel), len(kpis)), order="F")  # column-major: each KPI contiguous
-        for j, k in enumerate(kpis):
-            values[:, j] = transforms[k].forward(panel[k]) if k in transforms else np.nan
-        return cls(values, list(kpis), panel["tenure"].to_numpy())
+        return cls({k: panel[k].to_numpy(dtype="float64") for k in kpis}, transforms, panel["tenure"].to_numpy())
 
     def at(self, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
         """Values of ``kpis`` at month t − lag for the panel rows ``rows`` (boolean mask), NaN where
@@ -617,11 +612,12 @@ class KPIMatrix:
         src = np.where(early, idx, idx - lag)
         out = np.empty((len(idx), len(kpis)), order="F")  # gathered column by column (contiguous)
         for j, k in enumerate(kpis):
-            col = self.values[:, self.names.index(k)]
-            if k == TENURE:
-                np.take(col, idx, out=out[:, j])
-            else:
-                np.take(col, src, out=out[:, j])
+            if k not in self.transforms:
+                out[:, j] = np.nan
+                continue
+            np.take(self.columns[k], idx if k == TENURE else src, out=out[:, j])
+            out[:, j] = self.transforms[k].forward(out[:, j])
+            if k != TENURE:
                 out[early, j] = np.nan
         return out
 
