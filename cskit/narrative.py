@@ -743,10 +743,42 @@ def _values(n: Any) -> dict:
 MERGED = {"read_as_shift_jis": "file"}  # notices of these codes are listed once, their values joined
 
 
+def sampled_line(notices: list, language: str = "ja", labels: dict[str, str] | None = None) -> str:
+    """One sentence for several "model_rows_sampled" notices (each model's fitted / full rows and the
+    share kept), the explanation said once: a report section lists its sampled models together."""
+    items = []
+    for n in notices:
+        v = _Vals(_values(n), language, labels)
+        what = (_sampled_models(v).replace("のモデル", "").strip(" ()") if v["model"] != "validation"
+                else _sampled_models(v).strip(" ()"))
+        if v.ja:
+            items.append(f"{what} {v.n('fitted_rows')}／{v.n('rows')}アカウント月（少ない側{_sampled_rare(v)}件、残りの"
+                         f"{float(v['keep']):.0%}）")
+        else:
+            items.append(f"{what} {v.n('fitted_rows')} of {v.n('rows')} account-months ({_sampled_rare(v)} of the "
+                         f"rarer outcome, {float(v['keep']):.0%} of the others)")
+    if language == "ja":
+        return ("対象のアカウント月が多いため、次のモデルはケース・コントロール抽出（件数の少ない側の結果の月はすべて、"
+                f"残りは無作為に一部）で推定しました：{'、'.join(items)}。抽出の割合を織り込んだ推定なので、効果と区間は"
+                "全体に対するものです（区間はわずかに広くなります）。件数はすべての月で数えています。")
+    return ("Because of their size, these models were fitted on a case-control sample (every month of the rarer "
+            f"outcome, a random share of the others): {'; '.join(items)}. The likelihood accounts for the sampling, "
+            "so effects and intervals are the whole population's (intervals slightly wider); counts are over every month.")
+
+
 def notice_lines(notices: list | None, language: str = "ja", labels: dict[str, str] | None = None) -> list[str]:
-    """The notices' sentences in ``language``, one per notice (those of a :data:`MERGED` code in one)."""
+    """The notices' sentences in ``language``, one per notice (those of a :data:`MERGED` code in one;
+    the "model_rows_sampled" notes in one :func:`sampled_line`, where the first of them was)."""
+    notices = list(notices or [])
+    sampled = [n for n in notices if _code(n) == "model_rows_sampled"]
+    if len(sampled) > 1:
+        first = notices.index(sampled[0])
+        rest = [n for n in notices if _code(n) != "model_rows_sampled"]
+        lines = notice_lines(rest, language, labels)
+        before = len(notice_lines(rest[:first], language, labels))
+        return [*lines[:before], sampled_line(sampled, language, labels), *lines[before:]]
     out, merged = [], {}
-    for n in notices or []:
+    for n in notices:
         code = _code(n)
         if code in MERGED:
             key = MERGED[code]
@@ -900,7 +932,7 @@ def potential(
     if notes and d.empty:
         notes = {k: v for k, v in notes.items() if k in OUTCOME_NOTES} or notes
     if notes:
-        text += [""] + [f"- {notice(v, language, labels)}" for k, v in sorted(notes.items())]
+        text += [""] + [f"- {line}" for line in notice_lines([v for _, v in sorted(notes.items())], language, labels)]
     text += ["", f"> {caveat}"]
     return "\n".join(text)
 

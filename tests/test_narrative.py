@@ -581,3 +581,25 @@ def test_the_onboarding_notice_says_which_adjustment_leaves_the_doubt():
     assert "そろえると差は確かではありません" not in N.notice(own, "ja") and "ハザード" in N.notice(own, "ja")
     assert "そろえると差は確かではありません" in N.notice(both, "ja")
     assert "not once" not in N.notice(own, "en") and "not once" in N.notice(both, "en")
+
+
+def test_sampled_models_of_one_section_are_said_in_one_sentence():
+    """Several models fitted on a case-control sample: one line per report section, each model's fitted
+    and full rows and the share kept, the explanation once (it was one long paragraph per model)."""
+    from cskit.narrative import notice_lines
+    from cskit.notices import Notice
+
+    a = Notice("model_rows_sampled", stage="potential", severity="note", rows=300876, events=6412,
+               fitted_rows=249828, keep=0.83, outcomes=["churn"])
+    b = Notice("model_rows_sampled", stage="potential", severity="note", rows=426543, events=7530,
+               fitted_rows=250127, keep=0.58, outcomes=["downgrade"])
+    other = Notice("no_referrals", stage="potential", severity="note")
+    for lang, key in (("ja", "ケース・コントロール抽出"), ("en", "case-control sample")):
+        lines = notice_lines([other, a, b], lang)
+        assert len(lines) == 2 and lines[0] == notice_lines([other], lang)[0]
+        line = lines[1]
+        assert line.count(key) == 1
+        for number in ("249,828", "300,876", "250,127", "426,543", "83%", "58%"):
+            assert number.replace(",", "" if lang == "en" else ",") in line
+    single = notice_lines([a], "en")  # one sampled model keeps its own sentence
+    assert len(single) == 1 and "6412" in single[0] and "300876" in single[0]
