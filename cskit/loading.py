@@ -864,6 +864,9 @@ def _arrow_frame(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
 def _read_csv_duckdb(path: Path) -> pd.DataFrame:
     con = duckdb.connect()
     try:
+        # DuckDB draws a progress bar on the process's stdout when a read takes over 2 s (a large file, a
+        # busy machine): the notebook's kernel forwards that output into the report
+        con.execute("SET enable_progress_bar = false")
         return _arrow_frame(con.read_csv(str(path), header=True, all_varchar=True, delimiter=",", quotechar='"'))
     finally:
         con.close()
