@@ -95,10 +95,20 @@ def renewal_strata(rows: pd.DataFrame) -> np.ndarray:
 
 def _strata(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarray) -> np.ndarray:
     """:func:`renewal_strata` of rows given as arrays (``month``: months since 1970-01)."""
+    codes, strata = _strata_codes(contract_type, month, tenure)
+    return strata[codes] if len(strata) else np.array([], dtype=str)
+
+
+def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's stratum as its rank among the sorted distinct strata, those strata): from the few
+    (contract type, start month) labels, with no text made per row."""
     kind, kinds = pd.factorize(contract_type.astype(str).to_numpy())
+    if not len(kinds):
+        return np.zeros(0, dtype=np.int64), np.array([], dtype=str)
     started = (month % 12 - tenure) % 12 + 1  # month % 12: the calendar month − 1
-    labels = np.array([["monthly" if k == "monthly" else f"{k}:{m}" for m in range(13)] for k in kinds])
-    return labels[kind, started] if len(kinds) else np.array([], dtype=str)
+    labels = np.array([["monthly" if k == "monthly" else f"{k}:{m}" for m in range(13)] for k in kinds], dtype=str)
+    strata, rank = np.unique(labels, return_inverse=True)  # sorted; the same label, the same rank
+    return rank.reshape(labels.shape)[kind, started], strata
 
 
 def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_type: pd.Series,
@@ -106,7 +116,7 @@ def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_ty
     """The test's grouped rows: churns ``k`` of ``n`` decisions per calendar time ``t`` (months since the
     first), calendar month ``cal``, renewal stratum, segment and tenure, sorted by those keys (strata and
     segments in their sorted order; a row without a segment is left out, as pandas' groupby does)."""
-    stratum, strata = pd.factorize(_strata(contract_type, month, tenure), sort=True)
+    stratum, strata = _strata_codes(contract_type, month, tenure)
     seg, segments = pd.factorize(segment.to_numpy() if not isinstance(segment.dtype, pd.CategoricalDtype)
                                  else segment, sort=True)
     ok = seg >= 0
