@@ -348,16 +348,21 @@ def _add_kpis(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.nd
         return
     codes = ids.get_indexer(kp["account_id"])
     ok = codes >= 0
-    keys = pd.Index(_keys(codes[ok], month_index(kp["month"])[ok]))
-    if not keys.is_unique:  # the loader keeps one row per account-month; a table built otherwise: their mean
-        values = kp.loc[ok, cols].astype("float64")
-        values.index = keys
-        aligned = values.groupby(level=0).mean().reindex(pkeys)
-        for c in cols:
-            panel[c] = aligned[c].to_numpy()
-        return
-    pos = keys.get_indexer(pkeys)
-    found = pos >= 0
+    keys = _keys(codes[ok], month_index(kp["month"])[ok])
+    if len(keys) and (keys[1:] > keys[:-1]).all():  # the loader's order (account, month), one row each
+        pos = np.minimum(np.searchsorted(keys, pkeys), len(keys) - 1)
+        found = keys[pos] == pkeys
+    else:
+        keys = pd.Index(keys)
+        if not keys.is_unique:  # the loader keeps one row per account-month; a table built otherwise: their mean
+            values = kp.loc[ok, cols].astype("float64")
+            values.index = keys
+            aligned = values.groupby(level=0).mean().reindex(pkeys)
+            for c in cols:
+                panel[c] = aligned[c].to_numpy()
+            return
+        pos = keys.get_indexer(pkeys)
+        found = pos >= 0
     source = np.flatnonzero(ok)[pos[found]]
     for c in cols:
         x = np.full(len(pkeys), np.nan)
