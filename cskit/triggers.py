@@ -325,9 +325,12 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
     if rs.sample.sampled:
         info[FITTED_ROWS] = rs.sample.kept
-    now = rs.once("now", lambda: rs.Z.at(kpis, lag, rows), last)
-    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.isfinite(now).sum(axis=0)})
-    spearman = rs.once("spearman", lambda: spearman_columns(now, y))
+    def now():  # the KPIs at t − lag on the group's rows, gathered once while something is still made of them
+        return rs.once("now", lambda: rs.Z.at(kpis, lag, rows))
+
+    counts = rs.once("counts", lambda: np.isfinite(now()).sum(axis=0))
+    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": counts})
+    spearman = rs.once("spearman", lambda: spearman_columns(now(), y))
     base["spearman"] = spearman if outcome == group[0] else -spearman
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
@@ -348,16 +351,17 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     y_fit = rs.fitted(y)  # y on the fitted rows (all of them unless sampled)
     X0 = rs.once("null", lambda: null_design(panel, rs.kept, transforms, adjust), last)
     cols = [kpis.index(k) for k in candidates]
-    Zc = now[:, cols] if rs.pick is None else now[np.ix_(rs.pick, cols)]
-    order = keep_order(y_fit, X0, zero_missing(Zc), candidates, model_kpis, link)
+    Zc = rs.once("candidates", lambda: zero_missing(  # on the fitted rows: the group's outcomes share them
+        now()[:, cols] if rs.pick is None else now()[np.ix_(rs.pick, cols)]), last)
+    order = keep_order(y_fit, X0, Zc, candidates, model_kpis, link)
     Zc = X0 = None
     sustained, choice = None, None
     if outcome in ("churn", "renewal"):  # on the fitted rows with their link, as the potential's (cskit.fits)
         sustained, choice = rs.once("sustained", lambda: sustained_rows(
             panel, rs.kept, model_kpis, lag, transforms, link=rs.link(group[0])))
     recent = sustained is not None
-    shares = rs.once("shares", lambda: _full_shares(rs, now, recent), last) if rs.pick is not None else None
-    now = None  # still held by the row set where another outcome of the group needs it
+    shares = rs.once("shares", lambda: _full_shares(rs, now(), recent), last) if rs.pick is not None else None
+    rs.cache.pop("now", None)  # what the group's outcomes need of it is made (on all its rows: 0.2 GB at 100k)
     seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rs.kept].astype(str) if "segment" in panel else None)
     key = ("model", *order)
     if last:  # the models the group's other outcomes used are not this one's
