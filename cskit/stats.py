@@ -107,14 +107,12 @@ def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """
     out = np.full(X.shape[1], np.nan)
     measured = np.isfinite(X).sum(axis=0)
-    ordered = _transposed(X)
-    ordered.sort(axis=1)  # one row per column of X, NaN last
     events = X[np.asarray(y) > 0.5]
     for j in range(X.shape[1]):
         n = int(measured[j])
         if n < 3:
             continue
-        xs = ordered[j, :n]
+        xs = np.sort(X[:, j])[:n]  # NaN last; one column at a time (a sorted copy of all of X: its size again)
         ties = np.diff(np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])).astype("float64")
         x1 = events[np.isfinite(events[:, j]), j]
         if len(ties) == 1 or len(x1) in (0, n):
@@ -124,13 +122,4 @@ def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
         aa = (n**3 - n - float((ties**3 - ties).sum())) / 12
         bb = len(x1) * (n - len(x1)) / n
         out[j] = ab / np.sqrt(aa * bb)
-    return out
-
-
-def _transposed(X: np.ndarray, block: int = 8192) -> np.ndarray:
-    """``X.T`` as a new row-major array, copied a block of rows at a time (a whole-array transposed
-    copy strides through memory: about 5 times slower on a million rows)."""
-    out = np.empty(X.shape[::-1])
-    for a in range(0, len(X), block):
-        out[:, a:a + block] = X[a:a + block].T
     return out

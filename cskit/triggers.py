@@ -344,9 +344,6 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
-    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust, seed=rs.seed))
-    lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
-    base["best_lag"] = _best_lag(lead_lag, kpis)
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
     y_fit = rs.fitted(y)  # y on the fitted rows (all of them unless sampled)
     X0 = rs.once("null", lambda: null_design(panel, rs.kept, transforms, adjust), last)
@@ -362,6 +359,10 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     recent = sustained is not None
     shares = rs.once("shares", lambda: _full_shares(rs, now(), recent), last) if rs.pick is not None else None
     rs.cache.pop("now", None)  # what the group's outcomes need of it is made (on all its rows: 0.2 GB at 100k)
+    # the lead–lag gathers (each the size of the KPIs at t − lag) once that matrix is gone, not beside it
+    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust, seed=rs.seed))
+    lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
+    base["best_lag"] = _best_lag(lead_lag, kpis)
     seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rs.kept].astype(str) if "segment" in panel else None)
     key = ("model", *order)
     if last:  # the models the group's other outcomes used are not this one's
