@@ -285,6 +285,11 @@ class HealthHistory(StageResult):
     status: str = "fitted"  # "fitted" | "not_estimable" (cskit.result: one status vocabulary)
     reason: str | None = None
 
+    @property
+    def estimable(self) -> bool:
+        """Whether the score history was made (``status == "fitted"``): what the report asks."""
+        return self.status == "fitted"
+
     def summary_items(self) -> dict:
         return {"status": self.status, "rows": int(len(self.history)), "movers": int(len(self.movers)),
                 "drop_verdict": self.drops.get("verdict")}

@@ -145,3 +145,16 @@ def test_the_main_body_is_short_and_the_appendix_after_it(report):
     assert main.count("<tr>") < 60  # the 84-row triggers table and the full potential table are in the appendix
     heads = re.findall(r"<h2[^>]*>(.*?)<", main)
     assert [h.strip()[:2] for h in heads if h.strip()[:1].isdigit()] == ["1.", "2.", "3.", "4.", "5.", "6."]
+
+
+def test_the_score_history_and_movers_are_shown(report):
+    """The demo's score history is made (health_history.csv rows): its section, the movers and the
+    two history charts are in the report (the notebook once asked for a status word the history no
+    longer used, and the section silently vanished)."""
+    lang, folder, page, _ = report
+    hist = pd.read_csv(folder / "results" / "health_history.csv")
+    assert len(hist) > 0
+    text = visible_text(page)
+    for key in ("history", "movers"):
+        assert N.heading(key, lang, 3).lstrip("# ") in text, key
+    assert page.count("data:image/png;base64") >= CHARTS + 2  # tier mix and score bands in the appendix
