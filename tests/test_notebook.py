@@ -3,6 +3,7 @@ through papermill (the production path) on a small simulated client."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import nbformat
@@ -70,6 +71,10 @@ def test_executes_with_papermill_on_a_small_client(tmp_path):
         assert heading in text, heading
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6
     assert (out / "nbtest" / "results" / "drivers.csv").is_file()
+    # inside the kernel the CSVs are read by DuckDB, as in a plain process (a progress-bar setting that
+    # raises in Jupyter once sent every read to the pandas fallback, with a note per table)
+    quality = json.loads((out / "nbtest" / "results" / "quality.json").read_text(encoding="utf-8"))
+    assert not [w for w in quality["warnings"] if w.get("code") == "read_with_pandas"]
 
 
 def test_a_kernel_in_notebooks_writes_under_the_repositorys_output(tmp_path, monkeypatch):
