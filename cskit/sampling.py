@@ -18,7 +18,7 @@ Scott & Wild 1986 for other links). Fitting this likelihood (:class:`SampledLink
 ``models.mean_and_slope``) estimates the population coefficients — intercept included — and its
 information, Wald and score tests and sandwich covariances are those of the sample, so intervals are
 honest about the rows left out (relative efficiency about m / (m + 1) for m kept common rows per rare
-row: ≥ 91% at m = 10). Below the threshold nothing is sampled: the fits are the full-data fits,
+row: ≥ 83% at m = 5). Below the threshold nothing is sampled: the fits are the full-data fits,
 bit for bit. Details: docs/methods.md, "Case-control sampling of large clients".
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 NOTICE = "model_rows_sampled"  # the coded note of a model fitted on a sample (words: cskit.narrative)
-SAMPLE_ABOVE = 250_000  # model rows beyond which the common class is sampled
-CONTROLS = 10  # kept common-class rows per rare-class row, at least
+SAMPLE_ABOVE = 125_000  # model rows beyond which the common class is sampled
+CONTROLS = 5  # kept common-class rows per rare-class row, at least
 
 
 @dataclass(frozen=True)
