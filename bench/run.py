@@ -35,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "write", "other"]
+CHILD_STAGES = ("drivers", "health", "history")  # with two cores: the forked child's, beside the potential
 RUN_STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "report"]
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CLI = "import sys; from cskit.cli import main; sys.argv[0] = 'cskit'; main()"
@@ -135,8 +136,8 @@ def measure_one(data: Path, out: Path, bootstrap: int, seed: int) -> dict:
     dx.write(out / "bench")
     timings["write"] = time.perf_counter() - write_start
     total = time.perf_counter() - start
-    parallel = "drivers_wait" in timings  # the triggers stage ran in a forked child, beside potential → history
-    timings["other"] = total - sum(v for k, v in timings.items() if not (parallel and k == "drivers"))
+    parallel = "drivers_wait" in timings  # triggers, health and history ran in a forked child, beside potential
+    timings["other"] = total - sum(v for k, v in timings.items() if not (parallel and k in CHILD_STAGES))
     mem = memory.stop()
     return {"floor": floor, "stages": timings, "total": total, "parallel": parallel,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -321,28 +322,32 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
         lines.append(head + f"| {by['cli']} | {by['kernel']} | {by['kernel child']} | {mb(other)} "
                      f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} |")
     lines += ["", "Share of the analysis time per stage (%, of the analysis' wall-clock). With two cores the "
-              "triggers stage (*drivers*) runs in a forked child while the process runs potential → health → "
-              "history: its column is its own time in the child (it overlaps the others), *wait* is what the "
-              "process then waited for it; the other columns add up to 100. *CPU process / child* = CPU "
+              "triggers (*drivers*), the health score and its history run in a forked child while the process "
+              "runs the potential: their columns, in parentheses, are their own times in the child (they overlap "
+              "the potential), *wait* is what the process then waited for the child, *child* their sum; the "
+              "other columns add up to 100. *CPU process / child* = CPU "
               "seconds of each; *1 core ÷ 2* = their sum ÷ the longer of the two paths (the process's CPU, or "
               "the child's plus what the process did before the fork): the speed-up two free cores give over "
               "one process, read from CPU time because the wall-clock of a machine shared with other jobs "
               "(load average) says how busy it was, not how long the work is.",
               "", "| accounts | " + " | ".join(STAGES)
-              + " | wait | drivers (child) | 1 core ÷ 2 | CPU process / child (s) | load avg |",
+              + " | wait | child | 1 core ÷ 2 | CPU process / child (s) | load avg |",
               "|---:|" + "---:|" * (len(STAGES) + 5)]
     for r in results:
         st, parallel = r["stages"], r.get("parallel", False)
-        shares = [100 * st.get(s, 0.0) / r["total"] if not (parallel and s == "drivers") else None for s in STAGES]
+        shares = [(100 * st.get(s, 0.0) / r["total"], parallel and s in CHILD_STAGES) for s in STAGES]
         cpu = (f"{r['cpu_s']:.0f} / {r['child_cpu_s']:.0f}" if "cpu_s" in r else "—")
         load = f"{r['load_avg'][0]:.1f}" if "load_avg" in r else "—"
-        tail = (f"{100 * st.get('drivers_wait', 0.0) / r['total']:.0f} | {100 * st['drivers'] / r['total']:.0f} "
+        child = sum(st.get(s, 0.0) for s in CHILD_STAGES)
+        tail = (f"{100 * st.get('drivers_wait', 0.0) / r['total']:.0f} | {100 * child / r['total']:.0f} "
                 f"| {two_cores(r)}" if parallel else "— | — | —")
-        lines.append(f"| {r['accounts']:,} | " + " | ".join("∥" if x is None else f"{x:.0f}" for x in shares)
+        cells = (f"({x:.0f})" if beside else f"{x:.0f}" for x, beside in shares)
+        lines.append(f"| {r['accounts']:,} | " + " | ".join(cells)
                      + f" | {tail} | {cpu} | {load} |")
     lines += ["", "Share of the whole `cskit run` per phase (%; from when the kernel reached each stage): "
               "*before* = CLI check + kernel start + imports; *report* = write, charts, notebook save (and HTML). "
-              "With two cores *drivers* starts with *potential* (it runs in the kernel's child) and shows as ∥.", "",
+              "With two cores *drivers*, *health* and *history* run in the kernel's child beside *potential* and "
+              "show as ∥ (*potential* then lasts until the report).", "",
               "| accounts | before | " + " | ".join(RUN_STAGES) + " | load avg |",
               "|---:|---:|" + "---:|" * (len(RUN_STAGES) + 1)]
     for r in results:
@@ -351,14 +356,14 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
             continue
         reached = run["reached"]
         overlap = "drivers" in reached and "potential" in reached and reached["potential"] - reached["drivers"] < 1.0
-        stages = [s for s in RUN_STAGES if not (overlap and s == "drivers")]
+        stages = [s for s in RUN_STAGES if not (overlap and s in CHILD_STAGES)]
         known = [(s, reached[s]) for s in stages if s in reached]
         known.sort(key=lambda x: x[1])
         cells = {}
         for (s, t), nxt in zip(known, [*(t for _, t in known[1:]), run["wall"]]):
             cells[s] = f"{100 * (nxt - t) / run['wall']:.0f}"
         if overlap:
-            cells["drivers"] = "∥"
+            cells.update({s: "∥" for s in CHILD_STAGES})
         before = 100 * (known[0][1] if known else run["wall"]) / run["wall"]
         load = f"{run['load_avg'][0]:.1f}" if "load_avg" in run else "—"
         lines.append(f"| {r['accounts']:,} | {before:.0f} | "

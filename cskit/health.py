@@ -940,7 +940,7 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
         validation={"status": "not_estimable", "reason": str(problem), "horizon_months": horizon},
         playbook=pd.DataFrame(columns=PLAYBOOK_COLUMNS),
         onboarding=None,
-        touch=pd.DataFrame(columns=["touch", "n", "ltv_total", "ltv_median", "score_median"]),
+        touch=_EMPTY_TOUCH.copy(),
         features=pd.DataFrame(columns=SCORE_COLUMNS),
         status="not_estimable",
         reason=str(problem),
@@ -949,10 +949,26 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
     )
 
 
+LTV_LATER = "later"  # design_health_score(ltv=LTV_LATER): the touch model is add_touch's, later
+POTENTIAL_LTV = "potential stage (survival-weighted margin × MRR over ltv_months)"
+_EMPTY_TOUCH = pd.DataFrame(columns=["touch", "n", "ltv_total", "ltv_median", "score_median"])
+
+
+def add_touch(health: Health, ltv: pd.DataFrame) -> Health:
+    """``health`` with its touch model on the potential's LTV (``Potential.accounts``: account_id, ltv):
+    what ``design_health_score(..., ltv=ltv)`` gives, for a Health designed with ``ltv=LTV_LATER``. A
+    Health that is not estimable, or already has its touch model, is returned as it is."""
+    if not health.estimable or "ltv_source" in health.cutpoints:
+        return health
+    v = health.features["account_id"].map(ltv.set_index("account_id")["ltv"])
+    touch, _ = touch_model(health.features, health.model.kpi_names(), v)
+    return replace(health, touch=touch, cutpoints=health.cutpoints | {"ltv_source": POTENTIAL_LTV})
+
+
 @one_blas_thread()
 def design_health_score(
-    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *, ltv: pd.DataFrame | None = None,
-    fits: Fits | None = None,
+    panel: pd.DataFrame, data: ClientData, params: Params, kpis: list[str], *,
+    ltv: pd.DataFrame | str | None = None, fits: Fits | None = None,
 ) -> Health:
     """The data-driven health score of the accounts active at ``data.as_of`` with its out-of-time
     validation, playbook, onboarding check and touch model (docs/methods.md).
@@ -962,9 +978,11 @@ def design_health_score(
     panel, data, params, kpis : DataFrame, ClientData, Params, list of str
         The stage signature (docs/architecture.md): the account × month panel, the loaded client,
         the run's params and the KPI columns to analyse.
-    ltv : DataFrame, optional
+    ltv : DataFrame or "later", optional
         ``Potential.accounts`` (account_id, ltv): the touch model's LTV; without it the score model's
-        own survival curves give it.
+        own survival curves give it; ``LTV_LATER`` ("later") leaves the touch model to
+        :func:`add_touch`, called once the potential's LTV is known (``cskit.analyse`` runs this stage
+        beside the potential, in another process: the same result).
     fits : Fits, optional
         The run's shared designs and fits of this panel (:class:`cskit.fits.Fits`): the score's full
         model at as_of is the potential's churn model; the stage is its last user and releases it.
@@ -1044,16 +1062,18 @@ def design_health_score(
         kpi_rows = model.weights[model.weights["kpi"].isin(model.kpi_names())]
         validation["left_out_kpis"] = left_out_kpis(frame, kpi_rows, cs_now)
 
-    if ltv is not None:
+    if isinstance(ltv, str) and ltv == LTV_LATER:
+        v, ltv_source = None, None
+    elif ltv is not None:
         v = frame["account_id"].map(ltv.set_index("account_id")["ltv"])
-        ltv_source = "potential stage (survival-weighted margin × MRR over ltv_months)"
+        ltv_source = POTENTIAL_LTV
     else:
         base = frame[[c for c in ("tenure", "contract_type", "segment", "renewal_cycle", "month") if c in frame]]
         life = survival_curves(model, base, frame, params.ltv_months).sum(axis=1)
         mrr = frame["account_id"].map(panel.loc[active_rows(panel, as_of)].set_index("account_id")["mrr"])
         v = mrr * life * params.gross_margin
         ltv_source = "margin × MRR at as_of × expected months alive over ltv_months (health model)"
-    touch, _ = touch_model(frame, model.kpi_names(), v)
+    touch = _EMPTY_TOUCH.copy() if v is None else touch_model(frame, model.kpi_names(), v)[0]
 
     _, y = outcome_rows(panel, "churn", lag)
     basis = {"basis": model.basis, "reason_code": model.basis_reason, "churn_events": int(y.sum()),
@@ -1062,8 +1082,9 @@ def design_health_score(
     if _sampled(model):  # churn_events counts every at-risk month; the fit used a case-control sample
         basis["model_rows"] = model.sample.record()
     cutpoints = {"red_below": model.red_below, "green_from": model.green_from, "base_rate": model.base_rate,
-                 "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate",
-                 "ltv_source": ltv_source}
+                 "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate"}
+    if ltv_source is not None:
+        cutpoints["ltv_source"] = ltv_source
     return Health(
         weights=model.weights.drop(columns=["z_lo", "z_hi", "f_worst", "f_best"]),
         scores=scores,

@@ -1,8 +1,8 @@
 """Two cores for one diagnosis: a stage run in a forked child process while the parent runs others.
 
-``cskit.analyse`` runs the triggers stage (``find_triggers``) in a child and, meanwhile, the improvement
-potential, the health score and the score history in its own process: these stages read the same panel
-and never each other's results. The child is a ``fork`` of the analysing process, so it sees the panel
+``cskit.analyse`` runs the triggers, the health score and its history in a child and, meanwhile, the
+improvement potential in its own process: these read the same panel and never each other's results
+(but the touch model's LTV, added to the health score after). The child is a ``fork`` of the analysing process, so it sees the panel
 without a copy (the operating system shares its pages until one side writes to them) and nothing is
 pickled on the way in; only the stage's result comes back through a pipe.
 

@@ -194,7 +194,7 @@ def analyse(
     """
     from cskit.changes import read_results, results_folder
     from cskit.fits import Fits
-    from cskit.health import design_health_score
+    from cskit.health import add_touch, design_health_score
     from cskit.history import track_health
     from cskit.loading import load_client
     from cskit.metrics import compute_metrics
@@ -228,36 +228,40 @@ def analyse(
         with clock("metrics"):
             metrics = compute_metrics(panel, data, p)
             survival = compute_survival(panel, data, p)
-        # triggers need nothing of potential / health / history, nor they of it: with two cores it runs
-        # in a forked child meanwhile (cskit.parallel; the same bytes as one process)
-        report_stage("drivers")
-        # in one process (parallel off) it runs here and now, as before
+        # the triggers, the health score and its history need nothing of the potential, nor it of them
+        # but the touch model's LTV (added after): with two cores they run in a forked child meanwhile
+        # (cskit.parallel; the same bytes as one process, where they run in turn and share the churn fit)
         two = parallel_enabled(parallel) and memory_allows(CHILD_MEMORY * int(panel.memory_usage(index=False).sum()))
         if two:  # freed heap pages, still resident, would be shared at the fork and, rewritten by this process
             release_free_memory()  # later, kept in the child as its own copies (~150 MB at 30k accounts)
-        job = Forked(_timed, find_triggers, panel, p, kpis, parallel=two)
-        try:
-            # designs and fits the potential and the health score share
-            fits = Fits(panel, p.kpi_lag_months, seed=p.seed)
+            job = Forked(_beside_potential, panel, data, p, kpis, parallel=True)
+            try:
+                with clock("potential"):
+                    potential = improvement_potential(panel, data, p, kpis)
+                waited = time.perf_counter()
+                triggers, health, history, seconds = job.result()
+            finally:
+                job.cancel()
+            health = add_touch(health, potential.accounts)
+            if timings is not None:
+                timings["drivers_wait"] = time.perf_counter() - waited  # beyond the parent's own stages
+                for stage, t in seconds.items():
+                    timings[stage] = timings.get(stage, 0.0) + t
+        else:
+            with clock("drivers"):
+                triggers = find_triggers(panel, p, kpis)
+            fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # designs and fits potential and health share
             with clock("potential"):
                 potential = improvement_potential(panel, data, p, kpis, fits=fits)
-                ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
-                metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result
             with clock("health"):
                 health = design_health_score(panel, data, p, kpis, ltv=potential.accounts, fits=fits)
             fits.release()
             with clock("history"):
                 history = track_health(panel, data, p, health)
-            waited = time.perf_counter()
-            triggers, seconds = job.result()
-        finally:
-            job.cancel()
+        ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
+        metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result
         # credible only where the triggers, run beside it, flag the same effect (issue 11 item 7)
         potential = replace(potential, table=confirm_by_triggers(potential.table, getattr(triggers, "details", None)))
-        if timings is not None:
-            timings["drivers"] = timings.get("drivers", 0.0) + seconds
-            if job.child_pid is not None:  # the parent's wait for the child, beyond its own stages
-                timings["drivers_wait"] = time.perf_counter() - waited
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
 
 
@@ -285,10 +289,23 @@ def release_free_memory() -> None:
         pass
 
 
-def _timed(stage, *args):
-    """``(stage(*args), wall-clock seconds)``: a stage's time where it ran (the child, when parallel)."""
-    start = time.perf_counter()
-    return stage(*args), time.perf_counter() - start
+def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str]):
+    """The stages a forked child runs while the parent runs the potential: the triggers, the health
+    score (its touch model left for ``health.add_touch``, once the potential's LTV is known) and its
+    history. Returns them and each one's wall-clock seconds (where it ran)."""
+    from cskit.health import LTV_LATER, design_health_score
+    from cskit.history import track_health
+    from cskit.triggers import find_triggers
+
+    seconds: dict[str, float] = {}
+    clock = _Clock(seconds)
+    with clock("drivers"):
+        triggers = find_triggers(panel, p, kpis)
+    with clock("health"):
+        health = design_health_score(panel, data, p, kpis, ltv=LTV_LATER)
+    with clock("history"):
+        history = track_health(panel, data, p, health)
+    return triggers, health, history, seconds
 
 
 def require_churn(panel: pd.DataFrame, data: ClientData) -> None:

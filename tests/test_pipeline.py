@@ -134,6 +134,33 @@ def test_one_process_and_two_give_the_same_bytes(tiny, tmp_path):
     assert all((single / f).read_bytes() == (forked / f).read_bytes() for f in files)
 
 
+def test_two_processes_give_one_process_bytes_with_every_model_fitted_and_sampled(tmp_path, monkeypatch):
+    """With two cores the triggers, the health score (its own churn design, not the potential's shared
+    one, and its touch model added after) and the history run in a child beside the potential; every
+    result file is the one-process run's, also when the models are fitted on case-control samples."""
+    import json as _json
+
+    from cskit import sampling
+    from cskit.parallel import parallel_enabled
+    from cskit.simulate import simulate_client
+
+    if not parallel_enabled(True):
+        pytest.skip("one usable core (or not Linux): no forked child to compare with")
+    simulate_client(n_accounts=400, n_months=18, seed=3, mc_paths=0).write(tmp_path / "data")
+    monkeypatch.setattr(sampling, "SAMPLE_ABOVE", 2_000)  # the child, a fork, inherits it
+    run = {"client": "c", "data": str(tmp_path / "data"), "bootstrap": 40}
+    two = analyse(params(tmp_path / "data") | run, parallel=True)
+    assert two.health.estimable and two.health.touch["n"].sum() == len(two.health.features)
+    forked = two.write(tmp_path / "two")
+    single = analyse(params(tmp_path / "data") | run, parallel=False).write(tmp_path / "one")
+    validation = _json.loads((single / "health_validation.json").read_text())
+    assert validation["score_basis"]["model_rows"]["keep"] < 1  # the score's model was sampled
+    assert validation["cutpoints"]["ltv_source"].startswith("potential stage")
+    files = sorted(p.name for p in single.iterdir() if p.name != "run.json")
+    assert files == sorted(p.name for p in forked.iterdir() if p.name != "run.json")
+    assert [f for f in files if (single / f).read_bytes() != (forked / f).read_bytes()] == []
+
+
 def test_design_health_score_returns_not_estimable(tiny):
     _, dx, _ = tiny
     h = design_health_score(dx.panel, dx.data, dx.params, dx.kpis)
