@@ -1,7 +1,7 @@
 """Small statistics shared by the stages, each tested against a reference implementation.
 
 Proportions (Wilson interval, Newcombe difference, Katz risk ratio), AUC with DeLong's covariance,
-a t interval for a mean, Spearman correlation of many columns with a 0/1 outcome, and the largest
+a t interval for a mean, Spearman correlation of one or many columns with a 0/1 outcome, and the largest
 remainder rounding of points. General estimation (binomial GLM, GEE, score tests) is in
 :mod:`cskit.models`.
 """
@@ -97,29 +97,35 @@ def mean_ci(x: np.ndarray) -> dict:
 
 def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman correlation of each column of ``X`` with the 0/1 ``y`` over the rows where the column
-    is measured (average ranks for ties; NaN when either side is constant). The ranks of a 0/1 variable
-    are an increasing affine function of it, so the Pearson correlation of rank(x) with y itself is
-    Spearman's rho.
+    is measured (:func:`spearman_binary` of each column)."""
+    events = np.asarray(y) > 0.5
+    return np.array([spearman_binary(X[:, j], events) for j in range(X.shape[1])], dtype="float64")
+
+
+def spearman_binary(x: np.ndarray, events: np.ndarray) -> float:
+    """Spearman correlation of ``x`` with the 0/1 outcome whose 1s are the boolean ``events``, over the
+    rows where ``x`` is measured (average ranks for ties; NaN when either side is constant). The ranks
+    of a 0/1 variable are an increasing affine function of it, so the Pearson correlation of rank(x)
+    with y itself is Spearman's rho.
 
     Only the events' rank sum is needed, so no rank vector is built: the average rank of a value is
-    (number below + number below or equal + 1) / 2, read off the sorted column by binary search; over
-    n values with tie groups of sizes t, Σ(rank − mean)² = (n³ − n − Σ(t³ − t)) / 12 (Kendall 1948).
+    (number below + number below or equal + 1) / 2, read off the sorted values by binary search (the
+    events' values sorted too, so the search walks the sorted values once); over n values with tie
+    groups of sizes t, Σ(rank − mean)² = (n³ − n − Σ(t³ − t)) / 12 (Kendall 1948). One column at a
+    time: a caller can gather, rank and drop each column in turn.
     """
-    out = np.full(X.shape[1], np.nan)
-    measured = np.isfinite(X).sum(axis=0)
-    events = X[np.asarray(y) > 0.5]
-    for j in range(X.shape[1]):
-        n = int(measured[j])
-        if n < 3:
-            continue
-        xs = np.sort(X[:, j])[:n]  # NaN last; one column at a time (a sorted copy of all of X: its size again)
-        ties = np.diff(np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])).astype("float64")
-        x1 = events[np.isfinite(events[:, j]), j]
-        if len(ties) == 1 or len(x1) in (0, n):
-            continue
-        twice_rank_sum = int((np.searchsorted(xs, x1, "left") + np.searchsorted(xs, x1, "right") + 1).sum())
-        ab = (twice_rank_sum - len(x1) * (n + 1)) / 2
-        aa = (n**3 - n - float((ties**3 - ties).sum())) / 12
-        bb = len(x1) * (n - len(x1)) / n
-        out[j] = ab / np.sqrt(aa * bb)
-    return out
+    ok = np.isfinite(x)
+    n = int(ok.sum())
+    if n < 3:
+        return float("nan")
+    xs = np.sort(x)[:n]  # NaN last
+    ties = np.diff(np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])).astype("float64")
+    x1 = x[events]
+    x1 = np.sort(x1[np.isfinite(x1)])
+    if len(ties) == 1 or len(x1) in (0, n):
+        return float("nan")
+    twice_rank_sum = int((np.searchsorted(xs, x1, "left") + np.searchsorted(xs, x1, "right") + 1).sum())
+    ab = (twice_rank_sum - len(x1) * (n + 1)) / 2
+    aa = (n**3 - n - float((ties**3 - ties).sum())) / 12
+    bb = len(x1) * (n - len(x1)) / n
+    return ab / np.sqrt(aa * bb)

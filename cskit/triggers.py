@@ -67,7 +67,7 @@ from cskit.params import Params
 from cskit.result import StageResult
 from cskit.sampling import RowSample, case_control, fit_link, link_offset, sampled_notice, uniform_rows
 from cskit.season import churn_seasonality, seasonal_notice
-from cskit.stats import spearman_columns
+from cskit.stats import spearman_binary
 
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
@@ -252,8 +252,9 @@ def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
 @dataclass
 class RowSet:
     """The model rows an outcome group shares (``SAME_ROWS``: renewal is 1 − churn on the churn rows)
-    and what depends on them alone, computed once for the group (:meth:`once`): the account count, the
-    KPIs at t − lag, their Spearman correlations, the null design, lead–lag gathers, the design for a
+    and what depends on them alone, computed once for the group (:meth:`once`): the account count,
+    what is made of the KPIs at t − lag (:meth:`columns`: counts, Spearman correlations, shares missing,
+    the candidates' values on the fitted rows), the null design, lead–lag scores, the design for a
     given KPI order, the sustained-usage rows.
 
     Above ``cskit.sampling.SAMPLE_ABOVE`` rows the group's models are fitted on a case-control sample
@@ -290,6 +291,39 @@ class RowSet:
             self.cache[key] = make()
         return self.cache[key]
 
+    def columns(self, y: np.ndarray, candidates: list[str]) -> None:
+        """What is made of the KPIs at t − lag on all of the group's rows, in one pass over them, one
+        column at a time (never a rows × KPIs matrix of them: 0.3 GB at 100k accounts), into
+        :attr:`cache` (once for the group): per KPI its measured rows (``counts``), its Spearman
+        correlation with ``y`` (``spearman``), the rows it is missing in (``missing``: of all rows, and
+        of annual contracts' when the rows are sampled, for :func:`_full_shares`), and the values of
+        ``candidates`` on the fitted rows, missing → 0 (``candidates``, for ``models.keep_order``)."""
+        if "counts" in self.cache:
+            return
+        where = self.Z.sources(self.lag, self.rows)
+        pick, events = self.pick, np.asarray(y) > 0.5
+        # laid out as a column selection of the rows × KPIs matrix was (F) and a row-and-column one (C):
+        # the same bits of r @ Z in the score tests
+        n_fit = len(y) if pick is None else int(pick.sum())
+        Zc = np.empty((n_fit, len(candidates)), order="F" if pick is None else "C")
+        annual = _annual(self.panel, where[0]) if pick is not None and "churn" in self.group else None
+        col = {k: j for j, k in enumerate(candidates)}
+        v = np.empty(len(y))
+        counts, rho, gaps, annual_gaps = [], [], [], []
+        for k in self.kpis:
+            self.Z.gather(k, where, v)
+            counts.append(int(np.isfinite(v).sum()))
+            rho.append(spearman_binary(v, events))
+            if pick is not None:
+                gaps.append(int(np.isnan(v).sum()))
+                annual_gaps.append(int(np.isnan(v[annual]).sum()) if annual is not None else 0)
+            if k in col:
+                Zc[:, col[k]] = v if pick is None else v[pick]
+        self.cache["counts"] = np.array(counts, dtype="int64")
+        self.cache["spearman"] = np.array(rho, dtype="float64")
+        self.cache["missing"] = (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64"))
+        self.cache["candidates"] = zero_missing(Zc)
+
     @property
     def pick(self) -> np.ndarray | None:
         """Which of the group's rows are kept (mask over ``rows``' rows); None when all are."""
@@ -315,7 +349,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     dropped KPIs. What depends on the rows alone comes from ``rs`` (computed once for its group);
     Spearman correlations of the group's other outcomes are minus the first outcome's (ranks of 1 − y
     reverse those of y). The group's last outcome takes what it needs out of ``rs`` and drops each
-    piece once used (the KPIs at t − lag and the null design before its model is built)."""
+    piece once used (the candidates' values and the null design before its model is built)."""
     panel, group, rows, kpis, model_kpis, transforms = (
         rs.panel, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
     lag, link, last = rs.lag, rs.link(outcome), outcome == rs.group[-1]
@@ -325,13 +359,10 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
     if rs.sample.sampled:
         info[FITTED_ROWS] = rs.sample.kept
-    def now():  # the KPIs at t − lag on the group's rows, gathered once while something is still made of them
-        return rs.once("now", lambda: rs.Z.at(kpis, lag, rows))
-
-    counts = rs.once("counts", lambda: np.isfinite(now()).sum(axis=0))
-    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": counts})
-    spearman = rs.once("spearman", lambda: spearman_columns(now(), y))
-    base["spearman"] = spearman if outcome == group[0] else -spearman
+    candidates = [k for k in model_kpis if k != TENURE and k in transforms]
+    rs.columns(y, candidates)  # with the group's first outcome: its y is the one the Spearman's are of
+    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": rs.cache["counts"]})
+    base["spearman"] = rs.cache["spearman"] if outcome == group[0] else -rs.cache["spearman"]
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
     lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
@@ -344,12 +375,9 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
-    candidates = [k for k in model_kpis if k != TENURE and k in transforms]
     y_fit = rs.fitted(y)  # y on the fitted rows (all of them unless sampled)
     X0 = rs.once("null", lambda: null_design(panel, rs.kept, transforms, adjust), last)
-    cols = [kpis.index(k) for k in candidates]
-    Zc = rs.once("candidates", lambda: zero_missing(  # on the fitted rows: the group's outcomes share them
-        now()[:, cols] if rs.pick is None else now()[np.ix_(rs.pick, cols)]), last)
+    Zc = rs.cache.pop("candidates") if last else rs.cache["candidates"]  # the fitted rows' (RowSet.columns)
     order = keep_order(y_fit, X0, Zc, candidates, model_kpis, link)
     Zc = X0 = None
     sustained, choice = None, None
@@ -357,9 +385,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         sustained, choice = rs.once("sustained", lambda: sustained_rows(
             panel, rs.kept, model_kpis, lag, transforms, link=rs.link(group[0])))
     recent = sustained is not None
-    shares = rs.once("shares", lambda: _full_shares(rs, now(), recent), last) if rs.pick is not None else None
-    rs.cache.pop("now", None)  # what the group's outcomes need of it is made (on all its rows: 0.2 GB at 100k)
-    # the lead–lag gathers (each the size of the KPIs at t − lag) once that matrix is gone, not beside it
+    shares = rs.once("shares", lambda: _full_shares(rs, recent), last) if rs.pick is not None else None
     lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust, seed=rs.seed))
     lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
     base["best_lag"] = _best_lag(lead_lag, kpis)
@@ -506,18 +532,23 @@ def _segment_counts(rs: RowSet) -> dict[str, int]:
         rs.panel["segment"].to_numpy()[rs.rows].astype(str)).value_counts().to_dict())
 
 
-def _full_shares(rs: RowSet, now: np.ndarray, recent_mean: bool) -> dict[str, float]:
-    """Share of all of the group's model rows in which each KPI is missing: at t − lag (``now``), or,
-    with ``recent_mean`` (``models.sustained_rows`` chose the recent mean: its annual rows take it), its
-    recent mean on the annual rows, as :func:`cskit.models.design_matrix` reads it. The design's
-    masks, and so the missingness table's shares, are the fitted rows' when those are a case-control
-    sample, where the rare class is over-represented."""
-    gap = np.isnan(now)
+def _full_shares(rs: RowSet, recent_mean: bool) -> dict[str, float]:
+    """Share of all of the group's model rows in which each KPI is missing: at t − lag (counted by
+    :meth:`RowSet.columns`), or, with ``recent_mean`` (``models.sustained_rows`` chose the recent mean:
+    its annual rows take it), its recent mean on the annual rows, as :func:`cskit.models.design_matrix`
+    reads it. The design's masks, and so the missingness table's shares, are the fitted rows' when
+    those are a case-control sample, where the rare class is over-represented."""
+    gaps, annual_gaps = rs.cache["missing"]
+    idx = np.flatnonzero(rs.rows)
     if recent_mean:
-        idx = np.flatnonzero(rs.rows)
-        annual = rs.panel["contract_type"].astype(str).to_numpy()[idx] == "annual"
-        gap[annual] = np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, idx[annual]))
-    return dict(zip(rs.kpis, gap.mean(axis=0).tolist()))
+        annual = _annual(rs.panel, idx)
+        gaps = gaps - annual_gaps + np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, idx[annual])).sum(axis=0)
+    return dict(zip(rs.kpis, (gaps / len(idx)).tolist()))
+
+
+def _annual(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
+    """Which of the panel rows ``idx`` are months of an annual contract."""
+    return panel["contract_type"].astype(str).to_numpy()[idx] == "annual"
 
 
 def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:
@@ -607,23 +638,37 @@ class KPIMatrix:
     def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> KPIMatrix:
         return cls({k: panel[k].to_numpy(dtype="float64") for k in kpis}, transforms, panel["tenure"].to_numpy())
 
-    def at(self, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
+    def at(self, kpis: list[str], lag: int, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Values of ``kpis`` at month t − lag for the panel rows ``rows`` (boolean mask), NaN where
         t − lag is before the account's start; ``contract_months`` at t. Same as
         :func:`cskit.panel.add_lags` (panel rows are contiguous
-        months per account, so month t − lag of row i is row i − lag), gathering only ``rows``."""
+        months per account, so month t − lag of row i is row i − lag), gathering only ``rows``.
+        ``out``: an F-ordered matrix of that shape to fill (reused from one lag to the next)."""
+        where = self.sources(lag, rows)
+        out = np.empty((len(where[0]), len(kpis)), order="F") if out is None else out  # column by column
+        for j, k in enumerate(kpis):
+            self.gather(k, where, out[:, j])
+        return out
+
+    def sources(self, lag: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For :meth:`gather`: the panel rows ``rows`` (boolean mask) as indices, the rows their month
+        t − lag is read from, and which of them are earlier than ``lag`` months into the account."""
         idx = np.flatnonzero(rows)
         early = self.tenure[idx] < lag
-        src = np.where(early, idx, idx - lag)
-        out = np.empty((len(idx), len(kpis)), order="F")  # gathered column by column (contiguous)
-        for j, k in enumerate(kpis):
-            if k not in self.transforms:
-                out[:, j] = np.nan
-                continue
-            np.take(self.columns[k], idx if k == TENURE else src, out=out[:, j])
-            out[:, j] = self.transforms[k].forward(out[:, j])
-            if k != TENURE:
-                out[early, j] = np.nan
+        return idx, np.where(early, idx, idx - lag), early
+
+    def gather(self, k: str, where: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
+        """KPI ``k`` at t − lag on the rows of ``where`` (:meth:`sources`), standardised, into the
+        contiguous vector ``out``."""
+        idx, src, early = where
+        if k not in self.transforms:
+            out[:] = np.nan
+            return out
+        # mode "clip": the indices are in range, and "raise" copies through a buffer (3x slower)
+        np.take(self.columns[k], idx if k == TENURE else src, out=out, mode="clip")
+        out[:] = self.transforms[k].forward(out)
+        if k != TENURE:
+            out[early] = np.nan
         return out
 
 
@@ -649,9 +694,9 @@ def lead_lag_scores(
     ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1][pick] for outcome in outcomes]
     links = [fit_link(LINK[o], sample if o == outcomes[0] else sample.complement()) for o in outcomes]
     terms = [score_terms(y, base_fit(y, X0, link)) for link, y in zip(links, ys)]
-    parts = []
-    for lag in range(MAX_LEAD_LAG + 1):
-        filled = zero_missing(Z.at(use, lag, rows))
+    parts, filled = [], None
+    for lag in range(MAX_LEAD_LAG + 1):  # one matrix, refilled lag after lag
+        filled = zero_missing(Z.at(use, lag, rows, out=filled))
         for outcome, t in zip(outcomes, terms):
             parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z_from(t, filled)}))
     return pd.concat(parts, ignore_index=True)
