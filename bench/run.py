@@ -355,7 +355,7 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
         if not run:
             continue
         reached = run["reached"]
-        overlap = "drivers" in reached and "potential" in reached and reached["potential"] - reached["drivers"] < 1.0
+        overlap = r.get("parallel", False)  # the analysis forked: so did the kernel (the same machine and data)
         stages = [s for s in RUN_STAGES if not (overlap and s in CHILD_STAGES)]
         known = [(s, reached[s]) for s in stages if s in reached]
         known.sort(key=lambda x: x[1])
@@ -376,11 +376,11 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
 
 def two_cores(r: dict) -> str:
     """(CPU of the process + CPU of the child) ÷ the longer path: the process's CPU, or the child's plus the
-    process's share before the fork (load, panel, metrics: their wall-clock share of its CPU)."""
+    process's share before the fork (load, panel: their wall-clock share of its CPU)."""
     if "cpu_s" not in r:
         return "—"
     st = r["stages"]
-    before = r["cpu_s"] * sum(st.get(s, 0.0) for s in ("load", "panel", "metrics")) / r["total"]
+    before = r["cpu_s"] * sum(st.get(s, 0.0) for s in ("load", "panel")) / r["total"]
     return f"{(r['cpu_s'] + r['child_cpu_s']) / max(r['cpu_s'], before + r['child_cpu_s']):.2f}×"
 
 

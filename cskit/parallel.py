@@ -2,9 +2,10 @@
 
 ``cskit.analyse`` runs the triggers, the health score and its history in a child and, meanwhile, the
 improvement potential in its own process: these read the same panel and never each other's results
-(but the touch model's LTV, added to the health score after). The child is a ``fork`` of the analysing process, so it sees the panel
-without a copy (the operating system shares its pages until one side writes to them) and nothing is
-pickled on the way in; only the stage's result comes back through a pipe.
+(but the touch model's LTV, added to the health score after). The child is a ``fork`` of the
+analysing process, so it sees the panel without a copy (the operating system shares its pages until one
+side writes to them) and nothing is pickled on the way in; only the stages' results come back through a
+pipe.
 
 The results are the ones a single process gives, byte for byte: the child runs the same function on the
 same data with the same one-thread BLAS (:func:`one_blas_thread`: the order of a BLAS sum depends on its

@@ -225,9 +225,6 @@ def analyse(
                 "Check as_of in the params and results/quality.json for the excluded rows."
             )
         require_churn(panel, data)
-        with clock("metrics"):
-            metrics = compute_metrics(panel, data, p)
-            survival = compute_survival(panel, data, p)
         # the triggers, the health score and its history need nothing of the potential, nor it of them
         # but the touch model's LTV (added after): with two cores they run in a forked child meanwhile
         # (cskit.parallel; the same bytes as one process, where they run in turn and share the churn fit)
@@ -236,6 +233,9 @@ def analyse(
             release_free_memory()  # later, kept in the child as its own copies (~150 MB at 30k accounts)
             job = Forked(_beside_potential, panel, data, p, kpis, parallel=True)
             try:
+                with clock("metrics"):  # nothing in the child reads them
+                    metrics = compute_metrics(panel, data, p)
+                    survival = compute_survival(panel, data, p)
                 with clock("potential"):
                     potential = improvement_potential(panel, data, p, kpis)
                 waited = time.perf_counter()
@@ -248,6 +248,9 @@ def analyse(
                 for stage, t in seconds.items():
                     timings[stage] = timings.get(stage, 0.0) + t
         else:
+            with clock("metrics"):
+                metrics = compute_metrics(panel, data, p)
+                survival = compute_survival(panel, data, p)
             with clock("drivers"):
                 triggers = find_triggers(panel, p, kpis)
             fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # designs and fits potential and health share
