@@ -103,10 +103,10 @@ def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def spearman_binary(x: np.ndarray, events: np.ndarray) -> float:
-    """Spearman correlation of ``x`` with the 0/1 outcome whose 1s are the boolean ``events``, over the
-    rows where ``x`` is measured (average ranks for ties; NaN when either side is constant). The ranks
-    of a 0/1 variable are an increasing affine function of it, so the Pearson correlation of rank(x)
-    with y itself is Spearman's rho.
+    """Spearman correlation of ``x`` with the 0/1 outcome whose 1s are ``events`` (a boolean mask over
+    ``x`` or the indices of its 1s), over the rows where ``x`` is measured (average ranks for ties; NaN
+    when either side is constant). The ranks of a 0/1 variable are an increasing affine function of
+    it, so the Pearson correlation of rank(x) with y itself is Spearman's rho.
 
     Only the events' rank sum is needed, so no rank vector is built: the average rank of a value is
     (number below + number below or equal + 1) / 2, read off the sorted values by binary search (the
@@ -114,8 +114,7 @@ def spearman_binary(x: np.ndarray, events: np.ndarray) -> float:
     groups of sizes t, Σ(rank − mean)² = (n³ − n − Σ(t³ − t)) / 12 (Kendall 1948). One column at a
     time: a caller can gather, rank and drop each column in turn.
     """
-    ok = np.isfinite(x)
-    n = int(ok.sum())
+    n = int(np.count_nonzero(np.isfinite(x)))
     if n < 3:
         return float("nan")
     xs = np.sort(x)[:n]  # NaN last

@@ -301,24 +301,25 @@ class RowSet:
         if "counts" in self.cache:
             return
         where = self.Z.sources(self.lag, self.rows)
-        pick, events = self.pick, np.asarray(y) > 0.5
-        # laid out as a column selection of the rows × KPIs matrix was (F) and a row-and-column one (C):
-        # the same bits of r @ Z in the score tests
-        n_fit = len(y) if pick is None else int(pick.sum())
-        Zc = np.empty((n_fit, len(candidates)), order="F" if pick is None else "C")
-        annual = _annual(self.panel, where[0]) if pick is not None and "churn" in self.group else None
+        pick, events = self.pick, np.flatnonzero(np.asarray(y) > 0.5)  # indices: faster to take than a mask
+        fit = None if pick is None else np.flatnonzero(pick)
+        Zc = np.empty((len(y) if fit is None else len(fit), len(candidates)), order="F")
+        annual = np.flatnonzero(_annual(self.panel, where[0])) if fit is not None and "churn" in self.group else None
         col = {k: j for j, k in enumerate(candidates)}
         v = np.empty(len(y))
         counts, rho, gaps, annual_gaps = [], [], [], []
         for k in self.kpis:
             self.Z.gather(k, where, v)
-            counts.append(int(np.isfinite(v).sum()))
+            counts.append(np.count_nonzero(np.isfinite(v)))
             rho.append(spearman_binary(v, events))
-            if pick is not None:
-                gaps.append(int(np.isnan(v).sum()))
-                annual_gaps.append(int(np.isnan(v[annual]).sum()) if annual is not None else 0)
+            if fit is not None:
+                gaps.append(np.count_nonzero(np.isnan(v)))
+                annual_gaps.append(np.count_nonzero(np.isnan(v[annual])) if annual is not None else 0)
             if k in col:
-                Zc[:, col[k]] = v if pick is None else v[pick]
+                Zc[:, col[k]] = v if fit is None else np.take(v, fit)
+        # laid out as the column selection of the rows × KPIs matrix it replaces was (F), or its
+        # row-and-column selection (C): the same bits of r @ Z in the score tests
+        Zc = Zc if fit is None else np.ascontiguousarray(Zc)
         self.cache["counts"] = np.array(counts, dtype="int64")
         self.cache["spearman"] = np.array(rho, dtype="float64")
         self.cache["missing"] = (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64"))
