@@ -173,7 +173,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     transforms = kpi_transforms(panel, model_kpis)
     Z = KPIMatrix.of(panel, model_kpis, transforms)
     warnings: list[Notice] = []
-    never = [k for k in kpis if not panel[k].notna().any()]
+    never = [k for k in kpis if np.isnan(Z.columns[k]).all()]  # the panel's own values (KPIMatrix.of)
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
     row_sets: dict[tuple[str, ...], RowSet] = {}
     samples: dict[tuple[str, ...], RowSample] = {}  # each group's case-control sample (cskit.sampling)
@@ -713,9 +713,12 @@ def _sampled_warnings(samples: dict[tuple[str, ...], RowSample]) -> list[Notice]
 def _best_lag(lead_lag: pd.DataFrame, kpis: list[str]) -> list[float]:
     """Lag (0–6) with the largest |z|; NaN when there is none or |z| does not depend on the lag
     (a static KPI), ties to the shortest lag."""
+    by_kpi: dict[str, list[float]] = {}  # each KPI's z in the table's (lag) order, in one pass
+    for k, z in zip(lead_lag["kpi"].tolist(), lead_lag["z"].to_numpy(dtype="float64").tolist()):
+        by_kpi.setdefault(k, []).append(z)
     out = []
     for k in kpis:
-        z = lead_lag.loc[lead_lag["kpi"] == k, "z"].to_numpy(dtype="float64")
+        z = np.array(by_kpi.get(k, []), dtype="float64")
         if len(z) == 0 or not np.isfinite(z).any() or np.ptp(np.abs(z[np.isfinite(z)])) < 1e-9:
             out.append(np.nan)
         else:
