@@ -197,7 +197,12 @@ def _arrow(s: pd.Series) -> pa.Array:
 
 def _trimmed_text(s: pd.Series) -> pa.Array:
     """Cells as trimmed text; empty cells and missing markers ("NA", "-", ...) become null."""
-    arr = pc.utf8_trim_whitespace(_arrow(s))
+    return _trimmed_cells(_arrow(s))
+
+
+def _trimmed_cells(arr: pa.Array) -> pa.Array:
+    """:func:`_trimmed_text` of an Arrow string array."""
+    arr = pc.utf8_trim_whitespace(arr)
     marker = pc.is_in(arr, value_set=pa.array(MISSING_MARKERS))
     return pc.if_else(marker, pa.scalar(None, pa.string()), arr)
 
@@ -213,8 +218,30 @@ def _distinct(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return enc.dictionary, pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
 
 
+# The columns coded so far by the running :func:`client_from_frames` (:func:`_coded`), by the identity of
+# the column's values: a table's id column is read by the blank-row check, as_of, the id parse and the
+# key checks. None outside it (nothing is kept after a load).
+_CODED: dict[int, tuple[object, pa.Array, np.ndarray]] | None = None
+
+
+def _coded(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """:func:`_distinct` of :func:`_trimmed_text` of ``s``: the distinct raw cells are trimmed (not every
+    cell), then coded again (two raw spellings may trim to one value); the same column asked for twice
+    in one load is coded once."""
+    values = s.array
+    hit = _CODED.get(id(values)) if _CODED is not None else None
+    if hit is not None and hit[0] is values:
+        return hit[1], hit[2]
+    raw, raw_idx = _distinct(_arrow(s))
+    distinct, remap = _distinct(_trimmed_cells(raw))
+    idx = np.append(remap, -1)[np.where(raw_idx < 0, len(remap), raw_idx)]
+    if _CODED is not None:
+        _CODED[id(values)] = (values, distinct, idx)
+    return distinct, idx
+
+
 def _labels(s: pd.Series, pattern: str | None = None, replacement: str = "") -> np.ndarray:
-    values, idx = _distinct(_trimmed_text(s))
+    values, idx = _coded(s)
     if pattern:
         values = pc.replace_substring_regex(values, pattern, replacement)
     return np.append(values.to_numpy(zero_copy_only=False).astype(object), None)[idx]
@@ -228,7 +255,7 @@ def parse_ids(s: pd.Series) -> np.ndarray:
 def _coded_ids(s: pd.Series) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """(:func:`parse_ids` of ``s``, (its distinct ids, each cell's index into them; -1 where empty)): a
     table's ids are looked up among the accounts once per distinct id (:meth:`_Contracts.check`)."""
-    values, idx = _distinct(_trimmed_text(s))
+    values, idx = _coded(s)
     distinct = pc.replace_substring_regex(values, r"^(\d+)\.0+$", r"\1").to_numpy(zero_copy_only=False).astype(object)
     return np.append(distinct, None)[idx], (distinct, idx)
 
@@ -285,9 +312,8 @@ def _parse_when(s: pd.Series, patterns: list[re.Pattern]) -> tuple[np.ndarray, n
         values = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
         values = values.to_numpy(dtype="datetime64[ns]")
         return values, np.zeros(len(s), dtype=bool)
-    arr = _trimmed_text(s)
-    present = ~_missing(arr)
-    distinct, idx = _distinct(arr)
+    distinct, idx = _coded(s)
+    present = idx >= 0
     parsed = [_ymd(unicodedata.normalize("NFKC", v), patterns) for v in distinct.to_pylist()]
     table = np.array([np.datetime64("NaT", "ns") if m is None else m.to_datetime64() for m in parsed]
                      + [np.datetime64("NaT", "ns")], dtype="datetime64[ns]")
@@ -311,6 +337,11 @@ def parse_months(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _month_of(values: np.ndarray) -> np.ndarray:
     return values.astype("datetime64[M]").astype("datetime64[ns]")
+
+
+def _month_numbers(values: np.ndarray) -> np.ndarray:
+    """Months since 1970-01 (int64; NaT as the smallest int64): a sort key in month order."""
+    return values.astype("datetime64[M]").view(np.int64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,7 +381,7 @@ def _prepare(name: str, df: pd.DataFrame, mapping: dict[str, str], report: _Repo
 
 
 def _empty(col: pd.Series) -> np.ndarray:
-    return col.isna().to_numpy() if _is_typed(col) else _missing(_trimmed_text(col))
+    return col.isna().to_numpy() if _is_typed(col) else _coded(col)[1] < 0
 
 
 def _account_rows(df: pd.DataFrame, as_of: np.datetime64, catalogue_names: set[str], report: _Report):
@@ -463,8 +494,8 @@ class _Contracts:
     """What the other tables need to know about the accounts: who is listed, and each contract's months."""
 
     index: pd.Index
-    start_month: np.ndarray
-    churn_month: np.ndarray
+    start_month: np.ndarray  # datetime64[M]
+    churn_month: np.ndarray  # datetime64[M]
     excluded: pd.Index
 
     @classmethod
@@ -472,8 +503,8 @@ class _Contracts:
         index = pd.Index(accounts["account_id"], dtype=object)
         return cls(
             index,
-            _month_of(accounts["contract_start"].to_numpy()),
-            _month_of(accounts["churn_date"].to_numpy()),
+            accounts["contract_start"].to_numpy().astype("datetime64[M]"),
+            accounts["churn_date"].to_numpy().astype("datetime64[M]"),
             pd.Index(sorted(listed - set(index)), dtype=object),
         )
 
@@ -491,10 +522,10 @@ class _Contracts:
         rows.exclude("account_excluded", ~known & dropped, "account_id", raw_id,
                      "the account's row in accounts was excluded (see the accounts warnings)",
                      "fix the account's row in accounts")
-        month = _month_of(when)
+        month = when.astype("datetime64[M]")  # (compared in months: as _month_of, without a second pass)
         rows.exclude(
             "after_as_of",
-            month > as_of,
+            month > np.datetime64(as_of, "M"),
             column,
             raw_when,
             f"after the analysis month as_of={_ym(as_of)}",
@@ -502,7 +533,7 @@ class _Contracts:
         )
         if not contract:
             return pos
-        nat = np.array(["NaT"], dtype="datetime64[ns]")
+        nat = np.array(["NaT"], dtype="datetime64[M]")
         start = np.concatenate([self.start_month, nat])[pos]
         churn = np.concatenate([self.churn_month, nat])[pos]
         rows.exclude("before_contract_start", month < start, column, raw_when,
@@ -522,10 +553,10 @@ def _positions(index: pd.Index, ids: np.ndarray, coded: tuple[np.ndarray, np.nda
     return np.append(index.get_indexer(distinct), -1)[idx]
 
 
-def _exclude_bad_keys(rows: _Rows, df: pd.DataFrame, ids: np.ndarray, months: np.ndarray | None = None,
+def _exclude_bad_keys(rows: _Rows, df: pd.DataFrame, empty_id: np.ndarray, months: np.ndarray | None = None,
                       bad_month: np.ndarray | None = None) -> None:
     """The key checks every account-level table shares: an empty account id; an empty or unreadable month."""
-    rows.exclude("empty_account_id", pd.isna(ids), "account_id", df["account_id"], "the account id is empty",
+    rows.exclude("empty_account_id", empty_id, "account_id", df["account_id"], "the account id is empty",
                  "fill in the account id, or delete the row")
     if months is not None:
         rows.exclude("bad_month", bad_month | np.isnat(months), "month", df["month"],
@@ -537,18 +568,18 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
     rows = _Rows("revenue", len(df), report)
     ids, coded = _coded_ids(df["account_id"])
     mrr, bad_mrr = parse_numbers(df["mrr"])
-    _exclude_bad_keys(rows, df, ids, months, bad_month)
+    _exclude_bad_keys(rows, df, coded[1] < 0, months, bad_month)
     rows.exclude("bad_mrr", bad_mrr | np.isnan(mrr), "mrr", df["mrr"], "mrr is empty or not a number",
                  "write a number (a month without revenue can be left out: a missing month means 0)")
     rows.exclude("negative_mrr", mrr < 0, "mrr", df["mrr"], "mrr is negative",
                  "MRR is billed recurring revenue >= 0; remove credits/refunds or net them into the month")
     pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded)
-    product = parse_text(df["product"]) if "product" in df else np.full(len(df), None, dtype=object)
-    product = np.where(pd.isna(product), MAIN_PRODUCT, product)
-    order, _ = _sorted(rows.keep, pos, months, product)  # a kept row's account position: its id's rank
+    product, product_rank = _products(df)
+    # a kept row's account position is its id's rank, and its product's rank its name's: the sort by
+    # (account_id, month, product) and the test of equal keys, on integers
+    order, same = _sorted(rows.keep, pos, _month_numbers(months), product_rank)
     out = pd.DataFrame({"account_id": ids[order], "month": months[order], "mrr": mrr[order], "product": product[order]})
     key = ["account_id", "month", "product"]
-    same = _same_as_previous(out[key])
     dup = same | np.append(same[1:], False)
     if dup.any():
         n = int(dup.sum())
@@ -560,14 +591,25 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
     return out
 
 
+def _products(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(each revenue row's product, :data:`MAIN_PRODUCT` where empty; its rank among the sorted names)."""
+    if "product" not in df:
+        return np.full(len(df), MAIN_PRODUCT, dtype=object), np.zeros(len(df), dtype=np.int64)
+    values, idx = _coded(df["product"])
+    names = np.append(values.to_numpy(zero_copy_only=False).astype(object), MAIN_PRODUCT)
+    _, rank = np.unique(names, return_inverse=True)
+    idx = np.where(idx < 0, len(names) - 1, idx)
+    return names[idx], rank.reshape(-1)[idx].astype(np.int64)
+
+
 def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
               report: _Report) -> tuple[pd.DataFrame, list[str]]:
     rows = _Rows("kpis", len(df), report)
     ids, coded = _coded_ids(df["account_id"])
     months, bad_month = parse_months(df["month"])
-    _exclude_bad_keys(rows, df, ids, months, bad_month)
+    _exclude_bad_keys(rows, df, coded[1] < 0, months, bad_month)
     pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded)
-    order, same = _sorted(rows.keep, pos, months)  # a kept row's account position: its id's rank
+    order, same = _sorted(rows.keep, pos, _month_numbers(months))  # a kept row's account position: its id's rank
     dup = np.zeros(len(df), dtype=bool)
     dup[order[same]] = True
     order = order[~same]
@@ -637,22 +679,12 @@ def _sort_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     return np.where(codes < 0, len(distinct), codes).astype(np.int64), len(distinct) + 1
 
 
-def _same_as_previous(frame: pd.DataFrame) -> np.ndarray:
-    """True where a row's values all equal the previous row's (False for the first row)."""
-    same = np.ones(len(frame), dtype=bool)
-    same[:1] = False
-    for c in frame.columns:
-        v = frame[c].to_numpy()
-        same[1:] &= v[1:] == v[:-1]
-    return same
-
-
 def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
     rows = _Rows("nps", len(df), report)
     ids, coded = _coded_ids(df["account_id"])
     dates, bad_date = parse_dates(df["date"])
     score, bad_score = parse_numbers(df["score"])
-    _exclude_bad_keys(rows, df, ids)
+    _exclude_bad_keys(rows, df, coded[1] < 0)
     rows.exclude("bad_date", bad_date | np.isnat(dates), "date", df["date"], "date is empty or not a date",
                  "write the survey date as YYYY-MM-DD")
     rows.exclude("bad_score", bad_score | np.isnan(score), "score", df["score"], "score is empty or not a number",
@@ -677,7 +709,7 @@ def _event_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, r
         ts = pd.to_datetime(text.str.replace("/", "-", regex=False), errors="coerce", format="ISO8601").to_numpy(
             dtype="datetime64[ns]")
         bad_ts = text.notna().to_numpy() & np.isnat(ts)
-    _exclude_bad_keys(rows, df, ids)
+    _exclude_bad_keys(rows, df, pd.isna(ids))
     rows.exclude("bad_ts", bad_ts | np.isnat(ts), "ts", df["ts"], "ts is empty or not a timestamp",
                  "write timestamps as YYYY-MM-DD HH:MM:SS")
     contracts.check(rows, ids, ts, df["account_id"], df["ts"], "ts", as_of, contract=False)
@@ -696,7 +728,7 @@ def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _R
             report.fatal.append(f"params as_of: {params.as_of!r} is not a date. Fix: write as_of: YYYY-MM-DD.")
             return None
     has_id = (
-        ~_missing(_trimmed_text(revenue["account_id"]))
+        _coded(revenue["account_id"])[1] >= 0
         if not _is_typed(revenue["account_id"])
         else revenue["account_id"].notna().to_numpy()
     )
@@ -725,7 +757,16 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     headers; ``params.columns[table]`` maps them to canonical names first. Raises one
     :class:`CskitError` listing every fatal problem; unusable rows are excluded and counted.
     """
-    report = _report or _Report()
+    global _CODED
+    _CODED = {}
+    try:
+        return _client_from_frames(tables, params, source, _report or _Report(), _unread)
+    finally:
+        _CODED = None
+
+
+def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source: str, report: _Report,
+                        _unread: frozenset[str]) -> ClientData:
     frames: dict[str, pd.DataFrame] = {}
     required = _required_tables(params)
     for name in TABLES:
