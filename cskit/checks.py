@@ -36,7 +36,8 @@ ADJUSTED_MIN_GROUP = 20  # accounts per group (and churns) below which the adjus
 
 
 def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int,
-                     *, covariates: pd.DataFrame | None = None, hazard: dict | None = None) -> dict:
+                     *, covariates: pd.DataFrame | None = None, hazard: dict | None = None,
+                     persistence: dict | None = None) -> dict:
     """Churn within the horizon (out-of-time cohort) and the health score 12 months after start,
     onboarded (onboarding_completed > 0) vs not, with intervals and a verdict (docs/methods.md).
 
@@ -45,7 +46,8 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
     where it cannot be estimated, the verdict is never "driver" (an unadjusted difference cannot tell
     onboarding from what travels with it). ``hazard`` (:func:`hazard_own_effect`) is the second
     condition for "driver": onboarding's own term in the monthly churn hazard, adjusted for the KPIs of
-    the month before each decision, must be below 1 too."""
+    the month before each decision, must be below 1 too. ``persistence``: the KPIs' ``forecast.Persistence``
+    on ``panel`` when already estimated (``ScoreModel.persistence`` of the score at as_of on this panel)."""
     done = cohort["onboarding_completed"].to_numpy(dtype="float64")
     ok = np.isfinite(done)
     on, y = done[ok] > 0, out["event"].to_numpy()[ok]
@@ -64,7 +66,7 @@ def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFram
         "difference": {"estimate": d, "ci_low": dlo, "ci_high": dhi},
         "ratio": {"estimate": rr, "ci_low": rlo, "ci_high": rhi},
     }
-    res["score_after_12_months"] = _score_after_start(panel, model, horizon)
+    res["score_after_12_months"] = _score_after_start(panel, model, horizon, persistence)
     res["verdict_unadjusted"] = onboarding_verdict(dlo, dhi)
     adj = adjusted_difference(y, on, covariates.to_numpy(dtype="float64")[ok], list(covariates.columns)) \
         if covariates is not None else {"status": "not_estimable", "reason": "no covariates were given"}
@@ -281,12 +283,15 @@ def onboarding_verdict(ci_low: float, ci_high: float, margin: float = EQUIVALENC
     return "inconclusive"
 
 
-def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int) -> dict:
-    """Health score at tenure 12 (onboarding's own points taken out and the rest rescaled to 0–100)."""
+def _score_after_start(panel: pd.DataFrame, model: ScoreModel, horizon: int, persistence: dict | None = None) -> dict:
+    """Health score at tenure 12 (onboarding's own points taken out and the rest rescaled to 0–100).
+    ``persistence``: the KPIs' ``forecast.Persistence`` on ``panel`` when already estimated (the score's at as_of)."""
     rows = (panel["tenure"] == ONBOARDING_SCORE_TENURE).to_numpy()
     kpis = list(dict.fromkeys([*model.kpi_names(), "onboarding_completed"]))
-    feats, _ = kpi_forecasts(panel, kpis, rows, model.design.transforms, horizon, model.lag)
-    feats = pd.concat([feats, panel.loc[rows, ["segment", "contract_type"]].reset_index(drop=True)], axis=1)
+    feats, _ = kpi_forecasts(panel, kpis, rows, model.design.transforms, horizon, model.lag,
+                             persistence=None if persistence is None else dict(persistence))
+    for c in ("segment", "contract_type"):
+        feats[c] = panel[c].to_numpy()[rows]
     for k, share in recent_missing(panel, model.design.indicators, rows).items():
         feats[MISSING_PREFIX + k] = share
     pts = pd.concat([model.kpi_points(feats), model.context_points(feats)], axis=1)

@@ -644,8 +644,9 @@ def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon:
     (a list) receives the rows' ``kpi_points`` and ``context_points`` the score is the sum of."""
     feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths,
                                     persistence=persistence)
-    base = past.loc[rows, ["tenure", "contract_type", "segment", "renewal_cycle", "month"]].reset_index(drop=True)
-    frame = pd.concat([feats, base], axis=1)
+    frame = feats  # a frame of its own (kpi_forecasts'): the rows' context joins it column by column, not copied
+    for c in ("tenure", "contract_type", "segment", "renewal_cycle", "month"):
+        frame[c] = past[c].to_numpy()[rows]
     for k, share in recent_missing(past, model.design.indicators, rows).items():
         frame[MISSING_PREFIX + k] = share
     pts = (model.kpi_points(frame), model.context_points(frame))
@@ -663,8 +664,15 @@ def months_upto(panel: pd.DataFrame, month: pd.Timestamp, columns: list[str] | N
     if not later.any() and panel.index.equals(pd.RangeIndex(len(panel))):
         return panel
     if columns is not None:
-        return panel.loc[~later, columns].reset_index(drop=True)
-    return panel[~later].reset_index(drop=True)
+        return renumbered(panel.loc[~later, columns])
+    return renumbered(panel.take(np.flatnonzero(~later)))
+
+
+def renumbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (a fresh copy: a take or a selection) with the index 0..n−1, set in place:
+    ``reset_index(drop=True)`` would copy every column again (a second copy of millions of rows)."""
+    frame.index = pd.RangeIndex(len(frame))
+    return frame
 
 
 SCORED_CONTEXT = ("account_id", "month", "tenure", "churn", "mrr", "contract_type", "segment", "renewal_cycle")
@@ -697,7 +705,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     cut = tier_cutpoints(frame["score"].to_numpy()[known], frame["churn_prob"].to_numpy()[known])
     model = replace(model, forecast=forecast, persistence=persistence, **cut)  # a completed one; the fit unchanged
     frame["tier"] = tiers(model, frame["score"].to_numpy())
-    return Scored(frame.sort_values("account_id", kind="stable").reset_index(drop=True), model)
+    return Scored(renumbered(frame.sort_values("account_id", kind="stable")), model)
 
 
 # ---------------------------------------------------------------- validation
@@ -1054,7 +1062,8 @@ def design_health_score(
             cohort = then.frame[["account_id"]].join(done, on="account_id")
             shared = fits.transforms(kpis) if fits is not None and fits.serves(panel, lag) else None
             covariates = onboarding_covariates(panel, then.frame, kpis, cut, transforms=shared)
-            onboarding = onboarding_check(panel, model, cohort, out, Hv, covariates=covariates, hazard=hazard)
+            onboarding = onboarding_check(panel, model, cohort, out, Hv, covariates=covariates, hazard=hazard,
+                                          persistence=model.persistence)  # the score's, on this very panel
             warnings += onboarding.pop("notices", [])
     del before  # released: nothing below reads the months up to the cut
     if client:

@@ -83,17 +83,17 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
         rows |= active_rows(past, m)
     points: list[pd.DataFrame] = []
     frame, _ = score_rows(past, model, rows, horizon, lag, persistence=dict(model.persistence), points=points)
-    frame["month"] = past.loc[rows, "month"].to_numpy()
     s = frame["score"].to_numpy()
-    pts = pd.concat(points, axis=1)  # the points the score is the sum of
+    pts = {k: part[k] for part in points for k in part}  # the points the score is the sum of
     items = [k for k in model.weights["kpi"] if k in pts]
-    hist = pd.DataFrame({"account_id": frame["account_id"], "month": frame["month"], "score": s,
-                         "tier": tiers(model, s)})
+    order = np.lexsort((frame["account_id"].to_numpy(), frame["month"].to_numpy()))
+    s = s[order]
+    hist = pd.DataFrame({"account_id": frame["account_id"].to_numpy()[order], "month": frame["month"].to_numpy()[order],
+                         "score": s, "tier": tiers(model, s)})
     for k in items:
-        hist[points_column(k)] = np.round(pts[k].to_numpy(dtype="float64"), 2)
-    values = frame[["account_id", "month", *model.kpi_names()]]
-    order = np.lexsort((hist["account_id"].to_numpy(), hist["month"].to_numpy()))
-    return hist.iloc[order].reset_index(drop=True), values.iloc[order].reset_index(drop=True)
+        hist[points_column(k)] = np.round(pts[k].to_numpy(dtype="float64")[order], 2)
+    values = pd.DataFrame({c: frame[c].to_numpy()[order] for c in ["account_id", "month", *model.kpi_names()]})
+    return hist, values
 
 
 def items_of(history: pd.DataFrame) -> list[str]:
