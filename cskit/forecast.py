@@ -100,9 +100,10 @@ def forecast_error_var(p: Persistence, n: np.ndarray, steps: np.ndarray, recent:
     """
     n = np.asarray(n, dtype=int)
     steps = np.asarray(steps, dtype=int)
-    out = np.empty((len(n), len(steps)))
-    for m in np.unique(n):
-        at = n == m
+    counts, which = np.unique(n, return_inverse=True)
+    out = np.empty((len(counts), len(steps)))  # one row per number of observed months, then spread
+    for i, m in enumerate(counts):
+        at = i
         if m <= 0:
             out[at] = p.var_between + p.var_within
             continue
@@ -120,7 +121,7 @@ def forecast_error_var(p: Persistence, n: np.ndarray, steps: np.ndarray, recent:
             c = 1 - (1 - g) * r - g
             row.append(c * c * p.var_between + a @ cov @ a)
         out[at] = np.maximum(np.array(row), 0.0)
-    return out
+    return out[which.reshape(-1)]
 
 
 @dataclass
@@ -225,15 +226,30 @@ def decision_months(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.n
     in which the account can churn: all for monthly contracts, the renewal months (tenure + h a multiple
     of the panel's renewal cycle, ``cskit.panel.decides``) for annual ones (all months when the horizon
     holds none). Without a ``contract_type`` column every account is monthly."""
+    patterns, which = decision_patterns(panel, rows, horizon)
+    return patterns[which]
+
+
+def decision_patterns(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decision_months` as its distinct rows and each selected row's (``patterns[which]`` is the
+    matrix): a row's decision months depend only on its renewal cycle and its tenure modulo the cycle,
+    so they are made once per (cycle, phase), not once per row."""
     n = int(np.count_nonzero(rows)) if rows.dtype == bool else len(rows)
     h = np.arange(1, horizon + 1)
     if "contract_type" not in panel:
-        return np.ones((n, horizon))
+        return np.ones((1, horizon)), np.zeros(n, dtype="int64")
     cols = [c for c in ("tenure", "renewal_cycle", "contract_type") if c in panel]  # what renewal_cycles reads
-    sub = panel.loc[rows, cols] if rows.dtype == bool else panel[cols].iloc[rows]
-    tenure = sub["tenure"].to_numpy()[:, None]
-    at = decides(tenure + h[None, :], renewal_cycles(sub)[:, None])
-    return np.where(at.any(axis=1, keepdims=True), at, True).astype("float64")
+    sub = pd.DataFrame({c: panel[c].to_numpy()[rows] for c in cols})
+    tenure, cycle = sub["tenure"].to_numpy(dtype="int64"), renewal_cycles(sub)
+    if n and (cycle.min() < 1 or tenure.min() < 0):  # not a (cycle, phase) table: row by row
+        at = decides(tenure[:, None] + h[None, :], cycle[:, None])
+        return np.where(at.any(axis=1, keepdims=True), at, True).astype("float64"), np.arange(n)
+    which, keys = pd.factorize(cycle * (int(cycle.max(initial=1)) + 1) + tenure % cycle)  # (cycle, phase)
+    first = np.zeros(len(keys), dtype="int64")
+    first[which] = np.arange(n)  # a row of each (cycle, phase)
+    # (tenure + h) % cycle == 0 depends on tenure % cycle only: the first row's tenure stands for its phase
+    at = decides(tenure[first][:, None] + h[None, :], cycle[first][:, None])
+    return np.where(at.any(axis=1, keepdims=True), at, True).astype("float64"), which.astype("int64")
 
 
 def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
@@ -253,13 +269,13 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
     """
     out = recent_means(panel, kpis, rows)
     found, pers = kpi_paths(panel, kpis, rows, transforms, out, persistence=persistence)
-    months = decision_months(panel, rows, horizon)
+    patterns, which = decision_patterns(panel, rows, horizon)
+    steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
     recs = []
     for k, path in found.items():
         tr, p = transforms[k], pers[k]
         w = p.weight(horizon, lag)
-        steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
-        wi = (months * p.rho**steps).sum(axis=1) / months.sum(axis=1)
+        wi = ((patterns * p.rho**steps).sum(axis=1) / patterns.sum(axis=1))[which]  # per pattern, not per row
         out[k] = tr.inverse(path.level + wi * (path.recent - path.level))
         recs.append({"kpi": k, "rho": p.rho, "weight_recent": w, "population_mean": tr.inverse(p.mean),
                      "var_between": p.var_between, "var_within": p.var_within, "scale": tr.kind})

@@ -580,13 +580,23 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
         term = next((t for t in d.terms if t.name == name), None)
         return moves(term.kpi) if term is not None else name.split("=", 1)[0] == "churn_season"
 
-    fixed = {n: column(n, 1) for n in d.names if not moves(n)}  # the same in every month: made once
+    # one design of the months' columns, C-ordered as column_stack makes it (the same X @ β): the columns
+    # the same in every month are filled once, the others overwritten month by month
+    X = np.empty((len(base), len(d.names)))
+    moving = []
+    for j, n in enumerate(d.names):
+        if moves(n):
+            moving.append((j, n))
+        else:
+            X[:, j] = column(n, 1)
+    X[~np.isfinite(X)] = 0.0
     S = np.ones(len(base))
     out = np.empty((len(base), months))
     sds = [np.sqrt(paths[k].error_vars(months, model.lag)) for k in uncertain]
     for h in range(1, months + 1):
-        X = np.column_stack([fixed[n] if n in fixed else column(n, h) for n in d.names])
-        X = np.where(np.isfinite(X), X, 0.0)
+        for j, n in moving:
+            x = column(n, h)
+            X[:, j] = np.where(np.isfinite(x), x, 0.0)
         sd = np.column_stack([v[:, h - 1] for v in sds]) if uncertain else None
         var = np.einsum("ik,kl,il->i", sd * b, c, sd * b) if uncertain else np.zeros(len(base))
         p = expected_cloglog(X @ model.fit.coef, var)
