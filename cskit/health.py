@@ -1020,6 +1020,9 @@ def design_health_score(
     or no usable KPI) the stage does not stop the diagnosis: it returns a Health with status
     "not_estimable", the reason, and empty tables (:func:`not_estimable_health`)."""
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
+    # without the run's fits (the stage alone, or in cskit.parallel's child) its own: the score's full model
+    # and the onboarding check's hazard are one churn design and first fit, built once (the same results)
+    fits = fits if fits is not None and fits.serves(panel, lag) else Fits(panel, lag, seed=params.seed)
     try:
         now = score_at(panel, kpis, lag, as_of, H, params.alpha, fits=fits, seed=params.seed)
         # the onboarding check's own-hazard condition: the same churn hazard, on every at-risk month
@@ -1028,8 +1031,7 @@ def design_health_score(
     except NotEstimable as e:
         return not_estimable_health(e, H)
     finally:
-        if fits is not None:
-            fits.release("churn")  # no later model uses the churn design
+        fits.release("churn")  # no later model uses the churn design
     model = now.model
     warnings = list(dict.fromkeys(model.warnings))  # the full and the refitted model can say the same
     if not model.renewals.get("estimable", True):
@@ -1051,8 +1053,9 @@ def design_health_score(
                                validation_horizon=Hv, cut=f"{cut:%Y-%m}", first=f"{panel['month'].min():%Y-%m}"))
     onboarding = None
     before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score
-    try:
-        then = score_at(before, kpis, lag, cut, Hv, params.alpha, seed=params.seed)
+    try:  # the cut's full model and its first fit built once too (its own Fits, of the months up to the cut)
+        then = score_at(before, kpis, lag, cut, Hv, params.alpha, fits=Fits(before, lag, seed=params.seed),
+                        seed=params.seed)
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
@@ -1070,8 +1073,7 @@ def design_health_score(
         if "onboarding_completed" in panel:
             done = recent_means(panel, ["onboarding_completed"], active_rows(panel, cut)).set_index("account_id")
             cohort = then.frame[["account_id"]].join(done, on="account_id")
-            shared = fits.transforms(kpis) if fits is not None and fits.serves(panel, lag) else None
-            covariates = onboarding_covariates(panel, then.frame, kpis, cut, transforms=shared)
+            covariates = onboarding_covariates(panel, then.frame, kpis, cut, transforms=fits.transforms(kpis))
             onboarding = onboarding_check(panel, model, cohort, out, Hv, covariates=covariates, hazard=hazard,
                                           persistence=model.persistence)  # the score's, on this very panel
             warnings += onboarding.pop("notices", [])
