@@ -251,9 +251,9 @@ def analyse(
             with clock("metrics"):
                 metrics = compute_metrics(panel, data, p)
                 survival = compute_survival(panel, data, p)
+            fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # designs and fits the stages share
             with clock("drivers"):
-                triggers = find_triggers(panel, p, kpis)
-            fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # designs and fits potential and health share
+                triggers = find_triggers(panel, p, kpis, fits=fits)
             with clock("potential"):
                 potential = improvement_potential(panel, data, p, kpis, fits=fits)
             with clock("health"):
@@ -296,16 +296,19 @@ def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: li
     """The stages a forked child runs while the parent runs the potential: the triggers, the health
     score (its touch model left for ``health.add_touch``, once the potential's LTV is known) and its
     history. Returns them and each one's wall-clock seconds (where it ran)."""
+    from cskit.fits import Fits
     from cskit.health import LTV_LATER, design_health_score
     from cskit.history import track_health
     from cskit.triggers import find_triggers
 
     seconds: dict[str, float] = {}
     clock = _Clock(seconds)
+    fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # the transforms and churn rows triggers and health share
     with clock("drivers"):
-        triggers = find_triggers(panel, p, kpis)
+        triggers = find_triggers(panel, p, kpis, fits=fits)
     with clock("health"):
-        health = design_health_score(panel, data, p, kpis, ltv=LTV_LATER)
+        health = design_health_score(panel, data, p, kpis, ltv=LTV_LATER, fits=fits)
+    fits.release()
     with clock("history"):
         history = track_health(panel, data, p, health)
     return triggers, health, history, seconds

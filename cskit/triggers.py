@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,9 @@ from cskit.result import StageResult
 from cskit.sampling import RowSample, case_control, fit_link, link_offset, sampled_notice, uniform_rows
 from cskit.season import churn_seasonality, seasonal_notice
 from cskit.stats import spearman_binary
+
+if TYPE_CHECKING:
+    from cskit.fits import Fits
 
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
@@ -141,7 +145,7 @@ class Triggers(StageResult):
 
 
 @one_blas_thread()
-def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Triggers:
+def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str], *, fits: Fits | None = None) -> Triggers:
     """RT / CRTT / UCT triggers of ``kpis`` on ``panel`` (see the module docstring for the models).
 
     Parameters
@@ -149,6 +153,10 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     panel, params, kpis : DataFrame, Params, list of str
         The stage signature (docs/architecture.md; no ``data``: the panel holds all it needs): the
         account × month panel, the run's params and the KPI columns to analyse.
+    fits : Fits, optional
+        The run's :class:`cskit.fits.Fits` of this panel (same lag and seed): the KPIs' transforms and
+        the churn and expansion model rows (``fits.model_rows``: the rows the triggers draw) are taken
+        from it and left in it for the stages after (the same values: each is made once per run).
 
     Returns
     -------
@@ -170,7 +178,8 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
     lag = params.kpi_lag_months
     kpis = list(dict.fromkeys(kpis))
     model_kpis = [TENURE, *[k for k in kpis if k != TENURE]]
-    transforms = kpi_transforms(panel, model_kpis)
+    fits = fits if fits is not None and fits.serves(panel, lag) and fits.seed == params.seed else None
+    transforms = fits.transforms(model_kpis) if fits is not None else kpi_transforms(panel, model_kpis)
     Z = KPIMatrix.of(panel, model_kpis, transforms)
     warnings: list[Notice] = []
     never = [k for k in kpis if np.isnan(Z.columns[k]).all()]  # the panel's own values (KPIMatrix.of)
@@ -182,7 +191,8 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str]) -> Trigg
         rows, y = outcome_rows(panel, outcome, lag)
         group = next(g for g in SAME_ROWS if outcome in g)
         if group not in row_sets:  # made with the group's first outcome (its y is the one sampled on)
-            row_sets[group] = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed)
+            row_sets[group] = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed,
+                                        drawn=fits.rows(outcome) if fits is not None else None)
             samples[group] = row_sets[group].sample
         rs = row_sets[group]
         result = _one_outcome(rs, outcome, y, params, warnings)
@@ -277,9 +287,11 @@ class RowSet:
 
     @classmethod
     def of(cls, panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], rows: np.ndarray, y: np.ndarray,
-           kpis: list[str], model_kpis: list[str], transforms: dict[str, Transform], lag: int, seed: int) -> RowSet:
-        """The row set of ``group`` on ``rows``, sampled on its first outcome's ``y`` with ``seed``."""
-        kept, _, sample = case_control(panel, rows, y, seed=seed)
+           kpis: list[str], model_kpis: list[str], transforms: dict[str, Transform], lag: int, seed: int, *,
+           drawn: tuple | None = None) -> RowSet:
+        """The row set of ``group`` on ``rows``, sampled on its first outcome's ``y`` with ``seed``
+        (``drawn``: that sample when already drawn, ``cskit.fits.model_rows``' result)."""
+        kept, _, sample = case_control(panel, rows, y, seed=seed) if drawn is None else drawn
         return cls(panel, Z, group, rows, kpis, model_kpis, transforms, lag, kept, sample, seed)
 
     def once(self, key, make, last: bool = False):
@@ -639,16 +651,21 @@ class KPIMatrix:
     def of(cls, panel: pd.DataFrame, kpis: list[str], transforms: dict[str, Transform]) -> KPIMatrix:
         return cls({k: panel[k].to_numpy(dtype="float64") for k in kpis}, transforms, panel["tenure"].to_numpy())
 
-    def at(self, kpis: list[str], lag: int, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def at(self, kpis: list[str], lag: int, rows: np.ndarray, out: np.ndarray | None = None, *,
+           filled: bool = False) -> np.ndarray:
         """Values of ``kpis`` at month t − lag for the panel rows ``rows`` (boolean mask), NaN where
         t − lag is before the account's start; ``contract_months`` at t. Same as
         :func:`cskit.panel.add_lags` (panel rows are contiguous
         months per account, so month t − lag of row i is row i − lag), gathering only ``rows``.
-        ``out``: an F-ordered matrix of that shape to fill (reused from one lag to the next)."""
+        ``out``: an F-ordered matrix of that shape to fill (reused from one lag to the next); with
+        ``filled``, missing values are 0 (:func:`cskit.models.zero_missing`, column by column while
+        each is in cache)."""
         where = self.sources(lag, rows)
         out = np.empty((len(where[0]), len(kpis)), order="F") if out is None else out  # column by column
         for j, k in enumerate(kpis):
             self.gather(k, where, out[:, j])
+            if filled:
+                zero_missing(out[:, j])
         return out
 
     def sources(self, lag: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -697,7 +714,7 @@ def lead_lag_scores(
     terms = [score_terms(y, base_fit(y, X0, link)) for link, y in zip(links, ys)]
     parts, filled = [], None
     for lag in range(MAX_LEAD_LAG + 1):  # one matrix, refilled lag after lag
-        filled = zero_missing(Z.at(use, lag, rows, out=filled))
+        filled = Z.at(use, lag, rows, out=filled, filled=True)
         for outcome, t in zip(outcomes, terms):
             parts.append(pd.DataFrame({"kpi": use, "outcome": outcome, "lag": lag, "z": score_z_from(t, filled)}))
     return pd.concat(parts, ignore_index=True)
