@@ -83,10 +83,15 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"].to_numpy() >= 0)
     panel["churn_season"] = season_column(panel, churn_seasonality(panel, MIN_EVENTS))
 
-    ids = pd.Index(pd.unique(panel["account_id"]))  # the panel's (sorted, unique) account ids
-    pkeys = _keys(ids.get_indexer(panel["account_id"]), mi)  # each panel row's account × month key
-    _add_revenue(panel, data, ids, pkeys)
-    _add_referrals(panel, acc, data, ids, pkeys)
+    ids = pd.Index(acc["account_id"])  # the panel's (sorted, unique) account ids, in its row order
+    if ids.is_unique:
+        codes = row_acc  # each row's account: its position among them
+    else:  # (a frame built otherwise than by the loader)
+        ids = pd.Index(pd.unique(panel["account_id"]))
+        codes = ids.get_indexer(panel["account_id"])
+    pkeys = _keys(codes, mi)  # each panel row's account × month key (increasing: rows by account, month)
+    revenue_codes = _add_revenue(panel, data, ids, pkeys)
+    _add_referrals(panel, acc, data, ids, pkeys, revenue_codes)
     panel["contract_months"] = tenure.astype("float64")
     for col in data.static_kpis:
         panel[col] = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")[row_acc]
@@ -239,8 +244,16 @@ def _days_in_month(dates: np.ndarray) -> np.ndarray:
 
 def window_start(data: ClientData) -> int:
     """Month index of the first month of the data window: the earliest revenue or KPI month (-1 if none)."""
-    firsts = [month_index(t["month"]).min() for t in (data.revenue, data.kpis) if t is not None and len(t)]
+    firsts = [_first_month(t["month"]) for t in (data.revenue, data.kpis) if t is not None and len(t)]
     return int(min(firsts)) if firsts else -1
+
+
+def _first_month(dates: pd.Series) -> int:
+    """``month_index(dates).min()``: the month of the earliest date (-1 with a NaT), one date converted."""
+    v = dates.to_numpy()
+    if not (v.dtype.kind == "M" and len(v)) or np.isnat(v).any():
+        return int(month_index(dates).min())
+    return int(month_index(v.min(keepdims=True))[0])
 
 
 def data_window(data: ClientData) -> dict:
@@ -276,18 +289,71 @@ def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
     return account_codes.astype(np.int64) * 100_000 + mi
 
 
+def _codes(ids: pd.Index, values: pd.Series) -> np.ndarray:
+    """``ids.get_indexer(values)``, each run of equal values looked up once (the loader's tables are
+    sorted by account: a few lookups per account instead of one per row)."""
+    v = values.to_numpy()
+    if len(v) < 2:
+        return ids.get_indexer(v)
+    new = np.ones(len(v), dtype=bool)
+    new[1:] = v[1:] != v[:-1]
+    starts = np.flatnonzero(new)
+    if 4 * len(starts) > len(v):  # not in runs
+        return ids.get_indexer(v)
+    return np.repeat(ids.get_indexer(v[starts]), np.diff(np.append(starts, len(v))))
+
+
+def _group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(sorted distinct keys, each value array summed per key): ``groupby(keys).sum()`` with pandas'
+    own arithmetic (Kahan-compensated, the rows of a key in their order), computed for all keys at once
+    position by position within the keys (a key holds a few rows: an account-month's products)."""
+    if len(keys) > 1 and not (keys[1:] >= keys[:-1]).all():
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], tuple(v[order] for v in values)
+    first = np.flatnonzero(np.append(True, keys[1:] != keys[:-1])) if len(keys) else np.zeros(0, dtype=np.int64)
+    size = np.diff(np.append(first, len(keys)))
+    out = []
+    for v in values:
+        v = np.asarray(v, dtype="float64")
+        total, comp = np.zeros(len(first)), np.zeros(len(first))
+        for j in range(int(size.max()) if len(size) else 0):
+            g = np.flatnonzero(size > j) if j else np.arange(len(first))
+            y = v[first[g] + j] - comp[g]
+            t = total[g] + y
+            c = t - total[g] - y
+            c[np.isnan(c)] = 0.0  # (an infinite value: pandas resets the compensation)
+            comp[g], total[g] = c, t
+        out.append(total)
+    return (keys[first], *out)
+
+
 def _lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.0) -> np.ndarray:
-    s = pd.Series(values, index=keys)
-    return s.reindex(panel_keys).fillna(fill).to_numpy()
+    """``values`` (at the sorted distinct ``keys``) at each panel key, ``fill`` where absent or NaN (as
+    ``Series(values, keys).reindex(panel_keys).fillna(fill)``), by binary search."""
+    if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+        s = pd.Series(values, index=keys)
+        return s.reindex(panel_keys).fillna(fill).to_numpy()
+    pos = np.minimum(np.searchsorted(keys, panel_keys), max(len(keys) - 1, 0))
+    found = keys[pos] == panel_keys if len(keys) else np.zeros(len(panel_keys), dtype=bool)
+    if found.all():
+        out = values[pos]
+    else:
+        out = np.full(len(panel_keys), np.nan)
+        out[found] = values[pos[found]]
+    if out.dtype.kind == "f":
+        out[np.isnan(out)] = fill
+    return out
 
 
-def _add_revenue(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> None:
+def _add_revenue(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> np.ndarray:
+    """MRR and its movements (expansion, contraction, cross-sell) at each panel row; returns each
+    revenue row's account position in ``ids`` (-1 if not in the panel)."""
     rev = data.revenue
-    codes = ids.get_indexer(rev["account_id"])
+    codes = _codes(ids, rev["account_id"])
     rmi = month_index(rev["month"])
     ok = codes >= 0
-    by_month = pd.Series(rev["mrr"].to_numpy(dtype="float64")[ok]).groupby(_keys(codes[ok], rmi[ok])).sum()
-    mrr = _lookup(pkeys, by_month.index.to_numpy(), by_month.to_numpy())
+    keys, mrr_by = _group_sums(_keys(codes[ok], rmi[ok]), rev["mrr"].to_numpy(dtype="float64")[ok])
+    mrr = _lookup(pkeys, keys, mrr_by)
     first = panel["tenure"].to_numpy() == 0
     prev = np.r_[0.0, mrr[:-1]]
     prev[first] = 0.0
@@ -299,22 +365,39 @@ def _add_revenue(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np
     panel["expansion_mrr"] = np.where(up, mrr - prev, 0.0)
     panel["contraction"] = down.astype(np.int8)
     panel["contraction_mrr"] = np.where(down, prev - mrr, 0.0)
+    panel["cross_sell"] = (np.isin(pkeys, _cross_sell_keys(rev, codes, rmi, ok)) & ~first).astype(np.int8)
+    return codes
 
-    product = rev["product"] if "product" in rev else pd.Series("(main)", index=rev.index)
+
+def _cross_sell_keys(rev: pd.DataFrame, codes: np.ndarray, rmi: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The account × month keys in which an account's revenue shows a product for the first time, after
+    its first month with revenue (sorted, unique)."""
+    product = rev["product"].to_numpy() if "product" in rev else np.full(len(rev), "(main)", dtype=object)
+    code, mi = codes[ok], rmi[ok]
+    key = _keys(code, mi)
+    names, _ = pd.factorize(product[ok])
+    if len(key) > 1 and (key[1:] >= key[:-1]).all() and (names >= 0).all():  # the loader's order
+        # (account, month, product): a line's first row is its first month, an account's first row its
+        # first month with revenue
+        line, _ = pd.factorize(code.astype(np.int64) * (int(names.max()) + 1) + names)
+        seen = np.maximum.accumulate(line)
+        new_line = np.append(True, seen[1:] > seen[:-1])
+        starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
+        account_first = np.repeat(mi[starts], np.diff(np.append(starts, len(code))))
+        return np.unique(key[new_line & (mi > account_first)])
     firsts = (
-        pd.DataFrame({"code": codes[ok], "product": product.to_numpy()[ok], "mi": rmi[ok]})
+        pd.DataFrame({"code": code, "product": product[ok], "mi": mi})
         .groupby(["code", "product"], sort=False)["mi"]
         .min()
         .reset_index()
     )
     account_first = firsts.groupby("code")["mi"].transform("min")
     new_lines = firsts[firsts["mi"] > account_first]
-    cross_keys = np.unique(_keys(new_lines["code"].to_numpy(), new_lines["mi"].to_numpy()))
-    panel["cross_sell"] = (np.isin(pkeys, cross_keys) & (panel["tenure"].to_numpy() > 0)).astype(np.int8)
+    return np.unique(_keys(new_lines["code"].to_numpy(), new_lines["mi"].to_numpy()))
 
 
 def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, ids: pd.Index,
-                   pkeys: np.ndarray) -> None:
+                   pkeys: np.ndarray, revenue_codes: np.ndarray) -> None:
     panel["referrals"] = 0
     panel["referral_mrr"] = 0.0
     if "referred_by" not in acc:
@@ -325,12 +408,16 @@ def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, ids
     codes = ids.get_indexer(ref["referred_by"].astype(str))
     start = month_index(ref["contract_start"])
     rev = data.revenue
-    first_mrr = _first_mrr(rev[rev["account_id"].isin(ref["account_id"])])  # only the referred accounts'
+    referred = ids.get_indexer(ref["account_id"])
+    if (referred >= 0).all():  # panel accounts: their revenue rows by code (no text lookup per row)
+        first_mrr = _first_mrr(rev[np.isin(revenue_codes, referred)])
+    else:
+        first_mrr = _first_mrr(rev[rev["account_id"].isin(ref["account_id"])])  # only the referred accounts'
     mrr = ref["account_id"].map(first_mrr).fillna(0.0).to_numpy(dtype="float64")
     ok = codes >= 0
-    g = pd.DataFrame({"key": _keys(codes[ok], start[ok]), "n": 1, "mrr": mrr[ok]}).groupby("key").sum()
-    panel["referrals"] = _lookup(pkeys, g.index.to_numpy(), g["n"].to_numpy()).astype(np.int64)
-    panel["referral_mrr"] = _lookup(pkeys, g.index.to_numpy(), g["mrr"].to_numpy())
+    keys, n, mrr_by = _group_sums(_keys(codes[ok], start[ok]), np.ones(int(ok.sum())), mrr[ok])
+    panel["referrals"] = _lookup(pkeys, keys, n).astype(np.int64)
+    panel["referral_mrr"] = _lookup(pkeys, keys, mrr_by)
 
 
 def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
@@ -346,7 +433,7 @@ def _add_kpis(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.nd
     cols = [c for c in kp.columns if c not in ("account_id", "month")]
     if not cols:
         return
-    codes = ids.get_indexer(kp["account_id"])
+    codes = _codes(ids, kp["account_id"])
     ok = codes >= 0
     keys = _keys(codes[ok], month_index(kp["month"])[ok])
     if len(keys) and (keys[1:] > keys[:-1]).all():  # the loader's order (account, month), one row each
@@ -364,26 +451,26 @@ def _add_kpis(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.nd
         pos = keys.get_indexer(pkeys)
         found = pos >= 0
     source = np.flatnonzero(ok)[pos[found]]
+    every = bool(found.all())
     for c in cols:
+        column = kp[c].to_numpy(dtype="float64")
+        if every:  # a KPI row for every panel row: one gather
+            panel[c] = column[source]
+            continue
         x = np.full(len(pkeys), np.nan)
-        x[found] = kp[c].to_numpy(dtype="float64")[source]
+        x[found] = column[source]
         panel[c] = x
 
 
 def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, ids: pd.Index, pkeys: np.ndarray,
                   window: int = 12) -> np.ndarray:
     """Mean 0–10 score of the answers given in the trailing ``window`` months (NaN if none)."""
-    codes = ids.get_indexer(nps["account_id"])
+    codes = _codes(ids, nps["account_id"])
     ok = codes >= 0
-    g = (
-        pd.DataFrame(
-            {"key": _keys(codes[ok], month_index(nps["date"])[ok]), "s": nps["score"].to_numpy(float)[ok], "n": 1.0}
-        )
-        .groupby("key")
-        .sum()
-    )
-    s = _lookup(pkeys, g.index.to_numpy(), g["s"].to_numpy())
-    n = _lookup(pkeys, g.index.to_numpy(), g["n"].to_numpy())
+    keys, s, n = _group_sums(_keys(codes[ok], month_index(nps["date"])[ok]), nps["score"].to_numpy(float)[ok],
+                             np.ones(int(ok.sum())))
+    s = _lookup(pkeys, keys, s)
+    n = _lookup(pkeys, keys, n)
     tenure = panel["tenure"].to_numpy()
     cs, cn = _within_account_window_sum(s, tenure, window), _within_account_window_sum(n, tenure, window)
     with np.errstate(invalid="ignore", divide="ignore"):

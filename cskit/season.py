@@ -48,7 +48,8 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
         window = panel["months_observed"].to_numpy() >= 0
         rows &= panel["months_observed"].to_numpy() >= 1
     month = panel["month"].to_numpy(dtype="datetime64[ns]")
-    span = int(len(np.unique(month[window][~np.isnat(month[window])])))
+    seen = month[window]
+    span = int(len(pd.unique(seen[~np.isnat(seen)])))  # distinct months (hashed, not sorted)
     churn = panel["churn"].to_numpy()[rows]
     events = int(churn.sum())
     out = {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
@@ -120,7 +121,32 @@ def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_ty
     seg, segments = pd.factorize(segment.to_numpy() if not isinstance(segment.dtype, pd.CategoricalDtype)
                                  else segment, sort=True)
     ok = seg >= 0
-    keys = pd.DataFrame({"t": month - month.min(), "cal": (month % 12 + 1).astype(np.int32), "stratum": stratum,
+    t = month - month.min() if len(month) else month
+    if not ok.any() or tenure[ok].min() < 0:
+        return _cells_by_groupby(month, t, stratum, strata, seg, segments, tenure, churn, ok)
+    # one integer key per row, in the groupby's order (t, then cal: a function of t, stratum, segment,
+    # tenure); its distinct values hashed, the few cells sorted
+    sizes = [int(x[ok].max()) + 1 for x in (t, stratum, seg, tenure)]
+    if np.prod([float(z) for z in sizes]) >= 2.0**62:
+        return _cells_by_groupby(month, t, stratum, strata, seg, segments, tenure, churn, ok)
+    key = ((t[ok] * sizes[1] + stratum[ok]) * sizes[2] + seg[ok]) * sizes[3] + tenure[ok]
+    codes, uniq = pd.factorize(key)
+    order = np.argsort(uniq)
+    k = np.bincount(codes, weights=churn[ok], minlength=len(uniq))[order].astype(np.int64)
+    n = np.bincount(codes, minlength=len(uniq))[order].astype(np.int64)
+    key = uniq[order]
+    key, ten = np.divmod(key, sizes[3])
+    key, sg = np.divmod(key, sizes[2])
+    tt, st = np.divmod(key, sizes[1])
+    return pd.DataFrame({"t": tt.astype(t.dtype), "cal": ((tt + month.min()) % 12 + 1).astype(np.int32),
+                         "stratum": np.asarray(strata, dtype=object)[st],
+                         "segment": np.asarray(segments, dtype=object)[sg], "tenure": ten.astype(tenure.dtype),
+                         "k": k, "n": n})
+
+
+def _cells_by_groupby(month, t, stratum, strata, seg, segments, tenure, churn, ok) -> pd.DataFrame:
+    """:func:`_cells` by pandas' groupby (keys too wide for one integer, negative tenures)."""
+    keys = pd.DataFrame({"t": t, "cal": (month % 12 + 1).astype(np.int32), "stratum": stratum,
                          "segment": seg, "tenure": tenure, "churn": churn, "n": 1})
     cells = (
         keys.loc[ok]
