@@ -619,14 +619,38 @@ def project(
                 factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl)
                 res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months)
             else:
-                shifted = dict(neg_a)
-                for o in moved:
-                    hz = hazards[o]
-                    at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
-                    shifted |= _neg_exp({o: log_a[o] + hz.change(sc.kpi, sc.dz[sl], sl, at_mean)}, dtype)
-                res = project_chunk(shifted, base_factor, ge, gd, horizon, ltv_months)
+                at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
+                change = {o: hazards[o].change(sc.kpi, sc.dz[sl], sl, at_mean) for o in moved}
+                res = _moved_projection(neg_a, log_a, change, base, base_factor, ge, gd, horizon, ltv_months)
             _add_totals(totals, s, res, *weights)
     return Projection(totals, churn_prob, ltv_units)
+
+
+def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_months) -> dict[str, np.ndarray]:
+    """A scenario's :func:`project_chunk` with the log-hazards ``log_a`` moved by ``change`` (B, n) per
+    outcome moved. When most accounts are left unchanged in every draw and outcome (a KPI already at
+    its bound for them, e.g. an onboarding already completed: dz = 0), those keep the baseline's
+    entries ``base`` and the others are projected alone (gathering their tenure factors costs about
+    what projecting an account does, so below half unchanged every account is projected). Each entry
+    is computed on its own (:func:`project_chunk`): the same bits either way."""
+    dtype = next(iter(neg_a.values())).dtype
+    moves = np.zeros(next(iter(neg_a.values())).shape[1], bool)
+    for c in change.values():
+        moves |= (c != 0).any(axis=0)
+    if not moves.any():
+        return base
+    if moves.mean() > 0.5:
+        shifted = dict(neg_a) | _neg_exp({o: log_a[o] + c for o, c in change.items()}, dtype)
+        return project_chunk(shifted, factor, ge, gd, horizon, ltv_months)
+    cols = np.flatnonzero(moves)
+    shifted = {o: v[:, cols] for o, v in neg_a.items()}
+    shifted |= _neg_exp({o: log_a[o][:, cols] + c[:, cols] for o, c in change.items()}, dtype)
+    part = project_chunk(shifted, {o: np.take(f, cols, axis=2) for o, f in factor.items()}, ge, gd, horizon,
+                         ltv_months)
+    out = {k: v.copy() for k, v in base.items()}
+    for k, v in part.items():
+        out[k][:, cols] = v
+    return out
 
 
 def season_factor(hz: Hazard, months: int, dtype) -> np.ndarray:

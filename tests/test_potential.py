@@ -13,6 +13,7 @@ from cskit.excel import currency_format, display_width
 from cskit.models import Transform
 from cskit.potential import (
     Hazard,
+    Scenario,
     active_accounts,
     future_values,
     project,
@@ -109,6 +110,39 @@ def test_float32_draw_kernel_agrees_with_float64():
     f64, f32 = project(*args), project(*args, dtype=np.float32)
     for k in f64.totals:
         assert f32.totals[k][0, 0] == pytest.approx(f64.totals[k][0, 0], rel=1e-5)
+
+
+THREE = pd.DataFrame({"account_id": ["a", "b", "c"], "tenure": [5, 11, 3],
+                      "contract_type": ["monthly", "annual", "monthly"], "mrr": [100.0, 200.0, 50.0]})
+
+
+def test_a_scenario_that_leaves_some_accounts_unchanged_matches_the_month_by_month_loop():
+    # KPI k moves account b only (dz = 0 for a and c, e.g. already at its bound): the projection keeps
+    # a's and c's baseline entries and projects b alone; two coefficient rows (draws) with different slopes
+    p = {"churn": [0.1, 0.3, 0.05], "expansion": [0.2, 0.1, 0.05], "downgrade": [0.1, 0.05, 0.02],
+         "referral": [0.05, 0.02, 0.01]}
+    beta = {"churn": [-0.5, -0.2], "expansion": [0.3, 0.1], "downgrade": [-0.2, -0.4], "referral": [0.4, 0.0]}
+    X = np.column_stack([np.eye(3), np.zeros(3)])
+    hz = {o: Hazard(X, np.array([[*(cloglog(q) for q in p[o]), b] for b in beta[o]]), np.zeros(2), {"k": 3}, None)
+          for o in p}
+    dz = np.array([0.0, 0.8, 0.0])
+    sc = Scenario("k", 1.0, 0.1, dz)
+    g_e, g_d, ref = np.array([0.5, 0.4]), np.array([0.25, 0.3]), np.array([1000.0, 900.0])
+    res = project(hz, [sc], THREE, g_e, g_d, ref, horizon=12, ltv_months=36)
+    for row in range(2):
+        for s, shift in ((0, np.zeros(3)), (1, dz)):
+            total = dict(churn=0.0, expansion=0.0, downgrade=0.0, new=0.0, ltv=0.0)
+            for i, acc in THREE.iterrows():
+                lam = lambda o, h: -math.log1p(-p[o][i]) * math.exp(beta[o][row] * shift[i])  # noqa: E731,B023
+                one = loop_projection(lam, acc.mrr, acc.contract_type == "annual", acc.tenure, g_e[row], g_d[row],
+                                      ref[row], 12, 36)
+                total = {k: total[k] + one[k] for k in total}
+            got = {k: res.totals["referrals" if k == "new" else k][s, row] for k in total}
+            assert got == pytest.approx(total, rel=1e-10), (row, s)
+    # every account unchanged: the scenario is the baseline, bit for bit
+    same = project(hz, [Scenario("k", 1.0, 0.1, np.zeros(3))], THREE, g_e, g_d, ref, horizon=12, ltv_months=36)
+    for k, v in same.totals.items():
+        assert np.array_equal(v[1], v[0]), k
 
 
 def test_scenarios_direction_bounds_and_missing_values():
@@ -283,7 +317,6 @@ def test_recovery_over_four_more_seeds():
 # ---------------------------------------------------------------- the projection equals the simulator's
 
 from cskit import simulate as S  # noqa: E402
-from cskit.potential import Scenario  # noqa: E402
 
 
 def planted_hazards(snap, x):
