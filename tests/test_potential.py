@@ -15,6 +15,7 @@ from cskit.potential import (
     Hazard,
     Scenario,
     active_accounts,
+    draw_sample,
     future_values,
     project,
     scenarios,
@@ -143,6 +144,35 @@ def test_a_scenario_that_leaves_some_accounts_unchanged_matches_the_month_by_mon
     same = project(hz, [Scenario("k", 1.0, 0.1, np.zeros(3))], THREE, g_e, g_d, ref, horizon=12, ltv_months=36)
     for k, v in same.totals.items():
         assert np.array_equal(v[1], v[0]), k
+
+
+def test_systematic_draw_sample_is_mrr_proportional_and_spread_along_its_key():
+    rng0 = np.random.default_rng(5)
+    n, size = 400, 60
+    mrr = rng0.lognormal(4.0, 1.2, n)
+    mrr[7] = mrr.sum() / 20  # one account worth 3+ sampling steps: drawn 3 or 4 times, never more or fewer
+    active = pd.DataFrame({"mrr": mrr})
+    key = rng0.normal(size=n)
+    expected = size * mrr / mrr.sum()
+    counts = []
+    for seed in range(2000):
+        rows, w_money, w_count = draw_sample(active, size, np.random.default_rng(seed), key=key)
+        c = np.bincount(rows, minlength=n)
+        counts.append(c)
+        # each account drawn its expected count rounded down or up
+        assert ((c >= np.floor(expected)) & (c <= np.ceil(expected))).all()
+        # spread along the key: every run of the key order holds its MRR share of the points, within 1
+        order = np.argsort(key, kind="stable")
+        assert np.abs(np.cumsum(c[order]) - np.cumsum(expected[order])).max() < 1
+        assert w_money == pytest.approx(np.full(size, mrr.sum() / size))
+        assert w_count == pytest.approx(mrr.sum() / (size * mrr[rows]))
+    mean = np.mean(counts, axis=0)
+    se = np.sqrt(np.maximum((expected % 1) * (1 - expected % 1), 1e-12) / len(counts))
+    assert np.abs(mean - expected).max() < 5 * se.max()  # unbiased: E[count] = size × MRR / Σ MRR
+    assert np.abs((mean - expected) / se).mean() < 1.2  # |z| of a fair estimate averages 0.8
+    # up to ``exact`` accounts every account is projected, weights MRR and 1
+    rows, w_money, w_count = draw_sample(active, size, rng0, key=key, exact=n)
+    assert np.array_equal(rows, np.arange(n)) and np.array_equal(w_money, mrr) and (w_count == 1).all()
 
 
 def test_scenarios_direction_bounds_and_missing_values():
