@@ -118,7 +118,8 @@ def spearman_binary(x: np.ndarray, events: np.ndarray) -> float:
     if n < 3:
         return float("nan")
     xs = np.sort(x)[:n]  # NaN last
-    ties = np.diff(np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])).astype("float64")
+    starts = np.flatnonzero(xs[1:] != xs[:-1]) + 1  # where each value after the first begins
+    ties = np.diff(np.concatenate(([0], starts, [n]))).astype("float64")  # sizes of the tie groups
     x1 = x[events]
     x1 = np.sort(x1[np.isfinite(x1)])
     if len(ties) == 1 or len(x1) in (0, n):

@@ -328,7 +328,7 @@ class RowSet:
                 gaps.append(np.count_nonzero(np.isnan(v)))
                 annual_gaps.append(np.count_nonzero(np.isnan(v[annual])) if annual is not None else 0)
             if k in col:
-                Zc[:, col[k]] = v if fit is None else np.take(v, fit)
+                Zc[:, col[k]] = v if fit is None else np.take(v, fit, out=Zc[:, col[k]], mode="clip")
         # laid out as the column selection of the rows × KPIs matrix it replaces was (F), or its
         # row-and-column selection (C): the same bits of r @ Z in the score tests
         Zc = Zc if fit is None else np.ascontiguousarray(Zc)

@@ -21,7 +21,7 @@ from cskit.models import (
 )
 from cskit.panel import MIN_EVENTS, add_lags, outcome_rows
 from cskit.params import Params
-from cskit.stats import spearman_columns
+from cskit.stats import spearman_binary, spearman_columns
 from cskit.triggers import (
     TABLE_COLUMNS,
     KPIMatrix,
@@ -147,6 +147,19 @@ def test_spearman_matches_scipy_on_measured_rows():
     y = (rng.random(500) < 0.2).astype(float)
     ok = np.isfinite(x)
     assert spearman_columns(x[:, None], y)[0] == pytest.approx(spearmanr(x[ok], y[ok])[0], abs=1e-12)
+
+
+def test_spearman_of_one_column_by_mask_or_indices_matches_scipy_and_is_nan_when_constant():
+    rng = np.random.default_rng(7)
+    x = np.round(rng.gamma(1.5, 2.0, 800), 1)  # many ties
+    x[rng.random(800) < 0.15] = np.nan
+    y = (rng.random(800) < 0.1 + 0.05 * np.nan_to_num(x) / 3).astype(float)
+    ok = np.isfinite(x)
+    ref = spearmanr(x[ok], y[ok])[0]
+    assert spearman_binary(x, y > 0.5) == pytest.approx(ref, abs=1e-12)
+    assert spearman_binary(x, np.flatnonzero(y > 0.5)) == spearman_binary(x, y > 0.5)
+    assert np.isnan(spearman_binary(np.where(ok, 3.0, np.nan), y > 0.5))  # one value: no ranks to compare
+    assert np.isnan(spearman_binary(x, np.zeros(800, dtype=bool)))  # no event
 
 
 @pytest.mark.parametrize("lag", [0, 1, 3])
