@@ -19,6 +19,7 @@ builds its own designs, with the same result (every function here is determinist
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -62,6 +63,7 @@ class ModelRows:
     selected: dict = field(default_factory=dict)  # (kpis, alpha) → select_terms' result
     sample: RowSample | None = None
     link: str | SampledLink = "cloglog"
+    made: tuple | None = None  # churn_rows' (sustained mask, keep order): what a rebuild of the design reuses
 
     def shared(self, design: Design, y: np.ndarray | None = None) -> ModelRows:
         """A caller's view of these rows with its own ``design`` (and outcome ``y``)."""
@@ -90,7 +92,7 @@ def population_rates(design: Design, m: ModelRows) -> Design:
 
 def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
                transforms: dict[str, Transform] | None = None, *, seed: int = 0,
-               drawn: tuple | None = None) -> ModelRows:
+               drawn: tuple | None = None, made: tuple | None = None) -> ModelRows:
     """The churn hazard's design on the at-risk rows: KPIs ``kpis`` (transforms fitted on the panel
     unless given), tenure, segment, contract type and season (``CHURN_ADJUST``), each annual
     renewal's KPIs as their recent mean where ``sustained_rows`` says so; a segment without churn (or
@@ -98,21 +100,26 @@ def churn_rows(panel: pd.DataFrame, kpis: list[str], lag: int,
     a collinear pair the design keeps the KPI more strongly linked to churn (``models.association_order``),
     as the triggers' churn model does. Rows, order and fits are those of the case-control sample above
     its threshold (:func:`model_rows`, ``seed``; ``drawn``: its result when already drawn), each fit with
-    the sample's link."""
+    the sample's link. The keep order is made only where a pruning depends on it (``design_matrix``'s
+    callable ``priority``). ``made``: (sustained-rows mask, keep order: a :func:`once`) of an earlier call
+    on the same inputs (``ModelRows.made``), so a rebuilt design skips the fits and score tests that
+    decide them."""
     rows, y, sample = model_rows(panel, "churn", lag, seed=seed) if drawn is None else drawn
     link = fit_link("cloglog", sample)
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
-    sustained = sustained_rows(panel, rows, kpis, lag, transforms, link=link)[0]
-    priority = association_order(panel, rows, y, kpis, lag, transforms, CHURN_ADJUST,
-                                 fit_link(TRIGGER_LINK["churn"], sample))
+    if made is None:
+        made = (sustained_rows(panel, rows, kpis, lag, transforms, link=link)[0],
+                once(lambda: association_order(panel, rows, y, kpis, lag, transforms, CHURN_ADJUST,
+                                               fit_link(TRIGGER_LINK["churn"], sample))))
+    sustained, priority = made
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=CHURN_ADJUST, sustained=sustained,
                            priority=priority)
-    return ModelRows(rows, y, transforms, pool_separated(design, y), sample=sample, link=link)
+    return ModelRows(rows, y, transforms, pool_separated(design, y), sample=sample, link=link, made=made)
 
 
 def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
                 transforms: dict[str, Transform] | None = None, *, seed: int = 0,
-                priority: list[str] | None = None, drawn: tuple | None = None) -> ModelRows:
+                priority: list[str] | Callable[[], list[str]] | None = None, drawn: tuple | None = None) -> ModelRows:
     """The design of an expansion, downgrade or referral model on its rows (``ADJUST``, no sustained
     rows); unsampled, the three share rows and design, only ``y`` differs. Of a collinear pair the
     design keeps the KPI the triggers' expansion model keeps (``models.association_order`` on
@@ -122,9 +129,9 @@ def growth_rows(panel: pd.DataFrame, outcome: str, kpis: list[str], lag: int,
     :func:`model_rows` when already drawn."""
     rows, y, sample = model_rows(panel, outcome, lag, seed=seed) if drawn is None else drawn
     transforms = kpi_transforms(panel, kpis) if transforms is None else transforms
-    if priority is None:
-        priority = growth_priority(panel, kpis, lag, transforms, seed=seed,
-                                   rows=(rows, y, sample) if outcome == GROWTH[0] else None)
+    if priority is None:  # made only where a pruning depends on it (design_matrix)
+        priority = once(lambda: growth_priority(panel, kpis, lag, transforms, seed=seed,
+                                                rows=(rows, y, sample) if outcome == GROWTH[0] else None))
     design = design_matrix(panel, rows, kpis, lag, transforms=transforms, adjust=ADJUST, priority=priority)
     return ModelRows(rows, y, transforms, design, sample=sample, link=fit_link("cloglog", sample))
 
@@ -158,7 +165,7 @@ class Fits:
         self.panel, self.lag, self.seed = panel, lag, seed
         self._store: dict[tuple, ModelRows] = {}
         self._transforms: dict[str, Transform | None] = {}
-        self._priority: dict[tuple, list[str]] = {}  # the growth designs' keep order, per KPI list
+        self._priority: dict[tuple, Callable[[], list[str]]] = {}  # the growth designs' keep order (:func:`once`)
         self._drawn: dict[str, tuple] = {}  # model_rows per outcome
 
     def transforms(self, kpis: list[str]) -> dict[str, Transform]:
@@ -219,11 +226,11 @@ class Fits:
                 m = self._store[key]
                 return ModelRows(m.rows, y, m.transforms, own(m.design), sample=sample, link=m.link)
         transforms = transforms or self.transforms(kpis)
-        if key not in self._priority:  # one order for the three designs, each built in turn when sampled
-            self._priority[key] = growth_priority(self.panel, kpis, self.lag, transforms, seed=self.seed,
-                                                  rows=self.rows(GROWTH[0]))
+        if key not in self._priority:  # one order for the three designs (each built in turn when sampled),
+            self._priority[key] = once(lambda: growth_priority(  # made when a design's pruning first needs it
+                self.panel, kpis, self.lag, transforms, seed=self.seed, rows=self.rows(GROWTH[0])))
         m = _read_only(growth_rows(self.panel, outcome, kpis, self.lag, transforms, seed=self.seed,
-                                   priority=list(self._priority[key]), drawn=drawn))
+                                   priority=self._priority[key], drawn=drawn))
         if not m.sample.sampled:
             self._store[key] = m
         return m.shared(own(m.design))
@@ -253,8 +260,21 @@ class Fits:
         elif self._store[key].design is None:  # unloaded: rebuilt, identical, for the fit and selections kept
             m = self._store[key]
             m.design = _read_only(churn_rows(self.panel, kpis, self.lag, m.transforms, seed=self.seed,
-                                             drawn=self.rows("churn"))).design
+                                             drawn=self.rows("churn"), made=m.made)).design
         return self._store[key]
+
+
+def once(make: Callable[[], list[str]]) -> Callable[[], list[str]]:
+    """``make`` called at most once: later calls return a copy of its first result (a keep order that
+    ``models.design_matrix`` asks for only when its prunings depend on it)."""
+    made: list = []
+
+    def order() -> list[str]:
+        if not made:
+            made.append(make())
+        return list(made[0])
+
+    return order
 
 
 def _lean(design: Design) -> Design:

@@ -23,6 +23,7 @@ Choices (also in docs/methods.md):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -396,13 +397,19 @@ def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) ->
     """``design`` with the columns of ``terms`` appended (values from the KPIs' own columns)."""
     if not terms:
         return design
-    p = design.X.shape[1]
-    X = np.empty((len(design.X), p + len(terms)))
-    X[:, :p] = design.X
+    n, p = design.X.shape
+    X = np.empty((n, p + len(terms)))
     segment = None if segment is None else as_text(segment)
-    for kpi in dict.fromkeys(t.kpi for t in terms):
-        cols = [p + j for j, t in enumerate(terms) if t.kpi == kpi]
-        X[:, cols] = term_columns([terms[c - p] for c in cols], design.X[:, design.names.index(kpi)], segment)
+    groups = [(design.names.index(kpi), [p + j for j, t in enumerate(terms) if t.kpi == kpi])
+              for kpi in dict.fromkeys(t.kpi for t in terms)]
+    for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: each block's old and new columns written while in cache
+        e = min(n, s + BLOCK_ROWS)
+        block = X[s:e]
+        block[:, :p] = design.X[s:e]
+        masks: dict = {}  # each segment's indicator on these rows, once for all the KPIs
+        for j, cols in groups:
+            block[:, cols] = term_columns([terms[c - p] for c in cols], design.X[s:e, j],
+                                          None if segment is None else segment[s:e], masks=masks)
     return replace(design, X=X, names=[*design.names, *(t.name for t in terms)], terms=[*design.terms, *terms])
 
 
@@ -733,7 +740,7 @@ def design_matrix(
     prune: bool = True,
     sustained: np.ndarray | None = None,
     *,
-    priority: list[str] | None = None,
+    priority: list[str] | Callable[[], list[str]] | None = None,
 ) -> Design:
     """Design for the panel rows selected by boolean ``rows``: [1, z(KPIs), dummies of ``adjust``].
 
@@ -745,7 +752,9 @@ def design_matrix(
     rows, from :func:`sustained_rows`) gives those rows each KPI's recent mean (:func:`sustained_at`)
     instead of its month t − lag value. ``priority`` (:func:`keep_order`): the order in which the
     collinearity prunings consider the KPIs, the first of a pair being kept (default: ``kpis``' order);
-    the columns stay in ``kpis``' order.
+    the columns stay in ``kpis``' order. A callable ``priority`` is called (for that order) only when the
+    prunings would depend on it (:func:`_order_matters`): where no KPI can be dropped in any order,
+    the keep order's score tests are not made, and the design is the same.
     """
     transforms = transforms if transforms is not None else kpi_transforms(panel, kpis)
     dropped: dict[str, str] = {}
@@ -796,21 +805,31 @@ def design_matrix(
         for v in others:
             dummies.append(codes == code[v])
             dummy_names.append(f"{a}={v}")
-    if prune and n and keep:
-        # one Gram matrix of [1, KPIs, dummies] (by blocks of rows) serves both prunings: pairwise
-        # correlations and the regressions of each KPI on those kept before it
-        G = _gram_of(n, lambda s, e, out: _fill_rows(out, Z, keep, dummies, s, e), 1 + len(keep) + len(dummies))
+    X = np.empty((n, 1 + len(keep) + len(dummies)))  # the one full-size matrix, filled in place
+    gram = prune and n and keep
+    G = np.zeros((X.shape[1], X.shape[1])) if gram else None
+    for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: column-major Z into the row-major X
+        b = X[s : s + BLOCK_ROWS]
+        _fill_rows(b, Z, keep, dummies, s, min(n, s + BLOCK_ROWS))
+        if gram:  # while the block is in cache: its part of X'X
+            G += b.T @ b
+    if gram:
+        # one Gram matrix of [1, KPIs, dummies] serves both prunings: pairwise correlations and the
+        # regressions of each KPI on those kept before it
         pos = {j: c for c, j in enumerate(keep, start=1)}  # KPI → its column of G
+        base = [0, *range(1 + len(pos), G.shape[0])]
+        if callable(priority):  # the order asked for only where a pruning would depend on it
+            kpi_cols = [pos[j] for j in keep]
+            priority = priority() if _order_matters(G, n, kpi_cols, [use[j] for j in keep], base) else None
         rank = {k: i for i, k in enumerate(priority or [])}
         first = sorted(keep, key=lambda j: rank.get(use[j], len(rank)))  # stable: kpis' order otherwise
         first = _prune_collinear(G, n, first, use, dropped, cols=[pos[j] for j in first])
-        base = [0, *range(1 + len(pos), G.shape[0])]
         stay = _prune_dependent_gram(G, n, [pos[j] for j in first], [use[j] for j in first], base, dropped)
+        cols = [0, *(pos[j] for j in keep if j in first and pos[j] in stay), *base[1:]]
         keep = [j for j in keep if j in first and pos[j] in stay]
+        del b  # no view of X is left: it is shrunk in place
+        X = _compact(X, cols)
     kept = [use[j] for j in keep]
-    X = np.empty((n, 1 + len(keep) + len(dummies)))  # the one full-size copy, filled in place
-    for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: column-major Z into the row-major X
-        _fill_rows(X[s : s + BLOCK_ROWS], Z, keep, dummies, s, min(n, s + BLOCK_ROWS))
     masks = {k: m for k, m in masks.items() if k in kept} if prune else {}
     return Design(X, ["intercept", *kept, *dummy_names], kept, {k: transforms[k] for k in kept}, levels, dropped,
                   missing=masks)
@@ -823,6 +842,50 @@ def _fill_rows(out: np.ndarray, Z: np.ndarray, keep: list[int], dummies: list[np
         out[:, c] = Z[s:e, j]
     for c, d in enumerate(dummies, start=1 + len(keep)):
         out[:, c] = d[s:e]
+
+
+def _order_matters(G: np.ndarray, n: int, cols: list[int], labels: list[str], base: list[int]) -> bool:
+    """Whether the collinearity prunings of :func:`design_matrix` (on the Gram matrix ``G`` over ``n``
+    rows; KPI columns ``cols`` named ``labels``, adjustments ``base``) could drop a KPI in some order:
+    a pair with |r| > COLLINEAR_R (:func:`_prune_collinear`'s r, element by element the same in any
+    order), or a KPI with R² > MAX_R2 on the adjustments and *all* the other KPIs (in any order it is
+    regressed on a subset of those, whose R² is not larger; a margin of 1e-6 covers rounding). False:
+    every order keeps every KPI."""
+    if len(cols) >= 2:
+        mean = G[0, cols] / n
+        C = G[np.ix_(cols, cols)] - n * np.outer(mean, mean)
+        sd = np.sqrt(np.clip(np.diag(C), 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.clip(np.nan_to_num(C / np.outer(sd, sd)), -1, 1)
+        np.fill_diagonal(r, 0.0)
+        if np.any(np.abs(r) > COLLINEAR_R):
+            return True
+    for c, name in zip(cols, labels):
+        if name == "contract_months":
+            continue  # always kept
+        others = [*base, *(o for o in cols if o != c)]
+        b = np.linalg.lstsq(G[np.ix_(others, others)], G[others, c], rcond=None)[0]
+        tss = G[c, c] - n * (G[0, c] / n) ** 2
+        if not tss > 0 or 1 - (G[c, c] - G[others, c] @ b) / tss > MAX_R2 - 1e-6:
+            return True
+    return False
+
+
+def _compact(X: np.ndarray, cols: list[int]) -> np.ndarray:
+    """``X[:, cols]`` (``cols`` increasing) written over ``X``'s own memory by blocks of rows (row i's
+    new place never lies past its old one, nor past a later row's), then the buffer shrunk to it: no
+    second full-size matrix. ``X`` must own its memory, with no other view of it in use."""
+    n, p = X.shape
+    if len(cols) == p:
+        return X
+    k = len(cols)
+    flat = X.reshape(-1)
+    for s in range(0, n, BLOCK_ROWS):
+        e = min(n, s + BLOCK_ROWS)
+        flat[s * k : e * k] = X[s:e][:, cols].reshape(-1)  # a copy of the block first: source and target overlap
+    del flat
+    X.resize((n, k), refcheck=False)  # keeps the first n·k values in place (realloc), drops the rest
+    return X
 
 
 def _gram_of(n: int, fill, p: int) -> np.ndarray:

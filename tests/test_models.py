@@ -355,3 +355,84 @@ def test_score_tests_of_many_blocks_in_one_pass_equal_each_blocks_own():
     for (terms, z), stat in zip(blocks, stats):
         assert stat == pytest.approx(score_test_block(null, term_columns(terms, z, seg))[0], rel=1e-9)
     assert stats[1] > 20 > stats[0]  # the planted curve in x2, none in x1
+
+
+def _collinear_panel(n: int, copy_noise: float | None, seed: int = 7) -> pd.DataFrame:
+    """Accounts × 10 months (``n`` rows, a multiple of 10) with three KPIs; with ``copy_noise``, "a_copy"
+    is 2a + noise of that SD."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    panel = pd.DataFrame({
+        "account_id": np.repeat(np.arange(n // 10), 10).astype(str),
+        "tenure": np.tile(np.arange(10), n // 10),
+        "segment": rng.choice(["SMB", "Mid", "Ent"], n, p=[0.6, 0.3, 0.1]),
+        "contract_type": "monthly",
+        "contract_months": np.tile(np.arange(10), n // 10).astype(float),
+        "a": a,
+        "b": rng.normal(size=n),
+        "a_copy": 2 * a + rng.normal(scale=copy_noise or 1.0, size=n) if copy_noise else rng.normal(size=n),
+    })
+    return panel
+
+
+@pytest.mark.parametrize("copy_noise", [0.05, None])
+def test_a_lazy_keep_order_is_asked_for_only_when_a_pruning_depends_on_it(copy_noise):
+    """design_matrix with a callable priority (cskit.fits): the same design as with the order itself, and
+    the order made only where some KPI would be dropped in some order (a planted pair at r ≈ 0.999: the
+    order decides which one stays; three independent KPIs: no order drops any, the order is not made)."""
+    from cskit.models import BLOCK_ROWS
+
+    n = 2 * BLOCK_ROWS + 130 - (2 * BLOCK_ROWS) % 10  # several blocks of rows, the last one partial
+    panel = _collinear_panel(n, copy_noise)
+    kpis = ["contract_months", "a", "b", "a_copy"]
+    rows = np.ones(n, dtype=bool)
+    order = ["contract_months", "a_copy", "b", "a"]  # a_copy before a: a is the one dropped, if any
+    asked = []
+    lazy = design_matrix(panel, rows, kpis, 1, priority=lambda: asked.append(1) or list(order))
+    eager = design_matrix(panel, rows, kpis, 1, priority=order)
+    assert lazy.names == eager.names and np.array_equal(lazy.X, eager.X) and lazy.dropped == eager.dropped
+    assert lazy.X.flags.c_contiguous and lazy.X.shape == (n, len(lazy.names))
+    if copy_noise:
+        assert asked == [1] and lazy.kpis == ["contract_months", "b", "a_copy"]
+        assert "collinear with a_copy" in lazy.dropped["a"]
+    else:
+        assert asked == [] and lazy.kpis == kpis and not lazy.dropped
+
+
+def test_a_pruned_design_is_the_kept_columns_of_the_full_one():
+    """A KPI dropped by the prunings leaves the design as if it had never been given (the matrix shrunk
+    in place, models._compact): the same bits as the design built on the kept KPIs without pruning."""
+    from cskit.models import BLOCK_ROWS
+
+    n = 3 * BLOCK_ROWS + 20 - (3 * BLOCK_ROWS) % 10
+    panel = _collinear_panel(n, 0.05, seed=11)
+    rows = np.ones(n, dtype=bool)
+    full = design_matrix(panel, rows, ["contract_months", "a", "b", "a_copy"], 1)
+    assert full.kpis == ["contract_months", "a", "b"]
+    ref = design_matrix(panel, rows, full.kpis, 1, transforms=full.transforms, prune=False)
+    assert full.names == ref.names and np.array_equal(full.X, ref.X)
+
+
+def test_appended_terms_are_each_terms_own_columns_bit_for_bit():
+    """with_terms fills the design and its new columns by blocks of rows: each appended column equals the
+    term's values on the KPI's whole column (Term.values), for curves, segment slopes and a KPI's terms
+    that are not adjacent, on a size that ends in a partial block."""
+    from dataclasses import replace as dc_replace
+
+    from cskit.models import BLOCK_ROWS, Term, curve_knots, with_terms
+
+    n = 2 * BLOCK_ROWS + 80 - (2 * BLOCK_ROWS) % 10
+    panel = _collinear_panel(n, None, seed=3)
+    rows = np.ones(n, dtype=bool)
+    d = design_matrix(panel, rows, ["contract_months", "a", "b"], 1, adjust=("segment",))
+    seg = panel["segment"].to_numpy()
+    za, zb = d.X[:, d.names.index("a")].copy(), d.X[:, d.names.index("b")].copy()
+    ka, kb = curve_knots(za), curve_knots(zb)
+    terms = [Term("a", "curve", 0, knots=ka), Term("b", "segment", level="Mid"), Term("a", "curve", 1, knots=ka),
+             Term("a", "segment", level="SMB"), Term("b", "curve", 0, knots=kb),
+             Term("a", "curve", 0, level="SMB", knots=ka)]
+    ext = with_terms(dc_replace(d), terms, seg)
+    assert np.array_equal(ext.X[:, : d.X.shape[1]], d.X)
+    for j, t in enumerate(terms, start=d.X.shape[1]):
+        z = za if t.kpi == "a" else zb
+        assert ext.names[j] == t.name and np.array_equal(ext.X[:, j], t.values(z, seg)), t.name
