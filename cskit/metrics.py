@@ -29,7 +29,7 @@ import pandas as pd
 
 from cskit.client import ClientData
 from cskit.notices import Notice
-from cskit.panel import month_index, month_start
+from cskit.panel import factorize_runs, month_index, month_start
 from cskit.params import Params
 from cskit.result import StageResult, write_json
 
@@ -100,8 +100,9 @@ def compute_metrics(panel: pd.DataFrame, data: ClientData, params: Params) -> Me
     am = account_month_mrr(data.revenue, data.as_of)
     first = int(am["mi"].min()) if len(am) else _mi(data.as_of)
     opening = data.accounts.loc[month_index(data.accounts["contract_start"]) < first, "account_id"]
-    bridge = mrr_bridge(am, data.as_of, opening=opening)
-    rates = monthly_rates(am, bridge)
+    moves = revenue_movements(am, data.as_of)  # (the bridge's and the rates')
+    bridge = mrr_bridge(am, data.as_of, opening=opening, moves=moves)
+    rates = monthly_rates(am, bridge, moves=moves)
     grr_nrr = grr_nrr_trailing(am, data.as_of)
     cohorts = cohort_retention(panel, data.as_of)
     nps = nps_table(data.nps, data.accounts, data.as_of)
@@ -120,21 +121,24 @@ def account_month_mrr(revenue: pd.DataFrame, as_of) -> pd.DataFrame:
     """
     mi = month_index(revenue["month"])
     cents = np.rint(revenue["mrr"].to_numpy(dtype="float64") * 100).astype(np.int64)
-    ids = revenue["account_id"].astype(str).to_numpy()
+    ids = revenue["account_id"].to_numpy()
+    if pd.api.types.infer_dtype(ids, skipna=False) != "string":  # (the loader's ids are text already)
+        ids = revenue["account_id"].astype(str).to_numpy()
     keep = (mi >= 0) & (mi <= _mi(as_of))
     if not keep.any():
         df = pd.DataFrame({"account_id": ids[keep], "mi": mi[keep], "cents": cents[keep]})
         return df.groupby(["account_id", "mi"], sort=True, as_index=False)["cents"].sum()
     # sum by account (in id order) and month: integer codes, one stable sort, exact integer sums
-    codes, distinct = pd.factorize(ids[keep], sort=True)
-    months, cents = mi[keep], cents[keep]
+    codes, distinct = factorize_runs(ids[keep] if not keep.all() else ids, sort=True)
+    months, cents = (mi[keep], cents[keep]) if not keep.all() else (mi, cents)
     low, span = int(months.min()), int(months.max() - months.min()) + 1
     key = codes.astype(np.int64) * span + (months - low)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
+    if not (key[1:] >= key[:-1]).all():  # (the loader's order is the key's)
+        order = np.argsort(key, kind="stable")
+        key, cents = key[order], cents[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     df = pd.DataFrame({"account_id": np.asarray(distinct, dtype=object)[key[starts] // span],
-                       "mi": key[starts] % span + low, "cents": np.add.reduceat(cents[order], starts)})
+                       "mi": key[starts] % span + low, "cents": np.add.reduceat(cents, starts)})
     return df[df["cents"] > 0].reset_index(drop=True)
 
 
@@ -163,17 +167,18 @@ def revenue_movements(am: pd.DataFrame, as_of) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def mrr_bridge(am: pd.DataFrame, as_of, opening=None) -> pd.DataFrame:
+def mrr_bridge(am: pd.DataFrame, as_of, opening=None, moves: pd.DataFrame | None = None) -> pd.DataFrame:
     """Monthly MRR bridge from the first month with revenue to ``as_of`` (money as float).
 
     Computed in hundredths, so start + new + expansion + reactivation − contraction − churn == end
     exactly (in hundredths), and end == the revenue total of the month. ``opening``: accounts that were
     customers before the revenue history begins (contract_start earlier); their MRR in the first month
-    is the opening balance (``mrr_start``), not new business.
+    is the opening balance (``mrr_start``), not new business. ``moves``: :func:`revenue_movements` of
+    ``am`` and ``as_of``, when already made.
     """
     last = _mi(as_of)
     months = np.arange(int(am["mi"].min()) if len(am) else last, last + 1)
-    moves = revenue_movements(am, as_of)
+    moves = revenue_movements(am, as_of) if moves is None else moves
     cents = moves.pivot_table(index="mi", columns="kind", values="cents", aggfunc="sum", fill_value=0)
     cents = cents.reindex(index=months, columns=MOVEMENTS, fill_value=0).astype(np.int64)
     end = am.groupby("mi")["cents"].sum().reindex(months, fill_value=0).to_numpy(dtype=np.int64)
@@ -190,13 +195,15 @@ def mrr_bridge(am: pd.DataFrame, as_of, opening=None) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def monthly_rates(am: pd.DataFrame, bridge: pd.DataFrame) -> pd.DataFrame:
+def monthly_rates(am: pd.DataFrame, bridge: pd.DataFrame, moves: pd.DataFrame | None = None) -> pd.DataFrame:
     """Customer and revenue churn rates per month of the bridge (NaN where nothing was paying at start).
 
     ``accounts_start`` = accounts paying in the previous month; ``churned`` = those at 0 this month.
+    ``moves``: :func:`revenue_movements` of ``am`` up to the bridge's last month, when already made.
     """
     months = month_index(bridge["month"])
-    moves = revenue_movements(am, month_start(months[-1:])[0])
+    if moves is None:
+        moves = revenue_movements(am, month_start(months[-1:])[0])
     paying = am.groupby("mi").size().reindex(months, fill_value=0).to_numpy()
     accounts_start = np.r_[0, paying[:-1]]
     churned = moves[moves["kind"] == "churn"].groupby("mi").size().reindex(months, fill_value=0).to_numpy()
@@ -360,8 +367,10 @@ def upsell_rate(panel: pd.DataFrame, as_of, window: int = WINDOW) -> tuple[float
     event = panel["expansion"].to_numpy()[rows] == 1
     if "cross_sell" in panel:
         event |= panel["cross_sell"].to_numpy()[rows] == 1
-    per_account = pd.Series(event, index=panel["account_id"].to_numpy()[rows]).groupby(level=0).any()
-    return float(per_account.mean()), int(len(per_account))
+    codes, accounts = factorize_runs(panel["account_id"].to_numpy()[rows])  # (groupby(account).any())
+    ok = codes >= 0
+    per_account = np.bincount(codes[ok], weights=event[ok], minlength=len(accounts)) > 0
+    return float(pd.Series(per_account).mean()), int(len(per_account))
 
 
 def onboarding_rate(panel: pd.DataFrame, data: ClientData) -> tuple[float | None, int]:

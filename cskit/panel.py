@@ -289,6 +289,21 @@ def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
     return account_codes.astype(np.int64) * 100_000 + mi
 
 
+def factorize_runs(values: np.ndarray, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(values, sort=sort)``, each run of equal values hashed once: the panel and the
+    loader's tables hold an account's rows together, so a table of 1.5M rows has ~100k runs."""
+    v = np.asarray(values)
+    if len(v) < 2:
+        return pd.factorize(v, sort=sort)
+    new = np.ones(len(v), dtype=bool)
+    new[1:] = v[1:] != v[:-1]
+    starts = np.flatnonzero(new)
+    if 4 * len(starts) > len(v):  # not in runs
+        return pd.factorize(v, sort=sort)
+    codes, uniques = pd.factorize(v[starts], sort=sort)
+    return np.repeat(codes, np.diff(np.append(starts, len(v)))), uniques
+
+
 def _codes(ids: pd.Index, values: pd.Series) -> np.ndarray:
     """``ids.get_indexer(values)``, each run of equal values looked up once (the loader's tables are
     sorted by account: a few lookups per account instead of one per row)."""
@@ -303,7 +318,7 @@ def _codes(ids: pd.Index, values: pd.Series) -> np.ndarray:
     return np.repeat(ids.get_indexer(v[starts]), np.diff(np.append(starts, len(v))))
 
 
-def _group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+def group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
     """(sorted distinct keys, each value array summed per key): ``groupby(keys).sum()`` with pandas'
     own arithmetic (Kahan-compensated, the rows of a key in their order), computed for all keys at once
     position by position within the keys (a key holds a few rows: an account-month's products)."""
@@ -327,7 +342,7 @@ def _group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]
     return (keys[first], *out)
 
 
-def _lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.0) -> np.ndarray:
+def lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.0) -> np.ndarray:
     """``values`` (at the sorted distinct ``keys``) at each panel key, ``fill`` where absent or NaN (as
     ``Series(values, keys).reindex(panel_keys).fillna(fill)``), by binary search."""
     if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
@@ -352,8 +367,8 @@ def _add_revenue(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np
     codes = _codes(ids, rev["account_id"])
     rmi = month_index(rev["month"])
     ok = codes >= 0
-    keys, mrr_by = _group_sums(_keys(codes[ok], rmi[ok]), rev["mrr"].to_numpy(dtype="float64")[ok])
-    mrr = _lookup(pkeys, keys, mrr_by)
+    keys, mrr_by = group_sums(_keys(codes[ok], rmi[ok]), rev["mrr"].to_numpy(dtype="float64")[ok])
+    mrr = lookup(pkeys, keys, mrr_by)
     first = panel["tenure"].to_numpy() == 0
     prev = np.r_[0.0, mrr[:-1]]
     prev[first] = 0.0
@@ -415,9 +430,9 @@ def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, ids
         first_mrr = _first_mrr(rev[rev["account_id"].isin(ref["account_id"])])  # only the referred accounts'
     mrr = ref["account_id"].map(first_mrr).fillna(0.0).to_numpy(dtype="float64")
     ok = codes >= 0
-    keys, n, mrr_by = _group_sums(_keys(codes[ok], start[ok]), np.ones(int(ok.sum())), mrr[ok])
-    panel["referrals"] = _lookup(pkeys, keys, n).astype(np.int64)
-    panel["referral_mrr"] = _lookup(pkeys, keys, mrr_by)
+    keys, n, mrr_by = group_sums(_keys(codes[ok], start[ok]), np.ones(int(ok.sum())), mrr[ok])
+    panel["referrals"] = lookup(pkeys, keys, n).astype(np.int64)
+    panel["referral_mrr"] = lookup(pkeys, keys, mrr_by)
 
 
 def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
@@ -467,10 +482,10 @@ def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, ids: pd.Index, pkeys: 
     """Mean 0–10 score of the answers given in the trailing ``window`` months (NaN if none)."""
     codes = _codes(ids, nps["account_id"])
     ok = codes >= 0
-    keys, s, n = _group_sums(_keys(codes[ok], month_index(nps["date"])[ok]), nps["score"].to_numpy(float)[ok],
+    keys, s, n = group_sums(_keys(codes[ok], month_index(nps["date"])[ok]), nps["score"].to_numpy(float)[ok],
                              np.ones(int(ok.sum())))
-    s = _lookup(pkeys, keys, s)
-    n = _lookup(pkeys, keys, n)
+    s = lookup(pkeys, keys, s)
+    n = lookup(pkeys, keys, n)
     tenure = panel["tenure"].to_numpy()
     cs, cn = _within_account_window_sum(s, tenure, window), _within_account_window_sum(n, tenure, window)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -28,6 +28,7 @@ from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import median_survival_times
 
 from cskit.client import ClientData
+from cskit.panel import factorize_runs
 from cskit.params import Params
 from cskit.result import StageResult, write_json
 
@@ -98,7 +99,9 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
     began before the first data month: delayed entry, as in the panel's risk sets); accounts whose whole
     contract lies before the window are not observed and left out.
     """
-    last = panel.iloc[_last_rows(panel["account_id"])].set_index("account_id")  # groupby(...).tail(1)
+    columns = [c for c in ("account_id", "tenure", "churn", "months_observed", "segment", "plan", "contract_type",
+                           "onboarding_completed") if c in panel]
+    last = panel[columns].iloc[_last_rows(panel["account_id"])].set_index("account_id")  # groupby(...).tail(1)
     observed = last["months_observed"] if "months_observed" in last else last["tenure"]
     last = last[observed >= 0]
     observed = observed[observed >= 0]
@@ -108,7 +111,7 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
         if col in last:
             out[col] = last[col].fillna("(none)").astype(str)
     if "onboarding_completed" in last:
-        first = panel.groupby("account_id", sort=True)["onboarding_completed"].max().reindex(out.index)
+        first = _max_by_account(panel["account_id"], panel["onboarding_completed"]).reindex(out.index)
         out["onboarding"] = np.where(first.isna(), "(unknown)", np.where(first > 0, "completed", "not completed"))
     return out.reset_index()
 
@@ -116,10 +119,21 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
 def _last_rows(ids: pd.Series) -> np.ndarray:
     """Position of each account's last row, in row order: ``groupby(ids).tail(1)`` (a missing id is no
     account)."""
-    codes = pd.factorize(ids)[0][::-1]
-    present = np.flatnonzero(codes >= 0)
-    first = np.unique(codes[present], return_index=True)[1]  # each account's first row from the end
-    return np.sort(len(codes) - 1 - present[first])
+    codes, distinct = factorize_runs(ids.to_numpy())
+    last = np.full(len(distinct), -1, dtype=np.int64)
+    np.maximum.at(last, codes[codes >= 0], np.flatnonzero(codes >= 0))
+    return np.sort(last)
+
+
+def _max_by_account(ids: pd.Series, values: pd.Series) -> pd.Series:
+    """``values.groupby(ids, sort=True).max()`` (NaN skipped; NaN for an account without a value)."""
+    if not pd.api.types.is_float_dtype(values.dtype) or isinstance(values.dtype, pd.api.extensions.ExtensionDtype):
+        return values.groupby(ids, sort=True).max()
+    codes, distinct = factorize_runs(ids.to_numpy(), sort=True)
+    out = np.full(len(distinct), np.nan)
+    ok = codes >= 0
+    np.fmax.at(out, codes[ok], values.to_numpy()[ok])
+    return pd.Series(out, index=pd.Index(distinct, name=ids.name), name=values.name)
 
 
 def compute_survival(panel: pd.DataFrame, data: ClientData, params: Params) -> Survival:

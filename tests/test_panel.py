@@ -225,25 +225,25 @@ def test_a_late_window_is_detected_reported_and_handled_by_delayed_entry():
     assert first.loc[first.month == pd.Timestamp("2025-07-01"), "months_observed"].item() == 0
 
 
-def test_group_sums_lookup_and_codes_equal_pandas():
+def testgroup_sumslookup_and_codes_equal_pandas():
     """The panel's numpy helpers give pandas' own results bit for bit: ``groupby(keys).sum()`` (Kahan-
     compensated: 1e16 + 1 + 1 keeps the 2), ``reindex(...).fillna``, ``Index.get_indexer``; sorted and
     unsorted keys, groups of one to many rows, missing keys."""
-    from cskit.panel import _codes, _group_sums, _lookup
+    from cskit.panel import _codes, group_sums, lookup
 
     rng = np.random.default_rng(5)
     keys = np.sort(rng.integers(0, 400, 3000))
     values = rng.lognormal(8, 2, 3000) * rng.choice([1.0, 1e-9, 1e9], 3000)
     values[:3], keys[:3] = [1e16, 1.0, 1.0], -1
     for k in (keys, rng.permutation(keys)):
-        got_keys, got = _group_sums(k, values)
+        got_keys, got = group_sums(k, values)
         expected = pd.Series(values).groupby(k).sum()
         assert np.array_equal(got_keys, expected.index.to_numpy())
         assert np.array_equal(got.view(np.int64), expected.to_numpy().view(np.int64))
-    got_keys, got = _group_sums(keys, values)
+    got_keys, got = group_sums(keys, values)
     assert got[0] == 1e16 + 2
     wanted = np.arange(-3, 420)
-    assert np.array_equal(_lookup(wanted, got_keys, got, fill=-7.0),
+    assert np.array_equal(lookup(wanted, got_keys, got, fill=-7.0),
                           pd.Series(got, index=got_keys).reindex(wanted).fillna(-7.0).to_numpy())
     ids = pd.Index(np.array([f"id{i}" for i in range(0, 500, 2)], dtype=object))
     runs = np.array([f"id{i}" for i in np.sort(rng.integers(0, 500, 5000))], dtype=object)
