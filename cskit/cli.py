@@ -100,35 +100,45 @@ def client_folder(out_dir: Path, client: str) -> Path:
 
 
 def prepare(params_path: str | Path, out_dir: str | Path) -> tuple[Params, Path]:
-    """Validate params, resolve paths, and check the data to fail fast (:func:`cskit.precheck.check_data`:
-    headers and churn when that is enough, the full load otherwise). Returns (params, folder)."""
-    from cskit.parallel import Forked
+    """Validate params and resolve paths (the data is checked by :func:`execute`, beside the kernel's
+    start). Returns (params, folder)."""
     from cskit.params import absolute_data  # not cskit.pipeline: this process stays without pandas
 
     params = absolute_data(load_params(params_path), base=Path.cwd())
     folder = client_folder(Path(out_dir), params.client)
     if params.previous:
-        from cskit.changes import results_folder  # (imports scipy.stats: only when there is a previous run)
+        from cskit.changes import results_folder
 
         results_folder(params.previous)
-    # in a forked child on Linux: what the check imports and reads (pandas, DuckDB, the tables when it
-    # loads them) leaves with it, and this process stays small while the kernel runs
-    check = Forked(_check_data, params, parallel=sys.platform.startswith("linux"))
-    _import_papermill()  # what execute needs, imported here while the child checks the data
-    check.result()
     return params, folder
+
+
+class DataCheckFailed(Exception):
+    """The data check before the notebook (:func:`cskit.precheck.check_data`) failed: its exception is
+    the ``__cause__``; nothing was written."""
 
 
 # jsonschema (under papermill's nbformat) checks the "iri" string format with rfc3987_syntax when it is
 # installed, which builds its grammar when imported: 1.5 of the 2.3 s papermill takes to import. No
 # notebook schema has a format keyword, so the checker is never used: this process goes without it.
 OPTIONAL_SLOW_IMPORTS = ("rfc3987_syntax",)
+# papermill's hdfs:// handler imports pyarrow (~0.5 s) if it can: hidden while papermill is imported
+# (this process reads no hdfs:// notebook), then visible again to any later import here.
+HIDDEN_WHILE_IMPORTING = ("pyarrow",)
 
 
 def _import_papermill() -> None:
     for name in OPTIONAL_SLOW_IMPORTS:
         sys.modules.setdefault(name, None)  # a None entry: "import name" raises ImportError, as if absent
-    import papermill  # noqa: F401
+    hidden = [name for name in HIDDEN_WHILE_IMPORTING if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        import papermill  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
 
 
 def _check_data(params: Params) -> None:
@@ -139,35 +149,45 @@ def _check_data(params: Params) -> None:
 
 def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool = False,
             params_file: str | Path | None = None) -> Path:
-    """Execute the notebook with papermill into ``folder`` and (optionally) render the HTML copy.
+    """Check the data, execute the notebook with papermill into ``folder`` and (optionally) render the
+    HTML copy.
 
-    The kernel logs at ERROR level only: its "running over TCP without encryption" warning (a local
-    kernel on this machine) is noise on a consultant's screen.
+    The data check (:func:`cskit.precheck.check_data`: fail fast, before anything is written) runs in a
+    forked child on Linux: what it imports and reads leaves with it, and this process stays small while
+    the kernel runs. Meanwhile the notebook kernel starts and imports what the notebook uses
+    (:mod:`cskit.kernel`; it boots for longer than the check and papermill's import here take); a failed
+    check ends the kernel and raises :class:`DataCheckFailed`.
     """
-    _import_papermill()
-    import papermill as pm
+    from cskit import kernel
+    from cskit.parallel import Forked
 
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "diagnosis.ipynb"
-    stale = folder / "diagnosis.html"
-    if not html and stale.exists():  # an HTML from an earlier run must not sit beside these results
-        stale.unlink()
-    parameters = params.papermill_parameters()  # data: a URL without its password
-    parameters["output_dir"] = str(folder.parent)
-    parameters["params_file"] = str(params_file or "")
+    check = Forked(_check_data, params, parallel=sys.platform.startswith("linux"))
+    km = None
     with kernel_environment(params.data), stage_progress(progress_bar):  # password: in PGPASSWORD only
-        pm.execute_notebook(
-            str(notebook_path()),
-            str(target),
-            parameters=parameters,
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-            language="python",
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        try:
+            km = kernel.start()  # it inherits the environment set here
+            try:
+                check.result()
+            except Exception as e:  # noqa: BLE001 - reported as the check's failure
+                raise DataCheckFailed() from e
+            _import_papermill()
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / "diagnosis.ipynb"
+            stale = folder / "diagnosis.html"
+            if not html and stale.exists():  # an HTML from an earlier run must not sit beside these results
+                stale.unlink()
+            parameters = params.papermill_parameters()  # data: a URL without its password
+            parameters["output_dir"] = str(folder.parent)
+            parameters["params_file"] = str(params_file or "")
+            exporter = HtmlExporter() if html else None
+            kernel.execute(km, notebook_path(), target, parameters, progress_bar=False, log_output=False,
+                           language="python", on_first_cell=exporter.warm if exporter else None)
+        finally:
+            check.cancel()
+            kernel.stop(km)
     if html:
-        render_html(target, folder / "diagnosis.html", params.language, name=params.client_name or params.client)
+        render_html(target, folder / "diagnosis.html", params.language, name=params.client_name or params.client,
+                    exporter=exporter)
     return target
 
 
@@ -223,21 +243,61 @@ def stage_progress(show: bool):
         Path(path).unlink(missing_ok=True)
 
 
-def render_html(notebook: Path, target: Path, language: str, name: str | None = None) -> Path:
-    """Reviewer's copy: code cells and prompts hidden, images embedded, ``<html lang>`` = ja / en."""
-    import nbformat
+class HtmlExporter:
+    """nbconvert's HTML exporter for the reviewer's copy, imported and warmed up (its templates
+    compiled) in a thread while the kernel runs the notebook (:meth:`warm`), not after it."""
+
+    def __init__(self):
+        self._exporter = None
+        self._thread: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Start preparing the exporter in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._prepare, name="cskit-html", daemon=True)
+            self._thread.start()
+
+    def _prepare(self) -> None:
+        import nbformat
+
+        try:
+            exporter = html_exporter()
+            warm_up = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# cskit")])
+            exporter.from_notebook_node(warm_up, resources={"metadata": {"name": "cskit"}})
+        except Exception:  # noqa: BLE001 - the render makes a fresh one, and reports what is wrong
+            return
+        self._exporter = exporter
+
+    def get(self):
+        """The exporter (waits for the warm-up; a fresh one if it never ran or failed)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._exporter or html_exporter()
+
+
+def html_exporter():
+    """nbconvert's HTML exporter as the reviewer's copy uses it: code cells and prompts hidden, images
+    embedded."""
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(
+    return HTMLExporter(
         exclude_input=True,
         exclude_input_prompt=True,
         exclude_output_prompt=True,
         embed_images=True,
     )
-    exporter.language_code = language
+
+
+def render_html(notebook: Path, target: Path, language: str, name: str | None = None,
+                exporter: HtmlExporter | None = None) -> Path:
+    """Reviewer's copy: code cells and prompts hidden, images embedded, ``<html lang>`` = ja / en."""
+    import nbformat
+
+    html = exporter.get() if exporter is not None else html_exporter()
+    html.language_code = language
     title = {"ja": "カスタマーサクセス診断", "en": "Customer-success diagnosis"}[language]
     resources = {"metadata": {"name": f"{title}: {name or target.parent.name}"}}  # the page's <title>
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4), resources=resources)
+    body, _ = html.from_notebook_node(nbformat.read(str(notebook), as_version=4), resources=resources)
     target.write_text(body, encoding="utf-8")
     return target
 
@@ -279,15 +339,21 @@ def _raw_data(params_path: str) -> str | None:
 def _run_client(params_path: str, out_dir: str, html: bool, progress_bar: bool) -> RunResult:
     t0 = time.perf_counter()
     client = Path(params_path).stem
+
+    def refused(e: BaseException) -> RunResult:  # bad params or data: nothing was written
+        if isinstance(e, CskitError):
+            return RunResult(str(params_path), client, e.exit_code, str(e), time.perf_counter() - t0)
+        return RunResult(str(params_path), client, 1, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+
     try:
         params, folder = prepare(params_path, out_dir)
         client = params.client
-    except CskitError as e:
-        return RunResult(str(params_path), client, e.exit_code, str(e), time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - the consultant gets one line, not a traceback
-        return RunResult(str(params_path), client, 1, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+        return refused(e)
     try:
         execute(params, folder, html=html, progress_bar=progress_bar, params_file=params_path)
+    except DataCheckFailed as e:
+        return refused(e.__cause__)
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, KeyboardInterrupt):
             raise

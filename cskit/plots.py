@@ -5,8 +5,14 @@ labels; titles and data labels come from the caller's DataFrame (e.g. the KPI ``
 a chart never types a number or a name itself. :func:`set_style` must run once before drawing:
 ``import matplotlib_fontja`` registers IPAexGothic and ``sns.set_theme(..., font="IPAexGothic")``
 keeps it (calling ``sns.set_theme()`` without the font resets it to one with no Japanese glyphs).
+
+:func:`show` displays the figures drawn (the notebook's ``plt.show()``); in ``cskit run``'s kernel each is
+rendered in a forked child while the notebook goes on, and :func:`wait` (the notebook's last cell)
+puts every picture in its place.
 """
 from __future__ import annotations
+
+import os
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
@@ -699,3 +705,105 @@ def health_panels(items: pd.DataFrame, by_tier: pd.DataFrame | None, titles: tup
         axes[0, 1].set_title(titles[1])
     fig.tight_layout()
     return axes
+
+
+# ---------------------------------------------------------------- showing the figures
+
+IN_FLIGHT = 2  # figures rendered at once (each child one core; the notebook goes on in the kernel)
+_pending: list[_Render] = []
+
+
+def show() -> None:
+    """Display the open figures, as ``plt.show()`` does in a notebook, and close them.
+
+    In ``cskit run``'s kernel (``$CSKIT_CHARTS=fork``, two usable cores: :func:`cskit.parallel.parallel_enabled`)
+    each figure's picture is made in a forked child process while the notebook goes on: the figure's
+    place in the notebook holds its one-line text until the picture is put there (a display update, by a
+    later :func:`show` or by :func:`wait`), the PNG the kernel would have made itself, byte for byte (the
+    same formatter on the same figure). Anywhere else the figures are drawn here and now."""
+    shell = _forking_shell()
+    if shell is None:
+        plt.show()
+        return
+    from IPython.display import display
+    from matplotlib._pylab_helpers import Gcf
+    from matplotlib_inline.backend_inline import _fetch_figure_metadata
+
+    for manager in Gcf.get_all_fig_managers():
+        fig = manager.canvas.figure
+        while sum(not r.done for r in _pending) >= IN_FLIGHT:
+            next(r for r in _pending if not r.done).finish()
+        handle = display({"text/plain": repr(fig)}, raw=True, display_id=True)
+        _pending.append(_Render(shell, fig, _fetch_figure_metadata(fig), handle))
+    plt.close("all")
+    _collect(block=False)
+
+
+def wait() -> None:
+    """Put every picture :func:`show` left to a child in its place (nothing to do when there is none)."""
+    _collect(block=True)
+
+
+def _collect(block: bool) -> None:
+    for r in _pending:
+        if not r.done and (block or r.ready()):
+            r.finish()
+    _pending[:] = [r for r in _pending if not r.done]
+
+
+def _forking_shell():
+    """The IPython kernel's shell when figures are rendered in forked children (see :func:`show`), else None."""
+    from cskit.kernel import CHARTS_ENV  # set to "fork" by cskit run for its kernel
+
+    if os.environ.get(CHARTS_ENV) != "fork" or "inline" not in plt.get_backend():
+        return None
+    from IPython import get_ipython
+
+    from cskit.parallel import parallel_enabled
+
+    shell = get_ipython()
+    return shell if shell is not None and getattr(shell, "kernel", None) is not None and parallel_enabled() else None
+
+
+class _Render:
+    """One figure's display data (the IPython formatters' output: PNG and text) made in a forked child."""
+
+    def __init__(self, shell, fig, metadata: dict | None, handle):
+        self.shell, self.fig, self.metadata, self.handle, self.done = shell, fig, metadata, handle, False
+        self.pipe, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: format, send, and leave without running any of the kernel's clean-up
+            code = 1
+            try:
+                import gc
+                import pickle
+
+                gc.disable()  # a collection would write into (and so copy) the parent's pages
+                os.close(self.pipe)
+                with os.fdopen(write, "wb") as f:
+                    pickle.dump(shell.display_formatter.format(fig), f, protocol=pickle.HIGHEST_PROTOCOL)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+
+    def ready(self) -> bool:
+        import select
+
+        return bool(select.select([self.pipe], [], [], 0)[0])
+
+    def finish(self) -> None:
+        """Wait for the child and put its picture in the figure's place (drawn here if the child failed)."""
+        import pickle
+
+        with os.fdopen(self.pipe, "rb") as f:
+            payload = f.read()
+        _, status = os.waitpid(self.pid, 0)
+        try:
+            data, md = pickle.loads(payload) if status == 0 else self.shell.display_formatter.format(self.fig)
+        except Exception:  # noqa: BLE001 - a truncated answer: draw it here
+            data, md = self.shell.display_formatter.format(self.fig)
+        if self.metadata:  # as IPython's display(fig, metadata=...) does
+            md = {**md, **self.metadata}
+        self.handle.update(data, metadata=md, raw=True)
+        self.done, self.fig = True, None

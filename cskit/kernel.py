@@ -1,0 +1,151 @@
+"""The notebook kernel of ``cskit run``: started early, already holding its imports, ended at once.
+
+papermill starts its kernel only when it executes the notebook, after the CLI has checked the data,
+and the notebook's first cells then import matplotlib, seaborn, scipy and the stages (~2 s of a run
+that does nothing else meanwhile). Here the CLI starts the kernel first (:func:`start`), and the kernel
+imports those modules while it boots (``IPKernelApp.exec_lines``: :data:`PRELOAD`), in parallel with
+the CLI's own data check and papermill import. The notebook's ``import`` lines are then look-ups.
+
+:func:`execute` runs the notebook on that kernel with papermill's nbclient engine, two things changed:
+
+- the kernel is ended as soon as the notebook is done (a kill; a graceful shutdown waits ~0.5–1 s for
+  the kernel to tear its memory down, and the kernel has nothing left to do: every result file and the
+  executed notebook are written by then);
+- the executed notebook is written when execution starts and when it ends (also on failure, with the
+  error in place) and at papermill's 30-second autosave, not before and after every cell (~40 writes
+  of a growing notebook, each while the kernel waits for its next cell).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+# What the notebook (its import cell) and cskit.analyse (its stages, imported when it runs) import;
+# a module missing here is imported when first used, as before.
+PRELOAD = (
+    "matplotlib.pyplot", "IPython.display", "cskit.plots", "cskit.narrative", "cskit.pipeline",
+    "cskit.loading", "cskit.panel", "cskit.metrics", "cskit.survival", "cskit.parallel", "cskit.triggers",
+    "cskit.fits", "cskit.potential", "cskit.health", "cskit.history", "cskit.changes", "cskit.provenance",
+    "cskit.excel", "xlsxwriter", "threadpoolctl",
+)
+KERNEL_NAME = "python3"
+# Set for the kernel: "fork" = each figure the notebook shows is rendered in a forked child while the
+# notebook goes on (cskit.plots.show; only with two usable cores, cskit.parallel.parallel_enabled).
+CHARTS_ENV = "CSKIT_CHARTS"
+# The kernel logs at ERROR level only: its "running over TCP without encryption" warning (a local kernel
+# on this machine) is noise on a consultant's screen. No history file (as nbclient starts its kernels).
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:")
+
+
+def preload_line(modules: tuple[str, ...] = PRELOAD) -> str:
+    """The kernel's start-up code: import ``modules`` without binding a name in the notebook's namespace
+    (a module that fails to import is left to the notebook's own import, which then says why)."""
+    return ("import importlib as _cskit_il\n"
+            f"for _cskit_m in {tuple(modules)!r}:\n"
+            "    try:\n"
+            "        _cskit_il.import_module(_cskit_m)\n"
+            "    except Exception:\n"
+            "        pass\n"
+            "del _cskit_il, _cskit_m")
+
+
+def start(preload: tuple[str, ...] = PRELOAD):
+    """Launch the notebook kernel (it boots and imports ``preload`` in its own process; this returns at
+    once). The kernel inherits this process's environment as it is now. Returns its kernel manager."""
+    import os
+
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME)
+    arguments = [*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={preload_line(preload)}"] if preload else \
+        list(KERNEL_ARGUMENTS)
+    run_sync(km.start_kernel)(extra_arguments=arguments, env=os.environ | {CHARTS_ENV: "fork"})
+    return km
+
+
+def stop(km) -> None:
+    """End the kernel now, if it is still running (e.g. the data check failed before execution)."""
+    from jupyter_core.utils import run_sync
+
+    if km is not None and km.has_kernel:
+        run_sync(km.shutdown_kernel)(now=True)
+
+
+def execute(km, notebook: str | Path, target: str | Path, parameters: dict, *,
+            on_first_cell: Callable[[], None] | None = None, **kwargs: Any):
+    """papermill's ``execute_notebook`` of ``notebook`` into ``target`` on the started kernel ``km``
+    (ended when done); returns the executed notebook. ``on_first_cell`` is called once, when the kernel
+    is ready and the first cell starts; ``kwargs`` go to papermill."""
+    import papermill as pm
+
+    _register()
+    return pm.execute_notebook(str(notebook), str(target), parameters=parameters, kernel_name=KERNEL_NAME,
+                               engine_name=ENGINE, km=km, on_first_cell=on_first_cell, **kwargs)
+
+
+ENGINE = "cskit"
+
+
+def _register() -> None:
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+    from papermill.log import logger
+    from papermill.utils import merge_kwargs, remove_args
+
+    class FewWrites(NotebookExecutionManager):
+        """papermill's execution manager without its writes of the notebook before and after each cell."""
+
+        _hold = False
+        on_first_cell: Callable[[], None] | None = None
+
+        def save(self, **kwargs):
+            if not self._hold:
+                super().save(**kwargs)
+
+        def cell_start(self, cell, cell_index=None, **kwargs):
+            if self.on_first_cell is not None:
+                call, self.on_first_cell = self.on_first_cell, None
+                call()
+            self._hold = True
+            try:
+                super().cell_start(cell, cell_index, **kwargs)
+            finally:
+                self._hold = False
+
+        def cell_complete(self, cell, cell_index=None, **kwargs):
+            self._hold = True
+            try:
+                super().cell_complete(cell, cell_index, **kwargs)
+            finally:
+                self._hold = False
+
+    class StartedKernelEngine(NBClientEngine):
+        """nbclient on a kernel started beforehand (``km``), killed when the notebook is done."""
+
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                             autosave_cell_every=30, on_first_cell=None, **kwargs):
+            nb_man = FewWrites(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                               autosave_cell_every=autosave_cell_every)
+            nb_man.on_first_cell = on_first_cell
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            options = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                                   kernel_name=kernel_name, log=logger, log_output=log_output,
+                                   stdout_file=stdout_file, stderr_file=stderr_file, shutdown_kernel="immediate")
+            # cleanup_kc: the client shuts the kernel down (now) and closes its channels, though it did
+            # not start the kernel
+            return PapermillNotebookClient(nb_man, **options).execute(cleanup_kc=True)
+
+    papermill_engines.register(ENGINE, StartedKernelEngine)
