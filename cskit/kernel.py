@@ -49,9 +49,10 @@ def preload_line(modules: tuple[str, ...] = PRELOAD) -> str:
             "del _cskit_il, _cskit_m")
 
 
-def start(preload: tuple[str, ...] = PRELOAD):
+def start(preload: tuple[str, ...] = PRELOAD, *, charts: str = "fork"):
     """Launch the notebook kernel (it boots and imports ``preload`` in its own process; this returns at
-    once). The kernel inherits this process's environment as it is now. Returns its kernel manager."""
+    once). The kernel inherits this process's environment as it is now, with ``$CSKIT_CHARTS`` =
+    ``charts`` (:data:`CHARTS_ENV`). Returns its kernel manager."""
     import os
 
     from jupyter_client import AsyncKernelManager
@@ -60,7 +61,7 @@ def start(preload: tuple[str, ...] = PRELOAD):
     km = AsyncKernelManager(kernel_name=KERNEL_NAME)
     arguments = [*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={preload_line(preload)}"] if preload else \
         list(KERNEL_ARGUMENTS)
-    run_sync(km.start_kernel)(extra_arguments=arguments, env=os.environ | {CHARTS_ENV: "fork"})
+    run_sync(km.start_kernel)(extra_arguments=arguments, env=os.environ | {CHARTS_ENV: charts})
     return km
 
 
