@@ -27,7 +27,7 @@ from statsmodels.stats.multitest import multipletests
 from cskit.checks import hazard_own_effect, onboarding_check, onboarding_covariates
 from cskit.client import ClientData
 from cskit.errors import CskitError
-from cskit.fits import Fits, churn_rows, model_rows, population_rates
+from cskit.fits import Fits, ModelRows, churn_rows, model_rows, population_rates
 from cskit.forecast import KpiPath, deviation_correlation, expected_cloglog, kpi_forecasts
 from cskit.models import (
     CHURN_ADJUST,
@@ -256,7 +256,8 @@ def select_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: fl
         return with_points(panel, full)
     model = _fit_model(panel, [k for k in full.design.kpis if k in keep or k in context], lag, horizon, terms=terms,
                        indicators=[k for k in full.design.indicators if k in keep], transforms=full.design.transforms,
-                       seed=seed, cycle=cycle, renewals=dict(full.renewals), drawn=drawn)
+                       seed=seed, cycle=cycle, renewals=dict(full.renewals), drawn=drawn,
+                       base=fits.churn(kpis) if fits is not None else None)
     model.warnings = full.warnings + model.warnings
     model.design.dropped.update(full.design.dropped)
     for k, qk in zip(tested, q):
@@ -326,7 +327,7 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
                context_only: bool = False, fits: Fits | None = None, *, alpha: float = 0.05,
                indicators: list[str] | None = None, transforms: dict | None = None, seed: int = 0,
                points: bool = True, cycle: int | None = None, renewals: dict | None = None,
-               drawn: tuple | None = None) -> ScoreModel:
+               drawn: tuple | None = None, base: ModelRows | None = None) -> ScoreModel:
     """The score's churn hazard on ``kpis`` (with ``terms``). A KPI whose missingness is informative
     (:func:`cskit.models.informative_missing`, the triggers' and the potential's test, at ``alpha``) gets
     its missing indicator, as in those models; ``indicators`` (the KPIs flagged in the full model) skips
@@ -334,8 +335,14 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
     The rows are ``cskit.fits.churn_rows``' (a case-control sample above its threshold, ``seed``;
     ``drawn``: ``cskit.fits.model_rows`` when already drawn), every fit with their link. ``points=False``:
     no points yet (:func:`with_points` adds them). ``cycle``, ``renewals``: ``annual_cycle(panel)`` and
-    ``renewal_evidence(panel, lag)`` when already made."""
-    m = fits.churn(kpis) if fits is not None else churn_rows(panel, kpis, lag, transforms, seed=seed, drawn=drawn)
+    ``renewal_evidence(panel, lag)`` when already made. ``base``: the full model's rows and design (``Fits.churn``
+    of every KPI) of which the refit on ``kpis`` takes its columns (:func:`kept_columns`), not a design of its own."""
+    if fits is not None:
+        m = fits.churn(kpis)
+    elif base is not None and not base.design.terms and not base.design.indicators:
+        m = kept_columns(base, kpis)
+    else:
+        m = churn_rows(panel, kpis, lag, transforms, seed=seed, drawn=drawn)
     y, design = m.y, m.design
     if indicators is None:
         if design.kpis and y.sum() >= MIN_EVENTS:
@@ -381,6 +388,20 @@ def _fit_model(panel: pd.DataFrame, kpis: list[str], lag: int, horizon: int, ter
     model = ScoreModel(fit, design, pd.DataFrame(), lag, warnings=warnings, context=values, context_table=table,
                        renewals=renewals, slopes=curve_slopes(design, fit), sample=m.sample)
     return with_points(panel, model) if points else model
+
+
+def kept_columns(m: ModelRows, kpis: list[str]) -> ModelRows:
+    """The refit's rows and design after the KPI selection: ``m`` (the full model's, ``cskit.fits.churn_rows``)
+    with its columns of ``kpis`` (a subset of its KPIs, in its order) and of every adjustment. The same rows,
+    transforms, sustained-usage rows and collinearity pruning as the model the KPIs were selected in
+    (docs/methods.md, "Selecting KPIs"): a subset of KPIs that passed the full model's prunings passes
+    them again, so the refit's own design would be these columns, built a second time."""
+    d = m.design
+    names = ["intercept", *kpis, *d.names[1 + len(d.kpis):]]
+    X = d.X.take([d.names.index(n) for n in names], axis=1)  # a copy, C-ordered as design_matrix makes it
+    design = replace(d, X=X, names=names, kpis=list(kpis), transforms={k: d.transforms[k] for k in kpis},
+                     dropped={}, missing={k: v for k, v in d.missing.items() if k in kpis})
+    return m.shared(design)
 
 
 def with_points(panel: pd.DataFrame, model: ScoreModel) -> ScoreModel:
