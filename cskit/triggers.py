@@ -84,6 +84,7 @@ MODEL = {
     "expansion": "binomial GLM, logit link (odds ratio)",
 }
 MAX_LEAD_LAG = 6
+ROW_BLOCK = 8192  # rows per block of KPIMatrix.row_major (a block of 28 KPIs: 1.8 MB)
 POWER = 0.8
 GEE_SE_RATIO = 10.0
 TENURE = "contract_months"
@@ -315,7 +316,7 @@ class RowSet:
         where = self.Z.sources(self.lag, self.rows)
         pick, events = self.pick, np.flatnonzero(np.asarray(y) > 0.5)  # indices: faster to take than a mask
         fit = None if pick is None else np.flatnonzero(pick)
-        Zc = np.empty((len(y) if fit is None else len(fit), len(candidates)), order="F")
+        Zc = np.empty((len(y), len(candidates)), order="F") if fit is None else None
         annual = np.flatnonzero(_annual(self.panel, where[0])) if fit is not None and "churn" in self.group else None
         col = {k: j for j, k in enumerate(candidates)}
         v = np.empty(len(y))
@@ -327,11 +328,11 @@ class RowSet:
             if fit is not None:
                 gaps.append(np.count_nonzero(np.isnan(v)))
                 annual_gaps.append(np.count_nonzero(np.isnan(v[annual])) if annual is not None else 0)
-            if k in col:
-                Zc[:, col[k]] = v if fit is None else np.take(v, fit, out=Zc[:, col[k]], mode="clip")
+            if k in col and fit is None:
+                Zc[:, col[k]] = v
         # laid out as the column selection of the rows × KPIs matrix it replaces was (F), or its
         # row-and-column selection (C): the same bits of r @ Z in the score tests
-        Zc = Zc if fit is None else np.ascontiguousarray(Zc)
+        Zc = Zc if fit is None else self.Z.row_major(candidates, tuple(a[fit] for a in where))
         self.cache["counts"] = np.array(counts, dtype="int64")
         self.cache["spearman"] = np.array(rho, dtype="float64")
         self.cache["missing"] = (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64"))
@@ -666,6 +667,18 @@ class KPIMatrix:
             self.gather(k, where, out[:, j])
             if filled:
                 zero_missing(out[:, j])
+        return out
+
+    def row_major(self, kpis: list[str], where: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """:meth:`at` of ``kpis`` on the rows of ``where`` (:meth:`sources`), laid out row by row (C
+        order), gathered by blocks of rows that stay in cache (not a column-major copy transposed: two
+        matrices of fresh memory)."""
+        out = np.empty((len(where[0]), len(kpis)))
+        buf = np.empty(min(ROW_BLOCK, len(out)))
+        for s in range(0, len(out), ROW_BLOCK):
+            part, block = tuple(a[s : s + ROW_BLOCK] for a in where), out[s : s + ROW_BLOCK]
+            for j, k in enumerate(kpis):
+                block[:, j] = self.gather(k, part, buf[: len(block)])
         return out
 
     def sources(self, lag: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
