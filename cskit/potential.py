@@ -493,8 +493,8 @@ def project_chunk(
     ``neg_a[o]`` = −exp(log-hazard without the tenure part), (B, n); ``factor[o]`` the tenure
     factor (months, B, n), for churn zero outside annual accounts' anniversaries; g_e, g_d (B, 1).
     The monthly probability is p = 1 − exp(−λ) (cloglog). Returns (B, n) arrays: churn (MRR lost to
-    churn), expansion, downgrade (MRR lost), referrals (expected count), ltv (Σ_{h ≤ ltv_months}
-    S(h) m(h), before margin) and surv (S at the horizon).
+    churn), expansion, downgrade (MRR lost), referrals (expected count; 0 without a ``referral``
+    entry), ltv (Σ_{h ≤ ltv_months} S(h) m(h), before margin) and surv (S at the horizon).
 
     Every entry is computed on its own, so the chunk is walked in blocks of BLOCK_BYTES per array
     (:func:`_project_block`): the block's two dozen arrays stay in a core's cache through the months,
@@ -545,10 +545,11 @@ def _project_block(neg_a: dict[str, np.ndarray], factor: dict[str, np.ndarray], 
             out["expansion"] -= tmp
             np.multiply(sm, pd_, out=tmp)
             out["downgrade"] -= tmp
-            np.multiply(neg_a["referral"], factor["referral"][h], out=pr)
-            np.expm1(pr, out=pr)
-            pr *= s_new
-            out["referrals"] -= pr
+            if "referral" in neg_a:  # not projected when its column is empty (no referral model)
+                np.multiply(neg_a["referral"], factor["referral"][h], out=pr)
+                np.expm1(pr, out=pr)
+                pr *= s_new
+                out["referrals"] -= pr
             if h == horizon - 1:
                 out["surv"][:] = s_new
         np.subtract(pd_, pe, out=tmp)
@@ -791,7 +792,7 @@ def improvement_potential(
 
     point_coef = {o: _point_coef(m) for o, m in models.items()}
     point = project(
-        {o: make_hazard(models[o], c, future, active) for o, c in point_coef.items()},
+        {o: make_hazard(models[o], c, future, active) for o, c in point_coef.items() if o in shown(models)},
         scen, active, np.array([sizes["g_e"][0]]), np.array([sizes["g_d"][0]]),
         np.array([sizes["referral_mrr"][0]]), params.horizon_months, params.ltv_months,
     )
@@ -859,7 +860,7 @@ def project_draws(
     sub_scen = [replace(sc, dz=sc.dz[rows], dz_at_mean=None if sc.dz_at_mean is None else sc.dz_at_mean[rows])
                 for sc in scen]
     return project(
-        {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items()},
+        {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items() if o in shown(models)},
         sub_scen, sub, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
         dtype=np.float32, w_money=w_money, w_count=w_count,
     )
@@ -891,6 +892,13 @@ def draw_sample(active: pd.DataFrame, size: int, rng: np.random.Generator, *, ke
     points = (rng.random() + np.arange(size)) * (total / size)
     rows = np.sort(order[np.minimum(np.searchsorted(ends, points, side="right"), n - 1)])
     return rows, np.full(size, total / size), total / (size * mrr[rows])
+
+
+def shown(models: dict[str, OutcomeModel | None]) -> list[str]:
+    """The outcomes projected: all but a referral model that is not fitted (no referral data, or too
+    few referrals), whose column d_new is left empty and which moves nothing else (the LTV and churn
+    probability do not depend on referrals), so its hazards are not computed at all."""
+    return [o for o, m in models.items() if o != "referral" or (m is not None and m.fit is not None)]
 
 
 def _column(outcome: str) -> str:

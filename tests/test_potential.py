@@ -146,6 +146,18 @@ def test_a_scenario_that_leaves_some_accounts_unchanged_matches_the_month_by_mon
         assert np.array_equal(v[1], v[0]), k
 
 
+def test_without_a_referral_hazard_the_other_sums_are_unchanged_bit_for_bit():
+    hz = constant_hazards({"churn": [0.1, 0.3], "expansion": [0.2, 0.2], "downgrade": [0.1, 0.1],
+                           "referral": [0.05, 0.05]})
+    args = (TWO, np.array([0.5]), np.array([0.25]), np.array([1000.0]), 12, 36)
+    full = project(hz, [], *args)
+    part = project({o: h for o, h in hz.items() if o != "referral"}, [], *args)
+    assert full.totals["referrals"][0, 0] > 0 and part.totals["referrals"][0, 0] == 0
+    for k in ("churn", "expansion", "downgrade", "ltv"):
+        assert np.array_equal(part.totals[k], full.totals[k]), k
+    assert np.array_equal(part.churn_prob, full.churn_prob) and np.array_equal(part.ltv_units, full.ltv_units)
+
+
 def test_systematic_draw_sample_is_mrr_proportional_and_spread_along_its_key():
     rng0 = np.random.default_rng(5)
     n, size = 400, 60
