@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cskit.panel import RECENT_MONTHS, decides, recent_means, renewal_cycles
+from cskit.panel import RECENT_MONTHS, decides, factorize_runs, recent_means, renewal_cycles
 
 GH_NODES = 20
 
@@ -156,7 +156,7 @@ def deviation_correlation(panel: pd.DataFrame, kpis: list[str], transforms: dict
     """Correlation between KPIs of their within-account deviations z − z̄_i on the model scale (pairwise
     over the rows where both are observed; 0 when undefined). It stands in for the correlation of the
     KPIs' forecast errors, which are mostly future within-account deviations."""
-    account = pd.factorize(panel["account_id"])[0]
+    account = factorize_runs(panel["account_id"].to_numpy())[0]
     dev = {}
     for k in kpis:
         z = transforms[k].forward(panel[k].to_numpy(dtype="float64"))
@@ -204,7 +204,7 @@ def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms
             continue
         z = tr.forward(panel[k].to_numpy(dtype="float64"))
         if k not in known:
-            account = pd.factorize(panel["account_id"])[0] if account is None else account
+            account = factorize_runs(panel["account_id"].to_numpy())[0] if account is None else account
             known[k] = estimate_persistence(k, z, account)
         p = known[k]
         if p is None:

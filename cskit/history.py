@@ -251,11 +251,16 @@ def change_summary(change: np.ndarray, *, drop: float) -> dict:
 
 def tier_mix(history: pd.DataFrame) -> pd.DataFrame:
     """Accounts per tier and month: month, red, yellow, green, and the shares (share_red, …)."""
-    counts = pd.crosstab(history["month"], history["tier"]).reindex(columns=list(TIERS), fill_value=0)
-    out = counts.rename_axis(columns=None).reset_index()
-    total = counts.sum(axis=1).to_numpy()
-    for t in TIERS:
-        out[f"share_{t}"] = counts[t].to_numpy() / np.maximum(total, 1)
+    month, months = pd.factorize(history["month"].to_numpy(), sort=True)  # one count per (month, tier) cell
+    tier = pd.Categorical(history["tier"].to_numpy(), categories=list(TIERS)).codes.astype("int64")
+    k, ok = len(TIERS), tier >= 0
+    counts = np.bincount(month[ok] * k + tier[ok], minlength=len(months) * k).reshape(len(months), k)
+    out = pd.DataFrame({"month": months})
+    for j, t in enumerate(TIERS):
+        out[t] = counts[:, j]
+    total = counts.sum(axis=1)
+    for j, t in enumerate(TIERS):
+        out[f"share_{t}"] = counts[:, j] / np.maximum(total, 1)
     return out
 
 
@@ -263,8 +268,9 @@ def score_quantiles(history: pd.DataFrame, q: tuple[float, ...] = (0.1, 0.25, 0.
     """The score distribution by month: month, mean and the quantiles q10, q25, q50, q75, q90."""
     g = history.groupby("month", sort=True)["score"]
     out = g.mean().rename("mean").to_frame()
+    qs = g.quantile(list(q)).unstack()  # every quantile in one pass over the groups
     for x in q:
-        out[f"q{round(100 * x)}"] = g.quantile(x)
+        out[f"q{round(100 * x)}"] = qs[x].to_numpy()
     return out.reset_index()
 
 

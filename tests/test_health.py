@@ -807,3 +807,33 @@ def test_a_thin_context_score_does_not_extrapolate_an_unsupported_tenure_slope()
     f = now.frame.set_index("account_id")["churn_prob"].dropna()
     truth = sim.truth.future.set_index("account_id").loc[f.index, "churn_prob"]
     assert 0.8 < f.mean() / truth.mean() < 1.25, (f.mean(), truth.mean())
+
+
+def test_harrell_c_counts_the_pairs_of_lifelines_and_of_the_definition():
+    """health.harrell_c against lifelines' concordance_index (the same float, bit for bit) and against
+    the pair-by-pair definition (lifelines' naive O(n²) routine), on draws with tied times, tied
+    scores and censoring; a hand case: 3 accounts."""
+    from lifelines.utils import concordance_index
+    from lifelines.utils.concordance import _naive_concordance_summary_statistics as naive
+
+    from cskit.health import harrell_c
+
+    # churned at 1 (score 10), churned at 2 (20), censored at 2 (25): the censored one is compared with
+    # both churners (at or before its time), the second churner with the first: 3 pairs, all correct
+    assert harrell_c(np.array([1.0, 2, 2]), np.array([10.0, 20, 25]), np.array([1.0, 1, 0])) == 1.0
+    # the same with the censored score 20: its pair with the churner at 2 is a tie (one half)
+    assert harrell_c(np.array([1.0, 2, 2]), np.array([10.0, 20, 20]), np.array([1.0, 1, 0])) == 2.5 / 3
+    # churned at 1, 2, 3 with scores 30, 20, 30: (1,2) discordant, (1,3) tied, (2,3) correct → 1.5 / 3
+    assert harrell_c(np.array([1.0, 2, 3]), np.array([30.0, 20, 30]), np.array([1.0, 1, 1])) == 0.5
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        n = int(rng.integers(3, 80))
+        t = rng.integers(1, 7, n).astype(float)
+        e = (rng.random(n) < 0.4).astype(float)
+        e[0] = 1.0
+        s = np.round(rng.normal(size=n), 1)
+        got = harrell_c(t, s, e)
+        assert np.float64(got).tobytes() == np.float64(concordance_index(t, s, e)).tobytes()
+        correct, tied, pairs = naive(t, s, e)
+        if pairs:
+            assert got == pytest.approx((correct + tied / 2) / pairs, abs=1e-12)
