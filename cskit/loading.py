@@ -275,10 +275,13 @@ def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return np.where(bad, np.nan, values), bad
     try:
         values = pc.cast(_arrow(s), pa.float64()).to_numpy(zero_copy_only=False)
-        bad = np.isinf(values)
-        return np.where(bad, np.nan, values), bad
     except pa.ArrowInvalid:
         pass
+    else:
+        bad = np.isinf(values)
+        if bad.any():
+            return np.where(bad, np.nan, values), bad
+        return values if values.flags.writeable else values.copy(), bad
     arr = _trimmed_text(s)
     present = ~_missing(arr)
     norm = pc.utf8_normalize(pc.fill_null(arr, ""), "NFKC")
@@ -307,41 +310,43 @@ def _ymd(text: str, patterns: list[re.Pattern]) -> pd.Timestamp | None:
     return None
 
 
-def _parse_when(s: pd.Series, patterns: list[re.Pattern]) -> tuple[np.ndarray, np.ndarray]:
+def _parse_when(s: pd.Series, patterns: list[re.Pattern], unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(datetime64[ns] values cut to ``unit`` (D: midnight, M: the month's first day), bad mask, the
+    values counted in ``unit`` since 1970 as int64 (NaT: the smallest int64)). Text cells are parsed and
+    cut once per distinct value."""
     if pd.api.types.is_datetime64_any_dtype(s):
         values = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
-        values = values.to_numpy(dtype="datetime64[ns]")
-        return values, np.zeros(len(s), dtype=bool)
+        values = values.to_numpy(dtype="datetime64[ns]").astype(f"datetime64[{unit}]")
+        return values.astype("datetime64[ns]"), np.zeros(len(s), dtype=bool), values.view(np.int64)
     distinct, idx = _coded(s)
     present = idx >= 0
     parsed = [_ymd(unicodedata.normalize("NFKC", v), patterns) for v in distinct.to_pylist()]
     table = np.array([np.datetime64("NaT", "ns") if m is None else m.to_datetime64() for m in parsed]
-                     + [np.datetime64("NaT", "ns")], dtype="datetime64[ns]")
-    values = table[idx]
-    return values, present & np.isnat(values)
+                     + [np.datetime64("NaT", "ns")], dtype="datetime64[ns]").astype(f"datetime64[{unit}]")
+    values = table.astype("datetime64[ns]")[idx]
+    return values, present & np.isnat(values), table.view(np.int64)[idx]
 
 
 def parse_dates(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(datetime64[ns] at midnight, bad mask). Accepts 2024-01-05, 2024/1/5, 2024.01.05, 20240105,
     2024年1月5日, and a time part (dropped)."""
-    values, bad = _parse_when(s, _DATE_PATTERNS)
-    return values.astype("datetime64[D]").astype("datetime64[ns]"), bad
+    return _parse_when(s, _DATE_PATTERNS, "D")[:2]
 
 
 def parse_months(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(first day of the month as datetime64[ns], bad mask). Accepts 2024-01, 2024/1, 202401,
     2024年1月, and any full date (the day is dropped)."""
-    values, bad = _parse_when(s, _MONTH_PATTERNS + _DATE_PATTERNS)
-    return values.astype("datetime64[M]").astype("datetime64[ns]"), bad
+    return _month_cells(s)[:2]
+
+
+def _month_cells(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`parse_months` and each cell's month counted since 1970-01 (int64; NaT: the smallest int64,
+    so a sort key in month order)."""
+    return _parse_when(s, _MONTH_PATTERNS + _DATE_PATTERNS, "M")
 
 
 def _month_of(values: np.ndarray) -> np.ndarray:
     return values.astype("datetime64[M]").astype("datetime64[ns]")
-
-
-def _month_numbers(values: np.ndarray) -> np.ndarray:
-    """Months since 1970-01 (int64; NaT as the smallest int64): a sort key in month order."""
-    return values.astype("datetime64[M]").view(np.int64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -510,10 +515,11 @@ class _Contracts:
 
     def check(self, rows: _Rows, ids: np.ndarray, when: np.ndarray, raw_id: pd.Series, raw_when: pd.Series,
               column: str, as_of: np.datetime64, contract: bool = True,
-              coded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+              coded: tuple[np.ndarray, np.ndarray] | None = None, months: np.ndarray | None = None) -> np.ndarray:
         """Exclude the rows of unknown or excluded accounts, after as_of, and (``contract``) outside the
         account's contract; returns each row's account position in ``index`` (-1 if not listed).
-        ``coded``: the ids as (distinct ids, each row's index into them), from :func:`_coded_ids`."""
+        ``coded``: the ids as (distinct ids, each row's index into them), from :func:`_coded_ids`;
+        ``months``: ``when``'s months since 1970-01 (:func:`_month_cells`), when known."""
         pos = _positions(self.index, ids, coded)
         known = pos >= 0
         dropped = _positions(self.excluded, ids, coded) >= 0 if len(self.excluded) else np.zeros(len(pos), bool)
@@ -522,7 +528,8 @@ class _Contracts:
         rows.exclude("account_excluded", ~known & dropped, "account_id", raw_id,
                      "the account's row in accounts was excluded (see the accounts warnings)",
                      "fix the account's row in accounts")
-        month = when.astype("datetime64[M]")  # (compared in months: as _month_of, without a second pass)
+        # compared in months (as _month_of, without a second pass)
+        month = when.astype("datetime64[M]") if months is None else months.view("datetime64[M]")
         rows.exclude(
             "after_as_of",
             month > np.datetime64(as_of, "M"),
@@ -563,8 +570,8 @@ def _exclude_bad_keys(rows: _Rows, df: pd.DataFrame, empty_id: np.ndarray, month
                      "month is empty or not a month", "write months as YYYY-MM")
 
 
-def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, contracts: _Contracts,
-                  as_of: np.datetime64, report: _Report) -> pd.DataFrame:
+def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, month_numbers: np.ndarray,
+                  contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
     rows = _Rows("revenue", len(df), report)
     ids, coded = _coded_ids(df["account_id"])
     mrr, bad_mrr = parse_numbers(df["mrr"])
@@ -573,11 +580,12 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, c
                  "write a number (a month without revenue can be left out: a missing month means 0)")
     rows.exclude("negative_mrr", mrr < 0, "mrr", df["mrr"], "mrr is negative",
                  "MRR is billed recurring revenue >= 0; remove credits/refunds or net them into the month")
-    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded)
+    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded,
+                          months=month_numbers)
     product, product_rank = _products(df)
     # a kept row's account position is its id's rank, and its product's rank its name's: the sort by
     # (account_id, month, product) and the test of equal keys, on integers
-    order, same = _sorted(rows.keep, pos, _month_numbers(months), product_rank)
+    order, same = _sorted(rows.keep, pos, month_numbers, product_rank)
     out = pd.DataFrame({"account_id": ids[order], "month": months[order], "mrr": mrr[order], "product": product[order]})
     key = ["account_id", "month", "product"]
     dup = same | np.append(same[1:], False)
@@ -606,10 +614,11 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
               report: _Report) -> tuple[pd.DataFrame, list[str]]:
     rows = _Rows("kpis", len(df), report)
     ids, coded = _coded_ids(df["account_id"])
-    months, bad_month = parse_months(df["month"])
+    months, bad_month, month_numbers = _month_cells(df["month"])
     _exclude_bad_keys(rows, df, coded[1] < 0, months, bad_month)
-    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded)
-    order, same = _sorted(rows.keep, pos, _month_numbers(months))  # a kept row's account position: its id's rank
+    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded,
+                          months=month_numbers)
+    order, same = _sorted(rows.keep, pos, month_numbers)  # a kept row's account position: its id's rank
     dup = np.zeros(len(df), dtype=bool)
     dup[order[same]] = True
     order = order[~same]
@@ -627,7 +636,7 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             report.quality.warn(Notice("contract_months_ignored", stage="load", severity="note"))
             continue
         values, bad = parse_numbers(df[col])
-        n_values, n_bad = int((~np.isnan(values)).sum()), int(bad.sum())
+        n_values, n_bad = len(values) - int(np.count_nonzero(np.isnan(values))), int(np.count_nonzero(bad))
         if col not in catalogue_names and n_values <= n_bad and n_bad > 0:
             ignored.append(str(col))
             continue
@@ -785,7 +794,7 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
     report.stop_if_fatal(source)
 
     catalogue_names = set(build_catalogue(params.kpis))
-    rev_months, rev_bad_month = parse_months(frames["revenue"]["month"])
+    rev_months, rev_bad_month, rev_month_numbers = _month_cells(frames["revenue"]["month"])
     as_of = _as_of(params, frames["revenue"], rev_months, report)
     if as_of is None:
         report.fatal.append("revenue: no row has both an account_id and a valid month, so as_of cannot be set. "
@@ -794,7 +803,7 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
 
     accounts, static_kpis, listed = _account_rows(frames["accounts"], as_of, catalogue_names, report)
     contracts = _Contracts.of(accounts, listed)
-    revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, contracts, as_of, report)
+    revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, rev_month_numbers, contracts, as_of, report)
     kpis, kpi_names = (
         _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
         if "kpis" in frames
@@ -888,6 +897,9 @@ def _flag_bounds(catalogue: dict, accounts: pd.DataFrame, kpis: pd.DataFrame, st
 def _is_flag(x: np.ndarray) -> bool:
     """Every non-missing value is 0 or 1, and both occur (two comparisons: ``Series.isin`` hashes each
     value, 30× slower on a million rows)."""
+    head = x[:1000]  # (most KPIs show a value other than 0 and 1 at once)
+    if not ((head == 0) | (head == 1) | np.isnan(head)).all():
+        return False
     zero, one = x == 0, x == 1
     return bool(zero.any() and one.any() and (zero | one | np.isnan(x)).all())
 
@@ -902,28 +914,37 @@ def _arrow_frame(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
     return table.to_pandas(types_mapper=pd.ArrowDtype)
 
 
-def _read_csv_duckdb(path: Path) -> pd.DataFrame:
+def _connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection for reading CSVs (one per folder: a connection costs ~30 ms)."""
     con = duckdb.connect()
+    # DuckDB draws a progress bar on the process's stdout when a read takes over 2 s (a large file, a
+    # busy machine): the notebook's kernel forwards that output into the report. In a Jupyter kernel
+    # without ipywidgets "SET enable_progress_bar" raises (the bar is already off there), which sent
+    # every read of a `cskit run` to the pandas fallback (3x slower, a read_with_pandas note per
+    # table); the PRAGMA works in both, and a cosmetic setting never decides which reader reads
     try:
-        # DuckDB draws a progress bar on the process's stdout when a read takes over 2 s (a large file, a
-        # busy machine): the notebook's kernel forwards that output into the report. In a Jupyter kernel
-        # without ipywidgets "SET enable_progress_bar" raises (the bar is already off there), which sent
-        # every read of a `cskit run` to the pandas fallback (3x slower, a read_with_pandas note per
-        # table); the PRAGMA works in both, and a cosmetic setting never decides which reader reads
-        try:
-            con.execute("PRAGMA disable_progress_bar")
-        except duckdb.Error:
-            pass
+        con.execute("PRAGMA disable_progress_bar")
+    except duckdb.Error:
+        pass
+    return con
+
+
+def _read_csv_duckdb(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    own = con is None
+    con = _connect() if own else con
+    try:
         return _arrow_frame(con.read_csv(str(path), header=True, all_varchar=True, delimiter=",", quotechar='"'))
     finally:
-        con.close()
+        if own:
+            con.close()
 
 
-def _read_csv(path: Path, report: _Report) -> pd.DataFrame | None:
+def _read_csv(path: Path, report: _Report, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame | None:
     """DuckDB reads UTF-8 (with or without BOM). A file that is not UTF-8 is decoded as cp932
-    (Shift_JIS as Excel writes it) and re-read; a file DuckDB cannot parse goes to pandas."""
+    (Shift_JIS as Excel writes it) and re-read; a file DuckDB cannot parse goes to pandas. ``con``: the
+    connection to read with (a new one by default)."""
     try:
-        return _read_csv_duckdb(path)
+        return _read_csv_duckdb(path, con)
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
         if "unicode" not in str(e).lower() and "utf-8" not in str(e).lower():
@@ -940,7 +961,7 @@ def _read_csv(path: Path, report: _Report) -> pd.DataFrame | None:
         copy = Path(tmp) / path.name
         copy.write_text(text, encoding="utf-8")
         try:
-            return _read_csv_duckdb(copy)
+            return _read_csv_duckdb(copy, con)
         except duckdb.Error as e:
             return _read_csv_pandas(path, text, str(e).splitlines()[0], report)
 
@@ -959,6 +980,15 @@ def _read_csv_pandas(path: Path, text: str, why: str, report: _Report) -> pd.Dat
 
 
 def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    con = _connect()
+    try:
+        return _read_files(folder, report, con)
+    finally:
+        con.close()
+
+
+def _read_files(folder: Path, report: _Report,
+                con: duckdb.DuckDBPyConnection) -> tuple[dict[str, pd.DataFrame], set[str]]:
     files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
     tables, unread = {}, set()
     for name in TABLES:
@@ -972,7 +1002,7 @@ def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame]
                                     f"Fix: add {name}.csv, or point params data to the right folder.")
                 unread.add(name)
             continue
-        df = _read_csv(path, report)
+        df = _read_csv(path, report, con)
         if df is None:
             unread.add(name)
         else:
