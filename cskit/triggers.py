@@ -368,7 +368,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         rs.panel, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
     lag, link, last = rs.lag, rs.link(outcome), outcome == rs.group[-1]
     events = int(min(y.sum(), len(y) - y.sum()))
-    accounts = rs.once("accounts", lambda: int(panel.loc[rows, "account_id"].nunique()))
+    accounts = rs.once("accounts", lambda: _accounts(panel, rows))
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
     if rs.sample.sampled:
@@ -538,6 +538,14 @@ def _segment_rows(base: pd.DataFrame, design: Design, fit: dict, crit: float, se
 def _among(values: np.ndarray | None, srs: np.ndarray | None) -> np.ndarray | None:
     """``values`` (one per fitted row) on the rows of ``srs`` (None: all of them)."""
     return values if values is None or srs is None else values[srs]
+
+
+def _accounts(panel: pd.DataFrame, rows: np.ndarray) -> int:
+    """Accounts with a row among ``rows`` (boolean mask): an account's months are contiguous panel
+    rows (as :meth:`KPIMatrix.at` reads them), so each selected row whose account differs from the
+    previous selected row's starts one (no hash of every id)."""
+    ids = panel["account_id"].to_numpy()[rows]
+    return int(len(ids) > 0) + int(np.count_nonzero(ids[1:] != ids[:-1]))
 
 
 def _segment_counts(rs: RowSet) -> dict[str, int]:
