@@ -490,9 +490,8 @@ def score_null(y: np.ndarray, X0: np.ndarray, coef0: np.ndarray, link: str, *, i
     already at hand (:attr:`GLMResult.info` of the fit of ``X0`` at ``coef0``: the same weights, the
     same bits), not recomputed."""
     mu, d = mean_and_slope(X0 @ coef0, link)
-    v = mu * (1 - mu)
-    w = d * d / v
-    return X0, w, (y - mu) * d / v, weighted_gram(X0, w) if info is None else info
+    w, r = _working(y, mu, d)
+    return X0, w, r, weighted_gram(X0, w) if info is None else info
 
 
 def score_test_block(null: tuple, Z: np.ndarray) -> tuple[float, int]:
@@ -1002,16 +1001,14 @@ def informative_missing(design: Design, y: np.ndarray, coef: np.ndarray, link: s
         b = np.zeros(X.shape[1])
         b[keep] = coef[keep]
         mu, d = mean_and_slope(X @ b, link)
-        v = mu * (1 - mu)
-        info, grad = weighted_gram(X, d * d / v, (y - mu) * d / v)
+        info, grad = weighted_gram(X, *_working(y, mu, d))
         b[keep] += solve(info[np.ix_(keep, keep)], grad[keep])
         mu, d = mean_and_slope(X @ b, link)
-        v = mu * (1 - mu)
-        w = d * d / v
+        w, u = _working(y, mu, d)
         zk = Zm[:, i]
         A = weighted_cross(X, w, zk[:, None])[keep, 0]
         var = float(zk @ (w * zk) - A @ solve(weighted_gram(X, w)[np.ix_(keep, keep)], A))
-        z[i] = float(((y - mu) * d / v) @ zk) / np.sqrt(var) if var > 1e-12 * len(y) else np.nan
+        z[i] = float(u @ zk) / np.sqrt(var) if var > 1e-12 * len(y) else np.nan
     p = 2 * norm.sf(np.abs(z))
     ok = np.isfinite(p)
     q = np.full(len(p), np.nan)
@@ -1116,6 +1113,7 @@ def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarr
     """Cluster-robust (sandwich) covariance of a binomial GLM fit, clustered by ``groups`` (accounts):
     A⁻¹ (Σ_g s_g s_gᵀ) A⁻¹ with A the expected information and s_g the score summed over the cluster's
     rows, times G / (G − 1) (the usual small-sample factor; Liang & Zeger 1986, Cameron & Miller 2015).
+    ``fit`` is the GLM fitted on ``X`` (its :attr:`GLMResult.info` is A when present).
     Rows of one account are repeated months: when the model leaves out something lasting about the
     account, its months are not independent and the model-based covariance is too small."""
     mu, d = mean_and_slope(X @ fit.coef, fit.link)
@@ -1124,7 +1122,9 @@ def cluster_cov(fit: "GLMResult", X: np.ndarray, y: np.ndarray, groups: np.ndarr
     S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
     ug = _scaled(S, (y - mu) * d / v) @ X  # the clusters' score sums, without the n × p score rows
     g = len(sizes)
-    bread = inverse(weighted_gram(X, d * d / v))
+    # the expected information at the estimate: the fit's own (the same weights on the same X, the same
+    # bits), computed only for a fit that does not carry it
+    bread = inverse(fit.info if fit.info is not None else weighted_gram(X, d * d / v))
     return bread @ (ug.T @ ug) @ bread * (g / max(g - 1, 1))
 
 
@@ -1193,14 +1193,27 @@ def mean_and_slope(eta: np.ndarray, link) -> tuple[np.ndarray, np.ndarray]:
         mu, d = mean_and_slope(eta, link.name)
         mu, d = sampled_mean(mu, d, link.offset)
         return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
+    # the same operations as mu = −expm1(−exp(η)), d = exp(η − exp(η)) (cloglog) or mu = 1 / (1 + exp(−η)),
+    # d = mu (1 − mu) (logit), written into two arrays (the same bits, no temporary per operation)
     if link == "cloglog":
-        eta = np.clip(eta, -40, 3.5)
-        e = np.exp(eta)
-        mu, d = -np.expm1(-e), np.exp(eta - e)
+        d = np.clip(eta, -40, 3.5)
+        e = np.exp(d)
+        mu = np.negative(e)
+        np.expm1(mu, out=mu)
+        np.negative(mu, out=mu)
+        np.subtract(d, e, out=d)
+        np.exp(d, out=d)
     else:
-        mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
-        d = mu * (1 - mu)
-    return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
+        mu = np.clip(eta, -40, 40)
+        np.negative(mu, out=mu)
+        np.exp(mu, out=mu)
+        np.add(1.0, mu, out=mu)
+        np.divide(1.0, mu, out=mu)
+        d = np.subtract(1, mu)
+        np.multiply(mu, d, out=d)
+    np.clip(mu, 1e-12, 1 - 1e-12, out=mu)
+    np.maximum(d, 1e-300, out=d)
+    return mu, d
 
 
 def fit_binomial(
@@ -1239,8 +1252,7 @@ def fit_binomial(
     ll = _loglik_at(y, mu)
     converged, it = False, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
-        v = mu * (1 - mu)
-        step = solve(*weighted_gram(X, d * d / v, (y - mu) * d / v))
+        step = solve(*weighted_gram(X, *_working(y, mu, d)))
         t, ll_new = 1.0, -np.inf
         while t > 1e-8:
             mu_new, d_new = mean_and_slope(X @ (beta + t * step), link)
@@ -1360,9 +1372,28 @@ def pool_separated(design: Design, y: np.ndarray, items: tuple[str, ...] = POOLE
                    pooled={**design.pooled, **merge})
 
 
+def _working(y: np.ndarray, mu: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The IRLS weights w = d² / V and score residuals u = (y − μ) d / V, V = μ(1 − μ), written into
+    three arrays (the same operations, so the same bits, as the expressions)."""
+    v = np.subtract(1, mu)
+    np.multiply(mu, v, out=v)
+    w = np.multiply(d, d)
+    np.divide(w, v, out=w)
+    u = np.subtract(y, mu)
+    np.multiply(u, d, out=u)
+    np.divide(u, v, out=u)
+    return w, u
+
+
 def _loglik_at(y: np.ndarray, mu: np.ndarray) -> float:
     """Binomial log-likelihood at the (clipped) means ``mu``."""
-    return float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
+    # y·log(μ) + (1 − y)·log1p(−μ), written into two arrays (the same bits, no temporary per operation)
+    a = np.log(mu)
+    np.multiply(y, a, out=a)
+    b = np.negative(mu)
+    np.log1p(b, out=b)
+    np.multiply(np.subtract(1, y), b, out=b)
+    return float(np.sum(np.add(a, b, out=a)))
 
 
 def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -1497,9 +1528,8 @@ def score_terms(y: np.ndarray, base: tuple[np.ndarray, np.ndarray, np.ndarray]) 
     """What the score tests on one null model share, whatever the tested columns: working residuals
     r = (y − μ) μ' / V, weights w = μ'² / V, X0 and the null information X0ᵀW X0."""
     X0, mu, d = base
-    v = mu * (1 - mu)
-    w = d * d / v
-    return (y - mu) * d / v, w, X0, weighted_gram(X0, w)
+    w, r = _working(y, mu, d)
+    return r, w, X0, weighted_gram(X0, w)
 
 
 def score_z_from(terms: tuple, Z: np.ndarray) -> np.ndarray:

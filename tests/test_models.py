@@ -436,3 +436,38 @@ def test_appended_terms_are_each_terms_own_columns_bit_for_bit():
     for j, t in enumerate(terms, start=d.X.shape[1]):
         z = za if t.kpi == "a" else zb
         assert ext.names[j] == t.name and np.array_equal(ext.X[:, j], t.values(z, seg)), t.name
+
+
+@pytest.mark.parametrize("link", ["cloglog", "logit"])
+def test_means_weights_and_loglik_are_the_closed_forms_bit_for_bit(link):
+    """mean_and_slope, the IRLS weights and the log-likelihood are written into few arrays (issue 14);
+    they stay the textbook expressions to the last bit, at the clips too, and the cluster-robust
+    covariance read off the fit's information equals the one from the weights recomputed."""
+    from cskit.models import _loglik_at, _working, cluster_cov, mean_and_slope, weighted_gram
+
+    rng = np.random.default_rng(9)
+    eta = np.concatenate([rng.normal(-3, 2.5, 5000), [-60.0, -40.0, 0.0, 3.5, 40.0, 60.0]])
+    mu, d = mean_and_slope(eta, link)
+    if link == "cloglog":
+        e = np.exp(np.clip(eta, -40, 3.5))
+        ref_mu, ref_d = -np.expm1(-e), np.exp(np.clip(eta, -40, 3.5) - e)
+    else:
+        ref_mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -40, 40)))
+        ref_d = ref_mu * (1 - ref_mu)
+    assert np.array_equal(mu, np.clip(ref_mu, 1e-12, 1 - 1e-12))
+    assert np.array_equal(d, np.maximum(ref_d, 1e-300))
+    y = (rng.random(len(mu)) < mu).astype(float)
+    v = mu * (1 - mu)
+    w, u = _working(y, mu, d)
+    assert np.array_equal(w, d * d / v) and np.array_equal(u, (y - mu) * d / v)
+    assert _loglik_at(y, mu) == float(np.sum(y * np.log(mu) + (1 - y) * np.log1p(-mu)))
+    X = np.column_stack([np.ones(len(y)), rng.normal(size=len(y)), rng.random(len(y)) < 0.3])
+    groups = np.repeat(np.arange(len(y) // 6 + 1), 6)[: len(y)]
+    fit = fit_binomial(y, X, link=link)
+    m, dd = mean_and_slope(X @ fit.coef, link)
+    vv = m * (1 - m)
+    s = np.zeros((groups.max() + 1, X.shape[1]))
+    np.add.at(s, groups, ((y - m) * dd / vv)[:, None] * X)
+    bread = np.linalg.inv(weighted_gram(X, dd * dd / vv))
+    g = groups.max() + 1
+    assert cluster_cov(fit, X, y, groups) == pytest.approx(bread @ s.T @ s @ bread * g / (g - 1), rel=1e-10)
