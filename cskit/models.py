@@ -107,14 +107,13 @@ def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray)
     idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows)
     early = panel["tenure"].to_numpy()[idx] < lag if lag else np.zeros(len(idx), dtype=bool)
     src = np.where(early, idx, idx - lag)
+    first = np.flatnonzero(early)  # the rows without a month t − lag (few: an account's first months)
     out = np.empty((len(idx), len(kpis)), order="F")  # column by column: each KPI's values contiguous
     for j, k in enumerate(kpis):
         x = panel[k].to_numpy(dtype="float64")
-        if k == "contract_months":
-            out[:, j] = x[idx]
-        else:
-            out[:, j] = x[src]
-            out[early, j] = np.nan
+        np.take(x, idx if k == "contract_months" else src, out=out[:, j])  # gathered in place: no temporary
+        if k != "contract_months":
+            out[first, j] = np.nan
     return out
 
 
@@ -835,12 +834,27 @@ def design_matrix(
 
 
 def _fill_rows(out: np.ndarray, Z: np.ndarray, keep: list[int], dummies: list[np.ndarray], s: int, e: int) -> None:
-    """Rows s..e of the design [1, Z[:, keep], dummies] into ``out`` (of e − s rows)."""
+    """Rows s..e of the design [1, Z[:, keep], dummies] into ``out`` (of e − s rows); each run of
+    consecutive ``keep`` columns is copied by one assignment (a block transposed at once, not column by
+    column)."""
     out[:, 0] = 1.0
-    for c, j in enumerate(keep, start=1):
-        out[:, c] = Z[s:e, j]
+    c = 1
+    for j, k in _runs(keep):
+        out[:, c : c + k] = Z[s:e, j : j + k]
+        c += k
     for c, d in enumerate(dummies, start=1 + len(keep)):
         out[:, c] = d[s:e]
+
+
+def _runs(cols: list[int]) -> list[tuple[int, int]]:
+    """``cols`` as runs of consecutive integers: (first, length) each."""
+    out: list[tuple[int, int]] = []
+    for j in cols:
+        if out and out[-1][0] + out[-1][1] == j:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((j, 1))
+    return out
 
 
 def _order_matters(G: np.ndarray, n: int, cols: list[int], labels: list[str], base: list[int]) -> bool:
