@@ -105,6 +105,13 @@ def set_style() -> None:
     sns.set_theme(style="whitegrid", font=FONT)
 
 
+def _tight(fig, rect: tuple[float, float, float, float] | None = None) -> None:
+    """``fig.tight_layout(rect=rect)`` made when the figure is drawn (matplotlib's tight layout engine:
+    the same subplot parameters from the same text sizes, computed by whoever draws it, e.g. the child
+    process that makes the notebook's picture, and never again once the picture is saved)."""
+    fig.set_layout_engine("tight", rect=rect)
+
+
 def _ax(ax: Axes | None, size: tuple[float, float] = (8, 4.5)) -> Axes:
     if ax is not None:
         return ax
@@ -359,7 +366,7 @@ def survival_grid(
         ax.set_title((titles or {}).get(key, key))
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)
-    fig.tight_layout()
+    _tight(fig)
     return axes
 
 
@@ -679,7 +686,7 @@ def forest_grid(panels: list[tuple[str, pd.DataFrame, str]], language: str = "ja
             handles.setdefault(name, h)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _tight(fig, rect=(0, 0.07, 1, 1))
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False,
                    fontsize="small", bbox_to_anchor=(0.5, 0.0))
@@ -703,24 +710,27 @@ def health_panels(items: pd.DataFrame, by_tier: pd.DataFrame | None, titles: tup
     if has_tiers:
         tier_bars(by_tier, low="ci_low", high="ci_high", language=language, ax=axes[0, 1])
         axes[0, 1].set_title(titles[1])
-    fig.tight_layout()
+    _tight(fig)
     return axes
 
 
 # ---------------------------------------------------------------- showing the figures
 
-IN_FLIGHT = 2  # figures rendered at once (each child one core; the notebook goes on in the kernel)
-_pending: list[_Render] = []
+_pending: list = []  # shown figures whose picture is to come: _Waiting (queued) and _Render (in a child)
+PATIENCE = 300.0  # seconds a child may take before its figures are drawn here instead
+CHILDREN = 2  # children rendering at once: with the kernel's own work, two cores busy to the last picture
 
 
 def show() -> None:
     """Display the open figures, as ``plt.show()`` does in a notebook, and close them.
 
     In ``cskit run``'s kernel (``$CSKIT_CHARTS=fork``, two usable cores: :func:`cskit.parallel.parallel_enabled`)
-    each figure's picture is made in a forked child process while the notebook goes on: the figure's
-    place in the notebook holds its one-line text until the picture is put there (a display update, by a
-    later :func:`show` or by :func:`wait`), the PNG the kernel would have made itself, byte for byte (the
-    same formatter on the same figure). Anywhere else the figures are drawn here and now."""
+    the pictures are made in a forked child process while the notebook goes on: each figure's place in
+    the notebook holds its one-line text until its picture is put there (a display update, by a later
+    :func:`show` or by :func:`wait`), the PNG the kernel would have made itself, byte for byte (the same
+    formatter on the same figure). A child renders every figure queued when it starts, two children at
+    most at a time (a fork copies the kernel's page tables: ~50 ms per GB it holds, so figures shown while
+    both are busy wait for the next one). Anywhere else the figures are drawn here and now."""
     shell = _forking_shell()
     if shell is None:
         plt.show()
@@ -731,24 +741,37 @@ def show() -> None:
 
     for manager in Gcf.get_all_fig_managers():
         fig = manager.canvas.figure
-        while sum(not r.done for r in _pending) >= IN_FLIGHT:
-            next(r for r in _pending if not r.done).finish()
         handle = display({"text/plain": repr(fig)}, raw=True, display_id=True)
-        _pending.append(_Render(shell, fig, _fetch_figure_metadata(fig), handle))
+        _pending.append(_Waiting(shell, fig, _fetch_figure_metadata(fig), handle))
     plt.close("all")
-    _collect(block=False)
+    _advance(shell, block=False)
 
 
 def wait() -> None:
     """Put every picture :func:`show` left to a child in its place (nothing to do when there is none)."""
-    _collect(block=True)
+    if _pending:
+        _advance(_pending[0].shell, block=True)
 
 
-def _collect(block: bool) -> None:
-    for r in _pending:
-        if not r.done and (block or r.ready()):
+def _advance(shell, block: bool) -> None:
+    """Put the pictures of the children that are done in place and start a child for the queued figures
+    while fewer than :data:`CHILDREN` run; with ``block``, until every picture is in place."""
+    while _pending:
+        running = [r for r in _pending if isinstance(r, _Render)]
+        done = [r for r in running if r.ready()]
+        for r in done:
             r.finish()
-    _pending[:] = [r for r in _pending if not r.done]
+            _pending.remove(r)
+        queued = [w for w in _pending if isinstance(w, _Waiting)]
+        if queued and len(running) - len(done) < CHILDREN:
+            _pending[:] = [r for r in _pending if isinstance(r, _Render)] + [_Render(shell, queued)]
+            continue
+        if not block:
+            return
+        if not done:  # wait for the oldest child
+            oldest = next(r for r in _pending if isinstance(r, _Render))
+            oldest.finish()
+            _pending.remove(oldest)
 
 
 def _forking_shell():
@@ -765,11 +788,19 @@ def _forking_shell():
     return shell if shell is not None and getattr(shell, "kernel", None) is not None and parallel_enabled() else None
 
 
-class _Render:
-    """One figure's display data (the IPython formatters' output: PNG and text) made in a forked child."""
+class _Waiting:
+    """A figure shown, its picture not started: the figure, its display metadata, its display's handle."""
 
     def __init__(self, shell, fig, metadata: dict | None, handle):
-        self.shell, self.fig, self.metadata, self.handle, self.done = shell, fig, metadata, handle, False
+        self.shell, self.fig, self.metadata, self.handle = shell, fig, metadata, handle
+
+
+class _Render:
+    """The display data (the IPython formatters' output: PNG and text) of queued figures, made in a forked
+    child in their order."""
+
+    def __init__(self, shell, figures: list[_Waiting]):
+        self.shell, self.figures = shell, figures
         self.pipe, write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: format, send, and leave without running any of the kernel's clean-up
@@ -780,8 +811,9 @@ class _Render:
 
                 gc.disable()  # a collection would write into (and so copy) the parent's pages
                 os.close(self.pipe)
+                data = [shell.display_formatter.format(w.fig) for w in figures]
                 with os.fdopen(write, "wb") as f:
-                    pickle.dump(shell.display_formatter.format(fig), f, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
                 code = 0
             finally:
                 os._exit(code)
@@ -793,17 +825,27 @@ class _Render:
         return bool(select.select([self.pipe], [], [], 0)[0])
 
     def finish(self) -> None:
-        """Wait for the child and put its picture in the figure's place (drawn here if the child failed)."""
+        """Wait for the child and put each picture in its figure's place (drawn here if the child failed or
+        has not answered within :data:`PATIENCE` seconds)."""
         import pickle
+        import select
+        import signal
 
+        payload, status = b"", 1
         with os.fdopen(self.pipe, "rb") as f:
-            payload = f.read()
+            if select.select([f], [], [], PATIENCE)[0]:
+                payload = f.read()
+            else:
+                os.kill(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
         try:
-            data, md = pickle.loads(payload) if status == 0 else self.shell.display_formatter.format(self.fig)
-        except Exception:  # noqa: BLE001 - a truncated answer: draw it here
-            data, md = self.shell.display_formatter.format(self.fig)
-        if self.metadata:  # as IPython's display(fig, metadata=...) does
-            md = {**md, **self.metadata}
-        self.handle.update(data, metadata=md, raw=True)
-        self.done, self.fig = True, None
+            formatted = pickle.loads(payload) if status == 0 else None
+        except Exception:  # noqa: BLE001 - a truncated answer: draw them here
+            formatted = None
+        if formatted is None or len(formatted) != len(self.figures):
+            formatted = [self.shell.display_formatter.format(w.fig) for w in self.figures]
+        for w, (data, md) in zip(self.figures, formatted):
+            if w.metadata:  # as IPython's display(fig, metadata=...) does
+                md = {**md, **w.metadata}
+            w.handle.update(data, metadata=md, raw=True)
+        self.figures = []

@@ -17,7 +17,7 @@ FIGURE = """
 import pandas as pd
 from cskit import plots
 plots.set_style()
-for rate in (0.3, 0.2):
+for rate in (0.3, 0.25, 0.2, 0.15, 0.1):  # more figures than children: some wait for the next one
     ax = plots.tier_bars(pd.DataFrame({"tier": ["red", "yellow", "green"], "churn_rate": [rate, 0.1, 0.02]}))
     ax.set_title("解約率")
     plots.show()
@@ -92,9 +92,9 @@ def test_a_figure_rendered_in_a_child_is_the_kernels_own_png():
             kernel.stop(km)
         updates = sum(m["msg_type"] == "update_display_data" for m in messages)
         # the children's pictures arrive as display updates (with two cores; else drawn in the kernel)
-        assert updates == (2 if mode == "fork" and parallel_enabled() else 0)
+        assert updates == (5 if mode == "fork" and parallel_enabled() else 0)
         pictures[mode] = _pictures(messages)
-    assert len(pictures["here"]) == 2 and pictures["here"][0] != pictures["here"][1]
+    assert len(pictures["here"]) == 5 and len(set(pictures["here"])) == 5
     assert all(p.startswith(b"\x89PNG") for p in pictures["here"])
     assert pictures["fork"] == pictures["here"]
 
