@@ -567,6 +567,8 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
     tenure = base["tenure"].to_numpy(dtype="float64")
     cycle = renewal_cycles(base)
 
+    memo: dict[str, np.ndarray] = {}
+
     def column(name: str, h: int) -> np.ndarray:
         if name == "intercept":
             return np.ones(len(base))
@@ -588,7 +590,9 @@ def survival_curves(model: ScoreModel, base: pd.DataFrame, features: pd.DataFram
             return term.values(np.where(np.isfinite(z), z, 0.0), seg)
         a, v = name.split("=", 1)
         if a == "churn_season":  # the calendar month of future month h
-            return ((base["month"].dt.month.to_numpy() - 1 + h) % 12 + 1 == int(v)).astype("float64")
+            if "calendar" not in memo:  # the rows' calendar months, read once for every month and dummy
+                memo["calendar"] = base["month"].dt.month.to_numpy()
+            return ((memo["calendar"] - 1 + h) % 12 + 1 == int(v)).astype("float64")
         return (base[a].astype(str).to_numpy() == v).astype("float64")
 
     def moves(name: str) -> bool:  # whether column(name, h) depends on h (in column's order of cases)

@@ -111,8 +111,8 @@ def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Time
     """
     as_of = pd.Timestamp(as_of)
     then_m = as_of - pd.DateOffset(months=months)
-    now = history[history["month"] == as_of].set_index("account_id")
-    then = history[history["month"] == then_m].set_index("account_id")
+    now = in_month(history, as_of).set_index("account_id")
+    then = in_month(history, then_m).set_index("account_id")
     ids = now.index.intersection(then.index)
     now, then = now.loc[ids], then.loc[ids]
     change = np.round(now["score"].to_numpy() - then["score"].to_numpy(), 1)
@@ -125,8 +125,8 @@ def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Time
     pts = lambda frame, k: frame[points_column(k)].to_numpy(dtype="float64")  # noqa: E731
     d = np.column_stack([pts(now, k) - pts(then, k) for k in items]) if items else np.zeros((len(ids), 0))
     d = np.round(d, 2)
-    v_now = values[values["month"] == as_of].set_index("account_id").reindex(ids)
-    v_then = values[values["month"] == then_m].set_index("account_id").reindex(ids)
+    v_now = in_month(values, as_of).set_index("account_id").reindex(ids)
+    v_then = in_month(values, then_m).set_index("account_id").reindex(ids)
     order = np.argsort(d, axis=1, kind="stable")
     names = np.asarray(items + [""], dtype=object)
     for i in range(REASON_ITEMS):
@@ -139,6 +139,16 @@ def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Time
         out[f"value_then_{i + 1}"] = _pick(v_then, name)
         out[f"value_now_{i + 1}"] = _pick(v_now, name)
     return out.sort_values(["change", "account_id"], kind="stable").reset_index(drop=True)
+
+
+def in_month(frame: pd.DataFrame, month: pd.Timestamp) -> pd.DataFrame:
+    """The rows of ``frame`` in ``month``, in their order: a slice (no pass over every row's month, no
+    copy) when the frame is sorted by month, as :func:`score_history`'s tables are; else a selection."""
+    m = frame["month"]
+    if not m.is_monotonic_increasing:
+        return frame[(m == month).to_numpy()]
+    v, t = m.to_numpy(), pd.Timestamp(month).to_datetime64()
+    return frame.iloc[np.searchsorted(v, t, "left"):np.searchsorted(v, t, "right")]
 
 
 def find_movers(changes: pd.DataFrame) -> pd.DataFrame:
@@ -226,8 +236,8 @@ def drop_check(panel: pd.DataFrame, cut_model: ScoreModel | None, cut: pd.Timest
         return head | {"verdict": "not_estimable", "reason": "the score could not be validated out of time"}
     before = cut - pd.DateOffset(months=months)
     hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag, fitted_to=cut)
-    now = hist[hist["month"] == cut].set_index("account_id")["score"]
-    then = hist[hist["month"] == before].set_index("account_id")["score"]
+    now = in_month(hist, cut).set_index("account_id")["score"]
+    then = in_month(hist, before).set_index("account_id")["score"]
     ids = now.index.intersection(then.index)
     out = outcome_after(panel, pd.Series(ids), cut, horizon)
     return head | drop_effect(now.loc[ids].to_numpy(), (now.loc[ids] - then.loc[ids]).to_numpy(),
