@@ -60,28 +60,30 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     tenure = np.arange(n.sum()) - first_row
     mi = start[row_acc] + tenure
 
-    panel = pd.DataFrame(
-        {
-            "account_id": acc["account_id"].to_numpy()[row_acc],
-            "month": month_start(mi),
-            "tenure": tenure,
-            "segment": acc["segment"].to_numpy()[row_acc],
-            "plan": acc["plan"].to_numpy()[row_acc],
-            "contract_type": acc["contract_type"].to_numpy()[row_acc],
-        }
-    )
+    # the columns, in their order, made first and framed once at the end: the frame is one block per
+    # dtype from the start (no copy per column added, no consolidation of the whole panel later)
+    panel = {
+        "account_id": acc["account_id"].to_numpy()[row_acc],
+        "month": month_start(mi),
+        "tenure": tenure,
+        "segment": acc["segment"].to_numpy()[row_acc],
+        "plan": acc["plan"].to_numpy()[row_acc],
+        "contract_type": acc["contract_type"].to_numpy()[row_acc],
+    }
     is_last = tenure == (n - 1)[row_acc]
     churn = is_last & churned[row_acc]
     panel["churn"] = churn.astype(np.int8)
-    annual = panel["contract_type"].to_numpy() == "annual"
+    annual = panel["contract_type"] == "annual"
     cycle = renewal_cycle(tenure[churn & annual])
     panel["renewal_cycle"] = np.where(annual, cycle, 1).astype(np.int64)
-    renewal = (tenure % panel["renewal_cycle"].to_numpy() == 0) & (tenure > 0)
+    renewal = (tenure % panel["renewal_cycle"] == 0) & (tenure > 0)
     # delayed entry: an account is in a risk set only from the month the data window shows it
     window = window_start(data)
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
-    panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"].to_numpy() >= 0)
-    panel["churn_season"] = season_column(panel, churn_seasonality(panel, MIN_EVENTS))
+    panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"] >= 0)
+    rows = pd.DataFrame(panel, copy=False)  # what the season test reads
+    panel["churn_season"] = season_column(rows, churn_seasonality(rows, MIN_EVENTS))
+    del rows
 
     ids = pd.Index(acc["account_id"])  # the panel's (sorted, unique) account ids, in its row order
     if ids.is_unique:
@@ -98,7 +100,7 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     _add_kpis(panel, data, ids, pkeys)
     if data.nps is not None and len(data.nps):
         panel["nps"] = _trailing_nps(panel, data.nps, ids, pkeys)
-    return panel
+    return pd.DataFrame(panel)
 
 
 CYCLES = (12, 6, 3)  # renewal cycles (months) a non-monthly contract may have; each divides the first
@@ -360,16 +362,16 @@ def lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.
     return out
 
 
-def _add_revenue(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> np.ndarray:
-    """MRR and its movements (expansion, contraction, cross-sell) at each panel row; returns each
-    revenue row's account position in ``ids`` (-1 if not in the panel)."""
+def _add_revenue(panel: dict, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> np.ndarray:
+    """MRR and its movements (expansion, contraction, cross-sell) at each panel row (``panel``: the
+    columns so far); returns each revenue row's account position in ``ids`` (-1 if not in the panel)."""
     rev = data.revenue
     codes = _codes(ids, rev["account_id"])
     rmi = month_index(rev["month"])
     ok = codes >= 0
     keys, mrr_by = group_sums(_keys(codes[ok], rmi[ok]), rev["mrr"].to_numpy(dtype="float64")[ok])
     mrr = lookup(pkeys, keys, mrr_by)
-    first = panel["tenure"].to_numpy() == 0
+    first = panel["tenure"] == 0
     prev = np.r_[0.0, mrr[:-1]]
     prev[first] = 0.0
     panel["mrr"] = mrr
@@ -411,10 +413,10 @@ def _cross_sell_keys(rev: pd.DataFrame, codes: np.ndarray, rmi: np.ndarray, ok: 
     return np.unique(_keys(new_lines["code"].to_numpy(), new_lines["mi"].to_numpy()))
 
 
-def _add_referrals(panel: pd.DataFrame, acc: pd.DataFrame, data: ClientData, ids: pd.Index,
+def _add_referrals(panel: dict, acc: pd.DataFrame, data: ClientData, ids: pd.Index,
                    pkeys: np.ndarray, revenue_codes: np.ndarray) -> None:
-    panel["referrals"] = 0
-    panel["referral_mrr"] = 0.0
+    panel["referrals"] = np.zeros(len(pkeys), dtype=np.int64)
+    panel["referral_mrr"] = np.zeros(len(pkeys))
     if "referred_by" not in acc:
         return
     ref = acc[acc["referred_by"].notna() & (acc["referred_by"].astype(str) != "")]
@@ -441,7 +443,7 @@ def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
     return by.groupby("account_id")["mrr"].first()
 
 
-def _add_kpis(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> None:
+def _add_kpis(panel: dict, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> None:
     """Each kpis column at the panel's account-months (NaN where no row): one position per panel row,
     then one column at a time (no second copy of the whole table)."""
     kp = data.kpis
@@ -477,7 +479,7 @@ def _add_kpis(panel: pd.DataFrame, data: ClientData, ids: pd.Index, pkeys: np.nd
         panel[c] = x
 
 
-def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, ids: pd.Index, pkeys: np.ndarray,
+def _trailing_nps(panel: dict, nps: pd.DataFrame, ids: pd.Index, pkeys: np.ndarray,
                   window: int = 12) -> np.ndarray:
     """Mean 0–10 score of the answers given in the trailing ``window`` months (NaN if none)."""
     codes = _codes(ids, nps["account_id"])
@@ -486,7 +488,7 @@ def _trailing_nps(panel: pd.DataFrame, nps: pd.DataFrame, ids: pd.Index, pkeys: 
                              np.ones(int(ok.sum())))
     s = lookup(pkeys, keys, s)
     n = lookup(pkeys, keys, n)
-    tenure = panel["tenure"].to_numpy()
+    tenure = panel["tenure"]
     cs, cn = _within_account_window_sum(s, tenure, window), _within_account_window_sum(n, tenure, window)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cn > 0, cs / cn, np.nan)
