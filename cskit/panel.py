@@ -60,9 +60,11 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     tenure = np.arange(n.sum()) - first_row
     mi = start[row_acc] + tenure
 
-    # the columns, in their order, made first and framed once at the end: the frame is one block per
-    # dtype from the start (no copy per column added, no consolidation of the whole panel later)
-    panel = {
+    # the columns, in their order, made first and framed once at the end, the float ones written into one
+    # block (no copy per column added, no consolidation of the whole panel later)
+    kpi_cols = [c for c in data.kpis.columns if c not in ("account_id", "month")] if data.kpis is not None else []
+    panel = _Columns(len(tenure), 7 + len(data.static_kpis) + len(kpi_cols))
+    panel |= {
         "account_id": acc["account_id"].to_numpy()[row_acc],
         "month": month_start(mi),
         "tenure": tenure,
@@ -81,7 +83,7 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     window = window_start(data)
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"] >= 0)
-    rows = pd.DataFrame(panel, copy=False)  # what the season test reads
+    rows = pd.DataFrame(dict(panel), copy=False)  # what the season test reads
     panel["churn_season"] = season_column(rows, churn_seasonality(rows, MIN_EVENTS))
     del rows
 
@@ -100,7 +102,43 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     _add_kpis(panel, data, ids, pkeys)
     if data.nps is not None and len(data.nps):
         panel["nps"] = _trailing_nps(panel, data.nps, ids, pkeys)
-    return pd.DataFrame(panel)
+    return panel.frame()
+
+
+class _Columns(dict):
+    """The panel's columns by name, in their order; float64 ones are written into one preallocated
+    (columns × rows) block, which becomes the frame's float block as it is (:meth:`frame`)."""
+
+    def __init__(self, rows: int, floats: int):
+        super().__init__()
+        self.block = np.empty((floats, rows))
+        self.rows: dict[str, int] = {}  # a float column's row of the block
+
+    def __setitem__(self, name: str, values) -> None:
+        values = np.asarray(values)
+        row = self.rows.get(name)
+        if values.dtype == np.float64 and values.ndim == 1 and (row is not None or len(self.rows) < len(self.block)):
+            if row is None:
+                row = self.rows[name] = len(self.rows)
+            self.block[row] = values
+            values = self.block[row]
+        elif row is not None:  # (a float column replaced by one of another type: never in build_panel)
+            raise TypeError(f"panel column {name!r} changed type")
+        super().__setitem__(name, values)
+
+    def __ior__(self, other: dict):
+        for k, v in other.items():
+            self[k] = v
+        return self
+
+    def frame(self) -> pd.DataFrame:
+        """The frame: the float block as its values (no copy), the other columns inserted in place."""
+        names = list(self.rows)
+        out = pd.DataFrame(self.block[: len(names)].T, columns=names, copy=False)
+        for pos, (name, values) in enumerate(self.items()):
+            if name not in self.rows:
+                out.insert(pos, name, values)
+        return out
 
 
 CYCLES = (12, 6, 3)  # renewal cycles (months) a non-monthly contract may have; each divides the first
