@@ -607,7 +607,7 @@ def _products(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     names = np.append(values.to_numpy(zero_copy_only=False).astype(object), MAIN_PRODUCT)
     _, rank = np.unique(names, return_inverse=True)
     idx = np.where(idx < 0, len(names) - 1, idx)
-    return names[idx], rank.reshape(-1)[idx].astype(np.int64)
+    return names[idx], rank.reshape(-1).astype(np.int64, copy=False)[idx]
 
 
 def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
@@ -628,6 +628,7 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
     # the KPI columns go straight into one float block (kpis × rows, the frame's own layout): no copy of
     # the whole table when the frame is made
     block = np.empty((sum(c not in ("account_id", "month") for c in df.columns), len(order)))
+    in_place = len(order) == len(df) and bool((order == np.arange(len(order))).all())  # every row, in order
     kpis, ignored = [], []
     for col in df.columns:
         if col in ("account_id", "month"):
@@ -645,7 +646,10 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             continue
         bad &= rows.keep
         _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
-        np.take(values, order, out=block[len(kpis)], mode="clip")  # (valid positions; unbuffered)
+        if in_place:
+            block[len(kpis)] = values
+        else:
+            np.take(values, order, out=block[len(kpis)], mode="clip")  # (valid positions; unbuffered)
         kpis.append(str(col))
     if ignored:
         report.quality.warn(Notice("text_columns_ignored", stage="load", severity="note", n=len(ignored),
@@ -682,7 +686,7 @@ def _sort_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     pandas' stable multi-column sort orders them (integers: their offset from the smallest)."""
     if values.dtype.kind in "iu":
         low = int(values.min()) if len(values) else 0
-        c = values.astype(np.int64) - low
+        c = np.subtract(values, low, dtype=np.int64)
         return c, int(c.max()) + 1 if len(c) else 1
     codes, distinct = pd.factorize(values, sort=True)
     return np.where(codes < 0, len(distinct), codes).astype(np.int64), len(distinct) + 1

@@ -249,3 +249,17 @@ def testgroup_sumslookup_and_codes_equal_pandas():
     runs = np.array([f"id{i}" for i in np.sort(rng.integers(0, 500, 5000))], dtype=object)
     for v in (runs, rng.permutation(runs)):
         assert np.array_equal(_codes(ids, pd.Series(v)), ids.get_indexer(v))
+
+
+def test_month_index_equals_numpys_calendar():
+    """month_index of datetime64[ns] (read from a table of days) equals numpy's month conversion, for days
+    before and after 1970, mid-month times and NaT."""
+    from cskit.panel import month_index
+
+    rng = np.random.default_rng(7)
+    v = (np.datetime64("1955-03-17T05:00", "ns") + rng.integers(0, 90 * 365 * 86400, 5000).astype("timedelta64[s]"))
+    v[::50] = np.datetime64("NaT")
+    expected = np.where(np.isnat(v), -1, v.astype("datetime64[M]").astype(np.int64))
+    assert np.array_equal(month_index(v), expected)
+    assert np.array_equal(month_index(pd.Series(v)), expected)
+    assert list(month_index(np.array(["NaT", "NaT"], dtype="datetime64[ns]"))) == [-1, -1]
