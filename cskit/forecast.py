@@ -179,8 +179,16 @@ GAUSS_HERMITE = np.polynomial.hermite.hermgauss(GH_NODES)
 def expected_cloglog(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     """E[1 − exp(−exp(η))] for η ~ Normal(mean, var), by Gauss–Hermite quadrature with GH_NODES nodes."""
     x, w = GAUSS_HERMITE
-    eta = np.asarray(mean)[..., None] + np.sqrt(2 * np.maximum(var, 0.0))[..., None] * x
-    return (-np.expm1(-np.exp(np.minimum(eta, 50.0))) @ w) / np.sqrt(np.pi)
+    mean, sd = np.asarray(mean, dtype="float64"), np.sqrt(2 * np.maximum(var, 0.0))
+    eta = np.empty(np.broadcast_shapes(mean.shape, np.shape(sd)) + x.shape)  # one (… × nodes) array, in place:
+    np.multiply(np.asarray(sd)[..., None], x, out=eta)  # mean + sd·x, then 1 − exp(−exp(η)) step by step (the
+    eta += mean[..., None]  # same operations on the same values as the expression, no temporary per step)
+    np.minimum(eta, 50.0, out=eta)
+    np.exp(eta, out=eta)
+    np.negative(eta, out=eta)
+    np.expm1(eta, out=eta)
+    np.negative(eta, out=eta)
+    return (eta @ w) / np.sqrt(np.pi)
 
 
 def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,
