@@ -469,10 +469,12 @@ def _contract_types(df: pd.DataFrame, rows: _Rows, report: _Report) -> np.ndarra
     monthly (every month at risk, the conservative choice) with a warning."""
     if "contract_type" not in df:
         return np.full(len(df), "monthly", dtype=object)
-    raw = parse_text(df["contract_type"])
-    norm = np.array([None if v is None else CONTRACT_TYPES.get(unicodedata.normalize("NFKC", v).lower()) for v in raw],
-                    dtype=object)
-    unknown = rows.keep & pd.notna(raw) & pd.isna(norm)
+    values, idx = _coded(df["contract_type"])  # each distinct label read once
+    labels = values.to_numpy(zero_copy_only=False).astype(object)
+    raw = np.append(labels, None)[idx]
+    known = [CONTRACT_TYPES.get(unicodedata.normalize("NFKC", v).lower()) for v in labels]
+    norm = np.array(known + [None], dtype=object)[idx]
+    unknown = rows.keep & (idx >= 0) & pd.isna(norm)
     if unknown.any():
         report.quality.warn(Notice("unknown_contract_type", stage="load", n=int(unknown.sum()),
                                    examples=_examples(raw[unknown])))
@@ -695,7 +697,7 @@ def _sort_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
 def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
     rows = _Rows("nps", len(df), report)
     ids, coded = _coded_ids(df["account_id"])
-    dates, bad_date = parse_dates(df["date"])
+    dates, bad_date, days = _parse_when(df["date"], _DATE_PATTERNS, "D")
     score, bad_score = parse_numbers(df["score"])
     _exclude_bad_keys(rows, df, coded[1] < 0)
     rows.exclude("bad_date", bad_date | np.isnat(dates), "date", df["date"], "date is empty or not a date",
@@ -704,11 +706,11 @@ def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, rep
                  "write the answer as a whole number 0-10")
     rows.exclude("score_out_of_range", (score < 0) | (score > 10) | (score != np.round(score)), "score", df["score"],
                  "score is not a whole number from 0 to 10", "NPS answers are 0-10; correct or delete the row")
-    contracts.check(rows, ids, dates, df["account_id"], df["date"], "date", as_of, contract=False, coded=coded)
+    pos = contracts.check(rows, ids, dates, df["account_id"], df["date"], "date", as_of, contract=False, coded=coded)
     role = parse_text(df["role"]) if "role" in df else np.full(len(df), None, dtype=object)
-    out = pd.DataFrame({"account_id": ids, "date": dates, "score": np.nan_to_num(score).astype(np.int64), "role": role})
-    out = out.loc[rows.keep]
-    return out.sort_values(["account_id", "date"], kind="stable").reset_index(drop=True)
+    order, _ = _sorted(rows.keep, pos, days)  # by (account_id, date): a kept row's account position is its id's rank
+    return pd.DataFrame({"account_id": ids[order], "date": dates[order],
+                         "score": np.nan_to_num(score[order]).astype(np.int64), "role": role[order]})
 
 
 def _event_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
