@@ -14,9 +14,9 @@ the estimated covariance, plus normal draws of the mean relative sizes (g_e, g_d
 of a referral; each draw is projected exactly (float32) for every active account, or, beyond
 ``DRAW_ACCOUNTS`` of them, for an MRR-proportional sample; the 2.5% and 97.5% quantiles of the draws'
 scenario − baseline, centred on the exact point estimate, are the 95% interval. Beyond
-``DRAW_ACCOUNTS`` the sample has ``DRAW_SAMPLE`` accounts, drawn systematically along the accounts'
-baseline LTV per unit of MRR (:func:`draw_sample`). Details and
-references: docs/methods.md.
+``DRAW_ACCOUNTS`` the sample has ``DRAW_SAMPLE`` accounts: the few largest (by MRR or baseline LTV) for
+certain, the rest drawn systematically along the accounts' baseline LTV per unit of MRR
+(:func:`draw_sample`). Details and references: docs/methods.md.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − chu
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
 CHUNK_ELEMENTS = 100_000
 DRAW_ACCOUNTS = 5_000  # active accounts up to which the interval draws are projected for every one of them
-DRAW_SAMPLE = 2_000  # beyond, for a systematic MRR-proportional sample of this many (docs/methods.md, "Intervals")
+DRAW_SAMPLE = 2_000  # beyond, for a sample of this many (draw_sample; docs/methods.md, "Intervals")
 
 
 @dataclass
@@ -871,27 +871,54 @@ def draw_sample(active: pd.DataFrame, size: int, rng: np.random.Generator, *, ke
     """Accounts on which the draws are projected, and their weights (w_money, w_count).
 
     Up to ``exact`` (default ``size``) active accounts: all of them, weights MRR and 1 (exact sums).
-    Beyond: ``size`` accounts drawn by systematic sampling with probability ∝ MRR (Madow 1949): the
-    accounts in the order of ``key`` (stable; the active order without it) laid end to end, each as
-    long as its MRR, and ``size`` points at equal steps of Σ MRR / size from a uniform random start;
-    an account is drawn once per point on it, so its expected count is size × MRR / Σ MRR, as in the
-    with-replacement draw, but the count is that number rounded down or up, never more, and the
-    sample is spread evenly along ``key`` (implicit stratification: with the baseline LTV per unit of
-    MRR as key, 2,000 accounts put the interval bounds as close to the all-account ones as about 4,000
-    drawn with replacement did; docs/methods.md).
-    Hansen–Hurwitz weights per draw (Σ MRR / size for the currency amounts, Σ MRR / (size × MRR) for
-    counts) make each draw's totals unbiased estimates of the all-account totals.
+    Beyond, ``size`` accounts (docs/methods.md, "Intervals"):
+
+    - every account whose MRR or baseline LTV (MRR × ``key``, the LTV per unit of MRR) is at least one
+      sampling step of its measure (Σ over the accounts not yet taken / the points left) is taken
+      for certain, weights MRR and 1 (:func:`certain_accounts`): a few accounts projected to grow
+      far beyond the rest would otherwise decide the LTV interval by whether the sample holds them;
+    - the other points by systematic sampling with probability ∝ MRR (Madow 1949) over the rest in
+      the order of ``key`` (stable; the active order without it): laid end to end, each as long as
+      its MRR, and points at equal steps of Σ MRR / points from one uniform random start. Each is
+      drawn once at most, with probability points × MRR / Σ MRR, and the sample is spread evenly
+      along ``key`` (implicit stratification). Hansen–Hurwitz weights (the step for the currency
+      amounts, step / MRR for counts) make each draw's totals unbiased estimates of the all-account
+      totals.
     """
     mrr = active["mrr"].to_numpy(dtype="float64")
     n = len(mrr)
     if n <= (size if exact is None else exact):
         return np.arange(n), mrr, np.ones(n)
-    order = np.arange(n) if key is None else np.argsort(key, kind="stable")
-    total = mrr.sum()
+    ltv = None if key is None else mrr * key
+    certain = certain_accounts(mrr, ltv, size)
+    rest = np.flatnonzero(~certain)
+    points = size - int(certain.sum())
+    order = rest if key is None else rest[np.argsort(key[rest], kind="stable")]
     ends = np.cumsum(mrr[order])
-    points = (rng.random() + np.arange(size)) * (total / size)
-    rows = np.sort(order[np.minimum(np.searchsorted(ends, points, side="right"), n - 1)])
-    return rows, np.full(size, total / size), total / (size * mrr[rows])
+    step = ends[-1] / points
+    drawn = order[np.minimum(np.searchsorted(ends, (rng.random() + np.arange(points)) * step, side="right"),
+                             len(order) - 1)]
+    rows = np.concatenate([np.flatnonzero(certain), drawn])
+    w_money = np.concatenate([mrr[certain], np.full(points, step)])
+    w_count = np.concatenate([np.ones(int(certain.sum())), step / mrr[drawn]])
+    first = np.argsort(rows, kind="stable")
+    return rows[first], w_money[first], w_count[first]
+
+
+def certain_accounts(mrr: np.ndarray, ltv: np.ndarray | None, size: int) -> np.ndarray:
+    """The accounts :func:`draw_sample` takes for certain (boolean mask): MRR or ``ltv`` at least the
+    step of the accounts not taken (their sum / the points left), repeated until no account is added
+    (each pass lowers the steps); at most half the sample (any fixed set keeps the totals unbiased)."""
+    certain = np.zeros(len(mrr), bool)
+    while True:
+        left = size - int(certain.sum())
+        add = mrr >= mrr[~certain].sum() / left
+        if ltv is not None:
+            add |= ltv >= ltv[~certain].sum() / left
+        grown = certain | add
+        if grown.sum() == certain.sum() or grown.sum() > size // 2:
+            return certain
+        certain = grown
 
 
 def shown(models: dict[str, OutcomeModel | None]) -> list[str]:

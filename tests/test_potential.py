@@ -15,6 +15,7 @@ from cskit.potential import (
     Hazard,
     Scenario,
     active_accounts,
+    certain_accounts,
     draw_sample,
     future_values,
     project,
@@ -158,30 +159,42 @@ def test_without_a_referral_hazard_the_other_sums_are_unchanged_bit_for_bit():
     assert np.array_equal(part.churn_prob, full.churn_prob) and np.array_equal(part.ltv_units, full.ltv_units)
 
 
-def test_systematic_draw_sample_is_mrr_proportional_and_spread_along_its_key():
+def test_draw_sample_takes_the_largest_for_certain_and_is_unbiased_and_spread_along_its_key():
     rng0 = np.random.default_rng(5)
     n, size = 400, 60
     mrr = rng0.lognormal(4.0, 1.2, n)
-    mrr[7] = mrr.sum() / 20  # one account worth 3+ sampling steps: drawn 3 or 4 times, never more or fewer
+    mrr[7] = mrr.sum() / 20  # worth 3 sampling steps of MRR: taken for certain
+    key = rng0.lognormal(3.0, 0.5, n)  # LTV per unit of MRR
+    key[11] = 40 * mrr.sum() * key.mean() / mrr[11] / size  # a small account projected to grow far beyond the rest
     active = pd.DataFrame({"mrr": mrr})
-    key = rng0.normal(size=n)
-    expected = size * mrr / mrr.sum()
-    counts = []
+    y = rng0.normal(1.0, 0.5, n)  # any per-unit amount; its total Σ MRR · y is what a draw estimates
+    certain = certain_accounts(mrr, mrr * key, size)
+    assert certain[7] and certain[11] and 2 < certain.sum() < size // 2
+    rest = ~certain
+    points = size - certain.sum()
+    step = mrr[rest].sum() / points
+    assert (mrr[rest] < step).all() and (mrr[rest] * key[rest] < (mrr * key)[rest].sum() / points).all()
+    expected = np.where(certain, 1.0, points * mrr / mrr[rest].sum())  # each account's chance of being drawn
+    order = np.flatnonzero(rest)[np.argsort(key[rest], kind="stable")]
+    counts, estimates = [], []
     for seed in range(2000):
         rows, w_money, w_count = draw_sample(active, size, np.random.default_rng(seed), key=key)
+        assert len(rows) == size and (np.diff(rows) > 0).all()  # each account once at most
         c = np.bincount(rows, minlength=n)
         counts.append(c)
-        # each account drawn its expected count rounded down or up
-        assert ((c >= np.floor(expected)) & (c <= np.ceil(expected))).all()
-        # spread along the key: every run of the key order holds its MRR share of the points, within 1
-        order = np.argsort(key, kind="stable")
+        assert (c[certain] == 1).all()
+        on = certain[rows]
+        assert np.array_equal(w_money[on], mrr[rows][on]) and (w_count[on] == 1).all()
+        assert w_money[~on] == pytest.approx(np.full((~on).sum(), step))
+        assert w_count[~on] == pytest.approx(step / mrr[rows][~on])
+        # spread along the key: every run of the rest in key order holds its MRR share of the points, within 1
         assert np.abs(np.cumsum(c[order]) - np.cumsum(expected[order])).max() < 1
-        assert w_money == pytest.approx(np.full(size, mrr.sum() / size))
-        assert w_count == pytest.approx(mrr.sum() / (size * mrr[rows]))
+        estimates.append(w_money @ y[rows])
     mean = np.mean(counts, axis=0)
-    se = np.sqrt(np.maximum((expected % 1) * (1 - expected % 1), 1e-12) / len(counts))
-    assert np.abs(mean - expected).max() < 5 * se.max()  # unbiased: E[count] = size × MRR / Σ MRR
-    assert np.abs((mean - expected) / se).mean() < 1.2  # |z| of a fair estimate averages 0.8
+    se = np.sqrt(expected * (1 - expected) / len(counts))
+    assert np.abs(mean - expected)[rest].max() < 5 * se[rest].max()
+    truth = mrr @ y  # Hansen–Hurwitz: unbiased for the all-account total
+    assert np.mean(estimates) == pytest.approx(truth, abs=4 * np.std(estimates) / np.sqrt(len(estimates)))
     # up to ``exact`` accounts every account is projected, weights MRR and 1
     rows, w_money, w_count = draw_sample(active, size, rng0, key=key, exact=n)
     assert np.array_equal(rows, np.arange(n)) and np.array_equal(w_money, mrr) and (w_count == 1).all()
