@@ -243,9 +243,11 @@ def renewal_evidence(panel: pd.DataFrame, lag: int, min_events: int = MIN_RENEWA
     the monthly contracts (far too low) or from a separated fit (0 or 1). ``estimable`` says which; code
     "renewal_not_observed" then, "renewals_observed" otherwise, "no_term_contracts" without any.
     """
-    kind = panel["contract_type"].astype(str).to_numpy() if "contract_type" in panel else np.array([])
+    kind = panel["contract_type"].to_numpy() if "contract_type" in panel else np.array([])
+    if len(kind) and not (kind.dtype == object and pd.api.types.infer_dtype(kind, skipna=False) == "string"):
+        kind = panel["contract_type"].astype(str).to_numpy()
     term = kind != "monthly"
-    accounts = int(panel.loc[term, "account_id"].nunique()) if term.any() else 0
+    accounts = len(factorize_runs(panel["account_id"].to_numpy()[term])[1]) if term.any() else 0  # (nunique)
     out = {"code": "no_term_contracts", "estimable": True, "accounts": accounts, "cycle": None,
            "decisions": 0, "churns": 0, "renewals": 0, "min_events": int(min_events)}
     if not accounts:

@@ -103,7 +103,9 @@ def _strata(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarray) -> 
 def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(each row's stratum as its rank among the sorted distinct strata, those strata): from the few
     (contract type, start month) labels, with no text made per row."""
-    kind, kinds = pd.factorize(contract_type.astype(str).to_numpy())
+    from cskit.panel import factorize_runs  # (the panel imports this module)
+
+    kind, kinds = factorize_runs(_text(contract_type))  # (an account's rows together: a few runs each)
     if not len(kinds):
         return np.zeros(0, dtype=np.int64), np.array([], dtype=str)
     started = (month % 12 - tenure) % 12 + 1  # month % 12: the calendar month − 1
@@ -112,14 +114,24 @@ def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarra
     return rank.reshape(labels.shape)[kind, started], strata
 
 
+def _text(labels: pd.Series) -> np.ndarray:
+    """``labels.astype(str)`` as an array; labels that are all text already are taken as they are."""
+    values = labels.to_numpy()
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    return labels.astype(str).to_numpy()
+
+
 def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_type: pd.Series,
            segment: pd.Series) -> pd.DataFrame:
     """The test's grouped rows: churns ``k`` of ``n`` decisions per calendar time ``t`` (months since the
     first), calendar month ``cal``, renewal stratum, segment and tenure, sorted by those keys (strata and
     segments in their sorted order; a row without a segment is left out, as pandas' groupby does)."""
     stratum, strata = _strata_codes(contract_type, month, tenure)
-    seg, segments = pd.factorize(segment.to_numpy() if not isinstance(segment.dtype, pd.CategoricalDtype)
-                                 else segment, sort=True)
+    from cskit.panel import factorize_runs  # (the panel imports this module)
+
+    seg, segments = (factorize_runs(segment.to_numpy(), sort=True)
+                     if not isinstance(segment.dtype, pd.CategoricalDtype) else pd.factorize(segment, sort=True))
     ok = seg >= 0
     t = month - month.min() if len(month) else month
     if not ok.any() or tenure[ok].min() < 0:
