@@ -192,17 +192,12 @@ def analyse(
     whole analysis is impossible: bad params or data (the loader), no account-month left, or no churn
     at all (:func:`require_churn`).
     """
+    # the stages' modules (scipy.stats, statsmodels, lifelines: ~1 s of imports) are imported where they
+    # run: with two cores, after the fork, each process the ones its own stages need, at the same time
     from cskit.changes import read_results, results_folder
-    from cskit.fits import Fits
-    from cskit.health import add_touch, design_health_score
-    from cskit.history import track_health
     from cskit.loading import load_client
-    from cskit.metrics import compute_metrics
     from cskit.panel import build_panel, kpi_columns, renewal_evidence
     from cskit.parallel import Forked, memory_allows, one_blas_thread, parallel_enabled
-    from cskit.potential import confirm_by_triggers, improvement_potential
-    from cskit.survival import compute_survival
-    from cskit.triggers import find_triggers
 
     clock = _Clock(timings)
     p = absolute_data(as_params(params), base)
@@ -233,6 +228,13 @@ def analyse(
             release_free_memory()  # later, kept in the child as its own copies (~150 MB at 30k accounts)
             job = Forked(_beside_potential, panel, data, p, kpis, parallel=True)
             try:
+                from cskit.health import add_touch  # and the child's results' classes, to unpickle them
+                from cskit.history import HealthHistory  # noqa: F401
+                from cskit.metrics import compute_metrics
+                from cskit.potential import improvement_potential
+                from cskit.survival import compute_survival
+                from cskit.triggers import Triggers  # noqa: F401
+
                 with clock("metrics"):  # nothing in the child reads them
                     metrics = compute_metrics(panel, data, p)
                     survival = compute_survival(panel, data, p)
@@ -248,6 +250,14 @@ def analyse(
                 for stage, t in seconds.items():
                     timings[stage] = timings.get(stage, 0.0) + t
         else:
+            from cskit.fits import Fits
+            from cskit.health import design_health_score
+            from cskit.history import track_health
+            from cskit.metrics import compute_metrics
+            from cskit.potential import improvement_potential
+            from cskit.survival import compute_survival
+            from cskit.triggers import find_triggers
+
             with clock("metrics"):
                 metrics = compute_metrics(panel, data, p)
                 survival = compute_survival(panel, data, p)
@@ -264,6 +274,8 @@ def analyse(
         ltv = ltv_headline(potential.accounts, metrics.summary.get("ltv_survival"))
         metrics = replace(metrics, summary=metrics.summary | {"ltv_survival": ltv})  # a new result
         # credible only where the triggers, run beside it, flag the same effect (issue 11 item 7)
+        from cskit.potential import confirm_by_triggers
+
         potential = replace(potential, table=confirm_by_triggers(potential.table, getattr(triggers, "details", None)))
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
 
