@@ -37,16 +37,23 @@ CHARTS_ENV = "CSKIT_CHARTS"
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:")
 
 
+def preload(modules: tuple[str, ...] = PRELOAD) -> None:
+    """Import ``modules`` (the kernel's start-up code, :func:`preload_line`); a module that fails to import
+    is left to the notebook's own import, which then says why."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def preload_line(modules: tuple[str, ...] = PRELOAD) -> str:
-    """The kernel's start-up code: import ``modules`` without binding a name in the notebook's namespace
-    (a module that fails to import is left to the notebook's own import, which then says why)."""
-    return ("import importlib as _cskit_il\n"
-            f"for _cskit_m in {tuple(modules)!r}:\n"
-            "    try:\n"
-            "        _cskit_il.import_module(_cskit_m)\n"
-            "    except Exception:\n"
-            "        pass\n"
-            "del _cskit_il, _cskit_m")
+    """The kernel's start-up line: :func:`preload` of ``modules``, binding no name in the notebook's
+    namespace."""
+    return f"__import__('cskit.kernel').kernel.preload({tuple(modules)!r})" if modules != PRELOAD else \
+        "__import__('cskit.kernel').kernel.preload()"
 
 
 def start(preload: tuple[str, ...] = PRELOAD, *, charts: str = "fork"):
