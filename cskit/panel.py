@@ -156,8 +156,10 @@ class _Columns(dict):
 
     def frame(self) -> pd.DataFrame:
         """The frame: the float block as its values (no copy), the other columns inserted in place."""
-        names = list(self.rows)
-        out = pd.DataFrame(self.block[: len(names)].T, columns=names, copy=False)
+        names = [k for k in self if k in self.rows]  # in the columns' order
+        rows = [self.rows[k] for k in names]
+        block = self.block[: len(names)] if rows == list(range(len(names))) else self.block[rows]
+        out = pd.DataFrame(block.T, columns=names, copy=False)
         for pos, (name, values) in enumerate(self.items()):
             if name not in self.rows:
                 out.insert(pos, name, values)

@@ -263,3 +263,20 @@ def test_month_index_equals_numpys_calendar():
     assert np.array_equal(month_index(v), expected)
     assert np.array_equal(month_index(pd.Series(v)), expected)
     assert list(month_index(np.array(["NaT", "NaT"], dtype="datetime64[ns]"))) == [-1, -1]
+
+
+def test_panel_columns_keep_their_order_and_values_in_one_float_block():
+    """build_panel's column holder: float columns share one block, every column keeps the position of
+    its first insertion (as DataFrame.__setitem__), a column replaced by floats moves into the block."""
+    from cskit.panel import _Columns
+
+    c = _Columns(3, 3)
+    c |= {"a": np.array([1, 2, 3]), "x": np.array([1.0, 2, 3])}
+    c["b"] = np.array(["p", "q", "r"], dtype=object)
+    c["y"] = np.array([4.0, 5, 6])
+    c["a"] = np.array([7.0, 8, 9])
+    f = c.frame()
+    assert list(f.columns) == ["a", "x", "b", "y"]
+    assert f["a"].tolist() == [7.0, 8.0, 9.0] and f["x"].tolist() == [1.0, 2.0, 3.0] and f["y"].tolist() == [4, 5, 6]
+    assert f["b"].tolist() == ["p", "q", "r"]
+    assert sum(b.dtype == np.float64 for b in f._mgr.blocks) == 1
