@@ -810,6 +810,9 @@ def improvement_potential(
             "ltv": params.gross_margin * point.ltv_units[0],
         }
     )
+    beyond = growth_beyond_data(panel, accounts, params.ltv_months, params.gross_margin)
+    if beyond is not None:
+        notes["ltv"] = beyond
     outcomes = pd.DataFrame(
         [
             {
@@ -832,6 +835,40 @@ def improvement_potential(
          "horizon_months": params.horizon_months, "ltv_months": params.ltv_months,
          "rates": share_kpis(data.catalogue)},
     )
+
+
+def observed_growth(panel: pd.DataFrame) -> float:
+    """The largest growth of one account's MRR seen in the data: max over accounts and months of MRR
+    divided by the lowest positive MRR of the same account at or before that month (1 without growth)."""
+    mrr = panel["mrr"].to_numpy(dtype="float64")
+    paying = mrr > 0
+    if not paying.any():
+        return 1.0
+    frame = pd.DataFrame({"a": panel["account_id"].to_numpy()[paying], "m": panel["month"].to_numpy()[paying],
+                          "mrr": mrr[paying]}).sort_values(["a", "m"], kind="stable")
+    low = frame.groupby("a", sort=False)["mrr"].cummin().to_numpy()
+    return float(max(1.0, np.max(frame["mrr"].to_numpy() / low)))
+
+
+def growth_beyond_data(panel: pd.DataFrame, accounts: pd.DataFrame, ltv_months: int, margin: float):
+    """The note (code ``ltv_growth_beyond_data``) that some accounts' projected LTV implies MRR growth
+    beyond anything the data show, or None. The projection holds each account's KPIs at today's values
+    for ``ltv_months`` and compounds its expansions; since S(h) ≤ 1, an LTV above margin × MRR ×
+    ltv_months × G (G = :func:`observed_growth`) can only come from a projected MRR of more than G
+    times today's in some month: growth no account in the data ever showed. Says how many accounts,
+    their share of the total LTV and G; the figures are not changed (read them as upper bounds there)."""
+    mrr = accounts["mrr"].to_numpy(dtype="float64")
+    ltv = accounts["ltv"].to_numpy(dtype="float64")
+    if margin <= 0 or not len(mrr):
+        return None
+    g = observed_growth(panel)
+    over = (mrr > 0) & np.isfinite(ltv) & (ltv > margin * mrr * ltv_months * g)
+    if not over.any():
+        return None
+    total = float(np.nansum(ltv))
+    share = float(ltv[over].sum() / total) if total > 0 else float("nan")
+    return Notice("ltv_growth_beyond_data", stage="potential", severity="warning", accounts=int(over.sum()),
+                  share=share, growth=g, ltv_months=int(ltv_months))
 
 
 def project_draws(

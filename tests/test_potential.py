@@ -674,3 +674,27 @@ def test_the_stages_sum_on_one_blas_thread_whatever_the_caller_set():
         after = {d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"}
     assert seen and all(s == {1} for s in seen), seen
     assert after == before, (before, after)
+
+
+def test_an_ltv_that_needs_more_growth_than_the_data_ever_show_is_said():
+    """observed_growth by hand (each account's MRR over its lowest positive MRR so far; the largest: A's
+    30 / 10 = 3, not its 30 / 40 drop nor B's fall); an LTV above margin × MRR × months × 3 is only
+    possible with a projected MRR above 3× today's, so that account is named with its share of the LTV."""
+    from cskit.notices import Notice
+    from cskit.potential import growth_beyond_data, observed_growth
+
+    months = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01"] * 2)
+    panel = pd.DataFrame({"account_id": ["A"] * 3 + ["B"] * 3, "month": months,
+                          "mrr": [10.0, 30.0, 20.0, 50.0, 0.0, 40.0]})
+    assert observed_growth(panel) == 3.0
+    accounts = pd.DataFrame({"account_id": ["A", "B", "C"], "mrr": [20.0, 40.0, 10.0],
+                             "ltv": [0.8 * 20 * 12 * 3 - 1, 0.8 * 40 * 12 * 3 + 1, 50.0]})
+    note = growth_beyond_data(panel, accounts, 12, 0.8)
+    assert isinstance(note, Notice) and note.code == "ltv_growth_beyond_data"
+    assert note.values["accounts"] == 1 and note.values["growth"] == 3.0
+    assert note.values["share"] == pytest.approx(accounts["ltv"][1] / accounts["ltv"].sum())
+    for language in ("ja", "en"):
+        text = N.notice_text(note.code, note.values, language, {})
+        assert "3.0" in text and "12" in text and "Glyph" not in text
+    capped = accounts.assign(ltv=accounts["ltv"].clip(upper=0.8 * 10 * 12 * 3))
+    assert growth_beyond_data(panel, capped, 12, 0.8) is None
