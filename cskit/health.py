@@ -1149,11 +1149,8 @@ def design_health_score(
         kpi_rows = model.weights[model.weights["kpi"].isin(model.kpi_names())]
         validation["left_out_kpis"] = left_out_kpis(frame, kpi_rows, cs_now)
 
-    if isinstance(ltv, str) and ltv == LTV_LATER:
+    if ltv is not None:  # the potential's LTV (now or later): add_touch's
         v, ltv_source = None, None
-    elif ltv is not None:
-        v = frame["account_id"].map(ltv.set_index("account_id")["ltv"])
-        ltv_source = POTENTIAL_LTV
     else:
         base = frame[[c for c in ("tenure", "contract_type", "segment", "renewal_cycle", "month") if c in frame]]
         life = survival_curves(model, base, frame, params.ltv_months).sum(axis=1)
@@ -1172,7 +1169,7 @@ def design_health_score(
                  "rule": f"green: churn risk ≤ {GREEN_RISK:g}× base rate; red: > {RED_RISK:g}× base rate"}
     if ltv_source is not None:
         cutpoints["ltv_source"] = ltv_source
-    return Health(
+    health = Health(
         weights=model.weights.drop(columns=["z_lo", "z_hi", "f_worst", "f_best"]),
         scores=scores,
         cutpoints=cutpoints,
@@ -1191,4 +1188,5 @@ def design_health_score(
         seasonality=churn_seasonality(panel, MIN_EVENTS),
         renewals=model.renewals,
     )
+    return add_touch(health, ltv) if isinstance(ltv, pd.DataFrame) else health
 
