@@ -55,6 +55,7 @@ from cskit.panel import (
     OUTCOMES,
     active_rows,
     decides,
+    factorize_runs,
     outcome_rows,
     recent_means,
     recent_missing,
@@ -791,8 +792,9 @@ def improvement_potential(
     scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms, params.language, months=months)
 
     point_coef = {o: _point_coef(m) for o, m in models.items()}
+    projected = shown(models)
     point = project(
-        {o: make_hazard(models[o], c, future, active) for o, c in point_coef.items() if o in shown(models)},
+        {o: make_hazard(models[o], c, future, active) for o, c in point_coef.items() if o in projected},
         scen, active, np.array([sizes["g_e"][0]]), np.array([sizes["g_d"][0]]),
         np.array([sizes["referral_mrr"][0]]), params.horizon_months, params.ltv_months,
     )
@@ -839,15 +841,15 @@ def improvement_potential(
 
 def observed_growth(panel: pd.DataFrame) -> float:
     """The largest growth of one account's MRR seen in the data: max over accounts and months of MRR
-    divided by the lowest positive MRR of the same account at or before that month (1 without growth)."""
+    divided by the lowest positive MRR of the same account at or before that month (1 without growth).
+    ``panel`` in build_panel's order (each account's months together, in time order)."""
     mrr = panel["mrr"].to_numpy(dtype="float64")
     paying = mrr > 0
     if not paying.any():
         return 1.0
-    frame = pd.DataFrame({"a": panel["account_id"].to_numpy()[paying], "m": panel["month"].to_numpy()[paying],
-                          "mrr": mrr[paying]}).sort_values(["a", "m"], kind="stable")
-    low = frame.groupby("a", sort=False)["mrr"].cummin().to_numpy()
-    return float(max(1.0, np.max(frame["mrr"].to_numpy() / low)))
+    codes, _ = factorize_runs(panel["account_id"].to_numpy()[paying])
+    low = pd.Series(mrr[paying]).groupby(codes, sort=False).cummin().to_numpy()
+    return float(max(1.0, np.max(mrr[paying] / low)))
 
 
 def growth_beyond_data(panel: pd.DataFrame, accounts: pd.DataFrame, ltv_months: int, margin: float):
@@ -888,6 +890,7 @@ def project_draws(
     estimates themselves, so that intervals are centred on the exact point estimate. On all active
     accounts up to ``draw_accounts`` of them, beyond on :func:`draw_sample`'s ``min(sample_size,
     draw_accounts)`` accounts along ``key`` (the baseline LTV per unit of MRR)."""
+    projected = shown(models)
     rng = np.random.default_rng(params.seed)
     b = params.bootstrap
     coef = {o: np.vstack([point_coef[o], _draw_coef(m, point_coef[o], b, rng)]) for o, m in models.items()}
@@ -897,7 +900,7 @@ def project_draws(
     sub_scen = [replace(sc, dz=sc.dz[rows], dz_at_mean=None if sc.dz_at_mean is None else sc.dz_at_mean[rows])
                 for sc in scen]
     return project(
-        {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items() if o in shown(models)},
+        {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items() if o in projected},
         sub_scen, sub, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
         dtype=np.float32, w_money=w_money, w_count=w_count,
     )
