@@ -228,7 +228,9 @@ def analyse(
             release_free_memory()  # later, kept in the child as its own copies (~150 MB at 30k accounts)
             job = Forked(_beside_potential, panel, data, p, kpis, parallel=True)
             try:
-                from cskit.health import add_touch  # and the child's results' classes, to unpickle them
+                # the child's results' modules too, imported while it runs (unpickling would import them
+                # after it, on the longer path)
+                from cskit.health import add_touch
                 from cskit.history import HealthHistory  # noqa: F401
                 from cskit.metrics import compute_metrics
                 from cskit.potential import improvement_potential
