@@ -360,27 +360,30 @@ def factorize_runs(values: np.ndarray, sort: bool = False) -> tuple[np.ndarray, 
     """``pd.factorize(values, sort=sort)``, each run of equal values hashed once: the panel and the
     loader's tables hold an account's rows together, so a table of 1.5M rows has ~100k runs."""
     v = np.asarray(values)
-    if len(v) < 2:
-        return pd.factorize(v, sort=sort)
-    new = np.ones(len(v), dtype=bool)
-    new[1:] = v[1:] != v[:-1]
-    starts = np.flatnonzero(new)
-    if 4 * len(starts) > len(v):  # not in runs
+    starts = _run_starts(v)
+    if starts is None:
         return pd.factorize(v, sort=sort)
     codes, uniques = pd.factorize(v[starts], sort=sort)
     return np.repeat(codes, np.diff(np.append(starts, len(v)))), uniques
+
+
+def _run_starts(v: np.ndarray) -> np.ndarray | None:
+    """Where each run of equal values of ``v`` starts; None when ``v`` is not in runs (more than one run
+    per four values, or fewer than two values): then a per-value pass is as cheap."""
+    if len(v) < 2:
+        return None
+    new = np.ones(len(v), dtype=bool)
+    new[1:] = v[1:] != v[:-1]
+    starts = np.flatnonzero(new)
+    return None if 4 * len(starts) > len(v) else starts
 
 
 def _codes(ids: pd.Index, values: pd.Series) -> np.ndarray:
     """``ids.get_indexer(values)``, each run of equal values looked up once (the loader's tables are
     sorted by account: a few lookups per account instead of one per row)."""
     v = values.to_numpy()
-    if len(v) < 2:
-        return ids.get_indexer(v)
-    new = np.ones(len(v), dtype=bool)
-    new[1:] = v[1:] != v[:-1]
-    starts = np.flatnonzero(new)
-    if 4 * len(starts) > len(v):  # not in runs
+    starts = _run_starts(v)
+    if starts is None:
         return ids.get_indexer(v)
     return np.repeat(ids.get_indexer(v[starts]), np.diff(np.append(starts, len(v))))
 
