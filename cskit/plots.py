@@ -13,6 +13,7 @@ puts every picture in its place.
 from __future__ import annotations
 
 import os
+import sys
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
@@ -809,7 +810,10 @@ class _Render:
                 import gc
                 import pickle
 
+                from cskit.parallel import _first_to_go
+
                 gc.disable()  # a collection would write into (and so copy) the parent's pages
+                _first_to_go()  # out of memory, Linux ends this child, not the kernel (its figures: drawn there)
                 os.close(self.pipe)
                 data = [shell.display_formatter.format(w.fig) for w in figures]
                 with os.fdopen(write, "wb") as f:
@@ -843,6 +847,10 @@ class _Render:
         except Exception:  # noqa: BLE001 - a truncated answer: draw them here
             formatted = None
         if formatted is None or len(formatted) != len(self.figures):
+            # said on the kernel's own stderr (the terminal or log of whoever runs it), not in the report:
+            # the pictures are the same, drawn here; a broken child path must not go unseen
+            print(f"cskit.plots: the chart child {self.pid} gave no pictures (wait status {status}); "
+                  f"its {len(self.figures)} figure(s) were drawn in the kernel", file=sys.__stderr__, flush=True)
             formatted = [self.shell.display_formatter.format(w.fig) for w in self.figures]
         for w, (data, md) in zip(self.figures, formatted):
             if w.metadata:  # as IPython's display(fig, metadata=...) does
