@@ -68,7 +68,11 @@ def start(preload: tuple[str, ...] = PRELOAD, *, charts: str = "fork"):
     km = AsyncKernelManager(kernel_name=KERNEL_NAME)
     arguments = [*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={preload_line(preload)}"] if preload else \
         list(KERNEL_ARGUMENTS)
-    run_sync(km.start_kernel)(extra_arguments=arguments, env=os.environ | {CHARTS_ENV: charts})
+    try:
+        run_sync(km.start_kernel)(extra_arguments=arguments, env=os.environ | {CHARTS_ENV: charts})
+    except BaseException:  # (an interrupt too) a kernel launched before the failure is not left running
+        stop(km)
+        raise
     return km
 
 
