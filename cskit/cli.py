@@ -161,7 +161,10 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
     from cskit import kernel
     from cskit.parallel import Forked
 
-    check = Forked(_check_data, params, parallel=sys.platform.startswith("linux"))
+    try:  # off Linux the check runs here and now, and fails here
+        check = Forked(_check_data, params, parallel=sys.platform.startswith("linux"))
+    except Exception as e:  # noqa: BLE001 - reported as the check's failure
+        raise DataCheckFailed() from e
     km = None
     with kernel_environment(params.data), stage_progress(progress_bar):  # password: in PGPASSWORD only
         try:
