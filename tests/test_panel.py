@@ -225,7 +225,7 @@ def test_a_late_window_is_detected_reported_and_handled_by_delayed_entry():
     assert first.loc[first.month == pd.Timestamp("2025-07-01"), "months_observed"].item() == 0
 
 
-def testgroup_sumslookup_and_codes_equal_pandas():
+def test_group_sums_lookup_and_codes_equal_pandas():
     """The panel's numpy helpers give pandas' own results bit for bit: ``groupby(keys).sum()`` (Kahan-
     compensated: 1e16 + 1 + 1 keeps the 2), ``reindex(...).fillna``, ``Index.get_indexer``; sorted and
     unsorted keys, groups of one to many rows, missing keys."""
