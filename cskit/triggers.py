@@ -570,7 +570,7 @@ def _full_shares(rs: RowSet, recent_mean: bool) -> dict[str, float]:
 
 def _annual(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
     """Which of the panel rows ``idx`` are months of an annual contract."""
-    return panel["contract_type"].astype(str).to_numpy()[idx] == "annual"
+    return panel["contract_type"].to_numpy()[idx].astype(str) == "annual"  # the rows', not the panel's
 
 
 def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:
