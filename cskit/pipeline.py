@@ -192,8 +192,6 @@ def analyse(
     whole analysis is impossible: bad params or data (the loader), no account-month left, or no churn
     at all (:func:`require_churn`).
     """
-    # the stages' modules (scipy.stats, statsmodels, lifelines: ~1 s of imports) are imported where they
-    # run: with two cores, after the fork, each process the ones its own stages need, at the same time
     from cskit.changes import read_results, results_folder
     from cskit.loading import load_client
     from cskit.panel import build_panel, kpi_columns, renewal_evidence
@@ -202,18 +200,23 @@ def analyse(
     clock = _Clock(timings)
     p = absolute_data(as_params(params), base)
     previous = read_results(results_folder(p.previous)) if p.previous else None
+    imports = _import_stages()  # beside the loader: DuckDB's read leaves the interpreter free
     with one_blas_thread():
-        with clock("load"):
-            data = load_client(p)
-            release_free_memory()  # the text tables the loader parsed
-        with clock("panel"):
-            panel = build_panel(data)
-            kpis = kpi_columns(data)
-            data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
-            # its values are the panel's KPI columns now (a copy: the empty slice alone is a view that
-            # keeps the whole table's values alive)
-            data = replace(data, kpis=data.kpis.iloc[:0].copy())
-            release_free_memory()
+        try:
+            with clock("load"):
+                data = load_client(p)
+                release_free_memory()  # the text tables the loader parsed
+            with clock("panel"):
+                panel = build_panel(data)
+                kpis = kpi_columns(data)
+                data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
+                # its values are the panel's KPI columns now (a copy: the empty slice alone is a view that
+                # keeps the whole table's values alive)
+                data = replace(data, kpis=data.kpis.iloc[:0].copy())
+                release_free_memory()
+        finally:
+            imports.join()  # no thread may be running at the fork
+    with one_blas_thread():  # again: the BLAS libraries the stages' imports loaded meanwhile too
         if panel.empty:
             raise CskitError(
                 "No account-month left to analyse: every account starts after as_of or was excluded. "
@@ -280,6 +283,33 @@ def analyse(
 
         potential = replace(potential, table=confirm_by_triggers(potential.table, getattr(triggers, "details", None)))
     return Diagnosis(p, data, panel, kpis, metrics, survival, triggers, potential, health, history, previous)
+
+
+# The stages' modules and their libraries (statsmodels, scipy.stats, lifelines: ~2 s of imports in a fresh
+# process), imported by a thread while the loader reads (:func:`_import_stages`).
+STAGE_MODULES = (
+    "statsmodels.api", "cskit.fits", "cskit.triggers", "cskit.health", "cskit.history", "cskit.metrics",
+    "cskit.survival", "cskit.potential",
+)
+
+
+def _import_stages(modules: tuple[str, ...] = STAGE_MODULES):
+    """Start a thread importing ``modules`` (returned; ``join`` it before forking). Imports hold the
+    interpreter, but DuckDB's read of the CSVs releases it, so most of their time is hidden there. A
+    module that fails to import is left to the stage's own import, which then says why."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported by the stage's own import
+                return
+
+    thread = threading.Thread(target=run, name="cskit-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 # Memory of its own the triggers stage's child needs, per byte of panel: 6 measured at 100k accounts
