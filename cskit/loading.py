@@ -195,6 +195,14 @@ def _arrow(s: pd.Series) -> pa.Array:
         return pa.array([_cell_text(v) for v in s.to_numpy(dtype=object)], type=pa.string())
 
 
+def _arrow_chunked(s: pd.Series) -> pa.ChunkedArray:
+    """:func:`_arrow` as the chunks the reader gave (an Arrow string column is not copied)."""
+    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_string(s.dtype.pyarrow_dtype):
+        arr = s.array.__arrow_array__()
+        return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    return pa.chunked_array([_arrow(s)])
+
+
 def _trimmed_text(s: pd.Series) -> pa.Array:
     """Cells as trimmed text; empty cells and missing markers ("NA", "-", ...) become null."""
     return _trimmed_cells(_arrow(s))
@@ -274,7 +282,7 @@ def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         bad = np.isinf(values)
         return np.where(bad, np.nan, values), bad
     try:
-        values = pc.cast(_arrow(s), pa.float64()).to_numpy(zero_copy_only=False)
+        values = pc.cast(_arrow_chunked(s), pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
         pass
     else:
@@ -282,6 +290,11 @@ def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         if bad.any():
             return np.where(bad, np.nan, values), bad
         return values if values.flags.writeable else values.copy(), bad
+    return _parse_text_numbers(s)
+
+
+def _parse_text_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_numbers` of text cells, at least one of which is not a plain number."""
     arr = _trimmed_text(s)
     present = ~_missing(arr)
     norm = pc.utf8_normalize(pc.fill_null(arr, ""), "NFKC")
@@ -296,6 +309,29 @@ def parse_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values, dtype=float)
     bad = present & ~np.isfinite(values)
     return np.where(bad, np.nan, values), bad
+
+
+def _numbers_into(s: pd.Series, out: np.ndarray) -> np.ndarray | None:
+    """:func:`parse_numbers` of ``s`` written into ``out`` (float64, len(s)); returns the bad mask, or None
+    when no cell is bad. Text cells that are all plain numbers (the common case) are cast chunk by chunk
+    straight into ``out``: no full-length temporary."""
+    if not _is_typed(s):
+        try:
+            start = 0
+            for chunk in _arrow_chunked(s).chunks:
+                out[start:start + len(chunk)] = pc.cast(chunk, pa.float64()).to_numpy(zero_copy_only=False)
+                start += len(chunk)
+        except pa.ArrowInvalid:
+            pass
+        else:
+            bad = np.isinf(out)
+            if not bad.any():
+                return None
+            out[bad] = np.nan
+            return bad
+    values, bad = parse_numbers(s)
+    out[:] = values
+    return bad if bad.any() else None
 
 
 def _ymd(text: str, patterns: list[re.Pattern]) -> pd.Timestamp | None:
@@ -628,9 +664,11 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
                  "the account x month appears more than once; the first row was kept (shown: account / month)",
                  "keep one row per account and month")
     # the KPI columns go straight into one float block (kpis × rows, the frame's own layout): no copy of
-    # the whole table when the frame is made
+    # the whole table when the frame is made; every row in file order (the usual file): each column is
+    # parsed straight into its row of the block, else into one scratch column, then gathered
     block = np.empty((sum(c not in ("account_id", "month") for c in df.columns), len(order)))
-    in_place = len(order) == len(df) and bool((order == np.arange(len(order))).all())  # every row, in order
+    in_place = len(order) == len(df) and bool((order == np.arange(len(order))).all())
+    scratch = None if in_place else np.empty(len(df))
     kpis, ignored = [], []
     for col in df.columns:
         if col in ("account_id", "month"):
@@ -638,19 +676,18 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
         if col == "contract_months":
             report.quality.warn(Notice("contract_months_ignored", stage="load", severity="note"))
             continue
-        values, bad = parse_numbers(df[col])
-        n_values, n_bad = len(values) - int(np.count_nonzero(np.isnan(values))), int(np.count_nonzero(bad))
+        values = block[len(kpis)] if in_place else scratch
+        bad = _numbers_into(df[col], values)
+        n_values, n_bad = len(values) - int(np.count_nonzero(np.isnan(values))), _count(bad)
         if col not in catalogue_names and n_values <= n_bad and n_bad > 0:
             ignored.append(str(col))
             continue
         if n_values == 0:
             report.quality.warn(Notice("kpi_column_empty", stage="load", column=str(col)))
             continue
-        bad &= rows.keep
-        _blank_cells(report, "kpis", str(col), bad, df[col], "are not numbers")
-        if in_place:
-            block[len(kpis)] = values
-        else:
+        if bad is not None:
+            _blank_cells(report, "kpis", str(col), bad & rows.keep, df[col], "are not numbers")
+        if not in_place:
             np.take(values, order, out=block[len(kpis)], mode="clip")  # (valid positions; unbuffered)
         kpis.append(str(col))
     if ignored:
@@ -660,6 +697,10 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
     out.insert(0, "account_id", ids[order])
     out.insert(1, "month", months[order])
     return out, kpis
+
+
+def _count(mask: np.ndarray | None) -> int:
+    return 0 if mask is None else int(np.count_nonzero(mask))
 
 
 def _sorted(keep: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
