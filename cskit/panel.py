@@ -602,28 +602,88 @@ def recent_means(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int 
 
 def recent_means_over(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, ns: tuple[int, ...]
                       ) -> dict[int, pd.DataFrame]:
-    """:func:`recent_means` for each window ``n`` of ``ns`` at once (one pass over each KPI's values)."""
+    """:func:`recent_means` for each window ``n`` of ``ns`` at once (one pass over each KPI's values).
+
+    A mean is the difference of two running sums of the KPI's non-missing values, taken in the panel's
+    row order (numpy's sequential ``cumsum``): at the row and at the last value seen before the window."""
     pos = np.flatnonzero(rows)
     start = pos - panel["tenure"].to_numpy()[pos]  # the account's first row
     ids = panel["account_id"].to_numpy()[pos]
     out = {n: {"account_id": ids} for n in ns}
+    running = None  # one buffer for every KPI's running sums
     for k in kpis:
         x = panel[k].to_numpy(dtype="float64")
         if k == "contract_months":
             for n in ns:
                 out[n][k] = x[pos]
             continue
-        seen = np.isfinite(x)
-        count = np.cumsum(seen)
-        total = np.zeros(int(count[-1]) + 1 if len(count) else 1)
-        np.cumsum(x[seen], out=total[1:])
-        g = count[pos]
-        own = g - (count[start] - seen[start])
+        if running is None:
+            running = np.empty(len(x))
+        gaps = _running_sums(x, running)
+        seen, own, prev = _seen_counts(gaps, pos, start)
+        upto = running[pos]  # (a missing value's running sum is the one before it)
         for n in ns:
             take = np.minimum(own, n)
+            before = seen - take  # values seen before the window: the running sum at the last of them,
+            at = pos - take  # the row before the window where the window has no gap
+            gappy = np.flatnonzero(prev > at)
+            at[gappy] = _nth_seen(gaps, np.maximum(before[gappy], 1))
+            low = np.where(before > 0, running[np.maximum(at, 0)], 0.0)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[n][k] = np.where(take > 0, (total[g] - total[g - take]) / np.maximum(take, 1), np.nan)
+                out[n][k] = np.where(take > 0, (upto - low) / np.maximum(take, 1), np.nan)
     return {n: pd.DataFrame(v) for n, v in out.items()}
+
+
+def _running_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` := the running sum of the finite values of ``x`` up to each position, in order (numpy's
+    sequential ``cumsum`` of them, held through the missing values after each); returns the positions
+    of the values that are not finite (missing), in order."""
+    gaps = np.flatnonzero(np.isnan(x))  # (NaN: all but a few; an infinite value is found below)
+    np.copyto(out, x)
+    out[gaps] = -0.0  # adds nothing to any sum, not even to a −0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # (inf − inf: found at the end)
+        np.cumsum(out, out=out)
+    if len(out) and not np.isfinite(out[-1]):  # an infinite value (or a sum beyond the float range)
+        gaps = np.flatnonzero(~np.isfinite(x))
+        np.copyto(out, x)
+        out[gaps] = -0.0
+        np.cumsum(out, out=out)
+    return gaps
+
+
+def _seen_counts(gaps: np.ndarray, pos: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows ``pos`` (increasing) of accounts starting at rows ``start``, of an array whose missing
+    values are at ``gaps``: the values seen up to each row (from position 0), those seen in its account
+    and each row's last gap (-1: none)."""
+    # gaps up to each row: each gap counted at the first row at or after it (one search per gap)
+    behind = np.cumsum(np.bincount(np.searchsorted(pos, gaps), minlength=len(pos) + 1)[: len(pos)])
+    seen = pos + 1 - behind
+    prev = np.append(-1, gaps)[behind]
+    own = pos - start + 1
+    gappy = np.flatnonzero(prev >= start)  # a gap in the account so far (the others: a value each row)
+    own[gappy] = seen[gappy] - _seen_upto(gaps, start[gappy] - 1)
+    return seen, own, prev
+
+
+def _last_seen(gaps: np.ndarray, pos: np.ndarray, start: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_seen_counts`' values seen in each row's account, and the positions of its 1st, 2nd, ...
+    ``n``-th last value seen (rows × n; meaningful where that many were seen)."""
+    seen, own, prev = _seen_counts(gaps, pos, start)
+    last = np.maximum(pos[:, None] - np.arange(n), 0)  # no gap in the last n rows: the rows themselves
+    near = np.flatnonzero(prev > pos - n)
+    last[near] = _nth_seen(gaps, np.maximum(seen[near, None] - np.arange(n), 1))
+    return own, last
+
+
+def _seen_upto(gaps: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Finite values at positions 0..``at`` (inclusive) of an array whose non-finite ones are at ``gaps``."""
+    return at + 1 - np.searchsorted(gaps, at, side="right")
+
+
+def _nth_seen(gaps: np.ndarray, nth: np.ndarray) -> np.ndarray:
+    """Position of the ``nth`` (1, 2, ...) finite value of an array whose non-finite ones are at ``gaps``:
+    nth − 1 plus the gaps before it (a gap is before it when fewer than nth finite values precede the gap)."""
+    return nth - 1 + np.searchsorted(gaps - np.arange(len(gaps)), nth - 1, side="right")
 
 
 def recent_missing(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, n: int = RECENT_MONTHS
@@ -656,16 +716,9 @@ def recent_values(
     out = {}
     for k in kpis:
         x = panel[k].to_numpy(dtype="float64")
-        seen = np.isfinite(x)
-        where = np.flatnonzero(seen)
-        count = np.cumsum(seen)
-        g = count[pos]
-        own = g - (count[start] - seen[start])
-        vals = np.full((len(pos), n), np.nan)
-        for j in range(n):  # column n − 1 − j holds the (j + 1)-th last observed value
-            ok = own > j
-            vals[ok, n - 1 - j] = x[where[g[ok] - 1 - j]]
-        out[k] = vals
+        own, last = _last_seen(np.flatnonzero(~np.isfinite(x)), pos, start, n)
+        # column n − 1 − j holds the (j + 1)-th last observed value
+        out[k] = np.where(own[:, None] > np.arange(n)[::-1], x[last[:, ::-1]], np.nan)
     return out
 
 

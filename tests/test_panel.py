@@ -280,3 +280,59 @@ def test_panel_columns_keep_their_order_and_values_in_one_float_block():
     assert f["a"].tolist() == [7.0, 8.0, 9.0] and f["x"].tolist() == [1.0, 2.0, 3.0] and f["y"].tolist() == [4, 5, 6]
     assert f["b"].tolist() == ["p", "q", "r"]
     assert sum(b.dtype == np.float64 for b in f._mgr.blocks) == 1
+
+
+def _random_panel(seed: int) -> pd.DataFrame:
+    """Accounts of 1 to 30 months, KPIs with few, many or no gaps (NaN, ±inf), zeros of both signs."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(1, 31, 300)
+    tenure = np.concatenate([np.arange(m) for m in n])
+    ids = np.repeat([f"a{i:03d}" for i in range(len(n))], n).astype(object)
+    cols = {"account_id": ids, "tenure": tenure, "contract_months": tenure.astype(float)}
+    for name, share in (("few", 0.02), ("many", 0.5), ("none", 0.0), ("odd", 0.1)):
+        x = rng.normal(0, 1e3, len(tenure)) * rng.choice([1.0, 1e-6, 1e6], len(tenure))
+        x[rng.random(len(tenure)) < share] = np.nan
+        if name == "odd":  # signed zeros, infinities (not values: missing) and a leading gap
+            x[rng.random(len(tenure)) < 0.1] = -0.0
+            x[rng.random(len(tenure)) < 0.02] = np.inf
+            x[[0, 5]] = [np.nan, -np.inf]
+        cols[name] = x
+    return pd.DataFrame(cols)
+
+
+def test_recent_means_and_values_are_the_last_observed_values_bit_for_bit():
+    """recent_means_over and recent_values against a per-row walk back over the account's own rows: the
+    values are the last n finite ones (oldest first), and each mean the difference of the running sums
+    of the finite values (numpy's sequential cumsum over the whole column, as the panel's rows come),
+    the same bits; rows with no value yet are NaN."""
+    from cskit.panel import recent_means_over, recent_values
+
+    for seed in (1, 2):
+        p = _random_panel(seed)
+        rows = np.random.default_rng(seed).random(len(p)) < 0.3
+        kpis = ["contract_months", "few", "many", "none", "odd"]
+        means = recent_means_over(p, kpis, rows, (3, 12))
+        values = recent_values(p, kpis[1:], rows)
+        pos = np.flatnonzero(rows)
+        tenure = p["tenure"].to_numpy()
+        for k in kpis[1:]:
+            x = p[k].to_numpy()
+            ok = np.isfinite(x)
+            running = np.r_[0.0, np.cumsum(x[ok])]
+            upto = np.cumsum(ok)
+            for n in (3, 12):
+                want = np.full(len(pos), np.nan)
+                for i, r in enumerate(pos):
+                    mine = [j for j in range(r - tenure[r], r + 1) if ok[j]][-n:]
+                    if mine:
+                        want[i] = (running[upto[r]] - running[upto[r] - len(mine)]) / len(mine)
+                        if n == 3:
+                            assert values[k][i, 3 - len(mine):].tolist() == x[mine].tolist()
+                            assert np.isnan(values[k][i, : 3 - len(mine)]).all()
+                            assert np.isclose(want[i], x[mine].mean(), rtol=1e-6, atol=1e-3 * np.abs(x[ok]).max())
+                    elif n == 3:
+                        assert np.isnan(values[k][i]).all()
+                got = means[n][k].to_numpy()
+                assert np.array_equal(got.view(np.int64), want.view(np.int64)), (seed, k, n)
+        assert means[3]["contract_months"].tolist() == tenure[pos].astype(float).tolist()
+        assert means[3]["account_id"].tolist() == p["account_id"].to_numpy()[pos].tolist()
