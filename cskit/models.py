@@ -61,10 +61,17 @@ class Transform:
     mean: float
     sd: float
 
-    def forward(self, x):
+    def forward(self, x, out: np.ndarray | None = None):
+        """z of the raw values ``x``; into ``out`` when given (float64, ``x``'s shape, ``x`` itself
+        allowed): the same operations, so the same bits, without a temporary per operation."""
         x = np.asarray(x, dtype="float64")
-        fx = np.log1p(np.maximum(x, 0.0)) if self.kind == "log1p" else x
-        return (fx - self.mean) / self.sd
+        if out is None:
+            fx = np.log1p(np.maximum(x, 0.0)) if self.kind == "log1p" else x
+            return (fx - self.mean) / self.sd
+        if self.kind == "log1p":
+            x = np.log1p(np.maximum(x, 0.0, out=out), out=out)
+        np.subtract(x, self.mean, out=out)
+        return np.divide(out, self.sd, out=out)
 
     def inverse(self, z):
         """The raw value x whose standardised value is ``z`` (``forward(x) == z``; for log1p, x = expm1(f)).
@@ -780,20 +787,20 @@ def design_matrix(
     Z = raw  # standardised in place, one contiguous column at a time
     for j, k in enumerate(use):
         col = Z[:, j]
-        col[:] = transforms[k].forward(col)
+        transforms[k].forward(col, out=col)
         np.copyto(col, 0.0, where=~np.isfinite(col))
     keep = [j for j, k in enumerate(use) if k not in dropped]
     dummies: list[np.ndarray] = []
     dummy_names: list[str] = []
     levels: dict[str, list[str]] = {}
-    present = [a for a in adjust if a in panel]
-    sub = panel.loc[rows, present] if rows.dtype == bool else panel.iloc[rows][present]
     for a in adjust:
-        if a not in sub:
+        if a not in panel:
             continue
-        # one hashing pass: the levels' codes and counts (value_counts' order: by count, ties in order of
-        # appearance), each dummy a comparison of integer codes rather than of strings
-        codes, uniques = pd.factorize(sub[a].astype(str).to_numpy())
+        # the item's values on the rows alone, read from its own column (``panel.loc[rows, items]`` takes
+        # the rows of every panel column first: 0.55 s of 17 designs at 100k accounts); one hashing pass:
+        # the levels' codes and counts (value_counts' order: by count, ties in order of appearance), each
+        # dummy a comparison of integer codes rather than of strings
+        codes, uniques = pd.factorize(pd.Series(panel[a].to_numpy()[rows]).astype(str).to_numpy())
         counts = pd.Series(np.bincount(codes, minlength=len(uniques)), index=uniques).sort_values(ascending=False)
         if counts.empty:
             continue

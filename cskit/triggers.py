@@ -705,7 +705,7 @@ class KPIMatrix:
             return out
         # mode "clip": the indices are in range, and "raise" copies through a buffer (3x slower)
         np.take(self.columns[k], idx if k == TENURE else src, out=out, mode="clip")
-        out[:] = self.transforms[k].forward(out)
+        self.transforms[k].forward(out, out=out)
         if k != TENURE:
             out[early] = np.nan
         return out
