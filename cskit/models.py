@@ -1212,8 +1212,8 @@ def mean_and_slope(eta: np.ndarray, link) -> tuple[np.ndarray, np.ndarray]:
     :class:`cskit.sampling.SampledLink` the kept rows' mean and slope (``sampling.sampled_mean``)."""
     if isinstance(link, SampledLink):
         mu, d = mean_and_slope(eta, link.name)
-        mu, d = sampled_mean(mu, d, link.offset)
-        return np.clip(mu, 1e-12, 1 - 1e-12), np.maximum(d, 1e-300)
+        mu, d = sampled_mean(mu, d, link.offset)  # new arrays: clipped in place
+        return np.clip(mu, 1e-12, 1 - 1e-12, out=mu), np.maximum(d, 1e-300, out=d)
     # the same operations as mu = −expm1(−exp(η)), d = exp(η − exp(η)) (cloglog) or mu = 1 / (1 + exp(−η)),
     # d = mu (1 − mu) (logit), written into two arrays (the same bits, no temporary per operation)
     if link == "cloglog":
@@ -1270,14 +1270,15 @@ def fit_binomial(
     else:
         beta = np.array(start, dtype="float64")
     mu, d = mean_and_slope(X @ beta, link)  # at the current beta: the accepted step's, reused
-    ll = _loglik_at(y, mu)
+    rest = np.subtract(1, y)
+    ll = _loglik_at(y, mu, rest)
     converged, it = False, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
         step = solve(*weighted_gram(X, *_working(y, mu, d)))
         t, ll_new = 1.0, -np.inf
         while t > 1e-8:
             mu_new, d_new = mean_and_slope(X @ (beta + t * step), link)
-            ll_new = _loglik_at(y, mu_new)
+            ll_new = _loglik_at(y, mu_new, rest)
             if ll_new >= ll - 1e-12 * abs(ll):
                 break
             t /= 2
@@ -1406,14 +1407,15 @@ def _working(y: np.ndarray, mu: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, 
     return w, u
 
 
-def _loglik_at(y: np.ndarray, mu: np.ndarray) -> float:
-    """Binomial log-likelihood at the (clipped) means ``mu``."""
+def _loglik_at(y: np.ndarray, mu: np.ndarray, rest: np.ndarray | None = None) -> float:
+    """Binomial log-likelihood at the (clipped) means ``mu``; ``rest``: 1 − y, when already at hand (a
+    fit's every step reads it)."""
     # y·log(μ) + (1 − y)·log1p(−μ), written into two arrays (the same bits, no temporary per operation)
     a = np.log(mu)
     np.multiply(y, a, out=a)
     b = np.negative(mu)
     np.log1p(b, out=b)
-    np.multiply(np.subtract(1, y), b, out=b)
+    np.multiply(np.subtract(1, y) if rest is None else rest, b, out=b)
     return float(np.sum(np.add(a, b, out=a)))
 
 

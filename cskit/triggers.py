@@ -730,7 +730,8 @@ def lead_lag_scores(
     pick = kept[rows] if sample.sampled else slice(None)
     rows = kept
     X0 = null_design(panel, rows, transforms, adjust)
-    ys = [outcome_rows(panel, outcome, MAX_LEAD_LAG)[1][pick] for outcome in outcomes]
+    ys = [y[pick] if outcome == outcomes[0] else outcome_rows(panel, outcome, MAX_LEAD_LAG)[1][pick]
+          for outcome in outcomes]
     links = [fit_link(LINK[o], sample if o == outcomes[0] else sample.complement()) for o in outcomes]
     terms = [score_terms(y, base_fit(y, X0, link)) for link, y in zip(links, ys)]
     parts, filled = [], None
