@@ -102,8 +102,10 @@ def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]
 
 def _skewness(x: np.ndarray) -> float:
     d = x - x.mean()
-    sd = np.sqrt((d * d).mean())
-    return float((d * d * d).mean() / sd**3) if sd > 0 else 0.0  # d*d*d: ** 3 takes numpy's slow pow
+    dd = d * d
+    sd = np.sqrt(dd.mean())
+    dd *= d  # d*d*d, evaluated as (d*d)*d: ** 3 takes numpy's slow pow
+    return float(dd.mean() / sd**3) if sd > 0 else 0.0
 
 
 def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
@@ -1479,11 +1481,14 @@ def fit_gee(
             phi = float(r @ r) / (n - p)
             rs = S @ r
             rho = float(((rs * rs).sum() - r @ r) / 2 / phi / (pairs - p))
-        c = rho / (1 - rho + sizes * rho)
-        Gs = _scaled(S, sd) @ X  # cluster sums of the rows of G = diag(sd) X, without G itself
         gram, grad = weighted_gram(X, sd * sd, sd * r)
-        score = (grad - Gs.T @ (c * (S @ r))) / (1 - rho)
-        info = (gram - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+        if rho == 0.0:  # independence: c = 0, the cluster terms are zeros (the GLM's score and information)
+            score, info = grad, gram
+        else:
+            c = rho / (1 - rho + sizes * rho)
+            Gs = _scaled(S, sd) @ X  # cluster sums of the rows of G = diag(sd) X, without G itself
+            score = (grad - Gs.T @ (c * (S @ r))) / (1 - rho)
+            info = (gram - Gs.T @ (Gs * c[:, None])) / (1 - rho)
         step = solve(info, score)
         beta = beta + step
         if not np.all(np.isfinite(beta)):
@@ -1492,10 +1497,13 @@ def fit_gee(
             converged = True
             break
     r, sd = _pearson(y, X, beta, offset)
-    c = rho / (1 - rho + sizes * rho)
-    Gs = _scaled(S, sd) @ X
-    info = (weighted_gram(X, sd * sd) - Gs.T @ (Gs * c[:, None])) / (1 - rho)
-    u = (_scaled(S, sd * r) @ X - Gs * (c * (S @ r))[:, None]) / (1 - rho)
+    if rho == 0.0:  # as above: the cluster-correlation terms vanish
+        info, u = weighted_gram(X, sd * sd), _scaled(S, sd * r) @ X
+    else:
+        c = rho / (1 - rho + sizes * rho)
+        Gs = _scaled(S, sd) @ X
+        info = (weighted_gram(X, sd * sd) - Gs.T @ (Gs * c[:, None])) / (1 - rho)
+        u = (_scaled(S, sd * r) @ X - Gs * (c * (S @ r))[:, None]) / (1 - rho)
     bread = inverse(info)
     cov = bread @ (u.T @ u) @ bread
     return GEEResult(beta, cov, bread, rho, structure, converged, it, int(sizes.max()))
