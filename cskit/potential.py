@@ -141,8 +141,8 @@ def has_referrals(data: ClientData) -> bool:
     acc = data.accounts
     if "referred_by" not in acc:
         return False
-    ref = acc["referred_by"]
-    return bool((ref.notna() & (ref.astype(str).str.strip() != "")).any())
+    ref = acc["referred_by"].dropna()  # the text test on the distinct values: the same answer, once each
+    return bool(len(ref)) and bool((pd.Series(ref.unique()).astype(str).str.strip() != "").any())
 
 
 def fit_outcome(
@@ -241,24 +241,31 @@ def active_accounts(panel: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return panel[active_rows(panel, as_of)].reset_index(drop=True)
 
 
-def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp) -> pd.DataFrame:
-    """Each active account's future value of each KPI: the mean of its last 3 observed monthly values
-    up to as_of (NaN if never observed; :func:`cskit.panel.recent_means`); ``contract_months`` = tenure at as_of."""
-    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(
+def _rows_at(panel: pd.DataFrame, active: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+    """The panel rows of the accounts of ``active`` at as_of (boolean mask)."""
+    return (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(
         active["account_id"]
     ).to_numpy()
+
+
+def future_values(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp, *,
+                  rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Each active account's future value of each KPI: the mean of its last 3 observed monthly values
+    up to as_of (NaN if never observed; :func:`cskit.panel.recent_means`); ``contract_months`` = tenure at as_of.
+    ``rows``: the panel rows of ``active``'s accounts at as_of, when known (:func:`cskit.panel.active_rows`
+    for :func:`active_accounts`)."""
+    rows = _rows_at(panel, active, as_of) if rows is None else rows
     means = recent_means(panel, kpis, rows).set_index("account_id")
     return means.reindex(active["account_id"].to_numpy())[kpis].reset_index(drop=True)
 
 
 def future_months(
-    panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp
+    panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp, *,
+    rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The monthly values behind :func:`future_values`: per KPI (not ``contract_months``), each active
-    account's last 3 observed values up to as_of, oldest first (accounts × 3, NaN-padded)."""
-    rows = (panel["month"] == pd.Timestamp(as_of)).to_numpy() & panel["account_id"].isin(
-        active["account_id"]
-    ).to_numpy()
+    account's last 3 observed values up to as_of, oldest first (accounts × 3, NaN-padded); ``rows`` as there."""
+    rows = _rows_at(panel, active, as_of) if rows is None else rows
     monthly = [k for k in kpis if k != "contract_months"]
     values = recent_values(panel, monthly, rows)
     order = pd.Index(panel["account_id"].to_numpy()[rows]).get_indexer(active["account_id"].to_numpy())
@@ -316,16 +323,18 @@ def scenarios(
         elif k in transforms and k != "contract_months":
             t = transforms[k]
             x = np.where(np.isfinite(x), x, t.inverse(0.0))
-            dz = _moved_z(t, x, delta, kpi)
+            dz = at_value = _moved_z(t, x, delta, kpi)
             if k in months:
                 v = months[k]
                 seen = np.isfinite(v)
                 n = np.maximum(seen.sum(axis=1), 1)
-                per_month = np.where(seen, _moved_z(t, np.where(seen, v, 0.0), delta, kpi), 0.0)
-                dz = np.where(seen.any(axis=1), per_month.sum(axis=1) / n, dz)
+                some = seen.any(axis=1)
+                v0 = np.where(seen, v, 0.0)
+                per_month = np.where(seen, _moved_z(t, v0, delta, kpi), 0.0)
+                dz = np.where(some, per_month.sum(axis=1) / n, at_value)
                 ident = Transform("identity", 0.0, 1.0)
-                raw = np.where(seen, _moved_z(ident, np.where(seen, v, 0.0), delta, kpi), 0.0).sum(axis=1) / n
-                at_mean = np.where(seen.any(axis=1), t.forward(x + raw) - t.forward(x), _moved_z(t, x, delta, kpi))
+                raw = np.where(seen, _moved_z(ident, v0, delta, kpi), 0.0).sum(axis=1) / n
+                at_mean = np.where(some, t.forward(x + raw) - t.forward(x), at_value)
         out.append(Scenario(k, mean, delta, dz, reason, at_mean))
     return out
 
@@ -666,11 +675,11 @@ def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_m
     if not moves.any():
         return base
     if moves.mean() > 0.5:
-        shifted = dict(neg_a) | _neg_exp({o: log_a[o] + c for o, c in change.items()}, dtype)
+        shifted = dict(neg_a) | _neg_exp({o: log_a[o] + c for o, c in change.items()}, dtype, own=True)
         return project_chunk(shifted, factor, ge, gd, horizon, ltv_months, cap)
     cols = np.flatnonzero(moves)
     shifted = {o: v[:, cols] for o, v in neg_a.items()}
-    shifted |= _neg_exp({o: log_a[o][:, cols] + c[:, cols] for o, c in change.items()}, dtype)
+    shifted |= _neg_exp({o: log_a[o][:, cols] + c[:, cols] for o, c in change.items()}, dtype, own=True)
     part = project_chunk(shifted, {o: np.take(f, cols, axis=2) for o, f in factor.items()}, ge, gd, horizon,
                          ltv_months, cap)
     out = {k: v.copy() for k, v in base.items()}
@@ -698,15 +707,16 @@ def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta:
         if hz.gaps_first is not None:  # the first lag months' KPI month is observed: each account's own gaps
             k = min(hz.lag, months)
             factor[o][:k] *= np.exp(hz.gaps_first[:, sl] - hz.gaps).astype(dtype)[None]
-    factor["churn"] *= risk[:, None, :].astype(dtype)
+    np.multiply(factor["churn"], risk[:, None, :], out=factor["churn"])  # 0 or 1 (no float copy of the mask)
     return factor
 
 
-def _neg_exp(log_a: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
-    """−exp(clip(log-hazard)) of each outcome in ``dtype``, one temporary per outcome."""
+def _neg_exp(log_a: dict[str, np.ndarray], dtype, *, own: bool = False) -> dict[str, np.ndarray]:
+    """−exp(clip(log-hazard)) of each outcome in ``dtype``, one temporary per outcome (none with ``own``:
+    ``log_a``'s arrays are the caller's temporaries, overwritten)."""
     out = {}
     for o, v in log_a.items():
-        t = np.clip(v, -60.0, 30.0)
+        t = np.clip(v, -60.0, 30.0, out=v if own else None)
         np.exp(t, out=t)
         np.negative(t, out=t)
         out[o] = t.astype(dtype, copy=False)
@@ -718,8 +728,8 @@ def _add_totals(
     referral_mrr: np.ndarray,
 ) -> None:
     for c in ("churn", "expansion", "downgrade", "ltv"):
-        totals[c][s] += res[c].astype("float64") @ w_money
-    totals["referrals"][s] += (res["referrals"].astype("float64") @ w_count) * referral_mrr
+        totals[c][s] += res[c].astype("float64", copy=False) @ w_money
+    totals["referrals"][s] += (res["referrals"].astype("float64", copy=False) @ w_count) * referral_mrr
 
 
 # ---------------------------------------------------------------- the stage
@@ -768,7 +778,8 @@ def improvement_potential(
     The point estimates are exact sums over all active accounts; the interval draws are projected for
     all of them too up to ``draw_accounts`` active accounts, and beyond on a sample of
     ``min(draw_sample_size, draw_accounts)`` (see :func:`draw_sample`)."""
-    active = active_accounts(panel, data.as_of)
+    at = active_rows(panel, data.as_of)  # one row per account and month: the rows of active's accounts
+    active = panel[at].reset_index(drop=True)  # active_accounts
     if active.empty:
         raise CskitError(
             f"potential: no account is active at as_of ({pd.Timestamp(data.as_of):%Y-%m}) with MRR > 0, so "
@@ -805,11 +816,11 @@ def improvement_potential(
         if models[o] is not None and models[o].sample is not None and models[o].sample.sampled:
             notes[f"model_rows_sampled:{o}"] = sampled_notice(models[o].sample, stage="potential", outcomes=[o])
     sizes = relative_sizes(panel)
-    future = future_values(panel, active, model_kpis, data.as_of)
+    future = future_values(panel, active, model_kpis, data.as_of, rows=at)
     flagged = sorted({k for m in models.values() if m and m.design for k in m.design.indicators})
     if flagged:
         future = pd.concat([future, missing_shares(panel, active, flagged, data.as_of)], axis=1)
-    months = future_months(panel, active, [k for k in kpis if k not in data.static_kpis], data.as_of)
+    months = future_months(panel, active, [k for k in kpis if k not in data.static_kpis], data.as_of, rows=at)
     scen = scenarios(future, kpis, data.catalogue, params.improvement_pct, transforms, params.language, months=months)
 
     point_coef = {o: _point_coef(m) for o, m in models.items()}
