@@ -141,6 +141,11 @@ class KpiPath:
     def at(self, h: int, lag: int) -> np.ndarray:
         return self.level + self.rho ** max(h - lag, 0) * (self.recent - self.level)
 
+    def subset(self, keep: np.ndarray) -> KpiPath:
+        """The path of the accounts ``keep`` selects (a boolean mask or positions over these accounts)."""
+        return KpiPath(self.level[keep], self.recent[keep], self.rho, None if self.n is None else self.n[keep],
+                       self.persistence)
+
     def error_var(self, h: int, lag: int) -> np.ndarray:
         return self.error_vars(h, lag)[:, h - 1]
 

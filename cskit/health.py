@@ -655,8 +655,14 @@ def tier_cutpoints(scores: np.ndarray, churn_prob: np.ndarray) -> dict[str, floa
     return {"red_below": red, "green_from": max(green, red), "base_rate": base}
 
 
+_TIER_NAMES = np.array(["red", "yellow", "green"], dtype=object)
+
+
 def tiers(model: ScoreModel, scores: np.ndarray) -> np.ndarray:
-    return np.where(scores < model.red_below, "red", np.where(scores >= model.green_from, "green", "yellow"))
+    """Each score's tier: "red" below ``red_below``, "green" from ``green_from``, "yellow" between (an
+    object array of the names, as a frame's column holds them: no conversion of a string array)."""
+    which = np.where(scores < model.red_below, 0, np.where(scores >= model.green_from, 2, 1))
+    return _TIER_NAMES[which]
 
 
 # ---------------------------------------------------------------- scoring the accounts active at a month
@@ -666,6 +672,7 @@ def tiers(model: ScoreModel, scores: np.ndarray) -> np.ndarray:
 class Scored:
     frame: pd.DataFrame  # account_id, tenure, contract_type, segment, KPI features, score, tier, churn_prob
     model: ScoreModel
+    also: pd.DataFrame | None = None  # score_at(also=): account_id, month, score of the accounts active then
 
 
 def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon: int, lag: int,
@@ -721,16 +728,33 @@ def scoring_columns(panel: pd.DataFrame, model: ScoreModel) -> list[str]:
 
 
 def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp, horizon: int,
-             alpha: float = 0.05, *, fits: Fits | None = None, seed: int = 0) -> Scored:
+             alpha: float = 0.05, *, fits: Fits | None = None, seed: int = 0,
+             also: pd.Timestamp | None = None) -> Scored:
     """Fit on the panel rows up to ``month`` and score the accounts active at ``month`` (``fits``: the
     run's shared fits, used when ``month`` leaves the panel whole; ``seed``: the case-control samples'
-    otherwise). The fit may use a sample of the rows; the scores and probabilities are every account's."""
+    otherwise). The fit may use a sample of the rows; the scores and probabilities are every account's.
+
+    ``also`` (an earlier month): the model's scores of the accounts active then too (``Scored.also``),
+    from the same pass over the panel: what ``cskit.history.score_history`` of this model at
+    [``also``, ``month``] gives (each row's score reads its own account's months only), for the drop check."""
     past = months_upto(panel, month)
     model = fit_score_model(past, kpis, lag, alpha, horizon, fits=fits, seed=seed)
     rows = active_rows(past, month)
+    extra = active_rows(past, also) if also is not None and pd.Timestamp(also) != pd.Timestamp(month) else None
+    extra = extra if extra is not None and extra.any() else None
     paths: dict[str, KpiPath] = {}
     persistence: dict = {}
-    frame, forecast = score_rows(past, model, rows, horizon, lag, paths, persistence=persistence)
+    if extra is None:
+        frame, forecast = score_rows(past, model, rows, horizon, lag, paths, persistence=persistence)
+        earlier = None
+    else:  # one scoring of both months' rows (in panel order), split: the rows of ``month`` go on below
+        both, forecast = score_rows(past, model, rows | extra, horizon, lag, paths, persistence=persistence)
+        at = rows[rows | extra]
+        frame = renumbered(both.take(np.flatnonzero(at)))
+        earlier = both.loc[~at, ["account_id", "month", "score"]]
+        earlier = renumbered(earlier.sort_values("account_id", kind="stable"))
+        paths = {k: path.subset(at) for k, path in paths.items()}
+        del both
     base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
     corr = deviation_correlation(past, list(paths), model.design.transforms)
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
@@ -740,7 +764,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     cut = tier_cutpoints(frame["score"].to_numpy()[known], frame["churn_prob"].to_numpy()[known])
     model = replace(model, forecast=forecast, persistence=persistence, **cut)  # a completed one; the fit unchanged
     frame["tier"] = tiers(model, frame["score"].to_numpy())
-    return Scored(renumbered(frame.sort_values("account_id", kind="stable")), model)
+    return Scored(renumbered(frame.sort_values("account_id", kind="stable")), model, earlier)
 
 
 # ---------------------------------------------------------------- validation
@@ -971,6 +995,9 @@ class Health(StageResult):
     churn_events: int | None = None  # churn events in the at-risk months, when not estimable
     model: ScoreModel | None = field(default=None, repr=False)  # the score model fitted at as_of
     cut_model: ScoreModel | None = field(default=None, repr=False)  # the out-of-time validation's model
+    # its scores at the cut and alert_months before (account_id, month, score; by month, then account_id):
+    # the drop check's (cskit.history.drop_check), made with the cut's own scoring
+    cut_scores: pd.DataFrame | None = field(default=None, repr=False)
     score_basis: dict = field(default_factory=dict)  # basis "kpis" | "context_only", why, events, floor
     seasonality: dict = field(default_factory=dict)  # cskit.season.churn_seasonality: calendar adjustment
     renewals: dict = field(default_factory=dict)  # cskit.panel.renewal_evidence: term renewals observed
@@ -1031,6 +1058,17 @@ def not_estimable_health(problem: NotEstimable, horizon: int) -> Health:
         reason_code=problem.code,
         churn_events=problem.events,
     )
+
+
+def cut_scores(then: Scored | None) -> pd.DataFrame | None:
+    """The validation model's scores at its cut and at ``score_at``'s ``also`` month (account_id, month,
+    score), sorted by month, then account_id, as ``cskit.history.score_history`` orders its rows."""
+    if then is None:
+        return None
+    parts = [then.frame[["account_id", "month", "score"]]]
+    if then.also is not None:
+        parts.insert(0, then.also)
+    return pd.concat(parts, ignore_index=True)
 
 
 LTV_LATER = "later"  # design_health_score(ltv=LTV_LATER): the touch model is add_touch's, later
@@ -1121,7 +1159,7 @@ def design_health_score(
     before = months_upto(panel, cut)  # one copy of the months up to the cut, for the score
     try:  # the cut's full model and its first fit built once too (its own Fits, of the months up to the cut)
         then = score_at(before, kpis, lag, cut, Hv, params.alpha, fits=Fits(before, lag, seed=params.seed),
-                        seed=params.seed)
+                        seed=params.seed, also=cut - pd.DateOffset(months=params.alert_months))
     except CskitError as e:
         then = None
         validation.update(status="not_estimable", reason=str(e))
@@ -1184,6 +1222,7 @@ def design_health_score(
         context=model.context_table,
         model=model,
         cut_model=then.model if then is not None else None,
+        cut_scores=cut_scores(then),
         score_basis=basis,
         seasonality=churn_seasonality(panel, MIN_EVENTS),
         renewals=model.renewals,

@@ -227,15 +227,19 @@ def drop_verdict(res: dict) -> tuple[str, str, str | None]:
 
 
 def drop_check(panel: pd.DataFrame, cut_model: ScoreModel | None, cut: pd.Timestamp, *, horizon: int, lag: int,
-               months: int, drop: float) -> dict:
+               months: int, drop: float, scores: pd.DataFrame | None = None) -> dict:
     """:func:`drop_effect` out of time: the validation model (fitted on the months up to ``cut``) scores
     the accounts active at ``cut`` and ``months`` before; the outcome is churn within ``horizon`` months
-    after ``cut``."""
+    after ``cut``. ``scores``: those scores when already made (``Health.cut_scores``: account_id, month,
+    score, by month then account_id), read when they are of these two months, not made again."""
     head = {"cut": cut.strftime("%Y-%m"), "alert_months": months, "alert_drop": drop, "horizon_months": horizon}
     if cut_model is None:
         return head | {"verdict": "not_estimable", "reason": "the score could not be validated out of time"}
     before = cut - pd.DateOffset(months=months)
-    hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag, fitted_to=cut)
+    if scores is not None and set(scores["month"]) <= {before, cut}:
+        hist = scores
+    else:
+        hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag, fitted_to=cut)
     now = in_month(hist, cut).set_index("account_id")["score"]
     then = in_month(hist, before).set_index("account_id")["score"]
     ids = now.index.intersection(then.index)
@@ -350,7 +354,7 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
     Hv = int(health.validation.get("horizon_months", H))
     cut = as_of - pd.DateOffset(months=Hv)
     drops = drop_check(panel, health.cut_model, cut, horizon=Hv, lag=lag, months=params.alert_months,
-                       drop=params.alert_drop)
+                       drop=params.alert_drop, scores=health.cut_scores)
     drops["changes_now"] = change_summary(changes["change"].to_numpy(), drop=params.alert_drop)
     book = playbook(model, health.features, include=movers["account_id"], static=data.static_kpis)
     book["account_name"] = book["account_id"].map(names).fillna("").to_numpy()

@@ -89,6 +89,26 @@ def test_history_is_the_same_whatever_months_are_scored_together(demo):
     assert f_cut.shape == f_full.shape
 
 
+def test_drop_check_reads_the_cut_scores_score_history_would_make(demo):
+    """The validation's scoring at the cut also scores the month alert_months before (Health.cut_scores):
+    exactly the validation model's score_history of those two months, and the drop check is the same
+    whether it reads them or scores the two months itself."""
+    from cskit.history import drop_check, score_history
+
+    dx, _ = demo
+    h, p = dx.health, dx.params
+    cut = pd.Timestamp(dx.data.as_of) - pd.DateOffset(months=h.validation["horizon_months"])
+    before = cut - pd.DateOffset(months=p.alert_months)
+    made, _ = score_history(dx.panel, h.cut_model, [before, cut], horizon=h.validation["horizon_months"],
+                            lag=p.kpi_lag_months, fitted_to=cut)
+    assert set(h.cut_scores["month"]) == {before, cut}
+    pd.testing.assert_frame_equal(h.cut_scores, made[["account_id", "month", "score"]])
+    kw = dict(horizon=h.validation["horizon_months"], lag=p.kpi_lag_months, months=p.alert_months,
+              drop=p.alert_drop)
+    assert drop_check(dx.panel, h.cut_model, cut, scores=h.cut_scores, **kw) == \
+        drop_check(dx.panel, h.cut_model, cut, **kw)
+
+
 def _history(rows):
     return pd.DataFrame(rows, columns=["account_id", "month", "score", "tier", "points_a", "points_b", "points_c"])
 
