@@ -6,10 +6,13 @@ One row per account and month, from the contract's start month to its churn mont
 """
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pandas as pd
 
 from cskit.client import ClientData
+from cskit.season import COLUMNS as SEASON_COLUMNS
 from cskit.season import churn_seasonality, season_column
 
 _EPOCH = np.datetime64("1970-01", "M")
@@ -48,7 +51,12 @@ def _month_index_ns(v: np.ndarray) -> np.ndarray:
 
 def month_start(index: np.ndarray) -> np.ndarray:
     """First day of month for month indices since 1970-01 (inverse of ``month_index``)."""
-    return (_EPOCH + np.asarray(index, dtype="int64").astype("timedelta64[M]")).astype("datetime64[ns]")
+    index = np.asarray(index, dtype="int64")
+    if index.size > 64:  # each month converted once (numpy's conversion does calendar arithmetic per value)
+        low, high = int(index.min()), int(index.max())
+        if high - low < index.size:
+            return month_start(np.arange(low, high + 1))[index - low]
+    return (_EPOCH + index.astype("timedelta64[M]")).astype("datetime64[ns]")
 
 
 def kpi_columns(data: ClientData) -> list[str]:
@@ -92,34 +100,122 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     is_last = tenure == (n - 1)[row_acc]
     churn = is_last & churned[row_acc]
     panel["churn"] = churn.astype(np.int8)
-    annual = panel["contract_type"] == "annual"
+    annual = (acc["contract_type"].to_numpy() == "annual")[row_acc]  # (compared once per account)
     cycle = renewal_cycle(tenure[churn & annual])
     panel["renewal_cycle"] = np.where(annual, cycle, 1).astype(np.int64)
-    renewal = (tenure % panel["renewal_cycle"] == 0) & (tenure > 0)
+    renewal = (tenure % cycle == 0) & (tenure > 0)  # (an annual row's; every month for the others)
     # delayed entry: an account is in a risk set only from the month the data window shows it
     window = window_start(data)
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"] >= 0)
-    rows = pd.DataFrame(dict(panel), copy=False)  # what the season test reads
+    rows = pd.DataFrame({c: panel[c] for c in SEASON_COLUMNS}, copy=False)  # what the season test reads
     panel["churn_season"] = season_column(rows, churn_seasonality(rows, MIN_EVENTS))
     del rows
 
     ids = pd.Index(acc["account_id"])  # the panel's (sorted, unique) account ids, in its row order
-    if ids.is_unique:
-        codes = row_acc  # each row's account: its position among them
+    if ids.is_unique:  # each row's account: its position among them
+        at = _Rows(np.cumsum(n) - n, start, n)
     else:  # (a frame built otherwise than by the loader)
         ids = pd.Index(pd.unique(panel["account_id"]))
-        codes = ids.get_indexer(panel["account_id"])
-    pkeys = _keys(codes, mi)  # each panel row's account × month key (increasing: rows by account, month)
-    revenue_codes = _add_revenue(panel, data, ids, pkeys)
-    _add_referrals(panel, acc, data, ids, pkeys, revenue_codes)
-    panel["contract_months"] = tenure.astype("float64")
+        at = _Rows.by_key(_keys(ids.get_indexer(panel["account_id"]), mi))
+    revenue_codes = _add_revenue(panel, data, ids, at)
+    _add_referrals(panel, acc, data, ids, at, revenue_codes)
+    np.copyto(panel.float_row("contract_months", fill=None), tenure)
     for col in data.static_kpis:
-        panel[col] = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")[row_acc]
-    _add_kpis(panel, data, ids, pkeys)
+        values = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")
+        np.take(values, row_acc, out=panel.float_row(col, fill=None))
+    _add_kpis(panel, data, ids, at)
     if data.nps is not None and len(data.nps):
-        panel["nps"] = _trailing_nps(panel, data.nps, ids, pkeys)
+        _trailing_nps(panel, data.nps, ids, at)
     return panel.frame()
+
+
+class _Rows:
+    """Where each (account, month) of a table is in the panel: account ``c`` (its position among the
+    panel's accounts) holds rows ``first[c]`` … ``first[c] + n[c] − 1``, for the months ``start[c]`` …
+    (months since 1970-01). :meth:`by_key` addresses a panel whose rows are not so (accounts sharing an
+    id): by each row's account × month key, found by binary search."""
+
+    def __init__(self, first: np.ndarray, start: np.ndarray, n: np.ndarray):
+        self.first, self.start, self.n = first, start, n
+        self.size = int(n.sum())
+        self.keyed = False  # addressed by key (:meth:`by_key`)
+        self._keys: np.ndarray | None = None
+
+    @classmethod
+    def by_key(cls, pkeys: np.ndarray) -> "_Rows":
+        out = cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        out.size, out.keyed, out._keys = len(pkeys), True, pkeys
+        return out
+
+    def keys(self) -> np.ndarray:
+        """Each panel row's account × month key (:func:`_keys`)."""
+        if self._keys is None:
+            tenure = np.arange(self.size) - np.repeat(self.first, self.n)
+            self._keys = _keys(np.repeat(np.arange(len(self.n)), self.n), np.repeat(self.start, self.n) + tenure)
+        return self._keys
+
+    def rows(self, codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
+        """The panel row of each (account position, month index); -1 where the panel has none (addressed
+        by key: the first row of the key)."""
+        if self.keyed:
+            keys, pkeys = _keys(codes, mi), self._keys
+            pos = np.minimum(np.searchsorted(pkeys, keys), max(self.size - 1, 0))
+            found = (pkeys[pos] == keys) & (codes >= 0) if self.size else np.zeros(len(codes), dtype=bool)
+            return np.where(found, pos, -1)
+        if not len(self.n):
+            return np.full(len(codes), -1)
+        c = np.clip(codes, 0, len(self.n) - 1)
+        off = mi - self.start[c]
+        return np.where((codes >= 0) & (off >= 0) & (off < self.n[c]), self.first[c] + off, -1)
+
+    def put(self, codes: np.ndarray, mi: np.ndarray, *values: np.ndarray, fill: float = 0.0,
+            out: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """Each value array summed per panel row (:func:`group_sums`: pandas' arithmetic, a key's rows in
+        their order), ``fill`` where a row has none or its sum is NaN: ``groupby(keys).sum()`` reindexed to
+        the panel (written into the arrays ``out`` when given)."""
+        out = tuple(np.empty(self.size) for _ in values) if out is None else out
+        if self.keyed:
+            ok = codes >= 0
+            keys, *sums = group_sums(_keys(codes[ok], mi[ok]), *(v[ok] for v in values))
+            for o, v in zip(out, sums):
+                o[:] = lookup(self._keys, keys, v, fill)
+            return out
+        row = self.rows(codes, mi)
+        hit = row >= 0
+        at, *sums = group_sums(row[hit], *(v[hit] for v in values))
+        for o, v in zip(out, sums):
+            o.fill(fill)
+            v[np.isnan(v)] = fill
+            o[at] = v
+        return out
+
+    def mark(self, keys: np.ndarray) -> np.ndarray:
+        """Panel rows whose account × month key (:func:`_keys`) is among the sorted ``keys`` (a mask)."""
+        if self.keyed:
+            if not len(keys):
+                return np.zeros(self.size, dtype=bool)
+            return keys[np.minimum(np.searchsorted(keys, self._keys), len(keys) - 1)] == self._keys
+        code, month = np.divmod(keys, 100_000)
+        row = self.rows(code, month)
+        out = np.zeros(self.size, dtype=bool)
+        out[row[row >= 0]] = True
+        return out
+
+
+def mapped_block(shape: tuple[int, int]) -> np.ndarray:
+    """``np.empty(shape)`` (float64) whose memory is mapped in one go (Linux ``MAP_POPULATE``, 4 kB pages),
+    for an array about to be written whole. numpy asks for huge pages for large arrays, which the kernel
+    assembles (compacting memory) on first touch: 0.3-0.6 s of system time for the 0.44 GB float block
+    of a 100k-account panel on the 2-core VM, 0.11 s mapped at once. Elsewhere: ``np.empty``."""
+    size = int(np.prod(shape)) * 8
+    if size < 1 << 24 or not hasattr(mmap, "MAP_POPULATE"):
+        return np.empty(shape)
+    try:
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    except OSError:  # (no memory to map at once: numpy's own allocation decides)
+        return np.empty(shape)
+    return np.frombuffer(buf, dtype=np.float64).reshape(shape)
 
 
 class _Columns(dict):
@@ -128,7 +224,7 @@ class _Columns(dict):
 
     def __init__(self, rows: int, floats: int):
         super().__init__()
-        self.block = np.empty((floats, rows))
+        self.block = mapped_block((floats, rows))
         self.rows: dict[str, int] = {}  # a float column's row of the block
 
     def __setitem__(self, name: str, values) -> None:
@@ -143,11 +239,19 @@ class _Columns(dict):
             raise TypeError(f"panel column {name!r} changed type")
         super().__setitem__(name, values)
 
-    def float_row(self, name: str) -> np.ndarray:
-        """Column ``name``'s row of the float block, to be written in place (made if new)."""
-        if name not in self.rows:
-            self[name] = np.full(self.block.shape[1], np.nan)
-        return self.block[self.rows[name]] if name in self.rows else dict.__getitem__(self, name)
+    def float_row(self, name: str, fill: float | None = np.nan) -> np.ndarray:
+        """Column ``name``'s row of the float block, to be written in place (made if new), filled with
+        ``fill`` (None: left as it is, for the caller to write every value)."""
+        if name not in self:
+            if len(self.rows) < len(self.block):
+                row = self.rows[name] = len(self.rows)
+                dict.__setitem__(self, name, self.block[row])
+            else:  # (more float columns than the block holds)
+                self[name] = np.empty(self.block.shape[1])
+        x = self.block[self.rows[name]] if name in self.rows else dict.__getitem__(self, name)
+        if fill is not None:
+            x.fill(fill)
+        return x
 
     def __ior__(self, other: dict):
         for k, v in other.items():
@@ -430,28 +534,25 @@ def lookup(panel_keys: np.ndarray, keys: np.ndarray, values: np.ndarray, fill=0.
     return out
 
 
-def _add_revenue(panel: dict, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> np.ndarray:
+def _add_revenue(panel: _Columns, data: ClientData, ids: pd.Index, at: _Rows) -> np.ndarray:
     """MRR and its movements (expansion, contraction, cross-sell) at each panel row (``panel``: the
     columns so far); returns each revenue row's account position in ``ids`` (-1 if not in the panel)."""
     rev = data.revenue
     codes = _codes(ids, rev["account_id"])
     rmi = month_index(rev["month"])
-    ok = codes >= 0
-    keys, mrr_by = group_sums(_keys(codes[ok], rmi[ok]), rev["mrr"].to_numpy(dtype="float64")[ok])
-    mrr = lookup(pkeys, keys, mrr_by)
+    (mrr,) = at.put(codes, rmi, rev["mrr"].to_numpy(dtype="float64"), out=(panel.float_row("mrr", fill=None),))
     first = panel["tenure"] == 0
-    prev = np.r_[0.0, mrr[:-1]]
+    prev = panel.float_row("mrr_prev", fill=None)
+    prev[0:1] = 0.0
+    prev[1:] = mrr[:-1]
     prev[first] = 0.0
-    panel["mrr"] = mrr
-    panel["mrr_prev"] = prev
     up = (mrr > prev) & (prev > 0)
     down = (mrr < prev) & (mrr > 0)
     panel["expansion"] = up.astype(np.int8)
-    panel["expansion_mrr"] = np.where(up, mrr - prev, 0.0)
+    np.subtract(mrr, prev, out=panel.float_row("expansion_mrr", fill=0.0), where=up)
     panel["contraction"] = down.astype(np.int8)
-    panel["contraction_mrr"] = np.where(down, prev - mrr, 0.0)
-    cross = _cross_sell_keys(rev, codes, rmi, ok)  # sorted, unique: found by binary search
-    hit = cross[np.minimum(np.searchsorted(cross, pkeys), len(cross) - 1)] == pkeys if len(cross) else False
+    np.subtract(prev, mrr, out=panel.float_row("contraction_mrr", fill=0.0), where=down)
+    hit = at.mark(_cross_sell_keys(rev, codes, rmi, codes >= 0))
     panel["cross_sell"] = (hit & ~first).astype(np.int8)
     return codes
 
@@ -483,10 +584,10 @@ def _cross_sell_keys(rev: pd.DataFrame, codes: np.ndarray, rmi: np.ndarray, ok: 
     return np.unique(_keys(new_lines["code"].to_numpy(), new_lines["mi"].to_numpy()))
 
 
-def _add_referrals(panel: dict, acc: pd.DataFrame, data: ClientData, ids: pd.Index,
-                   pkeys: np.ndarray, revenue_codes: np.ndarray) -> None:
-    panel["referrals"] = np.zeros(len(pkeys), dtype=np.int64)
-    panel["referral_mrr"] = np.zeros(len(pkeys))
+def _add_referrals(panel: _Columns, acc: pd.DataFrame, data: ClientData, ids: pd.Index, at: _Rows,
+                   revenue_codes: np.ndarray) -> None:
+    panel["referrals"] = referrals = np.zeros(at.size, dtype=np.int64)
+    referral_mrr = panel.float_row("referral_mrr", fill=0.0)
     if "referred_by" not in acc:
         return
     ref = acc[acc["referred_by"].notna() & (acc["referred_by"].astype(str) != "")]
@@ -501,10 +602,7 @@ def _add_referrals(panel: dict, acc: pd.DataFrame, data: ClientData, ids: pd.Ind
     else:
         first_mrr = _first_mrr(rev[rev["account_id"].isin(ref["account_id"])])  # only the referred accounts'
     mrr = ref["account_id"].map(first_mrr).fillna(0.0).to_numpy(dtype="float64")
-    ok = codes >= 0
-    keys, n, mrr_by = group_sums(_keys(codes[ok], start[ok]), np.ones(int(ok.sum())), mrr[ok])
-    panel["referrals"] = lookup(pkeys, keys, n).astype(np.int64)
-    panel["referral_mrr"] = lookup(pkeys, keys, mrr_by)
+    at.put(codes, start, np.ones(len(codes)), mrr, out=(referrals, referral_mrr))
 
 
 def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
@@ -513,60 +611,63 @@ def _first_mrr(revenue: pd.DataFrame) -> pd.Series:
     return by.groupby("account_id")["mrr"].first()
 
 
-def _add_kpis(panel: dict, data: ClientData, ids: pd.Index, pkeys: np.ndarray) -> None:
+def _add_kpis(panel: _Columns, data: ClientData, ids: pd.Index, at: _Rows) -> None:
     """Each kpis column at the panel's account-months (NaN where no row): one position per panel row,
-    then one column at a time (no second copy of the whole table)."""
+    then one column at a time, gathered straight into the panel's float block (no second copy of the
+    whole table)."""
     kp = data.kpis
     cols = [c for c in kp.columns if c not in ("account_id", "month")]
     if not cols:
         return
     codes = _codes(ids, kp["account_id"])
-    ok = codes >= 0
-    keys = _keys(codes[ok], month_index(kp["month"])[ok])
-    if len(keys) and (keys[1:] > keys[:-1]).all():  # the loader's order (account, month), one row each
-        pos = np.minimum(np.searchsorted(keys, pkeys), len(keys) - 1)
-        found = keys[pos] == pkeys
-    else:
-        keys = pd.Index(keys)
-        if not keys.is_unique:  # the loader keeps one row per account-month; a table built otherwise: their mean
-            values = kp.loc[ok, cols].astype("float64")
-            values.index = keys
-            aligned = values.groupby(level=0).mean().reindex(pkeys)
-            for c in cols:
-                panel[c] = aligned[c].to_numpy()
-            return
-        pos = keys.get_indexer(pkeys)
-        found = pos >= 0
-    source = np.flatnonzero(ok)[pos[found]]
-    every = bool(found.all())
-    for c in cols:
-        column = kp[c].to_numpy(dtype="float64")
-        if isinstance(panel, _Columns):  # gathered straight into the panel's float block
-            x = panel.float_row(c)
-            if every:  # a KPI row for every panel row: one gather
+    row = at.rows(codes, month_index(kp["month"]))
+    source = np.flatnonzero(row >= 0)  # the kpi rows in the panel, and the panel row of each
+    row = row[source]
+    if not at.keyed and len(row) and (row[1:] > row[:-1]).all():  # the loader's order, one row each
+        every = len(row) == at.size  # a KPI row for every panel row
+        gaps = np.zeros(0, dtype=np.int64)
+        if not every:
+            inverse = np.zeros(at.size, dtype=np.int64)
+            inverse[row] = source
+            seen = np.zeros(at.size, dtype=bool)
+            seen[row] = True
+            source, gaps = inverse, np.flatnonzero(~seen)
+        whole = every and len(source) == len(kp)  # (and every KPI row in the panel: the column itself)
+        for c in cols:
+            column, x = kp[c].to_numpy(dtype="float64"), panel.float_row(c, fill=None)
+            if whole:
+                np.copyto(x, column)
+            else:
                 np.take(column, source, out=x, mode="clip")  # (valid positions; unbuffered)
-                continue
-            x[:] = np.nan
-            x[found] = column[source]
-            continue
-        x = np.full(len(pkeys), np.nan)
-        x[found] = column[source]
-        panel[c] = x
-
-
-def _trailing_nps(panel: dict, nps: pd.DataFrame, ids: pd.Index, pkeys: np.ndarray,
-                  window: int = 12) -> np.ndarray:
-    """Mean 0–10 score of the answers given in the trailing ``window`` months (NaN if none)."""
-    codes = _codes(ids, nps["account_id"])
+            x[gaps] = np.nan
+        return
     ok = codes >= 0
-    keys, s, n = group_sums(_keys(codes[ok], month_index(nps["date"])[ok]), nps["score"].to_numpy(float)[ok],
-                             np.ones(int(ok.sum())))
-    s = lookup(pkeys, keys, s)
-    n = lookup(pkeys, keys, n)
+    keys = pd.Index(_keys(codes[ok], month_index(kp["month"])[ok]))
+    pkeys = at.keys()
+    if not keys.is_unique:  # the loader keeps one row per account-month; a table built otherwise: their mean
+        values = kp.loc[ok, cols].astype("float64")
+        values.index = keys
+        aligned = values.groupby(level=0).mean().reindex(pkeys)
+        for c in cols:
+            panel[c] = aligned[c].to_numpy()
+        return
+    pos = keys.get_indexer(pkeys)
+    found = pos >= 0
+    source = np.flatnonzero(ok)[pos[found]]
+    for c in cols:
+        x = panel.float_row(c)
+        x[found] = kp[c].to_numpy(dtype="float64")[source]
+
+
+def _trailing_nps(panel: _Columns, nps: pd.DataFrame, ids: pd.Index, at: _Rows, window: int = 12) -> None:
+    """The panel's ``nps``: the mean 0–10 score of the answers given in the trailing ``window`` months
+    (NaN if none)."""
+    codes = _codes(ids, nps["account_id"])
+    s, n = at.put(codes, month_index(nps["date"]), nps["score"].to_numpy(float), np.ones(len(nps)))
     tenure = panel["tenure"]
     cs, cn = _within_account_window_sum(s, tenure, window), _within_account_window_sum(n, tenure, window)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cn > 0, cs / cn, np.nan)
+        np.divide(cs, cn, out=panel.float_row("nps"), where=cn > 0)
 
 
 def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -> np.ndarray:

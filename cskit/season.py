@@ -28,6 +28,8 @@ from cskit.notices import Notice
 ALPHA = 0.01  # level of the test of month-of-year effects on churn (11 df; a marked season only)
 MIN_SPAN = 24  # months of data needed (two calendar years: each month observed about twice)
 NONE = "all"  # the churn_season level when no season is modelled
+# the panel columns the test reads (the last only when present: a late data window)
+COLUMNS = ("month", "tenure", "churn", "at_risk", "contract_type", "segment", "months_observed")
 
 
 def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
@@ -38,8 +40,7 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
     ``p_value``, ``statistic``, ``df``, ``span_months``, ``events``, ``peak_month`` and ``hazard_ratio``
     (each calendar month's hazard ratio against the average month, geometric mean 1).
     """
-    need = ("month", "tenure", "churn", "at_risk", "contract_type", "segment")
-    if any(c not in panel for c in need):
+    if any(c not in panel for c in COLUMNS[:-1]):
         return {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
                 "span_months": 0, "events": 0, "peak_month": None, "hazard_ratio": {}, "alpha": ALPHA}
     rows = panel["at_risk"].to_numpy(dtype=bool) & (panel["tenure"].to_numpy() >= 1)

@@ -336,3 +336,33 @@ def test_recent_means_and_values_are_the_last_observed_values_bit_for_bit():
                 assert np.array_equal(got.view(np.int64), want.view(np.int64)), (seed, k, n)
         assert means[3]["contract_months"].tolist() == tenure[pos].astype(float).tolist()
         assert means[3]["account_id"].tolist() == p["account_id"].to_numpy()[pos].tolist()
+
+
+def test_accounts_sharing_an_id_each_read_the_ids_rows_at_their_own_months():
+    """A frame built otherwise than by the loader may list one id twice: each account's rows read that
+    id's revenue, KPIs and referrals at their own months (the panel addressed by account × month key)."""
+    data = _client()
+    again = data.accounts[data.accounts.account_id == "b"].assign(
+        contract_start=M("2024-03-01"), churn_date=pd.NaT, referred_by="b")
+    data.accounts = pd.concat([data.accounts, again], ignore_index=True)
+    p = build_panel(data)
+    b = p[p.account_id == "b"]
+    assert b["month"].dt.month.tolist() == [1, 2, 3, 4, 3, 4, 5]
+    assert b["mrr"].tolist() == [50, 50, 50, 0, 50, 0, 0]
+    assert b["mrr_prev"].tolist() == [0, 50, 50, 50, 0, 50, 0]
+    assert b["login_days"].fillna(-1).tolist() == [-1, 7, -1, -1, -1, -1, -1]
+    assert b["referrals"].tolist() == [0, 0, 1, 0, 1, 0, 0]  # "b" referred in March: both March rows
+    assert b["referral_mrr"].tolist() == [0, 0, 50, 0, 50, 0, 0]
+    assert p[p.account_id == "a"]["referral_mrr"].tolist() == [0, 0, 30, 0, 0]
+
+
+def test_mapped_block_is_a_writable_float_array_of_its_shape():
+    from cskit.panel import mapped_block
+
+    for shape in ((3, 5), (3, 1 << 20)):  # np.empty below 16 MB, a populated mapping above (Linux)
+        b = mapped_block(shape)
+        assert b.shape == shape and b.dtype == np.float64 and b.flags.c_contiguous and b.flags.writeable
+        b[1] = np.arange(shape[1])
+        b[2].fill(np.nan)
+        frame = pd.DataFrame(b.T, columns=["x", "y", "z"], copy=False)
+        assert frame["y"].sum() == shape[1] * (shape[1] - 1) / 2 and frame["z"].isna().all()
