@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tempfile
+import threading
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,6 +102,12 @@ class _Report:
             if self.quality.warnings:
                 extra = "\nRow-level problems found so far:\n" + "\n".join(f"- {w}" for w in self.quality.warnings)
             raise CskitError(f"Cannot load the client data ({source}): {len(self.fatal)} problem(s).\n{lines}{extra}")
+
+    def merge(self, other: _Report) -> None:
+        """Append what ``other`` (a report of work done ahead, :class:`_Early`) recorded, as if recorded here."""
+        self.fatal += other.fatal
+        self.quality.warnings += other.quality.warnings
+        self.quality.tables.update(other.quality.tables)
 
 
 def _examples(values: pd.Series | np.ndarray | list, k: int = 3) -> str:
@@ -806,7 +813,8 @@ def _no_rows(table: str, report: _Report) -> None:
 
 
 def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, source: str = "in-memory tables",
-                       _report: _Report | None = None, _unread: frozenset[str] = frozenset()) -> ClientData:
+                       _report: _Report | None = None, _unread: frozenset[str] = frozenset(),
+                       _early: _Early | None = None) -> ClientData:
     """Validate and convert raw tables (any dtypes; text cells are parsed here) into a :class:`ClientData`.
 
     ``tables`` maps table names (accounts, revenue, kpis, nps, events) to frames with the client's
@@ -816,18 +824,23 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     global _CODED
     _CODED = {}
     try:
-        return _client_from_frames(tables, params, source, _report or _Report(), _unread)
+        return _client_from_frames(tables, params, source, _report or _Report(), _unread, _early)
     finally:
         _CODED = None
 
 
 def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source: str, report: _Report,
-                        _unread: frozenset[str]) -> ClientData:
+                        _unread: frozenset[str], early: _Early | None = None) -> ClientData:
     frames: dict[str, pd.DataFrame] = {}
     required = _required_tables(params)
     for name in TABLES:
         if name in tables and not (name == "events" and not isinstance(tables[name], pd.DataFrame)):
-            frames[name] = _prepare(name, tables[name], dict(params.columns.get(name, {})), report)
+            ahead = early.prepared_frame(name, tables[name]) if early is not None else None
+            if ahead is None:
+                frames[name] = _prepare(name, tables[name], dict(params.columns.get(name, {})), report)
+            else:
+                frames[name] = ahead[0]
+                report.merge(ahead[1])
         elif name in required and name not in _unread:
             report.fatal.append(
                 f"{name}: required table is missing. Fix: provide {name} (see DESIGN §2 for its columns)."
@@ -841,16 +854,17 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
     report.stop_if_fatal(source)
 
     catalogue_names = set(build_catalogue(params.kpis))
-    rev_months, rev_bad_month, rev_month_numbers = _month_cells(frames["revenue"]["month"])
-    as_of = _as_of(params, frames["revenue"], rev_months, report)
+    ahead = early.checked(frames) if early is not None else None
+    if ahead is not None:
+        as_of, accounts, static_kpis, contracts, revenue = ahead.as_of, *ahead.accounts, ahead.revenue
+        report.merge(ahead.report)
+    else:
+        as_of, accounts, static_kpis, contracts, revenue = _accounts_and_revenue(frames, params, catalogue_names,
+                                                                               report)
     if as_of is None:
         report.fatal.append("revenue: no row has both an account_id and a valid month, so as_of cannot be set. "
                             "Fix: write months as YYYY-MM, or set as_of in params.")
         report.stop_if_fatal(source)
-
-    accounts, static_kpis, listed = _account_rows(frames["accounts"], as_of, catalogue_names, report)
-    contracts = _Contracts.of(accounts, listed)
-    revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, rev_month_numbers, contracts, as_of, report)
     kpis, kpi_names = (
         _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
         if "kpis" in frames
@@ -876,6 +890,76 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
     )
     _note_window(data)
     return data
+
+
+def _accounts_and_revenue(frames: dict[str, pd.DataFrame], params: Params, catalogue_names: set[str],
+                          report: _Report) -> tuple:
+    """(as_of, accounts, static KPIs, contracts, revenue) of the prepared frames; all but as_of None when
+    as_of cannot be set."""
+    rev_months, rev_bad_month, rev_month_numbers = _month_cells(frames["revenue"]["month"])
+    as_of = _as_of(params, frames["revenue"], rev_months, report)
+    if as_of is None:
+        return None, None, None, None, None
+    accounts, static_kpis, listed = _account_rows(frames["accounts"], as_of, catalogue_names, report)
+    contracts = _Contracts.of(accounts, listed)
+    revenue = _revenue_rows(frames["revenue"], rev_months, rev_bad_month, rev_month_numbers, contracts, as_of, report)
+    return as_of, accounts, static_kpis, contracts, revenue
+
+
+@dataclass
+class _Checked:
+    as_of: np.datetime64
+    accounts: tuple[pd.DataFrame, list[str], _Contracts]  # (accounts, static KPIs, contracts)
+    revenue: pd.DataFrame
+    report: _Report
+
+
+@dataclass
+class _Early:
+    """The accounts' and revenue's checks (:func:`_prepare`, as_of, :func:`_account_rows`,
+    :func:`_revenue_rows`), done while a background thread reads the other tables (:class:`_Reads`):
+    each part with the report it would have written, merged by :func:`client_from_frames` at that
+    part's place in the order, so every count, notice and message is as if it had been done there. A
+    part is used only for the very frames it was done on; none when anything raised (then done again
+    in order, which raises it there)."""
+
+    inputs: dict[str, pd.DataFrame] = field(default_factory=dict)  # the raw frames the parts were done on
+    prepared: dict[str, tuple[pd.DataFrame, _Report]] = field(default_factory=dict)
+    rows: _Checked | None = None
+
+    @classmethod
+    def of(cls, tables: dict[str, pd.DataFrame], params: Params) -> _Early | None:
+        global _CODED
+        early = cls()
+        _CODED = {}
+        try:
+            for name in ("accounts", "revenue"):
+                if name not in tables:
+                    return early
+                report = _Report()
+                early.inputs[name] = tables[name]
+                early.prepared[name] = (_prepare(name, tables[name], dict(params.columns.get(name, {})), report),
+                                        report)
+                if report.fatal:  # the load stops before the rows are checked
+                    return early
+            report = _Report()
+            frames = {name: early.prepared[name][0] for name in ("accounts", "revenue")}
+            as_of, accounts, static_kpis, contracts, revenue = _accounts_and_revenue(
+                frames, params, set(build_catalogue(params.kpis)), report)
+            if as_of is not None and not report.fatal:
+                early.rows = _Checked(as_of, (accounts, static_kpis, contracts), revenue, report)
+            return early
+        except Exception:  # noqa: BLE001 - done again in order by client_from_frames, which raises it there
+            return None
+        finally:
+            _CODED = None
+
+    def prepared_frame(self, name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, _Report] | None:
+        return self.prepared.get(name) if self.inputs.get(name) is raw else None
+
+    def checked(self, frames: dict[str, pd.DataFrame]) -> _Checked | None:
+        same = all(frames.get(n) is self.prepared[n][0] for n in ("accounts", "revenue") if n in self.prepared)
+        return self.rows if same and self.rows is not None else None
 
 
 def _note_window(data: ClientData) -> None:
@@ -963,7 +1047,11 @@ def _arrow_frame(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
 
 def _connect() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection for reading CSVs (one per folder: a connection costs ~30 ms)."""
-    con = duckdb.connect()
+    return _quiet(duckdb.connect())
+
+
+def _quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """``con`` without DuckDB's progress bar."""
     # DuckDB draws a progress bar on the process's stdout when a read takes over 2 s (a large file, a
     # busy machine): the notebook's kernel forwards that output into the report. In a Jupyter kernel
     # without ipywidgets "SET enable_progress_bar" raises (the bar is already off there), which sent
@@ -1027,19 +1115,89 @@ def _read_csv_pandas(path: Path, text: str, why: str, report: _Report) -> pd.Dat
 
 
 def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    tables, unread, reads = _start_folder(folder, report)
+    reads.finish(tables, unread, report)
+    return tables, unread
+
+
+# The tables a background thread reads (:class:`_Reads`): the largest (kpis) and the one after it, while
+# this thread reads and checks the accounts and revenue (:class:`_Early`).
+BACKGROUND_TABLES = ("kpis", "nps")
+
+
+class _Reads:
+    """CSV files read by a background thread with its own DuckDB cursor (DuckDB's read releases the
+    interpreter). The thread only reads; :meth:`finish` joins it and hands the frames over in table
+    order, reading again here (with every fallback and its notes) any file it could not read."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, paths: dict[str, Path]):
+        self.con, self.paths, self.frames = con, paths, {}
+        self.thread = None
+        if paths:
+            self.thread = threading.Thread(target=self._run, args=(con.cursor(),), name="cskit-read", daemon=True)
+            self.thread.start()
+
+    def _run(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        try:
+            _quiet(cursor)
+            for name, path in self.paths.items():
+                self.frames[name] = _read_csv_duckdb(path, cursor)
+        except Exception:  # noqa: BLE001 - the file is read again by finish, which reports or raises it
+            pass
+        finally:
+            cursor.close()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def finish(self, tables: dict[str, pd.DataFrame], unread: set[str], report: _Report) -> None:
+        """Join the thread and put each table into ``tables`` (or ``unread``); closes the connection."""
+        try:
+            self.join()
+            for name, path in self.paths.items():
+                df = self.frames.pop(name, None)
+                df = _read_csv(path, report, self.con) if df is None else df
+                if df is None:
+                    unread.add(name)
+                else:
+                    tables[name] = df
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.join()
+        self.frames.clear()
+        self.con.close()
+
+
+def _start_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str], _Reads]:
+    """:func:`_read_files` with :data:`BACKGROUND_TABLES` left to a :class:`_Reads` (returned, started;
+    its :meth:`_Reads.finish` puts them into the tables)."""
     con = _connect()
     try:
-        return _read_files(folder, report, con)
-    finally:
+        files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+        later = {n: files[f"{n}.csv"] for n in BACKGROUND_TABLES if f"{n}.csv" in files}
+        reads = _Reads(con, later)
+    except BaseException:
         con.close()
+        raise
+    try:
+        tables, unread = _read_files(folder, report, con, skip=set(later))
+    except BaseException:
+        reads.close()
+        raise
+    return tables, unread, reads
 
 
-def _read_files(folder: Path, report: _Report,
-                con: duckdb.DuckDBPyConnection) -> tuple[dict[str, pd.DataFrame], set[str]]:
+def _read_files(folder: Path, report: _Report, con: duckdb.DuckDBPyConnection,
+                skip: set[str] = frozenset()) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    """The tables of a folder of CSVs (those in ``skip`` are read elsewhere: :class:`_Reads`)."""
     files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
     tables, unread = {}, set()
     for name in TABLES:
-        if name == "events":  # read where it lies by cskit.events (see load_client)
+        if name == "events" or name in skip:  # events: read where they lie by cskit.events (see load_client)
             continue
         path = files.get(f"{name}.csv")
         if path is None:
@@ -1199,7 +1357,16 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     source = resolve_data_path(params.data, base)
     shown = shown_data(source) if isinstance(source, str) else str(source)
     report = _Report()
-    tables, unread = _read_source(source, params, report)
+    early = None
+    if isinstance(source, Path) and source.is_dir():
+        # the kpis (and nps) files are read by a thread while this one checks the accounts and revenue
+        tables, unread, reads = _start_folder(source, report)
+        try:
+            early = _Early.of(tables, params)
+        finally:
+            reads.finish(tables, unread, report)  # (no thread outlives the load: the analysis forks later)
+    else:
+        tables, unread = _read_source(source, params, report)
     if set(TABLES) <= unread:
         report.stop_if_fatal(shown)
     where = events_source(source) if "events" not in tables and isinstance(source, Path) else None
@@ -1213,4 +1380,4 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
             unread.add("events")
     elif where is not None:
         report.quality.warn(Notice("events_unused", stage="load", severity="note", file=Path(str(where)).name))
-    return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread))
+    return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread), _early=early)

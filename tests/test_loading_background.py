@@ -1,0 +1,145 @@
+"""The loader reads a folder's kpis and nps files in a background thread while it checks the accounts and
+revenue (cskit.loading._Reads, _Early): every count, notice and message must be as if each step had run
+in order, and no thread may outlive the load. The reference here is the plain in-order load: each file
+read in turn (loading._read_csv), then client_from_frames."""
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from cskit import loading
+from cskit.errors import CskitError
+from cskit.loading import client_from_frames, load_client
+from cskit.notices import records
+from cskit.params import validate_params
+
+ACCOUNTS = pd.DataFrame(
+    [["A1", "2024-01-15", "", "SMB"], ["A2", "2024-02-01", "2024-05-20", "Mid"], ["A3", "2024-03-10", "", ""],
+     ["A4", "not a date", "", "SMB"], ["A1", "2024-01-20", "", "SMB"]],
+    columns=["account_id", "contract_start", "churn_date", "segment"],
+)
+MONTHS = {"A1": range(1, 7), "A2": range(2, 6), "A3": range(3, 7)}
+
+
+def tables() -> dict[str, pd.DataFrame]:
+    rev = [[a, f"2024-{m:02d}", str(100 * (m + 1)), "core"] for a, ms in MONTHS.items() for m in ms]
+    rev += [["A9", "2024-03", "100", "core"], ["A1", "2024-13", "100", "core"], ["A2", "2024-03", "-5", "core"]]
+    kpi = [[a, f"2024-{m:02d}", str(m + i), f"0.{m}", "x" if (a, m) == ("A1", 2) else str(10 * m)]
+           for i, (a, ms) in enumerate(MONTHS.items()) for m in ms]
+    kpi += [["A1", "2024-03", "1", "0.1", "1"], ["A7", "2024-03", "1", "0.1", "1"]]
+    return {
+        "accounts": ACCOUNTS,
+        "revenue": pd.DataFrame(rev, columns=["account_id", "month", "mrr", "product"]),
+        "kpis": pd.DataFrame(kpi, columns=["account_id", "month", "login_days", "active_user_rate", "custom_metric"]),
+        "nps": pd.DataFrame([["A1", "2024-03-05", "9"], ["A3", "2024-04-01", "11"], ["A7", "2024-04-02", "3"]],
+                            columns=["account_id", "date", "score"]),
+    }
+
+
+def write(folder: Path, frames: dict[str, pd.DataFrame], encodings: dict[str, str] | None = None) -> Path:
+    folder.mkdir()
+    for name, df in frames.items():
+        df.to_csv(folder / f"{name}.csv", index=False, encoding=(encodings or {}).get(name, "utf-8"))
+    return folder
+
+
+def in_order(folder: Path, params):
+    """The load with every file read in turn, then checked in order."""
+    report = loading._Report()
+    frames, unread = {}, set()
+    for name in ("accounts", "revenue", "kpis", "nps"):
+        df = loading._read_csv(folder / f"{name}.csv", report)
+        if df is None:
+            unread.add(name)
+        else:
+            frames[name] = df
+    return client_from_frames(frames, params, source=str(folder), _report=report, _unread=frozenset(unread))
+
+
+def outcome(load):
+    try:
+        data = load()
+    except CskitError as e:
+        return str(e)
+    return data
+
+
+def assert_same_load(folder: Path, params):
+    before = set(threading.enumerate())
+    got = outcome(lambda: load_client(params))
+    assert set(threading.enumerate()) <= before  # the reading thread was joined
+    want = outcome(lambda: in_order(folder, params))
+    if isinstance(want, str):
+        assert got == want
+        return want
+    for name in ("accounts", "revenue", "kpis", "nps"):
+        assert_frame_equal(getattr(got, name), getattr(want, name), check_exact=True)
+    assert got.as_of == want.as_of and got.static_kpis == want.static_kpis and got.catalogue == want.catalogue
+    assert got.quality.to_dict() == want.quality.to_dict()  # every count, and the notices in their order
+    assert records(got.quality.warnings) == records(want.quality.warnings)
+    return want
+
+
+def test_row_problems_in_every_table_counted_and_noted_in_order(tmp_path):
+    folder = write(tmp_path / "c", tables())
+    # header mappings that match nothing: a notice per table, in table order, before any row's
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder),
+                              "columns": {"accounts": {"Kunde": "kunde"}, "kpis": {"Monat": "monat"}}})
+    data = assert_same_load(folder, params)
+    excluded = {t: v["excluded"] for t, v in data.quality.tables.items()}
+    assert excluded["accounts"] == {"bad_contract_start": 1, "duplicate_account_id": 1}
+    assert excluded["revenue"] == {"bad_month": 1, "negative_mrr": 1, "unknown_account": 1}
+    assert excluded["kpis"] == {"duplicate_account_month": 1, "unknown_account": 1}
+    assert excluded["nps"] == {"score_out_of_range": 1, "unknown_account": 1}
+    assert data.quality.tables["kpis"]["blanked_cells"] == {"custom_metric": 1}
+    codes = [w.code for w in data.quality.warnings]
+    assert codes.index("mapping_missing") < codes.index("rows_excluded")
+    assert [w.values["table"] for w in data.quality.warnings if w.code == "mapping_missing"] == ["accounts", "kpis"]
+
+
+@pytest.mark.parametrize("shift_jis", [("kpis",), ("nps",), ("kpis", "nps")])
+def test_a_background_file_in_shift_jis_is_read_again_and_noted_in_order(tmp_path, shift_jis):
+    frames = tables()
+    frames["accounts"] = frames["accounts"].assign(segment=["中小", "中堅", "", "中小", "中小"])
+    for table in shift_jis:
+        frames[table] = frames[table].assign(account_id=frames[table]["account_id"].replace("A7", "顧客7"))
+    frames["revenue"] = frames["revenue"].assign(product="基本")
+    folder = write(tmp_path / "c", frames, {"revenue": "cp932"} | {t: "cp932" for t in shift_jis})
+    data = assert_same_load(folder, validate_params({"as_of": "2024-06-30", "data": str(folder)}))
+    notes = [w.values["file"] for w in data.quality.warnings if w.code == "read_as_shift_jis"]
+    assert notes == ["revenue.csv", *(f"{t}.csv" for t in shift_jis)]
+
+
+def test_fatal_problems_of_background_tables_stop_the_load_with_the_same_message(tmp_path):
+    frames = tables()
+    frames["kpis"] = frames["kpis"].drop(columns="month")  # a required column missing
+    folder = write(tmp_path / "c", frames)
+    (folder / "nps.csv").write_bytes(b"account_id,date,score\n\xff\xfe\xfa,2024-01-01,1\n")  # not UTF-8 nor cp932
+    message = assert_same_load(folder, validate_params({"as_of": "2024-06-30", "data": str(folder)}))
+    assert isinstance(message, str)
+    assert "kpis: required column 'month' is missing" in message and "nps.csv: unreadable" in message
+    assert "Row-level problems" not in message  # the accounts' rows are not checked when the load stops first
+
+
+def test_no_as_of_from_revenue_stops_with_the_same_message(tmp_path):
+    frames = tables()
+    frames["revenue"] = frames["revenue"].assign(month="someday")
+    folder = write(tmp_path / "c", frames)
+    message = assert_same_load(folder, validate_params({"data": str(folder)}))
+    assert isinstance(message, str) and "as_of cannot be set" in message
+
+
+def test_a_failure_in_the_early_checks_is_raised_where_the_in_order_load_raises_it(tmp_path, monkeypatch):
+    folder = write(tmp_path / "c", tables())
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder)})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("account rows")
+
+    monkeypatch.setattr(loading, "_account_rows", broken)
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="account rows"):
+        load_client(params)
+    assert set(threading.enumerate()) <= before
