@@ -1454,6 +1454,7 @@ class GEEResult(_Fit):
 def fit_gee(
     y: np.ndarray, X: np.ndarray, groups: np.ndarray, structure: str = "exchangeable",
     max_iter: int = 100, tol: float = 1e-7, start: np.ndarray | None = None, *, offset: float = 0.0,
+    clusters: tuple | None = None,
 ) -> GEEResult:
     """Binomial GEE with the logit link, clustered by ``groups`` (Liang & Zeger 1986).
 
@@ -1464,12 +1465,12 @@ def fit_gee(
     fixes ρ = 0: the logistic GLM with cluster-robust standard errors. The iterations start from
     ``start``, by default the logistic GLM fit (pass it when fitting both structures). ``offset``: the
     log-odds shift of a case-control sample's rows (``cskit.sampling``; for the logit link the sampled
-    mean is the population's with this offset on η), 0 on full data.
+    mean is the population's with this offset on η), 0 on full data. ``clusters``: :func:`gee_clusters` of ``groups`` when already made (two
+    structures fitted on the same rows share them).
     """
     y = np.asarray(y, dtype="float64")
     X = np.ascontiguousarray(X, dtype="float64")  # the cluster sums below are sparse × dense row-major products
-    codes, sizes = _cluster_codes(groups)
-    S = sp.csr_matrix((np.ones(len(y)), (codes, np.arange(len(y)))), shape=(len(sizes), len(y)))
+    sizes, S = gee_clusters(groups) if clusters is None else clusters
     n, p = X.shape
     pairs = float((sizes * (sizes - 1) / 2).sum())
     link = SampledLink("logit", offset) if offset else "logit"
@@ -1507,6 +1508,14 @@ def fit_gee(
     bread = inverse(info)
     cov = bread @ (u.T @ u) @ bread
     return GEEResult(beta, cov, bread, rho, structure, converged, it, int(sizes.max()))
+
+
+def gee_clusters(groups: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The clusters :func:`fit_gee` sums over: their sizes and the cluster-sum matrix S (cluster × row,
+    one 1 per row; clusters numbered in sorted order of the ids)."""
+    codes, sizes = _cluster_codes(groups)
+    n = len(codes)
+    return sizes, sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(len(sizes), n))
 
 
 def _scaled(S: sp.csr_matrix, w: np.ndarray) -> sp.csr_matrix:

@@ -47,6 +47,7 @@ from cskit.models import (
     design_matrix,
     fit_binomial,
     fit_gee,
+    gee_clusters,
     indicator_effects,
     joint_p,
     keep_order,
@@ -570,7 +571,9 @@ def _full_shares(rs: RowSet, recent_mean: bool) -> dict[str, float]:
 
 def _annual(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
     """Which of the panel rows ``idx`` are months of an annual contract."""
-    return panel["contract_type"].to_numpy()[idx].astype(str) == "annual"  # the rows', not the panel's
+    # the rows' values compared as they are (as text they are the same comparison: a value that is not a
+    # string is not "annual" either way), not converted to text first
+    return np.asarray(panel["contract_type"].to_numpy()[idx] == "annual", dtype=bool)
 
 
 def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:
@@ -612,8 +615,9 @@ def _fit(outcome: str, y: np.ndarray, design: Design, groups: np.ndarray, warnin
                                    iterations=int(fit.iterations)))
         return {"coef": fit.coef, "se": fit.se, "cov": fit.cov, "model": MODEL[outcome]}
     start = fitted.coef if fitted is not None else fit_binomial(y, design.X, link=link).coef
-    exch = fit_gee(y, design.X, groups, "exchangeable", start=start, offset=link_offset(link))
-    indep = fit_gee(y, design.X, groups, "independence", start=start, offset=link_offset(link))
+    clusters = gee_clusters(groups)  # the accounts' sums, made once for both structures
+    exch = fit_gee(y, design.X, groups, "exchangeable", start=start, offset=link_offset(link), clusters=clusters)
+    indep = fit_gee(y, design.X, groups, "independence", start=start, offset=link_offset(link), clusters=clusters)
     problem = _gee_problem(exch, indep)
     if problem is None:
         return {
