@@ -62,15 +62,17 @@ class Transform:
     sd: float
 
     def forward(self, x, out: np.ndarray | None = None):
-        """z of the raw values ``x``; into ``out`` when given (float64, ``x``'s shape, ``x`` itself
-        allowed): the same operations, so the same bits, without a temporary per operation."""
+        """z of the raw values ``x`` (a scalar for a scalar); an array's into ``out`` when given (float64,
+        ``x``'s shape, ``x`` itself allowed), else into one new array: the same operations, so the same
+        bits, without a temporary per operation."""
         x = np.asarray(x, dtype="float64")
-        if out is None:
+        if x.ndim == 0 and out is None:
             fx = np.log1p(np.maximum(x, 0.0)) if self.kind == "log1p" else x
             return (fx - self.mean) / self.sd
         if self.kind == "log1p":
-            x = np.log1p(np.maximum(x, 0.0, out=out), out=out)
-        np.subtract(x, self.mean, out=out)
+            out = np.maximum(x, 0.0, out=out)  # a new array when no ``out``: written over from here
+            x = np.log1p(out, out=out)
+        out = np.subtract(x, self.mean, out=out)
         return np.divide(out, self.sd, out=out)
 
     def inverse(self, z):
