@@ -1467,8 +1467,8 @@ def fit_gee(
     fixes ρ = 0: the logistic GLM with cluster-robust standard errors. The iterations start from
     ``start``, by default the logistic GLM fit (pass it when fitting both structures). ``offset``: the
     log-odds shift of a case-control sample's rows (``cskit.sampling``; for the logit link the sampled
-    mean is the population's with this offset on η), 0 on full data. ``clusters``: :func:`gee_clusters` of ``groups`` when already made (two
-    structures fitted on the same rows share them).
+    mean is the population's with this offset on η), 0 on full data. ``clusters``: :func:`gee_clusters`
+    of ``groups`` when already made (two structures fitted on the same rows share them).
     """
     y = np.asarray(y, dtype="float64")
     X = np.ascontiguousarray(X, dtype="float64")  # the cluster sums below are sparse × dense row-major products
