@@ -10,10 +10,12 @@ and reason.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import tempfile
 import threading
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from cskit.catalogue import build_catalogue
 from cskit.client import ClientData, Quality
 from cskit.errors import CskitError
 from cskit.notices import Notice
-from cskit.panel import data_window
+from cskit.panel import data_window, mapped_block
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
 from cskit.warehouse import (
     DatabaseURL,
@@ -671,21 +673,18 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
                  "the account x month appears more than once; the first row was kept (shown: account / month)",
                  "keep one row per account and month")
     # the KPI columns go straight into one float block (kpis × rows, the frame's own layout): no copy of
-    # the whole table when the frame is made; every row in file order (the usual file): each column is
-    # parsed straight into its row of the block, else into one scratch column, then gathered
-    block = np.empty((sum(c not in ("account_id", "month") for c in df.columns), len(order)))
-    in_place = len(order) == len(df) and bool((order == np.arange(len(order))).all())
-    scratch = None if in_place else np.empty(len(df))
+    # the whole table when the frame is made; parsed by threads, a row each (_parse_block), then checked
+    # and counted here in column order
+    columns = [c for c in df.columns if c not in ("account_id", "month")]
+    block = mapped_block((len(columns), len(order)))
+    parsed = enumerate(_parse_block([df[c] for c in columns if c != "contract_months"], block, order))
     kpis, ignored = [], []
-    for col in df.columns:
-        if col in ("account_id", "month"):
-            continue
+    for col in columns:
         if col == "contract_months":
             report.quality.warn(Notice("contract_months_ignored", stage="load", severity="note"))
             continue
-        values = block[len(kpis)] if in_place else scratch
-        bad = _numbers_into(df[col], values)
-        n_values, n_bad = len(values) - int(np.count_nonzero(np.isnan(values))), _count(bad)
+        here, (bad, n_values) = next(parsed)
+        n_bad = _count(bad)
         if col not in catalogue_names and n_values <= n_bad and n_bad > 0:
             ignored.append(str(col))
             continue
@@ -694,8 +693,8 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             continue
         if bad is not None:
             _blank_cells(report, "kpis", str(col), bad & rows.keep, df[col], "are not numbers")
-        if not in_place:
-            np.take(values, order, out=block[len(kpis)], mode="clip")  # (valid positions; unbuffered)
+        if here != len(kpis):  # a column before it was left out: its row moves up (rows in order: no overlap)
+            block[len(kpis)] = block[here]
         kpis.append(str(col))
     if ignored:
         report.quality.warn(Notice("text_columns_ignored", stage="load", severity="note", n=len(ignored),
@@ -704,6 +703,40 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
     out.insert(0, "account_id", ids[order])
     out.insert(1, "month", months[order])
     return out, kpis
+
+
+# Threads parsing the KPI columns (pyarrow's cast and numpy's copies release the interpreter)
+PARSE_THREADS = 2
+
+
+def _parse_block(columns: list[pd.Series], block: np.ndarray, order: np.ndarray) -> list[tuple[np.ndarray | None, int]]:
+    """Parse each column (:func:`_numbers_into`) into its row of ``block``, taking the rows ``order``;
+    returns each column's (bad mask or None, number of values) over all its cells. Every row in file order
+    (the usual file): straight into the block's row; else into a scratch column per thread, then
+    gathered. Threads (:data:`PARSE_THREADS`) share the columns; each writes only its own rows, all
+    are joined before this returns, and the result is the same with one thread or many."""
+    n = len(columns[0]) if columns else 0
+    in_place = len(order) == n and bool((order == np.arange(n)).all())
+    local = threading.local()
+
+    def parse(i: int) -> tuple[np.ndarray | None, int]:
+        if in_place:
+            values = block[i]
+        else:
+            values = getattr(local, "scratch", None)
+            if values is None:
+                values = local.scratch = np.empty(n)
+        bad = _numbers_into(columns[i], values)
+        n_values = n - int(np.count_nonzero(np.isnan(values)))
+        if not in_place:
+            np.take(values, order, out=block[i], mode="clip")  # (valid positions; unbuffered)
+        return bad, n_values
+
+    workers = min(PARSE_THREADS, os.cpu_count() or 1, len(columns))
+    if workers <= 1:
+        return [parse(i) for i in range(len(columns))]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cskit-parse") as pool:
+        return list(pool.map(parse, range(len(columns))))
 
 
 def _count(mask: np.ndarray | None) -> int:

@@ -143,3 +143,47 @@ def test_a_failure_in_the_early_checks_is_raised_where_the_in_order_load_raises_
     with pytest.raises(RuntimeError, match="account rows"):
         load_client(params)
     assert set(threading.enumerate()) <= before
+
+
+def kpi_table(sorted_rows: bool) -> pd.DataFrame:
+    """KPIs of three accounts; with columns the loader leaves out (contract_months, a text column, an
+    empty one) between the KPI columns, so that the kept columns' rows move up in the float block."""
+    rows = [[a, f"2024-{m:02d}", str(m * (i + 1)), "3", f"note {m}", "", f"{m}.5", "" if m == 4 else str(-m)]
+            for i, (a, ms) in enumerate(MONTHS.items()) for m in ms]
+    cols = ["account_id", "month", "login_days", "contract_months", "memo", "blank", "rate", "seats"]
+    df = pd.DataFrame(rows, columns=cols)
+    df.loc[3, "rate"] = "x"  # a bad cell: blanked, the row kept
+    if not sorted_rows:  # file order reversed, an unknown account and a duplicate account-month: gathered
+        df = pd.concat([df.iloc[::-1], pd.DataFrame([["A8", "2024-03", "1", "3", "n", "", "1", "1"],
+                                                     ["A1", "2024-02", "99", "3", "n", "", "9", "9"]],
+                                                    columns=cols)], ignore_index=True)
+    return df
+
+
+@pytest.mark.parametrize("sorted_rows", [True, False])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_kpi_columns_parsed_by_threads_into_the_block(monkeypatch, sorted_rows, threads):
+    monkeypatch.setattr(loading, "PARSE_THREADS", threads)
+    frames = tables()
+    frames["kpis"] = kpi_table(sorted_rows)
+    data = client_from_frames(frames, validate_params({"as_of": "2024-06-30"}))
+    raw = frames["kpis"]
+    # the expected frame, by pandas: the first row of each known account-month, in (account, month) order
+    want = raw[raw["account_id"].isin(["A1", "A2", "A3"])].drop_duplicates(["account_id", "month"])
+    want = want.sort_values(["account_id", "month"], kind="stable").reset_index(drop=True)
+    got = data.kpis
+    assert list(got.columns) == ["account_id", "month", "login_days", "rate", "seats"]
+    assert got["account_id"].tolist() == want["account_id"].tolist()
+    for col in ("login_days", "rate", "seats"):
+        expected = pd.to_numeric(want[col].replace("", None), errors="coerce").to_numpy(dtype=float)
+        assert got[col].to_numpy().tolist() == pytest.approx(expected.tolist(), nan_ok=True)
+    assert data.quality.tables["kpis"]["blanked_cells"] == {"rate": 1}
+    codes = [w.code for w in data.quality.warnings]
+    assert "contract_months_ignored" in codes and "kpi_column_empty" in codes and "text_columns_ignored" in codes
+    assert codes.index("contract_months_ignored") < codes.index("kpi_column_empty") < codes.index("cells_blanked")
+    one = client_from_frames(frames, validate_params({"as_of": "2024-06-30"}))
+    if threads != 1:
+        monkeypatch.setattr(loading, "PARSE_THREADS", 1)
+        one = client_from_frames(frames, validate_params({"as_of": "2024-06-30"}))
+    assert_frame_equal(got, one.kpis, check_exact=True)
+    assert records(data.quality.warnings) == records(one.quality.warnings)
