@@ -62,15 +62,19 @@ class Persistence:
         return float(np.mean(self.rho**steps))
 
 
-def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray) -> Persistence | None:
+def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray, *,
+                         deviations: dict[str, np.ndarray] | None = None) -> Persistence | None:
     """``Persistence`` of one KPI from its model-scale values ``z`` (NaN = missing) on panel rows sorted by
     account and month (``account`` = integer codes). None when the KPI never varies within an account
-    (a static KPI: its value is its forecast)."""
+    (a static KPI: its value is its forecast). ``deviations`` (a dict) receives the within-account
+    deviations z − z̄_i (NaN where z is missing): what :func:`deviation_correlation` correlates."""
     ok = np.isfinite(z)
     na = int(account.max()) + 1 if len(account) else 0
     n = np.bincount(account[ok], minlength=na).astype("float64")
     mean_i = np.bincount(account[ok], z[ok], minlength=na) / np.maximum(n, 1)
     d = np.where(ok, z - mean_i[account], 0.0)
+    if deviations is not None:
+        deviations[kpi] = np.where(ok, d, np.nan)
     ss = float(np.sum(d**2))
     many = n > 1
     if not many.any() or ss <= 1e-12 * max(ok.sum(), 1):
@@ -112,12 +116,19 @@ def forecast_error_var(p: Persistence, n: np.ndarray, steps: np.ndarray, recent:
         r = p.var_between / total if total > 0 else 0.0
         k = min(recent, m)
         row = []
+        # Γ over the observed months and month t + s: the observed block is the same for every step, only
+        # the last row and column (lags m − 1 + s − j) are filled per step (the same values as built whole)
+        cov = np.empty((m + 1, m + 1))
+        lags = np.arange(m)
+        cov[:m, :m] = p.var_within * p.rho ** np.abs(lags[:, None] - lags[None, :])
+        cov[m, m] = p.var_within * p.rho**0
+        a = np.empty(m + 1)
         for s in steps:
             g = p.rho**s
-            times = np.r_[np.arange(m), m - 1 + s]
-            a = np.r_[np.full(m, -(1 - g) * r / m), 1.0]
+            cov[m, :m] = cov[:m, m] = p.var_within * p.rho ** (m - 1 + s - lags)
+            a[:m] = -(1 - g) * r / m
+            a[m] = 1.0
             a[m - k : m] -= g / k
-            cov = p.var_within * p.rho ** np.abs(times[:, None] - times[None, :])
             c = 1 - (1 - g) * r - g
             row.append(c * c * p.var_between + a @ cov @ a)
         out[at] = np.maximum(np.array(row), 0.0)
@@ -157,13 +168,19 @@ class KpiPath:
         return forecast_error_var(self.persistence, self.n, np.maximum(np.arange(1, months + 1) - lag, 0))
 
 
-def deviation_correlation(panel: pd.DataFrame, kpis: list[str], transforms: dict) -> pd.DataFrame:
+def deviation_correlation(panel: pd.DataFrame, kpis: list[str], transforms: dict, *,
+                          deviations: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Correlation between KPIs of their within-account deviations z − z̄_i on the model scale (pairwise
     over the rows where both are observed; 0 when undefined). It stands in for the correlation of the
-    KPIs' forecast errors, which are mostly future within-account deviations."""
-    account = factorize_runs(panel["account_id"].to_numpy())[0]
+    KPIs' forecast errors, which are mostly future within-account deviations. ``deviations``: those of
+    :func:`estimate_persistence` on this panel with these transforms, when already made (the same values)."""
+    given = deviations or {}
+    account = factorize_runs(panel["account_id"].to_numpy())[0] if any(k not in given for k in kpis) else None
     dev = {}
     for k in kpis:
+        if k in given:
+            dev[k] = given[k]
+            continue
         z = transforms[k].forward(panel[k].to_numpy(dtype="float64"))
         ok = np.isfinite(z)
         n = np.bincount(account[ok], minlength=account.max() + 1)
@@ -197,13 +214,14 @@ def expected_cloglog(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,
-              recent: pd.DataFrame | None = None, *, persistence: dict[str, Persistence | None] | None = None
-              ) -> tuple[dict[str, KpiPath], dict[str, Persistence]]:
+              recent: pd.DataFrame | None = None, *, persistence: dict[str, Persistence | None] | None = None,
+              deviations: dict[str, np.ndarray] | None = None) -> tuple[dict[str, KpiPath], dict[str, Persistence]]:
     """``KpiPath`` of every KPI that varies within accounts (not ``contract_months``), for the selected
     panel rows, and its ``Persistence`` (estimated on the panel rows given).
 
     ``persistence``: the KPIs' ``estimate_persistence`` on this very panel with these transforms, when
-    already made (None for a static KPI): read for the KPIs it holds, and given the ones estimated here."""
+    already made (None for a static KPI): read for the KPIs it holds, and given the ones estimated here.
+    ``deviations``: receives the within-account deviations of the KPIs estimated here (``estimate_persistence``)."""
     recent = recent_means(panel, kpis, rows) if recent is None else recent
     known = {} if persistence is None else persistence
     account = None
@@ -218,7 +236,7 @@ def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms
         z = tr.forward(panel[k].to_numpy(dtype="float64"))
         if k not in known:
             account = factorize_runs(panel["account_id"].to_numpy())[0] if account is None else account
-            known[k] = estimate_persistence(k, z, account)
+            known[k] = estimate_persistence(k, z, account, deviations=deviations)
         p = known[k]
         if p is None:
             continue
@@ -267,7 +285,8 @@ def decision_patterns(panel: pd.DataFrame, rows: np.ndarray, horizon: int) -> tu
 
 def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict, horizon: int,
                   lag: int, paths: dict[str, KpiPath] | None = None, *,
-                  persistence: dict[str, Persistence | None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  persistence: dict[str, Persistence | None] | None = None,
+                  deviations: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each KPI's expected value over the months that drive the next ``horizon`` months' churn, for the
     selected panel rows, and the per-KPI forecast parameters (docs/methods.md, "Account features").
 
@@ -278,10 +297,10 @@ def kpi_forecasts(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transf
     for an annual one (its KPI at the renewal decision is what counts). Static KPIs and
     ``contract_months`` keep their ``recent_means`` value; layout as ``recent_means``.
     The KPIs' ``KpiPath`` go into ``paths`` when a dict is given (the exact churn probability uses them);
-    ``persistence`` is :func:`kpi_paths`'.
+    ``persistence`` and ``deviations`` are :func:`kpi_paths`'.
     """
     out = recent_means(panel, kpis, rows)
-    found, pers = kpi_paths(panel, kpis, rows, transforms, out, persistence=persistence)
+    found, pers = kpi_paths(panel, kpis, rows, transforms, out, persistence=persistence, deviations=deviations)
     patterns, which = decision_patterns(panel, rows, horizon)
     steps = np.maximum(np.arange(1, horizon + 1) - lag, 0)
     recs = []

@@ -677,15 +677,16 @@ class Scored:
 
 def score_rows(past: pd.DataFrame, model: ScoreModel, rows: np.ndarray, horizon: int, lag: int,
                paths: dict[str, KpiPath] | None = None, *, persistence: dict | None = None,
-               points: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               points: list | None = None, deviations: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The score ``model`` gives the selected rows of ``past`` (the panel up to the scoring month): each
     KPI's forecast from the account's values up to its row (``kpi_forecasts``), the row's context
     (tenure, contract type, segment) and the score (0.1 points). One rule for the snapshot
     (:func:`score_at`) and the score history (``cskit.history``). Returns (frame, forecast parameters).
     ``persistence``: the KPIs' persistence on ``past`` (``forecast.kpi_paths``), read and filled; ``points``
-    (a list) receives the rows' ``kpi_points`` and ``context_points`` the score is the sum of."""
+    (a list) receives the rows' ``kpi_points`` and ``context_points`` the score is the sum of; ``deviations``
+    (a dict) the KPIs' within-account deviations where their persistence is estimated (``forecast.kpi_paths``)."""
     feats, forecast = kpi_forecasts(past, model.kpi_names(), rows, model.design.transforms, horizon, lag, paths,
-                                    persistence=persistence)
+                                    persistence=persistence, deviations=deviations)
     frame = feats  # a frame of its own (kpi_forecasts'): the rows' context joins it column by column, not copied
     for c in ("tenure", "contract_type", "segment", "renewal_cycle", "month"):
         frame[c] = past[c].to_numpy()[rows]
@@ -744,11 +745,14 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     extra = extra if extra is not None and extra.any() else None
     paths: dict[str, KpiPath] = {}
     persistence: dict = {}
+    deviations: dict = {}  # made with the KPIs' persistence, correlated below (deviation_correlation)
     if extra is None:
-        frame, forecast = score_rows(past, model, rows, horizon, lag, paths, persistence=persistence)
+        frame, forecast = score_rows(past, model, rows, horizon, lag, paths, persistence=persistence,
+                                     deviations=deviations)
         earlier = None
     else:  # one scoring of both months' rows (in panel order), split: the rows of ``month`` go on below
-        both, forecast = score_rows(past, model, rows | extra, horizon, lag, paths, persistence=persistence)
+        both, forecast = score_rows(past, model, rows | extra, horizon, lag, paths, persistence=persistence,
+                                    deviations=deviations)
         at = rows[rows | extra]
         frame = renumbered(both.take(np.flatnonzero(at)))
         earlier = both.loc[~at, ["account_id", "month", "score"]]
@@ -756,7 +760,8 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
         paths = {k: path.subset(at) for k, path in paths.items()}
         del both
     base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
-    corr = deviation_correlation(past, list(paths), model.design.transforms)
+    corr = deviation_correlation(past, list(paths), model.design.transforms, deviations=deviations)
+    del deviations
     frame["churn_prob"] = 1 - survival_curves(model, base, frame, horizon, paths, corr)[:, -1]
     if not model.renewals.get("estimable", True):  # not a finding: the data hold too few renewals
         frame.loc[frame["contract_type"].astype(str).to_numpy() != "monthly", "churn_prob"] = np.nan
