@@ -49,10 +49,16 @@ class Persistence:
     def level(self, n: np.ndarray, account_mean: np.ndarray) -> np.ndarray:
         """Empirical-Bayes account level: the account mean shrunk toward the population mean by its
         reliability var_between / (var_between + var_within · f(ρ, n) / n); n = 0 → population mean."""
-        n = np.asarray(n, dtype="float64")
-        noise = self.var_within * ar1_inflation(self.rho, n) / np.maximum(n, 1)
+        counts = np.asarray(n)
+        n = counts.astype("float64")
+        # the reliability depends on n alone: for counts, made once per count 0..max and read off (the same
+        # values elementwise; a score history's ~10⁶ rows hold a few dozen counts)
+        whole = counts.dtype.kind in "iu" and len(counts) > 0 and counts.min() >= 0
+        u = np.arange(int(counts.max()) + 1, dtype="float64") if whole else n
+        noise = self.var_within * ar1_inflation(self.rho, u) / np.maximum(u, 1)
         total = self.var_between + noise
-        rel = np.where((n > 0) & (total > 0), self.var_between / np.where(total > 0, total, 1.0), 0.0)
+        rel = np.where((u > 0) & (total > 0), self.var_between / np.where(total > 0, total, 1.0), 0.0)
+        rel = rel[counts] if whole else rel
         return self.mean + rel * (np.where(n > 0, account_mean, self.mean) - self.mean)
 
     def weight(self, horizon: int, lag: int) -> float:

@@ -88,11 +88,12 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     items = [k for k in model.weights["kpi"] if k in pts]
     order = np.lexsort((frame["account_id"].to_numpy(), frame["month"].to_numpy()))
     s = s[order]
-    hist = pd.DataFrame({"account_id": frame["account_id"].to_numpy()[order], "month": frame["month"].to_numpy()[order],
-                         "score": s, "tier": tiers(model, s)})
+    ids, month = frame["account_id"].to_numpy()[order], frame["month"].to_numpy()[order]
+    hist = pd.DataFrame({"account_id": ids, "month": month, "score": s, "tier": tiers(model, s)})
     for k in items:
         hist[points_column(k)] = np.round(pts[k].to_numpy(dtype="float64")[order], 2)
-    values = pd.DataFrame({c: frame[c].to_numpy()[order] for c in ["account_id", "month", *model.kpi_names()]})
+    values = pd.DataFrame({"account_id": ids, "month": month}
+                          | {c: frame[c].to_numpy()[order] for c in model.kpi_names()})
     return hist, values
 
 
@@ -138,7 +139,8 @@ def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Time
         out[f"points_{i + 1}"] = np.where(moved, di, np.nan)
         out[f"value_then_{i + 1}"] = _pick(v_then, name)
         out[f"value_now_{i + 1}"] = _pick(v_now, name)
-    return out.sort_values(["change", "account_id"], kind="stable").reset_index(drop=True)
+    order = np.lexsort((out["account_id"].to_numpy(), out["change"].to_numpy()))  # by change, then account_id
+    return out.take(order).reset_index(drop=True)
 
 
 def in_month(frame: pd.DataFrame, month: pd.Timestamp) -> pd.DataFrame:
