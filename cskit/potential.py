@@ -156,6 +156,7 @@ def fit_outcome(
     alpha: float | None = None,
     fits: Fits | None = None,
     seed: int = 0,
+    segments: np.ndarray | None = None,
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
@@ -171,6 +172,7 @@ def fit_outcome(
     ``cskit.sampling.SAMPLE_ABOVE`` rows the fits, selection and covariance are those of a case-control
     sample of the rows (``cskit.fits.model_rows``, drawn with ``seed`` or the ``fits``' seed) with its
     sampled link: the population's coefficients; ``rows`` and ``events`` stay the model rows' counts.
+    ``segments``: the panel's segment column as text, when already made (one per panel, not per model).
     """
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
@@ -193,7 +195,9 @@ def fit_outcome(
                                                             0.05 if alpha is None else alpha, outcome, fit=first)
     design = population_rates(design, base)
     if alpha is not None:
-        seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
+        if segments is None and "segment" in panel:
+            segments = panel["segment"].astype(str).to_numpy()
+        seg = segments[rows] if segments is not None else None
         flagged = linear_flagged(design, model.fit, alpha)
         if first is not None and design is base.design:  # no indicator added: the health score's selection
             design, model.fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
@@ -406,7 +410,18 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
         cols.append(np.zeros(len(active)))  # Hazard's expected shift (make_hazard, missing_shift), not a value
     segment = active["segment"].astype(str).to_numpy() if "segment" in active else None
     cols.extend(t.values(cols[1 + design.kpis.index(t.kpi)], segment) for t in design.terms)
-    return np.column_stack(cols)
+    return _column_stack(cols, len(active))
+
+
+def _column_stack(cols: list[np.ndarray], n: int, step: int = 2048) -> np.ndarray:
+    """``np.column_stack(cols)`` (float64), filled a few thousand rows at a time: each column's strided
+    writes then stay in the cache (the same values; half the time at 100k accounts)."""
+    out = np.empty((n, len(cols)))
+    for lo in range(0, n, step):
+        rows = out[lo:lo + step]
+        for j, c in enumerate(cols):
+            rows[:, j] = c[lo:lo + step]
+    return out
 
 
 def missing_shares(panel: pd.DataFrame, active: pd.DataFrame, kpis: list[str], as_of: pd.Timestamp,
@@ -465,15 +480,18 @@ def rate_coef(model: OutcomeModel | None) -> float:
     return float(np.log(-np.log1p(-min(model.rate, 1 - 1e-12))))
 
 
-def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dtype) -> np.ndarray:
-    """exp(cm_b · z_cm(tenure_i + h + delta)) for h = 1..months: shape (months, B, n)."""
+def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dtype,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """exp(cm_b · z_cm(tenure_i + h + delta)) for h = 1..months: shape (months, B, n) (into ``out``, of
+    that shape, when given)."""
+    shape = (months, hz.coef.shape[0], len(tenure))
     if hz.cm_transform is None:
-        return np.ones((months, hz.coef.shape[0], len(tenure)), dtype)
+        return np.ones(shape, dtype) if out is None else _filled(out, 1.0)
     h = np.arange(1, months + 1)
     whole = tenure.astype(np.int64)
     if len(tenure) == 0 or not np.array_equal(whole, tenure):
         z = hz.cm_transform.forward(tenure[None, :] + h[:, None] + delta).astype(dtype)
-        out = hz.cm.astype(dtype)[None, :, None] * z[:, None, :]
+        out = np.multiply(hz.cm.astype(dtype)[None, :, None], z[:, None, :], out=out)
         np.clip(out, -60.0, 30.0, out=out)
         return np.exp(out, out=out)
     # whole months: the factor depends on tenure + h only, a few distinct values, each computed once
@@ -484,9 +502,14 @@ def tenure_factor(hz: Hazard, tenure: np.ndarray, months: int, delta: float, dty
     table = hz.cm.astype(dtype)[:, None] * z[None, :]
     np.clip(table, -60.0, 30.0, out=table)
     np.exp(table, out=table)
-    out = np.empty((months, hz.coef.shape[0], len(tenure)), dtype)
+    out = np.empty(shape, dtype) if out is None else out
     for j in range(months):
         np.take(table, whole + (j + 1 - lo), axis=1, out=out[j], mode="clip")  # in range: no bounds check
+    return out
+
+
+def _filled(out: np.ndarray, value: float) -> np.ndarray:
+    out.fill(value)
     return out
 
 
@@ -631,12 +654,13 @@ def project(
     totals = {c: np.zeros((len(scen) + 1, b)) for c in ("churn", "expansion", "downgrade", "referrals", "ltv")}
     churn_prob, ltv_units, capped = np.empty((b, n)), np.empty((b, n)), np.empty((b, n), bool)
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
+    buffers: dict[str, dict[str, np.ndarray]] = {"base": {}, "moved": {}}  # the factors' memory, chunk after chunk
     for lo in range(0, n, chunk):
         sl = slice(lo, min(lo + chunk, n))
         risk = decides(tenure[None, sl] + np.arange(1, months + 1)[:, None], cycle[None, sl])
         log_a = {o: hz.coef @ hz.X[sl].T + hz.shift() for o, hz in hazards.items()}
         neg_a = _neg_exp(log_a, dtype)
-        base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype, sl)
+        base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype, sl, buffers["base"])
         base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months, cap)
         weights = (w_money[sl], w_count[sl], referral_mrr)
         _add_totals(totals, 0, base, *weights)
@@ -650,7 +674,7 @@ def project(
             if not moved:
                 res = base
             elif sc.kpi == "contract_months":
-                factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl)
+                factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl, buffers["moved"])
                 res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months, cap)
             else:
                 at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
@@ -699,8 +723,15 @@ def season_factor(hz: Hazard, months: int, dtype) -> np.ndarray:
 
 
 def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta: float, risk: np.ndarray, dtype,
-             sl: slice = slice(None)):
-    factor = {o: tenure_factor(hz, tenure, months, delta, dtype) for o, hz in hazards.items()}
+             sl: slice = slice(None), buffers: dict[str, np.ndarray] | None = None):
+    """Each outcome's factor of the months (:func:`tenure_factor` × calendar month × the first months'
+    own gaps; churn × the renewal decisions ``risk``), (months, B, n). ``buffers``: flat arrays per
+    outcome the factors are written into (grown when too small), reused chunk after chunk: written
+    afresh, a chunk's factors (tens of MB) would cost each chunk new memory pages."""
+    shape = (months, next(iter(hazards.values())).coef.shape[0], len(tenure))
+    factor = {o: tenure_factor(hz, tenure, months, delta, dtype,
+                               None if buffers is None else _buffer(buffers, o, shape, dtype))
+              for o, hz in hazards.items()}
     for o, hz in hazards.items():
         if hz.season_cols:
             factor[o] *= season_factor(hz, months, dtype)
@@ -709,6 +740,14 @@ def _factors(hazards: dict[str, Hazard], tenure: np.ndarray, months: int, delta:
             factor[o][:k] *= np.exp(hz.gaps_first[:, sl] - hz.gaps).astype(dtype)[None]
     np.multiply(factor["churn"], risk[:, None, :], out=factor["churn"])  # 0 or 1 (no float copy of the mask)
     return factor
+
+
+def _buffer(buffers: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A C-contiguous array of ``shape`` on ``buffers[key]``'s memory (a new, larger one when it is too small)."""
+    size = int(np.prod(shape))
+    if key not in buffers or buffers[key].size < size or buffers[key].dtype != dtype:
+        buffers[key] = np.empty(size, dtype)
+    return buffers[key][:size].reshape(shape)
 
 
 def _neg_exp(log_a: dict[str, np.ndarray], dtype, *, own: bool = False) -> dict[str, np.ndarray]:
@@ -798,11 +837,13 @@ def improvement_potential(
     fits = Fits(panel, lag, seed=params.seed) if mine else fits
     transforms = fits.transforms(model_kpis)
     fitted: dict[str, OutcomeModel | None] = {}
+    segments = panel["segment"].astype(str).to_numpy() if "segment" in panel else None  # (text once, not per model)
     for o in sorted(PROJECTED, key=lambda o: o == "churn"):  # the growth models' one design first, then released
         if o == "churn":
             fits.release("growth")
         fitted[o] = None if o == "referral" and not has_referrals(data) else fit_outcome(
-            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits, seed=params.seed)
+            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits, seed=params.seed,
+            segments=segments)
     if mine:
         fits.release()
     notes: dict[str, str] = {}
