@@ -110,7 +110,7 @@ def row_uniforms(panel: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray
     return panel_uniforms(panel, seed)[rows]
 
 
-_HASHED: list[tuple] = []  # (weak reference to a panel, its columns' identity and the seed, its uniforms)
+_HASHED: list[tuple] = []  # (weak reference to a panel, its columns' memory and the seed, the columns, uniforms)
 KEEP_HASHED = 2  # panels whose uniforms are kept (a run has one; a test may alternate two)
 
 
@@ -121,7 +121,7 @@ def panel_uniforms(panel: pd.DataFrame, seed: int) -> np.ndarray:
     ``month`` columns' memory is part of the key: a panel given new ones is hashed again."""
     accounts, months = panel["account_id"].to_numpy(), panel["month"].to_numpy()
     key = (int(seed), len(panel), accounts.__array_interface__["data"][0], months.__array_interface__["data"][0])
-    for ref, k, u in _HASHED:
+    for ref, k, _, u in _HASHED:  # the entry holds the columns it hashed: their memory is never another's
         if ref() is panel and k == key:
             return u
     frame = pd.DataFrame({"a": accounts, "m": months})
@@ -129,7 +129,7 @@ def panel_uniforms(panel: pd.DataFrame, seed: int) -> np.ndarray:
     u = (h >> np.uint64(11)).astype("float64") / float(1 << 53)
     u.flags.writeable = False
     live = [entry for entry in _HASHED if entry[0]() is not None]
-    _HASHED[:] = [*live[max(0, len(live) - KEEP_HASHED + 1):], (weakref.ref(panel), key, u)]
+    _HASHED[:] = [*live[max(0, len(live) - KEEP_HASHED + 1):], (weakref.ref(panel), key, (accounts, months), u)]
     return u
 
 

@@ -572,8 +572,13 @@ def _full_shares(rs: RowSet, recent_mean: bool) -> dict[str, float]:
 def _annual(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
     """Which of the panel rows ``idx`` are months of an annual contract."""
     # the rows' values compared as they are (as text they are the same comparison: a value that is not a
-    # string is not "annual" either way), not converted to text first
-    return np.asarray(panel["contract_type"].to_numpy()[idx] == "annual", dtype=bool)
+    # string is not "annual" either way), not converted to text first; as text where a value cannot be
+    # compared (pandas' NA)
+    values = panel["contract_type"].to_numpy()[idx]
+    try:
+        return np.asarray(values == "annual", dtype=bool)
+    except TypeError:
+        return values.astype(str) == "annual"
 
 
 def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:

@@ -67,6 +67,29 @@ def test_the_same_rows_whatever_the_row_order_and_another_seed_other_rows():
     assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.01
 
 
+def test_a_selection_gets_the_numbers_of_hashing_its_rows_alone_and_new_ids_are_hashed_again():
+    """row_uniforms reads a selection's numbers off the whole panel's (hashed once per panel and seed):
+    they are the bits of hashing the selected rows by themselves (the formula written out here), and a
+    panel whose account ids are replaced gets the new ids' numbers, not the kept ones."""
+    rng = np.random.default_rng(4)
+    panel = _panel(300, 12, rng)
+
+    def hashed(frame: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray:
+        alone = pd.DataFrame({"a": frame["account_id"].to_numpy()[rows], "m": frame["month"].to_numpy()[rows]})
+        h = pd.util.hash_pandas_object(alone, index=False, hash_key=f"cskit{seed:011d}").to_numpy()
+        return (h >> np.uint64(11)).astype("float64") / float(1 << 53)
+
+    for seed in (0, 7):
+        for share in (0.1, 0.6, 1.0):
+            rows = rng.random(len(panel)) < share
+            assert np.array_equal(row_uniforms(panel, rows, seed=seed), hashed(panel, rows, seed))
+    rows = np.ones(len(panel), dtype=bool)
+    before = row_uniforms(panel, rows, seed=0)
+    panel["account_id"] = "B" + panel["account_id"]
+    after = row_uniforms(panel, rows, seed=0)
+    assert np.array_equal(after, hashed(panel, rows, 0)) and not np.array_equal(after, before)
+
+
 def test_logit_sampled_likelihood_is_statsmodels_offset_fit():
     """For the logit link the sampled likelihood is the logistic model with offset c = log(π1/π0)
     (Prentice & Pyke 1979): statsmodels' GLM with that offset is the reference."""
