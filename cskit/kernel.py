@@ -4,7 +4,10 @@ papermill starts its kernel only when it executes the notebook, after the CLI ha
 and the notebook's first cells then import matplotlib, seaborn, scipy and the stages (~2 s of a run
 that does nothing else meanwhile). Here the CLI starts the kernel first (:func:`start`), and the kernel
 imports those modules while it boots (``IPKernelApp.exec_lines``: :data:`PRELOAD`), in parallel with
-the CLI's own data check and papermill import. The notebook's ``import`` lines are then look-ups.
+the CLI's own data check and papermill import. The notebook's ``import`` lines are then look-ups. The
+charts' modules (:data:`WHEN_IDLE`), which no stage needs, are imported by a thread only while the
+kernel is idle (:func:`import_when_idle`: waiting for a cell, or for the analysis' forked child), and the
+notebook imports cskit.plots after the analysis: they are not on the way to it.
 
 :func:`execute` runs the notebook on that kernel with papermill's nbclient engine, two things changed:
 
@@ -25,11 +28,21 @@ from typing import Any, Callable
 # What the notebook (its import cell) and cskit.analyse (its stages, imported when it runs) import;
 # a module missing here is imported when first used, as before.
 PRELOAD = (
-    "matplotlib.pyplot", "IPython.display", "cskit.plots", "cskit.narrative", "cskit.pipeline",
+    "IPython.display", "cskit.narrative", "cskit.pipeline",
     "cskit.loading", "cskit.panel", "cskit.metrics", "cskit.survival", "cskit.parallel", "cskit.triggers",
     "cskit.fits", "cskit.potential", "cskit.health", "cskit.history", "cskit.changes", "cskit.provenance",
     "cskit.excel", "xlsxwriter", "threadpoolctl",
 )
+# The charts' modules (matplotlib, seaborn: ~0.35 CPU-s of imports beyond what the stages import; the
+# notebook imports cskit.plots after the analysis): imported by a thread of the kernel whenever the kernel
+# is idle (while it waits for its next cell, or while the analysis waits for its forked child), not on
+# the way to the analysis. In this order, one module (< 0.15 s) at a time; one already imported is skipped.
+WHEN_IDLE = ("matplotlib", "matplotlib.text", "matplotlib.backend_bases", "matplotlib.axes", "matplotlib.figure",
+             "matplotlib.pyplot", "seaborn", "matplotlib_fontja", "cskit.plots")
+# idle: the main thread is asleep (Linux: its state in /proc) and the process used less than IDLE_SHARE of a
+# core over the last IDLE_POLL seconds (not while other threads of it, e.g. DuckDB's, work)
+IDLE_SHARE = 0.25
+IDLE_POLL = 0.05
 KERNEL_NAME = "python3"
 # Set for the kernel: "fork" = each figure the notebook shows is rendered in a forked child while the
 # notebook goes on (cskit.plots.show; only with two usable cores, cskit.parallel.parallel_enabled).
@@ -39,37 +52,104 @@ CHARTS_ENV = "CSKIT_CHARTS"
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:")
 
 
-def preload(modules: tuple[str, ...] = PRELOAD) -> None:
-    """Import ``modules`` (the kernel's start-up code, :func:`preload_line`); a module that fails to import
+def preload(modules: tuple[str, ...] = PRELOAD, when_idle: tuple[str, ...] = WHEN_IDLE) -> None:
+    """Import ``modules`` (the kernel's start-up code, :func:`preload_line`) and start importing
+    ``when_idle`` whenever the process is idle (:func:`import_when_idle`); a module that fails to import
     is left to the notebook's own import, which then says why."""
+    for name in modules:
+        _import(name)
+    if when_idle:
+        import_when_idle(when_idle)
+
+
+def _import(name: str) -> None:
     import importlib
 
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001
-            pass
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001
+        pass
 
 
-def preload_line(modules: tuple[str, ...] = PRELOAD) -> str:
-    """The kernel's start-up line: :func:`preload` of ``modules``, binding no name in the notebook's
-    namespace."""
-    return f"__import__('cskit.kernel').kernel.preload({tuple(modules)!r})" if modules != PRELOAD else \
-        "__import__('cskit.kernel').kernel.preload()"
+_importing = None  # held while the idle thread imports: a fork waits for it (os.register_at_fork)
 
 
-def start(preload: tuple[str, ...] = PRELOAD, *, charts: str = "fork"):
-    """Launch the notebook kernel (it boots and imports ``preload`` in its own process; this returns at
-    once). The kernel inherits this process's environment as it is now, with ``$CSKIT_CHARTS`` =
-    ``charts`` (:data:`CHARTS_ENV`). Returns its kernel manager."""
+def import_when_idle(modules: tuple[str, ...], *, share: float = IDLE_SHARE, poll: float = IDLE_POLL):
+    """Import ``modules`` in a daemon thread, each when the main thread is asleep and this process has
+    used less than ``share`` of a core over the last ``poll`` seconds (the kernel waits: for a cell, for a
+    forked child), so the imports take no time from the work. A fork (the analysis' child, a chart's
+    child) waits for the module being imported: no child starts with a module half imported. Returns the
+    thread."""
+    import os
+    import threading
+
+    global _importing
+    if _importing is None:
+        _importing = threading.Lock()
+        os.register_at_fork(before=_importing.acquire, after_in_parent=_importing.release,
+                            after_in_child=_importing.release)
+    main = threading.main_thread().native_id
+    thread = threading.Thread(target=_idle_imports, args=(list(modules), share, poll, main),
+                              name="cskit-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _asleep(tid: int) -> bool:
+    """Whether thread ``tid`` of this process is asleep (state S in /proc; True where the OS does not say,
+    the CPU share then decides alone)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2: stat.rindex(b")") + 3] == b"S"
+    except (OSError, ValueError):
+        return True
+
+
+def _idle_imports(pending: list[str], share: float, poll: float, main: int) -> None:
+    import resource
+    import sys
+    import time
+
+    def clock() -> tuple[float, float]:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return time.monotonic(), r.ru_utime + r.ru_stime
+
+    last = clock()
+    while pending:
+        time.sleep(poll)
+        now = clock()
+        busy = (now[1] - last[1]) / max(now[0] - last[0], 1e-9)
+        last = now
+        if busy >= share or not _asleep(main):
+            continue
+        name = pending.pop(0)
+        if name not in sys.modules:
+            with _importing:
+                _import(name)
+            last = clock()  # the import's own time is not the process being busy
+
+
+def preload_line(modules: tuple[str, ...] = PRELOAD, when_idle: tuple[str, ...] = WHEN_IDLE) -> str:
+    """The kernel's start-up line: :func:`preload` of ``modules`` (and ``when_idle``), binding no name in
+    the notebook's namespace."""
+    if modules == PRELOAD and when_idle == WHEN_IDLE:
+        return "__import__('cskit.kernel').kernel.preload()"
+    return f"__import__('cskit.kernel').kernel.preload({tuple(modules)!r}, {tuple(when_idle)!r})"
+
+
+def start(preload: tuple[str, ...] = PRELOAD, *, when_idle: tuple[str, ...] = WHEN_IDLE, charts: str = "fork"):
+    """Launch the notebook kernel (it boots and imports ``preload`` in its own process, then ``when_idle``
+    while idle; this returns at once). The kernel inherits this process's environment as it is now, with
+    ``$CSKIT_CHARTS`` = ``charts`` (:data:`CHARTS_ENV`). Returns its kernel manager."""
     import os
 
     from jupyter_client import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
     km = AsyncKernelManager(kernel_name=KERNEL_NAME)
-    arguments = [*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={preload_line(preload)}"] if preload else \
-        list(KERNEL_ARGUMENTS)
+    arguments = [*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={preload_line(preload, when_idle)}"] \
+        if preload or when_idle else list(KERNEL_ARGUMENTS)
     try:
         run_sync(km.start_kernel)(extra_arguments=arguments, env=os.environ | {CHARTS_ENV: charts})
     except BaseException:  # (an interrupt too) a kernel launched before the failure is not left running

@@ -114,3 +114,42 @@ def test_warmed_html_exporter_writes_the_same_page(tmp_path):
     fresh = render_html(path, tmp_path / "fresh.html", "ja", name="c").read_text(encoding="utf-8")
     warmed = render_html(path, tmp_path / "warm.html", "ja", name="c", exporter=warm).read_text(encoding="utf-8")
     assert warmed == fresh and '<html lang="ja"' in fresh and "見出し" in fresh
+
+
+def test_the_charts_modules_are_imported_while_the_kernel_is_idle():
+    """The kernel boots with PRELOAD only; WHEN_IDLE arrives while it waits for cells (here: sleeps)."""
+    km = kernel.start()
+    try:
+        messages = _run(km, "import sys, time\n"
+                            "for _ in range(600):\n"
+                            "    if all(m in sys.modules for m in %r):\n"
+                            "        break\n"
+                            "    time.sleep(0.1)\n"
+                            "print(all(m in sys.modules for m in %r))" % (kernel.WHEN_IDLE, kernel.WHEN_IDLE))
+        out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+        assert out.strip() == "True"
+    finally:
+        kernel.stop(km)
+
+
+def test_idle_imports_wait_while_the_process_is_busy(tmp_path, monkeypatch):
+    """A module of import_when_idle is not imported while this process keeps a core busy, and is once
+    it waits; a fork meanwhile finds no import half done (os.register_at_fork)."""
+    import sys
+    import time
+
+    name = f"cskit_idle_probe_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text("VALUE = 42\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    thread = kernel.import_when_idle((name,), share=0.25, poll=0.02)
+    end = time.process_time() + 0.6
+    while time.process_time() < end:  # busy: one core fully used
+        pass
+    assert name not in sys.modules
+    thread.join(timeout=30)
+    assert not thread.is_alive() and sys.modules[name].VALUE == 42
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if sys.modules[name].VALUE == 42 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    sys.modules.pop(name)
