@@ -19,6 +19,7 @@ builds its own designs, with the same result (every function here is determinist
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -43,6 +44,7 @@ from cskit.models import (
 )
 from cskit.panel import outcome_rows
 from cskit.sampling import RowSample, SampledLink, case_control, fit_link, population_mean
+from cskit.season import churn_seasonality
 
 GROWTH = ("expansion", "downgrade", "referral")  # outcomes with the same model rows (panel.outcome_rows)
 
@@ -167,6 +169,7 @@ class Fits:
         self._transforms: dict[str, Transform | None] = {}
         self._priority: dict[tuple, Callable[[], list[str]]] = {}  # the growth designs' keep order (:func:`once`)
         self._drawn: dict[str, tuple] = {}  # model_rows per outcome
+        self._season: dict[int, dict] = {}  # churn_seasonality per min_events
 
     def transforms(self, kpis: list[str]) -> dict[str, Transform]:
         """``models.kpi_transforms(panel, kpis)``, each KPI's transform fitted once per run (it depends
@@ -183,6 +186,13 @@ class Fits:
         if outcome not in self._drawn:
             self._drawn[outcome] = model_rows(self.panel, outcome, self.lag, seed=self.seed)
         return self._drawn[outcome]
+
+    def seasonality(self, min_events: int) -> dict:
+        """``season.churn_seasonality(panel, min_events)``, tested once per run (the triggers and the
+        health score report the same test of this panel); each caller gets its own copy."""
+        if min_events not in self._season:
+            self._season[min_events] = churn_seasonality(self.panel, min_events)
+        return copy.deepcopy(self._season[min_events])
 
     def serves(self, panel: pd.DataFrame, lag: int) -> bool:
         """True when these fits were made on ``panel`` (the same object) with KPIs at ``lag``."""
@@ -243,6 +253,8 @@ class Fits:
             self._priority.clear()
         for outcome in [o for o in self._drawn if name is None or (o == "churn") == (name == "churn")]:
             del self._drawn[outcome]
+        if name is None:
+            self._season.clear()
 
     def unload(self, kpis: list[str]) -> None:
         """Drop the churn design's matrix but keep its fit and selections: between the potential's churn

@@ -64,7 +64,6 @@ from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.result import StageResult, six_digits, write_csv, write_json
 from cskit.sampling import RowSample, sampled_notice
-from cskit.season import churn_seasonality
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 
 RANGE_QUANTILES = (0.05, 0.95)
@@ -1229,7 +1228,7 @@ def design_health_score(
         cut_model=then.model if then is not None else None,
         cut_scores=cut_scores(then),
         score_basis=basis,
-        seasonality=churn_seasonality(panel, MIN_EVENTS),
+        seasonality=fits.seasonality(MIN_EVENTS),  # the triggers' test of this panel, when they ran first
         renewals=model.renewals,
     )
     return add_touch(health, ltv) if isinstance(ltv, pd.DataFrame) else health

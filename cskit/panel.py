@@ -323,8 +323,8 @@ def annual_cycle(panel: pd.DataFrame) -> int:
     """The renewal cycle of the non-monthly contracts in ``panel`` (``renewal_cycle``; 12 if there are none)."""
     if "renewal_cycle" not in panel or "contract_type" not in panel:
         return CYCLES[0]
-    c = panel.loc[panel["contract_type"].astype(str) == "annual", "renewal_cycle"]
-    return int(c.iloc[0]) if len(c) else CYCLES[0]
+    annual = np.flatnonzero(panel["contract_type"].to_numpy() == "annual")  # no text copy of the column
+    return int(panel["renewal_cycle"].to_numpy()[annual[0]]) if len(annual) else CYCLES[0]
 
 
 def decides(tenure: np.ndarray, cycle: np.ndarray) -> np.ndarray:

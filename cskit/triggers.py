@@ -211,7 +211,7 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str], *, fits:
     missing = _stack(missing, MISSING_COLUMNS)
     warnings[:0] = _sampled_warnings(samples)
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis) + missing_warnings(missing)
-    season = churn_seasonality(panel, MIN_EVENTS)
+    season = fits.seasonality(MIN_EVENTS) if fits is not None else churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
         warnings.insert(0, seasonal_notice(season, "triggers"))
     if choice.get("code") == "annual_recent_mean":

@@ -120,6 +120,26 @@ def test_a_seasonal_noise_kpi_is_a_trigger_only_without_the_calendar_adjustment(
     assert "case_study_views" in naive
 
 
+def test_the_season_test_is_made_once_for_the_triggers_and_the_score():
+    """A planted March shock: the run's Fits tests the season once (the triggers, then the health score
+    read it) and each gets the test churn_seasonality makes on the panel, as its own copy."""
+    from cskit.fits import Fits
+    from cskit.panel import MIN_EVENTS
+    from cskit.season import churn_seasonality
+
+    sim, params, data, panel, kpis = client(SEASON, 1, mc_paths=0)
+    fits = Fits(panel, params.kpi_lag_months, seed=params.seed)
+    alone = churn_seasonality(panel, MIN_EVENTS)
+    assert alone["detected"] and alone["peak_month"] == 3
+    first = fits.seasonality(MIN_EVENTS)
+    assert first == alone
+    first["hazard_ratio"].clear()
+    assert fits.seasonality(MIN_EVENTS) == alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert find_triggers(panel, params, kpis, fits=fits).seasonality == alone
+
+
 def test_the_season_test_counts_months_inside_the_data_window_only():
     """A window of 18 data months on contracts begun up to 18 months earlier: the panel spans 36 months
     but the data only 18, fewer than the two calendar years the test needs, so no season is tested (the
