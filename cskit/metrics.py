@@ -137,9 +137,11 @@ def account_month_mrr(revenue: pd.DataFrame, as_of) -> pd.DataFrame:
         order = np.argsort(key, kind="stable")
         key, cents = key[order], cents[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    df = pd.DataFrame({"account_id": np.asarray(distinct, dtype=object)[key[starts] // span],
-                       "mi": key[starts] % span + low, "cents": np.add.reduceat(cents, starts)})
-    return df[df["cents"] > 0].reset_index(drop=True)
+    total = np.add.reduceat(cents, starts)
+    paid = total > 0  # (kept before the frame is made: one frame, not a filtered copy of it)
+    starts, total = (starts[paid], total[paid]) if not paid.all() else (starts, total)
+    return pd.DataFrame({"account_id": np.asarray(distinct, dtype=object)[key[starts] // span],
+                         "mi": key[starts] % span + low, "cents": total})
 
 
 def revenue_movements(am: pd.DataFrame, as_of) -> pd.DataFrame:
@@ -285,7 +287,7 @@ def cohort_retention(panel: pd.DataFrame, as_of) -> pd.DataFrame:
     MRR of the whole cohort in its start month (NaN when that is 0). Only months up to ``as_of``.
     """
     as_of = _mi(as_of)
-    p = panel[["account_id", "month", "tenure", "churn", "mrr"]]
+    p = panel  # its columns read as they are (no copy of them)
     cohort = month_index(p["month"]) - p["tenure"].to_numpy()
     df = pd.DataFrame(
         {"cohort": cohort, "k": p["tenure"].to_numpy(), "alive": p["churn"].to_numpy() == 0, "mrr": p["mrr"].to_numpy()}

@@ -101,7 +101,8 @@ def lifetimes(panel: pd.DataFrame) -> pd.DataFrame:
     """
     columns = [c for c in ("account_id", "tenure", "churn", "months_observed", "segment", "plan", "contract_type",
                            "onboarding_completed") if c in panel]
-    last = panel[columns].iloc[_last_rows(panel["account_id"])].set_index("account_id")  # groupby(...).tail(1)
+    rows = _last_rows(panel["account_id"])  # groupby(...).tail(1), each column's rows taken (not the columns' copy)
+    last = pd.DataFrame({c: panel[c].iloc[rows].reset_index(drop=True) for c in columns}).set_index("account_id")
     observed = last["months_observed"] if "months_observed" in last else last["tenure"]
     last = last[observed >= 0]
     observed = observed[observed >= 0]
