@@ -92,22 +92,37 @@ def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]
         x = x[np.isfinite(x)]
         if len(x) < 2:
             continue
-        kind = "identity"
-        if k == "contract_months" or (x.min() >= 0 and _skewness(x) > SKEW_LIMIT):
-            kind = "log1p"
-        fx = np.log1p(x) if kind == "log1p" else x
-        sd = float(fx.std())
+        log, moments = k == "contract_months", None
+        if not log and x.min() >= 0:
+            moments = _moments(x)
+            log = moments[2] > SKEW_LIMIT
+        if log:
+            fx = np.log1p(x)
+            mean = fx.mean()
+            sd = float(fx.std(mean=mean))  # numpy's std about the mean given: the same bits, one pass fewer
+        elif moments is not None:  # the identity's mean and SD are those the skewness was computed with
+            mean, sd = moments[0], float(moments[1])
+        else:
+            mean = x.mean()
+            sd = float(x.std(mean=mean))
         if sd > 1e-12:
-            out[k] = Transform(kind, float(fx.mean()), sd)
+            out[k] = Transform("log1p" if log else "identity", float(mean), sd)
     return out
 
 
 def _skewness(x: np.ndarray) -> float:
-    d = x - x.mean()
+    return _moments(x)[2]
+
+
+def _moments(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean, SD (ddof 0) and skewness of ``x``; the mean and SD by numpy's own operations (``x.mean()``,
+    ``x.std()``: mean, squared deviations, their mean, its root), so the same bits."""
+    mean = x.mean()
+    d = x - mean
     dd = d * d
     sd = np.sqrt(dd.mean())
     dd *= d  # d*d*d, evaluated as (d*d)*d: ** 3 takes numpy's slow pow
-    return float(dd.mean() / sd**3) if sd > 0 else 0.0
+    return mean, sd, (float(dd.mean() / sd**3) if sd > 0 else 0.0)
 
 
 def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray) -> np.ndarray:
