@@ -720,6 +720,9 @@ def health_panels(items: pd.DataFrame, by_tier: pd.DataFrame | None, titles: tup
 _pending: list = []  # shown figures whose picture is to come: _Waiting (queued) and _Render (in a child)
 PATIENCE = 300.0  # seconds a child may take before its figures are drawn here instead
 CHILDREN = 2  # children rendering at once: with the kernel's own work, two cores busy to the last picture
+# ... and one more while the kernel only waits for them (wait()): figures still queued then start at once,
+# beside the two children, instead of after one of them (the kernel's core is free by then)
+CHILDREN_WAITING = CHILDREN + 1
 
 
 def show() -> None:
@@ -731,7 +734,8 @@ def show() -> None:
     :func:`show` or by :func:`wait`), the PNG the kernel would have made itself, byte for byte (the same
     formatter on the same figure). A child renders every figure queued when it starts, two children at
     most at a time (a fork copies the kernel's page tables: ~50 ms per GB it holds, so figures shown while
-    both are busy wait for the next one). Anywhere else the figures are drawn here and now."""
+    both are busy wait for the next one), three once the kernel only waits for them (:func:`wait`).
+    Anywhere else the figures are drawn here and now."""
     shell = _forking_shell()
     if shell is None:
         plt.show()
@@ -756,7 +760,9 @@ def wait() -> None:
 
 def _advance(shell, block: bool) -> None:
     """Put the pictures of the children that are done in place and start a child for the queued figures
-    while fewer than :data:`CHILDREN` run; with ``block``, until every picture is in place."""
+    while fewer than :data:`CHILDREN` run; with ``block`` (the kernel waits: :data:`CHILDREN_WAITING`),
+    until every picture is in place."""
+    limit = CHILDREN_WAITING if block else CHILDREN
     while _pending:
         running = [r for r in _pending if isinstance(r, _Render)]
         done = [r for r in running if r.ready()]
@@ -764,7 +770,7 @@ def _advance(shell, block: bool) -> None:
             r.finish()
             _pending.remove(r)
         queued = [w for w in _pending if isinstance(w, _Waiting)]
-        if queued and len(running) - len(done) < CHILDREN:
+        if queued and len(running) - len(done) < limit:
             _pending[:] = [r for r in _pending if isinstance(r, _Render)] + [_Render(shell, queued)]
             continue
         if not block:
