@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 
 def json_safe(x: Any) -> Any:
@@ -70,9 +71,9 @@ _QUOTED = r'[,"\r\n]'  # a cell holding one of these is quoted by pandas' (csv m
 
 def csv_bytes(df: pd.DataFrame, float_format: str) -> bytes | None:
     """The bytes ``df.to_csv(index=False, float_format=float_format, lineterminator="\\n")`` writes, built
-    by Arrow's element-wise join; None unless every column is float64, integer, bool or text (str or
-    missing) without a character that needs quotes, with at least two columns and one row (then pandas
-    writes it)."""
+    by Arrow's CSV writer from each column's cells as pandas gives them (never quoting: no cell needs it);
+    None unless every column is float64, integer, bool or text (str or missing) without a character that
+    needs quotes, with at least two columns and one row (then pandas writes it)."""
     names = list(df.columns)
     if len(df) == 0 or len(names) < 2 or not df.columns.is_unique or not all(isinstance(c, str) for c in names):
         return None
@@ -84,14 +85,15 @@ def csv_bytes(df: pd.DataFrame, float_format: str) -> bytes | None:
         if column is None:
             return None
         cells.append(column)
-    text = pa.large_string()  # (64-bit offsets: a file may pass 2 GB)
-    blank = {"null_handling": "replace", "null_replacement": ""}
-    cells[-1] = pc.binary_join_element_wise(cells[-1], pa.scalar("\n", text), pa.scalar("", text), **blank)
-    rows = pc.binary_join_element_wise(*cells, pa.scalar(",", text), **blank)
-    rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset: rows.offset + len(rows) + 1]
-    body = memoryview(rows.buffers()[2])[int(offsets[0]): int(offsets[-1])]
-    return b"".join(((",".join(names) + "\n").encode("utf-8"), body))
+    sink = pa.BufferOutputStream()
+    try:  # a null cell is written empty, as pandas writes a missing value
+        pa_csv.write_csv(pa.table(cells, names=names), sink, _BODY)
+    except pa.ArrowInvalid:  # (a cell Arrow would have to quote: pandas writes the file)
+        return None
+    return b"".join(((",".join(names) + "\n").encode("utf-8"), memoryview(sink.getvalue())))
+
+
+_BODY = pa_csv.WriteOptions(include_header=False, delimiter=",", quoting_style="none")  # "\n" line ends
 
 
 def _csv_cells(column: pd.Series, float_format: str) -> pa.Array | None:
