@@ -171,6 +171,18 @@ def sustained_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarra
 SUSTAINED_MARGIN = 3.0
 
 
+def annual_rows(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
+    """Which of the panel rows ``idx`` (indices) are months of an annual contract: the rows' values of
+    ``contract_type`` compared as they are (as text the comparison is the same: a value that is not a
+    string is not "annual" either way), not the whole column converted to text first; as text where a
+    value cannot be compared (pandas' NA)."""
+    values = panel["contract_type"].to_numpy()[idx]
+    try:
+        return np.asarray(values == "annual", dtype=bool)
+    except TypeError:
+        return values.astype(str) == "annual"
+
+
 def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: int,
                    transforms: dict[str, Transform], *, link="cloglog") -> tuple[np.ndarray | None, dict]:
     """Whether annual renewals are better explained by the term's recent average of each KPI (the mean
@@ -189,7 +201,7 @@ def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: 
     Returns (a mask over the selected rows: the annual rows that take the recent
     mean, or None for the last month; the comparison for the result files)."""
     idx = np.flatnonzero(rows)
-    annual = panel["contract_type"].astype(str).to_numpy()[idx] == "annual" if "contract_type" in panel else None
+    annual = annual_rows(panel, idx) if "contract_type" in panel else None
     info = {"code": "annual_last_month", "rows": 0, "events": 0, "loglik_last_month": None,
             "loglik_recent_mean": None, "months": RECENT_MONTHS}
     if annual is None or not annual.any():

@@ -43,6 +43,7 @@ from cskit.models import (
     GEEResult,
     Transform,
     add_informative_indicators,
+    annual_rows,
     base_fit,
     design_matrix,
     fit_binomial,
@@ -318,7 +319,8 @@ class RowSet:
         pick, events = self.pick, np.flatnonzero(np.asarray(y) > 0.5)  # indices: faster to take than a mask
         fit = None if pick is None else np.flatnonzero(pick)
         Zc = np.empty((len(y), len(candidates)), order="F") if fit is None else None
-        annual = np.flatnonzero(_annual(self.panel, where[0])) if fit is not None and "churn" in self.group else None
+        annual = (np.flatnonzero(annual_rows(self.panel, where[0])) if fit is not None and "churn" in self.group
+                  else None)
         col = {k: j for j, k in enumerate(candidates)}
         v = np.empty(len(y))
         counts, rho, gaps, annual_gaps = [], [], [], []
@@ -564,21 +566,9 @@ def _full_shares(rs: RowSet, recent_mean: bool) -> dict[str, float]:
     gaps, annual_gaps = rs.cache["missing"]
     idx = np.flatnonzero(rs.rows)
     if recent_mean:
-        annual = _annual(rs.panel, idx)
+        annual = annual_rows(rs.panel, idx)
         gaps = gaps - annual_gaps + np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, idx[annual])).sum(axis=0)
     return dict(zip(rs.kpis, (gaps / len(idx)).tolist()))
-
-
-def _annual(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
-    """Which of the panel rows ``idx`` are months of an annual contract."""
-    # the rows' values compared as they are (as text they are the same comparison: a value that is not a
-    # string is not "annual" either way), not converted to text first; as text where a value cannot be
-    # compared (pandas' NA)
-    values = panel["contract_type"].to_numpy()[idx]
-    try:
-        return np.asarray(values == "annual", dtype=bool)
-    except TypeError:
-        return values.astype(str) == "annual"
 
 
 def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:
