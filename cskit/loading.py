@@ -660,25 +660,26 @@ def _products(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
               report: _Report) -> tuple[pd.DataFrame, list[str]]:
     rows = _Rows("kpis", len(df), report)
-    ids, coded = _coded_ids(df["account_id"])
-    months, bad_month, month_numbers = _month_cells(df["month"])
-    _exclude_bad_keys(rows, df, coded[1] < 0, months, bad_month)
-    pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded,
-                          months=month_numbers)
-    order, same = _sorted(rows.keep, pos, month_numbers)  # a kept row's account position: its id's rank
-    dup = np.zeros(len(df), dtype=bool)
-    dup[order[same]] = True
-    order = order[~same]
-    rows.exclude("duplicate_account_month", dup, "month", lambda: _pairs(df["account_id"], df["month"]),
-                 "the account x month appears more than once; the first row was kept (shown: account / month)",
-                 "keep one row per account and month")
     # the KPI columns go straight into one float block (kpis × rows, the frame's own layout): no copy of
-    # the whole table when the frame is made; parsed by threads, a row each (_parse_block), then checked
-    # and counted here in column order
+    # the whole table when the frame is made; parsed by threads, a row each, while this one checks the
+    # keys (_Parsing), then checked and counted here in column order
     columns = [c for c in df.columns if c not in ("account_id", "month")]
-    block = mapped_block((len(columns), len(order)))
-    parsed = enumerate(_parse_block([df[c] for c in columns if c != "contract_months"], block, order))
-    kpis, ignored = [], []
+    block = mapped_block((len(columns), len(df)))
+    with _Parsing([df[c] for c in columns if c != "contract_months"], block) as parsing:
+        ids, coded = _coded_ids(df["account_id"])
+        months, bad_month, month_numbers = _month_cells(df["month"])
+        _exclude_bad_keys(rows, df, coded[1] < 0, months, bad_month)
+        pos = contracts.check(rows, ids, months, df["account_id"], df["month"], "month", as_of, coded=coded,
+                              months=month_numbers)
+        order, same = _sorted(rows.keep, pos, month_numbers)  # a kept row's account position: its id's rank
+        dup = np.zeros(len(df), dtype=bool)
+        dup[order[same]] = True
+        order = order[~same]
+        rows.exclude("duplicate_account_month", dup, "month", lambda: _pairs(df["account_id"], df["month"]),
+                     "the account x month appears more than once; the first row was kept (shown: account / month)",
+                     "keep one row per account and month")
+        parsed = enumerate(parsing.results())
+    kpis, ignored, used = [], [], []
     for col in columns:
         if col == "contract_months":
             report.quality.warn(Notice("contract_months_ignored", stage="load", severity="note"))
@@ -693,50 +694,70 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             continue
         if bad is not None:
             _blank_cells(report, "kpis", str(col), bad & rows.keep, df[col], "are not numbers")
-        if here != len(kpis):  # a column before it was left out: its row moves up (rows in order: no overlap)
-            block[len(kpis)] = block[here]
         kpis.append(str(col))
+        used.append(here)
     if ignored:
         report.quality.warn(Notice("text_columns_ignored", stage="load", severity="note", n=len(ignored),
                                    columns=ignored[:10]))
-    out = pd.DataFrame(block[: len(kpis)].T, columns=kpis, copy=False)
+    out = pd.DataFrame(_kept_rows(block, used, order).T, columns=kpis, copy=False)
     out.insert(0, "account_id", ids[order])
     out.insert(1, "month", months[order])
     return out, kpis
+
+
+def _kept_rows(block: np.ndarray, used: list[int], order: np.ndarray) -> np.ndarray:
+    """The (len(used), len(order)) array of ``block[used][:, order]``, written over ``block``'s own memory
+    from its start (no second block): row j's values are taken from row used[j] >= j before they are
+    written, and land below row used[j] + 1, which no later row reads."""
+    n = block.shape[1]
+    if len(order) == n and bool((order == np.arange(n)).all()):  # every row in file order (the usual file)
+        for j, r in enumerate(used):
+            if r != j:
+                block[j] = block[r]
+        return block[: len(used)]
+    flat, m = block.reshape(-1), len(order)
+    taken = np.empty(m)
+    for j, r in enumerate(used):
+        np.take(block[r], order, out=taken, mode="clip")  # (valid positions; unbuffered)
+        flat[j * m:(j + 1) * m] = taken
+    return flat[: len(used) * m].reshape(len(used), m)
 
 
 # Threads parsing the KPI columns (pyarrow's cast and numpy's copies release the interpreter)
 PARSE_THREADS = 2
 
 
-def _parse_block(columns: list[pd.Series], block: np.ndarray, order: np.ndarray) -> list[tuple[np.ndarray | None, int]]:
-    """Parse each column (:func:`_numbers_into`) into its row of ``block``, taking the rows ``order``;
-    returns each column's (bad mask or None, number of values) over all its cells. Every row in file order
-    (the usual file): straight into the block's row; else into a scratch column per thread, then
-    gathered. Threads (:data:`PARSE_THREADS`) share the columns; each writes only its own rows, all
-    are joined before this returns, and the result is the same with one thread or many."""
-    n = len(columns[0]) if columns else 0
-    in_place = len(order) == n and bool((order == np.arange(n)).all())
-    local = threading.local()
+class _Parsing:
+    """Each column parsed (:func:`_numbers_into`) into its row of ``block``, every row in file order, by
+    :data:`PARSE_THREADS` threads started on entering (each writes only its own rows); :meth:`results`
+    gives each column's (bad mask or None, number of values) over all its cells, waiting for the threads.
+    Leaving the ``with`` joins every thread; with one thread the columns are parsed in :meth:`results`.
+    The values are the same with one thread or many."""
 
-    def parse(i: int) -> tuple[np.ndarray | None, int]:
-        if in_place:
-            values = block[i]
-        else:
-            values = getattr(local, "scratch", None)
-            if values is None:
-                values = local.scratch = np.empty(n)
-        bad = _numbers_into(columns[i], values)
-        n_values = n - int(np.count_nonzero(np.isnan(values)))
-        if not in_place:
-            np.take(values, order, out=block[i], mode="clip")  # (valid positions; unbuffered)
-        return bad, n_values
+    def __init__(self, columns: list[pd.Series], block: np.ndarray):
+        self.columns, self.block = columns, block
+        workers = min(PARSE_THREADS, os.cpu_count() or 1, len(columns))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cskit-parse") if workers > 1 else None
+        self.futures = []
 
-    workers = min(PARSE_THREADS, os.cpu_count() or 1, len(columns))
-    if workers <= 1:
-        return [parse(i) for i in range(len(columns))]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cskit-parse") as pool:
-        return list(pool.map(parse, range(len(columns))))
+    def _parse(self, i: int) -> tuple[np.ndarray | None, int]:
+        values = self.block[i]
+        bad = _numbers_into(self.columns[i], values)
+        return bad, len(values) - int(np.count_nonzero(np.isnan(values)))
+
+    def __enter__(self) -> _Parsing:
+        if self.pool is not None:
+            self.futures = [self.pool.submit(self._parse, i) for i in range(len(self.columns))]
+        return self
+
+    def results(self) -> list[tuple[np.ndarray | None, int]]:
+        if self.pool is None:
+            return [self._parse(i) for i in range(len(self.columns))]
+        return [f.result() for f in self.futures]
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _count(mask: np.ndarray | None) -> int:
