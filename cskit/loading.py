@@ -1417,8 +1417,10 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
         tables, unread, reads = _start_folder(source, report)
         try:
             early = _Early.of(tables, params)
-        finally:
-            reads.finish(tables, unread, report)  # (no thread outlives the load: the analysis forks later)
+        except BaseException:  # (an interrupt: no thread outlives the load, the analysis forks later)
+            reads.close()
+            raise
+        reads.finish(tables, unread, report)  # joins the thread
     else:
         tables, unread = _read_source(source, params, report)
     if set(TABLES) <= unread:

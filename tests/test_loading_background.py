@@ -187,3 +187,16 @@ def test_kpi_columns_parsed_by_threads_into_the_block(monkeypatch, sorted_rows, 
         one = client_from_frames(frames, validate_params({"as_of": "2024-06-30"}))
     assert_frame_equal(got, one.kpis, check_exact=True)
     assert records(data.quality.warnings) == records(one.quality.warnings)
+
+
+def test_an_interrupt_while_checking_early_leaves_no_thread(tmp_path, monkeypatch):
+    folder = write(tmp_path / "c", tables())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loading._Early, "of", interrupted)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        load_client(validate_params({"as_of": "2024-06-30", "data": str(folder)}))
+    assert set(threading.enumerate()) <= before
