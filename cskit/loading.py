@@ -633,7 +633,9 @@ def _revenue_rows(df: pd.DataFrame, months: np.ndarray, bad_month: np.ndarray, m
     # a kept row's account position is its id's rank, and its product's rank its name's: the sort by
     # (account_id, month, product) and the test of equal keys, on integers
     order, same = _sorted(rows.keep, pos, month_numbers, product_rank)
-    out = pd.DataFrame({"account_id": ids[order], "month": months[order], "mrr": mrr[order], "product": product[order]})
+    # (fresh arrays: the frame takes them as they are, no copy and no consolidated object block)
+    out = pd.DataFrame({"account_id": ids[order], "month": months[order], "mrr": mrr[order], "product": product[order]},
+                       copy=False)
     key = ["account_id", "month", "product"]
     dup = same | np.append(same[1:], False)
     if dup.any():
@@ -812,7 +814,7 @@ def _nps_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, rep
     role = parse_text(df["role"]) if "role" in df else np.full(len(df), None, dtype=object)
     order, _ = _sorted(rows.keep, pos, days)  # by (account_id, date): a kept row's account position is its id's rank
     return pd.DataFrame({"account_id": ids[order], "date": dates[order],
-                         "score": np.nan_to_num(score[order]).astype(np.int64), "role": role[order]})
+                         "score": np.nan_to_num(score[order]).astype(np.int64), "role": role[order]}, copy=False)
 
 
 def _event_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, report: _Report) -> pd.DataFrame:
