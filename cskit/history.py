@@ -238,7 +238,7 @@ def drop_check(panel: pd.DataFrame, cut_model: ScoreModel | None, cut: pd.Timest
     if cut_model is None:
         return head | {"verdict": "not_estimable", "reason": "the score could not be validated out of time"}
     before = cut - pd.DateOffset(months=months)
-    if scores is not None and set(scores["month"]) <= {before, cut}:
+    if scores is not None and scores["month"].isin([before, cut]).all():
         hist = scores
     else:
         hist, _ = score_history(panel, cut_model, [before, cut], horizon=horizon, lag=lag, fitted_to=cut)
