@@ -171,7 +171,9 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
             return {"status": "not_estimable", "reason": (
                 "the propensity model did not converge (onboarding is almost determined by the other KPIs: "
                 "too little overlap to compare like with like)")}
-        r = _aipw(TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel))
+        # the outcome models' own covariance is not read (the GMM gives the standard errors): not the HC0
+        # sandwich statsmodels makes by default (_cov_type is "only for preliminary estimators"; same figures)
+        r = _aipw(TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel, _cov_type="nonrobust"))
     except (np.linalg.LinAlgError, ValueError, RuntimeError) as e:  # e.g. perfect separation
         return {"status": "not_estimable", "reason": f"the propensity or outcome model could not be fitted ({e})"}
     ci = r.conf_int()
