@@ -699,7 +699,8 @@ def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_m
     if not moves.any():
         return base
     if moves.mean() > 0.5:
-        shifted = dict(neg_a) | _neg_exp({o: log_a[o] + c for o, c in change.items()}, dtype, own=True)
+        # (each change is the caller's temporary: log_a + change written over it, the same sums)
+        shifted = dict(neg_a) | _neg_exp({o: np.add(log_a[o], c, out=c) for o, c in change.items()}, dtype, own=True)
         return project_chunk(shifted, factor, ge, gd, horizon, ltv_months, cap)
     cols = np.flatnonzero(moves)
     shifted = {o: v[:, cols] for o, v in neg_a.items()}
@@ -757,8 +758,9 @@ def _neg_exp(log_a: dict[str, np.ndarray], dtype, *, own: bool = False) -> dict[
     for o, v in log_a.items():
         t = np.clip(v, -60.0, 30.0, out=v if own else None)
         np.exp(t, out=t)
-        np.negative(t, out=t)
-        out[o] = t.astype(dtype, copy=False)
+        # negated in t's precision and rounded to dtype on the way out (rounding is symmetric: the same
+        # values as negating, then converting)
+        out[o] = np.negative(t, out=t if t.dtype == dtype else np.empty(t.shape, dtype), casting="same_kind")
     return out
 
 
