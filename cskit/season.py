@@ -43,22 +43,22 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
     if any(c not in panel for c in COLUMNS[:-1]):
         return {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
                 "span_months": 0, "events": 0, "peak_month": None, "hazard_ratio": {}, "alpha": ALPHA}
-    rows = panel["at_risk"].to_numpy(dtype=bool) & (panel["tenure"].to_numpy() >= 1)
-    window = np.ones(len(panel), dtype=bool)
+    tenure = _values(panel, "tenure")
+    rows = _values(panel, "at_risk", bool) & (tenure >= 1)
+    window = np.ones(len(tenure), dtype=bool)
     if "months_observed" in panel:  # a late data window: the months before it hold no churn information
-        window = panel["months_observed"].to_numpy() >= 0
-        rows &= panel["months_observed"].to_numpy() >= 1
-    month = panel["month"].to_numpy(dtype="datetime64[ns]")
+        observed = _values(panel, "months_observed")
+        window, rows = observed >= 0, rows & (observed >= 1)
+    month = _values(panel, "month", "datetime64[ns]")
     seen = month[window]
     span = int(len(pd.unique(seen[~np.isnat(seen)])))  # distinct months (hashed, not sorted)
-    churn = panel["churn"].to_numpy()[rows]
+    churn = _values(panel, "churn")[rows]
     events = int(churn.sum())
     out = {"code": "seasonality_not_tested", "detected": False, "p_value": None, "statistic": None, "df": None,
            "span_months": span, "events": events, "peak_month": None, "hazard_ratio": {}, "alpha": ALPHA}
     if span < MIN_SPAN or events < min_events or events == int(rows.sum()):
         return out
-    cells = _cells(month[rows].astype("datetime64[M]").astype(np.int64), panel["tenure"].to_numpy()[rows], churn,
-                   panel["contract_type"][rows], panel["segment"][rows])
+    cells = _cells(_months(month[rows]), tenure[rows], churn, panel["contract_type"][rows], panel["segment"][rows])
     trend = cells["t"].to_numpy(dtype="float64") / 12.0
     base = [np.ones(len(cells)), np.log1p(cells["tenure"].to_numpy(dtype="float64")), trend]
     for col in ("stratum", "segment"):
@@ -81,6 +81,20 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
                p_value=p, statistic=float(stat), df=df, peak_month=int(months[int(np.argmax(hr))]),
                hazard_ratio={int(m): round(float(h), 4) for m, h in zip(months, hr)})
     return out
+
+
+def _values(panel, name: str, dtype=None) -> np.ndarray:
+    """Column ``name`` of a frame, or of a dict of arrays (the panel's columns before it is framed)."""
+    column = panel[name]
+    return column.to_numpy(dtype=dtype) if hasattr(column, "to_numpy") else np.asarray(column, dtype=dtype)
+
+
+def _months(dates: np.ndarray) -> np.ndarray:
+    """Months since 1970-01 of datetime64[ns] values (``astype("datetime64[M]")``; by the panel's table of
+    days when none is NaT)."""
+    from cskit.panel import month_index  # (the panel imports this module)
+
+    return dates.astype("datetime64[M]").astype(np.int64) if np.isnat(dates).any() else month_index(dates)
 
 
 def renewal_strata(rows: pd.DataFrame) -> np.ndarray:
@@ -117,6 +131,7 @@ def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarra
 
 def _text(labels: pd.Series) -> np.ndarray:
     """``labels.astype(str)`` as an array; labels that are all text already are taken as they are."""
+    labels = labels if isinstance(labels, pd.Series) else pd.Series(np.asarray(labels), copy=False)
     values = labels.to_numpy()
     if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
         return values
@@ -131,7 +146,7 @@ def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_ty
     stratum, strata = _strata_codes(contract_type, month, tenure)
     from cskit.panel import factorize_runs  # (the panel imports this module)
 
-    seg, segments = (factorize_runs(segment.to_numpy(), sort=True)
+    seg, segments = (factorize_runs(np.asarray(segment), sort=True)
                      if not isinstance(segment.dtype, pd.CategoricalDtype) else pd.factorize(segment, sort=True))
     ok = seg >= 0
     t = month - month.min() if len(month) else month
@@ -205,12 +220,13 @@ _FITS: dict[bytes, SimpleNamespace | None] = {}
 
 def season_column(panel: pd.DataFrame, result: dict) -> np.ndarray:
     """The panel's ``churn_season``: the calendar month ("01"–"12") where seasonality was detected,
-    else the constant :data:`NONE` (a single level: no model term)."""
+    else the constant :data:`NONE` (a single level: no model term). ``panel``: a frame, or a dict of its
+    columns' arrays."""
+    month = _values(panel, "month", "datetime64[ns]")
     if not result["detected"]:
-        out = np.empty(len(panel), dtype=object)
+        out = np.empty(len(month), dtype=object)
         out[:] = NONE  # one string shared by every row (np.full makes a string object per row: 60 bytes each)
         return out
-    month = panel["month"].to_numpy(dtype="datetime64[ns]")
     calendar = month.astype("datetime64[M]").astype(np.int64) % 12
     calendar[np.isnat(month)] = 12
     return np.array([f"{m:02d}" for m in range(1, 13)] + [np.nan], dtype=object)[calendar]

@@ -227,14 +227,18 @@ def test_a_late_window_is_detected_reported_and_handled_by_delayed_entry():
 
 def test_group_sums_lookup_and_codes_equal_pandas():
     """The panel's numpy helpers give pandas' own results bit for bit: ``groupby(keys).sum()`` (Kahan-
-    compensated: 1e16 + 1 + 1 keeps the 2), ``reindex(...).fillna``, ``Index.get_indexer``; sorted and
-    unsorted keys, groups of one to many rows, missing keys."""
+    compensated: 1e16 + 1 + 1 keeps the 2; signed zeros, infinities), ``reindex(...).fillna``,
+    ``Index.get_indexer``; sorted and unsorted keys, groups of one to many rows, missing keys."""
     from cskit.panel import _codes, group_sums, lookup
 
     rng = np.random.default_rng(5)
     keys = np.sort(rng.integers(0, 400, 3000))
     values = rng.lognormal(8, 2, 3000) * rng.choice([1.0, 1e-9, 1e9], 3000)
     values[:3], keys[:3] = [1e16, 1.0, 1.0], -1
+    odd = rng.random(3000)  # signed zeros (a key of one -0.0 sums to 0.0) and infinities
+    values[3:][odd[3:] < 0.05], values[3:][odd[3:] > 0.99] = -0.0, np.inf
+    values[3:][(odd[3:] > 0.5) & (odd[3:] < 0.505)] = -np.inf
+    keys[-3:], values[-3:] = [500, 501, 501], -0.0
     for k in (keys, rng.permutation(keys)):
         got_keys, got = group_sums(k, values)
         expected = pd.Series(values).groupby(k).sum()
@@ -272,14 +276,27 @@ def test_panel_columns_keep_their_order_and_values_in_one_float_block():
 
     c = _Columns(3, 3)
     c |= {"a": np.array([1, 2, 3]), "x": np.array([1.0, 2, 3])}
-    c["b"] = np.array(["p", "q", "r"], dtype=object)
+    c["b"] = text = np.array(["p", "q", "r"], dtype=object)
     c["y"] = np.array([4.0, 5, 6])
     c["a"] = np.array([7.0, 8, 9])
+    c["m"] = months = np.array(["2024-01", "2024-02", "2024-03"], dtype="datetime64[M]").astype("datetime64[ns]")
+    c["k"] = np.array([1, 0, 1], dtype=np.int8)
     f = c.frame()
-    assert list(f.columns) == ["a", "x", "b", "y"]
+    assert list(f.columns) == ["a", "x", "b", "y", "m", "k"]
     assert f["a"].tolist() == [7.0, 8.0, 9.0] and f["x"].tolist() == [1.0, 2.0, 3.0] and f["y"].tolist() == [4, 5, 6]
     assert f["b"].tolist() == ["p", "q", "r"]
     assert sum(b.dtype == np.float64 for b in f._mgr.blocks) == 1
+    # as a frame built column by column, and no column copied
+    expected = pd.DataFrame({"a": [7.0, 8, 9], "x": [1.0, 2, 3], "b": ["p", "q", "r"], "y": [4.0, 5, 6],
+                             "m": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01"]),
+                             "k": np.array([1, 0, 1], dtype=np.int8)})
+    pd.testing.assert_frame_equal(f, expected)
+    assert np.shares_memory(f["b"].to_numpy(), text) and np.shares_memory(f["m"].to_numpy(), months)
+    d = _Columns(3, 2)  # floats in the block's order: the block itself
+    d |= {"x": np.array([1.0, 2, 3]), "s": text, "y": np.array([4.0, 5, 6])}
+    assert np.shares_memory(d.frame()["y"].to_numpy(), d.block) and d.frame()["s"].tolist() == ["p", "q", "r"]
+    f.loc[0, "y"] = -1.0  # a frame like any other: written, consolidated, copied
+    assert f.copy()["y"].tolist() == [-1.0, 5, 6] and f._consolidate()["b"].tolist() == ["p", "q", "r"]
 
 
 def _random_panel(seed: int) -> pd.DataFrame:
