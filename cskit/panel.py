@@ -360,10 +360,10 @@ def renewal_evidence(panel: pd.DataFrame, lag: int, min_events: int = MIN_RENEWA
     the monthly contracts (far too low) or from a separated fit (0 or 1). ``estimable`` says which; code
     "renewal_not_observed" then, "renewals_observed" otherwise, "no_term_contracts" without any.
     """
-    kind = panel["contract_type"].to_numpy() if "contract_type" in panel else np.array([])
-    if len(kind) and not (kind.dtype == object and pd.api.types.infer_dtype(kind, skipna=False) == "string"):
-        kind = panel["contract_type"].astype(str).to_numpy()
-    term = kind != "monthly"
+    term = np.zeros(0, dtype=bool)
+    if "contract_type" in panel:  # each type (as text) compared once; an account's rows are a run
+        kind, kinds = factorize_runs(panel["contract_type"].to_numpy())
+        term = np.append(pd.Series(kinds, dtype=object).astype(str).to_numpy() != "monthly", True)[kind]
     accounts = len(factorize_runs(panel["account_id"].to_numpy()[term])[1]) if term.any() else 0  # (nunique)
     out = {"code": "no_term_contracts", "estimable": True, "accounts": accounts, "cycle": None,
            "decisions": 0, "churns": 0, "renewals": 0, "min_events": int(min_events)}
@@ -582,7 +582,7 @@ def _cross_sell_keys(rev: pd.DataFrame, codes: np.ndarray, rmi: np.ndarray, ok: 
     if len(key) > 1 and (key[1:] >= key[:-1]).all() and (names >= 0).all():  # the loader's order
         # (account, month, product): a line's first row is its first month, an account's first row its
         # first month with revenue
-        line, _ = pd.factorize(code.astype(np.int64) * (int(names.max()) + 1) + names)
+        line, _ = factorize_runs(code.astype(np.int64) * (int(names.max()) + 1) + names)
         seen = np.maximum.accumulate(line)
         new_line = np.append(True, seen[1:] > seen[:-1])
         starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
