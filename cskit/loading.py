@@ -964,6 +964,8 @@ def _accounts_and_revenue(frames: dict[str, pd.DataFrame], params: Params, catal
 
 @dataclass
 class _Checked:
+    """What :func:`_accounts_and_revenue` gave when done ahead (:class:`_Early`), with its report."""
+
     as_of: np.datetime64
     accounts: tuple[pd.DataFrame, list[str], _Contracts]  # (accounts, static KPIs, contracts)
     revenue: pd.DataFrame
