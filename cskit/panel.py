@@ -518,9 +518,9 @@ def group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
         # a key's first row: 0 + v, compensation 0 (v − v, or NaN reset to 0 for an infinite value)
         total = v[first] if len(first) < len(v) else v.copy()
         total += 0.0
-        comp, g = np.zeros(len(first)), np.arange(len(first))
+        comp, g = np.zeros(len(first)), None
         for j in range(1, int(size.max()) if len(size) else 0):  # (inf − inf: NaN, as pandas')
-            g = g[size[g] > j]  # the keys with a (j+1)-th row
+            g = np.flatnonzero(size > j) if g is None else g[size[g] > j]  # the keys with a (j+1)-th row
             y = v[first[g] + j] - comp[g]
             with np.errstate(invalid="ignore"):
                 t = total[g] + y

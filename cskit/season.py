@@ -123,7 +123,7 @@ def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarra
     kind, kinds = factorize_runs(_text(contract_type))  # (an account's rows together: a few runs each)
     if not len(kinds):
         return np.zeros(0, dtype=np.int64), np.array([], dtype=str)
-    started = (month % 12 - tenure) % 12 + 1  # month % 12: the calendar month − 1
+    started = (month - tenure) % 12 + 1  # (month − tenure) % 12: the start's calendar month − 1
     labels = np.array([["monthly" if k == "monthly" else f"{k}:{m}" for m in range(13)] for k in kinds], dtype=str)
     strata, rank = np.unique(labels, return_inverse=True)  # sorted; the same label, the same rank
     return rank.reshape(labels.shape)[kind, started], strata
@@ -154,13 +154,15 @@ def _cells(month: np.ndarray, tenure: np.ndarray, churn: np.ndarray, contract_ty
         return _cells_by_groupby(month, t, stratum, strata, seg, segments, tenure, churn, ok)
     # one integer key per row, in the groupby's order (t, then cal: a function of t, stratum, segment,
     # tenure); its distinct values hashed, the few cells sorted
-    sizes = [int(x[ok].max()) + 1 for x in (t, stratum, seg, tenure)]
+    every = bool(ok.all())  # (every row has a segment: no row left out, no copy of the columns)
+    t_, stratum_, seg_, tenure_ = (x if every else x[ok] for x in (t, stratum, seg, tenure))
+    sizes = [int(x.max()) + 1 for x in (t_, stratum_, seg_, tenure_)]
     if np.prod([float(z) for z in sizes]) >= 2.0**62:
         return _cells_by_groupby(month, t, stratum, strata, seg, segments, tenure, churn, ok)
-    key = ((t[ok] * sizes[1] + stratum[ok]) * sizes[2] + seg[ok]) * sizes[3] + tenure[ok]
+    key = ((t_ * sizes[1] + stratum_) * sizes[2] + seg_) * sizes[3] + tenure_
     codes, uniq = pd.factorize(key)
     order = np.argsort(uniq)
-    k = np.bincount(codes, weights=churn[ok], minlength=len(uniq))[order].astype(np.int64)
+    k = np.bincount(codes, weights=churn if every else churn[ok], minlength=len(uniq))[order].astype(np.int64)
     n = np.bincount(codes, minlength=len(uniq))[order].astype(np.int64)
     key = uniq[order]
     key, ten = np.divmod(key, sizes[3])
