@@ -183,7 +183,8 @@ class _Rows:
             return out
         row = self.rows(codes, mi)
         hit = row >= 0
-        at, *sums = group_sums(row[hit], *(v[hit] for v in values))
+        every = bool(hit.all())  # (every table row in the panel: taken as they are)
+        at, *sums = group_sums(row if every else row[hit], *(v if every else v[hit] for v in values))
         for o, v in zip(out, sums):
             o.fill(fill)
             v[np.isnan(v)] = fill
@@ -576,9 +577,10 @@ def _cross_sell_keys(rev: pd.DataFrame, codes: np.ndarray, rmi: np.ndarray, ok: 
     """The account × month keys in which an account's revenue shows a product for the first time, after
     its first month with revenue (sorted, unique)."""
     product = rev["product"].to_numpy() if "product" in rev else np.full(len(rev), "(main)", dtype=object)
-    code, mi = codes[ok], rmi[ok]
+    every = bool(ok.all())
+    code, mi = (codes, rmi) if every else (codes[ok], rmi[ok])
     key = _keys(code, mi)
-    names, _ = factorize_runs(product[ok])
+    names, _ = factorize_runs(product if every else product[ok])
     if len(key) > 1 and (key[1:] >= key[:-1]).all() and (names >= 0).all():  # the loader's order
         # (account, month, product): a line's first row is its first month, an account's first row its
         # first month with revenue
