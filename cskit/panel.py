@@ -752,21 +752,32 @@ def recent_means_over(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, ns
     return {n: pd.DataFrame(v) for n, v in out.items()}
 
 
-def _running_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _running_sums(x: np.ndarray, out: np.ndarray, chunk: int = 1 << 17) -> np.ndarray:
     """``out`` := the running sum of the finite values of ``x`` up to each position, in order (numpy's
     sequential ``cumsum`` of them, held through the missing values after each); returns the positions
-    of the values that are not finite (missing), in order."""
-    gaps = np.flatnonzero(np.isnan(x))  # (NaN: all but a few; an infinite value is found below)
-    np.copyto(out, x)
-    out[gaps] = -0.0  # adds nothing to any sum, not even to a −0.0
+    of the values that are not finite (missing), in order. Chunk by chunk (each one's pieces of work
+    while it is in the cache), each chunk's sums continuing the last one's."""
+    parts, carry = [], None
     with np.errstate(invalid="ignore", over="ignore"):  # (inf − inf: found at the end)
-        np.cumsum(out, out=out)
+        for s in range(0, len(x), chunk):
+            o = out[s : s + chunk]
+            np.copyto(o, x[s : s + chunk])
+            gaps = np.flatnonzero(np.isnan(o))  # (NaN: all but a few; an infinite value is found below)
+            if len(gaps):
+                o[gaps] = -0.0  # adds nothing to any sum, not even to a −0.0
+                parts.append(gaps + s)
+            if carry is not None:
+                o[0] += carry  # (carry + the chunk's first value: the next step of the sequential sum)
+            np.cumsum(o, out=o)
+            carry = o[-1]
     if len(out) and not np.isfinite(out[-1]):  # an infinite value (or a sum beyond the float range)
         gaps = np.flatnonzero(~np.isfinite(x))
         np.copyto(out, x)
         out[gaps] = -0.0
-        np.cumsum(out, out=out)
-    return gaps
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.cumsum(out, out=out)
+        return gaps
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _seen_counts(gaps: np.ndarray, pos: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -383,3 +383,21 @@ def test_mapped_block_is_a_writable_float_array_of_its_shape():
         b[2].fill(np.nan)
         frame = pd.DataFrame(b.T, columns=["x", "y", "z"], copy=False)
         assert frame["y"].sum() == shape[1] * (shape[1] - 1) / 2 and frame["z"].isna().all()
+
+
+def test_running_sums_continue_across_chunks_bit_for_bit():
+    """_running_sums chunk by chunk: at every position with a value seen, the sequential sum of the values
+    seen so far (numpy's cumsum of them), whatever the chunk size; the missing positions returned."""
+    from cskit.panel import _running_sums
+
+    p = _random_panel(3)
+    for k in ("few", "many", "none", "odd"):
+        x = p[k].to_numpy()
+        ok = np.isfinite(x)
+        count = np.cumsum(ok)
+        want = np.r_[0.0, np.cumsum(x[ok])][count]
+        for chunk in (1, 2, 7, 64, 1 << 17):
+            out = np.empty(len(x))
+            gaps = _running_sums(x, out, chunk=chunk)
+            assert gaps.tolist() == np.flatnonzero(~ok).tolist()
+            assert np.array_equal(out[count > 0].view(np.int64), want[count > 0].view(np.int64)), (k, chunk)
