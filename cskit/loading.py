@@ -710,7 +710,9 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
 def _kept_rows(block: np.ndarray, used: list[int], order: np.ndarray) -> np.ndarray:
     """The (len(used), len(order)) array of ``block[used][:, order]``, written over ``block``'s own memory
     from its start (no second block): row j's values are taken from row used[j] >= j before they are
-    written, and land below row used[j] + 1, which no later row reads."""
+    written, and land below row used[j] + 1, which no later row reads. When a quarter of the rows'
+    values or more are left out (excluded rows), the kept ones are copied out, so that the frame does not
+    hold the whole block."""
     n = block.shape[1]
     if len(order) == n and bool((order == np.arange(n)).all()):  # every row in file order (the usual file)
         for j, r in enumerate(used):
@@ -722,7 +724,8 @@ def _kept_rows(block: np.ndarray, used: list[int], order: np.ndarray) -> np.ndar
     for j, r in enumerate(used):
         np.take(block[r], order, out=taken, mode="clip")  # (valid positions; unbuffered)
         flat[j * m:(j + 1) * m] = taken
-    return flat[: len(used) * m].reshape(len(used), m)
+    kept = flat[: len(used) * m].reshape(len(used), m)
+    return kept.copy() if len(order) < 0.75 * n else kept
 
 
 # Threads parsing the KPI columns (pyarrow's cast and numpy's copies release the interpreter)

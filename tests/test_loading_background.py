@@ -145,7 +145,7 @@ def test_a_failure_in_the_early_checks_is_raised_where_the_in_order_load_raises_
     assert set(threading.enumerate()) <= before
 
 
-def kpi_table(sorted_rows: bool) -> pd.DataFrame:
+def kpi_table(sorted_rows: bool, unknown: int = 0) -> pd.DataFrame:
     """KPIs of three accounts; with columns the loader leaves out (contract_months, a text column, an
     empty one) between the KPI columns, so that the kept columns' rows move up in the float block."""
     rows = [[a, f"2024-{m:02d}", str(m * (i + 1)), "3", f"note {m}", "", f"{m}.5", "" if m == 4 else str(-m)]
@@ -157,15 +157,18 @@ def kpi_table(sorted_rows: bool) -> pd.DataFrame:
         df = pd.concat([df.iloc[::-1], pd.DataFrame([["A8", "2024-03", "1", "3", "n", "", "1", "1"],
                                                      ["A1", "2024-02", "99", "3", "n", "", "9", "9"]],
                                                     columns=cols)], ignore_index=True)
+    if unknown:  # rows of accounts not in accounts, most of the file: the kept rows are copied out
+        other = pd.DataFrame([[f"X{i}", "2024-03", "1", "3", "n", "", "1", "1"] for i in range(unknown)], columns=cols)
+        df = pd.concat([other, df], ignore_index=True)
     return df
 
 
-@pytest.mark.parametrize("sorted_rows", [True, False])
+@pytest.mark.parametrize(("sorted_rows", "unknown"), [(True, 0), (False, 0), (False, 40)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_kpi_columns_parsed_by_threads_into_the_block(monkeypatch, sorted_rows, threads):
+def test_kpi_columns_parsed_by_threads_into_the_block(monkeypatch, sorted_rows, unknown, threads):
     monkeypatch.setattr(loading, "PARSE_THREADS", threads)
     frames = tables()
-    frames["kpis"] = kpi_table(sorted_rows)
+    frames["kpis"] = kpi_table(sorted_rows, unknown)
     data = client_from_frames(frames, validate_params({"as_of": "2024-06-30"}))
     raw = frames["kpis"]
     # the expected frame, by pandas: the first row of each known account-month, in (account, month) order
