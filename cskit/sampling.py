@@ -129,8 +129,14 @@ def panel_uniforms(panel: pd.DataFrame, seed: int) -> np.ndarray:
     u = (h >> np.uint64(11)).astype("float64") / float(1 << 53)
     u.flags.writeable = False
     live = [entry for entry in _HASHED if entry[0]() is not None]
-    _HASHED[:] = [*live[max(0, len(live) - KEEP_HASHED + 1):], (weakref.ref(panel), key, (accounts, months), u)]
+    _HASHED[:] = [*live[max(0, len(live) - KEEP_HASHED + 1):],
+                  (weakref.ref(panel, _forget_dead), key, (accounts, months), u)]
     return u
+
+
+def _forget_dead(_ref) -> None:
+    """Drop the uniforms of panels no longer alive (called as a panel is freed: its 8 bytes a row go with it)."""
+    _HASHED[:] = [entry for entry in _HASHED if entry[0]() is not None]
 
 
 def case_control(panel: pd.DataFrame, rows: np.ndarray, y: np.ndarray, *, seed: int = 0,

@@ -88,6 +88,14 @@ def test_a_selection_gets_the_numbers_of_hashing_its_rows_alone_and_new_ids_are_
     panel["account_id"] = "B" + panel["account_id"]
     after = row_uniforms(panel, rows, seed=0)
     assert np.array_equal(after, hashed(panel, rows, 0)) and not np.array_equal(after, before)
+    import gc
+
+    from cskit import sampling
+    held = len(sampling._HASHED)
+    del panel
+    gc.collect()
+    assert held and len(sampling._HASHED) < held  # a freed panel's numbers are not kept
+    assert all(entry[0]() is not None for entry in sampling._HASHED)
 
 
 def test_logit_sampled_likelihood_is_statsmodels_offset_fit():
