@@ -207,6 +207,7 @@ def input_fingerprints(data: str):
     (:func:`cskit.provenance.write_fingerprints`; the kernel finds them through ``$CSKIT_FINGERPRINTS``,
     set here for the kernel to inherit, and hashes any file they do not cover itself: same bytes).
     Yields the function that starts the hashing, in a thread."""
+    import shutil
     import tempfile
 
     from cskit.provenance import FINGERPRINTS_ENV, input_files
@@ -217,33 +218,35 @@ def input_fingerprints(data: str):
     old = os.environ.get(FINGERPRINTS_ENV)
     os.environ[FINGERPRINTS_ENV] = path
     threads: list[threading.Thread] = []
+    ended = [False]
+    lock = threading.Lock()  # the file is written, or the folder removed, never both at once
+
+    def hash_files() -> None:
+        from cskit.provenance import save_fingerprints, take_fingerprints
+
+        try:
+            entries = take_fingerprints(files)
+            with lock:
+                if not ended[0]:
+                    save_fingerprints(entries, path)
+        except Exception:  # noqa: BLE001 - none written: the kernel hashes the files itself
+            pass
 
     def start() -> None:
         if files and not threads:
-            threads.append(threading.Thread(target=_write_quietly, args=(files, path), name="cskit-hash",
-                                            daemon=True))
+            threads.append(threading.Thread(target=hash_files, name="cskit-hash", daemon=True))
             threads[0].start()
 
     try:
         yield start
-    finally:
-        for t in threads:
-            t.join()
+    finally:  # not waiting for the hashes (a run that failed early need not); none written after this
+        with lock:
+            ended[0] = True
+            shutil.rmtree(folder, ignore_errors=True)
         if old is None:
             os.environ.pop(FINGERPRINTS_ENV, None)
         else:
             os.environ[FINGERPRINTS_ENV] = old
-        Path(path).unlink(missing_ok=True)
-        os.rmdir(folder)
-
-
-def _write_quietly(files: list[Path], path: str) -> None:
-    from cskit.provenance import write_fingerprints
-
-    try:
-        write_fingerprints(files, path)
-    except Exception:  # noqa: BLE001 - none written: the kernel hashes the files itself
-        pass
 
 
 STAGES = ("load", "panel", "metrics", "triggers", "potential", "health", "report")

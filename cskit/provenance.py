@@ -51,9 +51,14 @@ def _taken(path: Path) -> dict[str, Any] | None:
 
 
 def write_fingerprints(files: list[Path], target: str | Path) -> None:
-    """Hash ``files`` and write their fingerprints to ``target`` (what :data:`FINGERPRINTS_ENV` names),
-    each with the file's path, size and modification time (a file that changed while it was hashed is
-    left out); written whole or not at all (a temporary file renamed)."""
+    """Hash ``files`` and write their fingerprints to ``target`` (what :data:`FINGERPRINTS_ENV` names):
+    :func:`save_fingerprints` of :func:`take_fingerprints`."""
+    save_fingerprints(take_fingerprints(files), target)
+
+
+def take_fingerprints(files: list[Path]) -> list[dict[str, Any]]:
+    """The fingerprint of each of ``files`` with the file's path, size and modification time (a file that
+    changed while it was hashed, or cannot be read, is left out)."""
     entries = []
     for f in files:
         try:
@@ -64,6 +69,12 @@ def write_fingerprints(files: list[Path], target: str | Path) -> None:
         except OSError:
             continue
         entries.append({"path": before[0], "size": before[1], "mtime_ns": before[2], "fingerprint": record})
+    return entries
+
+
+def save_fingerprints(entries: list[dict[str, Any]], target: str | Path) -> None:
+    """Write :func:`take_fingerprints`' ``entries`` to ``target``, whole or not at all (a temporary file
+    renamed)."""
     target = Path(target)
     partial = target.with_name(target.name + ".part")
     partial.write_text(json.dumps(entries), encoding="utf-8")

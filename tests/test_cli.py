@@ -22,8 +22,8 @@ RESULT_FILES = [
 ]
 
 
-def cskit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
+def cskit(*args: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200", **env_vars)
     return subprocess.run([*CSKIT, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -263,9 +263,13 @@ def test_version_and_a_no_html_rerun_removes_the_stale_html(two_runs):
     html = (folder / "diagnosis.html").read_text(encoding="utf-8")
     assert f"cskit {__version__}" in html and "results/run.json" in html  # the footer
     assert "rows read were used" in first.stdout or "rows were excluded" in first.stdout
-    again = cskit("run", "small.yaml", "--out", "out1", "--no-html", cwd=root)
+    temp = root / "tmp-again"
+    temp.mkdir()
+    again = cskit("run", "small.yaml", "--out", "out1", "--no-html", cwd=root, TMPDIR=str(temp))
     assert again.returncode == 0, again.stderr[-2000:]
     assert not (folder / "diagnosis.html").exists()
+    assert json.loads((folder / "results" / "run.json").read_text(encoding="utf-8"))["inputs"] == run["inputs"]
+    assert not list(temp.glob("cskit-*"))  # the fingerprints taken beforehand (and their folder) are gone
 
 
 def test_both_simulate_commands_share_the_simulators_defaults(tmp_path):
