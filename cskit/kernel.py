@@ -85,7 +85,7 @@ def import_when_idle(modules: tuple[str, ...], *, share: float = IDLE_SHARE, pol
 
     global _importing
     if _importing is None:
-        _importing = threading.Lock()
+        _importing = threading.RLock()  # (re-entrant: a fork by the importing thread itself goes on)
         os.register_at_fork(before=_importing.acquire, after_in_parent=_importing.release,
                             after_in_child=_importing.release)
     main = threading.main_thread().native_id
