@@ -156,7 +156,6 @@ def fit_outcome(
     alpha: float | None = None,
     fits: Fits | None = None,
     seed: int = 0,
-    segments: np.ndarray | None = None,
 ) -> OutcomeModel:
     """The cloglog hazard model of ``outcome`` on its rows; intercept-only rate below MIN_EVENTS.
 
@@ -172,7 +171,6 @@ def fit_outcome(
     ``cskit.sampling.SAMPLE_ABOVE`` rows the fits, selection and covariance are those of a case-control
     sample of the rows (``cskit.fits.model_rows``, drawn with ``seed`` or the ``fits``' seed) with its
     sampled link: the population's coefficients; ``rows`` and ``events`` stay the model rows' counts.
-    ``segments``: the panel's segment column as text, when already made (one per panel, not per model).
     """
     rows, yr = outcome_rows(panel, outcome, lag)
     events = int(yr.sum())
@@ -195,9 +193,7 @@ def fit_outcome(
                                                             0.05 if alpha is None else alpha, outcome, fit=first)
     design = population_rates(design, base)
     if alpha is not None:
-        if segments is None and "segment" in panel:
-            segments = panel["segment"].astype(str).to_numpy()
-        seg = segments[rows] if segments is not None else None
+        seg = panel["segment"].astype(str).to_numpy()[rows] if "segment" in panel else None
         flagged = linear_flagged(design, model.fit, alpha)
         if first is not None and design is base.design:  # no indicator added: the health score's selection
             design, model.fit, _ = fits.churn_selected(kpis, flagged, seg, alpha)
@@ -839,13 +835,11 @@ def improvement_potential(
     fits = Fits(panel, lag, seed=params.seed) if mine else fits
     transforms = fits.transforms(model_kpis)
     fitted: dict[str, OutcomeModel | None] = {}
-    segments = panel["segment"].astype(str).to_numpy() if "segment" in panel else None  # (text once, not per model)
     for o in sorted(PROJECTED, key=lambda o: o == "churn"):  # the growth models' one design first, then released
         if o == "churn":
             fits.release("growth")
         fitted[o] = None if o == "referral" and not has_referrals(data) else fit_outcome(
-            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits, seed=params.seed,
-            segments=segments)
+            panel, o, model_kpis, transforms, lag, params.language, alpha=params.alpha, fits=fits, seed=params.seed)
     if mine:
         fits.release()
     notes: dict[str, str] = {}
