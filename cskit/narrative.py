@@ -666,14 +666,15 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
     "nps_no_answers": (lambda v: "期間内の回答がありません", lambda v: "no answers in the period"),
     "nps_no_table": (lambda v: "NPSの表がありません", lambda v: "no nps table"),
     # ---- potential (why a column or row of the table is empty)
-    "ltv_growth_capped": (
-        lambda v: f"{v.n('accounts')}アカウントは、KPIを現在の値のまま{v.n('ltv_months')}か月投影するとアップセルが"
-                  f"複利で積み上がり、データで観測された最大のMRR成長（{v['growth']:.1f}倍）を超えるため、予測MRRを"
-                  f"その倍率で頭打ちにしました。これらは全LTVの{pct(v['share'])}を占め、そのLTVは上限として読んでください。",
-        lambda v: f"{v.n('accounts')} account{_s(v['accounts'])}' projected MRR was held at {v['growth']:.1f}x today's, "
-                  f"the largest growth of one account's MRR observed in the data: with KPIs held at today's values for "
-                  f"{v.n('ltv_months')} months their expansions would compound beyond it. They hold "
-                  f"{pct(v['share'])} of the total LTV: read their LTV as an upper bound."),
+    "ltv_growth_beyond_data": (
+        lambda v: f"{v.n('accounts')}アカウントの予測LTVは、データで観測された最大のMRR成長（{v['growth']:.1f}倍）を"
+                  f"超える伸びを前提にしています（KPIを現在の値のまま{v.n('ltv_months')}か月投影し、アップセルが複利で"
+                  f"積み上がるため）。これらは全LTVの{pct(v['share'])}を占めます。これらのアカウントのLTVと、それを"
+                  "含む合計・増分は過大の可能性があり、上限として読んでください。",
+        lambda v: f"{v.n('accounts')} account{_s(v['accounts'])}' projected LTV assumes MRR growth beyond the largest "
+                  f"observed in the data ({v['growth']:.1f}x): KPIs are held at today's values for "
+                  f"{v.n('ltv_months')} months and expansions compound. They hold {pct(v['share'])} of the total "
+                  "LTV: read their LTV, and the totals and gains that include it, as upper bounds."),
     "no_referrals": (
         lambda v: "紹介元（accounts.referred_by）のデータがないため、紹介による新規MRRは算出できません。",
         lambda v: "New revenue (new MRR from referred accounts) is left empty: accounts.referred_by has no data."),

@@ -516,7 +516,6 @@ def project_chunk(
     g_d: np.ndarray,
     horizon: int,
     ltv_months: int,
-    cap: float = math.inf,
 ) -> dict[str, np.ndarray]:
     """The architecture's projection for a chunk of accounts, per draw (rows) and account, m(0) = 1.
 
@@ -524,12 +523,7 @@ def project_chunk(
     factor (months, B, n), for churn zero outside annual accounts' anniversaries; g_e, g_d (B, 1).
     The monthly probability is p = 1 − exp(−λ) (cloglog). Returns (B, n) arrays: churn (MRR lost to
     churn), expansion, downgrade (MRR lost), referrals (expected count; 0 without a ``referral``
-    entry), ltv (Σ_{h ≤ ltv_months} S(h) m(h), before margin), surv (S at the horizon) and capped (1
-    where m reached ``cap``, else 0).
-
-    The expected MRR multiplier m is held at ``cap`` (the largest growth the data show,
-    :func:`observed_growth`) once it reaches it; the expansion of that month is then only what brings
-    m to the cap, so that expansion − downgrade stays the change of the expected MRR.
+    entry), ltv (Σ_{h ≤ ltv_months} S(h) m(h), before margin) and surv (S at the horizon).
 
     Every entry is computed on its own, so the chunk is walked in blocks of BLOCK_BYTES per array
     (:func:`_project_block`): the block's two dozen arrays stay in a core's cache through the months,
@@ -540,13 +534,13 @@ def project_chunk(
     flat_a = {o: v.reshape(-1) for o, v in neg_a.items()}
     flat_f = {o: v.reshape(v.shape[0], -1) for o, v in factor.items()}
     flat_g = [np.broadcast_to(g, shape).astype(dtype).reshape(-1) for g in (g_e, g_d)]  # same-shape products
-    out = {k: np.zeros(size, dtype) for k in ("churn", "expansion", "downgrade", "referrals", "ltv", "capped")}
+    out = {k: np.zeros(size, dtype) for k in ("churn", "expansion", "downgrade", "referrals", "ltv")}
     out["surv"] = np.ones(size, dtype)
     step = max(1, BLOCK_BYTES // dtype.itemsize)
     for lo in range(0, size, step):
         b = slice(lo, lo + step)
         _project_block({o: v[b] for o, v in flat_a.items()}, {o: v[:, b] for o, v in flat_f.items()},
-                       flat_g[0][b], flat_g[1][b], horizon, ltv_months, {k: v[b] for k, v in out.items()}, cap)
+                       flat_g[0][b], flat_g[1][b], horizon, ltv_months, {k: v[b] for k, v in out.items()})
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
@@ -554,11 +548,10 @@ BLOCK_BYTES = 64 * 1024  # per array of a block of project_chunk: ~25 of them fi
 
 
 def _project_block(neg_a: dict[str, np.ndarray], factor: dict[str, np.ndarray], g_e: np.ndarray, g_d: np.ndarray,
-                   horizon: int, ltv_months: int, out: dict[str, np.ndarray], cap: float = math.inf) -> None:
+                   horizon: int, ltv_months: int, out: dict[str, np.ndarray]) -> None:
     """:func:`project_chunk` on one block of entries (1-D arrays; ``factor[o]`` months × entries), into
     ``out`` (zeros, surv ones)."""
     shape, dtype = neg_a["churn"].shape, neg_a["churn"].dtype
-    cap = dtype.type(cap)  # compared with m in m's own precision
     neg_cum = np.zeros(shape, dtype)
     s_old, s_new, m = np.ones(shape, dtype), np.empty(shape, dtype), np.ones(shape, dtype)
     pe, pd_, pr, sm, tmp = (np.empty(shape, dtype) for _ in range(5))
@@ -591,14 +584,6 @@ def _project_block(neg_a: dict[str, np.ndarray], factor: dict[str, np.ndarray], 
         np.subtract(pd_, pe, out=tmp)
         tmp += 1
         m *= tmp
-        if m.max() > cap:  # (rare: checked at once for the block) held at the cap, the month's excess not expanded
-            np.subtract(m, cap, out=tmp)
-            np.maximum(tmp, 0.0, out=tmp)
-            if h < horizon:
-                tmp *= s_new
-                out["expansion"] -= tmp
-            np.minimum(m, cap, out=m)
-            out["capped"][m == cap] = 1.0
         if h < ltv_months:
             np.multiply(s_new, m, out=tmp)
             out["ltv"] += tmp
@@ -608,13 +593,11 @@ def _project_block(neg_a: dict[str, np.ndarray], factor: dict[str, np.ndarray], 
 @dataclass
 class Projection:
     """Totals per scenario (row 0 = baseline, then one per KPI) and draw (column): each (S + 1, B),
-    plus the baseline per-account churn_prob, ltv_units (margin not applied) and capped (whether the
-    account's expected MRR reached the growth cap), each (B, N)."""
+    plus the baseline per-account churn_prob and ltv_units (margin not applied), each (B, N)."""
 
     totals: dict[str, np.ndarray]
     churn_prob: np.ndarray
     ltv_units: np.ndarray
-    capped: np.ndarray
 
 
 def project(
@@ -629,15 +612,13 @@ def project(
     dtype=np.float64,
     w_money: np.ndarray | None = None,
     w_count: np.ndarray | None = None,
-    cap: float = math.inf,
 ) -> Projection:
     """Project baseline and every scenario for the accounts of ``active``, chunk by chunk.
 
     Totals are Σ_i w_money_i · (amount per unit of starting MRR) for churn, expansion, downgrade and
     ltv, and Σ_i w_count_i · (expected referrals) × ``referral_mrr`` for new revenue. By default
     w_money = each account's MRR at as_of and w_count = 1: plain sums over the accounts; a sample
-    passes its estimator's weights instead. ``cap``: the expected MRR multiplier's ceiling
-    (:func:`project_chunk`; none by default).
+    passes its estimator's weights instead.
     """
     tenure = active["tenure"].to_numpy(dtype="float64")
     cycle = renewal_cycles(active)
@@ -648,7 +629,7 @@ def project(
     b = next(iter(hazards.values())).coef.shape[0]
     chunk = max(64, CHUNK_ELEMENTS // b)
     totals = {c: np.zeros((len(scen) + 1, b)) for c in ("churn", "expansion", "downgrade", "referrals", "ltv")}
-    churn_prob, ltv_units, capped = np.empty((b, n)), np.empty((b, n)), np.empty((b, n), bool)
+    churn_prob, ltv_units = np.empty((b, n)), np.empty((b, n))
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
     buffers: dict[str, dict[str, np.ndarray]] = {"base": {}, "moved": {}}  # the factors' memory, chunk after chunk
     for lo in range(0, n, chunk):
@@ -657,12 +638,11 @@ def project(
         log_a = {o: hz.coef @ hz.X[sl].T + hz.shift() for o, hz in hazards.items()}
         neg_a = _neg_exp(log_a, dtype)
         base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype, sl, buffers["base"])
-        base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months, cap)
+        base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months)
         weights = (w_money[sl], w_count[sl], referral_mrr)
         _add_totals(totals, 0, base, *weights)
         churn_prob[:, sl] = 1.0 - base["surv"]
         ltv_units[:, sl] = base["ltv"] * mrr[None, sl]
-        capped[:, sl] = base["capped"] > 0
         for s, sc in enumerate(scen, start=1):
             moved = [o for o, hz in hazards.items() if sc.kpi in hz.kpi_cols]
             if sc.reason:
@@ -671,17 +651,16 @@ def project(
                 res = base
             elif sc.kpi == "contract_months":
                 factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl, buffers["moved"])
-                res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months, cap)
+                res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months)
             else:
                 at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
                 change = {o: hazards[o].change(sc.kpi, sc.dz[sl], sl, at_mean) for o in moved}
-                res = _moved_projection(neg_a, log_a, change, base, base_factor, ge, gd, horizon, ltv_months, cap)
+                res = _moved_projection(neg_a, log_a, change, base, base_factor, ge, gd, horizon, ltv_months)
             _add_totals(totals, s, res, *weights)
-    return Projection(totals, churn_prob, ltv_units, capped)
+    return Projection(totals, churn_prob, ltv_units)
 
 
-def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_months, cap=math.inf
-                      ) -> dict[str, np.ndarray]:
+def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_months) -> dict[str, np.ndarray]:
     """A scenario's :func:`project_chunk` with the log-hazards ``log_a`` moved by ``change`` (B, n) per
     outcome moved. When most accounts are left unchanged in every draw and outcome (a KPI already at
     its bound for them, e.g. an onboarding already completed: dz = 0), those keep the baseline's
@@ -697,12 +676,12 @@ def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_m
     if moves.mean() > 0.5:
         # (each change is the caller's temporary: log_a + change written over it, the same sums)
         shifted = dict(neg_a) | _neg_exp({o: np.add(log_a[o], c, out=c) for o, c in change.items()}, dtype, own=True)
-        return project_chunk(shifted, factor, ge, gd, horizon, ltv_months, cap)
+        return project_chunk(shifted, factor, ge, gd, horizon, ltv_months)
     cols = np.flatnonzero(moves)
     shifted = {o: v[:, cols] for o, v in neg_a.items()}
     shifted |= _neg_exp({o: log_a[o][:, cols] + c[:, cols] for o, c in change.items()}, dtype, own=True)
     part = project_chunk(shifted, {o: np.take(f, cols, axis=2) for o, f in factor.items()}, ge, gd, horizon,
-                         ltv_months, cap)
+                         ltv_months)
     out = {k: v.copy() for k, v in base.items()}
     for k, v in part.items():
         out[k][:, cols] = v
@@ -862,17 +841,16 @@ def improvement_potential(
 
     point_coef = {o: _point_coef(m) for o, m in models.items()}
     projected = shown(models)
-    cap = observed_growth(panel)  # no account's expected MRR grows beyond what one account's did in the data
     point = project(
         {o: make_hazard(models[o], c, future, active) for o, c in point_coef.items() if o in projected},
         scen, active, np.array([sizes["g_e"][0]]), np.array([sizes["g_d"][0]]),
-        np.array([sizes["referral_mrr"][0]]), params.horizon_months, params.ltv_months, cap=cap,
+        np.array([sizes["referral_mrr"][0]]), params.horizon_months, params.ltv_months,
     )
     draws = None
     if params.bootstrap > 0:
         unit_ltv = point.ltv_units[0] / active["mrr"].to_numpy(dtype="float64")  # the sample's order
         draws = project_draws(models, point_coef, sizes, scen, future, active, params, draw_accounts,
-                              sample_size=draw_sample_size, key=unit_ltv, cap=cap)
+                              sample_size=draw_sample_size, key=unit_ltv)
     table, phases = _potential_table(scen, models, point, draws, data.catalogue, params, notes)
     accounts = pd.DataFrame(
         {
@@ -882,7 +860,7 @@ def improvement_potential(
             "ltv": params.gross_margin * point.ltv_units[0],
         }
     )
-    beyond = growth_capped(point.capped[0], accounts["ltv"].to_numpy(), cap, params.ltv_months)
+    beyond = growth_beyond_data(panel, accounts, params.ltv_months, params.gross_margin)
     if beyond is not None:
         notes["ltv"] = beyond
     outcomes = pd.DataFrame(
@@ -922,18 +900,25 @@ def observed_growth(panel: pd.DataFrame) -> float:
     return float(max(1.0, np.max(mrr[paying] / low)))
 
 
-def growth_capped(capped: np.ndarray, ltv: np.ndarray, cap: float, ltv_months: int):
-    """The note (code ``ltv_growth_capped``) that some accounts' expected MRR was held at ``cap`` (the
-    largest growth seen in the data, :func:`observed_growth`) in the projection, or None. The projection
-    holds each account's KPIs at today's values for ``ltv_months`` and compounds its expansions: an
-    account whose KPIs put its monthly expansion probability high would be projected to grow beyond
-    anything observed. Says how many accounts, their share of the total LTV and the cap."""
-    if not capped.any():
+def growth_beyond_data(panel: pd.DataFrame, accounts: pd.DataFrame, ltv_months: int, margin: float):
+    """The note (code ``ltv_growth_beyond_data``) that some accounts' projected LTV implies MRR growth
+    beyond anything the data show, or None. The projection holds each account's KPIs at today's values
+    for ``ltv_months`` and compounds its expansions; since S(h) ≤ 1, an LTV above margin × MRR ×
+    ltv_months × G (G = :func:`observed_growth`) can only come from a projected MRR of more than G
+    times today's in some month: growth no account in the data ever showed. Says how many accounts,
+    their share of the total LTV and G; the figures are not changed (read them as upper bounds there)."""
+    mrr = accounts["mrr"].to_numpy(dtype="float64")
+    ltv = accounts["ltv"].to_numpy(dtype="float64")
+    if margin <= 0 or not len(mrr):
+        return None
+    g = observed_growth(panel)
+    over = (mrr > 0) & np.isfinite(ltv) & (ltv > margin * mrr * ltv_months * g)
+    if not over.any():
         return None
     total = float(np.nansum(ltv))
-    share = float(np.nansum(ltv[capped]) / total) if total > 0 else float("nan")
-    return Notice("ltv_growth_capped", stage="potential", severity="note", accounts=int(capped.sum()),
-                  share=share, growth=float(cap), ltv_months=int(ltv_months))
+    share = float(ltv[over].sum() / total) if total > 0 else float("nan")
+    return Notice("ltv_growth_beyond_data", stage="potential", severity="warning", accounts=int(over.sum()),
+                  share=share, growth=g, ltv_months=int(ltv_months))
 
 
 def project_draws(
@@ -948,7 +933,6 @@ def project_draws(
     *,
     sample_size: int = DRAW_SAMPLE,
     key: np.ndarray | None = None,
-    cap: float = math.inf,
 ) -> Projection:
     """The projection at ``params.bootstrap`` draws of every estimate (float32); column 0 holds the
     estimates themselves, so that intervals are centred on the exact point estimate. On all active
@@ -966,7 +950,7 @@ def project_draws(
     return project(
         {o: make_hazard(models[o], c, fut, sub) for o, c in coef.items() if o in projected},
         sub_scen, sub, g["g_e"], g["g_d"], g["referral_mrr"], params.horizon_months, params.ltv_months,
-        dtype=np.float32, w_money=w_money, w_count=w_count, cap=cap,
+        dtype=np.float32, w_money=w_money, w_count=w_count,
     )
 
 

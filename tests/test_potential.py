@@ -676,56 +676,25 @@ def test_the_stages_sum_on_one_blas_thread_whatever_the_caller_set():
     assert after == before, (before, after)
 
 
-def test_largest_growth_observed_by_hand():
-    """observed_growth: each account's MRR over its lowest positive MRR so far; the largest is A's
-    30 / 10 = 3, not its 30 / 40 drop nor B's fall from 50 to 0 and back to 40."""
-    from cskit.potential import observed_growth
+def test_an_ltv_that_needs_more_growth_than_the_data_ever_show_is_said():
+    """observed_growth by hand (each account's MRR over its lowest positive MRR so far; the largest: A's
+    30 / 10 = 3, not its 30 / 40 drop nor B's fall); an LTV above margin × MRR × months × 3 is only
+    possible with a projected MRR above 3× today's, so that account is named with its share of the LTV."""
+    from cskit.notices import Notice
+    from cskit.potential import growth_beyond_data, observed_growth
 
     months = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01"] * 2)
     panel = pd.DataFrame({"account_id": ["A"] * 3 + ["B"] * 3, "month": months,
                           "mrr": [10.0, 30.0, 20.0, 50.0, 0.0, 40.0]})
     assert observed_growth(panel) == 3.0
-
-
-def test_expected_mrr_held_at_the_growth_cap_month_by_month():
-    """A fast-growing account (p_e = .5, g_e = .5, p_d = .1, g_d = .25: its expected MRR × 1.225 a month)
-    reaches the cap G = 3 in month 6 and is held there; a slow one (× 1.0025) never does. Against a
-    month-by-month loop: m_h = min(m_{h-1} q, G), the month's expansion only what brings m to G, so that
-    with (almost) no churn expansion − downgrade over the horizon is exactly MRR × (m_H − 1)."""
-    from cskit.potential import growth_capped
-
-    G, p_c = 3.0, 1e-12
-    hz = constant_hazards({"churn": [p_c, p_c], "expansion": [0.5, 0.03], "downgrade": [0.1, 0.05],
-                           "referral": [0.0001, 0.0001]})
-    two = TWO.assign(contract_type="monthly")
-    res = project(hz, [], two, np.array([0.5]), np.array([0.25]), np.array([1.0]), horizon=12, ltv_months=36, cap=G)
-    t = {k: v[0, 0] for k, v in res.totals.items()}
-    want = dict(expansion=0.0, downgrade=0.0, ltv=0.0)
-    end = []
-    for mrr, pe, pdn in ((100.0, 0.5, 0.1), (200.0, 0.03, 0.05)):
-        m, s = 1.0, 1.0
-        for h in range(36):
-            s *= 1 - p_c
-            grown = m * (1 + pe * 0.5 - pdn * 0.25)
-            if h < 12:
-                want["expansion"] += mrr * s * (m * pe * 0.5 - max(grown - G, 0.0))
-                want["downgrade"] += mrr * s * m * pdn * 0.25
-            m = min(grown, G)
-            want["ltv"] += mrr * s * m
-            if h == 11:
-                end.append(mrr * (m - 1))
-    for k, v in want.items():
-        assert t[k] == pytest.approx(v, rel=1e-9), k
-    assert t["expansion"] - t["downgrade"] == pytest.approx(sum(end), rel=1e-9)
-    assert 1.225 ** 5 < G < 1.225 ** 6  # so the cap binds within the horizon
-    assert res.capped[0].tolist() == [True, False]
-    uncapped = project(hz, [], two, np.array([0.5]), np.array([0.25]), np.array([1.0]), horizon=12, ltv_months=36)
-    assert uncapped.totals["ltv"][0, 0] > t["ltv"] and not uncapped.capped.any()
-    ltv = res.ltv_units[0]
-    note = growth_capped(res.capped[0], ltv, G, 36)
-    assert note.code == "ltv_growth_capped" and note.values["accounts"] == 1 and note.values["growth"] == G
-    assert note.values["share"] == pytest.approx(ltv[0] / ltv.sum())
+    accounts = pd.DataFrame({"account_id": ["A", "B", "C"], "mrr": [20.0, 40.0, 10.0],
+                             "ltv": [0.8 * 20 * 12 * 3 - 1, 0.8 * 40 * 12 * 3 + 1, 50.0]})
+    note = growth_beyond_data(panel, accounts, 12, 0.8)
+    assert isinstance(note, Notice) and note.code == "ltv_growth_beyond_data"
+    assert note.values["accounts"] == 1 and note.values["growth"] == 3.0
+    assert note.values["share"] == pytest.approx(accounts["ltv"][1] / accounts["ltv"].sum())
     for language in ("ja", "en"):
         text = N.notice_text(note.code, note.values, language, {})
-        assert "3.0" in text and "36" in text
-    assert growth_capped(np.zeros(2, bool), ltv, G, 36) is None
+        assert "3.0" in text and "12" in text and "Glyph" not in text
+    capped = accounts.assign(ltv=accounts["ltv"].clip(upper=0.8 * 10 * 12 * 3))
+    assert growth_beyond_data(panel, capped, 12, 0.8) is None
