@@ -53,7 +53,7 @@ class Persistence:
         n = counts.astype("float64")
         # the reliability depends on n alone: for counts, made once per count 0..max and read off (the same
         # values elementwise; a score history's ~10⁶ rows hold a few dozen counts)
-        whole = counts.dtype.kind in "iu" and len(counts) > 0 and counts.min() >= 0
+        whole = counts.dtype.kind in "iu" and counts.size > 0 and counts.min() >= 0
         u = np.arange(int(counts.max()) + 1, dtype="float64") if whole else n
         noise = self.var_within * ar1_inflation(self.rho, u) / np.maximum(u, 1)
         total = self.var_between + noise
@@ -79,12 +79,12 @@ def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray, *,
     n = np.bincount(account[ok], minlength=na).astype("float64")
     mean_i = np.bincount(account[ok], z[ok], minlength=na) / np.maximum(n, 1)
     d = np.where(ok, z - mean_i[account], 0.0)
-    if deviations is not None:
-        deviations[kpi] = np.where(ok, d, np.nan)
     ss = float(np.sum(d**2))
     many = n > 1
     if not many.any() or ss <= 1e-12 * max(ok.sum(), 1):
         return None
+    if deviations is not None:  # (not a static KPI's: nothing correlates them)
+        deviations[kpi] = np.where(ok, d, np.nan)
     pair = np.r_[False, (account[1:] == account[:-1]) & ok[1:] & ok[:-1]]
     raw = float(np.sum(d[1:] * d[:-1] * pair[1:]) / ss)
     nbar = float(np.average(n[many], weights=n[many]))
