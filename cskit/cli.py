@@ -648,9 +648,12 @@ def main(argv: Optional[list[str]] = None) -> None:
 def leave(code: int) -> None:
     """End this process now with ``code``: output flushed, no clean-up left to do (the kernel is ended,
     every file closed), so the interpreter's tear-down of the modules the run imported (~0.1-0.3 s) is
-    skipped (``os._exit``)."""
+    skipped (``os._exit``); the exit functions still run (``atexit``: e.g. the events' DuckDB spill
+    folders a ``weakref.finalize`` removes)."""
+    import atexit
     import logging
 
+    atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

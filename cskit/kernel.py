@@ -56,10 +56,12 @@ def preload(modules: tuple[str, ...] = PRELOAD, when_idle: tuple[str, ...] = WHE
     """Import ``modules`` (the kernel's start-up code, :func:`preload_line`) and start importing
     ``when_idle`` whenever the process is idle (:func:`import_when_idle`); a module that fails to import
     is left to the notebook's own import, which then says why."""
+    import os
+
     for name in modules:
         _import(name)
-    if when_idle:
-        import_when_idle(when_idle)
+    if when_idle and hasattr(os, "register_at_fork"):  # POSIX only (the idle test reads /proc and resource)
+        import_when_idle(when_idle)  # (elsewhere the notebook imports them itself, when it needs them)
 
 
 def _import(name: str) -> None:
