@@ -206,17 +206,20 @@ def analyse(
             with clock("load"):
                 data = load_client(p)
                 release_free_memory()  # the text tables the loader parsed
-            with clock("panel"):
-                panel = build_panel(data)
-                kpis = kpi_columns(data)
-                data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
-                # its values are the panel's KPI columns now (a copy: the empty slice alone is a view that
-                # keeps the whole table's values alive)
-                data = replace(data, kpis=data.kpis.iloc[:0].copy())
-                release_free_memory()
         finally:
-            imports.join()  # no thread may be running at the fork
-    with one_blas_thread():  # again: the BLAS libraries the stages' imports loaded meanwhile too
+            # before the panel's season test imports statsmodels itself: two threads importing one package's
+            # modules at once can each wait for a module the other holds, and Python then hands one of them
+            # a partly initialised module (an ImportError); and no thread may be running at the fork
+            imports.join()
+        with clock("panel"):
+            panel = build_panel(data)
+            kpis = kpi_columns(data)
+            data.quality.renewals = renewal_evidence(panel, p.kpi_lag_months)
+            # its values are the panel's KPI columns now (a copy: the empty slice alone is a view that
+            # keeps the whole table's values alive)
+            data = replace(data, kpis=data.kpis.iloc[:0].copy())
+            release_free_memory()
+    with one_blas_thread():  # again: the BLAS libraries the stages' imports loaded meanwhile too (none here)
         if panel.empty:
             raise CskitError(
                 "No account-month left to analyse: every account starts after as_of or was excluded. "
