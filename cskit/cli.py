@@ -204,9 +204,11 @@ def execute(params: Params, folder: Path, html: bool = True, progress_bar: bool 
 @contextmanager
 def input_fingerprints(data: str):
     """The input files' fingerprints for results/run.json, taken in this process while the kernel analyses
-    (:func:`cskit.provenance.write_fingerprints`; the kernel finds them through ``$CSKIT_FINGERPRINTS``,
-    set here for the kernel to inherit, and hashes any file they do not cover itself: same bytes).
-    Yields the function that starts the hashing, in a thread."""
+    (:func:`cskit.provenance.take_fingerprints` / ``save_fingerprints``; the kernel finds them through
+    ``$CSKIT_FINGERPRINTS``, set here for the kernel to inherit, and hashes any file they do not cover itself:
+    same bytes). Yields the function that starts the hashing, in a thread; on leaving, a thread still
+    hashing stops after its current file and is joined (``cskit batch`` forks the next client's data check
+    in this process: no thread may be running then)."""
     import shutil
     import tempfile
 
@@ -225,7 +227,7 @@ def input_fingerprints(data: str):
         from cskit.provenance import save_fingerprints, take_fingerprints
 
         try:
-            entries = take_fingerprints(files)
+            entries = take_fingerprints(files, stop=lambda: ended[0])
             with lock:
                 if not ended[0]:
                     save_fingerprints(entries, path)
@@ -239,10 +241,12 @@ def input_fingerprints(data: str):
 
     try:
         yield start
-    finally:  # not waiting for the hashes (a run that failed early need not); none written after this
+    finally:  # the hashes not waited for (a run that failed early need not); none written after this
         with lock:
             ended[0] = True
             shutil.rmtree(folder, ignore_errors=True)
+        for thread in threads:
+            thread.join()  # at most the file it is hashing
         if old is None:
             os.environ.pop(FINGERPRINTS_ENV, None)
         else:

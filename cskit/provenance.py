@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 FULL_HASH_BYTES = 256 * 2**20  # larger files (event logs) are fingerprinted by size + head + tail
 SAMPLE_BYTES = 16 * 2**20
 # A JSON file of fingerprints taken beforehand (``cskit run`` hashes the input files in its own, otherwise
-# idle, process while the kernel analyses: :func:`write_fingerprints`); an entry is used only for the same
+# idle, process while the kernel analyses: :func:`take_fingerprints`); an entry is used only for the same
 # file at the same size and modification time, any other file is hashed here.
 FINGERPRINTS_ENV = "CSKIT_FINGERPRINTS"
 
@@ -56,11 +57,14 @@ def write_fingerprints(files: list[Path], target: str | Path) -> None:
     save_fingerprints(take_fingerprints(files), target)
 
 
-def take_fingerprints(files: list[Path]) -> list[dict[str, Any]]:
+def take_fingerprints(files: list[Path], stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """The fingerprint of each of ``files`` with the file's path, size and modification time (a file that
-    changed while it was hashed, or cannot be read, is left out)."""
+    changed while it was hashed, or cannot be read, is left out); the files not yet hashed when ``stop()``
+    turns true are left out too."""
     entries = []
     for f in files:
+        if stop is not None and stop():
+            break
         try:
             before = _stamp(f)
             record = _hash(f)

@@ -41,6 +41,20 @@ def test_fingerprints_taken_beforehand_are_used_for_the_same_file(files, tmp_pat
     assert [P.fingerprint(f) for f in files] == fresh
 
 
+def test_hashing_stops_between_files_when_asked(files):
+    """``stop`` is asked before each file: true after the first file's hash, the second is left out."""
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) > 1
+
+    entries = P.take_fingerprints(files, stop=stop)
+    assert [e["path"] for e in entries] == [str(files[0])] and len(asked) == 2
+    assert entries[0]["fingerprint"]["sha256"] == hashlib.sha256(files[0].read_bytes()).hexdigest()
+    assert len(P.take_fingerprints(files)) == 2
+
+
 def test_a_file_changed_since_is_hashed_again(files, tmp_path, monkeypatch):
     taken = tmp_path / "fingerprints.json"
     P.write_fingerprints(files, taken)
