@@ -33,7 +33,7 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from cskit.notices import Notice
-from cskit.panel import MIN_EVENTS, RECENT_MONTHS
+from cskit.panel import MIN_EVENTS, RECENT_MONTHS, is_annual
 from cskit.sampling import SampledLink, link_name, sampled_mean
 
 # Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
@@ -172,15 +172,9 @@ SUSTAINED_MARGIN = 3.0
 
 
 def annual_rows(panel: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
-    """Which of the panel rows ``idx`` (indices) are months of an annual contract: the rows' values of
-    ``contract_type`` compared as they are (as text the comparison is the same: a value that is not a
-    string is not "annual" either way), not the whole column converted to text first; as text where a
-    value cannot be compared (pandas' NA)."""
-    values = panel["contract_type"].to_numpy()[idx]
-    try:
-        return np.asarray(values == "annual", dtype=bool)
-    except TypeError:
-        return values.astype(str) == "annual"
+    """Which of the panel rows ``idx`` (indices) are months of an annual contract (:func:`cskit.panel.is_annual`
+    of those rows' values only, not of the whole column)."""
+    return is_annual(panel["contract_type"].to_numpy()[idx])
 
 
 def sustained_rows(panel: pd.DataFrame, rows: np.ndarray, kpis: list[str], lag: int,

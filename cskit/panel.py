@@ -100,10 +100,10 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     is_last = tenure == (n - 1)[row_acc]
     churn = is_last & churned[row_acc]
     panel["churn"] = churn.astype(np.int8)
-    annual = (acc["contract_type"].to_numpy() == "annual")[row_acc]  # (compared once per account)
+    annual = is_annual(acc["contract_type"].to_numpy())[row_acc]  # (compared once per account)
     cycle = renewal_cycle(tenure[churn & annual])
     panel["renewal_cycle"] = np.where(annual, cycle, 1).astype(np.int64)
-    renewal = (tenure % cycle == 0) & (tenure > 0)  # (an annual row's; every month for the others)
+    renewal = (tenure % cycle == 0) & (tenure > 0)  # (read for annual rows only: at_risk has every other month)
     # delayed entry: an account is in a risk set only from the month the data window shows it
     window = window_start(data)
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
@@ -197,8 +197,7 @@ class _Rows:
             if not len(keys):
                 return np.zeros(self.size, dtype=bool)
             return keys[np.minimum(np.searchsorted(keys, self._keys), len(keys) - 1)] == self._keys
-        code, month = np.divmod(keys, 100_000)
-        row = self.rows(code, month)
+        row = self.rows(*_unkeys(keys))
         out = np.zeros(self.size, dtype=bool)
         out[row[row >= 0]] = True
         return out
@@ -322,12 +321,22 @@ def renewal_cycle(churn_tenures: np.ndarray, candidates=CYCLES) -> int:
     return 1
 
 
+def is_annual(values: np.ndarray) -> np.ndarray:
+    """Which ``contract_type`` values are annual contracts: the values compared as they are (a value that
+    is not a string is not "annual" as text either), not converted to text first; as text where one
+    cannot be compared (pandas' NA)."""
+    try:
+        return np.asarray(values == "annual", dtype=bool)
+    except TypeError:
+        return np.asarray(values).astype(str) == "annual"
+
+
 def renewal_cycles(frame: pd.DataFrame) -> np.ndarray:
     """Each row's months between churn decisions: the panel's ``renewal_cycle`` (1 for monthly
     contracts); for a frame without it, 12 for annual contracts and 1 otherwise."""
     if "renewal_cycle" in frame:
         return frame["renewal_cycle"].to_numpy(dtype="int64")
-    annual = frame["contract_type"].astype(str).to_numpy() == "annual" if "contract_type" in frame else False
+    annual = is_annual(frame["contract_type"].to_numpy()) if "contract_type" in frame else False
     return np.where(annual, CYCLES[0], 1).astype("int64") * np.ones(len(frame), dtype="int64")
 
 
@@ -335,7 +344,7 @@ def annual_cycle(panel: pd.DataFrame) -> int:
     """The renewal cycle of the non-monthly contracts in ``panel`` (``renewal_cycle``; 12 if there are none)."""
     if "renewal_cycle" not in panel or "contract_type" not in panel:
         return CYCLES[0]
-    annual = np.flatnonzero(panel["contract_type"].to_numpy() == "annual")  # no text copy of the column
+    annual = np.flatnonzero(is_annual(panel["contract_type"].to_numpy()))
     return int(panel["renewal_cycle"].to_numpy()[annual[0]]) if len(annual) else CYCLES[0]
 
 
@@ -468,8 +477,19 @@ def data_window(data: ClientData) -> dict:
     }
 
 
+KEY_MONTHS = 100_000  # an account × month key: account code × KEY_MONTHS + month index + KEY_MONTHS // 2
+
+
 def _keys(account_codes: np.ndarray, mi: np.ndarray) -> np.ndarray:
-    return account_codes.astype(np.int64) * 100_000 + mi
+    """Account × month keys, in account then month order (month indexes within ±KEY_MONTHS / 2 months of
+    1970, before it too)."""
+    return account_codes.astype(np.int64) * KEY_MONTHS + (mi + KEY_MONTHS // 2)
+
+
+def _unkeys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The account codes and month indexes of :func:`_keys`' keys."""
+    code, month = np.divmod(keys, KEY_MONTHS)
+    return code, month - KEY_MONTHS // 2
 
 
 def factorize_runs(values: np.ndarray, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
