@@ -264,7 +264,7 @@ class _Columns(dict):
         names = [k for k in self if k in self.rows]  # in the columns' order
         rows = [self.rows[k] for k in names]
         block = self.block[: len(names)] if rows == list(range(len(names))) else self.block[rows]
-        if not hasattr(pd.DataFrame, "_from_mgr"):  # (a pandas without pandas.core.internals.api's frames)
+        if not hasattr(pd.DataFrame, "_from_mgr"):  # (pandas < 2.1, below the pin: built column by column)
             out = pd.DataFrame(block.T, columns=names, copy=False)
             for pos, (name, values) in enumerate(self.items()):
                 if name not in self.rows:

@@ -102,8 +102,7 @@ def _csv_cells(column: pd.Series, float_format: str) -> pa.Array | None:
     if values is None:
         return None
     if values.dtype == np.float64:
-        codes, distinct = pd.factorize(np.ascontiguousarray(values).view(np.int64))
-        text = ["" if np.isnan(v) else float_format % v for v in distinct.view(np.float64)]
+        codes, text = _float_text(values, float_format)
         return pc.take(pa.array(text, pa.large_string()), pa.array(codes))
     if values.dtype == np.bool_:
         return pc.take(pa.array(["False", "True"], pa.large_string()), pa.array(values.astype(np.int8)))
@@ -130,11 +129,16 @@ def _needs_quotes(cells: pa.Array) -> bool:
 
 def formatted_floats(values: np.ndarray, float_format: str) -> np.ndarray:
     """``float_format % v`` of each float64 value as pandas' CSV writer gives it ("" for NaN), as an object
-    array of str: each distinct bit pattern is formatted once (-0.0 and 0.0 stay apart: "-0" and "0")."""
+    array of str (:func:`_float_text`)."""
+    codes, text = _float_text(values, float_format)
+    return np.array(text, dtype=object)[codes]
+
+
+def _float_text(values: np.ndarray, float_format: str) -> tuple[np.ndarray, list[str]]:
+    """Each distinct bit pattern of the float64 ``values`` formatted once (-0.0 and 0.0 stay apart: "-0"
+    and "0"; NaN ""): the values' codes into the list of texts."""
     codes, distinct = pd.factorize(np.ascontiguousarray(values, dtype=np.float64).view(np.int64))
-    distinct = distinct.view(np.float64)
-    text = np.array(["" if np.isnan(v) else float_format % v for v in distinct], dtype=object)
-    return text[codes]
+    return codes, ["" if np.isnan(v) else float_format % v for v in distinct.view(np.float64)]
 
 
 def month_text(dates: pd.Series | np.ndarray) -> np.ndarray:
