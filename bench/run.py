@@ -12,6 +12,8 @@ written as CSVs, then, in the same run:
   when the kernel reached each stage (``$CSKIT_PROGRESS``), the peak resident memory of every process
   of its tree (the CLI process, the kernel) and of their sum; ``getrusage(RUSAGE_CHILDREN)`` gives the
   exact (unsampled) peak of the largest of them;
+- the analysis and the whole run are each run twice: timed without any memory sampler, then again with
+  the samplers for the peak memory alone (reading a process's PSS slows it: ``MEMORY_KEYS``);
 - up to ``--naive-max`` accounts, the naive equivalents (``bench/bench_load.py``,
   ``bench/bench_triggers.py``, ``bench/bench_potential.py``), whose tables are copied in.
 
@@ -120,15 +122,15 @@ def cpu_seconds(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
-def measure_one(data: Path, out: Path, bootstrap: int, seed: int) -> dict:
+def measure_one(data: Path, out: Path, bootstrap: int, seed: int, sample: bool = True) -> dict:
     """Run in a fresh process: floor, analysis stages, write, peak memory (this process, the triggers
-    stage's forked child, and the physical sum of both)."""
+    stage's forked child, and the physical sum of both: sampled only when ``sample``, see ``SAMPLED``)."""
     import cskit
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
     floor = best_of(lambda: duckdb_read(data))
     timings: dict = {}
-    memory = TreeMemory(os.getpid())
+    memory = TreeMemory(os.getpid()) if sample else None
     cpu0 = cpu_seconds(resource.RUSAGE_SELF)
     start = time.perf_counter()
     dx = cskit.analyse(params, timings=timings)
@@ -138,7 +140,7 @@ def measure_one(data: Path, out: Path, bootstrap: int, seed: int) -> dict:
     total = time.perf_counter() - start
     parallel = "drivers_wait" in timings  # triggers, health and history ran in a forked child, beside potential
     timings["other"] = total - sum(v for k, v in timings.items() if not (parallel and k in CHILD_STAGES))
-    mem = memory.stop()
+    mem = memory.stop() if memory else {}
     return {"floor": floor, "stages": timings, "total": total, "parallel": parallel,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **mem,
@@ -157,8 +159,9 @@ def role_of(p, cli: int) -> str:
     return "kernel child" if parent is not None and "ipykernel" in " ".join(parent.cmdline()) else "kernel"
 
 
-def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -> dict:
-    """Run in a fresh process: ``cskit run`` watched by psutil (see the module docstring)."""
+def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool, sample: bool = True) -> dict:
+    """Run in a fresh process: ``cskit run`` watched by psutil (see the module docstring); its processes'
+    memory read only when ``sample`` (see ``SAMPLED``)."""
     import psutil
     import yaml
 
@@ -183,7 +186,7 @@ def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -
             tree = [proc, *proc.children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
-        for p in tree:
+        for p in tree if sample else ():
             try:
                 mem = p.memory_full_info()
                 if p.pid not in peaks:
@@ -213,26 +216,48 @@ def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool) -
 
 def child(args: argparse.Namespace) -> None:
     if args.child == "analysis":
-        res = measure_one(Path(args.data), Path(args.out), args.bootstrap, args.seed)
+        res = measure_one(Path(args.data), Path(args.out), args.bootstrap, args.seed, args.sample)
     else:
-        res = whole_run(Path(args.data), Path(args.out), args.bootstrap, args.seed, args.html)
+        res = whole_run(Path(args.data), Path(args.out), args.bootstrap, args.seed, args.html, args.sample)
     Path(args.json).write_text(json.dumps(res, indent=2), encoding="utf-8")
 
 
-def in_child(kind: str, data: Path, out: Path, args: argparse.Namespace, html: bool = False) -> dict:
-    target = out.parent / f"{kind}.json"
+def in_child(kind: str, data: Path, out: Path, args: argparse.Namespace, html: bool = False,
+             sample: bool = True) -> dict:
+    target = out.parent / f"{kind}{'-memory' if sample else ''}.json"
     cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out), "--json", str(target),
-           "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)] + (["--html"] if html else [])
+           "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)] + (["--html"] if html else []) + (
+           ["--sample"] if sample else [])
     subprocess.run(cmd, check=True, env=os.environ | THREADS | {"PYTHONPATH": str(ROOT)})
     return json.loads(target.read_text(encoding="utf-8"))
+
+
+# Reading a process's proportional set size (/proc/PID/smaps_rollup, what psutil's memory_full_info reads)
+# walks its page tables under the lock its page faults and mappings take: sampled every 0.05-0.1 s, a
+# 100k-account analysis took ~1 s (5%) longer. So each size runs twice: timed without a memory sampler,
+# then again with one, for the peak memory alone (its wall-clock reported beside, as "sampled").
+MEMORY_KEYS = ("pss_sum_mb", "rss_sum_mb")
+
+
+def with_memory(timed: dict, sampled: dict) -> dict:
+    """The timed run's figures with the sampled run's memory (and that run's own wall-clock)."""
+    return timed | {k: sampled[k] for k in MEMORY_KEYS if k in sampled} | {"sampled_total": sampled["total"]}
+
+
+def run_with_memory(timed: dict, sampled: dict) -> dict:
+    keep = ("processes", "peak_sum_mb", "peak_pss_sum_mb")
+    return timed | {k: sampled[k] for k in keep} | {"sampled_wall": sampled["wall"]}
 
 
 def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     folder = workdir / f"n{n}"
     data = folder / "data"
     sizes = simulate(n, args.months, args.seed, data)
-    res = in_child("analysis", data, folder / "analysis", args)
-    res["run"] = in_child("run", data, folder / "run", args, html=n <= args.html_max)
+    res = in_child("analysis", data, folder / "analysis", args, sample=False)
+    res = with_memory(res, in_child("analysis", data, folder / "analysis", args))
+    html = n <= args.html_max
+    run = in_child("run", data, folder / "run", args, html=html, sample=False)
+    res["run"] = run_with_memory(run, in_child("run", data, folder / "run", args, html=html))
     res.update(n=n, rows=sizes)
     return res
 
@@ -302,16 +327,20 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
               "and **both together**: the peak of the sum of their proportional set sizes (PSS, a shared page counted "
               "once), sampled every 0.1 s. *`cskit run`*: each process of its tree (CLI, notebook kernel, the "
               "kernel's forked child) sampled by psutil every 0.05 s, the peak of their PSS sum (**the whole run**) "
-              "and of their RSS sum, and the exact peak of the largest (`getrusage(RUSAGE_CHILDREN)`).", "",
+              "and of their RSS sum, and the exact peak of the largest (`getrusage(RUSAGE_CHILDREN)`). The samplers "
+              "slow what they watch (reading a PSS walks the process's page tables), so the times above come from "
+              "runs without them and the sampled figures from a second run of each (*sampled run*: its wall-clock, "
+              "analysis / cskit run, in seconds).", "",
               "| accounts | analysis: process | its child | **both (PSS)** | run: CLI | kernel | kernel child "
-              "| other | **whole run (PSS)** | RSS sum | largest (exact) |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| other | **whole run (PSS)** | RSS sum | largest (exact) | sampled run (s) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         both = mb(r["pss_sum_mb"]) if "pss_sum_mb" in r else "—"
         child = mb(r["child_peak_mb"]) if r.get("child_peak_mb") else "—"
         head = f"| {r['accounts']:,} | {mb(r['peak_mb'])} | {child} | **{both}** "
+        sampled = f"{r['sampled_total']:.1f}" if "sampled_total" in r else "—"
         if not r.get("run"):
-            lines.append(head + "| — | — | — | — | — | — | — |")
+            lines.append(head + f"| — | — | — | — | — | — | — | {sampled} / — |")
             continue
         procs, run = r["run"]["processes"], r["run"]
         roles = ("cli", "kernel", "kernel child")
@@ -320,7 +349,9 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
         other = sum(p["peak_mb"] for p in procs if p["role"] not in roles)
         whole = mb(run["peak_pss_sum_mb"]) if "peak_pss_sum_mb" in run else "—"
         lines.append(head + f"| {by['cli']} | {by['kernel']} | {by['kernel child']} | {mb(other)} "
-                     f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} |")
+                     f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} "
+                     f"| {sampled} / {run['sampled_wall']:.1f} |" if "sampled_wall" in run else
+                     f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} | {sampled} / — |")
     lines += ["", "Share of the analysis time per stage (%, of the analysis' wall-clock). With two cores the "
               "triggers (*drivers*), the health score and its history run in a forked child while the process "
               "runs the potential: their columns, in parentheses, are their own times in the child (they overlap "
@@ -394,6 +425,8 @@ def collect(sizes: list[int], args: argparse.Namespace, workdir: Path, path: Pat
             results.append(json.loads((folder / "result.json").read_text(encoding="utf-8")))
         elif (folder / "analysis.json").is_file():
             res = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
+            if (folder / "analysis-memory.json").is_file():
+                res = with_memory(res, json.loads((folder / "analysis-memory.json").read_text(encoding="utf-8")))
             res.update(n=n, rows=json.loads((folder / "data" / "sizes.json").read_text(encoding="utf-8")), run=None)
             results.append(res)
             missing.append(f"{n:,} accounts: the whole `cskit run` (it was still running)")
@@ -441,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     ap.add_argument("--html", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args)
