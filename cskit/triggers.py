@@ -177,6 +177,31 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str], *, fits:
     >>> tr = find_triggers(dx.panel, dx.params, dx.kpis)  # doctest: +SKIP
     >>> tr.table[tr.table["trigger"] != ""]  # doctest: +SKIP
     """
+    return combine_triggers([trigger_part(panel, params, kpis, fits=fits)], params, kpis)
+
+
+@dataclass(repr=False)
+class TriggerPart:
+    """What :func:`trigger_part` found for some outcome groups (``SAME_ROWS``), before the joint steps
+    :func:`combine_triggers` takes over all of them: per outcome its ``_one_outcome`` result and the
+    notices it raised (``notices``), per group its case-control sample; the KPIs' transforms, those never
+    measured, and the churn seasonality test (``season``: in the part of the first group only)."""
+
+    results: dict[str, dict]
+    notices: dict[str, list[Notice]]
+    samples: dict[tuple[str, ...], RowSample]
+    transforms: dict[str, Transform]
+    never: list[str]
+    season: dict | None = None
+
+
+@one_blas_thread()
+def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups: tuple = SAME_ROWS,
+                 fits: Fits | None = None) -> TriggerPart:
+    """The models of the outcome groups ``groups`` (some of :data:`SAME_ROWS`), without the steps over
+    every outcome (q-values, notices' order, tables): :func:`combine_triggers` of the parts of all groups,
+    made in any process and in any order, is :func:`find_triggers`' result, the same bytes (``cskit.analyse``
+    runs a group where a core is free: ``cskit.pipeline``). ``fits`` as for :func:`find_triggers`."""
     _check_columns(panel, kpis)
     lag = params.kpi_lag_months
     kpis = list(dict.fromkeys(kpis))
@@ -184,23 +209,41 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str], *, fits:
     fits = fits if fits is not None and fits.serves(panel, lag) and fits.seed == params.seed else None
     transforms = fits.transforms(model_kpis) if fits is not None else kpi_transforms(panel, model_kpis)
     Z = KPIMatrix.of(panel, model_kpis, transforms)
-    warnings: list[Notice] = []
     never = [k for k in kpis if np.isnan(Z.columns[k]).all()]  # the panel's own values (KPIMatrix.of)
+    part = TriggerPart({}, {}, {}, transforms, never)
+    for group in [g for g in SAME_ROWS if g in groups]:
+        rs = None
+        for outcome in group:
+            rows, y = outcome_rows(panel, outcome, lag)
+            if rs is None:  # made with the group's first outcome (its y is the one sampled on)
+                rs = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed,
+                               drawn=fits.rows(outcome) if fits is not None else None)
+                part.samples[group] = rs.sample
+            part.notices[outcome] = []
+            part.results[outcome] = _one_outcome(rs, outcome, y, params, part.notices[outcome])
+        del rs  # the group's designs, gathers and fits, released before the next group's
+    if SAME_ROWS[0] in groups:
+        part.season = fits.seasonality(MIN_EVENTS) if fits is not None else churn_seasonality(panel, MIN_EVENTS)
+    return part
+
+
+def combine_triggers(parts: list[TriggerPart], params: Params, kpis: list[str]) -> Triggers:
+    """The :class:`Triggers` of the parts of every outcome group (:func:`trigger_part`; any order): the
+    outcomes stacked in :data:`TRIGGER_OUTCOMES` order, Benjamini–Hochberg q within each outcome, the
+    notices in the order one call of :func:`find_triggers` gives."""
+    kpis = list(dict.fromkeys(kpis))
+    results = {o: r for p in parts for o, r in p.results.items()}
+    notices = {o: n for p in parts for o, n in p.notices.items()}
+    drawn = {g: s for p in parts for g, s in p.samples.items()}
+    samples = {g: drawn[g] for g in SAME_ROWS if g in drawn}
+    transforms, never = parts[0].transforms, parts[0].never
+    season = next(p.season for p in parts if p.season is not None)
+    warnings: list[Notice] = []
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
-    row_sets: dict[tuple[str, ...], RowSet] = {}
-    samples: dict[tuple[str, ...], RowSample] = {}  # each group's case-control sample (cskit.sampling)
     choice: dict = {}  # sustained_rows' comparison (the churn group's), for the annual_recent_mean notice
     for outcome in TRIGGER_OUTCOMES:
-        rows, y = outcome_rows(panel, outcome, lag)
-        group = next(g for g in SAME_ROWS if outcome in g)
-        if group not in row_sets:  # made with the group's first outcome (its y is the one sampled on)
-            row_sets[group] = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed,
-                                        drawn=fits.rows(outcome) if fits is not None else None)
-            samples[group] = row_sets[group].sample
-        rs = row_sets[group]
-        result = _one_outcome(rs, outcome, y, params, warnings)
-        if outcome == group[-1]:
-            del row_sets[group], rs  # the group's designs, gathers and fits, released before the next group's
+        result = results[outcome]
+        warnings += notices[outcome]
         choice = result.get("sustained", choice)
         rows_out.append(result["rows"])
         outcomes_out.append(result["outcome"])
@@ -212,7 +255,6 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str], *, fits:
     missing = _stack(missing, MISSING_COLUMNS)
     warnings[:0] = _sampled_warnings(samples)
     warnings[:0] = _dropped_warnings(dropped) + _transform_warnings(transforms, kpis) + missing_warnings(missing)
-    season = fits.seasonality(MIN_EVENTS) if fits is not None else churn_seasonality(panel, MIN_EVENTS)
     if season["detected"]:
         warnings.insert(0, seasonal_notice(season, "triggers"))
     if choice.get("code") == "annual_recent_mean":

@@ -23,9 +23,12 @@ from cskit.panel import MIN_EVENTS, add_lags, outcome_rows
 from cskit.params import Params
 from cskit.stats import spearman_binary, spearman_columns
 from cskit.triggers import (
+    SAME_ROWS,
     TABLE_COLUMNS,
     KPIMatrix,
+    combine_triggers,
     find_triggers,
+    trigger_part,
 )
 
 # ---------------------------------------------------------------------------------------------------
@@ -248,6 +251,25 @@ def test_table_has_the_drivers_csv_columns_and_one_row_per_kpi_and_outcome(toy):
     assert list(tr.table.columns) == TABLE_COLUMNS
     assert len(tr.table) == 3 * len(KPIS)
     assert set(tr.table["outcome"]) == {"churn", "renewal", "expansion"}
+
+
+def test_parts_of_the_outcome_groups_made_apart_combine_into_the_one_call_result(toy):
+    # cskit.analyse makes a group's part in whichever process is free (cskit.pipeline): the parts,
+    # made separately (one with the run's Fits, one without) and combined in either order, must be the
+    # one call's triggers: the same tables, q-values over each whole outcome, notices in the same order
+    from cskit.fits import Fits
+
+    panel, tr = toy
+    churn, growth = SAME_ROWS
+    parts = [trigger_part(panel, Params(), KPIS, groups=(growth,)),
+             trigger_part(panel, Params(), KPIS, groups=(churn,), fits=Fits(panel, 1))]
+    assert set(parts[0].results) == {"expansion"} and set(parts[1].results) == {"churn", "renewal"}
+    for order in (parts, parts[::-1]):
+        got = combine_triggers(order, Params(), KPIS)
+        for name in ("table", "details", "outcomes", "lead_lag", "transforms", "structure", "missing"):
+            pd.testing.assert_frame_equal(getattr(got, name), getattr(tr, name))
+        assert [str(w) for w in got.warnings] == [str(w) for w in tr.warnings] and got.warnings
+        assert got.seasonality == tr.seasonality
 
 
 def test_planted_protective_driver_is_rt_with_direction_minus_and_crtt_with_plus(toy):
