@@ -29,8 +29,10 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from contextlib import contextmanager
@@ -111,10 +113,13 @@ class _RemoteTraceback(Exception):
         return self.tb
 
 
-def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
-    """The forked child: run ``fn``, send ``(ok, value, warnings)`` back, never raise."""
+def _child(conn, fn: Callable, args: tuple, kwargs: dict, posts: bool = False) -> None:
+    """The forked child: run ``fn``, send ``(ok, value, warnings)`` back, never raise. With ``posts``,
+    ``fn`` is also given ``post(name, value)``, which sends ``value`` at once (:meth:`Forked.posted`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the parent's to handle (it ends the child)
     _first_to_go()
+    if posts:
+        kwargs = kwargs | {"post": lambda name, value: conn.send((POST, name, value))}
     with warnings.catch_warnings(record=True) as caught:
         try:
             answer = (True, fn(*args, **kwargs))
@@ -128,22 +133,59 @@ def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
     conn.close()
 
 
+POST = "cskit-post"  # the first item of a message the child posts before its answer
+
+
+class Claims:
+    """Pieces of work either of two processes may take, each by one of them only: :meth:`take` gives
+    the next piece's index (0, 1, ... in turn), or None once every piece is taken. A shared integer
+    (``multiprocessing.Value``, in memory both processes map) under its lock, made before the fork, so
+    each process takes the next piece when it is free: whichever is free first. ``only`` ("parent" or
+    "child": the process that made it, or another) lets one side alone take (tests)."""
+
+    def __init__(self, n: int, *, only: str | None = None):
+        self.n, self.only, self.parent = n, only, os.getpid()
+        self._next = multiprocessing.get_context("fork").Value("i", 0)
+
+    def take(self) -> int | None:
+        side = "parent" if os.getpid() == self.parent else "child"
+        if self.only not in (None, side):
+            return None
+        with self._next.get_lock():
+            i = self._next.value
+            if i >= self.n:
+                return None
+            self._next.value = i + 1
+            return i
+
+
 class Forked:
     """``fn(*args, **kwargs)`` running in a forked child; :meth:`result` waits for it and returns its
     value (or raises its exception); :meth:`cancel` ends it. Without ``parallel`` (see
     :func:`parallel_enabled`), ``fn`` runs here and now, as a plain call would (its exception is raised
-    at once), and :meth:`result` returns its value."""
+    at once), and :meth:`result` returns its value.
 
-    def __init__(self, fn: Callable, *args: Any, parallel: bool = True, **kwargs: Any):
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.process = self._conn = None
+    With ``posts``, ``fn`` is called with ``post=`` too: ``post(name, value)`` in the child sends
+    ``value`` at once, and :meth:`posted` gives it to the parent while the child goes on. A thread of the
+    parent reads the pipe as the messages come (the child never waits for the parent to be free);
+    the values are unpickled by the caller of :meth:`posted` (an unpickling may import modules: never
+    in two threads at once). A child that dies is then not run again: :meth:`posted` says which values
+    it never sent (the caller makes those itself) and :meth:`result` returns None."""
+
+    def __init__(self, fn: Callable, *args: Any, parallel: bool = True, posts: bool = False, **kwargs: Any):
+        self.fn, self.args, self.kwargs, self.posts = fn, args, kwargs, posts
+        self.process = self._conn = self._reader = None
         self.child_pid: int | None = None
+        self._raw: list[bytes | None] = []  # the messages read, in order; None: the pipe ended
+        self._arrived = threading.Condition()
+        self._posted: dict = {}
+        self._final: tuple | None = None
         if not parallel:
             self._value = fn(*args, **kwargs)
         else:
             ctx = multiprocessing.get_context("fork")
             self._conn, send = ctx.Pipe(duplex=False)
-            self.process = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+            self.process = ctx.Process(target=_child, args=(send, fn, args, kwargs, posts), daemon=True)
             gc.collect()  # the garbage of before the fork, collected once, not in both processes
             gc.freeze()  # unfrozen in the parent by cancel(); the child keeps its copy frozen
             try:
@@ -153,16 +195,60 @@ class Forked:
                 raise
             self.child_pid = self.process.pid
             send.close()
+            self._reader = threading.Thread(target=self._read, name="cskit-child-pipe", daemon=True)
+            self._reader.start()
+
+    def _read(self) -> None:
+        """The reader thread: every message of the pipe as bytes, in order, then None at its end."""
+        while True:
+            try:
+                message = self._conn.recv_bytes()
+            except (EOFError, OSError):
+                message = None
+            with self._arrived:
+                self._raw.append(message)
+                self._arrived.notify_all()
+            if message is None:
+                return
+
+    def _next(self) -> bool:
+        """Wait for the next message and take it in (a post, or the final answer); False at the pipe's end."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._raw)
+            message = self._raw.pop(0)
+            if message is None:
+                self._raw.append(None)  # the end stays the end
+                return False
+        item = pickle.loads(message)
+        if len(item) == 3 and item[0] == POST:
+            self._posted[item[1]] = item[2]
+        else:
+            self._final = item
+        return True
+
+    def posted(self, name: Any) -> tuple[bool, Any]:
+        """``(True, value)`` once the child has posted ``name`` (waiting for it while the child runs);
+        ``(False, None)`` when the child ended without posting it (died, or never made it); the child's
+        exception, raised, when it failed."""
+        while name not in self._posted and self._final is None and self._next():
+            pass
+        if name in self._posted:
+            return True, self._posted.pop(name)
+        if self._final is not None and not self._final[0]:
+            self.result()  # raises the child's exception
+        return False, None
 
     def result(self) -> Any:
-        """The function's value (from the child, or computed here when not parallel or the child died)."""
+        """The function's value (from the child, or computed here when not parallel or the child died;
+        None then with ``posts``)."""
         if self.child_pid is None:
             return self._value
-        try:
-            ok, value, shown = self._conn.recv()
-        except EOFError:  # the child died without an answer (e.g. killed for memory): run it here
+        while self._final is None and self._next():
+            pass
+        if self._final is None:  # the child died without an answer (e.g. killed for memory): run it here
             self.cancel()
-            return self.fn(*self.args, **self.kwargs)
+            return None if self.posts else self.fn(*self.args, **self.kwargs)
+        ok, value, shown = self._final
         self.cancel()
         for message, category, filename, lineno in shown:
             warnings.warn_explicit(message, category, filename, lineno)
@@ -179,6 +265,9 @@ class Forked:
             self.process.join()
             self.process.close()
             self.process = None
+        if self._reader is not None:  # the pipe's end comes with the child's
+            self._reader.join()
+            self._reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None

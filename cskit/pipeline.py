@@ -195,7 +195,7 @@ def analyse(
     from cskit.changes import read_results, results_folder
     from cskit.loading import load_client
     from cskit.panel import build_panel, kpi_columns, renewal_evidence
-    from cskit.parallel import Forked, memory_allows, one_blas_thread, parallel_enabled
+    from cskit.parallel import Claims, Forked, memory_allows, one_blas_thread, parallel_enabled
 
     clock = _Clock(timings)
     p = absolute_data(as_params(params), base)
@@ -232,7 +232,9 @@ def analyse(
         two = parallel_enabled(parallel) and memory_allows(CHILD_MEMORY * int(panel.memory_usage(index=False).sum()))
         if two:  # freed heap pages, still resident, would be shared at the fork and, rewritten by this process
             release_free_memory()  # later, kept in the child as its own copies (~150 MB at 30k accounts)
-            job = Forked(_beside_potential, panel, data, p, kpis, parallel=True)
+            pieces, shared = plan()
+            claims = Claims(len(shared), only=TAKER)
+            job = Forked(_beside_potential, panel, data, p, kpis, claims, parallel=True, posts=True)
             try:
                 # the child's results' modules too, imported while it runs (unpickling would import them
                 # after it, on the longer path)
@@ -248,15 +250,21 @@ def analyse(
                     survival = compute_survival(panel, data, p)
                 with clock("potential"):
                     potential = improvement_potential(panel, data, p, kpis)
-                waited = time.perf_counter()
-                triggers, health, history, seconds = job.result()
+                here = _Pieces(panel, data, p, kpis, job)
+                while (i := claims.take()) is not None:  # the shared pieces the child has not taken yet
+                    here.run(shared[i])
+                done = {piece: here.get(piece) for piece in pieces}  # the child's, waited for (or made here)
+                job.result()  # its other warnings, if any
             finally:
                 job.cancel()
+            here.release()
+            triggers, health, history = _assemble(done, p, kpis)
             health = add_touch(health, potential.accounts)
             if timings is not None:
-                timings["drivers_wait"] = time.perf_counter() - waited  # beyond the parent's own stages
-                for stage, t in seconds.items():
-                    timings[stage] = timings.get(stage, 0.0) + t
+                timings["drivers_wait"] = here.waited  # beyond the parent's own stages
+                for piece, (_, _, seconds, side) in done.items():
+                    stage = piece[0] if side == "child" else f"{piece[0]}_parent"
+                    timings[stage] = timings.get(stage, 0.0) + seconds
         else:
             from cskit.fits import Fits
             from cskit.health import design_health_score
@@ -339,26 +347,112 @@ def release_free_memory() -> None:
         pass
 
 
-def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str]):
-    """The stages a forked child runs while the parent runs the potential: the triggers, the health
-    score (its touch model left for ``health.add_touch``, once the potential's LTV is known) and its
-    history. Returns them and each one's wall-clock seconds (where it ran)."""
-    from cskit.fits import Fits
-    from cskit.health import LTV_LATER, design_health_score
-    from cskit.history import track_health
-    from cskit.triggers import find_triggers
+# The stages beside the potential, in pieces (stage, outcome group or None), in one process's order:
+# the triggers' outcome groups (cskit.triggers.SAME_ROWS), the health score, its history. With two cores
+# the forked child makes its own pieces (the first group's triggers, then the health score: they share a
+# churn design) and then, in turn with the parent once it is done with the potential, the SHARED ones:
+# each is taken by whichever process is free first (parallel.Claims), the later groups' triggers first
+# (the largest piece: a process free early has the time for it), the history last (after the score).
+HEALTH, HISTORY = ("health", None), ("history", None)
+TAKER: str | None = None  # "parent" / "child": only that process takes the SHARED pieces (tests)
 
-    seconds: dict[str, float] = {}
-    clock = _Clock(seconds)
-    fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # the transforms and churn rows triggers and health share
-    with clock("drivers"):
-        triggers = find_triggers(panel, p, kpis, fits=fits)
-    with clock("health"):
-        health = design_health_score(panel, data, p, kpis, ltv=LTV_LATER, fits=fits)
-    fits.release()
-    with clock("history"):
-        history = track_health(panel, data, p, health)
-    return triggers, health, history, seconds
+
+class _Pieces:
+    """The pieces one process makes, each with its Python warnings (shown in one process's order by
+    :func:`_assemble`), its seconds and the side that made it; the other process's, asked for with
+    :meth:`get`, come from ``job`` (posted by the child as it makes them) or, when the child died
+    without them, are made here. One :class:`cskit.fits.Fits` serves this process's pieces (the churn
+    design the first group's triggers and the health score share)."""
+
+    def __init__(self, panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str], job=None, post=None):
+        self.panel, self.data, self.p, self.kpis, self.job, self.post = panel, data, p, kpis, job, post
+        self.made: dict = {}
+        self.fits = None
+        self.waited = 0.0
+        self.side = "parent" if post is None else "child"
+
+    def run(self, piece: tuple):
+        """Make ``piece`` here (the health score first, for the history)."""
+        import warnings
+
+        from cskit.fits import Fits
+
+        stage, group = piece
+        health = self.get(HEALTH)[0] if stage == "history" else None
+        if self.fits is None and stage != "history":
+            self.fits = Fits(self.panel, self.p.kpi_lag_months, seed=self.p.seed)
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            if stage == "drivers":
+                from cskit.triggers import trigger_part
+
+                value = trigger_part(self.panel, self.p, self.kpis, groups=(group,), fits=self.fits)
+            elif stage == "health":
+                from cskit.health import LTV_LATER, design_health_score
+
+                value = design_health_score(self.panel, self.data, self.p, self.kpis, ltv=LTV_LATER, fits=self.fits)
+            else:
+                from cskit.history import track_health
+
+                value = track_health(self.panel, self.data, self.p, health)
+        shown = [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+        self.made[piece] = (value, shown, time.perf_counter() - start, self.side)
+        if self.post is not None:
+            self.post(piece, self.made[piece])
+        return self.made[piece]
+
+    def get(self, piece: tuple):
+        """``piece``: made here, posted by the child (waited for), or made here now (the child died)."""
+        if piece in self.made:
+            return self.made[piece]
+        if self.job is not None:
+            start = time.perf_counter()
+            ok, value = self.job.posted(piece)
+            self.waited += time.perf_counter() - start
+            if ok:
+                self.made[piece] = value
+                return value
+        return self.run(piece)
+
+    def release(self) -> None:
+        if self.fits is not None:
+            self.fits.release()
+            self.fits = None
+
+
+def plan() -> tuple[tuple, tuple]:
+    """The pieces (one process's order) and the SHARED ones (the order they are taken in)."""
+    from cskit.triggers import SAME_ROWS
+
+    groups = tuple(("drivers", g) for g in SAME_ROWS)
+    return (*groups, HEALTH, HISTORY), (*groups[1:], HISTORY)
+
+
+def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str], claims, *, post) -> None:
+    """The forked child, beside the potential: its own pieces (:func:`plan`: the first outcome group's
+    triggers, the health score, its touch model left for ``health.add_touch`` once the potential's LTV
+    is known), then the SHARED ones the parent has not taken yet; each posted as it is made."""
+    pieces, shared = plan()
+    here = _Pieces(panel, data, p, kpis, post=post)
+    for piece in (pieces[0], HEALTH):
+        here.run(piece)
+    while (i := claims.take()) is not None:
+        here.run(shared[i])
+    here.release()
+
+
+def _assemble(done: dict, p: Params, kpis: list[str]):
+    """The triggers (their groups' parts combined), the health score and its history of the pieces,
+    with each piece's Python warnings shown in one process's order."""
+    import warnings
+
+    from cskit.triggers import combine_triggers
+
+    for piece in plan()[0]:
+        for message, category, filename, lineno in done[piece][1]:
+            warnings.warn_explicit(message, category, filename, lineno)
+    parts = [value for (stage, _), (value, *_) in done.items() if stage == "drivers"]
+    return combine_triggers(parts, p, kpis), done[HEALTH][0], done[HISTORY][0]
 
 
 def require_churn(panel: pd.DataFrame, data: ClientData) -> None:

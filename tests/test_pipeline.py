@@ -161,6 +161,58 @@ def test_two_processes_give_one_process_bytes_with_every_model_fitted_and_sample
     assert [f for f in files if (single / f).read_bytes() != (forked / f).read_bytes()] == []
 
 
+@pytest.fixture(scope="module")
+def fitted_client(tmp_path_factory):
+    """A client every stage fits (400 accounts) and its one-process result files."""
+    from cskit.simulate import simulate_client
+
+    folder = tmp_path_factory.mktemp("fitted")
+    simulate_client(n_accounts=400, n_months=18, seed=5, mc_paths=0).write(folder / "data")
+    run = params(folder / "data") | {"client": "c", "bootstrap": 40}
+    return run, analyse(run, parallel=False).write(folder / "one")
+
+
+def _dies_after_its_first_piece(panel, data, p, kpis, claims, *, post):
+    """The child of test_balanced_split...: posts its first piece (the churn group's triggers), then is
+    killed as the out-of-memory killer would."""
+    import os
+    import signal
+
+    from cskit import pipeline
+
+    pipeline._Pieces(panel, data, p, kpis, post=post).run(pipeline.plan()[0][0])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("taker", ["parent", "child", "dies"])
+def test_balanced_split_gives_one_process_bytes_whichever_process_takes_the_shared_pieces(
+        taker, fitted_client, tmp_path, monkeypatch):
+    """The pieces either process may take (cskit.pipeline.plan: the expansion triggers, the history),
+    all taken by the parent, all by the child, or the child killed after its first piece (the parent
+    makes every piece it did not post): the result files of one process, byte for byte."""
+    from cskit import pipeline
+    from cskit.parallel import parallel_enabled
+
+    if not parallel_enabled(True):
+        pytest.skip("one usable core (or not Linux): no forked child to compare with")
+    run, single = fitted_client
+    if taker == "dies":
+        monkeypatch.setattr(pipeline, "_beside_potential", _dies_after_its_first_piece)
+    else:
+        monkeypatch.setattr(pipeline, "TAKER", taker)  # the child, a fork, inherits it
+    timings: dict = {}
+    dx = analyse(run, parallel=True, timings=timings)
+    assert dx.health.estimable and (dx.triggers.outcomes["status"] == "fitted").all()
+    parent = {k for k in timings if k.endswith("_parent")}
+    assert parent == {"parent": {"drivers_parent", "history_parent"}, "child": set(),
+                      "dies": {"drivers_parent", "health_parent", "history_parent"}}[taker]
+    assert "drivers" in timings  # the churn group's triggers: the child's (posted before it died)
+    forked = dx.write(tmp_path / "two")
+    files = sorted(p.name for p in single.iterdir() if p.name != "run.json")
+    assert files == sorted(p.name for p in forked.iterdir() if p.name != "run.json")
+    assert [f for f in files if (single / f).read_bytes() != (forked / f).read_bytes()] == []
+
+
 def test_design_health_score_returns_not_estimable(tiny):
     _, dx, _ = tiny
     h = design_health_score(dx.panel, dx.data, dx.params, dx.kpis)
