@@ -240,29 +240,52 @@ def aipw_jacobian(teff: TreatmentEffect, params: np.ndarray) -> np.ndarray:
     Xs = np.concatenate((sel.exog[~treat], sel.exog[treat]))
     lam = 1.0 / (1.0 + np.exp(-(Xs @ ps)))
     p = np.clip(lam, 0.01, 0.99)
-    dp = np.where((lam > 0.01) & (lam < 0.99), lam * (1 - lam), 0.0)[:, None] * Xs
+    slope = np.where((lam > 0.01) & (lam < 0.99), lam * (1 - lam), 0.0)  # ∂p/∂γ = slope · x
     t = np.concatenate((teff.treatment[~treat], teff.treatment[treat])).astype("float64")
     f0, f1 = X @ p0, X @ p1
-    d0_b0 = X * (1 - (1 - t) / (1 - p))[:, None]
-    d1_b1 = X * (1 - t / p)[:, None]
-    d0_g = ((y - f0) * (1 - t) / (1 - p) ** 2)[:, None] * dp
-    d1_g = (-(y - f1) * t / p**2)[:, None] * dp
+    w0, w1 = 1 - (1 - t) / (1 - p), 1 - t / p  # ∂τ₀/∂β₀ = w0 · x, ∂τ₁/∂β₁ = w1 · x
+    a0, a1 = (y - f0) * (1 - t) / (1 - p) ** 2, -(y - f1) * t / p**2  # ∂τ₀/∂γ = a0 ∂p/∂γ, ∂τ₁/∂γ = a1 ∂p/∂γ
+    # the means over the accounts of the n × k derivative arrays, made JACOBIAN_ROWS rows at a time (no
+    # array of n rows: 5 of them, 27 MB each at 100k accounts, were fresh pages); each block's rows added
+    # to the sums one after the other, as a whole array's mean(axis=0) adds them (the same floats)
+    s_b0, s_b1, s_g0, s_g = (None,) * 4
+    for lo in range(0, n, JACOBIAN_ROWS):
+        at = slice(lo, lo + JACOBIAN_ROWS)
+        Xb = X[at]
+        dp = slope[at, None] * Xs[at]
+        d0_g = a0[at, None] * dp
+        s_b0 = _add_rows(s_b0, Xb * w0[at, None])
+        s_b1 = _add_rows(s_b1, Xb * w1[at, None])
+        s_g0 = _add_rows(s_g0, d0_g)
+        s_g = _add_rows(s_g, a1[at, None] * dp - d0_g)
     q = len(ps)
     J = np.zeros((2 + 2 * k + q, 2 + 2 * k + q))
     b0, b1, g = slice(2, 2 + k), slice(2 + k, 2 + 2 * k), slice(2 + 2 * k, None)
     J[0, 0] = -1.0
-    J[0, b0] = -d0_b0.mean(axis=0)
-    J[0, b1] = d1_b1.mean(axis=0)
-    J[0, g] = (d1_g - d0_g).mean(axis=0)
+    J[0, b0] = -(s_b0 / n)
+    J[0, b1] = s_b1 / n
+    J[0, g] = s_g / n
     J[1, 1] = -1.0
-    J[1, b0] = d0_b0.mean(axis=0)
-    J[1, g] = d0_g.mean(axis=0)
+    J[1, b0] = s_b0 / n
+    J[1, g] = s_g0 / n
     X0, X1 = teff.results0.model.exog, teff.results1.model.exog
     J[b0, b0] = -(X0.T @ X0) / n
     J[b1, b1] = -(X1.T @ X1) / n
     lam = lam[np.argsort(np.r_[np.flatnonzero(~treat), np.flatnonzero(treat)], kind="stable")]  # original order
     J[g, g] = -(sel.exog.T @ (sel.exog * (lam * (1 - lam))[:, None])) / n
     return J
+
+
+JACOBIAN_ROWS = 4096  # rows of the derivative arrays aipw_jacobian makes at a time
+
+
+def _add_rows(total: np.ndarray | None, block: np.ndarray) -> np.ndarray:
+    """``total`` (the column sums of the rows before ``block``, None for none) plus ``block``'s rows, added
+    one after the other: what ``sum(axis=0)`` of all the rows gives (NumPy adds a C-ordered array's rows in
+    turn along axis 0, no pairwise sum), so a sum made block by block is the same float."""
+    if total is None:
+        return np.add.reduce(block, axis=0)
+    return np.add.reduce(np.vstack((total[None], block)), axis=0)
 
 
 def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
