@@ -44,7 +44,7 @@ from cskit.models import (
 )
 from cskit.panel import outcome_rows
 from cskit.sampling import RowSample, SampledLink, case_control, fit_link, population_mean
-from cskit.season import churn_seasonality
+from cskit.season import tested as seasonality_of
 
 GROWTH = ("expansion", "downgrade", "referral")  # outcomes with the same model rows (panel.outcome_rows)
 
@@ -191,7 +191,7 @@ class Fits:
         """``season.churn_seasonality(panel, min_events)``, tested once per run (the triggers and the
         health score report the same test of this panel); each caller gets its own copy."""
         if min_events not in self._season:
-            self._season[min_events] = churn_seasonality(self.panel, min_events)
+            self._season[min_events] = seasonality_of(self.panel, min_events)  # the panel builder's, when kept
         return copy.deepcopy(self._season[min_events])
 
     def serves(self, panel: pd.DataFrame, lag: int) -> bool:

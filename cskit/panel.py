@@ -14,6 +14,7 @@ import pandas as pd
 from cskit.client import ClientData
 from cskit.season import COLUMNS as SEASON_COLUMNS
 from cskit.season import churn_seasonality, season_column
+from cskit.season import remember as remember_season
 
 _EPOCH = np.datetime64("1970-01", "M")
 # The fewest events an outcome model is fitted on: the triggers, the potential's models, the health score
@@ -109,7 +110,8 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"] >= 0)
     rows = {c: panel[c] for c in SEASON_COLUMNS}  # what the season test reads (arrays, not framed)
-    panel["churn_season"] = season_column(rows, churn_seasonality(rows, MIN_EVENTS))
+    season = churn_seasonality(rows, MIN_EVENTS)
+    panel["churn_season"] = season_column(rows, season)
     del rows
 
     ids = pd.Index(acc["account_id"])  # the panel's (sorted, unique) account ids, in its row order
@@ -127,7 +129,9 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     _add_kpis(panel, data, ids, at)
     if data.nps is not None and len(data.nps):
         _trailing_nps(panel, data.nps, ids, at)
-    return panel.frame()
+    frame = panel.frame()
+    remember_season(frame, MIN_EVENTS, season)  # read by cskit.season.tested: the test made once per panel
+    return frame
 
 
 class _Rows:

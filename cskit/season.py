@@ -17,7 +17,9 @@ and no model changes.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
@@ -81,6 +83,37 @@ def churn_seasonality(panel: pd.DataFrame, min_events: int) -> dict:
                p_value=p, statistic=float(stat), df=df, peak_month=int(months[int(np.argmax(hr))]),
                hazard_ratio={int(m): round(float(h), 4) for m, h in zip(months, hr)})
     return out
+
+
+_TESTED: list[tuple] = []  # (weak reference to a panel, its test columns' memory, min_events, the result)
+
+
+def _memory(panel: pd.DataFrame) -> tuple:
+    """Where the panel's test columns (:data:`COLUMNS`) live: their data pointers and lengths (a column
+    replaced, or a frame derived from the panel, has other memory)."""
+    out = []
+    for c in COLUMNS:
+        if c in panel:
+            values = panel[c].to_numpy()
+            out.append((c, values.__array_interface__["data"][0], len(values), str(values.dtype)))
+    return tuple(out)
+
+
+def remember(panel: pd.DataFrame, min_events: int, result: dict) -> None:
+    """Keep ``result``, :func:`churn_seasonality` of ``panel``'s test columns with ``min_events``, made
+    while the panel was built (``cskit.panel.build_panel``), for :func:`tested` while the panel and
+    those columns live: the test is not made twice on the same values (0.7 s at 100k accounts)."""
+    live = [e for e in _TESTED if e[0]() is not None and e[0]() is not panel]
+    _TESTED[:] = [*live[-1:], (weakref.ref(panel), _memory(panel), min_events, copy.deepcopy(result))]
+
+
+def tested(panel: pd.DataFrame, min_events: int) -> dict:
+    """:func:`churn_seasonality` of ``panel``: the result :func:`remember` kept for this panel (the same
+    object, its test columns in the same memory, the same ``min_events``), a copy; else the test made now."""
+    for ref, memory, events, result in _TESTED:
+        if ref() is panel and events == min_events and memory == _memory(panel):
+            return copy.deepcopy(result)
+    return churn_seasonality(panel, min_events)
 
 
 def _values(panel, name: str, dtype=None) -> np.ndarray:
