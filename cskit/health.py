@@ -175,7 +175,17 @@ class ScoreModel:
         """Health score 0–100 (higher = healthier): the sum of the KPI and account-context points
         (``points``: ``kpi_points`` and ``context_points`` of ``features`` when already made)."""
         kpi, context = points if points is not None else (self.kpi_points(features), self.context_points(features))
-        return kpi.sum(axis=1).to_numpy() + context.sum(axis=1).to_numpy()
+        return _row_sums(kpi) + _row_sums(context)
+
+
+def _row_sums(frame: pd.DataFrame) -> np.ndarray:
+    """``frame.sum(axis=1).to_numpy()`` of a frame of float columns: pandas' own sum of its values (the same
+    array, so the same floats), without the NaN mask it makes first; where a row holds a NaN (its sum is NaN)
+    pandas' sum, which skips it."""
+    total = frame.values.sum(axis=1, dtype="float64")
+    if np.isnan(total).any():
+        return frame.sum(axis=1).to_numpy()
+    return total
 
 
 def fit_score_model(panel: pd.DataFrame, kpis: list[str], lag: int, alpha: float = 0.05,
