@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lifelines.utils import concordance_index
+from pandas.api.types import infer_dtype
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -168,7 +169,7 @@ class ScoreModel:
         out = {}
         for item, levels in self.context.items():
             ref = self.design.adjust_levels[item][0]
-            out[item] = features[item].astype(str).map(levels).fillna(levels[ref]).to_numpy(dtype="float64")
+            out[item] = _level_values(features[item], levels, levels[ref])
         return pd.DataFrame(out, index=features.index)
 
     def score(self, features: pd.DataFrame, points: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> np.ndarray:
@@ -176,6 +177,19 @@ class ScoreModel:
         (``points``: ``kpi_points`` and ``context_points`` of ``features`` when already made)."""
         kpi, context = points if points is not None else (self.kpi_points(features), self.context_points(features))
         return _row_sums(kpi) + _row_sums(context)
+
+
+def _level_values(column: pd.Series, levels: dict[str, float], default: float) -> np.ndarray:
+    """``column.astype(str).map(levels).fillna(default)`` as float64: each row's level's value, ``default``
+    for a level not in ``levels`` (or valued NaN there). A column of text only is looked up once per distinct
+    level (its codes, pd.factorize), not row by row; any other column (numbers, missing values: their text
+    is str()'s) as written above."""
+    if infer_dtype(column, skipna=False) != "string":
+        return column.astype(str).map(levels).fillna(default).to_numpy(dtype="float64")
+    codes, uniques = pd.factorize(column)
+    values = np.array([levels.get(u, np.nan) for u in uniques], dtype="float64")
+    values[np.isnan(values)] = default
+    return values[codes]
 
 
 def _row_sums(frame: pd.DataFrame) -> np.ndarray:
