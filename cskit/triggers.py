@@ -364,10 +364,10 @@ class RowSet:
         annual = (np.flatnonzero(annual_rows(self.panel, where[0])) if fit is not None and "churn" in self.group
                   else None)
         col = {k: j for j, k in enumerate(candidates)}
-        v = np.empty(len(y))
+        v, by_index = np.empty(len(y)), KPIMatrix.indexed(where)
         counts, rho, gaps, annual_gaps = [], [], [], []
         for k in self.kpis:
-            self.Z.gather(k, where, v)
+            self.Z.gather(k, by_index, v)
             counts.append(np.count_nonzero(np.isfinite(v)))
             rho.append(spearman_binary(v, events))
             if fit is not None:
@@ -710,7 +710,7 @@ class KPIMatrix:
         ``out``: an F-ordered matrix of that shape to fill (reused from one lag to the next); with
         ``filled``, missing values are 0 (:func:`cskit.models.zero_missing`, column by column while
         each is in cache)."""
-        where = self.sources(lag, rows)
+        where = self.indexed(self.sources(lag, rows))
         out = np.empty((len(where[0]), len(kpis)), order="F") if out is None else out  # column by column
         for j, k in enumerate(kpis):
             self.gather(k, where, out[:, j])
@@ -737,9 +737,16 @@ class KPIMatrix:
         early = self.tenure[idx] < lag
         return idx, np.where(early, idx, idx - lag), early
 
+    @staticmethod
+    def indexed(where: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``where`` (:meth:`sources`) with its early rows as indices rather than a mask, for a loop of
+        :meth:`gather` over many KPIs: NaN written into the few early rows by index, not by a pass over
+        a mask of all of them (0.5 vs 3.4 ms at 1.4M rows, per KPI)."""
+        return where[0], where[1], np.flatnonzero(where[2])
+
     def gather(self, k: str, where: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
-        """KPI ``k`` at t − lag on the rows of ``where`` (:meth:`sources`), standardised, into the
-        contiguous vector ``out``."""
+        """KPI ``k`` at t − lag on the rows of ``where`` (:meth:`sources`, or :meth:`indexed`), standardised,
+        into the contiguous vector ``out``."""
         idx, src, early = where
         if k not in self.transforms:
             out[:] = np.nan
