@@ -424,24 +424,50 @@ def supported_placements(z: np.ndarray, y: np.ndarray, placements: list[tuple[fl
     return out
 
 
-def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None) -> Design:
-    """``design`` with the columns of ``terms`` appended (values from the KPIs' own columns)."""
+def with_terms(design: Design, terms: list[Term], segment: np.ndarray | None, *, consume: bool = False) -> Design:
+    """``design`` with the columns of ``terms`` appended (values from the KPIs' own columns). With
+    ``consume`` (the caller gives ``design`` up: no other reference to its matrix is used again), a
+    matrix that owns its memory is widened in place (:func:`_widen`: no second full-size matrix of
+    fresh pages, 0.14 s at 260k rows × 35 columns); ``design`` is then not to be read again."""
     if not terms:
         return design
     n, p = design.X.shape
-    X = np.empty((n, p + len(terms)))
+    old = design.X
+    widen = consume and old.flags.owndata and old.base is None and old.flags.c_contiguous and n > 0
+    X = old if widen else np.empty((n, p + len(terms)))
     segment = None if segment is None else as_text(segment)
     groups = [(design.names.index(kpi), [p + j for j, t in enumerate(terms) if t.kpi == kpi])
               for kpi in dict.fromkeys(t.kpi for t in terms)]
-    for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: each block's old and new columns written while in cache
-        e = min(n, s + BLOCK_ROWS)
+
+    def fill(s: int, e: int, rows: np.ndarray) -> None:  # block s..e of X from the old matrix's ``rows``
         block = X[s:e]
-        block[:, :p] = design.X[s:e]
+        block[:, :p] = rows
         masks: dict = {}  # each segment's indicator on these rows, once for all the KPIs
         for j, cols in groups:
-            block[:, cols] = term_columns([terms[c - p] for c in cols], design.X[s:e, j],
+            block[:, cols] = term_columns([terms[c - p] for c in cols], rows[:, j],
                                           None if segment is None else segment[s:e], masks=masks)
+
+    if widen:
+        _widen(X, len(terms), fill)
+    else:
+        for s in range(0, n, BLOCK_ROWS):  # by blocks of rows: each block's old and new columns written while in cache
+            e = min(n, s + BLOCK_ROWS)
+            fill(s, e, old[s:e])
     return replace(design, X=X, names=[*design.names, *(t.name for t in terms)], terms=[*design.terms, *terms])
+
+
+def _widen(X: np.ndarray, k: int, fill: Callable[[int, int, np.ndarray], None]) -> None:
+    """``X`` (n × p, C order, owning its memory, no other view of it in use) made n × (p + k) in place:
+    its buffer grown (realloc: only the added tail is new memory), then each block of rows, from the
+    last, is copied out of its old place (source and target overlap) and handed to ``fill(s, e, rows)``,
+    which writes rows s..e of the widened ``X`` (row i's new place never lies before its old one, nor
+    over a row not yet moved: an earlier row's old place ends where row i's begins)."""
+    n, p = X.shape
+    X.resize((n, p + k), refcheck=False)  # the first n·p values stay in place, in the old layout
+    flat = X.reshape(-1)
+    for s in reversed(range(0, n, BLOCK_ROWS)):
+        e = min(n, s + BLOCK_ROWS)
+        fill(s, e, flat[s * p : e * p].reshape(e - s, p).copy())
 
 
 def candidate_terms(design: Design, kpi: str, y: np.ndarray, segment: np.ndarray | None, *,
@@ -587,7 +613,7 @@ SCORE_ROWS = 16384
 
 def select_terms(
     y: np.ndarray, design: Design, fit: GLMResult, kpis: list[str], segment: np.ndarray | None, alpha: float,
-    *, refit=None,
+    *, refit=None, consume: bool = False,
 ) -> tuple[Design, GLMResult, pd.DataFrame]:
     """Is a KPI's effect curved, or different by segment? Forward selection with false-discovery
     control (Benjamini & Gavrilov 2009) over every candidate block (each KPI of ``kpis``: its spline
@@ -601,7 +627,10 @@ def select_terms(
     Testing given the blocks already in matters: a proxy's curvature vanishes once its driver's curve
     is in. ``fit``: the GLM of ``design.X`` (its information, :attr:`GLMResult.info`, serves the first
     score tests). ``refit(X, names)`` fits the extended model (default: the binomial GLM with ``fit``'s
-    link, from the coefficients of the step before and 0 for the added columns).
+    link, from the coefficients of the step before and 0 for the added columns). ``consume``: the caller
+    gives ``design`` up (its matrix is not read again), so the first added terms may widen it in place
+    (:func:`with_terms`); the later steps' designs, made here, always are (without ``refit``: the
+    default fit keeps no reference to a matrix).
 
     Returns the extended design, its fit, and the table of blocks (kpi, kind, df, stat, p_value at
     the last step the block was tested, step at which it was added or NaN, kept).
@@ -612,7 +641,8 @@ def select_terms(
     levels = design.adjust_levels.get("segment", [])
     own = own_slope_levels(levels, segment, y) if segment is not None and len(levels) > 1 else []
     # the KPI columns stay as terms are added: each read once out of the row-major design, contiguous
-    z = {k: np.ascontiguousarray(design.X[:, design.names.index(k)]) for k in kpis if k in design.kpis}
+    # (copies: never a view of a matrix that a step may widen in place)
+    z = {k: np.array(design.X[:, design.names.index(k)], order="C") for k in kpis if k in design.kpis}
     blocks = [(k, kind, alternatives) for k in kpis if k in design.kpis
               for kind, alternatives in candidate_terms(design, k, y, segment, own=own, z=z[k]).items()]
     m = len(blocks)
@@ -638,7 +668,8 @@ def select_terms(
         if not stats[best][1] <= i * alpha / (m + 1 - i * (1 - alpha)):
             break
         step[best] = i
-        current = with_terms(current, chosen[best], segment)
+        own = consume if current is design else refit is None  # a design made here is this loop's alone
+        current = with_terms(current, chosen[best], segment, consume=own)
         for j, (k, kind, alternatives) in enumerate(blocks):  # the KPI's other kind: within each segment
             if j not in step and k == blocks[best][0]:
                 blocks[j] = (k, kind, [by_segment(chosen[best], alt) for alt in alternatives])

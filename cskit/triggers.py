@@ -505,7 +505,8 @@ def _select(y: np.ndarray, design: Design, seg: np.ndarray | None, alpha: float,
     ``design`` when already fitted): renewal shares churn's rows and its answer. Returns the extended
     design (``design`` with the selected terms), the tests and its fit."""
     fit = fit if fit is not None else fit_binomial(y, design.X, link=link, names=design.names)
-    ext, ext_fit, tests = select_terms(y, design, fit, linear_flagged(design, fit, alpha), seg, alpha)
+    ext, ext_fit, tests = select_terms(y, design, fit, linear_flagged(design, fit, alpha), seg, alpha,
+                                       consume=True)  # the design is _model's own, not read after
     return ext, tests, ext_fit
 
 
