@@ -236,8 +236,16 @@ def survival_at(kmf: KaplanMeierFitter, k: int) -> tuple[float, float, float]:
 
 
 def logrank(life: pd.DataFrame, by: str) -> dict:
-    """Log-rank test of equal survival across the groups of column ``by``."""
-    res = multivariate_logrank_test(life["duration"], life[by], life["churned"])
+    """Log-rank test of equal survival across the groups of column ``by``.
+
+    lifelines' test reads the accounts only through its table of counts per group and month, so it
+    is given each distinct (group, duration, churned) once with its number of accounts as weight: the
+    same table (integer sums; the groups in their order of first appearance, as lifelines takes them),
+    so the same statistic, from a few hundred rows instead of one per account."""
+    cols = [by, "duration", "churned"]
+    agg = life.groupby(cols, sort=False, dropna=False).size().reset_index(name="accounts")
+    res = multivariate_logrank_test(agg["duration"], agg[by], agg["churned"],
+                                    weights=agg["accounts"].to_numpy(dtype=life["duration"].dtype))
     return {
         "group_by": by,
         "groups": sorted(life[by].astype(str).unique()),
