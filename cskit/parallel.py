@@ -20,6 +20,11 @@ Two stages at once need more memory than one after the other, so the child asks 
 first when memory runs out (the parent then runs the stage itself), and ``analyse`` forks only when
 the memory available is enough for the child's expected share (:func:`memory_allows`).
 
+Work can be balanced between the two processes (:class:`Claims`): pieces either may make, each taken
+once, by whichever process is free first; with ``posts`` the child sends each piece's value as soon as it
+is made (``post``; :meth:`Forked.posted` in the parent), so the parent can build on it (``cskit.analyse``:
+the history of the child's health score) and, when the child dies, knows which pieces it must make itself.
+
 ``CSKIT_PARALLEL=0`` (or ``analyse(..., parallel=False)``) runs every stage in one process; so does a
 machine with one usable core, and any OS but Linux (no ``fork`` on Windows; on macOS forking a process
 that has loaded system frameworks is unsafe).

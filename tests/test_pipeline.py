@@ -187,9 +187,10 @@ def _dies_after_its_first_piece(panel, data, p, kpis, claims, *, post):
 @pytest.mark.parametrize("taker", ["parent", "child", "dies"])
 def test_balanced_split_gives_one_process_bytes_whichever_process_takes_the_shared_pieces(
         taker, fitted_client, tmp_path, monkeypatch):
-    """The pieces either process may take (cskit.pipeline.plan: the expansion triggers, the history),
-    all taken by the parent, all by the child, or the child killed after its first piece (the parent
-    makes every piece it did not post): the result files of one process, byte for byte."""
+    """The pieces either process may take (cskit.pipeline.plan: the expansion group's triggers, the
+    history) all taken by the parent, all by the child, or the child killed after its first piece, the
+    churn group's triggers (the parent then makes every piece it did not post): the result files of one
+    process, byte for byte (the triggers' parts made in two processes and combined in the parent)."""
     from cskit import pipeline
     from cskit.parallel import parallel_enabled
 
