@@ -3,11 +3,14 @@
 papermill starts its kernel only when it executes the notebook, after the CLI has checked the data,
 and the notebook's first cells then import matplotlib, seaborn, scipy and the stages (~2 s of a run
 that does nothing else meanwhile). Here the CLI starts the kernel first (:func:`start`), and the kernel
-imports those modules while it boots (``IPKernelApp.exec_lines``: :data:`PRELOAD`), in parallel with
-the CLI's own data check and papermill import. The notebook's ``import`` lines are then look-ups. The
-charts' modules (:data:`WHEN_IDLE`), which no stage needs, are imported by a thread only while the
-kernel is idle (:func:`import_when_idle`: waiting for a cell, or for the analysis' forked child), and the
-notebook imports cskit.plots after the analysis: they are not on the way to it.
+imports what the notebook's first cells and the analysis' loader use while it boots
+(``IPKernelApp.exec_lines``: :data:`PRELOAD`), in parallel with the CLI's own data check and papermill
+import; it is ready about when the CLI is. The stages' libraries (statsmodels, scipy.stats, lifelines:
+~1 s more) are not in it: ``cskit.analyse`` imports them in a thread while DuckDB reads the data
+(:func:`cskit.pipeline._import_stages`), where they cost the run less than before the first cell. The
+modules the write and the charts need (:data:`WHEN_IDLE`), which no stage needs, are imported by a thread
+only while the kernel is idle (:func:`import_when_idle`: waiting for a cell, or for the analysis' forked
+child), and the notebook imports cskit.plots after the analysis: they are not on the way to it.
 
 :func:`execute` runs the notebook on that kernel with papermill's nbclient engine, two things changed:
 
@@ -25,19 +28,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-# What the notebook (its import cell) and cskit.analyse (its stages, imported when it runs) import;
-# a module missing here is imported when first used, as before.
+# What the notebook's import cell and cskit.analyse's loader and panel import (pandas, pyarrow, DuckDB);
+# the stages' modules (cskit.pipeline.STAGE_MODULES) are imported by analyse itself, beside DuckDB's read.
+# A module missing here is imported when first used, as before.
 PRELOAD = (
-    "IPython.display", "cskit.narrative", "cskit.pipeline",
-    "cskit.loading", "cskit.panel", "cskit.metrics", "cskit.survival", "cskit.parallel", "cskit.triggers",
-    "cskit.fits", "cskit.potential", "cskit.health", "cskit.history", "cskit.changes", "cskit.provenance",
-    "cskit.excel", "xlsxwriter", "threadpoolctl",
+    "IPython.display", "cskit.narrative", "cskit.pipeline", "cskit.loading", "cskit.panel", "cskit.parallel",
+    "cskit.provenance", "threadpoolctl",
 )
-# The charts' modules (matplotlib, seaborn: ~0.35 CPU-s of imports beyond what the stages import; the
-# notebook imports cskit.plots after the analysis): imported by a thread of the kernel whenever the kernel
-# is idle (while it waits for its next cell, or while the analysis waits for its forked child), not on
-# the way to the analysis. In this order, one module (< 0.15 s) at a time; one already imported is skipped.
-WHEN_IDLE = ("matplotlib", "matplotlib.text", "matplotlib.backend_bases", "matplotlib.axes", "matplotlib.figure",
+# The write's Excel modules and the charts' (matplotlib, seaborn: ~0.35 CPU-s of imports beyond what the
+# stages import; the notebook imports cskit.plots after the analysis): imported by a thread of the kernel
+# whenever the kernel is idle (while it waits for its next cell, or while the analysis waits for its forked
+# child), not on the way to the analysis. In this order, one module (< 0.15 s) at a time; one already
+# imported is skipped.
+WHEN_IDLE = ("xlsxwriter", "cskit.excel", "cskit.changes",
+             "matplotlib", "matplotlib.text", "matplotlib.backend_bases", "matplotlib.axes", "matplotlib.figure",
              "matplotlib.pyplot", "seaborn", "matplotlib_fontja", "cskit.plots")
 # idle: the main thread is asleep (Linux: its state in /proc) and the process used less than IDLE_SHARE of a
 # core over the last IDLE_POLL seconds (not while other threads of it, e.g. DuckDB's, work)
@@ -108,6 +112,18 @@ def _asleep(tid: int) -> bool:
         return True
 
 
+STAGE_IMPORTS = "cskit-imports"  # the name of cskit.pipeline._import_stages' thread
+
+
+def _stages_importing() -> bool:
+    """Whether analyse's thread importing the stages' modules runs: the idle imports wait for it (two
+    threads importing one package's modules at once, e.g. seaborn's and scipy.stats' scipy, can be handed
+    a partly initialised module)."""
+    import threading
+
+    return any(t.name == STAGE_IMPORTS for t in threading.enumerate())
+
+
 def _idle_imports(pending: list[str], share: float, poll: float, main: int) -> None:
     import resource
     import sys
@@ -123,7 +139,7 @@ def _idle_imports(pending: list[str], share: float, poll: float, main: int) -> N
         now = clock()
         busy = (now[1] - last[1]) / max(now[0] - last[0], 1e-9)
         last = now
-        if busy >= share or not _asleep(main):
+        if busy >= share or not _asleep(main) or _stages_importing():
             continue
         name = pending.pop(0)
         if name not in sys.modules:
