@@ -7,6 +7,8 @@ One row per account and month, from the contract's start month to its churn mont
 from __future__ import annotations
 
 import mmap
+import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -110,10 +112,53 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"] >= 0)
     rows = {c: panel[c] for c in SEASON_COLUMNS}  # what the season test reads (arrays, not framed)
-    season = churn_seasonality(rows, MIN_EVENTS)
+    test = _SeasonTest(rows)  # (run by a thread while the other columns are made, when it can be)
+    panel["churn_season"] = None  # (its place in the column order; written when the test is done)
+    try:
+        _add_accounts_columns(panel, acc, data, n, start, mi, tenure, row_acc)
+    finally:
+        season = test.result()
     panel["churn_season"] = season_column(rows, season)
     del rows
+    frame = panel.frame()
+    remember_season(frame, MIN_EVENTS, season)  # read by cskit.season.tested: the test made once per panel
+    return frame
 
+
+class _SeasonTest:
+    """:func:`cskit.season.churn_seasonality` of the panel's season columns (``rows``, arrays no one
+    writes to meanwhile), made by a thread started here while the caller makes the other columns: its
+    GLM fits (LAPACK) and numpy's work on large arrays release the interpreter. Only where the
+    libraries the test imports are imported already (two threads importing one package at once can be
+    handed a partly initialised module); else made in :meth:`result`. The same result either way."""
+
+    def __init__(self, rows: dict):
+        self.rows, self.out, self.error, self.thread = rows, None, None, None
+        if all(m in sys.modules for m in ("statsmodels.api", "scipy.stats")):
+            self.thread = threading.Thread(target=self._run, name="cskit-season", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.out = churn_seasonality(self.rows, MIN_EVENTS)
+        except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
+            self.error = e
+
+    def result(self) -> dict:
+        """The test's result (waits for the thread; raises what the test raised)."""
+        if self.thread is None:
+            return churn_seasonality(self.rows, MIN_EVENTS)
+        self.thread.join()
+        self.thread = None
+        if self.error is not None:
+            raise self.error
+        return self.out
+
+
+def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, n: np.ndarray, start: np.ndarray,
+                          mi: np.ndarray, tenure: np.ndarray, row_acc: np.ndarray) -> None:
+    """The panel's columns after the churn season: revenue, referrals, contract months, static and
+    time-varying KPIs, trailing NPS."""
     ids = pd.Index(acc["account_id"])  # the panel's (sorted, unique) account ids, in its row order
     if ids.is_unique:  # each row's account: its position among them
         at = _Rows(np.cumsum(n) - n, start, n)
@@ -129,9 +174,6 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     _add_kpis(panel, data, ids, at)
     if data.nps is not None and len(data.nps):
         _trailing_nps(panel, data.nps, ids, at)
-    frame = panel.frame()
-    remember_season(frame, MIN_EVENTS, season)  # read by cskit.season.tested: the test made once per panel
-    return frame
 
 
 class _Rows:
