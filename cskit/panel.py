@@ -134,7 +134,7 @@ class _SeasonTest:
 
     def __init__(self, rows: dict):
         self.rows, self.out, self.error, self.thread = rows, None, None, None
-        if all(m in sys.modules for m in ("statsmodels.api", "scipy.stats")):
+        if all(_imported(m) for m in ("statsmodels.api", "scipy.stats")):
             self.thread = threading.Thread(target=self._run, name="cskit-season", daemon=True)
             self.thread.start()
 
@@ -153,6 +153,12 @@ class _SeasonTest:
         if self.error is not None:
             raise self.error
         return self.out
+
+
+def _imported(name: str) -> bool:
+    """Module ``name`` is imported, its import finished (not one another thread is still running)."""
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, n: np.ndarray, start: np.ndarray,

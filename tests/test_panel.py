@@ -401,3 +401,36 @@ def test_running_sums_continue_across_chunks_bit_for_bit():
             gaps = _running_sums(x, out, chunk=chunk)
             assert gaps.tolist() == np.flatnonzero(~ok).tolist()
             assert np.array_equal(out[count > 0].view(np.int64), want[count > 0].view(np.int64)), (k, chunk)
+
+
+def test_season_test_by_a_thread_gives_the_panel_and_result_made_in_turn(monkeypatch):
+    """build_panel's churn season test made by a thread while the other columns are made
+    (panel._SeasonTest) and made in turn: the same frame, bit for bit, and the same result, which finds
+    the season the simulator planted (every churn decision's hazard raised in March)."""
+    import scipy.stats  # noqa: F401
+    import statsmodels.api  # noqa: F401 - imported: the test can run in a thread
+
+    import cskit.panel as P
+    from cskit import season as S
+    from cskit.loading import client_from_frames
+    from cskit.params import Params
+    from cskit.simulate import Options, simulate_client
+
+    sim = simulate_client(1500, 30, seed=11, options=Options(season_month=3, season_shock=1.2))
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+    threads = []
+    monkeypatch.setattr(P._SeasonTest, "_run", lambda self, run=P._SeasonTest._run: (threads.append(1), run(self)))
+    S._FITS.clear()
+    threaded = P.build_panel(data)
+    assert threads == [1]  # (the test was made by the thread)
+    result = S.tested(threaded, P.MIN_EVENTS)
+    monkeypatch.setattr(P, "_imported", lambda name: False)
+    S._FITS.clear()
+    in_turn = P.build_panel(data)
+    assert threads == [1]
+    pd.testing.assert_frame_equal(threaded, in_turn, check_exact=True)
+    columns = list(threaded.columns)
+    assert columns == list(in_turn.columns) and columns.index("churn_season") == columns.index("at_risk") + 1
+    assert S.tested(in_turn, P.MIN_EVENTS) == result
+    assert result["detected"] and result["peak_month"] == 3
+    assert set(threaded["churn_season"]) == {f"{m:02d}" for m in range(1, 13)}
