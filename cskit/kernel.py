@@ -112,16 +112,15 @@ def _asleep(tid: int) -> bool:
         return True
 
 
-STAGE_IMPORTS = "cskit-imports"  # the name of cskit.pipeline._import_stages' thread
-
-
 def _stages_importing() -> bool:
     """Whether analyse's thread importing the stages' modules runs: the idle imports wait for it (two
     threads importing one package's modules at once, e.g. seaborn's and scipy.stats' scipy, can be handed
     a partly initialised module)."""
     import threading
 
-    return any(t.name == STAGE_IMPORTS for t in threading.enumerate())
+    from cskit.pipeline import IMPORT_THREAD  # preloaded in the kernel
+
+    return any(t.name == IMPORT_THREAD for t in threading.enumerate())
 
 
 def _idle_imports(pending: list[str], share: float, poll: float, main: int) -> None:

@@ -305,6 +305,9 @@ STAGE_MODULES = (
 )
 
 
+IMPORT_THREAD = "cskit-imports"  # the name of that thread (cskit.kernel's idle imports wait while it runs)
+
+
 def _import_stages(modules: tuple[str, ...] = STAGE_MODULES):
     """Start a thread importing ``modules`` (returned; ``join`` it before forking). Imports hold the
     interpreter, but DuckDB's read of the CSVs releases it, so most of their time is hidden there. A
@@ -319,7 +322,7 @@ def _import_stages(modules: tuple[str, ...] = STAGE_MODULES):
             except Exception:  # noqa: BLE001 - reported by the stage's own import
                 return
 
-    thread = threading.Thread(target=run, name="cskit-imports", daemon=True)
+    thread = threading.Thread(target=run, name=IMPORT_THREAD, daemon=True)
     thread.start()
     return thread
 
