@@ -36,7 +36,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "write", "other"]
+# drivers_parent / history_parent: the shared pieces (the expansion triggers, the history) when the
+# analysing process took them (cskit.pipeline.plan), not its child
+STAGES = ["load", "panel", "metrics", "drivers", "potential", "drivers_parent", "history_parent", "health", "history",
+          "write", "other"]
 CHILD_STAGES = ("drivers", "health", "history")  # with two cores: the forked child's, beside the potential
 RUN_STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "report"]
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
