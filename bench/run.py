@@ -127,11 +127,11 @@ def cpu_seconds(who: int) -> float:
 
 def measure_one(data: Path, out: Path, bootstrap: int, seed: int, sample: bool = True) -> dict:
     """Run in a fresh process: floor, analysis stages, write, peak memory (this process, the triggers
-    stage's forked child, and the physical sum of both: sampled only when ``sample``, see ``SAMPLED``)."""
+    stage's forked child, and the physical sum of both: sampled only when ``sample``, see ``MEMORY_KEYS``)."""
     import cskit
 
     params = cskit.validate_params({"client": "bench", "data": str(data), "bootstrap": bootstrap, "seed": seed})
-    floor = best_of(lambda: duckdb_read(data))
+    floor = None if sample else best_of(lambda: duckdb_read(data))  # the timed run's is the one reported
     timings: dict = {}
     memory = TreeMemory(os.getpid()) if sample else None
     cpu0 = cpu_seconds(resource.RUSAGE_SELF)
@@ -164,7 +164,7 @@ def role_of(p, cli: int) -> str:
 
 def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool, sample: bool = True) -> dict:
     """Run in a fresh process: ``cskit run`` watched by psutil (see the module docstring); its processes'
-    memory read only when ``sample`` (see ``SAMPLED``)."""
+    memory read only when ``sample`` (see ``MEMORY_KEYS``)."""
     import psutil
     import yaml
 
@@ -186,10 +186,10 @@ def whole_run(data: Path, folder: Path, bootstrap: int, seed: int, html: bool, s
     while proc.poll() is None:
         total = pss = 0
         try:
-            tree = [proc, *proc.children(recursive=True)]
+            tree = [proc, *proc.children(recursive=True)] if sample else []
         except psutil.NoSuchProcess:
             tree = []
-        for p in tree if sample else ():
+        for p in tree:
             try:
                 mem = p.memory_full_info()
                 if p.pid not in peaks:
@@ -351,10 +351,10 @@ def markdown(results: list[dict], args: argparse.Namespace, naive_lines: list[st
         by["kernel child"] = by["kernel child"] if by["kernel child"] != "0" else "—"
         other = sum(p["peak_mb"] for p in procs if p["role"] not in roles)
         whole = mb(run["peak_pss_sum_mb"]) if "peak_pss_sum_mb" in run else "—"
+        wall = f"{run['sampled_wall']:.1f}" if "sampled_wall" in run else "—"
         lines.append(head + f"| {by['cli']} | {by['kernel']} | {by['kernel child']} | {mb(other)} "
                      f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} "
-                     f"| {sampled} / {run['sampled_wall']:.1f} |" if "sampled_wall" in run else
-                     f"| **{whole}** | {mb(run['peak_sum_mb'])} | {mb(run['peak_max_exact_mb'])} | {sampled} / — |")
+                     f"| {sampled} / {wall} |")
     lines += ["", "Share of the analysis time per stage (%, of the analysis' wall-clock). With two cores the "
               "triggers (*drivers*), the health score and its history run in a forked child while the process "
               "runs the potential: their columns, in parentheses, are their own times in the child (they overlap "

@@ -668,8 +668,8 @@ def select_terms(
         if not stats[best][1] <= i * alpha / (m + 1 - i * (1 - alpha)):
             break
         step[best] = i
-        own = consume if current is design else refit is None  # a design made here is this loop's alone
-        current = with_terms(current, chosen[best], segment, consume=own)
+        give_up = consume if current is design else refit is None  # a design made here is this loop's alone
+        current = with_terms(current, chosen[best], segment, consume=give_up)
         for j, (k, kind, alternatives) in enumerate(blocks):  # the KPI's other kind: within each segment
             if j not in step and k == blocks[best][0]:
                 blocks[j] = (k, kind, [by_segment(chosen[best], alt) for alt in alternatives])

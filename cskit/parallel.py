@@ -152,16 +152,28 @@ class Claims:
         self.n, self.only, self.parent = n, only, os.getpid()
         self._next = multiprocessing.get_context("fork").Value("i", 0)
 
-    def take(self) -> int | None:
+    def take(self, *, other_alive: Callable[[], bool] | None = None) -> int | None:
+        """The next piece's index, or None. ``other_alive`` (the parent's: its child still runs): a child
+        killed while it held the lock (the OOM killer's SIGKILL) never releases it, so the parent waits for
+        it a second at a time only while the child lives, then takes without it (nobody else takes any
+        more; a piece the dead child counted and never posted is made by the caller anyway)."""
         side = "parent" if os.getpid() == self.parent else "child"
         if self.only not in (None, side):
             return None
-        with self._next.get_lock():
-            i = self._next.value
+        lock = self._next.get_lock()
+        while not (held := lock.acquire(timeout=1.0)):
+            if other_alive is not None and not other_alive():
+                break
+        try:
+            count = self._next.get_obj()  # the raw integer: the wrapper's .value takes the lock itself
+            i = count.value
             if i >= self.n:
                 return None
-            self._next.value = i + 1
+            count.value = i + 1
             return i
+        finally:
+            if held:
+                lock.release()
 
 
 class Forked:

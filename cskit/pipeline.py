@@ -252,7 +252,8 @@ def analyse(
                 with clock("potential"):
                     potential = improvement_potential(panel, data, p, kpis)
                 here = _Pieces(panel, data, p, kpis, job)
-                while (i := claims.take()) is not None:  # the shared pieces the child has not taken yet
+                # the shared pieces the child has not taken yet
+                while (i := claims.take(other_alive=job.process.is_alive)) is not None:
                     here.run(shared[i])
                 done = {piece: here.get(piece) for piece in pieces}  # the child's, waited for (or made here)
                 job.result()  # its other warnings, if any

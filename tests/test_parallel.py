@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cskit.errors import CskitError
-from cskit.parallel import PARALLEL_ENV, Forked, available_memory, memory_allows, parallel_enabled, usable_cores
+from cskit.parallel import PARALLEL_ENV, Claims, Forked, available_memory, memory_allows, parallel_enabled, usable_cores
 
 TWO_CORES = parallel_enabled(True)
 needs_fork = pytest.mark.skipif(not TWO_CORES, reason="one usable core or not Linux: cskit runs in one process")
@@ -137,3 +137,23 @@ def test_the_objects_of_before_the_fork_are_frozen_in_the_child_only_while_it_ru
     job = Forked(freeze_count)
     assert job.result() >= before + len(kept)
     assert gc.get_freeze_count() == before  # the parent's collector has them back
+
+
+@pytest.mark.skipif(not parallel_enabled(True), reason="needs fork and two usable cores")
+def test_claims_go_on_when_the_child_was_killed_holding_their_lock():
+    """A child SIGKILLed (the OOM killer) while it holds the claims' lock never releases it: the parent
+    takes the pieces without it once the child is gone, each once, in turn, instead of waiting forever."""
+    import multiprocessing
+
+    claims = Claims(2)
+
+    def hold_and_die():
+        claims._next.get_lock().acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    child = multiprocessing.get_context("fork").Process(target=hold_and_die)
+    child.start()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    taken = [claims.take(other_alive=child.is_alive) for _ in range(3)]
+    assert taken == [0, 1, None]
