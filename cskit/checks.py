@@ -16,7 +16,7 @@ import scipy.linalg
 import statsmodels.api as sm
 from scipy import stats
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
-from statsmodels.treatment.treatment_effects import TreatmentEffect
+from statsmodels.tools.tools import pinv_extended
 
 from cskit.fits import churn_rows
 from cskit.forecast import kpi_forecasts
@@ -149,11 +149,11 @@ def onboarding_covariates(
 def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names: list[str]) -> dict:
     """Average effect of onboarding on churn within the horizon (risk difference, onboarded − not),
     adjusted for the covariates ``X``: augmented inverse probability weighting (doubly robust; Robins,
-    Rotnitzky & Zhao 1994; statsmodels ``TreatmentEffect.aipw``, GMM standard errors) with a logistic
-    propensity model and linear outcome models per group. Covariates are standardised and those that
-    are (almost) linear combinations of others dropped (pivoted QR); the range of the propensities is
-    reported (near 0 or 1: little overlap, wide interval). Not estimated with fewer than
-    ADJUSTED_MIN_GROUP accounts or churns in a group."""
+    Rotnitzky & Zhao 1994; statsmodels' ``TreatmentEffect.aipw`` estimator, :func:`aipw`) with a logistic
+    propensity model and linear outcome models per group, standard errors from the moments' sandwich.
+    Covariates are standardised and those that are (almost) linear combinations of others dropped
+    (pivoted QR); the range of the propensities is reported (near 0 or 1: little overlap, wide
+    interval). Not estimated with fewer than ADJUSTED_MIN_GROUP accounts or churns in a group."""
     n1, n0 = int(treated.sum()), int((~treated).sum())
     e1, e0 = int(y[treated].sum()), int(y[~treated].sum())
     if min(n1, n0, e1 + e0) < ADJUSTED_MIN_GROUP:
@@ -166,64 +166,80 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            sel = sm.Logit(t, exog).fit(disp=0, maxiter=200)
+            # check_rank=False: no SVD of the cohort for the model's degrees of freedom, which nothing
+            # reads (the columns are of full rank: _usable_columns); the same Newton steps and parameters
+            sel = sm.Logit(t, exog, check_rank=False).fit(disp=0, maxiter=200)
         if not sel.mle_retvals.get("converged", True):
             return {"status": "not_estimable", "reason": (
                 "the propensity model did not converge (onboarding is almost determined by the other KPIs: "
                 "too little overlap to compare like with like)")}
-        # the outcome models' own covariance is not read (the GMM gives the standard errors): not the HC0
-        # sandwich statsmodels makes by default (_cov_type is "only for preliminary estimators"; same figures)
-        r = _aipw(TreatmentEffect(sm.OLS(y.astype("float64"), exog), t, results_select=sel, _cov_type="nonrobust"))
+        p = sel.predict()
+        r = aipw(y.astype("float64"), t, exog, p, sel.params)
     except (np.linalg.LinAlgError, ValueError, RuntimeError) as e:  # e.g. perfect separation
         return {"status": "not_estimable", "reason": f"the propensity or outcome model could not be fitted ({e})"}
-    ci = r.conf_int()
-    est, lo, hi = float(r.effect[0]), float(ci[0, 0]), float(ci[0, 1])
+    est, se = r["ate"], r["se_ate"]
+    q = stats.norm.ppf(0.975)
+    lo, hi = est - q * se, est + q * se
     if not all(np.isfinite([est, lo, hi])):
         return {"status": "not_estimable", "reason": "the adjusted estimate is not finite"}
-    p = sel.predict()
-    return {"status": "fitted", "method": "AIPW (statsmodels TreatmentEffect)", "estimate": est, "ci_low": lo,
-            "ci_high": hi, "p_value": float(r.pvalue[0]),
-            "churn_if_all_onboarded": float(r.effect[2]), "churn_if_none_onboarded": float(r.effect[1]),
+    return {"status": "fitted", "method": AIPW_METHOD, "estimate": float(est), "ci_low": float(lo),
+            "ci_high": float(hi), "p_value": float(2 * stats.norm.sf(abs(est / se))),
+            "churn_if_all_onboarded": float(r["pom1"]), "churn_if_none_onboarded": float(r["pom0"]),
             "covariates": [names[j] for j in keep],
             "propensity_range": [float(p.min()), float(p.max())]}
 
 
-def _aipw(teff: TreatmentEffect):
-    """statsmodels' ``TreatmentEffect.aipw()`` without its Nelder–Mead search: the GMM step starts at
-    the exact root of the just-identified moment equations (closed-form AIPW means, the fitted outcome
-    and propensity models), where the search ends where it began (checked: identical parameters); the
-    GMM weights and standard errors are computed at that point as ``aipw()`` does them (once: the moments
-    and weights its one-step iteration also makes, which nothing reads, are skipped), with the moments'
-    exact Jacobian (:func:`aipw_jacobian`) in place of its numerical one (2 × 95 evaluations of every
-    moment at 100k accounts; the same figures to 6 digits)."""
-    from statsmodels.treatment.treatment_effects import _AIPWGMM, TreatmentEffectResults
-
-    ate, tmean0, _ = teff.aipw(return_results=False)
-    start = np.concatenate(([ate, tmean0], teff.results0.params, teff.results1.params, teff.results_select.params))
-
-    class _AtRoot(_AIPWGMM):
-        def fitgmm(self, start, weights=None, optim_method=None, optim_args=None):
-            return start
-
-        def fititer(self, start, maxiter=1, start_invweights=None, **kwargs):
-            # what GMM.fititer returns after its one iteration (maxiter=1): the start and the weights
-            # pinv(start_invweights); the moments and weight matrix it also computes there are unused
-            # (the results compute them again for the covariance), so not made twice
-            w = np.linalg.pinv(start_invweights)
-            return self.fitgmm(start, weights=w), w
-
-        def gradient_momcond(self, params, epsilon=1e-4, centered=True):
-            return aipw_jacobian(self.teff, params)
-
-    gmm = _AtRoot(teff.model_pool.endog, teff.results_select, None, teff=teff)
-    res = gmm.fit(start_params=start, inv_weights=np.eye(len(start)), optim_method="nm", maxiter=1)
-    return TreatmentEffectResults(teff, res, "AIPW", start_params=start, effect_group="all")
+AIPW_METHOD = "AIPW (doubly robust; sandwich standard errors)"
 
 
-def aipw_jacobian(teff: TreatmentEffect, params: np.ndarray) -> np.ndarray:
+def aipw(y: np.ndarray, t: np.ndarray, X: np.ndarray, prob: np.ndarray, gamma: np.ndarray) -> dict:
+    """AIPW average treatment effect (``ate``) and potential outcome means (``pom0``, ``pom1``) with the
+    standard error of the effect (``se_ate``): statsmodels' ``TreatmentEffect.aipw()`` computed directly.
+
+    The outcome models are OLS of ``y`` on ``X`` per group, by statsmodels' pseudo-inverse (the same
+    parameters as its ``OLS.fit``); ``prob`` = Λ(Xγ), the fitted logit propensity (``gamma``). The
+    estimates are ``aipw()``'s closed form (the exact root of its just-identified moment equations, where
+    its GMM step starts and stays: the same floats). Its GMM covariance, inv(G' Ω⁻¹ G)/n with G the
+    moments' Jacobian and Ω their covariance, is for a square invertible G the sandwich
+    G⁻¹ Ω G⁻ᵀ / n = Σ ψᵢψᵢ' / n² with ψᵢ = G⁻¹ mᵢ the accounts' influence values; only the effect's row
+    of G⁻¹ is needed, so the n × (moments) array of the moments and its cross-product are never made.
+    G is the exact Jacobian (:func:`aipw_jacobian`). The moments are centred per column (statsmodels
+    subtracts their grand mean: zero but for rounding at the root); the figures agree with statsmodels'
+    to rounding (docs/methods.md, "Onboarding check")."""
+    treat = t == 1
+    n = len(y)
+    X0, X1 = X[~treat], X[treat]
+    b0 = pinv_extended(X0)[0] @ y[~treat]
+    b1 = pinv_extended(X1)[0] @ y[treat]
+    f0, f1 = X @ b0, X @ b1
+    # aipw(return_results=False): the OLS residuals weighted by the (unclipped) propensities
+    correct0 = ((y[~treat] - X0 @ b0) / (1 - prob[~treat])).sum() / n
+    correct1 = ((y[treat] - X1 @ b1) / prob[treat]).sum() / n
+    tmean0 = f0.mean() + correct0
+    tmean1 = f1.mean() + correct1
+    ate = tmean1 - tmean0
+    params = np.concatenate(([ate, tmean0], b0, b1, gamma))
+    J = aipw_jacobian(y, t, X, params)
+    a = np.linalg.solve(J.T, np.eye(len(params))[:, :2])  # the first two rows of G⁻¹, as columns
+    k = X.shape[1]
+    pc = np.clip(prob, 0.01, 0.99)  # the moments clip the propensities
+    r0, r1 = y - f0, y - f1
+    tau0 = f0 + r0 / (1 - pc) * (1 - t)
+    tau1 = f1 + r1 / pc * t
+    # ψ = G⁻¹ m for the ATE and POM₀ rows: m = [τ₁ − τ₀ − ATE, τ₀ − POM₀, x r₀ (1 − t), x r₁ t, x (t − Λ)]
+    xb = X @ np.hstack((a[2:2 + k], a[2 + k:2 + 2 * k], a[2 + 2 * k:]))  # x'a of each block's 2 rows
+    psi = (np.outer(tau1 - tau0 - ate, a[0]) + np.outer(tau0 - tmean0, a[1]) + xb[:, 0:2] * (r0 * (1 - t))[:, None]
+           + xb[:, 2:4] * (r1 * t)[:, None] + xb[:, 4:6] * (t - prob)[:, None])
+    psi -= psi.mean(axis=0)
+    cov = psi.T @ psi / n / n
+    return {"ate": ate, "pom0": tmean0, "pom1": ate + tmean0, "se_ate": float(np.sqrt(cov[0, 0]))}
+
+
+def aipw_jacobian(y: np.ndarray, t: np.ndarray, X: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Exact Jacobian (moments × parameters) of the mean of statsmodels' AIPW moment conditions
     (``_AIPWGMM.momcond``) at ``params`` = [ATE, POM₀, outcome model 0, outcome model 1, logit
-    propensity]: what ``gradient_momcond`` approximates by central differences.
+    propensity] (outcome ``y``, treatment ``t``, covariates ``X`` with the constant, in any order of the
+    accounts): what ``gradient_momcond`` approximates by central differences.
 
     With f_g = x'β_g, p the propensity (clipped to [0.01, 0.99], as the moments clip it), t the
     treatment: τ₀ = f₀ + (y − f₀)(1 − t)/(1 − p), τ₁ = f₁ + (y − f₁)t/p; the moments are τ₁ − τ₀ − ATE,
@@ -231,33 +247,18 @@ def aipw_jacobian(teff: TreatmentEffect, params: np.ndarray) -> np.ndarray:
     ∂τ₀/∂β₀ = x(1 − (1 − t)/(1 − p)), ∂τ₁/∂β₁ = x(1 − t/p), ∂τ₀/∂γ = (y − f₀)(1 − t)/(1 − p)² ∂p/∂γ,
     ∂τ₁/∂γ = −(y − f₁)t/p² ∂p/∂γ with ∂p/∂γ = Λ(1 − Λ)x inside the clip (0 where clipped); the OLS
     blocks −X_g'X_g/n and the score −X'diag(Λ(1 − Λ))X/n."""
-    treat = teff.treat_mask
-    k = teff.results0.model.exog.shape[1]
+    k = X.shape[1]
     p0, p1, ps = params[2:2 + k], params[2 + k:2 + 2 * k], params[2 + 2 * k:]
-    X, y = teff.exog_grouped, teff.endog_grouped
     n = len(y)
-    sel = teff.results_select.model
-    Xs = np.concatenate((sel.exog[~treat], sel.exog[treat]))
-    lam = 1.0 / (1.0 + np.exp(-(Xs @ ps)))
+    treat = t == 1
+    lam = 1.0 / (1.0 + np.exp(-(X @ ps)))
     p = np.clip(lam, 0.01, 0.99)
     slope = np.where((lam > 0.01) & (lam < 0.99), lam * (1 - lam), 0.0)  # ∂p/∂γ = slope · x
-    t = np.concatenate((teff.treatment[~treat], teff.treatment[treat])).astype("float64")
     f0, f1 = X @ p0, X @ p1
     w0, w1 = 1 - (1 - t) / (1 - p), 1 - t / p  # ∂τ₀/∂β₀ = w0 · x, ∂τ₁/∂β₁ = w1 · x
     a0, a1 = (y - f0) * (1 - t) / (1 - p) ** 2, -(y - f1) * t / p**2  # ∂τ₀/∂γ = a0 ∂p/∂γ, ∂τ₁/∂γ = a1 ∂p/∂γ
-    # the means over the accounts of the n × k derivative arrays, made JACOBIAN_ROWS rows at a time (no
-    # array of n rows: 5 of them, 27 MB each at 100k accounts, were fresh pages); each block's rows added
-    # to the sums one after the other, as a whole array's mean(axis=0) adds them (the same floats)
-    s_b0, s_b1, s_g0, s_g = (None,) * 4
-    for lo in range(0, n, JACOBIAN_ROWS):
-        at = slice(lo, lo + JACOBIAN_ROWS)
-        Xb = X[at]
-        dp = slope[at, None] * Xs[at]
-        d0_g = a0[at, None] * dp
-        s_b0 = _add_rows(s_b0, Xb * w0[at, None])
-        s_b1 = _add_rows(s_b1, Xb * w1[at, None])
-        s_g0 = _add_rows(s_g0, d0_g)
-        s_g = _add_rows(s_g, a1[at, None] * dp - d0_g)
+    s_b0, s_b1 = X.T @ w0, X.T @ w1
+    s_g0, s_g = X.T @ (a0 * slope), X.T @ ((a1 - a0) * slope)
     q = len(ps)
     J = np.zeros((2 + 2 * k + q, 2 + 2 * k + q))
     b0, b1, g = slice(2, 2 + k), slice(2 + k, 2 + 2 * k), slice(2 + 2 * k, None)
@@ -268,24 +269,11 @@ def aipw_jacobian(teff: TreatmentEffect, params: np.ndarray) -> np.ndarray:
     J[1, 1] = -1.0
     J[1, b0] = s_b0 / n
     J[1, g] = s_g0 / n
-    X0, X1 = teff.results0.model.exog, teff.results1.model.exog
+    X0, X1 = X[~treat], X[treat]
     J[b0, b0] = -(X0.T @ X0) / n
     J[b1, b1] = -(X1.T @ X1) / n
-    lam = lam[np.argsort(np.r_[np.flatnonzero(~treat), np.flatnonzero(treat)], kind="stable")]  # original order
-    J[g, g] = -(sel.exog.T @ (sel.exog * (lam * (1 - lam))[:, None])) / n
+    J[g, g] = -(X.T @ (X * (lam * (1 - lam))[:, None])) / n
     return J
-
-
-JACOBIAN_ROWS = 4096  # rows of the derivative arrays aipw_jacobian makes at a time
-
-
-def _add_rows(total: np.ndarray | None, block: np.ndarray) -> np.ndarray:
-    """``total`` (the column sums of the rows before ``block``, None for none) plus ``block``'s rows, added
-    one after the other: what ``sum(axis=0)`` of all the rows gives (NumPy adds a C-ordered array's rows in
-    turn along axis 0, no pairwise sum), so a sum made block by block is the same float."""
-    if total is None:
-        return np.add.reduce(block, axis=0)
-    return np.add.reduce(np.vstack((total[None], block)), axis=0)
 
 
 def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -299,7 +287,8 @@ def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
     if not cand:
         return [], np.empty((len(X), 0))
     Z = (X[:, cand] - X[:, cand].mean(axis=0)) / sd[cand]
-    _, r, piv = scipy.linalg.qr(np.column_stack([np.ones(len(Z)), Z]), mode="economic", pivoting=True)
+    # mode "r": the same pivoted factorisation (LAPACK geqp3), without forming Q, which nothing reads
+    r, piv = scipy.linalg.qr(np.column_stack([np.ones(len(Z)), Z]), mode="r", pivoting=True)
     diag = np.abs(np.diag(r))
     good = sorted(int(piv[i]) - 1 for i in range(len(diag)) if diag[i] > 1e-6 * diag[0] and piv[i] > 0)
     return [cand[j] for j in good], Z[:, good]
