@@ -65,7 +65,8 @@ def points_column(item: str) -> str:
 
 
 def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timestamp], *, horizon: int,
-                  lag: int, fitted_to: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  lag: int, fitted_to: pd.Timestamp | None = None,
+                  value_months: list[pd.Timestamp] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The score ``model`` gives every account active at each of ``months``, from that month's KPIs
     (each account's values up to the month) and context, with the same KPI forecast, points and tier
     cut-points as the snapshot (``cskit.health.score_at``): at the model's own month it is the snapshot.
@@ -74,7 +75,8 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     per score item; features = account_id, month and each KPI item's input value (the forecast the
     points are read from), on the same rows. Rows sorted by month, then account_id. ``fitted_to`` is
     the last month of the panel the model was fitted on (default: the last of ``months``): the KPIs'
-    persistence is the model's, estimated on those months, whichever months are scored.
+    persistence is the model's, estimated on those months, whichever months are scored. ``value_months``
+    (some of ``months``): the features of those months' rows only (those :func:`score_changes` reads).
     """
     last = pd.Timestamp(fitted_to) if fitted_to is not None else max(months)
     past = months_upto(panel, last, scoring_columns(panel, model))  # a copy (when not as_of) of what is read
@@ -92,9 +94,13 @@ def score_history(panel: pd.DataFrame, model: ScoreModel, months: list[pd.Timest
     hist = pd.DataFrame({"account_id": ids, "month": month, "score": s, "tier": tiers(model, s)})
     for k in items:
         hist[points_column(k)] = np.round(pts[k].to_numpy(dtype="float64")[order], 2)
+    if value_months is not None:  # the rows of those months, in the history's order
+        order = order[np.isin(month, pd.DatetimeIndex(value_months).to_numpy())]
+        ids, month = frame["account_id"].to_numpy()[order], frame["month"].to_numpy()[order]
     values = pd.DataFrame({"account_id": ids, "month": month}
                           | {c: frame[c].to_numpy()[order] for c in model.kpi_names()})
     return hist, values
+
 
 
 def items_of(history: pd.DataFrame) -> list[str]:
@@ -343,7 +349,8 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
         return _empty(health.reason or "the health score is not estimable")
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     model = health.model
-    hist, values = score_history(panel, model, history_months(as_of), horizon=H, lag=lag, fitted_to=as_of)
+    hist, values = score_history(panel, model, history_months(as_of), horizon=H, lag=lag, fitted_to=as_of,
+                                 value_months=[as_of - pd.DateOffset(months=params.alert_months), as_of])
     names = data.account_names()
     changes = score_changes(hist, values, as_of=as_of, months=params.alert_months, drop=params.alert_drop)
     movers = find_movers(changes)
