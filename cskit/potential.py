@@ -71,7 +71,7 @@ PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − chu
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
 CHUNK_ELEMENTS = 100_000
 DRAW_ACCOUNTS = 5_000  # active accounts up to which the interval draws are projected for every one of them
-DRAW_SAMPLE = 2_000  # beyond, for a sample of this many (draw_sample; docs/methods.md, "Intervals")
+DRAW_SAMPLE = 1_000  # beyond, for a sample of this many (draw_sample; docs/methods.md, "Intervals")
 
 
 @dataclass
