@@ -40,6 +40,7 @@ import sys
 import threading
 import traceback
 import warnings
+from collections.abc import Collection
 from contextlib import contextmanager
 from typing import Any, Callable
 
@@ -143,34 +144,36 @@ POST = "cskit-post"  # the first item of a message the child posts before its an
 
 class Claims:
     """Pieces of work either of two processes may take, each by one of them only: :meth:`take` gives
-    the next piece's index (0, 1, ... in turn), or None once every piece is taken. A shared integer
-    (``multiprocessing.Value``, in memory both processes map) under its lock, made before the fork, so
-    each process takes the next piece when it is free: whichever is free first. ``only`` ("parent" or
-    "child": the process that made it, or another) lets one side alone take (tests)."""
+    the index of the first piece not taken yet (in index order: list them largest first), or None once
+    every piece is taken. A shared flag per piece (``multiprocessing.Array``, in memory both processes
+    map) under its lock, made before the fork, so each process takes the next piece when it is free:
+    whichever is free first. ``only`` ("parent" or "child": the process that made it, or another) lets
+    one side alone take (tests)."""
 
     def __init__(self, n: int, *, only: str | None = None):
         self.n, self.only, self.parent = n, only, os.getpid()
-        self._next = multiprocessing.get_context("fork").Value("i", 0)
+        self._taken = multiprocessing.get_context("fork").Array("b", n)
 
-    def take(self, *, other_alive: Callable[[], bool] | None = None) -> int | None:
-        """The next piece's index, or None. ``other_alive`` (the parent's: its child still runs): a child
-        killed while it held the lock (the OOM killer's SIGKILL) never releases it, so the parent waits for
-        it a second at a time only while the child lives, then takes without it (nobody else takes any
-        more; a piece the dead child counted and never posted is made by the caller anyway)."""
+    def take(self, *, skip: Collection[int] = (), other_alive: Callable[[], bool] | None = None) -> int | None:
+        """The first piece not taken and not in ``skip`` (those the caller cannot make yet: another
+        process may meanwhile), or None when there is none. ``other_alive`` (the parent's: its child still
+        runs): a child killed while it held the lock (the OOM killer's SIGKILL) never releases it, so the
+        parent waits for it a second at a time only while the child lives, then takes without it (nobody
+        else takes any more; a piece the dead child took and never posted is made by the caller anyway)."""
         side = "parent" if os.getpid() == self.parent else "child"
         if self.only not in (None, side):
             return None
-        lock = self._next.get_lock()
+        lock = self._taken.get_lock()
         while not (held := lock.acquire(timeout=1.0)):
             if other_alive is not None and not other_alive():
                 break
         try:
-            count = self._next.get_obj()  # the raw integer: the wrapper's .value takes the lock itself
-            i = count.value
-            if i >= self.n:
-                return None
-            count.value = i + 1
-            return i
+            taken = self._taken.get_obj()  # the raw array: the wrapper's items take the lock themselves
+            for i in range(self.n):
+                if not taken[i] and i not in skip:
+                    taken[i] = 1
+                    return i
+            return None
         finally:
             if held:
                 lock.release()
@@ -242,6 +245,15 @@ class Forked:
         else:
             self._final = item
         return True
+
+    def arrived(self, name: Any) -> bool:
+        """Whether the child has posted ``name`` by now (the messages already read taken in; never waits)."""
+        while name not in self._posted and self._final is None:
+            with self._arrived:
+                if not self._raw or self._raw[0] is None:
+                    break
+            self._next()
+        return name in self._posted
 
     def posted(self, name: Any) -> tuple[bool, Any]:
         """``(True, value)`` once the child has posted ``name`` (waiting for it while the child runs);

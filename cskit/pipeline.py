@@ -249,11 +249,15 @@ def analyse(
                 with clock("metrics"):  # nothing in the child reads them
                     metrics = compute_metrics(panel, data, p)
                     survival = compute_survival(panel, data, p)
+                from cskit.fits import Fits
+
+                fits = Fits(panel, p.kpi_lag_months, seed=p.seed)  # its transforms serve the triggers' pieces
                 with clock("potential"):
-                    potential = improvement_potential(panel, data, p, kpis)
-                here = _Pieces(panel, data, p, kpis, job)
-                # the shared pieces the child has not taken yet
-                while (i := claims.take(other_alive=job.process.is_alive)) is not None:
+                    potential = improvement_potential(panel, data, p, kpis, fits=fits)
+                fits.release()  # the designs and fits: only the transforms are kept
+                here = _Pieces(panel, data, p, kpis, job, fits=fits)
+                # the shared pieces the child has not taken yet (the history once the child's score is here)
+                while (i := claims.take(skip=here.waiting(shared), other_alive=job.process.is_alive)) is not None:
                     here.run(shared[i])
                 done = {piece: here.get(piece) for piece in pieces}  # the child's, waited for (or made here)
                 job.result()  # its other warnings, if any
@@ -352,19 +356,21 @@ def release_free_memory() -> None:
         pass
 
 
-# The stages beside the potential, in pieces (stage, outcome group or None), in one process's order:
-# the triggers' outcome groups (cskit.triggers.SAME_ROWS), the health score, its history (:func:`plan`).
-# With two cores the forked child makes its own pieces (the first group's triggers, then the score: they
-# share one Fits, the churn design) while the parent makes the metrics and the potential; then each SHARED
-# piece (the later groups' triggers: the expansion model, the largest; then the history, which needs the
-# score) is taken by whichever process is free first (parallel.Claims: a counter in shared memory), so
-# the longer lane hands its tail to the shorter one at every size (100k accounts: the child's 11.8 s
-# against the parent's 10.4 before; 300k: 41 against 28, the expansion group alone 10.4 s there). The
-# child gives back the memory each of its pieces freed before the next (release_free_memory): its
-# expansion model now runs beside the potential's largest moment. The results are the one process's
-# whatever side makes a piece: each piece is the same call on the same panel, the triggers' parts are
-# combined after (cskit.triggers.combine_triggers: q-values and notices over every outcome), and each
-# piece's Python warnings are shown in the order of the pieces (:func:`_assemble`).
+# The stages beside the potential, in pieces, in one process's order: the triggers' steps of each outcome
+# group ("drivers", group, step: cskit.triggers.SAME_ROWS x STEPS: the models, the descriptive pass over
+# the rows, the lead-lag scores), the health score, its history (:func:`plan`). With two cores the forked
+# child makes the score (its own piece) while the parent makes the metrics and the potential; then each
+# SHARED piece, largest first (the two groups' models, the history, then the groups' lead-lag scores and
+# descriptive passes: 0.4-2 s each at 100k accounts), is taken by whichever process is free first
+# (parallel.Claims: flags in shared memory), so the lanes end within the last small piece of each other
+# whichever lane the other stages' work makes the longer. The history needs the score: the parent skips
+# it until the child has posted the score (:meth:`_Pieces.waiting`). The parent's triggers' pieces use the
+# KPIs' transforms its potential fitted (one cskit.fits.Fits); the child's, its score's. The child gives
+# back the memory each of its own pieces freed before the next (release_free_memory). The results are the
+# one process's whatever side makes a piece: each piece is the same call on the same panel, the
+# triggers' parts are combined after (cskit.triggers.combine_triggers: counts, correlations and lead-lag
+# scores joined to each outcome's model, q-values and notices over every outcome), and each piece's
+# Python warnings are shown in the order of the pieces (:func:`_assemble`).
 HEALTH, HISTORY = ("health", None), ("history", None)
 TAKER: str | None = None  # "parent" / "child": only that process takes the SHARED pieces (tests)
 
@@ -373,13 +379,14 @@ class _Pieces:
     """The pieces one process makes, each with its Python warnings (shown in one process's order by
     :func:`_assemble`), its seconds and the side that made it; the other process's, asked for with
     :meth:`get`, come from ``job`` (posted by the child as it makes them) or, when the child died
-    without them, are made here. One :class:`cskit.fits.Fits` serves this process's pieces (the churn
-    design the first group's triggers and the health score share)."""
+    without them, are made here. One :class:`cskit.fits.Fits` serves this process's pieces (``fits``, or
+    one made for the first: the KPIs' transforms and the model rows' samples they share)."""
 
-    def __init__(self, panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str], job=None, post=None):
+    def __init__(self, panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str], job=None, post=None,
+                 *, fits=None):
         self.panel, self.data, self.p, self.kpis, self.job, self.post = panel, data, p, kpis, job, post
         self.made: dict = {}
-        self.fits = None
+        self.fits = fits
         self.waited = 0.0
         self.side = "parent" if post is None else "child"
 
@@ -389,7 +396,7 @@ class _Pieces:
 
         from cskit.fits import Fits
 
-        stage, group = piece
+        stage = piece[0]
         health = self.get(HEALTH)[0] if stage == "history" else None
         if self.fits is None and stage != "history":
             self.fits = Fits(self.panel, self.p.kpi_lag_months, seed=self.p.seed)
@@ -398,7 +405,8 @@ class _Pieces:
             if stage == "drivers":
                 from cskit.triggers import trigger_part
 
-                value = trigger_part(self.panel, self.p, self.kpis, groups=(group,), fits=self.fits)
+                _, group, step = piece
+                value = trigger_part(self.panel, self.p, self.kpis, groups=(group,), steps=(step,), fits=self.fits)
             elif stage == "health":
                 from cskit.health import LTV_LATER, design_health_score
 
@@ -426,6 +434,12 @@ class _Pieces:
                 return value
         return self.run(piece)
 
+    def waiting(self, pieces: tuple) -> set[int]:
+        """The indices of ``pieces`` this process cannot make yet without waiting: the history while
+        the child's score has not arrived (nor been made here)."""
+        ready = HEALTH in self.made or self.job is None or self.job.arrived(HEALTH)
+        return set() if ready else {i for i, piece in enumerate(pieces) if piece == HISTORY}
+
     def release(self) -> None:
         if self.fits is not None:
             self.fits.release()
@@ -434,17 +448,19 @@ class _Pieces:
 
 def plan() -> tuple[tuple, tuple, tuple]:
     """The pieces (one process's order), the child's own (made first, in that order) and the SHARED
-    ones (the order they are taken in)."""
-    from cskit.triggers import SAME_ROWS
+    ones (the order they are taken in: largest first)."""
+    from cskit.triggers import SAME_ROWS, STEPS
 
-    groups = tuple(("drivers", g) for g in SAME_ROWS)
-    return (*groups, HEALTH, HISTORY), (groups[0], HEALTH), (*groups[1:], HISTORY)
+    drivers = {(g[0], step): ("drivers", g, step) for g in SAME_ROWS for step in STEPS}
+    shared = (drivers["churn", "model"], drivers["expansion", "model"], HISTORY, drivers["churn", "lead_lag"],
+              drivers["churn", "columns"], drivers["expansion", "lead_lag"], drivers["expansion", "columns"])
+    return (*drivers.values(), HEALTH, HISTORY), (HEALTH,), shared
 
 
 def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: list[str], claims, *, post) -> None:
-    """The forked child, beside the potential: its own pieces (:func:`plan`: the first outcome group's
-    triggers, the health score, its touch model left for ``health.add_touch`` once the potential's LTV
-    is known), then the SHARED ones the parent has not taken yet; each posted as it is made."""
+    """The forked child, beside the potential: its own pieces (:func:`plan`: the health score, its touch
+    model left for ``health.add_touch`` once the potential's LTV is known), then the SHARED ones the
+    parent has not taken yet; each posted as it is made."""
     _, own, shared = plan()
     here = _Pieces(panel, data, p, kpis, post=post)
     for piece in own:
@@ -456,7 +472,7 @@ def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: li
 
 
 def _assemble(done: dict, p: Params, kpis: list[str]):
-    """The triggers (their groups' parts combined), the health score and its history of the pieces,
+    """The triggers (their pieces' parts combined), the health score and its history of the pieces,
     with each piece's Python warnings shown in one process's order."""
     import warnings
 
@@ -465,7 +481,7 @@ def _assemble(done: dict, p: Params, kpis: list[str]):
     for piece in plan()[0]:
         for message, category, filename, lineno in done[piece][1]:
             warnings.warn_explicit(message, category, filename, lineno)
-    parts = [value for (stage, _), (value, *_) in done.items() if stage == "drivers"]
+    parts = [value for (stage, *_), (value, *_) in done.items() if stage == "drivers"]
     return combine_triggers(parts, p, kpis), done[HEALTH][0], done[HISTORY][0]
 
 

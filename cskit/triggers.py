@@ -76,6 +76,12 @@ if TYPE_CHECKING:
     from cskit.fits import Fits
 
 SAME_ROWS = (("churn", "renewal"), ("expansion",))
+# What a group's triggers are made of (:func:`trigger_part`'s ``steps``), each doable on its own, in any
+# process: the models ("model": the keep order, the design, its missingness, curves and segment slopes,
+# the fit and the effects), the descriptive pass over all of the group's rows ("columns": counts of
+# measured rows, Spearman correlations, shares missing) and the lead-lag score tests ("lead_lag"; with
+# the best lag); :func:`combine_triggers` puts them together.
+STEPS = ("model", "columns", "lead_lag")
 TRIGGER = {"churn": "RT", "renewal": "CRTT", "expansion": "UCT"}
 NEVER = Notice("kpi_never_measured", stage="triggers", severity="note")
 TRIGGER_OUTCOMES = tuple(TRIGGER)  # the outcomes of cskit.panel.OUTCOMES this stage models
@@ -182,10 +188,12 @@ def find_triggers(panel: pd.DataFrame, params: Params, kpis: list[str], *, fits:
 
 @dataclass(repr=False)
 class TriggerPart:
-    """What :func:`trigger_part` found for some outcome groups (``SAME_ROWS``), before the joint steps
-    :func:`combine_triggers` takes over all of them: per outcome its ``_one_outcome`` result and the
-    notices it raised (``notices``), per group its case-control sample; the KPIs' transforms, those never
-    measured, and the churn seasonality test (``season``: in the part of the first group only)."""
+    """What :func:`trigger_part` found for some outcome groups (``SAME_ROWS``) and steps (``STEPS``),
+    before the joint steps :func:`combine_triggers` takes over all of them: of the "model" step, per
+    outcome its ``_one_outcome`` result and the notices it raised (``notices``), per group its
+    case-control sample; of the "columns" step, per group :func:`group_columns`; of the "lead_lag" step,
+    per group its lead-lag scores (:func:`group_lead_lag`); the KPIs' transforms, those never measured,
+    and the churn seasonality test (``season``: in the part of the first group's models only)."""
 
     results: dict[str, dict]
     notices: dict[str, list[Notice]]
@@ -193,15 +201,18 @@ class TriggerPart:
     transforms: dict[str, Transform]
     never: list[str]
     season: dict | None = None
+    columns: dict[tuple[str, ...], dict] = field(default_factory=dict)
+    lead_lag: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)
 
 
 @one_blas_thread()
 def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups: tuple = SAME_ROWS,
-                 fits: Fits | None = None) -> TriggerPart:
-    """The models of the outcome groups ``groups`` (some of :data:`SAME_ROWS`), without the steps over
-    every outcome (q-values, notices' order, tables): :func:`combine_triggers` of the parts of all groups,
-    made in any process and in any order, is :func:`find_triggers`' result, the same bytes (``cskit.analyse``
-    runs a group where a core is free: ``cskit.pipeline``). ``fits`` as for :func:`find_triggers`."""
+                 steps: tuple = STEPS, fits: Fits | None = None) -> TriggerPart:
+    """The steps ``steps`` (some of :data:`STEPS`) of the outcome groups ``groups`` (some of
+    :data:`SAME_ROWS`), without the steps over every outcome (q-values, notices' order, tables):
+    :func:`combine_triggers` of parts that make every step of every group once, made in any process and
+    in any order, is :func:`find_triggers`' result, the same bytes (``cskit.analyse`` runs each piece
+    where a core is free: ``cskit.pipeline``). ``fits`` as for :func:`find_triggers`."""
     _check_columns(panel, kpis)
     lag = params.kpi_lag_months
     kpis = list(dict.fromkeys(kpis))
@@ -212,17 +223,23 @@ def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups
     never = [k for k in kpis if np.isnan(Z.columns[k]).all()]  # the panel's own values (KPIMatrix.of)
     part = TriggerPart({}, {}, {}, transforms, never)
     for group in [g for g in SAME_ROWS if g in groups]:
-        rs = None
-        for outcome in group:
-            rows, y = outcome_rows(panel, outcome, lag)
-            if rs is None:  # made with the group's first outcome (its y is the one sampled on)
-                rs = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed,
-                               drawn=fits.rows(outcome) if fits is not None else None)
-                part.samples[group] = rs.sample
-            part.notices[outcome] = []
-            part.results[outcome] = _one_outcome(rs, outcome, y, params, part.notices[outcome])
-        del rs  # the group's designs, gathers and fits, released before the next group's
-    if SAME_ROWS[0] in groups:
+        drawn = fits.rows(group[0]) if fits is not None else None  # the group's first outcome is sampled on
+        if "model" in steps:
+            rs = None
+            for outcome in group:
+                rows, y = outcome_rows(panel, outcome, lag)
+                if rs is None:  # made with the group's first outcome (its y is the one sampled on)
+                    rs = RowSet.of(panel, Z, group, rows, y, kpis, model_kpis, transforms, lag, params.seed,
+                                   drawn=drawn)
+                    part.samples[group] = rs.sample
+                part.notices[outcome] = []
+                part.results[outcome] = _one_outcome(rs, outcome, y, params, part.notices[outcome])
+            del rs  # the group's designs, gathers and fits, released before the next group's
+        if "columns" in steps:
+            part.columns[group] = group_columns(panel, Z, group, kpis, lag, params.seed, drawn=drawn)
+        if "lead_lag" in steps:
+            part.lead_lag[group] = group_lead_lag(panel, Z, group, kpis, transforms, lag, params.seed)
+    if SAME_ROWS[0] in groups and "model" in steps:
         part.season = fits.seasonality(MIN_EVENTS) if fits is not None else churn_seasonality(panel, MIN_EVENTS)
     return part
 
@@ -235,6 +252,8 @@ def combine_triggers(parts: list[TriggerPart], params: Params, kpis: list[str]) 
     results = {o: r for p in parts for o, r in p.results.items()}
     notices = {o: n for p in parts for o, n in p.notices.items()}
     drawn = {g: s for p in parts for g, s in p.samples.items()}
+    columns = {g: c for p in parts for g, c in p.columns.items()}
+    scores = {g: s for p in parts for g, s in p.lead_lag.items()}
     samples = {g: drawn[g] for g in SAME_ROWS if g in drawn}
     transforms, never = parts[0].transforms, parts[0].never
     season = next(p.season for p in parts if p.season is not None)
@@ -242,7 +261,8 @@ def combine_triggers(parts: list[TriggerPart], params: Params, kpis: list[str]) 
     rows_out, outcomes_out, lead_lag, dropped, structure, missing = [], [], [], {}, [], []
     choice: dict = {}  # sustained_rows' comparison (the churn group's), for the annual_recent_mean notice
     for outcome in TRIGGER_OUTCOMES:
-        result = results[outcome]
+        group = next(g for g in SAME_ROWS if outcome in g)
+        result = _described(results[outcome], outcome, group, columns[group], scores[group], kpis)
         warnings += notices[outcome]
         choice = result.get("sustained", choice)
         rows_out.append(result["rows"])
@@ -289,6 +309,27 @@ def combine_triggers(parts: list[TriggerPart], params: Params, kpis: list[str]) 
     )
 
 
+def _described(result: dict, outcome: str, group: tuple[str, ...], columns: dict, scores: pd.DataFrame,
+               kpis: list[str]) -> dict:
+    """``_one_outcome``'s ``result`` with what its group's other steps made: per KPI its measured rows
+    and Spearman correlation (:func:`group_columns`), its lead-lag scores and best lag (fitted outcomes
+    only) and, sampled, the missingness table's shares of all the model rows (:func:`_full_shares`).
+    The KPIs' own rows are the first of ``result["rows"]``, in ``kpis`` order (the segment rows after)."""
+    frame, n = result["rows"].copy(), len(kpis)
+    frame.iloc[:n, frame.columns.get_loc("rows")] = columns["counts"]
+    spearman = columns["spearman"]
+    frame.iloc[:n, frame.columns.get_loc("spearman")] = spearman if outcome == group[0] else -spearman
+    lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
+    if result["outcome"]["status"] == "fitted":
+        lead_lag = scores[scores["outcome"] == outcome].reset_index(drop=True)
+        frame.iloc[:n, frame.columns.get_loc("best_lag")] = _best_lag(lead_lag, kpis)
+    out = result | {"rows": frame, "lead_lag": lead_lag}
+    if result.get("shares") is not None:
+        shares = _full_shares(columns, result["outcome"]["rows"], result["shares"]["recent"], kpis)
+        out["missing"] = _with_shares(result["missing"], shares)
+    return out
+
+
 def _stack(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
@@ -307,10 +348,10 @@ def _check_columns(panel: pd.DataFrame, kpis: list[str]) -> None:
 @dataclass
 class RowSet:
     """The model rows an outcome group shares (``SAME_ROWS``: renewal is 1 − churn on the churn rows)
-    and what depends on them alone, computed once for the group (:meth:`once`): the account count,
-    what is made of the KPIs at t − lag (:meth:`columns`: counts, Spearman correlations, shares missing,
-    the candidates' values on the fitted rows), the null design, lead–lag scores, the design for a
-    given KPI order, the sustained-usage rows.
+    and what its models need of them alone, computed once for the group (:meth:`once`): the account
+    count, the candidates' values on the fitted rows (:meth:`candidates`), the null design, the design
+    for a given KPI order, the sustained-usage rows. (What is described of all its rows, and the
+    lead-lag scores, are steps of their own: :func:`group_columns`, :func:`group_lead_lag`.)
 
     Above ``cskit.sampling.SAMPLE_ABOVE`` rows the group's models are fitted on a case-control sample
     of them (``kept``, ``sample``: :func:`cskit.sampling.case_control` on the first outcome's y, once
@@ -348,40 +389,16 @@ class RowSet:
             self.cache[key] = make()
         return self.cache[key]
 
-    def columns(self, y: np.ndarray, candidates: list[str]) -> None:
-        """What is made of the KPIs at t − lag on all of the group's rows, in one pass over them, one
-        column at a time (never a rows × KPIs matrix of them: 0.3 GB at 100k accounts), into
-        :attr:`cache` (once for the group): per KPI its measured rows (``counts``), its Spearman
-        correlation with ``y`` (``spearman``), the rows it is missing in (``missing``: of all rows, and
-        of annual contracts' when the rows are sampled, for :func:`_full_shares`), and the values of
-        ``candidates`` on the fitted rows, missing → 0 (``candidates``, for ``models.keep_order``)."""
-        if "counts" in self.cache:
-            return
+    def candidates(self, names: list[str]) -> np.ndarray:
+        """The values of the KPIs ``names`` at t − lag on the fitted rows, missing → 0 (for
+        ``models.keep_order``), laid out as the column selection of the rows × KPIs matrix it replaces
+        was (F), or, sampled, its row-and-column selection (C, :meth:`KPIMatrix.row_major`): the same
+        bits of r @ Z in the score tests."""
+        if self.pick is None:
+            return zero_missing(self.Z.at(names, self.lag, self.rows))
         where = self.Z.sources(self.lag, self.rows)
-        pick, events = self.pick, np.flatnonzero(np.asarray(y) > 0.5)  # indices: faster to take than a mask
-        fit = None if pick is None else np.flatnonzero(pick)
-        Zc = np.empty((len(y), len(candidates)), order="F") if fit is None else None
-        annual = (np.flatnonzero(annual_rows(self.panel, where[0])) if fit is not None and "churn" in self.group
-                  else None)
-        col = {k: j for j, k in enumerate(candidates)}
-        v, by_index = np.empty(len(y)), KPIMatrix.indexed(where)
-        counts, rho, gaps, annual_gaps = [], [], [], []
-        for k in self.kpis:
-            self.Z.gather(k, by_index, v)
-            counts.append(np.count_nonzero(np.isfinite(v)))
-            rho.append(spearman_binary(v, events))
-            if fit is not None:
-                gaps.append(np.count_nonzero(np.isnan(v)))
-                annual_gaps.append(np.count_nonzero(np.isnan(v[annual])) if annual is not None else 0)
-            if k in col and fit is None:
-                Zc[:, col[k]] = v
-        # laid out as the column selection of the rows × KPIs matrix it replaces was (F), or its
-        # row-and-column selection (C): the same bits of r @ Z in the score tests
-        Zc = Zc if fit is None else self.Z.row_major(candidates, tuple(a[fit] for a in where))
-        self.cache["counts"] = np.array(counts, dtype="int64")
-        self.cache["spearman"] = np.array(rho, dtype="float64")
-        self.cache["missing"] = (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64"))
-        self.cache["candidates"] = zero_missing(Zc)
+        fit = np.flatnonzero(self.pick)
+        return zero_missing(self.Z.row_major(names, tuple(a[fit] for a in where)))
 
     @property
     def pick(self) -> np.ndarray | None:
@@ -403,6 +420,33 @@ class RowSet:
         return fit_link(name or LINK[outcome], self.sample_of(outcome))
 
 
+def group_columns(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpis: list[str], lag: int, seed: int,
+                  *, drawn: tuple | None = None) -> dict:
+    """What is described of the KPIs at t − lag on all of ``group``'s model rows (the "columns" step), in
+    one pass over them, one column at a time (never a rows × KPIs matrix of them: 0.3 GB at 100k
+    accounts): per KPI its measured rows (``counts``), its Spearman correlation with the group's first
+    outcome (``spearman``; the other outcomes' are its negative: ranks of 1 − y reverse those of y) and,
+    when the models' rows are a case-control sample (drawn with ``seed``; ``drawn``: ``cskit.fits.model_rows``
+    of the first outcome when already drawn), the rows it is missing in (``missing``: of all rows, and of
+    annual contracts', for :func:`_full_shares`)."""
+    rows, y = outcome_rows(panel, group[0], lag)
+    sampled = (case_control(panel, rows, y, seed=seed) if drawn is None else drawn)[2].sampled
+    where = Z.sources(lag, rows)
+    events = np.flatnonzero(np.asarray(y) > 0.5)  # indices: faster to take than a mask
+    annual = np.flatnonzero(annual_rows(panel, where[0])) if sampled and "churn" in group else None
+    v, by_index = np.empty(len(y)), KPIMatrix.indexed(where)
+    counts, rho, gaps, annual_gaps = [], [], [], []
+    for k in kpis:
+        Z.gather(k, by_index, v)
+        counts.append(np.count_nonzero(np.isfinite(v)))
+        rho.append(spearman_binary(v, events))
+        if sampled:
+            gaps.append(np.count_nonzero(np.isnan(v)))
+            annual_gaps.append(np.count_nonzero(np.isnan(v[annual])) if annual is not None else 0)
+    return {"counts": np.array(counts, dtype="int64"), "spearman": np.array(rho, dtype="float64"),
+            "missing": (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64"))}
+
+
 def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnings: list[Notice]) -> dict:
     """Fit one outcome's model on its row set; return its KPI rows, its outcome row, lead–lag z and
     dropped KPIs. What depends on the rows alone comes from ``rs`` (computed once for its group);
@@ -419,11 +463,10 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     if rs.sample.sampled:
         info[FITTED_ROWS] = rs.sample.kept
     candidates = [k for k in model_kpis if k != TENURE and k in transforms]
-    rs.columns(y, candidates)  # with the group's first outcome: its y is the one the Spearman's are of
-    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": rs.cache["counts"]})
-    base["spearman"] = rs.cache["spearman"] if outcome == group[0] else -rs.cache["spearman"]
+    # rows, spearman and best_lag are of the group's other steps, filled in by combine_triggers (_described)
+    base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.zeros(len(kpis), dtype="int64")})
+    base["spearman"] = np.nan
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
-    lead_lag = pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     if events < MIN_EVENTS:
         info.update(status="not_estimable", reason=Notice(
             "outcome_not_estimable", stage="triggers", outcome=outcome, events=int(events), rows=int(info["rows"]),
@@ -431,12 +474,12 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         warnings.append(Notice("outcome_too_few_events", stage="triggers", outcome=outcome, events=int(events),
                                min=MIN_EVENTS))
         base["best_lag"] = np.nan
-        return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "lead_lag": lead_lag, "dropped": {}}
+        return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
     y_fit = rs.fitted(y)  # y on the fitted rows (all of them unless sampled)
     X0 = rs.once("null", lambda: null_design(panel, rs.kept, transforms, adjust), last)
-    Zc = rs.cache.pop("candidates") if last else rs.cache["candidates"]  # the fitted rows' (RowSet.columns)
+    Zc = rs.once("candidates", lambda: rs.candidates(candidates), last)
     order = keep_order(y_fit, X0, Zc, candidates, model_kpis, link)
     Zc = X0 = None
     sustained, choice = None, None
@@ -444,10 +487,9 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
         sustained, choice = rs.once("sustained", lambda: sustained_rows(
             panel, rs.kept, model_kpis, lag, transforms, link=rs.link(group[0])))
     recent = sustained is not None
-    shares = rs.once("shares", lambda: _full_shares(rs, recent), last) if rs.pick is not None else None
-    lead_lag = rs.once("lead_lag", lambda: lead_lag_scores(panel, rs.Z, group, kpis, transforms, adjust, seed=rs.seed))
-    lead_lag = lead_lag[lead_lag["outcome"] == outcome].reset_index(drop=True)
-    base["best_lag"] = _best_lag(lead_lag, kpis)
+    # sampled: the shares missing are of all the group's rows (combine_triggers, _full_shares)
+    basis = rs.once("basis", lambda: {"recent": _recent_gaps(rs) if recent else None}) if rs.pick is not None else None
+    base["best_lag"] = np.nan
     seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rs.kept].astype(str) if "segment" in panel else None)
     key = ("model", *order)
     if last:  # the models the group's other outcomes used are not this one's
@@ -459,9 +501,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     fit = _fit(outcome, y_fit, design, panel["account_id"].to_numpy()[rs.kept], warnings, link,
                fitted=selected if by == outcome else None)
     missing = indicator_effects(
-        _with_shares(missing.assign(outcome=outcome), shares), design, fit["coef"],
-        np.sqrt(np.clip(np.diag(fit["cov"]), 0, None))
-    )
+        missing.assign(outcome=outcome), design, fit["coef"], np.sqrt(np.clip(np.diag(fit["cov"]), 0, None)))
     crit = norm.ppf(1 - params.alpha / 2) + norm.ppf(POWER)
     srs = rs.once("uniform", lambda: uniform_rows(panel, rs.kept, rs.sample, rs.seed))
     out = _effects(base, design, fit, crit, seg, srs)
@@ -471,8 +511,8 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     info["mde_per_sd"] = float(np.exp(crit * reported.median())) if len(reported) else np.nan
     info["model"] = fit["model"]
     dropped = {k: r for k, r in design.dropped.items() if k in kpis}
-    out = {"rows": out, "outcome": info, "lead_lag": lead_lag, "dropped": dropped,
-           "structure": tests.assign(outcome=outcome), "missing": missing}
+    out = {"rows": out, "outcome": info, "dropped": dropped, "structure": tests.assign(outcome=outcome),
+           "missing": missing, "shares": basis}
     return out if choice is None else out | {"sustained": choice}
 
 
@@ -600,18 +640,23 @@ def _segment_counts(rs: RowSet) -> dict[str, int]:
         rs.panel["segment"].to_numpy()[rs.rows].astype(str)).value_counts().to_dict())
 
 
-def _full_shares(rs: RowSet, recent_mean: bool) -> dict[str, float]:
-    """Share of all of the group's model rows in which each KPI is missing: at t − lag (counted by
-    :meth:`RowSet.columns`), or, with ``recent_mean`` (``models.sustained_rows`` chose the recent mean:
-    its annual rows take it), its recent mean on the annual rows, as :func:`cskit.models.design_matrix`
-    reads it. The design's masks, and so the missingness table's shares, are the fitted rows' when
-    those are a case-control sample, where the rare class is over-represented."""
-    gaps, annual_gaps = rs.cache["missing"]
+def _recent_gaps(rs: RowSet) -> np.ndarray:
+    """Per KPI, the annual rows of the group (all of them) whose recent mean is missing, as
+    :func:`cskit.models.design_matrix` reads them where ``models.sustained_rows`` chose the recent mean
+    (for :func:`_full_shares`)."""
     idx = np.flatnonzero(rs.rows)
-    if recent_mean:
-        annual = annual_rows(rs.panel, idx)
-        gaps = gaps - annual_gaps + np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, idx[annual])).sum(axis=0)
-    return dict(zip(rs.kpis, (gaps / len(idx)).tolist()))
+    return np.isnan(sustained_at(rs.panel, rs.kpis, rs.lag, idx[annual_rows(rs.panel, idx)])).sum(axis=0)
+
+
+def _full_shares(columns: dict, rows: int, recent: np.ndarray | None, kpis: list[str]) -> dict[str, float]:
+    """Share of all of the group's ``rows`` model rows in which each KPI is missing: at t − lag (counted
+    by :func:`group_columns`), or, where the recent mean was chosen (``recent``: :func:`_recent_gaps`),
+    its recent mean on the annual rows. The design's masks, and so the missingness table's shares, are
+    the fitted rows' when those are a case-control sample, where the rare class is over-represented."""
+    gaps, annual_gaps = columns["missing"]
+    if recent is not None:
+        gaps = gaps - annual_gaps + recent
+    return dict(zip(kpis, (gaps / rows).tolist()))
 
 
 def _with_shares(table: pd.DataFrame, shares: dict[str, float] | None) -> pd.DataFrame:
@@ -758,6 +803,17 @@ class KPIMatrix:
         if k != TENURE:
             out[early] = np.nan
         return out
+
+
+def group_lead_lag(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpis: list[str],
+                   transforms: dict[str, Transform], lag: int, seed: int) -> pd.DataFrame:
+    """The "lead_lag" step of ``group``: :func:`lead_lag_scores` of its outcomes, adjusted as their
+    models are, when one of them has its model estimated (``MIN_EVENTS`` on its model rows at ``lag``);
+    else no score (none is reported)."""
+    if all(min(y.sum(), len(y) - y.sum()) < MIN_EVENTS for y in (outcome_rows(panel, o, lag)[1] for o in group)):
+        return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
+    adjust = CHURN_ADJUST if group[0] in ("churn", "renewal") else ADJUST
+    return lead_lag_scores(panel, Z, group, kpis, transforms, adjust, seed=seed)
 
 
 def lead_lag_scores(

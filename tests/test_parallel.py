@@ -148,7 +148,7 @@ def test_claims_go_on_when_the_child_was_killed_holding_their_lock():
     claims = Claims(2)
 
     def hold_and_die():
-        claims._next.get_lock().acquire()
+        claims._taken.get_lock().acquire()
         os.kill(os.getpid(), signal.SIGKILL)
 
     child = multiprocessing.get_context("fork").Process(target=hold_and_die)
@@ -157,3 +157,32 @@ def test_claims_go_on_when_the_child_was_killed_holding_their_lock():
     assert child.exitcode == -signal.SIGKILL
     taken = [claims.take(other_alive=child.is_alive) for _ in range(3)]
     assert taken == [0, 1, None]
+
+
+def test_claims_skip_what_the_caller_cannot_make_yet_and_give_it_later():
+    claims = Claims(4)
+    assert claims.take(skip={0}) == 1  # the first piece not taken and not skipped
+    assert claims.take(skip={0, 2, 3}) is None  # only skipped ones are left
+    assert [claims.take(skip={3}), claims.take(), claims.take(), claims.take()] == [0, 2, 3, None]
+
+
+@pytest.mark.skipif(not parallel_enabled(True), reason="needs fork and two usable cores")
+def test_two_processes_take_every_piece_once_between_them():
+    """Parent and child taking at once (each piece's index recorded by its taker): every piece is taken
+    by exactly one of them, each side's in increasing order."""
+    n = 400
+    claims = Claims(n)
+    mine = []
+
+    def child_takes():
+        got = []
+        while (i := claims.take()) is not None:
+            got.append(i)
+        return got
+
+    job = Forked(child_takes)
+    while (i := claims.take(other_alive=job.process.is_alive)) is not None:
+        mine.append(i)
+    theirs = job.result()
+    assert sorted(mine + theirs) == list(range(n))
+    assert mine == sorted(mine) and theirs == sorted(theirs)

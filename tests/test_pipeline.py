@@ -173,24 +173,27 @@ def fitted_client(tmp_path_factory):
 
 
 def _dies_after_its_first_piece(panel, data, p, kpis, claims, *, post):
-    """The child of test_balanced_split...: posts its first piece (the churn group's triggers), then is
+    """The child of test_balanced_split...: posts its first piece (the churn group's models), then is
     killed as the out-of-memory killer would."""
     import os
     import signal
 
     from cskit import pipeline
 
-    pipeline._Pieces(panel, data, p, kpis, post=post).run(pipeline.plan()[0][0])
+    first = claims.take()  # the first shared piece: the churn group's models
+    assert pipeline.plan()[2][first] == pipeline.plan()[0][0]
+    pipeline._Pieces(panel, data, p, kpis, post=post).run(pipeline.plan()[2][first])
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.parametrize("taker", ["parent", "child", "dies"])
 def test_balanced_split_gives_one_process_bytes_whichever_process_takes_the_shared_pieces(
         taker, fitted_client, tmp_path, monkeypatch):
-    """The pieces either process may take (cskit.pipeline.plan: the expansion group's triggers, the
-    history) all taken by the parent, all by the child, or the child killed after its first piece, the
-    churn group's triggers (the parent then makes every piece it did not post): the result files of one
-    process, byte for byte (the triggers' parts made in two processes and combined in the parent)."""
+    """The pieces either process may take (cskit.pipeline.plan: the triggers' models, descriptive passes
+    and lead-lag scores of each outcome group, the history) all taken by the parent, all by the child,
+    or the child killed after its first piece, the churn group's models (the parent then makes every
+    piece it did not post): the result files of one process, byte for byte (the triggers' parts made in
+    two processes and combined in the parent)."""
     from cskit import pipeline
     from cskit.parallel import parallel_enabled
 
@@ -207,7 +210,8 @@ def test_balanced_split_gives_one_process_bytes_whichever_process_takes_the_shar
     parent = {k for k in timings if k.endswith("_parent")}
     assert parent == {"parent": {"drivers_parent", "history_parent"}, "child": set(),
                       "dies": {"drivers_parent", "health_parent", "history_parent"}}[taker]
-    assert "drivers" in timings  # the churn group's triggers: the child's (posted before it died)
+    # the child's triggers' pieces: all of them, or the first (posted before it died), or none
+    assert ("drivers" in timings) == (taker != "parent")
     forked = dx.write(tmp_path / "two")
     files = sorted(p.name for p in single.iterdir() if p.name != "run.json")
     assert files == sorted(p.name for p in forked.iterdir() if p.name != "run.json")

@@ -265,11 +265,48 @@ def test_parts_of_the_outcome_groups_made_apart_combine_into_the_one_call_result
              trigger_part(panel, Params(), KPIS, groups=(churn,), fits=Fits(panel, 1))]
     assert set(parts[0].results) == {"expansion"} and set(parts[1].results) == {"churn", "renewal"}
     for order in (parts, parts[::-1]):
-        got = combine_triggers(order, Params(), KPIS)
-        for name in ("table", "details", "outcomes", "lead_lag", "transforms", "structure", "missing"):
-            pd.testing.assert_frame_equal(getattr(got, name), getattr(tr, name))
-        assert [str(w) for w in got.warnings] == [str(w) for w in tr.warnings] and got.warnings
-        assert got.seasonality == tr.seasonality
+        _assert_same_triggers(combine_triggers(order, Params(), KPIS), tr)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_each_step_of_each_group_made_apart_in_any_order_combines_into_the_one_call_result(
+        sampled, monkeypatch):
+    # the finest pieces cskit.pipeline balances between two processes: every (group, step) its own part,
+    # some made with a Fits and some without, combined in three orders; also when the models' rows are
+    # case-control samples (the shares missing are then of all the rows: _full_shares)
+    from cskit import sampling
+    from cskit.fits import Fits
+    from cskit.triggers import STEPS
+
+    panel, kpis = (_simulated_panel(400, 18, seed=5) if sampled else (toy_panel(), KPIS))
+    if sampled:
+        monkeypatch.setattr(sampling, "SAMPLE_ABOVE", 2_000)
+    whole = find_triggers(panel, Params(), kpis)
+    assert any(n.code == "model_rows_sampled" for n in whole.warnings) == sampled
+    fits = Fits(panel, 1)
+    parts = [trigger_part(panel, Params(), kpis, groups=(g,), steps=(step,), fits=fits if i % 2 else None)
+             for i, (g, step) in enumerate((g, s) for g in SAME_ROWS for s in STEPS)]
+    assert [bool(p.results) for p in parts] == [True, False, False] * 2
+    assert [set(p.lead_lag) for p in parts][2::3] == [{g} for g in SAME_ROWS]
+    for order in (parts, parts[::-1], parts[1::2] + parts[::2]):
+        _assert_same_triggers(combine_triggers(order, Params(), kpis), whole)
+
+
+def _simulated_panel(n_accounts: int, months: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    from cskit.loading import client_from_frames
+    from cskit.panel import build_panel, kpi_columns
+    from cskit.simulate import simulate_client
+
+    data = client_from_frames(simulate_client(n_accounts, months, seed=seed, mc_paths=0).tables, Params())
+    return build_panel(data), kpi_columns(data)
+
+
+def _assert_same_triggers(got, tr) -> None:
+    for name in ("table", "details", "outcomes", "lead_lag", "transforms", "structure", "missing"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(tr, name), check_exact=True)
+    assert [str(w) for w in got.warnings] == [str(w) for w in tr.warnings] and got.warnings
+    assert got.seasonality == tr.seasonality
+    assert got.lead_lag["z"].notna().any() and got.details["best_lag"].notna().any()
 
 
 def test_planted_protective_driver_is_rt_with_direction_minus_and_crtt_with_plus(toy):
