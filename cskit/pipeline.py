@@ -154,9 +154,9 @@ def analyse(
     timings : dict, optional
         When given, each stage's wall-clock seconds are stored in it (for bench/run.py).
     parallel : bool, optional
-        Run the triggers, health and history stages in a forked child process while this one runs the
-        metrics and the potential, the expansion triggers and the history made by whichever process is
-        free first (:func:`plan`, :mod:`cskit.parallel`; the same result files as one process). Default:
+        Run the health score in a forked child process while this one runs the metrics and the
+        potential, the triggers' pieces and the history made by whichever process is free first
+        (:func:`plan`, :mod:`cskit.parallel`; the same result files as one process). Default:
         ``$CSKIT_PARALLEL`` (on unless "0"); never on a one-core machine, without ``fork`` (Linux
         only) or when the memory available is short of the child's expected need (``CHILD_MEMORY``).
 
