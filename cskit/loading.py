@@ -323,7 +323,17 @@ def _parse_text_numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def _numbers_into(s: pd.Series, out: np.ndarray) -> np.ndarray | None:
     """:func:`parse_numbers` of ``s`` written into ``out`` (float64, len(s)); returns the bad mask, or None
     when no cell is bad. Text cells that are all plain numbers (the common case) are cast chunk by chunk
-    straight into ``out``: no full-length temporary."""
+    straight into ``out``: no full-length temporary; so are Arrow float64 columns (:func:`_read_kpis_typed`)."""
+    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_float64(s.dtype.pyarrow_dtype):
+        arr, start = s.array.__arrow_array__(), 0
+        for chunk in arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]:
+            out[start:start + len(chunk)] = pc.fill_null(chunk, np.nan).to_numpy(zero_copy_only=False)
+            start += len(chunk)
+        bad = np.isinf(out)
+        if not bad.any():
+            return None
+        out[bad] = np.nan
+        return bad
     if not _is_typed(s):
         try:
             start = 0
@@ -1135,6 +1145,63 @@ def _read_csv_duckdb(path: Path, con: duckdb.DuckDBPyConnection | None = None) -
             con.close()
 
 
+# The canonical columns of a kpis file that are not numbers (read as text by :func:`_read_kpis_typed`).
+_KPI_TEXT_COLUMNS = ("account_id", "month", "contract_months")
+
+
+def _read_kpis_typed(path: Path, con: duckdb.DuckDBPyConnection, columns: dict[str, str]) -> pd.DataFrame | None:
+    """The kpis file with its KPI columns read as numbers by DuckDB's own CSV reader (``columns``: the
+    params' header mapping of kpis): the same frame the text cells would give after :func:`parse_numbers`,
+    in a third less time and without a text copy of every cell; None where it might not be the same,
+    and the file is then read as text. DuckDB's reading of a number differs from :func:`parse_numbers`
+    only for cells DuckDB refuses (the read then fails: text, thousands separators, full-width digits,
+    missing markers, blank cells), for "1_000" (digits grouped by underscores) and "+-1", which DuckDB
+    reads as numbers and :func:`parse_numbers` does not (so a file with either is read as text), and
+    for "inf" / "nan" (a non-finite number read: read as text, so that the bad cell is quoted as
+    written). Both round every other number the same way (correctly rounded binary64)."""
+    rel = con.read_csv(str(path), header=True, all_varchar=True, delimiter=",", quotechar='"')
+    mapping = {k.strip(): v for k, v in columns.items()}
+    names = list(rel.columns)
+    header = {n: n.strip().lstrip("\ufeff") for n in names}  # (as _prepare maps them)
+    text = {n for n in names if mapping.get(header[n], header[n]) in _KPI_TEXT_COLUMNS}
+    if len(set(names)) < len(names) or len(text) == len(names) or not _plain_numbers(path):
+        return None
+    dtype = {n: "VARCHAR" if n in text else "DOUBLE" for n in names}
+    table = con.read_csv(str(path), header=True, dtype=dtype, delimiter=",", quotechar='"').arrow()
+    table = table.read_all() if isinstance(table, pa.RecordBatchReader) else table
+    if table.column_names != names:
+        return None
+    for n in names:
+        if n not in text and pc.any(pc.invert(pc.is_finite(table[n]))).as_py():
+            return None
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _plain_numbers(path: Path) -> bool:
+    """False where the file's rows (after the header) may hold a number DuckDB reads otherwise than
+    :func:`parse_numbers`: "+-" anywhere, or an underscore between two digits."""
+    import mmap
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return True
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            start = mm.find(b"\n") + 1
+            if start == 0 or mm.find(b"+-", start) >= 0:
+                return start == 0
+            if mm.find(b"_", start) < 0:
+                return True
+            body = np.frombuffer(mm, dtype=np.uint8)[start:]
+            try:
+                at = np.flatnonzero(body == ord("_"))
+                at = at[(at > 0) & (at < len(body) - 1)]
+                before, after = body[at - 1], body[at + 1]
+                digit = (before >= ord("0")) & (before <= ord("9")) & (after >= ord("0")) & (after <= ord("9"))
+                return not bool(digit.any())
+            finally:
+                del body
+
+
 def _read_csv(path: Path, report: _Report, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame | None:
     """DuckDB reads UTF-8 (with or without BOM). A file that is not UTF-8 is decoded as cp932
     (Shift_JIS as Excel writes it) and re-read; a file DuckDB cannot parse goes to pandas. ``con``: the
@@ -1175,8 +1242,9 @@ def _read_csv_pandas(path: Path, text: str, why: str, report: _Report) -> pd.Dat
     return df
 
 
-def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    tables, unread, reads = _start_folder(folder, report)
+def _read_folder(folder: Path, report: _Report, kpi_columns: dict[str, str] | None = None,
+                 ) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    tables, unread, reads = _start_folder(folder, report, kpi_columns=kpi_columns)
     reads.finish(tables, unread, report)
     return tables, unread
 
@@ -1191,8 +1259,10 @@ class _Reads:
     interpreter). The thread only reads; :meth:`finish` joins it and hands the frames over in table
     order, reading again here (with every fallback and its notes) any file it could not read."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, paths: dict[str, Path]):
+    def __init__(self, con: duckdb.DuckDBPyConnection, paths: dict[str, Path],
+                 kpi_columns: dict[str, str] | None = None):
         self.con, self.paths, self.frames = con, paths, {}
+        self.kpi_columns = kpi_columns  # the kpis file's header mapping: its KPIs are read as numbers (None: as text)
         self.thread = None
         if paths:
             self.thread = threading.Thread(target=self._run, args=(con.cursor(),), name="cskit-read", daemon=True)
@@ -1202,7 +1272,13 @@ class _Reads:
         try:
             _quiet(cursor)
             for name, path in self.paths.items():
-                self.frames[name] = _read_csv_duckdb(path, cursor)
+                df = None
+                if name == "kpis" and self.kpi_columns is not None:
+                    try:
+                        df = _read_kpis_typed(path, cursor, self.kpi_columns)
+                    except duckdb.Error:  # (a cell DuckDB does not read as a number, a file not in UTF-8, ...)
+                        df = None
+                self.frames[name] = _read_csv_duckdb(path, cursor) if df is None else df
         except Exception:  # noqa: BLE001 - the file is read again by finish, which reports or raises it
             pass
         finally:
@@ -1233,14 +1309,16 @@ class _Reads:
         self.con.close()
 
 
-def _start_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str], _Reads]:
+def _start_folder(folder: Path, report: _Report, *, kpi_columns: dict[str, str] | None = None,
+                  ) -> tuple[dict[str, pd.DataFrame], set[str], _Reads]:
     """:func:`_read_files` with :data:`BACKGROUND_TABLES` left to a :class:`_Reads` (returned, started;
-    its :meth:`_Reads.finish` puts them into the tables)."""
+    its :meth:`_Reads.finish` puts them into the tables); ``kpi_columns``: the kpis header mapping, for
+    :func:`_read_kpis_typed` (None: kpis read as text)."""
     con = _connect()
     try:
         files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
         later = {n: files[f"{n}.csv"] for n in BACKGROUND_TABLES if f"{n}.csv" in files}
-        reads = _Reads(con, later)
+        reads = _Reads(con, later, kpi_columns)
     except BaseException:
         con.close()
         raise
@@ -1361,7 +1439,7 @@ def _read_source(source: Path | str, params: Params, report: _Report) -> tuple[d
                             ".xlsx or .duckdb file (relative paths are taken from where you run cskit).")
         return {}, set(TABLES)
     if source.is_dir():
-        return _read_folder(source, report)
+        return _read_folder(source, report, dict(params.columns.get("kpis", {})))
     suffix = source.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         return _read_xlsx(source, report)
@@ -1421,7 +1499,7 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     early = None
     if isinstance(source, Path) and source.is_dir():
         # the kpis (and nps) files are read by a thread while this one checks the accounts and revenue
-        tables, unread, reads = _start_folder(source, report)
+        tables, unread, reads = _start_folder(source, report, kpi_columns=dict(params.columns.get("kpis", {})))
         try:
             early = _Early.of(tables, params)
         except BaseException:  # (an interrupt: no thread outlives the load, the analysis forks later)

@@ -11,7 +11,7 @@ from pandas.testing import assert_frame_equal
 
 from cskit import loading
 from cskit.errors import CskitError
-from cskit.loading import client_from_frames, load_client
+from cskit.loading import client_from_frames, load_client, parse_numbers
 from cskit.notices import records
 from cskit.params import validate_params
 
@@ -203,3 +203,68 @@ def test_an_interrupt_while_checking_early_leaves_no_thread(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         load_client(validate_params({"as_of": "2024-06-30", "data": str(folder)}))
     assert set(threading.enumerate()) <= before
+
+
+# Numbers as clients write them that DuckDB's CSV reader and parse_numbers read alike (the kpis file is then
+# read by DuckDB as numbers: loading._read_kpis_typed), and cells where they differ or DuckDB refuses
+# (the file is then read as text): either way the load is the in-order load of the text cells.
+SAME_NUMBERS = [" 7", "8 ", "+1", "-2", ".5", "5.", "-.25", "1e3", "1E+02", "2.5e-3", "007", "-0", "1e-400", "",
+                "0.30000000000000004", "123456789012345678901234567890"]
+TRAPS = ["1_000", "+-1", "inf", "-Infinity", "nan", "NaN", "1e400", "NA", "-", " ", "１２", "1,234", "x", "12円"]
+
+
+def number_kpis(trap: str | None) -> pd.DataFrame:
+    cells = SAME_NUMBERS + [str(i) for i in range(18 - len(SAME_NUMBERS))]
+    rows = [[a, f"2024-{m:02d}"] for a, ms in MONTHS.items() for m in ms]  # 14 account-months
+    return pd.DataFrame([r + [cells[i], str(i) if trap is None or i != 5 else trap, cells[-1 - i]]
+                         for i, r in enumerate(rows)], columns=["account_id", "Monat", "seats", "logins", "rate"])
+
+
+def test_kpis_read_as_numbers_give_the_text_cells_load(tmp_path):
+    frames = tables()
+    frames["kpis"] = number_kpis(None)
+    folder = write(tmp_path / "c", frames)
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder), "columns": {"kpis": {"Monat": "month"}}})
+    typed = loading._read_kpis_typed(folder / "kpis.csv", loading._connect(), {"Monat": "month"})
+    assert typed is not None and str(typed["seats"].dtype) == "double[pyarrow]"
+    assert str(typed["Monat"].dtype) == "string[pyarrow]"  # mapped to month: read as text
+    data = assert_same_load(folder, params)
+    assert data.kpis["seats"].iloc[:3].tolist() == [7.0, 8.0, 1.0]  # (A1's first months, in file order)
+    assert "blanked_cells" not in data.quality.tables["kpis"]
+
+
+@pytest.mark.parametrize("trap", TRAPS)
+def test_cells_duckdb_reads_otherwise_send_the_kpis_file_to_the_text_reading(tmp_path, trap):
+    frames = tables()
+    frames["kpis"] = number_kpis(trap)
+    folder = write(tmp_path / "c", frames)
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder), "columns": {"kpis": {"Monat": "month"}}})
+    try:
+        typed = loading._read_kpis_typed(folder / "kpis.csv", loading._connect(), {"Monat": "month"})
+    except loading.duckdb.Error:
+        typed = None
+    assert typed is None
+    data = assert_same_load(folder, params)
+    bad = trap not in ("nan", "NaN", "NA", "-", " ")  # (missing markers and blank cells are no values, not bad)
+    assert data.quality.tables["kpis"].get("blanked_cells", {}) == ({"logins": 1} if bad and trap not in (
+        "1,234", "１２", "12円") else {})
+
+
+@pytest.mark.parametrize("trap", ["1_000", "+-1"])
+def test_without_the_guard_duckdb_would_read_grouped_digits_and_a_double_sign_as_numbers(tmp_path, monkeypatch, trap):
+    frames = tables()
+    frames["kpis"] = number_kpis(trap)
+    folder = write(tmp_path / "c", frames)
+    monkeypatch.setattr(loading, "_plain_numbers", lambda path: True)
+    typed = loading._read_kpis_typed(folder / "kpis.csv", loading._connect(), {"Monat": "month"})
+    assert typed["logins"].iloc[5] == {"1_000": 1000.0, "+-1": -1.0}[trap]  # while parse_numbers says: not a number
+    assert parse_numbers(pd.Series([trap]))[1].tolist() == [True]
+
+
+@pytest.mark.parametrize(("body", "plain"), [("ACC_001,2024-01,5\n", True), ("A1,2024-01,1_0\n", False),
+                                             ("A1,2024-01,+-3\n", False), ("", True), ("A1,2024_01,5\n", False),
+                                             ("A1,2024-01,5_\n_A,x,y", True)])
+def test_plain_numbers_looks_past_the_header_for_grouped_digits_and_double_signs(tmp_path, body, plain):
+    path = tmp_path / "kpis.csv"
+    path.write_text("account_id,month,seat_1_2\n" + body, encoding="utf-8")
+    assert loading._plain_numbers(path) is plain
