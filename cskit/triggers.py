@@ -220,7 +220,8 @@ def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups
     fits = fits if fits is not None and fits.serves(panel, lag) and fits.seed == params.seed else None
     transforms = fits.transforms(model_kpis) if fits is not None else kpi_transforms(panel, model_kpis)
     Z = KPIMatrix.of(panel, model_kpis, transforms)
-    never = [k for k in kpis if np.isnan(Z.columns[k]).all()]  # the panel's own values (KPIMatrix.of)
+    # the panel's own values (KPIMatrix.of); a KPI with a transform has two measured values at least
+    never = [k for k in kpis if k not in transforms and np.isnan(Z.columns[k]).all()]
     part = TriggerPart({}, {}, {}, transforms, never)
     for group in [g for g in SAME_ROWS if g in groups]:
         drawn = fits.rows(group[0]) if fits is not None else None  # the group's first outcome is sampled on

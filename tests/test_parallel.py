@@ -186,3 +186,27 @@ def test_two_processes_take_every_piece_once_between_them():
     theirs = job.result()
     assert sorted(mine + theirs) == list(range(n))
     assert mine == sorted(mine) and theirs == sorted(theirs)
+
+
+@needs_fork
+def test_arrived_says_what_the_child_has_posted_so_far_without_waiting():
+    """The child posts "a", then waits for the parent's signal before posting "b": the parent sees "a"
+    arrive, "b" not (arrived never waits for it), then both values and the answer."""
+    import multiprocessing
+
+    go = multiprocessing.get_context("fork").Event()
+
+    def posts_twice(*, post):
+        post("a", 1)
+        go.wait(30)
+        post("b", 2)
+        return 3
+
+    job = Forked(posts_twice, posts=True)
+    start = time.monotonic()
+    while not job.arrived("a") and time.monotonic() - start < 30:
+        time.sleep(0.01)
+    assert job.arrived("a") and not job.arrived("b")
+    go.set()
+    assert job.posted("a") == (True, 1) and job.posted("b") == (True, 2) and job.result() == 3
+    assert not job.arrived("c")  # the child has ended: never posted

@@ -315,3 +315,28 @@ def test_every_result_shows_a_one_line_repr_and_a_summary_table(tiny):
     md = dx._repr_markdown_()
     assert md.count("|---|---|") == 1 + len(stages)
     assert "\n" not in repr(dx.data) and f"accounts={len(dx.data.accounts)}" in repr(dx.data)
+
+
+def test_the_parent_skips_the_history_until_the_childs_score_has_arrived():
+    """pipeline._Pieces.waiting: the history (it needs the score) is skipped while the child's score has
+    not arrived and was not made here; nothing is skipped once it has, or in the child itself."""
+    from cskit import pipeline
+
+    class Job:
+        def __init__(self, arrived):
+            self.asked, self.answer = [], arrived
+
+        def arrived(self, name):
+            self.asked.append(name)
+            return self.answer
+
+    _, own, shared = pipeline.plan()
+    assert own == (pipeline.HEALTH,) and pipeline.HISTORY in shared and pipeline.HEALTH not in shared
+    waiting, ready = Job(False), Job(True)
+    assert pipeline._Pieces(None, None, None, [], waiting).waiting(shared) == {shared.index(pipeline.HISTORY)}
+    assert waiting.asked == [pipeline.HEALTH]
+    assert pipeline._Pieces(None, None, None, [], ready).waiting(shared) == set()
+    made = pipeline._Pieces(None, None, None, [], Job(False))
+    made.made[pipeline.HEALTH] = ("score", [], 0.0, "parent")
+    assert made.waiting(shared) == set()
+    assert pipeline._Pieces(None, None, None, [], post=print).waiting(shared) == set()  # the child
