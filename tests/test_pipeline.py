@@ -173,15 +173,15 @@ def fitted_client(tmp_path_factory):
 
 
 def _dies_after_its_first_piece(panel, data, p, kpis, claims, *, post):
-    """The child of test_balanced_split...: posts its first piece (the churn group's models), then is
+    """The child of test_balanced_split...: posts its first piece (the expansion group's models), then is
     killed as the out-of-memory killer would."""
     import os
     import signal
 
     from cskit import pipeline
 
-    first = claims.take()  # the first shared piece: the churn group's models
-    assert pipeline.plan()[2][first] == pipeline.plan()[0][0]
+    first = claims.take()  # the first shared piece: the expansion group's models
+    assert pipeline.plan()[2][first] == ("drivers", ("expansion",), "model")
     pipeline._Pieces(panel, data, p, kpis, post=post).run(pipeline.plan()[2][first])
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -191,7 +191,7 @@ def test_balanced_split_gives_one_process_bytes_whichever_process_takes_the_shar
         taker, fitted_client, tmp_path, monkeypatch):
     """The pieces either process may take (cskit.pipeline.plan: the triggers' models, descriptive passes
     and lead-lag scores of each outcome group, the history) all taken by the parent, all by the child,
-    or the child killed after its first piece, the churn group's models (the parent then makes every
+    or the child killed after its first piece, the expansion group's models (the parent then makes every
     piece it did not post): the result files of one process, byte for byte (the triggers' parts made in
     two processes and combined in the parent)."""
     from cskit import pipeline
