@@ -236,25 +236,36 @@ def _distinct(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 
 # The columns coded so far by the running :func:`client_from_frames` (:func:`_coded`), by the identity of
-# the column's values: a table's id column is read by the blank-row check, as_of, the id parse and the
-# key checks. None outside it (nothing is kept after a load).
+# the column's values (an Arrow column's: the same through a renaming of the frame's headers): a table's
+# id column is read by the blank-row check, as_of, the id parse and the key checks. None outside it
+# (nothing is kept after a load).
 _CODED: dict[int, tuple[object, pa.Array, np.ndarray]] | None = None
 
 
-def _coded(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
-    """:func:`_distinct` of :func:`_trimmed_text` of ``s``: the distinct raw cells are trimmed (not every
-    cell), then coded again (two raw spellings may trim to one value); the same column asked for twice
-    in one load is coded once."""
+def _values_of(s: pd.Series) -> object:
+    """What identifies ``s``'s cells for :data:`_CODED`: its Arrow array where it has one, else its array."""
     values = s.array
+    return values.__arrow_array__() if isinstance(s.dtype, pd.ArrowDtype) else values
+
+
+def _coded(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """:func:`_code` of ``s``; the same column asked for twice in one load is coded once."""
+    values = _values_of(s)
     hit = _CODED.get(id(values)) if _CODED is not None else None
     if hit is not None and hit[0] is values:
         return hit[1], hit[2]
-    raw, raw_idx = _distinct(_arrow(s))
-    distinct, remap = _distinct(_trimmed_cells(raw))
-    idx = np.append(remap, -1)[np.where(raw_idx < 0, len(remap), raw_idx)]
+    distinct, idx = _code(s)
     if _CODED is not None:
         _CODED[id(values)] = (values, distinct, idx)
     return distinct, idx
+
+
+def _code(s: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """:func:`_distinct` of :func:`_trimmed_text` of ``s``: the distinct raw cells are trimmed (not every
+    cell), then coded again (two raw spellings may trim to one value)."""
+    raw, raw_idx = _distinct(_arrow(s))
+    distinct, remap = _distinct(_trimmed_cells(raw))
+    return distinct, np.append(remap, -1)[np.where(raw_idx < 0, len(remap), raw_idx)]
 
 
 def _labels(s: pd.Series, pattern: str | None = None, replacement: str = "") -> np.ndarray:
@@ -883,7 +894,7 @@ def _no_rows(table: str, report: _Report) -> None:
 
 def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, source: str = "in-memory tables",
                        _report: _Report | None = None, _unread: frozenset[str] = frozenset(),
-                       _early: _Early | None = None) -> ClientData:
+                       _early: _Early | None = None, _coded: dict | None = None) -> ClientData:
     """Validate and convert raw tables (any dtypes; text cells are parsed here) into a :class:`ClientData`.
 
     ``tables`` maps table names (accounts, revenue, kpis, nps, events) to frames with the client's
@@ -891,7 +902,7 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     :class:`CskitError` listing every fatal problem; unusable rows are excluded and counted.
     """
     global _CODED
-    _CODED = {}
+    _CODED = dict(_coded or {})  # (columns coded ahead: :class:`_Reads`)
     try:
         return _client_from_frames(tables, params, source, _report or _Report(), _unread, _early)
     finally:
@@ -1160,10 +1171,9 @@ def _read_kpis_typed(path: Path, con: duckdb.DuckDBPyConnection, columns: dict[s
     for "inf" / "nan" (a non-finite number read: read as text, so that the bad cell is quoted as
     written). Both round every other number the same way (correctly rounded binary64)."""
     rel = con.read_csv(str(path), header=True, all_varchar=True, delimiter=",", quotechar='"')
-    mapping = {k.strip(): v for k, v in columns.items()}
     names = list(rel.columns)
-    header = {n: n.strip().lstrip("\ufeff") for n in names}  # (as _prepare maps them)
-    text = {n for n in names if mapping.get(header[n], header[n]) in _KPI_TEXT_COLUMNS}
+    canonical = _canonical_names(names, columns)
+    text = {n for n in names if canonical[n] in _KPI_TEXT_COLUMNS}
     if len(set(names)) < len(names) or len(text) == len(names) or not _plain_numbers(path):
         return None
     dtype = {n: "VARCHAR" if n in text else "DOUBLE" for n in names}
@@ -1175,6 +1185,13 @@ def _read_kpis_typed(path: Path, con: duckdb.DuckDBPyConnection, columns: dict[s
         if n not in text and pc.any(pc.invert(pc.is_finite(table[n]))).as_py():
             return None
     return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _canonical_names(names: list[str], columns: dict[str, str]) -> dict[str, str]:
+    """Each header's canonical name, as :func:`_prepare` maps it (``columns``: the params' mapping)."""
+    mapping = {k.strip(): v for k, v in columns.items()}
+    header = {n: str(n).strip().lstrip("\ufeff") for n in names}
+    return {n: mapping.get(header[n], header[n]) for n in names}
 
 
 def _plain_numbers(path: Path) -> bool:
@@ -1242,9 +1259,8 @@ def _read_csv_pandas(path: Path, text: str, why: str, report: _Report) -> pd.Dat
     return df
 
 
-def _read_folder(folder: Path, report: _Report, kpi_columns: dict[str, str] | None = None,
-                 ) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    tables, unread, reads = _start_folder(folder, report, kpi_columns=kpi_columns)
+def _read_folder(folder: Path, report: _Report) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    tables, unread, reads = _start_folder(folder, report)
     reads.finish(tables, unread, report)
     return tables, unread
 
@@ -1256,13 +1272,18 @@ BACKGROUND_TABLES = ("kpis", "nps")
 
 class _Reads:
     """CSV files read by a background thread with its own DuckDB cursor (DuckDB's read releases the
-    interpreter). The thread only reads; :meth:`finish` joins it and hands the frames over in table
-    order, reading again here (with every fallback and its notes) any file it could not read."""
+    interpreter). The thread reads, then codes each table's key columns (:data:`KEY_COLUMNS`,
+    :func:`_code`: what the load would do first with them, in :attr:`coded` for :data:`_CODED`);
+    :meth:`finish` joins it and hands the frames over in table order, reading again here (with every
+    fallback and its notes) any file it could not read. ``columns``: the params' header mapping of
+    each table (the kpis file's KPIs are then read as numbers: :func:`_read_kpis_typed`); None: every
+    cell read as text, no column coded."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, paths: dict[str, Path],
-                 kpi_columns: dict[str, str] | None = None):
+                 columns: dict[str, dict[str, str]] | None = None):
         self.con, self.paths, self.frames = con, paths, {}
-        self.kpi_columns = kpi_columns  # the kpis file's header mapping: its KPIs are read as numbers (None: as text)
+        self.columns = columns
+        self.coded: dict[int, tuple[object, pa.Array, np.ndarray]] = {}
         self.thread = None
         if paths:
             self.thread = threading.Thread(target=self._run, args=(con.cursor(),), name="cskit-read", daemon=True)
@@ -1273,12 +1294,18 @@ class _Reads:
             _quiet(cursor)
             for name, path in self.paths.items():
                 df = None
-                if name == "kpis" and self.kpi_columns is not None:
+                if name == "kpis" and self.columns is not None:
                     try:
-                        df = _read_kpis_typed(path, cursor, self.kpi_columns)
+                        df = _read_kpis_typed(path, cursor, self.columns.get("kpis", {}))
                     except duckdb.Error:  # (a cell DuckDB does not read as a number, a file not in UTF-8, ...)
                         df = None
                 self.frames[name] = _read_csv_duckdb(path, cursor) if df is None else df
+            for name, df in self.frames.items() if self.columns is not None else ():
+                canonical = _canonical_names(list(df.columns), self.columns.get(name, {}))
+                for col in [c for c in df.columns if canonical[c] in KEY_COLUMNS.get(name, ())]:
+                    if not _is_typed(df[col]) and list(canonical.values()).count(canonical[col]) == 1:
+                        values = _values_of(df[col])
+                        self.coded[id(values)] = (values, *_code(df[col]))
         except Exception:  # noqa: BLE001 - the file is read again by finish, which reports or raises it
             pass
         finally:
@@ -1309,16 +1336,20 @@ class _Reads:
         self.con.close()
 
 
-def _start_folder(folder: Path, report: _Report, *, kpi_columns: dict[str, str] | None = None,
+# The columns of the background tables coded by their thread (:class:`_Reads`): their keys.
+KEY_COLUMNS = {"kpis": ("account_id", "month"), "nps": ("account_id", "date")}
+
+
+def _start_folder(folder: Path, report: _Report, *, columns: dict[str, dict[str, str]] | None = None,
                   ) -> tuple[dict[str, pd.DataFrame], set[str], _Reads]:
     """:func:`_read_files` with :data:`BACKGROUND_TABLES` left to a :class:`_Reads` (returned, started;
-    its :meth:`_Reads.finish` puts them into the tables); ``kpi_columns``: the kpis header mapping, for
-    :func:`_read_kpis_typed` (None: kpis read as text)."""
+    its :meth:`_Reads.finish` puts them into the tables); ``columns``: the params' header mappings, for
+    :class:`_Reads` (None: every cell read as text)."""
     con = _connect()
     try:
         files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
         later = {n: files[f"{n}.csv"] for n in BACKGROUND_TABLES if f"{n}.csv" in files}
-        reads = _Reads(con, later, kpi_columns)
+        reads = _Reads(con, later, columns)
     except BaseException:
         con.close()
         raise
@@ -1439,7 +1470,7 @@ def _read_source(source: Path | str, params: Params, report: _Report) -> tuple[d
                             ".xlsx or .duckdb file (relative paths are taken from where you run cskit).")
         return {}, set(TABLES)
     if source.is_dir():
-        return _read_folder(source, report, dict(params.columns.get("kpis", {})))
+        return _read_folder(source, report)
     suffix = source.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         return _read_xlsx(source, report)
@@ -1496,16 +1527,18 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     source = resolve_data_path(params.data, base)
     shown = shown_data(source) if isinstance(source, str) else str(source)
     report = _Report()
-    early = None
+    early, coded = None, {}
     if isinstance(source, Path) and source.is_dir():
         # the kpis (and nps) files are read by a thread while this one checks the accounts and revenue
-        tables, unread, reads = _start_folder(source, report, kpi_columns=dict(params.columns.get("kpis", {})))
+        tables, unread, reads = _start_folder(source, report, columns={t: dict(params.columns.get(t, {}))
+                                                                       for t in BACKGROUND_TABLES})
         try:
             early = _Early.of(tables, params)
         except BaseException:  # (an interrupt: no thread outlives the load, the analysis forks later)
             reads.close()
             raise
         reads.finish(tables, unread, report)  # joins the thread
+        coded = reads.coded
     else:
         tables, unread = _read_source(source, params, report)
     if set(TABLES) <= unread:
@@ -1521,4 +1554,5 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
             unread.add("events")
     elif where is not None:
         report.quality.warn(Notice("events_unused", stage="load", severity="note", file=Path(str(where)).name))
-    return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread), _early=early)
+    return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread), _early=early,
+                              _coded=coded)

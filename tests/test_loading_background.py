@@ -268,3 +268,26 @@ def test_plain_numbers_looks_past_the_header_for_grouped_digits_and_double_signs
     path = tmp_path / "kpis.csv"
     path.write_text("account_id,month,seat_1_2\n" + body, encoding="utf-8")
     assert loading._plain_numbers(path) is plain
+
+
+def test_the_background_tables_key_columns_are_coded_by_the_reading_thread(tmp_path, monkeypatch):
+    frames = tables()
+    frames["kpis"] = frames["kpis"].rename(columns={"month": "Monat"})
+    folder = write(tmp_path / "c", frames)
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder), "columns": {"kpis": {"Monat": "month"}}})
+    assert_same_load(folder, params)
+    calls = []
+    code = loading._code
+
+    def recorded(s):
+        calls.append((threading.current_thread().name, s.name, len(s)))
+        return code(s)
+
+    monkeypatch.setattr(loading, "_code", recorded)
+    load_client(params)
+    n_kpis, n_nps = len(frames["kpis"]), len(frames["nps"])
+    ahead = [(name, n) for thread, name, n in calls if thread == "cskit-read"]
+    assert sorted(ahead) == sorted([("account_id", n_kpis), ("Monat", n_kpis), ("account_id", n_nps), ("date", n_nps)])
+    here = [(name, n) for thread, name, n in calls if thread != "cskit-read"]  # (not coded again)
+    assert not {("account_id", n_kpis), ("month", n_kpis), ("account_id", n_nps), ("date", n_nps)} & set(here)
+    assert ("contract_start", len(frames["accounts"])) in here  # (the accounts' and revenue's: by this thread)
