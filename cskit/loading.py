@@ -1122,9 +1122,16 @@ def _is_flag(x: np.ndarray) -> bool:
 
 
 def _arrow_frame(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
-    table = rel.arrow()
-    table = table.read_all() if isinstance(table, pa.RecordBatchReader) else table
-    return table.to_pandas(types_mapper=pd.ArrowDtype)
+    return _arrow_table(rel).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    """The relation's rows as an Arrow table, in their order, collected by all of DuckDB's threads
+    (``arrow()`` streams them to the calling thread, which then does most of the reading itself)."""
+    if hasattr(rel, "to_arrow_table"):
+        return rel.to_arrow_table()
+    table = rel.arrow()  # (DuckDB < 1.4)
+    return table.read_all() if isinstance(table, pa.RecordBatchReader) else table
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -1177,8 +1184,7 @@ def _read_kpis_typed(path: Path, con: duckdb.DuckDBPyConnection, columns: dict[s
     if len(set(names)) < len(names) or len(text) == len(names) or not _plain_numbers(path):
         return None
     dtype = {n: "VARCHAR" if n in text else "DOUBLE" for n in names}
-    table = con.read_csv(str(path), header=True, dtype=dtype, delimiter=",", quotechar='"').arrow()
-    table = table.read_all() if isinstance(table, pa.RecordBatchReader) else table
+    table = _arrow_table(con.read_csv(str(path), header=True, dtype=dtype, delimiter=",", quotechar='"'))
     if table.column_names != names:
         return None
     for n in names:
@@ -1196,7 +1202,8 @@ def _canonical_names(names: list[str], columns: dict[str, str]) -> dict[str, str
 
 def _plain_numbers(path: Path) -> bool:
     """False where the file's rows (after the header) may hold a number DuckDB reads otherwise than
-    :func:`parse_numbers`: "+-" anywhere, or an underscore between two digits."""
+    :func:`parse_numbers`: "+-" anywhere, or an underscore between two digits. (Each byte looked for
+    alone first, memchr-fast; a two-byte search reads the file six times slower.)"""
     import mmap
 
     with open(path, "rb") as f:
@@ -1204,19 +1211,27 @@ def _plain_numbers(path: Path) -> bool:
             return True
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             start = mm.find(b"\n") + 1
-            if start == 0 or mm.find(b"+-", start) >= 0:
-                return start == 0
-            if mm.find(b"_", start) < 0:
+            if start == 0:  # (a header alone)
+                return True
+            wanted = [c for c in (b"+", b"_") if mm.find(c, start) >= 0]
+            if not wanted:
                 return True
             body = np.frombuffer(mm, dtype=np.uint8)[start:]
             try:
-                at = np.flatnonzero(body == ord("_"))
-                at = at[(at > 0) & (at < len(body) - 1)]
-                before, after = body[at - 1], body[at + 1]
-                digit = (before >= ord("0")) & (before <= ord("9")) & (after >= ord("0")) & (after <= ord("9"))
-                return not bool(digit.any())
+                return not any(_next_to(body, c) for c in wanted)
             finally:
                 del body
+
+
+def _next_to(body: np.ndarray, char: bytes) -> bool:
+    """``body`` (bytes) holds "+-" (``char`` "+") or an underscore between two digits (``char`` "_")."""
+    at = np.flatnonzero(body == ord(char))
+    if char == b"+":
+        at = at[at < len(body) - 1]
+        return bool((body[at + 1] == ord("-")).any())
+    at = at[(at > 0) & (at < len(body) - 1)]
+    before, after = body[at - 1], body[at + 1]
+    return bool(((before >= 48) & (before <= 57) & (after >= 48) & (after <= 57)).any())  # (b"0" .. b"9")
 
 
 def _read_csv(path: Path, report: _Report, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame | None:

@@ -291,3 +291,11 @@ def test_the_background_tables_key_columns_are_coded_by_the_reading_thread(tmp_p
     here = [(name, n) for thread, name, n in calls if thread != "cskit-read"]  # (not coded again)
     assert not {("account_id", n_kpis), ("month", n_kpis), ("account_id", n_nps), ("date", n_nps)} & set(here)
     assert ("contract_start", len(frames["accounts"])) in here  # (the accounts' and revenue's: by this thread)
+
+
+@pytest.mark.parametrize(("body", "plain"), [("A1,2024-01,1E+05\n", True), ("A1,2024-01,+5\nA2,2024-01,-+5\n", True),
+                                             ("A1,2024-01,1E+05\nA2,2024-01,+-5\n", False), ("A1,2024-01,5+\n", True)])
+def test_plain_numbers_tells_a_plus_sign_from_a_double_sign(tmp_path, body, plain):
+    path = tmp_path / "kpis.csv"
+    path.write_text("account_id,month,seats\n" + body, encoding="utf-8")
+    assert loading._plain_numbers(path) is plain
