@@ -286,9 +286,16 @@ def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
     cand = [j for j in range(X.shape[1]) if sd[j] > 1e-12]
     if not cand:
         return [], np.empty((len(X), 0))
-    Z = (X[:, cand] - X[:, cand].mean(axis=0)) / sd[cand]
-    # mode "r": the same pivoted factorisation (LAPACK geqp3), without forming Q, which nothing reads
-    r, piv = scipy.linalg.qr(np.column_stack([np.ones(len(Z)), Z]), mode="r", pivoting=True)
+    Xc = X[:, cand]
+    Z = (Xc - Xc.mean(axis=0)) / sd[cand]
+    del Xc
+    # the pivoted factorisation (LAPACK geqp3) of [1, Z], built in the Fortran order it works in (no copy for
+    # it) and without forming Q (mode "r"), which nothing reads
+    A = np.empty((len(Z), 1 + Z.shape[1]), order="F")
+    A[:, 0] = 1.0
+    A[:, 1:] = Z
+    r, piv = scipy.linalg.qr(A, mode="r", pivoting=True, overwrite_a=True)
+    del A
     diag = np.abs(np.diag(r))
     good = sorted(int(piv[i]) - 1 for i in range(len(diag)) if diag[i] > 1e-6 * diag[0] and piv[i] > 0)
     return [cand[j] for j in good], Z[:, good]
