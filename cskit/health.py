@@ -779,7 +779,7 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
         at = rows[rows | extra]
         frame = renumbered(both.take(np.flatnonzero(at)))
         earlier = both.loc[~at, ["account_id", "month", "score"]]
-        earlier = renumbered(earlier.sort_values("account_id", kind="stable"))
+        earlier = renumbered(by_account(earlier))
         paths = {k: path.subset(at) for k, path in paths.items()}
         del both
     base = frame[["tenure", "contract_type", "segment", "renewal_cycle", "month"]]
@@ -792,7 +792,15 @@ def score_at(panel: pd.DataFrame, kpis: list[str], lag: int, month: pd.Timestamp
     cut = tier_cutpoints(frame["score"].to_numpy()[known], frame["churn_prob"].to_numpy()[known])
     model = replace(model, forecast=forecast, persistence=persistence, **cut)  # a completed one; the fit unchanged
     frame["tier"] = tiers(model, frame["score"].to_numpy())
-    return Scored(renumbered(frame.sort_values("account_id", kind="stable")), model, earlier)
+    return Scored(renumbered(by_account(frame)), model, earlier)
+
+
+def by_account(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame.sort_values("account_id", kind="stable")``: ``frame`` itself when its rows are in that order
+    already (the panel's rows are sorted by account: no sort of the ids, no copy of the columns)."""
+    if frame["account_id"].is_monotonic_increasing:
+        return frame
+    return frame.sort_values("account_id", kind="stable")
 
 
 # ---------------------------------------------------------------- validation
