@@ -161,25 +161,80 @@ def _imported(name: str) -> bool:
     return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
+# The columns _add_revenue and _add_referrals make, in their order (float: a row of the float block).
+_REVENUE_COLUMNS = (("mrr", True), ("mrr_prev", True), ("expansion", False), ("expansion_mrr", True),
+                    ("contraction", False), ("contraction_mrr", True), ("cross_sell", False), ("referrals", False),
+                    ("referral_mrr", True))
+
+
 def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, n: np.ndarray, start: np.ndarray,
                           mi: np.ndarray, tenure: np.ndarray, row_acc: np.ndarray) -> None:
     """The panel's columns after the churn season: revenue, referrals, contract months, static and
-    time-varying KPIs, trailing NPS."""
+    time-varying KPIs, trailing NPS. The KPIs and the NPS are gathered by a thread (:class:`_Beside`)
+    while this one makes the others (numpy's work on large arrays releases the interpreter): every
+    column's place (and float row) is taken first, in the order the columns are made one after the
+    other, so the frame is the same, and each thread writes only its own columns."""
     ids = pd.Index(acc["account_id"])  # the panel's (sorted, unique) account ids, in its row order
     if ids.is_unique:  # each row's account: its position among them
         at = _Rows(np.cumsum(n) - n, start, n)
     else:  # (a frame built otherwise than by the loader)
         ids = pd.Index(pd.unique(panel["account_id"]))
         at = _Rows.by_key(_keys(ids.get_indexer(panel["account_id"]), mi))
-    revenue_codes = _add_revenue(panel, data, ids, at)
-    _add_referrals(panel, acc, data, ids, at, revenue_codes)
-    np.copyto(panel.float_row("contract_months", fill=None), tenure)
-    for col in data.static_kpis:
-        values = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")
-        np.take(values, row_acc, out=panel.float_row(col, fill=None))
+    kpi_cols = [c for c in data.kpis.columns if c not in ("account_id", "month")]
+    nps = data.nps is not None and len(data.nps)
+    floats = [*(name for name, _ in _REVENUE_COLUMNS), "contract_months", *data.static_kpis, *kpi_cols,
+              *(["nps"] if nps else [])]
+    if len(set(floats)) < len(floats) or any(c in panel for c in floats):  # (names shared: made in turn)
+        beside = None
+    else:
+        for name, is_float in [*_REVENUE_COLUMNS, *((c, True) for c in floats[len(_REVENUE_COLUMNS):])]:
+            panel.take_place(name, is_float)
+        beside = _Beside(lambda: _add_kpis_and_nps(panel, data, ids, at, nps))
+    try:
+        revenue_codes = _add_revenue(panel, data, ids, at)
+        _add_referrals(panel, acc, data, ids, at, revenue_codes)
+        np.copyto(panel.float_row("contract_months", fill=None), tenure)
+        for col in data.static_kpis:
+            values = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")
+            np.take(values, row_acc, out=panel.float_row(col, fill=None))
+    except BaseException:
+        if beside is not None:  # (no thread outlives the panel)
+            beside.thread.join()
+        raise
+    if beside is None:
+        _add_kpis_and_nps(panel, data, ids, at, nps)
+    else:
+        beside.result()
+    missing = [name for name, is_float in _REVENUE_COLUMNS if not is_float and dict.__getitem__(panel, name) is None]
+    if missing:  # (a column whose place was taken but was not made)
+        raise RuntimeError(f"panel columns not made: {missing}")
+
+
+def _add_kpis_and_nps(panel: _Columns, data: ClientData, ids: pd.Index, at: _Rows, nps: bool) -> None:
     _add_kpis(panel, data, ids, at)
-    if data.nps is not None and len(data.nps):
+    if nps:
         _trailing_nps(panel, data.nps, ids, at)
+
+
+class _Beside:
+    """``work`` done by a thread started here; :meth:`result` waits for it and raises what it raised."""
+
+    def __init__(self, work):
+        self.error = None
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="cskit-panel", daemon=True)
+        self.thread.start()
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 class _Rows:
@@ -304,6 +359,14 @@ class _Columns(dict):
         if fill is not None:
             x.fill(fill)
         return x
+
+    def take_place(self, name: str, is_float: bool) -> None:
+        """Column ``name``'s place in the order (a float column: its row of the block, left as it is; else
+        None until it is set)."""
+        if is_float:
+            self.float_row(name, fill=None)
+        else:
+            dict.__setitem__(self, name, None)
 
     def __ior__(self, other: dict):
         for k, v in other.items():

@@ -434,3 +434,38 @@ def test_season_test_by_a_thread_gives_the_panel_and_result_made_in_turn(monkeyp
     assert S.tested(in_turn, P.MIN_EVENTS) == result
     assert result["detected"] and result["peak_month"] == 3
     assert set(threaded["churn_season"]) == {f"{m:02d}" for m in range(1, 13)}
+
+
+def test_kpis_and_nps_gathered_by_a_thread_give_the_panel_made_in_turn(monkeypatch):
+    """build_panel's KPI and NPS columns gathered by a thread while this one makes the revenue columns
+    (panel._Beside): the same frame, bit for bit, columns in the same order, one float block (each
+    column's place taken first)."""
+    import cskit.panel as P
+    from cskit.loading import client_from_frames
+    from cskit.params import Params
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(800, 24, seed=5)
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+    assert data.nps is not None and len(data.nps) and data.static_kpis
+    started = []
+    monkeypatch.setattr(P._Beside, "__init__", lambda self, work, init=P._Beside.__init__: (started.append(1),
+                                                                                            init(self, work))[1])
+    threaded = P.build_panel(data)
+    assert started == [1]
+
+    class InTurn:  # the work done at once, by this thread
+        def __init__(self, work):
+            work()
+
+        def result(self):
+            pass
+
+    monkeypatch.setattr(P, "_Beside", InTurn)
+    in_turn = P.build_panel(data)
+    pd.testing.assert_frame_equal(threaded, in_turn, check_exact=True)
+    assert sum(b.dtype == np.float64 for b in threaded._mgr.blocks) == 1
+    kpis = [c for c in data.kpis.columns if c not in ("account_id", "month")]
+    columns = list(threaded.columns)
+    assert columns[columns.index("mrr"):] == [name for name, _ in P._REVENUE_COLUMNS] + [
+        "contract_months", *data.static_kpis, *kpis, "nps"]
