@@ -36,10 +36,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# drivers_parent / history_parent: the shared pieces (the expansion triggers, the history) when the
-# analysing process took them (cskit.pipeline.plan), not its child
+# drivers_parent / history_parent: the shared pieces (the triggers' steps, the history) the analysing
+# process took (cskit.pipeline.plan), not its child; health_parent: the score, made there only when the
+# child died before posting it
 STAGES = ["load", "panel", "metrics", "drivers", "potential", "drivers_parent", "history_parent", "health", "history",
-          "write", "other"]
+          "health_parent", "write", "other"]
 CHILD_STAGES = ("drivers", "health", "history")  # with two cores: the forked child's, beside the potential
 RUN_STAGES = ["load", "panel", "metrics", "drivers", "potential", "health", "history", "report"]
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
