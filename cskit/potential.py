@@ -69,7 +69,11 @@ from cskit.sampling import RowSample, sampled_notice
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
-CHUNK_ELEMENTS = 100_000
+CHUNK_ELEMENTS = 100_000  # entries (draws × accounts) of a chunk of project: its totals are summed in one product
+# accounts projected at a time within a chunk (the point estimate's chunk holds up to 100,000 accounts): the
+# months' factors of a part (tenure_factor, 36 months × outcome) then fit in a few MB reused part after part,
+# where a chunk's would be fresh memory of ~27 MB per outcome at 100k accounts, costly to obtain from the OS
+SUB_ACCOUNTS = 8_192
 DRAW_ACCOUNTS = 5_000  # active accounts up to which the interval draws are projected for every one of them
 DRAW_SAMPLE = 1_000  # beyond, for a sample of this many (draw_sample; docs/methods.md, "Intervals")
 
@@ -613,7 +617,9 @@ def project(
     w_money: np.ndarray | None = None,
     w_count: np.ndarray | None = None,
 ) -> Projection:
-    """Project baseline and every scenario for the accounts of ``active``, chunk by chunk.
+    """Project baseline and every scenario for the accounts of ``active``, chunk by chunk (of
+    ``CHUNK_ELEMENTS`` draws × accounts; each chunk's totals summed in one product per scenario), a
+    chunk ``SUB_ACCOUNTS`` accounts at a time (every entry is computed on its own: the same bits).
 
     Totals are Σ_i w_money_i · (amount per unit of starting MRR) for churn, expansion, downgrade and
     ltv, and Σ_i w_count_i · (expected referrals) × ``referral_mrr`` for new revenue. By default
@@ -633,31 +639,52 @@ def project(
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
     buffers: dict[str, dict[str, np.ndarray]] = {"base": {}, "moved": {}}  # the factors' memory, chunk after chunk
     for lo in range(0, n, chunk):
-        sl = slice(lo, min(lo + chunk, n))
-        risk = decides(tenure[None, sl] + np.arange(1, months + 1)[:, None], cycle[None, sl])
-        log_a = {o: hz.coef @ hz.X[sl].T + hz.shift() for o, hz in hazards.items()}
-        neg_a = _neg_exp(log_a, dtype)
-        base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype, sl, buffers["base"])
-        base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months)
-        weights = (w_money[sl], w_count[sl], referral_mrr)
-        _add_totals(totals, 0, base, *weights)
-        churn_prob[:, sl] = 1.0 - base["surv"]
-        ltv_units[:, sl] = base["ltv"] * mrr[None, sl]
-        for s, sc in enumerate(scen, start=1):
-            moved = [o for o, hz in hazards.items() if sc.kpi in hz.kpi_cols]
-            if sc.reason:
-                continue
-            if not moved:
-                res = base
-            elif sc.kpi == "contract_months":
-                factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl, buffers["moved"])
-                res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months)
-            else:
-                at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
-                change = {o: hazards[o].change(sc.kpi, sc.dz[sl], sl, at_mean) for o in moved}
-                res = _moved_projection(neg_a, log_a, change, base, base_factor, ge, gd, horizon, ltv_months)
-            _add_totals(totals, s, res, *weights)
+        hi = min(lo + chunk, n)
+        weights = (w_money[lo:hi], w_count[lo:hi], referral_mrr)
+        parts = range(lo, hi, SUB_ACCOUNTS)
+        # more than one part: each part's results kept until the chunk's totals are summed in one product,
+        # as they would be without parts (the same bits)
+        kept = None if len(parts) == 1 else {c: np.empty((len(scen) + 1, b, hi - lo), dtype) for c in totals}
+        for part in parts:
+            sl = slice(part, min(part + SUB_ACCOUNTS, hi))
+            risk = decides(tenure[None, sl] + np.arange(1, months + 1)[:, None], cycle[None, sl])
+            log_a = {o: hz.coef @ hz.X[sl].T + hz.shift() for o, hz in hazards.items()}
+            neg_a = _neg_exp(log_a, dtype)
+            base_factor = _factors(hazards, tenure[sl], months, 0.0, risk, dtype, sl, buffers["base"])
+            base = project_chunk(neg_a, base_factor, ge, gd, horizon, ltv_months)
+            _keep(totals, kept, 0, base, weights, slice(sl.start - lo, sl.stop - lo))
+            churn_prob[:, sl] = 1.0 - base["surv"]
+            ltv_units[:, sl] = base["ltv"] * mrr[None, sl]
+            for s, sc in enumerate(scen, start=1):
+                moved = [o for o, hz in hazards.items() if sc.kpi in hz.kpi_cols]
+                if sc.reason:
+                    continue
+                if not moved:
+                    res = base
+                elif sc.kpi == "contract_months":
+                    factor = _factors(hazards, tenure[sl], months, sc.delta, risk, dtype, sl, buffers["moved"])
+                    res = project_chunk(neg_a, factor, ge, gd, horizon, ltv_months)
+                else:
+                    at_mean = None if sc.dz_at_mean is None else sc.dz_at_mean[sl]
+                    change = {o: hazards[o].change(sc.kpi, sc.dz[sl], sl, at_mean) for o in moved}
+                    res = _moved_projection(neg_a, log_a, change, base, base_factor, ge, gd, horizon, ltv_months)
+                _keep(totals, kept, s, res, weights, slice(sl.start - lo, sl.stop - lo))
+        if kept is not None:
+            for s in range(len(scen) + 1):
+                if s == 0 or not scen[s - 1].reason:
+                    _add_totals(totals, s, {c: v[s] for c, v in kept.items()}, *weights)
     return Projection(totals, churn_prob, ltv_units)
+
+
+def _keep(totals: dict[str, np.ndarray], kept: dict[str, np.ndarray] | None, s: int, res: dict[str, np.ndarray],
+          weights: tuple, cols: slice) -> None:
+    """Scenario ``s``'s results of one part of a chunk: into the totals at once when the part is the whole
+    chunk, else into ``kept`` (scenario, draw, account of the chunk), summed when the chunk is done."""
+    if kept is None:
+        _add_totals(totals, s, res, *weights)
+        return
+    for c, v in kept.items():
+        v[s][:, cols] = res[c]
 
 
 def _moved_projection(neg_a, log_a, change, base, factor, ge, gd, horizon, ltv_months) -> dict[str, np.ndarray]:
