@@ -945,12 +945,19 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
         report.fatal.append("revenue: no row has both an account_id and a valid month, so as_of cannot be set. "
                             "Fix: write months as YYYY-MM, or set as_of in params.")
         report.stop_if_fatal(source)
-    kpis, kpi_names = (
-        _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
-        if "kpis" in frames
-        else (pd.DataFrame({"account_id": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[ns]")}), [])
-    )
-    nps = _nps_rows(frames["nps"], contracts, as_of, report) if "nps" in frames else None
+    # the nps rows checked by a thread meanwhile, with a report of their own merged after the kpis'
+    nps_rows = _Beside(lambda r: _nps_rows(frames["nps"], contracts, as_of, r)) if "nps" in frames else None
+    try:
+        kpis, kpi_names = (
+            _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
+            if "kpis" in frames
+            else (pd.DataFrame({"account_id": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[ns]")}),
+                  [])
+        )
+    finally:
+        if nps_rows is not None:
+            nps_rows.join()
+    nps = nps_rows.merged(report) if nps_rows is not None else None
     events = None
     if params.events_kpis and ("events" in tables):
         kpis, kpi_names = _events_kpis(frames.get("events", tables["events"]), params, accounts, contracts, as_of,
@@ -970,6 +977,37 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
     )
     _note_window(data)
     return data
+
+
+class _Beside:
+    """``work(report)`` done with a :class:`_Report` of its own by a thread started here (where there are
+    two cores), while the caller goes on; :meth:`merged` appends that report's counts and notices to the
+    caller's at the work's place in the order and gives the work's result. Work that raised is done
+    again in order by :meth:`merged`, which raises it there; so every count, notice and message is as
+    if the work had been done in turn."""
+
+    def __init__(self, work):
+        self.work, self.report, self.out, self.failed, self.thread = work, _Report(), None, False, None
+        if (os.cpu_count() or 1) > 1:
+            self.thread = threading.Thread(target=self._run, name="cskit-check", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.out = self.work(self.report)
+        except BaseException:  # noqa: BLE001 - done again in order by merged, which raises it there
+            self.failed = True
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def merged(self, report: _Report):
+        self.join()
+        if self.thread is None or self.failed:
+            return self.work(report)
+        report.merge(self.report)
+        return self.out
 
 
 def _accounts_and_revenue(frames: dict[str, pd.DataFrame], params: Params, catalogue_names: set[str],

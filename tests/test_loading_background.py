@@ -299,3 +299,32 @@ def test_plain_numbers_tells_a_plus_sign_from_a_double_sign(tmp_path, body, plai
     path = tmp_path / "kpis.csv"
     path.write_text("account_id,month,seats\n" + body, encoding="utf-8")
     assert loading._plain_numbers(path) is plain
+
+
+def test_nps_rows_checked_by_a_thread_count_and_note_as_checked_in_turn(monkeypatch):
+    frames = tables()
+    params = validate_params({"as_of": "2024-06-30"})
+    threads = []
+    run = loading._Beside._run
+    monkeypatch.setattr(loading._Beside, "_run", lambda self: (threads.append(1), run(self)))
+    beside = client_from_frames(frames, params)
+    assert threads == [1]
+    monkeypatch.setattr(loading.os, "cpu_count", lambda: 1)  # one core: checked in turn
+    in_turn = client_from_frames(frames, params)
+    assert threads == [1]
+    assert_frame_equal(beside.nps, in_turn.nps, check_exact=True)
+    assert beside.quality.to_dict() == in_turn.quality.to_dict()
+    assert records(beside.quality.warnings) == records(in_turn.quality.warnings)
+    assert list(beside.quality.tables) == ["accounts", "revenue", "kpis", "nps"]
+    assert beside.quality.tables["nps"]["excluded"] == {"score_out_of_range": 1, "unknown_account": 1}
+
+
+def test_a_failure_in_the_nps_thread_is_raised_where_the_in_turn_check_raises_it(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("nps rows")
+
+    monkeypatch.setattr(loading, "_nps_rows", broken)
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="nps rows"):
+        client_from_frames(tables(), validate_params({"as_of": "2024-06-30"}))
+    assert set(threading.enumerate()) <= before
