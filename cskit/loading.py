@@ -681,13 +681,14 @@ def _products(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, catalogue_names: set[str],
-              report: _Report) -> tuple[pd.DataFrame, list[str]]:
+              report: _Report, block: np.ndarray | None = None) -> tuple[pd.DataFrame, list[str]]:
     rows = _Rows("kpis", len(df), report)
     # the KPI columns go straight into one float block (kpis × rows, the frame's own layout): no copy of
     # the whole table when the frame is made; parsed by threads, a row each, while this one checks the
     # keys (_Parsing), then checked and counted here in column order
     columns = [c for c in df.columns if c not in ("account_id", "month")]
-    block = mapped_block((len(columns), len(df)))
+    if block is None or block.shape != (len(columns), len(df)):  # (``block``: mapped ahead, :class:`_Reads`)
+        block = mapped_block((len(columns), len(df)))
     with _Parsing([df[c] for c in columns if c != "contract_months"], block) as parsing:
         ids, coded = _coded_ids(df["account_id"])
         months, bad_month, month_numbers = _month_cells(df["month"])
@@ -894,7 +895,8 @@ def _no_rows(table: str, report: _Report) -> None:
 
 def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, source: str = "in-memory tables",
                        _report: _Report | None = None, _unread: frozenset[str] = frozenset(),
-                       _early: _Early | None = None, _coded: dict | None = None) -> ClientData:
+                       _early: _Early | None = None, _coded: dict | None = None,
+                       _block: np.ndarray | None = None) -> ClientData:
     """Validate and convert raw tables (any dtypes; text cells are parsed here) into a :class:`ClientData`.
 
     ``tables`` maps table names (accounts, revenue, kpis, nps, events) to frames with the client's
@@ -904,13 +906,14 @@ def client_from_frames(tables: dict[str, pd.DataFrame], params: Params, *, sourc
     global _CODED
     _CODED = dict(_coded or {})  # (columns coded ahead: :class:`_Reads`)
     try:
-        return _client_from_frames(tables, params, source, _report or _Report(), _unread, _early)
+        return _client_from_frames(tables, params, source, _report or _Report(), _unread, _early, _block)
     finally:
         _CODED = None
 
 
 def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source: str, report: _Report,
-                        _unread: frozenset[str], early: _Early | None = None) -> ClientData:
+                        _unread: frozenset[str], early: _Early | None = None,
+                        block: np.ndarray | None = None) -> ClientData:
     frames: dict[str, pd.DataFrame] = {}
     required = _required_tables(params)
     for name in TABLES:
@@ -949,7 +952,7 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
     nps_rows = _Beside(lambda r: _nps_rows(frames["nps"], contracts, as_of, r)) if "nps" in frames else None
     try:
         kpis, kpi_names = (
-            _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report)
+            _kpi_rows(frames["kpis"], contracts, as_of, catalogue_names, report, block)
             if "kpis" in frames
             else (pd.DataFrame({"account_id": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[ns]")}),
                   [])
@@ -1337,6 +1340,7 @@ class _Reads:
         self.con, self.paths, self.frames = con, paths, {}
         self.columns = columns
         self.coded: dict[int, tuple[object, pa.Array, np.ndarray]] = {}
+        self.block: np.ndarray | None = None  # the kpis rows' float block (_kpi_rows), mapped by the thread
         self.thread = None
         if paths:
             self.thread = threading.Thread(target=self._run, args=(con.cursor(),), name="cskit-read", daemon=True)
@@ -1359,6 +1363,10 @@ class _Reads:
                     if not _is_typed(df[col]) and list(canonical.values()).count(canonical[col]) == 1:
                         values = _values_of(df[col])
                         self.coded[id(values)] = (values, *_code(df[col]))
+            if "kpis" in self.frames and self.columns is not None:  # (the kpis' float block, mapped here)
+                df = self.frames["kpis"]
+                keys = _canonical_names(list(df.columns), self.columns.get("kpis", {}))
+                self.block = mapped_block((sum(keys[c] not in ("account_id", "month") for c in df.columns), len(df)))
         except Exception:  # noqa: BLE001 - the file is read again by finish, which reports or raises it
             pass
         finally:
@@ -1580,7 +1588,7 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     source = resolve_data_path(params.data, base)
     shown = shown_data(source) if isinstance(source, str) else str(source)
     report = _Report()
-    early, coded = None, {}
+    early, coded, block = None, {}, None
     if isinstance(source, Path) and source.is_dir():
         # the kpis (and nps) files are read by a thread while this one checks the accounts and revenue
         tables, unread, reads = _start_folder(source, report, columns={t: dict(params.columns.get(t, {}))
@@ -1591,7 +1599,7 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
             reads.close()
             raise
         reads.finish(tables, unread, report)  # joins the thread
-        coded = reads.coded
+        coded, block = reads.coded, reads.block
     else:
         tables, unread = _read_source(source, params, report)
     if set(TABLES) <= unread:
@@ -1608,4 +1616,4 @@ def load_client(params: Params, base: Path | None = None) -> ClientData:
     elif where is not None:
         report.quality.warn(Notice("events_unused", stage="load", severity="note", file=Path(str(where)).name))
     return client_from_frames(tables, params, source=shown, _report=report, _unread=frozenset(unread), _early=early,
-                              _coded=coded)
+                              _coded=coded, _block=block)

@@ -328,3 +328,25 @@ def test_a_failure_in_the_nps_thread_is_raised_where_the_in_turn_check_raises_it
     with pytest.raises(RuntimeError, match="nps rows"):
         client_from_frames(tables(), validate_params({"as_of": "2024-06-30"}))
     assert set(threading.enumerate()) <= before
+
+
+def test_the_kpis_float_block_is_mapped_by_the_reading_thread(tmp_path, monkeypatch):
+    frames = tables()
+    folder = write(tmp_path / "c", frames)
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder)})
+    assert_same_load(folder, params)
+    made = []
+    mapped = loading.mapped_block
+    monkeypatch.setattr(loading, "mapped_block", lambda shape: (made.append((threading.current_thread().name, shape)),
+                                                                 mapped(shape))[1])
+    load_client(params)
+    assert made == [("cskit-read", (3, len(frames["kpis"])))]  # (login_days, active_user_rate, custom_metric)
+    frames["kpis"].loc[len(frames["kpis"])] = [""] * 5  # a blank row, dropped: a block of its own rows, made here
+    folder = write(tmp_path / "d", frames)
+    made.clear()
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder)})
+    load_client(params)
+    assert made == [("cskit-read", (3, len(frames["kpis"]))),
+                    (threading.current_thread().name, (3, len(frames["kpis"]) - 1))]
+    monkeypatch.undo()
+    assert_same_load(folder, params)
