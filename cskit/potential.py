@@ -327,27 +327,37 @@ def scenarios(
         elif k in transforms and k != "contract_months":
             t = transforms[k]
             x = np.where(np.isfinite(x), x, t.inverse(0.0))
-            dz = at_value = _moved_z(t, x, delta, kpi)
+            fx = t.forward(x)
+            dz = at_value = t.forward(_moved(x, delta, kpi)) - fx  # the change on the model scale
             if k in months:
                 v = months[k]
                 seen = np.isfinite(v)
-                n = np.maximum(seen.sum(axis=1), 1)
-                some = seen.any(axis=1)
+                count = _row_sums(seen.astype(np.int64), 0)
+                n, some = np.maximum(count, 1), count > 0
                 v0 = np.where(seen, v, 0.0)
-                per_month = np.where(seen, _moved_z(t, v0, delta, kpi), 0.0)
-                dz = np.where(some, per_month.sum(axis=1) / n, at_value)
-                ident = Transform("identity", 0.0, 1.0)
-                raw = np.where(seen, _moved_z(ident, v0, delta, kpi), 0.0).sum(axis=1) / n
-                at_mean = np.where(some, t.forward(x + raw) - t.forward(x), at_value)
+                moved = _moved(v0, delta, kpi)
+                per_month = np.where(seen, t.forward(moved) - t.forward(v0), 0.0)
+                dz = np.where(some, _row_sums(per_month) / n, at_value)
+                # the raw change (as the change at the identity transform: (c − 0) / 1 − (x − 0) / 1 = c − x)
+                raw = _row_sums(np.where(seen, moved - v0, 0.0)) / n
+                at_mean = np.where(some, t.forward(x + raw) - fx, at_value)
         out.append(Scenario(k, mean, delta, dz, reason, at_mean))
     return out
 
 
-def _moved_z(t: Transform, x: np.ndarray, delta: float, kpi: KPI) -> np.ndarray:
-    """Change on the model scale of values ``x`` moved by δ, clipped to the KPI's bounds, never the wrong way."""
+def _moved(x: np.ndarray, delta: float, kpi: KPI) -> np.ndarray:
+    """Values ``x`` moved by δ, clipped to the KPI's bounds, never the wrong way."""
     changed = np.clip(x + delta, kpi.lower, kpi.upper)
-    changed = np.maximum(changed, x) if delta > 0 else np.minimum(changed, x)
-    return t.forward(changed) - t.forward(x)
+    return np.maximum(changed, x) if delta > 0 else np.minimum(changed, x)
+
+
+def _row_sums(a: np.ndarray, start: float | int = 0.0) -> np.ndarray:
+    """``a.sum(axis=1)`` of a few columns (the last months), the same bits: numpy sums so few in order from
+    0, which a column at a time also does, without the per-row reduction loop (a tenth of the time)."""
+    out = np.full(len(a), start, dtype=a.dtype)
+    for j in range(a.shape[1]):
+        out += a[:, j]
+    return out
 
 
 # ---------------------------------------------------------------- the projection
