@@ -205,12 +205,22 @@ def aipw(y: np.ndarray, t: np.ndarray, X: np.ndarray, prob: np.ndarray, gamma: n
     of G⁻¹ is needed, so the n × (moments) array of the moments and its cross-product are never made.
     G is the exact Jacobian (:func:`aipw_jacobian`). The moments are centred per column (statsmodels
     subtracts their grand mean: zero but for rounding at the root); the figures agree with statsmodels'
-    to rounding (docs/methods.md, "Onboarding check")."""
+    to rounding (docs/methods.md, "Onboarding check"). Raises ``LinAlgError`` when a group's outcome model
+    is not identified (its covariates of less than full rank): its predictions for the other group, and
+    so the effect, would be one arbitrary choice among many (G is singular: no standard error)."""
     treat = t == 1
     n = len(y)
     X0, X1 = X[~treat], X[treat]
-    b0 = pinv_extended(X0)[0] @ y[~treat]
-    b1 = pinv_extended(X1)[0] @ y[treat]
+    (pinv0, s0), (pinv1, s1) = pinv_extended(X0), pinv_extended(X1)
+    for s, group, label in ((s0, X0, "not onboarded"), (s1, X1, "onboarded")):
+        rank = int((s > s.max() * max(group.shape) * np.finfo("float64").eps).sum())  # numpy's matrix_rank rule
+        if rank < X.shape[1]:  # the group's fit is one of many: its predictions for the other group arbitrary
+            raise np.linalg.LinAlgError(
+                f"the outcome model of the {label} accounts is not identified: {len(group)} accounts, "
+                f"their {X.shape[1]} covariates of rank {rank} (fewer accounts than covariates, or a covariate "
+                "constant within the group)")
+    b0 = pinv0 @ y[~treat]
+    b1 = pinv1 @ y[treat]
     f0, f1 = X @ b0, X @ b1
     # aipw(return_results=False): the OLS residuals weighted by the (unclipped) propensities
     correct0 = ((y[~treat] - X0 @ b0) / (1 - prob[~treat])).sum() / n

@@ -469,6 +469,27 @@ def test_aipw_matches_statsmodels_treatment_effect():
     assert abs(naive - got["ate"]) > 0.05  # the adjustment matters here
 
 
+def test_adjusted_difference_not_estimable_when_a_group_outcome_model_is_not_identified():
+    """A covariate constant among the onboarded (inside the others' range, so the propensity model still
+    converges) leaves their outcome model's slope on it undetermined: the effect depends on an arbitrary
+    choice and has no standard error (the Jacobian is singular). statsmodels' GMM covariance is not finite
+    there; the check says not estimable rather than print an interval. The same data with the covariate
+    varying in both groups is estimated."""
+    from cskit.checks import adjusted_difference
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    Z = rng.normal(size=(n, 3))
+    t = rng.random(n) < 1 / (1 + np.exp(-(0.8 * Z[:, 0])))
+    y = (rng.random(n) < 0.25 - 0.08 * t + 0.05 * Z[:, 1].clip(-1, 1)).astype(float)
+    ok = adjusted_difference(y, t, Z, ["a", "b", "c"])
+    assert ok["status"] == "fitted" and ok["ci_low"] < ok["estimate"] < ok["ci_high"]
+    Z[t, 2] = np.median(Z[~t, 2])
+    res = adjusted_difference(y, t, Z, ["a", "b", "c"])
+    assert res["status"] == "not_estimable"
+    assert "outcome model of the onboarded accounts is not identified" in res["reason"]
+
+
 def test_touch_tiers_by_ltv_shares_and_medians_by_hand():
     from cskit.playbook import touch_model
 
