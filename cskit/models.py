@@ -137,7 +137,9 @@ def _lagged_at(panel: pd.DataFrame, kpis: list[str], lag: int, rows: np.ndarray)
     out = np.empty((len(idx), len(kpis)), order="F")  # column by column: each KPI's values contiguous
     for j, k in enumerate(kpis):
         x = panel[k].to_numpy(dtype="float64")
-        np.take(x, idx if k == "contract_months" else src, out=out[:, j])  # gathered in place: no temporary
+        # gathered in place (no temporary); mode "clip": the indices are in range (rows of the panel, and
+        # i − lag only where the account has that month), and "raise" with ``out`` copies through a buffer
+        np.take(x, idx if k == "contract_months" else src, out=out[:, j], mode="clip")
         if k != "contract_months":
             out[first, j] = np.nan
     return out
@@ -327,7 +329,10 @@ def term_columns(terms: list[Term], z: np.ndarray, segment: np.ndarray | None = 
     masks = {} if masks is None else masks
     z = np.ascontiguousarray(z, dtype="float64")
     for j, t in enumerate(terms):
-        out[:, j] = t.values(z, segment, cubes, masks=masks)
+        if t.kind == "curve" and not t.level:  # written in its place (the same bits as t.values)
+            rcs_column(z, np.asarray(t.knots), t.index, cubes, out=out[:, j])
+        else:
+            out[:, j] = t.values(z, segment, cubes, masks=masks)
     return out
 
 
@@ -351,10 +356,11 @@ def rcs_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return np.column_stack(cols) if cols else np.empty((len(z), 0))
 
 
-def rcs_column(z: np.ndarray, knots: np.ndarray, j: int, cubes: dict | None = None) -> np.ndarray:
+def rcs_column(z: np.ndarray, knots: np.ndarray, j: int, cubes: dict | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Column ``j`` of :func:`rcs_basis` alone (the same arithmetic, element by element: the same bits),
     without building the other columns; ``cubes`` (knot → (z − knot)₊³ on this ``z``) keeps the cubes
-    for the next column of the same values."""
+    for the next column of the same values. ``out``: where to write it (``z``'s length; else a new array)."""
     z = np.asarray(z, dtype="float64")
     t = np.asarray(knots, dtype="float64")
     k = len(t)
@@ -363,7 +369,9 @@ def rcs_column(z: np.ndarray, knots: np.ndarray, j: int, cubes: dict | None = No
         if float(a) not in cubes:
             cubes[float(a)] = _cube(z, a)
     span = t[k - 1] - t[k - 2]
-    col = cubes[float(t[j])] - cubes[float(t[k - 2])] * ((t[k - 1] - t[j]) / span)
+    # a − b·c₁ + d·c₂, then / (t_k − t_1)², written into ``out`` (the same operations: the same bits)
+    col = np.multiply(cubes[float(t[k - 2])], (t[k - 1] - t[j]) / span, out=out)
+    np.subtract(cubes[float(t[j])], col, out=col)
     col += cubes[float(t[k - 1])] * ((t[k - 2] - t[j]) / span)
     col /= (t[k - 1] - t[0]) ** 2
     return col
@@ -580,6 +588,8 @@ def score_test_blocks(null: tuple, blocks: list[tuple[list[Term], np.ndarray]],
     rows = min(SCORE_ROWS, n)
     built = np.empty((off[-1], rows))  # the columns built one contiguous row each, then turned row-major
     buf, wbuf = np.empty((rows, off[-1])), np.empty((rows, off[-1]))
+    wide = max(widths, default=0)
+    own, own_w = np.empty(rows * wide), np.empty(rows * wide)  # one block's columns and their weighted copy
     for s in range(0, n, SCORE_ROWS):
         e = min(n, s + SCORE_ROWS)
         Zt = built[:, : e - s]
@@ -596,9 +606,10 @@ def score_test_blocks(null: tuple, blocks: list[tuple[list[Term], np.ndarray]],
         WZ = np.multiply(Zc, w[s:e, None], out=wbuf[: e - s])
         A += X0[s:e].T @ WZ
         U += r[s:e] @ Zc
-        for b in range(len(blocks)):  # each block's own columns, contiguous (rows × its width): the same product
-            zb = np.ascontiguousarray(Zt[off[b] : off[b + 1]].T)
-            D[b] += zb.T @ np.multiply(zb, w[s:e, None], out=zb.copy())
+        for b, k in enumerate(widths):  # each block's own columns, contiguous (rows × its width): the same product,
+            zb = own[: (e - s) * k].reshape(e - s, k)  # written into buffers made once (not two new copies a block)
+            zb[...] = Zt[off[b] : off[b + 1]].T
+            D[b] += zb.T @ np.multiply(zb, w[s:e, None], out=own_w[: (e - s) * k].reshape(e - s, k))
     P = solve(info0, A)
     out = []
     for b in range(len(blocks)):
