@@ -89,7 +89,8 @@ def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]
     out = {}
     for k in kpis:
         x = panel[k].to_numpy(dtype="float64")
-        x = x[np.isfinite(x)]
+        finite = np.isfinite(x)
+        x = x if finite.all() else x[finite]  # the same values in the same order; no copy of a complete column
         if len(x) < 2:
             continue
         log, moments = k == "contract_months", None
