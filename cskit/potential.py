@@ -423,14 +423,17 @@ def account_matrix(design: Design, future: pd.DataFrame, active: pd.DataFrame) -
     return _column_stack(cols, len(active))
 
 
-def _column_stack(cols: list[np.ndarray], n: int, step: int = 2048) -> np.ndarray:
-    """``np.column_stack(cols)`` (float64), filled a few thousand rows at a time: each column's strided
-    writes then stay in the cache (the same values; half the time at 100k accounts)."""
+def _column_stack(cols: list[np.ndarray], n: int, step: int = 4096) -> np.ndarray:
+    """``np.column_stack(cols)`` (float64), a few thousand rows at a time: the rows' columns copied
+    contiguously into a small buffer (columns × rows), then written transposed into their place (the
+    same values; a quarter of column_stack's time at 100k accounts)."""
     out = np.empty((n, len(cols)))
+    buf = np.empty((len(cols), min(step, n)))
     for lo in range(0, n, step):
-        rows = out[lo:lo + step]
+        m = min(step, n - lo)
         for j, c in enumerate(cols):
-            rows[:, j] = c[lo:lo + step]
+            buf[j, :m] = c[lo:lo + m]
+        out[lo:lo + m] = buf[:, :m].T
     return out
 
 

@@ -175,6 +175,18 @@ def test_a_chunk_projected_in_parts_gives_the_same_bits(monkeypatch):
     assert whole.totals["ltv"][1, 0] != whole.totals["ltv"][0, 0] and whole.totals["ltv"][4, 0] == 0
 
 
+def test_column_stack_in_row_blocks_equals_numpy_bit_for_bit():
+    from cskit.potential import _column_stack
+
+    rng = np.random.default_rng(8)
+    for n in (0, 1, 4095, 4096, 4097, 9000):
+        cols = [rng.normal(size=n), np.full(n, -0.0), (rng.random(n) < 0.3).astype(float), rng.normal(size=n) * 1e300]
+        cols[0][: n // 3] = np.nan
+        got = _column_stack(cols, n)
+        want = np.column_stack(cols) if n else np.empty((0, len(cols)))
+        assert got.shape == want.shape and np.array_equal(got.view(np.int64), want.view(np.int64)), n
+
+
 def test_without_a_referral_hazard_the_other_sums_are_unchanged_bit_for_bit():
     hz = constant_hazards({"churn": [0.1, 0.3], "expansion": [0.2, 0.2], "downgrade": [0.1, 0.1],
                            "referral": [0.05, 0.05]})
