@@ -1167,11 +1167,10 @@ def _arrow_frame(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
 
 
 def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
-    """The relation's rows as an Arrow table, in their order, collected by all of DuckDB's threads
-    (``arrow()`` streams them to the calling thread, which then does most of the reading itself)."""
-    if hasattr(rel, "to_arrow_table"):
-        return rel.to_arrow_table()
-    table = rel.arrow()  # (DuckDB < 1.4)
+    """The relation's rows as an Arrow table, in their order, streamed (DuckDB's ``to_arrow_table``, which
+    collects them with all its threads, holds ~0.35 GB more at the peak of a 100k-account load, for no
+    gain measured on a shared 2-core machine)."""
+    table = rel.arrow()
     return table.read_all() if isinstance(table, pa.RecordBatchReader) else table
 
 
