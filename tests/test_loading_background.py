@@ -350,3 +350,30 @@ def test_the_kpis_float_block_is_mapped_by_the_reading_thread(tmp_path, monkeypa
                     (threading.current_thread().name, (3, len(frames["kpis"]) - 1))]
     monkeypatch.undo()
     assert_same_load(folder, params)
+
+
+@pytest.mark.parametrize("trap", ["1_000", "+-1"])
+def test_a_kpis_file_with_carriage_returns_alone_gets_the_text_cells_load(tmp_path, trap):
+    # old Excel for Mac's "CSV (Macintosh)" ends lines with "\r" alone: DuckDB reads its rows, so the guard
+    # must look past the header's "\r" too (it used to find no "\n", take the file for a header alone and
+    # let DuckDB read "1_000" as 1000 where the text reading blanks and counts the cell)
+    frames = tables()
+    frames["kpis"] = number_kpis(trap)
+    folder = write(tmp_path / "c", frames)
+    path = folder / "kpis.csv"
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    assert b"\n" not in path.read_bytes()
+    assert loading._plain_numbers(path) is False
+    params = validate_params({"as_of": "2024-06-30", "data": str(folder), "columns": {"kpis": {"Monat": "month"}}})
+    data = assert_same_load(folder, params)
+    assert data.quality.tables["kpis"]["blanked_cells"] == {"logins": 1}
+
+
+@pytest.mark.parametrize("at", [0, 1, 2, 3])
+def test_plain_numbers_finds_a_pair_across_its_scan_windows(tmp_path, monkeypatch, at):
+    monkeypatch.setattr(loading, "SCAN_BYTES", 4)
+    body = "A1,2024-01,55\n"
+    for pair, plain in (("1_2", False), ("+-", False), ("x_2", True)):
+        path = tmp_path / "kpis.csv"
+        path.write_text("account_id,month,seats\n" + "X" * at + pair + "\n" + body, encoding="utf-8")
+        assert loading._plain_numbers(path) is plain, (pair, at)
