@@ -340,3 +340,36 @@ def test_the_parent_skips_the_history_until_the_childs_score_has_arrived():
     made.made[pipeline.HEALTH] = ("score", [], 0.0, "parent")
     assert made.waiting(shared) == set()
     assert pipeline._Pieces(None, None, None, [], post=print).waiting(shared) == set()  # the child
+
+
+def _huge_pages_asked() -> bool:
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    now = _set_madvise_hugepage(True)
+    _set_madvise_hugepage(now)
+    return now
+
+
+def test_the_stages_run_without_numpy_asking_for_huge_pages_and_the_setting_comes_back(tiny, monkeypatch):
+    import cskit.loading
+    from cskit.pipeline import small_pages
+
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    seen = []
+    load = cskit.loading.load_client
+    monkeypatch.setattr(cskit.loading, "load_client", lambda p: (seen.append(_huge_pages_asked()), load(p))[1])
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    data, _, _ = tiny
+    original = _huge_pages_asked()
+    try:
+        for before in (True, False):
+            _set_madvise_hugepage(before)
+            analyse(params(data))
+            assert seen[-1] is False  # during the stages
+            assert _huge_pages_asked() is before  # as it was, after
+    finally:
+        _set_madvise_hugepage(original)
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user's own choice is left alone
+    with small_pages():
+        assert _huge_pages_asked() is True
