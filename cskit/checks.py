@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import scipy.linalg
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.discrete.discrete_model import Logit
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
-from statsmodels.tools.tools import pinv_extended
+from statsmodels.tools.tools import add_constant, pinv_extended
 
 from cskit.fits import churn_rows
 from cskit.forecast import kpi_forecasts
@@ -161,14 +161,14 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
             f"{n1} onboarded and {n0} not onboarded accounts with {e1 + e0} churns: fewer than "
             f"{ADJUSTED_MIN_GROUP} in a group")}
     keep, Z = _usable_columns(X)
-    exog = sm.add_constant(Z, has_constant="add")
+    exog = add_constant(Z, has_constant="add")
     t = treated.astype("float64")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             # check_rank=False: no SVD of the cohort for the model's degrees of freedom, which nothing
             # reads (the columns are of full rank: _usable_columns); the same Newton steps and parameters
-            sel = sm.Logit(t, exog, check_rank=False).fit(disp=0, maxiter=200)
+            sel = Logit(t, exog, check_rank=False).fit(disp=0, maxiter=200)
         if not sel.mle_retvals.get("converged", True):
             return {"status": "not_estimable", "reason": (
                 "the propensity model did not converge (onboarding is almost determined by the other KPIs: "

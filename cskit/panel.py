@@ -15,6 +15,7 @@ import pandas as pd
 
 from cskit.client import ClientData
 from cskit.season import COLUMNS as SEASON_COLUMNS
+from cskit.season import GLM_MODULE as SEASON_GLM
 from cskit.season import churn_seasonality, season_column
 from cskit.season import remember as remember_season
 
@@ -134,7 +135,7 @@ class _SeasonTest:
 
     def __init__(self, rows: dict):
         self.rows, self.out, self.error, self.thread = rows, None, None, None
-        if all(_imported(m) for m in ("statsmodels.api", "scipy.stats")):
+        if all(_imported(m) for m in (SEASON_GLM, "scipy.stats")):
             self.thread = threading.Thread(target=self._run, name="cskit-season", daemon=True)
             self.thread.start()
 

@@ -18,6 +18,7 @@ from cskit.client import ClientData
 from cskit.errors import CskitError
 from cskit.params import REPO_ROOT, Params, absolute_data, load_params, validate_params
 from cskit.result import StageResult
+from cskit.season import GLM_MODULE
 
 
 @dataclass(repr=False)
@@ -333,7 +334,7 @@ def analyse(
 # The stages' modules and their libraries (statsmodels, scipy.stats, lifelines: ~2 s of imports in a fresh
 # process), imported by a thread while the loader reads (:func:`_import_stages`).
 STAGE_MODULES = (
-    "statsmodels.api", "cskit.fits", "cskit.triggers", "cskit.health", "cskit.history", "cskit.metrics",
+    GLM_MODULE, "cskit.fits", "cskit.triggers", "cskit.health", "cskit.history", "cskit.metrics",
     "cskit.survival", "cskit.potential",
 )
 
