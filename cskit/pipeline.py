@@ -21,6 +21,43 @@ from cskit.result import StageResult
 from cskit.season import GLM_MODULE
 
 
+@contextmanager
+def memory_settings():
+    """How the stages get memory, inside the block (also a decorator: ``analyse`` and ``Diagnosis.write``),
+    each setting as it was after it. Results never depend on it (where pages come from changes no value).
+
+    - numpy's large arrays (4 MB and more) without ``madvise(MADV_HUGEPAGE)``: with transparent huge
+      pages on "madvise" (Debian's default) each fresh array numpy asks huge pages for makes the kernel
+      compact memory at its first touch; at 100k accounts the stages make thousands of them (system time
+      4.4 -> 2.8 s, ~0.35 s of wall-clock, measured in alternating pairs). Left alone when the user set
+      ``NUMPY_MADVISE_HUGEPAGE`` (numpy's own switch) or numpy has no such setting.
+    - Arrow's buffers from the C library's allocator (``pyarrow.system_memory_pool``), not its bundled
+      mimalloc, unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise: the loader gives Arrow's freed memory
+      back before the panel (``release_free_memory``), after which mimalloc maps every later buffer afresh;
+      the result CSVs' columns (``result.csv_bytes``) then took 1.5 s to write at 100k where they take
+      0.9 s from the C heap, the analysis' own time and peak memory unchanged (alternating pairs)."""
+    import os
+
+    import pyarrow as pa
+
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # pragma: no cover - another numpy layout: its default
+        _set_madvise_hugepage = None
+    pages = _set_madvise_hugepage is not None and "NUMPY_MADVISE_HUGEPAGE" not in os.environ
+    pool = None if "ARROW_DEFAULT_MEMORY_POOL" in os.environ else pa.default_memory_pool()
+    before = _set_madvise_hugepage(False) if pages else None
+    if pool is not None:
+        pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        if pages:
+            _set_madvise_hugepage(before)
+        if pool is not None:
+            pa.set_memory_pool(pool)
+
+
 @dataclass(repr=False)
 class Diagnosis(StageResult):
     """Every stage's result for one client (attribute names match the stage modules).
@@ -59,6 +96,7 @@ class Diagnosis(StageResult):
     def _repr_markdown_(self) -> str:
         return "\n".join([super()._repr_markdown_(), *(s._repr_markdown_() for s in self.stages().values())])
 
+    @memory_settings()
     def write(self, out_dir: str | Path, *, params_file: str | Path | None = None) -> Path:
         """Write results/ (DESIGN §6) under ``out_dir``, with ``run.json`` (params, cskit version, input
         fingerprints; ``params_file`` names the YAML they came from); return the results folder. With
@@ -140,34 +178,7 @@ def load(params: Params | dict | str | Path, base: str | Path | None = None) -> 
     return load_client(absolute_data(as_params(params), base))
 
 
-@contextmanager
-def small_pages():
-    """numpy's large arrays (4 MB and more) without ``madvise(MADV_HUGEPAGE)`` inside the block (also a
-    decorator), numpy's setting as it was after it.
-
-    With transparent huge pages on "madvise" (Debian's default), each fresh array numpy asks huge pages for
-    makes the kernel compact memory synchronously at the first touch: at 100k accounts the stages make
-    thousands of such arrays and the analysis spent ~4.4 s of system time (2.8 s without), ~0.35 s of
-    wall-clock more (bench client, idle machine), for no gain in the arithmetic measured. Nothing else
-    changes (where pages come from never changes a value). Left alone when the user set
-    ``NUMPY_MADVISE_HUGEPAGE`` (numpy's own switch) or numpy has no such setting."""
-    import os
-
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage
-    except ImportError:  # pragma: no cover - another numpy layout: its default
-        _set_madvise_hugepage = None
-    if _set_madvise_hugepage is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        yield
-        return
-    before = _set_madvise_hugepage(False)
-    try:
-        yield
-    finally:
-        _set_madvise_hugepage(before)
-
-
-@small_pages()
+@memory_settings()
 def analyse(
     params: Params | dict | str | Path, base: str | Path | None = None, timings: dict | None = None, *,
     parallel: bool | None = None,

@@ -350,14 +350,19 @@ def _huge_pages_asked() -> bool:
     return now
 
 
-def test_the_stages_run_without_numpy_asking_for_huge_pages_and_the_setting_comes_back(tiny, monkeypatch):
+def test_the_stages_run_without_huge_pages_with_arrows_system_pool_and_the_settings_come_back(tiny, monkeypatch):
+    import pyarrow as pa
+
     import cskit.loading
-    from cskit.pipeline import small_pages
+    from cskit.pipeline import memory_settings
 
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    seen = []
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    seen, pools = [], []
     load = cskit.loading.load_client
-    monkeypatch.setattr(cskit.loading, "load_client", lambda p: (seen.append(_huge_pages_asked()), load(p))[1])
+    monkeypatch.setattr(cskit.loading, "load_client", lambda p: (
+        seen.append(_huge_pages_asked()), pools.append(pa.default_memory_pool().backend_name), load(p))[2])
+    pool = pa.default_memory_pool().backend_name
     from numpy._core.multiarray import _set_madvise_hugepage
 
     data, _, _ = tiny
@@ -366,10 +371,13 @@ def test_the_stages_run_without_numpy_asking_for_huge_pages_and_the_setting_come
         for before in (True, False):
             _set_madvise_hugepage(before)
             analyse(params(data))
-            assert seen[-1] is False  # during the stages
+            assert seen[-1] is False and pools[-1] == "system"  # during the stages
             assert _huge_pages_asked() is before  # as it was, after
+            assert pa.default_memory_pool().backend_name == pool
     finally:
         _set_madvise_hugepage(original)
-    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user's own choice is left alone
-    with small_pages():
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user's own choices are left alone
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", pool)
+    with memory_settings():
         assert _huge_pages_asked() is True
+        assert pa.default_memory_pool().backend_name == pool
