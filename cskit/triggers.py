@@ -33,6 +33,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cskit.catalogue import build_catalogue
 from cskit.errors import CskitError
+from cskit.fits import model_rows
 from cskit.models import (
     ADJUST,
     CHURN_ADJUST,
@@ -224,7 +225,8 @@ def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups
     never = [k for k in kpis if k not in transforms and np.isnan(Z.columns[k]).all()]
     part = TriggerPart({}, {}, {}, transforms, never)
     for group in [g for g in SAME_ROWS if g in groups]:
-        drawn = fits.rows(group[0]) if fits is not None else None  # the group's first outcome is sampled on
+        # the group's case-control sample, drawn on its first outcome once for every step
+        drawn = fits.rows(group[0]) if fits is not None else model_rows(panel, group[0], lag, seed=params.seed)
         if "model" in steps:
             rs = None
             for outcome in group:
@@ -237,7 +239,7 @@ def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups
                 part.results[outcome] = _one_outcome(rs, outcome, y, params, part.notices[outcome])
             del rs  # the group's designs, gathers and fits, released before the next group's
         if "columns" in steps:
-            part.columns[group] = group_columns(panel, Z, group, kpis, lag, params.seed, drawn=drawn)
+            part.columns[group] = group_columns(panel, Z, group, kpis, lag, drawn=drawn)
         if "lead_lag" in steps:
             part.lead_lag[group] = group_lead_lag(panel, Z, group, kpis, transforms, lag, params.seed)
     if SAME_ROWS[0] in groups and "model" in steps:
@@ -375,10 +377,10 @@ class RowSet:
     @classmethod
     def of(cls, panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], rows: np.ndarray, y: np.ndarray,
            kpis: list[str], model_kpis: list[str], transforms: dict[str, Transform], lag: int, seed: int, *,
-           drawn: tuple | None = None) -> RowSet:
+           drawn: tuple) -> RowSet:
         """The row set of ``group`` on ``rows``, sampled on its first outcome's ``y`` with ``seed``
-        (``drawn``: that sample when already drawn, ``cskit.fits.model_rows``' result)."""
-        kept, _, sample = case_control(panel, rows, y, seed=seed) if drawn is None else drawn
+        (``drawn``: that sample, ``cskit.fits.model_rows``' result)."""
+        kept, _, sample = drawn
         return cls(panel, Z, group, rows, kpis, model_kpis, transforms, lag, kept, sample, seed)
 
     def once(self, key, make, last: bool = False):
@@ -421,17 +423,17 @@ class RowSet:
         return fit_link(name or LINK[outcome], self.sample_of(outcome))
 
 
-def group_columns(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpis: list[str], lag: int, seed: int,
-                  *, drawn: tuple | None = None) -> dict:
+def group_columns(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpis: list[str], lag: int,
+                  *, drawn: tuple) -> dict:
     """What is described of the KPIs at t − lag on all of ``group``'s model rows (the "columns" step), in
     one pass over them, one column at a time (never a rows × KPIs matrix of them: 0.3 GB at 100k
     accounts): per KPI its measured rows (``counts``), its Spearman correlation with the group's first
     outcome (``spearman``; the other outcomes' are its negative: ranks of 1 − y reverse those of y) and,
-    when the models' rows are a case-control sample (drawn with ``seed``; ``drawn``: ``cskit.fits.model_rows``
-    of the first outcome when already drawn), the rows it is missing in (``missing``: of all rows, and of
+    when the models' rows are a case-control sample (``drawn``: ``cskit.fits.model_rows`` of the first
+    outcome), the rows it is missing in (``missing``: of all rows, and of
     annual contracts', for :func:`_full_shares`)."""
     rows, y = outcome_rows(panel, group[0], lag)
-    sampled = (case_control(panel, rows, y, seed=seed) if drawn is None else drawn)[2].sampled
+    sampled = drawn[2].sampled
     where = Z.sources(lag, rows)
     events = np.flatnonzero(np.asarray(y) > 0.5)  # indices: faster to take than a mask
     annual = np.flatnonzero(annual_rows(panel, where[0])) if sampled and "churn" in group else None
