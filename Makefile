@@ -8,7 +8,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test lab clean-output
+.PHONY: demo test lab clean-output bytecode
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,13 @@ $(DEMO_EVENTS): $(STAMP)
 
 # cskit's bytecode written once (an environment with PYTHONDONTWRITEBYTECODE, as some images set, would
 # otherwise compile every module in every process: ~0.2 s of each run's start and of its kernel's)
-demo: $(STAMP) $(DEMO_EVENTS)
+bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q cskit
+
+demo: $(STAMP) $(DEMO_EVENTS) bytecode
 	$(BIN)/cskit run params/demo.yaml
 
-test: $(STAMP) $(DEMO_EVENTS)
-	$(BIN)/python -m compileall -q cskit
+test: $(STAMP) $(DEMO_EVENTS) bytecode
 	$(BIN)/ruff check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	$(BIN)/python -m pytest -q -p no:cacheprovider
