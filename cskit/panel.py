@@ -117,8 +117,10 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     panel["churn_season"] = None  # (its place in the column order; written when the test is done)
     try:
         _add_accounts_columns(panel, acc, data, n, start, mi, tenure, row_acc)
-    finally:
-        season = test.result()
+    except BaseException:
+        test.join()  # (no thread outlives the panel; the test is not made for a panel that failed)
+        raise
+    season = test.result()
     panel["churn_season"] = season_column(rows, season)
     del rows
     frame = panel.frame()
@@ -144,6 +146,12 @@ class _SeasonTest:
             self.out = churn_seasonality(self.rows, MIN_EVENTS)
         except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
             self.error = e
+
+    def join(self) -> None:
+        """Wait for the thread, if one runs (its result dropped)."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
 
     def result(self) -> dict:
         """The test's result (waits for the thread; raises what the test raised)."""

@@ -467,5 +467,38 @@ def test_kpis_and_nps_gathered_by_a_thread_give_the_panel_made_in_turn(monkeypat
     assert sum(b.dtype == np.float64 for b in threaded._mgr.blocks) == 1
     kpis = [c for c in data.kpis.columns if c not in ("account_id", "month")]
     columns = list(threaded.columns)
-    assert columns[columns.index("mrr"):] == [name for name, _ in P._REVENUE_COLUMNS] + [
-        "contract_months", *data.static_kpis, *kpis, "nps"]
+    assert columns[columns.index("mrr"):] == [  # the order they were made in, one after the other, before
+        "mrr", "mrr_prev", "expansion", "expansion_mrr", "contraction", "contraction_mrr", "cross_sell", "referrals",
+        "referral_mrr", "contract_months", *data.static_kpis, *kpis, "nps"]
+
+
+def test_a_panel_that_fails_raises_its_own_error_and_leaves_no_thread(monkeypatch):
+    """When a column cannot be made, build_panel raises that error: the season test running beside it (a
+    thread) is waited for, not made again in turn, and its own outcome does not hide the panel's error."""
+    import threading
+
+    import pytest
+
+    import cskit.panel as P
+    from cskit.loading import client_from_frames
+    from cskit.params import Params
+    from cskit.simulate import simulate_client
+
+    sim = simulate_client(200, 24, seed=3)
+    data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
+    tests = []
+
+    def season(rows, min_events):
+        tests.append(threading.current_thread().name)
+        raise RuntimeError("the season test")
+
+    def columns(*args):
+        raise ValueError("a column")
+
+    monkeypatch.setattr(P, "churn_seasonality", season)
+    monkeypatch.setattr(P, "_add_accounts_columns", columns)
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match="a column"):
+        P.build_panel(data)
+    assert set(threading.enumerate()) <= before
+    assert all(name == "cskit-season" for name in tests)  # (never made again by this thread)
