@@ -70,7 +70,8 @@ from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.result import StageResult
 from cskit.sampling import RowSample, case_control, fit_link, link_offset, sampled_notice, uniform_rows
-from cskit.season import churn_seasonality, seasonal_notice
+from cskit.season import seasonal_notice
+from cskit.season import tested as seasonality_of
 from cskit.stats import spearman_binary
 
 if TYPE_CHECKING:
@@ -243,7 +244,8 @@ def trigger_part(panel: pd.DataFrame, params: Params, kpis: list[str], *, groups
         if "lead_lag" in steps:
             part.lead_lag[group] = group_lead_lag(panel, Z, group, kpis, transforms, lag, params.seed)
     if SAME_ROWS[0] in groups and "model" in steps:
-        part.season = fits.seasonality(MIN_EVENTS) if fits is not None else churn_seasonality(panel, MIN_EVENTS)
+        # the panel builder's test when kept (cskit.season.remember), as the Fits' own
+        part.season = fits.seasonality(MIN_EVENTS) if fits is not None else seasonality_of(panel, MIN_EVENTS)
     return part
 
 
