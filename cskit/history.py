@@ -108,6 +108,12 @@ def items_of(history: pd.DataFrame) -> list[str]:
     return [c.removeprefix("points_") for c in history.columns if c.startswith("points_")]
 
 
+def change_months(as_of: pd.Timestamp, months: int) -> list[pd.Timestamp]:
+    """The two months :func:`score_changes` compares: ``as_of − months`` ("then") and ``as_of`` ("now")."""
+    as_of = pd.Timestamp(as_of)
+    return [as_of - pd.DateOffset(months=months), as_of]
+
+
 def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Timestamp, months: int,
                   drop: float, red: str = "red") -> pd.DataFrame:
     """Every account scored both at ``as_of − months`` and at ``as_of``: its score and tier then and now,
@@ -116,8 +122,7 @@ def score_changes(history: pd.DataFrame, values: pd.DataFrame, *, as_of: pd.Time
     negative first (those that moved by at least MOVED_MIN_POINTS), each with its input value then and
     now. Sorted by change, then account_id. Columns: MOVER_COLUMNS but ``account_name`` and ``moved``.
     """
-    as_of = pd.Timestamp(as_of)
-    then_m = as_of - pd.DateOffset(months=months)
+    then_m, as_of = change_months(as_of, months)
     now = in_month(history, as_of).set_index("account_id")
     then = in_month(history, then_m).set_index("account_id")
     ids = now.index.intersection(then.index)
@@ -350,7 +355,7 @@ def track_health(panel: pd.DataFrame, data: ClientData, params: Params, health: 
     H, lag, as_of = params.horizon_months, params.kpi_lag_months, pd.Timestamp(data.as_of)
     model = health.model
     hist, values = score_history(panel, model, history_months(as_of), horizon=H, lag=lag, fitted_to=as_of,
-                                 value_months=[as_of - pd.DateOffset(months=params.alert_months), as_of])
+                                 value_months=change_months(as_of, params.alert_months))
     names = data.account_names()
     changes = score_changes(hist, values, as_of=as_of, months=params.alert_months, drop=params.alert_drop)
     movers = find_movers(changes)
