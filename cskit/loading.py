@@ -421,12 +421,12 @@ def _month_of(values: np.ndarray) -> np.ndarray:
 
 def _prepare(name: str, df: pd.DataFrame, mapping: dict[str, str], report: _Report) -> pd.DataFrame:
     """Map the client's headers to canonical names, drop fully blank rows, check required columns."""
-    df = df.rename(columns=lambda c: str(c).strip().lstrip("\ufeff"))
+    df = df.rename(columns=_header)
     for src in mapping:
         if src not in df.columns and mapping[src] not in df.columns:
             report.quality.warn(Notice("mapping_missing", stage="load", table=name, source=str(src),
                                        target=str(mapping[src]), columns=[str(c) for c in df.columns[:12]]))
-    df = df.rename(columns={k.strip(): v for k, v in mapping.items()})
+    df = df.rename(columns=_by_header(mapping))
     dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     for c in dup:
         report.fatal.append(
@@ -1233,11 +1233,20 @@ def _read_kpis_typed(path: Path, con: duckdb.DuckDBPyConnection, columns: dict[s
     return table.to_pandas(types_mapper=pd.ArrowDtype)
 
 
+def _header(name) -> str:
+    """A header as read: trimmed, without a byte-order mark."""
+    return str(name).strip().lstrip("\ufeff")
+
+
+def _by_header(columns: dict[str, str]) -> dict[str, str]:
+    """The params' mapping of one table (``columns``) keyed by the trimmed header it applies to."""
+    return {k.strip(): v for k, v in columns.items()}
+
+
 def _canonical_names(names: list[str], columns: dict[str, str]) -> dict[str, str]:
     """Each header's canonical name, as :func:`_prepare` maps it (``columns``: the params' mapping)."""
-    mapping = {k.strip(): v for k, v in columns.items()}
-    header = {n: str(n).strip().lstrip("\ufeff") for n in names}
-    return {n: mapping.get(header[n], header[n]) for n in names}
+    mapping = _by_header(columns)
+    return {n: mapping.get(_header(n), _header(n)) for n in names}
 
 
 def _plain_numbers(path: Path) -> bool:
