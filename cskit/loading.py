@@ -15,7 +15,6 @@ import re
 import tempfile
 import threading
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from cskit.client import ClientData, Quality
 from cskit.errors import CskitError
 from cskit.notices import Notice
 from cskit.panel import data_window, mapped_block
+from cskit.parallel import Beside
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
 from cskit.warehouse import (
     DatabaseURL,
@@ -756,35 +756,41 @@ PARSE_THREADS = 2
 
 class _Parsing:
     """Each column parsed (:func:`_numbers_into`) into its row of ``block``, every row in file order, by
-    :data:`PARSE_THREADS` threads started on entering (each writes only its own rows); :meth:`results`
-    gives each column's (bad mask or None, number of values) over all its cells, waiting for the threads.
-    Leaving the ``with`` joins every thread; with one thread the columns are parsed in :meth:`results`.
-    The values are the same with one thread or many."""
+    :data:`PARSE_THREADS` threads started on entering, each taking the next column left (and writing only
+    its rows); :meth:`results` gives each column's (bad mask or None, number of values) over all its cells,
+    waiting for the threads. Leaving the ``with`` joins every thread; with one thread the columns are
+    parsed in :meth:`results`. The values are the same with one thread or many."""
 
     def __init__(self, columns: list[pd.Series], block: np.ndarray):
         self.columns, self.block = columns, block
-        workers = min(PARSE_THREADS, os.cpu_count() or 1, len(columns))
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cskit-parse") if workers > 1 else None
-        self.futures = []
+        self.workers = min(PARSE_THREADS, os.cpu_count() or 1, len(columns))
+        self.todo = iter(range(len(columns)))  # (the columns not taken yet, shared by the threads)
+        self.threads: list[Beside] = []
 
     def _parse(self, i: int) -> tuple[np.ndarray | None, int]:
         values = self.block[i]
         bad = _numbers_into(self.columns[i], values)
         return bad, len(values) - int(np.count_nonzero(np.isnan(values)))
 
+    def _take(self) -> list[tuple[int, tuple[np.ndarray | None, int]]]:
+        return [(i, self._parse(i)) for i in self.todo]
+
     def __enter__(self) -> _Parsing:
-        if self.pool is not None:
-            self.futures = [self.pool.submit(self._parse, i) for i in range(len(self.columns))]
+        if self.workers > 1:
+            self.threads = [Beside(self._take, "cskit-parse") for _ in range(self.workers)]
         return self
 
     def results(self) -> list[tuple[np.ndarray | None, int]]:
-        if self.pool is None:
+        if not self.threads:
             return [self._parse(i) for i in range(len(self.columns))]
-        return [f.result() for f in self.futures]
+        parsed = dict(pair for thread in self.threads for pair in thread.result())
+        return [parsed[i] for i in range(len(self.columns))]
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for _ in self.todo:  # (leaving on an error: no column left to take)
+            pass
+        for thread in self.threads:
+            thread.join()
 
 
 def _count(mask: np.ndarray | None) -> int:
@@ -990,27 +996,18 @@ class _Beside:
     if the work had been done in turn."""
 
     def __init__(self, work):
-        self.work, self.report, self.out, self.failed, self.thread = work, _Report(), None, False, None
-        if (os.cpu_count() or 1) > 1:
-            self.thread = threading.Thread(target=self._run, name="cskit-check", daemon=True)
-            self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.out = self.work(self.report)
-        except BaseException:  # noqa: BLE001 - done again in order by merged, which raises it there
-            self.failed = True
+        self.work, self.report = work, _Report()
+        self.beside = Beside(lambda: work(self.report), "cskit-check", start=(os.cpu_count() or 1) > 1)
 
     def join(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
+        self.beside.join()
 
     def merged(self, report: _Report):
         self.join()
-        if self.thread is None or self.failed:
+        if self.beside.thread is None or self.beside.error is not None:
             return self.work(report)
         report.merge(self.report)
-        return self.out
+        return self.beside.result()
 
 
 def _accounts_and_revenue(frames: dict[str, pd.DataFrame], params: Params, catalogue_names: set[str],

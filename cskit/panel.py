@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import mmap
 import sys
-import threading
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from cskit.client import ClientData
+from cskit.parallel import Beside
 from cskit.season import COLUMNS as SEASON_COLUMNS
 from cskit.season import GLM_MODULE as SEASON_GLM
 from cskit.season import churn_seasonality, season_column
@@ -113,7 +114,11 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     panel["months_observed"] = mi - np.maximum(start[row_acc], window if window >= 0 else start[row_acc])
     panel["at_risk"] = (~annual | renewal | churn) & (panel["months_observed"] >= 0)
     rows = {c: panel[c] for c in SEASON_COLUMNS}  # what the season test reads (arrays, not framed)
-    test = _SeasonTest(rows)  # (run by a thread while the other columns are made, when it can be)
+    # the test (its GLM fits: LAPACK; numpy's work on large arrays) made by a thread while the other columns
+    # are made, where the libraries it imports are imported already (two threads importing one package at
+    # once can be handed a partly initialised module); else made in turn: the same result either way
+    test = Beside(partial(churn_seasonality, rows, MIN_EVENTS), "cskit-season",
+                  start=all(_imported(m) for m in (SEASON_GLM, "scipy.stats")))
     panel["churn_season"] = None  # (its place in the column order; written when the test is done)
     try:
         _add_accounts_columns(panel, acc, data, n, start, mi, tenure, row_acc)
@@ -126,42 +131,6 @@ def build_panel(data: ClientData) -> pd.DataFrame:
     frame = panel.frame()
     remember_season(frame, MIN_EVENTS, season)  # read by cskit.season.tested: the test made once per panel
     return frame
-
-
-class _SeasonTest:
-    """:func:`cskit.season.churn_seasonality` of the panel's season columns (``rows``, arrays no one
-    writes to meanwhile), made by a thread started here while the caller makes the other columns: its
-    GLM fits (LAPACK) and numpy's work on large arrays release the interpreter. Only where the
-    libraries the test imports are imported already (two threads importing one package at once can be
-    handed a partly initialised module); else made in :meth:`result`. The same result either way."""
-
-    def __init__(self, rows: dict):
-        self.rows, self.out, self.error, self.thread = rows, None, None, None
-        if all(_imported(m) for m in (SEASON_GLM, "scipy.stats")):
-            self.thread = threading.Thread(target=self._run, name="cskit-season", daemon=True)
-            self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.out = churn_seasonality(self.rows, MIN_EVENTS)
-        except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
-            self.error = e
-
-    def join(self) -> None:
-        """Wait for the thread, if one runs (its result dropped)."""
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-
-    def result(self) -> dict:
-        """The test's result (waits for the thread; raises what the test raised)."""
-        if self.thread is None:
-            return churn_seasonality(self.rows, MIN_EVENTS)
-        self.thread.join()
-        self.thread = None
-        if self.error is not None:
-            raise self.error
-        return self.out
 
 
 def _imported(name: str) -> bool:
@@ -179,7 +148,7 @@ _REVENUE_COLUMNS = (("mrr", True), ("mrr_prev", True), ("expansion", False), ("e
 def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, n: np.ndarray, start: np.ndarray,
                           mi: np.ndarray, tenure: np.ndarray, row_acc: np.ndarray) -> None:
     """The panel's columns after the churn season: revenue, referrals, contract months, static and
-    time-varying KPIs, trailing NPS. The KPIs and the NPS are gathered by a thread (:class:`_Beside`)
+    time-varying KPIs, trailing NPS. The KPIs and the NPS are gathered by a thread (:class:`cskit.parallel.Beside`)
     while this one makes the others (numpy's work on large arrays releases the interpreter): every
     column's place (and float row) is taken first, in the order the columns are made one after the
     other, so the frame is the same, and each thread writes only its own columns."""
@@ -193,12 +162,11 @@ def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, 
     nps = data.nps is not None and len(data.nps)
     floats = [*(name for name, _ in _REVENUE_COLUMNS), "contract_months", *data.static_kpis, *kpi_cols,
               *(["nps"] if nps else [])]
-    if len(set(floats)) < len(floats) or any(c in panel for c in floats):  # (names shared: made in turn)
-        beside = None
-    else:
+    together = len(set(floats)) == len(floats) and not any(c in panel for c in floats)  # (else made in turn)
+    if together:
         for name, is_float in [*_REVENUE_COLUMNS, *((c, True) for c in floats[len(_REVENUE_COLUMNS):])]:
             panel.take_place(name, is_float)
-        beside = _Beside(lambda: _add_kpis_and_nps(panel, data, ids, at, nps))
+    beside = Beside(lambda: _add_kpis_and_nps(panel, data, ids, at, nps), "cskit-panel", start=together)
     try:
         revenue_codes = _add_revenue(panel, data, ids, at)
         _add_referrals(panel, acc, data, ids, at, revenue_codes)
@@ -207,13 +175,9 @@ def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, 
             values = pd.to_numeric(acc[col], errors="coerce").to_numpy(dtype="float64")
             np.take(values, row_acc, out=panel.float_row(col, fill=None))
     except BaseException:
-        if beside is not None:  # (no thread outlives the panel)
-            beside.thread.join()
+        beside.join()  # (no thread outlives the panel)
         raise
-    if beside is None:
-        _add_kpis_and_nps(panel, data, ids, at, nps)
-    else:
-        beside.result()
+    beside.result()
     missing = [name for name, is_float in _REVENUE_COLUMNS if not is_float and dict.__getitem__(panel, name) is None]
     if missing:  # (a column whose place was taken but was not made)
         raise RuntimeError(f"panel columns not made: {missing}")
@@ -223,27 +187,6 @@ def _add_kpis_and_nps(panel: _Columns, data: ClientData, ids: pd.Index, at: _Row
     _add_kpis(panel, data, ids, at)
     if nps:
         _trailing_nps(panel, data.nps, ids, at)
-
-
-class _Beside:
-    """``work`` done by a thread started here; :meth:`result` waits for it and raises what it raised."""
-
-    def __init__(self, work):
-        self.error = None
-
-        def run() -> None:
-            try:
-                work()
-            except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
-                self.error = e
-
-        self.thread = threading.Thread(target=run, name="cskit-panel", daemon=True)
-        self.thread.start()
-
-    def result(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 class _Rows:

@@ -28,6 +28,9 @@ the history of the child's health score) and, when the child dies, knows which p
 ``CSKIT_PARALLEL=0`` (or ``analyse(..., parallel=False)``) runs every stage in one process; so does a
 machine with one usable core, and any OS but Linux (no ``fork`` on Windows; on macOS forking a process
 that has loaded system frameworks is unsafe).
+
+Within one process, work whose libraries release the interpreter is done by a thread beside the caller
+(:class:`Beside`: the loader's and the panel builder's).
 """
 from __future__ import annotations
 
@@ -62,6 +65,38 @@ def parallel_enabled(parallel: bool | None = None) -> bool:
     if parallel is None:
         parallel = os.environ.get(PARALLEL_ENV, "").strip().lower() not in _OFF
     return bool(parallel) and sys.platform.startswith("linux") and usable_cores() > 1
+
+
+class Beside:
+    """``work()`` done by a thread (named ``name``) started here while the caller goes on: numpy's,
+    Arrow's and DuckDB's work on large arrays releases the interpreter. :meth:`result` waits for it and
+    gives what the work returned, or raises what it raised, in the caller's thread; :meth:`join` only
+    waits (no thread outlives a caller that fails meanwhile). ``start`` False: no thread, the work is done
+    by :meth:`result` (``thread`` None)."""
+
+    def __init__(self, work: Callable[[], Any], name: str, start: bool = True):
+        self.work, self.out, self.error, self.thread = work, None, None, None
+        if start:
+            self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.out = self.work()
+        except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
+            self.error = e
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def result(self) -> Any:
+        if self.thread is None:
+            return self.work()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.out
 
 
 @contextmanager

@@ -305,13 +305,14 @@ def test_nps_rows_checked_by_a_thread_count_and_note_as_checked_in_turn(monkeypa
     frames = tables()
     params = validate_params({"as_of": "2024-06-30"})
     threads = []
-    run = loading._Beside._run
-    monkeypatch.setattr(loading._Beside, "_run", lambda self: (threads.append(1), run(self)))
+    check = loading._nps_rows
+    monkeypatch.setattr(loading, "_nps_rows", lambda *a: (threads.append(threading.current_thread().name),
+                                                          check(*a))[1])
     beside = client_from_frames(frames, params)
-    assert threads == [1]
+    assert threads == ["cskit-check"]
     monkeypatch.setattr(loading.os, "cpu_count", lambda: 1)  # one core: checked in turn
     in_turn = client_from_frames(frames, params)
-    assert threads == [1]
+    assert threads == ["cskit-check", threading.current_thread().name]
     assert_frame_equal(beside.nps, in_turn.nps, check_exact=True)
     assert beside.quality.to_dict() == in_turn.quality.to_dict()
     assert records(beside.quality.warnings) == records(in_turn.quality.warnings)

@@ -405,8 +405,10 @@ def test_running_sums_continue_across_chunks_bit_for_bit():
 
 def test_season_test_by_a_thread_gives_the_panel_and_result_made_in_turn(monkeypatch):
     """build_panel's churn season test made by a thread while the other columns are made
-    (panel._SeasonTest) and made in turn: the same frame, bit for bit, and the same result, which finds
+    (cskit.parallel.Beside) and made in turn: the same frame, bit for bit, and the same result, which finds
     the season the simulator planted (every churn decision's hazard raised in March)."""
+    import threading
+
     import scipy.stats  # noqa: F401
     import statsmodels.api  # noqa: F401 - imported: the test can run in a thread
 
@@ -419,15 +421,17 @@ def test_season_test_by_a_thread_gives_the_panel_and_result_made_in_turn(monkeyp
     sim = simulate_client(1500, 30, seed=11, options=Options(season_month=3, season_shock=1.2))
     data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
     threads = []
-    monkeypatch.setattr(P._SeasonTest, "_run", lambda self, run=P._SeasonTest._run: (threads.append(1), run(self)))
+    season = P.churn_seasonality
+    monkeypatch.setattr(P, "churn_seasonality", lambda *a: (threads.append(threading.current_thread().name),
+                                                            season(*a))[1])
     S._FITS.clear()
     threaded = P.build_panel(data)
-    assert threads == [1]  # (the test was made by the thread)
+    assert threads == ["cskit-season"]  # (the test was made by the thread)
     result = S.tested(threaded, P.MIN_EVENTS)
     monkeypatch.setattr(P, "_imported", lambda name: False)
     S._FITS.clear()
     in_turn = P.build_panel(data)
-    assert threads == [1]
+    assert threads == ["cskit-season", threading.current_thread().name]
     pd.testing.assert_frame_equal(threaded, in_turn, check_exact=True)
     columns = list(threaded.columns)
     assert columns == list(in_turn.columns) and columns.index("churn_season") == columns.index("at_risk") + 1
@@ -438,8 +442,10 @@ def test_season_test_by_a_thread_gives_the_panel_and_result_made_in_turn(monkeyp
 
 def test_kpis_and_nps_gathered_by_a_thread_give_the_panel_made_in_turn(monkeypatch):
     """build_panel's KPI and NPS columns gathered by a thread while this one makes the revenue columns
-    (panel._Beside): the same frame, bit for bit, columns in the same order, one float block (each
+    (cskit.parallel.Beside): the same frame, bit for bit, columns in the same order, one float block (each
     column's place taken first)."""
+    import threading
+
     import cskit.panel as P
     from cskit.loading import client_from_frames
     from cskit.params import Params
@@ -448,21 +454,26 @@ def test_kpis_and_nps_gathered_by_a_thread_give_the_panel_made_in_turn(monkeypat
     sim = simulate_client(800, 24, seed=5)
     data = client_from_frames(sim.tables, Params(as_of=sim.as_of, bootstrap=0))
     assert data.nps is not None and len(data.nps) and data.static_kpis
-    started = []
-    monkeypatch.setattr(P._Beside, "__init__", lambda self, work, init=P._Beside.__init__: (started.append(1),
-                                                                                            init(self, work))[1])
+    gathered = []
+    gather = P._add_kpis_and_nps
+    monkeypatch.setattr(P, "_add_kpis_and_nps", lambda *a: (gathered.append(threading.current_thread().name),
+                                                            gather(*a))[1])
     threaded = P.build_panel(data)
-    assert started == [1]
+    assert gathered == ["cskit-panel"]
 
     class InTurn:  # the work done at once, by this thread
-        def __init__(self, work):
-            work()
+        def __init__(self, work, name, start=True):
+            self.out = work()
 
-        def result(self):
+        def join(self):
             pass
 
-    monkeypatch.setattr(P, "_Beside", InTurn)
+        def result(self):
+            return self.out
+
+    monkeypatch.setattr(P, "Beside", InTurn)
     in_turn = P.build_panel(data)
+    assert gathered == ["cskit-panel", threading.current_thread().name]
     pd.testing.assert_frame_equal(threaded, in_turn, check_exact=True)
     assert sum(b.dtype == np.float64 for b in threaded._mgr.blocks) == 1
     kpis = [c for c in data.kpis.columns if c not in ("account_id", "month")]

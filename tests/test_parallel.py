@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import warnings
 
@@ -10,7 +11,16 @@ import numpy as np
 import pytest
 
 from cskit.errors import CskitError
-from cskit.parallel import PARALLEL_ENV, Claims, Forked, available_memory, memory_allows, parallel_enabled, usable_cores
+from cskit.parallel import (
+    PARALLEL_ENV,
+    Beside,
+    Claims,
+    Forked,
+    available_memory,
+    memory_allows,
+    parallel_enabled,
+    usable_cores,
+)
 
 TWO_CORES = parallel_enabled(True)
 needs_fork = pytest.mark.skipif(not TWO_CORES, reason="one usable core or not Linux: cskit runs in one process")
@@ -210,3 +220,23 @@ def test_arrived_says_what_the_child_has_posted_so_far_without_waiting():
     go.set()
     assert job.posted("a") == (True, 1) and job.posted("b") == (True, 2) and job.result() == 3
     assert not job.arrived("c")  # the child has ended: never posted
+
+
+def test_work_beside_gives_its_value_or_raises_its_error_in_the_caller():
+    where = []
+
+    def work(x):
+        where.append(threading.current_thread().name)
+        if x < 0:
+            raise ValueError(f"negative {x}")
+        return 2 * x
+
+    assert Beside(lambda: work(21), "helper").result() == 42
+    assert where == ["helper"]
+    failed = Beside(lambda: work(-1), "helper")
+    failed.join()  # (only waits: the error is raised by result)
+    with pytest.raises(ValueError, match="negative -1"):
+        failed.result()
+    later = Beside(lambda: work(5), "helper", start=False)
+    assert later.thread is None and where == ["helper", "helper"]  # (nothing done yet)
+    assert later.result() == 10 and where[-1] == threading.current_thread().name
