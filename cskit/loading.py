@@ -713,8 +713,12 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
         if col not in catalogue_names and n_values <= n_bad and n_bad > 0:
             ignored.append(str(col))
             continue
-        if n_values == 0:
-            report.quality.warn(Notice("kpi_column_empty", stage="load", column=str(col)))
+        if n_values == 0:  # (a catalogue KPI: other names whose cells are all text are ignored above)
+            if n_bad:
+                report.quality.warn(Notice("kpi_column_text", stage="load", column=str(col), n=n_bad,
+                                           examples=_examples(np.asarray(df[col], dtype=object)[bad])))
+            else:
+                report.quality.warn(Notice("kpi_column_empty", stage="load", column=str(col)))
             continue
         if bad is not None:
             _blank_cells(report, "kpis", str(col), bad & rows.keep, df[col], "are not numbers")

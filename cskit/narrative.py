@@ -393,6 +393,11 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"KPI表の{v.kpi('column')}の列には値がないため、KPIとして使っていません。",
         lambda v: f"kpis.{v.s('column')}: the column has no values; this KPI is not used. "
                   "Fix: fill it or drop the column."),
+    "kpi_column_text": (
+        lambda v: f"KPI表の{v.kpi('column')}の列は、値のある{v.n('n')}セルがどれも数値ではない"
+                  f"（例: {v.s('examples')}）ため、KPIとして使っていません。数値で記入してください。",
+        lambda v: f"kpis.{v.s('column')}: none of its {v.n('n')} filled cell(s) is a number (e.g. {v.s('examples')}); "
+                  "this KPI is not used. Fix: write the values as numbers (a label column can be dropped)."),
     "text_columns_ignored": (
         lambda v: f"KPI表の{v.n('n')}列は大半が文字列のため、KPIとして使っていません: {v.list('columns')}。",
         lambda v: f"kpis: {v.n('n')} column(s) are mostly text, not numbers, and were not used as KPIs: "

@@ -574,3 +574,17 @@ def test_row_order_and_duplicates_as_pandas_stable_sort():
         order, same = _sorted(keep, *keys)
         assert np.array_equal(order, expected)
         assert np.array_equal(same, repeated) and same.sum() > 100
+
+
+def test_a_catalogue_kpi_written_as_text_is_named_as_text_not_as_empty():
+    """A catalogue KPI whose every cell is text ('good' / 'bad') has values, just no numbers: the notice
+    says so, with the count and examples, instead of calling the column empty."""
+    tables = raw_tables()
+    tables["kpis"]["login_days"] = ["good", "bad"] * 7
+    data = load(tables)
+    assert "login_days" not in data.kpis.columns
+    (w,) = [w for w in data.quality.warnings if w.code == "kpi_column_text"]
+    assert w.values == {"column": "login_days", "n": 14, "examples": "'good', 'bad'"}
+    assert str(w).startswith("kpis.login_days: none of its 14 filled cell(s) is a number (e.g. 'good', 'bad')")
+    assert not any(w.code == "kpi_column_empty" for w in data.quality.warnings)
+
