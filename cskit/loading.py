@@ -894,6 +894,21 @@ def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _R
     return as_of
 
 
+def _as_of_after_revenue(revenue: pd.DataFrame, as_of: np.datetime64, report: _Report) -> None:
+    """A fatal problem when params.as_of lies after the last month of the used revenue rows: no account
+    pays at as_of, so the diagnosis of that month would stop later (nothing to project) with a vaguer
+    message."""
+    if not len(revenue):
+        return
+    last = revenue["month"].max().to_datetime64()
+    if last < as_of:
+        end = (pd.Timestamp(last) + pd.offsets.MonthEnd(0)).date()
+        report.fatal.append(
+            f"params as_of: as_of {_ym(as_of)} is after the last month with revenue (revenue.month: {_ym(last)}), "
+            f"so no account pays at as_of. Fix: set as_of: {end} (or leave it out to use the last revenue month), "
+            "or add the revenue months up to as_of.")
+
+
 def _no_rows(table: str, report: _Report) -> None:
     t = report.quality.tables[table]
     if t["used"] == 0:
@@ -979,6 +994,7 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
         events = _event_rows(frames["events"], contracts, as_of, report)
     for name in required:
         _no_rows(name, report)
+    _as_of_after_revenue(revenue, as_of, report)
     report.stop_if_fatal(source)
 
     extra = [k for k in kpi_names if k not in catalogue_names]

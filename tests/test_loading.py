@@ -588,3 +588,13 @@ def test_a_catalogue_kpi_written_as_text_is_named_as_text_not_as_empty():
     assert str(w).startswith("kpis.login_days: none of its 14 filled cell(s) is a number (e.g. 'good', 'bad')")
     assert not any(w.code == "kpi_column_empty" for w in data.quality.warnings)
 
+
+def test_an_as_of_after_the_last_revenue_month_stops_with_the_months_named():
+    """as_of two months past the revenue's last month (2024-06): no account pays at as_of, so the run
+    stops at load, naming both months and the fix, instead of in a later stage."""
+    with pytest.raises(CskitError) as e:
+        client_from_frames(raw_tables(), validate_params({"as_of": "2024-08-31"}))
+    msg = str(e.value)
+    assert "as_of 2024-08 is after the last month with revenue (revenue.month: 2024-06)" in msg
+    assert "set as_of: 2024-06-30" in msg
+    assert load(raw_tables(), validate_params({"as_of": "2024-06-30"})).as_of == pd.Timestamp("2024-06-01")
