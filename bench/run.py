@@ -248,14 +248,13 @@ def in_child(kind: str, data: Path, out: Path, args: argparse.Namespace, html: b
 MEMORY_KEYS = ("pss_sum_mb", "rss_sum_mb")
 
 
-def with_memory(timed: dict, sampled: dict) -> dict:
-    """The timed run's figures with the sampled run's memory (and that run's own wall-clock)."""
-    return timed | {k: sampled[k] for k in MEMORY_KEYS if k in sampled} | {"sampled_total": sampled["total"]}
+RUN_MEMORY_KEYS = ("processes", "peak_sum_mb", "peak_pss_sum_mb")  # the same of a `cskit run` (whole_run)
 
 
-def run_with_memory(timed: dict, sampled: dict) -> dict:
-    keep = ("processes", "peak_sum_mb", "peak_pss_sum_mb")
-    return timed | {k: sampled[k] for k in keep} | {"sampled_wall": sampled["wall"]}
+def with_memory(timed: dict, sampled: dict, keys: tuple[str, ...], clock: str) -> dict:
+    """The timed run's figures with the sampled run's memory (``keys``, those it has) and that run's own
+    wall-clock (its ``clock`` figure, as ``sampled_<clock>``)."""
+    return timed | {k: sampled[k] for k in keys if k in sampled} | {f"sampled_{clock}": sampled[clock]}
 
 
 def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
@@ -263,10 +262,10 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     data = folder / "data"
     sizes = simulate(n, args.months, args.seed, data)
     res = in_child("analysis", data, folder / "analysis", args, sample=False)
-    res = with_memory(res, in_child("analysis", data, folder / "analysis", args))
+    res = with_memory(res, in_child("analysis", data, folder / "analysis", args), MEMORY_KEYS, "total")
     html = n <= args.html_max
     run = in_child("run", data, folder / "run", args, html=html, sample=False)
-    res["run"] = run_with_memory(run, in_child("run", data, folder / "run", args, html=html))
+    res["run"] = with_memory(run, in_child("run", data, folder / "run", args, html=html), RUN_MEMORY_KEYS, "wall")
     res.update(n=n, rows=sizes)
     return res
 
@@ -436,7 +435,8 @@ def collect(sizes: list[int], args: argparse.Namespace, workdir: Path, path: Pat
         elif (folder / "analysis.json").is_file():
             res = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
             if (folder / "analysis-memory.json").is_file():
-                res = with_memory(res, json.loads((folder / "analysis-memory.json").read_text(encoding="utf-8")))
+                sampled = json.loads((folder / "analysis-memory.json").read_text(encoding="utf-8"))
+                res = with_memory(res, sampled, MEMORY_KEYS, "total")
             res.update(n=n, rows=json.loads((folder / "data" / "sizes.json").read_text(encoding="utf-8")), run=None)
             results.append(res)
             missing.append(f"{n:,} accounts: the whole `cskit run` (it was still running)")
