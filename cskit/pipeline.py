@@ -513,14 +513,15 @@ def _beside_potential(panel: pd.DataFrame, data: ClientData, p: Params, kpis: li
 
 
 def _assemble(done: dict, p: Params, kpis: list[str]):
-    """The triggers (their pieces' parts combined), the health score and its history of the pieces,
-    with each piece's Python warnings shown in one process's order."""
+    """The triggers (their pieces' parts combined), the health score and its history of the pieces
+    (``done``: each piece's value, warnings, seconds and side, in one process's order: :func:`plan`'s),
+    with each piece's Python warnings shown in that order."""
     import warnings
 
     from cskit.triggers import combine_triggers
 
-    for piece in plan()[0]:
-        for message, category, filename, lineno in done[piece][1]:
+    for _, shown, *_ in done.values():
+        for message, category, filename, lineno in shown:
             warnings.warn_explicit(message, category, filename, lineno)
     parts = [value for (stage, *_), (value, *_) in done.items() if stage == "drivers"]
     return combine_triggers(parts, p, kpis), done[HEALTH][0], done[HISTORY][0]
