@@ -66,11 +66,15 @@ def month_start(index: np.ndarray) -> np.ndarray:
 
 def kpi_columns(data: ClientData) -> list[str]:
     """The KPI columns of the panel, in a fixed order: contract_months, static, panel KPIs, nps."""
-    cols = ["contract_months", *data.static_kpis]
-    cols += [c for c in data.kpis.columns if c not in ("account_id", "month")]
+    cols = ["contract_months", *data.static_kpis, *table_kpis(data)]
     if data.nps is not None and len(data.nps):
         cols.append("nps")
     return list(dict.fromkeys(cols))
+
+
+def table_kpis(data: ClientData) -> list[str]:
+    """The KPI columns of ``data.kpis``: every column but account_id and month, in the table's order."""
+    return [c for c in data.kpis.columns if c not in ("account_id", "month")]
 
 
 def build_panel(data: ClientData) -> pd.DataFrame:
@@ -92,7 +96,7 @@ def build_panel(data: ClientData) -> pd.DataFrame:
 
     # the columns, in their order, made first and framed once at the end, the float ones written into one
     # block (no copy per column added, no consolidation of the whole panel later)
-    kpi_cols = [c for c in data.kpis.columns if c not in ("account_id", "month")] if data.kpis is not None else []
+    kpi_cols = table_kpis(data)
     panel = _Columns(len(tenure), 7 + len(data.static_kpis) + len(kpi_cols))
     panel |= {
         "account_id": acc["account_id"].to_numpy()[row_acc],
@@ -121,7 +125,7 @@ def build_panel(data: ClientData) -> pd.DataFrame:
                   start=all(_imported(m) for m in (SEASON_GLM, "scipy.stats")))
     panel["churn_season"] = None  # (its place in the column order; written when the test is done)
     try:
-        _add_accounts_columns(panel, acc, data, n, start, mi, tenure, row_acc)
+        _add_accounts_columns(panel, acc, data, kpi_cols, n, start, mi, tenure, row_acc)
     except BaseException:
         test.join()  # (no thread outlives the panel; the test is not made for a panel that failed)
         raise
@@ -145,8 +149,8 @@ _REVENUE_COLUMNS = (("mrr", True), ("mrr_prev", True), ("expansion", False), ("e
                     ("referral_mrr", True))
 
 
-def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, n: np.ndarray, start: np.ndarray,
-                          mi: np.ndarray, tenure: np.ndarray, row_acc: np.ndarray) -> None:
+def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, kpi_cols: list[str], n: np.ndarray,
+                          start: np.ndarray, mi: np.ndarray, tenure: np.ndarray, row_acc: np.ndarray) -> None:
     """The panel's columns after the churn season: revenue, referrals, contract months, static and
     time-varying KPIs, trailing NPS. The KPIs and the NPS are gathered by a thread (:class:`cskit.parallel.Beside`)
     while this one makes the others (numpy's work on large arrays releases the interpreter): every
@@ -158,7 +162,6 @@ def _add_accounts_columns(panel: _Columns, acc: pd.DataFrame, data: ClientData, 
     else:  # (a frame built otherwise than by the loader)
         ids = pd.Index(pd.unique(panel["account_id"]))
         at = _Rows.by_key(_keys(ids.get_indexer(panel["account_id"]), mi))
-    kpi_cols = [c for c in data.kpis.columns if c not in ("account_id", "month")]
     nps = data.nps is not None and len(data.nps)
     floats = [*(name for name, _ in _REVENUE_COLUMNS), "contract_months", *data.static_kpis, *kpi_cols,
               *(["nps"] if nps else [])]
@@ -570,14 +573,20 @@ def factorize_runs(values: np.ndarray, sort: bool = False) -> tuple[np.ndarray, 
     return np.repeat(codes, np.diff(np.append(starts, len(v)))), uniques
 
 
-def _run_starts(v: np.ndarray) -> np.ndarray | None:
-    """Where each run of equal values of ``v`` starts; None when ``v`` is not in runs (more than one run
-    per four values, or fewer than two values): then a per-value pass is as cheap."""
-    if len(v) < 2:
-        return None
+def run_starts(v: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of ``v`` starts (in order; none for no value): the panel and the
+    loader's tables hold an account's rows together, so a run is an account's rows."""
     new = np.ones(len(v), dtype=bool)
     new[1:] = v[1:] != v[:-1]
-    starts = np.flatnonzero(new)
+    return np.flatnonzero(new)
+
+
+def _run_starts(v: np.ndarray) -> np.ndarray | None:
+    """:func:`run_starts`; None when ``v`` is not in runs (more than one run per four values, or fewer
+    than two values): then a per-value pass is as cheap."""
+    if len(v) < 2:
+        return None
+    starts = run_starts(v)
     return None if 4 * len(starts) > len(v) else starts
 
 
@@ -598,7 +607,7 @@ def group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
     if len(keys) > 1 and not (keys[1:] >= keys[:-1]).all():
         order = np.argsort(keys, kind="stable")
         keys, values = keys[order], tuple(v[order] for v in values)
-    first = np.flatnonzero(np.append(True, keys[1:] != keys[:-1])) if len(keys) else np.zeros(0, dtype=np.int64)
+    first = run_starts(keys)
     size = np.diff(np.append(first, len(keys)))
     out = []
     for v in values:
@@ -674,7 +683,7 @@ def _cross_sell_keys(rev: pd.DataFrame, codes: np.ndarray, rmi: np.ndarray, ok: 
         line, _ = factorize_runs(code.astype(np.int64) * (int(names.max()) + 1) + names)
         seen = np.maximum.accumulate(line)
         new_line = np.append(True, seen[1:] > seen[:-1])
-        starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
+        starts = run_starts(code)
         account_first = np.repeat(mi[starts], np.diff(np.append(starts, len(code))))
         return np.unique(key[new_line & (mi > account_first)])
     firsts = (
@@ -720,7 +729,7 @@ def _add_kpis(panel: _Columns, data: ClientData, ids: pd.Index, at: _Rows) -> No
     then one column at a time, gathered straight into the panel's float block (no second copy of the
     whole table)."""
     kp = data.kpis
-    cols = [c for c in kp.columns if c not in ("account_id", "month")]
+    cols = table_kpis(data)
     if not cols:
         return
     codes = _codes(ids, kp["account_id"])

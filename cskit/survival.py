@@ -28,7 +28,7 @@ from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import median_survival_times
 
 from cskit.client import ClientData
-from cskit.panel import factorize_runs
+from cskit.panel import factorize_runs, run_starts
 from cskit.params import Params
 from cskit.result import StageResult, write_json
 
@@ -133,7 +133,7 @@ def _max_by_account(ids: pd.Series, values: pd.Series) -> pd.Series:
     v, x = ids.to_numpy(), values.to_numpy()
     # each run of an account's rows reduced first (the panel holds them together), then the runs per account:
     # the same sequence of fmax steps per account as row by row
-    starts = np.flatnonzero(np.append(True, v[1:] != v[:-1])) if len(v) else np.zeros(0, dtype=np.int64)
+    starts = run_starts(v)
     codes, distinct = pd.factorize(v[starts], sort=True)
     runs = np.fmax.reduceat(x, starts) if len(v) else np.zeros(0)
     out = np.full(len(distinct), np.nan)
