@@ -343,6 +343,9 @@ def load_params(path: str | Path) -> Params:
         raw = yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader (dates kept as text)
     except yaml.YAMLError as e:
         raise CskitError(f"Params file {path} is not valid YAML: {e}") from None
+    if raw is None:  # every default would diagnose the demo client (data: data/demo) under its name
+        raise CskitError(f"Params file {path} is empty (or holds only comments). Fix: set at least client: and "
+                         "data: (copy params/template.yaml, where every key is documented).")
     return validate_params(raw)
 
 

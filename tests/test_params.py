@@ -105,6 +105,16 @@ def _write(tmp_path, text: str, encoding: str = "utf-8"):
     return path
 
 
+@pytest.mark.parametrize("text", ["", "# client: acme\n# data: data/acme\n"])
+def test_an_empty_params_file_is_refused_instead_of_running_the_demo(tmp_path, text):
+    """An empty file (or one of comments only, e.g. saved before editing) would take every default,
+    data: data/demo included, and diagnose the demo client under its name: it is refused."""
+    with pytest.raises(CskitError) as e:
+        load_params(_write(tmp_path, text))
+    assert str(e.value).startswith(f"Params file {tmp_path / 'p.yaml'} is empty")
+    assert "set at least client: and data:" in str(e.value)
+
+
 def test_impossible_date_names_the_key_instead_of_a_traceback(tmp_path):
     with pytest.raises(CskitError) as e:
         load_params(_write(tmp_path, "client: t\nas_of: 2026-13-45\n"))
