@@ -591,8 +591,10 @@ class _Contracts:
         pos = _positions(self.index, ids, coded)
         known = pos >= 0
         dropped = _positions(self.excluded, ids, coded) >= 0 if len(self.excluded) else np.zeros(len(pos), bool)
-        rows.exclude("unknown_account", ~known & ~dropped, "account_id", raw_id,
+        unknown = ~known & ~dropped & rows.keep
+        rows.exclude("unknown_account", unknown, "account_id", raw_id,
                      "the account is not in accounts", "add the account to accounts, or correct the id")
+        _leading_zeros(rows.table, self.index, ids, unknown, rows.report)
         rows.exclude("account_excluded", ~known & dropped, "account_id", raw_id,
                      "the account's row in accounts was excluded (see the accounts warnings)",
                      "fix the account's row in accounts")
@@ -618,6 +620,22 @@ class _Contracts:
                      "after the month of the account's churn_date",
                      "check churn_date in accounts (a returning customer needs its churn_date left empty)")
         return pos
+
+
+def _leading_zeros(table: str, index: pd.Index, ids: np.ndarray, unknown: np.ndarray, report: _Report) -> None:
+    """A warning when ids of unknown accounts match listed ones but for leading zeros ('1' here, '000001'
+    in accounts): a spreadsheet drops the zeros of ids that look like numbers, and every row of those
+    accounts is then excluded as unknown. Looked at only when some row is unknown."""
+    if not unknown.any():
+        return
+    listed = pd.Series(index, dtype=object)
+    first = dict(zip(listed.astype(str).str.lstrip("0")[::-1], listed[::-1]))  # each stripped id's first account
+    stripped = pd.Series(ids[unknown], dtype=object).astype(str).str.lstrip("0")
+    hit = stripped.isin(first.keys()).to_numpy()
+    if hit.any():
+        i = int(np.argmax(hit))
+        report.quality.warn(Notice("ids_leading_zeros", stage="load", table=table, n=int(hit.sum()),
+                                   example=str(ids[unknown][i]), listed=str(first[stripped.iloc[i]])))
 
 
 def _positions(index: pd.Index, ids: np.ndarray, coded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:

@@ -393,6 +393,14 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"KPI表の{v.kpi('column')}の列には値がないため、KPIとして使っていません。",
         lambda v: f"kpis.{v.s('column')}: the column has no values; this KPI is not used. "
                   "Fix: fill it or drop the column."),
+    "ids_leading_zeros": (
+        lambda v: f"{v.table()}のaccount_id: 未登録として除外した{v.n('n')}行は、先頭の0を除けばアカウント表のIDと"
+                  f"一致します（例: こちらは'{v.s('example')}'、アカウント表は'{v.s('listed')}'）。Excelなどが数値に"
+                  "見えるIDの先頭の0を落とした可能性があります。すべての表でIDを同じ書式（文字列）にして再実行してください。",
+        lambda v: f"{v.s('table')}.account_id: {v.n('n')} row(s) whose id is not in accounts match one of its ids but "
+                  f"for leading zeros (e.g. '{v.s('example')}' here, '{v.s('listed')}' in accounts): a spreadsheet drops "
+                  "the zeros of ids that look like numbers. Fix: write the ids the same way in every table (format "
+                  "the column as text before exporting), then run again."),
     "kpi_column_text": (
         lambda v: f"KPI表の{v.kpi('column')}の列は、値のある{v.n('n')}セルがどれも数値ではない"
                   f"（例: {v.s('examples')}）ため、KPIとして使っていません。数値で記入してください。",

@@ -598,3 +598,19 @@ def test_an_as_of_after_the_last_revenue_month_stops_with_the_months_named():
     assert "as_of 2024-08 is after the last month with revenue (revenue.month: 2024-06)" in msg
     assert "set as_of: 2024-06-30" in msg
     assert load(raw_tables(), validate_params({"as_of": "2024-06-30"})).as_of == pd.Timestamp("2024-06-01")
+
+
+def test_ids_that_lost_their_leading_zeros_are_named_as_such():
+    """accounts keeps '000001'-style ids while revenue and kpis hold them as numbers ('1'), as a
+    spreadsheet export does: every row is unknown, and the message says the ids differ by leading zeros."""
+    tables = raw_tables()
+    padded = {"A1": "000001", "A2": "000002", "A3": "000003"}
+    tables["accounts"]["account_id"] = tables["accounts"]["account_id"].map(padded)
+    tables["accounts"]["referred_by"] = tables["accounts"]["referred_by"].map(lambda x: padded.get(x, ""))
+    for t in ("revenue", "kpis", "nps"):
+        tables[t]["account_id"] = tables[t]["account_id"].str.lstrip("A0")
+    with pytest.raises(CskitError) as e:
+        client_from_frames(tables, P)
+    assert ("revenue.account_id: 14 row(s) whose id is not in accounts match one of its ids but for leading "
+            "zeros (e.g. '1' here, '000001' in accounts)") in str(e.value)
+    assert "kpis.account_id: 14 row(s)" in str(e.value) and "nps.account_id: 2 row(s)" in str(e.value)
