@@ -735,7 +735,7 @@ def _kpi_rows(df: pd.DataFrame, contracts: _Contracts, as_of: np.datetime64, cat
             if n_bad:
                 report.quality.warn(Notice("kpi_column_text", stage="load", column=str(col), n=n_bad,
                                            examples=_examples(np.asarray(df[col], dtype=object)[bad])))
-            else:
+            elif len(df):  # (an empty table is one problem: _no_rows)
                 report.quality.warn(Notice("kpi_column_empty", stage="load", column=str(col)))
             continue
         if bad is not None:

@@ -614,3 +614,13 @@ def test_ids_that_lost_their_leading_zeros_are_named_as_such():
     assert ("revenue.account_id: 14 row(s) whose id is not in accounts match one of its ids but for leading "
             "zeros (e.g. '1' here, '000001' in accounts)") in str(e.value)
     assert "kpis.account_id: 14 row(s)" in str(e.value) and "nps.account_id: 2 row(s)" in str(e.value)
+
+
+def test_an_empty_kpis_table_is_one_problem_not_one_per_column():
+    """A kpis file with its header only: 'no usable rows', without a 'column has no values' line per KPI."""
+    tables = raw_tables()
+    tables["kpis"] = tables["kpis"].iloc[:0]
+    with pytest.raises(CskitError) as e:
+        client_from_frames(tables, P)
+    assert "- kpis: no usable rows (read 0; the table is empty)" in str(e.value)
+    assert "has no values" not in str(e.value)
