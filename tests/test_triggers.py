@@ -163,6 +163,10 @@ def test_spearman_of_one_column_by_mask_or_indices_matches_scipy_and_is_nan_when
     assert spearman_binary(x, np.flatnonzero(y > 0.5)) == spearman_binary(x, y > 0.5)
     assert np.isnan(spearman_binary(np.where(ok, 3.0, np.nan), y > 0.5))  # one value: no ranks to compare
     assert np.isnan(spearman_binary(x, np.zeros(800, dtype=bool)))  # no event
+    r = rng.random(800)
+    inf = np.where(r < 0.03, np.inf, np.where(r < 0.06, -np.inf, x))  # ±inf is not measured either
+    ok = np.isfinite(inf)
+    assert spearman_binary(inf, y > 0.5) == pytest.approx(spearmanr(inf[ok], y[ok])[0], abs=1e-12)
 
 
 @pytest.mark.parametrize("lag", [0, 1, 3])
