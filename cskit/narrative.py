@@ -2536,6 +2536,8 @@ CALIBRATION_WORDS = {
 }
 TIER_ORDER_WORDS = {"ordered": ("赤・黄・緑の順に解約が多くなっています", "the red, yellow and green tiers churn in that order"),
                     "not_ordered": ("ただしティアの順序どおりには解約が起きていません", "but the tiers do not order churn")}
+# after an AUC that cannot be told from chance, the tiers' disorder is one more weakness, not a contrast
+TIER_DISORDER_AFTER_CHANCE = ("また、ティアの順序どおりには解約が起きていません", "nor do the tiers order churn")
 
 
 def conclusion_health(R: dict, language: str = "ja") -> str:
@@ -2551,6 +2553,8 @@ def conclusion_health(R: dict, language: str = "ja") -> str:
     vd = v.get("verdicts", {})
     auc = AUC_WORDS.get(vd.get("auc"), ("", ""))[i]
     order = TIER_ORDER_WORDS.get(vd.get("tier_order"), ("", ""))[i]
+    if vd.get("tier_order") == "not_ordered" and vd.get("auc") == "not_distinguishable":
+        order = TIER_DISORDER_AFTER_CHANCE[i]
     cal = CALIBRATION_WORDS.get(vd.get("calibration"), ("", ""))[i]
     if ja:
         return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。{order}。{cal}。"

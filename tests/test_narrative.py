@@ -603,3 +603,19 @@ def test_sampled_models_of_one_section_are_said_in_one_sentence():
             assert number.replace(",", "" if lang == "en" else ",") in line
     single = notice_lines([a], "en")  # one sampled model keeps its own sentence
     assert len(single) == 1 and "6412" in single[0] and "300876" in single[0]
+
+
+@pytest.mark.parametrize(("auc", "ja", "en"), [
+    ("above_chance", "偶然より良く解約を予測します。ただしティアの順序どおりには",
+     "ranks churn better than chance; but the tiers do not order churn"),
+    ("not_distinguishable", "偶然と区別できません。また、ティアの順序どおりには",
+     "cannot be told from chance; nor do the tiers order churn"),
+])
+def test_the_health_conclusion_says_but_only_after_a_good_auc(auc, ja, en):
+    """'but the tiers do not order churn' contrasts with an AUC above chance; after an AUC that cannot be
+    told from chance the tiers' disorder is one more weakness, not a contrast."""
+    R = {"health_validation": {"status": "fitted", "validation": {
+        "status": "fitted", "score": {"auc": 0.53},
+        "verdicts": {"auc": auc, "tier_order": "not_ordered", "calibration": "over_predicts"}}}}
+    assert ja in N.conclusion_health(R, "ja")
+    assert en in N.conclusion_health(R, "en")
