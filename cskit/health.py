@@ -80,6 +80,7 @@ EPV = 10  # churn events per variable (Peduzzi et al. 1996)
 # Fewest churn events for a score at all: a model of the account context (segment, contract type, tenure)
 # at EPV events; KPI points need the models' floor MIN_EVENTS (docs/methods.md, "Event floors").
 MIN_SCORE_EVENTS = EPV
+TIER_MIN_ACCOUNTS = 10  # accounts a tier needs out of time for its churn rate to enter the tier-order verdict
 WEIGHT_COLUMNS = ["kpi", "points", "coefficient", "direction", "scale", "value_at_0_points",
                   "value_at_full_points", "levels"]
 SCORE_COLUMNS = ["account_id", "score", "tier", "churn_prob", "account_name"]
@@ -975,7 +976,9 @@ def verdicts(res: dict) -> dict:
     - ``calibration``: "adequate" when the mean predicted churn lies inside the observed rate's Wilson
       95% interval, else "under_predicts" / "over_predicts";
     - ``tier_order``: "ordered" when red churned more than yellow and yellow more than green (tiers
-      with accounts), else "not_ordered" with the first pair out of order in ``tier_pair``.
+      of at least TIER_MIN_ACCOUNTS accounts: a red tier of 2 accounts, none churned, says nothing of the
+      order), else "not_ordered" with the first pair out of order in ``tier_pair``; "not_estimable"
+      when no pair of such tiers is there to compare.
     """
     out = {"auc": "above_chance" if res["score"]["ci_low"] > 0.5 else "not_distinguishable"}
     basis = res.get("with_churn_prob", res)
@@ -983,10 +986,11 @@ def verdicts(res: dict) -> dict:
     pred = res["predicted_rate"]
     out["calibration"] = ("not_estimable" if pred is None else "under_predicts" if pred < lo
                           else "over_predicts" if pred > hi else "adequate")
-    rate = {r["tier"]: r["churn_rate"] for r in res["by_tier"] if r["n"]}
-    out["tier_order"], out["tier_pair"] = "ordered", None
-    for a, b in (("red", "yellow"), ("yellow", "green")):
-        if a in rate and b in rate and rate[a] <= rate[b]:
+    rate = {r["tier"]: r["churn_rate"] for r in res["by_tier"] if r["n"] >= TIER_MIN_ACCOUNTS}
+    pairs = [(a, b) for a, b in (("red", "yellow"), ("yellow", "green")) if a in rate and b in rate]
+    out["tier_order"], out["tier_pair"] = "ordered" if pairs else "not_estimable", None
+    for a, b in pairs:
+        if rate[a] <= rate[b]:
             out["tier_order"], out["tier_pair"] = "not_ordered", [a, b]
             break
     return out

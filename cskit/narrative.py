@@ -2556,9 +2556,10 @@ def conclusion_health(R: dict, language: str = "ja") -> str:
     if vd.get("tier_order") == "not_ordered" and vd.get("auc") == "not_distinguishable":
         order = TIER_DISORDER_AFTER_CHANCE[i]
     cal = CALIBRATION_WORDS.get(vd.get("calibration"), ("", ""))[i]
+    words = [w for w in (order, cal) if w]  # (no tier order where no two tiers could be compared)
     if ja:
-        return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。{order}。{cal}。"
-    return f"The health score (AUC {_f2(v['score']['auc'])}) {auc}; {order}; {cal}."
+        return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。" + "".join(f"{w}。" for w in words)
+    return f"The health score (AUC {_f2(v['score']['auc'])}) {'; '.join([auc, *words])}."
 
 
 def conclusion_quality(R: dict, language: str = "ja") -> str:

@@ -619,3 +619,30 @@ def test_the_health_conclusion_says_but_only_after_a_good_auc(auc, ja, en):
         "verdicts": {"auc": auc, "tier_order": "not_ordered", "calibration": "over_predicts"}}}}
     assert ja in N.conclusion_health(R, "ja")
     assert en in N.conclusion_health(R, "en")
+
+
+def test_a_tier_of_two_accounts_says_nothing_of_the_tier_order():
+    """Out of time the red tier held 2 accounts, none churned (Wilson 95% [0%, 66%]): 'the red tier churned
+    no more than the yellow tier' is not a finding; the order is read among tiers of 10 accounts or more
+    (base client of the QA sweep: red 2, yellow 325 at 16.0%, green 151 at 16.6%)."""
+    from cskit.health import verdicts
+
+    def v(red_n, red_rate, yellow_rate):
+        tiers = [{"tier": "red", "n": red_n, "churn_rate": red_rate},
+                 {"tier": "yellow", "n": 325, "churn_rate": yellow_rate},
+                 {"tier": "green", "n": 151, "churn_rate": 0.166}]
+        return verdicts({"n_accounts": 478, "n_churned": 77, "predicted_rate": 0.2, "by_tier": tiers,
+                         "score": {"auc": 0.53, "ci_low": 0.46, "ci_high": 0.6}})
+    assert v(2, 0.0, 0.25)["tier_order"] == "ordered"  # yellow 25% > green 16.6%: the order holds where it is seen
+    assert v(2, 0.0, 0.16)["tier_pair"] == ["yellow", "green"]  # the pair that is out of order is a real one
+    assert v(10, 0.0, 0.25)["tier_pair"] == ["red", "yellow"]
+    only = verdicts({"n_accounts": 30, "n_churned": 5, "predicted_rate": 0.5, "score": {"auc": 0.6, "ci_low": 0.4},
+                     "by_tier": [{"tier": "red", "n": 3, "churn_rate": 0.0}, {"tier": "green", "n": 27,
+                                                                          "churn_rate": 0.2}]})
+    assert only["tier_order"] == "not_estimable" and only["tier_pair"] is None
+    R = {"health_validation": {"status": "fitted", "validation": {"score": {"auc": 0.6}, "status": "fitted",
+                                                                  "verdicts": only}}}
+    assert N.conclusion_health(R, "en") == ("The health score (AUC 0.60) cannot be told from chance; "
+                                            "it over-predicts the level of churn.")
+    assert N.conclusion_health(R, "ja") == ("ヘルススコア（AUC 0.60）は偶然と区別できません。"
+                                            "予測した解約確率は実際より高めです。")
