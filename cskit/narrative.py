@@ -2021,6 +2021,11 @@ def _reach_note(summary: dict | None, drop: float, months: int, language: str) -
     if not summary or not summary.get("accounts") or summary["falling"] >= 0.01 * summary["accounts"]:
         return ""
     q1, q5 = -float(summary["q01"]), -float(summary["q05"])
+    if q1 <= 0:  # no score fell at all (e.g. a score on the account context only): no drop to suggest
+        return ("\n\n注意: 直近{m}か月でスコアが下がったアカウントはありません（このスコアは月ごとにほとんど動きません）。"
+                "下落アラートは働かないため、赤ティアを目安にしてください。" if language == "ja" else
+                "\n\nNote: no account's score fell over the last {m} months, so drop alerts cannot fire (the score "
+                "barely moves from month to month here); use the red tier instead.").format(m=months)
     if language == "ja":
         return (f"\n\n注意: {months}か月で{drop:g}点以上下がったのは{summary['accounts']:,}件中{summary['falling']:,}件だけです"
                 f"（下落の大きい1%は{q1:.1f}点以上、5%は{q5:.1f}点以上）。このスコアは各アカウントの水準から今後の解約を"

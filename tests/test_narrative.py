@@ -646,3 +646,17 @@ def test_a_tier_of_two_accounts_says_nothing_of_the_tier_order():
                                             "it over-predicts the level of churn.")
     assert N.conclusion_health(R, "ja") == ("ヘルススコア（AUC 0.60）は偶然と区別できません。"
                                             "予測した解約確率は実際より高めです。")
+
+
+def test_no_fall_at_all_does_not_suggest_an_alert_drop_of_one_point():
+    """Thin client: the score rests on the segment only, so no account's score moved over 3 months
+    (health_drops.json changes_now: q01 = q05 = 0). The note says drop alerts cannot fire; it suggested
+    'alert_drop of about 1' from 'the largest 1% of falls are -0.0+ points'."""
+    empty = pd.DataFrame(columns=["falling", "entered_red"])
+    still = {"accounts": 26, "falling": 0, "median": 0.0, "q01": 0.0, "q05": 0.0}
+    en = N.movers(empty, 15, 3, "en", summary=still)
+    assert "alert_drop of about" not in en and "-0.0" not in en
+    assert "no account's score fell over the last 3 months, so drop alerts cannot fire" in en
+    assert "スコアが下がったアカウントはありません" in N.movers(empty, 15, 3, "ja", summary=still)
+    moving = still | {"q01": -6.2, "q05": -3.1}
+    assert "consider alert_drop of about 6" in N.movers(empty, 15, 3, "en", summary=moving)
