@@ -101,22 +101,40 @@ class Diagnosis(StageResult):
         """Write results/ (DESIGN §6) under ``out_dir``, with ``run.json`` (params, cskit version, input
         fingerprints; ``params_file`` names the YAML they came from); return the results folder. With
         ``params.previous``, also results/changes.json (the comparison with that earlier run)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from cskit import __version__
         from cskit.changes import compare, read_results, write_changes
-        from cskit.provenance import write_run
+        from cskit.provenance import input_records, write_run
 
         report_stage("report")
         results = Path(out_dir) / "results"
         results.mkdir(parents=True, exist_ok=True)
-        self.data.quality.write(results / "quality.json")
-        for stage in (self.metrics, self.survival, self.triggers, self.potential, self.health, self.history):
-            if stage is not None:
-                stage.write(results)
-        if self.previous is not None:
-            self.changes = compare(self.previous, read_results(results) | {"client": self.params.client}, self.data)
-            write_changes(self.changes, results)
-        write_run(results, self.params, __version__, params_file=params_file)
+        data = str(self.params.data)
+        # run.json's input fingerprints taken by a thread while this one writes the results (file reads and
+        # hashlib release the interpreter: ~0.15 s at 100k accounts); after them, as before, when the results
+        # folder is inside the data folder (its files are then inputs too)
+        with ThreadPoolExecutor(1, thread_name_prefix="cskit-fingerprints") as pool:
+            inputs = None if _in_data(results, data) else pool.submit(input_records, data)
+            self.data.quality.write(results / "quality.json")
+            for stage in (self.metrics, self.survival, self.triggers, self.potential, self.health, self.history):
+                if stage is not None:
+                    stage.write(results)
+            if self.previous is not None:
+                self.changes = compare(self.previous, read_results(results) | {"client": self.params.client},
+                                       self.data)
+                write_changes(self.changes, results)
+            write_run(results, self.params, __version__, params_file=params_file,
+                      inputs=None if inputs is None else inputs.result())
         return results
+
+
+def _in_data(folder: Path, data: str) -> bool:
+    """Whether ``folder`` is the ``data`` param's folder or inside it (never for a database URL)."""
+    if "://" in data:
+        return False
+    inner, outer = Path(folder).resolve(), Path(data).resolve()
+    return inner == outer or outer in inner.parents
 
 
 def params_from(namespace: dict[str, Any]) -> Params:

@@ -115,14 +115,9 @@ def input_files(data: str) -> list[Path]:
     return []
 
 
-def run_record(params: Any, version: str, *, params_file: str | Path | None = None) -> dict[str, Any]:
-    """The content of run.json for ``params`` (a :class:`cskit.params.Params`)."""
-    from cskit.warehouse import mask, public_data, secrets_of
-
-    values = params.model_dump(mode="json")
-    data = str(values.get("data", ""))
-    if "://" in data:
-        values["data"] = public_data(data)
+def input_records(data: str) -> list[dict[str, Any]]:
+    """run.json's ``inputs``: the :func:`fingerprint` of each file of a ``data`` param (:func:`input_files`),
+    named by its path inside a data folder."""
     root = Path(data) if "://" not in data else None
     inputs = []
     for f in input_files(data):
@@ -130,6 +125,20 @@ def run_record(params: Any, version: str, *, params_file: str | Path | None = No
         if root is not None and root.is_dir():
             rec["file"] = f.relative_to(root).as_posix()
         inputs.append(rec)
+    return inputs
+
+
+def run_record(params: Any, version: str, *, params_file: str | Path | None = None,
+               inputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The content of run.json for ``params`` (a :class:`cskit.params.Params`); ``inputs``: the
+    :func:`input_records` of its ``data`` when taken beforehand (else taken here)."""
+    from cskit.warehouse import mask, public_data, secrets_of
+
+    values = params.model_dump(mode="json")
+    data = str(values.get("data", ""))
+    if "://" in data:
+        values["data"] = public_data(data)
+    inputs = input_records(data) if inputs is None else inputs
     out = {"cskit_version": version, "params": values, "inputs": inputs}
     if params_file:
         pf = Path(params_file)
@@ -142,9 +151,11 @@ def run_record(params: Any, version: str, *, params_file: str | Path | None = No
     return out
 
 
-def write_run(results: Path, params: Any, version: str, *, params_file: str | Path | None = None) -> Path:
-    """Write ``results/run.json`` (sorted keys, no timestamp); return its path."""
+def write_run(results: Path, params: Any, version: str, *, params_file: str | Path | None = None,
+              inputs: list[dict[str, Any]] | None = None) -> Path:
+    """Write ``results/run.json`` (sorted keys, no timestamp; ``inputs`` as for :func:`run_record`);
+    return its path."""
     path = Path(results) / "run.json"
-    record = run_record(params, version, params_file=params_file)
+    record = run_record(params, version, params_file=params_file, inputs=inputs)
     path.write_text(json.dumps(record, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path

@@ -120,6 +120,31 @@ def test_tiny_client_results_are_byte_identical(tiny, tmp_path):
     assert digests(first) == digests(second)
 
 
+def test_run_json_fingerprints_every_input_file_and_the_results_inside_the_data_folder(tiny, tmp_path):
+    """run.json's inputs: each data file's SHA-256 by hand (hashed beside the result files); with the results
+    folder inside the data folder, the result files written before run.json are inputs too, as written."""
+    import shutil
+    from dataclasses import replace
+
+    data, dx, results = tiny
+
+    def by_hand(folder: Path) -> dict[str, str]:
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    def inputs(folder: Path) -> dict[str, str]:
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        return {r["file"]: r["sha256"] for r in run["inputs"]}
+
+    assert inputs(results) == by_hand(Path(data)) and len(inputs(results)) >= 4
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    inside = replace(dx, params=dx.params.model_copy(update={"data": str(copy)})).write(copy)
+    expected = by_hand(copy)
+    del expected["results/run.json"]  # (written after its record)
+    assert inputs(inside) == expected and "results/health_scores.csv" in expected
+
+
 def test_one_process_and_two_give_the_same_bytes(tiny, tmp_path):
     """The triggers stage in a forked child (cskit.parallel) or in the analysing process: same files."""
     from cskit.parallel import parallel_enabled
