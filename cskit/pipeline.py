@@ -34,7 +34,7 @@ def memory_settings():
     - Arrow's buffers from the C library's allocator (``pyarrow.system_memory_pool``), not its bundled
       mimalloc, unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise: the loader gives Arrow's freed memory
       back before the panel (``release_free_memory``), after which mimalloc maps every later buffer afresh;
-      the result CSVs' columns (``result.csv_bytes``) then took 1.5 s to write at 100k where they take
+      the result CSVs' columns (``result.csv_parts``) then took 1.5 s to write at 100k where they take
       0.9 s from the C heap, the analysis' own time and peak memory unchanged (alternating pairs)."""
     import os
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,13 @@ def write_csv(df: pd.DataFrame, path: str | Path, float_format: str = "%.6g") ->
     """Write ``df`` as a result CSV: no index, UTF-8, "\\n" line ends, floats by ``float_format``.
 
     The bytes are pandas' ``to_csv(float_format=...)``. A frame of text, number and flag columns is
-    written column-wise by Arrow (:func:`csv_bytes`: each float column's distinct values formatted once,
+    written column-wise by Arrow (:func:`csv_parts`: each float column's distinct values formatted once,
     by the same ``%`` formatting); any other frame by pandas, its float columns formatted here first."""
-    text = csv_bytes(df, float_format)
-    if text is not None:
-        Path(path).write_bytes(text)
+    parts = csv_parts(df, float_format)
+    if parts is not None:
+        with open(path, "wb") as f:
+            for part in parts:
+                f.write(part)
         return
     floats = [c for c in df.columns if df[c].dtype == np.float64] if df.columns.is_unique else []
     if floats:
@@ -69,9 +72,10 @@ def write_csv(df: pd.DataFrame, path: str | Path, float_format: str = "%.6g") ->
 _QUOTED = r'[,"\r\n]'  # a cell holding one of these is quoted by pandas' (csv module's) writer (_needs_quotes)
 
 
-def csv_bytes(df: pd.DataFrame, float_format: str) -> bytes | None:
-    """The bytes ``df.to_csv(index=False, float_format=float_format, lineterminator="\\n")`` writes, built
-    by Arrow's CSV writer from each column's cells as pandas gives them (never quoting: no cell needs it);
+def csv_parts(df: pd.DataFrame, float_format: str) -> list | None:
+    """The bytes ``df.to_csv(index=False, float_format=float_format, lineterminator="\\n")`` writes, in
+    pieces (the header, then the rows' text as Arrow's buffers: not joined into one more copy), built by
+    Arrow's CSV writer from each column's cells as pandas gives them (never quoting: no cell needs it);
     None unless every column is float64, integer, bool or text (str or missing) without a character that
     needs quotes, with at least two columns and one row (then pandas writes it)."""
     names = list(df.columns)
@@ -85,15 +89,34 @@ def csv_bytes(df: pd.DataFrame, float_format: str) -> bytes | None:
         if column is None:
             return None
         cells.append(column)
-    sink = pa.BufferOutputStream()
     try:  # a null cell is written empty, as pandas writes a missing value
-        pa_csv.write_csv(pa.table(cells, names=names), sink, _BODY)
+        rows = _csv_rows(pa.table(cells, names=names))
     except pa.ArrowInvalid:  # (a cell Arrow would have to quote: pandas writes the file)
         return None
-    return b"".join(((",".join(names) + "\n").encode("utf-8"), memoryview(sink.getvalue())))
+    return [(",".join(names) + "\n").encode("utf-8"), *rows]
 
 
 _BODY = pa_csv.WriteOptions(include_header=False, delimiter=",", quoting_style="none")  # "\n" line ends
+# Rows from which a table's rows are written in two halves, the second by a thread meanwhile (Arrow's writer
+# releases the interpreter): the health history's ~1M rows at 100k accounts, 0.12 -> 0.06 s
+SPLIT_ROWS = 200_000
+
+
+def _csv_rows(table: pa.Table) -> list[pa.Buffer]:
+    """The text of ``table``'s rows by Arrow's CSV writer (:data:`_BODY`); from SPLIT_ROWS rows on, in two
+    halves, the second written by a thread meanwhile (the same bytes: each row's text is its own)."""
+    if len(table) < SPLIT_ROWS:
+        return [_rows_text(table)]
+    half = len(table) // 2
+    with ThreadPoolExecutor(1, thread_name_prefix="cskit-csv") as pool:
+        second = pool.submit(_rows_text, table.slice(half))
+        return [_rows_text(table.slice(0, half)), second.result()]
+
+
+def _rows_text(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, _BODY)
+    return sink.getvalue()
 
 
 def _csv_cells(column: pd.Series, float_format: str) -> pa.Array | None:

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cskit.result import csv_bytes, formatted_floats, month_text, write_csv
+from cskit import result as R
+from cskit.result import csv_parts, formatted_floats, month_text, write_csv
 
 EDGE = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-5, 1e-4, 123456.0, 1234567.0, 1e16, 2.5, 0.1 + 0.2, 1 / 3, -1e-300,
         5e-324, 999999.5, 1.234567e-5, 11.0, -3.0]
@@ -23,14 +24,18 @@ def _frame(rng) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("fmt", ["%.6g", "%.10g", "%.2f"])
-@pytest.mark.parametrize("kind", ["arrow", "pandas"])
-def test_write_csv_gives_pandas_bytes_and_leaves_the_frame(tmp_path, fmt, kind):
-    """Text without quotes, floats, integers and flags: Arrow's join (csv_bytes); a frame with a date column,
-    text with commas and quotes, a float32 or object column of numbers: pandas."""
+@pytest.mark.parametrize("kind", ["arrow", "arrow in halves", "pandas"])
+def test_write_csv_gives_pandas_bytes_and_leaves_the_frame(tmp_path, monkeypatch, fmt, kind):
+    """Text without quotes, floats, integers and flags: Arrow's join (csv_parts; its rows in two halves, one
+    by a thread, from SPLIT_ROWS rows on: 6,069 here); a frame with a date column, text with commas and
+    quotes, a float32 or object column of numbers: pandas."""
     df = _frame(np.random.default_rng(5))
-    if kind == "arrow":
+    if kind != "pandas":
         df = df.drop(columns=["month", "label", "f32", "mixed"]).assign(tier=np.where(df["x"] > 0, "green", "red"))
-    assert (csv_bytes(df, fmt) is not None) == (kind == "arrow")
+    monkeypatch.setattr(R, "SPLIT_ROWS", 1000 if kind == "arrow in halves" else 10**9)
+    parts = csv_parts(df, fmt)
+    assert (parts is not None) == (kind != "pandas")
+    assert parts is None or len(parts) == (3 if kind == "arrow in halves" else 2)  # the header, the rows' parts
     before = df.copy()
     df.to_csv(tmp_path / "pandas.csv", index=False, float_format=fmt, lineterminator="\n", encoding="utf-8")
     write_csv(df, tmp_path / "kit.csv", float_format=fmt)
@@ -59,6 +64,12 @@ def test_month_text_as_strftime():
     pd.testing.assert_series_equal(pd.Series(month_text(dates), dtype=object), expected.astype(object))
 
 
-def test_csv_bytes_by_hand():
+@pytest.mark.parametrize("split", [10**9, 2])
+def test_csv_parts_by_hand(monkeypatch, split):
+    monkeypatch.setattr(R, "SPLIT_ROWS", split)
     df = pd.DataFrame({"a": ["x", None, ""], "b": [1.5, np.nan, -0.0], "c": [True, False, True], "d": [3, -4, 0]})
-    assert csv_bytes(df, "%.6g") == b"a,b,c,d\nx,1.5,True,3\n,,False,-4\n,-0,True,0\n"
+    parts = [bytes(p) for p in csv_parts(df, "%.6g")]
+    assert parts[0] == b"a,b,c,d\n"
+    assert b"".join(parts[1:]) == b"x,1.5,True,3\n,,False,-4\n,-0,True,0\n"
+    assert parts[1:] == ([b"x,1.5,True,3\n", b",,False,-4\n,-0,True,0\n"] if split == 2 else
+                         [b"x,1.5,True,3\n,,False,-4\n,-0,True,0\n"])
