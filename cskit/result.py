@@ -161,7 +161,8 @@ def _float_text(values: np.ndarray, float_format: str) -> tuple[np.ndarray, list
     """Each distinct bit pattern of the float64 ``values`` formatted once (-0.0 and 0.0 stay apart: "-0"
     and "0"; NaN ""): the values' codes into the list of texts."""
     codes, distinct = pd.factorize(np.ascontiguousarray(values, dtype=np.float64).view(np.int64))
-    return codes, ["" if np.isnan(v) else float_format % v for v in distinct.view(np.float64)]
+    # (as Python floats: the same text, formatted several times faster than numpy scalars; v != v: NaN)
+    return codes, ["" if v != v else float_format % v for v in distinct.view(np.float64).tolist()]
 
 
 def month_text(dates: pd.Series | np.ndarray) -> np.ndarray:
