@@ -361,10 +361,11 @@ def analyse(
 
 
 # The stages' modules and their libraries (statsmodels, scipy.stats, lifelines: ~2 s of imports in a fresh
-# process), imported by a thread while the loader reads (:func:`_import_stages`).
+# process), and the write's Excel library (xlsxwriter: 0.07 s, else imported by the write, after the analysis),
+# imported by a thread while the loader reads (:func:`_import_stages`).
 STAGE_MODULES = (
     GLM_MODULE, "cskit.fits", "cskit.triggers", "cskit.health", "cskit.history", "cskit.metrics",
-    "cskit.survival", "cskit.potential",
+    "cskit.survival", "cskit.potential", "xlsxwriter",
 )
 
 
