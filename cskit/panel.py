@@ -79,14 +79,17 @@ def table_kpis(data: ClientData) -> list[str]:
 
 def build_panel(data: ClientData) -> pd.DataFrame:
     """Build the account × month panel of ``data`` (columns: docs/architecture.md)."""
-    acc = data.accounts.sort_values("account_id", kind="stable").reset_index(drop=True)
+    acc = data.accounts  # (the loader's: sorted by id, every account kept, usually; the frame's index is not read)
+    if not acc["account_id"].is_monotonic_increasing:
+        acc = acc.sort_values("account_id", kind="stable").reset_index(drop=True)
     as_of = int(month_index(pd.Series([data.as_of]))[0])
     start = month_index(acc["contract_start"])
     churn_m = churn_months(acc)
     churned = (churn_m >= 0) & (churn_m <= as_of)
     end = np.where(churned, churn_m, as_of)
     keep = (start <= as_of) & (end >= start)
-    acc, start, end, churned = acc[keep].reset_index(drop=True), start[keep], end[keep], churned[keep]
+    if not keep.all():
+        acc, start, end, churned = acc[keep].reset_index(drop=True), start[keep], end[keep], churned[keep]
 
     n = (end - start + 1).astype(np.int64)
     row_acc = np.repeat(np.arange(len(acc)), n)
@@ -703,7 +706,8 @@ def _add_referrals(panel: _Columns, acc: pd.DataFrame, data: ClientData, ids: pd
     referral_mrr = panel.float_row("referral_mrr", fill=0.0)
     if "referred_by" not in acc:
         return
-    ref = acc[acc["referred_by"].notna() & (acc["referred_by"].astype(str) != "")]
+    named = acc[acc["referred_by"].notna()]
+    ref = named[named["referred_by"].astype(str) != ""]
     if ref.empty:
         return
     codes = ids.get_indexer(ref["referred_by"].astype(str))
@@ -786,9 +790,8 @@ def _trailing_nps(panel: _Columns, nps: pd.DataFrame, ids: pd.Index, at: _Rows, 
 def _within_account_window_sum(x: np.ndarray, tenure: np.ndarray, window: int) -> np.ndarray:
     """Sum of x over the current and previous window−1 months of the same account."""
     cs = np.concatenate([[0.0], np.cumsum(x)])
-    i = np.arange(len(x))
-    k = np.minimum(tenure, window - 1)
-    return cs[i + 1] - cs[i - k]
+    first = np.arange(len(x)) - np.minimum(tenure, window - 1)  # each row's window's first row
+    return cs[1:] - cs[first]
 
 
 # Every outcome a model of cskit is fitted to (rows and event: ``outcome_rows``); each stage models a

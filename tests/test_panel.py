@@ -77,6 +77,19 @@ def test_rows_span_contract_to_churn_or_as_of():
     assert (p.groupby("account_id")["tenure"].apply(lambda s: list(s) == list(range(len(s))))).all()
 
 
+def test_accounts_in_any_order_and_index_and_one_starting_after_as_of_give_the_same_panel():
+    """The accounts are read in id order, whatever their order and index; one starting after as_of has no row."""
+    from dataclasses import replace
+
+    base = _client()
+    late = pd.DataFrame({"account_id": ["0"], "contract_start": [M("2024-07-01")], "churn_date": [pd.NaT],
+                         "segment": ["SMB"], "plan": ["Pro"], "contract_type": ["monthly"], "referred_by": ["a"],
+                         "onboarding_completed": [1.0]})
+    shuffled = pd.concat([base.accounts.iloc[[2, 0, 3, 1]], late]).set_axis([7, 3, 9, 1, 5])
+    for accounts in (shuffled, pd.concat([late, base.accounts]).set_axis([4, 3, 2, 1, 0])):
+        pd.testing.assert_frame_equal(build_panel(replace(base, accounts=accounts)), build_panel(base))
+
+
 def test_revenue_movements_and_cross_sell():
     p = build_panel(_client()).set_index(["account_id", "month"])
     a = p.loc["a"]
