@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lifelines.utils import concordance_index
-from pandas.api.types import infer_dtype
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -65,6 +64,7 @@ from cskit.params import Params
 from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.result import StageResult, six_digits, write_csv, write_json
 from cskit.sampling import RowSample, sampled_notice
+from cskit.season import as_text
 from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
 
 RANGE_QUANTILES = (0.05, 0.95)
@@ -182,12 +182,9 @@ class ScoreModel:
 
 def _level_values(column: pd.Series, levels: dict[str, float], default: float) -> np.ndarray:
     """``column.astype(str).map(levels).fillna(default)`` as float64: each row's level's value, ``default``
-    for a level not in ``levels`` (or valued NaN there). A column of text only is looked up once per distinct
-    level (its codes, pd.factorize), not row by row; any other column (numbers, missing values: their text
-    is str()'s) as written above."""
-    if infer_dtype(column, skipna=False) != "string":
-        return column.astype(str).map(levels).fillna(default).to_numpy(dtype="float64")
-    codes, uniques = pd.factorize(column)
+    for a level not in ``levels`` (or valued NaN there), looked up once per distinct level (its codes,
+    pd.factorize, of the labels as text: :func:`cskit.season.as_text`), not row by row."""
+    codes, uniques = pd.factorize(as_text(column))
     values = np.array([levels.get(u, np.nan) for u in uniques], dtype="float64")
     values[np.isnan(values)] = default
     return values[codes]

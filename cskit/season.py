@@ -154,7 +154,7 @@ def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarra
     (contract type, start month) labels, with no text made per row."""
     from cskit.panel import factorize_runs  # (the panel imports this module)
 
-    kind, kinds = factorize_runs(_text(contract_type))  # (an account's rows together: a few runs each)
+    kind, kinds = factorize_runs(as_text(contract_type))  # (an account's rows together: a few runs each)
     if not len(kinds):
         return np.zeros(0, dtype=np.int64), np.array([], dtype=str)
     started = (month - tenure) % 12 + 1  # (month − tenure) % 12: the start's calendar month − 1
@@ -163,8 +163,9 @@ def _strata_codes(contract_type: pd.Series, month: np.ndarray, tenure: np.ndarra
     return rank.reshape(labels.shape)[kind, started], strata
 
 
-def _text(labels: pd.Series) -> np.ndarray:
-    """``labels.astype(str)`` as an array; labels that are all text already are taken as they are."""
+def as_text(labels: pd.Series) -> np.ndarray:
+    """``labels.astype(str)`` as an array; labels that are all text already are taken as they are (no
+    conversion of every row; the rule every reader of labels as text follows)."""
     labels = labels if isinstance(labels, pd.Series) else pd.Series(np.asarray(labels), copy=False)
     values = labels.to_numpy()
     if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":

@@ -329,10 +329,15 @@ def _described(result: dict, outcome: str, group: tuple[str, ...], columns: dict
         lead_lag = scores[scores["outcome"] == outcome].reset_index(drop=True)
         frame.iloc[:n, frame.columns.get_loc("best_lag")] = _best_lag(lead_lag, kpis)
     out = result | {"rows": frame, "lead_lag": lead_lag}
-    if result.get("shares") is not None:
-        shares = _full_shares(columns, result["outcome"]["rows"], result["shares"]["recent"], kpis)
+    if "missing" in result and columns["missing"] is not None:  # a fitted model on a sample of the rows
+        shares = _full_shares(columns, result["outcome"]["rows"], result["recent_gaps"], kpis)
         out["missing"] = _with_shares(result["missing"], shares)
     return out
+
+
+def _events(y: np.ndarray) -> int:
+    """What an outcome's model learns from: the rarer of its 0/1 classes (renewal's are churn's)."""
+    return int(min(y.sum(), len(y) - y.sum()))
 
 
 def _stack(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -432,8 +437,8 @@ def group_columns(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpi
     accounts): per KPI its measured rows (``counts``), its Spearman correlation with the group's first
     outcome (``spearman``; the other outcomes' are its negative: ranks of 1 − y reverse those of y) and,
     when the models' rows are a case-control sample (``drawn``: ``cskit.fits.model_rows`` of the first
-    outcome), the rows it is missing in (``missing``: of all rows, and of
-    annual contracts', for :func:`_full_shares`)."""
+    outcome), the rows it is missing in (``missing``: of all rows, and of annual contracts', for
+    :func:`_full_shares`; None when the models' rows are all of them)."""
     rows, y = outcome_rows(panel, group[0], lag)
     sampled = drawn[2].sampled
     where = Z.sources(lag, rows)
@@ -449,7 +454,7 @@ def group_columns(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpi
             gaps.append(np.count_nonzero(np.isnan(v)))
             annual_gaps.append(np.count_nonzero(np.isnan(v[annual])) if annual is not None else 0)
     return {"counts": np.array(counts, dtype="int64"), "spearman": np.array(rho, dtype="float64"),
-            "missing": (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64"))}
+            "missing": (np.array(gaps, dtype="int64"), np.array(annual_gaps, dtype="int64")) if sampled else None}
 
 
 def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnings: list[Notice]) -> dict:
@@ -461,7 +466,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     panel, group, rows, kpis, model_kpis, transforms = (
         rs.panel, rs.group, rs.rows, rs.kpis, rs.model_kpis, rs.transforms)
     lag, link, last = rs.lag, rs.link(outcome), outcome == rs.group[-1]
-    events = int(min(y.sum(), len(y) - y.sum()))
+    events = _events(y)
     accounts = rs.once("accounts", lambda: _accounts(panel, rows))
     info = {"outcome": outcome, "model": MODEL[outcome], "events": events, "rows": int(rows.sum()),
             "accounts": accounts, "mde_per_sd": np.nan, "status": "fitted", "reason": ""}
@@ -472,13 +477,13 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     base = pd.DataFrame({"kpi": kpis, "outcome": outcome, "rows": np.zeros(len(kpis), dtype="int64")})
     base["spearman"] = np.nan
     base["transform"] = [transforms[k].kind if k in transforms else "" for k in kpis]
+    base["best_lag"] = np.nan
     if events < MIN_EVENTS:
         info.update(status="not_estimable", reason=Notice(
             "outcome_not_estimable", stage="triggers", outcome=outcome, events=int(events), rows=int(info["rows"]),
             min=MIN_EVENTS))
         warnings.append(Notice("outcome_too_few_events", stage="triggers", outcome=outcome, events=int(events),
                                min=MIN_EVENTS))
-        base["best_lag"] = np.nan
         return {"rows": _empty_effects(base, info["reason"]), "outcome": info, "dropped": {}}
 
     adjust = CHURN_ADJUST if outcome in ("churn", "renewal") else ADJUST
@@ -491,10 +496,9 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     if outcome in ("churn", "renewal"):  # on the fitted rows with their link, as the potential's (cskit.fits)
         sustained, choice = rs.once("sustained", lambda: sustained_rows(
             panel, rs.kept, model_kpis, lag, transforms, link=rs.link(group[0])))
-    recent = sustained is not None
-    # sampled: the shares missing are of all the group's rows (combine_triggers, _full_shares)
-    basis = rs.once("basis", lambda: {"recent": _recent_gaps(rs) if recent else None}) if rs.pick is not None else None
-    base["best_lag"] = np.nan
+    # sampled: the shares missing are of all the group's rows (combine_triggers, _full_shares), where the
+    # recent mean was chosen of its values on the annual rows
+    recent = rs.once("recent", lambda: _recent_gaps(rs)) if sustained is not None and rs.pick is not None else None
     seg = rs.once("segment", lambda: panel["segment"].to_numpy()[rs.kept].astype(str) if "segment" in panel else None)
     key = ("model", *order)
     if last:  # the models the group's other outcomes used are not this one's
@@ -517,7 +521,7 @@ def _one_outcome(rs: RowSet, outcome: str, y: np.ndarray, params: Params, warnin
     info["model"] = fit["model"]
     dropped = {k: r for k, r in design.dropped.items() if k in kpis}
     out = {"rows": out, "outcome": info, "dropped": dropped, "structure": tests.assign(outcome=outcome),
-           "missing": missing, "shares": basis}
+           "missing": missing, "recent_gaps": recent}
     return out if choice is None else out | {"sustained": choice}
 
 
@@ -813,9 +817,9 @@ class KPIMatrix:
 def group_lead_lag(panel: pd.DataFrame, Z: KPIMatrix, group: tuple[str, ...], kpis: list[str],
                    transforms: dict[str, Transform], lag: int, seed: int) -> pd.DataFrame:
     """The "lead_lag" step of ``group``: :func:`lead_lag_scores` of its outcomes, adjusted as their
-    models are, when one of them has its model estimated (``MIN_EVENTS`` on its model rows at ``lag``);
-    else no score (none is reported)."""
-    if all(min(y.sum(), len(y) - y.sum()) < MIN_EVENTS for y in (outcome_rows(panel, o, lag)[1] for o in group)):
+    models are, when their models are estimated (``MIN_EVENTS`` on the model rows at ``lag``: the
+    group's outcomes share their rows and events); else no score (none is reported)."""
+    if _events(outcome_rows(panel, group[0], lag)[1]) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     adjust = CHURN_ADJUST if group[0] in ("churn", "renewal") else ADJUST
     return lead_lag_scores(panel, Z, group, kpis, transforms, adjust, seed=seed)
@@ -834,7 +838,7 @@ def lead_lag_scores(
     """
     rows, y = outcome_rows(panel, outcomes[0], MAX_LEAD_LAG)
     use = [k for k in kpis if k != TENURE and k in transforms]
-    if not use or min(y.sum(), len(y) - y.sum()) < MIN_EVENTS:
+    if not use or _events(y) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     kept, _, sample = case_control(panel, rows, y, seed=seed)
     pick = kept[rows] if sample.sampled else slice(None)
