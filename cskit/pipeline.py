@@ -556,10 +556,17 @@ def require_churn(panel: pd.DataFrame, data: ClientData) -> None:
     accounts = panel["account_id"].nunique()
     dated = int(data.accounts["churn_date"].notna().sum()) if "churn_date" in data.accounts else 0
     as_of = pd.Timestamp(data.as_of)
+    # accounts whose revenue stops before as_of: former customers, when the client records no churn dates
+    paid = data.revenue[data.revenue["mrr"] > 0]
+    last = paid.groupby("account_id")["month"].max()
+    stopped = last[last < as_of].sort_index()
+    hint = (f" {len(stopped)} of them pay no MRR at as_of (e.g. '{stopped.index[0]}', last paid "
+            f"{stopped.iloc[0]:%Y-%m}): if they left, their churn_date is the day their contract ended."
+            if len(stopped) else "")
     raise CskitError(
         f"No churn at all: table 'accounts', column 'churn_date' gives no churn up to as_of={as_of:%Y-%m} "
         f"among the {accounts} accounts analysed ({dated} have a churn_date), so nothing can be learnt about "
-        "what drives churn (retention triggers, improvement potential, health score). Fix: fill "
+        f"what drives churn (retention triggers, improvement potential, health score).{hint} Fix: fill "
         "accounts.churn_date with the day each former customer's contract ended (YYYY-MM-DD); if the client's "
         "file names that column differently, map it in the params (columns: {accounts: {<their column>: "
         "churn_date}}); if the churn dates lie after as_of, set a later as_of."

@@ -270,6 +270,27 @@ def test_zero_churn_stops_naming_table_column_and_fix(tmp_path):
     assert "Fix:" in msg and "columns:" in msg and "as_of" in msg
 
 
+def test_zero_churn_with_revenue_that_stops_points_to_those_accounts(tmp_path):
+    """churn_date left empty for every account while the churned accounts' revenue stops (a client that
+    does not record churn dates): the message counts the accounts with no MRR at as_of (by hand from the
+    simulated tables) and names one with its last paid month."""
+    from cskit.simulate import simulate_client, write_client
+
+    sim = simulate_client(n_accounts=40, n_months=12, seed=0, mc_paths=0)
+    rev = sim.tables["revenue"]
+    last = rev[rev["mrr"] > 0].groupby("account_id")["month"].max()
+    stopped = last[last < rev["month"].max()].sort_index()
+    assert len(stopped) > 0
+    sim.tables["accounts"] = sim.tables["accounts"].assign(churn_date=None)
+    write_client(sim, tmp_path / "data")
+    with pytest.raises(CskitError) as e:
+        analyse(params(tmp_path / "data"))
+    msg = str(e.value)
+    assert msg.startswith("No churn at all")
+    assert (f"{len(stopped)} of them pay no MRR at as_of (e.g. '{stopped.index[0]}', last paid "
+            f"{pd.Period(stopped.iloc[0], 'M')})") in msg
+
+
 # ---------------------------------------------------------------- the report's words
 
 
