@@ -2539,7 +2539,7 @@ CALIBRATION_WORDS = {
     "under_predicts": ("予測した解約確率は実際より低めです", "it under-predicts the level of churn"),
     "over_predicts": ("予測した解約確率は実際より高めです", "it over-predicts the level of churn"),
 }
-TIER_ORDER_WORDS = {"ordered": ("赤・黄・緑の順に解約が多くなっています", "the red, yellow and green tiers churn in that order"),
+TIER_ORDER_WORDS = {"ordered": ("解約は赤・黄・緑の順に少なくなっています", "churn falls from the red to the yellow to the green tier"),
                     "not_ordered": ("ただしティアの順序どおりには解約が起きていません", "but the tiers do not order churn")}
 # after an AUC that cannot be told from chance, the tiers' disorder is one more weakness, not a contrast
 TIER_DISORDER_AFTER_CHANCE = ("また、ティアの順序どおりには解約が起きていません", "nor do the tiers order churn")

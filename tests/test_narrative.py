@@ -660,3 +660,13 @@ def test_no_fall_at_all_does_not_suggest_an_alert_drop_of_one_point():
     assert "スコアが下がったアカウントはありません" in N.movers(empty, 15, 3, "ja", summary=still)
     moving = still | {"q01": -6.2, "q05": -3.1}
     assert "consider alert_drop of about 6" in N.movers(empty, 15, 3, "en", summary=moving)
+
+
+def test_ordered_tiers_say_churn_falls_from_red_to_green():
+    """'赤・黄・緑の順に解約が多くなっています' reads 'churn grows from red to green', the opposite of the
+    verdict (red churned most); the words say churn falls from red to yellow to green."""
+    R = {"health_validation": {"status": "fitted", "validation": {
+        "status": "fitted", "score": {"auc": 0.75},
+        "verdicts": {"auc": "above_chance", "tier_order": "ordered", "calibration": "adequate"}}}}
+    assert "解約は赤・黄・緑の順に少なくなっています" in N.conclusion_health(R, "ja")
+    assert "churn falls from the red to the yellow to the green tier" in N.conclusion_health(R, "en")
