@@ -33,6 +33,7 @@ EQUIVALENCE_MARGIN = 0.05
 ONBOARDING_SCORE_TENURE = 12
 LONG_RUN = 10_000  # "all months": the account's level, a better measure of a lasting trait than 3 months
 ADJUSTED_MIN_GROUP = 20  # accounts per group (and churns) below which the adjusted comparison is not made
+Z975 = float(stats.norm.ppf(0.975))  # the normal's 97.5% quantile: a 95% interval's half-width in SEs
 
 
 def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int,
@@ -113,8 +114,8 @@ def hazard_own_effect(panel: pd.DataFrame, kpis: list[str], lag: int, *, fits: F
     t = design.transforms["onboarding_completed"]
     step = float(t.forward(1.0) - t.forward(0.0))  # per SD on the model's scale → per step of the flag
     b, se = fit.coef[j] * step, fit.se[j] * abs(step)
-    return {"status": "fitted", "hazard_ratio": float(np.exp(b)), "ci_low": float(np.exp(b - 1.959963984540054 * se)),
-            "ci_high": float(np.exp(b + 1.959963984540054 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se))),
+    return {"status": "fitted", "hazard_ratio": float(np.exp(b)), "ci_low": float(np.exp(b - Z975 * se)),
+            "ci_high": float(np.exp(b + Z975 * se)), "p_value": float(2 * stats.norm.sf(abs(b / se))),
             "rows": "every at-risk month up to as_of (the churn hazard of the triggers, potential and score)"}
 
 
@@ -178,8 +179,7 @@ def adjusted_difference(y: np.ndarray, treated: np.ndarray, X: np.ndarray, names
     except (np.linalg.LinAlgError, ValueError, RuntimeError) as e:  # e.g. perfect separation
         return {"status": "not_estimable", "reason": f"the propensity or outcome model could not be fitted ({e})"}
     est, se = r["ate"], r["se_ate"]
-    q = stats.norm.ppf(0.975)
-    lo, hi = est - q * se, est + q * se
+    lo, hi = est - Z975 * se, est + Z975 * se
     if not all(np.isfinite([est, lo, hi])):
         return {"status": "not_estimable", "reason": "the adjusted estimate is not finite"}
     return {"status": "fitted", "method": AIPW_METHOD, "estimate": float(est), "ci_low": float(lo),
@@ -229,8 +229,10 @@ def aipw(y: np.ndarray, t: np.ndarray, X: np.ndarray, prob: np.ndarray, gamma: n
     tmean1 = f1.mean() + correct1
     ate = tmean1 - tmean0
     params = np.concatenate(([ate, tmean0], b0, b1, gamma))
-    J = aipw_jacobian(y, t, X, params)
-    a = np.linalg.solve(J.T, np.eye(len(params))[:, :2])  # the first two rows of G⁻¹, as columns
+    J = aipw_jacobian(y, t, X, params, groups=(X0, X1))
+    # the first two rows of G⁻¹, as columns (the effect's alone is read, but solved and multiplied out alone it
+    # rounds differently in the last bits: LAPACK and BLAS order a one-column product otherwise)
+    a = np.linalg.solve(J.T, np.eye(len(params))[:, :2])
     k = X.shape[1]
     pc = np.clip(prob, 0.01, 0.99)  # the moments clip the propensities
     r0, r1 = y - f0, y - f1
@@ -245,7 +247,8 @@ def aipw(y: np.ndarray, t: np.ndarray, X: np.ndarray, prob: np.ndarray, gamma: n
     return {"ate": ate, "pom0": tmean0, "pom1": ate + tmean0, "se_ate": float(np.sqrt(cov[0, 0]))}
 
 
-def aipw_jacobian(y: np.ndarray, t: np.ndarray, X: np.ndarray, params: np.ndarray) -> np.ndarray:
+def aipw_jacobian(y: np.ndarray, t: np.ndarray, X: np.ndarray, params: np.ndarray, *,
+                  groups: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Exact Jacobian (moments × parameters) of the mean of statsmodels' AIPW moment conditions
     (``_AIPWGMM.momcond``) at ``params`` = [ATE, POM₀, outcome model 0, outcome model 1, logit
     propensity] (outcome ``y``, treatment ``t``, covariates ``X`` with the constant, in any order of the
@@ -256,11 +259,11 @@ def aipw_jacobian(y: np.ndarray, t: np.ndarray, X: np.ndarray, params: np.ndarra
     τ₀ − POM₀, each group's OLS moments x(y − x'β_g) and the logit score x(t − Λ(x'γ)). So
     ∂τ₀/∂β₀ = x(1 − (1 − t)/(1 − p)), ∂τ₁/∂β₁ = x(1 − t/p), ∂τ₀/∂γ = (y − f₀)(1 − t)/(1 − p)² ∂p/∂γ,
     ∂τ₁/∂γ = −(y − f₁)t/p² ∂p/∂γ with ∂p/∂γ = Λ(1 − Λ)x inside the clip (0 where clipped); the OLS
-    blocks −X_g'X_g/n and the score −X'diag(Λ(1 − Λ))X/n."""
+    blocks −X_g'X_g/n and the score −X'diag(Λ(1 − Λ))X/n. ``groups``: (X of the untreated, X of the
+    treated) when the caller has them (:func:`aipw`'s outcome models)."""
     k = X.shape[1]
     p0, p1, ps = params[2:2 + k], params[2 + k:2 + 2 * k], params[2 + 2 * k:]
     n = len(y)
-    treat = t == 1
     lam = 1.0 / (1.0 + np.exp(-(X @ ps)))
     p = np.clip(lam, 0.01, 0.99)
     slope = np.where((lam > 0.01) & (lam < 0.99), lam * (1 - lam), 0.0)  # ∂p/∂γ = slope · x
@@ -279,7 +282,7 @@ def aipw_jacobian(y: np.ndarray, t: np.ndarray, X: np.ndarray, params: np.ndarra
     J[1, 1] = -1.0
     J[1, b0] = s_b0 / n
     J[1, g] = s_g0 / n
-    X0, X1 = X[~treat], X[treat]
+    X0, X1 = (X[t != 1], X[t == 1]) if groups is None else groups
     J[b0, b0] = -(X0.T @ X0) / n
     J[b1, b1] = -(X1.T @ X1) / n
     J[g, g] = -(X.T @ (X * (lam * (1 - lam))[:, None])) / n

@@ -293,13 +293,14 @@ class Term:
         return f"{self.kpi}:segment={self.level}"
 
     def values(self, z: np.ndarray, segment: np.ndarray | None = None, cubes: dict | None = None, *,
-               masks: dict | None = None) -> np.ndarray:
+               masks: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """The column at standardised values ``z`` (and the rows' ``segment`` for a segment slope);
         ``cubes`` (knot → (z − knot)₊³), when given, is shared by the curve columns of one ``z``, and
-        ``masks`` (level → 1[segment = level]) by the columns of the same rows."""
+        ``masks`` (level → 1[segment = level]) by the columns of the same rows. ``out``: where to write
+        it (``z``'s length; else a new array)."""
         z = np.asarray(z, dtype="float64")
         if self.kind == "curve" and not self.level:
-            return rcs_column(z, np.asarray(self.knots), self.index, cubes)
+            return rcs_column(z, np.asarray(self.knots), self.index, cubes, out=out)
         if segment is None:
             raise ValueError(f"{self.name} needs the accounts' segments")
         if masks is None:
@@ -309,8 +310,8 @@ class Term:
         else:
             mask = masks[self.level] = as_text(segment) == self.level
         if self.kind == "curve":
-            return rcs_column(z, np.asarray(self.knots), self.index, cubes) * mask
-        return z * mask
+            return np.multiply(rcs_column(z, np.asarray(self.knots), self.index, cubes), mask, out=out)
+        return np.multiply(z, mask, out=out)
 
 
 def as_text(values: np.ndarray) -> np.ndarray:
@@ -330,10 +331,7 @@ def term_columns(terms: list[Term], z: np.ndarray, segment: np.ndarray | None = 
     masks = {} if masks is None else masks
     z = np.ascontiguousarray(z, dtype="float64")
     for j, t in enumerate(terms):
-        if t.kind == "curve" and not t.level:  # written in its place (the same bits as t.values)
-            rcs_column(z, np.asarray(t.knots), t.index, cubes, out=out[:, j])
-        else:
-            out[:, j] = t.values(z, segment, cubes, masks=masks)
+        t.values(z, segment, cubes, masks=masks, out=out[:, j])
     return out
 
 

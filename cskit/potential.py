@@ -651,6 +651,9 @@ def project(
     churn_prob, ltv_units = np.empty((b, n)), np.empty((b, n))
     ge, gd = g_e.reshape(-1, 1).astype(dtype), g_d.reshape(-1, 1).astype(dtype)
     buffers: dict[str, dict[str, np.ndarray]] = {"base": {}, "moved": {}}  # the factors' memory, chunk after chunk
+    # the scenarios projected (a scenario with a reason has no row to fill) and the outcomes each moves
+    live = [(s, sc, [o for o, hz in hazards.items() if sc.kpi in hz.kpi_cols])
+            for s, sc in enumerate(scen, start=1) if not sc.reason]
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         weights = (w_money[lo:hi], w_count[lo:hi], referral_mrr)
@@ -668,10 +671,7 @@ def project(
             _keep(totals, kept, 0, base, weights, slice(sl.start - lo, sl.stop - lo))
             churn_prob[:, sl] = 1.0 - base["surv"]
             ltv_units[:, sl] = base["ltv"] * mrr[None, sl]
-            for s, sc in enumerate(scen, start=1):
-                moved = [o for o, hz in hazards.items() if sc.kpi in hz.kpi_cols]
-                if sc.reason:
-                    continue
+            for s, sc, moved in live:
                 if not moved:
                     res = base
                 elif sc.kpi == "contract_months":
@@ -683,9 +683,8 @@ def project(
                     res = _moved_projection(neg_a, log_a, change, base, base_factor, ge, gd, horizon, ltv_months)
                 _keep(totals, kept, s, res, weights, slice(sl.start - lo, sl.stop - lo))
         if kept is not None:
-            for s in range(len(scen) + 1):
-                if s == 0 or not scen[s - 1].reason:
-                    _add_totals(totals, s, {c: v[s] for c, v in kept.items()}, *weights)
+            for s in [0, *(s for s, _, _ in live)]:
+                _add_totals(totals, s, {c: v[s] for c, v in kept.items()}, *weights)
     return Projection(totals, churn_prob, ltv_units)
 
 
