@@ -1013,6 +1013,7 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
         static_kpis=static_kpis, quality=report.quality,
     )
     _note_window(data)
+    _note_anniversaries(data)
     return data
 
 
@@ -1120,6 +1121,33 @@ def _note_window(data: ClientData) -> None:
                              n=w["started_before_window"], accounts=w["accounts"],
                              share=w["share_started_before_window"], ended_before=w["ended_before_window"],
                              only_active_listed=w["only_active_listed"]))
+
+
+ANNIVERSARY_MIN_CHURNS = 20  # churns of accounts 11+ months old needed to tell annual-looking churn apart
+
+
+def _note_anniversaries(data: ClientData) -> None:
+    """A warning when no account is annual (contract_type missing or all monthly) yet the churns of
+    accounts 11+ months old fall at an anniversary of contract_start (its month or the month before: a
+    term ending the day before) far more often than the 2 months in 12 of monthly renewals (binomial
+    p < 0.001, half of them at least): annual contracts filed as monthly, which the models would read as
+    a churn season instead of renewals."""
+    acc = data.accounts
+    if (acc["contract_type"] == "annual").any():
+        return
+    start = acc["contract_start"].to_numpy().astype("datetime64[M]").astype("int64")
+    end = acc["churn_date"].to_numpy().astype("datetime64[M]")
+    churned = ~np.isnat(end) & (end <= np.datetime64(data.as_of, "M"))
+    months = end[churned].astype("int64") - start[churned]
+    months = months[months >= 11]
+    if len(months) < ANNIVERSARY_MIN_CHURNS:
+        return
+    from scipy import stats
+
+    n = int(np.isin(months % 12, (0, 11)).sum())
+    if n >= len(months) / 2 and stats.binomtest(n, len(months), 2 / 12, alternative="greater").pvalue < 1e-3:
+        data.quality.warn(Notice("churn_at_anniversaries", stage="load", n=n, churns=len(months),
+                                 share=round(n / len(months), 6)))
 
 
 def _required_tables(params: Params) -> tuple[str, ...]:

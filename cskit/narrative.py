@@ -393,6 +393,18 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
         lambda v: f"KPI表の{v.kpi('column')}の列には値がないため、KPIとして使っていません。",
         lambda v: f"kpis.{v.s('column')}: the column has no values; this KPI is not used. "
                   "Fix: fill it or drop the column."),
+    "churn_at_anniversaries": (
+        lambda v: f"契約開始から11か月以上の解約{v.n('churns')}件のうち{v.n('n')}件（{pct(v['share'])}）が契約開始日の"
+                  "応当月かその前月（契約期間の末日）に集中しています（月次更新なら約17%）が、年契約のアカウントがありません"
+                  "（contract_type が無いか、すべて月額）。年契約のように見えます。このままでは更新月の解約を"
+                  "季節性として扱います。accounts に contract_type（annual / monthly）を追加するか、params の "
+                  "columns で貴社の列を対応付けてください。",
+        lambda v: f"{v.n('n')} of {v.n('churns')} churns of accounts 11+ months old ({pct(v['share'])}) fall at an "
+                  "anniversary of contract_start (its month or the month before, a term's last day; about 17% if "
+                  "contracts renewed monthly), yet no account is annual (contract_type missing or all monthly): "
+                  "these look like annual contracts, and the models would read their renewals as a churn season. "
+                  "Fix: add contract_type (annual / monthly) to accounts, or map the client's column in params "
+                  "columns."),
     "ids_leading_zeros": (
         lambda v: f"{v.table()}のaccount_id: 未登録として除外した{v.n('n')}行は、先頭の0を除けばアカウント表のIDと"
                   f"一致します（例: こちらは'{v.s('example')}'、アカウント表は'{v.s('listed')}'）。Excelなどが数値に"

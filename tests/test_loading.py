@@ -624,3 +624,30 @@ def test_an_empty_kpis_table_is_one_problem_not_one_per_column():
         client_from_frames(tables, P)
     assert "- kpis: no usable rows (read 0; the table is empty)" in str(e.value)
     assert "has no values" not in str(e.value)
+
+
+def _term_client(contract_type: str | None, churn_day: str = "03-31") -> dict[str, pd.DataFrame]:
+    """40 accounts from 2023-04-01; 30 of them leave on {2024,2025}-{churn_day}: churns at the term's end
+    of annual contracts (2/12 of churns would fall in those two months of the cycle if renewals were monthly)."""
+    ids = [f"C{i:02d}" for i in range(40)]
+    churn = [f"{2024 + i % 2}-{churn_day}" if i < 30 else "" for i in range(40)]
+    acc = pd.DataFrame({"account_id": ids, "contract_start": "2023-04-01", "churn_date": churn})
+    if contract_type is not None:
+        acc["contract_type"] = contract_type
+    months = pd.period_range("2023-04", "2025-06", freq="M")
+    rev = [[a, str(m), "1000"] for a, c in zip(ids, churn) for m in months if not c or m <= pd.Period(c[:7], "M")]
+    rev = pd.DataFrame(rev, columns=["account_id", "month", "mrr"])
+    kpis = rev[["account_id", "month"]].assign(login_days="3")
+    return {"accounts": acc, "revenue": rev, "kpis": kpis}
+
+
+def test_churns_at_anniversaries_of_contracts_all_monthly_are_named_as_likely_annual():
+    """30 of 30 churns (tenure 11+ months) fall on a term's last day, 03-31 of a contract from 04-01
+    (binomial p vs 2/12 far below 0.001), while no account is annual: the loader warns."""
+    data = load(_term_client(None), validate_params({"as_of": "2025-06-30"}))
+    (w,) = [w for w in data.quality.warnings if w.code == "churn_at_anniversaries"]
+    assert w.values == {"n": 30, "churns": 30, "share": 1.0}
+    assert str(w).startswith("30 of 30 churns of accounts 11+ months old (100.0%) fall at an anniversary")
+    for quiet in (_term_client("annual"), _term_client(None, churn_day="09-15")):
+        data = load(quiet, validate_params({"as_of": "2025-06-30"}))
+        assert not any(w.code == "churn_at_anniversaries" for w in data.quality.warnings)
