@@ -116,7 +116,9 @@ def spearman_binary(x: np.ndarray, events: np.ndarray) -> float:
     of sizes t, Σ(rank − mean)² = (n³ − n − Σ(t³ − t)) / 12 (Kendall 1948). One column at a time: a
     caller can gather, rank and drop each column in turn.
     """
-    codes, values = pd.factorize(x)  # equal values share a code, NaN is -1
+    # equal values share a code, NaN is -1; the hash table starts small and grows as needed (one sized
+    # for every row costs twice as much on a KPI's few thousand distinct values)
+    codes, values = pd.factorize(x, size_hint=1024)
     if not np.isfinite(values).all():  # nor is ±inf a measurement
         return spearman_binary(np.where(np.isfinite(x), x, np.nan), events)
     order = np.argsort(values)  # the codes by increasing value (the values are distinct)
