@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import re
 import tempfile
-import threading
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1419,10 +1418,8 @@ class _Reads:
         self.columns = columns
         self.coded: dict[int, tuple[object, pa.Array, np.ndarray]] = {}
         self.block: np.ndarray | None = None  # the kpis rows' float block (_kpi_rows), mapped by the thread
-        self.thread = None
-        if paths:
-            self.thread = threading.Thread(target=self._run, args=(con.cursor(),), name="cskit-read", daemon=True)
-            self.thread.start()
+        cursor = con.cursor() if paths else None
+        self.thread = Beside(lambda: self._run(cursor), "cskit-read", start=bool(paths))
 
     def _run(self, cursor: duckdb.DuckDBPyConnection) -> None:
         try:
@@ -1451,9 +1448,7 @@ class _Reads:
             cursor.close()
 
     def join(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
+        self.thread.join()
 
     def finish(self, tables: dict[str, pd.DataFrame], unread: set[str], report: _Report) -> None:
         """Join the thread and put each table into ``tables`` (or ``unread``); closes the connection."""
