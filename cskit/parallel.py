@@ -85,6 +85,10 @@ class Beside:
             self.out = self.work()
         except BaseException as e:  # noqa: BLE001 - raised again by result, in the caller's thread
             self.error = e
+        finally:
+            # done: what the work holds is let go (a work that holds its caller, as a closure over
+            # it does, would keep both, and all they hold, alive until a collection finds the cycle)
+            self.work = None
 
     def join(self) -> None:
         if self.thread is not None:

@@ -240,3 +240,25 @@ def test_work_beside_gives_its_value_or_raises_its_error_in_the_caller():
     later = Beside(lambda: work(5), "helper", start=False)
     assert later.thread is None and where == ["helper", "helper"]  # (nothing done yet)
     assert later.result() == 10 and where[-1] == threading.current_thread().name
+
+
+def test_work_beside_is_let_go_once_done_so_a_caller_it_holds_is_freed_without_a_collection():
+    """The loader's checks beside (a closure over their caller, which holds the Beside: a cycle) kept the
+    typed tables alive (0.4 GB at 100k accounts) until the collection before the fork."""
+    import gc
+    import weakref
+
+    class Caller:
+        pass
+
+    def let_go() -> weakref.ref:
+        caller = Caller()
+        caller.beside = Beside(lambda: caller is not None, "helper")
+        assert caller.beside.result() is True
+        return weakref.ref(caller)
+
+    gc.disable()
+    try:
+        assert let_go()() is None
+    finally:
+        gc.enable()
