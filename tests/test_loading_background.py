@@ -192,6 +192,28 @@ def test_kpi_columns_parsed_by_threads_into_the_block(monkeypatch, sorted_rows, 
     assert records(data.quality.warnings) == records(one.quality.warnings)
 
 
+def test_a_failure_parsing_a_kpi_column_in_a_thread_is_raised_by_the_load(monkeypatch):
+    """A KPI column whose parse raises in a parse thread (loading._Parsing): the load raises that error in
+    its own thread, and no thread outlives it."""
+    monkeypatch.setattr(loading, "PARSE_THREADS", 2)
+    frames = tables()
+    frames["kpis"] = kpi_table(True)
+    into, where = loading._numbers_into, []
+
+    def failing(s, out):
+        if s.name == "rate":
+            where.append(threading.current_thread().name)
+            raise RuntimeError("parse rate")
+        return into(s, out)
+
+    monkeypatch.setattr(loading, "_numbers_into", failing)
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="parse rate"):
+        client_from_frames(frames, validate_params({"as_of": "2024-06-30"}))
+    assert where == ["cskit-parse"]
+    assert set(threading.enumerate()) <= before
+
+
 def test_an_interrupt_while_checking_early_leaves_no_thread(tmp_path, monkeypatch):
     folder = write(tmp_path / "c", tables())
 
