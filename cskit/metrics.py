@@ -32,6 +32,7 @@ from cskit.notices import Notice
 from cskit.panel import factorize_runs, month_index, month_start
 from cskit.params import Params
 from cskit.result import StageResult, write_json
+from cskit.season import as_text
 
 BRIDGE_COLUMNS = ["month", "mrr_start", "new", "expansion", "reactivation", "contraction", "churn", "mrr_end"]
 MOVEMENTS = ["new", "expansion", "reactivation", "contraction", "churn"]
@@ -121,9 +122,7 @@ def account_month_mrr(revenue: pd.DataFrame, as_of) -> pd.DataFrame:
     """
     mi = month_index(revenue["month"])
     cents = np.rint(revenue["mrr"].to_numpy(dtype="float64") * 100).astype(np.int64)
-    ids = revenue["account_id"].to_numpy()
-    if pd.api.types.infer_dtype(ids, skipna=False) != "string":  # (the loader's ids are text already)
-        ids = revenue["account_id"].astype(str).to_numpy()
+    ids = as_text(revenue["account_id"])  # (the loader's ids are text already)
     keep = (mi >= 0) & (mi <= _mi(as_of))
     if not keep.any():
         df = pd.DataFrame({"account_id": ids[keep], "mi": mi[keep], "cents": cents[keep]})
