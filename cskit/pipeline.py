@@ -58,6 +58,25 @@ def memory_settings():
             pa.set_memory_pool(pool)
 
 
+@contextmanager
+def spared_by_the_collector():
+    """The objects alive when the block starts (``analyse``: the modules, the client's tables, the panel)
+    moved out of the garbage collector's reach inside it (``gc.freeze``), given back after it: a full
+    collection there (the one before the fork, any the stages' allocations start) walks only what the
+    block made, not those ~140k objects (0.09 s per collection at 100k accounts). Garbage among them waits
+    for the end of the block. Left alone when objects are frozen already (the caller's own)."""
+    import gc
+
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @dataclass(repr=False)
 class Diagnosis(StageResult):
     """Every stage's result for one client (attribute names match the stage modules).
@@ -278,7 +297,8 @@ def analyse(
             # keeps the whole table's values alive)
             data = replace(data, kpis=data.kpis.iloc[:0].copy())
             release_free_memory()
-    with one_blas_thread():  # again: the BLAS libraries the stages' imports loaded meanwhile too (none here)
+    # again: the BLAS libraries the stages' imports loaded meanwhile too (none here); what is alive now spared
+    with one_blas_thread(), spared_by_the_collector():
         if panel.empty:
             raise CskitError(
                 "No account-month left to analyse: every account starts after as_of or was excluded. "

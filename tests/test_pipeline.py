@@ -145,6 +145,33 @@ def test_run_json_fingerprints_every_input_file_and_the_results_inside_the_data_
     assert inputs(inside) == expected and "results/health_scores.csv" in expected
 
 
+def test_the_stages_run_with_the_loaded_objects_spared_by_the_collector_given_back_after(tiny, monkeypatch):
+    """Frozen (gc.freeze) while the stages run, unfrozen when analyse returns; a caller's own frozen objects
+    are left as they are."""
+    import gc
+
+    from cskit import metrics
+
+    seen, made = [], metrics.compute_metrics
+
+    def spy(*args, **kwargs):
+        seen.append(gc.get_freeze_count())
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "compute_metrics", spy)
+    data = tiny[0]
+    assert gc.get_freeze_count() == 0
+    analyse(params(data), parallel=False)
+    assert seen[-1] > 1000 and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        own = gc.get_freeze_count()
+        analyse(params(data), parallel=False)
+        assert seen[-1] <= own and 0 < gc.get_freeze_count() <= own  # (neither frozen more nor given back)
+    finally:
+        gc.unfreeze()
+
+
 def test_one_process_and_two_give_the_same_bytes(tiny, tmp_path):
     """The triggers stage in a forked child (cskit.parallel) or in the analysing process: same files."""
     from cskit.parallel import parallel_enabled
