@@ -48,6 +48,8 @@ MAX_R2 = 0.9
 SEPARATED_COEF = 10.0  # |β| per SD or level beyond which a coefficient is a separation artefact, not an estimate
 SEPARATED_SE = 100.0
 MAX_MISSING = 0.5
+RARE_ACCOUNTS = 10  # a KPI departing from its usual value on fewer accounts is left out of the models
+RARE_SAMPLE = 1000  # evenly spaced measured values in which the usual value is looked for
 MISSING_MIN_SHARE = 0.05  # a KPI missing in fewer model rows is not tested for informative missingness
 MISSING_PREFIX = "missing:"  # design column of a KPI's missing indicator: "missing:csat"
 MISSING_COLUMNS = ["kpi", "outcome", "share", "z", "p_value", "q_value", "informative", "effect", "ci_low", "ci_high"]
@@ -60,6 +62,8 @@ class Transform:
     kind: str  # "identity" | "log1p"
     mean: float
     sd: float
+    rare: int = 0  # accounts departing from the KPI's usual value, when fewer than RARE_ACCOUNTS (else 0)
+    usual: float | None = None  # that usual value (where ``rare``)
 
     def forward(self, x, out: np.ndarray | None = None):
         """z of the raw values ``x`` (a scalar for a scalar); an array's into ``out`` when given (float64,
@@ -85,8 +89,12 @@ class Transform:
 
 
 def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]:
-    """Transform of each KPI, fitted on all non-missing panel rows (constant KPIs are left out)."""
+    """Transform of each KPI, fitted on all non-missing panel rows (constant KPIs are left out; a KPI
+    that departs from its usual value on fewer than RARE_ACCOUNTS accounts carries their number in
+    ``rare``, and :func:`design_matrix` leaves it out)."""
     out = {}
+    # an account's rows at most (months of tenure it can span)
+    span = int(panel["tenure"].max()) + 1 if "tenure" in panel and len(panel) else len(panel)
     for k in kpis:
         x = panel[k].to_numpy(dtype="float64")
         finite = np.isfinite(x)
@@ -107,8 +115,24 @@ def kpi_transforms(panel: pd.DataFrame, kpis: list[str]) -> dict[str, Transform]
             mean = x.mean()
             sd = float(x.std(mean=mean))
         if sd > 1e-12:
-            out[k] = Transform("log1p" if log else "identity", float(mean), sd)
+            rare, usual = (0, None) if k == "contract_months" else _rare(panel, k, x, span)
+            out[k] = Transform("log1p" if log else "identity", float(mean), sd, rare, usual)
     return out
+
+
+def _rare(panel: pd.DataFrame, k: str, x: np.ndarray, span: int) -> tuple[int, float | None]:
+    """(accounts whose KPI ``k`` departs from its usual value, when fewer than RARE_ACCOUNTS, else 0; that
+    value). The usual value is the most common of RARE_SAMPLE evenly spaced measured values ``x`` (where it
+    matters nearly every row holds it); the departing rows' accounts are counted only when the rows are few
+    enough (``span``: an account's rows at most) to come from fewer than RARE_ACCOUNTS accounts."""
+    values, counts = np.unique(x[:: max(1, len(x) // RARE_SAMPLE)], return_counts=True)
+    usual = float(values[np.argmax(counts)])
+    if np.count_nonzero(x != usual) >= RARE_ACCOUNTS * span or "account_id" not in panel:
+        return 0, None
+    col = panel[k].to_numpy(dtype="float64")
+    off = np.flatnonzero(np.isfinite(col) & (col != usual))
+    n = len(pd.unique(panel["account_id"].to_numpy()[off]))
+    return (n, usual) if n < RARE_ACCOUNTS else (0, None)
 
 
 def _skewness(x: np.ndarray) -> float:
@@ -840,6 +864,10 @@ def design_matrix(
     n = len(raw)
     masks: dict[str, np.ndarray] = {}
     if prune:
+        for k in use:
+            if transforms[k].rare:
+                dropped[k] = Notice("kpi_rare", stage="models", severity="note", accounts=transforms[k].rare,
+                                    value=transforms[k].usual)
         for j, k in enumerate(use):
             gap = np.isnan(raw[:, j])
             share = float(gap.mean()) if n else 0.0

@@ -475,6 +475,10 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
     "kpi_constant": (
         lambda v: "値が一定で推定できない",
         lambda v: "constant (no variation): nothing to estimate"),
+    "kpi_rare": (
+        lambda v: f"通常の値（{float(v['value']):g}）と異なるのが{v.n('accounts')}アカウントだけで、効果を推定できない",
+        lambda v: f"departs from its usual value ({float(v['value']):g}) on only {v.n('accounts')} account(s): "
+                  "too few to estimate"),
     "kpi_mostly_missing": (
         lambda v: f"モデルに使う行の{float(v['share']):.0%}で欠測",
         lambda v: f"missing in {float(v['share']):.0%} of the model rows"),

@@ -471,3 +471,24 @@ def test_means_weights_and_loglik_are_the_closed_forms_bit_for_bit(link):
     bread = np.linalg.inv(weighted_gram(X, dd * dd / vv))
     g = groups.max() + 1
     assert cluster_cov(fit, X, y, groups) == pytest.approx(bread @ s.T @ s @ bread * g / (g - 1), rel=1e-10)
+
+
+def test_a_kpi_that_departs_from_its_usual_value_on_few_accounts_is_left_out():
+    """A 0/1 flag that is 0 on 3 accounts of 200 (30 of 2000 rows), or a count that is nonzero on 9 accounts
+    only: too few accounts to estimate an effect (with 3 accounts a renewal GEE gave OR 0.11 at p < 1e-6
+    on a flag with no effect in 2 of 8 simulated clients); a flag off on 10 accounts stays."""
+    rng = np.random.default_rng(1)
+    n, acc = 2000, np.repeat(np.arange(200), 10)
+    panel = pd.DataFrame({"account_id": acc.astype(str), "tenure": np.tile(np.arange(10), 200),
+                          "segment": "SMB", "contract_type": "monthly",
+                          "contract_months": np.tile(np.arange(10), 200).astype(float),
+                          "flag3": np.where(acc < 3, 0.0, 1.0), "flag10": np.where(acc < 10, 0.0, 1.0),
+                          "count9": np.where((acc < 9) & (rng.random(n) < 0.5), rng.integers(1, 5, n), 0).astype(float),
+                          "b": rng.normal(size=n)})
+    kpis = ["contract_months", "flag3", "flag10", "count9", "b"]
+    t = kpi_transforms(panel, kpis)
+    assert (t["flag3"].rare, t["count9"].rare, t["flag10"].rare, t["b"].rare) == (3, 9, 0, 0)
+    d = design_matrix(panel, np.ones(n, bool), kpis, lag=1)
+    assert d.kpis == ["contract_months", "flag10", "b"]
+    assert str(d.dropped["flag3"]) == "departs from its usual value (1) on only 3 account(s): too few to estimate"
+    assert "on only 9 account(s)" in str(d.dropped["count9"])
