@@ -302,3 +302,16 @@ def test_tier_mix_and_score_bands(outdir, language):
     # the stacked shares of each month add up to 1, in the order red, yellow, green from the bottom
     assert np.allclose(mix[["share_red", "share_yellow", "share_green"]].sum(axis=1), 1.0)
     assert png.stat().st_size > 5000
+
+
+def test_forest_ticks_stay_a_twelfth_of_the_axis_apart_on_a_wide_ratio_axis():
+    """The peer client's expansion panel spans OR 0.2 to 1.7: 1.25 and 1.5 (ratio 1.2) were both kept
+    and their labels ran together ('1.251.5') in the report's narrow third of a figure. Every two ticks
+    are now at least a twelfth of the log axis apart."""
+    d = pd.DataFrame({"label": ["契約月数", "meeting"], "effect": [0.22, 1.25], "ci_low": [0.2, 1.15],
+                      "ci_high": [0.24, 1.7], "flagged": [True, True]})
+    ax = plots.forest(d)
+    ticks = np.log(ax.get_xticks())
+    lo, hi = np.log(ax.get_xlim())
+    assert 0.0 in ticks and np.diff(ticks).min() >= (hi - lo) / 12 - 1e-12
+    plt.close(ax.figure)
