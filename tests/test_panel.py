@@ -399,21 +399,24 @@ def test_mapped_block_is_a_writable_float_array_of_its_shape():
 
 
 def test_running_sums_continue_across_chunks_bit_for_bit():
-    """_running_sums chunk by chunk: at every position with a value seen, the sequential sum of the values
-    seen so far (numpy's cumsum of them), whatever the chunk size; the missing positions returned."""
+    """_running_sums chunk by chunk, of one KPI or two at once (the real and imaginary parts of one complex
+    cumsum): at every position with a value seen, the sequential sum of the values seen so far (numpy's
+    cumsum of them, each KPI's own), whatever the chunk size; each KPI's missing positions returned."""
     from cskit.panel import _running_sums
 
     p = _random_panel(3)
-    for k in ("few", "many", "none", "odd"):
-        x = p[k].to_numpy()
-        ok = np.isfinite(x)
-        count = np.cumsum(ok)
-        want = np.r_[0.0, np.cumsum(x[ok])][count]
+    for pair in (("few", "many"), ("none", "odd"), ("odd",), ("many", "few")):
+        xs = [p[k].to_numpy() for k in pair]
         for chunk in (1, 2, 7, 64, 1 << 17):
-            out = np.empty(len(x))
-            gaps = _running_sums(x, out, chunk=chunk)
-            assert gaps.tolist() == np.flatnonzero(~ok).tolist()
-            assert np.array_equal(out[count > 0].view(np.int64), want[count > 0].view(np.int64)), (k, chunk)
+            out = np.empty(len(p), dtype="complex128")
+            gaps = _running_sums(xs, out, chunk=chunk)
+            assert len(gaps) == len(pair)
+            for k, x, found, sums in zip(pair, xs, gaps, (out.real, out.imag)):
+                ok = np.isfinite(x)
+                count = np.cumsum(ok)
+                want = np.r_[0.0, np.cumsum(x[ok])][count]
+                assert found.tolist() == np.flatnonzero(~ok).tolist()
+                assert np.array_equal(sums[count > 0].view(np.int64), want[count > 0].view(np.int64)), (k, chunk)
 
 
 def test_season_test_by_a_thread_gives_the_panel_and_result_made_in_turn(monkeypatch):
