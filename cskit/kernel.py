@@ -158,13 +158,25 @@ def preload_line(modules: tuple[str, ...] = PRELOAD, when_idle: tuple[str, ...] 
 def start(preload: tuple[str, ...] = PRELOAD, *, when_idle: tuple[str, ...] = WHEN_IDLE, charts: str = "fork"):
     """Launch the notebook kernel (it boots and imports ``preload`` in its own process, then ``when_idle``
     while idle; this returns at once). The kernel inherits this process's environment as it is now, with
-    ``$CSKIT_CHARTS`` = ``charts`` (:data:`CHARTS_ENV`). Returns its kernel manager."""
+    ``$CSKIT_CHARTS`` = ``charts`` (:data:`CHARTS_ENV`). Returns its kernel manager.
+
+    Where the platform has them (POSIX), the kernel talks to this process over Unix sockets in a folder
+    of its own (``transport="ipc"``), not over TCP ports: jupyter_client picks a TCP port by binding and
+    releasing it, and another process (a second run beside this one) can take it before the kernel
+    binds it, which printed ipykernel's ``ZMQError: Address already in use`` traceback to the
+    consultant's terminal. Socket files in a private folder cannot be taken; :func:`stop` removes it."""
     import os
+    import tempfile
 
     from jupyter_client import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    km = AsyncKernelManager(kernel_name=KERNEL_NAME)
+    if os.name == "posix":
+        sockets = tempfile.mkdtemp(prefix="cskit-kernel-")
+        km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
+        km.cskit_sockets = sockets
+    else:
+        km = AsyncKernelManager(kernel_name=KERNEL_NAME)
     arguments = [*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={preload_line(preload, when_idle)}"] \
         if preload or when_idle else list(KERNEL_ARGUMENTS)
     try:
@@ -189,6 +201,10 @@ def stop(km) -> None:
             except Exception:  # noqa: BLE001 - shutdown_kernel below kills and waits its own way
                 pass
         run_sync(km.shutdown_kernel)(now=True)
+    if getattr(km, "cskit_sockets", None):  # the kernel's socket folder (start)
+        import shutil
+
+        shutil.rmtree(km.cskit_sockets, ignore_errors=True)
 
 
 def kill(km) -> None:

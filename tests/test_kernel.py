@@ -78,6 +78,26 @@ def test_kernel_starts_with_the_imports_done_and_leaves_nothing_behind():
         os.kill(pid, 0)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets: POSIX only (elsewhere the kernel uses TCP ports)")
+def test_kernel_talks_over_sockets_of_its_own_folder_not_tcp_ports(tmp_path):
+    """A TCP port picked by jupyter_client (bound, released, then bound by the kernel) can be taken by
+    another process meanwhile (ZMQError: Address already in use). Here a second kernel is started while
+    the first runs: each has its own socket folder, both answer, and stop removes the folder."""
+    first, second = kernel.start(preload=()), kernel.start(preload=())
+    try:
+        folders = [Path(km.cskit_sockets) for km in (first, second)]
+        assert folders[0] != folders[1]
+        for km, folder in zip((first, second), folders):
+            assert km.transport == "ipc" and Path(km.ip).parent == folder
+            out = "".join(m["content"]["text"] for m in _run(km, "print(6 * 7)") if m["msg_type"] == "stream")
+            assert out.strip() == "42"
+            assert sorted(p.name for p in folder.iterdir()) == sorted(f"k-{port}" for port in km.ports)
+    finally:
+        kernel.stop(first)
+        kernel.stop(second)
+    assert not any(folder.exists() for folder in folders)
+
+
 def test_a_figure_rendered_in_a_child_is_the_kernels_own_png():
     """plots.show() in cskit run's kernel ($CSKIT_CHARTS=fork) and plt.show() semantics elsewhere give
     the same PNG bytes, in the same order."""
