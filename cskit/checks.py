@@ -303,11 +303,12 @@ def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
     Z = (Xc - Xc.mean(axis=0)) / sd[cand]
     del Xc
     # the pivoted factorisation (LAPACK geqp3) of [1, Z], built in the Fortran order it works in (no copy for
-    # it) and without forming Q (mode "r"), which nothing reads
+    # it), without forming Q, which nothing reads, and with R of the top rows only (mode "raw": mode "r" makes
+    # the upper triangle of the whole n × k array, a copy of the cohort's covariates of which k rows are read)
     A = np.empty((len(Z), 1 + Z.shape[1]), order="F")
     A[:, 0] = 1.0
     A[:, 1:] = Z
-    r, piv = scipy.linalg.qr(A, mode="r", pivoting=True, overwrite_a=True)
+    _, r, piv = scipy.linalg.qr(A, mode="raw", pivoting=True, overwrite_a=True)
     del A
     diag = np.abs(np.diag(r))
     good = sorted(int(piv[i]) - 1 for i in range(len(diag)) if diag[i] > 1e-6 * diag[0] and piv[i] > 0)
