@@ -76,8 +76,9 @@ def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray, *,
     deviations z − z̄_i (NaN where z is missing): what :func:`deviation_correlation` correlates."""
     ok = np.isfinite(z)
     na = int(account.max()) + 1 if len(account) else 0
-    n = np.bincount(account[ok], minlength=na).astype("float64")
-    mean_i = np.bincount(account[ok], z[ok], minlength=na) / np.maximum(n, 1)
+    seen_at = account[ok]  # (the accounts of the values seen: once, for their counts and sums)
+    n = np.bincount(seen_at, minlength=na).astype("float64")
+    mean_i = np.bincount(seen_at, z[ok], minlength=na) / np.maximum(n, 1)
     d = np.where(ok, z - mean_i[account], 0.0)
     ss = float(np.sum(d**2))
     many = n > 1
@@ -85,8 +86,8 @@ def estimate_persistence(kpi: str, z: np.ndarray, account: np.ndarray, *,
         return None
     if deviations is not None:  # (not a static KPI's: nothing correlates them)
         deviations[kpi] = np.where(ok, d, np.nan)
-    pair = np.r_[False, (account[1:] == account[:-1]) & ok[1:] & ok[:-1]]
-    raw = float(np.sum(d[1:] * d[:-1] * pair[1:]) / ss)
+    pair = (account[1:] == account[:-1]) & ok[1:] & ok[:-1]  # each row and the one before it both seen
+    raw = float(np.sum(d[1:] * d[:-1] * pair) / ss)
     nbar = float(np.average(n[many], weights=n[many]))
     rho = float(np.clip(raw + (1 + 3 * raw) / nbar, 0.0, 0.99))
     f = ar1_inflation(rho, n)
