@@ -210,14 +210,15 @@ def expected_cloglog(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     x, w = GAUSS_HERMITE
     mean, sd = np.asarray(mean, dtype="float64"), np.sqrt(2 * np.maximum(var, 0.0))
     eta = np.empty(np.broadcast_shapes(mean.shape, np.shape(sd)) + x.shape)  # one (… × nodes) array, in place:
-    np.multiply(np.asarray(sd)[..., None], x, out=eta)  # mean + sd·x, then 1 − exp(−exp(η)) step by step (the
-    eta += mean[..., None]  # same operations on the same values as the expression, no temporary per step)
-    np.minimum(eta, 50.0, out=eta)
+    np.multiply(np.asarray(sd)[..., None], x, out=eta)  # mean + sd·x, then 1 − exp(−exp(η)) = −expm1(−exp(η))
+    eta += mean[..., None]  # step by step (the same operations on the same values as the expression, no
+    np.minimum(eta, 50.0, out=eta)  # temporary per step)
     np.exp(eta, out=eta)
     np.negative(eta, out=eta)
     np.expm1(eta, out=eta)
-    np.negative(eta, out=eta)
-    return (eta @ w) / np.sqrt(np.pi)
+    # the last sign change after the weighted sum, on one value per row instead of one per node: the sum of the
+    # negated terms is the negated sum, bit for bit (rounding is symmetric), and 0.0 − s keeps a zero sum +0.0
+    return (0.0 - eta @ w) / np.sqrt(np.pi)
 
 
 def kpi_paths(panel: pd.DataFrame, kpis: list[str], rows: np.ndarray, transforms: dict,

@@ -201,6 +201,22 @@ def test_expected_cloglog_matches_numerical_integration():
         assert expected_cloglog(np.array([mean]), np.array([var]))[0] == pytest.approx(ref, rel=rel)
 
 
+def test_expected_cloglog_is_its_quadrature_written_out_bit_for_bit():
+    """expected_cloglog, made in place with the sign of −expm1 taken after the weighted sum, against the
+    quadrature written as one expression: the same bits, a zero probability (η far below 0) +0.0 too."""
+    from cskit.forecast import GAUSS_HERMITE, expected_cloglog
+
+    rng = np.random.default_rng(5)
+    mean, var = rng.normal(-4, 3, 2000), rng.gamma(1.0, 0.5, 2000)
+    var[:100], mean[:5], mean[5:10] = 0.0, -800.0, 60.0  # known paths, underflow to 0, hazards of 1
+    x, w = GAUSS_HERMITE
+    eta = np.minimum(mean[:, None] + np.sqrt(2 * var)[:, None] * x, 50.0)
+    want = (-np.expm1(-np.exp(eta)) @ w) / np.sqrt(np.pi)
+    got = expected_cloglog(mean, var)
+    assert got.view(np.int64).tolist() == want.view(np.int64).tolist()
+    assert got[0:5].tolist() == [0.0] * 5 and not np.signbit(got[0:5]).any()
+
+
 def test_deviation_correlation_is_that_of_the_within_account_deviations():
     from cskit.forecast import deviation_correlation
 
