@@ -155,6 +155,9 @@ def preload_line(modules: tuple[str, ...] = PRELOAD, when_idle: tuple[str, ...] 
     return f"__import__('cskit.kernel').kernel.preload({tuple(modules)!r}, {tuple(when_idle)!r})"
 
 
+SOCKET_PATH_MAX = 100  # bytes of a Unix socket's path (sun_path: 108 on Linux, 104 on macOS, with its NUL)
+
+
 def start(preload: tuple[str, ...] = PRELOAD, *, when_idle: tuple[str, ...] = WHEN_IDLE, charts: str = "fork"):
     """Launch the notebook kernel (it boots and imports ``preload`` in its own process, then ``when_idle``
     while idle; this returns at once). The kernel inherits this process's environment as it is now, with
@@ -164,15 +167,19 @@ def start(preload: tuple[str, ...] = PRELOAD, *, when_idle: tuple[str, ...] = WH
     of its own (``transport="ipc"``), not over TCP ports: jupyter_client picks a TCP port by binding and
     releasing it, and another process (a second run beside this one) can take it before the kernel
     binds it, which printed ipykernel's ``ZMQError: Address already in use`` traceback to the
-    consultant's terminal. Socket files in a private folder cannot be taken; :func:`stop` removes it."""
+    consultant's terminal. Socket files in a private folder cannot be taken; :func:`stop` removes it. (TCP
+    when the folder's path is too long for a socket's, :data:`SOCKET_PATH_MAX`.)"""
     import os
     import tempfile
 
     from jupyter_client import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    if os.name == "posix":
-        sockets = tempfile.mkdtemp(prefix="cskit-kernel-")
+    sockets = tempfile.mkdtemp(prefix="cskit-kernel-") if os.name == "posix" else None
+    if sockets is not None and len(os.fsencode(os.path.join(sockets, "k-65535"))) > SOCKET_PATH_MAX:
+        os.rmdir(sockets)  # a long $TMPDIR: a Unix socket's path would not fit; TCP ports then
+        sockets = None
+    if sockets is not None:
         km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
         km.cskit_sockets = sockets
     else:

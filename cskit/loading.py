@@ -15,6 +15,7 @@ import re
 import tempfile
 import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -1025,7 +1026,9 @@ class _Beside:
 
     def __init__(self, work):
         self.work, self.report = work, _Report()
-        self.beside = Beside(lambda: work(self.report), "cskit-check", start=(os.cpu_count() or 1) > 1)
+        # (a partial, not a closure over self: nothing points back here, so with one core too, where no
+        # thread runs the work and lets it go, the tables it holds are freed with this object)
+        self.beside = Beside(partial(work, self.report), "cskit-check", start=(os.cpu_count() or 1) > 1)
 
     def join(self) -> None:
         self.beside.join()

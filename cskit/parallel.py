@@ -96,8 +96,10 @@ class Beside:
 
     def result(self) -> Any:
         if self.thread is None:
-            return self.work()
-        self.thread.join()
+            if self.work is not None:  # done here, once, and let go as a thread does
+                self._run()
+        else:
+            self.thread.join()
         if self.error is not None:
             raise self.error
         return self.out

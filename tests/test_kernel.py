@@ -98,6 +98,22 @@ def test_kernel_talks_over_sockets_of_its_own_folder_not_tcp_ports(tmp_path):
     assert not any(folder.exists() for folder in folders)
 
 
+def test_kernel_under_a_temporary_folder_too_long_for_a_socket_uses_tcp(tmp_path, monkeypatch):
+    import tempfile
+
+    long = tmp_path / ("t" * (kernel.SOCKET_PATH_MAX - len(str(tmp_path))))
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    km = kernel.start(preload=())
+    try:
+        assert km.transport == "tcp" and not hasattr(km, "cskit_sockets")
+        out = "".join(m["content"]["text"] for m in _run(km, "print(6 * 7)") if m["msg_type"] == "stream")
+        assert out.strip() == "42"
+    finally:
+        kernel.stop(km)
+    assert list(long.iterdir()) == []  # the socket folder made and removed
+
+
 def test_a_figure_rendered_in_a_child_is_the_kernels_own_png():
     """plots.show() in cskit run's kernel ($CSKIT_CHARTS=fork) and plt.show() semantics elsewhere give
     the same PNG bytes, in the same order."""

@@ -242,9 +242,11 @@ def test_work_beside_gives_its_value_or_raises_its_error_in_the_caller():
     assert later.result() == 10 and where[-1] == threading.current_thread().name
 
 
-def test_work_beside_is_let_go_once_done_so_a_caller_it_holds_is_freed_without_a_collection():
+@pytest.mark.parametrize("start", [True, False], ids=["thread", "one core: done by result"])
+def test_work_beside_is_let_go_once_done_so_a_caller_it_holds_is_freed_without_a_collection(start):
     """The loader's checks beside (a closure over their caller, which holds the Beside: a cycle) kept the
-    typed tables alive (0.4 GB at 100k accounts) until the collection before the fork."""
+    typed tables alive (0.4 GB at 100k accounts) until the collection before the fork; with one core
+    (no thread) too, where result does the work."""
     import gc
     import weakref
 
@@ -253,8 +255,8 @@ def test_work_beside_is_let_go_once_done_so_a_caller_it_holds_is_freed_without_a
 
     def let_go() -> weakref.ref:
         caller = Caller()
-        caller.beside = Beside(lambda: caller is not None, "helper")
-        assert caller.beside.result() is True
+        caller.beside = Beside(lambda: caller is not None, "helper", start=start)
+        assert caller.beside.result() is True and caller.beside.result() is True  # (done once)
         return weakref.ref(caller)
 
     gc.disable()
