@@ -902,15 +902,22 @@ def _as_of(params: Params, revenue: pd.DataFrame, months: np.ndarray, report: _R
     return as_of
 
 
-def _as_of_after_revenue(revenue: pd.DataFrame, as_of: np.datetime64, report: _Report) -> None:
-    """A fatal problem when params.as_of lies after the last month of the used revenue rows: no account
-    pays at as_of, so the diagnosis of that month would stop later (nothing to project) with a vaguer
-    message."""
+def _as_of_after_revenue(revenue: pd.DataFrame, as_of: np.datetime64, params: Params, report: _Report) -> None:
+    """A fatal problem when as_of lies after the last month of the used revenue rows: no account pays at
+    as_of, so the diagnosis of that month would stop later (nothing to project) with a vaguer message.
+    as_of set in params: set it earlier or add the months. Not set (the last month of revenue.month, read
+    before the rows' checks): every row of that month was excluded, which the row problems list."""
     if not len(revenue):
         return
     last = revenue["month"].max().to_datetime64()
     if last < as_of:
         end = (pd.Timestamp(last) + pd.offsets.MonthEnd(0)).date()
+        if params.as_of is None:
+            report.fatal.append(
+                f"revenue: as_of is not set, so it is the last month in revenue.month ({_ym(as_of)}), but none of "
+                f"that month's rows is usable (see the revenue row problems below); the last month with usable "
+                f"revenue is {_ym(last)}. Fix: correct those rows (e.g. fill their mrr), or set as_of: {end}.")
+            return
         report.fatal.append(
             f"params as_of: as_of {_ym(as_of)} is after the last month with revenue (revenue.month: {_ym(last)}), "
             f"so no account pays at as_of. Fix: set as_of: {end} (or leave it out to use the last revenue month), "
@@ -1002,7 +1009,7 @@ def _client_from_frames(tables: dict[str, pd.DataFrame], params: Params, source:
         events = _event_rows(frames["events"], contracts, as_of, report)
     for name in required:
         _no_rows(name, report)
-    _as_of_after_revenue(revenue, as_of, report)
+    _as_of_after_revenue(revenue, as_of, params, report)
     report.stop_if_fatal(source)
 
     extra = [k for k in kpi_names if k not in catalogue_names]

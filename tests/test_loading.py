@@ -651,3 +651,19 @@ def test_churns_at_anniversaries_of_contracts_all_monthly_are_named_as_likely_an
     for quiet in (_term_client("annual"), _term_client(None, churn_day="09-15")):
         data = load(quiet, validate_params({"as_of": "2025-06-30"}))
         assert not any(w.code == "churn_at_anniversaries" for w in data.quality.warnings)
+
+
+def test_as_of_not_set_and_the_last_revenue_month_unusable_names_those_rows_not_the_params():
+    """as_of left out defaults to the last month in revenue.month; when every row of that month is
+    excluded (an export whose current month has blank mrr), the message says so and does not tell the
+    consultant to leave as_of out (they did)."""
+    tables = raw_tables()
+    rev = tables["revenue"]
+    rev = pd.concat([rev, pd.DataFrame([[a, "2024-07", "", "core"] for a in ("A1", "A2")], columns=rev.columns)])
+    tables["revenue"] = rev
+    with pytest.raises(CskitError) as e:
+        client_from_frames(tables, validate_params({}))
+    msg = str(e.value)
+    assert "as_of is not set, so it is the last month in revenue.month (2024-07)" in msg
+    assert "the last month with usable revenue is 2024-06" in msg and "set as_of: 2024-06-30" in msg
+    assert "leave it out" not in msg
