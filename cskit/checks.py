@@ -308,7 +308,7 @@ def _usable_columns(X: np.ndarray) -> tuple[list[int], np.ndarray]:
     A = np.empty((len(Z), 1 + Z.shape[1]), order="F")
     A[:, 0] = 1.0
     A[:, 1:] = Z
-    _, r, piv = scipy.linalg.qr(A, mode="raw", pivoting=True, overwrite_a=True)
+    r, piv = scipy.linalg.qr(A, mode="raw", pivoting=True, overwrite_a=True)[1:]  # (qr, tau) not kept: A is freed
     del A
     diag = np.abs(np.diag(r))
     good = sorted(int(piv[i]) - 1 for i in range(len(diag)) if diag[i] > 1e-6 * diag[0] and piv[i] > 0)
