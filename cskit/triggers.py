@@ -832,12 +832,13 @@ def lead_lag_scores(
     """Score z of every KPI at each lag 0..6 on the same rows (the outcome's rows with tenure ≥ 6, so
     every lag is observed and the |z| are comparable), for each of ``outcomes`` (which share their
     rows and events count, e.g. churn and renewal: each lag is gathered once for all of them).
-    ``contract_months`` has no lead–lag (it is the tenure itself): it is left out. Above
+    ``contract_months`` has no lead–lag (it is the tenure itself): it is left out, and so is a KPI the
+    models leave out as rare (``Transform.rare``: too few accounts to test). Above
     ``cskit.sampling.SAMPLE_ABOVE`` rows the tests are made on a case-control sample of them
     (:func:`cskit.sampling.case_control` on the first outcome, ``seed``) with the sampled likelihood.
     """
     rows, y = outcome_rows(panel, outcomes[0], MAX_LEAD_LAG)
-    use = [k for k in kpis if k != TENURE and k in transforms]
+    use = [k for k in kpis if k != TENURE and k in transforms and not transforms[k].rare]  # as in the models
     if not use or _events(y) < MIN_EVENTS:
         return pd.DataFrame(columns=LEAD_LAG_COLUMNS)
     kept, _, sample = case_control(panel, rows, y, seed=seed)

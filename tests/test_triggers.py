@@ -552,3 +552,16 @@ def test_count_and_value_of_the_same_events_are_one_measurement():
     raw2 = raw.copy()
     raw2[:, 1] = raw2[:, 1] + 1  # the value is never 0: not the sum over the counted events
     assert value_pairs(["won", "won_value", "calls"], raw2) == []
+
+
+def test_a_kpi_the_models_leave_out_as_rare_gets_no_lead_lag_score():
+    # a 0/1 flag 0 on 3 accounts of 400 (Transform.rare): no model tests it, nor does the lead-lag; the
+    # other KPIs keep their 7 lags x 3 outcomes of scores
+    panel, kpis = _simulated_panel(400, 18, seed=5)
+    acc = panel["account_id"].to_numpy()
+    panel["flag3"] = np.where(np.isin(acc, np.unique(acc)[:3]), 0.0, 1.0)
+    tr = find_triggers(panel, Params(), [*kpis, "flag3"])
+    counts = tr.lead_lag["kpi"].value_counts()
+    assert "flag3" not in counts.index and set(counts) == {21} and len(counts) == len(kpis) - 1
+    flag = tr.details[tr.details["kpi"] == "flag3"]
+    assert len(flag) == 3 and flag["best_lag"].isna().all() and flag["note"].str.contains("on only 3 account").all()
