@@ -972,10 +972,13 @@ def verdicts(res: dict) -> dict:
     - ``auc``: "above_chance" when the AUC's 95% interval lies above 0.5, else "not_distinguishable";
     - ``calibration``: "adequate" when the mean predicted churn lies inside the observed rate's Wilson
       95% interval, else "under_predicts" / "over_predicts";
-    - ``tier_order``: "ordered" when red churned more than yellow and yellow more than green (tiers
-      of at least TIER_MIN_ACCOUNTS accounts: a red tier of 2 accounts, none churned, says nothing of the
-      order), else "not_ordered" with the first pair out of order in ``tier_pair``; "not_estimable"
-      when no pair of such tiers is there to compare.
+    - ``tier_order``: read among the tiers of at least TIER_MIN_ACCOUNTS accounts (a red tier of 2
+      accounts, none churned, says nothing of the order), listed in ``tiers_compared`` (red, yellow,
+      green order; empty when fewer than two qualify), each against the next one listed (red against
+      green when yellow is too small): "not_ordered" when a riskier tier churned no more than the next,
+      the first such pair in ``tier_pair``; else "ordered" when all three were compared,
+      "ordered_among_compared" when two were (the order of those two only), "not_estimable" when
+      fewer than two tiers qualify.
     """
     out = {"auc": "above_chance" if res["score"]["ci_low"] > 0.5 else "not_distinguishable"}
     basis = res.get("with_churn_prob", res)
@@ -984,12 +987,13 @@ def verdicts(res: dict) -> dict:
     out["calibration"] = ("not_estimable" if pred is None else "under_predicts" if pred < lo
                           else "over_predicts" if pred > hi else "adequate")
     rate = {r["tier"]: r["churn_rate"] for r in res["by_tier"] if r["n"] >= TIER_MIN_ACCOUNTS}
-    pairs = [(a, b) for a, b in (("red", "yellow"), ("yellow", "green")) if a in rate and b in rate]
-    out["tier_order"], out["tier_pair"] = "ordered" if pairs else "not_estimable", None
-    for a, b in pairs:
-        if rate[a] <= rate[b]:
-            out["tier_order"], out["tier_pair"] = "not_ordered", [a, b]
-            break
+    seen = [t for t in TIERS if t in rate]
+    seen = seen if len(seen) >= 2 else []
+    wrong = [[a, b] for a, b in zip(seen, seen[1:]) if rate[a] <= rate[b]]
+    out["tier_order"] = ("not_estimable" if not seen else "not_ordered" if wrong
+                         else "ordered" if len(seen) == len(TIERS) else "ordered_among_compared")
+    out["tier_pair"] = wrong[0] if wrong else None
+    out["tiers_compared"] = seen
     return out
 
 

@@ -2555,14 +2555,23 @@ CALIBRATION_WORDS = {
     "under_predicts": ("予測した解約確率は実際より低めです", "it under-predicts the level of churn"),
     "over_predicts": ("予測した解約確率は実際より高めです", "it over-predicts the level of churn"),
 }
-TIER_ORDER_WORDS = {"ordered": ("解約は赤・黄・緑の順に少なくなっています", "churn falls from the red to the yellow to the green tier"),
-                    "not_ordered": ("ただしティアの順序どおりには解約が起きていません", "but the tiers do not order churn")}
+TIER_ORDER_WORDS = {  # {tiers}: the two tiers compared (verdicts.tiers_compared); {left}: the one too small
+    "ordered": ("解約は赤・黄・緑の順に少なくなっています", "churn falls from the red to the yellow to the green tier"),
+    "ordered_among_compared": ("解約は{tiers}の順に少なくなっています（{left}ティアは件数が少なく比べていません）",
+                               "churn falls from the {tiers} tier (the {left} tier held too few accounts to compare)"),
+    "not_ordered": ("ただしティアの順序どおりには解約が起きていません", "but the tiers do not order churn"),
+    "not_estimable": ("ティアの順序は読めません（比べられる件数のティアが2つありません）",
+                      "the tier order cannot be read (fewer than two tiers held enough accounts to compare)"),
+}
 # after an AUC that cannot be told from chance, the tiers' disorder is one more weakness, not a contrast
 TIER_DISORDER_AFTER_CHANCE = ("また、ティアの順序どおりには解約が起きていません", "nor do the tiers order churn")
 
 
 def conclusion_health(R: dict, language: str = "ja") -> str:
-    """The validation verdicts of health_validation.json (AUC, tier order, calibration) in one line."""
+    """The validation verdicts of health_validation.json (AUC, tier order, calibration) in one line; the
+    tier order names only the tiers the stage compared (``verdicts.tiers_compared``)."""
+    from cskit.health import TIERS
+
     ja = language == "ja"
     i = 0 if ja else 1
     hv = R["health_validation"]
@@ -2573,11 +2582,14 @@ def conclusion_health(R: dict, language: str = "ja") -> str:
         return "ヘルススコアは過去時点で検証できませんでした。" if ja else "The health score could not be validated."
     vd = v.get("verdicts", {})
     auc = AUC_WORDS.get(vd.get("auc"), ("", ""))[i]
-    order = TIER_ORDER_WORDS.get(vd.get("tier_order"), ("", ""))[i]
+    seen = vd.get("tiers_compared", [])
+    order = TIER_ORDER_WORDS.get(vd.get("tier_order"), ("", ""))[i].format(
+        tiers=("・" if ja else " to the ").join(_tier(t, language) for t in seen),
+        left="".join(_tier(t, language) for t in TIERS if t not in seen))
     if vd.get("tier_order") == "not_ordered" and vd.get("auc") == "not_distinguishable":
         order = TIER_DISORDER_AFTER_CHANCE[i]
     cal = CALIBRATION_WORDS.get(vd.get("calibration"), ("", ""))[i]
-    words = [w for w in (order, cal) if w]  # (no tier order where no two tiers could be compared)
+    words = [w for w in (order, cal) if w]  # (no calibration words where it was not estimable)
     if ja:
         return f"ヘルススコア（AUC {_f2(v['score']['auc'])}）は{auc}。" + "".join(f"{w}。" for w in words)
     return f"The health score (AUC {_f2(v['score']['auc'])}) {'; '.join([auc, *words])}."

@@ -459,7 +459,7 @@ def test_tier_order_and_calibration_verdicts_are_decided_by_the_stage_and_worded
          "by_tier": tiers, "score": {"auc": 0.7, "ci_low": 0.51, "ci_high": 0.8}}
     v["verdicts"] = verdicts(v)
     assert v["verdicts"] == {"auc": "above_chance", "calibration": "under_predicts", "tier_order": "not_ordered",
-                             "tier_pair": ["red", "yellow"]}
+                             "tier_pair": ["red", "yellow"], "tiers_compared": ["red", "yellow", "green"]}
     assert "赤ティアの解約率（17.0%）が黄ティア（20.0%）以下" in N.tier_order_text(v, "ja")
     assert "予測した解約確率の平均は 10.7%、実際の解約率は 15.9% でした（予測は実際より低めです" in N.calibration_text(
         v, "ja"
@@ -468,7 +468,7 @@ def test_tier_order_and_calibration_verdicts_are_decided_by_the_stage_and_worded
               "score": {"auc": 0.7, "ci_low": 0.49, "ci_high": 0.8}}
     ok["verdicts"] = verdicts(ok)
     assert ok["verdicts"] == {"auc": "not_distinguishable", "calibration": "adequate", "tier_order": "ordered",
-                              "tier_pair": None}
+                              "tier_pair": None, "tiers_compared": ["red", "yellow", "green"]}
     assert N.tier_order_text(ok, "ja") == "" and "低め" not in N.calibration_text(ok, "ja")
     high = v | {"predicted_rate": 0.19}
     high["verdicts"] = verdicts(high)
@@ -633,19 +633,63 @@ def test_a_tier_of_two_accounts_says_nothing_of_the_tier_order():
                  {"tier": "green", "n": 151, "churn_rate": 0.166}]
         return verdicts({"n_accounts": 478, "n_churned": 77, "predicted_rate": 0.2, "by_tier": tiers,
                          "score": {"auc": 0.53, "ci_low": 0.46, "ci_high": 0.6}})
-    assert v(2, 0.0, 0.25)["tier_order"] == "ordered"  # yellow 25% > green 16.6%: the order holds where it is seen
+    # yellow 25% > green 16.6%: the order holds between the two tiers compared, and only there
+    assert v(2, 0.0, 0.25)["tier_order"] == "ordered_among_compared"
+    assert v(2, 0.0, 0.25)["tiers_compared"] == ["yellow", "green"]
     assert v(2, 0.0, 0.16)["tier_pair"] == ["yellow", "green"]  # the pair that is out of order is a real one
     assert v(10, 0.0, 0.25)["tier_pair"] == ["red", "yellow"]
+    assert v(10, 0.3, 0.25)["tier_order"] == "ordered"  # 30% > 25% > 16.6%, all three tiers of 10+ accounts
     only = verdicts({"n_accounts": 30, "n_churned": 5, "predicted_rate": 0.5, "score": {"auc": 0.6, "ci_low": 0.4},
                      "by_tier": [{"tier": "red", "n": 3, "churn_rate": 0.0}, {"tier": "green", "n": 27,
                                                                           "churn_rate": 0.2}]})
-    assert only["tier_order"] == "not_estimable" and only["tier_pair"] is None
+    assert only["tier_order"] == "not_estimable" and only["tier_pair"] is None and only["tiers_compared"] == []
     R = {"health_validation": {"status": "fitted", "validation": {"score": {"auc": 0.6}, "status": "fitted",
                                                                   "verdicts": only}}}
-    assert N.conclusion_health(R, "en") == ("The health score (AUC 0.60) cannot be told from chance; "
+    assert N.conclusion_health(R, "en") == ("The health score (AUC 0.60) cannot be told from chance; the tier order "
+                                            "cannot be read (fewer than two tiers held enough accounts to compare); "
                                             "it over-predicts the level of churn.")
     assert N.conclusion_health(R, "ja") == ("ヘルススコア（AUC 0.60）は偶然と区別できません。"
+                                            "ティアの順序は読めません（比べられる件数のティアが2つありません）。"
                                             "予測した解約確率は実際より高めです。")
+
+
+def _health_conclusion(tiers: list[tuple[str, int, float]], language: str) -> tuple[dict, str]:
+    """The verdicts of an out-of-time validation with these (tier, accounts, churn rate) and its conclusion."""
+    from cskit.health import verdicts
+
+    vd = verdicts({"n_accounts": 206, "n_churned": 90, "predicted_rate": 0.44, "by_tier": [
+        {"tier": t, "n": n, "churn_rate": r} for t, n, r in tiers], "score": {"auc": 0.7, "ci_low": 0.6}})
+    R = {"health_validation": {"status": "fitted", "validation": {"score": {"auc": 0.7}, "status": "fitted",
+                                                                  "verdicts": vd}}}
+    return vd, N.conclusion_health(R, language)
+
+
+def test_the_tier_order_compares_red_with_green_when_yellow_is_too_small():
+    """Red 50 accounts at 40% churn, yellow 5, green 151 at 50%: red churned less than green, so the tiers
+    are out of order (it said "not_estimable": no two neighbouring tiers of 10+ accounts)."""
+    vd, en = _health_conclusion([("red", 50, 0.40), ("yellow", 5, 0.0), ("green", 151, 0.50)], "en")
+    assert (vd["tier_order"], vd["tier_pair"], vd["tiers_compared"]) == ("not_ordered", ["red", "green"],
+                                                                         ["red", "green"])
+    assert "but the tiers do not order churn" in en
+    vd, en = _health_conclusion([("red", 50, 0.60), ("yellow", 5, 0.0), ("green", 151, 0.50)], "en")
+    assert (vd["tier_order"], vd["tier_pair"]) == ("ordered_among_compared", None)
+    assert "churn falls from the red to the green tier (the yellow tier held too few accounts to compare)" in en
+    assert "解約は赤・緑の順に少なくなっています（黄ティアは件数が少なく比べていません）" in _health_conclusion(
+        [("red", 50, 0.60), ("yellow", 5, 0.0), ("green", 151, 0.50)], "ja")[1]
+
+
+def test_a_tier_order_seen_between_two_tiers_is_not_claimed_for_the_third():
+    """Red 2 accounts at 0%, yellow 325 at 25%, green 151 at 16.6%: the conclusion said "churn falls from the
+    red to the yellow to the green tier", false for red; it names the two tiers compared."""
+    tiers = [("red", 2, 0.0), ("yellow", 325, 0.25), ("green", 151, 0.166)]
+    vd, en = _health_conclusion(tiers, "en")
+    assert vd["tier_order"] == "ordered_among_compared" and vd["tiers_compared"] == ["yellow", "green"]
+    assert "churn falls from the yellow to the green tier (the red tier held too few accounts to compare)" in en
+    assert "red to the yellow" not in en
+    ja = _health_conclusion(tiers, "ja")[1]
+    assert "解約は黄・緑の順に少なくなっています（赤ティアは件数が少なく比べていません）" in ja and "赤・黄" not in ja
+    full = _health_conclusion([("red", 10, 0.3), *tiers[1:]], "en")[1]
+    assert "churn falls from the red to the yellow to the green tier;" in full
 
 
 def test_no_fall_at_all_does_not_suggest_an_alert_drop_of_one_point():
