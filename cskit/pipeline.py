@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from cskit.client import ClientData
 from cskit.errors import CskitError
+from cskit.parallel import Beside
 from cskit.params import REPO_ROOT, Params, absolute_data, load_params, validate_params
 from cskit.result import StageResult
 from cskit.season import GLM_MODULE
@@ -120,8 +122,6 @@ class Diagnosis(StageResult):
         """Write results/ (DESIGN §6) under ``out_dir``, with ``run.json`` (params, cskit version, input
         fingerprints; ``params_file`` names the YAML they came from); return the results folder. With
         ``params.previous``, also results/changes.json (the comparison with that earlier run)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from cskit import __version__
         from cskit.changes import compare, read_results, write_changes
         from cskit.provenance import input_records, write_run
@@ -133,8 +133,8 @@ class Diagnosis(StageResult):
         # run.json's input fingerprints taken by a thread while this one writes the results (file reads and
         # hashlib release the interpreter: ~0.15 s at 100k accounts); after them, as before, when the results
         # folder is inside the data folder (its files are then inputs too)
-        with ThreadPoolExecutor(1, thread_name_prefix="cskit-fingerprints") as pool:
-            inputs = None if _in_data(results, data) else pool.submit(input_records, data)
+        inputs = Beside(partial(input_records, data), "cskit-fingerprints", start=not _in_data(results, data))
+        try:
             self.data.quality.write(results / "quality.json")
             for stage in (self.metrics, self.survival, self.triggers, self.potential, self.health, self.history):
                 if stage is not None:
@@ -143,8 +143,9 @@ class Diagnosis(StageResult):
                 self.changes = compare(self.previous, read_results(results) | {"client": self.params.client},
                                        self.data)
                 write_changes(self.changes, results)
-            write_run(results, self.params, __version__, params_file=params_file,
-                      inputs=None if inputs is None else inputs.result())
+        finally:
+            inputs.join()  # (no thread outlives a write that failed)
+        write_run(results, self.params, __version__, params_file=params_file, inputs=inputs.result())
         return results
 
 

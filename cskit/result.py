@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+
+from cskit.parallel import Beside
 
 
 def json_safe(x: Any) -> Any:
@@ -108,9 +110,12 @@ def _csv_rows(table: pa.Table) -> list[pa.Buffer]:
     if len(table) < SPLIT_ROWS:
         return [_rows_text(table)]
     half = len(table) // 2
-    with ThreadPoolExecutor(1, thread_name_prefix="cskit-csv") as pool:
-        second = pool.submit(_rows_text, table.slice(half))
-        return [_rows_text(table.slice(0, half)), second.result()]
+    second = Beside(partial(_rows_text, table.slice(half)), "cskit-csv")
+    try:
+        first = _rows_text(table.slice(0, half))
+    finally:
+        second.join()  # (no thread outlives a write that failed)
+    return [first, second.result()]
 
 
 def _rows_text(table: pa.Table) -> pa.Buffer:
