@@ -196,6 +196,7 @@ def test_a_failure_parsing_a_kpi_column_in_a_thread_is_raised_by_the_load(monkey
     """A KPI column whose parse raises in a parse thread (loading._Parsing): the load raises that error in
     its own thread, and no thread outlives it."""
     monkeypatch.setattr(loading, "PARSE_THREADS", 2)
+    monkeypatch.setattr(loading.os, "cpu_count", lambda: 2)  # (threads whatever the machine's cores)
     frames = tables()
     frames["kpis"] = kpi_table(True)
     into, where = loading._numbers_into, []
@@ -330,6 +331,7 @@ def test_nps_rows_checked_by_a_thread_count_and_note_as_checked_in_turn(monkeypa
     check = loading._nps_rows
     monkeypatch.setattr(loading, "_nps_rows", lambda *a: (threads.append(threading.current_thread().name),
                                                           check(*a))[1])
+    monkeypatch.setattr(loading.os, "cpu_count", lambda: 2)  # two cores: checked by a thread
     beside = client_from_frames(frames, params)
     assert threads == ["cskit-check"]
     monkeypatch.setattr(loading.os, "cpu_count", lambda: 1)  # one core: checked in turn
