@@ -169,6 +169,41 @@ def test_spearman_of_one_column_by_mask_or_indices_matches_scipy_and_is_nan_when
     assert spearman_binary(inf, y > 0.5) == pytest.approx(spearmanr(inf[ok], y[ok])[0], abs=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["continuous", "tied", "infinite"])
+def test_spearman_by_hashing_and_by_sorting_is_the_same_rho_bit_for_bit_and_scipys(kind, monkeypatch):
+    # the ranks by hashing (few distinct values) or by sorting (continuous values): each path forced by
+    # the threshold and seen to run (spies), the same rho to the bit, scipy's on the finite values
+    from cskit import stats
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = np.round(rng.gamma(1.5, 2.0, n), 1) if kind == "tied" else rng.lognormal(1.0, 1.0, n)
+    x[rng.random(n) < 0.1] = np.nan
+    if kind == "infinite":
+        x[rng.random(n) < 0.03], x[rng.random(n) < 0.03] = np.inf, -np.inf
+    ok = np.isfinite(x)
+    events = rng.random(n) < np.where(ok & (x > np.nanmedian(x[ok])), 0.2, 0.1)
+    used = []
+
+    def spy(name):
+        f = getattr(stats, name)
+        return lambda v, e: used.append(name) or f(v, e)
+
+    for name in ("_hashed_ranks", "_sorted_ranks"):
+        monkeypatch.setattr(stats, name, spy(name))
+    paths, rho = [], []
+    for below in (None, 0.0, 1.01):  # the default choice, sorting always, hashing always
+        if below is not None:
+            monkeypatch.setattr(stats, "SPEARMAN_HASH_BELOW", below)
+        used.clear()
+        rho.append(spearman_binary(x, events))
+        paths.append(used[0])
+    assert paths == ["_hashed_ranks" if kind == "tied" else "_sorted_ranks", "_sorted_ranks", "_hashed_ranks"]
+    assert rho[0] == rho[1] == rho[2]
+    assert rho[0] == pytest.approx(spearmanr(x[ok], events[ok])[0], abs=1e-12)
+    assert abs(rho[0]) > 0.05  # a real correlation, not a degenerate NaN or 0
+
+
 @pytest.mark.parametrize("lag", [0, 1, 3])
 def test_kpi_matrix_gathers_the_same_lagged_values_as_the_shared_design(lag):
     panel = toy_panel(n_accounts=80, months=8, seed=4)
