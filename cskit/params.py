@@ -326,7 +326,8 @@ def validate_params(raw: dict[str, Any] | None) -> Params:
 
 
 def load_params(path: str | Path) -> Params:
-    """Read and validate a params YAML file."""
+    """Read and validate a params YAML file. It must say where the data is (``data:``): the default
+    (data/demo, for a Params made in code) would diagnose the demo client under the file's client name."""
     path = Path(path)
     if not path.is_file():
         raise CskitError(f"Params file not found: {path}. Copy params/template.yaml and edit it.")
@@ -346,7 +347,11 @@ def load_params(path: str | Path) -> Params:
     if raw is None:  # every default would diagnose the demo client (data: data/demo) under its name
         raise CskitError(f"Params file {path} is empty (or holds only comments). Fix: set at least client: and "
                          "data: (copy params/template.yaml, where every key is documented).")
-    return validate_params(raw)
+    params = validate_params(raw)
+    if "data" not in raw:  # the default (data/demo) would be diagnosed under this file's client
+        raise CskitError(f"Params file {path} does not say where the client's data is. Fix: add data: (a folder "
+                         "of CSVs, an .xlsx or .duckdb file, or a database URL; see params/template.yaml).")
+    return params
 
 
 class _ParamsLoader(yaml.SafeLoader):

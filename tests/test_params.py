@@ -115,6 +115,15 @@ def test_an_empty_params_file_is_refused_instead_of_running_the_demo(tmp_path, t
     assert "set at least client: and data:" in str(e.value)
 
 
+def test_a_params_file_without_data_is_refused_not_run_on_the_demo(tmp_path):
+    """data's default (data/demo) would diagnose the demo client under the file's client name."""
+    with pytest.raises(CskitError) as e:
+        load_params(_write(tmp_path, "client: acme\nlanguage: en\n"))
+    assert str(e.value).startswith(f"Params file {tmp_path / 'p.yaml'} does not say where the client's data is")
+    assert "Fix: add data:" in str(e.value)
+    assert load_params(_write(tmp_path, "client: acme\ndata: somewhere\n")).data == "somewhere"
+
+
 def test_impossible_date_names_the_key_instead_of_a_traceback(tmp_path):
     with pytest.raises(CskitError) as e:
         load_params(_write(tmp_path, "client: t\nas_of: 2026-13-45\n"))
@@ -124,9 +133,9 @@ def test_impossible_date_names_the_key_instead_of_a_traceback(tmp_path):
 
 
 def test_a_month_as_of_is_taken_as_its_last_day(tmp_path):
-    assert load_params(_write(tmp_path, "as_of: 2026-06\n")).as_of == dt.date(2026, 6, 30)
-    assert load_params(_write(tmp_path, "as_of: 2024-02\n")).as_of == dt.date(2024, 2, 29)
-    assert load_params(_write(tmp_path, "as_of: 2026-06-15\n")).as_of == dt.date(2026, 6, 15)
+    assert load_params(_write(tmp_path, "data: d\n" + "as_of: 2026-06\n")).as_of == dt.date(2026, 6, 30)
+    assert load_params(_write(tmp_path, "data: d\n" + "as_of: 2024-02\n")).as_of == dt.date(2024, 2, 29)
+    assert load_params(_write(tmp_path, "data: d\n" + "as_of: 2026-06-15\n")).as_of == dt.date(2026, 6, 15)
 
 
 def test_a_misspelt_key_gets_a_did_you_mean(tmp_path):
@@ -140,7 +149,7 @@ def test_a_misspelt_key_gets_a_did_you_mean(tmp_path):
 
 
 def test_a_shift_jis_params_file_is_read(tmp_path):
-    p = load_params(_write(tmp_path, "client: t\nclient_name: 株式会社テスト\n", encoding="cp932"))
+    p = load_params(_write(tmp_path, "client: t\ndata: d\nclient_name: 株式会社テスト\n", encoding="cp932"))
     assert p.client_name == "株式会社テスト"
     (tmp_path / "bad.yaml").write_bytes(b"client: \x81\x00\xff\n")
     with pytest.raises(CskitError, match="neither UTF-8 nor Shift_JIS"):
