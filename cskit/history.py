@@ -262,14 +262,16 @@ def drop_check(panel: pd.DataFrame, cut_model: ScoreModel | None, cut: pd.Timest
 
 
 def change_summary(change: np.ndarray, *, drop: float) -> dict:
-    """How far scores move over the alert window: accounts, how many fell by ``drop``+ points, and the
-    1%, 5%, 50% quantiles of the change (so the report can say when the alert threshold is out of reach
-    of this score, which moves slowly when it forecasts churn from each account's level)."""
+    """How far scores move over the alert window: accounts, how many fell by ``drop``+ points
+    (``falling``), how many fell at all (``fell``: a 1% quantile of 0 does not say none fell when fewer
+    than 1% did), and the 1%, 5%, 50% quantiles of the change (so the report can say when the alert
+    threshold is out of reach of this score, which moves slowly when it forecasts churn from each
+    account's level)."""
     change = np.asarray(change, dtype="float64")
     if not len(change):
-        return {"accounts": 0, "falling": 0}
+        return {"accounts": 0, "falling": 0, "fell": 0}
     q = np.quantile(change, [0.01, 0.05, 0.5])
-    return {"accounts": int(len(change)), "falling": int((change <= -drop).sum()),
+    return {"accounts": int(len(change)), "falling": int((change <= -drop).sum()), "fell": int((change < 0).sum()),
             "q01": float(q[0]), "q05": float(q[1]), "median": float(q[2])}
 
 

@@ -2033,15 +2033,27 @@ def movers(table: pd.DataFrame, drop: float, months: int, language: str = "ja", 
 
 
 def _reach_note(summary: dict | None, drop: float, months: int, language: str) -> str:
-    """A note when the alert drop is out of reach: fewer than 1% of accounts fell that far."""
+    """A note when the alert drop is out of reach: fewer than 1% of accounts fell that far. It suggests
+    the largest 1% of falls as alert_drop; when no score fell at all (``fell`` = 0, e.g. a score on the
+    account context only) drop alerts cannot fire, and when fewer than 1% fell at all (the 1% quantile
+    is no fall) it says how many fell and points to the red tier: those few are already the movers
+    listed, and no threshold of the quantiles would add any."""
     if not summary or not summary.get("accounts") or summary["falling"] >= 0.01 * summary["accounts"]:
         return ""
     q1, q5 = -float(summary["q01"]), -float(summary["q05"])
-    if q1 <= 0:  # no score fell at all (e.g. a score on the account context only): no drop to suggest
+    if not summary["fell"]:
         return ("\n\n注意: 直近{m}か月でスコアが下がったアカウントはありません（このスコアは月ごとにほとんど動きません）。"
                 "下落アラートは働かないため、赤ティアを目安にしてください。" if language == "ja" else
                 "\n\nNote: no account's score fell over the last {m} months, so drop alerts cannot fire (the score "
                 "barely moves from month to month here); use the red tier instead.").format(m=months)
+    if q1 <= 0:
+        n, fell, falling = f"{summary['accounts']:,}", f"{summary['fell']:,}", f"{summary['falling']:,}"
+        if language == "ja":
+            return (f"\n\n注意: 直近{months}か月でスコアが下がったのは{n}件中{fell}件だけです（うち{drop:g}点以上は{falling}件）。"
+                    "このスコアは月ごとにほとんど動かないため、下落アラートより赤ティアを目安にしてください。")
+        return (f"\n\nNote: only {fell} of {n} accounts' scores fell at all over the last {months} months "
+                f"({falling} of them by {drop:g}+ points); the score barely moves from month to month here, so use "
+                "the red tier rather than drop alerts.")
     if language == "ja":
         return (f"\n\n注意: {months}か月で{drop:g}点以上下がったのは{summary['accounts']:,}件中{summary['falling']:,}件だけです"
                 f"（下落の大きい1%は{q1:.1f}点以上、5%は{q5:.1f}点以上）。このスコアは各アカウントの水準から今後の解約を"

@@ -16,7 +16,7 @@ import pytest
 from cskit import narrative as N
 from cskit.changes import beyond_noise, playbook_followup, results_folder, tier_changes
 from cskit.errors import CskitError
-from cskit.history import drop_effect, drop_verdict, find_movers, score_changes
+from cskit.history import change_summary, drop_effect, drop_verdict, find_movers, score_changes
 from cskit.pipeline import analyse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +146,17 @@ def planted(tmp_path_factory):
     sim = simulate_client(n_accounts=1000, n_months=30, seed=3, mc_paths=0, engagement_drop=EngagementDrop(accounts=25))
     write_client(sim, folder / "data")
     return sim, folder
+
+
+def test_change_summary_counts_the_falls_its_one_percent_quantile_hides():
+    """1,000 accounts of which 5 fell by 20 points and 3 rose by 1: the 1% quantile of the change is 0,
+    yet 5 fell (``fell``), all 5 by the alert drop of 15 (``falling``)."""
+    change = np.r_[np.full(5, -20.0), np.zeros(992), np.ones(3)]
+    s = change_summary(change, drop=15)
+    assert (s["accounts"], s["falling"], s["fell"], s["q01"], s["median"]) == (1000, 5, 5, 0.0, 0.0)
+    assert change_summary(np.r_[-20.0, -3.0, 0.0, 2.0], drop=15)["fell"] == 2  # a fall short of the drop counts
+    assert change_summary(np.zeros(26), drop=15)["fell"] == 0
+    assert change_summary(np.array([]), drop=15) == {"accounts": 0, "falling": 0, "fell": 0}
 
 
 def test_planted_engagement_drop_accounts_are_movers_with_login_days_first(planted):

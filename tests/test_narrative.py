@@ -697,13 +697,28 @@ def test_no_fall_at_all_does_not_suggest_an_alert_drop_of_one_point():
     (health_drops.json changes_now: q01 = q05 = 0). The note says drop alerts cannot fire; it suggested
     'alert_drop of about 1' from 'the largest 1% of falls are -0.0+ points'."""
     empty = pd.DataFrame(columns=["falling", "entered_red"])
-    still = {"accounts": 26, "falling": 0, "median": 0.0, "q01": 0.0, "q05": 0.0}
+    still = {"accounts": 26, "falling": 0, "fell": 0, "median": 0.0, "q01": 0.0, "q05": 0.0}
     en = N.movers(empty, 15, 3, "en", summary=still)
     assert "alert_drop of about" not in en and "-0.0" not in en
     assert "no account's score fell over the last 3 months, so drop alerts cannot fire" in en
     assert "スコアが下がったアカウントはありません" in N.movers(empty, 15, 3, "ja", summary=still)
-    moving = still | {"q01": -6.2, "q05": -3.1}
+    moving = still | {"q01": -6.2, "q05": -3.1, "fell": 9}
     assert "consider alert_drop of about 6" in N.movers(empty, 15, 3, "en", summary=moving)
+
+
+def test_a_few_falls_below_the_one_percent_quantile_are_not_no_fall():
+    """1,000 accounts, 5 fell by 20 points: the 1% quantile of the change is 0, and the note said "no
+    account's score fell ... drop alerts cannot fire" under a table of those 5 movers; it says how many
+    fell and suggests no alert_drop of ~0."""
+    from cskit.history import change_summary
+
+    summary = change_summary(np.r_[np.full(5, -20.0), np.zeros(995)], drop=15)
+    assert summary["q01"] == 0.0
+    en, ja = (N._reach_note(summary, 15, 3, lang) for lang in ("en", "ja"))
+    assert "no account's score fell" not in en and "cannot fire" not in en and "alert_drop of about" not in en
+    assert "only 5 of 1,000 accounts' scores fell at all over the last 3 months (5 of them by 15+ points)" in en
+    assert "use the red tier" in en and "-0.0" not in en
+    assert "スコアが下がったのは1,000件中5件だけです（うち15点以上は5件）" in ja and "ありません" not in ja
 
 
 def test_ordered_tiers_say_churn_falls_from_red_to_green():
