@@ -10,6 +10,7 @@ and reason.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import tempfile
@@ -28,7 +29,7 @@ from cskit.catalogue import build_catalogue
 from cskit.client import ClientData, Quality
 from cskit.errors import CskitError
 from cskit.notices import Notice
-from cskit.panel import data_window, mapped_block
+from cskit.panel import data_window, is_annual, mapped_block, month_index
 from cskit.parallel import Beside
 from cskit.params import DATABASE_SUFFIXES, TABLES, Params, resolve_data_path
 from cskit.warehouse import (
@@ -1138,25 +1139,45 @@ ANNIVERSARY_MIN_CHURNS = 20  # churns of accounts 11+ months old needed to tell 
 def _note_anniversaries(data: ClientData) -> None:
     """A warning when no account is annual (contract_type missing or all monthly) yet the churns of
     accounts 11+ months old fall at an anniversary of contract_start (its month or the month before: a
-    term ending the day before) far more often than the 2 months in 12 of monthly renewals (binomial
+    term ending the day before) far more often than monthly renewals would put them there (binomial
     p < 0.001, half of them at least): annual contracts filed as monthly, which the models would read as
-    a churn season instead of renewals."""
+    a churn season instead of renewals.
+
+    Under a constant monthly hazard the churns fall at each tenure in proportion to the account-months at
+    risk at that tenure, so the expected share is that of anniversary months among the at-risk months of
+    tenure 11+ (each account's, from contract_start to its churn or as_of), not 2 in 12: with contracts
+    under ~2 years old, tenures 11-13 are most of the long ones observable."""
     acc = data.accounts
-    if (acc["contract_type"] == "annual").any():
+    if is_annual(acc["contract_type"].to_numpy()).any():
         return
-    start = acc["contract_start"].to_numpy().astype("datetime64[M]").astype("int64")
-    end = acc["churn_date"].to_numpy().astype("datetime64[M]")
-    churned = ~np.isnat(end) & (end <= np.datetime64(data.as_of, "M"))
-    months = end[churned].astype("int64") - start[churned]
+    start = month_index(acc["contract_start"])
+    churn = month_index(acc["churn_date"])
+    as_of = month_index(pd.Series([data.as_of]))[0]
+    churned = (churn >= 0) & (churn <= as_of)
+    tenure = np.where(churned, churn, as_of) - start  # months after contract_start of the last month at risk
+    months = tenure[churned]
     months = months[months >= 11]
     if len(months) < ANNIVERSARY_MIN_CHURNS:
         return
-    from scipy import stats
-
+    at_risk = np.maximum(tenure - 10, 0).sum()  # tenures 11..tenure of each account
+    at_anniversary = ((tenure + 1) // 12 + tenure // 12).sum()  # ... that are 11, 12, 23, 24, ...
+    expected = at_anniversary / at_risk
     n = int(np.isin(months % 12, (0, 11)).sum())
-    if n >= len(months) / 2 and stats.binomtest(n, len(months), 2 / 12, alternative="greater").pvalue < 1e-3:
+    if n >= len(months) / 2 and _binomial_tail(n, len(months), expected) < 1e-3:
         data.quality.warn(Notice("churn_at_anniversaries", stage="load", n=n, churns=len(months),
-                                 share=round(n / len(months), 6)))
+                                 share=round(n / len(months), 6), expected=round(float(expected), 6)))
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), the exact sum (log terms: log C(n, j) grows by log((n-j)/(j+1))).
+    Without scipy: the load runs while the pipeline may still be importing it in another thread."""
+    if p >= 1:
+        return 1.0
+    j = np.arange(k, n)
+    first = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+             + k * math.log(p) + (n - k) * math.log1p(-p))
+    steps = np.log((n - j) / (j + 1)) + math.log(p) - math.log1p(-p)
+    return float(np.exp(first + np.concatenate(([0.0], np.cumsum(steps)))).sum())
 
 
 def _required_tables(params: Params) -> tuple[str, ...]:

@@ -395,13 +395,15 @@ NOTICE_TEXT: dict[str, tuple[Any, Any]] = {
                   "Fix: fill it or drop the column."),
     "churn_at_anniversaries": (
         lambda v: f"契約開始から11か月以上の解約{v.n('churns')}件のうち{v.n('n')}件（{pct(v['share'])}）が契約開始日の"
-                  "応当月かその前月（契約期間の末日）に集中しています（月次更新なら約17%）が、年契約のアカウントがありません"
+                  "応当月かその前月（契約期間の末日）に集中しています（月次更新なら、各アカウントの在籍月から見て"
+                  f"{pct(v['expected'])}）が、年契約のアカウントがありません"
                   "（contract_type が無いか、すべて月額）。年契約のように見えます。このままでは更新月の解約を"
                   "季節性として扱います。accounts に contract_type（annual / monthly）を追加するか、params の "
                   "columns で貴社の列を対応付けてください。",
         lambda v: f"{v.n('n')} of {v.n('churns')} churns of accounts 11+ months old ({pct(v['share'])}) fall at an "
-                  "anniversary of contract_start (its month or the month before, a term's last day; about 17% if "
-                  "contracts renewed monthly), yet no account is annual (contract_type missing or all monthly): "
+                  "anniversary of contract_start (its month or the month before, a term's last day; "
+                  f"{pct(v['expected'])} if contracts renewed monthly, from each account's months at risk), yet no "
+                  "account is annual (contract_type missing or all monthly): "
                   "these look like annual contracts, and the models would read their renewals as a churn season. "
                   "Fix: add contract_type (annual / monthly) to accounts, or map the client's column in params "
                   "columns."),

@@ -646,8 +646,11 @@ def test_churns_at_anniversaries_of_contracts_all_monthly_are_named_as_likely_an
     (binomial p vs 2/12 far below 0.001), while no account is annual: the loader warns."""
     data = load(_term_client(None), validate_params({"as_of": "2025-06-30"}))
     (w,) = [w for w in data.quality.warnings if w.code == "churn_at_anniversaries"]
-    assert w.values == {"n": 30, "churns": 30, "share": 1.0}
+    # expected: at-risk months of tenure 11+ (10 open accounts to 26, 15 churned at 11, 15 at 23): 160 + 15 + 195,
+    # of them anniversary months (11, 12, 23, 24): 40 + 15 + 45
+    assert w.values == {"n": 30, "churns": 30, "share": 1.0, "expected": round(100 / 370, 6)}
     assert str(w).startswith("30 of 30 churns of accounts 11+ months old (100.0%) fall at an anniversary")
+    assert "; 27.0% if contracts renewed monthly" in str(w)
     for quiet in (_term_client("annual"), _term_client(None, churn_day="09-15")):
         data = load(quiet, validate_params({"as_of": "2025-06-30"}))
         assert not any(w.code == "churn_at_anniversaries" for w in data.quality.warnings)
@@ -667,3 +670,36 @@ def test_as_of_not_set_and_the_last_revenue_month_unusable_names_those_rows_not_
     assert "as_of is not set, so it is the last month in revenue.month (2024-07)" in msg
     assert "the last month with usable revenue is 2024-06" in msg and "set as_of: 2024-06-30" in msg
     assert "leave it out" not in msg
+
+
+def _constant_hazard_client(history: int, seed: int, n: int = 5000, hazard: float = 0.03) -> dict[str, pd.DataFrame]:
+    """``n`` all-monthly accounts starting uniformly over ``history`` months before as_of 2025-06, each
+    leaving in any month of its contract with probability ``hazard``: no anniversary effect at all."""
+    rng = np.random.default_rng(seed)
+    as_of = pd.Period("2025-06", "M")
+    start = rng.integers(0, history, n)  # months after the first month of the history
+    tenure = rng.geometric(hazard, n) - 1  # the month of the contract it leaves in
+    churned = start + tenure < history
+    first = as_of - (history - 1)
+    ids = [f"A{i:04d}" for i in range(n)]
+    acc = pd.DataFrame({
+        "account_id": ids, "contract_start": [str((first + int(s)).start_time.date()) for s in start],
+        "churn_date": [str((first + int(s + t)).start_time.date() + pd.Timedelta(days=int(d))) if c else ""
+                       for s, t, c, d in zip(start, tenure, churned, rng.integers(0, 28, n))],
+        "contract_type": "monthly",
+    })
+    last = np.where(churned, start + tenure, history - 1)
+    rev = pd.DataFrame([[a, str(first + m), "1000"] for a, s, e in zip(ids, start, last) for m in range(s, e + 1)],
+                       columns=["account_id", "month", "mrr"])
+    return {"accounts": acc, "revenue": rev, "kpis": rev[["account_id", "month"]].assign(login_days="3")}
+
+
+@pytest.mark.parametrize("history", [14, 15, 16, 18])
+def test_constant_hazard_monthly_clients_with_short_histories_get_no_anniversary_warning(history):
+    """Contracts under 18 months old: tenures 11-13 are nearly the only long ones observable, so most
+    churns of 11+ months fall at an anniversary by exposure alone (a test against 2 in 12 warned on most
+    of these); against the share expected from each account's months at risk, none warns."""
+    for seed in range(3):
+        tables = _constant_hazard_client(history, seed)
+        data = load(tables, validate_params({"as_of": "2025-06-30"}))
+        assert not any(w.code == "churn_at_anniversaries" for w in data.quality.warnings), (history, seed)
