@@ -23,7 +23,7 @@ from cskit.forecast import kpi_forecasts
 from cskit.models import MISSING_PREFIX, fit_binomial, kpi_transforms
 from cskit.notices import Notice
 from cskit.panel import RECENT_MONTHS, active_rows, recent_means_over, recent_missing
-from cskit.stats import mean_ci, newcombe_difference, risk_ratio, wilson
+from cskit.stats import Z975, mean_ci, newcombe_difference, risk_ratio, wilson
 
 if TYPE_CHECKING:
     from cskit.fits import Fits
@@ -33,7 +33,6 @@ EQUIVALENCE_MARGIN = 0.05
 ONBOARDING_SCORE_TENURE = 12
 LONG_RUN = 10_000  # "all months": the account's level, a better measure of a lasting trait than 3 months
 ADJUSTED_MIN_GROUP = 20  # accounts per group (and churns) below which the adjusted comparison is not made
-Z975 = float(stats.norm.ppf(0.975))  # the normal's 97.5% quantile: a 95% interval's half-width in SEs
 
 
 def onboarding_check(panel: pd.DataFrame, model: ScoreModel, cohort: pd.DataFrame, out: pd.DataFrame, horizon: int,

@@ -65,7 +65,7 @@ from cskit.playbook import PLAYBOOK_COLUMNS, playbook, touch_model
 from cskit.result import StageResult, six_digits, write_csv, write_json
 from cskit.sampling import RowSample, sampled_notice
 from cskit.season import as_text
-from cskit.stats import auc_with_ci, delong, largest_remainder, wilson
+from cskit.stats import Z975, auc_with_ci, delong, largest_remainder, wilson
 
 RANGE_QUANTILES = (0.05, 0.95)
 RED_RISK = 2.0
@@ -956,8 +956,8 @@ def _client_validation(y: np.ndarray, t: np.ndarray, s: np.ndarray, c: np.ndarra
     se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
     out["auc_difference"] = {
         "ours_minus_client": diff,
-        "ci_low": diff - 1.959963984540054 * se,
-        "ci_high": diff + 1.959963984540054 * se,
+        "ci_low": diff - Z975 * se,
+        "ci_high": diff + Z975 * se,
         "p_value": float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else None,
     }
     d = out["auc_difference"]

@@ -35,6 +35,7 @@ from statsmodels.stats.multitest import multipletests
 from cskit.notices import Notice
 from cskit.panel import MIN_EVENTS, RECENT_MONTHS, is_annual
 from cskit.sampling import SampledLink, link_name, sampled_mean
+from cskit.stats import Z975
 
 # Adjustments of every churn / renewal model: segment, contract type and, where the panel found a
 # calendar-month effect on churn (cskit.season), the calendar month (a constant column adds no term).
@@ -1191,7 +1192,7 @@ def indicator_effects(table: pd.DataFrame, design: Design, coef: np.ndarray, se:
             j = design.indicator_column(k)
             b, s = float(coef[j]), float(se[j])
             out.loc[i, ["effect", "ci_low", "ci_high"]] = np.exp(
-                [b, b - 1.959963984540054 * s, b + 1.959963984540054 * s]
+                [b, b - Z975 * s, b + Z975 * s]
             )
     return out
 

@@ -66,6 +66,7 @@ from cskit.parallel import one_blas_thread
 from cskit.params import Params
 from cskit.result import StageResult
 from cskit.sampling import RowSample, sampled_notice
+from cskit.stats import Z975
 
 PROJECTED = tuple(o for o in OUTCOMES if o != "renewal")  # renewal is 1 − churn: the churn model covers it
 COLUMNS = ("d_ltv", "d_expansion", "d_new", "d_downgrade", "d_churn")
@@ -1171,7 +1172,7 @@ def ltv_p_value(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     its p was ≈ 0.05 and none was credible. Returns (p, SD); NaN where there is no interval."""
     point = table["d_ltv"].to_numpy(dtype="float64")
     lo, hi = (table[c].to_numpy(dtype="float64") for c in ("d_ltv_lo", "d_ltv_hi"))
-    sd = np.where(point >= 0, point - lo, hi - point) / norm.ppf(0.975)
+    sd = np.where(point >= 0, point - lo, hi - point) / Z975
     with np.errstate(invalid="ignore", divide="ignore"):
         p = 2 * norm.sf(np.abs(point / sd))
     return p, sd

@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import ndtri
+
+Z975 = float(ndtri(0.975))  # the normal's 97.5% quantile (a 95% interval's half-width in SEs), = norm.ppf(0.975)
 
 
 def wilson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:

@@ -72,7 +72,7 @@ from cskit.result import StageResult
 from cskit.sampling import RowSample, case_control, fit_link, link_offset, sampled_notice, uniform_rows
 from cskit.season import seasonal_notice
 from cskit.season import tested as seasonality_of
-from cskit.stats import spearman_binary
+from cskit.stats import Z975, spearman_binary
 
 if TYPE_CHECKING:
     from cskit.fits import Fits
@@ -678,8 +678,8 @@ def _wald(out: pd.DataFrame, crit: float) -> pd.DataFrame:
     out["z"] = out["coef"] / out["se"]
     out["p_value"] = 2 * norm.sf(np.abs(out["z"]))
     out["effect"] = np.exp(out["coef"])
-    out["ci_low"] = np.exp(out["coef"] - norm.ppf(0.975) * out["se"])
-    out["ci_high"] = np.exp(out["coef"] + norm.ppf(0.975) * out["se"])
+    out["ci_low"] = np.exp(out["coef"] - Z975 * out["se"])
+    out["ci_high"] = np.exp(out["coef"] + Z975 * out["se"])
     out["mde_per_sd"] = np.exp(crit * out["se"])
     return out
 
