@@ -146,16 +146,17 @@ def measure_one(data: Path, out: Path, bootstrap: int, seed: int, sample: bool =
     parallel = "drivers_wait" in timings  # triggers, health and history ran in a forked child, beside potential
     timings["other"] = total - sum(v for k, v in timings.items() if not (parallel and k in CHILD_STAGES))
     mem = memory.stop() if memory else {}
-    # the floor read again after the analysis: the lower of the two best-of-3 is the one reported (a
-    # machine busier before the analysis than during it would otherwise flatter the ratio)
+    out = {"stages": timings, "total": total, "parallel": parallel,
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **mem,
+           "cpu_s": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "child_cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN),
+           "load_avg": os.getloadavg(),
+           "panel_rows": int(len(dx.panel)), "accounts": int(dx.panel["account_id"].nunique())}
+    # the floor read again after the analysis (its CPU and memory not counted above): the lower of the two
+    # best-of-3 is the one reported (a machine busier before the analysis than during it would otherwise
+    # flatter the ratio)
     floors = None if sample else (floor, best_of(lambda: duckdb_read(data)))
-    floor = None if sample else min(floors)
-    return {"floor": floor, "floors": floors, "stages": timings, "total": total, "parallel": parallel,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **mem,
-            "cpu_s": cpu_seconds(resource.RUSAGE_SELF) - cpu0, "child_cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN),
-            "load_avg": os.getloadavg(),
-            "panel_rows": int(len(dx.panel)), "accounts": int(dx.panel["account_id"].nunique())}
+    return {"floor": None if sample else min(floors), "floors": floors, **out}
 
 
 def role_of(p, cli: int) -> str:
